@@ -1,0 +1,681 @@
+"""Pretrained weights on disk: read Keras-2 HDF5 files, write scratchnst's own, find, download, convert.
+
+Keras-2 weight files (what `model.save_weights` writes and Keras Applications publish):
+
+    root attribute `layer_names`   every layer of the model in order, weightless ones included
+    one group per layer            its attribute `weight_names` lists its datasets in order
+                                   (kernel then bias for a convolution; empty for ReLU or pooling)
+
+The dataset paths differ between files and Keras versions, for example
+
+    block1_conv1/block1_conv1/kernel:0              (Keras 2)
+    block1_conv1/block1_conv1_W_1:0                 (Keras 1 names)
+    fire2/squeeze1x1/fire2/squeeze1x1_3/kernel:0    (a layer name with "/" in it)
+
+so, as Keras does, we take every name from these attributes: we never guess a path and never
+walk `keys()`.
+
+The scratchnst layout (weights/README.md) is the same structure, so this one reader (and Keras)
+reads it, with datasets named `kernel` (KH, KW, C_in, C_out) and `bias` (C_out,) and root
+attributes `scratchnst_format`, `architecture`, `preprocessing`, `preprocessing_description` and
+`converted_from`. `convert` writes it from torchvision's and MatConvNet's VGG-19.
+
+Where weights are found (`find_weights`): the file given explicitly (--weights FILE), else the
+known file name in $SCRATCHNST_WEIGHTS_DIR, then in weights/ of the repository, then in the per-user
+cache ($XDG_CACHE_HOME/scratchnst or ~/.cache/scratchnst). `download` saves into
+$SCRATCHNST_WEIGHTS_DIR if it is set, else into the cache.
+
+The architecture tables live in `networks`, which imports this module; the few functions here that
+need them (download's structure check, info, convert) import `networks` when they run.
+"""
+
+import hashlib
+import http.client
+import os
+import secrets
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+
+from scratchnst import __version__
+from scratchnst.errors import UserError
+from scratchnst.image import PREPROCESSING
+
+FORMAT_VERSION = 1  # root attribute `scratchnst_format` of files written by `write_weights`
+
+
+@dataclass(frozen=True)
+class KnownWeights:
+    """A published weights file: where to get it and how to check it."""
+
+    model: str
+    filename: str
+    url: str
+    md5: Optional[str]  # None: the publisher gives no checksum, the structure check is all we have
+    about: str
+
+
+KNOWN_WEIGHTS = {
+    "vgg19": KnownWeights(
+        model="vgg19",
+        filename="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        url="https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
+        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        md5="253f8cb515780f3b799900260a226db6",  # the hash Keras Applications checks
+        about="VGG-19 without its classifier, Keras Applications (about 80 MB)",
+    ),
+    "squeezenet": KnownWeights(
+        model="squeezenet",
+        filename="squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        url="https://github.com/rcmalli/keras-squeezenet/releases/download/v1.0/"
+        "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        md5=None,
+        about="SqueezeNet 1.1 without its classifier, keras-squeezenet v1.0 (about 3 MB)",
+    ),
+}
+
+# weights/ beside the package: there only when running from a checkout of the repository.
+REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def known_weights(model):
+    """The KnownWeights of "vgg19" or "squeezenet"; UserError naming the known models otherwise."""
+    if model not in KNOWN_WEIGHTS:
+        raise UserError(f"unknown network {model!r}: choose one of {', '.join(KNOWN_WEIGHTS)}")
+    return KNOWN_WEIGHTS[model]
+
+
+# ----------------------------------------------------------------------------------- reading
+@dataclass
+class WeightsFile:
+    """What `read_weights` found in a file.
+
+    Attributes:
+        path: the file.
+        label: how error messages name the file (its path, or e.g. the URL it came from).
+        layout: "keras" (a Keras-2 file) or "scratchnst" (written by `write_weights`).
+        layers: {layer name: tuple of arrays in `weight_names` order}, every layer in `layer_names`
+            order; weightless layers (ReLU, pooling, input) map to ().
+        weight_names: {layer name: tuple of its dataset names}, same order.
+        attrs: root attributes other than `layer_names` (backend, keras_version, architecture...), as str.
+    """
+
+    path: Path
+    label: str
+    layout: str
+    layers: dict = field(default_factory=dict)
+    weight_names: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def architecture(self):
+        """The architecture the file declares (scratchnst layout), or None (Keras files do not say)."""
+        return self.attrs.get("architecture")
+
+    @property
+    def preprocessing(self):
+        """The `image.preprocess` mode the weights expect.
+
+        Keras files do not record it; every Keras file scratchnst knows was converted from Caffe.
+        """
+        return self.attrs.get("preprocessing", "caffe")
+
+
+def _decode(item):
+    """An HDF5 string attribute item (bytes or str) as str."""
+    return item.decode("utf8") if isinstance(item, bytes) else str(item)
+
+
+def _attribute_names(obj, name):
+    """A list-of-names attribute read as Keras's `load_attributes_from_hdf5_group` reads it.
+
+    HDF5 limits an object header to 64 KB, so Keras splits long lists into `name0`, `name1`, ...;
+    the pieces are joined back here. Items may be bytes (h5py fixed-length strings, as Keras
+    writes) or str (variable-length strings). An empty list is stored as an empty float array.
+
+    Returns:
+        list of str, or None if the attribute is absent.
+    """
+    if name in obj.attrs:
+        chunks = [obj.attrs[name]]
+    else:
+        chunks = []
+        while f"{name}{len(chunks)}" in obj.attrs:
+            chunks.append(obj.attrs[f"{name}{len(chunks)}"])
+        if not chunks:
+            return None
+    return [_decode(item) for chunk in chunks for item in np.atleast_1d(chunk)]
+
+
+def _has_names(obj, name):
+    """True if obj has the list attribute `name`, whole or split into chunks."""
+    return name in obj.attrs or f"{name}0" in obj.attrs
+
+
+_ROOT_ATTRIBUTES = ("backend", "keras_version", "scratchnst_format", "architecture", "preprocessing",
+                    "preprocessing_description", "converted_from")
+
+
+def read_weights(path, label=None):
+    """Read every layer's arrays from a Keras-2 or scratchnst HDF5 weights file.
+
+    Args:
+        path: the .h5 file.
+        label: how error messages name the file (default: its path).
+
+    Returns:
+        WeightsFile; arrays keep the file's dtype (float32 for every published file).
+
+    Raises:
+        UserError: one line naming the file (and the layer when there is one) if the file is
+            missing, not HDF5, truncated, has no `layer_names`, or lists a layer or dataset that
+            is not there.
+    """
+    path = Path(path)
+    label = label or str(path)
+    if path.is_dir():
+        raise UserError(f"{label}: is a folder; give the .h5 weights file inside it")
+    if not path.is_file():
+        raise UserError(f"{label}: no such weights file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:
+        raise UserError(f"{label}: not a readable HDF5 weights file ({error}); if it was downloaded, "
+                        "download it again") from None
+    with f:
+        root = f
+        # A whole model saved by model.save() keeps its weights in a group; Keras looks there too.
+        if not _has_names(f, "layer_names") and "model_weights" in f:
+            root = f["model_weights"]
+        layer_names = _attribute_names(root, "layer_names")
+        if layer_names is None:
+            raise UserError(f"{label}: no 'layer_names' attribute, so not a Keras or scratchnst weights file")
+        weights_file = WeightsFile(path=path, label=label,
+                                   layout="scratchnst" if "scratchnst_format" in root.attrs else "keras")
+        for key in _ROOT_ATTRIBUTES:
+            if key in root.attrs and np.ndim(root.attrs[key]) == 0:  # scalars; anything else is not ours
+                weights_file.attrs[key] = _decode(np.asarray(root.attrs[key]).item())
+        version = weights_file.attrs.get("scratchnst_format")
+        if weights_file.layout == "scratchnst" and version != str(FORMAT_VERSION):
+            raise UserError(f"{label}: scratchnst format {version}, this version reads format "
+                            f"{FORMAT_VERSION}; upgrade scratchnst")
+        for layer in layer_names:
+            names, arrays = _read_layer(root, layer, label)
+            weights_file.weight_names[layer] = names
+            weights_file.layers[layer] = arrays
+    return weights_file
+
+
+def _read_layer(root, layer, label):
+    """(weight names, arrays) of one layer group, both tuples in `weight_names` order."""
+    try:
+        group = root[layer]
+    except KeyError:
+        raise UserError(f"{label}: layer {layer!r} is listed in layer_names but has no group; "
+                        "the file is damaged") from None
+    names = tuple(_attribute_names(group, "weight_names") or ())
+    arrays = []
+    for name in names:
+        try:
+            dataset = group[name]
+        except KeyError:
+            raise UserError(f"{label}: layer {layer!r}: dataset {name!r} listed in weight_names is missing; "
+                            "the file is damaged") from None
+        if not isinstance(dataset, h5py.Dataset):
+            raise UserError(f"{label}: layer {layer!r}: {name!r} is not a dataset; the file is damaged")
+        try:
+            arrays.append(dataset[()])
+        except OSError as error:
+            raise UserError(f"{label}: layer {layer!r}: cannot read {name!r} ({error}); "
+                            "the file is damaged or incomplete") from None
+    return names, tuple(arrays)
+
+
+# ----------------------------------------------------------------------------------- writing
+def _temporary_sibling(path):
+    """A fresh hidden name in path's folder: os.replace is atomic only within one file system."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def write_weights(path, params, architecture, preprocessing, converted_from=""):
+    """Write weights in the scratchnst layout, atomically (temporary file, then os.replace).
+
+    Args:
+        path: the .h5 file to write; an existing file is replaced only once the new one is complete.
+        params: {layer name: (kernel (KH, KW, C_in, C_out), bias (C_out,))} in network order;
+            stored as float32.
+        architecture: "vgg19" or "squeezenet".
+        preprocessing: the `image.preprocess` mode the weights expect, "caffe" or "torchvision".
+        converted_from: where the weights came from, for people reading the file.
+
+    Returns:
+        Path of the written file.
+    """
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSING)}, got {preprocessing!r}")
+    path = Path(path)
+    tmp = _temporary_sibling(path)
+    try:
+        with h5py.File(tmp, "w-") as f:
+            f.attrs["scratchnst_format"] = FORMAT_VERSION
+            f.attrs["architecture"] = architecture
+            f.attrs["preprocessing"] = preprocessing
+            f.attrs["preprocessing_description"] = PREPROCESSING[preprocessing]
+            f.attrs["converted_from"] = converted_from
+            # Fixed-length bytes, as Keras writes its name lists.
+            f.attrs["layer_names"] = np.array([name.encode("utf8") for name in params])
+            for name, (kernel, bias) in params.items():
+                group = f.create_group(name)  # "fire2/squeeze1x1" nests a group in "fire2", as in Keras files
+                group.attrs["weight_names"] = np.array([b"kernel", b"bias"])
+                group.create_dataset("kernel", data=np.asarray(kernel, dtype=np.float32))
+                group.create_dataset("bias", data=np.asarray(bias, dtype=np.float32))
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {error.strerror or error}; check that the folder exists "
+                        "and is writable") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------------- finding
+def user_cache_dir():
+    """The per-user folder for downloaded weights: $XDG_CACHE_HOME/scratchnst, else ~/.cache/scratchnst."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "scratchnst"
+
+
+def search_dirs():
+    """The folders `find_weights` looks in, in order.
+
+    Returns:
+        list of (description, folder or None): $SCRATCHNST_WEIGHTS_DIR (None when unset), weights/
+        of the repository (listed only when running from a checkout), the per-user cache.
+    """
+    env = os.environ.get("SCRATCHNST_WEIGHTS_DIR")
+    dirs = [("$SCRATCHNST_WEIGHTS_DIR", Path(env).expanduser() if env else None)]
+    if REPO_WEIGHTS_DIR.is_dir():
+        dirs.append(("weights/ of the repository", REPO_WEIGHTS_DIR))
+    dirs.append(("user cache", user_cache_dir()))
+    return dirs
+
+
+def default_download_dir():
+    """Where `download` saves without --dest: $SCRATCHNST_WEIGHTS_DIR if set, else the user cache."""
+    env = os.environ.get("SCRATCHNST_WEIGHTS_DIR")
+    return Path(env).expanduser() if env else user_cache_dir()
+
+
+def find_weights(model, explicit=None):
+    """The weights file of a network: the explicit one if given, else the first place that has it.
+
+    Args:
+        model: "vgg19" or "squeezenet".
+        explicit: a file the user named (--weights FILE); if given, nothing else is searched.
+
+    Returns:
+        Path of an existing file (not yet opened: `read_weights` checks its contents).
+
+    Raises:
+        UserError: the explicit file does not exist, or no place has the file; the message names
+            every place looked in and the `scratchnst weights download NAME` command.
+    """
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder; give the .h5 weights file inside it")
+        if not path.is_file():
+            raise UserError(f"{path}: no such weights file")
+        return path
+    known = known_weights(model)
+    looked = []
+    for description, folder in search_dirs():
+        if folder is None:
+            looked.append(f"{description} (not set)")
+            continue
+        candidate = folder / known.filename
+        if candidate.is_file():
+            return candidate
+        looked.append(str(folder))
+    raise UserError(f"no {model} weights: {known.filename} is not in {', '.join(looked)}; "
+                    f"run `scratchnst weights download {model}` or give the file with --weights FILE")
+
+
+# ------------------------------------------------------------------------------- downloading
+class _ProgressBar:
+    """One line on a stream, redrawn in place: `squeezenet [######........]  41%  1.2/2.9 MB`."""
+
+    WIDTH = 30
+
+    def __init__(self, label, total, stream):
+        self.label, self.total, self.stream = label, total, stream
+        self.shown = None  # what was drawn last, to redraw only when it changes
+
+    def update(self, done):
+        mb = f"{done / 1e6:.1f}"
+        if self.total:
+            fraction = min(done / self.total, 1.0)
+            bar = "#" * int(self.WIDTH * fraction)
+            line = f"{self.label} [{bar:<{self.WIDTH}}] {100 * fraction:3.0f}%  {mb}/{self.total / 1e6:.1f} MB"
+        else:  # the server did not say how much is coming
+            line = f"{self.label} {mb} MB"
+        if line != self.shown:
+            self.stream.write("\r" + line)
+            self.stream.flush()
+            self.shown = line
+
+    def close(self):
+        if self.shown is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _fetch(url, out, md5, progress, timeout):
+    """Stream url into the open binary file `out`, feeding md5; UserError if anything goes wrong."""
+    request = urllib.request.Request(url, headers={"User-Agent": f"scratchnst/{__version__}"})
+    done = 0
+    bar = None
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            if progress:
+                bar = _ProgressBar("downloading", total, sys.stderr)
+                bar.update(0)
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                md5.update(chunk)
+                done += len(chunk)
+                if bar is not None:
+                    bar.update(done)
+    except urllib.error.HTTPError as error:
+        raise UserError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
+    except urllib.error.URLError as error:
+        raise UserError(f"cannot download {url}: {error.reason}") from None
+    except (http.client.HTTPException, OSError) as error:  # reset connection, timeout, full disk
+        raise UserError(f"download of {url} failed after {done:,} bytes ({error}); run the command again") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    # http.client does not raise when a server closes early (see HTTPResponse.read): check the
+    # length ourselves, or a truncated file would pass as complete.
+    if total is not None and done != total:
+        raise UserError(f"download of {url} was interrupted: received {done:,} of {total:,} bytes; "
+                        "run the command again")
+
+
+def download(model, dest_dir=None, url=None, progress=True, timeout=60.0):
+    """Download a known weights file; check it; only then move it into place.
+
+    The bytes go to a hidden temporary file beside the destination. It is renamed to the final
+    name only when the transfer is complete, the MD5 matches (VGG-19, whose hash Keras publishes)
+    and the file has the expected layers and shapes (both networks). Otherwise it is deleted: the
+    file that was there before, if any, stays untouched and no partial file is left.
+
+    Args:
+        model: "vgg19" or "squeezenet".
+        dest_dir: folder to save into; default `default_download_dir()`.
+        url: where to download from; default the publisher's URL. A mirror must serve the same
+            bytes: the MD5 is checked whatever the URL.
+        progress: draw a progress bar on stderr.
+        timeout: seconds to wait for the server before giving up.
+
+    Returns:
+        Path of the saved file, dest_dir / the known file name.
+
+    Raises:
+        UserError: unreachable server, HTTP error, interrupted transfer, wrong MD5 or structure,
+            destination not writable.
+    """
+    from scratchnst import networks  # networks imports this module; see the module docstring
+
+    known = known_weights(model)
+    url = url or known.url
+    dest_dir = Path(dest_dir).expanduser() if dest_dir is not None else default_download_dir()
+    final = dest_dir / known.filename
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_sibling(final)
+        out = open(tmp, "xb")
+    except OSError as error:
+        raise UserError(f"cannot write to {dest_dir}: {error.strerror or error}; choose another folder "
+                        "with --dest DIR") from None
+    try:
+        md5 = hashlib.md5()
+        with out:
+            _fetch(url, out, md5, progress, timeout)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before the rename, so a crash cannot leave an empty file
+        if known.md5 is not None and md5.hexdigest() != known.md5:
+            raise UserError(f"the file downloaded from {url} has MD5 {md5.hexdigest()}, expected {known.md5}; "
+                            f"it was not saved ({final} is unchanged)")
+        label = f"the file downloaded from {url}"
+        networks.parameters_from_file(read_weights(tmp, label=label), model)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # also on Ctrl-C: never leave a partial file behind
+        raise
+    return final
+
+
+# -------------------------------------------------------------------------------- converting
+def _torchvision_vgg19_names():
+    """{"features.<i>": layer name} of torchvision's VGG-19, derived from our table.
+
+    torchvision's `features` is a Sequential with one module per conv, per ReLU and per pool:
+    each conv takes two indices (conv, ReLU), each pool one, so the convs are 0, 2, 5, 7, 10, ...
+    """
+    from scratchnst.networks import VGG19, Conv
+
+    names, index = {}, 0
+    for row in VGG19:
+        if isinstance(row, Conv):
+            names[f"features.{index}"] = row.name
+            index += 2
+        else:
+            index += 1
+    return names
+
+
+def _read_torchvision_vgg19(src):
+    """{layer: (kernel (KH, KW, C_in, C_out), bias (C_out,))} from torchvision's vgg19 state dict."""
+    try:
+        import torch
+    except ImportError:
+        raise UserError(f"{src}: converting a .pth file needs PyTorch (pip install torch); "
+                        "nothing else in scratchnst does") from None
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types (pickle, zip, EOF, runtime errors)
+        raise UserError(f"{src}: not a readable PyTorch file ({error})") from None
+    if not hasattr(state, "keys"):
+        raise UserError(f"{src}: holds a {type(state).__name__}, not a state dict")
+    params = {}
+    for prefix, name in _torchvision_vgg19_names().items():
+        if f"{prefix}.weight" not in state or f"{prefix}.bias" not in state:
+            raise UserError(f"{src}: no {prefix}.weight/.bias (layer {name}); not torchvision's VGG-19 state dict")
+        weight = state[f"{prefix}.weight"].detach().cpu().numpy()
+        bias = state[f"{prefix}.bias"].detach().cpu().numpy()
+        if weight.ndim != 4:
+            raise UserError(f"{src}: {prefix}.weight (layer {name}) has shape {weight.shape}, expected 4 axes")
+        # PyTorch kernels are (C_out, C_in, KH, KW); ours are (KH, KW, C_in, C_out).
+        params[name] = (np.ascontiguousarray(weight.transpose(2, 3, 1, 0)), bias)
+    return params
+
+
+def _matlab_chars(dataset):
+    """A MATLAB char array in a v7.3 (HDF5) file, stored as uint16 codes, as str."""
+    return "".join(chr(code) for code in np.ravel(dataset[()]))
+
+
+def _matconvnet_layers_v73(src):
+    """[(name, type, W, b)] of a MatConvNet network in a MATLAB v7.3 (HDF5) file.
+
+    MATLAB stores arrays column-major, so HDF5 holds their axes reversed: `.T` restores MATLAB's
+    (W, H, C_in, C_out). Cell arrays are datasets of references to other objects.
+    """
+    layers = []
+    with h5py.File(src, "r") as f:
+        if "layers" not in f:
+            raise UserError(f"{src}: no 'layers' variable; not a MatConvNet network")
+        for ref in np.ravel(f["layers"][()]):
+            layer = f[ref]
+            kind = _matlab_chars(layer["type"]) if "type" in layer else ""
+            if kind != "conv":
+                continue
+            weight_ref, bias_ref = np.ravel(layer["weights"][()])
+            layers.append((_matlab_chars(layer["name"]), kind, np.asarray(f[weight_ref]).T, np.ravel(f[bias_ref])))
+    return layers
+
+
+def _matconvnet_layers_v5(src):
+    """[(name, type, W, b)] of a MatConvNet network in a MATLAB v5/v7 file (needs SciPy)."""
+    try:
+        import scipy.io
+    except ImportError:
+        raise UserError(f"{src}: reading this .mat file needs SciPy (pip install scipy), which scratchnst "
+                        "does not otherwise need") from None
+    try:
+        # squeeze_me drops MATLAB's 1x1 wrappers; no conv kernel of VGG-19 has a size-1 axis, so
+        # the (W, H, C_in, C_out) kernels keep their four axes.
+        mat = scipy.io.loadmat(src, squeeze_me=True, struct_as_record=False)
+    except Exception as error:  # scipy raises ValueError, TypeError, MatReadError... for bad files
+        raise UserError(f"{src}: not a readable MATLAB file ({error})") from None
+    if "layers" not in mat:
+        raise UserError(f"{src}: no 'layers' variable; not a MatConvNet network")
+    layers = []
+    for layer in np.atleast_1d(mat["layers"]):
+        if str(getattr(layer, "type", "")) != "conv":
+            continue
+        # MatConvNet beta versions after 2015 keep {W, b} in `weights`; earlier ones had
+        # separate `filters` and `biases` fields.
+        weight, bias = layer.weights if hasattr(layer, "weights") else (layer.filters, layer.biases)
+        layers.append((str(layer.name), "conv", np.asarray(weight), np.ravel(bias)))
+    return layers
+
+
+def _read_matconvnet_vgg19(src):
+    """{layer: (kernel, bias)} from MatConvNet's imagenet-vgg-verydeep-19.mat, for "caffe" preprocessing."""
+    from scratchnst.networks import ARCHITECTURES
+
+    course_names = ARCHITECTURES["vgg19"].aliases  # conv1_1 -> block1_conv1, ...
+    layers = _matconvnet_layers_v73(src) if h5py.is_hdf5(src) else _matconvnet_layers_v5(src)
+    params = {}
+    for name, _, weight, bias in layers:
+        if name not in course_names:
+            continue  # fc6, fc7, fc8 are convolutions in MatConvNet; no-top networks drop them
+        if weight.ndim != 4:
+            raise UserError(f"{src}: layer {name} has weights of shape {weight.shape}, expected 4 axes")
+        # MatConvNet stores (W, H, C_in, C_out): swap the first two axes to get (KH, KW, C_in, C_out).
+        kernel = weight.transpose(1, 0, 2, 3)
+        params[course_names[name]] = (np.ascontiguousarray(kernel), bias)
+    # MatConvNet's VGG-19 takes RGB minus the RGB means [123.68, 116.779, 103.939]. Reversing
+    # the first layer's input channels makes it take BGR minus the BGR means instead: exactly
+    # the "caffe" preprocessing of the Keras files, so one mode serves all Caffe-born weights.
+    if "block1_conv1" in params:
+        kernel, bias = params["block1_conv1"]
+        params["block1_conv1"] = (np.ascontiguousarray(kernel[:, :, ::-1, :]), bias)
+    return params
+
+
+def convert(src, out):
+    """Convert torchvision's VGG-19 (.pth) or MatConvNet's VGG-19 (.mat) into the scratchnst layout.
+
+    Args:
+        src: `vgg19-dcbb9e9d.pth` (a torchvision state dict; needs torch; kernels (C_out, C_in, KH, KW))
+            or `imagenet-vgg-verydeep-19.mat` (MATLAB v5 needs SciPy, v7.3 is read with h5py;
+            kernels (W, H, C_in, C_out)).
+        out: the .h5 file to write (atomically).
+
+    Returns:
+        Path of the written file: architecture "vgg19", preprocessing "torchvision" for .pth and
+        "caffe" for .mat (the first layer's input channels are reversed from RGB to BGR).
+
+    Raises:
+        UserError: unknown extension, unreadable file, missing layer or wrong shape, missing
+            torch or SciPy.
+    """
+    from scratchnst import networks  # networks imports this module; see the module docstring
+
+    src = Path(src)
+    if not src.is_file():
+        raise UserError(f"{src}: no such file")
+    suffix = src.suffix.lower()
+    if suffix in (".pth", ".pt"):
+        params, preprocessing = _read_torchvision_vgg19(src), "torchvision"
+    elif suffix == ".mat":
+        params, preprocessing = _read_matconvnet_vgg19(src), "caffe"
+    else:
+        raise UserError(f"{src}: cannot convert a {suffix or 'extension-less'} file; give torchvision's "
+                        "vgg19 .pth or MatConvNet's imagenet-vgg-verydeep-19.mat")
+    problem = networks.parameter_problem("vgg19", params)
+    if problem:
+        raise UserError(f"{src}: {problem}")
+    return write_weights(out, params, "vgg19", preprocessing, converted_from=src.name)
+
+
+# ------------------------------------------------------------------------- list and info
+def print_list(stream=None):
+    """Print the known networks, their files, and where each was found; returns exit status 0."""
+    stream = stream or sys.stdout
+    width = max(len(known.filename) for known in KNOWN_WEIGHTS.values())
+    for model, known in KNOWN_WEIGHTS.items():
+        try:
+            status = f"found: {find_weights(model)}"
+        except UserError:
+            status = f"missing: get it with `scratchnst weights download {model}`"
+        print(f"{model:<11} {known.filename:<{width}}  {status}", file=stream)
+        print(f"{'':<11} {known.about}", file=stream)
+    places = ", ".join(str(folder) if folder else f"{description} (not set)" for description, folder in search_dirs())
+    print(f"searched in this order: {places}", file=stream)
+    return 0
+
+
+def print_info(path, stream=None):
+    """Print a weights file's layout, layers, shapes, parameter count and matching architecture.
+
+    Returns:
+        exit status: 0 if the file matches a known architecture, 1 if it does not.
+
+    Raises:
+        UserError: the file cannot be read (see `read_weights`).
+    """
+    from scratchnst import networks  # networks imports this module; see the module docstring
+
+    stream = stream or sys.stdout
+    weights_file = read_weights(path)
+    if weights_file.layout == "keras":
+        versions = ", ".join(f"{key} {weights_file.attrs[key]}" for key in ("keras_version", "backend")
+                             if key in weights_file.attrs)
+        layout = f"Keras-2 weights (layer_names / weight_names){f'; {versions}' if versions else ''}"
+    else:
+        layout = f"scratchnst format {FORMAT_VERSION}, converted from {weights_file.attrs.get('converted_from') or '?'}"
+    print(f"file:          {weights_file.path}", file=stream)
+    print(f"layout:        {layout}", file=stream)
+    with_weights = [layer for layer, arrays in weights_file.layers.items() if arrays]
+    print(f"layers:        {len(weights_file.layers)}, {len(with_weights)} with weights", file=stream)
+    width = max((len(layer) for layer in with_weights), default=0)
+    total = 0
+    for layer in with_weights:
+        shapes = "  ".join(f"{name} {tuple(array.shape)} {array.dtype}"
+                           for name, array in zip(weights_file.weight_names[layer], weights_file.layers[layer]))
+        total += sum(array.size for array in weights_file.layers[layer])
+        print(f"  {layer:<{width}}  {shapes}", file=stream)
+    print(f"parameters:    {total:,}", file=stream)
+    try:
+        name, params = networks.parameters_from_file(weights_file)
+        match, status = f"{name} (all {len(params)} convolution layers, expected shapes)", 0
+    except UserError as error:
+        match, status = f"none: {error}", 1
+    print(f"architecture:  {match}", file=stream)
+    mode = weights_file.preprocessing
+    print(f"preprocessing: {mode} ({PREPROCESSING.get(mode, 'unknown mode')})", file=stream)
+    return status

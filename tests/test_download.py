@@ -1,0 +1,191 @@
+"""`scratchnst weights download` against a loopback HTTP server: the file appears only when complete
+and checked; a wrong checksum, an interrupted transfer or a broken file leave the old file alone
+and no partial file behind."""
+
+import dataclasses
+import hashlib
+import http.server
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from network_helpers import random_params, write_keras_weights
+from scratchnst import weights
+from scratchnst.cli import main
+from scratchnst.errors import UserError
+
+SQUEEZENET_FILE = weights.KNOWN_WEIGHTS["squeezenet"].filename
+VGG19_FILE = weights.KNOWN_WEIGHTS["vgg19"].filename
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves server.routes: {path: (body, how)}, how one of "ok", "close early", "no length"."""
+
+    def do_GET(self):
+        if self.path not in self.server.routes:
+            self.send_error(404)
+            return
+        body, how = self.server.routes[self.path]
+        self.send_response(200)
+        if how != "no length":
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        # HTTP/1.0: the server closes the connection after the response, so a short body is
+        # what a client sees when a transfer breaks off.
+        self.wfile.write(body if how == "ok" else body[:len(body) // 2])
+
+    def log_message(self, *args):
+        pass  # keep the test output clean
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.routes = {}
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def serve(server, path, body, how="ok"):
+    """Publish body at path; returns its URL."""
+    server.routes[path] = (body, how)
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
+@pytest.fixture(scope="module")
+def squeezenet_bytes(tmp_path_factory):
+    """A valid SqueezeNet file (random weights) as bytes, about 3 MB."""
+    path = tmp_path_factory.mktemp("served") / SQUEEZENET_FILE
+    write_keras_weights(path, "squeezenet", random_params("squeezenet", np.random.default_rng(40)), style="squeezenet")
+    return path.read_bytes()
+
+
+def only_file(folder):
+    """The one file in folder; fails if a temporary or partial file was left beside it."""
+    files = list(folder.iterdir())
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_download_saves_the_file_after_checking_it(server, squeezenet_bytes, tmp_path, capsys):
+    url = serve(server, "/ok/squeezenet.h5", squeezenet_bytes)
+    saved = weights.download("squeezenet", dest_dir=tmp_path / "new" / "folder", url=url)
+    assert saved == tmp_path / "new" / "folder" / SQUEEZENET_FILE
+    assert only_file(saved.parent).read_bytes() == squeezenet_bytes
+    assert "100%" in capsys.readouterr().err  # the progress bar reached the end
+
+
+def test_download_goes_where_find_weights_looks(server, squeezenet_bytes, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(tmp_path))
+    url = serve(server, "/ok/squeezenet.h5", squeezenet_bytes)
+    saved = weights.download("squeezenet", url=url, progress=False)
+    assert saved == weights.find_weights("squeezenet") == tmp_path / SQUEEZENET_FILE
+
+
+@pytest.mark.parametrize("right_md5", [True, False])
+def test_md5_is_checked_whatever_the_url(server, squeezenet_bytes, tmp_path, monkeypatch, right_md5):
+    md5 = hashlib.md5(squeezenet_bytes).hexdigest() if right_md5 else "0" * 32
+    known = dataclasses.replace(weights.KNOWN_WEIGHTS["squeezenet"], md5=md5)
+    monkeypatch.setitem(weights.KNOWN_WEIGHTS, "squeezenet", known)
+    url = serve(server, "/md5/squeezenet.h5", squeezenet_bytes)
+    if right_md5:
+        assert weights.download("squeezenet", dest_dir=tmp_path, url=url, progress=False).is_file()
+    else:
+        with pytest.raises(UserError, match="MD5"):
+            weights.download("squeezenet", dest_dir=tmp_path, url=url, progress=False)
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("old_file", [True, False])
+def test_wrong_checksum_keeps_the_old_file_and_leaves_no_partial_file(server, tmp_path, old_file):
+    if old_file:
+        (tmp_path / VGG19_FILE).write_bytes(b"the previous download")
+    url = serve(server, "/bad/vgg19.h5", b"not the VGG-19 weights" * 1000)
+    with pytest.raises(UserError, match=r"MD5 .*expected 253f8cb515780f3b799900260a226db6"):
+        weights.download("vgg19", dest_dir=tmp_path, url=url, progress=False)
+    if old_file:
+        assert only_file(tmp_path).read_bytes() == b"the previous download"
+    else:
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("old_file", [True, False])
+def test_interrupted_transfer_leaves_no_partial_file(server, squeezenet_bytes, tmp_path, old_file):
+    """The server promises Content-Length bytes and closes the connection halfway."""
+    if old_file:
+        (tmp_path / SQUEEZENET_FILE).write_bytes(b"the previous download")
+    url = serve(server, "/cut/squeezenet.h5", squeezenet_bytes, how="close early")
+    with pytest.raises(UserError, match=rf"interrupted: received {len(squeezenet_bytes) // 2:,} of "
+                                        rf"{len(squeezenet_bytes):,} bytes"):
+        weights.download("squeezenet", dest_dir=tmp_path, url=url)
+    if old_file:
+        assert only_file(tmp_path).read_bytes() == b"the previous download"
+    else:
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_transfer_without_length_fails_the_structure_check(server, squeezenet_bytes, tmp_path):
+    """Without Content-Length a cut transfer looks complete; the structure check catches it."""
+    url = serve(server, "/nolength/squeezenet.h5", squeezenet_bytes, how="no length")
+    with pytest.raises(UserError, match=rf"the file downloaded from {url}: not a readable HDF5 weights file"):
+        weights.download("squeezenet", dest_dir=tmp_path, url=url, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_of_the_wrong_structure_is_not_saved(server, tmp_path):
+    params = random_params("squeezenet", np.random.default_rng(41))
+    params["fire9/expand3x3"] = (np.zeros((3, 3, 64, 128), np.float32), np.zeros(128, np.float32))
+    source = write_keras_weights(tmp_path / "served.h5", "squeezenet", params)
+    url = serve(server, "/shape/squeezenet.h5", source.read_bytes())
+    source.unlink()
+    with pytest.raises(UserError, match=rf"downloaded from {url}: layer fire9/expand3x3 of squeezenet: kernel shape"):
+        weights.download("squeezenet", dest_dir=tmp_path, url=url, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_http_error_and_unreachable_server(server, tmp_path):
+    with pytest.raises(UserError, match="HTTP 404"):
+        weights.download("squeezenet", dest_dir=tmp_path, url=serve(server, "/x", b"") + "/missing", progress=False)
+    with socket.socket() as s:  # a port nobody listens on once the socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match="cannot download"):
+        weights.download("squeezenet", dest_dir=tmp_path, url=f"http://127.0.0.1:{port}/w.h5", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_download_leaves_no_partial_file(tmp_path, monkeypatch):
+    def fetch_then_interrupt(url, out, md5, progress, timeout):
+        out.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(weights, "_fetch", fetch_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        weights.download("squeezenet", dest_dir=tmp_path, url="http://127.0.0.1:9/unused")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_destination_and_unknown_name(tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="cannot write to"):
+        weights.download("squeezenet", dest_dir=blocker / "sub", url="http://127.0.0.1:9/unused")
+    with pytest.raises(UserError, match="unknown network 'vgg16'"):
+        weights.download("vgg16", dest_dir=tmp_path)
+
+
+def test_cli_download(server, squeezenet_bytes, tmp_path, capsys):
+    url = serve(server, "/cli/squeezenet.h5", squeezenet_bytes)
+    assert main(["weights", "download", "squeezenet", "--url", url, "--dest", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"downloading squeezenet from {url} into {tmp_path}" in out
+    assert f"saved {tmp_path / SQUEEZENET_FILE}" in out
+    url = serve(server, "/cli/cut.h5", squeezenet_bytes, how="close early")
+    assert main(["weights", "download", "squeezenet", "--url", url, "--dest", str(tmp_path / "b")]) == 2
+    assert "interrupted" in capsys.readouterr().err

@@ -1,0 +1,434 @@
+"""scratchnst.weights: reading Keras-2 files as Keras does, the scratchnst layout, finding files,
+bad files, conversion from torchvision and MatConvNet, and the `scratchnst weights` command."""
+
+import shutil
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from network_helpers import (CONVS, VGG19_BLOCK_SIZES, keras_layer_names, max_rel_error, random_params,
+                             write_keras_weights)
+from scratchnst import image, networks, torch_ref, weights
+from scratchnst.cli import main
+from scratchnst.errors import UserError
+
+SQUEEZENET_FILE = "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+@pytest.fixture(scope="module")
+def squeezenet_params():
+    return random_params("squeezenet", np.random.default_rng(30))
+
+
+@pytest.fixture(scope="module")
+def squeezenet_h5(tmp_path_factory, squeezenet_params):
+    """A SqueezeNet file laid out as keras-squeezenet's (fire2/squeeze1x1/fire2/squeeze1x1_3/kernel:0)."""
+    path = tmp_path_factory.mktemp("keras") / SQUEEZENET_FILE
+    return write_keras_weights(path, "squeezenet", squeezenet_params, style="squeezenet")
+
+
+@pytest.fixture
+def squeezenet_copy(tmp_path, squeezenet_h5):
+    """A private copy of squeezenet_h5 that a test may damage."""
+    return shutil.copy(squeezenet_h5, tmp_path / "damaged.h5")
+
+
+def assert_arrays_equal(found, expected):
+    assert list(found) == list(expected)
+    for layer in expected:
+        assert len(found[layer]) == 2
+        for a, b in zip(found[layer], expected[layer]):
+            np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------- reading
+@pytest.mark.parametrize("style, as_bytes", [("keras2", True), ("keras2", False), ("keras1", True),
+                                             ("keras1", False), ("squeezenet", True)])
+def test_reads_names_from_attributes_in_any_style(tmp_path, squeezenet_params, style, as_bytes):
+    path = write_keras_weights(tmp_path / "w.h5", "squeezenet", squeezenet_params, style=style, as_bytes=as_bytes)
+    found = weights.read_weights(path)
+    assert found.layout == "keras" and found.attrs["keras_version"] == "2.0.0"
+    assert list(found.layers) == keras_layer_names("squeezenet")  # every layer, in file order
+    assert found.layers["fire2/relu_squeeze1x1"] == () and found.layers["pool3"] == ()
+    # kernel first although the helper created the bias dataset first: weight_names gives the order
+    assert_arrays_equal({layer: a for layer, a in found.layers.items() if a}, squeezenet_params)
+
+
+def test_reads_chunked_name_lists_and_ignores_unlisted_objects(tmp_path, squeezenet_params):
+    """Keras splits long name lists into layer_names0, layer_names1, ...; keys() are never walked."""
+    path = write_keras_weights(tmp_path / "w.h5", "squeezenet", squeezenet_params)
+    names = keras_layer_names("squeezenet")
+    with h5py.File(path, "a") as f:
+        del f.attrs["layer_names"]
+        f.attrs["layer_names0"] = np.array([n.encode() for n in names[:30]])
+        f.attrs["layer_names1"] = np.array([n.encode() for n in names[30:]])
+        f.create_group("decoy_layer").create_dataset("kernel:0", data=np.zeros(3))  # not in layer_names
+        f["conv1"].create_dataset("decoy:0", data=np.zeros(3))  # not in weight_names
+    found = weights.read_weights(path)
+    assert list(found.layers) == names
+    assert len(found.layers["conv1"]) == 2
+    np.testing.assert_array_equal(found.layers["conv1"][0], squeezenet_params["conv1"][0])
+
+
+def test_reads_whole_model_files_from_model_weights(tmp_path, squeezenet_h5, squeezenet_params):
+    path = tmp_path / "model.h5"
+    with h5py.File(squeezenet_h5, "r") as source, h5py.File(path, "w") as f:
+        source.copy("/", f, name="model_weights")  # what model.save() writes
+    net = networks.load(path)
+    np.testing.assert_array_equal(net.params["fire7/expand1x1"][0], squeezenet_params["fire7/expand1x1"][0])
+
+
+# ------------------------------------------------------------------------ scratchnst layout
+@pytest.mark.parametrize("preprocessing", ["caffe", "torchvision"])
+def test_write_then_read_scratchnst_layout(tmp_path, squeezenet_params, preprocessing):
+    path = tmp_path / "converted.h5"
+    path.write_bytes(b"an older file, to be replaced")
+    assert weights.write_weights(path, squeezenet_params, "squeezenet", preprocessing, converted_from="x.pth") == path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted.h5"]  # no temporary file left
+    found = weights.read_weights(path)
+    assert found.layout == "scratchnst"
+    assert found.architecture == "squeezenet" and found.preprocessing == preprocessing
+    assert found.attrs["converted_from"] == "x.pth"
+    assert found.attrs["preprocessing_description"] == image.PREPROCESSING[preprocessing]
+    assert_arrays_equal(found.layers, squeezenet_params)
+    with h5py.File(path, "r") as f:  # layer names with "/" nest, kernel and bias as documented
+        assert f["fire2"]["squeeze1x1"]["kernel"].shape == (1, 1, 64, 16)
+        assert f["fire2/squeeze1x1/bias"].dtype == np.float32
+    net = networks.load(path)
+    assert net.name == "squeezenet" and net.preprocessing == preprocessing
+
+
+def test_write_into_a_missing_folder_is_a_user_error(tmp_path, squeezenet_params):
+    with pytest.raises(UserError, match="cannot write"):
+        weights.write_weights(tmp_path / "no" / "such" / "w.h5", squeezenet_params, "squeezenet", "caffe")
+
+
+# ------------------------------------------------------------------------------ bad files
+def _set_names(obj, attribute, names):
+    obj.attrs[attribute] = np.array([n.encode() for n in names])
+
+
+def _damage(path, how):
+    """Damage a SqueezeNet file in one way; returns the layer the error must name (or None)."""
+    if how in ("not hdf5", "empty", "truncated"):
+        data = path.read_bytes()
+        path.write_bytes({"not hdf5": b"<html>404 Not Found</html>", "empty": b"",
+                          "truncated": data[:len(data) // 2]}[how])
+        return None
+    with h5py.File(path, "a") as f:
+        if how == "layer missing":
+            _set_names(f, "layer_names", [n for n in keras_layer_names("squeezenet") if n != "fire4/expand3x3"])
+            return "fire4/expand3x3"
+        if how == "group missing":
+            del f["fire4/expand3x3"]
+            return "fire4/expand3x3"
+        if how == "dataset missing":
+            _set_names(f["fire6/squeeze1x1"], "weight_names", ["fire6/squeeze1x1_3/kernel:0", "nowhere:0"])
+            return "fire6/squeeze1x1"
+        if how == "wrong shape":
+            group = f["fire5/expand1x1"]
+            del group["fire5/expand1x1_3/kernel:0"]
+            group.create_dataset("fire5/expand1x1_3/kernel:0", data=np.zeros((1, 1, 32, 64), np.float32))
+            return "fire5/expand1x1"
+        if how == "one array":
+            _set_names(f["conv1"], "weight_names", ["conv1_3/kernel:0"])
+            return "conv1"
+        if how == "integer kernel":
+            del f["conv1"]["conv1_3/kernel:0"]
+            f["conv1"].create_dataset("conv1_3/kernel:0", data=np.zeros((3, 3, 3, 64), np.int32))
+            return "conv1"
+        if how == "no layer_names":
+            del f.attrs["layer_names"]
+            return None
+        if how == "another architecture":
+            return None
+        if how == "unknown declared architecture":
+            f.attrs["scratchnst_format"] = 1
+            f.attrs["architecture"] = "resnet50"
+            return None
+        if how == "newer format":
+            f.attrs["scratchnst_format"] = 2
+            return None
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("not hdf5", "not a readable HDF5"),
+    ("empty", "not a readable HDF5"),
+    ("truncated", "truncated"),
+    ("layer missing", "layer fire4/expand3x3 of squeezenet is missing"),
+    ("group missing", "'fire4/expand3x3' is listed in layer_names but has no group"),
+    ("dataset missing", "'nowhere:0' listed in weight_names is missing"),
+    ("wrong shape", r"fire5/expand1x1 of squeezenet: kernel shape \(1, 1, 32, 64\), expected \(1, 1, 32, 128\)"),
+    ("one array", "conv1 of squeezenet has 1 weight arrays"),
+    ("integer kernel", "conv1 of squeezenet: kernel has dtype int32"),
+    ("no layer_names", "no 'layer_names' attribute"),
+    ("another architecture", "layer block1_conv1 of vgg19 is missing; the file holds squeezenet weights"),
+    ("unknown declared architecture", "declares architecture 'resnet50'"),
+    ("newer format", "scratchnst format 2"),
+])
+def test_bad_weights_file_is_one_user_error_naming_file_and_layer(squeezenet_copy, how, message):
+    layer = _damage(squeezenet_copy, how)
+    model = "vgg19" if how == "another architecture" else "squeezenet"
+    with pytest.raises(UserError, match=message) as caught:  # a KeyError or OSError would not match
+        networks.load(model, weights=squeezenet_copy)
+    text = str(caught.value)
+    assert str(squeezenet_copy) in text and "\n" not in text
+    if layer:
+        assert layer in text
+
+
+def test_file_of_no_known_architecture(tmp_path):
+    path = tmp_path / "dense.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"dense_1"])
+        group = f.create_group("dense_1")
+        group.attrs["weight_names"] = np.array([b"dense_1/kernel:0"])
+        group.create_dataset("dense_1/kernel:0", data=np.zeros((4, 2), np.float32))
+    with pytest.raises(UserError, match=r"has none of the layers of vgg19 or squeezenet .*dense_1"):
+        networks.load(path)
+
+
+@pytest.mark.parametrize("make", ["missing", "folder"])
+def test_missing_file_or_folder_is_a_user_error(tmp_path, make):
+    path = tmp_path / "w.h5"
+    if make == "folder":
+        path.mkdir()
+    with pytest.raises(UserError, match="is a folder" if make == "folder" else "no such weights file"):
+        networks.load("squeezenet", weights=path)
+    with pytest.raises(UserError, match=str(path)):
+        weights.read_weights(path)
+
+
+# ------------------------------------------------------------------------------- finding
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """The three search folders, empty: $SCRATCHNST_WEIGHTS_DIR, weights/ of the repo, user cache."""
+    env, repo, xdg = tmp_path / "env", tmp_path / "repo_weights", tmp_path / "xdg"
+    for folder in (env, repo, xdg / "scratchnst"):
+        folder.mkdir(parents=True)
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(env))
+    monkeypatch.setattr(weights, "REPO_WEIGHTS_DIR", repo)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    return env, repo, xdg / "scratchnst"
+
+
+def test_find_weights_looks_in_order(places, squeezenet_h5, tmp_path):
+    env, repo, cache = places
+    for folder in (cache, repo, env):  # each folder added takes precedence over those before
+        shutil.copy(squeezenet_h5, folder / SQUEEZENET_FILE)
+        assert weights.find_weights("squeezenet") == folder / SQUEEZENET_FILE
+    explicit = shutil.copy(squeezenet_h5, tmp_path / "mine.h5")
+    assert weights.find_weights("squeezenet", explicit=explicit) == explicit
+
+
+def test_nothing_found_names_every_place_and_the_download_command(places, monkeypatch):
+    env, repo, cache = places
+    with pytest.raises(UserError) as caught:
+        weights.find_weights("vgg19")
+    text = str(caught.value)
+    for place in (env, repo, cache):
+        assert str(place) in text
+    assert "scratchnst weights download vgg19" in text and "\n" not in text
+    monkeypatch.delenv("SCRATCHNST_WEIGHTS_DIR")
+    with pytest.raises(UserError, match=r"\$SCRATCHNST_WEIGHTS_DIR \(not set\)"):
+        networks.load("squeezenet")
+
+
+def test_find_weights_errors(places, tmp_path):
+    with pytest.raises(UserError, match="no such weights file"):
+        weights.find_weights("squeezenet", explicit=tmp_path / "absent.h5")
+    with pytest.raises(UserError, match="unknown network 'alexnet'"):
+        weights.find_weights("alexnet")
+
+
+def test_user_cache_defaults_to_dot_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert weights.user_cache_dir() == tmp_path / ".cache" / "scratchnst"
+
+
+# ----------------------------------------------------------------------------- converting
+@pytest.fixture(scope="module")
+def vgg_params():
+    return random_params("vgg19", np.random.default_rng(31))
+
+
+# torchvision's vgg19().features: conv, ReLU, ..., MaxPool; these are the indices of its 16 convs.
+TORCHVISION_CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
+
+
+@pytest.fixture(scope="module")
+def vgg_pth(tmp_path_factory, vgg_params, torch):
+    """A torchvision-style state dict: OIHW kernels under features.<i>, plus a classifier."""
+    state = {}
+    for index, (layer, _) in zip(TORCHVISION_CONV_INDICES, CONVS["vgg19"]):
+        kernel, bias = vgg_params[layer]
+        state[f"features.{index}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+        state[f"features.{index}.bias"] = torch.from_numpy(bias)
+    state["classifier.0.weight"] = torch.zeros(8, 4)
+    path = tmp_path_factory.mktemp("pth") / "vgg19-test.pth"
+    torch.save(state, path)
+    return path
+
+
+def test_convert_torchvision_pth(vgg_pth, vgg_params, tmp_path, torch):
+    out = weights.convert(vgg_pth, tmp_path / "vgg19_tv.h5")
+    found = weights.read_weights(out)
+    assert found.architecture == "vgg19" and found.preprocessing == "torchvision"
+    assert found.attrs["converted_from"] == "vgg19-test.pth"
+    assert_arrays_equal(found.layers, vgg_params)
+
+    # The converted network on our torchvision preprocessing equals PyTorch's own NCHW pipeline
+    # on the .pth kernels (F is used directly here: NCHW, OIHW, symmetric padding 1).
+    F = torch.nn.functional
+    net = networks.load(out, dtype=np.float64)
+    assert net.preprocessing == "torchvision"
+    picture = np.random.default_rng(32).uniform(0, 255, (24, 20, 3))
+    ours = net.forward(image.preprocess(picture, net.preprocessing), "block2_conv1")["block2_conv1"]
+    state = torch.load(vgg_pth, weights_only=True)
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+    a = (torch.from_numpy(picture).permute(2, 0, 1)[None] / 255 - mean) / std
+    for index in (0, 2, "pool", 5):
+        if index == "pool":
+            a = F.max_pool2d(a, 2)
+            continue
+        w, b = (state[f"features.{index}.{p}"].double() for p in ("weight", "bias"))
+        a = F.relu(F.conv2d(a, w, b, padding=1))
+    assert max_rel_error(ours, a.permute(0, 2, 3, 1).numpy()) < 1e-9
+
+
+def _matconvnet_layers(vgg_params):
+    """MatConvNet-style layers: (name, type, W stored (W, H, C_in, C_out), b) incl. relu, pool, fc6."""
+    rows = []
+    for block, n_convs in enumerate(VGG19_BLOCK_SIZES, start=1):
+        for i in range(1, n_convs + 1):
+            kernel, bias = vgg_params[f"block{block}_conv{i}"]
+            rows.append((f"conv{block}_{i}", "conv", kernel.transpose(1, 0, 2, 3), bias))
+            rows.append((f"relu{block}_{i}", "relu", None, None))
+        rows.append((f"pool{block}", "pool", None, None))
+    rows.append(("fc6", "conv", np.zeros((7, 7, 512, 2), np.float32), np.zeros(2, np.float32)))  # dropped
+    return rows
+
+
+def _write_mat_v5(path, rows):
+    import scipy.io
+
+    cell = np.empty((1, len(rows)), dtype=object)
+    for i, (name, kind, w, b) in enumerate(rows):
+        layer = {"name": name, "type": kind}
+        if w is not None:
+            pair = np.empty((1, 2), dtype=object)
+            pair[0, 0], pair[0, 1] = w, b.reshape(-1, 1)  # MatConvNet biases are columns
+            layer["weights"] = pair
+        cell[0, i] = layer
+    scipy.io.savemat(path, {"layers": cell})
+
+
+def _write_mat_v73(path, rows):
+    """As MATLAB -v7.3 does: HDF5, axes reversed (column-major), chars as uint16, cells as references."""
+    def chars(text):
+        return np.array([ord(c) for c in text], dtype=np.uint16).reshape(-1, 1)
+
+    with h5py.File(path, "w") as f:
+        refs = f.create_group("#refs#")
+        layer_refs = []
+        for i, (name, kind, w, b) in enumerate(rows):
+            group = refs.create_group(f"layer{i}")
+            group.create_dataset("name", data=chars(name))
+            group.create_dataset("type", data=chars(kind))
+            if w is not None:
+                w_ref = refs.create_dataset(f"w{i}", data=w.T).ref
+                b_ref = refs.create_dataset(f"b{i}", data=b.reshape(-1, 1).T).ref
+                group.create_dataset("weights", data=np.array([[w_ref], [b_ref]], dtype=h5py.ref_dtype))
+            layer_refs.append(group.ref)
+        f.create_dataset("layers", data=np.array(layer_refs, dtype=h5py.ref_dtype).reshape(-1, 1))
+
+
+@pytest.mark.parametrize("version", ["v5", "v7.3"])
+def test_convert_matconvnet_mat(tmp_path, vgg_params, version, torch):
+    src = tmp_path / "imagenet-vgg-verydeep-19.mat"
+    (_write_mat_v5 if version == "v5" else _write_mat_v73)(src, _matconvnet_layers(vgg_params))
+    out = weights.convert(src, tmp_path / "vgg19_mcn.h5")
+    found = weights.read_weights(out)
+    assert found.architecture == "vgg19" and found.preprocessing == "caffe"
+    rgb_kernel = vgg_params["block1_conv1"][0]
+    expected = dict(vgg_params, block1_conv1=(rgb_kernel[:, :, ::-1, :], vgg_params["block1_conv1"][1]))
+    assert_arrays_equal(found.layers, expected)
+
+    # MatConvNet's network sees RGB minus the RGB means; ours sees caffe-preprocessed BGR.
+    net = networks.load(out, dtype=np.float64)
+    picture = np.random.default_rng(33).uniform(0, 255, (1, 15, 17, 3))
+    ours = net.forward(image.preprocess(picture[0], "caffe"), "conv1_1")["conv1_1"]
+    centred = torch_ref.to_torch(picture - np.array([123.68, 116.779, 103.939]))
+    theirs = torch_ref.relu(torch_ref.conv2d(centred, *(torch_ref.to_torch(a.astype(np.float64))
+                                                          for a in vgg_params["block1_conv1"])))
+    assert max_rel_error(ours, torch_ref.to_numpy(theirs)) < 1e-9
+
+
+def test_convert_errors(tmp_path, vgg_pth, monkeypatch, torch):
+    src = tmp_path / "weights.txt"
+    src.write_text("hello")
+    with pytest.raises(UserError, match="cannot convert a .txt file"):
+        weights.convert(src, tmp_path / "out.h5")
+    with pytest.raises(UserError, match="no such file"):
+        weights.convert(tmp_path / "absent.pth", tmp_path / "out.h5")
+
+    state = torch.load(vgg_pth, weights_only=True)
+    del state["features.34.weight"]
+    partial = tmp_path / "partial.pth"
+    torch.save(state, partial)
+    with pytest.raises(UserError, match=r"features\.34.*block5_conv4"):
+        weights.convert(partial, tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    with pytest.raises(UserError, match="needs PyTorch"):
+        weights.convert(vgg_pth, tmp_path / "out.h5")
+
+
+def test_convert_v5_mat_without_scipy_says_so(tmp_path, monkeypatch):
+    src = tmp_path / "imagenet-vgg-verydeep-19.mat"
+    src.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(200))
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.io", None)
+    with pytest.raises(UserError, match=r"needs SciPy \(pip install scipy\)"):
+        weights.convert(src, tmp_path / "out.h5")
+
+
+# ---------------------------------------------------------------------- the command line
+def test_cli_info(squeezenet_h5, squeezenet_copy, capsys):
+    assert main(["weights", "info", str(squeezenet_h5)]) == 0
+    out = capsys.readouterr().out
+    assert "Keras-2" in out and "architecture:  squeezenet" in out and "parameters:    722,496" in out
+    assert "fire2/squeeze1x1_3/kernel:0 (1, 1, 64, 16) float32" in out
+
+    _damage(squeezenet_copy, "wrong shape")
+    assert main(["weights", "info", str(squeezenet_copy)]) == 1
+    assert "architecture:  none:" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["weights", "info", str(tmp_path / "absent.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("scratchnst: error: ") and "absent.h5: no such weights file" in err
+    assert err.count("\n") == 1
+
+
+def test_cli_list(places, squeezenet_h5, capsys):
+    env, _, _ = places
+    shutil.copy(squeezenet_h5, env / SQUEEZENET_FILE)
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"found: {env / SQUEEZENET_FILE}" in out
+    assert "scratchnst weights download vgg19" in out
+
+
+def test_cli_convert(vgg_pth, tmp_path, capsys):
+    out = tmp_path / "vgg19_tv.h5"
+    assert main(["weights", "convert", str(vgg_pth), "-o", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert networks.load("vgg19", weights=out).preprocessing == "torchvision"
