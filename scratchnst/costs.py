@@ -1,0 +1,362 @@
+"""The costs of neural style transfer, as the deep-learning course defines them, with their gradients.
+
+Every cost comes with a hand-derived backward function that returns dJ/da for the generated
+image's activations a_G (or dJ/dx for the image itself, in the total variation cost). The
+transfer loop hands those gradients to the network's backward pass, which carries them down to
+the pixels.
+
+Shapes follow the course: one image's activations at a layer are a (1, nH, nW, nC) array
+(channels last, the course's (m, n_H, n_W, n_C) with m = 1).
+
+Precision: costs are sums over hundreds of thousands of terms whose differences matter near
+convergence, so every cost is summed in float64 even when the activations are float32 (the
+run path). Gradients come back in the dtype of the activations they belong to, so the float32
+network stays float32. No function writes into its inputs.
+
+The course's functions (compute_layer_style_cost, layer_style_cost_backward, ...) are written to
+be read and checked; `style_target` and `layer_style_cost_from_target` compute the same layer
+style cost and gradient the way the optimisation loop needs them, fast (tests prove them equal).
+
+Course check numbers (from ../shared/reference/nst-facts.md):
+    total_cost(0.2, 0.8) == 34;  total_cost(0.3, 0.5, alpha=3, beta=8) ~ 4.9 (up to rounding)
+    np.random.seed(3); total_cost(np.random.randn(), np.random.randn()) == 35.34667875478276
+"""
+
+import numpy as np
+
+# The course's style layers (TF2 assignment, Keras VGG-19 names), 0.2 each: low layers give the
+# colours and fine texture, high layers the larger strokes and motifs.
+COURSE_STYLE_LAYERS = (
+    ("block1_conv1", 0.2),
+    ("block2_conv1", 0.2),
+    ("block3_conv1", 0.2),
+    ("block4_conv1", 0.2),
+    ("block5_conv1", 0.2),
+)
+
+
+def _check_activation(a, name):
+    """Raise ValueError unless `a` is one image's activations (1, nH, nW, nC)."""
+    if a.ndim != 4 or a.shape[0] != 1:
+        raise ValueError(f"{name} must have shape (1, nH, nW, nC), got {a.shape}")
+
+
+def _check_same_shape(a, b, names):
+    if a.shape != b.shape:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {a.shape} and {b.shape}")
+
+
+# ----------------------------------------------------------------------------- content cost
+def compute_content_cost(a_C, a_G):
+    """Content cost: how far the generated image's activations are from the content image's.
+
+    Args:
+        a_C: (1, nH, nW, nC) activations of the content image C at the content layer l.
+        a_G: (1, nH, nW, nC) activations of the generated image G at the same layer.
+
+    Returns:
+        J_content, a Python float, summed in float64.
+
+    Formula:
+        J_content(C, G) = 1 / (4 * nH * nW * nC) * sum((a[l](C) - a[l](G)) ** 2)
+
+    Some printings of the course notes write the term as a[l](C) - a[l](C), which is always 0;
+    the intended term is a[l](C) - a[l](G), the difference between the content image's and the
+    generated image's activations.
+    """
+    _check_activation(a_G, "a_G")
+    _check_same_shape(a_C, a_G, ("a_C", "a_G"))
+    # BEGIN SOLUTION
+    # HINT: cast a_C and a_G to float64; J = sum of the squared differences / (4 * nH * nW * nC), as a float
+    _, n_H, n_W, n_C = a_G.shape
+    diff = a_C.astype(np.float64) - a_G.astype(np.float64)
+    J_content = np.sum(diff * diff) / (4 * n_H * n_W * n_C)
+    return float(J_content)
+    # END SOLUTION
+
+
+def content_cost_backward(a_C, a_G):
+    """Gradient of the content cost with respect to the generated image's activations.
+
+    Args:
+        a_C: (1, nH, nW, nC) activations of the content image.
+        a_G: (1, nH, nW, nC) activations of the generated image.
+
+    Returns:
+        dJ/da_G, shape (1, nH, nW, nC), dtype of a_G.
+
+    Formula (differentiate the square, the 2 cancels half of the 4):
+        dJ_content / da_G = (a_G - a_C) / (2 * nH * nW * nC)
+    """
+    _check_activation(a_G, "a_G")
+    _check_same_shape(a_C, a_G, ("a_C", "a_G"))
+    # BEGIN SOLUTION
+    # HINT: get nH, nW, nC from a_G.shape; return (a_G - a_C) / (2 * nH * nW * nC) in a_G's dtype
+    _, n_H, n_W, n_C = a_G.shape
+    da_G = (a_G - a_C) / (2 * n_H * n_W * n_C)
+    return da_G.astype(a_G.dtype, copy=False)
+    # END SOLUTION
+
+
+# ------------------------------------------------------------------------------- Gram matrix
+def unroll(a):
+    """Unroll one image's activations to the course's (nC, nH*nW) matrix: one row per channel.
+
+    Args:
+        a: (1, nH, nW, nC) activations.
+
+    Returns:
+        A: (nC, nH*nW), a view of `a` (no copy; activations are contiguous).
+
+    A plain a.reshape(nC, nH*nW) would mix channels and positions, because the channels are
+    the fastest-varying axis in memory: reshape to (nH*nW, nC) first (each row one position),
+    then transpose, as the course does.
+    """
+    _check_activation(a, "a")
+    _, n_H, n_W, n_C = a.shape
+    return a.reshape(n_H * n_W, n_C).T  # (nH*nW, nC) -> (nC, nH*nW)
+
+
+def gram_matrix(A):
+    """Gram matrix of unrolled activations: how strongly every pair of channels fires together.
+
+    Args:
+        A: (nC, nH*nW) unrolled activations (see `unroll`).
+
+    Returns:
+        G: (nC, nC), dtype of A; G[i, j] = sum over positions p of A[i, p] * A[j, p].
+
+    Formula:
+        G_A = A @ A.T
+    """
+    # BEGIN SOLUTION
+    # HINT: one matrix product of A with its transpose
+    G = A @ A.T
+    return G
+    # END SOLUTION
+
+
+# ------------------------------------------------------------------------- layer style cost
+def compute_layer_style_cost(a_S, a_G):
+    """Style cost at one layer: the distance between the style image's and generated image's Grams.
+
+    Args:
+        a_S: (1, nH_S, nW_S, nC) activations of the style image S at layer l.
+        a_G: (1, nH, nW, nC) activations of the generated image G at the same layer.
+
+    Returns:
+        J_style_layer, a Python float, summed in float64.
+
+    Formula (the course's, when both images have M = nH * nW positions):
+        J = 1 / (4 * nC**2 * M**2) * sum((G_S - G_G) ** 2)
+    The style image may have another size than the generated image (a style scale, another
+    aspect ratio). Then each Gram is divided by its own number of positions, M_S = nH_S * nW_S
+    and M_G = nH * nW, so that the two measure the same thing (an average over positions):
+        J = 1 / (4 * nC**2) * sum((G_S / M_S - G_G / M_G) ** 2)
+    which is exactly the course's formula when M_S == M_G.
+    """
+    _check_activation(a_S, "a_S")
+    _check_activation(a_G, "a_G")
+    if a_S.shape[3] != a_G.shape[3]:
+        raise ValueError(f"a_S and a_G must have the same number of channels, got {a_S.shape} and {a_G.shape}")
+    # BEGIN SOLUTION
+    # HINT: unroll both in float64; G = gram_matrix(A) / (its nH*nW) for each; J = sum((G_S - G_G)**2) / (4 * nC**2)
+    n_C = a_G.shape[3]
+    A_S = unroll(a_S.astype(np.float64))  # (nC, M_S)
+    A_G = unroll(a_G.astype(np.float64))  # (nC, M_G)
+    G_S = gram_matrix(A_S) / A_S.shape[1]  # (nC, nC)
+    G_G = gram_matrix(A_G) / A_G.shape[1]  # (nC, nC)
+    J_style_layer = np.sum((G_S - G_G) ** 2) / (4 * n_C**2)
+    return float(J_style_layer)
+    # END SOLUTION
+
+
+def layer_style_cost_backward(a_S, a_G):
+    """Gradient of the layer style cost with respect to the generated image's activations.
+
+    Args:
+        a_S: (1, nH_S, nW_S, nC) activations of the style image.
+        a_G: (1, nH, nW, nC) activations of the generated image.
+
+    Returns:
+        dJ/da_G, shape (1, nH, nW, nC), dtype of a_G (computed in float64).
+
+    Formula (course, M = nH * nW positions in both images):
+        dJ/dA_G = 1 / (nC**2 * M**2) * (G_G - G_S) @ A_G          (nC, M)
+    and in general, with each Gram divided by its own M:
+        dJ/dA_G = 1 / (nC**2 * M_G) * (G_G / M_G - G_S / M_S) @ A_G
+    Derivation: J = 1/(4 nC^2) * sum(D ** 2) with D = G_G/M_G - G_S/M_S, so dJ/dG_G = D / (2 nC^2 M_G);
+    G_G = A_G A_G^T gives dJ/dA_G = (dJ/dG_G + dJ/dG_G^T) A_G = 2 dJ/dG_G A_G (D is symmetric).
+    The factor on the right is A_G, the generated image's features: the style image's A_S only
+    enters through its fixed Gram G_S.
+    """
+    _check_activation(a_S, "a_S")
+    _check_activation(a_G, "a_G")
+    if a_S.shape[3] != a_G.shape[3]:
+        raise ValueError(f"a_S and a_G must have the same number of channels, got {a_S.shape} and {a_G.shape}")
+    # BEGIN SOLUTION
+    # HINT: D = G_G / M_G - G_S / M_S in float64; dA_G = D @ A_G / (nC**2 * M_G); .T.reshape to a_G's shape, its dtype
+    n_C = a_G.shape[3]
+    A_S = unroll(a_S.astype(np.float64))  # (nC, M_S)
+    A_G = unroll(a_G.astype(np.float64))  # (nC, M_G)
+    M_S, M_G = A_S.shape[1], A_G.shape[1]
+    D = gram_matrix(A_G) / M_G - gram_matrix(A_S) / M_S  # (nC, nC)
+    dA_G = D @ A_G / (n_C**2 * M_G)  # (nC, M_G)
+    da_G = dA_G.T.reshape(a_G.shape)  # undo unroll: (nC, M_G) -> (M_G, nC) -> (1, nH, nW, nC)
+    return da_G.astype(a_G.dtype)
+    # END SOLUTION
+
+
+# ------------------------------------------------- the layer style cost, fast, for the loop
+def style_target(a_S):
+    """The style image's part of the layer style cost, computed once: its Gram per position.
+
+    Args:
+        a_S: (1, nH_S, nW_S, nC) activations of the style image.
+
+    Returns:
+        G_S / M_S, (nC, nC) float64, with M_S = nH_S * nW_S.
+
+    Targets of several style images can be blended by a weighted average (see `transfer`).
+    """
+    A_S = unroll(a_S.astype(np.float64))  # (nC, M_S)
+    return gram_matrix(A_S) / A_S.shape[1]
+
+
+def layer_style_cost_from_target(target, a_G):
+    """Layer style cost and its gradient at once, from a precomputed `style_target`.
+
+    Args:
+        target: (nC, nC) float64, style_target(a_S) (or a blend of several).
+        a_G: (1, nH, nW, nC) activations of the generated image.
+
+    Returns:
+        (J, dJ/da_G): J a float, dJ/da_G (1, nH, nW, nC) in a_G's dtype. For
+        target = style_target(a_S) they equal compute_layer_style_cost(a_S, a_G) and
+        layer_style_cost_backward(a_S, a_G) (tests check it).
+
+    The same formulas as those two functions, arranged for the optimisation loop, which calls
+    this with a fixed style image hundreds of times: the style image's Gram is computed once for
+    the whole run instead of twice per call, the generated image's once per call instead of
+    twice, and the gradient is formed
+    directly in (positions, channels) order, F @ D with F = A_G^T (M, nC), instead of D @ A_G
+    followed by a transposing copy (D is symmetric, so (D @ A_G)^T = F @ D):
+        D = F^T F / M - target;   J = sum(D**2) / (4 nC^2);   dJ/dF = F @ D / (nC^2 M)
+    """
+    _check_activation(a_G, "a_G")
+    _, n_H, n_W, n_C = a_G.shape
+    if target.shape != (n_C, n_C):
+        raise ValueError(f"target must be ({n_C}, {n_C}) for a_G of shape {a_G.shape}, got {target.shape}")
+    M = n_H * n_W
+    F = a_G.astype(np.float64).reshape(M, n_C)  # (M, nC): row p is position p's channels
+    D = F.T @ F / M - target  # (nC, nC)
+    J = float(np.sum(D * D)) / (4 * n_C**2)
+    dF = F @ D / (n_C**2 * M)  # (M, nC)
+    return J, dF.reshape(a_G.shape).astype(a_G.dtype)
+
+
+# ------------------------------------------------------------------------------- style cost
+def compute_style_cost(a_S, a_G, style_layers=COURSE_STYLE_LAYERS):
+    """Style cost over several layers: the weighted sum of the layer style costs.
+
+    Args:
+        a_S: dict {layer name: (1, nH_S, nW_S, nC) activations of the style image}.
+        a_G: dict {layer name: (1, nH, nW, nC) activations of the generated image}.
+        style_layers: sequence of (layer name, weight lambda[l]) pairs;
+            the course's default is five VGG-19 layers, 0.2 each.
+
+    Returns:
+        J_style, a Python float.
+
+    Formula:
+        J_style(S, G) = sum over l of lambda[l] * J_style_layer[l](S, G)
+    """
+    J_style = 0.0  # Python floats are float64
+    for name, weight in style_layers:
+        J_style += weight * compute_layer_style_cost(a_S[name], a_G[name])
+    return J_style
+
+
+def style_cost_backward(a_S, a_G, style_layers=COURSE_STYLE_LAYERS):
+    """Gradient of the style cost with respect to each style layer's generated activations.
+
+    Args:
+        a_S, a_G, style_layers: as in `compute_style_cost`.
+
+    Returns:
+        dict {layer name: dJ_style/da_G[l], shape and dtype of a_G[name]}.
+
+    Formula:
+        dJ_style / da_G[l] = lambda[l] * dJ_style_layer[l] / da_G[l]
+    A layer listed twice gets the sum of both terms.
+    """
+    grads = {}
+    for name, weight in style_layers:
+        # Cast the weight: a NumPy float64 weight would silently promote float32 gradients.
+        g = layer_style_cost_backward(a_S[name], a_G[name]) * np.asarray(weight, a_G[name].dtype)
+        grads[name] = grads[name] + g if name in grads else g
+    return grads
+
+
+# ------------------------------------------------------------------------------- total cost
+def total_cost(J_content, J_style, alpha=10, beta=40):
+    """Total cost: the weighted sum of the content and the style cost.
+
+    Args:
+        J_content: content cost (a number).
+        J_style: style cost (a number).
+        alpha: weight of the content cost (course: 10).
+        beta: weight of the style cost (course: 40).
+
+    Returns:
+        J = alpha * J_content + beta * J_style
+    (its gradients are dJ/dJ_content = alpha and dJ/dJ_style = beta).
+    """
+    # BEGIN SOLUTION
+    # HINT: one line: alpha times the content cost plus beta times the style cost
+    J = alpha * J_content + beta * J_style
+    return J
+    # END SOLUTION
+
+
+# ---------------------------------------------------------------------- total variation cost
+def compute_total_variation_cost(x):
+    """Total variation cost: how much neighbouring pixels differ (penalises high-frequency noise).
+
+    Args:
+        x: (N, H, W, C) images.
+
+    Returns:
+        J_tv, a Python float, summed in float64.
+
+    Formula (squared differences, as in CS231n; divided by the number of values so that one
+    tv weight works at every image size):
+        J_tv = (sum((x[:, i+1, j] - x[:, i, j]) ** 2) + sum((x[:, i, j+1] - x[:, i, j]) ** 2)) / x.size
+    """
+    x64 = x.astype(np.float64)
+    dv = x64[:, 1:, :, :] - x64[:, :-1, :, :]  # (N, H-1, W, C) vertical neighbours
+    dh = x64[:, :, 1:, :] - x64[:, :, :-1, :]  # (N, H, W-1, C) horizontal neighbours
+    return float((np.sum(dv * dv) + np.sum(dh * dh)) / x.size)
+
+
+def total_variation_cost_backward(x):
+    """Gradient of the total variation cost with respect to the pixels.
+
+    Args:
+        x: (N, H, W, C) images.
+
+    Returns:
+        dJ_tv/dx, shape (N, H, W, C), dtype of x.
+
+    Formula: every difference d = x[p+1] - x[p] adds 2 d / x.size to pixel p+1 and subtracts it
+    from pixel p.
+    """
+    x64 = x.astype(np.float64)
+    dv = 2 * (x64[:, 1:, :, :] - x64[:, :-1, :, :]) / x.size  # (N, H-1, W, C)
+    dh = 2 * (x64[:, :, 1:, :] - x64[:, :, :-1, :]) / x.size  # (N, H, W-1, C)
+    dx = np.zeros_like(x64)
+    dx[:, 1:, :, :] += dv
+    dx[:, :-1, :, :] -= dv
+    dx[:, :, 1:, :] += dh
+    dx[:, :, :-1, :] -= dh
+    return dx.astype(x.dtype)

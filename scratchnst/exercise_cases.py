@@ -1,0 +1,274 @@
+"""One check of an exercise, and how the student's answer to it is judged.
+
+A `Case` is one call of the student's function on seeded inputs with the value it must return
+and the classic `Mistake`s it can recognise; `judge` turns the worker's answer to it into a
+`CheckResult`: ok, or what differs (expected against given, the largest error), the mistake it
+matches or a generic reason, the exception and where it was raised. Also here: the small helpers
+every exercise's checks make their inputs and witnesses with (`randn`, `as_float32`,
+`numeric_gradient`). The exercises' own checks: exercise_checks_layers, _costs and _optim.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from scratchnst.gradcheck import rel_error
+
+# Pass thresholds. Against the reference and PyTorch only the order of float64 operations differs
+# (errors ~1e-15; 1e-8 leaves room for elements that are small differences of large sums). Against
+# finite differences, gradcheck's threshold. float32 results are compared with the float32
+# reference relative to the largest value: elements near zero have no meaningful relative error
+# in float32. Costs must reach float64 accuracy even from float32 activations.
+VALUE_TOL = 1e-8
+FLOAT32_TOL = 1e-5
+COST_SUM_TOL = 1e-9
+# A given value "is" a known mistake when it agrees with what that mistake computes to 1e-6: far
+# looser than round-off, far tighter than any two different formulas agree by chance.
+MISTAKE_TOL = 1e-6
+
+
+@dataclass
+class Mistake:
+    """A classic mistake: what it computes for one case, and how to explain it."""
+
+    name: str  # short, e.g. "ReLU mask x >= 0"
+    why: str  # the explanation shown when the given value matches
+    value: Any  # what the mistaken code returns (for part `part` of the result)
+    part: int = 0
+    tol: float = MISTAKE_TOL
+
+
+@dataclass
+class Case:
+    """One check: a call of the student's function and what it must return.
+
+    expected is an array, a number, None, or, when `parts` names them, a tuple of those;
+    `pick` takes from the student's return value what is compared (default: all of it).
+    """
+
+    label: str
+    args: tuple
+    expected: Any
+    kwargs: dict = field(default_factory=dict)
+    parts: tuple = ()  # names of the parts when expected is a tuple, e.g. ("dx", "dw", "db")
+    pick: Callable = None
+    mistakes: list = field(default_factory=list)
+    tol: float = VALUE_TOL
+    normwise: bool = False  # error relative to the largest expected value (float32 cases)
+    dtype: Any = None  # every floating array part (or a numeric result) must have this dtype
+    hint: str = ""  # shown when the check fails and no mistake is recognised
+
+
+class Malformed(Exception):
+    """The student's return value does not have the structure the function promises."""
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    if isinstance(value, dict) and "unsupported" in value:
+        return f"an object of type {value['unsupported']}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, (bool, np.bool_)):
+        return f"the boolean {value}"
+    if isinstance(value, (int, float, np.number)):
+        return f"the number {float(value):.6g}" + (f" ({value.dtype})" if isinstance(value, np.generic) else "")
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def element(value, i, structure):
+    """value[i], or Malformed (a failed check) saying that the student returned no `structure`."""
+    if isinstance(value, (tuple, list)) and len(value) > i:
+        return value[i]
+    raise Malformed(f"returned {_describe(value)}; expected {structure}")
+
+
+def _is_number(value):
+    """A real number: Python's, NumPy's, or a 0-d array (booleans are not numbers here)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and np.issubdtype(value.dtype, np.number)
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _error(got, expected, normwise):
+    """Largest error of got against expected (float64 arrays of one shape): elementwise relative, as
+    gradcheck.rel_error, or relative to the largest expected value (normwise, for float32)."""
+    with np.errstate(all="ignore"):
+        if normwise:
+            error = float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), 1e-30)) \
+                if expected.size else 0.0
+        else:
+            error = rel_error(got, expected)
+    return error if np.isfinite(error) else math.inf
+
+
+def _compare_value(got, expected, case):
+    """(ok, error or None, message) for one part of a result."""
+    if expected is None:
+        return got is None, 0.0 if got is None else None, f"expected None, got {_describe(got)}"
+    if isinstance(expected, np.ndarray):
+        if not isinstance(got, np.ndarray):
+            return False, None, f"expected an array of shape {expected.shape}, got {_describe(got)}"
+        if got.shape != expected.shape:
+            more = " (the same number of values: a reshape or transpose missing?)" if got.size == expected.size else ""
+            return False, None, f"expected shape {expected.shape}, got shape {got.shape}{more}"
+        if not (np.issubdtype(got.dtype, np.number) and not np.issubdtype(got.dtype, np.complexfloating)):
+            return False, None, f"expected real numbers, got dtype {got.dtype}"
+        if case.dtype is not None and np.issubdtype(expected.dtype, np.floating) and got.dtype != case.dtype:
+            return False, None, f"expected dtype {np.dtype(case.dtype)}, got {got.dtype}: keep the dtype you are given"
+    elif not _is_number(got):
+        return False, None, f"expected a number, got {_describe(got)}"
+    elif case.dtype is not None and hasattr(got, "dtype") and got.dtype != case.dtype:
+        return False, None, f"returned a {got.dtype} number: compute in (and return) {np.dtype(case.dtype)}"
+    g = np.asarray(got, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    error = _error(g, e, case.normwise)
+    if e.ndim == 0:
+        return error <= case.tol, error, f"expected {float(e):.10g}, got {float(g):.10g}"
+    with np.errstate(all="ignore"):
+        # the element the error measure blames: largest relative difference, or largest absolute one
+        blame = np.abs(g - e) if case.normwise else np.abs(g - e) / np.maximum(1e-8, np.abs(g) + np.abs(e))
+        worst = np.unravel_index(np.argmax(np.where(np.isnan(blame), np.inf, blame)), e.shape)
+    index = tuple(int(i) for i in worst)
+    return error <= case.tol, error, f"at {index}: expected {e[worst]:.6g}, got {g[worst]:.6g}"
+
+
+def _matches(got, expected, mistake, case):
+    """True if the given value is what the mistake computes, to the mistake's (or a float32 case's) tolerance.
+
+    A mistake that, on this input, computes nearly the right answer is never named: the given value
+    would match it by being nearly right, not by being that mistake.
+    """
+    if mistake.value is None or got is None:
+        return False
+    try:
+        g, m = np.asarray(got, dtype=np.float64), np.asarray(mistake.value, dtype=np.float64)
+        e = np.asarray(expected, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    tol = max(mistake.tol, case.tol) if case.normwise else mistake.tol
+    if g.shape != m.shape or _error(g, m, case.normwise) > tol:
+        return False
+    return m.shape != e.shape or _error(m, e, case.normwise) > 10 * tol
+
+
+def _generic_reason(got, expected):
+    """A generic reason for a wrong value of the right shape: NaN, zeros, a constant factor, the sign."""
+    try:
+        g, e = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    except (TypeError, ValueError):
+        return ""
+    if g.shape != e.shape:
+        return ""
+    if not np.all(np.isfinite(g)):
+        return "the result contains NaN or inf"
+    if not np.any(g) and np.any(e):
+        return "the result is all zeros"
+    if g.size > 1 and np.any(e) and np.any(g):  # for one number, any two differ by "a constant factor"
+        c = float(np.sum(g * e) / np.sum(e * e))
+        if np.max(np.abs(g - c * e)) <= 1e-6 * np.max(np.abs(g)):
+            if abs(c + 1) < 1e-6:
+                return "the result has the wrong sign (given = -expected)"
+            return f"the result is {c:.6g} times the right value: a constant factor is missing or extra"
+    return ""
+
+
+@dataclass
+class CheckResult:
+    """What one check found."""
+
+    label: str
+    status: str  # "ok", "fail", "not done", "error", "timeout"
+    error: float = None  # the largest error, when values were compared
+    details: list = field(default_factory=list)  # lines to show under the check, or recognised Mistakes
+    mistakes: list = field(default_factory=list)  # names of the recognised mistakes
+    hint: str = ""
+    where: str = ""  # for "not done" and "error": file:line in the student's code
+    function: str = ""  # for "not done" and "error": the function that raised
+
+
+def _input_name(path, params):
+    head = params[path[0]] if isinstance(path[0], int) and path[0] < len(params) else str(path[0])
+    return head + "".join(f"[{i}]" for i in path[1:])
+
+
+def judge(answer, case, params):
+    """Turn the worker's answer to one case into a CheckResult.
+
+    Args:
+        answer: the dict StudentProcess.call returned.
+        case: the Case that was called.
+        params: the names of the function's parameters, to name an input it wrote into.
+    """
+    status = answer["status"]
+    if status == "timeout":
+        return CheckResult(case.label, "timeout", details=[
+            "still running when the exercise's time ran out: an endless loop? (stopped; --timeout sets the limit)"])
+    if status == "crashed":
+        tail = f": {answer['message']}" if answer["message"] else ""
+        return CheckResult(case.label, "error", details=[
+            f"the student's code ended the worker process (exit status {answer['code']}){tail}"])
+    if status in ("not done", "error"):
+        where = f" ({answer['where']})" if answer["where"] else ""
+        line = f"{answer['type']}: {answer['message']}" if answer["message"] else answer["type"]
+        return CheckResult(case.label, status, details=[f"{line}{where}"], where=answer["where"],
+                           function=answer["function"])
+    result = CheckResult(case.label, "ok")
+    for path in answer["mutated"]:
+        mistake = Mistake(f"wrote into its input {_input_name(path, params)}",
+                          "never modify inputs, dout or caches: compute into new arrays", None)
+        result.status = "fail"
+        result.details.append(mistake)
+        result.mistakes.append(mistake.name)
+    try:
+        got = case.pick(answer["value"]) if case.pick else answer["value"]
+        if case.parts:
+            structure = f"a tuple ({', '.join(case.parts)})"
+            if not isinstance(got, (tuple, list)) or len(got) != len(case.parts):
+                raise Malformed(f"returned {_describe(got)}; expected {structure}")
+            pairs = list(zip(case.parts, got, case.expected))
+        else:
+            pairs = [("", got, case.expected)]
+    except Malformed as error:
+        result.status = "fail"
+        result.details.append(str(error))
+        return result
+    errors = []
+    for i, (part, g, e) in enumerate(pairs):
+        ok, error, message = _compare_value(g, e, case)
+        errors.append(error)
+        if ok:
+            continue
+        result.status = "fail"
+        result.details.append(f"{part} {message}" if part else message)
+        named = [m for m in case.mistakes if m.part == i and _matches(g, e, m, case)]
+        result.details += named
+        result.mistakes += [m.name for m in named]
+        if not named:
+            reason = _generic_reason(g, e)
+            if reason:
+                result.details.append(reason)
+            if case.hint:
+                result.hint = case.hint
+    # a part that could not be compared (wrong shape or type) leaves no meaningful largest error
+    result.error = None if None in errors else max(errors)
+    return result
+
+
+# ------------------------------------------------------------- inputs and witnesses of the checks
+def randn(rng, *shape):
+    """Standard normal float64 samples of the given shape."""
+    return rng.standard_normal(shape)
+
+
+def as_float32(*arrays):
+    """The arrays cast to float32, as a tuple (the run path's dtype)."""
+    return tuple(a.astype(np.float32) for a in arrays)
+
+
+def numeric_gradient(ref, f, x, dout, h=1e-5):
+    """Centred differences of sum(f(x) * dout) (ref.gradcheck.eval_numerical_gradient_array)."""
+    return ref.gradcheck.eval_numerical_gradient_array(f, x, dout, h=h)

@@ -1,0 +1,226 @@
+"""The checks of the cost exercises (costs.py): content cost, Gram matrix, layer style cost, total cost.
+
+As in exercise_checks_layers: each exercise's checks come from a function (ref, rng, use_torch)
+-> list of Case; expected values from the reference (and finite differences of it); the classic
+mistakes modelled by code of their own here, or from the right value (a missing factor, a sign).
+"""
+
+import numpy as np
+
+from scratchnst.exercise_cases import COST_SUM_TOL, FLOAT32_TOL, Case, Mistake, as_float32, numeric_gradient, randn
+
+_FLOAT32_SUM = "only float32-accurate: cast to float64 before subtracting and summing (costs are summed in float64)"
+
+
+def _content_cost_mistakes(a_C, a_G, J):
+    """The classic mistakes of compute_content_cost, for these inputs (J: the right value)."""
+    _, nH, nW, nC = a_G.shape
+    factor = 4 * nH * nW * nC
+    return [
+        Mistake("factor 1/(4 nH nW nC) missing", "J_content = 1 / (4 * nH * nW * nC) * sum((a_C - a_G) ** 2)",
+                J * factor),
+        Mistake("1/(nH nW nC) instead of 1/(4 nH nW nC)", "the course's factor has a 4", J * 4),
+        Mistake("1/(2 nH nW nC) instead of 1/(4 nH nW nC)", "the course's factor is 1/4, not 1/2", J * 2),
+        Mistake("a(C) - a(C)", "always 0: the course notes' typo a[l](C) - a[l](C); the difference is "
+                "a[l](C) - a[l](G)", 0.0),
+        Mistake("not squared", "the sum of |a_C - a_G|; the cost sums the squares",
+                np.sum(np.abs(a_C.astype(np.float64) - a_G)) / factor),
+    ]
+
+
+def content_cost_cases(ref, rng, use_torch):
+    C = ref.costs
+    cases = []
+    for shape in ((1, 4, 5, 3), (1, 3, 7, 8)):
+        a_C, a_G = randn(rng, *shape), randn(rng, *shape)
+        J = C.compute_content_cost(a_C, a_G)
+        cases.append(Case(f"a_C, a_G of shape {shape}", (a_C, a_G), J, mistakes=_content_cost_mistakes(a_C, a_G, J)))
+    a_C, a_G = as_float32(randn(rng, 1, 24, 24, 64), randn(rng, 1, 24, 24, 64))
+    J = C.compute_content_cost(a_C, a_G)
+    cases.append(Case("float32 activations 1x24x24x64: summed in float64", (a_C, a_G), J, tol=COST_SUM_TOL,
+                      dtype=np.float64, mistakes=_content_cost_mistakes(a_C, a_G, J) + [
+                          Mistake("summed in float32", _FLOAT32_SUM, J, tol=1e-5)]))
+    return cases
+
+
+def _content_cost_backward_mistakes(da):
+    """The classic mistakes of content_cost_backward, from the right gradient da (1, nH, nW, nC)."""
+    _, nH, nW, nC = da.shape
+    return [
+        Mistake("sign flipped", "the gradient with respect to a_G is (a_G - a_C) / (2 nH nW nC), not "
+                "(a_C - a_G) / ...", -da),
+        Mistake("the 2 of the square forgotten", "differentiating (a_C - a_G) ** 2 brings a factor 2: "
+                "1/(4 nH nW nC) becomes 1/(2 nH nW nC)", da / 2),
+        Mistake("factor 1/(2 nH nW nC) missing", "dJ/da_G = (a_G - a_C) / (2 * nH * nW * nC)", da * 2 * nH * nW * nC),
+    ]
+
+
+def content_cost_backward_cases(ref, rng, use_torch):
+    C = ref.costs
+    a_C, a_G = randn(rng, 1, 4, 5, 3), randn(rng, 1, 4, 5, 3)
+    da = C.content_cost_backward(a_C, a_G)
+    cases = [Case("a_C, a_G of shape (1, 4, 5, 3)", (a_C, a_G), da, mistakes=_content_cost_backward_mistakes(da))]
+    a_C, a_G = randn(rng, 1, 3, 4, 2), randn(rng, 1, 3, 4, 2)
+    # the cost is quadratic: centred differences are exact, a larger step has less round-off
+    numeric = numeric_gradient(ref, lambda v: C.compute_content_cost(a_C, v), a_G, 1.0, h=1e-3)
+    cases.append(Case("against finite differences of compute_content_cost", (a_C, a_G), numeric,
+                      tol=ref.gradcheck.NUMERIC_TOL, mistakes=_content_cost_backward_mistakes(numeric)))
+    a_C, a_G = as_float32(randn(rng, 1, 4, 5, 3), randn(rng, 1, 4, 5, 3))
+    da = C.content_cost_backward(a_C, a_G)
+    cases.append(Case("float32 in, float32 out", (a_C, a_G), da, tol=FLOAT32_TOL, normwise=True, dtype=np.float32,
+                      mistakes=_content_cost_backward_mistakes(da)))
+    return cases
+
+
+def gram_matrix_cases(ref, rng, use_torch):
+    C = ref.costs
+    cases = []
+    for nC, M in ((3, 20), (6, 12)):
+        A = randn(rng, nC, M)
+        G = C.gram_matrix(A)
+        cases.append(Case(f"A of shape ({nC}, {M}) = (nC, nH*nW)", (A,), G, mistakes=[
+            Mistake("A.T @ A", "that is (nH*nW, nH*nW); the Gram matrix is G = A @ A.T, (nC, nC)", A.T @ A),
+            Mistake("Gram divided by nH*nW", "gram_matrix is the plain A @ A.T; the style cost does the "
+                    "normalising", G / M),
+        ]))
+    (A,) = as_float32(randn(rng, 5, 30))
+    cases.append(Case("float32 in, float32 out", (A,), C.gram_matrix(A), tol=FLOAT32_TOL, normwise=True,
+                      dtype=np.float32))
+    return cases
+
+
+def _unroll_wrong(a):
+    """The slip costs.unroll warns about: a.reshape(nC, nH*nW) straight away."""
+    return a.reshape(a.shape[3], -1)  # mixes channels and positions: the channels vary fastest in memory
+
+
+def _style_cost(a_S, a_G, unroll, M_S=None, M_G=None):
+    """The layer style cost computed independently of the reference answer, so mistakes can be modelled.
+
+    unroll: costs.unroll (the course's), or `_unroll_wrong`.
+    """
+    A_S, A_G = unroll(a_S), unroll(a_G)
+    M_S, M_G = M_S or A_S.shape[1], M_G or A_G.shape[1]
+    return float(np.sum((A_S @ A_S.T / M_S - A_G @ A_G.T / M_G) ** 2) / (4 * a_G.shape[3] ** 2))
+
+
+def _style_gradient(a_S, a_G, unroll, roll, with_features=None, M_S=None, M_G=None):
+    """dJ/da_G of `_style_cost`: (G_G/M_G - G_S/M_S) @ A_G / (nC**2 M_G), rolled back by `roll`."""
+    A_S, A_G = unroll(a_S), unroll(a_G)
+    M_S, M_G = M_S or A_S.shape[1], M_G or A_G.shape[1]
+    D = A_G @ A_G.T / M_G - A_S @ A_S.T / M_S
+    features = A_G if with_features is None else with_features(A_S, A_G)
+    return roll(D @ features / (a_G.shape[3] ** 2 * M_G), a_G.shape)
+
+
+def _roll_right(dA, shape):
+    """The inverse of costs.unroll: (nC, nH*nW) -> (nH*nW, nC) -> shape (1, nH, nW, nC)."""
+    return dA.T.reshape(shape)
+
+
+def _roll_wrong(dA, shape):
+    """The inverse of `_unroll_wrong`, or a roll that forgets the transpose."""
+    return dA.reshape(shape)
+
+
+_STYLE_SHAPES = (  # label, a_S shape, a_G shape
+    ("a_S, a_G of shape (1, 4, 5, 3): the course's formula", (1, 4, 5, 3), (1, 4, 5, 3)),
+    ("a_S (1, 6, 7, 3) larger than a_G (1, 4, 5, 3): each Gram over its own nH*nW", (1, 6, 7, 3), (1, 4, 5, 3)),
+)
+_OWN_M = "each Gram is divided by its own number of positions: G_S by M_S = nH_S nW_S, G_G by M_G = nH nW"
+_WRONG_UNROLL = ("the activations were unrolled with a.reshape(nC, nH*nW) directly, which mixes channels and "
+                 "positions (channels vary fastest in memory): reshape to (nH*nW, nC), then transpose (or use unroll)")
+
+
+def _layer_style_cost_mistakes(C, a_S, a_G, J):
+    """The classic mistakes of compute_layer_style_cost, for these inputs (C: ref.costs, J: the right value)."""
+    a_S, a_G = a_S.astype(np.float64), a_G.astype(np.float64)
+    nC, M_S, M_G = a_G.shape[3], a_S.shape[1] * a_S.shape[2], a_G.shape[1] * a_G.shape[2]
+    mistakes = [Mistake("Gram of the wrong unrolling", _WRONG_UNROLL, _style_cost(a_S, a_G, _unroll_wrong))]
+    if M_S == M_G:
+        mistakes += [
+            Mistake("normalisation missing", "J = 1 / (4 nC**2 (nH nW)**2) * sum((G_S - G_G) ** 2)",
+                    J * 4 * nC**2 * M_G**2),
+            Mistake("(nH nW) not squared", "the factor is 1 / (4 nC**2 (nH nW)**2)", J * M_G),
+        ]
+    else:
+        mistakes += [Mistake(f"one nH*nW for both Grams ({who}'s)", _OWN_M, _style_cost(a_S, a_G, C.unroll, M, M))
+                     for who, M in (("a_G", M_G), ("a_S", M_S))]
+    return mistakes
+
+
+def layer_style_cost_cases(ref, rng, use_torch):
+    C = ref.costs
+    cases = []
+    for label, shape_S, shape_G in _STYLE_SHAPES:
+        a_S, a_G = randn(rng, *shape_S), randn(rng, *shape_G)
+        J = C.compute_layer_style_cost(a_S, a_G)
+        cases.append(Case(label, (a_S, a_G), J, mistakes=_layer_style_cost_mistakes(C, a_S, a_G, J)))
+    a_S, a_G = as_float32(randn(rng, 1, 16, 16, 32), randn(rng, 1, 16, 16, 32))
+    J = C.compute_layer_style_cost(a_S, a_G)
+    cases.append(Case("float32 activations 1x16x16x32: summed in float64", (a_S, a_G), J, tol=COST_SUM_TOL,
+                      dtype=np.float64, mistakes=_layer_style_cost_mistakes(C, a_S, a_G, J) + [
+                          Mistake("summed in float32", _FLOAT32_SUM, J, tol=1e-5)]))
+    return cases
+
+
+def _layer_style_cost_backward_mistakes(C, a_S, a_G, da):
+    """The classic mistakes of layer_style_cost_backward, for these inputs (C: ref.costs, da: the right gradient)."""
+    a_S, a_G = a_S.astype(np.float64), a_G.astype(np.float64)
+    M_S, M_G = a_S.shape[1] * a_S.shape[2], a_G.shape[1] * a_G.shape[2]
+    mistakes = [
+        Mistake("Gram of the wrong unrolling", _WRONG_UNROLL, _style_gradient(a_S, a_G, _unroll_wrong, _roll_wrong)),
+        Mistake("rolled back without the transpose", "dJ/dA_G is (nC, nH*nW): transpose it to (nH*nW, nC) before "
+                "reshaping to a_G's shape", _style_gradient(a_S, a_G, C.unroll, _roll_wrong)),
+        Mistake("sign flipped", "the gradient is (G_G - G_S) @ A_G ..., not (G_S - G_G) @ A_G ...", -da),
+        Mistake("half the gradient", "G_G = A_G A_G^T depends on A_G twice: dJ/dA_G = 2 (dJ/dG_G) A_G, so the "
+                "factor is 1/(nC**2 (nH nW)**2), not 1/(2 ...)", da / 2),
+    ]
+    if M_S == M_G:
+        mistakes.insert(0, Mistake(
+            "gradient with a_S instead of a_G", "the gradient was computed with the style image's features a_S; "
+            "it is (G_G - G_S) @ A_G / (nC**2 (nH nW)**2): G_S is a constant, and the cost depends on a_G through "
+            "G_G = A_G A_G^T, which brings the generated image's A_G",
+            _style_gradient(a_S, a_G, C.unroll, _roll_right, with_features=lambda A_S, A_G: A_S)))
+    else:
+        mistakes += [Mistake(f"one nH*nW for both Grams ({who}'s)", _OWN_M,
+                             _style_gradient(a_S, a_G, C.unroll, _roll_right, M_S=M, M_G=M))
+                     for who, M in (("a_G", M_G), ("a_S", M_S))]
+    return mistakes
+
+
+def layer_style_cost_backward_cases(ref, rng, use_torch):
+    C = ref.costs
+    cases = []
+    for label, shape_S, shape_G in _STYLE_SHAPES:
+        a_S, a_G = randn(rng, *shape_S), randn(rng, *shape_G)
+        da = C.layer_style_cost_backward(a_S, a_G)
+        cases.append(Case(label, (a_S, a_G), da, mistakes=_layer_style_cost_backward_mistakes(C, a_S, a_G, da)))
+    a_S, a_G = randn(rng, 1, 4, 4, 3), randn(rng, 1, 4, 4, 3)
+    numeric = numeric_gradient(ref, lambda v: C.compute_layer_style_cost(a_S, v), a_G, 1.0)
+    cases.append(Case("against finite differences of compute_layer_style_cost", (a_S, a_G), numeric,
+                      tol=ref.gradcheck.NUMERIC_TOL,
+                      mistakes=_layer_style_cost_backward_mistakes(C, a_S, a_G, numeric)))
+    a_S, a_G = as_float32(randn(rng, 1, 4, 5, 3), randn(rng, 1, 4, 5, 3))
+    da = C.layer_style_cost_backward(a_S, a_G)
+    cases.append(Case("float32 in, float32 out", (a_S, a_G), da, tol=FLOAT32_TOL, normwise=True, dtype=np.float32,
+                      mistakes=_layer_style_cost_backward_mistakes(C, a_S, a_G, da)))
+    return cases
+
+
+def total_cost_cases(ref, rng, use_torch):
+    C = ref.costs
+    swapped = "alpha weighs the content cost and beta the style cost: J = alpha J_content + beta J_style"
+    draws = tuple(np.random.RandomState(3).randn(2))  # the course's np.random.seed(3); randn(); randn()
+    return [
+        Case("course check: total_cost(0.2, 0.8) = 34 (alpha = 10, beta = 40)", (0.2, 0.8), C.total_cost(0.2, 0.8),
+             mistakes=[Mistake("alpha and beta swapped", swapped, 10 * 0.8 + 40 * 0.2)]),
+        Case("course check: total_cost(0.3, 0.5, alpha=3, beta=8) = 4.9", (0.3, 0.5), C.total_cost(0.3, 0.5, 3, 8),
+             kwargs={"alpha": 3, "beta": 8}, mistakes=[
+                 Mistake("alpha and beta ignored", "use the arguments alpha and beta, not the defaults 10 and 40",
+                         10 * 0.3 + 40 * 0.5),
+                 Mistake("alpha and beta swapped", swapped, 3 * 0.5 + 8 * 0.3)]),
+        Case("course check: two randn() draws after np.random.seed(3) give 35.34667875478276", draws,
+             C.total_cost(*draws)),
+    ]
+

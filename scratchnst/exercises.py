@@ -1,0 +1,334 @@
+"""Course exercises: a student copy of the package with the answers cut out, and its autograder.
+
+The package's own source marks the bodies a student should write. A comment line
+`# BEGIN SOLUTION`, then `# HINT: ...` lines, then the answer, then `# END SOLUTION` at the
+same indentation, inside one top-level function: that function is one exercise (conv2d_forward,
+relu_backward, compute_content_cost, gram_matrix, adam_update, ...).
+
+`scratchnst exercises make DIR` writes DIR/scratchnst, an importable copy of the package in which
+every marked region is replaced by `raise NotImplementedError("<the hint>")`, and DIR/README.md.
+`scratchnst exercises check [DIR]` grades such a copy, exercise by exercise, and prints a score.
+
+What else the student copy hides, and why
+    A marked region is not the only copy of its answer in the package:
+    - the loop twin `f_naive` of an exercise `f` (layers.conv2d_forward_naive, ...) computes
+      exactly what `f` must compute, so `return conv2d_forward_naive(x, w, b, stride, padding)`
+      would pass the exercise in one line;
+    - private helpers that only the answers use (the fast im2col convolution of layers.py, its
+      window iterator, ...): the convolution helper called on the padded input is conv2d_forward;
+    - the grader's own checks (exercise_checks_*.py), which are copied with the package: to name
+      a classic mistake they compute it, by code that computes the answer once the mistake is
+      switched off (exercise_checks_optim._adam with its defaults is adam_update). Every function
+      of theirs is hidden; the copy's grader never runs anyway (it has no answers to grade with).
+    The student copy keeps their signatures and docstrings (they say what to compute: a hint,
+    not an answer) and replaces their bodies with a NotImplementedError stub, so that every name
+    still imports. "Used only by the answers" is decided from the code, not from a list: a
+    private function is hidden when every reference to its name anywhere in the package lies in
+    a marked region or in another hidden function (exercise_markers.hidden_functions). The rule
+    follows the code as it changes, and the scaffolding the exercises are written against
+    (conv_output_size, _pad_hw, _pool_geometry, unroll, ...) stays, because unmarked code uses it
+    too; the grader's checks may call it as well (exercise_checks_layers uses _pool_geometry).
+    While its code is graded, the student's package cannot import torch, scipy, tensorflow or
+    jax: these are NumPy exercises (the package computes with NumPy alone), and
+    torch_ref.conv2d would otherwise answer conv2d_forward.
+    None of this is a security boundary: a determined student can read the installed package.
+    It stops an honest student from passing by accident or through a one-line shortcut.
+
+How grading works
+    The student's package is imported in a child process: exercise_runner.py, run as a script
+    with the student's folder first on sys.path (see exercise_runner.StudentProcess). There
+    `scratchnst` is the student's package and never meets the installed one, which the grading
+    process imports for the reference answers. For each call the grader sends the arguments; the child sends back the
+    result, or the exception's type, message and file:line in the student's code, plus the
+    inputs the call wrote into. A call that outlives its exercise's time budget gets the child
+    killed (a fresh one serves the next exercise); so does a child that dies. The student's
+    print() output goes to the child's stderr, never into the answers.
+
+    Each exercise has a few checks; each is one call on seeded inputs, compared with one witness:
+    the reference solution (float64); centred finite differences of the reference forward pass
+    (gradcheck.eval_numerical_gradient_array, for the backward passes and cost gradients);
+    PyTorch through torch_ref where it is installed (the layers); and a float32 call that must
+    keep float32 (the run path), or, for a cost, must still be summed in float64. Backward passes
+    receive caches made by the reference forward pass, so a broken forward pass costs the
+    points of its own exercise only. A failing check shows the worst element (expected against
+    given, the largest relative error as gradcheck.rel_error defines it) and names the mistake
+    when the given value equals what a classic mistake computes (each exercise lists its own: a
+    style gradient made with a_S instead of a_G, a ReLU mask x >= 0, a convolution backward
+    without the flipped kernel, a Gram matrix of activations reshaped straight to (nC, nH*nW),
+    a content cost without 1/(4 nH nW nC), ...); otherwise it says whether the answer is off by
+    a constant factor or has the wrong sign. NotImplementedError means "not done".
+
+    Score: each exercise is worth `points` and earns the fraction of its checks that pass. The
+    exit status is 0 only when every check of every graded exercise passes.
+
+Where each part lives
+    exercises               this API: grade, print_report, run_make, run_check (the CLI calls these)
+    exercise_markers        the markers, the hidden functions, make_student_copy and its README
+    exercise_runner         the child process that runs the student's code (StudentProcess)
+    exercise_cases          one check (Case, Mistake) and judging an answer to it (CheckResult)
+    exercise_checks         the catalogue: the graded exercises, their order and points
+    exercise_checks_layers  the checks and classic mistakes of layers.py's exercises
+    exercise_checks_costs   ... of costs.py's exercises
+    exercise_checks_optim   ... of optim.py's exercise (adam_update)
+"""
+
+import inspect
+import math
+import sys
+import textwrap
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from scratchnst import costs, gradcheck, layers, optim, torch_ref
+from scratchnst.errors import UserError
+from scratchnst.exercise_cases import CheckResult, Mistake, judge
+from scratchnst.exercise_checks import CATALOGUE, Exercise
+from scratchnst.exercise_markers import (MarkerError, Region, find_regions, hidden_functions, installed_package_dir,
+                                         make_student_copy, package_regions)
+from scratchnst.exercise_runner import StudentProcess
+
+# What the command line and the tests use, importable from here wherever it lives.
+__all__ = [
+    "CATALOGUE", "DEFAULT_TIMEOUT", "CheckResult", "Exercise", "ExerciseResult", "MarkerError", "Region", "Report",
+    "find_regions", "grade", "hidden_functions", "make_student_copy", "package_regions", "print_report",
+    "run_check", "run_make",
+]
+
+# Seconds the calls of one exercise may take together. The reference answers take milliseconds on
+# these inputs and a plain-loop answer well under a second; what runs longer is stuck.
+DEFAULT_TIMEOUT = 10.0
+
+
+# ====================================================================== grading a copy
+@dataclass
+class ExerciseResult:
+    """One exercise's checks; it earns its points in proportion to the checks that pass."""
+
+    exercise: Exercise
+    checks: list
+    hint: str  # from the HINT lines of the reference source
+
+    @property
+    def passed(self):
+        return sum(c.status == "ok" for c in self.checks)
+
+    @property
+    def points(self):
+        return self.exercise.points * self.passed / len(self.checks) if self.checks else 0.0
+
+    @property
+    def status(self):
+        if self.checks and self.passed == len(self.checks):
+            return "pass"
+        if self.checks and all(c.status == "not done" for c in self.checks):
+            return "not done"
+        return "fail"
+
+    @property
+    def mistakes(self):
+        return list(dict.fromkeys(m for c in self.checks for m in c.mistakes))
+
+
+@dataclass
+class Report:
+    """The grading of one student copy."""
+
+    root: Path  # the folder holding the graded scratchnst/
+    results: list
+    ungraded: list  # names of marked functions the grader has no checks for
+    torch: str  # "PyTorch 2.13.0", or why PyTorch was not used
+
+    @property
+    def points(self):
+        return sum(r.points for r in self.results)
+
+    @property
+    def total(self):
+        return sum(r.exercise.points for r in self.results)
+
+    @property
+    def perfect(self):
+        return bool(self.results) and all(r.status == "pass" for r in self.results)
+
+    @property
+    def percent(self):
+        if self.perfect:
+            return 100
+        # floor, so that 99.9% never shows as 100%
+        return min(99, math.floor(100 * self.points / self.total + 1e-9)) if self.total else 0
+
+
+def _reference():
+    """The installed package's modules: the reference answers and the tools to check against."""
+    return SimpleNamespace(layers=layers, costs=costs, optim=optim, gradcheck=gradcheck, torch_ref=torch_ref)
+
+
+def _student_root(directory):
+    """The folder that holds the student's scratchnst/ (DIR, or DIR's parent if DIR is the package)."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a folder: give the folder of a student copy (scratchnst exercises make DIR)")
+    if (path / "scratchnst" / "__init__.py").is_file():
+        return path.resolve()
+    if path.resolve().name == "scratchnst" and (path / "__init__.py").is_file():
+        return path.resolve().parent
+    raise UserError(f"{path} holds no scratchnst package ({path / 'scratchnst' / '__init__.py'} is missing): "
+                    f"make a student copy with `scratchnst exercises make {path}`")
+
+
+def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True):
+    """Grade the student copy in DIRECTORY against the installed package; return a Report.
+
+    Args:
+        directory: the folder holding the student's scratchnst/ (or that package folder itself).
+        only: None, or names; an exercise is graded when one of them is part of its name
+            ("relu", "costs.gram_matrix").
+        timeout: seconds the calls of one exercise may take together.
+        use_torch: also check against PyTorch when it is installed.
+    """
+    if not timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, got {timeout}")
+    root = _student_root(directory)
+    ref = _reference()
+    package_dir = installed_package_dir()
+    regions = package_regions(package_dir)
+    if not regions:
+        raise UserError(f"the scratchnst running this command ({package_dir}) has no solution regions: it is a "
+                        "student copy. Run the installed `scratchnst` command, not `python -m scratchnst` "
+                        "inside the copy")
+    hints = defaultdict(list)
+    for r in regions:
+        if r.hint:
+            hints[(r.module, r.function)].append(r.hint)
+    marked = {(r.module, r.function) for r in regions}
+    chosen = [e for e in CATALOGUE if (e.module, e.function) in marked]
+    ungraded = sorted(f"{m}.{f}" for m, f in marked - {(e.module, e.function) for e in CATALOGUE})
+    if only:
+        chosen = [e for e in chosen if any(name in e.name for name in only)]
+        if not chosen:
+            raise UserError(f"no exercise matches {', '.join(only)}; the exercises are "
+                            f"{', '.join(e.function for e in CATALOGUE)}")
+        ungraded = []
+    have_torch = use_torch and ref.torch_ref.available()
+    if have_torch:
+        import torch  # only for its version: the checks call torch through torch_ref
+
+        torch_note = f"PyTorch {torch.__version__}"
+    else:
+        torch_note = "not PyTorch (" + ("--no-torch" if not use_torch else "not installed") + ")"
+    results = []
+    with StudentProcess(root) as student:
+        for exercise in chosen:
+            hint = " ".join(hints[(exercise.module, exercise.function)])
+            results.append(_grade_exercise(student, exercise, ref, hint, timeout, have_torch))
+    return Report(root, results, ungraded, torch_note)
+
+
+def _grade_exercise(student, exercise, ref, hint, timeout, use_torch):
+    """Run every check of one exercise in the student's process."""
+    # one seed per exercise, fixed by its name: the inputs do not depend on which exercises are graded
+    rng = np.random.default_rng(zlib.crc32(exercise.name.encode()))
+    with np.errstate(all="ignore"):  # some modelled mistakes divide by zero or take sqrt(-x): they should
+        cases = exercise.cases(ref, rng, use_torch)
+    params = list(inspect.signature(getattr(getattr(ref, exercise.module), exercise.function)).parameters)
+    budget, checks = timeout, []
+    for case in cases:
+        if budget <= 0:
+            checks.append(CheckResult(case.label, "timeout", details=["not run: the exercise's time ran out"]))
+            continue
+        answer, seconds = student.call(exercise.module, exercise.function, case.args, case.kwargs, budget)
+        budget -= seconds
+        checks.append(judge(answer, case, params))
+    return ExerciseResult(exercise, checks, hint)
+
+
+# ======================================================================== the report
+_WORD = {"ok": "ok", "fail": "FAIL", "error": "ERROR", "not done": "todo", "timeout": "TIMEOUT"}
+
+
+def _points(x):
+    return f"{round(x, 1):g}"
+
+
+def print_report(report, stream=None):
+    """Print the report: every exercise with its checks, a summary, the score."""
+    out = stream or sys.stdout
+
+    def say(text="", indent="", wrap=True):
+        # explanations and hints wrap under their own indentation; a check's line stays one line
+        if wrap and text:
+            text = textwrap.fill(text, 110, initial_indent=indent, subsequent_indent=indent + "    ",
+                                 break_long_words=False, break_on_hyphens=False)
+        print(text if wrap else indent + text, file=out)
+
+    say(f"grading {report.root / 'scratchnst'} against the installed scratchnst", wrap=False)
+    say(f"seeded float64 inputs; compared with the reference solution, finite differences, {report.torch}")
+    status_of = {r.exercise.function: r.status for r in report.results}
+    for number, result in enumerate(report.results, 1):
+        e = result.exercise
+        head = f"{number:2d}. {e.name}"
+        verdict = {"pass": "pass", "not done": "not done", "fail": f"{result.passed}/{len(result.checks)} checks"}
+        say()
+        say(f"{head:<58} {_points(result.points):>4}/{e.points} points   {verdict[result.status]}", wrap=False)
+        if result.status == "not done":
+            first = result.checks[0]
+            calls = f"calls {first.function}, which " if first.function not in ("", e.function) else ""
+            say(f"not done: {calls}raises NotImplementedError ({first.where})", "      ")
+        else:
+            shown, explained = None, set()
+            for check in result.checks:
+                compared = check.error is not None and check.status in ("ok", "fail")
+                error = f"   (max rel error {check.error:.1e})" if compared else ""
+                say(f"{_WORD[check.status]:<7} {check.label}{error}", "      ", wrap=False)
+                if check.details == shown and check.status in ("error", "not done", "timeout"):
+                    continue  # the same exception again: said once is enough
+                for line in check.details:
+                    if isinstance(line, Mistake):  # explained once per exercise, then named
+                        seen = line.name in explained
+                        explained.add(line.name)
+                        line = f"mistake: {line.name}" + (" (explained above)" if seen else f": {line.why}")
+                    say(line, " " * 14)
+                shown = check.details
+        if result.status != "pass":
+            case_hints = list(dict.fromkeys(c.hint for c in result.checks if c.hint and c.status != "ok"))
+            for text in case_hints or ([result.hint] if result.hint else []):
+                say(f"hint: {text}", "      ")
+            for used in e.uses:
+                if result.status == "fail" and status_of.get(used, "pass") != "pass":
+                    say(f"note: this function usually calls {used}, which does not pass yet: fix that first", "      ")
+    say()
+    if report.ungraded:
+        say(f"not graded (no automatic checks yet): {', '.join(report.ungraded)}")
+    passing = sum(r.status == "pass" for r in report.results)
+    say(f"score: {_points(report.points)}/{report.total} points ({report.percent}%); "
+        f"{passing} of {len(report.results)} exercises pass")
+
+
+def run_check(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, stream=None):
+    """`scratchnst exercises check`: grade, print the report; exit status 0 only at 100%."""
+    report = grade(directory, only=only, timeout=timeout, use_torch=use_torch)
+    print_report(report, stream)
+    return 0 if report.perfect else 1
+
+
+def run_make(directory, force=False, solutions=False, stream=None):
+    """`scratchnst exercises make`: write the copy, say what was written; exit status 0."""
+    out = stream or sys.stdout
+    regions = make_student_copy(directory, force=force, solutions=solutions)
+    per_file = defaultdict(list)
+    for r in regions:
+        if r.function not in per_file[r.module]:
+            per_file[r.module].append(r.function)
+    counts = ", ".join(f"{m.replace('.', '/')}.py {len(f)}" for m, f in per_file.items())
+    total = sum(len(f) for f in per_file.values())
+    what = "an answer key (solutions kept)" if solutions else "a student copy"
+    print(f"wrote {what} of scratchnst to {Path(directory) / 'scratchnst'}: {total} exercises ({counts})", file=out)
+    print(f"{Path(directory) / 'README.md'} says what to do; grade with: scratchnst exercises check {directory}",
+          file=out)
+    return 0
+

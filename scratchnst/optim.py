@@ -1,0 +1,489 @@
+"""Optimisers on a flat vector: Adam (the course's) and L-BFGS (Gatys et al.'s), with box bounds.
+
+Both minimise a function given as `fun_and_grad(x) -> (f, g)` or `(f, g, aux)`:
+    x    (n,) float vector, the point (for style transfer: the preprocessed image, flattened);
+    f    the cost at x, a number;
+    g    (n,) its gradient df/dx;
+    aux  anything the caller wants to see again with the accepted point (style transfer passes
+         the separate costs J_content, J_style, ...), handed to `callback` and kept in the result.
+
+Box bounds lo <= x <= hi keep the pixels in range. Both optimisers project onto the box,
+    P(x) = min(max(x, lo), hi),
+after each step, the way the course clips the image after each Adam step. For L-BFGS the
+projection must not spoil the curvature pairs (s, y) it learns the Hessian from: the pair is
+built from the points actually evaluated, s = x_new - x (after projection) and y = g_new - g,
+and a pair whose curvature s.y is not clearly positive is skipped, so the inverse-Hessian
+estimate stays positive definite.
+
+Conventions: every function returns fresh arrays and never writes into x0 or a gradient it was
+handed; arithmetic is done in x0's dtype (style transfer passes float64 so that the dot products
+of L-BFGS are accurate, and casts to float32 only inside its cost function).
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Iterate:
+    """What a callback sees: the starting point, then the point accepted by each iteration.
+
+    Attributes:
+        iteration: 0 for the starting point, then 1, 2, ...
+        x: (n,) the accepted point; the caller must not modify it.
+        f: the cost at x.
+        g: (n,) the gradient at x.
+        aux: the third value fun_and_grad returned at x, or None.
+        n_evals: calls of fun_and_grad so far (L-BFGS's line search may use several per iteration).
+    """
+
+    iteration: int
+    x: np.ndarray
+    f: float
+    g: np.ndarray
+    aux: Any
+    n_evals: int
+
+
+@dataclass
+class OptimizeResult:
+    """The outcome of `minimize`, `adam` or `lbfgs`.
+
+    Attributes:
+        x: (n,) the last accepted point.
+        fun: the cost at x.
+        aux: fun_and_grad's third value at x, or None.
+        iterations: iterations done (<= iters; fewer if converged or the line search failed).
+        n_evals: calls of fun_and_grad.
+        history: [f(x0), f(x1), ...], one cost per iteration, starting point first.
+        message: why the optimiser stopped.
+        skipped_pairs: L-BFGS curvature pairs left out because s.y was not positive (0 for Adam).
+    """
+
+    x: np.ndarray
+    fun: float
+    aux: Any
+    iterations: int
+    n_evals: int
+    history: list = field(default_factory=list)
+    message: str = ""
+    skipped_pairs: int = 0
+
+
+class _Counted:
+    """Wrap fun_and_grad: count the calls and normalise the answer to (f, g, aux)."""
+
+    def __init__(self, fun_and_grad, n):
+        self.fun_and_grad = fun_and_grad
+        self.n = n
+        self.n_evals = 0
+
+    def __call__(self, x):
+        self.n_evals += 1
+        out = self.fun_and_grad(x)
+        f, g = out[0], out[1]
+        aux = out[2] if len(out) > 2 else None
+        g = np.asarray(g, dtype=x.dtype).reshape(-1)
+        if g.size != self.n:
+            raise ValueError(f"fun_and_grad returned a gradient of {g.size} values for {self.n} unknowns")
+        return float(f), g, aux
+
+
+def _box(bounds, x0):
+    """Turn bounds=(lo, hi) (numbers or arrays broadcastable to x0) into two (n,) arrays, or None."""
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    lo = np.broadcast_to(np.asarray(-np.inf if lo is None else lo, dtype=x0.dtype), x0.shape)
+    hi = np.broadcast_to(np.asarray(np.inf if hi is None else hi, dtype=x0.dtype), x0.shape)
+    if np.any(lo > hi):
+        raise ValueError("bounds: every lower bound must be <= its upper bound")
+    return lo, hi
+
+
+def _project(x, box):
+    """P(x) = min(max(x, lo), hi); x itself when there is no box (shape (n,))."""
+    return x if box is None else np.clip(x, box[0], box[1])
+
+
+def _as_flat_float(x0):
+    x0 = np.asarray(x0)
+    if x0.ndim != 1:
+        raise ValueError(f"x0 must be a flat vector (n,), got shape {x0.shape}")
+    if not np.issubdtype(x0.dtype, np.floating):
+        raise ValueError(f"x0 must be a float vector, got dtype {x0.dtype}")
+    return x0
+
+
+# ------------------------------------------------------------------------------------ Adam
+def adam_update(x, dx, m, v, t, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    """One Adam step (Kingma & Ba 2015; the course's update_parameters_with_adam).
+
+    Args:
+        x: (n,) current point.
+        dx: (n,) gradient at x.
+        m: (n,) running mean of the gradients (zeros before the first step).
+        v: (n,) running mean of the squared gradients (zeros before the first step).
+        t: step number, 1 for the first step (for the bias correction).
+        lr, beta1, beta2, epsilon: the usual hyperparameters.
+
+    Returns:
+        (x_new, m_new, v_new), fresh (n,) arrays.
+
+    Formula:
+        m = beta1 * m + (1 - beta1) * dx            v = beta2 * v + (1 - beta2) * dx**2
+        m_hat = m / (1 - beta1**t)                  v_hat = v / (1 - beta2**t)
+        x_new = x - lr * m_hat / (sqrt(v_hat) + epsilon)
+    The bias corrections undo the pull of the zero start towards 0 in the first steps.
+    """
+    # BEGIN SOLUTION
+    # HINT: update m and v, divide them by 1 - beta1**t and 1 - beta2**t, step by -lr * m_hat / (sqrt(v_hat) + epsilon)
+    m_new = beta1 * m + (1 - beta1) * dx
+    v_new = beta2 * v + (1 - beta2) * dx * dx
+    m_hat = m_new / (1 - beta1**t)
+    v_hat = v_new / (1 - beta2**t)
+    x_new = x - lr * m_hat / (np.sqrt(v_hat) + epsilon)
+    return x_new, m_new, v_new
+    # END SOLUTION
+
+
+def adam(fun_and_grad, x0, iters=100, *, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8, bounds=None, callback=None):
+    """Minimise with Adam, projecting onto the box after every step (as the course clips the image).
+
+    Args:
+        fun_and_grad: x (n,) -> (f, g) or (f, g, aux), see the module docstring.
+        x0: (n,) float starting point (projected onto the box first). Not modified.
+        iters: number of Adam steps.
+        lr, beta1, beta2, epsilon: see `adam_update`.
+        bounds: None or (lo, hi), numbers or arrays broadcastable to (n,).
+        callback: None or function(Iterate), called with the starting point (iteration 0),
+            then after each step with the new point.
+
+    Returns:
+        OptimizeResult; iters steps use iters + 1 evaluations (the starting point's gradient
+        drives the first step, the last point is evaluated so that its cost is known).
+    """
+    x0 = _as_flat_float(x0)
+    box = _box(bounds, x0)
+    evaluate = _Counted(fun_and_grad, x0.size)
+    x = _project(x0.copy(), box)
+    f, g, aux = evaluate(x)
+    history = [f]
+    if callback is not None:
+        callback(Iterate(0, x, f, g, aux, evaluate.n_evals))
+    m = np.zeros_like(x)
+    v = np.zeros_like(x)
+    for t in range(1, iters + 1):
+        x, m, v = adam_update(x, g, m, v, t, lr, beta1, beta2, epsilon)
+        x = _project(x, box)
+        f, g, aux = evaluate(x)
+        history.append(f)
+        if callback is not None:
+            callback(Iterate(t, x, f, g, aux, evaluate.n_evals))
+    return OptimizeResult(x, f, aux, iters, evaluate.n_evals, history, f"done {iters} Adam steps")
+
+
+# ----------------------------------------------------------------------------------- L-BFGS
+def lbfgs_direction(g, pairs):
+    """Product H g of the L-BFGS inverse-Hessian estimate H with a vector, by the two-loop recursion.
+
+    Args:
+        g: (n,) vector (the gradient, or the projected gradient).
+        pairs: sequence of (s, y, rho) curvature pairs, oldest first: s = x_{k+1} - x_k,
+            y = g_{k+1} - g_k, rho = 1 / (y . s) > 0.
+
+    Returns:
+        r = H g, a fresh (n,) array (the search direction is -r).
+
+    H is what m BFGS updates make of H0 = gamma * I, gamma = s.y / y.y of the newest pair (an
+    estimate of the inverse curvature along the last step, so the unit step is usually right):
+        H <- (I - rho s y^T) H (I - rho y s^T) + rho s s^T    for each pair, oldest first.
+    The two loops apply this product in O(m n) without forming H (Nocedal & Wright, Alg. 7.4):
+        q = g;  for i newest..oldest: a_i = rho_i s_i.q;  q -= a_i y_i
+        r = gamma q;  for i oldest..newest: b = rho_i y_i.r;  r += (a_i - b) s_i
+    """
+    q = np.array(g, copy=True)
+    alphas = []
+    for s, y, rho in reversed(pairs):
+        a = rho * np.dot(s, q)
+        q -= a * y
+        alphas.append(a)
+    if pairs:
+        s, y, _ = pairs[-1]
+        q *= np.dot(s, y) / np.dot(y, y)
+    for (s, y, rho), a in zip(pairs, reversed(alphas)):
+        b = rho * np.dot(y, q)
+        q += (a - b) * s
+    return q
+
+
+def _cubic_minimizer(a, fa, ga, b, fb, gb):
+    """Minimiser of the cubic through (a, fa) and (b, fb) with slopes ga, gb; None if it has none.
+
+    Nocedal & Wright eq. (3.59):
+        d1 = ga + gb - 3 (fa - fb) / (a - b),  d2 = sign(b - a) sqrt(d1^2 - ga gb)
+        alpha = b - (b - a) (gb + d2 - d1) / (gb - ga + 2 d2)
+    """
+    with np.errstate(all="ignore"):
+        d1 = ga + gb - 3 * (fa - fb) / (a - b)
+        disc = d1 * d1 - ga * gb
+        if not np.isfinite(disc) or disc < 0:
+            return None
+        d2 = np.copysign(np.sqrt(disc), b - a)
+        alpha = b - (b - a) * (gb + d2 - d1) / (gb - ga + 2 * d2)
+    return float(alpha) if np.isfinite(alpha) else None
+
+
+def strong_wolfe_line_search(phi, f0, dphi0, alpha1, c1=1e-4, c2=0.9, max_evals=25):
+    """Find a step alpha > 0 that satisfies the strong Wolfe conditions along a descent direction.
+
+    Args:
+        phi: alpha -> (phi(alpha), phi'(alpha), payload); phi(alpha) = f(x + alpha d) and
+            phi'(alpha) its slope; payload is anything to hand back with the accepted step.
+        f0, dphi0: phi(0) and phi'(0) < 0.
+        alpha1: first trial step (> 0).
+        c1, c2: 0 < c1 < c2 < 1; c2 = 0.9 is the usual choice for quasi-Newton methods.
+        max_evals: calls of phi allowed.
+
+    Returns:
+        (alpha, phi(alpha), phi'(alpha), payload, ok). ok is True when both conditions hold:
+            sufficient decrease   phi(alpha) <= f0 + c1 alpha dphi0
+            curvature             |phi'(alpha)| <= c2 |dphi0|
+        If max_evals runs out first, the best step found with sufficient decrease is returned
+        with ok False; alpha = 0 (payload None) if there was none.
+
+    Algorithm 3.5 of Nocedal & Wright: grow the step until an interval is known to hold
+    acceptable steps (the cost rose, or the slope turned non-negative), then `zoom` (Alg. 3.6)
+    into that interval by safeguarded cubic interpolation. The curvature condition is what makes
+    L-BFGS work: it guarantees y.s = phi'(alpha) - phi'(0) > 0 along smooth paths, so the new
+    curvature pair keeps the inverse-Hessian estimate positive definite.
+    """
+    if not dphi0 < 0:
+        raise ValueError(f"not a descent direction: phi'(0) = {dphi0}")
+    best = (0.0, f0, dphi0, None)  # the lowest point with sufficient decrease so far
+    evals = 0
+
+    def armijo(alpha, f):
+        return f <= f0 + c1 * alpha * dphi0
+
+    def evaluate(alpha):
+        nonlocal evals, best
+        evals += 1
+        f, df, payload = phi(alpha)
+        if not np.isfinite(f):  # overflow or NaN: treat as "far too big a step"
+            f, df = np.inf, np.nan
+        if armijo(alpha, f) and f < best[1]:
+            best = (alpha, f, df, payload)
+        return f, df, payload
+
+    def zoom(lo, f_lo, df_lo, hi, f_hi, df_hi):
+        # Invariants: lo has sufficient decrease and the lowest cost seen; an acceptable step
+        # lies between lo and hi (Nocedal & Wright, Alg. 3.6).
+        while evals < max_evals:
+            width = abs(hi - lo)
+            if width <= 1e-12 * max(abs(lo), abs(hi)):
+                break
+            alpha = _cubic_minimizer(lo, f_lo, df_lo, hi, f_hi, df_hi)
+            # Stay at least 10% of the interval away from both ends, so that every evaluation
+            # shrinks the interval by 10% or more even when the cubic is a poor model.
+            left, right = min(lo, hi), max(lo, hi)
+            if alpha is None:
+                alpha = 0.5 * (lo + hi)
+            alpha = min(max(alpha, left + 0.1 * width), right - 0.1 * width)
+            f, df, payload = evaluate(alpha)
+            # ">" rather than Nocedal & Wright's ">=": next to a minimum the cost is flat to the
+            # last bit, and a tie with f_lo must not throw away a step whose slope already qualifies.
+            if not armijo(alpha, f) or f > f_lo:
+                hi, f_hi, df_hi = alpha, f, df
+            else:
+                if abs(df) <= -c2 * dphi0:
+                    return alpha, f, df, payload, True
+                if df * (hi - lo) >= 0:
+                    hi, f_hi, df_hi = lo, f_lo, df_lo
+                lo, f_lo, df_lo = alpha, f, df
+        return (*best, False)
+
+    prev, f_prev, df_prev = 0.0, f0, dphi0
+    alpha = alpha1
+    while evals < max_evals:
+        f, df, payload = evaluate(alpha)
+        if not armijo(alpha, f) or (evals > 1 and f >= f_prev):
+            return zoom(prev, f_prev, df_prev, alpha, f, df)
+        if abs(df) <= -c2 * dphi0:
+            return alpha, f, df, payload, True
+        if df >= 0:
+            return zoom(alpha, f, df, prev, f_prev, df_prev)
+        # Still going down steeply: extrapolate, by the cubic's minimiser kept between 1.1 and
+        # 4 times the last increment beyond alpha (it must grow geometrically to reach far minima).
+        step = alpha - prev
+        guess = _cubic_minimizer(prev, f_prev, df_prev, alpha, f, df)
+        low, high = alpha + 1.1 * step, alpha + 4.0 * step
+        guess = high if guess is None else min(max(guess, low), high)
+        prev, f_prev, df_prev = alpha, f, df
+        alpha = guess
+    return (*best, False)
+
+
+def _free_mask(x, g, box):
+    """True where x may move: not held at a bound by a gradient that pushes it outside the box."""
+    if box is None:
+        return np.ones(x.shape, dtype=bool)
+    lo, hi = box
+    return ~(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)))
+
+
+def _rest_outward(d, x, box):
+    """Zero the components of d that point out of the box from a coordinate already at a bound.
+
+    Such a coordinate would be clipped back at once; leaving it in d would only make the line
+    search's slope g.d promise a decrease the projected path cannot deliver.
+    """
+    if box is None:
+        return d
+    lo, hi = box
+    return np.where(((x <= lo) & (d < 0)) | ((x >= hi) & (d > 0)), 0, d)
+
+
+def lbfgs(
+    fun_and_grad,
+    x0,
+    iters=100,
+    *,
+    history_size=10,
+    bounds=None,
+    callback=None,
+    gtol=1e-10,
+    ftol=0.0,
+    max_ls=25,
+    c1=1e-4,
+    c2=0.9,
+    curvature_eps=1e-10,
+):
+    """Minimise with L-BFGS and a strong Wolfe line search, optionally inside a box.
+
+    Args:
+        fun_and_grad: x (n,) -> (f, g) or (f, g, aux), see the module docstring.
+        x0: (n,) float starting point (projected onto the box first). Not modified.
+        iters: maximum number of iterations (each takes one line search: usually 1 evaluation,
+            a few when the step has to be searched for, e.g. in the first iteration).
+        history_size: m, the number of curvature pairs kept.
+        bounds: None or (lo, hi), numbers or arrays broadcastable to (n,).
+        callback: None or function(Iterate), called with the starting point (iteration 0),
+            then after each iteration.
+        gtol: stop when max |projected gradient| <= gtol (a minimum, or a KKT point in the box).
+        ftol: stop when |f_old - f_new| <= ftol * max(|f_old|, |f_new|, 1).
+        max_ls: evaluations allowed per line search.
+        c1, c2: Wolfe constants (sufficient decrease, curvature).
+        curvature_eps: a pair is kept only if s.y > curvature_eps * y.y.
+
+    Returns:
+        OptimizeResult.
+
+    One iteration, at x with gradient g:
+      1. Free set F: coordinates not pinned at a bound with the gradient pushing outwards.
+         Projected gradient pg = g on F, 0 elsewhere (it is 0 exactly at a box-KKT point).
+      2. Direction d = -H pg, restricted to F (`lbfgs_direction`). d = -P H P g with P the
+         0/1 diagonal of F, so g.d = -(P g)^T H (P g) < 0: a descent direction, as H is
+         positive definite.
+      3. Line search on the projected path x(alpha) = P(x + alpha d), whose slope is g(alpha)
+         summed over the coordinates still moving (not clipped): strong Wolfe conditions, first
+         trial alpha = 1 (the quasi-Newton step), or 1 / ||d|| in the first iteration when H is
+         still the identity and knows nothing about scale.
+      4. New pair s = x_new - x, y = g_new - g from the points actually evaluated (so clipping
+         is accounted for, not hidden); kept only if s.y > curvature_eps * y.y, else skipped, so
+         H stays positive definite. The oldest pair is dropped beyond history_size.
+    """
+    x0 = _as_flat_float(x0)
+    box = _box(bounds, x0)
+    evaluate = _Counted(fun_and_grad, x0.size)
+    x = _project(x0.copy(), box)
+    f, g, aux = evaluate(x)
+    history = [f]
+    if callback is not None:
+        callback(Iterate(0, x, f, g, aux, evaluate.n_evals))
+    pairs = deque(maxlen=history_size)
+    skipped = 0
+    message = f"done {iters} iterations"
+    done = 0  # iterations completed
+    for iteration in range(1, iters + 1):
+        free = _free_mask(x, g, box)
+        pg = np.where(free, g, 0)
+        if np.max(np.abs(pg), initial=0.0) <= gtol:
+            message = "converged: projected gradient below gtol"
+            break
+        d = _rest_outward(np.where(free, -lbfgs_direction(pg, pairs), 0), x, box)
+        dphi0 = float(np.dot(g, d))
+        if not dphi0 < 0:
+            # Round-off made H useless along this gradient: forget the pairs, go steepest descent.
+            pairs.clear()
+            d = _rest_outward(-pg, x, box)
+            dphi0 = float(np.dot(g, d))
+            if not dphi0 < 0:
+                message = "converged: no descent direction inside the box"
+                break
+
+        def phi(alpha):  # f along the projected path from this iteration's x, in direction d
+            x_trial = x + alpha * d
+            moving = np.ones(x.shape, dtype=bool) if box is None else (x_trial >= box[0]) & (x_trial <= box[1])
+            x_trial = _project(x_trial, box)
+            f_trial, g_trial, aux_trial = evaluate(x_trial)
+            slope = float(np.dot(g_trial[moving], d[moving]))
+            return f_trial, slope, (x_trial, g_trial, aux_trial)
+
+        alpha1 = 1.0 if pairs else 1.0 / float(np.linalg.norm(d))
+        _, f_new, _, payload, _ = strong_wolfe_line_search(phi, f, dphi0, alpha1, c1, c2, max_ls)
+        if payload is None:
+            message = "stopped: the line search found no lower cost"
+            break
+        x_new, g_new, aux_new = payload
+        s = x_new - x
+        y = g_new - g
+        sy = float(np.dot(s, y))
+        if sy > curvature_eps * float(np.dot(y, y)):
+            pairs.append((s, y, 1.0 / sy))
+        else:
+            skipped += 1
+        f_old = f
+        x, f, g, aux = x_new, f_new, g_new, aux_new
+        history.append(f)
+        done = iteration
+        if callback is not None:
+            callback(Iterate(iteration, x, f, g, aux, evaluate.n_evals))
+        if abs(f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
+            message = "converged: cost change below ftol"
+            break
+    return OptimizeResult(x, f, aux, done, evaluate.n_evals, history, message, skipped)
+
+
+# ---------------------------------------------------------------------------------- minimize
+METHODS = ("lbfgs", "adam")
+
+
+def minimize(fun_and_grad, x0, method="lbfgs", iters=100, *, lr=None, bounds=None, callback=None, **options):
+    """Minimise fun_and_grad from x0 with L-BFGS or Adam: the one entry point style transfer uses.
+
+    Args:
+        fun_and_grad: x (n,) -> (f, g) or (f, g, aux), see the module docstring.
+        x0: (n,) float starting point. Not modified.
+        method: "lbfgs" or "adam".
+        iters: iterations (L-BFGS) or steps (Adam).
+        lr: Adam's learning rate (default 0.01, the course's); L-BFGS takes none (its line
+            search finds the step), so it must stay None for "lbfgs".
+        bounds: None or (lo, hi), numbers or arrays broadcastable to (n,).
+        callback: None or function(Iterate), called with the starting point (iteration 0),
+            then after every iteration.
+        **options: passed on to `lbfgs` or `adam` (history_size, gtol, beta1, ...).
+
+    Returns:
+        OptimizeResult.
+    """
+    if method == "lbfgs":
+        if lr is not None:
+            raise ValueError("L-BFGS has no learning rate: its line search chooses each step")
+        return lbfgs(fun_and_grad, x0, iters, bounds=bounds, callback=callback, **options)
+    if method == "adam":
+        return adam(fun_and_grad, x0, iters, lr=0.01 if lr is None else lr, bounds=bounds, callback=callback, **options)
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
