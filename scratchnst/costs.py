@@ -67,7 +67,8 @@ def compute_content_cost(a_C, a_G):
     _check_activation(a_G, "a_G")
     _check_same_shape(a_C, a_G, ("a_C", "a_G"))
     # BEGIN SOLUTION
-    # HINT: cast a_C and a_G to float64; J = sum of the squared differences / (4 * nH * nW * nC), as a float
+    # HINT: work in float64 (cast before subtracting: float32 differences lose digits), then the docstring's
+    # HINT: formula; return a Python float
     _, n_H, n_W, n_C = a_G.shape
     diff = a_C.astype(np.float64) - a_G.astype(np.float64)
     J_content = np.sum(diff * diff) / (4 * n_H * n_W * n_C)
@@ -91,7 +92,8 @@ def content_cost_backward(a_C, a_G):
     _check_activation(a_G, "a_G")
     _check_same_shape(a_C, a_G, ("a_C", "a_G"))
     # BEGIN SOLUTION
-    # HINT: get nH, nW, nC from a_G.shape; return (a_G - a_C) / (2 * nH * nW * nC) in a_G's dtype
+    # HINT: differentiate the cost's formula with respect to a_G (mind the sign, and what the square
+    # HINT: brings down); return an array of a_G's dtype
     _, n_H, n_W, n_C = a_G.shape
     da_G = (a_G - a_C) / (2 * n_H * n_W * n_C)
     return da_G.astype(a_G.dtype, copy=False)
@@ -130,7 +132,7 @@ def gram_matrix(A):
         G_A = A @ A.T
     """
     # BEGIN SOLUTION
-    # HINT: one matrix product of A with its transpose
+    # HINT: G[i, j] is the dot product of rows i and j of A: a single matrix product gives all of them
     G = A @ A.T
     return G
     # END SOLUTION
@@ -160,7 +162,8 @@ def compute_layer_style_cost(a_S, a_G):
     if a_S.shape[3] != a_G.shape[3]:
         raise ValueError(f"a_S and a_G must have the same number of channels, got {a_S.shape} and {a_G.shape}")
     # BEGIN SOLUTION
-    # HINT: unroll both in float64; G = gram_matrix(A) / (its nH*nW) for each; J = sum((G_S - G_G)**2) / (4 * nC**2)
+    # HINT: unroll each image's activations (in float64) and take their Grams with your gram_matrix;
+    # HINT: scale each Gram by its own image's number of positions before comparing them (see the formula)
     n_C = a_G.shape[3]
     A_S = unroll(a_S.astype(np.float64))  # (nC, M_S)
     A_G = unroll(a_G.astype(np.float64))  # (nC, M_G)
@@ -195,7 +198,8 @@ def layer_style_cost_backward(a_S, a_G):
     if a_S.shape[3] != a_G.shape[3]:
         raise ValueError(f"a_S and a_G must have the same number of channels, got {a_S.shape} and {a_G.shape}")
     # BEGIN SOLUTION
-    # HINT: D = G_G / M_G - G_S / M_S in float64; dA_G = D @ A_G / (nC**2 * M_G); .T.reshape to a_G's shape, its dtype
+    # HINT: start as compute_layer_style_cost does, then apply the gradient formula; it comes out as
+    # HINT: (nC, nH*nW): undo unroll (mind the order of the axes) and return a_G's dtype
     n_C = a_G.shape[3]
     A_S = unroll(a_S.astype(np.float64))  # (nC, M_S)
     A_G = unroll(a_G.astype(np.float64))  # (nC, M_G)
@@ -219,8 +223,12 @@ def style_target(a_S):
 
     Targets of several style images can be blended by a weighted average (see `transfer`).
     """
+    # BEGIN SOLUTION
+    # HINT: the style image's half of compute_layer_style_cost (reuse what you wrote there); the
+    # HINT: target stays float64 even when the activations are float32
     A_S = unroll(a_S.astype(np.float64))  # (nC, M_S)
     return gram_matrix(A_S) / A_S.shape[1]
+    # END SOLUTION
 
 
 def layer_style_cost_from_target(target, a_G):
@@ -247,12 +255,16 @@ def layer_style_cost_from_target(target, a_G):
     _, n_H, n_W, n_C = a_G.shape
     if target.shape != (n_C, n_C):
         raise ValueError(f"target must be ({n_C}, {n_C}) for a_G of shape {a_G.shape}, got {target.shape}")
+    # BEGIN SOLUTION
+    # HINT: compute_layer_style_cost and layer_style_cost_backward in one, with target in place of the style
+    # HINT: image's Gram per position; sum in float64, give the gradient a_G's shape and dtype
     M = n_H * n_W
     F = a_G.astype(np.float64).reshape(M, n_C)  # (M, nC): row p is position p's channels
     D = F.T @ F / M - target  # (nC, nC)
     J = float(np.sum(D * D)) / (4 * n_C**2)
     dF = F @ D / (n_C**2 * M)  # (M, nC)
     return J, dF.reshape(a_G.shape).astype(a_G.dtype)
+    # END SOLUTION
 
 
 # ------------------------------------------------------------------------------- style cost
@@ -313,7 +325,7 @@ def total_cost(J_content, J_style, alpha=10, beta=40):
     (its gradients are dJ/dJ_content = alpha and dJ/dJ_style = beta).
     """
     # BEGIN SOLUTION
-    # HINT: one line: alpha times the content cost plus beta times the style cost
+    # HINT: a weighted sum of the two costs: check which weight belongs to which cost
     J = alpha * J_content + beta * J_style
     return J
     # END SOLUTION

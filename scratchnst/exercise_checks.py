@@ -45,6 +45,9 @@ CATALOGUE = (
              uses=("gram_matrix",)),
     Exercise("costs", "layer_style_cost_backward", 3, cost_checks.layer_style_cost_backward_cases,
              uses=("gram_matrix",)),
+    Exercise("costs", "style_target", 1, cost_checks.style_target_cases, uses=("gram_matrix",)),
+    Exercise("costs", "layer_style_cost_from_target", 2, cost_checks.layer_style_cost_from_target_cases,
+             uses=("gram_matrix",)),
     Exercise("costs", "total_cost", 1, cost_checks.total_cost_cases),
     Exercise("optim", "adam_update", 2, optim_checks.adam_update_cases),
 )

@@ -1,4 +1,5 @@
-"""The checks of the cost exercises (costs.py): content cost, Gram matrix, layer style cost, total cost.
+"""The checks of the cost exercises (costs.py): content cost, Gram matrix, layer style cost (the course's
+and the optimisation loop's fast one, from a precomputed style target), total cost.
 
 As in exercise_checks_layers: each exercise's checks come from a function (ref, rng, use_torch)
 -> list of Case; expected values from the reference (and finite differences of it); the classic
@@ -7,7 +8,8 @@ mistakes modelled by code of their own here, or from the right value (a missing 
 
 import numpy as np
 
-from scratchnst.exercise_cases import COST_SUM_TOL, FLOAT32_TOL, Case, Mistake, as_float32, numeric_gradient, randn
+from scratchnst.exercise_cases import (COST_SUM_TOL, FLOAT32_TOL, Case, Mistake, as_float32, element,
+                                      numeric_gradient, randn)
 
 _FLOAT32_SUM = "only float32-accurate: cast to float64 before subtracting and summing (costs are summed in float64)"
 
@@ -205,6 +207,133 @@ def layer_style_cost_backward_cases(ref, rng, use_torch):
     da = C.layer_style_cost_backward(a_S, a_G)
     cases.append(Case("float32 in, float32 out", (a_S, a_G), da, tol=FLOAT32_TOL, normwise=True, dtype=np.float32,
                       mistakes=_layer_style_cost_backward_mistakes(C, a_S, a_G, da)))
+    return cases
+
+
+# ------------------------------------------- the layer style cost, fast, for the optimisation loop
+def _style_target(a_S, unroll):
+    """style_target computed independently of the reference answer: G_S / M_S (unroll: as in `_style_cost`)."""
+    A_S = unroll(a_S)
+    return A_S @ A_S.T / A_S.shape[1]
+
+
+def _style_target_mistakes(a_S, target):
+    """The classic mistakes of style_target, for this input (target: the right value)."""
+    a_S = a_S.astype(np.float64)
+    M_S = a_S.shape[1] * a_S.shape[2]
+    return [
+        Mistake("Gram of the wrong unrolling", _WRONG_UNROLL, _style_target(a_S, _unroll_wrong)),
+        Mistake("Gram not divided by nH*nW", "the target is the style image's Gram per position: "
+                "G_S / M_S with M_S = nH_S nW_S", target * M_S),
+        Mistake("Gram divided by (nH*nW)**2", "the target is divided by M_S = nH_S nW_S once: the course's "
+                "1/(nH nW)**2 is that division, squared along with the Grams' difference", target / M_S),
+    ]
+
+
+def style_target_cases(ref, rng, use_torch):
+    C = ref.costs
+    cases = []
+    for shape in ((1, 4, 5, 3), (1, 6, 7, 3)):
+        a_S = randn(rng, *shape)
+        target = C.style_target(a_S)
+        cases.append(Case(f"a_S of shape {shape}", (a_S,), target, mistakes=_style_target_mistakes(a_S, target)))
+    (a_S,) = as_float32(randn(rng, 1, 16, 16, 32))
+    target = C.style_target(a_S)
+    # No dtype= here: a float32 target fails the tolerance anyway, and the dtype check's advice ("keep the
+    # dtype you are given") would mislead (the exercise's HINT says the target is float64). Relative to
+    # the largest value: some entries are near 0.
+    cases.append(Case("float32 activations 1x16x16x32: the target is float64", (a_S,), target, tol=COST_SUM_TOL,
+                      normwise=True, mistakes=_style_target_mistakes(a_S, target)))
+    return cases
+
+
+def _cost_from_target(target, a_G, unroll, roll, per_position=True):
+    """(J, dJ/da_G) of layer_style_cost_from_target, computed independently of the reference answer.
+
+    unroll, roll: costs.unroll and `_roll_right`, or the slips `_unroll_wrong` and `_roll_wrong`.
+    per_position: False models a Gram of a_G compared with the target without dividing by its M.
+    """
+    A_G = unroll(a_G)
+    nC, M = a_G.shape[3], A_G.shape[1]
+    scale = M if per_position else 1
+    D = A_G @ A_G.T / scale - target
+    return float(np.sum(D * D) / (4 * nC**2)), roll(D @ A_G / (nC**2 * scale), a_G.shape)
+
+
+def _from_target_mistakes(C, target, a_G, J, da, J_part=0, da_part=1):
+    """The classic mistakes of layer_style_cost_from_target, for these inputs (J, da: the right values).
+
+    J_part, da_part: where J and dJ/da_G are in the compared result (None: not compared).
+    The style image's features never reach this function (only its Gram, in target): the mistake of
+    compute_layer_style_cost's gradient, a_S's features in place of a_G's, cannot be made here.
+    """
+    a_G = a_G.astype(np.float64)
+    nC, M = a_G.shape[3], a_G.shape[1] * a_G.shape[2]
+    pairs = [  # name, why, (J, da) the mistake computes
+        ("Gram of the wrong unrolling", _WRONG_UNROLL, _cost_from_target(target, a_G, _unroll_wrong, _roll_wrong)),
+        ("Gram of a_G not divided by nH*nW", "target is a Gram per position (G_S / M_S): compare it with a_G's "
+         "Gram per position, G_G / M with M = nH nW", _cost_from_target(target, a_G, C.unroll, _roll_right, False)),
+    ]
+    mistakes = []
+    for name, why, (J_wrong, da_wrong) in pairs:
+        if J_part is not None:
+            mistakes.append(Mistake(name, why, J_wrong, part=J_part))
+        if da_part is not None:
+            mistakes.append(Mistake(name, why, da_wrong, part=da_part))
+    if J_part is not None:
+        mistakes.append(Mistake("factor 1/(4 nC**2) missing", "J = 1 / (4 nC**2) * sum((G_G / M - target) ** 2)",
+                                J * 4 * nC**2, part=J_part))
+    if da_part is not None:
+        mistakes += [
+            Mistake("rolled back without the transpose", "dJ/dA_G is (nC, nH*nW): transpose it to (nH*nW, nC) "
+                    "before reshaping to a_G's shape", _cost_from_target(target, a_G, C.unroll, _roll_wrong)[1],
+                    part=da_part),
+            Mistake("sign flipped", "the gradient is (G_G / M - target) @ A_G ..., not (target - G_G / M) @ A_G ...",
+                    -da, part=da_part),
+            Mistake("half the gradient", "G_G = A_G A_G^T depends on A_G twice: dJ/dA_G = 2 (dJ/dG_G) A_G, so the "
+                    "factor is 1/(nC**2 nH nW), not 1/(2 ...)", da / 2, part=da_part),
+            Mistake("1/(nH nW) missing from the gradient", "a_G's Gram is divided by M = nH nW in the cost, so its "
+                    "gradient is too: dJ/dA_G = (G_G / M - target) @ A_G / (nC**2 M)", da * M, part=da_part),
+        ]
+    return mistakes
+
+
+def _gradient(result):
+    """dJ/da_G of layer_style_cost_from_target's (J, dJ/da_G)."""
+    return element(result, 1, "a tuple (J, dJ/da_G)")
+
+
+def _cost(result):
+    """J of layer_style_cost_from_target's (J, dJ/da_G)."""
+    return element(result, 0, "a tuple (J, dJ/da_G)")
+
+
+def layer_style_cost_from_target_cases(ref, rng, use_torch):
+    C, parts = ref.costs, ("J", "dJ/da_G")
+    cases = []
+    for label, shape_S, shape_G in _STYLE_SHAPES:
+        a_S, a_G = randn(rng, *shape_S), randn(rng, *shape_G)
+        target = C.style_target(a_S)
+        J, da = C.layer_style_cost_from_target(target, a_G)
+        cases.append(Case(f"target = style_target(a_S), {label}", (target, a_G), (J, da), parts=parts,
+                          mistakes=_from_target_mistakes(C, target, a_G, J, da)))
+    a_S, a_G = randn(rng, 1, 5, 3, 3), randn(rng, 1, 4, 4, 3)
+    target = C.style_target(a_S)
+    numeric = numeric_gradient(ref, lambda v: C.compute_layer_style_cost(a_S, v), a_G, 1.0)
+    cases.append(Case("dJ/da_G against finite differences of compute_layer_style_cost (a_S 1x5x3x3, a_G 1x4x4x3)",
+                      (target, a_G), numeric, pick=_gradient, tol=ref.gradcheck.NUMERIC_TOL,
+                      mistakes=_from_target_mistakes(C, target, a_G, None, numeric, J_part=None, da_part=0)))
+    a_S, a_G = as_float32(randn(rng, 1, 5, 6, 3), randn(rng, 1, 4, 5, 3))
+    target = C.style_target(a_S)  # float64, as the loop makes it
+    J, da = C.layer_style_cost_from_target(target, a_G)
+    cases.append(Case("float32 a_G: dJ/da_G float32 in, float32 out", (target, a_G), da, pick=_gradient,
+                      tol=FLOAT32_TOL, normwise=True, dtype=np.float32,
+                      mistakes=_from_target_mistakes(C, target, a_G, None, da, J_part=None, da_part=0)))
+    a_S, a_G = as_float32(randn(rng, 1, 16, 16, 32), randn(rng, 1, 16, 16, 32))
+    target = C.style_target(a_S)
+    J, da = C.layer_style_cost_from_target(target, a_G)
+    cases.append(Case("float32 a_G 1x16x16x32: J summed in float64", (target, a_G), J, pick=_cost, tol=COST_SUM_TOL,
+                      dtype=np.float64, mistakes=_from_target_mistakes(C, target, a_G, J, None, da_part=None)))
     return cases
 
 

@@ -140,7 +140,8 @@ def adam_update(x, dx, m, v, t, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8):
     The bias corrections undo the pull of the zero start towards 0 in the first steps.
     """
     # BEGIN SOLUTION
-    # HINT: update m and v, divide them by 1 - beta1**t and 1 - beta2**t, step by -lr * m_hat / (sqrt(v_hat) + epsilon)
+    # HINT: the docstring's three steps: update the running averages, correct their bias (it matters
+    # HINT: while t is small), then step x; return the running averages themselves, not the corrected ones
     m_new = beta1 * m + (1 - beta1) * dx
     v_new = beta2 * v + (1 - beta2) * dx * dx
     m_hat = m_new / (1 - beta1**t)

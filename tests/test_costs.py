@@ -300,7 +300,8 @@ def test_costs_reject_mismatched_shapes():
 # ------------------------------------------------------------------ the exercise markers
 MARKED = {
     "costs.py": ["compute_content_cost", "content_cost_backward", "gram_matrix",
-                 "compute_layer_style_cost", "layer_style_cost_backward", "total_cost"],
+                 "compute_layer_style_cost", "layer_style_cost_backward", "style_target",
+                 "layer_style_cost_from_target", "total_cost"],
     "optim.py": ["adam_update"],
 }
 
@@ -325,6 +326,8 @@ def test_solution_markers_leave_a_module_that_raises_the_hints(filename):
     a = np.ones((1, 2, 2, 1))
     sample_args = {
         "gram_matrix": (np.ones((1, 4)),),
+        "style_target": (a,),
+        "layer_style_cost_from_target": (np.ones((1, 1)), a),
         "total_cost": (1.0, 2.0),
         "adam_update": (np.ones(2), np.ones(2), np.zeros(2), np.zeros(2), 1),
     }

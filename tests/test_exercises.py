@@ -34,6 +34,8 @@ EXPECTED_EXERCISES = {
     ("costs", "compute_content_cost"), ("costs", "content_cost_backward"), ("costs", "gram_matrix"),
     ("costs", "compute_layer_style_cost"), ("costs", "layer_style_cost_backward"), ("costs", "total_cost"),
     ("optim", "adam_update"),
+    # the optimisation loop's fast layer style cost: unmarked, it would answer both style exercises
+    ("costs", "style_target"), ("costs", "layer_style_cost_from_target"),
 }
 
 
@@ -51,6 +53,18 @@ def plant(root, module, function, code):
     lines = text.splitlines(keepends=True)
     body = textwrap.indent(textwrap.dedent(code).strip("\n") + "\n", region.indent)
     lines[region.begin - 1:region.end] = [body]
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def write_in_student_copy(root, module, function, code):
+    """What a student does in a student copy: replace the NotImplementedError stub of module.function with `code`."""
+    path = Path(root) / "scratchnst" / f"{module}.py"
+    text = path.read_text(encoding="utf-8")
+    node = next(n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and n.name == function)
+    (stub,) = [s for s in node.body if isinstance(s, ast.Raise) and "NotImplementedError" in ast.unparse(s)]
+    lines = text.splitlines(keepends=True)
+    indent = " " * stub.col_offset
+    lines[stub.lineno - 1:stub.end_lineno] = [textwrap.indent(textwrap.dedent(code).strip("\n") + "\n", indent)]
     path.write_text("".join(lines), encoding="utf-8")
 
 
@@ -187,6 +201,15 @@ CLASSIC_MISTAKES = {
     ("costs", "total_cost"): ("alpha and beta swapped", """
         return alpha * J_style + beta * J_content
     """),
+    ("costs", "style_target"): ("Gram not divided by nH*nW", """
+        A_S = a_S.astype(np.float64).reshape(-1, a_S.shape[3]).T
+        return A_S @ A_S.T  # the planted mistake: the plain Gram, not per position
+    """),
+    ("costs", "layer_style_cost_from_target"): ("1/(nH nW) missing from the gradient", """
+        F = a_G.astype(np.float64).reshape(n_H * n_W, n_C)
+        D = F.T @ F / (n_H * n_W) - target
+        return float(np.sum(D * D)) / (4 * n_C**2), (F @ D / n_C**2).reshape(a_G.shape).astype(a_G.dtype)
+    """),
 }
 
 
@@ -226,6 +249,12 @@ ROBUSTNESS = {
         G_S = np.einsum("nhwc,nhwd->cd", a_S64, a_S64) / M_S
         G_G = np.einsum("nhwc,nhwd->cd", a_G64, a_G64) / M_G
         return (np.einsum("nhwc,cd->nhwd", a_G64, G_G - G_S) / (n_C**2 * M_G)).astype(a_G.dtype)
+    """,
+    ("costs", "layer_style_cost_from_target"): """
+        a = a_G.astype(np.float64)
+        D = np.einsum("nhwc,nhwd->cd", a, a) / (n_H * n_W) - target
+        da = np.einsum("nhwc,cd->nhwd", a, D) / (n_C**2 * n_H * n_W)
+        return (D**2).sum() / (4 * n_C**2), da.astype(a_G.dtype)  # J a NumPy float64: fine too
     """,
     ("optim", "adam_update"): """
         m_new = m + (1 - beta1) * (dx - m)
@@ -385,6 +414,61 @@ def test_hidden_functions_follow_the_rule_on_a_small_package(tmp_path):
     for name in ("_mistake_model", "f_cases"):
         with pytest.raises(NotImplementedError, match="grader's checks"):
             namespace[name](None, None, None) if name == "f_cases" else namespace[name](1)
+
+
+def test_the_loops_fast_style_cost_is_no_shortcut_in_a_student_copy(tmp_path):
+    """costs.style_target and layer_style_cost_from_target compute both style exercises' answers, fast, for
+    transfer.py. In the copy they are exercises themselves: with only gram_matrix written, the one-line
+    shortcut through them earns nothing, and nothing else in the copy computes a style cost or gradient."""
+    exercises.make_student_copy(tmp_path)
+    write_in_student_copy(tmp_path, "costs", "gram_matrix", "return A @ A.T")
+    write_in_student_copy(tmp_path, "costs", "compute_layer_style_cost",
+                          "return layer_style_cost_from_target(style_target(a_S), a_G)[0]")
+    write_in_student_copy(tmp_path, "costs", "layer_style_cost_backward",
+                          "return layer_style_cost_from_target(style_target(a_S), a_G)[1]")
+    report = exercises.grade(tmp_path, only=["gram_matrix", "layer_style_cost", "style_target"], use_torch=False)
+    results = by_name(report)
+    assert results["gram_matrix"].status == "pass"
+    for name in ("compute_layer_style_cost", "layer_style_cost_backward", "style_target",
+                 "layer_style_cost_from_target"):
+        assert results[name].status == "not done" and results[name].points == 0, name
+    assert "calls style_target, which raises NotImplementedError" in rendered(report)
+    # every function of the copy's costs.py with "style" in its name raises, and so does transfer's loop
+    script = textwrap.dedent("""
+        import numpy as np
+        from scratchnst import costs, transfer
+
+        class Identity:  # a network of one layer "l" that passes the image through
+            dtype = np.float64
+            def forward(self, x, names):
+                return {name: x for name in names}
+            def backward(self, grads):
+                return sum(grads.values())
+
+        a, b = np.ones((1, 2, 3, 2)), np.arange(12.0).reshape(1, 2, 3, 2)
+        calls = {
+            "style_target": lambda: costs.style_target(a),
+            "layer_style_cost_from_target": lambda: costs.layer_style_cost_from_target(np.eye(2), b),
+            "compute_layer_style_cost": lambda: costs.compute_layer_style_cost(a, b),
+            "layer_style_cost_backward": lambda: costs.layer_style_cost_backward(a, b),
+            "compute_style_cost": lambda: costs.compute_style_cost({"l": a}, {"l": b}, [("l", 1.0)]),
+            "style_cost_backward": lambda: costs.style_cost_backward({"l": a}, {"l": b}, [("l", 1.0)]),
+            "make_cost_function": lambda: transfer.make_cost_function(Identity(), b, [a], "l", [("l", 1.0)],
+                                                                      [1.0], 1.0, 1.0, 0.0)(b),
+        }
+        style_functions = {n for n in dir(costs) if "style" in n and callable(getattr(costs, n))}
+        assert style_functions == set(calls) - {"make_cost_function"}, style_functions
+        assert costs.gram_matrix(np.eye(2)).tolist() == [[1, 0], [0, 1]]  # the student's gram_matrix runs
+        for name, call in calls.items():
+            try:
+                call()
+            except NotImplementedError:
+                continue
+            raise AssertionError(f"{name} computes a style cost in the student copy")
+        print("checked")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "checked", done.stderr
 
 
 def test_the_package_hides_loop_twins_and_the_helpers_its_answers_call():
@@ -595,7 +679,7 @@ def test_torch_cannot_be_imported_by_the_students_code(robustness_report):
 
 
 @pytest.mark.parametrize("function", ["total_cost", "conv2d_forward", "compute_content_cost",
-                                      "layer_style_cost_backward", "adam_update"])
+                                      "layer_style_cost_backward", "layer_style_cost_from_target", "adam_update"])
 def test_correct_answers_written_differently_pass(robustness_report, function):
     """Loops, einsum, a mean instead of a sum, a print: a right answer passes whatever its form."""
     result = by_name(robustness_report)[function]
