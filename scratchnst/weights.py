@@ -35,6 +35,7 @@ import os
 import secrets
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -399,7 +400,9 @@ def _fetch(url, out, md5, progress, timeout):
     except urllib.error.HTTPError as error:
         raise UserError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
     except urllib.error.URLError as error:
-        raise UserError(f"cannot download {url}: {error.reason}") from None
+        # Most often: no internet. Say how to install a copy the user already has.
+        raise UserError(f"cannot download {url}: {error.reason}; offline, install a copy you have with "
+                        f"--url file:///path/to/{Path(urllib.parse.urlparse(url).path).name}") from None
     except (http.client.HTTPException, OSError) as error:  # reset connection, timeout, full disk
         raise UserError(f"download of {url} failed after {done:,} bytes ({error}); run the command again") from None
     finally:
