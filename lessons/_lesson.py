@@ -1,0 +1,342 @@
+"""What every lesson shares: its command-line options, where pictures go, and small picture helpers.
+
+Not part of the lessons' subject: it only keeps the chapters free of plumbing. The lessons import
+the real work from the `scratchnst` package; this module adds nothing to it.
+
+    args = _lesson.parse_args(__doc__, size=256, iters=100)   # --content --style --size --iters --out ...
+    _lesson.save(args, "01_filters.png", picture)               # lessons/out/01_filters.png
+    plt = _lesson.pyplot("the cost plot")                       # None, with a note, without matplotlib
+"""
+
+import argparse
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scratchnst import image as imageio
+from scratchnst.errors import UserError
+
+LESSONS = Path(__file__).resolve().parent
+IMAGES = LESSONS / "images"
+DEFAULT_OUT = LESSONS / "out"  # git-ignored
+DEFAULT_CONTENT = IMAGES / "cat.jpg"
+DEFAULT_STYLE = IMAGES / "swirls.jpg"
+
+
+# ---------------------------------------------------------------------------- errors as one line
+def _excepthook(kind, error, traceback):
+    """Mistakes a reader can make (a wrong path, no weights) end the lesson with one line, no traceback."""
+    if issubclass(kind, UserError):
+        print(f"lesson stopped: {error}", file=sys.stderr)
+    elif issubclass(kind, KeyboardInterrupt):
+        print("lesson stopped: interrupted (Ctrl-C)", file=sys.stderr)
+    elif issubclass(kind, BrokenPipeError):
+        pass  # the reader piped the output into `head` and stopped reading: nothing to report
+    else:
+        sys.__excepthook__(kind, error, traceback)
+
+
+sys.excepthook = _excepthook  # Python still exits with status 1 after the hook
+
+
+# ----------------------------------------------------------------------------------- options
+def _in_notebook():
+    return "ipykernel" in sys.modules
+
+
+_START = time.perf_counter()
+
+
+def done():
+    """Print the lesson's total run time: its last line."""
+    print(f"\nlesson finished in {time.perf_counter() - _START:.0f} s")
+
+
+def parse_args(doc, size=256, iters=100, argv=None, extra=None):
+    """Parse the options every lesson takes; defaults are the lesson's own.
+
+    Args:
+        doc: the lesson's module docstring (its first line is the --help description).
+        size: default --size, the long side of the images in pixels.
+        iters: default --iters, optimiser iterations (lessons without an optimiser ignore it).
+        argv: the arguments (default sys.argv[1:]; none inside a notebook).
+        extra: None, or a function(parser) that adds the lesson's own options.
+
+    Returns:
+        argparse.Namespace with content, style (Paths), size, iters, seed, out (Path, created),
+        network, weights.
+    """
+    parser = argparse.ArgumentParser(
+        description=doc.strip().splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--content", type=Path, default=DEFAULT_CONTENT, help="content image")
+    parser.add_argument("--style", type=Path, default=DEFAULT_STYLE, help="style image")
+    parser.add_argument("--size", type=int, default=size, help="long side of the images, pixels (smaller = faster)")
+    parser.add_argument("--iters", type=int, default=iters,
+                        help="optimiser iterations, where the lesson has an optimiser")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random number")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the pictures")
+    parser.add_argument("--network", choices=("auto", "vgg19", "squeezenet"), default="auto",
+                        help="pretrained network, where the lesson uses one; auto = VGG-19 if its weights "
+                        "are found, else SqueezeNet")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="weights file (default: found as `scratchnst stylize` finds it)")
+    if extra is not None:
+        extra(parser)
+    if argv is None:
+        argv = [] if _in_notebook() else sys.argv[1:]
+    args = parser.parse_args(argv)
+    if args.size < 16:
+        parser.error("--size must be at least 16 pixels")
+    if args.iters < 1:
+        parser.error("--iters must be at least 1")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the output folder {args.out}: {error.strerror or error}") from None
+    return args
+
+
+# ------------------------------------------------------------------------------------ printing
+def section(title):
+    """Print a cell's heading, so the command-line output reads like the chapter."""
+    print(f"\n## {title}")
+
+
+class timed:
+    """Context manager that measures wall-clock seconds: `with timed() as t: ...; t.seconds`."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def shown(path):
+    """A path as the reader would type it: relative to the current folder when it is inside it."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:  # outside the current folder
+        return str(path)
+
+
+# ------------------------------------------------------------------------------------ pictures
+def load(path, size):
+    """An image file as float32 (H, W, 3) RGB 0..255, its long side resized to `size` pixels."""
+    return imageio.load_image(path, long_side=size)
+
+
+def save(args, name, picture):
+    """Write a picture (H, W, 3) or (H, W), float 0..255 or uint8, to args.out / name; print where."""
+    path = imageio.save_image(args.out / name, picture)
+    print(f"wrote {shown(path)}")
+    return path
+
+
+def stretch(a, clip=0.5):
+    """Map an array onto 0..255 for display (feature maps and gradients have no pixel scale).
+
+    The lowest and highest `clip` percent are clipped first, so that a few extreme values do not
+    leave everything else black.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    lo, hi = np.percentile(a, [clip, 100 - clip])
+    if hi <= lo:
+        lo, hi = a.min(), a.max()
+    if hi == lo:
+        return np.zeros(a.shape)
+    return np.clip((a - lo) / (hi - lo), 0, 1) * 255
+
+
+def signed(a, clip=0.5):
+    """Show a signed array (a gradient): white at 0, red where positive, blue where negative.
+
+    Scaled by the (100 - clip)th percentile of the magnitude, so that 0 stays white, the two signs
+    compare fairly, and a few extreme values do not wash out the rest.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 3:  # an RGB gradient: show its sum over channels
+        a = a.sum(axis=-1)
+    top = np.percentile(np.abs(a), 100 - clip)
+    t = np.clip(a / (top or np.abs(a).max() or 1.0), -1, 1)
+    pos, neg = np.clip(t, 0, 1)[..., None], np.clip(-t, 0, 1)[..., None]
+    rgb = np.ones(a.shape + (3,)) - pos * np.array([0.0, 0.85, 0.85]) - neg * np.array([0.85, 0.85, 0.0])
+    return rgb * 255
+
+
+def like(picture, reference):
+    """`picture` cropped at its centre to the aspect ratio of `reference` and resized to its size.
+
+    For showing a (square) style image beside the content image without wasting the page.
+    """
+    H, W = reference.shape[:2]
+    h, w = picture.shape[:2]
+    if h * W > w * H:  # too tall: crop rows
+        keep = max(1, round(w * H / W))
+        picture = picture[(h - keep) // 2:(h - keep) // 2 + keep]
+    else:  # too wide: crop columns
+        keep = max(1, round(h * W / H))
+        picture = picture[:, (w - keep) // 2:(w - keep) // 2 + keep]
+    return imageio.resize_to(np.asarray(picture, dtype=np.float32), H, W)
+
+
+def montage(tiles, labels=None, cols=None, gap=6, scale=1):
+    """Tiles side by side on a white page, each with a label underneath: one picture.
+
+    Args:
+        tiles: list of (H, W, 3) or (H, W) arrays, float 0..255 or uint8; sizes may differ.
+        labels: list of str, one per tile (or None).
+        cols: tiles per row (default: all in one row).
+        gap: white pixels between tiles.
+        scale: integer enlargement (nearest neighbour), to make tiny arrays visible.
+
+    Returns:
+        uint8 (H_page, W_page, 3).
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    images = []
+    for tile in tiles:
+        tile = np.asarray(tile)
+        if tile.ndim == 2:
+            tile = np.repeat(tile[..., None], 3, axis=-1)
+        tile = imageio.to_uint8(tile) if tile.dtype != np.uint8 else tile
+        if scale != 1:
+            tile = tile.repeat(scale, axis=0).repeat(scale, axis=1)
+        images.append(Image.fromarray(tile))
+    cols = cols or len(images)
+    rows = -(-len(images) // cols)
+    cell_w = max(im.width for im in images)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = [_wrap(label, font, cell_w, measure) for label in labels] if labels else [[] for _ in images]
+    label_h = 2 + 13 * max(len(ls) for ls in lines) if labels else 0
+    cell_h = max(im.height for im in images) + label_h
+    page = Image.new("RGB", (cols * cell_w + (cols + 1) * gap, rows * cell_h + (rows + 1) * gap), "white")
+    draw = ImageDraw.Draw(page)
+    for k, im in enumerate(images):
+        r, c = divmod(k, cols)
+        x, y = gap + c * (cell_w + gap), gap + r * (cell_h + gap)
+        page.paste(im, (x, y))
+        for n, line in enumerate(lines[k]):
+            draw.text((x, y + im.height + 2 + 13 * n), line, fill=(0, 0, 0), font=font)
+    return np.asarray(page)
+
+
+def _wrap(text, font, width, draw):
+    """Split a label into lines no wider than `width` pixels (at word boundaries)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        trial = f"{line} {word}".strip()
+        if line and draw.textlength(trial, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + [line]
+
+
+# ------------------------------------------------------------------------------- matplotlib
+def pyplot(what):
+    """matplotlib.pyplot ready to draw into files, or None (with a note) when it is not installed.
+
+    Args:
+        what: what the lesson would plot, for the note ("the cost curves").
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed: skipping {what} "
+              "(pip install matplotlib, or pip install -e \".[lessons]\")")
+        return None
+    if not _in_notebook():
+        matplotlib.use("Agg")  # draw into files; no window, no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_plot(args, name, fig):
+    """Save a matplotlib figure to args.out / name atomically (temporary file, then rename); print where."""
+    path = args.out / name
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        fig.clf()
+    print(f"wrote {shown(path)}")
+    return path
+
+
+# ------------------------------------------------------------------------------------ PyTorch
+def torch_or_note(what="the comparison with PyTorch"):
+    """The torch module, or None with a printed note that says what is skipped."""
+    try:
+        import torch
+    except ImportError:
+        print(f"PyTorch is not installed: skipping {what} (pip install torch)")
+        return None
+    return torch
+
+
+# ------------------------------------------------------------------------- pretrained weights
+def network_name(args):
+    """The network a lesson uses: --network, or with "auto" VGG-19 if its weights are found, else SqueezeNet.
+
+    Raises:
+        UserError: no weights at all, with the one line that says how to get them.
+    """
+    from scratchnst import weights
+
+    if args.weights is not None:
+        return None  # the file decides (its architecture is detected when it is loaded)
+    if args.network != "auto":
+        weights.find_weights(args.network)  # UserError: where it looked, and the download command
+        return args.network
+    for name in ("vgg19", "squeezenet"):
+        try:
+            weights.find_weights(name)
+            return name
+        except UserError:
+            continue
+    raise UserError("no pretrained weights found: run `scratchnst weights download squeezenet` (3 MB; "
+                    "or `... download vgg19`, 80 MB, the course's network), or point "
+                    "$SCRATCHNST_WEIGHTS_DIR at a folder that holds them, or give --weights FILE")
+
+
+def load_network(args, pooling="max", dtype=np.float32):
+    """Load the lesson's pretrained network (see `network_name`) and say which one and from where.
+
+    Args:
+        args: the lesson's options (--network, --weights).
+        pooling: "max" (as the network was trained), "avg", or "default": the pooling
+            `scratchnst stylize` uses for this network (transfer.MODEL_DEFAULTS).
+        dtype: of weights, activations and gradients.
+    """
+    from scratchnst import networks, transfer
+
+    name = network_name(args)
+    source = args.weights if args.weights is not None else name
+    net = networks.load(source, dtype=dtype)
+    if pooling == "default":
+        pooling = transfer.MODEL_DEFAULTS[net.name].pool
+    if pooling != net.pooling:
+        net = networks.Network(net.name, net.params, pooling=pooling, dtype=dtype,
+                               preprocessing=net.preprocessing, path=net.path)
+    print(f"network: {net.name}, {pooling} pooling, {net.dtype.name}, weights from {shown(net.path)}")
+    if net.name == "squeezenet" and args.network == "auto" and args.weights is None:
+        print("(the course uses VGG-19; its weights were not found, so this lesson runs SqueezeNet 1.1, "
+              "10 to 20 times faster here: `scratchnst weights download vgg19` to use VGG-19)")
+    return net
