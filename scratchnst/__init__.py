@@ -10,6 +10,9 @@ Modules, one idea each:
     costs      content, Gram, style, total variation and total costs with their gradients
     optim      Adam and L-BFGS on the flat pixel vector
     transfer   stylize(): the loop the command line, the lessons and the tests all call
+    visualize  feature maps as a grid of pictures
+    bench      `scratchnst bench`: one style-transfer step against PyTorch, side by side
+    exercises  `scratchnst exercises`: student copies and the autograder (exercise_*.py)
     cli        argument parsing for the `scratchnst` command
 """
 
