@@ -173,7 +173,7 @@ print(f"x (1, 48, 48, 16), 16 kernels 3x3: loops {t_loops.seconds * 1000:.0f} ms
       f"im2col {t_cols.seconds * 1000:.1f} ms, scratchnst {t_pkg.seconds * 1000:.1f} ms")
 print(f"rel_error im2col vs loops {rel_error(quick, slow):.1e}, scratchnst vs loops {rel_error(pkg, slow):.1e}")
 print(f"the im2col matrix holds {3 * 3}x the input's values: {x.size} -> {3 * 3 * x.size} "
-      "(the package avoids that copy where it can: read layers._conv_rows)")
+      "(the package copies one block of output rows at a time instead: read layers._conv_padded)")
 
 # %% [markdown]
 # ## Against PyTorch
@@ -243,8 +243,8 @@ _lesson.save(args, "01_filters.png", _lesson.montage(tiles, labels, cols=3))
 #    (1, 17, 20, 3) input, then check with `layers.conv2d_forward`.
 # 2. Design a 3x3 kernel that responds to diagonal edges and add it to the picture.
 # 3. How many values does the im2col matrix of VGG-19's first layer (3x3, 3 -> 64 channels) hold
-#    for a 400x400 image? And of its block1_conv2 (64 -> 64)? Why does that favour the
-#    "one matrix product per tap" trick of `layers._conv_rows` for layers with many channels?
+#    for a 400x400 image? And of its block1_conv2 (64 -> 64)? Why does that favour building the
+#    im2col matrix one block of output rows at a time, as `layers._conv_padded` does?
 # 4. Add a `dilation` d to `conv_loops` (the window taps are d pixels apart). What is the output
 #    size formula now?
 # 5. Show that a 1x1 convolution is a matrix product over channels: compare

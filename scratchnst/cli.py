@@ -41,7 +41,315 @@ def _add_gradcheck(sub):
 # Other subcommands (weights, stylize, bench, exercises) register below.
 
 
-_SUBCOMMANDS = [_add_gradcheck]
+# ----------------------------------------------------------------------------- weights
+def _add_weights(sub):
+    p = sub.add_parser(
+        "weights",
+        help="list, inspect, download and convert pretrained weights files",
+        description="Pretrained weights files. Searched in: --weights FILE, $SCRATCHNST_WEIGHTS_DIR, "
+        "weights/ of the repository, then the user cache ($XDG_CACHE_HOME/scratchnst or "
+        "~/.cache/scratchnst).",
+        formatter_class=_Formatter,
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    p_list = actions.add_parser("list", help="known networks, their files, and where each was found",
+                                formatter_class=_Formatter)
+
+    def run_list(args):
+        from scratchnst.weights import print_list
+
+        return print_list()
+
+    p_list.set_defaults(func=run_list)
+
+    p_info = actions.add_parser(
+        "info", help="layout, layers, shapes, parameter count and architecture of a weights file",
+        description="Describe an HDF5 weights file. Exit status 1 if it matches no known architecture.",
+        formatter_class=_Formatter)
+    p_info.add_argument("file", help="the .h5 weights file")
+
+    def run_info(args):
+        from scratchnst.weights import print_info
+
+        return print_info(args.file)
+
+    p_info.set_defaults(func=run_info)
+
+    p_download = actions.add_parser(
+        "download", help="download a network's weights, check them, then save them",
+        description="Download to a temporary file; save under the known file name only when the "
+        "transfer is complete, the MD5 matches (VGG-19) and the layers have the expected shapes.",
+        formatter_class=_Formatter)
+    p_download.add_argument("name", metavar="NAME", help="vgg19 or squeezenet")
+    p_download.add_argument("--url", help="a mirror to download from instead of the publisher's URL; "
+                            "the same checks apply")
+    p_download.add_argument("--dest", metavar="DIR", help="folder to save into; None means "
+                            "$SCRATCHNST_WEIGHTS_DIR if set, else the user cache")
+
+    def run_download(args):
+        from scratchnst.weights import default_download_dir, download, known_weights
+
+        dest = args.dest or default_download_dir()
+        print(f"downloading {args.name} from {args.url or known_weights(args.name).url} into {dest}")
+        print(f"saved {download(args.name, dest_dir=dest, url=args.url)}")
+        return 0
+
+    p_download.set_defaults(func=run_download)
+
+    p_convert = actions.add_parser(
+        "convert", help="convert torchvision's VGG-19 .pth or MatConvNet's .mat into scratchnst's HDF5 layout",
+        description="SRC: torchvision's vgg19-dcbb9e9d.pth (needs torch) or MatConvNet's "
+        "imagenet-vgg-verydeep-19.mat (v7.3 read with h5py, older versions need scipy).",
+        formatter_class=_Formatter)
+    p_convert.add_argument("src", metavar="SRC", help="the .pth or .mat file")
+    p_convert.add_argument("-o", "--output", metavar="OUT", required=True, help="the .h5 file to write")
+
+    def run_convert(args):
+        from scratchnst.weights import convert
+
+        print(f"wrote {convert(args.src, args.output)}; use it with --weights {args.output}")
+        return 0
+
+    p_convert.set_defaults(func=run_convert)
+
+
+# ----------------------------------------------------------------------------- stylize
+class _Default:
+    """A flag's default that means "not given": shown in --help as its text, read by `run` as None."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+
+class _ModelDefault(_Default):
+    """The default of a flag whose value depends on --model, shown in --help per model.
+
+    The text is made only when --help is formatted, so that building the parser does not import
+    scratchnst.transfer (and NumPy, h5py) for every other command.
+    """
+
+    def __init__(self, field):
+        super().__init__(None)
+        self.field = field
+
+    def __str__(self):
+        from scratchnst.transfer import MODEL_DEFAULTS
+
+        def show(value):
+            if self.field == "style_layers":
+                return ", ".join(f"{name}:{weight:g}" for name, weight in value)
+            return f"{value:g}" if isinstance(value, float) else str(value)
+
+        return "; ".join(f"{model} {show(getattr(d, self.field))}" for model, d in MODEL_DEFAULTS.items())
+
+
+def _given(value):
+    """None for a default that means "not given" (_Default), else the value."""
+    return None if isinstance(value, _Default) else value
+
+
+def _style_layers_arg(text):
+    """'conv1:0.2,fire2,fire3:0.5' -> [("conv1", 0.2), ("fire2", 1/3), ("fire3", 0.5)] (no weight: 1/n)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("give at least one layer, e.g. conv1:0.5,fire2:0.5")
+    layers = []
+    for item in items:
+        name, _, weight = item.partition(":")
+        try:
+            layers.append((name.strip(), float(weight) if weight else 1.0 / len(items)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: the weight after ':' must be a number") from None
+    return layers
+
+
+def _floats_arg(text):
+    """'0.7,0.3' -> [0.7, 0.3]."""
+    try:
+        return [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 0.7,0.3") from None
+
+
+def _add_stylize(sub):
+    p = sub.add_parser(
+        "stylize",
+        help="paint a content image in the style of one or more style images",
+        description="Neural style transfer: change the pixels of an image, starting from CONTENT, to lower "
+        "J = alpha J_content + beta J_style + tv_weight J_tv through a pretrained network. Prints the "
+        "resolved settings, a progress line on stderr, and the time per iteration at the end. BLAS runs on "
+        "one thread unless OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS, MKL_NUM_THREADS) is set.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("content", metavar="CONTENT", help="the content image (a photograph)")
+    p.add_argument("styles", metavar="STYLE", nargs="+", help="the style image(s) (paintings); several are blended")
+    p.add_argument("-o", "--output", metavar="OUT", required=True, default=argparse.SUPPRESS,
+                   help="the image to write (.png or .jpg)")
+    p.add_argument("--model", choices=["squeezenet", "vgg19"], default="squeezenet", help="the network")
+    p.add_argument("--weights", metavar="FILE", default=_Default("searched as `scratchnst weights list` shows"),
+                   help="the network's HDF5 weights file")
+    p.add_argument("--size", type=int, default=320, help="long side of the result in pixels")
+    p.add_argument("--iters", type=int, default=100, help="iterations (per scale)")
+    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs", help="the optimiser")
+    p.add_argument("--lr", type=float, default=_ModelDefault("lr"),
+                   help="Adam's learning rate, in pixel units (0..255); not for lbfgs")
+    p.add_argument("--alpha", type=float, default=_ModelDefault("alpha"), help="weight of the content cost")
+    p.add_argument("--beta", type=float, default=_ModelDefault("beta"), help="weight of the style cost")
+    p.add_argument("--tv-weight", type=float, default=_ModelDefault("tv_weight"),
+                   help="weight of the total variation cost (smooths pixel noise)")
+    p.add_argument("--content-layer", metavar="NAME", default=_ModelDefault("content_layer"),
+                   help="layer of the content cost (course names such as conv4_2 work)")
+    p.add_argument("--style-layers", metavar="NAME[:WEIGHT],...", type=_style_layers_arg,
+                   default=_ModelDefault("style_layers"),
+                   help="layers of the style cost with their weights (a layer without one gets 1/n)")
+    p.add_argument("--init", metavar="{content+noise,content,noise,FILE}", default="content+noise",
+                   help="the starting image: the course's content + uniform noise, the content image, "
+                   "noise, or an image file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (the same seed gives the same image)")
+    p.add_argument("--pool", choices=["max", "avg"], default=_ModelDefault("pool"),
+                   help="pooling in the network (max: as it was trained; avg: Gatys et al.'s smoother gradients)")
+    p.add_argument("--preserve-colors", action="store_true",
+                   help="keep the content image's colours (transfer the luminance only)")
+    p.add_argument("--style-blend", metavar="W,...", type=_floats_arg, default=_Default("equal"),
+                   help="one weight per STYLE image")
+    p.add_argument("--style-scale", type=float, default=1.0,
+                   help="style images are resized to STYLE_SCALE * SIZE on their long side")
+    p.add_argument("--scales", type=int, default=1,
+                   help="coarse-to-fine passes: SIZE / 2**(SCALES-1), ..., SIZE / 2, SIZE; each starts "
+                   "from the last one's result")
+    p.add_argument("--save-every", metavar="N", type=int, default=0,
+                   help="save a numbered snapshot OUT_<iteration> every N iterations (0: never)")
+    p.add_argument("--log", metavar="FILE", default=_Default("none"),
+                   help="write the settings, the cost history and the time per iteration to this JSON file")
+
+    def run(args):
+        import os
+
+        # One BLAS thread unless the user asks for more. On the 2-core machines scratchnst is
+        # built on, SqueezeNet's small matrix products ran 2-4 times slower with 2 OpenBLAS
+        # threads than with 1 (0.3-0.9 s against 0.15-0.25 s per iteration at 320 px with other
+        # work running), and a fixed thread count makes the image for a seed the same on every
+        # machine (OpenBLAS rounds differently when it splits a product differently). This works
+        # only because nothing has imported NumPy yet: BLAS reads these variables once.
+        for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
+        from scratchnst.transfer import run_stylize
+
+        return run_stylize(
+            args.content, args.styles, args.output, save_every=args.save_every, log=_given(args.log),
+            model=args.model, weights=_given(args.weights),
+            size=args.size, iters=args.iters, optimizer=args.optimizer, lr=_given(args.lr),
+            alpha=_given(args.alpha), beta=_given(args.beta), tv_weight=_given(args.tv_weight),
+            content_layer=_given(args.content_layer), style_layers=_given(args.style_layers),
+            init=args.init, seed=args.seed, pool=_given(args.pool), preserve_colors=args.preserve_colors,
+            style_blend=_given(args.style_blend),
+            style_scale=args.style_scale, scales=args.scales,
+        )
+
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------- exercises
+_EXERCISE_TIMEOUT = 10.0  # seconds; the same as scratchnst.exercises.DEFAULT_TIMEOUT (tests check it)
+
+
+def _add_exercises(sub):
+    p = sub.add_parser(
+        "exercises",
+        help="make a student copy of the package with the answers cut out, or grade one",
+        description="Course exercises. `make DIR` writes DIR/scratchnst, this package with every "
+        "solution region replaced by a NotImplementedError stub, and DIR/README.md. `check [DIR]` "
+        "grades such a copy against this package: exercise by exercise, with a score.",
+        formatter_class=_Formatter,
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    p_make = actions.add_parser(
+        "make", help="write a student copy of the package",
+        description="Write DIR/scratchnst (the package, answers cut out) and DIR/README.md. The "
+        "installed package is only read.",
+        formatter_class=_Formatter)
+    p_make.add_argument("dir", metavar="DIR", help="folder to write into (created if missing)")
+    p_make.add_argument("--force", action="store_true",
+                        help="write into a non-empty DIR, replacing DIR/scratchnst and DIR/README.md")
+    p_make.add_argument("--solutions", action="store_true",
+                        help="keep the answers: an answer key laid out like the student copy")
+
+    def run_make(args):
+        from scratchnst.exercises import run_make
+
+        return run_make(args.dir, force=args.force, solutions=args.solutions)
+
+    p_make.set_defaults(func=run_make)
+
+    p_check = actions.add_parser(
+        "check", help="grade a student copy, exercise by exercise",
+        description="Import the student's package from DIR in a separate process and compare each "
+        "exercise with this package's answers (float64), finite differences and PyTorch (if "
+        "installed). Exit status 0 only at 100%.",
+        formatter_class=_Formatter)
+    p_check.add_argument("dir", metavar="DIR", nargs="?", default=".",
+                         help="the folder holding the student's scratchnst/")
+    p_check.add_argument("--only", metavar="NAME", action="append",
+                         help="grade only the exercises whose name contains NAME (repeatable)")
+    p_check.add_argument("--timeout", metavar="SECONDS", type=float, default=_EXERCISE_TIMEOUT,
+                         help="time one exercise's calls may take before they are stopped")
+    p_check.add_argument("--no-torch", action="store_true", help="skip the PyTorch checks even if torch is installed")
+
+    def run_check(args):
+        from scratchnst.exercises import run_check
+
+        return run_check(args.dir, only=args.only, timeout=args.timeout, use_torch=not args.no_torch)
+
+    p_check.set_defaults(func=run_check)
+
+
+# ------------------------------------------------------------------------------- bench
+def _add_bench(sub):
+    p = sub.add_parser(
+        "bench",
+        help="time one style-transfer step in scratchnst and in PyTorch, side by side",
+        description="One style-transfer step (forward to the deepest layer in use, backward to the "
+        "pixels, no weight gradients) of each network and image size, in scratchnst and in PyTorch "
+        "on the same weights, input and threads: steps interleaved, median after warm-up; the "
+        "ratio; each convolution's time; the peak memory of each, measured in a fresh process. "
+        "Without torch it measures scratchnst alone. Random weights unless --pretrained: speed "
+        "does not depend on their values.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--models", nargs="+", default=["vgg19", "squeezenet"], choices=["vgg19", "squeezenet"],
+                   metavar="MODEL", help="networks to measure: vgg19 (to block5_conv1), squeezenet (to fire9)")
+    p.add_argument("--sizes", nargs="+", type=int, default=[256, 512], metavar="PX",
+                   help="image sizes in pixels (square images)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps of each library (the median is reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps of each library first")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of NumPy's BLAS and of PyTorch; None means every CPU available")
+    p.add_argument("--pretrained", action="store_true",
+                   help="use the pretrained weights files (see `scratchnst weights list`) instead of random ones")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights, input and gradients")
+    p.add_argument("--no-torch", action="store_true", help="measure scratchnst alone even if torch is installed")
+    p.add_argument("--no-convs", action="store_true", help="skip the per-convolution breakdown")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+
+    def run(args):
+        from scratchnst.bench import run_bench
+
+        return run_bench(models=args.models, sizes=args.sizes, repeats=args.repeats, warmup=args.warmup,
+                         threads=args.threads, use_torch=not args.no_torch, pretrained=args.pretrained,
+                         seed=args.seed, convs=not args.no_convs, memory=not args.no_memory, as_json=args.json)
+
+    p.set_defaults(func=run)
+
+
+_SUBCOMMANDS = [_add_gradcheck, _add_weights, _add_stylize, _add_exercises, _add_bench]
 
 
 def build_parser():
@@ -68,7 +376,8 @@ def main(argv=None):
         print(f"scratchnst: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("scratchnst: interrupted (Ctrl-C); no output was written", file=sys.stderr)
+        print("scratchnst: interrupted (Ctrl-C); files already complete were kept, none was left half-written",
+              file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1

@@ -132,7 +132,7 @@ def default_cases(seed=0):
         _conv_case(rng, (3, 5, 7, 4), 1, 3, 1, "same"),  # fire modules' squeeze and expand1x1
         _conv_case(rng, (1, 9, 7, 2), 5, 3, 1, "same"),
         _conv_case(rng, (1, 9, 11, 2), 7, 2, 2, 3),  # int padding, as PyTorch's padding=3
-        _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, "same"),  # many channels: the no-im2col path
+        _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, "same"),  # many channels: the flipped-kernel input gradient
         _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, 1),
     ]
     x_relu = rng.standard_normal((2, 5, 7, 3))

@@ -150,7 +150,7 @@ def test_ctrl_c_exits_130_and_leaves_no_file(paths, tmp_path, capsys, monkeypatc
     status = stylize(paths, tmp_path / "out.png", "--iters", "50", "--log", str(tmp_path / "log.json"))
     err = capsys.readouterr().err
     assert status == 130
-    assert err.strip().splitlines()[-1] == "scratchnst: interrupted (Ctrl-C); no output was written"
+    assert err.strip().splitlines()[-1] == "scratchnst: interrupted (Ctrl-C); files already complete were kept, none was left half-written"
     assert list(tmp_path.iterdir()) == []  # no image, no log, no temporary file
 
 

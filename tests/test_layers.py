@@ -201,6 +201,19 @@ def test_max_pool_ties_go_to_the_first_maximum_as_in_torch(torch):
         assert np.isclose(dx.sum(), dout.sum())  # each window's gradient went to exactly one cell
 
 
+@pytest.mark.parametrize("size,stride", [(2, 2), (3, 2), (3, 1)])
+def test_max_pool_nan_wins_as_in_torch(size, stride, torch):
+    # a window holding NaN outputs NaN and sends its gradient to its last NaN, as PyTorch does
+    x = np.random.default_rng(size * 10 + stride).standard_normal((1, 7, 9, 2))
+    x[0, 1, 1, 0] = x[0, 2, 2, 1] = x[0, 2, 3, 1] = np.nan
+    out, cache = layers.max_pool_forward(x, size, stride)
+    dout = np.random.default_rng(0).standard_normal(out.shape)
+    ref_out, (ref_dx,) = torch_grads(lambda x: torch_ref.max_pool(x, size, stride), {"x": x}, dout)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref_out))
+    np.testing.assert_array_equal(out[~np.isnan(out)], ref_out[~np.isnan(ref_out)])
+    np.testing.assert_allclose(layers.max_pool_backward(dout, cache), ref_dx, rtol=1e-12)
+
+
 def test_relu_matches_torch_including_zero(torch):
     x = np.random.default_rng(3).standard_normal((3, 7, 9, 4))
     x[0, 0, :3, 0] = 0.0  # exact zeros: the derivative there is 0 in PyTorch and in TensorFlow
@@ -275,6 +288,43 @@ def test_conv_naive_and_vectorised_agree(k, stride, padding):
     dout = rng.standard_normal(out.shape)
     for g, g_n in zip(layers.conv2d_backward(dout, cache), layers.conv2d_backward_naive(dout, cache_n)):
         assert rel_error(g, g_n) < 1e-10
+
+
+@pytest.mark.parametrize("block_bytes", [1, 4000], ids=["one output row per block", "a few rows per block"])
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, "same"), (3, 2, "same"), (3, 1, "valid"), (5, 1, 2),
+                                              (7, 2, 3), (1, 2, "valid"), (1, 1, 1)])
+def test_conv_in_many_blocks_agrees_with_the_loops(k, stride, padding, block_bytes, monkeypatch):
+    # Real layers fit one block only at small sizes; here every block boundary is exercised: blocks
+    # that start or end in the top/bottom padding, or lie wholly in it, and batches of 2 images.
+    monkeypatch.setattr(layers, "_IM2COL_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(seed_of((k, stride, str(padding), block_bytes)))
+    x, w, b = rng.standard_normal((2, 9, 8, 10)), rng.standard_normal((k, k, 10, 9)), rng.standard_normal(9)
+    out, cache = layers.conv2d_forward(x, w, b, stride, padding)
+    out_n, cache_n = layers.conv2d_forward_naive(x, w, b, stride, padding)
+    assert rel_error(out, out_n) < 1e-10
+    dout = rng.standard_normal(out.shape)
+    for g, g_n in zip(layers.conv2d_backward(dout, cache), layers.conv2d_backward_naive(dout, cache_n)):
+        assert rel_error(g, g_n) < 1e-10
+    # few input channels: the input gradient by col2im instead of the flipped-kernel convolution
+    x3, w3 = x[..., :3], w[:, :, :3, :]
+    out, cache = layers.conv2d_forward(x3, w3, b, stride, padding)
+    out_n, cache_n = layers.conv2d_forward_naive(x3, w3, b, stride, padding)
+    assert rel_error(out, out_n) < 1e-10
+    dx, _, _ = layers.conv2d_backward(dout, cache, weight_grads=False)
+    assert rel_error(dx, layers.conv2d_backward_naive(dout, cache_n)[0]) < 1e-10
+
+
+def test_conv_results_never_share_the_scratch_memory():
+    # the fast convolution reuses scratch buffers from call to call: what it returned must not change
+    rng = np.random.default_rng(35)
+    x, w, b = rng.standard_normal((1, 12, 11, 6)), rng.standard_normal((3, 3, 6, 8)), rng.standard_normal(8)
+    out, cache = layers.conv2d_forward(x, w, b)
+    dx, _, _ = layers.conv2d_backward(np.ones_like(out), cache, weight_grads=False)
+    kept = out.copy(), dx.copy()
+    other, other_cache = layers.conv2d_forward(2 * x, -w, b)
+    layers.conv2d_backward(-np.ones_like(other), other_cache, weight_grads=False)
+    np.testing.assert_array_equal(out, kept[0])
+    np.testing.assert_array_equal(dx, kept[1])
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])

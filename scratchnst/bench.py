@@ -1,0 +1,712 @@
+"""`scratchnst bench`: one style-transfer step in scratchnst and in PyTorch, side by side.
+
+A step is what each iteration of `stylize` costs in the network: the forward pass from the pixels
+to the deepest layer in use and the backward pass from the gradients at the layers in use back to
+the pixels, without weight gradients (the weights are fixed, only the pixels change). The costs
+(Gram matrices and the rest) are left out: a few small matrix products, the same in both.
+
+For each network and image size, on the same weights, the same input and the same threads:
+
+    time     steps of each library in turn (scratchnst, PyTorch, scratchnst, ...) after warm-up
+             steps, so that both see the same load on the machine; the median of the repeats.
+    convs    each convolution + ReLU alone, forward and backward, the median of as many repeats
+             (each library's repeats in a row): where the time of a step goes.
+    memory   the peak resident memory of one step above what the process held before it, each
+             library in a fresh process (see `peak_rss_of`).
+
+The PyTorch network is built here from the scratchnst network's own arrays, moved to PyTorch's
+layout: activations (N, H, W, C) -> (N, C, H, W) by a.transpose(0, 3, 1, 2), kernels
+(KH, KW, C_in, C_out) -> (C_out, C_in, KH, KW) by w.transpose(3, 2, 0, 1). It uses
+torch.nn.functional's conv2d, relu (in place, as torchvision's VGG and SqueezeNet do), max_pool2d
+and cat; its gradient with respect to the pixels is compared with ours ("dx differs by").
+
+The weights are random by default (He-normal, seeded): the time of a step depends on the shapes,
+not on the values, and the bench then needs no weights file. --pretrained loads the real ones.
+
+Each measurement runs in a process of its own (`python -m scratchnst.bench --worker ...`): NumPy's
+BLAS takes its number of threads from the environment when NumPy is imported, and a fresh process
+is the only honest baseline for peak memory.
+"""
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scratchnst import layers, networks
+from scratchnst.errors import UserError
+
+MODELS = ("vgg19", "squeezenet")
+
+# The layers a step gives gradients to: the default style and content layers of `stylize`, and the
+# deepest layer measured (the step runs the network that far: VGG-19 to block5_conv1, SqueezeNet to
+# fire9).
+BENCH_LAYERS = {
+    "vgg19": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block4_conv2", "block5_conv1"),
+    "squeezenet": ("conv1", "fire2", "fire3", "fire4", "fire5", "fire9"),
+}
+
+# Seconds of rest before a library takes its turn. OpenBLAS's idle threads keep spinning for about
+# 0.1 s after a call returns, competing for the cores with whatever runs next: measured here, a
+# PyTorch convolution started within 0.05 s of a NumPy matrix product took 1.6-2x as long as one
+# started 0.2 s later.
+SWITCH_PAUSE = 0.2
+
+# The environment variables through which the BLAS and OpenMP libraries take their thread count.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+# ------------------------------------------------------------------------------ the step
+def random_params(model, seed=0, dtype=np.float32):
+    """Random weights of the right shapes for a network.
+
+    Args:
+        model: "vgg19" or "squeezenet".
+        seed: of np.random.default_rng.
+        dtype: of the arrays.
+
+    Returns:
+        {conv layer: (kernel (KH, KW, C_in, C_out), bias (C_out,))}: He-normal kernels,
+        std = sqrt(2 / (KH*KW*C_in)), which keep activations on the same scale layer after layer
+        (no overflow, no denormals to slow anything down), and zero biases.
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+    for layer, (kernel_shape, bias_shape) in networks.ARCHITECTURES[model].weight_shapes.items():
+        KH, KW, C_in, _ = kernel_shape
+        kernel = rng.standard_normal(kernel_shape) * np.sqrt(2.0 / (KH * KW * C_in))
+        params[layer] = (kernel.astype(dtype), np.zeros(bias_shape, dtype=dtype))
+    return params
+
+
+def make_network(model, seed=0, pretrained=False):
+    """The scratchnst network to time: random weights, or the pretrained file (UserError if missing)."""
+    if pretrained:
+        return networks.load(model)
+    return networks.Network(model, random_params(model, seed))
+
+
+def make_inputs(network, size, seed=0):
+    """An input image and the upstream gradients of one step.
+
+    Args:
+        network: a scratchnst Network ("vgg19" or "squeezenet").
+        size: the image is size x size pixels.
+        seed: of np.random.default_rng.
+
+    Returns:
+        x: (1, size, size, 3) float32, uniform in [-120, 150] (pixels as the Caffe
+            preprocessing leaves them).
+        grads: {layer: (1, H_l, W_l, C_l) float32}, standard normal, for each of BENCH_LAYERS.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-120.0, 150.0, (1, size, size, 3)).astype(network.dtype)
+    shapes = {layer: a.shape for layer, a in network.forward(x, BENCH_LAYERS[network.name]).items()}
+    grads = {layer: rng.standard_normal(shape).astype(network.dtype) for layer, shape in shapes.items()}
+    return x, grads
+
+
+def scratchnst_step(network, x, grads):
+    """One step in scratchnst: forward to the deepest layer of `grads`, backward to the pixels -> dx."""
+    network.forward(x, list(grads))
+    return network.backward(grads)
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def torch_available():
+    """True if PyTorch can be imported."""
+    try:
+        _torch()
+    except ImportError:
+        return False
+    return True
+
+
+def to_nchw(a):
+    """(N, H, W, C) NumPy array -> (N, C, H, W) contiguous torch tensor (a copy, writable)."""
+    return _torch().from_numpy(np.array(a.transpose(0, 3, 1, 2), order="C"))
+
+
+class TorchNetwork:
+    """The same network in PyTorch (NCHW, OIHW), built from a scratchnst Network's arrays.
+
+    Padding follows the same Keras rules (layers.conv_output_size): symmetric padding goes to
+    conv2d's `padding=`, an asymmetric one ('same' with an odd total) to an explicit F.pad.
+    """
+
+    def __init__(self, network):
+        torch = _torch()
+        self.torch = torch
+        self.F = torch.nn.functional
+        self.arch = network.arch
+        self.pooling = network.pooling
+        self.params = {
+            layer: (torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))),  # (C_out, C_in, KH, KW)
+                    torch.from_numpy(np.array(bias)))
+            for layer, (kernel, bias) in network.params.items()
+        }
+
+    def _pads(self, a, size, stride, padding):
+        """(left, right, top, bottom) Keras padding of a (N, C, H, W) tensor."""
+        _, top, bottom = layers.conv_output_size(a.shape[2], size, stride, padding)
+        _, left, right = layers.conv_output_size(a.shape[3], size, stride, padding)
+        return left, right, top, bottom
+
+    def conv_relu(self, layer, spec, a):
+        """ReLU(conv2d(a)) of one conv step, a (N, C_in, H, W)."""
+        kernel, bias = self.params[layer]
+        left, right, top, bottom = self._pads(a, spec.size, spec.stride, spec.padding)
+        if (left, top) == (right, bottom):
+            z = self.F.conv2d(a, kernel, bias, stride=spec.stride, padding=(top, left))
+        else:
+            z = self.F.conv2d(self.F.pad(a, (left, right, top, bottom)), kernel, bias, stride=spec.stride)
+        return self.F.relu(z, inplace=True)
+
+    def _pool(self, spec, a):
+        pads = self._pads(a, spec.size, spec.stride, spec.padding)
+        if self.pooling == "max":
+            if any(pads):
+                a = self.F.pad(a, pads, value=-float("inf"))
+            return self.F.max_pool2d(a, spec.size, spec.stride)
+        if any(pads):
+            raise ValueError("the bench's PyTorch network averages over 'valid' windows only")
+        return self.F.avg_pool2d(a, spec.size, spec.stride)
+
+    def forward(self, x, names):
+        """{name: activation (N, C, H, W)} for layer names as the weights file has them."""
+        deepest = max(self.arch.index[name] for name in names)
+        acts = {"input": x}
+        for step in self.arch.steps[:deepest + 1]:
+            inputs = [acts[name] for name in step.inputs]
+            if step.op == "conv":
+                acts[step.name] = self.conv_relu(step.name, step.spec, inputs[0])
+            elif step.op == "pool":
+                acts[step.name] = self._pool(step.spec, inputs[0])
+            else:
+                acts[step.name] = self.torch.cat(inputs, dim=1)
+        return {name: acts[name] for name in names}
+
+    def step(self, x, grads):
+        """One step: dJ/dx (N, 3, H, W) for x (N, 3, H, W) and {layer name: dJ/da (N, C, H, W)}."""
+        x = x.detach().requires_grad_()
+        names = list(grads)
+        acts = self.forward(x, names)
+        (dx,) = self.torch.autograd.grad([acts[name] for name in names], [x], [grads[name] for name in names])
+        return dx
+
+
+# ------------------------------------------------------------------------------ measuring
+def time_interleaved(functions, repeats, warmup):
+    """Run functions in turn, warm-up rounds first, and collect what each returns per timed round.
+
+    Args:
+        functions: {name: f}; f() runs the work once and returns a tuple of seconds it measured
+            itself (e.g. (forward, backward)).
+        repeats: timed rounds; warmup: untimed rounds before them.
+
+    Returns:
+        {name: [tuple of seconds per timed round]}. One round calls every function once, in the
+        order given, each after a pause of SWITCH_PAUSE, so that a change of load on the machine
+        falls on all of them alike.
+    """
+    results = {name: [] for name in functions}
+    for round_ in range(warmup + repeats):
+        for name, f in functions.items():
+            time.sleep(SWITCH_PAUSE)
+            seconds = f()
+            if round_ >= warmup:
+                results[name].append(seconds)
+    return results
+
+
+def time_block(f, repeats, warmup):
+    """Run f warmup + repeats times in a row after a pause of SWITCH_PAUSE; [what f returned when timed]."""
+    time.sleep(SWITCH_PAUSE)
+    return [f() for _ in range(warmup + repeats)][warmup:]
+
+
+def _timed(f):
+    """f() -> (seconds it took,)."""
+    def run():
+        start = time.perf_counter()
+        f()
+        return (time.perf_counter() - start,)
+
+    return run
+
+
+def _median(rounds, index=0):
+    return float(np.median([r[index] for r in rounds]))
+
+
+def conv_inputs(network, x):
+    """[(step, input activation (N, H, W, C_in))] of every conv step of a bench step, in order."""
+    arch = network.arch
+    deepest = max(arch.index[arch.resolve(layer)] for layer in BENCH_LAYERS[network.name])
+    acts = {"input": x, **network.forward(x, list(network.layer_names[:deepest + 1]))}
+    return [(step, acts[step.inputs[0]]) for step in network.arch.steps
+            if step.op == "conv" and step.name in acts]
+
+
+def conv_breakdown(network, x, repeats, warmup, torch_network=None, seed=0):
+    """Forward and backward time of each convolution + ReLU alone, in scratchnst and PyTorch.
+
+    Args:
+        network: the scratchnst Network; x: its input (1, H, W, 3).
+        repeats, warmup: as time_interleaved.
+        torch_network: a TorchNetwork of the same network, or None for scratchnst alone.
+        seed: of the upstream gradients.
+
+    Returns:
+        list of dicts, one per conv layer in forward order: layer, input (H, W, C_in),
+        kernel (KH, KW, C_in, C_out), stride, and medians in seconds: scratchnst_forward,
+        scratchnst_backward, pytorch_forward, pytorch_backward (None without PyTorch).
+        Forward = conv2d_forward + relu_forward; backward = relu_backward + conv2d_backward
+        without weight gradients (the input gradient only, as in a step). A layer takes well
+        under a second: its repeats run in a row, scratchnst's then PyTorch's (time_block), which
+        needs two pauses per layer where interleaving would need two per repeat.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for step, a in conv_inputs(network, x):
+        kernel, bias = network.params[step.name]
+        spec = step.spec
+        N, H, W, _ = a.shape
+        H_out = layers.conv_output_size(H, spec.size, spec.stride, spec.padding)[0]
+        W_out = layers.conv_output_size(W, spec.size, spec.stride, spec.padding)[0]
+        g = rng.standard_normal((N, H_out, W_out, kernel.shape[3])).astype(a.dtype)  # dJ/d(ReLU output)
+
+        def ours(a=a, kernel=kernel, bias=bias, spec=spec, g=g):
+            start = time.perf_counter()
+            z, conv_cache = layers.conv2d_forward(a, kernel, bias, spec.stride, spec.padding)
+            _, relu_cache = layers.relu_forward(z)
+            middle = time.perf_counter()
+            dz = layers.relu_backward(g, relu_cache)
+            layers.conv2d_backward(dz, conv_cache, weight_grads=False)
+            return middle - start, time.perf_counter() - middle
+
+        timed = {"scratchnst": time_block(ours, repeats, warmup)}
+        if torch_network is not None:
+            a_t, g_t = to_nchw(a), to_nchw(g)
+
+            def theirs(a_t=a_t, g_t=g_t, layer=step.name, spec=spec):
+                torch = torch_network.torch
+                start = time.perf_counter()
+                leaf = a_t.detach().requires_grad_()
+                out = torch_network.conv_relu(layer, spec, leaf)
+                middle = time.perf_counter()
+                torch.autograd.grad([out], [leaf], [g_t])
+                return middle - start, time.perf_counter() - middle
+
+            timed["pytorch"] = time_block(theirs, repeats, warmup)
+        row = {"layer": step.name, "input": list(a.shape[1:]), "kernel": list(kernel.shape),
+               "stride": spec.stride,
+               "scratchnst_forward": _median(timed["scratchnst"], 0),
+               "scratchnst_backward": _median(timed["scratchnst"], 1),
+               "pytorch_forward": None, "pytorch_backward": None}
+        if "pytorch" in timed:
+            row["pytorch_forward"] = _median(timed["pytorch"], 0)
+            row["pytorch_backward"] = _median(timed["pytorch"], 1)
+        rows.append(row)
+    return rows
+
+
+def peak_rss_of(f):
+    """Peak resident memory while f() runs, in bytes above the resident memory just before it.
+
+    Linux keeps each process's high-water mark of resident memory (VmHWM in /proc/self/status);
+    writing "5" to /proc/self/clear_refs resets it to the current resident size. So: release the
+    heap's free memory (release_free_memory), reset, run, read. Everything the process touches
+    counts (NumPy's arrays, BLAS buffers, PyTorch's allocator and its libraries' scratch space
+    alike; tracemalloc would see NumPy's arrays only).
+
+    Returns:
+        bytes, or None where /proc does not offer this (not Linux).
+    """
+    release_free_memory()
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        before = _proc_status_kib("VmRSS")
+    except OSError:
+        f()
+        return None
+    f()
+    return (_proc_status_kib("VmHWM") - before) * 1024
+
+
+def release_free_memory():
+    """Collect garbage and hand the C heap's free memory back to the system (glibc's malloc_trim).
+
+    Memory that malloc keeps after a free still counts as resident; a later allocation reuses it
+    without the resident size growing, so a peak measured from a baseline that holds it would come
+    out too low. Elsewhere than glibc only the garbage collection happens.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _proc_status_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def blas_info():
+    """What NumPy multiplies matrices with: {"name", "version", "threads", "architecture"} as known.
+
+    threadpoolctl, if installed, reports the library actually loaded and its thread count; else
+    NumPy's build configuration names the library and the thread count is unknown.
+    """
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        pass
+    else:
+        numpy_dir = str(Path(np.__file__).resolve().parent.parent)
+        for pool in threadpool_info():
+            if pool.get("user_api") == "blas" and pool.get("filepath", "").startswith(numpy_dir):
+                return {"name": pool.get("internal_api"), "version": pool.get("version"),
+                        "threads": pool.get("num_threads"), "architecture": pool.get("architecture")}
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return {"name": blas.get("name"), "version": blas.get("version"), "threads": None, "architecture": None}
+    except Exception:  # older NumPy: no mode="dicts"; the library stays unnamed
+        return {"name": None, "version": None, "threads": None, "architecture": None}
+
+
+# ---------------------------------------------------------------------- worker processes
+def measure_time(model, size, repeats=5, warmup=1, threads=None, use_torch=True, pretrained=False, seed=0,
+                 convs=True):
+    """Time steps of scratchnst and PyTorch in this process; see the module docstring.
+
+    Args:
+        model: "vgg19" or "squeezenet"; size: the image is size x size pixels.
+        repeats, warmup: timed and untimed rounds (time_interleaved).
+        threads: torch.set_num_threads(threads) if given (NumPy's are set by the environment).
+        use_torch: False to time scratchnst alone; PyTorch is also left out if it cannot be imported.
+        pretrained: the real weights instead of random ones.
+        seed: of the weights, the input and the gradients.
+        convs: also time each convolution alone (conv_breakdown).
+
+    Returns:
+        dict: model, size, layers, scratchnst_seconds [per round], pytorch_seconds [per round] or
+        None, pytorch ("used", "not installed" or "not asked"), dx_difference
+        (||dx_ours - dx_torch|| / ||dx_torch||) or None, convs [rows of conv_breakdown] or None,
+        blas (blas_info()), torch_version, torch_threads.
+    """
+    network = make_network(model, seed, pretrained)
+    x, grads = make_inputs(network, size, seed)
+    functions = {"scratchnst": _timed(lambda: scratchnst_step(network, x, grads))}
+    torch_network, pytorch = None, "not asked"
+    result = {"model": model, "size": size, "layers": list(BENCH_LAYERS[model]),
+              "torch_version": None, "torch_threads": None, "dx_difference": None}
+    if use_torch:
+        pytorch = "used" if torch_available() else "not installed"
+    if pytorch == "used":
+        torch = _torch()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        torch_network = TorchNetwork(network)
+        x_t = to_nchw(x)
+        grads_t = {network.arch.resolve(layer): to_nchw(g) for layer, g in grads.items()}
+        functions["pytorch"] = _timed(lambda: torch_network.step(x_t, grads_t))
+        ours = scratchnst_step(network, x, grads)
+        theirs = torch_network.step(x_t, grads_t).numpy().transpose(0, 2, 3, 1)
+        result.update(torch_version=torch.__version__, torch_threads=torch.get_num_threads(),
+                      dx_difference=float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs)))
+    timed = time_interleaved(functions, repeats, warmup)
+    result.update(
+        pytorch=pytorch,
+        scratchnst_seconds=[r[0] for r in timed["scratchnst"]],
+        pytorch_seconds=[r[0] for r in timed["pytorch"]] if "pytorch" in timed else None,
+        convs=conv_breakdown(network, x, repeats, warmup, torch_network, seed) if convs else None,
+        blas=blas_info(),
+    )
+    return result
+
+
+def measure_memory(model, size, library, threads=None, pretrained=False, seed=0):
+    """Peak memory of one step of `library` ("scratchnst" or "pytorch"), in this process.
+
+    The libraries are warmed up first by a step on a small image (their thread pools, buffers and
+    kernels are set up once per process, and a user pays for that once per run), then the memory
+    of one step at `size` is measured by peak_rss_of, with the network, the input and the
+    gradients already in memory.
+
+    Returns:
+        {"library", "model", "size", "peak_bytes": int or None (not Linux)}.
+    """
+    network = make_network(model, seed, pretrained)
+    small = max(64, network.min_input_size_for(BENCH_LAYERS[model]))
+    x_small, grads_small = make_inputs(network, small, seed)
+    x, grads = make_inputs(network, size, seed)
+    if library == "scratchnst":
+        scratchnst_step(network, x_small, grads_small)  # also drops the caches make_inputs left
+        step = lambda: scratchnst_step(network, x, grads)  # noqa: E731
+    else:
+        torch = _torch()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        torch_network = TorchNetwork(network)
+        resolve = network.arch.resolve
+        torch_network.step(to_nchw(x_small), {resolve(k): to_nchw(g) for k, g in grads_small.items()})
+        scratchnst_step(network, x_small, grads_small)  # drop the large caches make_inputs left
+        x_t, grads_t = to_nchw(x), {resolve(k): to_nchw(g) for k, g in grads.items()}
+        step = lambda: torch_network.step(x_t, grads_t)  # noqa: E731
+    return {"library": library, "model": model, "size": size, "peak_bytes": peak_rss_of(step)}
+
+
+def _worker_main(argv=None):
+    """`python -m scratchnst.bench --worker JSON`: run one measurement, print its result as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m scratchnst.bench")
+    parser.add_argument("--worker", required=True, metavar="JSON", help="the task, as run_worker sends it")
+    task = json.loads(parser.parse_args(argv).worker)
+    kind = task.pop("task")
+    try:
+        result = measure_time(**task) if kind == "time" else measure_memory(**task)
+    except UserError as error:
+        result = {"error": str(error)}
+    print(json.dumps(result))
+    return 0
+
+
+def run_worker(task, threads):
+    """Run one task in a fresh Python process with `threads` threads for BLAS and OpenMP.
+
+    Args:
+        task: {"task": "time" or "memory", **keyword arguments of measure_time / measure_memory}.
+        threads: set in THREAD_VARIABLES before NumPy and PyTorch load.
+
+    Returns:
+        the worker's result dict.
+
+    Raises:
+        UserError: what the worker could not do for a reason the user can fix (a missing file).
+        RuntimeError: the worker crashed (a bug), with its error output.
+    """
+    env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
+    package_root = str(Path(__file__).resolve().parent.parent)  # import this very scratchnst
+    env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in [env.get("PYTHONPATH")] if p])
+    done = subprocess.run([sys.executable, "-m", "scratchnst.bench", "--worker", json.dumps(task)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"bench worker for {task} failed (exit status {done.returncode}):\n{done.stderr}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise UserError(result["error"])
+    return result
+
+
+# ------------------------------------------------------------------------------ the command
+def default_threads():
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load_average():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads=None, use_torch=True,
+                   pretrained=False, seed=0, convs=True, memory=True, progress=None):
+    """Measure every (model, size), each in worker processes; returns the report (a JSON-able dict).
+
+    Args:
+        models, sizes: what to measure (sizes in pixels, the side of a square image).
+        repeats, warmup, seed, pretrained: as measure_time.
+        threads: for both libraries; None means every CPU this process may use.
+        use_torch: False to measure scratchnst alone.
+        convs: time each convolution too; memory: measure peak memory too.
+        progress: a stream for one line per measurement as it starts, or None.
+
+    Returns:
+        {"machine": {...}, "settings": {...}, "results": [one dict per (model, size): measure_time's
+        result plus scratchnst_median, pytorch_median, ratio (scratchnst / PyTorch), memory
+        {"scratchnst_bytes", "pytorch_bytes", "ratio"}, load_before, load_after]}.
+
+    Raises:
+        UserError: an unknown model, a size below what the model's layers need, a count below 1.
+    """
+    threads = default_threads() if threads is None else threads
+    for name, value, least in (("repeats", repeats, 1), ("warmup", warmup, 0), ("threads", threads, 1)):
+        if value < least:
+            raise UserError(f"--{name} must be at least {least}, got {value}")
+    for model in models:
+        if model not in BENCH_LAYERS:
+            raise UserError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
+        arch = networks.ARCHITECTURES[model]
+        smallest = max(arch.min_input_sizes[arch.resolve(layer)] for layer in BENCH_LAYERS[model])
+        for size in sizes:
+            if size < smallest:
+                raise UserError(f"size {size} is too small for {model} up to {BENCH_LAYERS[model][-1]}: "
+                                f"use --sizes of at least {smallest}")
+
+    def say(text):
+        if progress is not None:
+            print(text, file=progress, flush=True)
+
+    results, info = [], {}
+    for model in models:
+        for size in sizes:
+            say(f"bench: {model} at {size}x{size}: timing steps{' and convolutions' if convs else ''}...")
+            load_before = _load_average()
+            result = run_worker({"task": "time", "model": model, "size": size, "repeats": repeats,
+                                 "warmup": warmup, "threads": threads, "use_torch": use_torch,
+                                 "pretrained": pretrained, "seed": seed, "convs": convs}, threads)
+            # the libraries are the same in every worker: keep what the first one reports
+            found = {key: result.pop(key) for key in ("blas", "torch_version", "torch_threads")}
+            info = info or found
+            result["scratchnst_median"] = float(np.median(result["scratchnst_seconds"]))
+            result["pytorch_median"] = (float(np.median(result["pytorch_seconds"]))
+                                        if result["pytorch_seconds"] else None)
+            result["ratio"] = (result["scratchnst_median"] / result["pytorch_median"]
+                               if result["pytorch_median"] else None)
+            result["memory"] = None
+            if memory:
+                libraries = ["scratchnst"] + (["pytorch"] if result["pytorch"] == "used" else [])
+                peaks = {}
+                for library in libraries:
+                    say(f"bench: {model} at {size}x{size}: peak memory of {library}...")
+                    peaks[library] = run_worker({"task": "memory", "model": model, "size": size,
+                                                 "library": library, "threads": threads,
+                                                 "pretrained": pretrained, "seed": seed}, threads)["peak_bytes"]
+                ours, theirs = peaks.get("scratchnst"), peaks.get("pytorch")
+                result["memory"] = {"scratchnst_bytes": ours, "pytorch_bytes": theirs,
+                                    "ratio": ours / theirs if ours is not None and theirs else None}
+            result["load_before"], result["load_after"] = load_before, _load_average()
+            results.append(result)
+    machine = {"cpu": _cpu_name(), "cpus": os.cpu_count(), "system": f"{platform.system()} {platform.machine()}",
+               "python": platform.python_version(), "numpy": np.__version__, **info,
+               "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
+    settings = {"threads": threads, "repeats": repeats, "warmup": warmup, "weights": "pretrained" if pretrained
+                else f"random (He-normal, seed {seed})", "pause_seconds": SWITCH_PAUSE,
+                "memory_method": "peak resident memory (Linux VmHWM) of one step above the resident memory "
+                                 "before it, each library in a fresh process after a warm-up step on a small image"}
+    return {"machine": machine, "settings": settings, "results": results}
+
+
+# ------------------------------------------------------------------------------ the table
+def _table(header, rows, right=()):
+    """Lines of a plain-text table; columns whose index is in `right` are right-aligned."""
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+
+    def line(row):
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        return "  ".join(cells).rstrip()
+
+    return [line(header), "  ".join("-" * w for w in widths)] + [line(row) for row in rows]
+
+
+def _fmt(value, spec, missing="-"):
+    return missing if value is None else format(value, spec)
+
+
+def _mb(nbytes):
+    return None if nbytes is None else nbytes / 2**20
+
+
+def format_report(report):
+    """The report of run_benchmarks as text: the steps table, then each network's convolutions."""
+    machine, settings = report["machine"], report["settings"]
+    blas = machine.get("blas") or {}
+    blas_text = " ".join(str(v) for v in (blas.get("name"), blas.get("version")) if v) or "BLAS unknown"
+    if blas.get("architecture"):
+        blas_text += f", {blas['architecture']} kernels"
+    torch_text = f"PyTorch {machine['torch_version']}" if machine.get("torch_version") else "PyTorch not used"
+    out = [
+        "One style-transfer step: forward to the deepest layer, backward to the pixels, no weight gradients.",
+        f"machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['system']}; Python {machine['python']}, "
+        f"NumPy {machine['numpy']} ({blas_text}), {torch_text}",
+        f"settings: {settings['threads']} threads each, {settings['weights']} weights, median of "
+        f"{settings['repeats']} after {settings['warmup']} warm-up, the libraries interleaved",
+    ]
+    if machine.get("openblas_coretype"):
+        out.append(f"note: OPENBLAS_CORETYPE={machine['openblas_coretype']} is set; it may slow NumPy down")
+    rows = []
+    for r in report["results"]:
+        memory = r["memory"] or {}
+        torch_missing = r["pytorch"] if r["pytorch"] != "used" else "-"
+        rows.append([
+            r["model"], f"{r['size']}x{r['size']}", f"{r['scratchnst_median']:.3f}",
+            _fmt(r["pytorch_median"], ".3f", torch_missing), _fmt(r["ratio"], ".2f"),
+            _fmt(_mb(memory.get("scratchnst_bytes")), ".0f"), _fmt(_mb(memory.get("pytorch_bytes")), ".0f"),
+            _fmt(memory.get("ratio"), ".2f"), _fmt(r["dx_difference"], ".1e"),
+            f"{_fmt(r['load_before'], '.1f')} -> {_fmt(r['load_after'], '.1f')}",
+        ])
+    out += [""] + _table(["network", "image", "scratchnst s", "PyTorch s", "time ratio", "scratchnst MB",
+                          "PyTorch MB", "memory ratio", "dx differs by", "load"], rows, right=range(2, 9))
+    out += ["",
+            "s: median seconds of a step. ratio: scratchnst / PyTorch. MB: peak resident memory of one step",
+            "above the memory before it, each library in a fresh process after a warm-up step on a small image.",
+            "dx differs by: ||dx_scratchnst - dx_PyTorch|| / ||dx_PyTorch|| (float32; a max pool may send a",
+            "gradient to another cell where two inputs tie to round-off). load: the machine's load average."]
+    for r in report["results"]:
+        if not r["convs"]:
+            continue
+        rows, sums, have_torch = [], np.zeros(4), r["pytorch"] == "used"
+        for c in r["convs"]:
+            times = [c["scratchnst_forward"], c["scratchnst_backward"], c["pytorch_forward"], c["pytorch_backward"]]
+            sums += [t or 0.0 for t in times]
+            rows.append([c["layer"], "x".join(map(str, c["input"])), "x".join(map(str, c["kernel"])) +
+                         (f" s{c['stride']}" if c["stride"] != 1 else "")] +
+                        [_fmt(None if t is None else t * 1e3, ".1f") for t in times] +
+                        [_fmt((times[0] + times[1]) / (times[2] + times[3]) if have_torch else None, ".2f")])
+        rows.append(["all convolutions", "", ""] + [f"{s * 1e3:.0f}" if (i < 2 or have_torch) else "-"
+                                                    for i, s in enumerate(sums)] +
+                    [_fmt((sums[0] + sums[1]) / (sums[2] + sums[3]) if have_torch else None, ".2f")])
+        out += ["", f"{r['model']} at {r['size']}x{r['size']}: each convolution + ReLU alone, ms (median; "
+                    "bwd = the input gradient)"]
+        out += _table(["layer", "input", "kernel", "scratchnst fwd", "bwd", "PyTorch fwd", "bwd", "ratio"],
+                      rows, right=range(3, 8))
+    return "\n".join(out)
+
+
+def run_bench(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads=None, use_torch=True,
+              pretrained=False, seed=0, convs=True, memory=True, as_json=False, stream=None, progress=None):
+    """`scratchnst bench`: measure, then print the table (or JSON) to stream; returns the exit status 0."""
+    stream = stream or sys.stdout
+    report = run_benchmarks(models, sizes, repeats, warmup, threads, use_torch, pretrained, seed, convs, memory,
+                            progress=progress if progress is not None else sys.stderr)
+    print(json.dumps(report, indent=2) if as_json else format_report(report), file=stream)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main())

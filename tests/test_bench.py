@@ -1,0 +1,180 @@
+"""`scratchnst bench`: the same step in both libraries, the report's structure, and life without torch.
+
+Tiny images and one repeat: these tests check what the bench computes and prints, never how fast
+anything is (timings on a shared CI machine mean nothing).
+"""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from scratchnst import bench, cli, networks
+from scratchnst.errors import UserError
+
+SMALL = {"vgg19": 32, "squeezenet": 32}  # near the smallest images the bench layers accept (16, 31)
+CONVS_UP_TO_DEEPEST = {"vgg19": 13, "squeezenet": 1 + 8 * 3}  # block1_conv1..block5_conv1; conv1, fire2..fire9
+
+
+@pytest.fixture(autouse=True)
+def no_pauses(monkeypatch):
+    monkeypatch.setattr(bench, "SWITCH_PAUSE", 0.0)
+
+
+@pytest.fixture
+def hide_torch(monkeypatch):
+    """Make `import torch` fail in this process, as if torch were not installed."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+
+
+def in_process_worker(task, threads):
+    """bench.run_worker without the subprocess, for fast tests of everything around it."""
+    task = dict(task)
+    kind = task.pop("task")
+    return bench.measure_time(**task) if kind == "time" else bench.measure_memory(**task)
+
+
+# --------------------------------------------------------------------------- the step itself
+def test_random_params_have_the_network_shapes_and_he_scale():
+    params = bench.random_params("vgg19", seed=3)
+    shapes = networks.ARCHITECTURES["vgg19"].weight_shapes
+    assert list(params) == list(shapes)
+    for layer, (kernel, bias) in params.items():
+        assert (kernel.shape, bias.shape) == shapes[layer]
+        assert kernel.dtype == bias.dtype == np.float32
+        KH, KW, C_in, _ = kernel.shape
+        assert kernel.std() == pytest.approx(np.sqrt(2 / (KH * KW * C_in)), rel=0.1)
+        assert not bias.any()
+
+
+@pytest.mark.parametrize("model", ["vgg19", "squeezenet"])
+def test_torch_network_computes_the_same_step(model, torch):
+    network = bench.make_network(model, seed=1)
+    x, grads = bench.make_inputs(network, SMALL[model] + 5, seed=1)  # odd sizes: floors of the pools
+    ours = bench.scratchnst_step(network, x, grads)
+    torch_network = bench.TorchNetwork(network)
+    resolve = network.arch.resolve
+    theirs = torch_network.step(bench.to_nchw(x), {resolve(k): bench.to_nchw(g) for k, g in grads.items()})
+    theirs = theirs.numpy().transpose(0, 2, 3, 1)
+    assert ours.shape == theirs.shape == x.shape
+    assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) < 1e-4  # float32, 13+ layers deep
+
+
+def test_time_interleaved_alternates_and_drops_the_warmup():
+    calls = []
+
+    def recorder(name):
+        def f():
+            calls.append(name)
+            return (len(calls),)
+        return f
+
+    results = bench.time_interleaved({"a": recorder("a"), "b": recorder("b")}, repeats=2, warmup=1)
+    assert calls == ["a", "b"] * 3
+    assert results == {"a": [(3,), (5,)], "b": [(4,), (6,)]}
+
+
+def test_peak_rss_sees_an_allocation():
+    size = 64 * 2**20
+    peak = bench.peak_rss_of(lambda: np.ones(size // 8).sum())
+    if peak is None:
+        pytest.skip("peak resident memory is measured on Linux only")
+    assert size * 0.9 < peak < size * 4
+
+
+# ----------------------------------------------------------------------------- measurements
+@pytest.mark.parametrize("model", ["vgg19", "squeezenet"])
+def test_measure_time_reports_both_libraries(model, torch):
+    result = bench.measure_time(model, SMALL[model], repeats=1, warmup=0, threads=1)
+    assert result["pytorch"] == "used" and result["torch_threads"] == 1
+    assert len(result["scratchnst_seconds"]) == len(result["pytorch_seconds"]) == 1
+    assert all(t > 0 for t in result["scratchnst_seconds"] + result["pytorch_seconds"])
+    assert result["dx_difference"] < 1e-4
+    assert len(result["convs"]) == CONVS_UP_TO_DEEPEST[model]
+    assert result["convs"][0]["layer"] == ("block1_conv1" if model == "vgg19" else "conv1")
+    for row in result["convs"]:
+        assert all(row[key] > 0 for key in ("scratchnst_forward", "scratchnst_backward",
+                                             "pytorch_forward", "pytorch_backward"))
+    json.dumps(result)  # what the worker sends must be JSON
+
+
+def test_measure_time_without_torch(hide_torch):
+    result = bench.measure_time("squeezenet", SMALL["squeezenet"], repeats=1, warmup=0)
+    assert result["pytorch"] == "not installed"
+    assert result["pytorch_seconds"] is None and result["dx_difference"] is None
+    assert len(result["scratchnst_seconds"]) == 1
+    assert all(row["pytorch_forward"] is None and row["scratchnst_forward"] > 0 for row in result["convs"])
+
+
+@pytest.mark.parametrize("library", ["scratchnst", "pytorch"])
+def test_measure_memory(library, torch):
+    result = bench.measure_memory("squeezenet", 96, library)
+    assert result["library"] == library
+    if result["peak_bytes"] is not None:  # Linux
+        # at least conv1's output (47 x 47 x 64 float32) must have been alive
+        assert result["peak_bytes"] > 47 * 47 * 64 * 4
+
+
+# ---------------------------------------------------------------------------- report and CLI
+def test_report_table_and_json(monkeypatch, torch):
+    monkeypatch.setattr(bench, "run_worker", in_process_worker)
+    report = bench.run_benchmarks(models=["vgg19", "squeezenet"], sizes=[32], repeats=1, warmup=0, threads=1)
+    assert [(r["model"], r["size"]) for r in report["results"]] == [("vgg19", 32), ("squeezenet", 32)]
+    for r in report["results"]:
+        assert r["ratio"] == pytest.approx(r["scratchnst_median"] / r["pytorch_median"])
+        assert set(r["memory"]) == {"scratchnst_bytes", "pytorch_bytes", "ratio"}
+    assert report["settings"]["threads"] == 1 and report["machine"]["blas"] is not None
+    assert json.loads(json.dumps(report)) == report
+
+    text = bench.format_report(report)
+    assert "time ratio" in text and "memory ratio" in text
+    for model in ("vgg19", "squeezenet"):
+        assert f"{model} at 32x32: each convolution" in text
+    assert "block5_conv1" in text and "fire9/expand3x3" in text and "all convolutions" in text
+    assert "not installed" not in text
+
+
+def test_report_without_torch_says_so(monkeypatch, hide_torch):
+    monkeypatch.setattr(bench, "run_worker", in_process_worker)
+    report = bench.run_benchmarks(models=["squeezenet"], sizes=[32], repeats=1, warmup=0, threads=1)
+    (result,) = report["results"]
+    assert result["pytorch"] == "not installed" and result["ratio"] is None
+    assert result["memory"]["pytorch_bytes"] is None and result["memory"]["ratio"] is None
+    text = bench.format_report(report)
+    assert "not installed" in text and "PyTorch not used" in text
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"sizes": [16]}, "too small"),
+    ({"models": ["resnet"]}, "unknown model"),
+    ({"repeats": 0}, "--repeats"),
+    ({"threads": 0}, "--threads"),
+])
+def test_bad_settings_are_user_errors(kwargs, message):
+    settings = {"models": ["squeezenet"], "sizes": [32], **kwargs}
+    with pytest.raises(UserError, match=message):
+        bench.run_benchmarks(**settings)
+
+
+def test_cli_defaults():
+    args = cli.build_parser().parse_args(["bench"])
+    assert (args.models, args.sizes, args.repeats, args.warmup) == (["vgg19", "squeezenet"], [256, 512], 5, 1)
+    assert not (args.json or args.no_torch or args.pretrained)
+
+
+def test_command_end_to_end_in_workers_without_torch(tmp_path, monkeypatch, capsys):
+    """The real thing: worker processes, JSON out; torch made unimportable in the workers."""
+    shim = tmp_path / "shim"
+    (shim / "torch").mkdir(parents=True)
+    (shim / "torch" / "__init__.py").write_text("raise ImportError('torch hidden by the test')\n")
+    monkeypatch.setenv("PYTHONPATH", str(shim))
+    status = cli.main(["bench", "--models", "squeezenet", "--sizes", "32", "--repeats", "1", "--warmup", "0",
+                       "--threads", "1", "--no-convs", "--json"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    (result,) = report["results"]
+    assert result["pytorch"] == "not installed" and result["convs"] is None
+    assert report["machine"]["blas"]["threads"] in (None, 1)  # the worker ran with the threads asked
+    if result["memory"]["scratchnst_bytes"] is not None:
+        assert result["memory"]["scratchnst_bytes"] > 0
