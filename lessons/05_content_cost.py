@@ -147,17 +147,8 @@ labels = ["content", "start: grey + noise"]
 labels += [f"{depth}: {layer}" for depth, layer in zip(("shallow", "middle", "deep"), depths)]
 _lesson.save(args, "05_content_layers.png", _lesson.montage([photo, start] + pictures, labels, cols=5))
 
-plt = _lesson.pyplot("the plot of the content cost against the iteration")
-if plt is not None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, history in histories.items():
-        ax.semilogy(np.array(history) / history[0], label=label)
-    ax.set_xlabel("L-BFGS iteration")
-    ax.set_ylabel("J_content / J_content at the start")
-    ax.set_title("Content cost alone, from noise")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    _lesson.save_plot(args, "05_content_costs.png", fig)
+_lesson.plot_relative_costs(args, "05_content_costs.png", histories, "J_content / J_content at the start",
+                            "Content cost alone, from noise")
 
 # %% [markdown]
 # ## Summary

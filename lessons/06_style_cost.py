@@ -218,17 +218,8 @@ for label, chosen in ((f"shallow: {', '.join(n for n, _ in shallow)}", shallow),
 _lesson.save(args, "06_texture.png", _lesson.montage(
     [style, start] + results, ["style", "start: grey + noise"] + list(histories), cols=4))
 
-plt = _lesson.pyplot("the plot of the style cost against the iteration")
-if plt is not None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, history in histories.items():
-        ax.semilogy(np.array(history) / history[0], label=label)
-    ax.set_xlabel("L-BFGS iteration")
-    ax.set_ylabel("J_style / J_style at the start")
-    ax.set_title("Texture synthesis: style cost alone, from noise")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    _lesson.save_plot(args, "06_style_costs.png", fig)
+_lesson.plot_relative_costs(args, "06_style_costs.png", histories, "J_style / J_style at the start",
+                            "Texture synthesis: style cost alone, from noise")
 
 # %% [markdown]
 # ## Summary

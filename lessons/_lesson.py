@@ -280,6 +280,28 @@ def save_plot(args, name, fig):
     return path
 
 
+def plot_relative_costs(args, name, histories, ylabel, title):
+    """Plot each cost history divided by its first value, log scale, one line per label.
+
+    Args:
+        histories: {label: [cost per iteration]}.
+        name: the PNG file in args.out; ylabel, title: the axis label and the title.
+    Skipped, with a note, when matplotlib is not installed.
+    """
+    plt = pyplot(f"the plot of {ylabel} against the iteration")
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, history in histories.items():
+        ax.semilogy(np.array(history) / history[0], label=label)
+    ax.set_xlabel("L-BFGS iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return save_plot(args, name, fig)
+
+
 # ------------------------------------------------------------------------------------ PyTorch
 def torch_or_note(what="the comparison with PyTorch"):
     """The torch module, or None with a printed note that says what is skipped."""
