@@ -151,6 +151,22 @@ def adam_update(x, dx, m, v, t, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8):
     # END SOLUTION
 
 
+def _start(fun_and_grad, x0, bounds, callback):
+    """What both optimisers do first: the flat start point, projected into the box, evaluated once.
+
+    Returns:
+        (box, evaluate, x, f, g, aux); the callback has been told about iteration 0.
+    """
+    x0 = _as_flat_float(x0)
+    box = _box(bounds, x0)
+    evaluate = _Counted(fun_and_grad, x0.size)
+    x = _project(x0.copy(), box)
+    f, g, aux = evaluate(x)
+    if callback is not None:
+        callback(Iterate(0, x, f, g, aux, evaluate.n_evals))
+    return box, evaluate, x, f, g, aux
+
+
 def adam(fun_and_grad, x0, iters=100, *, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8, bounds=None, callback=None):
     """Minimise with Adam, projecting onto the box after every step (as the course clips the image).
 
@@ -167,14 +183,8 @@ def adam(fun_and_grad, x0, iters=100, *, lr=0.01, beta1=0.9, beta2=0.999, epsilo
         OptimizeResult; iters steps use iters + 1 evaluations (the starting point's gradient
         drives the first step, the last point is evaluated so that its cost is known).
     """
-    x0 = _as_flat_float(x0)
-    box = _box(bounds, x0)
-    evaluate = _Counted(fun_and_grad, x0.size)
-    x = _project(x0.copy(), box)
-    f, g, aux = evaluate(x)
+    box, evaluate, x, f, g, aux = _start(fun_and_grad, x0, bounds, callback)
     history = [f]
-    if callback is not None:
-        callback(Iterate(0, x, f, g, aux, evaluate.n_evals))
     m = np.zeros_like(x)
     v = np.zeros_like(x)
     for t in range(1, iters + 1):
@@ -397,14 +407,8 @@ def lbfgs(
          is accounted for, not hidden); kept only if s.y > curvature_eps * y.y, else skipped, so
          H stays positive definite. The oldest pair is dropped beyond history_size.
     """
-    x0 = _as_flat_float(x0)
-    box = _box(bounds, x0)
-    evaluate = _Counted(fun_and_grad, x0.size)
-    x = _project(x0.copy(), box)
-    f, g, aux = evaluate(x)
+    box, evaluate, x, f, g, aux = _start(fun_and_grad, x0, bounds, callback)
     history = [f]
-    if callback is not None:
-        callback(Iterate(0, x, f, g, aux, evaluate.n_evals))
     pairs = deque(maxlen=history_size)
     skipped = 0
     message = f"done {iters} iterations"
