@@ -1,15 +1,40 @@
 """The `scratchnst` command: argument parsing only.
 
 Each subcommand has a `_add_<name>(subparsers)` function here that declares its flags and
-points `func` at the function in the package that does the work. `main` turns mistakes a
-user can make (UserError), Ctrl-C and broken pipes into one line and a non-zero exit status.
+points `func` at the function in the package that does the work. `main` turns everything that
+can go wrong into one line on stderr and an exit status:
+
+    2    wrong usage: a bad option, a value that does not parse, an unknown name (UsageError)
+    1    anything else: a missing or broken file, a folder that cannot be written (UserError),
+         out of memory, or a bug (which says so)
+    130  Ctrl-C
+--debug (anywhere on the command line) or SCRATCHNST_DEBUG=1 shows the traceback instead.
 """
 
 import argparse
+import os
 import sys
 
 from scratchnst import __version__
 from scratchnst.errors import UserError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, and which takes --debug at every level (the lessons use it too).
+
+    argparse's own errors print the whole usage block before the message; a student then has
+    to find the one line that matters. Subparsers are made with the parser's class, so every
+    subcommand gets both behaviours.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: a subcommand that was not given --debug must not reset the top level's.
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="show the full traceback of an error instead of one line")
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -226,6 +251,14 @@ def _add_stylize(sub):
                    help="save a numbered snapshot OUT_<iteration> every N iterations (0: never)")
     p.add_argument("--log", metavar="FILE", default=_Default("none"),
                    help="write the settings, the cost history and the time per iteration to this JSON file")
+    p.add_argument("--checkpoint", metavar="FILE", default=_Default("none"),
+                   help="save the whole state of the run to FILE (.npz) every --checkpoint-every iterations, "
+                   "at the end and on Ctrl-C, so that --resume can continue it")
+    p.add_argument("--checkpoint-every", metavar="N", type=int, default=10, help="iterations between checkpoints")
+    p.add_argument("--resume", metavar="FILE", default=_Default("none"),
+                   help="continue the run saved in this checkpoint: give the same images and settings "
+                   "(--iters may be raised); the same seed ends in the same image as an uninterrupted run, "
+                   "bit for bit. Checkpoints go on into FILE unless --checkpoint says otherwise")
 
     def run(args):
         import os
@@ -238,10 +271,12 @@ def _add_stylize(sub):
         # only because nothing has imported NumPy yet: BLAS reads these variables once.
         for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, "1")
-        from scratchnst.transfer import run_stylize
+        from scratchnst.stylize_command import run_stylize
 
         return run_stylize(
             args.content, args.styles, args.output, save_every=args.save_every, log=_given(args.log),
+            checkpoint_file=_given(args.checkpoint), checkpoint_every=args.checkpoint_every,
+            resume_file=_given(args.resume),
             model=args.model, weights=_given(args.weights),
             size=args.size, iters=args.iters, optimizer=args.optimizer, lr=_given(args.lr),
             alpha=_given(args.alpha), beta=_given(args.beta), tv_weight=_given(args.tv_weight),
@@ -353,7 +388,7 @@ _SUBCOMMANDS = [_add_gradcheck, _add_weights, _add_stylize, _add_exercises, _add
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="scratchnst",
         description="Neural Style Transfer from scratch in NumPy.",
         formatter_class=_Formatter,
@@ -367,18 +402,39 @@ def build_parser():
 
 
 def main(argv=None):
-    """Entry point of the `scratchnst` console script; returns the exit status."""
+    """Entry point of the `scratchnst` console script; returns the exit status (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("SCRATCHNST_DEBUG", "") not in ("", "0")
     try:
         status = args.func(args)
-    except UserError as error:
-        print(f"scratchnst: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        if debug:
+            raise
         print("scratchnst: interrupted (Ctrl-C); files already complete were kept, none was left half-written",
               file=sys.stderr)
         return 130
     except BrokenPipeError:
+        # The reader of our output went away (`scratchnst ... | head`): nothing to report, and
+        # stdout must not be flushed again at exit, which would raise once more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as error:
+        if debug:
+            raise
+        print(f"scratchnst: error: {describe_error(error)}", file=sys.stderr)
+        return getattr(error, "exit_status", 1)
     return int(status or 0)
+
+
+def describe_error(error):
+    """The one line a user sees for an exception: a UserError's own text, else what happened and what to do."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return "out of memory; use a smaller --size (or smaller images), or close other programs"
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    text = str(error).splitlines()[0] if str(error) else ""
+    return (f"internal error ({type(error).__name__}{': ' + text if text else ''}); this is a bug in scratchnst: "
+            "run the command again with --debug and report the traceback")

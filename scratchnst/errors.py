@@ -1,9 +1,22 @@
-"""The one exception type for mistakes a user can make (a missing file, a bad image...).
+"""The exceptions for mistakes a user can make, and the exit status each one ends in.
 
-The command line turns a UserError into one line on stderr and a non-zero exit status;
-everything else is a bug and keeps its traceback.
+The command line and the lessons turn these into one line on stderr and an exit status; anything
+else is a bug (shown as one line too, with --debug giving the traceback).
+
+    UserError    a problem with the world the command works on: a missing or broken file, a
+                 folder that cannot be written, a cost that overflowed. Exit status 1.
+    UsageError   the command itself is wrong: an unknown layer name, a number that does not
+                 parse, options that contradict each other. Exit status 2, as argparse uses.
 """
 
 
 class UserError(Exception):
-    """A problem the user can fix; str(error) is one line that says what to do."""
+    """A problem the user can fix; str(error) is one line that names the thing and says what to do."""
+
+    exit_status = 1
+
+
+class UsageError(UserError):
+    """The command line is wrong (a bad option value, an unknown name); exit status 2."""
+
+    exit_status = 2

@@ -15,6 +15,11 @@ built from the points actually evaluated, s = x_new - x (after projection) and y
 and a pair whose curvature s.y is not clearly positive is skipped, so the inverse-Hessian
 estimate stays positive definite.
 
+Resuming: every Iterate carries `state()`, the optimiser's complete state after that iteration
+(the point, its cost and gradient, Adam's running averages or L-BFGS's curvature pairs, the
+counters). Passed back as `resume=`, it continues the run to exactly the result, bit for bit,
+that the run would have reached without the interruption (style transfer's `--resume`).
+
 Conventions: every function returns fresh arrays and never writes into x0 or a gradient it was
 handed; arithmetic is done in x0's dtype (style transfer passes float64 so that the dot products
 of L-BFGS are accurate, and casts to float32 only inside its cost function).
@@ -22,7 +27,8 @@ of L-BFGS are accurate, and casts to float32 only inside its cost function).
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -38,6 +44,9 @@ class Iterate:
         g: (n,) the gradient at x.
         aux: the third value fun_and_grad returned at x, or None.
         n_evals: calls of fun_and_grad so far (L-BFGS's line search may use several per iteration).
+        state: None, or a function () -> dict: the optimiser's complete state after this iteration,
+            to save in a checkpoint and pass back as `resume=` (see `adam` and `lbfgs` for the keys).
+            Its arrays may be the optimiser's own (never written into later): copy or save them.
     """
 
     iteration: int
@@ -46,6 +55,7 @@ class Iterate:
     g: np.ndarray
     aux: Any
     n_evals: int
+    state: Optional[Callable[[], dict]] = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -118,6 +128,102 @@ def _as_flat_float(x0):
     return x0
 
 
+# ------------------------------------------------------------ the start, or a saved state
+# The keys of the state dicts that Iterate.state returns and `resume=` takes, per optimiser.
+_COMMON_KEYS = ("method", "n", "iteration", "x", "f", "g", "aux", "n_evals", "history")
+_STATE_KEYS = {
+    "adam": _COMMON_KEYS + ("m", "v", "lr", "beta1", "beta2", "epsilon"),
+    "lbfgs": _COMMON_KEYS + ("pair_s", "pair_y", "pair_rho", "history_size", "skipped", "f_previous"),
+}
+
+
+def _common_state(method, iteration, x, f, g, aux, n_evals, history):
+    """The part of a saved state both optimisers share (see `_adam_state`, `_lbfgs_state`)."""
+    # history only grows, one cost per iteration, so its first iteration + 1 costs are this
+    # iteration's even when state() is called later: no copy per iteration needed.
+    return {
+        "method": method, "n": int(x.size), "iteration": int(iteration), "x": x, "f": float(f), "g": g,
+        "aux": aux, "n_evals": int(n_evals), "history": [float(h) for h in history[: iteration + 1]],
+    }
+
+
+def _scalar(value):
+    """A number, string, bool or None of a saved state as Python's own (np.load gives 0-d arrays)."""
+    return value.item() if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0 else value
+
+
+def _saved_array(state, key, shape, dtype):
+    """A fresh writable copy of the array state[key] (np.load's may be read-only), checked first.
+
+    Raises ValueError unless it has this shape and dtype: a float32 gradient in a float64 run
+    would change every later step without any error.
+    """
+    array = np.asarray(state[key])
+    if array.shape != tuple(shape) or array.dtype != dtype:
+        needs = f"{np.dtype(dtype)} {tuple(shape)}"
+        raise ValueError(f"resume: the saved state's {key} is {array.dtype} {array.shape}, this run needs {needs}")
+    return array.copy()
+
+
+def _check_state(state, method, x0, settings):
+    """Raise ValueError (one line saying what differs) unless `state` continues this run.
+
+    Args:
+        state: the dict given as resume=.
+        method: "adam" or "lbfgs", the optimiser asked to continue.
+        x0: (n,) the call's start point: the saved x must have its size and dtype.
+        settings: {name: value} of the call's settings that change the path (Adam's lr and betas,
+            L-BFGS's history_size); each must equal the saved one.
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"resume: expected a state dict from Iterate.state(), got {type(state).__name__}")
+    saved = _scalar(state.get("method"))
+    if saved != method:
+        raise ValueError(f"resume: the saved state's method is {saved!r}, this run's is {method!r}")
+    missing = [key for key in _STATE_KEYS[method] if key not in state]
+    if missing:
+        raise ValueError(f"resume: the saved {method} state lacks {', '.join(missing)}")
+    wanted = {"n": x0.size, "dtype": x0.dtype.name, **settings}
+    for name, value in wanted.items():
+        saved = np.asarray(state["x"]).dtype.name if name == "dtype" else _scalar(state[name])
+        if saved != value:
+            raise ValueError(f"resume: the saved state's {name} is {saved!r}, this run's is {value!r}")
+    iteration = _scalar(state["iteration"])
+    if len(state["history"]) != iteration + 1:
+        raise ValueError(f"resume: the saved state has {len(state['history'])} costs for iteration {iteration}")
+
+
+def _start(fun_and_grad, x0, bounds, method, resume, settings):
+    """Where both optimisers begin: the start point, or the iteration a saved state was taken after.
+
+    Args:
+        fun_and_grad, x0, bounds: as the optimiser was given them.
+        method: "adam" or "lbfgs", the optimiser asking.
+        resume: None, or a state dict from Iterate.state() (possibly saved and loaded back).
+        settings: {name: value} that must equal the saved state's (see `_check_state`).
+
+    Returns:
+        (box, evaluate, iteration, x, f, g, aux, history). Without resume: iteration 0 at
+        P(x0), evaluated once (the caller tells its callback). With resume: the saved iteration,
+        point, cost, gradient, aux and costs so far; nothing is evaluated, and evaluate counts
+        on from the saved number of evaluations.
+    """
+    x0 = _as_flat_float(x0)
+    box = _box(bounds, x0)
+    evaluate = _Counted(fun_and_grad, x0.size)
+    if resume is None:
+        x = _project(x0.copy(), box)
+        f, g, aux = evaluate(x)
+        return box, evaluate, 0, x, f, g, aux, [f]
+    _check_state(resume, method, x0, settings)
+    evaluate.n_evals = int(_scalar(resume["n_evals"]))
+    x = _saved_array(resume, "x", x0.shape, x0.dtype)
+    g = _saved_array(resume, "g", x0.shape, x0.dtype)
+    history = [float(h) for h in resume["history"]]
+    iteration = int(_scalar(resume["iteration"]))
+    return box, evaluate, iteration, x, float(_scalar(resume["f"])), g, _scalar(resume["aux"]), history
+
+
 # ------------------------------------------------------------------------------------ Adam
 def adam_update(x, dx, m, v, t, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8):
     """One Adam step (Kingma & Ba 2015; the course's update_parameters_with_adam).
@@ -151,23 +257,30 @@ def adam_update(x, dx, m, v, t, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8):
     # END SOLUTION
 
 
-def _start(fun_and_grad, x0, bounds, callback):
-    """What both optimisers do first: the flat start point, projected into the box, evaluated once.
+def _adam_state(iteration, x, f, g, aux, n_evals, history, m, v, lr, beta1, beta2, epsilon):
+    """Adam's complete state after `iteration` steps: what Iterate.state returns and resume= takes.
+
+    Args:
+        iteration, x (n,), f, g (n,), aux, n_evals: the Iterate's.
+        history: the costs so far (only the first iteration + 1 are taken).
+        m, v: (n,) the running averages of the gradient and of its square after this step.
+        lr, beta1, beta2, epsilon: the settings (a resumed run must use the same).
 
     Returns:
-        (box, evaluate, x, f, g, aux); the callback has been told about iteration 0.
+        dict with keys method ("adam"), n, iteration, x, f, g, aux, n_evals, history (list of
+        iteration + 1 floats), m, v, lr, beta1, beta2, epsilon. The arrays are the optimiser's
+        own, not copies: it replaces its arrays each step and never writes into them.
     """
-    x0 = _as_flat_float(x0)
-    box = _box(bounds, x0)
-    evaluate = _Counted(fun_and_grad, x0.size)
-    x = _project(x0.copy(), box)
-    f, g, aux = evaluate(x)
-    if callback is not None:
-        callback(Iterate(0, x, f, g, aux, evaluate.n_evals))
-    return box, evaluate, x, f, g, aux
+    return {
+        **_common_state("adam", iteration, x, f, g, aux, n_evals, history),
+        "m": m, "v": v, "lr": float(lr), "beta1": float(beta1), "beta2": float(beta2), "epsilon": float(epsilon),
+    }
 
 
-def adam(fun_and_grad, x0, iters=100, *, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8, bounds=None, callback=None):
+def adam(
+    fun_and_grad, x0, iters=100, *, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8, bounds=None, callback=None,
+    resume=None,
+):
     """Minimise with Adam, projecting onto the box after every step (as the course clips the image).
 
     Args:
@@ -177,24 +290,44 @@ def adam(fun_and_grad, x0, iters=100, *, lr=0.01, beta1=0.9, beta2=0.999, epsilo
         lr, beta1, beta2, epsilon: see `adam_update`.
         bounds: None or (lo, hi), numbers or arrays broadcastable to (n,).
         callback: None or function(Iterate), called with the starting point (iteration 0),
-            then after each step with the new point.
+            then after each step with the new point. Iterate.state() is `_adam_state`'s dict.
+        resume: None, or the state of an earlier run's Iterate (after a save and load if need be;
+            same lr, betas, epsilon, n and dtype, else ValueError): continue that run from the
+            step after it, without evaluating x0 (still needed for its size and dtype) or
+            calling the callback for the saved step, up to step iters.
 
     Returns:
         OptimizeResult; iters steps use iters + 1 evaluations (the starting point's gradient
-        drives the first step, the last point is evaluated so that its cost is known).
+        drives the first step, the last point is evaluated so that its cost is known). A resumed
+        run returns exactly what the run without interruption returns (counts and history
+        included); at once if the saved step is iters or later.
     """
-    box, evaluate, x, f, g, aux = _start(fun_and_grad, x0, bounds, callback)
-    history = [f]
-    m = np.zeros_like(x)
-    v = np.zeros_like(x)
-    for t in range(1, iters + 1):
+    settings = {"lr": float(lr), "beta1": float(beta1), "beta2": float(beta2), "epsilon": float(epsilon)}
+    box, evaluate, done, x, f, g, aux, history = _start(fun_and_grad, x0, bounds, "adam", resume, settings)
+    if resume is None:
+        m = np.zeros_like(x)
+        v = np.zeros_like(x)
+    else:
+        m = _saved_array(resume, "m", x.shape, x.dtype)
+        v = _saved_array(resume, "v", x.shape, x.dtype)
+
+    def report(t):
+        # Called after x, f, g, aux, m, v have been replaced (never modified in place, so the
+        # state may hold them as they are).
+        if callback is not None:
+            state = partial(_adam_state, t, x, f, g, aux, evaluate.n_evals, history, m, v, lr, beta1, beta2, epsilon)
+            callback(Iterate(t, x, f, g, aux, evaluate.n_evals, state))
+
+    if resume is None:
+        report(0)
+    for t in range(done + 1, iters + 1):
         x, m, v = adam_update(x, g, m, v, t, lr, beta1, beta2, epsilon)
         x = _project(x, box)
         f, g, aux = evaluate(x)
         history.append(f)
-        if callback is not None:
-            callback(Iterate(t, x, f, g, aux, evaluate.n_evals))
-    return OptimizeResult(x, f, aux, iters, evaluate.n_evals, history, f"done {iters} Adam steps")
+        done = t
+        report(t)
+    return OptimizeResult(x, f, aux, done, evaluate.n_evals, history, f"done {done} Adam steps")
 
 
 # ----------------------------------------------------------------------------------- L-BFGS
@@ -358,6 +491,62 @@ def _rest_outward(d, x, box):
     return np.where(((x <= lo) & (d < 0)) | ((x >= hi) & (d > 0)), 0, d)
 
 
+def _cost_settled(f_old, f, ftol):
+    """L-BFGS's ftol test: |f_old - f| <= ftol * max(|f_old|, |f|, 1)."""
+    return abs(f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0)
+
+
+def _lbfgs_state(iteration, x, f, g, aux, n_evals, history, pairs, history_size, skipped, f_previous):
+    """L-BFGS's complete state after `iteration` iterations: what Iterate.state returns and resume= takes.
+
+    Args:
+        iteration, x (n,), f, g (n,), aux, n_evals: the Iterate's.
+        history: the costs so far (only the first iteration + 1 are taken).
+        pairs: the k <= history_size curvature pairs (s (n,), y (n,), rho) after this
+            iteration, oldest first.
+        history_size: m, the pairs kept (a resumed run must use the same).
+        skipped: pairs skipped so far.
+        f_previous: the cost of the iteration before (None at iteration 0): the ftol test that
+            follows the callback compares it with f.
+
+    Returns:
+        dict with keys method ("lbfgs"), n, iteration, x, f, g, aux, n_evals, history (list of
+        iteration + 1 floats), pair_s (k, n), pair_y (k, n), pair_rho (k,) float64,
+        history_size, skipped, f_previous. x and g are the optimiser's own arrays, not copies:
+        it replaces them each iteration and never writes into them.
+    """
+    k, n = len(pairs), x.size
+    return {
+        **_common_state("lbfgs", iteration, x, f, g, aux, n_evals, history),
+        "pair_s": np.array([s for s, _, _ in pairs], dtype=x.dtype).reshape(k, n),
+        "pair_y": np.array([y for _, y, _ in pairs], dtype=x.dtype).reshape(k, n),
+        "pair_rho": np.array([rho for _, _, rho in pairs], dtype=np.float64),
+        "history_size": int(history_size),
+        "skipped": int(skipped),
+        "f_previous": None if f_previous is None else float(f_previous),
+    }
+
+
+def _saved_lbfgs_memory(state, x, history_size):
+    """The curvature pairs, skipped count and previous cost of a saved L-BFGS state (see `_lbfgs_state`).
+
+    Returns:
+        (pairs, skipped, f_previous): pairs the deque `lbfgs` keeps, oldest first, each
+        (s (n,), y (n,), rho) as the run made them: s and y fresh arrays of x's dtype, rho a
+        Python float (1 / s.y was one; a float64 array element would turn the float32
+        arithmetic of `lbfgs_direction` into float64 and change the path).
+    """
+    k = len(np.asarray(state["pair_rho"]).reshape(-1))
+    if k > history_size:
+        raise ValueError(f"resume: the saved state has {k} curvature pairs, more than history_size {history_size}")
+    s = _saved_array(state, "pair_s", (k, x.size), x.dtype)
+    y = _saved_array(state, "pair_y", (k, x.size), x.dtype)
+    rho = _saved_array(state, "pair_rho", (k,), np.float64)
+    pairs = deque(((s[i].copy(), y[i].copy(), float(rho[i])) for i in range(k)), maxlen=history_size)
+    f_previous = _scalar(state["f_previous"])
+    return pairs, int(_scalar(state["skipped"])), None if f_previous is None else float(f_previous)
+
+
 def lbfgs(
     fun_and_grad,
     x0,
@@ -372,6 +561,7 @@ def lbfgs(
     c1=1e-4,
     c2=0.9,
     curvature_eps=1e-10,
+    resume=None,
 ):
     """Minimise with L-BFGS and a strong Wolfe line search, optionally inside a box.
 
@@ -383,15 +573,21 @@ def lbfgs(
         history_size: m, the number of curvature pairs kept.
         bounds: None or (lo, hi), numbers or arrays broadcastable to (n,).
         callback: None or function(Iterate), called with the starting point (iteration 0),
-            then after each iteration.
+            then after each iteration. Iterate.state() is `_lbfgs_state`'s dict.
         gtol: stop when max |projected gradient| <= gtol (a minimum, or a KKT point in the box).
         ftol: stop when |f_old - f_new| <= ftol * max(|f_old|, |f_new|, 1).
         max_ls: evaluations allowed per line search.
         c1, c2: Wolfe constants (sufficient decrease, curvature).
         curvature_eps: a pair is kept only if s.y > curvature_eps * y.y.
+        resume: None, or the state of an earlier run's Iterate (after a save and load if need be;
+            same history_size, n and dtype, else ValueError): continue that run from the
+            iteration after it, without evaluating x0 (still needed for its size and dtype) or
+            calling the callback for the saved iteration, up to iteration iters. gtol, ftol,
+            max_ls, c1, c2 and curvature_eps must be the saved run's too for an identical result.
 
     Returns:
-        OptimizeResult.
+        OptimizeResult. A resumed run returns exactly what the run without interruption returns
+        (counts, history and skipped pairs included); at once if the saved run had stopped there.
 
     One iteration, at x with gradient g:
       1. Free set F: coordinates not pinned at a bound with the gradient pushing outwards.
@@ -407,13 +603,30 @@ def lbfgs(
          is accounted for, not hidden); kept only if s.y > curvature_eps * y.y, else skipped, so
          H stays positive definite. The oldest pair is dropped beyond history_size.
     """
-    box, evaluate, x, f, g, aux = _start(fun_and_grad, x0, bounds, callback)
-    history = [f]
-    pairs = deque(maxlen=history_size)
-    skipped = 0
-    message = f"done {iters} iterations"
-    done = 0  # iterations completed
-    for iteration in range(1, iters + 1):
+    settings = {"history_size": history_size}
+    box, evaluate, done, x, f, g, aux, history = _start(fun_and_grad, x0, bounds, "lbfgs", resume, settings)
+    if resume is None:
+        pairs, skipped, f_previous = deque(maxlen=history_size), 0, None
+    else:
+        pairs, skipped, f_previous = _saved_lbfgs_memory(resume, x, history_size)
+
+    def report(iteration):
+        # Called after x, f, g, aux have been replaced (never modified in place, nor are the pair
+        # arrays, so the state may hold them as they are); tuple(pairs) because the deque changes.
+        if callback is not None:
+            state = partial(
+                _lbfgs_state, iteration, x, f, g, aux, evaluate.n_evals, history, tuple(pairs), history_size,
+                skipped, f_previous,
+            )
+            callback(Iterate(iteration, x, f, g, aux, evaluate.n_evals, state))
+
+    if resume is None:
+        report(0)
+    elif f_previous is not None and _cost_settled(f_previous, f, ftol):
+        # The saved run made its ftol test after the callback that saved the state: it stopped here.
+        return OptimizeResult(x, f, aux, done, evaluate.n_evals, history, "converged: cost change below ftol", skipped)
+    message = f"done {max(iters, done)} iterations"  # a resumed run may start at or past iters
+    for iteration in range(done + 1, iters + 1):
         free = _free_mask(x, g, box)
         pg = np.where(free, g, 0)
         if np.max(np.abs(pg), initial=0.0) <= gtol:
@@ -451,13 +664,12 @@ def lbfgs(
             pairs.append((s, y, 1.0 / sy))
         else:
             skipped += 1
-        f_old = f
+        f_previous = f
         x, f, g, aux = x_new, f_new, g_new, aux_new
         history.append(f)
         done = iteration
-        if callback is not None:
-            callback(Iterate(iteration, x, f, g, aux, evaluate.n_evals))
-        if abs(f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
+        report(iteration)
+        if _cost_settled(f_previous, f, ftol):
             message = "converged: cost change below ftol"
             break
     return OptimizeResult(x, f, aux, done, evaluate.n_evals, history, message, skipped)
@@ -467,7 +679,9 @@ def lbfgs(
 METHODS = ("lbfgs", "adam")
 
 
-def minimize(fun_and_grad, x0, method="lbfgs", iters=100, *, lr=None, bounds=None, callback=None, **options):
+def minimize(
+    fun_and_grad, x0, method="lbfgs", iters=100, *, lr=None, bounds=None, callback=None, resume=None, **options
+):
     """Minimise fun_and_grad from x0 with L-BFGS or Adam: the one entry point style transfer uses.
 
     Args:
@@ -479,7 +693,9 @@ def minimize(fun_and_grad, x0, method="lbfgs", iters=100, *, lr=None, bounds=Non
             search finds the step), so it must stay None for "lbfgs".
         bounds: None or (lo, hi), numbers or arrays broadcastable to (n,).
         callback: None or function(Iterate), called with the starting point (iteration 0),
-            then after every iteration.
+            then after every iteration; Iterate.state() is the optimiser's state.
+        resume: None, or such a state (of the same method and settings): continue that run to
+            exactly the result the run without interruption gives (see `lbfgs`, `adam`).
         **options: passed on to `lbfgs` or `adam` (history_size, gtol, beta1, ...).
 
     Returns:
@@ -488,7 +704,8 @@ def minimize(fun_and_grad, x0, method="lbfgs", iters=100, *, lr=None, bounds=Non
     if method == "lbfgs":
         if lr is not None:
             raise ValueError("L-BFGS has no learning rate: its line search chooses each step")
-        return lbfgs(fun_and_grad, x0, iters, bounds=bounds, callback=callback, **options)
+        return lbfgs(fun_and_grad, x0, iters, bounds=bounds, callback=callback, resume=resume, **options)
     if method == "adam":
-        return adam(fun_and_grad, x0, iters, lr=0.01 if lr is None else lr, bounds=bounds, callback=callback, **options)
+        lr = 0.01 if lr is None else lr
+        return adam(fun_and_grad, x0, iters, lr=lr, bounds=bounds, callback=callback, resume=resume, **options)
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -20,19 +20,18 @@ each evaluation. Box bounds keep its pixels inside 0..255: lo = preprocess(black
 hi = preprocess(white image) (preprocessing is a per-channel increasing affine map).
 """
 
+import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from scratchnst import image as image_io
-from scratchnst import networks, optim
+from scratchnst import checkpoint, networks, optim
 from scratchnst import weights as weights_io
 from scratchnst.costs import (
     COURSE_STYLE_LAYERS,
@@ -44,7 +43,7 @@ from scratchnst.costs import (
     total_cost,
     total_variation_cost_backward,
 )
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError, UserError
 
 
 # ---------------------------------------------------------------------------------- defaults
@@ -131,7 +130,7 @@ def _style_layer_list(style_layers):
         style_layers = [style_layers]
     items = list(style_layers)
     if not items:
-        raise UserError("give at least one style layer")
+        raise UsageError("give at least one style layer")
     out = []
     for item in items:
         if isinstance(item, str):
@@ -184,29 +183,30 @@ def resolve_settings(
             not found, a missing image, a blend weight per style image, sizes too small, ...).
     """
     if model not in MODEL_DEFAULTS:
-        raise UserError(f"unknown model {model!r}: choose one of {', '.join(MODEL_DEFAULTS)}")
+        raise UsageError(f"unknown model {model!r}: choose one of {', '.join(MODEL_DEFAULTS)}")
     defaults = MODEL_DEFAULTS[model]
     arch = networks.ARCHITECTURES[model]
     weights_path = weights_io.find_weights(model, explicit=weights)
 
     content_layer = arch.resolve(content_layer or defaults.content_layer)
     style_layers = [[arch.resolve(name), w] for name, w in _style_layer_list(style_layers or defaults.style_layers)]
-    if any(w < 0 for _, w in style_layers) or not any(w > 0 for _, w in style_layers):
-        raise UserError("style layer weights must be >= 0, and at least one > 0")
+    if not all(_finite(w) and w >= 0 for _, w in style_layers) or not any(w > 0 for _, w in style_layers):
+        raise UsageError("style layer weights must be finite numbers >= 0, and at least one > 0; "
+                         "e.g. --style-layers conv1:0.5,fire2:0.5")
 
     if optimizer not in OPTIMIZERS:
-        raise UserError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        raise UsageError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     if optimizer == "lbfgs" and lr is not None:
-        raise UserError("--lr is Adam's learning rate; L-BFGS's line search chooses its own steps (drop --lr)")
+        raise UsageError("--lr is Adam's learning rate; L-BFGS's line search chooses its own steps (drop --lr)")
     if optimizer == "adam":
         lr = float(defaults.lr if lr is None else lr)
-        if not lr > 0:
-            raise UserError(f"the learning rate must be > 0, got {lr}")
+        if not (_finite(lr) and lr > 0):
+            raise UsageError(f"--lr must be a number > 0, got {lr}")
     pool = pool or defaults.pool
     if pool not in networks.POOLINGS:
-        raise UserError(f"unknown pooling {pool!r}: choose one of {', '.join(networks.POOLINGS)}")
+        raise UsageError(f"unknown pooling {pool!r}: choose one of {', '.join(networks.POOLINGS)}")
     if isinstance(init, str) and init not in INITS and not Path(init).is_file():
-        raise UserError(f"--init {init}: not one of {', '.join(INITS)} and no such image file")
+        raise UsageError(f"--init {init}: not one of {', '.join(INITS)} and no such image file")
 
     styles = _as_list(style)
     n_styles = len(styles) if style is not None else len(style_blend or [1])
@@ -214,25 +214,29 @@ def resolve_settings(
         style_blend = [1.0] * n_styles
     style_blend = [float(w) for w in style_blend]
     if len(style_blend) != n_styles:
-        raise UserError(f"--style-blend has {len(style_blend)} weights for {n_styles} style images; give one per image")
-    if any(w < 0 for w in style_blend) or sum(style_blend) <= 0:
-        raise UserError("style blend weights must be >= 0 and not all 0")
+        raise UsageError(f"--style-blend has {len(style_blend)} weights for {n_styles} style images; give one per image")
+    if not all(_finite(w) and w >= 0 for w in style_blend) or sum(style_blend) <= 0:
+        raise UsageError("--style-blend weights must be finite numbers >= 0, not all 0; e.g. --style-blend 0.7,0.3")
     total = sum(style_blend)
     if total != 1.0:  # the blend is a weighted average; leave a normalised one bit for bit alone
         style_blend = [w / total for w in style_blend]
 
     for source in ([content] if content is not None else []) + styles:
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+            raise UserError(f"{source}: is a folder; give an image file")
         if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
-            raise UserError(f"{source}: no such image file")
+            raise UserError(f"{source}: no such image file; check the path")
 
     numbers = {"alpha": alpha, "beta": beta, "tv_weight": tv_weight}
     numbers = {k: float(getattr(defaults, k) if v is None else v) for k, v in numbers.items()}
-    if any(v < 0 for v in numbers.values()):
-        raise UserError("alpha, beta and tv weight must be >= 0")
-    if int(iters) < 1 or int(scales) < 1:
-        raise UserError("--iters and --scales must be at least 1")
-    if not float(style_scale) > 0:
-        raise UserError(f"--style-scale must be > 0, got {style_scale}")
+    for key, value in numbers.items():
+        if not (_finite(value) and value >= 0):
+            raise UsageError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {value}")
+    for key, value in (("size", size), ("iters", iters), ("scales", scales)):
+        if int(value) < 1:
+            raise UsageError(f"--{key} must be at least 1, got {value}")
+    if not (_finite(style_scale) and float(style_scale) > 0):
+        raise UsageError(f"--style-scale must be a finite number > 0, got {style_scale}")
 
     return dict(
         model=model, weights=str(weights_path), size=int(size), content_layer=content_layer,
@@ -241,6 +245,10 @@ def resolve_settings(
         preserve_colors=bool(preserve_colors), style_blend=style_blend, style_scale=float(style_scale),
         scales=int(scales),
     )
+
+
+def _finite(value):
+    return bool(np.isfinite(float(value)))
 
 
 def scale_sizes(size, scales):
@@ -363,7 +371,7 @@ class Progress:
         iteration, iters: 0 for the pass's starting point, then 1, 2, ... up to iters.
         step, total_steps: iterations done over all passes, and the total planned.
         done: fraction of the planned work done (iterations weighted by pixels), 0..1.
-        elapsed: seconds since the first pass started.
+        elapsed: seconds since the first pass started (a resumed run counts on from its checkpoint).
         costs: {"J", "J_content", "J_style", "J_tv"} of the current image.
     """
 
@@ -378,10 +386,16 @@ class Progress:
     elapsed: float
     costs: dict
     render: Callable = field(repr=False)
+    state: Callable = field(default=None, repr=False)
 
     def image(self):
         """The current image, (H, W, 3) RGB float32 0..255, colours preserved if asked for."""
         return self.render()
+
+    def checkpoint(self):
+        """The whole state of the run after this iteration: what `stylize(..., resume=...)` continues
+        from (a nested dict of arrays and JSON values, see scratchnst.checkpoint)."""
+        return self.state()
 
 
 @dataclass
@@ -409,13 +423,34 @@ class StylizeResult:
     seconds_per_iteration: float
 
 
-def stylize(content, style, *, callback=None, **options):
+class CostNotFinite(UserError):
+    """The cost or its gradient overflowed (inf) or became NaN; `setting` is the flag to lower."""
+
+    def __init__(self, parts, settings, gradient_only):
+        self.parts = parts
+        terms = {"alpha": settings["alpha"] * parts["J_content"], "beta": settings["beta"] * parts["J_style"],
+                 "tv_weight": settings["tv_weight"] * parts["J_tv"]}
+        bad = [key for key, value in terms.items() if not np.isfinite(value)]
+        # A gradient overflows float32 while the cost, summed in float64, is still finite: the
+        # largest weighted term is the one whose gradient is largest too.
+        self.setting = bad[0] if bad else max(terms, key=lambda key: abs(terms[key]))
+        what = "the gradient of the cost" if gradient_only else "the cost"
+        flag = "--" + self.setting.replace("_", "-")
+        super().__init__(f"{what} became {'NaN' if np.isnan(parts['J']) else 'infinite'} "
+                         f"({flag} {settings[self.setting]:g} makes it overflow); lower {flag}")
+
+
+def stylize(content, style, *, callback=None, resume=None, **options):
     """Paint the content image in the style of the style image(s).
 
     Args:
         content: path of the content image, or an (H, W, 3) RGB array 0..255.
         style: path or array of the style image, or a list of them (blended).
         callback: None or function(Progress), called at each pass's start and every iteration.
+        resume: None, or a state from `Progress.checkpoint()` (or scratchnst.checkpoint.load):
+            continue that run where it stopped. The settings and images must be those of the
+            run that made it (iters may differ: the run goes on up to the new iters); the
+            result is then bit for bit the image the uninterrupted run gives.
         **options (defaults in brackets; "model's" = MODEL_DEFAULTS[model]):
             model ["squeezenet"]: "squeezenet" or "vgg19".
             weights [found by weights.find_weights]: path of the weights file.
@@ -443,13 +478,19 @@ def stylize(content, style, *, callback=None, **options):
         StylizeResult.
 
     Raises:
-        UserError: see `resolve_settings`; also unreadable images and images too small for the
-            network's layers.
+        UserError: see `resolve_settings`; also unreadable images, images too small for the
+            network's layers, and CostNotFinite when the cost overflows (the callback has seen
+            every good iteration before it).
+        UsageError: `resume` was made with other settings or images.
     """
     s = resolve_settings(content, style, **options)
+    inputs = _input_digests(content, style, s["init"])
+    if resume is not None:
+        _check_resume(resume, s, inputs)
+    # Loaded at the largest size a pass needs: a phone photo is not decoded at 40 megapixels.
+    content_full = _load(content, "content", s["size"])
+    styles_full = [_load(source, "style", max(1, round(s["style_scale"] * s["size"]))) for source in _as_list(style)]
     network = networks.load(s["model"], weights=s["weights"], pooling=s["pool"], dtype=np.float32)
-    content_full = _load(content, "content")
-    styles_full = [_load(source, "style") for source in _as_list(style)]
     need = network.min_input_size_for([s["content_layer"]] + [name for name, _ in s["style_layers"]])
     sizes = scale_sizes(s["size"], s["scales"])
     passes = []  # (content image, style images) of each pass, coarse to fine
@@ -465,32 +506,44 @@ def stylize(content, style, *, callback=None, **options):
 
     # Work of a pass: its iterations times its pixels, so that the ETA knows a coarse pass is cheap.
     work = [s["iters"] * img.shape[0] * img.shape[1] for img, _ in passes]
-    history = []
-    steps = evaluations = 0
+    if resume is None:
+        first, history, steps, evaluations, elapsed = 0, [], 0, 0, 0.0
+    else:
+        first, steps, evaluations, elapsed = resume["scale"], resume["steps"], resume["evaluations"], resume["elapsed"]
+        history = [dict(entry) for entry in resume["history"]]
     rng = np.random.default_rng(s["seed"])
-    start = time.perf_counter()
-    for k, (content_img, style_imgs) in enumerate(passes):
+    start = time.perf_counter() - elapsed
+    generated = None
+    for k in range(first, len(passes)):
+        content_img, style_imgs = passes[k]
         H, W = content_img.shape[:2]
-        if k == 0:
-            generated = _initial_image(s["init"], content_img, rng)
+        if k == first and resume is not None:
+            pass_resume = resume["optimizer"]  # the pass starts where the checkpoint stopped
+        elif k == 0:
+            pass_resume, generated = None, _initial_image(s["init"], content_img, rng)
         else:
-            generated = image_io.resize_to(generated, H, W)  # the last pass's result, enlarged
+            pass_resume, generated = None, image_io.resize_to(generated, H, W)  # the last pass's result, enlarged
 
         def on_iteration(it, render, k=k, H=H, W=W):
             nonlocal steps
             steps += 1 if it.iteration else 0
             now = time.perf_counter()
             history.append({"scale": k + 1, "iteration": it.iteration, **it.aux, "seconds": now - start})
-            if callback is not None:
-                callback(Progress(
-                    scale=k + 1, scales=len(passes), shape=(H, W), iteration=it.iteration, iters=s["iters"],
-                    step=steps, total_steps=s["iters"] * len(passes),
-                    done=(sum(work[:k]) + it.iteration * H * W) / sum(work), elapsed=now - start,
-                    costs=dict(it.aux), render=lambda: render(it.x),
-                ))
+            if callback is None:
+                return
+            snapshot = {"format": "stylize", "settings": s, "inputs": inputs, "scale": k, "steps": steps,
+                        "evaluations": evaluations, "elapsed": now - start, "history": list(history)}
+            callback(Progress(
+                scale=k + 1, scales=len(passes), shape=(H, W), iteration=it.iteration, iters=s["iters"],
+                step=steps, total_steps=s["iters"] * len(passes),
+                done=(sum(work[:k]) + min(it.iteration, s["iters"]) * H * W) / sum(work), elapsed=now - start,
+                costs=dict(it.aux), render=lambda: render(it.x),
+                state=lambda: {**snapshot, "optimizer": it.state()},
+            ))
 
         pass_start = time.perf_counter()
-        generated, result = _optimize_pass(network, content_img, style_imgs, generated, s, on_iteration)
+        generated, result = _optimize_pass(network, content_img, style_imgs, generated, s, on_iteration,
+                                           resume=pass_resume)
         seconds_last_pass = time.perf_counter() - pass_start
         evaluations += result.n_evals
 
@@ -507,25 +560,61 @@ def stylize(content, style, *, callback=None, **options):
     )
 
 
-def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration):
+def _input_digests(content, style, init):
+    """SHA-256 of each input image (file bytes, or array bytes): what a checkpoint must be resumed with."""
+
+    def digest(source):
+        if isinstance(source, (str, os.PathLike)):
+            return checkpoint.file_digest(source)
+        array = np.ascontiguousarray(source, dtype=np.float32)
+        return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
+
+    return {"content": digest(content), "styles": [digest(source) for source in _as_list(style)],
+            "init": None if isinstance(init, str) and init in INITS else digest(init)}
+
+
+def _check_resume(state, settings, inputs):
+    """UsageError unless a checkpoint's state belongs to a run with these settings and images."""
+    if state.get("format") != "stylize":
+        raise UsageError("the checkpoint is not from `scratchnst stylize`; start again without --resume")
+    made = json.loads(json.dumps(state["settings"]))
+    now = json.loads(json.dumps(settings))  # the same JSON round trip the checkpoint went through
+    differ = [key for key in sorted(set(made) | set(now)) if key != "iters" and made.get(key) != now.get(key)]
+    if differ:
+        shown = "; ".join(f"{key}: checkpoint {made.get(key)}, now {now.get(key)}" for key in differ[:3])
+        raise UsageError(f"the checkpoint was made with other settings ({shown}); give the interrupted run's "
+                         "settings (only --iters may change), or start again without --resume")
+    for key, label in (("content", "content image"), ("styles", "style images"), ("init", "--init image")):
+        if state["inputs"].get(key) != inputs[key]:
+            raise UsageError(f"the {label} differ from the ones the checkpoint was made with; give the same "
+                             "files, or start again without --resume")
+
+
+def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration, resume=None):
     """One pass of `stylize`: optimise the pixels of start_img at its size.
 
     Args:
         network: the loaded Network.
         content_img: (H, W, 3) RGB float32 0..255, the content at this pass's size.
         style_imgs: list of (H_S, W_S, 3) style images at this pass's style size.
-        start_img: (H, W, 3) RGB float32 0..255, where the optimisation starts.
+        start_img: (H, W, 3) RGB float32 0..255, where the optimisation starts (None with resume).
         s: the resolved settings.
         on_iteration: function(optim.Iterate, render) called after every iteration; render(x)
             turns an iterate into the image the user sees.
+        resume: None, or the optimiser's state (optim.Iterate.state()) to continue from.
 
     Returns:
         (image, optim.OptimizeResult): the result as an (H, W, 3) float32 RGB image 0..255
         (colours not preserved: `stylize` does that at the end, `render` for the callbacks).
+
+    Raises:
+        CostNotFinite: at the first evaluation whose cost or gradient is not finite.
     """
     mode = network.preprocessing  # image.py knows what it means; we only pass it on
-    x0 = image_io.preprocess(start_img, mode)  # (1, H, W, 3) float32
-    H, W = start_img.shape[:2]
+    H, W = content_img.shape[:2]
+    x0 = image_io.preprocess(content_img if start_img is None else start_img, mode)  # (1, H, W, 3) float32
+    if resume is not None:
+        x0 = np.asarray(resume["x"], dtype=np.float64).reshape(x0.shape)
     # The box that keeps every deprocessed pixel in 0..255 (preprocessing is a per-channel
     # increasing affine map, so the black and white images bound it).
     lo = image_io.preprocess(np.zeros((H, W, 3), np.float32), mode).reshape(-1).astype(np.float64)
@@ -537,7 +626,14 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration)
 
     def fun_and_grad(v):
         # The optimiser works in float64 (its dot products need it); the network in float32.
-        J, dx, parts = cost(v.reshape(x0.shape).astype(network.dtype))
+        # An overflow is caught just below and told as one line; NumPy's warnings would only add noise.
+        with np.errstate(over="ignore", invalid="ignore"):
+            J, dx, parts = cost(v.reshape(x0.shape).astype(network.dtype))
+        # Stop at once: an L-BFGS line search would take an infinite cost for "step too long"
+        # and shrink the step for ever, but pixels stay in 0..255, so only a weight that is
+        # too large can overflow, and no step fixes that.
+        if not np.isfinite(J) or not np.isfinite(dx).all():
+            raise CostNotFinite(parts, s, gradient_only=bool(np.isfinite(J)))
         return J, dx.reshape(-1), parts
 
     def to_image(v):
@@ -549,15 +645,15 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration)
 
     result = optim.minimize(
         fun_and_grad, x0.reshape(-1).astype(np.float64), s["optimizer"], s["iters"], lr=s["lr"],
-        bounds=(lo, hi), callback=lambda it: on_iteration(it, render),
+        bounds=(lo, hi), callback=lambda it: on_iteration(it, render), resume=resume,
     )
     return to_image(result.x), result
 
 
-def _load(source, what):
-    """An RGB float32 image (H, W, 3) from a path or an array."""
+def _load(source, what, long_side):
+    """An RGB float32 image (H, W, 3) from a path (decoded at `long_side` on its longer side) or an array."""
     if isinstance(source, (str, os.PathLike)):
-        return image_io.load_image(source)
+        return image_io.load_image(source, long_side=long_side)
     array = np.asarray(source, dtype=np.float32)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"{what} image must be (H, W, 3) RGB, got shape {array.shape}")
@@ -576,164 +672,4 @@ def _initial_image(init, content_img, rng):
         return content_img.copy()
     if init == "noise":
         return rng.uniform(0, 255, content_img.shape).astype(np.float32)
-    return image_io.resize_to(image_io.load_image(init), H, W)
-
-
-# ------------------------------------------------------------------------ the command line
-SETTINGS_ORDER = (
-    "model", "weights", "pool", "size", "scales", "init", "seed", "content_layer", "alpha",
-    "style_layers", "beta", "style_blend", "style_scale", "tv_weight", "preserve_colors",
-    "optimizer", "iters", "lr",
-)
-
-
-def format_settings(content, styles, output, settings):
-    """The resolved settings as the lines `scratchnst stylize` prints before it starts."""
-
-    def show(key, value):
-        if key == "style_layers":
-            return ", ".join(f"{name}:{weight:g}" for name, weight in value)
-        if key == "style_blend":
-            return ", ".join(f"{w:g}" for w in value)
-        if isinstance(value, float):
-            return f"{value:g}"
-        return "-" if value is None else str(value)
-
-    lines = [f"content {content}", f"style {', '.join(map(str, styles))}", f"output {output}"]
-    lines += [f"{key} {show(key, settings[key])}" for key in SETTINGS_ORDER]
-    width = max(len(line.split(" ", 1)[0]) for line in lines)
-    return "\n".join("  " + key.ljust(width) + "  " + rest for key, rest in (line.split(" ", 1) for line in lines))
-
-
-def _format_seconds(seconds):
-    """12s, or 3:05 from a minute on."""
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
-
-
-class ProgressLine:
-    """One line on a stream, redrawn in place on a terminal:
-
-        scale 1/2 [##########..........]  50/100  ETA 12s  J 6.41e+03  J_content 280  J_style 90.1
-
-    On a terminal it is redrawn at most 10 times a second; elsewhere (a pipe, a log file) only
-    its last state is written, once, by `close`, so that logs get one line and not hundreds.
-    """
-
-    WIDTH = 20
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.live = hasattr(stream, "isatty") and stream.isatty()
-        self.text = ""
-        self.drawn = float("-inf")  # time of the last redraw
-
-    def update(self, p):
-        bar = "#" * int(self.WIDTH * p.done) + "." * (self.WIDTH - int(self.WIDTH * p.done))
-        eta = _format_seconds(p.elapsed / p.done * (1 - p.done)) if p.done > 0 else "--"
-        scale = f"scale {p.scale}/{p.scales} " if p.scales > 1 else ""
-        c = p.costs
-        self.text = (f"{scale}[{bar}] {p.iteration:>{len(str(p.iters))}}/{p.iters}  ETA {eta}  "
-                     f"J {c['J']:.3g}  J_content {c['J_content']:.3g}  J_style {c['J_style']:.3g}")
-        now = time.monotonic()
-        if self.live and (now - self.drawn >= 0.1 or p.done >= 1):
-            self.stream.write("\r" + self.text + "\x1b[K")  # \x1b[K clears the rest of the old line
-            self.stream.flush()
-            self.drawn = now
-
-    def close(self):
-        if not self.text:
-            return
-        self.stream.write(("\r" + self.text + "\x1b[K\n") if self.live else self.text + "\n")
-        self.stream.flush()
-        self.text = ""
-
-
-def _check_writable(path, what):
-    """UserError unless a file can be created at `path` (its folder exists and is writable)."""
-    folder = path.parent  # Path(".") for a bare file name
-    if not folder.is_dir():
-        raise UserError(f"cannot write the {what} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write the {what} {path}: folder {folder} is not writable")
-
-
-def _write_json(path, data):
-    """Write JSON atomically (temporary file in the same folder, then os.replace)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)
-    except OSError as error:
-        raise UserError(f"cannot write the log {path}: {error.strerror or error}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def snapshot_path(output, step):
-    """OUT_<step>: out.png -> out_0050.png for the snapshot after iteration 50 (all passes counted)."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}_{step:04d}{output.suffix}")
-
-
-def run_stylize(content, styles, output, *, save_every=0, log=None, stream=None, **options):
-    """The `scratchnst stylize` command: settings, progress, snapshots, the image and the log.
-
-    Args:
-        content: path of the content image.
-        styles: list of style image paths.
-        output: the image file to write (atomically, when the run is complete).
-        save_every: write snapshot_path(output, step) every this many iterations (0: never).
-        log: None or the JSON file to write: settings, cost history, seconds per iteration.
-        stream: where the settings and the final line go (default stdout); the progress line
-            goes to stderr.
-        **options: `stylize`'s options.
-
-    Returns:
-        0 (the exit status).
-
-    Raises:
-        UserError: as `stylize`, and for an output or log folder that cannot be written (checked
-            before the run starts). Ctrl-C (KeyboardInterrupt) passes through after the progress
-            line is ended; no output is written then.
-    """
-    stream = stream or sys.stdout
-    output = Path(output)
-    _check_writable(output, "image")
-    if output.suffix.lower() not in Image.registered_extensions():  # now, not after minutes of work
-        raise UserError(f"{output}: unknown image extension {output.suffix!r}; use .png or .jpg")
-    if log is not None:
-        log = Path(log)
-        _check_writable(log, "log")
-    if save_every < 0:
-        raise UserError(f"--save-every must be >= 0, got {save_every}")
-
-    settings = resolve_settings(content, styles, **options)
-    print("scratchnst stylize", file=stream)
-    print(format_settings(content, styles, output, settings), file=stream, flush=True)
-
-    progress = ProgressLine(sys.stderr)
-
-    def callback(p):
-        progress.update(p)
-        if save_every and p.iteration and p.step % save_every == 0:
-            image_io.save_image(snapshot_path(output, p.step), p.image())
-
-    try:
-        result = stylize(content, styles, callback=callback, **settings)
-    finally:
-        progress.close()
-    image_io.save_image(output, result.image)
-    last = result.history[-1]
-    if log is not None:
-        _write_json(log, {
-            "content": str(content), "styles": [str(s) for s in styles], "output": str(output),
-            "settings": settings, "iterations": result.iterations, "evaluations": result.evaluations,
-            "seconds": result.seconds, "seconds_per_iteration": result.seconds_per_iteration,
-            "history": result.history,
-        })
-    H, W = result.image.shape[:2]
-    print(f"wrote {output}: {result.iterations} iterations ({result.evaluations} evaluations) in "
-          f"{result.seconds:.1f} s ({result.seconds_per_iteration:.3f} s per iteration at {W}x{H}); "
-          f"J {last['J']:.4g}, J_content {last['J_content']:.4g}, J_style {last['J_style']:.4g}", file=stream)
-    return 0
+    return image_io.resize_to(image_io.load_image(init, long_side=max(H, W)), H, W)

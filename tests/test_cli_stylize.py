@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchnst import cli, transfer
+from scratchnst import cli, stylize_command, transfer
 
 
 @pytest.fixture
@@ -33,7 +33,8 @@ def test_help_shows_every_flag_and_default(capsys):
     text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
     for flag in ["--model", "--weights", "--size", "--iters", "--optimizer", "--lr", "--alpha", "--beta",
                  "--tv-weight", "--content-layer", "--style-layers", "--init", "--seed", "--pool",
-                 "--preserve-colors", "--style-blend", "--style-scale", "--scales", "--save-every", "--log"]:
+                 "--preserve-colors", "--style-blend", "--style-scale", "--scales", "--save-every", "--log",
+                 "--checkpoint", "--checkpoint-every", "--resume", "--debug"]:
         assert flag in text
     for default in ["(default: squeezenet)", "(default: 320)", "(default: 100)", "(default: lbfgs)",
                     "(default: content+noise)", "(default: 0)", "(default: 1.0)"]:
@@ -95,32 +96,33 @@ def test_stylize_flags_reach_the_settings(paths, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "flags, message",
+    "flags, message, expected_status",
     [
-        (["--content-layer", "conv9"], "has no layer 'conv9'"),
-        (["--lr", "0.1"], "learning rate"),
-        (["--style-blend", "1,2"], "--style-blend has 2 weights for 1 style"),
-        (["--init", "missing.png"], "--init missing.png"),
-        (["--size", "18"], "--size"),
-        (["--weights", "missing.h5"], "missing.h5: no such weights file"),
+        (["--content-layer", "conv9"], "has no layer 'conv9'", 2),
+        (["--lr", "0.1"], "learning rate", 2),
+        (["--style-blend", "1,2"], "--style-blend has 2 weights for 1 style", 2),
+        (["--init", "missing.png"], "--init missing.png", 2),
+        (["--alpha", "nan"], "--alpha must be a finite number", 2),
+        (["--size", "18"], "--size", 1),  # the image is too small for the layers: depends on the image
+        (["--weights", "missing.h5"], "missing.h5: no such weights file", 1),
     ],
 )
-def test_user_errors_are_one_line_and_write_nothing(paths, tmp_path, capsys, flags, message):
+def test_user_errors_are_one_line_and_write_nothing(paths, tmp_path, capsys, flags, message, expected_status):
     status = stylize(paths, tmp_path / "out.png", "--iters", "1", *flags)
     err = capsys.readouterr().err
-    assert status == 2
+    assert status == expected_status
     assert err.startswith("scratchnst: error: ") and message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unwritable_output_is_refused_before_the_run(paths, tmp_path, capsys):
-    assert stylize(paths, tmp_path / "no-such-folder" / "out.png") == 2
+    assert stylize(paths, tmp_path / "no-such-folder" / "out.png") == 1
     assert "does not exist" in capsys.readouterr().err
     assert stylize(paths, tmp_path / "out.xyz") == 2
     assert "unknown image extension" in capsys.readouterr().err
     missing = cli.main(["stylize", str(tmp_path / "none.jpg"), paths["style"], "-o", str(tmp_path / "o.png"),
                         "--weights", paths["weights"]])
-    assert missing == 2 and "no such image file" in capsys.readouterr().err
+    assert missing == 1 and "no such image file" in capsys.readouterr().err
 
 
 def test_bad_flag_values_are_argparse_errors(paths, tmp_path, capsys):
@@ -128,10 +130,12 @@ def test_bad_flag_values_are_argparse_errors(paths, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             stylize(paths, tmp_path / "out.png", *flags)
         assert exit_info.value.code == 2
-    assert "must be a number" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "must be a number" in err and "Traceback" not in err
+    assert all(line.startswith("scratchnst stylize: error: ") for line in err.splitlines())
 
 
-def test_ctrl_c_exits_130_and_leaves_no_file(paths, tmp_path, capsys, monkeypatch):
+def test_ctrl_c_writes_the_best_image_and_the_log_and_exits_130(paths, tmp_path, capsys, monkeypatch):
     real = transfer.make_cost_function
 
     def interrupted_after_a_few_calls(*args, **kwargs):
@@ -140,7 +144,7 @@ def test_ctrl_c_exits_130_and_leaves_no_file(paths, tmp_path, capsys, monkeypatc
 
         def cost_then_ctrl_c(x):
             calls.append(1)
-            if len(calls) == 4:
+            if len(calls) == 8:
                 raise KeyboardInterrupt
             return cost(x)
 
@@ -149,15 +153,23 @@ def test_ctrl_c_exits_130_and_leaves_no_file(paths, tmp_path, capsys, monkeypatc
     monkeypatch.setattr(transfer, "make_cost_function", interrupted_after_a_few_calls)
     status = stylize(paths, tmp_path / "out.png", "--iters", "50", "--log", str(tmp_path / "log.json"))
     err = capsys.readouterr().err
-    assert status == 130
-    assert err.strip().splitlines()[-1] == "scratchnst: interrupted (Ctrl-C); files already complete were kept, none was left half-written"
-    assert list(tmp_path.iterdir()) == []  # no image, no log, no temporary file
+    assert status == 130 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("scratchnst: interrupted (Ctrl-C); wrote the best image so far (iteration ")
+    log = json.loads((tmp_path / "log.json").read_text())
+    best = log["best"]["step"]
+    assert best >= 1 and f"to {tmp_path / f'out_{best:04d}.png'}" in last and "log.json" in last
+    assert log["stopped"] == "interrupted (Ctrl-C)" and log["best"]["J"] == min(h["J"] for h in log["history"])
+    # The finished output is not written (it would pass for a complete run); no temporary file is left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.json", f"out_{best:04d}.png"]
+    with Image.open(tmp_path / f"out_{best:04d}.png") as img:
+        assert img.size == (64, 48)
 
 
 def test_the_output_replaces_an_older_file_only_when_complete(paths, tmp_path, monkeypatch):
     out = tmp_path / "out.png"
     out.write_bytes(b"the previous picture")
-    monkeypatch.setattr(transfer, "stylize", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(stylize_command, "stylize", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     assert stylize(paths, out) == 130
     assert out.read_bytes() == b"the previous picture"
     monkeypatch.undo()
@@ -181,7 +193,7 @@ def fake_progress(iteration, iters=10, done=None, scale=1, scales=1):
 
 def test_progress_line_redraws_in_place_on_a_terminal():
     stream = FakeTerminal()
-    line = transfer.ProgressLine(stream)
+    line = stylize_command.ProgressLine(stream)
     line.update(fake_progress(0))
     line.update(fake_progress(5))
     line.update(fake_progress(10))
@@ -196,7 +208,7 @@ def test_progress_line_redraws_in_place_on_a_terminal():
 
 def test_progress_line_writes_one_line_when_not_a_terminal():
     stream = io.StringIO()
-    line = transfer.ProgressLine(stream)
+    line = stylize_command.ProgressLine(stream)
     for i in range(11):
         line.update(fake_progress(i, scale=2, scales=2, done=0.5 + i / 20))
     line.close()

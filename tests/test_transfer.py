@@ -148,8 +148,8 @@ def test_pixels_stay_in_range_and_the_result_is_float32(run):
 # --------------------------------------------------------------------------- the options
 @pytest.fixture(scope="module")
 def content64(shared_image):
-    """tubingen.jpg as stylize sees it at size 64: (48, 64, 3)."""
-    return image.resize_long_side(image.load_image(shared_image("tubingen.jpg")), 64)
+    """tubingen.jpg as stylize sees it at size 64: (48, 64, 3), decoded at the size it is needed at."""
+    return image.load_image(shared_image("tubingen.jpg"), long_side=64)
 
 
 def test_content_init_with_no_style_weight_is_already_optimal(run, content64):
@@ -290,7 +290,7 @@ def test_stylize_with_vgg19_runs_on_random_weights(tmp_path):
         (dict(style_layers=[("conv1", -1.0)]), "style layer weights"),
         (dict(optimizer="sgd"), "unknown optimizer"),
         (dict(lr=0.1), "learning rate"),
-        (dict(optimizer="adam", lr=0.0), "learning rate"),
+        (dict(optimizer="adam", lr=0.0), "--lr must be a number > 0"),
         (dict(pool="median"), "pooling"),
         (dict(init="no-such-file.png"), "--init"),
         (dict(style_blend=[1.0, 2.0]), "style-blend"),

@@ -1,0 +1,287 @@
+"""`scratchnst stylize`: settings, progress, snapshots, checkpoints, and ending well whatever happens.
+
+`transfer.stylize` does the work; this module is what the command adds around it:
+    - every path is checked before any computing starts: output, log and checkpoint folders
+      exist and are writable, no output overwrites an input;
+    - a progress line, snapshots every --save-every iterations, a checkpoint every
+      --checkpoint-every iterations (`--resume` continues from it, bit for bit);
+    - Ctrl-C writes the best image so far, the cost log and the checkpoint, says where, and
+      exits 130; a cost that overflows keeps the last good image and says which flag to lower;
+    - every file is written atomically (scratchnst.atomic): a kill leaves the old file or the new one.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from scratchnst import atomic, checkpoint
+from scratchnst import image as image_io
+from scratchnst.errors import UsageError, UserError
+from scratchnst.transfer import CostNotFinite, resolve_settings, stylize
+
+SETTINGS_ORDER = (
+    "model", "weights", "pool", "size", "scales", "init", "seed", "content_layer", "alpha",
+    "style_layers", "beta", "style_blend", "style_scale", "tv_weight", "preserve_colors",
+    "optimizer", "iters", "lr",
+)
+INTERRUPTED = 130  # the exit status of a program stopped by SIGINT (128 + 2), as shells report it
+
+
+def format_settings(content, styles, output, settings):
+    """The resolved settings as the lines `scratchnst stylize` prints before it starts."""
+
+    def show(key, value):
+        if key == "style_layers":
+            return ", ".join(f"{name}:{weight:g}" for name, weight in value)
+        if key == "style_blend":
+            return ", ".join(f"{w:g}" for w in value)
+        if isinstance(value, float):
+            return f"{value:g}"
+        return "-" if value is None else str(value)
+
+    lines = [f"content {content}", f"style {', '.join(map(str, styles))}", f"output {output}"]
+    lines += [f"{key} {show(key, settings[key])}" for key in SETTINGS_ORDER]
+    width = max(len(line.split(" ", 1)[0]) for line in lines)
+    return "\n".join("  " + key.ljust(width) + "  " + rest for key, rest in (line.split(" ", 1) for line in lines))
+
+
+def _format_seconds(seconds):
+    """12s, or 3:05 from a minute on."""
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
+
+
+class ProgressLine:
+    """One line on a stream, redrawn in place on a terminal:
+
+        scale 1/2 [##########..........]  50/100  ETA 12s  J 6.41e+03  J_content 280  J_style 90.1
+
+    On a terminal it is redrawn at most 10 times a second; elsewhere (a pipe, a log file) only
+    its last state is written, once, by `close`, so that logs get one line and not hundreds.
+    """
+
+    WIDTH = 20
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.live = hasattr(stream, "isatty") and stream.isatty()
+        self.text = ""
+        self.drawn = float("-inf")  # time of the last redraw
+
+    def update(self, p):
+        bar = "#" * int(self.WIDTH * p.done) + "." * (self.WIDTH - int(self.WIDTH * p.done))
+        eta = _format_seconds(p.elapsed / p.done * (1 - p.done)) if p.done > 0 else "--"
+        scale = f"scale {p.scale}/{p.scales} " if p.scales > 1 else ""
+        c = p.costs
+        self.text = (f"{scale}[{bar}] {p.iteration:>{len(str(p.iters))}}/{p.iters}  ETA {eta}  "
+                     f"J {c['J']:.3g}  J_content {c['J_content']:.3g}  J_style {c['J_style']:.3g}")
+        now = time.monotonic()
+        if self.live and (now - self.drawn >= 0.1 or p.done >= 1):
+            self.stream.write("\r" + self.text + "\x1b[K")  # \x1b[K clears the rest of the old line
+            self.stream.flush()
+            self.drawn = now
+
+    def close(self):
+        if not self.text:
+            return
+        self.stream.write(("\r" + self.text + "\x1b[K\n") if self.live else self.text + "\n")
+        self.stream.flush()
+        self.text = ""
+
+
+# --------------------------------------------------------------------------------- paths
+def snapshot_path(output, step, suffix=None):
+    """OUT_<step>: out.png -> out_0050.png for the image after iteration 50 (all passes counted);
+    with suffix=".json", out_0050.json."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}_{step:04d}{suffix or output.suffix}")
+
+
+def _same_file(a, b):
+    """True if two paths name the same file (also through links, or spelled differently)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet: compare the absolute, normalised names
+        return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
+
+
+def _probe_writable(flag, path):
+    """UserError unless a file can be created next to `path`: tried for real, because os.access
+    says yes to root even where nothing can be written (a read-only mount, /sys)."""
+    probe = atomic.temporary_sibling(path)
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.unlink(probe)
+    except OSError as error:
+        raise UserError(f"cannot write {flag} {path}: folder {path.parent} is not writable ({error.strerror}); "
+                        "choose another folder") from None
+
+
+def check_output_paths(outputs, inputs):
+    """Refuse, before any computing, outputs that cannot be written or would overwrite an input.
+
+    Args:
+        outputs: [(flag, path or None), ...] the files the run will write, e.g. ("-o", "out.png").
+        inputs: [(what, path or None), ...] the files it reads (images, weights, the checkpoint
+            it resumes from).
+
+    Raises:
+        UsageError: an output is a folder, is also an input, or two outputs are the same file.
+        UserError: an output's folder does not exist or is not writable.
+    """
+    outputs = [(flag, Path(path)) for flag, path in outputs if path is not None]
+    for i, (flag, path) in enumerate(outputs):
+        if path.is_dir():
+            raise UsageError(f"{flag} {path}: is a folder; give a file name in it, e.g. {path / 'out.png'}")
+        folder = path.parent  # Path(".") for a bare file name
+        if not folder.is_dir():
+            raise UserError(f"cannot write {flag} {path}: folder {folder} does not exist; create it first")
+        _probe_writable(flag, path)
+        for what, source in inputs:
+            if source is not None and isinstance(source, (str, os.PathLike)) and _same_file(path, source):
+                raise UsageError(f"{flag} {path} is the {what}: writing it would destroy an input; "
+                                 "choose another file name")
+        for other_flag, other in outputs[:i]:
+            if _same_file(path, other):
+                raise UsageError(f"{flag} and {other_flag} are the same file {path}; give them different names")
+
+
+# ------------------------------------------------------------------------------ the command
+def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_file=None, checkpoint_every=10,
+                resume_file=None, stream=None, **options):
+    """The `scratchnst stylize` command: settings, progress, snapshots, checkpoints, the image and the log.
+
+    Args:
+        content: path of the content image.
+        styles: list of style image paths.
+        output: the image file to write (atomically, when the run is complete).
+        save_every: write snapshot_path(output, step) every this many iterations (0: never).
+        log: None or the JSON file to write: settings, cost history, seconds per iteration.
+        checkpoint_file: None or the file to save the run's whole state in, every
+            `checkpoint_every` iterations, at the end, and on Ctrl-C.
+        checkpoint_every: iterations between checkpoints.
+        resume_file: None or a checkpoint to continue from (the same settings and images;
+            --iters may differ). Checkpoints then go on into it unless checkpoint_file says otherwise.
+        stream: where the settings and the final line go (default stdout); the progress line
+            goes to stderr.
+        **options: `stylize`'s options.
+
+    Returns:
+        0 when the run is complete; 130 after Ctrl-C (the best image so far and the cost log
+        are written next to OUTPUT, and the checkpoint if asked for; the line says where).
+
+    Raises:
+        UsageError, UserError: as `stylize`, and for paths that cannot be written (checked before
+            the run starts). A cost that overflows (CostNotFinite) keeps the last good image
+            next to OUTPUT and names the flag to lower.
+    """
+    stream = stream or sys.stdout
+    output = Path(output)
+    if output.suffix.lower() not in Image.registered_extensions():  # now, not after minutes of work
+        raise UsageError(f"-o {output}: unknown image extension {output.suffix!r}; use .png or .jpg")
+    for flag, value, least in (("--save-every", save_every, 0), ("--checkpoint-every", checkpoint_every, 1)):
+        if value < least:
+            raise UsageError(f"{flag} must be at least {least}, got {value}")
+    if resume_file is not None and checkpoint_file is None:
+        checkpoint_file = resume_file  # go on saving where the run was saved
+    settings = resolve_settings(content, styles, **options)
+    resume = checkpoint.load(resume_file) if resume_file is not None else None
+    init = settings["init"]
+    inputs = [("content image", content), *(("style image", s) for s in styles), ("weights file", settings["weights"]),
+              ("--init image", None if init in ("content+noise", "content", "noise") else init)]
+    check_output_paths([("-o", output), ("--log", log), ("--checkpoint", checkpoint_file)], inputs)
+    # The checkpoint resumed from is an input too, except to --checkpoint, which may go on writing it.
+    check_output_paths([("-o", output), ("--log", log)], [("checkpoint given to --resume", resume_file)])
+
+    print("scratchnst stylize", file=stream)
+    print(format_settings(content, styles, output, settings), file=stream, flush=True)
+    if resume is not None:
+        print(f"  resuming from {resume_file} at iteration {resume['steps']} "
+              f"(pass {resume['scale'] + 1}, J {resume['history'][-1]['J']:.4g})", file=stream, flush=True)
+
+    progress = ProgressLine(sys.stderr)
+    run = _RunState()
+
+    def callback(p):
+        run.seen(p)
+        progress.update(p)
+        if save_every and p.iteration and p.step % save_every == 0:
+            image_io.save_image(snapshot_path(output, p.step), p.image())
+        if checkpoint_file is not None and p.iteration and p.step % checkpoint_every == 0:
+            checkpoint.save(checkpoint_file, p.checkpoint())
+            run.checkpointed = p
+
+    def log_record(history, **extra):
+        return {"content": str(content), "styles": [str(s) for s in styles], "output": str(output),
+                "settings": settings, **extra, "history": history}
+
+    try:
+        result = stylize(content, styles, callback=callback, resume=resume, **settings)
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"scratchnst: interrupted (Ctrl-C){_save_partial(run, output, log, checkpoint_file, log_record)}",
+              file=sys.stderr)
+        return INTERRUPTED
+    except CostNotFinite as error:
+        progress.close()
+        where = _save_partial(run, output, log, None, log_record, stopped=str(error))
+        raise UserError(f"{error}{where}") from None
+    finally:
+        progress.close()
+    image_io.save_image(output, result.image)
+    if checkpoint_file is not None and run.last is not None and run.checkpointed is not run.last:
+        checkpoint.save(checkpoint_file, run.last.checkpoint())  # --iters can go on from the end
+    last = result.history[-1]
+    if log is not None:
+        atomic.write_text(Path(log), _json(log_record(
+            result.history, iterations=result.iterations, evaluations=result.evaluations, seconds=result.seconds,
+            seconds_per_iteration=result.seconds_per_iteration)), "log")
+    H, W = result.image.shape[:2]
+    print(f"wrote {output}: {result.iterations} iterations ({result.evaluations} evaluations) in "
+          f"{result.seconds:.1f} s ({result.seconds_per_iteration:.3f} s per iteration at {W}x{H}); "
+          f"J {last['J']:.4g}, J_content {last['J_content']:.4g}, J_style {last['J_style']:.4g}", file=stream)
+    return 0
+
+
+class _RunState:
+    """What the command remembers of a run as it goes: the last iteration and the best one so far.
+
+    "Best" is the lowest cost in the latest pass reached (costs of passes at different sizes
+    cannot be compared, and a finer pass is the closer to the result); Adam's cost can go up
+    from one step to the next, L-BFGS's cannot.
+    """
+
+    def __init__(self):
+        self.last = self.best = self.checkpointed = None
+
+    def seen(self, p):
+        self.last = p
+        if self.best is None or p.scale > self.best.scale or p.costs["J"] < self.best.costs["J"]:
+            self.best = p
+
+
+def _save_partial(run, output, log, checkpoint_file, log_record, stopped="interrupted (Ctrl-C)"):
+    """Write what a stopped run has: the best image, the cost log, the checkpoint. Returns '; wrote ...'."""
+    if run.best is None:
+        return "; it stopped before the first iteration, so there was nothing to save"
+    best = run.best
+    image_path = image_io.save_image(snapshot_path(output, best.step), best.image())
+    log_path = Path(log) if log is not None else snapshot_path(output, best.step, ".json")
+    atomic.write_text(log_path, _json(log_record(
+        run.last.checkpoint()["history"], stopped=stopped,
+        best={"scale": best.scale, "iteration": best.iteration, "step": best.step, **best.costs},
+        iterations=run.last.step)), "log")
+    said = (f"; wrote the best image so far (iteration {best.step}, J {best.costs['J']:.4g}) to {image_path} "
+            f"and the cost log to {log_path}")
+    if checkpoint_file is not None:
+        checkpoint.save(checkpoint_file, run.last.checkpoint())
+        said += f"; continue with the same command and --resume {checkpoint_file}"
+    return said
+
+
+def _json(data):
+    return json.dumps(data, indent=1) + "\n"

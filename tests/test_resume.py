@@ -1,0 +1,202 @@
+"""Checkpoints and --resume: a resumed run ends in the same image as an uninterrupted one, bit for bit;
+Ctrl-C and kills never leave half a file.
+
+The in-process tests split runs at every kind of point (a pass's start, mid-pass, a pass's end,
+the end); the subprocess tests do what a user does: press Ctrl-C (SIGINT) in a real run, resume
+it from the command line, and kill the process (SIGKILL) at random moments while it writes.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scratchnst import checkpoint, cli, transfer
+from scratchnst.errors import UsageError, UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def images(shared_image, squeezenet_weights_path):
+    return {"content": str(shared_image("tubingen.jpg")), "style": str(shared_image("starry_night.jpg")),
+            "weights": str(squeezenet_weights_path)}
+
+
+def costs(history):
+    """The history without the wall-clock times, which differ between runs."""
+    return [{k: v for k, v in entry.items() if k != "seconds"} for entry in history]
+
+
+def run_capturing(images, at_steps, tmp_path, **options):
+    """Run stylize; save a checkpoint file at each step in at_steps (iteration 0 of a pass: step ("start", k))."""
+    saved = {}
+
+    def callback(p):
+        key = ("start", p.scale) if p.iteration == 0 else p.step
+        if key in at_steps:
+            path = tmp_path / f"ckpt-{len(saved)}.npz"
+            checkpoint.save(path, p.checkpoint())
+            saved[key] = path
+
+    result = transfer.stylize(images["content"], images["style"], weights=images["weights"], callback=callback,
+                              **options)
+    return result, saved
+
+
+CASES = {
+    "lbfgs": dict(size=64, iters=6, optimizer="lbfgs"),
+    "adam": dict(size=64, iters=6, optimizer="adam", lr=5.0),
+    "lbfgs two scales, colours kept": dict(size=96, iters=4, scales=2, preserve_colors=True),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_resuming_from_any_point_gives_the_uninterrupted_image_bit_for_bit(images, tmp_path, case):
+    options = CASES[case]
+    total = options["iters"] * options.get("scales", 1)
+    points = {("start", 1), 1, options["iters"] // 2, options["iters"], total - 1, total}
+    if options.get("scales", 1) > 1:
+        points.add(("start", 2))
+    full, saved = run_capturing(images, points, tmp_path, **options)
+    assert set(saved) == points
+    for key, path in saved.items():
+        resumed = transfer.stylize(images["content"], images["style"], weights=images["weights"],
+                                   resume=checkpoint.load(path), **options)
+        assert np.array_equal(resumed.image, full.image), key
+        assert costs(resumed.history) == costs(full.history), key
+        assert (resumed.iterations, resumed.evaluations) == (full.iterations, full.evaluations), key
+
+
+def test_resuming_with_more_iterations_continues_the_same_run(images, tmp_path):
+    short, saved = run_capturing(images, {5}, tmp_path, size=64, iters=5)
+    longer = transfer.stylize(images["content"], images["style"], weights=images["weights"], size=64, iters=9)
+    resumed = transfer.stylize(images["content"], images["style"], weights=images["weights"], size=64, iters=9,
+                               resume=checkpoint.load(saved[5]))
+    assert np.array_equal(resumed.image, longer.image) and costs(resumed.history) == costs(longer.history)
+
+
+def test_a_checkpoint_refuses_other_settings_or_images(images, tmp_path, shared_image):
+    _, saved = run_capturing(images, {2}, tmp_path, size=64, iters=3)
+    state = checkpoint.load(saved[2])
+    with pytest.raises(UsageError, match=r"other settings \(beta: checkpoint 4.0, now 5.0\)"):
+        transfer.stylize(images["content"], images["style"], weights=images["weights"], size=64, iters=3, beta=5,
+                         resume=state)
+    with pytest.raises(UsageError, match="the style images differ"):
+        transfer.stylize(images["content"], str(shared_image("the_scream.jpg")), weights=images["weights"],
+                         size=64, iters=3, resume=state)
+
+
+@pytest.mark.parametrize("make, message", [
+    (None, "no such checkpoint file"),
+    (lambda p: p.write_text("not a checkpoint"), "not a readable scratchnst checkpoint"),
+    (lambda p: p.write_bytes(b""), "not a readable scratchnst checkpoint"),
+    (lambda p: p.mkdir(), "is a folder"),
+    ("truncated", "not a readable scratchnst checkpoint"),
+    ("other format", "this scratchnst reads format 1"),
+])
+def test_a_bad_resume_file_is_one_line(images, tmp_path, capsys, make, message):
+    path = tmp_path / "ck.npz"
+    if make == "truncated":
+        _, saved = run_capturing(images, {1}, tmp_path, size=64, iters=1)
+        path.write_bytes(saved[1].read_bytes()[: saved[1].stat().st_size // 2])
+    elif make == "other format":
+        np.savez(path, meta=np.array(json.dumps({"format": 99, "state": {}})))
+    elif make is not None:
+        make(path)
+    status = cli.main(["stylize", images["content"], images["style"], "-o", str(tmp_path / "out.png"),
+                       "--weights", images["weights"], "--size", "64", "--resume", str(path)])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out.png").exists()
+    with pytest.raises(UserError):
+        checkpoint.load(path)
+
+
+# ------------------------------------------------------------------------- as a user does it
+def command(images, out, *flags):
+    return [sys.executable, "-m", "scratchnst", "stylize", images["content"], images["style"], "-o", str(out),
+            "--weights", images["weights"], "--size", "64", *map(str, flags)]
+
+
+def environment():
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("OPENBLAS_NUM_THREADS", None)  # the command's own default (one thread) in every run
+    return env
+
+
+def wait_for(path, process, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not Path(path).exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never wrote its checkpoint"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_then_resume_ends_in_the_uninterrupted_image(images, tmp_path):
+    flags = ["--iters", "40", "--seed", "5"]
+    whole = subprocess.run(command(images, tmp_path / "whole.png", *flags), env=environment(),
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    ckpt = tmp_path / "run.ckpt.npz"
+    first = subprocess.Popen(command(images, tmp_path / "out.png", *flags, "--checkpoint", ckpt,
+                                     "--checkpoint-every", "3", "--log", tmp_path / "log.json"),
+                             env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(ckpt, first)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("scratchnst: interrupted (Ctrl-C); wrote the best image")
+    assert f"--resume {ckpt}" in last
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert log["stopped"] == "interrupted (Ctrl-C)" and (tmp_path / f"out_{log['best']['step']:04d}.png").is_file()
+    stopped_at = checkpoint.load(ckpt)["steps"]
+    assert 3 <= stopped_at < 40 and not (tmp_path / "out.png").exists()
+
+    second = subprocess.run(command(images, tmp_path / "out.png", *flags, "--resume", ckpt), env=environment(),
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert f"resuming from {ckpt} at iteration {stopped_at}" in second.stdout
+    with Image.open(tmp_path / "out.png") as a, Image.open(tmp_path / "whole.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert (tmp_path / "out.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
+
+
+def complete(path):
+    """True if a file the run writes is whole: it parses to the end."""
+    if path.suffix == ".png":
+        with Image.open(path) as img:
+            img.load()
+    elif path.suffix == ".json":
+        json.loads(path.read_text())
+    else:
+        checkpoint.load(path)
+    return True
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.9, 1.7])
+def test_killing_the_process_never_leaves_half_a_file(images, tmp_path, delay):
+    out = tmp_path / "out.png"
+    out.write_bytes((Path(images["content"]).read_bytes()))  # an "old" file that must stay whole or be replaced
+    process = subprocess.Popen(command(images, out, "--iters", "400", "--save-every", "1", "--checkpoint-every",
+                                       "1", "--checkpoint", tmp_path / "ck.npz"),
+                               env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(tmp_path / "ck.npz", process)
+    time.sleep(delay)
+    process.kill()
+    process.wait()
+    named = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert len(named) >= 2
+    for path in named:
+        if path != out:
+            assert complete(path), path
+    assert out.read_bytes() == Path(images["content"]).read_bytes() or complete(out)

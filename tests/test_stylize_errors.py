@@ -1,0 +1,235 @@
+"""`scratchnst stylize` with every mistake a user can make: one line, the right exit status, nothing lost.
+
+Each case runs the real command in-process (cli.main) and checks what a user would see: the exit
+status (2 wrong usage, 1 otherwise), exactly one line on stderr that names the thing, no
+traceback, and which files exist afterwards (inputs untouched, no half-written or temporary files).
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scratchnst import cli, transfer
+
+
+@pytest.fixture
+def inputs(tmp_path, shared_image, squeezenet_weights_path):
+    """Copies of a content and a style image in tmp_path/in, and the weights path."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    content, style = folder / "content.jpg", folder / "style.jpg"
+    shutil.copy(shared_image("tubingen.jpg"), content)
+    shutil.copy(shared_image("starry_night.jpg"), style)
+    return {"content": content, "style": style, "weights": squeezenet_weights_path}
+
+
+def run(inputs, out, *flags, content=None, style=None):
+    argv = ["stylize", str(content or inputs["content"]), str(style or inputs["style"]), "-o", str(out),
+            "--weights", str(inputs["weights"]), "--size", "64", "--iters", "3"]
+    return cli.main(argv + [str(f) for f in flags])
+
+
+def one_error_line(capsys):
+    """The single line on stderr (after the progress line, if the run had started); asserts no traceback."""
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("scratchnst: "), captured.err
+    assert all(line.startswith("[") or line.startswith("scale ") for line in lines[:-1]), captured.err  # progress
+    return lines[-1], captured.out
+
+
+def files(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+def digest(path):
+    return Path(path).read_bytes()
+
+
+# ------------------------------------------------------------------ outputs checked before the run
+@pytest.mark.parametrize("which", ["content", "style"])
+def test_output_equal_to_an_input_is_refused_and_the_input_kept(inputs, capsys, which):
+    before = digest(inputs[which])
+    # the same file, spelled differently
+    target = inputs[which].parent / ".." / inputs[which].parent.name / inputs[which].name
+    status = run(inputs, target)
+    line, out = one_error_line(capsys)
+    assert status == 2 and f"is the {which} image" in line and "choose another file name" in line
+    assert out == "" and digest(inputs[which]) == before
+
+
+def test_output_through_a_symbolic_link_to_an_input_is_refused(inputs, tmp_path, capsys):
+    link = tmp_path / "link.jpg"
+    link.symlink_to(inputs["content"])
+    assert run(inputs, link) == 2
+    assert "is the content image" in one_error_line(capsys)[0]
+
+
+@pytest.mark.parametrize("flag", ["--log", "--checkpoint"])
+def test_log_or_checkpoint_equal_to_an_input_or_the_output_is_refused(inputs, tmp_path, capsys, flag):
+    out = tmp_path / "out.png"
+    assert run(inputs, out, flag, inputs["style"]) == 2
+    assert f"{flag} {inputs['style']} is the style image" in one_error_line(capsys)[0]
+    assert run(inputs, out, flag, out) == 2
+    assert "are the same file" in one_error_line(capsys)[0]
+    assert files(tmp_path) == ["in"]
+
+
+def test_output_that_is_a_folder_is_refused(inputs, tmp_path, capsys):
+    (tmp_path / "pictures.png").mkdir()
+    assert run(inputs, tmp_path / "pictures.png") == 2
+    assert "is a folder; give a file name in it" in one_error_line(capsys)[0]
+
+
+def test_output_folder_missing_is_refused_before_any_computing(inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(transfer.networks, "load", lambda *a, **k: pytest.fail("the network was loaded"))
+    assert run(inputs, tmp_path / "nowhere" / "out.png") == 1
+    line, out = one_error_line(capsys)
+    assert "folder" in line and "does not exist" in line and out == ""
+
+
+def unwritable_folder(tmp_path):
+    """A folder no file can be created in: chmod 0o500 for a normal user; for root, who may write
+    anywhere the mode forbids, a kernel folder that refuses new files whatever the user."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        folder.chmod(0o500)
+        return folder
+    for candidate in (Path("/sys"), Path("/proc/self")):
+        try:
+            os.close(os.open(candidate / ".scratchnst-probe", os.O_CREAT | os.O_WRONLY, 0o600))
+            os.unlink(candidate / ".scratchnst-probe")
+        except OSError:
+            return candidate
+    pytest.skip("no folder here refuses new files to root")
+
+
+def test_unwritable_output_folder_is_refused_before_any_computing(inputs, tmp_path, capsys, monkeypatch):
+    folder = unwritable_folder(tmp_path)
+    monkeypatch.setattr(transfer.networks, "load", lambda *a, **k: pytest.fail("the network was loaded"))
+    try:
+        assert run(inputs, folder / "out.png") == 1
+        line, out = one_error_line(capsys)
+        assert f"folder {folder} is not writable" in line and out == ""
+    finally:
+        if folder.parent == tmp_path:
+            folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--save-every", "-1"], "--save-every must be at least 0"),
+    (["--checkpoint-every", "0"], "--checkpoint-every must be at least 1"),
+    (["--beta", "inf"], "--beta must be a finite number"),
+    (["--style-scale", "0"], "--style-scale must be a finite number > 0"),
+    (["--iters", "0"], "--iters must be at least 1"),
+    (["--style-layers", "fire2:-1"], "style layer weights must be finite numbers >= 0"),
+    (["--style-layers", "fire22"], "did you mean"),
+])
+def test_setting_values_out_of_range_are_usage_errors(inputs, tmp_path, capsys, flags, message):
+    assert run(inputs, tmp_path / "out.png", *flags) == 2
+    assert message in one_error_line(capsys)[0]
+    assert files(tmp_path) == ["in"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--style-layers", "fire2:x"], "the weight after ':' must be a number"),
+    (["--style-blend", "0.5;0.5"], "give numbers separated by commas"),
+    (["--size", "big"], "invalid int value"),
+    (["--model", "resnet"], "invalid choice"),
+])
+def test_values_that_do_not_parse_are_one_line_usage_errors(inputs, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run(inputs, tmp_path / "out.png", *flags)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err
+    assert err.startswith("scratchnst stylize: error: ") and err.rstrip().endswith("see scratchnst stylize --help")
+
+
+def test_blend_weights_must_match_the_style_images(inputs, tmp_path, capsys):
+    argv = ["stylize", str(inputs["content"]), str(inputs["style"]), str(inputs["style"]), "-o",
+            str(tmp_path / "out.png"), "--weights", str(inputs["weights"]), "--style-blend", "1,2,3"]
+    assert cli.main(argv) == 2
+    assert "--style-blend has 3 weights for 2 style images; give one per image" in one_error_line(capsys)[0]
+
+
+# ---------------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b""), "not a readable image"),
+    (lambda p: p.write_text("hello, I am not a picture"), "not a readable image"),
+    (lambda p: p.write_bytes(p.with_name("content.jpg").read_bytes()[:3000]), "not a readable image"),
+    (lambda p: p.mkdir(), "folder"),
+])
+def test_a_broken_style_image_is_one_line_and_writes_nothing(inputs, tmp_path, capsys, make, message):
+    broken = inputs["content"].parent / "broken.jpg"
+    make(broken)
+    assert run(inputs, tmp_path / "out.png", style=broken) == 1
+    line = one_error_line(capsys)[0]
+    assert str(broken) in line and message in line
+    assert files(tmp_path) == ["in"]
+
+
+def test_an_image_too_small_for_the_network_says_the_minimum(inputs, tmp_path, capsys):
+    strip = inputs["content"].parent / "strip.png"
+    Image.fromarray(np.full((4, 200, 3), 128, np.uint8)).save(strip)
+    assert run(inputs, tmp_path / "out.png", content=strip) == 1
+    line = one_error_line(capsys)[0]
+    assert "the content image is 1x64 px" in line and "need at least" in line
+
+
+# ------------------------------------------------------------------------------- costs that overflow
+@pytest.mark.filterwarnings("error")  # NumPy's overflow warnings would be more lines on stderr
+def test_a_beta_that_overflows_at_the_start_names_the_flag(inputs, tmp_path, capsys):
+    assert run(inputs, tmp_path / "out.png", "--beta", "1e39") == 1
+    line = one_error_line(capsys)[0]
+    assert "became infinite" in line and "lower --beta" in line and "nothing to save" in line
+    assert files(tmp_path) == ["in"]
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_a_cost_that_becomes_nan_mid_run_keeps_the_last_good_image(inputs, tmp_path, capsys, monkeypatch, optimizer):
+    real = transfer.make_cost_function
+
+    def overflowing_after_six_calls(*args, **kwargs):
+        cost = real(*args, **kwargs)
+        calls = []
+
+        def cost_then_nan(x):
+            calls.append(1)
+            J, dx, parts = cost(x)
+            if len(calls) >= 6:  # the style cost turns to NaN, as an overflowing Gram would
+                parts = {**parts, "J_style": float("nan"), "J": float("nan")}
+                return float("nan"), dx, parts
+            return J, dx, parts
+
+        return cost_then_nan
+
+    monkeypatch.setattr(transfer, "make_cost_function", overflowing_after_six_calls)
+    out = tmp_path / "out.png"
+    assert run(inputs, out, "--iters", "20", "--optimizer", optimizer, "--log", tmp_path / "log.json") == 1
+    line = one_error_line(capsys)[0]
+    assert "the cost became NaN" in line and "lower --beta" in line
+    log = json.loads((tmp_path / "log.json").read_text())
+    best = log["best"]["step"]
+    assert f"wrote the best image so far (iteration {best}," in line and f"out_{best:04d}.png" in line
+    assert all(np.isfinite(h["J"]) for h in log["history"]) and log["stopped"].startswith("the cost became NaN")
+    assert files(tmp_path) == ["in", "log.json", f"out_{best:04d}.png"]  # no out.png: the run did not finish
+
+
+# ---------------------------------------------------------------------------------- --debug
+def test_debug_shows_the_traceback(inputs, tmp_path):
+    with pytest.raises(Exception, match="no such image file"):
+        run(inputs, tmp_path / "out.png", "--debug", content=tmp_path / "missing.jpg")
+
+
+def test_an_unexpected_error_is_one_line_that_says_it_is_a_bug(inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(transfer, "make_cost_function", lambda *a, **k: 1 / 0)
+    assert run(inputs, tmp_path / "out.png") == 1
+    line = one_error_line(capsys)[0]
+    assert "internal error (ZeroDivisionError" in line and "--debug" in line
