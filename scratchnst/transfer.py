@@ -222,10 +222,8 @@ def resolve_settings(
         style_blend = [w / total for w in style_blend]
 
     for source in ([content] if content is not None else []) + styles:
-        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-            raise UserError(f"{source}: is a folder; give an image file")
-        if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
-            raise UserError(f"{source}: no such image file; check the path")
+        if isinstance(source, (str, os.PathLike)):
+            image_io.image_size(source)  # the header only: a missing or broken image is told now, not after loading
 
     numbers = {"alpha": alpha, "beta": beta, "tv_weight": tv_weight}
     numbers = {k: float(getattr(defaults, k) if v is None else v) for k, v in numbers.items()}

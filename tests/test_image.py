@@ -49,7 +49,7 @@ def test_load_honours_exif_orientation(tmp_path, picture, orientation):
         assert image.load_image(path).shape == (21, 13, 3)  # portrait photo stored sideways
 
 
-@pytest.mark.parametrize("content", [b"", b"GIF89a but not really", "truncated jpeg"])
+@pytest.mark.parametrize("content", [b"GIF89a but not really", "truncated jpeg"])  # more in test_image_inputs.py
 def test_broken_image_is_a_user_error(tmp_path, picture, content):
     path = tmp_path / "broken.jpg"
     if content == "truncated jpeg":

@@ -161,7 +161,7 @@ def test_blend_weights_must_match_the_style_images(inputs, tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------- bad inputs
 @pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b""), "not a readable image"),
+    (lambda p: p.write_bytes(b""), "the file is empty (0 bytes)"),
     (lambda p: p.write_text("hello, I am not a picture"), "not a readable image"),
     (lambda p: p.write_bytes(p.with_name("content.jpg").read_bytes()[:3000]), "not a readable image"),
     (lambda p: p.mkdir(), "folder"),
