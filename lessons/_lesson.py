@@ -9,16 +9,19 @@ the real work from the `scratchnst` package; this module adds nothing to it.
 """
 
 import argparse
+import math
 import os
-import secrets
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from scratchnst import image as imageio
-from scratchnst.errors import UserError
+from scratchnst.atomic import atomic_path
+from scratchnst.cli import ArgumentParser, catch_lost_interrupts, describe_error
+from scratchnst.errors import UsageError, UserError
 
 LESSONS = Path(__file__).resolve().parent
 IMAGES = LESSONS / "images"
@@ -28,19 +31,47 @@ DEFAULT_STYLE = IMAGES / "swirls.jpg"
 
 
 # ---------------------------------------------------------------------------- errors as one line
+# --debug (parse_args sets it) or SCRATCHNST_DEBUG=1: tracebacks instead of one line.
+_DEBUG = os.environ.get("SCRATCHNST_DEBUG", "") not in ("", "0")
+
+
 def _excepthook(kind, error, traceback):
-    """Mistakes a reader can make (a wrong path, no weights) end the lesson with one line, no traceback."""
-    if issubclass(kind, UserError):
-        print(f"lesson stopped: {error}", file=sys.stderr)
-    elif issubclass(kind, KeyboardInterrupt):
-        print("lesson stopped: interrupted (Ctrl-C)", file=sys.stderr)
-    elif issubclass(kind, BrokenPipeError):
-        pass  # the reader piped the output into `head` and stopped reading: nothing to report
-    else:
+    """Every error ends the lesson with one line on stderr and the exit status `scratchnst` uses.
+
+    2 for a wrong option (UsageError), 130 for Ctrl-C, 1 for anything else: a missing or broken
+    file (UserError), or a bug, which the line says is one. With --debug the traceback is shown
+    instead, and the exit status is the same.
+    """
+    if issubclass(kind, BrokenPipeError):
+        # The reader piped the output into `head` and stopped reading: nothing to report, and
+        # stdout must not be flushed again on the way out (that would raise once more).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _exit(1)
+    if _DEBUG:
         sys.__excepthook__(kind, error, traceback)
+    elif issubclass(kind, KeyboardInterrupt):
+        print("lesson stopped: interrupted (Ctrl-C); the pictures already written are complete, none was "
+              "left half-written", file=sys.stderr)
+    else:
+        print(f"lesson stopped: {describe_error(error)}", file=sys.stderr)
+    _exit(130 if issubclass(kind, KeyboardInterrupt) else getattr(error, "exit_status", 1))
 
 
-sys.excepthook = _excepthook  # Python still exits with status 1 after the hook
+def _exit(status):
+    # After sys.excepthook Python always exits with status 1, and after an uncaught Ctrl-C it
+    # kills itself with SIGINT: only os._exit gives the status `scratchnst` gives. It skips the
+    # interpreter's clean-up, so flush what was printed first (files are complete or removed
+    # already: every file is written through scratchnst.atomic).
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
+sys.excepthook = _excepthook
+catch_lost_interrupts()
 
 
 # ----------------------------------------------------------------------------------- options
@@ -59,6 +90,10 @@ def done():
 def parse_args(doc, size=256, iters=100, argv=None, extra=None):
     """Parse the options every lesson takes; defaults are the lesson's own.
 
+    Mistakes are found here, before the lesson computes anything: an option that does not parse
+    or is out of range (one line, exit status 2, as `scratchnst`), an image that cannot be read,
+    an output folder that cannot be written (one line, exit status 1).
+
     Args:
         doc: the lesson's module docstring (its first line is the --help description).
         size: default --size, the long side of the images in pixels.
@@ -70,7 +105,8 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
         argparse.Namespace with content, style (Paths), size, iters, seed, out (Path, created),
         network, weights.
     """
-    parser = argparse.ArgumentParser(
+    global _DEBUG
+    parser = ArgumentParser(  # one-line errors and --debug, as the `scratchnst` command
         description=doc.strip().splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -91,15 +127,31 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
     if argv is None:
         argv = [] if _in_notebook() else sys.argv[1:]
     args = parser.parse_args(argv)
+    _DEBUG = _DEBUG or getattr(args, "debug", False)
     if args.size < 16:
-        parser.error("--size must be at least 16 pixels")
+        parser.error(f"--size must be at least 16 pixels, got {args.size}")
     if args.iters < 1:
-        parser.error("--iters must be at least 1")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create the output folder {args.out}: {error.strerror or error}") from None
+        parser.error(f"--iters must be at least 1, got {args.iters}")
+    if args.seed < 0:
+        parser.error(f"--seed must be at least 0, got {args.seed}")  # what np.random.default_rng takes
+    for path in (args.content, args.style):
+        imageio.load_image(path, long_side=16)  # UserError naming the file: missing, not an image...
+    _make_output_folder(args.out)
     return args
+
+
+def _make_output_folder(out):
+    """Create the folder for the pictures and make sure a file can be written in it (UserError if not)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder; give a folder for the pictures")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # Writing a file is the only sure test (permissions, read-only file systems, quotas).
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise UserError(f"--out {out}: cannot write pictures there ({error.strerror or error}); give a "
+                        "writable folder") from None
 
 
 # ------------------------------------------------------------------------------------ printing
@@ -265,15 +317,12 @@ def pyplot(what):
 
 
 def save_plot(args, name, fig):
-    """Save a matplotlib figure to args.out / name atomically (temporary file, then rename); print where."""
+    """Save a matplotlib figure to args.out / name atomically (scratchnst.atomic); print where."""
     path = args.out / name
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+        # the temporary name keeps the suffix: savefig picks the format from it
+        with atomic_path(path, "picture") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         fig.clf()
     print(f"wrote {shown(path)}")
@@ -315,18 +364,23 @@ def torch_or_note(what="the comparison with PyTorch"):
 
 # ------------------------------------------------------------------------- pretrained weights
 def network_name(args):
-    """The network a lesson uses: --network, or with "auto" VGG-19 if its weights are found, else SqueezeNet.
+    """The network a lesson uses: the one --weights FILE holds, else --network, else ("auto")
+    VGG-19 if its weights are found, else SqueezeNet.
 
     Raises:
-        UserError: no weights at all, with the one line that says how to get them.
+        UserError: no weights at all, with the one line that says how to get them; a --weights
+            file that is missing, broken, or holds another network than --network names.
     """
-    from scratchnst import weights
+    from scratchnst import networks, weights
 
+    wanted = None if args.network == "auto" else args.network
     if args.weights is not None:
-        return None  # the file decides (its architecture is detected when it is loaded)
-    if args.network != "auto":
-        weights.find_weights(args.network)  # UserError: where it looked, and the download command
-        return args.network
+        # Read it now: a wrong file stops the lesson here, in one line, not halfway through.
+        name, _ = networks.parameters_from_file(weights.read_weights(args.weights, model=wanted), wanted)
+        return name
+    if wanted is not None:
+        weights.find_weights(wanted)  # UserError: where it looked, and the download command
+        return wanted
     for name in ("vgg19", "squeezenet"):
         try:
             weights.find_weights(name)
@@ -342,16 +396,19 @@ def load_network(args, pooling="max", dtype=np.float32):
     """Load the lesson's pretrained network (see `network_name`) and say which one and from where.
 
     Args:
-        args: the lesson's options (--network, --weights).
+        args: the lesson's options (--network, --weights, --size, --content, --style).
         pooling: "max" (as the network was trained), "avg", or "default": the pooling
             `scratchnst stylize` uses for this network (transfer.MODEL_DEFAULTS).
         dtype: of weights, activations and gradients.
+
+    Raises:
+        UsageError: --size is too small for the network (the message gives the smallest that works).
     """
     from scratchnst import networks, transfer
 
     name = network_name(args)
-    source = args.weights if args.weights is not None else name
-    net = networks.load(source, dtype=dtype)
+    net = networks.load(name, weights=args.weights, dtype=dtype)
+    check_size(args, net)
     if pooling == "default":
         pooling = transfer.MODEL_DEFAULTS[net.name].pool
     if pooling != net.pooling:
@@ -362,3 +419,23 @@ def load_network(args, pooling="max", dtype=np.float32):
         print("(the course uses VGG-19; its weights were not found, so this lesson runs SqueezeNet 1.1, "
               "10 to 20 times faster here: `scratchnst weights download vgg19` to use VGG-19)")
     return net
+
+
+def check_size(args, net):
+    """UsageError unless the content and style images at --size leave every layer of `net` an output.
+
+    The images are resized so that their long side is --size; the short side must still be at
+    least net.min_input_size (SqueezeNet 31, VGG-19 32). The message gives the smallest --size
+    that works for the image that is too small.
+    """
+    from PIL import Image
+
+    need = net.min_input_size
+    for what, path in (("content", args.content), ("style", args.style)):
+        H, W = load(path, args.size).shape[:2]
+        if min(H, W) < need:
+            with Image.open(path) as img:
+                ratio = max(img.size) / min(img.size)
+            raise UsageError(f"--size {args.size} is too small for {net.name}: the {what} image {path.name} becomes "
+                             f"{W}x{H} pixels, and the network needs at least {need}x{need}; use --size "
+                             f"{max(math.ceil(need * ratio), need)} or more")

@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from scratchnst import layers, networks
-from scratchnst.errors import UserError
+from scratchnst import weights as weights_io
+from scratchnst.errors import UsageError, UserError
 
 MODELS = ("vgg19", "squeezenet")
 
@@ -484,7 +485,10 @@ def _worker_main(argv=None):
     try:
         result = measure_time(**task) if kind == "time" else measure_memory(**task)
     except UserError as error:
-        result = {"error": str(error)}
+        result = {"error": str(error), "exit_status": error.exit_status}
+    except MemoryError:
+        result = {"error": f"out of memory measuring {task.get('model')} at {task.get('size')} pixels; use "
+                           "smaller --sizes (or --no-memory, --no-convs)", "exit_status": 1}
     print(json.dumps(result))
     return 0
 
@@ -500,7 +504,8 @@ def run_worker(task, threads):
         the worker's result dict.
 
     Raises:
-        UserError: what the worker could not do for a reason the user can fix (a missing file).
+        UserError: what the worker could not do for a reason the user can fix (a missing file,
+            too little memory), a UsageError if it was one there.
         RuntimeError: the worker crashed (a bug), with its error output.
     """
     env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
@@ -509,11 +514,15 @@ def run_worker(task, threads):
     done = subprocess.run([sys.executable, "-m", "scratchnst.bench", "--worker", json.dumps(task)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = done.stdout.strip().splitlines()
+    if done.returncode < 0:  # killed: by the kernel's out-of-memory killer, most often
+        raise UserError(f"the bench worker measuring {task.get('model')} at {task.get('size')} pixels was killed "
+                        f"by signal {-done.returncode} (out of memory?); use smaller --sizes")
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"bench worker for {task} failed (exit status {done.returncode}):\n{done.stderr}")
     result = json.loads(lines[-1])
     if "error" in result:
-        raise UserError(result["error"])
+        kind = UsageError if result.get("exit_status") == UsageError.exit_status else UserError
+        raise kind(result["error"])
     return result
 
 
@@ -562,21 +571,29 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
         {"scratchnst_bytes", "pytorch_bytes", "ratio"}, load_before, load_after]}.
 
     Raises:
-        UserError: an unknown model, a size below what the model's layers need, a count below 1.
+        UsageError: an unknown model, a size below what the model's layers need, a count below 1,
+            a negative seed.
+        UserError: with pretrained=True, a weights file missing or broken (before anything runs).
     """
     threads = default_threads() if threads is None else threads
-    for name, value, least in (("repeats", repeats, 1), ("warmup", warmup, 0), ("threads", threads, 1)):
+    for name, value, least in (("repeats", repeats, 1), ("warmup", warmup, 0), ("threads", threads, 1),
+                               ("seed", seed, 0)):
         if value < least:
-            raise UserError(f"--{name} must be at least {least}, got {value}")
+            raise UsageError(f"--{name} must be at least {least}, got {value}")
     for model in models:
         if model not in BENCH_LAYERS:
-            raise UserError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
+            raise UsageError(f"unknown model {model!r}: choose from {', '.join(MODELS)}")
         arch = networks.ARCHITECTURES[model]
         smallest = max(arch.min_input_sizes[arch.resolve(layer)] for layer in BENCH_LAYERS[model])
         for size in sizes:
             if size < smallest:
-                raise UserError(f"size {size} is too small for {model} up to {BENCH_LAYERS[model][-1]}: "
-                                f"use --sizes of at least {smallest}")
+                raise UsageError(f"--sizes {size} is too small for {model} up to {BENCH_LAYERS[model][-1]}: "
+                                 f"use sizes of at least {smallest}")
+    if pretrained:
+        # The workers load the weights again; loading them here first stops a missing or broken
+        # file with its one line before any measurement (and any progress line) starts.
+        for model in models:
+            networks.load(model, weights=weights_io.find_weights(model, weights_flag=None))  # bench has no --weights
 
     def say(text):
         if progress is not None:

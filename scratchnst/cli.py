@@ -11,9 +11,12 @@ can go wrong into one line on stderr and an exit status:
 --debug (anywhere on the command line) or SCRATCHNST_DEBUG=1 shows the traceback instead.
 """
 
+import _thread
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from scratchnst import __version__
 from scratchnst.errors import UserError
@@ -51,7 +54,7 @@ def _add_gradcheck(sub):
         "Exit status 1 if any row fails.",
         formatter_class=_Formatter,
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the random inputs")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns even if torch is installed")
 
     def run(args):
@@ -193,6 +196,17 @@ def _style_layers_arg(text):
     return layers
 
 
+def seed_arg(text):
+    """An --seed value: an integer >= 0 (NumPy's generators take no negative seeds)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= 0, e.g. --seed 0") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= 0, e.g. --seed 0")
+    return seed
+
+
 def _floats_arg(text):
     """'0.7,0.3' -> [0.7, 0.3]."""
     try:
@@ -235,7 +249,7 @@ def _add_stylize(sub):
     p.add_argument("--init", metavar="{content+noise,content,noise,FILE}", default="content+noise",
                    help="the starting image: the course's content + uniform noise, the content image, "
                    "noise, or an image file")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise (the same seed gives the same image)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the noise (the same seed gives the same image)")
     p.add_argument("--pool", choices=["max", "avg"], default=_ModelDefault("pool"),
                    help="pooling in the network (max: as it was trained; avg: Gatys et al.'s smoother gradients)")
     p.add_argument("--preserve-colors", action="store_true",
@@ -368,7 +382,7 @@ def _add_bench(sub):
                    help="threads of NumPy's BLAS and of PyTorch; None means every CPU available")
     p.add_argument("--pretrained", action="store_true",
                    help="use the pretrained weights files (see `scratchnst weights list`) instead of random ones")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights, input and gradients")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the random weights, input and gradients")
     p.add_argument("--no-torch", action="store_true", help="measure scratchnst alone even if torch is installed")
     p.add_argument("--no-convs", action="store_true", help="skip the per-convolution breakdown")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
@@ -403,6 +417,7 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the `scratchnst` console script; returns the exit status (see the module docstring)."""
+    catch_lost_interrupts()
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("SCRATCHNST_DEBUG", "") not in ("", "0")
@@ -425,6 +440,35 @@ def main(argv=None):
         print(f"scratchnst: error: {describe_error(error)}", file=sys.stderr)
         return getattr(error, "exit_status", 1)
     return int(status or 0)
+
+
+def catch_lost_interrupts():
+    """Make sure a Ctrl-C is never lost (the command and the lessons install this).
+
+    Python raises KeyboardInterrupt wherever the interpreter happens to be; in a finalizer or a
+    weakref callback (h5py closes its objects through them, for one) the exception cannot
+    propagate, is printed as "Exception ignored in ..." and the program runs on as if Ctrl-C had
+    not been pressed (about one run in ten under load). The hook sends SIGINT to the main thread
+    again a moment later, from another thread: a real signal, so that a sleep or a wait there is
+    cut short too, and not raised at once, which would land in the same finalizer.
+    """
+    sys.unraisablehook = _unraisablehook
+
+
+def _unraisablehook(unraisable):
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        again = threading.Timer(0.01, _interrupt_main)
+        again.daemon = True
+        again.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _interrupt_main():
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    else:  # Windows: sets the flag only, a blocking call in the main thread ends first
+        _thread.interrupt_main()
 
 
 def describe_error(error):

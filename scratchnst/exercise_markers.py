@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scratchnst import __version__
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError, UserError
 from scratchnst.exercise_checks import CATALOGUE
 
 BEGIN = "# BEGIN SOLUTION"
@@ -262,16 +262,22 @@ def installed_package_dir():
 
 
 def _check_destination(dest, package_dir, force):
-    """Raise UserError unless DEST may receive a student copy."""
+    """Raise unless DEST may receive a student copy.
+
+    Raises:
+        UserError: DEST is a file.
+        UsageError: DEST is or holds the installed package, or is not empty and force is False
+            (the command line must change: another folder, or --force).
+    """
     if dest.exists() and not dest.is_dir():
         raise UserError(f"{dest} is a file: give a folder for the student copy")
     resolved = dest.resolve()
     if package_dir in (resolved, (resolved / "scratchnst").resolve()) or package_dir in resolved.parents:
-        raise UserError(f"{dest} would overwrite the installed scratchnst package ({package_dir}); "
-                        "choose another folder")
+        raise UsageError(f"{dest} would overwrite the installed scratchnst package ({package_dir}); "
+                         "choose another folder")
     if dest.is_dir() and any(dest.iterdir()) and not force:
-        raise UserError(f"{dest} is not empty: choose a new or empty folder, or add --force to replace "
-                        f"{dest / 'scratchnst'} and {dest / 'README.md'}")
+        raise UsageError(f"{dest} is not empty: choose a new or empty folder, or add --force to replace "
+                         f"{dest / 'scratchnst'} and {dest / 'README.md'}")
 
 
 def make_student_copy(dest, force=False, solutions=False):
@@ -286,7 +292,8 @@ def make_student_copy(dest, force=False, solutions=False):
     Returns:
         list of Region, the exercises the copy holds.
 
-    Raises UserError for a destination that cannot or must not be written. The installed package
+    Raises UserError for a destination that cannot be written, UsageError for one that must not
+    be (see _check_destination), or when run from a student copy. The installed package
     is only read. Everything is written into a temporary folder inside DEST first, then renamed
     into place, so an interrupted run leaves no half-written copy.
     """
@@ -296,8 +303,8 @@ def make_student_copy(dest, force=False, solutions=False):
     sources = _read_package(package_dir)
     regions = [r for s in sources for r in s.regions]
     if not regions:
-        raise UserError(f"{package_dir} has no solution regions: it is a student copy itself; "
-                        "run the scratchnst you installed")
+        raise UsageError(f"{package_dir} has no solution regions: it is a student copy itself; "
+                         "run the scratchnst you installed")
     hidden = {} if solutions else hidden_functions(sources)
     hidden_in = {module for module, _ in hidden}
     texts = {} if solutions else {s.path: _student_text(s, hidden) for s in sources

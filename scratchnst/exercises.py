@@ -85,7 +85,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from scratchnst import costs, gradcheck, layers, optim, torch_ref
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError, UserError
 from scratchnst.exercise_cases import CheckResult, Mistake, judge
 from scratchnst.exercise_checks import CATALOGUE, Exercise
 from scratchnst.exercise_markers import (MarkerError, Region, find_regions, hidden_functions, installed_package_dir,
@@ -171,6 +171,8 @@ def _reference():
 def _student_root(directory):
     """The folder that holds the student's scratchnst/ (DIR, or DIR's parent if DIR is the package)."""
     path = Path(directory)
+    if not path.exists():
+        raise UserError(f"{path}: no such folder; give the folder of a student copy (scratchnst exercises make DIR)")
     if not path.is_dir():
         raise UserError(f"{path} is not a folder: give the folder of a student copy (scratchnst exercises make DIR)")
     if (path / "scratchnst" / "__init__.py").is_file():
@@ -190,17 +192,22 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True):
             ("relu", "costs.gram_matrix").
         timeout: seconds the calls of one exercise may take together.
         use_torch: also check against PyTorch when it is installed.
+
+    Raises:
+        UsageError: timeout not > 0, `only` matches no exercise, or this process runs a student
+            copy's own grader.
+        UserError: DIRECTORY is missing, not a folder, or holds no scratchnst package.
     """
     if not timeout > 0:
-        raise UserError(f"--timeout must be a positive number of seconds, got {timeout}")
+        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout:g}; e.g. --timeout 10")
     root = _student_root(directory)
     ref = _reference()
     package_dir = installed_package_dir()
     regions = package_regions(package_dir)
     if not regions:
-        raise UserError(f"the scratchnst running this command ({package_dir}) has no solution regions: it is a "
-                        "student copy. Run the installed `scratchnst` command, not `python -m scratchnst` "
-                        "inside the copy")
+        raise UsageError(f"the scratchnst running this command ({package_dir}) has no solution regions: it is a "
+                         "student copy. Run the installed `scratchnst` command, not `python -m scratchnst` "
+                         "inside the copy")
     hints = defaultdict(list)
     for r in regions:
         if r.hint:
@@ -211,8 +218,8 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True):
     if only:
         chosen = [e for e in chosen if any(name in e.name for name in only)]
         if not chosen:
-            raise UserError(f"no exercise matches {', '.join(only)}; the exercises are "
-                            f"{', '.join(e.function for e in CATALOGUE)}")
+            raise UsageError(f"no exercise matches {', '.join(only)}; the exercises are "
+                             f"{', '.join(e.function for e in CATALOGUE)}")
         ungraded = []
     have_torch = use_torch and ref.torch_ref.available()
     if have_torch:

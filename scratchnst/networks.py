@@ -15,6 +15,7 @@ Layer names are the weights file's (block4_conv2, fire2/squeeze1x1); the course'
 after its ReLU, as Keras's Conv2D(activation="relu") gives it.
 """
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 
 from scratchnst import layers
 from scratchnst import weights as weights_io
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError, UserError
 from scratchnst.image import PREPROCESSING
 
 
@@ -197,14 +198,68 @@ class Architecture:
         self.index = {name: i for i, name in enumerate(self.layer_names)}
 
     def resolve(self, layer):
-        """The file's name of a layer given by any of its names; UserError listing them if unknown."""
+        """The file's name of a layer given by any of its names.
+
+        Raises:
+            UsageError: an unknown name, in one line that suggests the nearest names and lists the
+                layers: "squeezenet has no layer 'fire33'; did you mean fire3? Its layers are conv1, ...".
+        """
         if layer in self.index:
             return layer
         if layer in self.aliases:
             return self.aliases[layer]
-        examples = ", ".join(sorted(self.aliases)[:3])
-        raise UserError(f"{self.name} has no layer {layer!r}; its layers are {', '.join(self.layer_names)} "
-                        f"(other names such as {examples} work too)")
+        other = next((arch.name for arch in ARCHITECTURES.values() if arch is not self and arch.knows(layer)), None)
+        close = self.close_names(str(layer))
+        if other is not None:
+            head = f" (a layer of {other}: choose {other} as the network, or a layer of {self.name}); its"
+        elif close:
+            head = f"; did you mean {' or '.join([', '.join(close[:-1]), close[-1]] if len(close) > 1 else close)}? Its"
+        else:
+            head = "; its"
+        raise UsageError(f"{self.name} has no layer {layer!r}{head} layers are {self.layer_summary()}")
+
+    def knows(self, layer):
+        """True if `layer` is one of the names of a layer of this architecture."""
+        return layer in self.index or layer in self.aliases
+
+    def close_names(self, layer):
+        """The names nearest to a misspelt layer name (at most four, as near as the nearest), or [].
+
+        Nearness is difflib's ratio, case ignored; below 0.6 (difflib.get_close_matches' cutoff)
+        a guess misleads more than it helps. Ties are kept (conv4 is as near to conv4_1 as to
+        conv4_2), names that start with what was typed first. ReLU aliases are never suggested:
+        they name the same activations as the convolutions.
+        """
+        names = list(self.layer_names) + [alias for alias in self.aliases if "relu" not in alias]
+        by_lower = {name.lower(): name for name in names}
+        if layer.lower() in by_lower:  # Conv4_2, FIRE3: only the case is wrong
+            return [by_lower[layer.lower()]]
+        scores = {name: difflib.SequenceMatcher(None, layer.lower(), name.lower()).ratio() for name in names}
+        best = max(scores.values())
+        if best < 0.6:
+            return []
+        close = [name for name in names if scores[name] >= best - 1e-9]
+        return sorted(close, key=lambda name: not name.lower().startswith(layer.lower()))[:4]
+
+    def layer_summary(self):
+        """The layer names to show a user, one line: "conv1, pool1, fire2, ... (and ...)"."""
+        shown, parts = [], []
+        for step in self.steps:
+            head, _, tail = step.name.rpartition("/")
+            if step.op == "concat":
+                shown.append(head)  # a fire module answers to its own name
+            elif head:
+                parts.append(step.name)
+            else:
+                shown.append(step.name)
+        other = [alias for alias, target in self.aliases.items()
+                 if "relu" not in alias and alias not in shown and target in shown]
+        notes = []
+        if parts:
+            notes.append(f"and the parts of each, e.g. {', '.join(parts[:3])}")
+        if other:
+            notes.append(f"or by the course's names {', '.join(other[:3])} ... {other[-1]}")
+        return ", ".join(shown) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 ARCHITECTURES = {
@@ -267,28 +322,35 @@ def parameters_from_file(weights_file, architecture=None):
         file's dtype.
 
     Raises:
-        UserError: naming the file and the layer: a layer missing, a wrong shape, another
-            architecture, an unknown declared architecture or preprocessing.
+        UserError: one line naming the file (and the layer) and saying what to do: a layer
+            missing, a wrong shape, another architecture, none of the layers of a known one, an
+            unknown declared architecture or preprocessing.
     """
     label = weights_file.label
     declared = weights_file.architecture
+    known = " or ".join(ARCHITECTURES)
     if declared is not None and declared not in ARCHITECTURES:
-        raise UserError(f"{label}: declares architecture {declared!r}; scratchnst knows {', '.join(ARCHITECTURES)}")
+        raise UserError(f"{label}: declares architecture {declared!r}, which scratchnst does not know; "
+                        f"give {known} weights (`scratchnst weights list` shows those found)")
     if weights_file.preprocessing not in PREPROCESSING:
-        raise UserError(f"{label}: declares preprocessing {weights_file.preprocessing!r}; scratchnst knows "
-                        f"{', '.join(PREPROCESSING)}")
+        raise UserError(f"{label}: declares preprocessing {weights_file.preprocessing!r}, which scratchnst does "
+                        f"not know ({', '.join(PREPROCESSING)}); convert the weights again with "
+                        "`scratchnst weights convert`")
     detected = detect_architecture(weights_file.layers)
     name = architecture or declared or detected
-    if name is None:
+    if declared is None and detected is None:  # the weights of some other network
         first = ", ".join(layer for layer, arrays in weights_file.layers.items() if arrays)
-        raise UserError(f"{label}: has none of the layers of {' or '.join(ARCHITECTURES)} "
-                        f"(its layers with weights: {first[:200] or 'none'})")
-    if declared is not None and declared != name:
-        raise UserError(f"{label}: holds {declared} weights, not {name}")
+        get = f"`scratchnst weights download {name}`" if name else "`scratchnst weights list` shows those found"
+        raise UserError(f"{label}: has none of the layers of {name or known} (its layers with weights: "
+                        f"{first[:200] or 'none'}); give {name or known} weights ({get})")
+    holds = declared or detected
+    if holds != name:
+        raise UserError(f"{label}: holds {holds} weights, not {name}; choose {holds} as the network, or give "
+                        f"{name} weights (`scratchnst weights download {name}`)")
     problem = parameter_problem(name, weights_file.layers)
     if problem:
-        other = f"; the file holds {detected} weights" if detected not in (None, name) else ""
-        raise UserError(f"{label}: {problem}{other}")
+        raise UserError(f"{label}: {problem}; the file is damaged or not the published {name} weights: "
+                        f"download them again with `scratchnst weights download {name}`")
     return name, {layer: tuple(weights_file.layers[layer]) for layer in ARCHITECTURES[name].weight_shapes}
 
 
@@ -308,11 +370,12 @@ def load(name_or_path, weights=None, pooling="max", dtype=np.float32):
         Network.
 
     Raises:
-        UserError: unknown name, file not found (naming where it looked and the download
-            command), or a bad weights file (naming the file and the layer).
+        UsageError: an unknown network name or pooling.
+        UserError: file not found (naming where it looked and the download command), or a bad
+            weights file (naming the file and the layer, and saying what to do).
     """
     if pooling not in POOLINGS:
-        raise UserError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        raise UsageError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     if str(name_or_path) in ARCHITECTURES:
         wanted = str(name_or_path)
         path = weights_io.find_weights(wanted, explicit=weights)
@@ -321,10 +384,10 @@ def load(name_or_path, weights=None, pooling="max", dtype=np.float32):
             raise ValueError("give the weights file either as name_or_path or as weights=, not both")
         path = Path(name_or_path)
         if not path.exists() and not path.suffix:
-            raise UserError(f"unknown network {str(name_or_path)!r}: choose {' or '.join(ARCHITECTURES)}, "
-                            "or give the path of an HDF5 weights file")
+            raise UsageError(f"unknown network {str(name_or_path)!r}: choose {' or '.join(ARCHITECTURES)}, "
+                             "or give the path of an HDF5 weights file")
         wanted = None
-    weights_file = weights_io.read_weights(path)
+    weights_file = weights_io.read_weights(path, model=wanted)
     name, params = parameters_from_file(weights_file, wanted)
     return Network(name, params, pooling=pooling, dtype=dtype,
                    preprocessing=weights_file.preprocessing, path=path)
@@ -419,7 +482,8 @@ class Network:
             the ReLU.
 
         Raises:
-            UserError: an unknown layer name, or an image smaller than the deepest layer needs.
+            UsageError: an unknown layer name.
+            UserError: an image smaller than the deepest layer needs.
             TypeError: x does not have the network's dtype.
         """
         if isinstance(layers_wanted, str):

@@ -230,6 +230,8 @@ def resolve_settings(
     for key, value in numbers.items():
         if not (_finite(value) and value >= 0):
             raise UsageError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if int(seed) < 0:
+        raise UsageError(f"--seed must be an integer >= 0, got {seed}")
     for key, value in (("size", size), ("iters", iters), ("scales", scales)):
         if int(value) < 1:
             raise UsageError(f"--{key} must be at least 1, got {value}")

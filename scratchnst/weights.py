@@ -32,7 +32,7 @@ need them (download's structure check, info, convert) import `networks` when the
 import hashlib
 import http.client
 import os
-import secrets
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -45,7 +45,8 @@ import h5py
 import numpy as np
 
 from scratchnst import __version__
-from scratchnst.errors import UserError
+from scratchnst.atomic import atomic_path
+from scratchnst.errors import UsageError, UserError
 from scratchnst.image import PREPROCESSING
 
 FORMAT_VERSION = 1  # root attribute `scratchnst_format` of files written by `write_weights`
@@ -86,10 +87,24 @@ REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 def known_weights(model):
-    """The KnownWeights of "vgg19" or "squeezenet"; UserError naming the known models otherwise."""
+    """The KnownWeights of "vgg19" or "squeezenet"; UsageError naming the known models otherwise."""
     if model not in KNOWN_WEIGHTS:
-        raise UserError(f"unknown network {model!r}: choose one of {', '.join(KNOWN_WEIGHTS)}")
+        raise UsageError(f"unknown network {model!r}: choose one of {', '.join(KNOWN_WEIGHTS)}")
     return KNOWN_WEIGHTS[model]
+
+
+def _download_advice(path=None, model=None):
+    """What to do about a broken weights file: "download it again with `scratchnst weights download NAME`".
+
+    Args:
+        path: the file; its name tells the network when it is a known file name.
+        model: the network, when the caller knows it.
+    """
+    if model is None and path is not None:
+        model = next((m for m, known in KNOWN_WEIGHTS.items() if Path(path).name == known.filename), None)
+    if model in KNOWN_WEIGHTS:
+        return f"download it again with `scratchnst weights download {model}`"
+    return "download it again with `scratchnst weights download squeezenet` (or vgg19)"
 
 
 # ----------------------------------------------------------------------------------- reading
@@ -163,63 +178,119 @@ _ROOT_ATTRIBUTES = ("backend", "keras_version", "scratchnst_format", "architectu
                     "preprocessing_description", "converted_from")
 
 
-def read_weights(path, label=None):
+def read_weights(path, label=None, model=None):
     """Read every layer's arrays from a Keras-2 or scratchnst HDF5 weights file.
 
     Args:
         path: the .h5 file.
         label: how error messages name the file (default: its path).
+        model: the network the caller expects ("vgg19", "squeezenet" or None), only to name the
+            right download command in error messages.
 
     Returns:
         WeightsFile; arrays keep the file's dtype (float32 for every published file).
 
     Raises:
-        UserError: one line naming the file (and the layer when there is one) if the file is
-            missing, not HDF5, truncated, has no `layer_names`, or lists a layer or dataset that
-            is not there.
+        UserError: one line naming the file (and the layer when there is one) and saying what to
+            do, if the file is missing, a folder, empty, not HDF5, truncated or damaged, has no
+            `layer_names`, or lists a layer or dataset that is not there.
     """
     path = Path(path)
     label = label or str(path)
     if path.is_dir():
         raise UserError(f"{label}: is a folder; give the .h5 weights file inside it")
     if not path.is_file():
-        raise UserError(f"{label}: no such weights file")
+        raise UserError(f"{label}: no such weights file; check the path (`scratchnst weights list` shows the "
+                        "weights files found)")
     try:
         f = h5py.File(path, "r")
     except OSError as error:
-        raise UserError(f"{label}: not a readable HDF5 weights file ({error}); if it was downloaded, "
-                        "download it again") from None
-    with f:
-        root = f
-        # A whole model saved by model.save() keeps its weights in a group; Keras looks there too.
-        if not _has_names(f, "layer_names") and "model_weights" in f:
-            root = f["model_weights"]
-        layer_names = _attribute_names(root, "layer_names")
-        if layer_names is None:
-            raise UserError(f"{label}: no 'layer_names' attribute, so not a Keras or scratchnst weights file")
-        weights_file = WeightsFile(path=path, label=label,
-                                   layout="scratchnst" if "scratchnst_format" in root.attrs else "keras")
-        for key in _ROOT_ATTRIBUTES:
-            if key in root.attrs and np.ndim(root.attrs[key]) == 0:  # scalars; anything else is not ours
-                weights_file.attrs[key] = _decode(np.asarray(root.attrs[key]).item())
-        version = weights_file.attrs.get("scratchnst_format")
-        if weights_file.layout == "scratchnst" and version != str(FORMAT_VERSION):
-            raise UserError(f"{label}: scratchnst format {version}, this version reads format "
-                            f"{FORMAT_VERSION}; upgrade scratchnst")
-        for layer in layer_names:
-            names, arrays = _read_layer(root, layer, label)
-            weights_file.weight_names[layer] = names
-            weights_file.layers[layer] = arrays
+        raise UserError(_unreadable(path, label, error, model)) from None
+    try:
+        with f:
+            return _read_file(f, path, label, model)
+    except UserError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as error:
+        # HDF5 reads lazily: a file damaged after its header opens, then fails here, with an error
+        # from deep inside the library (OSError "Can't read data", KeyError "bad object header"...).
+        raise UserError(f"{label}: the file is damaged or truncated ({_first_line(error)}); "
+                        f"{_download_advice(path, model)}") from None
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# The first bytes of files that are often saved under a weights file's name by mistake.
+_SIGNATURES = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"PK\x03\x04", "a ZIP archive "
+               "(a PyTorch .pth file? convert it with `scratchnst weights convert`)"), (b"MATLAB", "a MATLAB file "
+               "(convert it with `scratchnst weights convert`)"), (b"<", "an HTML or XML page (a web page saved "
+               "instead of the file?)"))
+
+
+def _unreadable(path, label, error, model):
+    """The message for a file h5py cannot open: empty, truncated, or not HDF5 at all (and what it is)."""
+    advice = _download_advice(path, model)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as os_error:
+        return f"{label}: cannot be read ({os_error.strerror or os_error}); check its permissions"
+    if size == 0:
+        return f"{label}: is empty (0 bytes); {advice}"
+    truncated = re.search(r"truncated file: eof = (\d+),.*stored_eof = (\d+)", str(error))
+    if truncated:
+        have, need = (int(n) for n in truncated.groups())
+        return f"{label}: is truncated ({have:,} of {need:,} bytes; an interrupted download?); {advice}"
+    if not h5py.is_hdf5(path):
+        kind = next((what for signature, what in _SIGNATURES if head.lstrip().startswith(signature)), None)
+        if kind is None and head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+            kind = "a text file"
+        return (f"{label}: not an HDF5 weights file{f' but {kind}' if kind else ''}; give the .h5 weights file, "
+                f"or {advice.replace('download it again', 'download it')}")
+    return f"{label}: the file is damaged or truncated ({_first_line(error)}); {advice}"
+
+
+def _read_file(f, path, label, model):
+    """The WeightsFile of an open h5py file (see `read_weights`)."""
+    root = f
+    # A whole model saved by model.save() keeps its weights in a group; Keras looks there too.
+    if not _has_names(f, "layer_names") and "model_weights" in f:
+        root = f["model_weights"]
+    layer_names = _attribute_names(root, "layer_names")
+    if layer_names is None:
+        raise UserError(f"{label}: an HDF5 file without a 'layer_names' attribute, so not a Keras or scratchnst "
+                        "weights file; give one (`scratchnst weights list` shows those found)")
+    if model is None:
+        from scratchnst.networks import detect_architecture  # networks imports this module
+
+        model = detect_architecture(layer_names)
+    weights_file = WeightsFile(path=path, label=label,
+                               layout="scratchnst" if "scratchnst_format" in root.attrs else "keras")
+    for key in _ROOT_ATTRIBUTES:
+        if key in root.attrs and np.ndim(root.attrs[key]) == 0:  # scalars; anything else is not ours
+            weights_file.attrs[key] = _decode(np.asarray(root.attrs[key]).item())
+    version = weights_file.attrs.get("scratchnst_format")
+    if weights_file.layout == "scratchnst" and version != str(FORMAT_VERSION):
+        raise UserError(f"{label}: scratchnst format {version}, this version reads format "
+                        f"{FORMAT_VERSION}; upgrade scratchnst to read it")
+    for layer in layer_names:
+        names, arrays = _read_layer(root, layer, label, _download_advice(path, model))
+        weights_file.weight_names[layer] = names
+        weights_file.layers[layer] = arrays
     return weights_file
 
 
-def _read_layer(root, layer, label):
+def _read_layer(root, layer, label, advice):
     """(weight names, arrays) of one layer group, both tuples in `weight_names` order."""
     try:
         group = root[layer]
     except KeyError:
         raise UserError(f"{label}: layer {layer!r} is listed in layer_names but has no group; "
-                        "the file is damaged") from None
+                        f"the file is damaged or truncated: {advice}") from None
     names = tuple(_attribute_names(group, "weight_names") or ())
     arrays = []
     for name in names:
@@ -227,25 +298,20 @@ def _read_layer(root, layer, label):
             dataset = group[name]
         except KeyError:
             raise UserError(f"{label}: layer {layer!r}: dataset {name!r} listed in weight_names is missing; "
-                            "the file is damaged") from None
+                            f"the file is damaged or truncated: {advice}") from None
         if not isinstance(dataset, h5py.Dataset):
-            raise UserError(f"{label}: layer {layer!r}: {name!r} is not a dataset; the file is damaged")
+            raise UserError(f"{label}: layer {layer!r}: {name!r} is not a dataset; the file is damaged: {advice}")
         try:
             arrays.append(dataset[()])
         except OSError as error:
-            raise UserError(f"{label}: layer {layer!r}: cannot read {name!r} ({error}); "
-                            "the file is damaged or incomplete") from None
+            raise UserError(f"{label}: layer {layer!r}: cannot read {name!r} ({_first_line(error)}); "
+                            f"the file is damaged or truncated: {advice}") from None
     return names, tuple(arrays)
 
 
 # ----------------------------------------------------------------------------------- writing
-def _temporary_sibling(path):
-    """A fresh hidden name in path's folder: os.replace is atomic only within one file system."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-
-
 def write_weights(path, params, architecture, preprocessing, converted_from=""):
-    """Write weights in the scratchnst layout, atomically (temporary file, then os.replace).
+    """Write weights in the scratchnst layout, atomically (scratchnst.atomic: temporary file, then rename).
 
     Args:
         path: the .h5 file to write; an existing file is replaced only once the new one is complete.
@@ -257,12 +323,14 @@ def write_weights(path, params, architecture, preprocessing, converted_from=""):
 
     Returns:
         Path of the written file.
+
+    Raises:
+        UserError: the file cannot be written (see atomic.atomic_path); nothing is left behind.
     """
     if preprocessing not in PREPROCESSING:
         raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSING)}, got {preprocessing!r}")
     path = Path(path)
-    tmp = _temporary_sibling(path)
-    try:
+    with atomic_path(path, "weights file") as tmp:
         with h5py.File(tmp, "w-") as f:
             f.attrs["scratchnst_format"] = FORMAT_VERSION
             f.attrs["architecture"] = architecture
@@ -276,14 +344,6 @@ def write_weights(path, params, architecture, preprocessing, converted_from=""):
                 group.attrs["weight_names"] = np.array([b"kernel", b"bias"])
                 group.create_dataset("kernel", data=np.asarray(kernel, dtype=np.float32))
                 group.create_dataset("bias", data=np.asarray(bias, dtype=np.float32))
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {error.strerror or error}; check that the folder exists "
-                        "and is writable") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -315,12 +375,14 @@ def default_download_dir():
     return Path(env).expanduser() if env else user_cache_dir()
 
 
-def find_weights(model, explicit=None):
+def find_weights(model, explicit=None, weights_flag="--weights FILE"):
     """The weights file of a network: the explicit one if given, else the first place that has it.
 
     Args:
         model: "vgg19" or "squeezenet".
         explicit: a file the user named (--weights FILE); if given, nothing else is searched.
+        weights_flag: the option through which the command takes a file, for the message; None
+            for a command without one (bench).
 
     Returns:
         Path of an existing file (not yet opened: `read_weights` checks its contents).
@@ -334,7 +396,8 @@ def find_weights(model, explicit=None):
         if path.is_dir():
             raise UserError(f"{path}: is a folder; give the .h5 weights file inside it")
         if not path.is_file():
-            raise UserError(f"{path}: no such weights file")
+            raise UserError(f"{path}: no such weights file; check the path (`scratchnst weights list` shows the "
+                            "weights files found)")
         return path
     known = known_weights(model)
     looked = []
@@ -346,8 +409,9 @@ def find_weights(model, explicit=None):
         if candidate.is_file():
             return candidate
         looked.append(str(folder))
+    give = f"give the file with {weights_flag}" if weights_flag else "put the file in one of these folders"
     raise UserError(f"no {model} weights: {known.filename} is not in {', '.join(looked)}; "
-                    f"run `scratchnst weights download {model}` or give the file with --weights FILE")
+                    f"run `scratchnst weights download {model}` or {give}")
 
 
 # ------------------------------------------------------------------------------- downloading
@@ -356,8 +420,8 @@ class _ProgressBar:
 
     WIDTH = 30
 
-    def __init__(self, label, total, stream):
-        self.label, self.total, self.stream = label, total, stream
+    def __init__(self, label, stream, total=None):
+        self.label, self.stream, self.total = label, stream, total
         self.shown = None  # what was drawn last, to redraw only when it changes
 
     def update(self, done):
@@ -373,23 +437,24 @@ class _ProgressBar:
             self.stream.flush()
             self.shown = line
 
-    def close(self):
+    def close(self, keep=True):
+        """End the line (keep=True), or wipe it, so that an error's one line stands alone."""
         if self.shown is not None:
-            self.stream.write("\n")
+            self.stream.write("\n" if keep else "\r" + " " * len(self.shown) + "\r")
             self.stream.flush()
 
 
-def _fetch(url, out, md5, progress, timeout):
-    """Stream url into the open binary file `out`, feeding md5; UserError if anything goes wrong."""
+def _fetch(url, out, md5, bar, timeout):
+    """Stream url into the open binary file `out`, feeding md5 and the progress bar (or None);
+    UserError if anything goes wrong."""
     request = urllib.request.Request(url, headers={"User-Agent": f"scratchnst/{__version__}"})
     done = 0
-    bar = None
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            if progress:
-                bar = _ProgressBar("downloading", total, sys.stderr)
+            if bar is not None:
+                bar.total = total
                 bar.update(0)
             while chunk := response.read(1 << 16):
                 out.write(chunk)
@@ -398,16 +463,14 @@ def _fetch(url, out, md5, progress, timeout):
                 if bar is not None:
                     bar.update(done)
     except urllib.error.HTTPError as error:
-        raise UserError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
+        raise UserError(f"cannot download {url}: HTTP {error.code} {error.reason}; check the address (--url), "
+                        "or try again later") from None
     except urllib.error.URLError as error:
         # Most often: no internet. Say how to install a copy the user already has.
         raise UserError(f"cannot download {url}: {error.reason}; offline, install a copy you have with "
                         f"--url file:///path/to/{Path(urllib.parse.urlparse(url).path).name}") from None
     except (http.client.HTTPException, OSError) as error:  # reset connection, timeout, full disk
         raise UserError(f"download of {url} failed after {done:,} bytes ({error}); run the command again") from None
-    finally:
-        if bar is not None:
-            bar.close()
     # http.client does not raise when a server closes early (see HTTPResponse.read): check the
     # length ourselves, or a truncated file would pass as complete.
     if total is not None and done != total:
@@ -415,7 +478,7 @@ def _fetch(url, out, md5, progress, timeout):
                         "run the command again")
 
 
-def download(model, dest_dir=None, url=None, progress=True, timeout=60.0):
+def download(model, dest_dir=None, url=None, progress=None, timeout=60.0):
     """Download a known weights file; check it; only then move it into place.
 
     The bytes go to a hidden temporary file beside the destination. It is renamed to the final
@@ -428,13 +491,15 @@ def download(model, dest_dir=None, url=None, progress=True, timeout=60.0):
         dest_dir: folder to save into; default `default_download_dir()`.
         url: where to download from; default the publisher's URL. A mirror must serve the same
             bytes: the MD5 is checked whatever the URL.
-        progress: draw a progress bar on stderr.
+        progress: draw a progress bar on stderr; None (default) draws it when stderr is a terminal.
+            A failed download wipes it: its one-line error stands alone.
         timeout: seconds to wait for the server before giving up.
 
     Returns:
         Path of the saved file, dest_dir / the known file name.
 
     Raises:
+        UsageError: an unknown model.
         UserError: unreachable server, HTTP error, interrupted transfer, wrong MD5 or structure,
             destination not writable.
     """
@@ -446,26 +511,29 @@ def download(model, dest_dir=None, url=None, progress=True, timeout=60.0):
     final = dest_dir / known.filename
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
-        tmp = _temporary_sibling(final)
-        out = open(tmp, "xb")
     except OSError as error:
         raise UserError(f"cannot write to {dest_dir}: {error.strerror or error}; choose another folder "
                         "with --dest DIR") from None
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = _ProgressBar("downloading", sys.stderr) if progress else None
+    saved = False
     try:
-        md5 = hashlib.md5()
-        with out:
-            _fetch(url, out, md5, progress, timeout)
-            out.flush()
-            os.fsync(out.fileno())  # on disk before the rename, so a crash cannot leave an empty file
-        if known.md5 is not None and md5.hexdigest() != known.md5:
-            raise UserError(f"the file downloaded from {url} has MD5 {md5.hexdigest()}, expected {known.md5}; "
-                            f"it was not saved ({final} is unchanged)")
-        label = f"the file downloaded from {url}"
-        networks.parameters_from_file(read_weights(tmp, label=label), model)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # also on Ctrl-C: never leave a partial file behind
-        raise
+        # atomic_path removes the temporary file on any failure, Ctrl-C included: never a partial file.
+        with atomic_path(final, "weights file") as tmp:
+            md5 = hashlib.md5()
+            with open(tmp, "xb") as out:
+                _fetch(url, out, md5, bar, timeout)
+            if known.md5 is not None and md5.hexdigest() != known.md5:
+                raise UserError(f"the file downloaded from {url} has MD5 {md5.hexdigest()}, expected {known.md5}; "
+                                f"it was not saved ({final} is unchanged): run the command again, or try another "
+                                "--url")
+            label = f"the file downloaded from {url}"
+            networks.parameters_from_file(read_weights(tmp, label=label, model=model), model)
+        saved = True
+    finally:
+        if bar is not None:
+            bar.close(keep=saved)
     return final
 
 
@@ -498,17 +566,21 @@ def _read_torchvision_vgg19(src):
     try:
         state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types (pickle, zip, EOF, runtime errors)
-        raise UserError(f"{src}: not a readable PyTorch file ({error})") from None
+        raise UserError(f"{src}: not a readable PyTorch file ({_first_line(error)}); give torchvision's "
+                        "vgg19-dcbb9e9d.pth") from None
     if not hasattr(state, "keys"):
-        raise UserError(f"{src}: holds a {type(state).__name__}, not a state dict")
+        raise UserError(f"{src}: holds a {type(state).__name__}, not a state dict; give torchvision's "
+                        "vgg19-dcbb9e9d.pth")
     params = {}
     for prefix, name in _torchvision_vgg19_names().items():
         if f"{prefix}.weight" not in state or f"{prefix}.bias" not in state:
-            raise UserError(f"{src}: no {prefix}.weight/.bias (layer {name}); not torchvision's VGG-19 state dict")
+            raise UserError(f"{src}: no {prefix}.weight/.bias (layer {name}), so not torchvision's VGG-19 state "
+                            "dict; give vgg19-dcbb9e9d.pth")
         weight = state[f"{prefix}.weight"].detach().cpu().numpy()
         bias = state[f"{prefix}.bias"].detach().cpu().numpy()
         if weight.ndim != 4:
-            raise UserError(f"{src}: {prefix}.weight (layer {name}) has shape {weight.shape}, expected 4 axes")
+            raise UserError(f"{src}: {prefix}.weight (layer {name}) has shape {tuple(weight.shape)}, expected 4 "
+                            "axes; give torchvision's vgg19-dcbb9e9d.pth")
         # PyTorch kernels are (C_out, C_in, KH, KW); ours are (KH, KW, C_in, C_out).
         params[name] = (np.ascontiguousarray(weight.transpose(2, 3, 1, 0)), bias)
     return params
@@ -528,7 +600,8 @@ def _matconvnet_layers_v73(src):
     layers = []
     with h5py.File(src, "r") as f:
         if "layers" not in f:
-            raise UserError(f"{src}: no 'layers' variable; not a MatConvNet network")
+            raise UserError(f"{src}: no 'layers' variable, so not a MatConvNet network; give "
+                            "imagenet-vgg-verydeep-19.mat")
         for ref in np.ravel(f["layers"][()]):
             layer = f[ref]
             kind = _matlab_chars(layer["type"]) if "type" in layer else ""
@@ -551,9 +624,11 @@ def _matconvnet_layers_v5(src):
         # the (W, H, C_in, C_out) kernels keep their four axes.
         mat = scipy.io.loadmat(src, squeeze_me=True, struct_as_record=False)
     except Exception as error:  # scipy raises ValueError, TypeError, MatReadError... for bad files
-        raise UserError(f"{src}: not a readable MATLAB file ({error})") from None
+        raise UserError(f"{src}: not a readable MATLAB file ({_first_line(error)}); give MatConvNet's "
+                        "imagenet-vgg-verydeep-19.mat") from None
     if "layers" not in mat:
-        raise UserError(f"{src}: no 'layers' variable; not a MatConvNet network")
+        raise UserError(f"{src}: no 'layers' variable, so not a MatConvNet network; give "
+                        "imagenet-vgg-verydeep-19.mat")
     layers = []
     for layer in np.atleast_1d(mat["layers"]):
         if str(getattr(layer, "type", "")) != "conv":
@@ -570,13 +645,19 @@ def _read_matconvnet_vgg19(src):
     from scratchnst.networks import ARCHITECTURES
 
     course_names = ARCHITECTURES["vgg19"].aliases  # conv1_1 -> block1_conv1, ...
-    layers = _matconvnet_layers_v73(src) if h5py.is_hdf5(src) else _matconvnet_layers_v5(src)
+    try:
+        layers = _matconvnet_layers_v73(src) if h5py.is_hdf5(src) else _matconvnet_layers_v5(src)
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
+        # a MATLAB file of another layout: a missing field, a cell of another shape
+        raise UserError(f"{src}: not a MatConvNet network as expected ({_first_line(error)}); give MatConvNet's "
+                        "imagenet-vgg-verydeep-19.mat") from None
     params = {}
     for name, _, weight, bias in layers:
         if name not in course_names:
             continue  # fc6, fc7, fc8 are convolutions in MatConvNet; no-top networks drop them
         if weight.ndim != 4:
-            raise UserError(f"{src}: layer {name} has weights of shape {weight.shape}, expected 4 axes")
+            raise UserError(f"{src}: layer {name} has weights of shape {weight.shape}, expected 4 axes; give "
+                            "MatConvNet's imagenet-vgg-verydeep-19.mat")
         # MatConvNet stores (W, H, C_in, C_out): swap the first two axes to get (KH, KW, C_in, C_out).
         kernel = weight.transpose(1, 0, 2, 3)
         params[course_names[name]] = (np.ascontiguousarray(kernel), bias)
@@ -609,8 +690,10 @@ def convert(src, out):
     from scratchnst import networks  # networks imports this module; see the module docstring
 
     src = Path(src)
+    if src.is_dir():
+        raise UserError(f"{src}: is a folder; give the .pth or .mat file inside it")
     if not src.is_file():
-        raise UserError(f"{src}: no such file")
+        raise UserError(f"{src}: no such file; check the path")
     suffix = src.suffix.lower()
     if suffix in (".pth", ".pt"):
         params, preprocessing = _read_torchvision_vgg19(src), "torchvision"
@@ -621,7 +704,8 @@ def convert(src, out):
                         "vgg19 .pth or MatConvNet's imagenet-vgg-verydeep-19.mat")
     problem = networks.parameter_problem("vgg19", params)
     if problem:
-        raise UserError(f"{src}: {problem}")
+        raise UserError(f"{src}: {problem}; give torchvision's VGG-19 .pth or MatConvNet's "
+                        "imagenet-vgg-verydeep-19.mat")
     return write_weights(out, params, "vgg19", preprocessing, converted_from=src.name)
 
 
@@ -646,10 +730,11 @@ def print_info(path, stream=None):
     """Print a weights file's layout, layers, shapes, parameter count and matching architecture.
 
     Returns:
-        exit status: 0 if the file matches a known architecture, 1 if it does not.
+        exit status 0 (the file matches a known architecture).
 
     Raises:
-        UserError: the file cannot be read (see `read_weights`).
+        UserError: the file cannot be read (see `read_weights`), or, after everything else is
+            printed, it matches no known architecture (the reason in one line).
     """
     from scratchnst import networks  # networks imports this module; see the module docstring
 
@@ -675,10 +760,12 @@ def print_info(path, stream=None):
     print(f"parameters:    {total:,}", file=stream)
     try:
         name, params = networks.parameters_from_file(weights_file)
-        match, status = f"{name} (all {len(params)} convolution layers, expected shapes)", 0
+        match, problem = f"{name} (all {len(params)} convolution layers, expected shapes)", None
     except UserError as error:
-        match, status = f"none: {error}", 1
+        match, problem = "none (the error below says why)", error
     print(f"architecture:  {match}", file=stream)
     mode = weights_file.preprocessing
     print(f"preprocessing: {mode} ({PREPROCESSING.get(mode, 'unknown mode')})", file=stream)
-    return status
+    if problem is not None:
+        raise problem
+    return 0

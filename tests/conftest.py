@@ -67,3 +67,29 @@ def torch():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """A folder in which no file can be created, for whoever runs the tests.
+
+    For a normal user: a folder of mode 0o500. Root writes into such a folder regardless (and
+    os.access says yes to root), so for root: a kernel folder that refuses new files to anyone.
+    """
+    if os.name == "posix" and os.geteuid() == 0:
+        for candidate in (Path("/sys"), Path("/proc/self")):
+            probe = candidate / ".scratchnst-probe"
+            try:
+                os.close(os.open(probe, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError:
+                yield candidate
+                return
+            os.unlink(probe)
+        pytest.skip("no folder on this machine refuses new files to root")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o700)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from scratchnst import bench, cli, networks
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError
 
 SMALL = {"vgg19": 32, "squeezenet": 32}  # near the smallest images the bench layers accept (16, 31)
 CONVS_UP_TO_DEEPEST = {"vgg19": 13, "squeezenet": 1 + 8 * 3}  # block1_conv1..block5_conv1; conv1, fire2..fire9
@@ -146,14 +146,15 @@ def test_report_without_torch_says_so(monkeypatch, hide_torch):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"sizes": [16]}, "too small"),
-    ({"models": ["resnet"]}, "unknown model"),
-    ({"repeats": 0}, "--repeats"),
-    ({"threads": 0}, "--threads"),
+    ({"sizes": [16]}, r"--sizes 16 is too small for squeezenet up to fire9: use sizes of at least 31"),
+    ({"models": ["resnet"]}, "unknown model 'resnet'"),
+    ({"repeats": 0}, "--repeats must be at least 1, got 0"),
+    ({"warmup": -1}, "--warmup must be at least 0, got -1"),
+    ({"threads": 0}, "--threads must be at least 1, got 0"),
 ])
-def test_bad_settings_are_user_errors(kwargs, message):
+def test_bad_settings_are_usage_errors(kwargs, message):
     settings = {"models": ["squeezenet"], "sizes": [32], **kwargs}
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UsageError, match=message):
         bench.run_benchmarks(**settings)
 
 

@@ -14,7 +14,7 @@ import pytest
 from network_helpers import random_params, write_keras_weights
 from scratchnst import weights
 from scratchnst.cli import main
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError, UserError
 
 SQUEEZENET_FILE = weights.KNOWN_WEIGHTS["squeezenet"].filename
 VGG19_FILE = weights.KNOWN_WEIGHTS["vgg19"].filename
@@ -75,10 +75,27 @@ def only_file(folder):
 
 def test_download_saves_the_file_after_checking_it(server, squeezenet_bytes, tmp_path, capsys):
     url = serve(server, "/ok/squeezenet.h5", squeezenet_bytes)
-    saved = weights.download("squeezenet", dest_dir=tmp_path / "new" / "folder", url=url)
+    saved = weights.download("squeezenet", dest_dir=tmp_path / "new" / "folder", url=url, progress=True)
     assert saved == tmp_path / "new" / "folder" / SQUEEZENET_FILE
     assert only_file(saved.parent).read_bytes() == squeezenet_bytes
-    assert "100%" in capsys.readouterr().err  # the progress bar reached the end
+    err = capsys.readouterr().err
+    assert "100%" in err and err.endswith("\n")  # the progress bar reached the end, and stays
+
+
+def test_a_failed_download_wipes_its_progress_bar(server, squeezenet_bytes, tmp_path, capsys):
+    """On a terminal the error's one line must not follow a half-drawn bar: the bar is erased."""
+    url = serve(server, "/cut/squeezenet.h5", squeezenet_bytes, how="close early")
+    with pytest.raises(UserError, match="interrupted"):
+        weights.download("squeezenet", dest_dir=tmp_path, url=url, progress=True)
+    err = capsys.readouterr().err
+    assert "downloading [" in err and "\n" not in err
+    assert err.endswith("\r") and err.rsplit("\r", 2)[-2].strip() == ""  # overwritten with blanks
+
+
+def test_progress_bar_only_on_a_terminal(server, squeezenet_bytes, tmp_path, capsys):
+    url = serve(server, "/ok/squeezenet.h5", squeezenet_bytes)
+    weights.download("squeezenet", dest_dir=tmp_path, url=url)  # capsys' stderr is no terminal
+    assert capsys.readouterr().err == ""
 
 
 def test_download_goes_where_find_weights_looks(server, squeezenet_bytes, tmp_path, monkeypatch):
@@ -133,7 +150,8 @@ def test_interrupted_transfer_leaves_no_partial_file(server, squeezenet_bytes, t
 def test_truncated_transfer_without_length_fails_the_structure_check(server, squeezenet_bytes, tmp_path):
     """Without Content-Length a cut transfer looks complete; the structure check catches it."""
     url = serve(server, "/nolength/squeezenet.h5", squeezenet_bytes, how="no length")
-    with pytest.raises(UserError, match=rf"the file downloaded from {url}: not a readable HDF5 weights file"):
+    with pytest.raises(UserError, match=rf"the file downloaded from {url}: is truncated \(1,5[\d,]+ of 3,0[\d,]+ bytes"
+                                        r".*download it again with `scratchnst weights download squeezenet`"):
         weights.download("squeezenet", dest_dir=tmp_path, url=url, progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -161,7 +179,7 @@ def test_http_error_and_unreachable_server(server, tmp_path):
 
 
 def test_ctrl_c_during_download_leaves_no_partial_file(tmp_path, monkeypatch):
-    def fetch_then_interrupt(url, out, md5, progress, timeout):
+    def fetch_then_interrupt(url, out, md5, bar, timeout):
         out.write(b"half a file")
         raise KeyboardInterrupt
 
@@ -176,7 +194,7 @@ def test_unwritable_destination_and_unknown_name(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(UserError, match="cannot write to"):
         weights.download("squeezenet", dest_dir=blocker / "sub", url="http://127.0.0.1:9/unused")
-    with pytest.raises(UserError, match="unknown network 'vgg16'"):
+    with pytest.raises(UsageError, match="unknown network 'vgg16': choose one of vgg19, squeezenet"):
         weights.download("vgg16", dest_dir=tmp_path)
 
 
@@ -187,5 +205,22 @@ def test_cli_download(server, squeezenet_bytes, tmp_path, capsys):
     assert f"downloading squeezenet from {url} into {tmp_path}" in out
     assert f"saved {tmp_path / SQUEEZENET_FILE}" in out
     url = serve(server, "/cli/cut.h5", squeezenet_bytes, how="close early")
-    assert main(["weights", "download", "squeezenet", "--url", url, "--dest", str(tmp_path / "b")]) == 2
-    assert "interrupted" in capsys.readouterr().err
+    assert main(["weights", "download", "squeezenet", "--url", url, "--dest", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("scratchnst: error: download of ")  # one line, nothing else
+    assert "interrupted" in err and "run the command again" in err
+    assert list((tmp_path / "b").iterdir()) == []  # no partial or temporary file
+
+
+def test_cli_download_errors_are_one_line(tmp_path, capsys):
+    """An unknown name is wrong usage (2); a destination that cannot be made is a file problem (1)."""
+    assert main(["weights", "download", "alexnet", "--dest", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown network 'alexnet': choose one of vgg19, squeezenet" in err
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    assert main(["weights", "download", "squeezenet", "--url", "http://127.0.0.1:9/unused",
+                 "--dest", str(blocker / "sub")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "choose another folder with --dest DIR" in captured.err
+    assert "Traceback" not in captured.err

@@ -20,7 +20,7 @@ import pytest
 import scratchnst
 from scratchnst import exercise_markers, exercises
 from scratchnst.cli import build_parser, main
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError, UserError
 from scratchnst.exercises import CATALOGUE, MarkerError, find_regions
 
 PACKAGE = Path(scratchnst.__file__).resolve().parent
@@ -556,7 +556,7 @@ def test_solutions_copy_is_the_package(solutions_copy):
 
 def test_make_refuses_a_non_empty_folder_and_force_replaces_only_its_own_files(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match="not empty"):
+    with pytest.raises(UsageError, match="not empty"):
         exercises.make_student_copy(tmp_path)
     (tmp_path / "scratchnst").mkdir()
     (tmp_path / "scratchnst" / "stale.py").write_text("old")
@@ -568,9 +568,9 @@ def test_make_refuses_a_non_empty_folder_and_force_replaces_only_its_own_files(t
 
 
 def test_make_refuses_to_overwrite_the_installed_package():
-    with pytest.raises(UserError, match="installed scratchnst"):
+    with pytest.raises(UsageError, match="installed scratchnst"):
         exercises.make_student_copy(PACKAGE.parent, force=True)
-    with pytest.raises(UserError, match="installed scratchnst"):
+    with pytest.raises(UsageError, match="installed scratchnst"):
         exercises.make_student_copy(PACKAGE / "sub", force=True)
 
 
@@ -696,7 +696,7 @@ def test_the_report_says_what_broke_for_each_kind_of_failure(robustness_report):
 def test_only_grades_the_named_exercises(student_copy):
     report = exercises.grade(student_copy, only=["relu"], use_torch=False)
     assert [r.exercise.function for r in report.results] == ["relu_forward", "relu_backward"]
-    with pytest.raises(UserError, match="no exercise matches"):
+    with pytest.raises(UsageError, match="no exercise matches"):
         exercises.grade(student_copy, only=["no_such_exercise"], use_torch=False)
 
 
@@ -724,11 +724,11 @@ def test_cli_exit_statuses(tmp_path, student_copy, solutions_copy, capsys):
     assert "(100%)" in capsys.readouterr().out
     assert main(["exercises", "check", str(student_copy), "--only", "relu", "--no-torch"]) == 1
     assert "(0%)" in capsys.readouterr().out
-    assert main(["exercises", "check", str(tmp_path)]) == 2  # no scratchnst/ there
+    assert main(["exercises", "check", str(tmp_path)]) == 1  # no scratchnst/ there: a folder problem
     assert "holds no scratchnst package" in capsys.readouterr().err
-    assert main(["exercises", "check", str(student_copy), "--timeout", "0"]) == 2
+    assert main(["exercises", "check", str(student_copy), "--timeout", "0"]) == 2  # wrong usage
     assert "--timeout must be a positive number" in capsys.readouterr().err
-    assert main(["exercises", "make", str(student_copy)]) == 2  # not empty
+    assert main(["exercises", "make", str(student_copy)]) == 2  # not empty, and no --force: wrong usage
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--force" in err  # one line, says what to do
     assert main(["exercises", "make", str(tmp_path / "new")]) == 0

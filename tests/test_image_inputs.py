@@ -682,18 +682,12 @@ def test_save_into_a_missing_folder_is_a_user_error(tmp_path, picture):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(AS_ROOT, reason="root writes into read-only folders")
-def test_save_into_a_read_only_folder_is_a_user_error(tmp_path, picture):
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        with pytest.raises(UserError) as error:
-            image.save_image(folder / "out.png", picture)
-    finally:
-        folder.chmod(0o755)
-    assert_one_line_user_error(error, folder / "out.png", "Permission denied", "writable")
-    assert list(folder.iterdir()) == []
+def test_save_into_a_read_only_folder_is_a_user_error(unwritable_folder, picture):
+    with pytest.raises(UserError) as error:
+        image.save_image(unwritable_folder / "out.png", picture)
+    assert_one_line_user_error(error, unwritable_folder / "out.png", "Permission denied", "writable")
+    assert not (unwritable_folder / "out.png").exists()
+    assert not [p for p in unwritable_folder.iterdir() if p.name.startswith(".out.png")]
 
 
 def _half_written_then(failure):

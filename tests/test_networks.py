@@ -10,7 +10,7 @@ import pytest
 from network_helpers import (CONVS, FIRES, TORCH_MODELS, max_rel_error, random_params, read_all_datasets,
                              torch_params, write_keras_weights)
 from scratchnst import layers, networks, torch_ref
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError, UserError
 
 FIRE_NAMES = [fire for fire, _, _ in FIRES]
 TOL = 1e-9  # float64, the same arithmetic done by two libraries
@@ -262,9 +262,48 @@ def test_backward_needs_the_layers_of_the_last_forward(vgg_params):
     assert net.backward({"block1_conv1": np.ones_like(a)}).shape == (1, 8, 8, 3)
 
 
-def test_unknown_layer_is_a_user_error_listing_the_layers(vgg_random):
-    with pytest.raises(UserError, match=r"vgg19 has no layer 'conv9_9'.*block1_conv1"):
+def test_unknown_layer_is_a_usage_error_listing_the_layers(vgg_random):
+    with pytest.raises(UsageError, match=r"vgg19 has no layer 'conv9_9'.*block1_conv1"):
         vgg_random.forward(np.zeros((1, 32, 32, 3)), ["conv9_9"])
+
+
+@pytest.mark.parametrize("model, typo, meant", [
+    ("squeezenet", "fire33", "fire3"),
+    ("squeezenet", "Fire3", "fire3"),  # only the case is wrong
+    ("squeezenet", "fire2/squeeze", "fire2/squeeze1x1"),
+    ("squeezenet", "fire9/expand3", "fire9/expand3x3"),
+    ("squeezenet", "conv_1", "conv1"),
+    ("vgg19", "conv42", "conv4_2"),
+    ("vgg19", "Conv4_2", "conv4_2"),
+    ("vgg19", "block4_conv22", "block4_conv2"),
+    ("vgg19", "blok5_conv1", "block5_conv1"),
+    ("vgg19", "conv4", "conv4_1, conv4_2, conv4_3 or conv4_4"),  # equally near: all of them, in order
+])
+def test_misspelt_layer_suggests_the_nearest_names(model, typo, meant):
+    arch = networks.ARCHITECTURES[model]
+    with pytest.raises(UsageError) as caught:
+        arch.resolve(typo)
+    text = str(caught.value)
+    assert text.startswith(f"{model} has no layer {typo!r}; did you mean {meant}? Its layers are ")
+    assert "\n" not in text
+    listed = {"squeezenet": ["conv1", "pool1", "fire2", "fire9", "fire2/squeeze1x1"],
+              "vgg19": ["block1_conv1", "block5_pool", "conv1_1"]}[model]
+    assert all(name in text for name in listed)
+
+
+@pytest.mark.parametrize("model, other, layer", [("squeezenet", "vgg19", "conv4_2"),
+                                                 ("squeezenet", "vgg19", "block1_conv1"),
+                                                 ("vgg19", "squeezenet", "fire3")])
+def test_a_layer_of_the_other_network_says_which_network_has_it(model, other, layer):
+    with pytest.raises(UsageError, match=rf"{model} has no layer '{layer}' \(a layer of {other}: choose {other} as "
+                                         rf"the network, or a layer of {model}\); its layers are "):
+        networks.ARCHITECTURES[model].resolve(layer)
+
+
+@pytest.mark.parametrize("typo", ["xyz", "softmax", "dense_1"])
+def test_nothing_near_suggests_nothing(typo):
+    with pytest.raises(UsageError, match=rf"^squeezenet has no layer '{typo}'; its layers are conv1, pool1, fire2"):
+        networks.ARCHITECTURES["squeezenet"].resolve(typo)
 
 
 def test_constructor_rejects_wrong_shapes(vgg_params):
@@ -294,7 +333,7 @@ def test_load_by_name_searches_and_by_path_detects(tmp_path, monkeypatch):
     assert net.path == tmp_path / "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
     np.testing.assert_array_equal(net.params["fire9/expand3x3"][0], params["fire9/expand3x3"][0])
     assert networks.load(net.path).name == "squeezenet"
-    with pytest.raises(UserError, match="unknown network 'vgg16'"):
+    with pytest.raises(UsageError, match="unknown network 'vgg16'"):
         networks.load("vgg16")
-    with pytest.raises(UserError, match="pooling"):
+    with pytest.raises(UsageError, match="pooling"):
         networks.load("squeezenet", pooling="min")

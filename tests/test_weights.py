@@ -12,7 +12,7 @@ from network_helpers import (CONVS, VGG19_BLOCK_SIZES, keras_layer_names, max_re
                              write_keras_weights)
 from scratchnst import image, networks, torch_ref, weights
 from scratchnst.cli import main
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError, UserError
 
 SQUEEZENET_FILE = "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
@@ -154,28 +154,34 @@ def _damage(path, how):
     raise ValueError(how)
 
 
-@pytest.mark.parametrize("how, message", [
-    ("not hdf5", "not a readable HDF5"),
-    ("empty", "not a readable HDF5"),
-    ("truncated", "truncated"),
-    ("layer missing", "layer fire4/expand3x3 of squeezenet is missing"),
-    ("group missing", "'fire4/expand3x3' is listed in layer_names but has no group"),
-    ("dataset missing", "'nowhere:0' listed in weight_names is missing"),
-    ("wrong shape", r"fire5/expand1x1 of squeezenet: kernel shape \(1, 1, 32, 64\), expected \(1, 1, 32, 128\)"),
-    ("one array", "conv1 of squeezenet has 1 weight arrays"),
-    ("integer kernel", "conv1 of squeezenet: kernel has dtype int32"),
-    ("no layer_names", "no 'layer_names' attribute"),
-    ("another architecture", "layer block1_conv1 of vgg19 is missing; the file holds squeezenet weights"),
-    ("unknown declared architecture", "declares architecture 'resnet50'"),
-    ("newer format", "scratchnst format 2"),
+DOWNLOAD = "download it again with `scratchnst weights download squeezenet`"
+
+
+@pytest.mark.parametrize("how, message, advice", [
+    ("not hdf5", "not an HDF5 weights file but an HTML or XML page", "give the .h5 weights file"),
+    ("empty", r"is empty \(0 bytes\)", DOWNLOAD),
+    ("truncated", r"is truncated \([\d,]+ of [\d,]+ bytes", DOWNLOAD),
+    ("layer missing", "layer fire4/expand3x3 of squeezenet is missing", "download them again"),
+    ("group missing", "'fire4/expand3x3' is listed in layer_names but has no group", DOWNLOAD),
+    ("dataset missing", "'nowhere:0' listed in weight_names is missing", DOWNLOAD),
+    ("wrong shape", r"fire5/expand1x1 of squeezenet: kernel shape \(1, 1, 32, 64\), expected \(1, 1, 32, 128\)",
+     "download them again with `scratchnst weights download squeezenet`"),
+    ("one array", "conv1 of squeezenet has 1 weight arrays", "download them again"),
+    ("integer kernel", "conv1 of squeezenet: kernel has dtype int32", "download them again"),
+    ("no layer_names", "without a 'layer_names' attribute", "scratchnst weights list"),
+    ("another architecture", "holds squeezenet weights, not vgg19", "`scratchnst weights download vgg19`"),
+    ("unknown declared architecture", "declares architecture 'resnet50'", "give vgg19 or squeezenet weights"),
+    ("newer format", "scratchnst format 2", "upgrade scratchnst"),
 ])
-def test_bad_weights_file_is_one_user_error_naming_file_and_layer(squeezenet_copy, how, message):
+def test_bad_weights_file_is_one_user_error_naming_file_and_layer(squeezenet_copy, how, message, advice):
     layer = _damage(squeezenet_copy, how)
     model = "vgg19" if how == "another architecture" else "squeezenet"
     with pytest.raises(UserError, match=message) as caught:  # a KeyError or OSError would not match
         networks.load(model, weights=squeezenet_copy)
     text = str(caught.value)
     assert str(squeezenet_copy) in text and "\n" not in text
+    assert advice in text  # says what to do
+    assert not isinstance(caught.value, UsageError)  # a file problem: exit status 1, not 2
     if layer:
         assert layer in text
 
@@ -187,8 +193,12 @@ def test_file_of_no_known_architecture(tmp_path):
         group = f.create_group("dense_1")
         group.attrs["weight_names"] = np.array([b"dense_1/kernel:0"])
         group.create_dataset("dense_1/kernel:0", data=np.zeros((4, 2), np.float32))
-    with pytest.raises(UserError, match=r"has none of the layers of vgg19 or squeezenet .*dense_1"):
+    with pytest.raises(UserError, match=r"has none of the layers of vgg19 or squeezenet .*dense_1.*give vgg19 or "
+                                        r"squeezenet weights"):
         networks.load(path)
+    with pytest.raises(UserError, match=r"has none of the layers of squeezenet .*`scratchnst weights download "
+                                        r"squeezenet`"):
+        networks.load("squeezenet", weights=path)
 
 
 @pytest.mark.parametrize("make", ["missing", "folder"])
@@ -240,7 +250,7 @@ def test_nothing_found_names_every_place_and_the_download_command(places, monkey
 def test_find_weights_errors(places, tmp_path):
     with pytest.raises(UserError, match="no such weights file"):
         weights.find_weights("squeezenet", explicit=tmp_path / "absent.h5")
-    with pytest.raises(UserError, match="unknown network 'alexnet'"):
+    with pytest.raises(UsageError, match="unknown network 'alexnet'"):
         weights.find_weights("alexnet")
 
 
@@ -407,14 +417,16 @@ def test_cli_info(squeezenet_h5, squeezenet_copy, capsys):
     assert "fire2/squeeze1x1_3/kernel:0 (1, 1, 64, 16) float32" in out
 
     _damage(squeezenet_copy, "wrong shape")
-    assert main(["weights", "info", str(squeezenet_copy)]) == 1
-    assert "architecture:  none:" in capsys.readouterr().out
+    assert main(["weights", "info", str(squeezenet_copy)]) == 1  # all it could read, then why it matches nothing
+    captured = capsys.readouterr()
+    assert "architecture:  none" in captured.out and "parameters:" in captured.out
+    assert captured.err.count("\n") == 1 and "kernel shape (1, 1, 32, 64)" in captured.err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["weights", "info", str(tmp_path / "absent.h5")]) == 2
+    assert main(["weights", "info", str(tmp_path / "absent.h5")]) == 1  # a file problem, not wrong usage
     err = capsys.readouterr().err
-    assert err.startswith("scratchnst: error: ") and "absent.h5: no such weights file" in err
+    assert err.startswith("scratchnst: error: ") and "absent.h5: no such weights file; check the path" in err
     assert err.count("\n") == 1
 
 

@@ -1,0 +1,452 @@
+"""Every mistake a user can make with `weights`, `stylize --weights`, `bench`, `gradcheck`,
+`exercises` and the lessons ends in one line on stderr that names the thing and says what to do:
+exit status 2 for wrong usage (a bad option value, an unknown name), 1 for a file or folder
+problem, 130 for Ctrl-C; never a traceback unless --debug asks for it.
+
+The commands run in this process through scratchnst.cli.main (capsys reads stderr); the lessons
+run as subprocesses, as a reader runs them.
+"""
+
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO
+from network_helpers import random_params, write_keras_weights
+from scratchnst import weights
+from scratchnst.cli import main
+from scratchnst.errors import UsageError, UserError
+
+CAT = REPO / "lessons" / "images" / "cat.jpg"
+SWIRLS = REPO / "lessons" / "images" / "swirls.jpg"
+SQUEEZENET_FILE = weights.KNOWN_WEIGHTS["squeezenet"].filename
+DOWNLOAD_AGAIN = "download it again with `scratchnst weights download squeezenet`"
+
+
+def run(capsys, argv):
+    """scratchnst.cli.main(argv) -> (exit status, stdout, stderr); argparse's SystemExit becomes its status."""
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as stop:
+        status = stop.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def one_line(err, *words):
+    """The single non-empty line of stderr, after checking it has the words and no traceback."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def no_temporary_files(folder):
+    """Nothing half-written: no hidden temporary sibling (.name.xxxx.tmp.ext) anywhere in folder."""
+    assert not [p for p in folder.rglob(".*") if ".tmp" in p.name], list(folder.rglob(".*"))
+
+
+# ------------------------------------------------------------------------- bad weights files
+def _cut(source, keep):
+    data = source.read_bytes()
+    return data[:keep(len(data))]
+
+
+def _cut_with_header_patched(source, keep):
+    """A cut file whose superblock says it is complete: h5py opens it and fails only when it reads
+    a group or dataset that is not there (what a file damaged in another way looks like)."""
+    data = bytearray(_cut(source, keep))
+    assert data[8] == 0, "the test expects HDF5 superblock version 0 (end-of-file address at byte 40)"
+    data[40:48] = struct.pack("<Q", len(data))
+    return bytes(data)
+
+
+def _vgg19_layout(path):
+    """A Keras VGG-19 file (the VGG layer names; block1's weights only, to stay small)."""
+    params = random_params("vgg19", np.random.default_rng(70))
+    write_keras_weights(path, "vgg19", {layer: params[layer] for layer in ("block1_conv1", "block1_conv2")})
+
+
+def _unknown_network(path):
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"dense_1"])
+        group = f.create_group("dense_1")
+        group.attrs["weight_names"] = np.array([b"dense_1/kernel:0"])
+        group.create_dataset("dense_1/kernel:0", data=np.zeros((4, 2), np.float32))
+
+
+def make_bad_weights(kind, folder, real):
+    """Write a broken weights file of one kind into folder; returns its path."""
+    path = folder / "weights.h5"
+    if kind == "missing":
+        pass
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "cut to 100 bytes":
+        path.write_bytes(_cut(real, lambda n: 100))
+    elif kind == "cut in half":
+        path.write_bytes(_cut(real, lambda n: n // 2))
+    elif kind == "last 1000 bytes cut":
+        path.write_bytes(_cut(real, lambda n: n - 1000))
+    elif kind == "cut, opens":
+        path.write_bytes(_cut_with_header_patched(real, lambda n: n * 3 // 4))
+    elif kind == "vgg19 layout":
+        _vgg19_layout(path)
+    elif kind == "unknown network":
+        _unknown_network(path)
+    elif kind == "jpeg renamed":
+        shutil.copy(CAT, path)
+    elif kind == "text renamed":
+        path.write_text("these are not the weights you are looking for\n")
+    else:
+        raise ValueError(kind)
+    return path
+
+
+# kind -> (words of `weights info`'s line, words of the line of a command that needs SqueezeNet)
+BAD_WEIGHTS = {
+    "missing": (["no such weights file; check the path"],) * 2,
+    "folder": (["is a folder; give the .h5 weights file inside it"],) * 2,
+    "empty": (["is empty (0 bytes)", DOWNLOAD_AGAIN],) * 2,
+    "cut to 100 bytes": (["is truncated (100 of ", DOWNLOAD_AGAIN],) * 2,
+    "cut in half": (["is truncated (", DOWNLOAD_AGAIN],) * 2,
+    "last 1000 bytes cut": (["is truncated (", DOWNLOAD_AGAIN],) * 2,
+    "cut, opens": (["damaged or truncated", DOWNLOAD_AGAIN],) * 2,
+    "vgg19 layout": (["layer block2_conv1 of vgg19 has 0 weight arrays", "`scratchnst weights download vgg19`"],
+                     ["holds vgg19 weights, not squeezenet", "choose vgg19 as the network",
+                      "`scratchnst weights download squeezenet`"]),
+    "unknown network": (["has none of the layers of vgg19 or squeezenet", "dense_1", "give vgg19 or squeezenet"],
+                        ["has none of the layers of squeezenet", "dense_1",
+                         "`scratchnst weights download squeezenet`"]),
+    "jpeg renamed": (["not an HDF5 weights file but a JPEG image", "give the .h5 weights file"],) * 2,
+    "text renamed": (["not an HDF5 weights file but a text file", "give the .h5 weights file"],) * 2,
+}
+
+
+@pytest.fixture(scope="module")
+def real_weights(squeezenet_weights_path):
+    return squeezenet_weights_path
+
+
+@pytest.mark.parametrize("kind", list(BAD_WEIGHTS))
+@pytest.mark.parametrize("command", ["weights info", "stylize"])
+def test_bad_weights_file_is_one_line_exit_1(command, kind, tmp_path, real_weights, capsys):
+    path = make_bad_weights(kind, tmp_path, real_weights)
+    out = tmp_path / "out.png"
+    if command == "weights info":
+        argv = ["weights", "info", path]
+    else:
+        argv = ["stylize", CAT, SWIRLS, "-o", out, "--weights", path, "--size", 64, "--iters", 1]
+    status, _, err = run(capsys, argv)
+    assert status == 1
+    line = one_line(err, str(path), *BAD_WEIGHTS[kind][command != "weights info"])
+    assert line.startswith("scratchnst: error: ")
+    assert not out.exists()
+    no_temporary_files(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["missing", "cut in half", "cut, opens", "jpeg renamed"])
+def test_bench_pretrained_with_bad_weights_is_one_line_before_measuring(kind, tmp_path, real_weights, monkeypatch,
+                                                                      capsys):
+    """bench --pretrained finds the file as stylize does; a broken one stops it before any progress line."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    if kind != "missing":
+        make_bad_weights(kind, tmp_path, real_weights).rename(folder / SQUEEZENET_FILE)
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "REPO_WEIGHTS_DIR", tmp_path / "no-repo-weights")
+    status, out, err = run(capsys, ["bench", "--pretrained", "--models", "squeezenet", "--sizes", 64,
+                                    "--repeats", 1, "--warmup", 0, "--no-torch", "--no-convs", "--no-memory"])
+    assert status == 1 and out == ""
+    if kind == "missing":
+        line = one_line(err, "no squeezenet weights", str(folder), "run `scratchnst weights download squeezenet` "
+                        "or put the file in one of these folders")
+        assert "--weights" not in line  # bench has no such option
+    else:
+        one_line(err, str(folder / SQUEEZENET_FILE), *BAD_WEIGHTS[kind][1])
+
+
+@pytest.mark.parametrize("debug", ["flag", "environment"])
+def test_debug_shows_the_traceback_instead(tmp_path, monkeypatch, debug):
+    argv = ["weights", "info", str(tmp_path / "absent.h5")]
+    if debug == "flag":
+        argv.insert(0, "--debug")
+    else:
+        monkeypatch.setenv("SCRATCHNST_DEBUG", "1")
+    with pytest.raises(UserError, match="absent.h5: no such weights file"):
+        main(argv)
+
+
+# ------------------------------------------------------------------------------ wrong usage
+@pytest.fixture
+def stylize_argv(tmp_path, real_weights):
+    return ["stylize", CAT, SWIRLS, "-o", tmp_path / "out.png", "--weights", real_weights, "--size", 64,
+            "--iters", 1]
+
+
+USAGE = {
+    "download, unknown network": (["weights", "download", "alexnet"],
+                                  ["unknown network 'alexnet': choose one of vgg19, squeezenet"]),
+    "weights, unknown action": (["weights", "bogus"], ["invalid choice: 'bogus'", "--help"]),
+    "weights info, no file": (["weights", "info"], ["the following arguments are required: file"]),
+    "exercises check, --timeout 0": (["exercises", "check", REPO, "--timeout", 0],
+                                     ["--timeout must be a positive number of seconds, got 0"]),
+    "exercises check, --timeout abc": (["exercises", "check", REPO, "--timeout", "abc"],
+                                       ["argument --timeout: invalid float value: 'abc'"]),
+    "exercises check, --only nothing": (["exercises", "check", REPO, "--only", "no_such_exercise"],
+                                        ["no exercise matches no_such_exercise", "the exercises are "]),
+    "exercises make, the package": (["exercises", "make", REPO], ["would overwrite the installed scratchnst",
+                                                                  "choose another folder"]),
+    "bench, size too small": (["bench", "--models", "squeezenet", "--sizes", 16],
+                              ["--sizes 16 is too small for squeezenet", "at least 31"]),
+    "bench, --repeats 0": (["bench", "--repeats", 0], ["--repeats must be at least 1, got 0"]),
+    "bench, --threads 0": (["bench", "--threads", 0], ["--threads must be at least 1, got 0"]),
+    "bench, --seed -1": (["bench", "--seed", -1], ["argument --seed: '-1': give an integer >= 0"]),
+    "stylize, --seed -1": (["stylize", "a.jpg", "b.jpg", "-o", "c.png", "--seed", -1],
+                           ["argument --seed: '-1': give an integer >= 0"]),
+    "gradcheck, --seed -1": (["gradcheck", "--seed", -1], ["argument --seed: '-1': give an integer >= 0"]),
+    "bench, unknown model": (["bench", "--models", "resnet"], ["argument --models: invalid choice: 'resnet'"]),
+    "bench, --sizes abc": (["bench", "--sizes", "abc"], ["argument --sizes: invalid int value: 'abc'"]),
+    "gradcheck, --seed x": (["gradcheck", "--seed", "x"], ["argument --seed: 'x': give an integer >= 0"]),
+    "gradcheck, unknown flag": (["gradcheck", "--fast"], ["unrecognized arguments: --fast"]),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE))
+def test_wrong_usage_is_one_line_exit_2(case, capsys):
+    argv, words = USAGE[case]
+    status, out, err = run(capsys, argv)
+    assert status == 2
+    one_line(err, *words)
+    assert "usage:" not in err  # argparse's usage block is not repeated: the line says where --help is
+
+
+def test_make_into_a_non_empty_folder_without_force_is_wrong_usage(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    status, _, err = run(capsys, ["exercises", "make", tmp_path])
+    assert status == 2
+    one_line(err, str(tmp_path), "is not empty", "add --force")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("flag, typo, words", [
+    ("--content-layer", "fire33", ["squeezenet has no layer 'fire33'; did you mean fire3? Its layers are conv1"]),
+    ("--style-layers", "conv1,fire2/squeeze", ["did you mean fire2/squeeze1x1?"]),
+    ("--content-layer", "conv4_2", ["squeezenet has no layer 'conv4_2' (a layer of vgg19: choose vgg19"]),
+])
+def test_misspelt_layer_on_the_command_line_suggests_the_nearest(stylize_argv, flag, typo, words, capsys):
+    status, _, err = run(capsys, stylize_argv + [flag, typo])
+    assert status == 2
+    one_line(err, *words)
+
+
+# ----------------------------------------------------------------------- files and folders
+def test_exercises_folder_problems_are_one_line_exit_1(tmp_path, capsys):
+    a_file = tmp_path / "a file"
+    a_file.write_text("not a folder")
+    (tmp_path / "empty").mkdir()
+    for argv, words in [
+        (["exercises", "check", tmp_path / "absent"], ["absent: no such folder", "scratchnst exercises make"]),
+        (["exercises", "check", a_file], ["is not a folder", "give the folder of a student copy"]),
+        (["exercises", "check", tmp_path / "empty"], ["holds no scratchnst package", "scratchnst exercises make"]),
+        (["exercises", "make", a_file], ["is a file: give a folder for the student copy"]),
+    ]:
+        status, _, err = run(capsys, argv)
+        assert status == 1, argv
+        one_line(err, *words)
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("absent.pth", None, ["absent.pth: no such file; check the path"]),
+    ("vgg19.txt", b"hello", ["cannot convert a .txt file", "give torchvision's vgg19 .pth"]),
+    ("vgg19.pth", b"not a zip or a pickle", ["not a readable PyTorch file", "give torchvision's vgg19-dcbb9e9d.pth"]),
+    ("vgg19.mat", b"MATLAB 5.0 MAT-file, but cut" + bytes(20), ["vgg19.mat", "give MatConvNet's "
+                                                                 "imagenet-vgg-verydeep-19.mat"]),
+])
+def test_convert_bad_source_is_one_line_exit_1(tmp_path, name, content, words, capsys, request):
+    if name.endswith(".pth"):
+        request.getfixturevalue("torch")  # reading a .pth needs torch
+    src = tmp_path / name
+    if content is not None:
+        src.write_bytes(content)
+    status, _, err = run(capsys, ["weights", "convert", src, "-o", tmp_path / "out.h5"])
+    assert status == 1
+    one_line(err, *words)
+    assert not (tmp_path / "out.h5").exists()
+    no_temporary_files(tmp_path)
+
+
+# --------------------------------------------------------------------------------- lessons
+def lesson_env(extra=None):
+    """The environment of a lesson run: no --debug from outside, pictures drawn into files."""
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env.pop("SCRATCHNST_DEBUG", None)
+    env.update(extra or {})
+    return env
+
+
+def lesson(name, *args, env=None, out=None):
+    """Run lessons/<name> as a reader does, writing into `out`; returns the CompletedProcess."""
+    argv = [sys.executable, str(REPO / "lessons" / name), *(["--out", str(out)] if out else []), *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, env=lesson_env(env), timeout=120, cwd=REPO)
+
+
+@pytest.fixture
+def weights_env(real_weights):
+    """The real SqueezeNet weights are found; nothing writes into lessons/out."""
+    return {"SCRATCHNST_WEIGHTS_DIR": str(real_weights.parent)}
+
+
+def test_lesson_missing_content_image(tmp_path):
+    done = lesson("01_convolution.py", "--size", 32, "--content", tmp_path / "nope.jpg", out=tmp_path / "out")
+    assert done.returncode == 1
+    assert one_line(done.stderr, "nope.jpg", "no such image file").startswith("lesson stopped: ")
+
+
+def test_lesson_style_that_is_not_an_image_stops_before_anything_runs(tmp_path):
+    style = tmp_path / "style.jpg"
+    style.write_text("not a picture")
+    done = lesson("01_convolution.py", "--size", 32, "--style", style, out=tmp_path / "out")
+    assert done.returncode == 1
+    one_line(done.stderr, "lesson stopped: ", str(style), "image")
+    assert done.stdout == ""  # found while parsing the options, before the first section
+
+
+@pytest.mark.parametrize("kind", ["missing", "cut in half", "jpeg renamed", "vgg19 layout"])
+def test_lesson_wrong_weights_file(kind, tmp_path, real_weights):
+    path = make_bad_weights(kind, tmp_path, real_weights)
+    done = lesson("04_pretrained_network.py", "--size", 64, "--network", "squeezenet", "--weights", path,
+                  out=tmp_path / "out")
+    assert done.returncode == 1
+    one_line(done.stderr, "lesson stopped: ", str(path), *BAD_WEIGHTS[kind][1])
+
+
+def test_lesson_out_is_a_file(tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    for out, words in [(blocker, ["--out", "is a file, not a folder", "give a folder for the pictures"]),
+                       (blocker / "sub", ["--out", "cannot write pictures there", "give a writable folder"])]:
+        done = lesson("01_convolution.py", "--size", 32, out=out)
+        assert done.returncode == 1
+        one_line(done.stderr, "lesson stopped: ", str(out), *words)
+
+
+def test_lesson_out_not_writable(unwritable_folder):
+    done = lesson("01_convolution.py", "--size", 32, out=unwritable_folder)
+    assert done.returncode == 1
+    one_line(done.stderr, "lesson stopped: ", str(unwritable_folder), "cannot write pictures there",
+             "give a writable folder")
+
+
+def test_lesson_size_too_small_for_the_network_says_the_minimum(tmp_path, weights_env):
+    # cat.jpg is 320x213: at --size 40 it becomes 40x27, and SqueezeNet needs 31x31, so 47 is the least
+    done = lesson("04_pretrained_network.py", "--size", 40, "--network", "squeezenet", env=weights_env,
+                  out=tmp_path / "out")
+    assert done.returncode == 2
+    one_line(done.stderr, "lesson stopped: --size 40 is too small for squeezenet", "cat.jpg becomes 40x27 pixels",
+             "at least 31x31", "use --size 47 or more")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--size", 8], ["--size must be at least 16 pixels, got 8"]),
+    (["--size", "big"], ["argument --size: invalid int value: 'big'"]),
+    (["--iters", 0], ["--iters must be at least 1, got 0"]),
+    (["--seed", -1], ["--seed must be at least 0, got -1"]),
+    (["--network", "alexnet"], ["argument --network: invalid choice: 'alexnet'"]),
+    (["--fast"], ["unrecognized arguments: --fast"]),
+])
+def test_lesson_bad_option_is_one_line_exit_2(tmp_path, args, words):
+    done = lesson("01_convolution.py", *args, out=tmp_path / "out")
+    assert done.returncode == 2
+    one_line(done.stderr, "01_convolution.py: error: ", *words, "see 01_convolution.py --help")
+
+
+@pytest.mark.parametrize("debug", ["--debug", "SCRATCHNST_DEBUG=1"])
+def test_lesson_debug_shows_the_traceback(tmp_path, debug):
+    flags = ["--debug"] if debug == "--debug" else []
+    env = {"SCRATCHNST_DEBUG": "1"} if debug != "--debug" else {}
+    done = lesson("01_convolution.py", "--size", 32, "--content", tmp_path / "nope.jpg", *flags, env=env,
+                  out=tmp_path / "out")
+    assert done.returncode == 1  # the same status as without --debug
+    assert "Traceback" in done.stderr and "UserError: " in done.stderr and "nope.jpg" in done.stderr
+
+
+def test_lesson_ctrl_c_is_one_line_exit_130(tmp_path, weights_env):
+    """SIGINT once the lesson has printed its first line (its options parsed, the work begun)."""
+    out = tmp_path / "out"
+    argv = [sys.executable, str(REPO / "lessons" / "08_optimisers.py"), "--out", str(out), "--size", "64",
+            "--iters", "2000", "--network", "squeezenet"]
+    env = lesson_env(dict(weights_env, PYTHONUNBUFFERED="1"))  # unbuffered: the first line arrives as printed
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          cwd=REPO) as process:
+        process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    one_line(err, "lesson stopped: interrupted (Ctrl-C)", "none was left half-written")
+    no_temporary_files(out)
+
+
+def test_lesson_ctrl_c_that_python_ignored_in_a_finalizer_still_stops_it(tmp_path):
+    """A KeyboardInterrupt raised inside a weakref callback (h5py closes objects through them) is
+    only printed by Python as "Exception ignored"; _lesson delivers it again."""
+    script = tmp_path / "lesson.py"
+    script.write_text(
+        "import sys, time, weakref\n"
+        f"sys.path.insert(0, {str(REPO / 'lessons')!r})\n"
+        "import _lesson\n"
+        "class Thing: pass\n"
+        "def interrupted(_): raise KeyboardInterrupt\n"
+        "thing = Thing()\n"
+        "ref = weakref.ref(thing, interrupted)\n"
+        "del thing  # the callback raises: Python ignores it\n"
+        "print('ran on', flush=True)\n"
+        "time.sleep(30)\n"
+        "print('never')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=lesson_env(),
+                          timeout=60)
+    assert done.returncode == 130 and done.stdout == "ran on\n"
+    one_line(done.stderr, "lesson stopped: interrupted (Ctrl-C)")
+
+
+def test_lesson_plots_are_written_atomically(tmp_path, monkeypatch):
+    """save_plot goes through scratchnst.atomic: a savefig that fails leaves neither the file nor a temporary one."""
+    sys.path.insert(0, str(REPO / "lessons"))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # importing _lesson replaces it: put it back after
+    try:
+        import _lesson
+    finally:
+        sys.path.remove(str(REPO / "lessons"))
+
+    class Figure:
+        cleared = False
+
+        def savefig(self, path, **kwargs):
+            with open(path, "wb") as f:
+                f.write(b"half a PNG")
+            raise OSError(28, "No space left on device")
+
+        def clf(self):
+            self.cleared = True
+
+    figure = Figure()
+    args = type("Args", (), {"out": tmp_path})()
+    with pytest.raises(UserError, match=r"cannot write the picture .*plot.png: No space left on device"):
+        _lesson.save_plot(args, "plot.png", figure)
+    assert list(tmp_path.iterdir()) == [] and figure.cleared
+
+
+def test_usage_error_is_a_user_error_with_status_2():
+    assert issubclass(UsageError, UserError) and UsageError.exit_status == 2 and UserError.exit_status == 1
