@@ -12,10 +12,12 @@ atomic within one file system, which is why the temporary file sits in the same 
 
 import contextlib
 import os
+import re
 import secrets
+import stat
 from pathlib import Path
 
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError, UserError
 
 
 def temporary_sibling(path):
@@ -41,7 +43,7 @@ def atomic_path(path, what="file"):
             line naming it. Any other exception, Ctrl-C included, passes through; in every
             failure the temporary file is removed and `path` is left as it was.
     """
-    path = Path(path)
+    path = writable_target(path, what)
     tmp = temporary_sibling(path)
     try:
         yield tmp
@@ -51,11 +53,48 @@ def atomic_path(path, what="file"):
         _remove(tmp)
         if path.is_dir():
             raise UserError(f"cannot write the {what} {path}: it is a folder; give a file name") from None
-        raise UserError(f"cannot write the {what} {path}: {error.strerror or error}; check that the folder "
-                        "exists, is writable and has space") from None
+        raise UserError(f"cannot write the {what} {path}: {reason(error)}; check that the folder exists, "
+                        "is writable and has space") from None
     except BaseException:
         _remove(tmp)
         raise
+
+
+def writable_target(path, what="file"):
+    """The file a write to `path` must replace: a symbolic link's target, never the link itself.
+
+    A rename onto a link would replace the link by a file and leave the file it points to as
+    it was; a rename onto a device or a pipe (/dev/null, /dev/full, a FIFO) would replace the
+    device. So links are followed, and anything that is not a regular file is refused.
+
+    Raises:
+        UsageError: the path exists and is neither a regular file nor a folder (a folder fails
+            later, with its own message).
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        mode = target.stat().st_mode
+    except OSError:  # not there yet (or unreadable): the write itself will tell
+        return target
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UsageError(f"cannot write the {what} {path}: it is not a regular file (a device or a pipe); "
+                         "give the name of a file")
+    return target
+
+
+def reason(error):
+    """The operating system's one-line reason for an OSError, without file names or newlines.
+
+    h5py and others put the errno inside a long text ("... errno = 28, error message = ...");
+    the user needs "No space left on device", not the name of a temporary file.
+    """
+    number = error.errno
+    if number is None:
+        found = re.search(r"errno = (\d+)", str(error))
+        number = int(found.group(1)) if found else None
+    if number:
+        return os.strerror(number)
+    return " ".join(str(error).split())[:120] or type(error).__name__
 
 
 def write_bytes(path, data, what="file"):

@@ -55,14 +55,21 @@ def load(path):
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give the checkpoint file written by --checkpoint")
     if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file; check the path, or start without --resume")
+        what = "not a regular file" if path.exists() else "no such checkpoint file"
+        raise UserError(f"{path}: {what}; check the path, or start without --resume")
+    damaged = UserError(f"{path}: not a readable scratchnst checkpoint (damaged, cut short, or another kind of "
+                        "file); start again without --resume")
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # a zip archive, as .npz files are; never let np.load guess
+                raise damaged
         with np.load(path, allow_pickle=False) as archive:
             stored = {name: archive[name] for name in archive.files}
         header = json.loads(str(stored.pop("meta")))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise UserError(f"{path}: not a readable scratchnst checkpoint ({str(error).splitlines()[0]}); "
-                        "it may be damaged: start again without --resume") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        # NumPy's own texts are no help here (one even suggests allow_pickle=True, which would
+        # run code from the file): the user needs to know the file is unusable, not why.
+        raise damaged from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise UserError(f"{path}: a checkpoint of format {header.get('format') if isinstance(header, dict) else '?'}"
                         f", this scratchnst reads format {FORMAT}; start again without --resume")

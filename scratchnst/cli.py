@@ -19,7 +19,7 @@ import sys
 import threading
 
 from scratchnst import __version__
-from scratchnst.errors import UserError
+from scratchnst.errors import Interrupted, UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -183,9 +183,12 @@ def _given(value):
 
 def _style_layers_arg(text):
     """'conv1:0.2,fire2,fire3:0.5' -> [("conv1", 0.2), ("fire2", 1/3), ("fire3", 0.5)] (no weight: 1/n)."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
         raise argparse.ArgumentTypeError("give at least one layer, e.g. conv1:0.5,fire2:0.5")
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty item; give NAME[:WEIGHT] items separated by "
+                                         "single commas, e.g. conv1:0.5,fire2:0.5")
     layers = []
     for item in items:
         name, _, weight = item.partition(":")
@@ -210,7 +213,7 @@ def seed_arg(text):
 def _floats_arg(text):
     """'0.7,0.3' -> [0.7, 0.3]."""
     try:
-        return [float(item) for item in text.split(",") if item.strip()]
+        return [float(item) for item in text.split(",")]  # an empty item is a mistake too: float("") fails
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 0.7,0.3") from None
 
@@ -268,7 +271,8 @@ def _add_stylize(sub):
     p.add_argument("--checkpoint", metavar="FILE", default=_Default("none"),
                    help="save the whole state of the run to FILE (.npz) every --checkpoint-every iterations, "
                    "at the end and on Ctrl-C, so that --resume can continue it")
-    p.add_argument("--checkpoint-every", metavar="N", type=int, default=10, help="iterations between checkpoints")
+    p.add_argument("--checkpoint-every", metavar="N", type=int, default=_Default("10"),
+                   help="iterations between checkpoints (with --checkpoint or --resume)")
     p.add_argument("--resume", metavar="FILE", default=_Default("none"),
                    help="continue the run saved in this checkpoint: give the same images and settings "
                    "(--iters may be raised); the same seed ends in the same image as an uninterrupted run, "
@@ -289,7 +293,7 @@ def _add_stylize(sub):
 
         return run_stylize(
             args.content, args.styles, args.output, save_every=args.save_every, log=_given(args.log),
-            checkpoint_file=_given(args.checkpoint), checkpoint_every=args.checkpoint_every,
+            checkpoint_file=_given(args.checkpoint), checkpoint_every=_given(args.checkpoint_every),
             resume_file=_given(args.resume),
             model=args.model, weights=_given(args.weights),
             size=args.size, iters=args.iters, optimizer=args.optimizer, lr=_given(args.lr),
@@ -422,13 +426,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("SCRATCHNST_DEBUG", "") not in ("", "0")
     try:
-        status = args.func(args)
-    except KeyboardInterrupt:
+        with _stop_signals_interrupt():
+            status = args.func(args)
+    except KeyboardInterrupt as stop:
         if debug:
             raise
-        print("scratchnst: interrupted (Ctrl-C); files already complete were kept, none was left half-written",
+        how = getattr(stop, "how", "Ctrl-C")
+        print(f"scratchnst: interrupted ({how}); files already complete were kept, none was left half-written",
               file=sys.stderr)
-        return 130
+        return getattr(stop, "exit_status", 130)
     except BrokenPipeError:
         # The reader of our output went away (`scratchnst ... | head`): nothing to report, and
         # stdout must not be flushed again at exit, which would raise once more.
@@ -440,6 +446,32 @@ def main(argv=None):
         print(f"scratchnst: error: {describe_error(error)}", file=sys.stderr)
         return getattr(error, "exit_status", 1)
     return int(status or 0)
+
+
+class _stop_signals_interrupt:
+    """Inside the block, SIGTERM (kill, a batch system's time limit) and SIGHUP (the terminal closed)
+    raise errors.Interrupted: the run stops as on Ctrl-C, saving what it has, instead of dying
+    with a temporary file left behind. Only the main thread can set handlers; elsewhere nothing changes."""
+
+    SIGNALS = ("SIGTERM", "SIGHUP")
+
+    def __enter__(self):
+        self.old = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self.old[number] = signal.signal(number, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(number, frame):
+        raise Interrupted(signal.Signals(number).name, 128 + number)
+
+    def __exit__(self, *exc):
+        for number, handler in self.old.items():
+            signal.signal(number, handler)
 
 
 def catch_lost_interrupts():
@@ -472,7 +504,14 @@ def _interrupt_main():
 
 
 def describe_error(error):
-    """The one line a user sees for an exception: a UserError's own text, else what happened and what to do."""
+    """The one line a user sees for an exception: a UserError's own text, else what happened and what to do.
+
+    Line breaks (a file name may hold one) are shown as \\n, so that it stays one line.
+    """
+    return _describe(error).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _describe(error):
     if isinstance(error, UserError):
         return str(error)
     if isinstance(error, MemoryError):

@@ -20,3 +20,16 @@ class UsageError(UserError):
     """The command line is wrong (a bad option value, an unknown name); exit status 2."""
 
     exit_status = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for by a signal other than Ctrl-C (SIGTERM, SIGHUP), handled like Ctrl-C.
+
+    A KeyboardInterrupt, so that everything that saves its work on Ctrl-C does so here too;
+    `how` names the signal for the message and `exit_status` is 128 + its number, as shells report.
+    """
+
+    def __init__(self, how, exit_status):
+        super().__init__(how)
+        self.how = how
+        self.exit_status = exit_status

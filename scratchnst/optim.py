@@ -33,6 +33,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 
+class ResumeError(ValueError):
+    """A saved state that does not fit the run it is given to (another method, size, settings) or is
+    incomplete; raised before anything is evaluated."""
+
+
 @dataclass
 class Iterate:
     """What a callback sees: the starting point, then the point accepted by each iteration.
@@ -161,7 +166,7 @@ def _saved_array(state, key, shape, dtype):
     array = np.asarray(state[key])
     if array.shape != tuple(shape) or array.dtype != dtype:
         needs = f"{np.dtype(dtype)} {tuple(shape)}"
-        raise ValueError(f"resume: the saved state's {key} is {array.dtype} {array.shape}, this run needs {needs}")
+        raise ResumeError(f"resume: the saved state's {key} is {array.dtype} {array.shape}, this run needs {needs}")
     return array.copy()
 
 
@@ -176,21 +181,21 @@ def _check_state(state, method, x0, settings):
             L-BFGS's history_size); each must equal the saved one.
     """
     if not isinstance(state, dict):
-        raise ValueError(f"resume: expected a state dict from Iterate.state(), got {type(state).__name__}")
+        raise ResumeError(f"resume: expected a state dict from Iterate.state(), got {type(state).__name__}")
     saved = _scalar(state.get("method"))
     if saved != method:
-        raise ValueError(f"resume: the saved state's method is {saved!r}, this run's is {method!r}")
+        raise ResumeError(f"resume: the saved state's method is {saved!r}, this run's is {method!r}")
     missing = [key for key in _STATE_KEYS[method] if key not in state]
     if missing:
-        raise ValueError(f"resume: the saved {method} state lacks {', '.join(missing)}")
+        raise ResumeError(f"resume: the saved {method} state lacks {', '.join(missing)}")
     wanted = {"n": x0.size, "dtype": x0.dtype.name, **settings}
     for name, value in wanted.items():
         saved = np.asarray(state["x"]).dtype.name if name == "dtype" else _scalar(state[name])
         if saved != value:
-            raise ValueError(f"resume: the saved state's {name} is {saved!r}, this run's is {value!r}")
+            raise ResumeError(f"resume: the saved state's {name} is {saved!r}, this run's is {value!r}")
     iteration = _scalar(state["iteration"])
     if len(state["history"]) != iteration + 1:
-        raise ValueError(f"resume: the saved state has {len(state['history'])} costs for iteration {iteration}")
+        raise ResumeError(f"resume: the saved state has {len(state['history'])} costs for iteration {iteration}")
 
 
 def _start(fun_and_grad, x0, bounds, method, resume, settings):
@@ -538,7 +543,7 @@ def _saved_lbfgs_memory(state, x, history_size):
     """
     k = len(np.asarray(state["pair_rho"]).reshape(-1))
     if k > history_size:
-        raise ValueError(f"resume: the saved state has {k} curvature pairs, more than history_size {history_size}")
+        raise ResumeError(f"resume: the saved state has {k} curvature pairs, more than history_size {history_size}")
     s = _saved_array(state, "pair_s", (k, x.size), x.dtype)
     y = _saved_array(state, "pair_y", (k, x.size), x.dtype)
     rho = _saved_array(state, "pair_rho", (k,), np.float64)

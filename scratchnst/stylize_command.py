@@ -10,9 +10,13 @@
     - every file is written atomically (scratchnst.atomic): a kill leaves the old file or the new one.
 """
 
+import errno
 import json
 import os
+import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from PIL import Image
 from scratchnst import atomic, checkpoint
 from scratchnst import image as image_io
 from scratchnst.errors import UsageError, UserError
-from scratchnst.transfer import CostNotFinite, resolve_settings, stylize
+from scratchnst.transfer import CostNotFinite, check_checkpoint, resolve_settings, stylize
 
 SETTINGS_ORDER = (
     "model", "weights", "pool", "size", "scales", "init", "seed", "content_layer", "alpha",
@@ -117,41 +121,67 @@ def _probe_writable(flag, path):
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         os.unlink(probe)
     except OSError as error:
-        raise UserError(f"cannot write {flag} {path}: folder {path.parent} is not writable ({error.strerror}); "
-                        "choose another folder") from None
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UserError(f"cannot write {flag} {path}: folder {path.parent} is not writable "
+                            f"({atomic.reason(error)}); choose another folder") from None
+        raise UserError(f"cannot write {flag} {path}: {atomic.reason(error)}; choose another name or folder") from None
 
 
-def check_output_paths(outputs, inputs):
+def _snapshot_of(output, path):
+    """True if `path` has a name snapshot_path(output, step) may give: OUT_<digits>.png or .json."""
+    output, path = Path(output), Path(path)
+    if not _same_file(output.parent, path.parent):
+        return False
+    pattern = rf"{re.escape(output.stem)}_\d{{4,}}({re.escape(output.suffix)}|\.json)"
+    return re.fullmatch(pattern, path.name) is not None
+
+
+def check_output_paths(outputs, inputs, snapshots_of=None):
     """Refuse, before any computing, outputs that cannot be written or would overwrite an input.
 
     Args:
         outputs: [(flag, path or None), ...] the files the run will write, e.g. ("-o", "out.png").
         inputs: [(what, path or None), ...] the files it reads (images, weights, the checkpoint
             it resumes from).
+        snapshots_of: None, or the output whose numbered snapshots (OUT_0050.png, and
+            OUT_0050.json after Ctrl-C) the run may write: no input or other output may have
+            such a name.
 
     Raises:
-        UsageError: an output is a folder, is also an input, or two outputs are the same file.
+        UsageError: an output is a folder, a device or a pipe, is also an input, or two outputs
+            are the same file.
         UserError: an output's folder does not exist or is not writable.
     """
     outputs = [(flag, Path(path)) for flag, path in outputs if path is not None]
+    inputs = [(what, Path(source)) for what, source in inputs if isinstance(source, (str, os.PathLike))]
     for i, (flag, path) in enumerate(outputs):
         if path.is_dir():
             raise UsageError(f"{flag} {path}: is a folder; give a file name in it, e.g. {path / 'out.png'}")
-        folder = path.parent  # Path(".") for a bare file name
+        target = atomic.writable_target(path, flag)  # a link's target; a device or pipe is refused
+        folder = target.parent  # Path(".") for a bare file name
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"cannot write {flag} {path}: {folder} is a file, not a folder; give another path")
         if not folder.is_dir():
             raise UserError(f"cannot write {flag} {path}: folder {folder} does not exist; create it first")
-        _probe_writable(flag, path)
+        _probe_writable(flag, target)
         for what, source in inputs:
-            if source is not None and isinstance(source, (str, os.PathLike)) and _same_file(path, source):
+            if _same_file(path, source):
                 raise UsageError(f"{flag} {path} is the {what}: writing it would destroy an input; "
                                  "choose another file name")
         for other_flag, other in outputs[:i]:
             if _same_file(path, other):
                 raise UsageError(f"{flag} and {other_flag} are the same file {path}; give them different names")
+    if snapshots_of is not None:
+        others = inputs + [(f"file of {flag}", path) for flag, path in outputs if path != Path(snapshots_of)]
+        for what, path in others:
+            if _snapshot_of(snapshots_of, path):
+                raise UsageError(f"the {what} {path} has the name of a snapshot of -o {snapshots_of} "
+                                 f"({Path(snapshots_of).stem}_<iteration>), which the run may write over; "
+                                 "choose another -o name")
 
 
 # ------------------------------------------------------------------------------ the command
-def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_file=None, checkpoint_every=10,
+def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_file=None, checkpoint_every=None,
                 resume_file=None, stream=None, **options):
     """The `scratchnst stylize` command: settings, progress, snapshots, checkpoints, the image and the log.
 
@@ -163,7 +193,7 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
         log: None or the JSON file to write: settings, cost history, seconds per iteration.
         checkpoint_file: None or the file to save the run's whole state in, every
             `checkpoint_every` iterations, at the end, and on Ctrl-C.
-        checkpoint_every: iterations between checkpoints.
+        checkpoint_every: iterations between checkpoints (None: 10); only with a checkpoint file.
         resume_file: None or a checkpoint to continue from (the same settings and images;
             --iters may differ). Checkpoints then go on into it unless checkpoint_file says otherwise.
         stream: where the settings and the final line go (default stdout); the progress line
@@ -171,8 +201,9 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
         **options: `stylize`'s options.
 
     Returns:
-        0 when the run is complete; 130 after Ctrl-C (the best image so far and the cost log
-        are written next to OUTPUT, and the checkpoint if asked for; the line says where).
+        0 when the run is complete; 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (the
+        best image so far and the cost log are written next to OUTPUT, and the checkpoint if
+        asked for; the line says where).
 
     Raises:
         UsageError, UserError: as `stylize`, and for paths that cannot be written (checked before
@@ -183,17 +214,23 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     output = Path(output)
     if output.suffix.lower() not in Image.registered_extensions():  # now, not after minutes of work
         raise UsageError(f"-o {output}: unknown image extension {output.suffix!r}; use .png or .jpg")
+    if resume_file is not None and checkpoint_file is None:
+        checkpoint_file = resume_file  # go on saving where the run was saved
+    if checkpoint_every is not None and checkpoint_file is None:
+        raise UsageError("--checkpoint-every needs --checkpoint FILE (or --resume FILE): say where to save")
+    checkpoint_every = 10 if checkpoint_every is None else checkpoint_every
     for flag, value, least in (("--save-every", save_every, 0), ("--checkpoint-every", checkpoint_every, 1)):
         if value < least:
             raise UsageError(f"{flag} must be at least {least}, got {value}")
-    if resume_file is not None and checkpoint_file is None:
-        checkpoint_file = resume_file  # go on saving where the run was saved
     settings = resolve_settings(content, styles, **options)
     resume = checkpoint.load(resume_file) if resume_file is not None else None
+    if resume is not None:
+        check_checkpoint(resume)
     init = settings["init"]
     inputs = [("content image", content), *(("style image", s) for s in styles), ("weights file", settings["weights"]),
               ("--init image", None if init in ("content+noise", "content", "noise") else init)]
-    check_output_paths([("-o", output), ("--log", log), ("--checkpoint", checkpoint_file)], inputs)
+    check_output_paths([("-o", output), ("--log", log), ("--checkpoint", checkpoint_file)], inputs,
+                       snapshots_of=output)
     # The checkpoint resumed from is an input too, except to --checkpoint, which may go on writing it.
     check_output_paths([("-o", output), ("--log", log)], [("checkpoint given to --resume", resume_file)])
 
@@ -221,11 +258,13 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
 
     try:
         result = stylize(content, styles, callback=callback, resume=resume, **settings)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         progress.close()
-        print(f"scratchnst: interrupted (Ctrl-C){_save_partial(run, output, log, checkpoint_file, log_record)}",
-              file=sys.stderr)
-        return INTERRUPTED
+        how = getattr(stop, "how", "Ctrl-C")  # scratchnst.cli turns SIGTERM and SIGHUP into these too
+        with _deaf_to_ctrl_c():  # a second Ctrl-C must not cut the saving of the first one's results
+            where = _save_partial(run, output, log, checkpoint_file, log_record, stopped=f"interrupted ({how})")
+            print(f"scratchnst: interrupted ({how}){where}", file=sys.stderr, flush=True)
+        return getattr(stop, "exit_status", INTERRUPTED)
     except CostNotFinite as error:
         progress.close()
         where = _save_partial(run, output, log, None, log_record, stopped=str(error))
@@ -241,6 +280,9 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
             result.history, iterations=result.iterations, evaluations=result.evaluations, seconds=result.seconds,
             seconds_per_iteration=result.seconds_per_iteration)), "log")
     H, W = result.image.shape[:2]
+    if resume is not None and result.iterations == resume["steps"]:
+        print(f"  nothing was left to do: the checkpoint is at iteration {resume['steps']} and --iters is "
+              f"{settings['iters']}; raise --iters to go on", file=stream)
     print(f"wrote {output}: {result.iterations} iterations ({result.evaluations} evaluations) in "
           f"{result.seconds:.1f} s ({result.seconds_per_iteration:.3f} s per iteration at {W}x{H}); "
           f"J {last['J']:.4g}, J_content {last['J_content']:.4g}, J_style {last['J_style']:.4g}", file=stream)
@@ -264,7 +306,19 @@ class _RunState:
             self.best = p
 
 
-def _save_partial(run, output, log, checkpoint_file, log_record, stopped="interrupted (Ctrl-C)"):
+class _deaf_to_ctrl_c:
+    """Ignore SIGINT inside the block (in the main thread), then put the old handler back."""
+
+    def __enter__(self):
+        main = threading.current_thread() is threading.main_thread()
+        self.old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+def _save_partial(run, output, log, checkpoint_file, log_record, stopped):
     """Write what a stopped run has: the best image, the cost log, the checkpoint. Returns '; wrote ...'."""
     if run.best is None:
         return "; it stopped before the first iteration, so there was nothing to save"

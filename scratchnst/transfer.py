@@ -188,8 +188,13 @@ def resolve_settings(
     arch = networks.ARCHITECTURES[model]
     weights_path = weights_io.find_weights(model, explicit=weights)
 
-    content_layer = arch.resolve(content_layer or defaults.content_layer)
-    style_layers = [[arch.resolve(name), w] for name, w in _style_layer_list(style_layers or defaults.style_layers)]
+    # "is None", not "or": an empty name given on purpose is a mistake to report, not the default.
+    content_layer = arch.resolve(defaults.content_layer if content_layer is None else content_layer)
+    style_layers = [[arch.resolve(name), w] for name, w in
+                    _style_layer_list(defaults.style_layers if style_layers is None else style_layers)]
+    repeated = sorted({name for name, _ in style_layers if [n for n, _ in style_layers].count(name) > 1})
+    if repeated:
+        raise UsageError(f"style layer {repeated[0]} is given twice; give each layer once, with its weight")
     if not all(_finite(w) and w >= 0 for _, w in style_layers) or not any(w > 0 for _, w in style_layers):
         raise UsageError("style layer weights must be finite numbers >= 0, and at least one > 0; "
                          "e.g. --style-layers conv1:0.5,fire2:0.5")
@@ -227,6 +232,8 @@ def resolve_settings(
 
     numbers = {"alpha": alpha, "beta": beta, "tv_weight": tv_weight}
     numbers = {k: float(getattr(defaults, k) if v is None else v) for k, v in numbers.items()}
+    if numbers["alpha"] == 0 and numbers["beta"] == 0:
+        raise UsageError("--alpha and --beta are both 0: there is nothing to optimise; give one of them a weight > 0")
     for key, value in numbers.items():
         if not (_finite(value) and value >= 0):
             raise UsageError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {value}")
@@ -484,7 +491,8 @@ def stylize(content, style, *, callback=None, resume=None, **options):
         UsageError: `resume` was made with other settings or images.
     """
     s = resolve_settings(content, style, **options)
-    inputs = _input_digests(content, style, s["init"])
+    check_memory(s, content)
+    inputs = _InputDigests(content, style, s["init"], s["weights"])
     if resume is not None:
         _check_resume(resume, s, inputs)
     # Loaded at the largest size a pass needs: a phone photo is not decoded at 40 megapixels.
@@ -511,6 +519,8 @@ def stylize(content, style, *, callback=None, resume=None, **options):
     else:
         first, steps, evaluations, elapsed = resume["scale"], resume["steps"], resume["evaluations"], resume["elapsed"]
         history = [dict(entry) for entry in resume["history"]]
+    if resume is not None:
+        _check_resume_fits(resume, passes)
     rng = np.random.default_rng(s["seed"])
     start = time.perf_counter() - elapsed
     generated = None
@@ -531,19 +541,22 @@ def stylize(content, style, *, callback=None, resume=None, **options):
             history.append({"scale": k + 1, "iteration": it.iteration, **it.aux, "seconds": now - start})
             if callback is None:
                 return
-            snapshot = {"format": "stylize", "settings": s, "inputs": inputs, "scale": k, "steps": steps,
+            snapshot = {"format": "stylize", "settings": s, "scale": k, "steps": steps,
                         "evaluations": evaluations, "elapsed": now - start, "history": list(history)}
             callback(Progress(
                 scale=k + 1, scales=len(passes), shape=(H, W), iteration=it.iteration, iters=s["iters"],
                 step=steps, total_steps=s["iters"] * len(passes),
                 done=(sum(work[:k]) + min(it.iteration, s["iters"]) * H * W) / sum(work), elapsed=now - start,
                 costs=dict(it.aux), render=lambda: render(it.x),
-                state=lambda: {**snapshot, "optimizer": it.state()},
+                state=lambda: {**snapshot, "inputs": inputs.digests(), "optimizer": it.state()},
             ))
 
         pass_start = time.perf_counter()
-        generated, result = _optimize_pass(network, content_img, style_imgs, generated, s, on_iteration,
-                                           resume=pass_resume)
+        try:
+            generated, result = _optimize_pass(network, content_img, style_imgs, generated, s, on_iteration,
+                                               resume=pass_resume)
+        except optim.ResumeError as error:  # raised before anything is evaluated
+            raise UserError(f"the checkpoint does not fit this run ({error}); start again without --resume") from None
         seconds_last_pass = time.perf_counter() - pass_start
         evaluations += result.n_evals
 
@@ -560,34 +573,137 @@ def stylize(content, style, *, callback=None, resume=None, **options):
     )
 
 
-def _input_digests(content, style, init):
-    """SHA-256 of each input image (file bytes, or array bytes): what a checkpoint must be resumed with."""
+# Peak memory of a run, measured with `stylize` (L-BFGS, style image as large as the content):
+# bytes per pixel of the content image, and a fixed part (the interpreter, NumPy, the weights).
+# SqueezeNet: 201 MB at 320x240 and 1145 MB at 960x720, so about 1.6 KB a pixel; VGG-19's
+# activations are larger (scratchnst bench: 543 MB for one step at 512x512 without the
+# optimiser), and its weights take 550 MB.
+MEMORY_PER_PIXEL = {"squeezenet": 1700, "vgg19": 3000}
+MEMORY_FIXED = {"squeezenet": 150e6, "vgg19": 800e6}
 
-    def digest(source):
+
+def memory_needed(model, H, W, style_scale=1.0):
+    """Rough peak bytes of `stylize` on an H x W content image (style images style_scale times as large)."""
+    return MEMORY_FIXED[model] + MEMORY_PER_PIXEL[model] * H * W * max(1.0, style_scale ** 2)
+
+
+def available_memory():
+    """Bytes of memory this process can still take: MemAvailable on Linux, else the physical memory."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(s, content):
+    """UsageError, before anything is loaded, if --size would need more memory than there is.
+
+    Without it a mistyped --size 99999 makes Pillow and NumPy allocate tens of gigabytes in C
+    code, where Ctrl-C is not even noticed, until the machine swaps or the process is killed.
+    """
+    available = available_memory()
+    if available is None:
+        return
+    H, W = image_io.image_size(content) if isinstance(content, (str, os.PathLike)) else np.shape(content)[:2]
+    H, W = (s["size"], max(1, round(W * s["size"] / H))) if H >= W else (max(1, round(H * s["size"] / W)), s["size"])
+    needed = memory_needed(s["model"], H, W, s["style_scale"])
+    if needed <= available:
+        return
+    per_long_side_pixel = needed / s["size"] ** 2  # the need grows with the square of --size
+    fits = int(((available - MEMORY_FIXED[s["model"]]) / max(per_long_side_pixel, 1e-9)) ** 0.5) if \
+        available > MEMORY_FIXED[s["model"]] else 0
+    advice = f"use --size {fits} or less" if fits >= 16 else "close other programs or use a machine with more memory"
+    raise UsageError(f"--size {s['size']} needs about {needed / 1e9:.3g} GB of memory for {s['model']}, and this "
+                     f"machine has {available / 1e9:.3g} GB available; {advice}")
+
+
+class _InputDigests:
+    """SHA-256 of each input (image files, arrays, the weights file): what a checkpoint must be resumed with.
+
+    Computed on first use, since only runs that save or resume a checkpoint need them (the
+    VGG-19 file takes a second or two to read).
+    """
+
+    def __init__(self, content, style, init, weights):
+        self.sources = {"content": content, "styles": _as_list(style),
+                        "init": None if isinstance(init, str) and init in INITS else init, "weights": weights}
+        self._digests = None
+
+    def digests(self):
+        if self._digests is None:
+            self._digests = {key: [self._digest(v) for v in value] if key == "styles" else
+                             (None if value is None else self._digest(value)) for key, value in self.sources.items()}
+        return self._digests
+
+    @staticmethod
+    def _digest(source):
         if isinstance(source, (str, os.PathLike)):
             return checkpoint.file_digest(source)
         array = np.ascontiguousarray(source, dtype=np.float32)
         return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
 
-    return {"content": digest(content), "styles": [digest(source) for source in _as_list(style)],
-            "init": None if isinstance(init, str) and init in INITS else digest(init)}
+
+def _damaged(what):
+    return UserError(f"the checkpoint is damaged or not from this version of scratchnst ({what}); "
+                     "start again without --resume")
+
+
+def check_checkpoint(state):
+    """UsageError or UserError unless a loaded checkpoint has the parts `stylize(resume=...)` reads."""
+    if not isinstance(state, dict) or state.get("format") != "stylize":
+        raise UsageError("the checkpoint is not from `scratchnst stylize`; start again without --resume")
+    for key, kind in (("settings", dict), ("inputs", dict), ("optimizer", dict), ("history", list),
+                      ("scale", int), ("steps", int), ("evaluations", int), ("elapsed", (int, float))):
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise _damaged(f"{key} is missing or of the wrong kind")
+    if not all(isinstance(entry, dict) and isinstance(entry.get("J"), (int, float)) for entry in state["history"]):
+        raise _damaged("the cost history")
 
 
 def _check_resume(state, settings, inputs):
-    """UsageError unless a checkpoint's state belongs to a run with these settings and images."""
-    if state.get("format") != "stylize":
-        raise UsageError("the checkpoint is not from `scratchnst stylize`; start again without --resume")
+    """UsageError unless a checkpoint's state belongs to a run with these settings and inputs.
+
+    The weights are compared by their bytes, not their path, so a run resumed from another
+    folder, or with a copy of the file, is accepted.
+    """
+    check_checkpoint(state)
     made = json.loads(json.dumps(state["settings"]))
     now = json.loads(json.dumps(settings))  # the same JSON round trip the checkpoint went through
-    differ = [key for key in sorted(set(made) | set(now)) if key != "iters" and made.get(key) != now.get(key)]
+    ignored = {"iters", "weights"}  # iters may grow; the weights are compared by content below
+    differ = [key for key in sorted(set(made) | set(now)) if key not in ignored and made.get(key) != now.get(key)]
     if differ:
         shown = "; ".join(f"{key}: checkpoint {made.get(key)}, now {now.get(key)}" for key in differ[:3])
         raise UsageError(f"the checkpoint was made with other settings ({shown}); give the interrupted run's "
                          "settings (only --iters may change), or start again without --resume")
-    for key, label in (("content", "content image"), ("styles", "style images"), ("init", "--init image")):
-        if state["inputs"].get(key) != inputs[key]:
-            raise UsageError(f"the {label} differ from the ones the checkpoint was made with; give the same "
-                             "files, or start again without --resume")
+    saved, current = state["inputs"], inputs.digests()
+    for key, label in (("content", "content image differs from the one"), ("styles", "style images differ from "
+                       "the ones"), ("init", "--init image differs from the one"), ("weights", "weights file "
+                       "differs from the one")):
+        if saved.get(key) != current[key]:
+            raise UsageError(f"the {label} the checkpoint was made with; give the same files, or start again "
+                             "without --resume")
+
+
+def _check_resume_fits(state, passes):
+    """UserError unless the checkpoint's pass and arrays fit the passes of this run (a damaged file would
+    otherwise fail deep inside the optimiser, or go on from NaN pixels)."""
+    if not 0 <= state["scale"] < len(passes):
+        raise _damaged(f"pass {state['scale'] + 1} of {len(passes)}")
+    H, W = passes[state["scale"]][0].shape[:2]
+    for name, value in state["optimizer"].items():
+        if isinstance(value, np.ndarray) and value.ndim >= 1:
+            if not np.issubdtype(value.dtype, np.floating) or not np.isfinite(value).all():
+                raise _damaged(f"{name} holds values that are not finite numbers")
+    x = state["optimizer"].get("x")
+    if not isinstance(x, np.ndarray) or x.size != H * W * 3:
+        raise _damaged(f"its image is not the {W}x{H} of pass {state['scale'] + 1}")
 
 
 def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration, resume=None):

@@ -101,6 +101,8 @@ def test_a_checkpoint_refuses_other_settings_or_images(images, tmp_path, shared_
     (lambda p: p.mkdir(), "is a folder"),
     ("truncated", "not a readable scratchnst checkpoint"),
     ("other format", "this scratchnst reads format 1"),
+    ("a jpeg", "not a readable scratchnst checkpoint"),
+    ("pickled", "not a readable scratchnst checkpoint"),
 ])
 def test_a_bad_resume_file_is_one_line(images, tmp_path, capsys, make, message):
     path = tmp_path / "ck.npz"
@@ -109,12 +111,17 @@ def test_a_bad_resume_file_is_one_line(images, tmp_path, capsys, make, message):
         path.write_bytes(saved[1].read_bytes()[: saved[1].stat().st_size // 2])
     elif make == "other format":
         np.savez(path, meta=np.array(json.dumps({"format": 99, "state": {}})))
+    elif make == "a jpeg":
+        path.write_bytes(Path(images["content"]).read_bytes())
+    elif make == "pickled":
+        np.savez(path, meta=np.array([{"format": 1}], dtype=object))
     elif make is not None:
         make(path)
     status = cli.main(["stylize", images["content"], images["style"], "-o", str(tmp_path / "out.png"),
                        "--weights", images["weights"], "--size", "64", "--resume", str(path)])
     err = capsys.readouterr().err
     assert status == 1 and err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert "allow_pickle" not in err
     assert not (tmp_path / "out.png").exists()
     with pytest.raises(UserError):
         checkpoint.load(path)
@@ -200,3 +207,83 @@ def test_killing_the_process_never_leaves_half_a_file(images, tmp_path, delay):
         if path != out:
             assert complete(path), path
     assert out.read_bytes() == Path(images["content"]).read_bytes() or complete(out)
+
+
+def tampered(state, change):
+    state = json.loads(json.dumps({k: v for k, v in state.items() if k != "optimizer"}))
+    return change(state) or state
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda st: st["optimizer"].update(x=st["optimizer"]["x"][:100]), "its image is not the 64x48 of pass 1"),
+    (lambda st: st["optimizer"].update(x=np.full_like(st["optimizer"]["x"], np.nan)), "not finite numbers"),
+    (lambda st: st["optimizer"].pop("g"), "lacks g"),
+    (lambda st: st["optimizer"].update(g=st["optimizer"]["g"].astype(np.float32)), "this run needs float64"),
+    (lambda st: st.update(scale=9), "pass 10 of 1"),
+    (lambda st: st.update(steps="x"), "steps is missing or of the wrong kind"),
+    (lambda st: st.update(history=5), "history is missing or of the wrong kind"),
+    (lambda st: st.pop("optimizer"), "optimizer is missing"),
+])
+def test_a_damaged_checkpoint_is_one_line_not_a_bug(images, tmp_path, capsys, damage, message):
+    _, saved = run_capturing(images, {2}, tmp_path, size=64, iters=3)
+    state = {key: (dict(value) if isinstance(value, dict) else value) for key, value in checkpoint.load(saved[2]).items()}
+    damage(state)
+    checkpoint.save(tmp_path / "bad.npz", state)
+    status = cli.main(["stylize", images["content"], images["style"], "-o", str(tmp_path / "out.png"), "--weights",
+                       images["weights"], "--size", "64", "--iters", "3", "--resume", str(tmp_path / "bad.npz")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and message in err, err
+    assert "internal error" not in err and "start again without --resume" in err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_resuming_from_another_folder_with_a_copy_of_the_weights(images, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("content", "style", "weights"):
+        (work / Path(images[name]).name).write_bytes(Path(images[name]).read_bytes())
+    c, s, w = (Path(images[name]).name for name in ("content", "style", "weights"))
+    monkeypatch.chdir(work)
+    argv = ["stylize", c, s, "-o", "out.png", "--weights", w, "--size", "64", "--iters", "4", "--checkpoint", "ck.npz",
+            "--checkpoint-every", "2"]
+    assert cli.main(argv[:-4] + ["--iters", "2", "--checkpoint", "ck.npz"]) == 0
+    whole = transfer.stylize(c, s, weights=w, size=64, iters=4).image
+    monkeypatch.chdir(tmp_path)
+    argv = ["stylize", f"work/{c}", f"work/{s}", "-o", "work/out.png", "--weights", images["weights"], "--size", "64",
+            "--iters", "4", "--resume", "work/ck.npz"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    with Image.open(work / "out.png") as img:
+        assert np.array_equal(np.asarray(img), np.clip(np.rint(whole), 0, 255).astype(np.uint8))
+    # Once at the end, the same command has nothing left to do, and says so.
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert "nothing was left to do: the checkpoint is at iteration 4 and --iters is 4" in capsys.readouterr().out
+
+
+def test_a_different_weights_file_is_refused(images, tmp_path, capsys):
+    _, saved = run_capturing(images, {1}, tmp_path, size=64, iters=1)
+    other = tmp_path / "other.h5"
+    other.write_bytes(Path(images["weights"]).read_bytes())
+    with open(other, "r+b") as f:  # the same layout, one weight changed: another network to the optimiser
+        f.seek(-4096, 2)
+        byte = f.read(1)
+        f.seek(-4096, 2)
+        f.write(bytes([byte[0] ^ 1]))
+    status = cli.main(["stylize", images["content"], images["style"], "-o", str(tmp_path / "out.png"), "--weights",
+                       str(other), "--size", "64", "--iters", "1", "--resume", str(saved[1])])
+    assert status == 2 and "the weights file differs from the one the checkpoint was made with" in capsys.readouterr().err
+
+
+def test_sigterm_saves_like_ctrl_c_and_exits_143(images, tmp_path):
+    ckpt = tmp_path / "ck.npz"
+    process = subprocess.Popen(command(images, tmp_path / "out.png", "--iters", "400", "--checkpoint", ckpt,
+                                       "--checkpoint-every", "2"),
+                               env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(ckpt, process)
+    process.terminate()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("scratchnst: interrupted (SIGTERM); wrote the best image so far") and "Traceback" not in err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    assert checkpoint.load(ckpt)["steps"] >= 2

@@ -6,7 +6,10 @@ traceback, and which files exist afterwards (inputs untouched, no half-written o
 """
 
 import json
+import os
+import re
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -102,14 +105,21 @@ def test_unwritable_output_folder_is_refused_before_any_computing(inputs, unwrit
 
 @pytest.mark.parametrize("flags, message", [
     (["--save-every", "-1"], "--save-every must be at least 0"),
-    (["--checkpoint-every", "0"], "--checkpoint-every must be at least 1"),
+    (["--checkpoint-every", "0", "--checkpoint", "ck.npz"], "--checkpoint-every must be at least 1"),
+    (["--checkpoint-every", "5"], "--checkpoint-every needs --checkpoint FILE"),
+    (["--alpha", "0", "--beta", "0"], "there is nothing to optimise"),
+    (["--style-layers", "conv1,conv1"], "style layer conv1 is given twice"),
+    (["--content-layer", ""], "has no layer ''"),
+    (["--size", "99999"], "GB of memory"),
     (["--beta", "inf"], "--beta must be a finite number"),
     (["--style-scale", "0"], "--style-scale must be a finite number > 0"),
     (["--iters", "0"], "--iters must be at least 1"),
     (["--style-layers", "fire2:-1"], "style layer weights must be finite numbers >= 0"),
     (["--style-layers", "fire22"], "did you mean"),
 ])
-def test_setting_values_out_of_range_are_usage_errors(inputs, tmp_path, capsys, flags, message):
+def test_setting_values_out_of_range_are_usage_errors(inputs, tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(transfer.networks, "load", lambda *a, **k: pytest.fail("the network was loaded"))
     assert run(inputs, tmp_path / "out.png", *flags) == 2
     assert message in one_error_line(capsys)[0]
     assert files(tmp_path) == ["in"]
@@ -118,6 +128,8 @@ def test_setting_values_out_of_range_are_usage_errors(inputs, tmp_path, capsys, 
 @pytest.mark.parametrize("flags, message", [
     (["--style-layers", "fire2:x"], "the weight after ':' must be a number"),
     (["--style-blend", "0.5;0.5"], "give numbers separated by commas"),
+    (["--style-blend", "1,,2"], "give numbers separated by commas"),
+    (["--style-layers", "conv1,,fire2"], "has an empty item"),
     (["--size", "big"], "invalid int value"),
     (["--model", "resnet"], "invalid choice"),
 ])
@@ -210,3 +222,54 @@ def test_an_unexpected_error_is_one_line_that_says_it_is_a_bug(inputs, tmp_path,
     assert run(inputs, tmp_path / "out.png") == 1
     line = one_error_line(capsys)[0]
     assert "internal error (ZeroDivisionError" in line and "--debug" in line
+
+
+def test_the_memory_check_suggests_a_size_that_fits(inputs, monkeypatch):
+    monkeypatch.setattr(transfer, "available_memory", lambda: 2e9)
+    settings = transfer.resolve_settings(model="squeezenet", weights=inputs["weights"], size=5000)
+    with pytest.raises(transfer.UsageError, match=r"--size 5000 needs about .* use --size (\d+) or less") as error:
+        transfer.check_memory(settings, np.zeros((300, 400, 3)))
+    fits = int(re.search(r"use --size (\d+)", str(error.value)).group(1))
+    H, W = round(fits * 3 / 4), fits
+    assert transfer.memory_needed("squeezenet", H, W) <= 2e9 < transfer.memory_needed("squeezenet", H + 20, W + 20)
+    transfer.check_memory({**settings, "size": fits}, np.zeros((300, 400, 3)))  # fits: no error
+
+
+# ------------------------------------------------------------------ outputs that are not plain files
+@pytest.mark.parametrize("flag", ["-o", "--log", "--checkpoint"])
+def test_a_device_or_pipe_as_an_output_is_refused_and_left_alone(inputs, tmp_path, capsys, flag):
+    fifo = tmp_path / ("pipe.png" if flag == "-o" else "pipe")
+    os.mkfifo(fifo)
+    out = fifo if flag == "-o" else tmp_path / "out.png"
+    extra = [] if flag == "-o" else [flag, fifo]
+    assert run(inputs, out, *extra) == 2
+    assert "it is not a regular file (a device or a pipe)" in one_error_line(capsys)[0]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # still a pipe, not replaced by a file
+
+
+def test_an_output_through_a_link_writes_the_file_it_points_to(inputs, tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    link = tmp_path / "latest.png"
+    link.symlink_to(tmp_path / "results" / "run1.png")
+    assert run(inputs, link) == 0
+    assert link.is_symlink() and (tmp_path / "results" / "run1.png").is_file()
+
+
+@pytest.mark.parametrize("collision", ["content", "log"])
+def test_snapshot_names_may_not_collide_with_inputs_or_other_outputs(inputs, tmp_path, capsys, collision):
+    out = tmp_path / "r.png"
+    if collision == "content":
+        content = tmp_path / "r_0002.png"
+        shutil.copy(inputs["content"], content)
+        before = content.read_bytes()
+        status = run(inputs, out, "--save-every", "1", content=content)
+        assert content.read_bytes() == before
+    else:
+        status = run(inputs, out, "--log", tmp_path / "r_0002.json")
+    assert status == 2
+    assert "has the name of a snapshot of -o" in one_error_line(capsys)[0]
+
+
+def test_a_line_break_in_a_path_stays_on_one_line(inputs, tmp_path, capsys):
+    assert run(inputs, tmp_path / "out.png", content=tmp_path / "no\npe.jpg") == 1
+    assert "no\\npe.jpg: no such image file" in one_error_line(capsys)[0]
