@@ -117,12 +117,9 @@ def _add_weights(sub):
                             "$SCRATCHNST_WEIGHTS_DIR if set, else the user cache")
 
     def run_download(args):
-        from scratchnst.weights import default_download_dir, download, known_weights
+        from scratchnst.weights import run_download
 
-        dest = args.dest or default_download_dir()
-        print(f"downloading {args.name} from {args.url or known_weights(args.name).url} into {dest}")
-        print(f"saved {download(args.name, dest_dir=dest, url=args.url)}")
-        return 0
+        return run_download(args.name, dest_dir=args.dest, url=args.url)
 
     p_download.set_defaults(func=run_download)
 

@@ -210,8 +210,10 @@ def resolve_settings(
     pool = pool or defaults.pool
     if pool not in networks.POOLINGS:
         raise UsageError(f"unknown pooling {pool!r}: choose one of {', '.join(networks.POOLINGS)}")
-    if isinstance(init, str) and init not in INITS and not Path(init).is_file():
-        raise UsageError(f"--init {init}: not one of {', '.join(INITS)} and no such image file")
+    if isinstance(init, str) and init not in INITS:
+        if not Path(init).exists():
+            raise UsageError(f"--init {init}: not one of {', '.join(INITS)} and no such image file")
+        image_io.image_size(init)  # a folder or a broken image is told now, in the image's own words
 
     styles = _as_list(style)
     n_styles = len(styles) if style is not None else len(style_blend or [1])
@@ -220,8 +222,9 @@ def resolve_settings(
     style_blend = [float(w) for w in style_blend]
     if len(style_blend) != n_styles:
         raise UsageError(f"--style-blend has {len(style_blend)} weights for {n_styles} style images; give one per image")
-    if not all(_finite(w) and w >= 0 for w in style_blend) or sum(style_blend) <= 0:
-        raise UsageError("--style-blend weights must be finite numbers >= 0, not all 0; e.g. --style-blend 0.7,0.3")
+    if not all(_finite(w) and w >= 0 for w in style_blend) or not 0 < sum(style_blend) < float("inf"):
+        raise UsageError("--style-blend weights must be finite numbers >= 0, not all 0 and not so large that "
+                         "their sum overflows; e.g. --style-blend 0.7,0.3")
     total = sum(style_blend)
     if total != 1.0:  # the blend is a weighted average; leave a normalised one bit for bit alone
         style_blend = [w / total for w in style_blend]

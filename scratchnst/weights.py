@@ -29,10 +29,13 @@ The architecture tables live in `networks`, which imports this module; the few f
 need them (download's structure check, info, convert) import `networks` when they run.
 """
 
+import errno
 import hashlib
 import http.client
 import os
 import re
+import shlex
+import stat
 import sys
 import urllib.error
 import urllib.parse
@@ -45,7 +48,7 @@ import h5py
 import numpy as np
 
 from scratchnst import __version__
-from scratchnst.atomic import atomic_path
+from scratchnst.atomic import atomic_path, reason, temporary_sibling
 from scratchnst.errors import UsageError, UserError
 from scratchnst.image import PREPROCESSING
 
@@ -197,11 +200,7 @@ def read_weights(path, label=None, model=None):
     """
     path = Path(path)
     label = label or str(path)
-    if path.is_dir():
-        raise UserError(f"{label}: is a folder; give the .h5 weights file inside it")
-    if not path.is_file():
-        raise UserError(f"{label}: no such weights file; check the path (`scratchnst weights list` shows the "
-                        "weights files found)")
+    check_input_file(path, label, "weights file", "the .h5 weights file", _CHECK_THE_PATH)
     try:
         f = h5py.File(path, "r")
     except OSError as error:
@@ -218,9 +217,61 @@ def read_weights(path, label=None, model=None):
                         f"{_download_advice(path, model)}") from None
 
 
-def _first_line(error):
+def _first_line(error, limit=120):
+    """The first line of a library's error text, at most `limit` characters: never its whole advice."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    line = text.splitlines()[0].strip() if text else type(error).__name__
+    return line if len(line) <= limit else line[:limit - 3].rstrip() + "..."
+
+
+def _quoted(value):
+    """A command-line value as it would be typed: notaurl, '' or 'http://[::1' (repr if unprintable)."""
+    text = os.fspath(value)
+    return shlex.quote(text) if text.isprintable() else repr(text)
+
+
+def reject_empty(value, name, give):
+    """UsageError "NAME '': GIVE" for an empty string, which would otherwise mean "." or a default.
+
+    Args:
+        value: what the user gave (None: not given, which is fine).
+        name: the flag or argument, e.g. "--dest".
+        give: what to give instead, e.g. "give a folder".
+    """
+    if value is not None and os.fspath(value) == "":
+        raise UsageError(f"{name} '': {give}")
+
+
+_CHECK_THE_PATH = "check the path (`scratchnst weights list` shows the weights files found)"
+
+
+def check_input_file(path, label, what, the_file, missing_advice):
+    """Raise unless `path` is a regular file that can be opened, without opening it.
+
+    A FIFO is never opened (that would wait for a writer forever), a device is not read, and a
+    link loop is named as such instead of being reported as a missing file.
+
+    Args:
+        path: the file.
+        label: how messages name it.
+        what: what it should be, e.g. "weights file" ("no such weights file").
+        the_file: what to give instead, e.g. "the .h5 weights file".
+        missing_advice: what to do when it does not exist.
+
+    Raises:
+        UserError: missing, a folder, not a regular file (device, pipe, socket), or not
+            reachable (a link loop, a folder on the way that cannot be searched).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise UserError(f"{label}: no such {what}; {missing_advice}") from None
+        raise UserError(f"cannot read {label} ({reason(error)}); check the path, or give {the_file}") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{label}: is a folder; give {the_file} inside it")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{label}: not a regular file; give {the_file}")
 
 
 # The first bytes of files that are often saved under a weights file's name by mistake.
@@ -238,7 +289,7 @@ def _unreadable(path, label, error, model):
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError as os_error:
-        return f"{label}: cannot be read ({os_error.strerror or os_error}); check its permissions"
+        return f"{label}: cannot be read ({reason(os_error)}); check its permissions"
     if size == 0:
         return f"{label}: is empty (0 bytes); {advice}"
     truncated = re.search(r"truncated file: eof = (\d+),.*stored_eof = (\d+)", str(error))
@@ -347,6 +398,67 @@ def write_weights(path, params, architecture, preprocessing, converted_from=""):
     return path
 
 
+def output_problem(path):
+    """Why a file cannot be written at `path`, found before any work is done, or None.
+
+    The write itself goes through atomic_path, which follows a symbolic link to its target and
+    puts its temporary file beside that target: the same rules are applied here. The folder is
+    tried for real, with a file created and deleted, because os.access says yes to root even
+    where nothing can be written (a read-only mount, /sys).
+
+    Returns:
+        None, or (kind, why): kind "folder" (path is a folder), "not regular" (a device, a pipe,
+        a link loop), "no folder" (its folder does not exist or is a file) or "not writable";
+        why is the one-line reason, e.g. "folder nodir does not exist".
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "folder", "it is a folder"
+    target = Path(os.path.realpath(path))
+    try:
+        mode = target.stat().st_mode
+    except OSError as error:
+        if error.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return "not regular", reason(error)  # a link loop
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        return "not regular", "it is not a regular file (a device or a pipe)"
+    # the user's spelling of the folder, unless the name is a link that points elsewhere
+    link = os.path.islink(path)
+    folder = target.parent if link else path.parent
+    problem = folder_problem(folder)
+    if problem:
+        return "no folder", f"it is a link to {target}, but {problem}" if link else problem
+    probe = temporary_sibling(folder / target.name)
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.unlink(probe)
+    except OSError as error:
+        return "not writable", f"{reason(error)} in folder {folder}"
+    return None
+
+
+def folder_problem(folder):
+    """Why `folder` is not a folder: "folder X does not exist" or "X is a file, not a folder"; None if it is one."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return None
+    existing = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), None)
+    if existing is not None and existing.is_file():
+        return f"{existing} is a file, not a folder"
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is not a folder"  # a device, a broken link
+    return f"folder {folder} does not exist"
+
+
+def _same_file(a, b):
+    """True if a and b are one existing file (also through links, hard links, or spelled differently)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 # ----------------------------------------------------------------------------------- finding
 def user_cache_dir():
     """The per-user folder for downloaded weights: $XDG_CACHE_HOME/scratchnst, else ~/.cache/scratchnst."""
@@ -392,12 +504,10 @@ def find_weights(model, explicit=None, weights_flag="--weights FILE"):
             every place looked in and the `scratchnst weights download NAME` command.
     """
     if explicit is not None:
+        flag = weights_flag.split()[0] if weights_flag else "the weights file"
+        reject_empty(explicit, flag, f"give the .h5 weights file, or leave {flag} out to search for it")
         path = Path(explicit).expanduser()
-        if path.is_dir():
-            raise UserError(f"{path}: is a folder; give the .h5 weights file inside it")
-        if not path.is_file():
-            raise UserError(f"{path}: no such weights file; check the path (`scratchnst weights list` shows the "
-                            "weights files found)")
+        check_input_file(path, str(path), "weights file", "the .h5 weights file", _CHECK_THE_PATH)
         return path
     known = known_weights(model)
     looked = []
@@ -457,7 +567,7 @@ def _fetch(url, out, md5, bar, timeout):
                 bar.total = total
                 bar.update(0)
             while chunk := response.read(1 << 16):
-                out.write(chunk)
+                _write_chunk(out, chunk)
                 md5.update(chunk)
                 done += len(chunk)
                 if bar is not None:
@@ -467,15 +577,117 @@ def _fetch(url, out, md5, bar, timeout):
                         "or try again later") from None
     except urllib.error.URLError as error:
         # Most often: no internet. Say how to install a copy the user already has.
-        raise UserError(f"cannot download {url}: {error.reason}; offline, install a copy you have with "
+        why = reason(error.reason) if isinstance(error.reason, OSError) else _first_line(error.reason)
+        raise UserError(f"cannot download {url}: {why}; offline, install a copy you have with "
                         f"--url file:///path/to/{Path(urllib.parse.urlparse(url).path).name}") from None
-    except (http.client.HTTPException, OSError) as error:  # reset connection, timeout, full disk
-        raise UserError(f"download of {url} failed after {done:,} bytes ({error}); run the command again") from None
+    except (http.client.HTTPException, OSError) as error:  # reset connection, timeout
+        why = reason(error) if isinstance(error, OSError) else _first_line(error)
+        raise UserError(f"download of {url} failed after {done:,} bytes ({why}); run the command again") from None
+    except ValueError as error:  # a URL that _check_url let through but urllib cannot use
+        raise UsageError(f"--url {_quoted(url)}: {_first_line(error)}; {_URL_ADVICE}") from None
     # http.client does not raise when a server closes early (see HTTPResponse.read): check the
     # length ourselves, or a truncated file would pass as complete.
     if total is not None and done != total:
         raise UserError(f"download of {url} was interrupted: received {done:,} of {total:,} bytes; "
                         "run the command again")
+
+
+class _CannotSave(Exception):
+    """Writing the downloaded bytes failed (a full disk...): not the server's fault, so said apart."""
+
+    def __init__(self, error):
+        super().__init__(reason(error))
+        self.full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_chunk(out, chunk):
+    try:
+        out.write(chunk)
+    except OSError as error:
+        raise _CannotSave(error) from None
+
+
+_URL_ADVICE = "give http(s)://... or file:///path/to/file"
+_URL_SCHEMES = ("http", "https", "ftp", "file")  # what urllib.request opens
+
+
+def _check_url(url):
+    """The --url value if urllib can fetch it; UsageError (wrong usage) otherwise, before anything is done."""
+    reject_empty(url, "--url", f"{_URL_ADVICE}, or leave --url out to download from the publisher")
+    if not url.isprintable():
+        raise UsageError(f"--url {_quoted(url)}: has control characters; {_URL_ADVICE}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # reading the port is what checks it: ValueError for "http://host:99999"
+    except ValueError as error:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise UsageError(f"--url {_quoted(url)}: not a URL ({_first_line(error)}); {_URL_ADVICE}") from None
+    if not parts.scheme:
+        raise UsageError(f"--url {_quoted(url)}: not a URL; {_URL_ADVICE}")
+    if parts.scheme.lower() not in _URL_SCHEMES:
+        raise UsageError(f"--url {_quoted(url)}: cannot download {parts.scheme}: URLs; {_URL_ADVICE}")
+    if parts.scheme.lower() == "file":
+        if not parts.path:
+            raise UsageError(f"--url {_quoted(url)}: no file in the URL; {_URL_ADVICE}")
+        _check_local_url(url, Path(urllib.request.url2pathname(parts.path)))
+    elif not parts.hostname:
+        raise UsageError(f"--url {_quoted(url)}: no server name in the URL; {_URL_ADVICE}")
+    return url
+
+
+def _check_local_url(url, local):
+    """UserError unless the file of a file: URL is a regular file (urllib would wait forever on a pipe)."""
+    try:
+        mode = os.stat(local).st_mode
+    except OSError as error:
+        why = "no such file" if error.errno in (errno.ENOENT, errno.ENOTDIR) else reason(error)
+        raise UserError(f"--url {_quoted(url)}: {why} ({local}); check the path") from None
+    if not stat.S_ISREG(mode):
+        raise UserError(f"--url {_quoted(url)}: {local} is {'a folder' if stat.S_ISDIR(mode) else 'not a regular file'}; "
+                        "give the URL of the .h5 file")
+
+
+def _check_destination(dest_dir, final):
+    """Make dest_dir if needed and make sure `final` in it can be written, before downloading anything.
+
+    Raises:
+        UserError: dest_dir or a folder above it is a file; it cannot be made or written to; the
+            file name is taken by a folder, a device, a pipe or a link loop.
+    """
+    again = "choose another folder with --dest DIR"
+    problem = folder_problem(dest_dir)
+    if problem and "does not exist" not in problem:
+        raise UserError(f"cannot write to {dest_dir}: {problem}; {again}")
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot write to {dest_dir}: {reason(error)}; {again}") from None
+    problem = output_problem(final)
+    if problem is None:
+        return
+    kind, why = problem
+    if kind in ("folder", "not regular"):
+        raise UserError(f"cannot save {final}: {why}; remove it or {again}")
+    raise UserError(f"cannot save {final}: {why}; {again}")
+
+
+def _download_plan(model, dest_dir, url):
+    """(KnownWeights, URL, destination folder) of a download, every option checked; the folder is made."""
+    known = known_weights(model)
+    url = known.url if url is None else _check_url(url)
+    reject_empty(dest_dir, "--dest", "give a folder, or leave --dest out to save where `scratchnst weights list` "
+                 "looks first")
+    dest_dir = default_download_dir() if dest_dir is None else Path(dest_dir).expanduser()
+    _check_destination(dest_dir, dest_dir / known.filename)
+    return known, url, dest_dir
+
+
+def run_download(model, dest_dir=None, url=None, stream=None):
+    """`scratchnst weights download`: check the options, say what happens, download; exit status 0."""
+    out = stream or sys.stdout
+    known, url, dest_dir = _download_plan(model, dest_dir, url)
+    print(f"downloading {model} from {url} into {dest_dir}", file=out, flush=True)
+    print(f"saved {download(model, dest_dir=dest_dir, url=url)}", file=out)
+    return 0
 
 
 def download(model, dest_dir=None, url=None, progress=None, timeout=60.0):
@@ -499,21 +711,14 @@ def download(model, dest_dir=None, url=None, progress=None, timeout=60.0):
         Path of the saved file, dest_dir / the known file name.
 
     Raises:
-        UsageError: an unknown model.
+        UsageError: an unknown model; a url or dest_dir that is empty, or a url that is not one.
         UserError: unreachable server, HTTP error, interrupted transfer, wrong MD5 or structure,
-            destination not writable.
+            destination not writable (checked before downloading), full disk.
     """
     from scratchnst import networks  # networks imports this module; see the module docstring
 
-    known = known_weights(model)
-    url = url or known.url
-    dest_dir = Path(dest_dir).expanduser() if dest_dir is not None else default_download_dir()
+    known, url, dest_dir = _download_plan(model, dest_dir, url)
     final = dest_dir / known.filename
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot write to {dest_dir}: {error.strerror or error}; choose another folder "
-                        "with --dest DIR") from None
     if progress is None:
         progress = sys.stderr.isatty()
     bar = _ProgressBar("downloading", sys.stderr) if progress else None
@@ -522,8 +727,12 @@ def download(model, dest_dir=None, url=None, progress=None, timeout=60.0):
         # atomic_path removes the temporary file on any failure, Ctrl-C included: never a partial file.
         with atomic_path(final, "weights file") as tmp:
             md5 = hashlib.md5()
-            with open(tmp, "xb") as out:
-                _fetch(url, out, md5, bar, timeout)
+            try:
+                with open(tmp, "xb") as out:
+                    _fetch(url, out, md5, bar, timeout)
+            except _CannotSave as error:
+                raise UserError(f"cannot save {final}: {error}; {'free some space or ' if error.full else ''}"
+                                "choose another folder with --dest DIR") from None
             if known.md5 is not None and md5.hexdigest() != known.md5:
                 raise UserError(f"the file downloaded from {url} has MD5 {md5.hexdigest()}, expected {known.md5}; "
                                 f"it was not saved ({final} is unchanged): run the command again, or try another "
@@ -566,6 +775,11 @@ def _read_torchvision_vgg19(src):
     try:
         state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types (pickle, zip, EOF, runtime errors)
+        if "weights only load failed" in str(error).lower():
+            # A pickle of other objects than tensors. torch's message goes on to suggest
+            # weights_only=False, which runs whatever code the file holds: never relay that.
+            raise UserError(f"{src}: not a PyTorch state dict that can be loaded safely (weights_only); give "
+                            "torchvision's vgg19-dcbb9e9d.pth") from None
         raise UserError(f"{src}: not a readable PyTorch file ({_first_line(error)}); give torchvision's "
                         "vgg19-dcbb9e9d.pth") from None
     if not hasattr(state, "keys"):
@@ -684,16 +898,17 @@ def convert(src, out):
         "caffe" for .mat (the first layer's input channels are reversed from RGB to BGR).
 
     Raises:
+        UsageError: src or out empty; out is a folder, a device or a pipe, or src itself.
         UserError: unknown extension, unreadable file, missing layer or wrong shape, missing
-            torch or SciPy.
+            torch or SciPy; out's folder missing or not writable (checked before reading src).
     """
     from scratchnst import networks  # networks imports this module; see the module docstring
 
-    src = Path(src)
-    if src.is_dir():
-        raise UserError(f"{src}: is a folder; give the .pth or .mat file inside it")
-    if not src.is_file():
-        raise UserError(f"{src}: no such file; check the path")
+    reject_empty(src, "SRC", "give torchvision's vgg19 .pth or MatConvNet's imagenet-vgg-verydeep-19.mat")
+    reject_empty(out, "-o", "give the .h5 file to write, e.g. -o vgg19.h5")
+    src, out = Path(src), Path(out)
+    check_input_file(src, str(src), "file", "the .pth or .mat file", "check the path")
+    _check_convert_output(src, out)
     suffix = src.suffix.lower()
     if suffix in (".pth", ".pt"):
         params, preprocessing = _read_torchvision_vgg19(src), "torchvision"
@@ -707,6 +922,23 @@ def convert(src, out):
         raise UserError(f"{src}: {problem}; give torchvision's VGG-19 .pth or MatConvNet's "
                         "imagenet-vgg-verydeep-19.mat")
     return write_weights(out, params, "vgg19", preprocessing, converted_from=src.name)
+
+
+def _check_convert_output(src, out):
+    """Refuse, before reading src, an output that is src itself or cannot be written."""
+    if _same_file(src, out):
+        raise UsageError(f"-o {out} is the input file {src}: writing it would destroy the input; give another "
+                         "name, e.g. -o vgg19.h5")
+    problem = output_problem(out)
+    if problem is None:
+        return
+    kind, why = problem
+    if kind == "folder":
+        raise UsageError(f"-o {out}: is a folder; give a file name in it, e.g. -o {out / 'vgg19.h5'}")
+    if kind == "not regular":
+        raise UsageError(f"cannot write -o {out}: {why}; give the name of a new .h5 file")
+    advice = "create it first or choose another folder" if "does not exist" in why else "choose another folder"
+    raise UserError(f"cannot write -o {out}: {why}; {advice}")
 
 
 # ------------------------------------------------------------------------- list and info
@@ -739,6 +971,7 @@ def print_info(path, stream=None):
     from scratchnst import networks  # networks imports this module; see the module docstring
 
     stream = stream or sys.stdout
+    reject_empty(path, "FILE", "give the .h5 weights file to describe")
     weights_file = read_weights(path)
     if weights_file.layout == "keras":
         versions = ", ".join(f"{key} {weights_file.attrs[key]}" for key in ("keras_version", "backend")
