@@ -7,6 +7,7 @@ Why the copy hides what it hides: the docstring of `scratchnst.exercises`.
 """
 
 import ast
+import errno
 import io
 import os
 import re
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scratchnst import __version__
+from scratchnst.atomic import reason
 from scratchnst.errors import UsageError, UserError
 from scratchnst.exercise_checks import CATALOGUE
 
@@ -265,10 +267,15 @@ def _check_destination(dest, package_dir, force):
     """Raise unless DEST may receive a student copy.
 
     Raises:
-        UserError: DEST is a file.
+        UserError: DEST is a file, or cannot be looked at (a link loop, no permission).
         UsageError: DEST is or holds the installed package, or is not empty and force is False
             (the command line must change: another folder, or --force).
     """
+    try:
+        dest.stat()
+    except OSError as error:
+        if error.errno not in (errno.ENOENT, errno.ENOTDIR):  # missing: it is made; ENOTDIR: mkdir says so
+            raise UserError(f"cannot use {dest} ({reason(error)}): give a folder for the student copy") from None
     if dest.exists() and not dest.is_dir():
         raise UserError(f"{dest} is a file: give a folder for the student copy")
     resolved = dest.resolve()
@@ -298,6 +305,8 @@ def make_student_copy(dest, force=False, solutions=False):
     into place, so an interrupted run leaves no half-written copy.
     """
     package_dir = installed_package_dir()
+    if os.fspath(dest) == "":  # Path("") is ".": the current folder, which the user did not name
+        raise UsageError("DIR '': give a folder for the student copy, e.g. scratchnst exercises make my-exercises")
     dest = Path(dest)
     _check_destination(dest, package_dir, force)
     sources = _read_package(package_dir)
@@ -309,29 +318,51 @@ def make_student_copy(dest, force=False, solutions=False):
     hidden_in = {module for module, _ in hidden}
     texts = {} if solutions else {s.path: _student_text(s, hidden) for s in sources
                                   if s.regions or s.module in hidden_in}
-    created = not dest.exists()
+    created = [folder for folder in (dest, *dest.parents) if not folder.exists()]  # innermost first
     try:
-        dest.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".scratchnst-exercises-", dir=dest))
-    except OSError as error:
-        raise UserError(f"cannot create a folder in {dest}: {error.strerror}; choose a writable folder") from error
-    try:
-        shutil.copytree(package_dir, tmp / "scratchnst", ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
-        for rel, text in texts.items():
-            (tmp / "scratchnst" / rel).write_text(text, encoding="utf-8")
-        (tmp / "README.md").write_text(_readme(regions, hidden, solutions), encoding="utf-8")
-        for name in ("scratchnst", "README.md"):
-            if os.path.lexists(dest / name):  # only with --force: move the old one aside, deleted below
-                os.replace(dest / name, tmp / f"replaced-{name}")
-            os.replace(tmp / name, dest / name)
-    except OSError as error:
-        raise UserError(f"cannot write the student copy into {dest}: {error.strerror or error}; "
-                        "choose a writable folder") from error
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".scratchnst-exercises-", dir=dest))
+        except OSError as error:
+            raise UserError(f"cannot create a folder in {dest}: {_failure(error)}") from error
+        try:
+            shutil.copytree(package_dir, tmp / "scratchnst", ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
+            for rel, text in texts.items():
+                (tmp / "scratchnst" / rel).write_text(text, encoding="utf-8")
+            (tmp / "README.md").write_text(_readme(regions, hidden, solutions), encoding="utf-8")
+            for name in ("scratchnst", "README.md"):
+                if os.path.lexists(dest / name):  # only with --force: move the old one aside, deleted below
+                    os.replace(dest / name, tmp / f"replaced-{name}")
+                os.replace(tmp / name, dest / name)
+        except OSError as error:
+            raise UserError(f"cannot write the student copy into {dest}: {_failure(error)}") from error
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created and dest.is_dir() and not any(dest.iterdir()):
-            dest.rmdir()
+        for folder in created:  # a failed copy leaves none of the folders it made
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
     return regions
+
+
+def _failure(error):
+    """ "<the system's reason>; <what to do>" for a failed write, one line whatever the error.
+
+    shutil.copytree collects every file it could not copy into one shutil.Error whose text lists
+    them all (with the temporary folder's names): only the first one's reason is shown.
+    """
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list) and error.args[0]:
+        first = error.args[0][0]
+        why = str(first[-1]) if isinstance(first, tuple) else str(first)  # (src, dst, str(OSError))
+        number = re.search(r"\[Errno (\d+)\]", why)
+        code = int(number.group(1)) if number else None
+        text = os.strerror(code) if code else " ".join(why.split())[:120]
+    else:
+        code, text = error.errno, reason(error)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"{text}; free some space or choose another folder"
+    return f"{text}; choose a writable folder"
 
 
 def _readme(regions, hidden, solutions):

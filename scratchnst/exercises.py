@@ -72,8 +72,10 @@ Where each part lives
     exercise_checks_optim   ... of optim.py's exercise (adam_update)
 """
 
+import errno
 import inspect
 import math
+import os
 import sys
 import textwrap
 import zlib
@@ -85,6 +87,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from scratchnst import costs, gradcheck, layers, optim, torch_ref
+from scratchnst.atomic import reason
 from scratchnst.errors import UsageError, UserError
 from scratchnst.exercise_cases import CheckResult, Mistake, judge
 from scratchnst.exercise_checks import CATALOGUE, Exercise
@@ -170,9 +173,16 @@ def _reference():
 
 def _student_root(directory):
     """The folder that holds the student's scratchnst/ (DIR, or DIR's parent if DIR is the package)."""
+    if os.fspath(directory) == "":
+        raise UsageError("DIR '': give the folder of a student copy, or leave DIR out for the current folder")
     path = Path(directory)
-    if not path.exists():
-        raise UserError(f"{path}: no such folder; give the folder of a student copy (scratchnst exercises make DIR)")
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise UserError(f"{path}: no such folder; give the folder of a student copy (scratchnst exercises "
+                            "make DIR)") from None
+        raise UserError(f"cannot read {path} ({reason(error)}); give the folder of a student copy") from None
     if not path.is_dir():
         raise UserError(f"{path} is not a folder: give the folder of a student copy (scratchnst exercises make DIR)")
     if (path / "scratchnst" / "__init__.py").is_file():
@@ -216,6 +226,8 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True):
     chosen = [e for e in CATALOGUE if (e.module, e.function) in marked]
     ungraded = sorted(f"{m}.{f}" for m, f in marked - {(e.module, e.function) for e in CATALOGUE})
     if only:
+        if "" in only:  # "" is part of every name: it would select everything, silently
+            raise UsageError("--only '': give part of an exercise's name, e.g. --only relu")
         chosen = [e for e in chosen if any(name in e.name for name in only)]
         if not chosen:
             raise UsageError(f"no exercise matches {', '.join(only)}; the exercises are "

@@ -157,7 +157,7 @@ def check_output_paths(outputs, inputs, snapshots_of=None):
     for i, (flag, path) in enumerate(outputs):
         if path.is_dir():
             raise UsageError(f"{flag} {path}: is a folder; give a file name in it, e.g. {path / 'out.png'}")
-        target = atomic.writable_target(path, flag)  # a link's target; a device or pipe is refused
+        target = atomic.writable_target(path, f"{flag} file")  # a link's target; a device or pipe is refused
         folder = target.parent  # Path(".") for a bare file name
         if folder.exists() and not folder.is_dir():
             raise UserError(f"cannot write {flag} {path}: {folder} is a file, not a folder; give another path")

@@ -623,8 +623,8 @@ def check_memory(s, content):
     fits = int(((available - MEMORY_FIXED[s["model"]]) / max(per_long_side_pixel, 1e-9)) ** 0.5) if \
         available > MEMORY_FIXED[s["model"]] else 0
     advice = f"use --size {fits} or less" if fits >= 16 else "close other programs or use a machine with more memory"
-    raise UsageError(f"--size {s['size']} needs about {needed / 1e9:.3g} GB of memory for {s['model']}, and this "
-                     f"machine has {available / 1e9:.3g} GB available; {advice}")
+    raise UsageError(f"--size {s['size']} needs about {needed / 1e9:,.1f} GB of memory for {s['model']}, and this "
+                     f"machine has {available / 1e9:,.1f} GB available; {advice}")
 
 
 class _InputDigests:

@@ -200,7 +200,7 @@ def read_weights(path, label=None, model=None):
     """
     path = Path(path)
     label = label or str(path)
-    check_input_file(path, label, "weights file", "the .h5 weights file", _CHECK_THE_PATH)
+    _check_input_file(path, label, "weights file", "the .h5 weights file", _CHECK_THE_PATH)
     try:
         f = h5py.File(path, "r")
     except OSError as error:
@@ -230,7 +230,7 @@ def _quoted(value):
     return shlex.quote(text) if text.isprintable() else repr(text)
 
 
-def reject_empty(value, name, give):
+def _reject_empty(value, name, give):
     """UsageError "NAME '': GIVE" for an empty string, which would otherwise mean "." or a default.
 
     Args:
@@ -245,7 +245,7 @@ def reject_empty(value, name, give):
 _CHECK_THE_PATH = "check the path (`scratchnst weights list` shows the weights files found)"
 
 
-def check_input_file(path, label, what, the_file, missing_advice):
+def _check_input_file(path, label, what, the_file, missing_advice):
     """Raise unless `path` is a regular file that can be opened, without opening it.
 
     A FIFO is never opened (that would wait for a writer forever), a device is not read, and a
@@ -398,7 +398,7 @@ def write_weights(path, params, architecture, preprocessing, converted_from=""):
     return path
 
 
-def output_problem(path):
+def _output_problem(path):
     """Why a file cannot be written at `path`, found before any work is done, or None.
 
     The write itself goes through atomic_path, which follows a symbolic link to its target and
@@ -426,7 +426,7 @@ def output_problem(path):
     # the user's spelling of the folder, unless the name is a link that points elsewhere
     link = os.path.islink(path)
     folder = target.parent if link else path.parent
-    problem = folder_problem(folder)
+    problem = _folder_problem(folder)
     if problem:
         return "no folder", f"it is a link to {target}, but {problem}" if link else problem
     probe = temporary_sibling(folder / target.name)
@@ -438,7 +438,7 @@ def output_problem(path):
     return None
 
 
-def folder_problem(folder):
+def _folder_problem(folder):
     """Why `folder` is not a folder: "folder X does not exist" or "X is a file, not a folder"; None if it is one."""
     folder = Path(folder)
     if folder.is_dir():
@@ -505,9 +505,9 @@ def find_weights(model, explicit=None, weights_flag="--weights FILE"):
     """
     if explicit is not None:
         flag = weights_flag.split()[0] if weights_flag else "the weights file"
-        reject_empty(explicit, flag, f"give the .h5 weights file, or leave {flag} out to search for it")
+        _reject_empty(explicit, flag, f"give the .h5 weights file, or leave {flag} out to search for it")
         path = Path(explicit).expanduser()
-        check_input_file(path, str(path), "weights file", "the .h5 weights file", _CHECK_THE_PATH)
+        _check_input_file(path, str(path), "weights file", "the .h5 weights file", _CHECK_THE_PATH)
         return path
     known = known_weights(model)
     looked = []
@@ -613,7 +613,7 @@ _URL_SCHEMES = ("http", "https", "ftp", "file")  # what urllib.request opens
 
 def _check_url(url):
     """The --url value if urllib can fetch it; UsageError (wrong usage) otherwise, before anything is done."""
-    reject_empty(url, "--url", f"{_URL_ADVICE}, or leave --url out to download from the publisher")
+    _reject_empty(url, "--url", f"{_URL_ADVICE}, or leave --url out to download from the publisher")
     if not url.isprintable():
         raise UsageError(f"--url {_quoted(url)}: has control characters; {_URL_ADVICE}")
     try:
@@ -642,8 +642,8 @@ def _check_local_url(url, local):
         why = "no such file" if error.errno in (errno.ENOENT, errno.ENOTDIR) else reason(error)
         raise UserError(f"--url {_quoted(url)}: {why} ({local}); check the path") from None
     if not stat.S_ISREG(mode):
-        raise UserError(f"--url {_quoted(url)}: {local} is {'a folder' if stat.S_ISDIR(mode) else 'not a regular file'}; "
-                        "give the URL of the .h5 file")
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise UserError(f"--url {_quoted(url)}: {local} is {kind}; give the URL of the .h5 file")
 
 
 def _check_destination(dest_dir, final):
@@ -654,14 +654,14 @@ def _check_destination(dest_dir, final):
             file name is taken by a folder, a device, a pipe or a link loop.
     """
     again = "choose another folder with --dest DIR"
-    problem = folder_problem(dest_dir)
+    problem = _folder_problem(dest_dir)
     if problem and "does not exist" not in problem:
         raise UserError(f"cannot write to {dest_dir}: {problem}; {again}")
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot write to {dest_dir}: {reason(error)}; {again}") from None
-    problem = output_problem(final)
+    problem = _output_problem(final)
     if problem is None:
         return
     kind, why = problem
@@ -674,7 +674,7 @@ def _download_plan(model, dest_dir, url):
     """(KnownWeights, URL, destination folder) of a download, every option checked; the folder is made."""
     known = known_weights(model)
     url = known.url if url is None else _check_url(url)
-    reject_empty(dest_dir, "--dest", "give a folder, or leave --dest out to save where `scratchnst weights list` "
+    _reject_empty(dest_dir, "--dest", "give a folder, or leave --dest out to save where `scratchnst weights list` "
                  "looks first")
     dest_dir = default_download_dir() if dest_dir is None else Path(dest_dir).expanduser()
     _check_destination(dest_dir, dest_dir / known.filename)
@@ -765,6 +765,22 @@ def _torchvision_vgg19_names():
     return names
 
 
+def _torch_load_problem(error):
+    """What torch.load(..., weights_only=True)'s error means, in a few words.
+
+    Its "Weights only load failed" text goes on to advise weights_only=False, which runs any code
+    the file holds: never relayed. Only the unpickler's own reason is kept, and for a pickle of
+    other objects than tensors ("Unsupported global") not even that.
+    """
+    text = str(error)
+    if "weights only load failed" not in text.lower():
+        return f"not a readable PyTorch file ({_first_line(error)})"
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if found is None or found.group(1).startswith("Unsupported global"):
+        return "not a PyTorch state dict that can be loaded safely (weights_only)"
+    return f"not a readable PyTorch file ({_first_line(found.group(1))})"
+
+
 def _read_torchvision_vgg19(src):
     """{layer: (kernel (KH, KW, C_in, C_out), bias (C_out,))} from torchvision's vgg19 state dict."""
     try:
@@ -775,13 +791,7 @@ def _read_torchvision_vgg19(src):
     try:
         state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types (pickle, zip, EOF, runtime errors)
-        if "weights only load failed" in str(error).lower():
-            # A pickle of other objects than tensors. torch's message goes on to suggest
-            # weights_only=False, which runs whatever code the file holds: never relay that.
-            raise UserError(f"{src}: not a PyTorch state dict that can be loaded safely (weights_only); give "
-                            "torchvision's vgg19-dcbb9e9d.pth") from None
-        raise UserError(f"{src}: not a readable PyTorch file ({_first_line(error)}); give torchvision's "
-                        "vgg19-dcbb9e9d.pth") from None
+        raise UserError(f"{src}: {_torch_load_problem(error)}; give torchvision's vgg19-dcbb9e9d.pth") from None
     if not hasattr(state, "keys"):
         raise UserError(f"{src}: holds a {type(state).__name__}, not a state dict; give torchvision's "
                         "vgg19-dcbb9e9d.pth")
@@ -904,10 +914,10 @@ def convert(src, out):
     """
     from scratchnst import networks  # networks imports this module; see the module docstring
 
-    reject_empty(src, "SRC", "give torchvision's vgg19 .pth or MatConvNet's imagenet-vgg-verydeep-19.mat")
-    reject_empty(out, "-o", "give the .h5 file to write, e.g. -o vgg19.h5")
+    _reject_empty(src, "SRC", "give torchvision's vgg19 .pth or MatConvNet's imagenet-vgg-verydeep-19.mat")
+    _reject_empty(out, "-o", "give the .h5 file to write, e.g. -o vgg19.h5")
     src, out = Path(src), Path(out)
-    check_input_file(src, str(src), "file", "the .pth or .mat file", "check the path")
+    _check_input_file(src, str(src), "file", "the .pth or .mat file", "check the path")
     _check_convert_output(src, out)
     suffix = src.suffix.lower()
     if suffix in (".pth", ".pt"):
@@ -929,7 +939,7 @@ def _check_convert_output(src, out):
     if _same_file(src, out):
         raise UsageError(f"-o {out} is the input file {src}: writing it would destroy the input; give another "
                          "name, e.g. -o vgg19.h5")
-    problem = output_problem(out)
+    problem = _output_problem(out)
     if problem is None:
         return
     kind, why = problem
@@ -971,7 +981,7 @@ def print_info(path, stream=None):
     from scratchnst import networks  # networks imports this module; see the module docstring
 
     stream = stream or sys.stdout
-    reject_empty(path, "FILE", "give the .h5 weights file to describe")
+    _reject_empty(path, "FILE", "give the .h5 weights file to describe")
     weights_file = read_weights(path)
     if weights_file.layout == "keras":
         versions = ", ".join(f"{key} {weights_file.attrs[key]}" for key in ("keras_version", "backend")

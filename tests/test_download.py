@@ -3,9 +3,13 @@ and checked; a wrong checksum, an interrupted transfer or a broken file leave th
 and no partial file behind."""
 
 import dataclasses
+import errno
 import hashlib
 import http.server
+import io
+import os
 import socket
+import stat
 import threading
 
 import numpy as np
@@ -224,3 +228,127 @@ def test_cli_download_errors_are_one_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and "choose another folder with --dest DIR" in captured.err
     assert "Traceback" not in captured.err
+
+
+# ------------------------------------------------------- the destination, checked before downloading
+def cli_line(capsys, argv):
+    """main(argv) -> (exit status, stdout, the one line on stderr); fails unless stderr is one line."""
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return status, captured.out, lines[0]
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    """A download that fails the test if it starts: every problem here is found before."""
+    def fetch(url, *args):
+        raise AssertionError(f"{url} was fetched")
+
+    monkeypatch.setattr(weights, "_fetch", fetch)
+
+
+def _occupy(kind, dest):
+    """Put something that is not a regular file under the known file name in dest."""
+    final = dest / SQUEEZENET_FILE
+    if kind == "a folder":
+        final.mkdir()
+    elif kind == "a pipe":
+        os.mkfifo(final)
+    elif kind == "a link to a pipe":
+        os.mkfifo(dest.parent / "pipe")
+        final.symlink_to(dest.parent / "pipe")
+    elif kind == "a link loop":
+        final.symlink_to(SQUEEZENET_FILE)
+    elif kind == "a link into a missing folder":
+        final.symlink_to(dest.parent / "missing" / "w.h5")
+    else:
+        raise ValueError(kind)
+    return final
+
+
+OCCUPIED = {
+    "a folder": ["it is a folder; remove it or choose another folder with --dest DIR"],
+    "a pipe": ["it is not a regular file (a device or a pipe); remove it or choose another folder with --dest DIR"],
+    "a link to a pipe": ["it is not a regular file (a device or a pipe); remove it"],
+    "a link loop": ["Too many levels of symbolic links; remove it or choose another folder with --dest DIR"],
+    "a link into a missing folder": ["it is a link to", "but folder", "missing does not exist; choose another "
+                                     "folder with --dest DIR"],
+}
+
+
+@pytest.mark.parametrize("kind", list(OCCUPIED))
+def test_download_onto_something_that_is_not_a_file_is_refused_before_downloading(kind, tmp_path, no_download,
+                                                                                 capsys):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    final = _occupy(kind, dest)
+    status, out, line = cli_line(capsys, ["weights", "download", "squeezenet", "--url", "http://127.0.0.1:9/w.h5",
+                                          "--dest", dest])
+    assert status == 1 and out == ""
+    assert f"cannot save {final}: " in line
+    for words in OCCUPIED[kind]:
+        assert words in line
+    assert ".tmp" not in line
+    assert os.path.lexists(final) and sorted(os.listdir(dest)) == [SQUEEZENET_FILE]  # left as it was
+    assert kind not in ("a pipe", "a link to a pipe") or stat.S_ISFIFO(os.stat(final).st_mode)
+
+
+def test_download_through_a_link_replaces_the_file_it_points_to(server, squeezenet_bytes, tmp_path, capsys):
+    """As everywhere in scratchnst (atomic_path): a link is followed, the link itself stays."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "shared.h5").write_bytes(b"the old weights")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / SQUEEZENET_FILE).symlink_to(elsewhere / "shared.h5")
+    url = serve(server, "/link/squeezenet.h5", squeezenet_bytes)
+    assert main(["weights", "download", "squeezenet", "--url", url, "--dest", str(dest)]) == 0
+    capsys.readouterr()
+    assert os.readlink(dest / SQUEEZENET_FILE) == str(elsewhere / "shared.h5")
+    assert (elsewhere / "shared.h5").read_bytes() == squeezenet_bytes
+    assert sorted(os.listdir(elsewhere)) == ["shared.h5"] and sorted(os.listdir(dest)) == [SQUEEZENET_FILE]
+
+
+@pytest.mark.parametrize("kind", ["a file", "under a file", "not writable"])
+def test_download_destination_folder_problems_are_one_line_before_downloading(kind, tmp_path, no_download, request,
+                                                                              capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    if kind == "not writable":
+        dest = request.getfixturevalue("unwritable_folder")
+        words = [f"cannot save {dest / SQUEEZENET_FILE}: ", f"in folder {dest}; choose another folder with --dest"]
+    else:
+        dest = blocker if kind == "a file" else blocker / "sub"
+        words = [f"cannot write to {dest}: {blocker} is a file, not a folder; choose another folder with --dest DIR"]
+    status, out, line = cli_line(capsys, ["weights", "download", "squeezenet", "--url", "http://127.0.0.1:9/w.h5",
+                                          "--dest", dest])
+    assert status == 1 and out == ""
+    for word in words:
+        assert word in line
+    assert sorted(os.listdir(tmp_path)) == ["a file"] and blocker.read_text() == "not a folder"
+
+
+def test_download_onto_a_full_disk_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_open = open
+
+    def open_on_a_full_disk(path, mode="r", *args, **kwargs):
+        real_open(path, mode, *args, **kwargs).close()  # the temporary file exists, as on a real disk
+        return FullDisk()
+
+    monkeypatch.setattr(weights, "open", open_on_a_full_disk, raising=False)
+    source = tmp_path / "mirror" / "w.h5"
+    source.parent.mkdir()
+    source.write_bytes(b"weights" * 1000)
+    dest = tmp_path / "dest"
+    status, out, line = cli_line(capsys, ["weights", "download", "squeezenet", "--url", source.as_uri(),
+                                          "--dest", dest])
+    assert status == 1
+    assert line == (f"scratchnst: error: cannot save {dest / SQUEEZENET_FILE}: No space left on device; "
+                    "free some space or choose another folder with --dest DIR")
+    assert list(dest.iterdir()) == []  # the temporary file is gone

@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -20,7 +21,7 @@ import pytest
 
 from conftest import REPO
 from network_helpers import random_params, write_keras_weights
-from scratchnst import weights
+from scratchnst import exercise_markers, weights
 from scratchnst.cli import main
 from scratchnst.errors import UsageError, UserError
 
@@ -286,6 +287,283 @@ def test_convert_bad_source_is_one_line_exit_1(tmp_path, name, content, words, c
     one_line(err, *words)
     assert not (tmp_path / "out.h5").exists()
     no_temporary_files(tmp_path)
+
+
+# ------------------------------------------------- weights convert: the output, checked first
+PTH = b"PK\x03\x04 the bytes of the input .pth"  # never read: every output problem is found before
+
+
+@pytest.fixture
+def pth(tmp_path, monkeypatch):
+    """An input .pth, and a reader that fails the test if the conversion ever starts."""
+    src = tmp_path / "v2.pth"
+    src.write_bytes(PTH)
+
+    def must_not_read(path):
+        raise AssertionError(f"{path} was read before the output was checked")
+
+    monkeypatch.setattr(weights, "_read_torchvision_vgg19", must_not_read)
+    return src
+
+
+@pytest.mark.parametrize("spelling", ["same name", "./ and ..", "symbolic link", "hard link"])
+def test_convert_refuses_to_write_over_its_input(pth, spelling, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = {"same name": "v2.pth", "./ and ..": f"./../{tmp_path.name}/v2.pth", "symbolic link": "link.pth",
+           "hard link": "hard.pth"}[spelling]
+    if spelling == "symbolic link":
+        os.symlink("v2.pth", "link.pth")
+    elif spelling == "hard link":
+        os.link("v2.pth", "hard.pth")
+    status, stdout, err = run(capsys, ["weights", "convert", "v2.pth", "-o", out])
+    assert status == 2 and stdout == ""
+    one_line(err, f"-o {Path(out)} is the input file v2.pth", "writing it would destroy the input",
+             "give another name")
+    assert pth.read_bytes() == PTH
+    assert spelling != "symbolic link" or os.readlink("link.pth") == "v2.pth"
+    no_temporary_files(tmp_path)
+
+
+def _convert_output(kind, tmp_path, unwritable):
+    """An -o path of one kind, made in tmp_path (or the unwritable folder)."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file")
+    if kind == "folder missing":
+        return tmp_path / "nodir" / "c.h5"
+    if kind == "parent is a file":
+        return blocker / "x.h5"
+    if kind == "grandparent is a file":
+        return blocker / "sub" / "x.h5"
+    if kind == "folder not writable":
+        return unwritable / "x.h5"
+    if kind == "a folder":
+        (tmp_path / "out").mkdir()
+        return tmp_path / "out"
+    if kind == "a pipe":
+        os.mkfifo(tmp_path / "pipe.h5")
+        return tmp_path / "pipe.h5"
+    if kind == "a link to a pipe":
+        os.mkfifo(tmp_path / "pipe")
+        os.symlink(tmp_path / "pipe", tmp_path / "link.h5")
+        return tmp_path / "link.h5"
+    if kind == "a link loop":
+        os.symlink("loop.h5", tmp_path / "loop.h5")
+        return tmp_path / "loop.h5"
+    raise ValueError(kind)
+
+
+# kind -> (exit status, words of the line after "cannot write -o OUT" or "-o OUT")
+CONVERT_OUTPUTS = {
+    "folder missing": (1, ["folder", "nodir does not exist; create it first or choose another folder"]),
+    "parent is a file": (1, ["afile is a file, not a folder; choose another folder"]),
+    "grandparent is a file": (1, ["afile is a file, not a folder; choose another folder"]),
+    "folder not writable": (1, ["in folder", "; choose another folder"]),
+    "a folder": (2, ["is a folder; give a file name in it, e.g. -o "]),
+    "a pipe": (2, ["it is not a regular file (a device or a pipe); give the name of a new .h5 file"]),
+    "a link to a pipe": (2, ["it is not a regular file (a device or a pipe); give the name of a new .h5 file"]),
+    "a link loop": (2, ["Too many levels of symbolic links; give the name of a new .h5 file"]),
+}
+
+
+@pytest.mark.parametrize("kind", list(CONVERT_OUTPUTS))
+def test_convert_checks_its_output_before_reading_anything(pth, kind, tmp_path, request, capsys):
+    unwritable = request.getfixturevalue("unwritable_folder") if kind == "folder not writable" else None
+    out = _convert_output(kind, tmp_path, unwritable)
+    before = sorted(os.listdir(tmp_path))
+    status, stdout, err = run(capsys, ["weights", "convert", pth, "-o", out])
+    expected_status, words = CONVERT_OUTPUTS[kind]
+    assert status == expected_status and stdout == ""
+    line = one_line(err, str(out), *words)
+    assert ".tmp" not in line and "errno" not in line
+    assert sorted(os.listdir(tmp_path)) == before and pth.read_bytes() == PTH
+    no_temporary_files(tmp_path)
+
+
+def test_convert_onto_a_full_disk_is_one_line_without_the_temporary_name(tmp_path, monkeypatch, capsys):
+    """h5py's own text names the temporary file and the errno; the user sees the errno's text only."""
+    vgg = random_params("vgg19", np.random.default_rng(71))
+    monkeypatch.setattr(weights, "_read_torchvision_vgg19", lambda src: vgg)
+    real_file = h5py.File
+
+    def full_disk(name, mode="r", *args, **kwargs):
+        if mode == "r":
+            return real_file(name, mode, *args, **kwargs)
+        raise OSError(f"Unable to synchronously create file (unable to open file: name = '{name}', errno = 28, "
+                      "error message = 'No space left on device', flags = 15, o_flags = c2)")
+
+    monkeypatch.setattr(h5py, "File", full_disk)
+    src = tmp_path / "vgg19.pth"
+    src.write_bytes(PTH)
+    status, stdout, err = run(capsys, ["weights", "convert", src, "-o", tmp_path / "c.h5"])
+    assert status == 1 and stdout == ""
+    line = one_line(err, str(tmp_path / "c.h5"), "No space left on device")
+    assert ".tmp" not in line and "errno" not in line and "synchronously" not in line
+    assert sorted(os.listdir(tmp_path)) == ["vgg19.pth"]
+
+
+def test_convert_never_relays_torchs_advice_to_load_unsafely(tmp_path, torch, capsys):
+    """A pickle of anything but tensors: torch suggests weights_only=False, which runs the file's code."""
+    src = tmp_path / "random.pth"
+    torch.save({"a": np.zeros(3)}, src)
+    status, _, err = run(capsys, ["weights", "convert", src, "-o", tmp_path / "conv.h5"])
+    assert status == 1
+    line = one_line(err, f"{src}: not a PyTorch state dict that can be loaded safely (weights_only); "
+                         "give torchvision's vgg19-dcbb9e9d.pth")
+    for advice in ("weights_only=False", "weights_only set to False", "arbitrary code", "trust"):
+        assert advice not in line
+    assert not (tmp_path / "conv.h5").exists()
+
+
+# ------------------------------------------------------------ files that are not regular files
+def _special(kind, tmp_path):
+    if kind == "symlink loop":
+        os.symlink("w.h5", tmp_path / "w.h5")
+        return tmp_path / "w.h5"
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "w.h5")
+        return tmp_path / "w.h5"
+    if kind == "device":
+        return "/dev/null"  # only looked at (stat), never opened nor written
+    raise ValueError(kind)
+
+
+SPECIAL = {
+    "symlink loop": ["cannot read", "(Too many levels of symbolic links)"],
+    "fifo": ["not a regular file; give the "],
+    "device": ["not a regular file; give the "],
+}
+
+
+@pytest.fixture
+def never_hangs():
+    """Fail instead of hanging if a FIFO is opened (an open for reading waits for a writer)."""
+    def hung(signum, frame):
+        raise AssertionError("the command opened a FIFO and waited for a writer")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("kind", list(SPECIAL))
+@pytest.mark.parametrize("command", ["weights info", "weights convert", "find_weights"])
+def test_special_files_are_told_apart_from_missing_ones(command, kind, tmp_path, never_hangs, capsys):
+    path = _special(kind, tmp_path)
+    if command == "find_weights":  # what stylize --weights, bench and the lessons go through
+        with pytest.raises(UserError) as caught:
+            weights.find_weights("squeezenet", explicit=path)
+        line = f"scratchnst: error: {caught.value}"
+        status = caught.value.exit_status
+    else:
+        if command == "weights info":
+            argv = ["weights", "info", path]
+        else:
+            argv = ["weights", "convert", path, "-o", tmp_path / "out.h5"]
+        status, _, err = run(capsys, argv)
+        line = one_line(err)
+    assert status == 1
+    for word in [str(path), *SPECIAL[kind]]:
+        assert word in line
+    assert "no such" not in line and "JPEG" not in line
+    assert not (tmp_path / "out.h5").exists()
+
+
+# ------------------------------------------------ empty values and URLs that are not URLs
+@pytest.fixture
+def no_download(monkeypatch):
+    """A download that fails the test if it starts."""
+    def fetch(url, *args):
+        raise AssertionError(f"{url} was fetched")
+
+    monkeypatch.setattr(weights, "_fetch", fetch)
+
+
+@pytest.mark.parametrize("url, words", [
+    ("notaurl", ["--url notaurl: not a URL; give http(s)://... or file:///path/to/file"]),
+    ("http://[::1", ["--url 'http://[::1': not a URL (Invalid IPv6 URL); give http(s)://..."]),
+    ("http://host:99999/w.h5", ["--url http://host:99999/w.h5: not a URL (Port out of range"]),
+    ("htp://host/w.h5", ["--url htp://host/w.h5: cannot download htp: URLs; give http(s)://..."]),
+    ("http:///w.h5", ["--url http:///w.h5: no server name in the URL; give http(s)://..."]),
+    ("", ["--url '': give http(s)://... or file:///path/to/file, or leave --url out"]),
+    ("http://host/a\nb", ["--url 'http://host/a\\nb': has control characters"]),
+])
+def test_download_url_that_is_not_one_is_wrong_usage(url, words, tmp_path, no_download, capsys):
+    dest = tmp_path / "new"
+    status, stdout, err = run(capsys, ["weights", "download", "squeezenet", "--url", url, "--dest", dest])
+    assert status == 2 and stdout == ""  # told before "downloading ..."
+    line = one_line(err, *words)
+    assert "internal error" not in line
+    assert not dest.exists()
+
+
+def test_empty_dest_is_wrong_usage_and_the_shared_file_is_untouched(tmp_path, monkeypatch, no_download, capsys):
+    shared = tmp_path / "shared-weights"
+    shared.mkdir()
+    (shared / SQUEEZENET_FILE).write_bytes(b"the shared weights")
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(shared))
+    status, stdout, err = run(capsys, ["weights", "download", "squeezenet", "--dest", "",
+                                       "--url", "http://127.0.0.1:9/w.h5"])
+    assert status == 2 and stdout == ""
+    one_line(err, "--dest '': give a folder")
+    assert os.listdir(shared) == [SQUEEZENET_FILE] and (shared / SQUEEZENET_FILE).read_bytes() == b"the shared weights"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["weights", "info", ""], ["FILE '': give the .h5 weights file"]),
+    (["weights", "convert", "", "-o", "out.h5"], ["SRC '': give torchvision's vgg19 .pth"]),
+    (["weights", "convert", "in.pth", "-o", ""], ["-o '': give the .h5 file to write"]),
+    (["exercises", "make", ""], ["DIR '': give a folder for the student copy"]),
+    (["exercises", "make", "", "--force"], ["DIR '': give a folder for the student copy"]),
+    (["exercises", "check", ""], ["DIR '': give the folder of a student copy, or leave DIR out"]),
+    (["exercises", "check", REPO, "--only", ""], ["--only '': give part of an exercise's name"]),
+])
+def test_empty_values_are_wrong_usage_never_the_current_folder(argv, words, tmp_path, monkeypatch, capsys):
+    """Path("") is "." and "" is part of every name: an empty value must not quietly mean either."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.pth").write_bytes(PTH)
+    (tmp_path / "notes.txt").write_text("mine")
+    status, stdout, err = run(capsys, argv)
+    assert status == 2 and stdout == ""
+    one_line(err, *words)
+    assert sorted(os.listdir(tmp_path)) == ["in.pth", "notes.txt"]
+
+
+def test_empty_weights_file_is_wrong_usage():
+    with pytest.raises(UsageError, match=r"^--weights '': give the .h5 weights file, or leave --weights out"):
+        weights.find_weights("squeezenet", explicit="")
+
+
+# ------------------------------------------------------------------ exercises make, full disk
+def test_exercises_make_on_a_full_disk_names_the_first_reason_only(tmp_path, monkeypatch, capsys):
+    """shutil.copytree gathers every failure into one shutil.Error whose text lists them all."""
+    def copytree(src, dst, **kwargs):
+        os.makedirs(dst)
+        failures = [(f"{src}/m{i}.py", f"{dst}/m{i}.py",
+                     str(OSError(28, "No space left on device", f"{dst}/m{i}.py"))) for i in range(100)]
+        raise shutil.Error(failures)
+
+    monkeypatch.setattr(exercise_markers.shutil, "copytree", copytree)
+    monkeypatch.chdir(tmp_path)
+    status, stdout, err = run(capsys, ["exercises", "make", "small/ex"])
+    assert status == 1 and stdout == ""
+    line = one_line(err, "cannot write the student copy into small/ex: No space left on device; "
+                         "free some space or choose another folder")
+    assert len(line) < 150 and "scratchnst-exercises" not in line and "Errno" not in line
+    assert os.listdir(tmp_path) == []  # neither small/ex nor small, which the command made, is left
+
+
+@pytest.mark.parametrize("kind", ["symlink loop", "fifo"])
+def test_exercises_folder_that_is_a_loop_or_a_pipe(kind, tmp_path, capsys):
+    path = _special(kind, tmp_path)
+    for argv, words in [(["exercises", "make", path], ["give a folder for the student copy"]),
+                        (["exercises", "check", path], ["give the folder of a student copy"])]:
+        status, _, err = run(capsys, argv)
+        assert status == 1
+        line = one_line(err, str(path), *words)
+        assert "internal error" not in line
+        assert kind != "symlink loop" or "Too many levels of symbolic links" in line
 
 
 # --------------------------------------------------------------------------------- lessons

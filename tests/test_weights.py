@@ -1,7 +1,9 @@
 """scratchnst.weights: reading Keras-2 files as Keras does, the scratchnst layout, finding files,
 bad files, conversion from torchvision and MatConvNet, and the `scratchnst weights` command."""
 
+import os
 import shutil
+import signal
 import sys
 
 import h5py
@@ -444,3 +446,57 @@ def test_cli_convert(vgg_pth, tmp_path, capsys):
     assert main(["weights", "convert", str(vgg_pth), "-o", str(out)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     assert networks.load("vgg19", weights=out).preprocessing == "torchvision"
+
+
+# ------------------------------------------------------------------ relaying a library's words
+def test_a_librarys_error_text_is_cut_to_its_first_line_and_120_characters():
+    assert weights._first_line(ValueError("short\nsecond line")) == "short"
+    long = weights._first_line(ValueError("word " * 100 + "\nsecond line"))
+    assert len(long) <= 120 and long.endswith("...") and "second" not in long
+    assert weights._first_line(KeyError()) == "KeyError"
+
+
+TORCH_ADVICE = ("Weights only load failed. This file can still be loaded, to do so you have two options, "
+                "\x1b[1mdo those steps only if you trust the source of the checkpoint\x1b[0m. \n\t(1) Re-running "
+                "`torch.load` with `weights_only` set to `False` will likely succeed, but it can result in arbitrary "
+                "code execution.\n\tWeightsUnpickler error: {detail}\n\nCheck the documentation of torch.load")
+
+
+@pytest.mark.parametrize("text, expected", [
+    (TORCH_ADVICE.format(detail="Unsupported global: GLOBAL numpy.core.multiarray._reconstruct was not an "
+                                "allowed global"),
+     "not a PyTorch state dict that can be loaded safely (weights_only)"),
+    (TORCH_ADVICE.format(detail="\n\nUnsupported operand 110"), "not a readable PyTorch file (Unsupported operand 110)"),
+    ("Weights only load failed. Something new", "not a PyTorch state dict that can be loaded safely (weights_only)"),
+    ("PytorchStreamReader failed reading zip archive: failed finding central directory",
+     "not a readable PyTorch file (PytorchStreamReader failed reading zip archive: failed finding central directory)"),
+])
+def test_torch_load_errors_never_relay_the_advice_to_load_unsafely(text, expected):
+    assert weights._torch_load_problem(RuntimeError(text)) == expected
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink loop", "missing under a file"])
+def test_read_weights_tells_special_files_apart_without_opening_them(tmp_path, kind):
+    path = tmp_path / "w.h5"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it would wait for a writer: the test would hang
+        expected = f"{path}: not a regular file; give the .h5 weights file"
+    elif kind == "symlink loop":
+        path.symlink_to(path.name)
+        expected = f"cannot read {path} (Too many levels of symbolic links)"
+    else:
+        (tmp_path / "afile").write_text("a file")
+        path = tmp_path / "afile" / "w.h5"
+        expected = f"{path}: no such weights file; check the path"
+    def hung(signum, frame):
+        raise AssertionError(f"read_weights opened the {kind} and waited")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(UserError) as caught:
+            weights.read_weights(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert str(caught.value).startswith(expected)
