@@ -11,6 +11,7 @@ atomic within one file system, which is why the temporary file sits in the same 
 """
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -122,3 +123,68 @@ def _flush_to_disk(tmp):
 def _remove(tmp):
     with contextlib.suppress(OSError):
         tmp.unlink()
+
+
+# ------------------------------------------------------------- checking outputs before any work
+def output_problem(path):
+    """Why a file cannot be written at `path`, found before any work is done, or None.
+
+    The write itself goes through atomic_path, which follows a symbolic link to its target and
+    puts its temporary file beside that target: the same rules are applied here. The folder is
+    tried for real, with a file created and deleted, because os.access says yes to root even
+    where nothing can be written (a read-only mount, /sys).
+
+    Returns:
+        None, or (kind, why): kind "folder" (path is a folder), "not regular" (a device, a pipe,
+        a link loop), "no folder" (its folder does not exist or is a file) or "not writable";
+        why is the one-line reason, e.g. "folder nodir does not exist".
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "folder", "it is a folder"
+    target = Path(os.path.realpath(path))
+    try:
+        mode = target.stat().st_mode
+    except OSError as error:
+        if error.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return "not regular", reason(error)  # a link loop
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        return "not regular", "it is not a regular file (a device or a pipe)"
+    # the user's spelling of the folder, unless the name is a link that points elsewhere
+    link = os.path.islink(path)
+    folder = target.parent if link else path.parent
+    problem = folder_problem(folder)
+    if problem:
+        return "no folder", f"it is a link to {target}, but {problem}" if link else problem
+    probe = temporary_sibling(folder / target.name)
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.unlink(probe)
+    except OSError as error:
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return "not writable", f"folder {folder} is not writable ({reason(error)})"
+        return "not writable", f"{reason(error)} in folder {folder}"
+    return None
+
+
+def folder_problem(folder):
+    """Why `folder` is not a folder: "folder X does not exist" or "X is a file, not a folder"; None if it is one."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return None
+    existing = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), None)
+    if existing is not None and existing.is_file():
+        return f"{existing} is a file, not a folder"
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is not a folder"  # a device, a broken link
+    return f"folder {folder} does not exist"
+
+
+def same_file(a, b):
+    """True if a and b name one file: the same existing file (also through links, hard links, or
+    spelled differently), or, for files not there yet, the same absolute name."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(os.path.abspath(a)) == Path(os.path.abspath(b))

@@ -10,7 +10,6 @@
     - every file is written atomically (scratchnst.atomic): a kill leaves the old file or the new one.
 """
 
-import errno
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from scratchnst import atomic, checkpoint
+from scratchnst.atomic import same_file
 from scratchnst import image as image_io
 from scratchnst.errors import UsageError, UserError
 from scratchnst.transfer import CostNotFinite, check_checkpoint, resolve_settings, stylize
@@ -105,32 +105,10 @@ def snapshot_path(output, step, suffix=None):
     return output.with_name(f"{output.stem}_{step:04d}{suffix or output.suffix}")
 
 
-def _same_file(a, b):
-    """True if two paths name the same file (also through links, or spelled differently)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one does not exist yet: compare the absolute, normalised names
-        return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
-
-
-def _probe_writable(flag, path):
-    """UserError unless a file can be created next to `path`: tried for real, because os.access
-    says yes to root even where nothing can be written (a read-only mount, /sys)."""
-    probe = atomic.temporary_sibling(path)
-    try:
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        os.unlink(probe)
-    except OSError as error:
-        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise UserError(f"cannot write {flag} {path}: folder {path.parent} is not writable "
-                            f"({atomic.reason(error)}); choose another folder") from None
-        raise UserError(f"cannot write {flag} {path}: {atomic.reason(error)}; choose another name or folder") from None
-
-
 def _snapshot_of(output, path):
     """True if `path` has a name snapshot_path(output, step) may give: OUT_<digits>.png or .json."""
     output, path = Path(output), Path(path)
-    if not _same_file(output.parent, path.parent):
+    if not same_file(output.parent, path.parent):
         return False
     pattern = rf"{re.escape(output.stem)}_\d{{4,}}({re.escape(output.suffix)}|\.json)"
     return re.fullmatch(pattern, path.name) is not None
@@ -155,21 +133,21 @@ def check_output_paths(outputs, inputs, snapshots_of=None):
     outputs = [(flag, Path(path)) for flag, path in outputs if path is not None]
     inputs = [(what, Path(source)) for what, source in inputs if isinstance(source, (str, os.PathLike))]
     for i, (flag, path) in enumerate(outputs):
-        if path.is_dir():
-            raise UsageError(f"{flag} {path}: is a folder; give a file name in it, e.g. {path / 'out.png'}")
-        target = atomic.writable_target(path, f"{flag} file")  # a link's target; a device or pipe is refused
-        folder = target.parent  # Path(".") for a bare file name
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"cannot write {flag} {path}: {folder} is a file, not a folder; give another path")
-        if not folder.is_dir():
-            raise UserError(f"cannot write {flag} {path}: folder {folder} does not exist; create it first")
-        _probe_writable(flag, target)
+        problem = atomic.output_problem(path)
+        if problem is not None:
+            kind, why = problem
+            if kind == "folder":
+                raise UsageError(f"{flag} {path}: is a folder; give a file name in it, e.g. {path / 'out.png'}")
+            if kind == "not regular":
+                raise UsageError(f"cannot write {flag} {path}: {why}; give the name of a file")
+            advice = "create it first" if "does not exist" in why else "choose another folder"
+            raise UserError(f"cannot write {flag} {path}: {why}; {advice}")
         for what, source in inputs:
-            if _same_file(path, source):
+            if same_file(path, source):
                 raise UsageError(f"{flag} {path} is the {what}: writing it would destroy an input; "
                                  "choose another file name")
         for other_flag, other in outputs[:i]:
-            if _same_file(path, other):
+            if same_file(path, other):
                 raise UsageError(f"{flag} and {other_flag} are the same file {path}; give them different names")
     if snapshots_of is not None:
         others = inputs + [(f"file of {flag}", path) for flag, path in outputs if path != Path(snapshots_of)]

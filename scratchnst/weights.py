@@ -48,7 +48,7 @@ import h5py
 import numpy as np
 
 from scratchnst import __version__
-from scratchnst.atomic import atomic_path, reason, temporary_sibling
+from scratchnst.atomic import atomic_path, folder_problem, output_problem, reason, same_file
 from scratchnst.errors import UsageError, UserError
 from scratchnst.image import PREPROCESSING
 
@@ -398,67 +398,6 @@ def write_weights(path, params, architecture, preprocessing, converted_from=""):
     return path
 
 
-def _output_problem(path):
-    """Why a file cannot be written at `path`, found before any work is done, or None.
-
-    The write itself goes through atomic_path, which follows a symbolic link to its target and
-    puts its temporary file beside that target: the same rules are applied here. The folder is
-    tried for real, with a file created and deleted, because os.access says yes to root even
-    where nothing can be written (a read-only mount, /sys).
-
-    Returns:
-        None, or (kind, why): kind "folder" (path is a folder), "not regular" (a device, a pipe,
-        a link loop), "no folder" (its folder does not exist or is a file) or "not writable";
-        why is the one-line reason, e.g. "folder nodir does not exist".
-    """
-    path = Path(path)
-    if path.is_dir():
-        return "folder", "it is a folder"
-    target = Path(os.path.realpath(path))
-    try:
-        mode = target.stat().st_mode
-    except OSError as error:
-        if error.errno not in (errno.ENOENT, errno.ENOTDIR):
-            return "not regular", reason(error)  # a link loop
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode):
-        return "not regular", "it is not a regular file (a device or a pipe)"
-    # the user's spelling of the folder, unless the name is a link that points elsewhere
-    link = os.path.islink(path)
-    folder = target.parent if link else path.parent
-    problem = _folder_problem(folder)
-    if problem:
-        return "no folder", f"it is a link to {target}, but {problem}" if link else problem
-    probe = temporary_sibling(folder / target.name)
-    try:
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        os.unlink(probe)
-    except OSError as error:
-        return "not writable", f"{reason(error)} in folder {folder}"
-    return None
-
-
-def _folder_problem(folder):
-    """Why `folder` is not a folder: "folder X does not exist" or "X is a file, not a folder"; None if it is one."""
-    folder = Path(folder)
-    if folder.is_dir():
-        return None
-    existing = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), None)
-    if existing is not None and existing.is_file():
-        return f"{existing} is a file, not a folder"
-    if existing is not None and not existing.is_dir():
-        return f"{existing} is not a folder"  # a device, a broken link
-    return f"folder {folder} does not exist"
-
-
-def _same_file(a, b):
-    """True if a and b are one existing file (also through links, hard links, or spelled differently)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 # ----------------------------------------------------------------------------------- finding
 def user_cache_dir():
     """The per-user folder for downloaded weights: $XDG_CACHE_HOME/scratchnst, else ~/.cache/scratchnst."""
@@ -654,14 +593,14 @@ def _check_destination(dest_dir, final):
             file name is taken by a folder, a device, a pipe or a link loop.
     """
     again = "choose another folder with --dest DIR"
-    problem = _folder_problem(dest_dir)
+    problem = folder_problem(dest_dir)
     if problem and "does not exist" not in problem:
         raise UserError(f"cannot write to {dest_dir}: {problem}; {again}")
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot write to {dest_dir}: {reason(error)}; {again}") from None
-    problem = _output_problem(final)
+    problem = output_problem(final)
     if problem is None:
         return
     kind, why = problem
@@ -936,10 +875,10 @@ def convert(src, out):
 
 def _check_convert_output(src, out):
     """Refuse, before reading src, an output that is src itself or cannot be written."""
-    if _same_file(src, out):
+    if same_file(src, out):
         raise UsageError(f"-o {out} is the input file {src}: writing it would destroy the input; give another "
                          "name, e.g. -o vgg19.h5")
-    problem = _output_problem(out)
+    problem = output_problem(out)
     if problem is None:
         return
     kind, why = problem

@@ -318,7 +318,8 @@ def test_download_destination_folder_problems_are_one_line_before_downloading(ki
     blocker.write_text("not a folder")
     if kind == "not writable":
         dest = request.getfixturevalue("unwritable_folder")
-        words = [f"cannot save {dest / SQUEEZENET_FILE}: ", f"in folder {dest}; choose another folder with --dest"]
+        words = [f"cannot save {dest / SQUEEZENET_FILE}: ", f"folder {dest} is not writable (",
+                 "; choose another folder with --dest"]
     else:
         dest = blocker if kind == "a file" else blocker / "sub"
         words = [f"cannot write to {dest}: {blocker} is a file, not a folder; choose another folder with --dest DIR"]

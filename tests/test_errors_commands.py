@@ -357,7 +357,7 @@ CONVERT_OUTPUTS = {
     "folder missing": (1, ["folder", "nodir does not exist; create it first or choose another folder"]),
     "parent is a file": (1, ["afile is a file, not a folder; choose another folder"]),
     "grandparent is a file": (1, ["afile is a file, not a folder; choose another folder"]),
-    "folder not writable": (1, ["in folder", "; choose another folder"]),
+    "folder not writable": (1, ["is not writable (", "; choose another folder"]),
     "a folder": (2, ["is a folder; give a file name in it, e.g. -o "]),
     "a pipe": (2, ["it is not a regular file (a device or a pipe); give the name of a new .h5 file"]),
     "a link to a pipe": (2, ["it is not a regular file (a device or a pipe); give the name of a new .h5 file"]),
