@@ -422,10 +422,15 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("SCRATCHNST_DEBUG", "") not in ("", "0")
+    # As the real command (argv None), once the work has ended, a further Ctrl-C must not kill the
+    # process on its way out, with a traceback and death by SIGINT instead of the exit status.
+    ending = _ignore_ctrl_c if argv is None else (lambda: None)
     try:
         with _stop_signals_interrupt():
             status = args.func(args)
+        ending()
     except KeyboardInterrupt as stop:
+        ending()
         if debug:
             raise
         how = getattr(stop, "how", "Ctrl-C")
@@ -443,6 +448,11 @@ def main(argv=None):
         print(f"scratchnst: error: {describe_error(error)}", file=sys.stderr)
         return getattr(error, "exit_status", 1)
     return int(status or 0)
+
+
+def _ignore_ctrl_c():
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _stop_signals_interrupt:
