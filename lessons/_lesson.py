@@ -20,7 +20,8 @@ import numpy as np
 
 from scratchnst import image as imageio
 from scratchnst.atomic import atomic_path
-from scratchnst.cli import ArgumentParser, catch_lost_interrupts, describe_error
+from scratchnst.cli import ArgumentParser, describe_error
+from scratchnst.interrupts import INTERRUPTED, catch_lost_interrupts
 from scratchnst.errors import UsageError, UserError
 
 LESSONS = Path(__file__).resolve().parent
@@ -54,7 +55,7 @@ def _excepthook(kind, error, traceback):
               "left half-written", file=sys.stderr)
     else:
         print(f"lesson stopped: {describe_error(error)}", file=sys.stderr)
-    _exit(130 if issubclass(kind, KeyboardInterrupt) else getattr(error, "exit_status", 1))
+    _exit(getattr(error, "exit_status", INTERRUPTED if issubclass(kind, KeyboardInterrupt) else 1))
 
 
 def _exit(status):

@@ -73,14 +73,19 @@ def load(path):
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise UserError(f"{path}: a checkpoint of format {header.get('format') if isinstance(header, dict) else '?'}"
                         f", this scratchnst reads format {FORMAT}; start again without --resume")
-    state = header["state"]
-    for name, array in stored.items():
-        array.flags.writeable = False
-        node = state
-        *parents, leaf = name.split(_SEP)
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = array
+    state = header.get("state")
+    if not isinstance(state, dict):
+        raise damaged
+    try:
+        for name, array in stored.items():
+            array.flags.writeable = False
+            node = state
+            *parents, leaf = name.split(_SEP)
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = array
+    except (AttributeError, TypeError):  # "state" not a dict, or an array name clashing with a value
+        raise damaged from None
     return state
 
 

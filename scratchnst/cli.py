@@ -11,15 +11,12 @@ can go wrong into one line on stderr and an exit status:
 --debug (anywhere on the command line) or SCRATCHNST_DEBUG=1 shows the traceback instead.
 """
 
-import _thread
 import argparse
 import os
-import signal
 import sys
-import threading
 
-from scratchnst import __version__
-from scratchnst.errors import Interrupted, UserError
+from scratchnst import __version__, interrupts
+from scratchnst.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -418,15 +415,15 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the `scratchnst` console script; returns the exit status (see the module docstring)."""
-    catch_lost_interrupts()
+    interrupts.catch_lost_interrupts()
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("SCRATCHNST_DEBUG", "") not in ("", "0")
     # As the real command (argv None), once the work has ended, a further Ctrl-C must not kill the
     # process on its way out, with a traceback and death by SIGINT instead of the exit status.
-    ending = _ignore_ctrl_c if argv is None else (lambda: None)
+    ending = interrupts.ignore_ctrl_c if argv is None else (lambda: None)
     try:
-        with _stop_signals_interrupt():
+        with interrupts.stops_interrupt():
             status = args.func(args)
         ending()
     except KeyboardInterrupt as stop:
@@ -436,7 +433,7 @@ def main(argv=None):
         how = getattr(stop, "how", "Ctrl-C")
         print(f"scratchnst: interrupted ({how}); files already complete were kept, none was left half-written",
               file=sys.stderr)
-        return getattr(stop, "exit_status", 130)
+        return getattr(stop, "exit_status", interrupts.INTERRUPTED)
     except BrokenPipeError:
         # The reader of our output went away (`scratchnst ... | head`): nothing to report, and
         # stdout must not be flushed again at exit, which would raise once more.
@@ -448,66 +445,6 @@ def main(argv=None):
         print(f"scratchnst: error: {describe_error(error)}", file=sys.stderr)
         return getattr(error, "exit_status", 1)
     return int(status or 0)
-
-
-def _ignore_ctrl_c():
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _stop_signals_interrupt:
-    """Inside the block, SIGTERM (kill, a batch system's time limit) and SIGHUP (the terminal closed)
-    raise errors.Interrupted: the run stops as on Ctrl-C, saving what it has, instead of dying
-    with a temporary file left behind. Only the main thread can set handlers; elsewhere nothing changes."""
-
-    SIGNALS = ("SIGTERM", "SIGHUP")
-
-    def __enter__(self):
-        self.old = {}
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for name in self.SIGNALS:
-            number = getattr(signal, name, None)
-            if number is not None:
-                self.old[number] = signal.signal(number, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(number, frame):
-        raise Interrupted(signal.Signals(number).name, 128 + number)
-
-    def __exit__(self, *exc):
-        for number, handler in self.old.items():
-            signal.signal(number, handler)
-
-
-def catch_lost_interrupts():
-    """Make sure a Ctrl-C is never lost (the command and the lessons install this).
-
-    Python raises KeyboardInterrupt wherever the interpreter happens to be; in a finalizer or a
-    weakref callback (h5py closes its objects through them, for one) the exception cannot
-    propagate, is printed as "Exception ignored in ..." and the program runs on as if Ctrl-C had
-    not been pressed (about one run in ten under load). The hook sends SIGINT to the main thread
-    again a moment later, from another thread: a real signal, so that a sleep or a wait there is
-    cut short too, and not raised at once, which would land in the same finalizer.
-    """
-    sys.unraisablehook = _unraisablehook
-
-
-def _unraisablehook(unraisable):
-    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-        again = threading.Timer(0.01, _interrupt_main)
-        again.daemon = True
-        again.start()
-        return
-    sys.__unraisablehook__(unraisable)
-
-
-def _interrupt_main():
-    if hasattr(signal, "pthread_kill"):
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-    else:  # Windows: sets the flag only, a blocking call in the main thread ends first
-        _thread.interrupt_main()
 
 
 def describe_error(error):

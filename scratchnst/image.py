@@ -19,6 +19,8 @@ check sizes before computing; `save_image` writes through scratchnst.atomic.
 """
 
 import contextlib
+import functools
+import io
 import stat
 import struct
 import warnings
@@ -432,6 +434,43 @@ def to_uint8(image):
 
 
 # ----------------------------------------------------------------------------------- save
+_SAVE_OPTIONS = {"JPEG": {"quality": 95}}
+
+
+def writable_format(path):
+    """The Pillow format `save_image` writes for path's extension; UsageError unless it can hold RGB.
+
+    Checked by encoding a 1x1 RGB picture in memory: Pillow knows formats it reads but cannot
+    write (.psd), and formats it writes but not in colour (.xbm, .blp); a run must learn that
+    before it starts, not when it saves the result.
+
+    Args:
+        path: the image file to write (only its extension is looked at).
+
+    Returns:
+        the format name, e.g. "PNG".
+    """
+    path = Path(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise UsageError(f"{path}: unknown image extension {path.suffix!r}; use .png or .jpg")
+    if image_format not in Image.SAVE:
+        raise UsageError(f"{path}: Pillow reads {image_format} files but cannot write them; use .png or .jpg")
+    if not _writes_rgb(image_format):
+        raise UsageError(f"{path}: Pillow cannot write a colour image as {image_format}; use .png or .jpg")
+    return image_format
+
+
+@functools.lru_cache(maxsize=None)
+def _writes_rgb(image_format):
+    """True if Pillow encodes a 1x1 RGB picture as image_format (tried once per format and process)."""
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=image_format, **_SAVE_OPTIONS.get(image_format, {}))
+    except Exception:  # noqa: BLE001 - whatever the encoder raises, the answer is the same
+        return False
+    return True
+
+
 def save_image(path, image):
     """Write an image file atomically (scratchnst.atomic.atomic_path: a temporary file, then a rename).
 
@@ -453,14 +492,10 @@ def save_image(path, image):
     image = np.asarray(image)
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError(f"image must be (H, W, 3) or (H, W), got {image.shape}")
-    image_format = Image.registered_extensions().get(path.suffix.lower())
-    if image_format is None:
-        raise UsageError(f"{path}: unknown image extension {path.suffix!r}; use .png or .jpg")
-    if image_format not in Image.SAVE:
-        raise UsageError(f"{path}: Pillow reads {image_format} files but cannot write them; use .png or .jpg")
+    image_format = writable_format(path)
     if image.dtype != np.uint8:
         image = to_uint8(image)
-    options = {"quality": 95} if image_format == "JPEG" else {}
+    options = _SAVE_OPTIONS.get(image_format, {})
     with atomic_path(path, "image") as tmp:
         Image.fromarray(image).save(tmp, format=image_format, **options)
     return path

@@ -13,26 +13,22 @@
 import json
 import os
 import re
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
-from PIL import Image
 
-from scratchnst import atomic, checkpoint
+from scratchnst import atomic, checkpoint, interrupts
 from scratchnst.atomic import same_file
 from scratchnst import image as image_io
 from scratchnst.errors import UsageError, UserError
-from scratchnst.transfer import CostNotFinite, check_checkpoint, resolve_settings, stylize
+from scratchnst.transfer import INITS, CostNotFinite, check_checkpoint, resolve_settings, stylize
 
 SETTINGS_ORDER = (
     "model", "weights", "pool", "size", "scales", "init", "seed", "content_layer", "alpha",
     "style_layers", "beta", "style_blend", "style_scale", "tv_weight", "preserve_colors",
     "optimizer", "iters", "lr",
 )
-INTERRUPTED = 130  # the exit status of a program stopped by SIGINT (128 + 2), as shells report it
 
 
 def format_settings(content, styles, output, settings):
@@ -190,8 +186,7 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     """
     stream = stream or sys.stdout
     output = Path(output)
-    if output.suffix.lower() not in Image.registered_extensions():  # now, not after minutes of work
-        raise UsageError(f"-o {output}: unknown image extension {output.suffix!r}; use .png or .jpg")
+    image_io.writable_format(output)  # now, not after minutes of work
     if resume_file is not None and checkpoint_file is None:
         checkpoint_file = resume_file  # go on saving where the run was saved
     if checkpoint_every is not None and checkpoint_file is None:
@@ -206,7 +201,7 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
         check_checkpoint(resume)
     init = settings["init"]
     inputs = [("content image", content), *(("style image", s) for s in styles), ("weights file", settings["weights"]),
-              ("--init image", None if init in ("content+noise", "content", "noise") else init)]
+              ("--init image", None if init in INITS else init)]
     check_output_paths([("-o", output), ("--log", log), ("--checkpoint", checkpoint_file)], inputs,
                        snapshots_of=output)
     # The checkpoint resumed from is an input too, except to --checkpoint, which may go on writing it.
@@ -237,26 +232,27 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     try:
         result = stylize(content, styles, callback=callback, resume=resume, **settings)
     except KeyboardInterrupt as stop:
-        progress.close()
-        how = getattr(stop, "how", "Ctrl-C")  # scratchnst.cli turns SIGTERM and SIGHUP into these too
-        with _deaf_to_ctrl_c():  # a second Ctrl-C must not cut the saving of the first one's results
+        with interrupts.ignoring_stops():  # a second Ctrl-C must not cut the saving of the first one's results
+            progress.close()
+            how = getattr(stop, "how", "Ctrl-C")  # scratchnst.interrupts turns SIGTERM and SIGHUP into these too
             where = _save_partial(run, output, log, checkpoint_file, log_record, stopped=f"interrupted ({how})")
             print(f"scratchnst: interrupted ({how}){where}", file=sys.stderr, flush=True)
-        return getattr(stop, "exit_status", INTERRUPTED)
+        return getattr(stop, "exit_status", interrupts.INTERRUPTED)
     except CostNotFinite as error:
         progress.close()
         where = _save_partial(run, output, log, None, log_record, stopped=str(error))
         raise UserError(f"{error}{where}") from None
     finally:
         progress.close()
-    image_io.save_image(output, result.image)
-    if checkpoint_file is not None and run.last is not None and run.checkpointed is not run.last:
-        checkpoint.save(checkpoint_file, run.last.checkpoint())  # --iters can go on from the end
+    with interrupts.ignoring_stops():  # the run is done: a Ctrl-C now must not lose its result
+        image_io.save_image(output, result.image)
+        if checkpoint_file is not None and run.last is not None and run.checkpointed is not run.last:
+            checkpoint.save(checkpoint_file, run.last.checkpoint())  # --iters can go on from the end
+        if log is not None:
+            atomic.write_text(Path(log), _json(log_record(
+                result.history, iterations=result.iterations, evaluations=result.evaluations, seconds=result.seconds,
+                seconds_per_iteration=result.seconds_per_iteration)), "log")
     last = result.history[-1]
-    if log is not None:
-        atomic.write_text(Path(log), _json(log_record(
-            result.history, iterations=result.iterations, evaluations=result.evaluations, seconds=result.seconds,
-            seconds_per_iteration=result.seconds_per_iteration)), "log")
     H, W = result.image.shape[:2]
     if resume is not None and result.iterations == resume["steps"]:
         print(f"  nothing was left to do: the checkpoint is at iteration {resume['steps']} and --iters is "
@@ -284,18 +280,6 @@ class _RunState:
             self.best = p
 
 
-class _deaf_to_ctrl_c:
-    """Ignore SIGINT inside the block (in the main thread), then put the old handler back."""
-
-    def __enter__(self):
-        main = threading.current_thread() is threading.main_thread()
-        self.old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
-
-
 def _save_partial(run, output, log, checkpoint_file, log_record, stopped):
     """Write what a stopped run has: the best image, the cost log, the checkpoint. Returns '; wrote ...'."""
     if run.best is None:
@@ -304,7 +288,7 @@ def _save_partial(run, output, log, checkpoint_file, log_record, stopped):
     image_path = image_io.save_image(snapshot_path(output, best.step), best.image())
     log_path = Path(log) if log is not None else snapshot_path(output, best.step, ".json")
     atomic.write_text(log_path, _json(log_record(
-        run.last.checkpoint()["history"], stopped=stopped,
+        run.last.history, stopped=stopped,
         best={"scale": best.scale, "iteration": best.iteration, "step": best.step, **best.costs},
         iterations=run.last.step)), "log")
     said = (f"; wrote the best image so far (iteration {best.step}, J {best.costs['J']:.4g}) to {image_path} "

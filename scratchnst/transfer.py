@@ -383,6 +383,7 @@ class Progress:
         done: fraction of the planned work done (iterations weighted by pixels), 0..1.
         elapsed: seconds since the first pass started (a resumed run counts on from its checkpoint).
         costs: {"J", "J_content", "J_style", "J_tv"} of the current image.
+        history: the run's history up to this iteration (see StylizeResult.history).
     """
 
     scale: int
@@ -397,6 +398,7 @@ class Progress:
     costs: dict
     render: Callable = field(repr=False)
     state: Callable = field(default=None, repr=False)
+    history: list = field(default=None, repr=False)
 
     def image(self):
         """The current image, (H, W, 3) RGB float32 0..255, colours preserved if asked for."""
@@ -552,6 +554,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
                 done=(sum(work[:k]) + min(it.iteration, s["iters"]) * H * W) / sum(work), elapsed=now - start,
                 costs=dict(it.aux), render=lambda: render(it.x),
                 state=lambda: {**snapshot, "inputs": inputs.digests(), "optimizer": it.state()},
+                history=snapshot["history"],
             ))
 
         pass_start = time.perf_counter()
@@ -666,8 +669,11 @@ def check_checkpoint(state):
                       ("scale", int), ("steps", int), ("evaluations", int), ("elapsed", (int, float))):
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise _damaged(f"{key} is missing or of the wrong kind")
-    if not all(isinstance(entry, dict) and isinstance(entry.get("J"), (int, float)) for entry in state["history"]):
+    if not state["history"] or not all(isinstance(entry, dict) and isinstance(entry.get("J"), (int, float))
+                                       for entry in state["history"]):
         raise _damaged("the cost history")
+    if min(state["scale"], state["steps"], state["evaluations"]) < 0 or not 0 <= state["elapsed"] < float("inf"):
+        raise _damaged("a count or time out of range")
 
 
 def _check_resume(state, settings, inputs):
@@ -679,12 +685,18 @@ def _check_resume(state, settings, inputs):
     check_checkpoint(state)
     made = json.loads(json.dumps(state["settings"]))
     now = json.loads(json.dumps(settings))  # the same JSON round trip the checkpoint went through
-    ignored = {"iters", "weights"}  # iters may grow; the weights are compared by content below
+    # The weights and an --init file are compared by content below. iters may change with one
+    # pass; with several, the passes before the checkpoint ran with the old iters, so the end
+    # would be no uninterrupted run's.
+    ignored = {"weights"} | ({"iters"} if settings["scales"] == 1 else set())
+    if state["settings"].get("init") not in INITS and settings["init"] not in INITS:
+        ignored.add("init")
     differ = [key for key in sorted(set(made) | set(now)) if key not in ignored and made.get(key) != now.get(key)]
     if differ:
         shown = "; ".join(f"{key}: checkpoint {made.get(key)}, now {now.get(key)}" for key in differ[:3])
         raise UsageError(f"the checkpoint was made with other settings ({shown}); give the interrupted run's "
-                         "settings (only --iters may change), or start again without --resume")
+                         "settings (only --iters may change, and only with --scales 1), or start again without "
+                         "--resume")
     saved, current = state["inputs"], inputs.digests()
     for key, label in (("content", "content image differs from the one"), ("styles", "style images differ from "
                        "the ones"), ("init", "--init image differs from the one"), ("weights", "weights file "
@@ -731,9 +743,8 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
     """
     mode = network.preprocessing  # image.py knows what it means; we only pass it on
     H, W = content_img.shape[:2]
-    x0 = image_io.preprocess(content_img if start_img is None else start_img, mode)  # (1, H, W, 3) float32
-    if resume is not None:
-        x0 = np.asarray(resume["x"], dtype=np.float64).reshape(x0.shape)
+    # (1, H, W, 3) float32; when resuming only its shape matters: the optimiser goes on from the saved x.
+    x0 = image_io.preprocess(content_img if start_img is None else start_img, mode)
     # The box that keeps every deprocessed pixel in 0..255 (preprocessing is a per-channel
     # increasing affine map, so the black and white images bound it).
     lo = image_io.preprocess(np.zeros((H, W, 3), np.float32), mode).reshape(-1).astype(np.float64)

@@ -148,7 +148,7 @@ def wait_for(path, process, seconds=120):
 
 
 def test_ctrl_c_then_resume_ends_in_the_uninterrupted_image(images, tmp_path):
-    flags = ["--iters", "40", "--seed", "5"]
+    flags = ["--iters", "150", "--seed", "5"]  # long enough that a loaded machine cannot finish before the signal
     whole = subprocess.run(command(images, tmp_path / "whole.png", *flags), env=environment(),
                            capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
@@ -167,7 +167,7 @@ def test_ctrl_c_then_resume_ends_in_the_uninterrupted_image(images, tmp_path):
     log = json.loads((tmp_path / "log.json").read_text())
     assert log["stopped"] == "interrupted (Ctrl-C)" and (tmp_path / f"out_{log['best']['step']:04d}.png").is_file()
     stopped_at = checkpoint.load(ckpt)["steps"]
-    assert 3 <= stopped_at < 40 and not (tmp_path / "out.png").exists()
+    assert 3 <= stopped_at < 150 and not (tmp_path / "out.png").exists()
 
     second = subprocess.run(command(images, tmp_path / "out.png", *flags, "--resume", ckpt), env=environment(),
                             capture_output=True, text=True, timeout=300)
@@ -202,7 +202,7 @@ def test_killing_the_process_never_leaves_half_a_file(images, tmp_path, delay):
     process.kill()
     process.wait()
     named = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
-    assert len(named) >= 2
+    assert [p for p in named if p.name.startswith("out_")], "killed before any snapshot: the test proves nothing"
     for path in named:
         if path != out:
             assert complete(path), path
@@ -223,6 +223,9 @@ def tampered(state, change):
     (lambda st: st.update(steps="x"), "steps is missing or of the wrong kind"),
     (lambda st: st.update(history=5), "history is missing or of the wrong kind"),
     (lambda st: st.pop("optimizer"), "optimizer is missing"),
+    (lambda st: st.update(history=[]), "the cost history"),
+    (lambda st: st.update(elapsed=float("nan")), "a count or time out of range"),
+    (lambda st: st.update(steps=-3), "a count or time out of range"),
 ])
 def test_a_damaged_checkpoint_is_one_line_not_a_bug(images, tmp_path, capsys, damage, message):
     _, saved = run_capturing(images, {2}, tmp_path, size=64, iters=3)
@@ -287,3 +290,10 @@ def test_sigterm_saves_like_ctrl_c_and_exits_143(images, tmp_path):
     assert last.startswith("scratchnst: interrupted (SIGTERM); wrote the best image so far") and "Traceback" not in err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
     assert checkpoint.load(ckpt)["steps"] >= 2
+
+
+def test_with_several_passes_iters_may_not_change(images, tmp_path):
+    _, saved = run_capturing(images, {2}, tmp_path, size=96, iters=3, scales=2)
+    with pytest.raises(UsageError, match=r"iters: checkpoint 3, now 5.*only with --scales 1"):
+        transfer.stylize(images["content"], images["style"], weights=images["weights"], size=96, iters=5, scales=2,
+                         resume=checkpoint.load(saved[2]))

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchnst import cli, transfer
+from scratchnst import cli, image, transfer
 
 
 @pytest.fixture
@@ -81,6 +82,31 @@ def test_log_or_checkpoint_equal_to_an_input_or_the_output_is_refused(inputs, tm
     assert run(inputs, out, flag, out) == 2
     assert "are the same file" in one_error_line(capsys)[0]
     assert files(tmp_path) == ["in"]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("out.xyz", "unknown image extension '.xyz'"),
+    ("out.psd", "Pillow reads PSD files but cannot write them"),
+    ("out.xbm", "Pillow cannot write a colour image as XBM"),
+])
+def test_an_output_format_that_cannot_hold_the_image_is_refused_before_the_run(inputs, tmp_path, capsys,
+                                                                                monkeypatch, name, message):
+    monkeypatch.setattr(transfer.networks, "load", lambda *a, **k: pytest.fail("the network was loaded"))
+    assert run(inputs, tmp_path / name) == 2
+    assert message in one_error_line(capsys)[0] and files(tmp_path) == ["in"]
+
+
+def test_ctrl_c_while_the_result_is_saved_does_not_lose_it(inputs, tmp_path, capsys, monkeypatch):
+    real = image.save_image
+
+    def save_then_ctrl_c(path, picture):
+        written = real(path, picture)
+        os.kill(os.getpid(), signal.SIGINT)  # ignored while the results are written
+        return written
+
+    monkeypatch.setattr(image, "save_image", save_then_ctrl_c)
+    assert run(inputs, tmp_path / "out.png", "--log", tmp_path / "log.json") == 0
+    assert (tmp_path / "out.png").is_file() and json.loads((tmp_path / "log.json").read_text())["iterations"] == 3
 
 
 def test_output_that_is_a_folder_is_refused(inputs, tmp_path, capsys):

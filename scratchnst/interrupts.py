@@ -1,0 +1,106 @@
+"""Stopping well: Ctrl-C, SIGTERM and SIGHUP end a command with its work saved and the right exit status.
+
+    130  Ctrl-C (SIGINT), 143 SIGTERM (kill, a batch system's time limit), 129 SIGHUP (the
+         terminal closed): 128 + the signal's number, as shells report a program killed by it.
+
+Inside `stops_interrupt()` SIGTERM and SIGHUP raise errors.Interrupted, a KeyboardInterrupt, so
+everything that saves its work on Ctrl-C does so for them too. `ignoring_stops()` guards the
+short moments that write the results: a second Ctrl-C there must not cut them in half.
+`catch_lost_interrupts()` makes sure no stop is swallowed by a finalizer.
+"""
+
+import _thread
+import signal
+import threading
+
+from scratchnst.errors import Interrupted
+
+INTERRUPTED = 128 + signal.SIGINT  # 130
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def _in_main_thread():
+    # Only the main thread may set signal handlers (and receives the signals).
+    return threading.current_thread() is threading.main_thread()
+
+
+def _signals(names):
+    return [getattr(signal, name) for name in names if hasattr(signal, name)]
+
+
+class stops_interrupt:
+    """Inside the block, SIGTERM and SIGHUP raise errors.Interrupted (exit status 128 + the number)."""
+
+    def __enter__(self):
+        self.old = {}
+        if _in_main_thread():
+            for number in _signals(STOP_SIGNALS[1:]):
+                self.old[number] = signal.signal(number, _raise_interrupted)
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self.old.items():
+            signal.signal(number, handler)
+
+
+def _raise_interrupted(number, frame):
+    raise Interrupted(signal.Signals(number).name, 128 + number)
+
+
+class ignoring_stops:
+    """Ignore Ctrl-C, SIGTERM and SIGHUP inside the block, then put the old handlers back.
+
+    For the moments that write a result (well under a second): the process ends right after,
+    so a stop that arrives then is dropped rather than cutting a file or a message in half.
+    """
+
+    def __enter__(self):
+        self.old = {}
+        if _in_main_thread():
+            for number in _signals(STOP_SIGNALS):
+                self.old[number] = signal.signal(number, signal.SIG_IGN)
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self.old.items():
+            signal.signal(number, handler)
+
+
+def ignore_ctrl_c():
+    """From now on, ignore Ctrl-C (for a process that is about to exit with its status)."""
+    if _in_main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def catch_lost_interrupts():
+    """Make sure a stop is never lost (the command and the lessons install this).
+
+    Python raises KeyboardInterrupt wherever the interpreter happens to be; in a finalizer or a
+    weakref callback (h5py closes its objects through them, for one) the exception cannot
+    propagate, is printed as "Exception ignored in ..." and the program runs on as if nothing
+    had happened (about one run in ten under load). The hook sends the same signal to the main
+    thread again a moment later, from another thread: a real signal, so that a sleep or a wait
+    there is cut short too, and not raised at once, which would land in the same finalizer.
+    """
+    import sys
+
+    sys.unraisablehook = _unraisablehook
+
+
+def _unraisablehook(unraisable):
+    import sys
+
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        number = getattr(unraisable.exc_value, "exit_status", INTERRUPTED) - 128  # SIGTERM stays SIGTERM
+        again = threading.Timer(0.01, _signal_main, args=(number,))
+        again.daemon = True
+        again.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _signal_main(number):
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, number)
+    else:  # Windows: sets the flag only, a blocking call in the main thread ends first
+        _thread.interrupt_main()
