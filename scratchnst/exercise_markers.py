@@ -330,10 +330,18 @@ def make_student_copy(dest, force=False, solutions=False):
             for rel, text in texts.items():
                 (tmp / "scratchnst" / rel).write_text(text, encoding="utf-8")
             (tmp / "README.md").write_text(_readme(regions, hidden, solutions), encoding="utf-8")
-            for name in ("scratchnst", "README.md"):
-                if os.path.lexists(dest / name):  # only with --force: move the old one aside, deleted below
-                    os.replace(dest / name, tmp / f"replaced-{name}")
-                os.replace(tmp / name, dest / name)
+            try:
+                for name in ("scratchnst", "README.md"):
+                    if os.path.lexists(dest / name):  # only with --force: move the old one aside, deleted below
+                        os.replace(dest / name, tmp / f"replaced-{name}")
+                    os.replace(tmp / name, dest / name)
+            except BaseException:
+                # A failure or Ctrl-C between the two renames of a name: put the old copy back, so
+                # that --force never leaves the folder with neither the old copy nor the new one.
+                for name in ("scratchnst", "README.md"):
+                    if os.path.lexists(tmp / f"replaced-{name}") and not os.path.lexists(dest / name):
+                        os.replace(tmp / f"replaced-{name}", dest / name)
+                raise
         except OSError as error:
             raise UserError(f"cannot write the student copy into {dest}: {_failure(error)}") from error
         finally:

@@ -567,6 +567,23 @@ def test_make_refuses_a_non_empty_folder_and_force_replaces_only_its_own_files(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "notes.txt", "scratchnst"]
 
 
+def test_force_keeps_the_old_copy_when_the_swap_is_interrupted(tmp_path, monkeypatch):
+    (tmp_path / "scratchnst").mkdir()
+    (tmp_path / "scratchnst" / "old.py").write_text("old")
+    real = exercise_markers.os.replace
+
+    def replace_then_ctrl_c(src, dst):
+        if Path(src).name == "scratchnst" and ".scratchnst-exercises-" in str(src):  # the new copy going in
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(exercise_markers.os, "replace", replace_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        exercises.make_student_copy(tmp_path, force=True)
+    assert (tmp_path / "scratchnst" / "old.py").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scratchnst"]
+
+
 def test_make_refuses_to_overwrite_the_installed_package():
     with pytest.raises(UsageError, match="installed scratchnst"):
         exercises.make_student_copy(PACKAGE.parent, force=True)
