@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from scratchnst import image as imageio
-from scratchnst.atomic import atomic_path
-from scratchnst.cli import ArgumentParser, describe_error
+from scratchnst.atomic import atomic_path, same_file
+from scratchnst.cli import ArgumentParser, describe_error, path_arg
 from scratchnst.interrupts import INTERRUPTED, catch_lost_interrupts
 from scratchnst.errors import UsageError, UserError
 
@@ -111,17 +111,17 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
         description=doc.strip().splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--content", type=Path, default=DEFAULT_CONTENT, help="content image")
-    parser.add_argument("--style", type=Path, default=DEFAULT_STYLE, help="style image")
+    parser.add_argument("--content", type=_path, default=DEFAULT_CONTENT, help="content image")
+    parser.add_argument("--style", type=_path, default=DEFAULT_STYLE, help="style image")
     parser.add_argument("--size", type=int, default=size, help="long side of the images, pixels (smaller = faster)")
     parser.add_argument("--iters", type=int, default=iters,
                         help="optimiser iterations, where the lesson has an optimiser")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random number")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the pictures")
+    parser.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder for the pictures")
     parser.add_argument("--network", choices=("auto", "vgg19", "squeezenet"), default="auto",
                         help="pretrained network, where the lesson uses one; auto = VGG-19 if its weights "
                         "are found, else SqueezeNet")
-    parser.add_argument("--weights", type=Path, default=None,
+    parser.add_argument("--weights", type=_path, default=None,
                         help="weights file (default: found as `scratchnst stylize` finds it)")
     if extra is not None:
         extra(parser)
@@ -187,8 +187,23 @@ def load(path, size):
     return imageio.load_image(path, long_side=size)
 
 
+def _path(text):
+    """A Path from an option that is not empty (Path("") would quietly mean the current folder)."""
+    return Path(path_arg(text))
+
+
+def _not_an_input(args, path):
+    """UsageError if writing `path` would replace one of the lesson's inputs (also through a link)."""
+    for flag in ("content", "style", "weights"):
+        source = getattr(args, flag, None)
+        if source is not None and same_file(path, source):
+            raise UsageError(f"--out {args.out}: the picture {path.name} would replace the --{flag} file {source}; "
+                             "give another --out folder")
+
+
 def save(args, name, picture):
     """Write a picture (H, W, 3) or (H, W), float 0..255 or uint8, to args.out / name; print where."""
+    _not_an_input(args, args.out / name)
     path = imageio.save_image(args.out / name, picture)
     print(f"wrote {shown(path)}")
     return path
@@ -320,6 +335,7 @@ def pyplot(what):
 def save_plot(args, name, fig):
     """Save a matplotlib figure to args.out / name atomically (scratchnst.atomic); print where."""
     path = args.out / name
+    _not_an_input(args, path)
     try:
         # the temporary name keeps the suffix: savefig picks the format from it
         with atomic_path(path, "picture") as tmp:

@@ -185,12 +185,21 @@ def _style_layers_arg(text):
                                          "single commas, e.g. conv1:0.5,fire2:0.5")
     layers = []
     for item in items:
-        name, _, weight = item.partition(":")
+        name, colon, weight = item.partition(":")
+        if colon and not weight.strip():
+            raise argparse.ArgumentTypeError(f"{item!r}: the weight after ':' is empty; give a number or drop the ':'")
         try:
-            layers.append((name.strip(), float(weight) if weight else 1.0 / len(items)))
+            layers.append((name.strip(), float(weight) if colon else 1.0 / len(items)))
         except ValueError:
             raise argparse.ArgumentTypeError(f"{item!r}: the weight after ':' must be a number") from None
     return layers
+
+
+def path_arg(text):
+    """A file name that is not empty (an empty one would silently mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name; give a file name")
+    return text
 
 
 def seed_arg(text):
@@ -222,9 +231,9 @@ def _add_stylize(sub):
         "one thread unless OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS, MKL_NUM_THREADS) is set.",
         formatter_class=_Formatter,
     )
-    p.add_argument("content", metavar="CONTENT", help="the content image (a photograph)")
-    p.add_argument("styles", metavar="STYLE", nargs="+", help="the style image(s) (paintings); several are blended")
-    p.add_argument("-o", "--output", metavar="OUT", required=True, default=argparse.SUPPRESS,
+    p.add_argument("content", metavar="CONTENT", type=path_arg, help="the content image (a photograph)")
+    p.add_argument("styles", metavar="STYLE", nargs="+", type=path_arg, help="the style image(s) (paintings); several are blended")
+    p.add_argument("-o", "--output", metavar="OUT", required=True, default=argparse.SUPPRESS, type=path_arg,
                    help="the image to write (.png or .jpg)")
     p.add_argument("--model", choices=["squeezenet", "vgg19"], default="squeezenet", help="the network")
     p.add_argument("--weights", metavar="FILE", default=_Default("searched as `scratchnst weights list` shows"),
@@ -243,7 +252,7 @@ def _add_stylize(sub):
     p.add_argument("--style-layers", metavar="NAME[:WEIGHT],...", type=_style_layers_arg,
                    default=_ModelDefault("style_layers"),
                    help="layers of the style cost with their weights (a layer without one gets 1/n)")
-    p.add_argument("--init", metavar="{content+noise,content,noise,FILE}", default="content+noise",
+    p.add_argument("--init", metavar="{content+noise,content,noise,FILE}", default="content+noise", type=path_arg,
                    help="the starting image: the course's content + uniform noise, the content image, "
                    "noise, or an image file")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the noise (the same seed gives the same image)")
@@ -260,14 +269,14 @@ def _add_stylize(sub):
                    "from the last one's result")
     p.add_argument("--save-every", metavar="N", type=int, default=0,
                    help="save a numbered snapshot OUT_<iteration> every N iterations (0: never)")
-    p.add_argument("--log", metavar="FILE", default=_Default("none"),
+    p.add_argument("--log", metavar="FILE", default=_Default("none"), type=path_arg,
                    help="write the settings, the cost history and the time per iteration to this JSON file")
-    p.add_argument("--checkpoint", metavar="FILE", default=_Default("none"),
+    p.add_argument("--checkpoint", metavar="FILE", default=_Default("none"), type=path_arg,
                    help="save the whole state of the run to FILE (.npz) every --checkpoint-every iterations, "
                    "at the end and on Ctrl-C, so that --resume can continue it")
     p.add_argument("--checkpoint-every", metavar="N", type=int, default=_Default("10"),
                    help="iterations between checkpoints (with --checkpoint or --resume)")
-    p.add_argument("--resume", metavar="FILE", default=_Default("none"),
+    p.add_argument("--resume", metavar="FILE", default=_Default("none"), type=path_arg,
                    help="continue the run saved in this checkpoint: give the same images and settings "
                    "(--iters may be raised); the same seed ends in the same image as an uninterrupted run, "
                    "bit for bit. Checkpoints go on into FILE unless --checkpoint says otherwise")

@@ -437,7 +437,7 @@ def to_uint8(image):
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}}
 
 
-def writable_format(path):
+def writable_format(path, flag=None):
     """The Pillow format `save_image` writes for path's extension; UsageError unless it can hold RGB.
 
     Checked by encoding a 1x1 RGB picture in memory: Pillow knows formats it reads but cannot
@@ -446,18 +446,20 @@ def writable_format(path):
 
     Args:
         path: the image file to write (only its extension is looked at).
+        flag: None, or the option that named it ("-o"), to start the message with.
 
     Returns:
         the format name, e.g. "PNG".
     """
-    path = Path(path)
-    image_format = Image.registered_extensions().get(path.suffix.lower())
+    suffix = Path(path).suffix
+    label = f"{flag} {path}" if flag else str(path)
+    image_format = Image.registered_extensions().get(suffix.lower())
     if image_format is None:
-        raise UsageError(f"{path}: unknown image extension {path.suffix!r}; use .png or .jpg")
+        raise UsageError(f"{label}: unknown image extension {suffix!r}; use .png or .jpg")
     if image_format not in Image.SAVE:
-        raise UsageError(f"{path}: Pillow reads {image_format} files but cannot write them; use .png or .jpg")
+        raise UsageError(f"{label}: Pillow reads {image_format} files but cannot write them; use .png or .jpg")
     if not _writes_rgb(image_format):
-        raise UsageError(f"{path}: Pillow cannot write a colour image as {image_format}; use .png or .jpg")
+        raise UsageError(f"{label}: Pillow cannot write a colour image as {image_format}; use .png or .jpg")
     return image_format
 
 

@@ -104,3 +104,22 @@ def _signal_main(number):
         signal.pthread_kill(threading.main_thread().ident, number)
     else:  # Windows: sets the flag only, a blocking call in the main thread ends first
         _thread.interrupt_main()
+
+
+class holding_stops:
+    """Hold Ctrl-C, SIGTERM and SIGHUP back inside the block and deliver them when it ends.
+
+    For files written in the middle of a run (checkpoints, snapshots): a stop that lands inside
+    the zip or PNG writer would leave it half-closed and turn into an internal error; held back,
+    it arrives a moment later, once the file is complete, and the run stops as usual.
+    """
+
+    def __enter__(self):
+        self.old = None
+        if _in_main_thread() and hasattr(signal, "pthread_sigmask"):
+            self.old = signal.pthread_sigmask(signal.SIG_BLOCK, _signals(STOP_SIGNALS))
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)

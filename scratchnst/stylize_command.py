@@ -10,6 +10,7 @@
     - every file is written atomically (scratchnst.atomic): a kill leaves the old file or the new one.
 """
 
+import glob
 import json
 import os
 import re
@@ -146,7 +147,14 @@ def check_output_paths(outputs, inputs, snapshots_of=None):
             if same_file(path, other):
                 raise UsageError(f"{flag} and {other_flag} are the same file {path}; give them different names")
     if snapshots_of is not None:
-        others = inputs + [(f"file of {flag}", path) for flag, path in outputs if path != Path(snapshots_of)]
+        snapshots_of = Path(snapshots_of)
+        for existing in snapshots_of.parent.glob(f"{glob.escape(snapshots_of.stem)}_*"):
+            if _snapshot_of(snapshots_of, existing) and (existing.is_symlink() or not existing.is_file()):
+                raise UsageError(f"{existing} is a link or not a plain file, and has the name of a snapshot of "
+                                 f"-o {snapshots_of}, which the run would write through; remove it or choose "
+                                 "another -o name")
+        others = inputs + [(f"file of {flag}", path) for flag, path in outputs if path != snapshots_of]
+        others += [(what, Path(os.path.realpath(path))) for what, path in others]  # what links point to, too
         for what, path in others:
             if _snapshot_of(snapshots_of, path):
                 raise UsageError(f"the {what} {path} has the name of a snapshot of -o {snapshots_of} "
@@ -186,7 +194,7 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     """
     stream = stream or sys.stdout
     output = Path(output)
-    image_io.writable_format(output)  # now, not after minutes of work
+    image_io.writable_format(output, "-o")  # now, not after minutes of work
     if resume_file is not None and checkpoint_file is None:
         checkpoint_file = resume_file  # go on saving where the run was saved
     if checkpoint_every is not None and checkpoint_file is None:
@@ -219,11 +227,12 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     def callback(p):
         run.seen(p)
         progress.update(p)
-        if save_every and p.iteration and p.step % save_every == 0:
-            image_io.save_image(snapshot_path(output, p.step), p.image())
-        if checkpoint_file is not None and p.iteration and p.step % checkpoint_every == 0:
-            checkpoint.save(checkpoint_file, p.checkpoint())
-            run.checkpointed = p
+        with interrupts.holding_stops():  # a Ctrl-C waits until the file is whole, then stops the run
+            if save_every and p.iteration and p.step % save_every == 0:
+                image_io.save_image(snapshot_path(output, p.step), p.image())
+            if checkpoint_file is not None and p.iteration and p.step % checkpoint_every == 0:
+                checkpoint.save(checkpoint_file, p.checkpoint())
+                run.checkpointed = p
 
     def log_record(history, **extra):
         return {"content": str(content), "styles": [str(s) for s in styles], "output": str(output),
@@ -236,7 +245,8 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
             progress.close()
             how = getattr(stop, "how", "Ctrl-C")  # scratchnst.interrupts turns SIGTERM and SIGHUP into these too
             where = _save_partial(run, output, log, checkpoint_file, log_record, stopped=f"interrupted ({how})")
-            print(f"scratchnst: interrupted ({how}){where}", file=sys.stderr, flush=True)
+            line = f"scratchnst: interrupted ({how}){where}"
+            print(line.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr, flush=True)  # one line
         return getattr(stop, "exit_status", interrupts.INTERRUPTED)
     except CostNotFinite as error:
         progress.close()

@@ -719,6 +719,22 @@ def _check_resume_fits(state, passes):
     x = state["optimizer"].get("x")
     if not isinstance(x, np.ndarray) or x.size != H * W * 3:
         raise _damaged(f"its image is not the {W}x{H} of pass {state['scale'] + 1}")
+    opt = state["optimizer"]
+
+    def number(value, integer=False):
+        kinds = (int,) if integer else (int, float)
+        return isinstance(value, kinds) and not isinstance(value, bool) and np.isfinite(value) and value >= 0
+
+    scalars_ok = (number(opt.get("iteration"), True) and number(opt.get("n_evals"), True)
+                  and isinstance(opt.get("f"), (int, float)) and np.isfinite(opt["f"])
+                  and isinstance(opt.get("history"), list) and len(opt["history"]) == opt["iteration"] + 1
+                  and all(isinstance(h, (int, float)) and np.isfinite(h) for h in opt["history"])
+                  and isinstance(opt.get("aux"), dict) and {"J", "J_content", "J_style", "J_tv"} <= set(opt["aux"])
+                  and (opt.get("f_previous") is None or isinstance(opt["f_previous"], (int, float)))
+                  and ("skipped" not in opt or number(opt["skipped"], True))
+                  and ("pair_rho" not in opt or bool(np.all(np.asarray(opt["pair_rho"]) > 0))))
+    if not scalars_ok:
+        raise _damaged("the optimiser's state")
 
 
 def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration, resume=None):
@@ -749,6 +765,8 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
     # increasing affine map, so the black and white images bound it).
     lo = image_io.preprocess(np.zeros((H, W, 3), np.float32), mode).reshape(-1).astype(np.float64)
     hi = image_io.preprocess(np.full((H, W, 3), 255, np.float32), mode).reshape(-1).astype(np.float64)
+    if resume is not None and not np.all((lo - 1e-3 <= resume["x"]) & (resume["x"] <= hi + 1e-3)):
+        raise _damaged("its image has pixels outside 0..255")
     cost = make_cost_function(
         network, image_io.preprocess(content_img, mode), [image_io.preprocess(img, mode) for img in style_imgs],
         s["content_layer"], s["style_layers"], s["style_blend"], s["alpha"], s["beta"], s["tv_weight"],

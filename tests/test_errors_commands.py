@@ -728,3 +728,22 @@ def test_lesson_plots_are_written_atomically(tmp_path, monkeypatch):
 
 def test_usage_error_is_a_user_error_with_status_2():
     assert issubclass(UsageError, UserError) and UsageError.exit_status == 2 and UserError.exit_status == 1
+
+
+def test_a_lesson_never_writes_over_its_own_input(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    content = out / "01_filters.png"  # the name of the picture lesson 01 writes
+    shutil.copy(REPO / "lessons" / "images" / "cat.jpg", content)
+    before = content.read_bytes()
+    done = lesson("01_convolution.py", "--size", 32, "--content", content, out=out)
+    assert done.returncode == 2
+    one_line(done.stderr, "lesson stopped: ", "01_filters.png would replace the --content file", "another --out")
+    assert content.read_bytes() == before
+
+
+@pytest.mark.parametrize("flag", ["--content", "--out"])
+def test_a_lesson_refuses_an_empty_path(flag, tmp_path):
+    done = lesson("01_convolution.py", "--size", 32, flag, "", out=None if flag == "--out" else tmp_path)
+    assert done.returncode == 2
+    one_line(done.stderr, f"argument {flag}: an empty name; give a file name")

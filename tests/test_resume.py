@@ -226,6 +226,13 @@ def tampered(state, change):
     (lambda st: st.update(history=[]), "the cost history"),
     (lambda st: st.update(elapsed=float("nan")), "a count or time out of range"),
     (lambda st: st.update(steps=-3), "a count or time out of range"),
+    (lambda st: st["optimizer"].update(f="abc"), "the optimiser's state"),
+    (lambda st: st["optimizer"].update(history=None), "the optimiser's state"),
+    (lambda st: st["optimizer"].update(iteration="5"), "the optimiser's state"),
+    (lambda st: st["optimizer"].update(f=float("nan")), "the optimiser's state"),
+    (lambda st: st["optimizer"].update(pair_rho=-st["optimizer"]["pair_rho"]), "the optimiser's state"),
+    (lambda st: st["optimizer"].update(aux=None), "the optimiser's state"),
+    (lambda st: st["optimizer"].update(x=st["optimizer"]["x"] + 1e6), "pixels outside 0..255"),
 ])
 def test_a_damaged_checkpoint_is_one_line_not_a_bug(images, tmp_path, capsys, damage, message):
     _, saved = run_capturing(images, {2}, tmp_path, size=64, iters=3)

@@ -156,6 +156,10 @@ def test_setting_values_out_of_range_are_usage_errors(inputs, tmp_path, capsys, 
     (["--style-blend", "0.5;0.5"], "give numbers separated by commas"),
     (["--style-blend", "1,,2"], "give numbers separated by commas"),
     (["--style-layers", "conv1,,fire2"], "has an empty item"),
+    (["--style-layers", "conv1:"], "the weight after ':' is empty"),
+    (["--log", ""], "argument --log: an empty name"),
+    (["--init", ""], "argument --init: an empty name"),
+    (["--resume", ""], "argument --resume: an empty name"),
     (["--size", "big"], "invalid int value"),
     (["--model", "resnet"], "invalid choice"),
 ])
@@ -299,3 +303,12 @@ def test_snapshot_names_may_not_collide_with_inputs_or_other_outputs(inputs, tmp
 def test_a_line_break_in_a_path_stays_on_one_line(inputs, tmp_path, capsys):
     assert run(inputs, tmp_path / "out.png", content=tmp_path / "no\npe.jpg") == 1
     assert "no\\npe.jpg: no such image file" in one_error_line(capsys)[0]
+
+
+def test_a_link_with_a_snapshot_name_is_refused_before_the_run(inputs, tmp_path, capsys):
+    keep = tmp_path / "keep.jpg"
+    shutil.copy(inputs["content"], keep)
+    (tmp_path / "P_0002.png").symlink_to(keep)
+    assert run(inputs, tmp_path / "P.png", "--save-every", "1", content=keep) == 2
+    assert "is a link or not a plain file, and has the name of a snapshot of -o" in one_error_line(capsys)[0]
+    assert keep.read_bytes() == inputs["content"].read_bytes()
