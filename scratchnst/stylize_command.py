@@ -195,8 +195,9 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     stream = stream or sys.stdout
     output = Path(output)
     image_io.writable_format(output, "-o")  # now, not after minutes of work
+    checkpoint_flag = "--checkpoint"
     if resume_file is not None and checkpoint_file is None:
-        checkpoint_file = resume_file  # go on saving where the run was saved
+        checkpoint_file, checkpoint_flag = resume_file, "--resume"  # go on saving where the run was saved
     if checkpoint_every is not None and checkpoint_file is None:
         raise UsageError("--checkpoint-every needs --checkpoint FILE (or --resume FILE): say where to save")
     checkpoint_every = 10 if checkpoint_every is None else checkpoint_every
@@ -210,21 +211,20 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     init = settings["init"]
     inputs = [("content image", content), *(("style image", s) for s in styles), ("weights file", settings["weights"]),
               ("--init image", None if init in INITS else init)]
-    check_output_paths([("-o", output), ("--log", log), ("--checkpoint", checkpoint_file)], inputs,
+    check_output_paths([("-o", output), ("--log", log), (checkpoint_flag, checkpoint_file)], inputs,
                        snapshots_of=output)
     # The checkpoint resumed from is an input too, except to --checkpoint, which may go on writing it.
     check_output_paths([("-o", output), ("--log", log)], [("checkpoint given to --resume", resume_file)])
 
     print("scratchnst stylize", file=stream)
     print(format_settings(content, styles, output, settings), file=stream, flush=True)
-    if resume is not None:
-        print(f"  resuming from {resume_file} at iteration {resume['steps']} "
-              f"(pass {resume['scale'] + 1}, J {resume['history'][-1]['J']:.4g})", file=stream, flush=True)
-
     progress = ProgressLine(sys.stderr)
     run = _RunState()
 
     def callback(p):
+        if resume is not None and run.last is None:  # said once stylize has accepted the checkpoint
+            print(f"  resuming from {resume_file} at iteration {resume['steps']} "
+                  f"(pass {resume['scale'] + 1}, J {resume['history'][-1]['J']:.4g})", file=stream, flush=True)
         run.seen(p)
         progress.update(p)
         with interrupts.holding_stops():  # a Ctrl-C waits until the file is whole, then stops the run

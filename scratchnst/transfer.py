@@ -257,6 +257,13 @@ def resolve_settings(
     )
 
 
+def _other_remedies(s, what):
+    """The other settings that would make an image too small for the network larger, if any were changed."""
+    remedies = (["a larger --style-scale"] if what == "style" and s["style_scale"] < 1 else []) + \
+        (["fewer --scales"] if s["scales"] > 1 else [])
+    return "".join(f", or {remedy}" for remedy in remedies)
+
+
 def _finite(value):
     return bool(np.isfinite(float(value)))
 
@@ -514,7 +521,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
             if min(img.shape[:2]) < need:
                 raise UserError(f"the {what} image is {img.shape[0]}x{img.shape[1]} px at size {size}, but "
                                 f"{s['model']}'s layers need at least {need} px on each side; use a larger "
-                                "--size (or --style-scale), or fewer --scales")
+                                f"--size{_other_remedies(s, what)}")
         passes.append((content_img, style_imgs))
 
     # Work of a pass: its iterations times its pixels, so that the ETA knows a coarse pass is cheap.
@@ -693,7 +700,7 @@ def _check_resume(state, settings, inputs):
         ignored.add("init")
     differ = [key for key in sorted(set(made) | set(now)) if key not in ignored and made.get(key) != now.get(key)]
     if differ:
-        shown = "; ".join(f"{key}: checkpoint {made.get(key)}, now {now.get(key)}" for key in differ[:3])
+        shown = "; ".join(f"{key}: checkpoint {made.get(key)!r}, now {now.get(key)!r}" for key in differ[:3])
         raise UsageError(f"the checkpoint was made with other settings ({shown}); give the interrupted run's "
                          "settings (only --iters may change, and only with --scales 1), or start again without "
                          "--resume")
