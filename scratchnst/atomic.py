@@ -188,3 +188,28 @@ def same_file(a, b):
         return os.path.samefile(a, b)
     except OSError:
         return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
+
+
+def check_output(flag, path, example="out.png", kind="file"):
+    """Refuse, before any work, an output `path` that cannot be written (see `output_problem`).
+
+    Args:
+        flag: the option that named it ("-o", "--log"), for the message.
+        path: the file to be written.
+        example: a file name to suggest inside a folder given by mistake.
+        kind: what to ask for instead of a device or a pipe ("file", ".h5 file").
+
+    Raises:
+        UsageError: path is a folder, a device, a pipe or a link loop (the command line is wrong).
+        UserError: its folder does not exist, is a file, or is not writable.
+    """
+    problem = output_problem(path)
+    if problem is None:
+        return
+    what, why = problem
+    if what == "folder":
+        raise UsageError(f"{flag} {path}: is a folder; give a file name in it, e.g. {flag} {Path(path) / example}")
+    if what == "not regular":
+        raise UsageError(f"cannot write {flag} {path}: {why}; give the name of a new {kind}")
+    advice = "create it first or choose another folder" if "does not exist" in why else "choose another folder"
+    raise UserError(f"cannot write {flag} {path}: {why}; {advice}")

@@ -130,15 +130,7 @@ def check_output_paths(outputs, inputs, snapshots_of=None):
     outputs = [(flag, Path(path)) for flag, path in outputs if path is not None]
     inputs = [(what, Path(source)) for what, source in inputs if isinstance(source, (str, os.PathLike))]
     for i, (flag, path) in enumerate(outputs):
-        problem = atomic.output_problem(path)
-        if problem is not None:
-            kind, why = problem
-            if kind == "folder":
-                raise UsageError(f"{flag} {path}: is a folder; give a file name in it, e.g. {path / 'out.png'}")
-            if kind == "not regular":
-                raise UsageError(f"cannot write {flag} {path}: {why}; give the name of a file")
-            advice = "create it first" if "does not exist" in why else "choose another folder"
-            raise UserError(f"cannot write {flag} {path}: {why}; {advice}")
+        atomic.check_output(flag, path)
         for what, source in inputs:
             if same_file(path, source):
                 raise UsageError(f"{flag} {path} is the {what}: writing it would destroy an input; "

@@ -48,7 +48,7 @@ import h5py
 import numpy as np
 
 from scratchnst import __version__
-from scratchnst.atomic import atomic_path, folder_problem, output_problem, reason, same_file
+from scratchnst.atomic import atomic_path, check_output, folder_problem, output_problem, reason, same_file
 from scratchnst.errors import UsageError, UserError
 from scratchnst.image import PREPROCESSING
 
@@ -878,16 +878,7 @@ def _check_convert_output(src, out):
     if same_file(src, out):
         raise UsageError(f"-o {out} is the input file {src}: writing it would destroy the input; give another "
                          "name, e.g. -o vgg19.h5")
-    problem = output_problem(out)
-    if problem is None:
-        return
-    kind, why = problem
-    if kind == "folder":
-        raise UsageError(f"-o {out}: is a folder; give a file name in it, e.g. -o {out / 'vgg19.h5'}")
-    if kind == "not regular":
-        raise UsageError(f"cannot write -o {out}: {why}; give the name of a new .h5 file")
-    advice = "create it first or choose another folder" if "does not exist" in why else "choose another folder"
-    raise UserError(f"cannot write -o {out}: {why}; {advice}")
+    check_output("-o", out, example="vgg19.h5", kind=".h5 file")
 
 
 # ------------------------------------------------------------------------- list and info
