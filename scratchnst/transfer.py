@@ -221,7 +221,8 @@ def resolve_settings(
         style_blend = [1.0] * n_styles
     style_blend = [float(w) for w in style_blend]
     if len(style_blend) != n_styles:
-        raise UsageError(f"--style-blend has {len(style_blend)} weights for {n_styles} style images; give one per image")
+        raise UsageError(f"--style-blend has {len(style_blend)} weights for {n_styles} style "
+                         f"image{'' if n_styles == 1 else 's'}; give one per image")
     if not all(_finite(w) and w >= 0 for w in style_blend) or not 0 < sum(style_blend) < float("inf"):
         raise UsageError("--style-blend weights must be finite numbers >= 0, not all 0 and not so large that "
                          "their sum overflows; e.g. --style-blend 0.7,0.3")
