@@ -278,8 +278,9 @@ def _add_stylize(sub):
                    help="iterations between checkpoints (with --checkpoint or --resume)")
     p.add_argument("--resume", metavar="FILE", default=_Default("none"), type=path_arg,
                    help="continue the run saved in this checkpoint: give the same images and settings "
-                   "(--iters may be raised); the same seed ends in the same image as an uninterrupted run, "
-                   "bit for bit. Checkpoints go on into FILE unless --checkpoint says otherwise")
+                   "(--iters may be raised when --scales is 1); the end is the image an uninterrupted run "
+                   "gives, bit for bit (on the same machine and BLAS thread count). Checkpoints go on into "
+                   "FILE unless --checkpoint says otherwise")
 
     def run(args):
         import os
