@@ -11,6 +11,7 @@ the real work from the `scratchnst` package; this module adds nothing to it.
 import argparse
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -138,7 +139,22 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
     for path in (args.content, args.style):
         imageio.load_image(path, long_side=16)  # UserError naming the file: missing, not an image...
     _make_output_folder(args.out)
+    _inputs_not_among_pictures(args)
     return args
+
+
+def _inputs_not_among_pictures(args):
+    """UsageError, before any work, if an input sits in --out under the name of one of this lesson's
+    pictures (they all start with its number, e.g. 09_result.png): it would be written over."""
+    lesson = re.match(r"(\d\d)_", Path(sys.argv[0]).name)
+    if lesson is None:  # not run as a lesson script (a notebook, a test): `save` still checks each file
+        return
+    for flag in ("content", "style", "weights"):
+        source = getattr(args, flag, None)
+        if source is not None and same_file(Path(source).parent, args.out) and \
+                Path(source).name.startswith(f"{lesson.group(1)}_"):
+            raise UsageError(f"--{flag} {source} is in --out {args.out} under the name of a picture this lesson "
+                             f"writes ({lesson.group(1)}_*); give another --out folder or rename the file")
 
 
 def _make_output_folder(out):

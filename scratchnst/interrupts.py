@@ -29,21 +29,40 @@ def _signals(names):
 
 
 class stops_interrupt:
-    """Inside the block, SIGTERM and SIGHUP raise errors.Interrupted (exit status 128 + the number)."""
+    """Inside the block, the first stop raises; later ones are ignored until it has been dealt with.
+
+    Ctrl-C raises KeyboardInterrupt, SIGTERM and SIGHUP raise errors.Interrupted (exit status
+    128 + the number). A second stop that arrived with the first (both held back while a file
+    was written) or just after it would otherwise raise again inside the code that saves the
+    first one's results, and lose them.
+    """
 
     def __enter__(self):
+        global _stopping
         self.old = {}
+        _stopping = None
         if _in_main_thread():
-            for number in _signals(STOP_SIGNALS[1:]):
-                self.old[number] = signal.signal(number, _raise_interrupted)
+            for number in _signals(STOP_SIGNALS):
+                self.old[number] = signal.signal(number, _raise_once)
         return self
 
     def __exit__(self, *exc):
+        global _stopping
         for number, handler in self.old.items():
             signal.signal(number, handler)
+        _stopping = None
 
 
-def _raise_interrupted(number, frame):
+_stopping = None  # the signal being dealt with, inside stops_interrupt
+
+
+def _raise_once(number, frame):
+    global _stopping
+    if _stopping is not None:
+        return  # a stop is already on its way: this one adds nothing
+    _stopping = number
+    if number == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Interrupted(signal.Signals(number).name, 128 + number)
 
 
@@ -91,6 +110,8 @@ def _unraisablehook(unraisable):
     import sys
 
     if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        global _stopping
+        _stopping = None  # that stop was swallowed: the one sent again must raise
         number = getattr(unraisable.exc_value, "exit_status", INTERRUPTED) - 128  # SIGTERM stays SIGTERM
         again = threading.Timer(0.01, _signal_main, args=(number,))
         again.daemon = True

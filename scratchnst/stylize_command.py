@@ -107,7 +107,7 @@ def _snapshot_of(output, path):
     output, path = Path(output), Path(path)
     if not same_file(output.parent, path.parent):
         return False
-    pattern = rf"{re.escape(output.stem)}_\d{{4,}}({re.escape(output.suffix)}|\.json)"
+    pattern = rf"{re.escape(output.stem)}_[0-9]{{4,}}({re.escape(output.suffix)}|\.json)"  # ASCII, as written
     return re.fullmatch(pattern, path.name) is not None
 
 

@@ -738,8 +738,10 @@ def test_a_lesson_never_writes_over_its_own_input(tmp_path):
     before = content.read_bytes()
     done = lesson("01_convolution.py", "--size", 32, "--content", content, out=out)
     assert done.returncode == 2
-    one_line(done.stderr, "lesson stopped: ", "01_filters.png would replace the --content file", "another --out")
-    assert content.read_bytes() == before
+    one_line(done.stderr, "lesson stopped: ", "under the name of a picture this lesson writes (01_*)",
+             "give another --out folder")
+    assert content.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["01_filters.png"]
+    assert "wrote" not in done.stdout  # refused before any work
 
 
 @pytest.mark.parametrize("flag", ["--content", "--out"])

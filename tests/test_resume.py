@@ -304,3 +304,27 @@ def test_with_several_passes_iters_may_not_change(images, tmp_path):
     with pytest.raises(UsageError, match=r"iters: checkpoint 3, now 5.*only with --scales 1"):
         transfer.stylize(images["content"], images["style"], weights=images["weights"], size=96, iters=5, scales=2,
                          resume=checkpoint.load(saved[2]))
+
+
+def test_two_stops_at_once_still_save_the_run(images, tmp_path, capsys, monkeypatch):
+    # Both arrive while a checkpoint is written, so both are held back and delivered together:
+    # the second must not interrupt the saving of the first one's results.
+    real = checkpoint.save
+    calls = []
+
+    def save_with_two_stops(path, state):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(path, state)
+
+    monkeypatch.setattr(checkpoint, "save", save_with_two_stops)
+    status = cli.main(["stylize", images["content"], images["style"], "-o", str(tmp_path / "out.png"), "--weights",
+                       images["weights"], "--size", "64", "--iters", "20", "--checkpoint", str(tmp_path / "ck.npz"),
+                       "--checkpoint-every", "1", "--log", str(tmp_path / "log.json")])
+    err = capsys.readouterr().err
+    assert status in (130, 143) and "Traceback" not in err
+    assert "wrote the best image so far" in err.strip().splitlines()[-1]
+    assert json.loads((tmp_path / "log.json").read_text())["stopped"].startswith("interrupted (")
+    assert checkpoint.load(tmp_path / "ck.npz")["steps"] >= 2
