@@ -4,8 +4,9 @@ A checkpoint is an .npz archive (NumPy's zip of .npy files, read with allow_pick
 loading one never runs code): every array of the state is stored as it is, float64 bit for bit,
 and everything else (numbers, names, the settings, the cost history) as one JSON text under the
 key "meta". Floats survive JSON exactly: Python writes the shortest text that reads back to the
-same double. What goes into the state is decided by `transfer.stylize`; this module only stores
-and reads nested dicts whose leaves are arrays or JSON values.
+same double. What goes into the state is decided by `transfer.stylize`; this module stores and reads
+nested dicts whose leaves are arrays or JSON values, and checks that a loaded one can be resumed
+by the run at hand (the same settings and inputs, and contents that make sense).
 
     save("run.ckpt.npz", state)      # atomically: the old checkpoint stays until the new one is complete
     state = load("run.ckpt.npz")     # UserError, one line, for anything that is not a checkpoint
@@ -13,13 +14,14 @@ and reads nested dicts whose leaves are arrays or JSON values.
 
 import hashlib
 import json
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from scratchnst import atomic
-from scratchnst.errors import UserError
+from scratchnst.errors import UsageError, UserError
 
 FORMAT = 1  # bumped when the layout of the state changes; `load` refuses other formats
 _SEP = "/"  # joins the keys of nested dicts into the names of the stored arrays
@@ -110,3 +112,128 @@ def _split(node, prefix, arrays, meta):
             arrays[prefix + key] = value
         else:
             meta[key] = value.item() if isinstance(value, np.generic | np.ndarray) else value
+
+
+# ------------------------------------------------- what a stylize checkpoint must hold to be resumed
+class InputDigests:
+    """SHA-256 of each input (image files, arrays, the weights file): what a checkpoint must be resumed with.
+
+    Computed on first use, since only runs that save or resume a checkpoint need them (the
+    VGG-19 file takes a second or two to read).
+    """
+
+    def __init__(self, content, styles, init_file, weights):
+        """content, styles (a list), init_file (None unless --init is an image) and weights: paths or arrays."""
+        self.sources = {"content": content, "styles": list(styles), "init": init_file, "weights": weights}
+        self._digests = None
+
+    def digests(self):
+        """{"content", "styles" (a list), "init", "weights"}: hex SHA-256 strings (None for no --init file)."""
+        if self._digests is None:
+            self._digests = {key: [self._digest(v) for v in value] if key == "styles" else
+                             (None if value is None else self._digest(value)) for key, value in self.sources.items()}
+        return self._digests
+
+    @staticmethod
+    def _digest(source):
+        if isinstance(source, (str, os.PathLike)):
+            return file_digest(source)
+        array = np.ascontiguousarray(source, dtype=np.float32)
+        return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
+
+
+def damaged(what):
+    """The UserError for a checkpoint whose contents do not make sense (`what` says which part)."""
+    return UserError(f"the checkpoint is damaged or not from this version of scratchnst ({what}); "
+                     "start again without --resume")
+
+
+def check_state(state):
+    """UsageError or UserError unless a loaded checkpoint has the parts `stylize(resume=...)` reads."""
+    if not isinstance(state, dict) or state.get("format") != "stylize":
+        raise UsageError("the checkpoint is not from `scratchnst stylize`; start again without --resume")
+    for key, kind in (("settings", dict), ("inputs", dict), ("optimizer", dict), ("history", list),
+                      ("scale", int), ("steps", int), ("evaluations", int), ("elapsed", (int, float))):
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise damaged(f"{key} is missing or of the wrong kind")
+    if not state["history"] or not all(isinstance(entry, dict) and isinstance(entry.get("J"), (int, float))
+                                       for entry in state["history"]):
+        raise damaged("the cost history")
+    if min(state["scale"], state["steps"], state["evaluations"]) < 0 or not 0 <= state["elapsed"] < float("inf"):
+        raise damaged("a count or time out of range")
+
+
+def check_resume(state, settings, inputs, builtin_inits):
+    """UsageError unless a checkpoint's state belongs to a run with these settings and inputs.
+
+    Args:
+        state: the loaded checkpoint (see `load`).
+        settings: the run's resolved settings (transfer.resolve_settings).
+        inputs: the run's InputDigests.
+        builtin_inits: the --init values that are not files ("content+noise", ...).
+
+    The weights are compared by their bytes, not their path, so a run resumed from another
+    folder, or with a copy of the file, is accepted.
+    """
+    check_state(state)
+    # The same JSON round trip the checkpoint went through (an --init array is compared by its digest).
+    made, now = (json.loads(json.dumps(d, default=lambda _: "an array")) for d in (state["settings"], settings))
+
+    def is_file(init):
+        return not (isinstance(init, str) and init in builtin_inits)
+
+    # The weights and an --init file are compared by content below. iters may change with one
+    # pass; with several, the passes before the checkpoint ran with the old iters, so the end
+    # would be no uninterrupted run's.
+    ignored = {"weights"} | ({"iters"} if settings["scales"] == 1 else set())
+    if is_file(state["settings"].get("init")) and is_file(settings["init"]):
+        ignored.add("init")
+    differ = [key for key in sorted(set(made) | set(now)) if key not in ignored and made.get(key) != now.get(key)]
+    if differ:
+        shown = "; ".join(f"{key}: checkpoint {made.get(key)!r}, now {now.get(key)!r}" for key in differ[:3])
+        raise UsageError(f"the checkpoint was made with other settings ({shown}); give the interrupted run's "
+                         "settings (only --iters may change, and only with --scales 1), or start again without "
+                         "--resume")
+    saved, current = state["inputs"], inputs.digests()
+    for key, label in (("content", "content image differs from the one"), ("styles", "style images differ from "
+                       "the ones"), ("init", "--init image differs from the one"), ("weights", "weights file "
+                       "differs from the one")):
+        if saved.get(key) != current[key]:
+            raise UsageError(f"the {label} the checkpoint was made with; give the same files, or start again "
+                             "without --resume")
+
+
+def check_fits(state, pass_shapes):
+    """UserError unless the checkpoint's pass and arrays fit the passes of this run (a damaged file would
+    otherwise fail deep inside the optimiser, or go on from NaN pixels).
+
+    Args:
+        state: the loaded checkpoint, already through `check_resume`.
+        pass_shapes: [(H, W), ...] of the run's passes, coarse to fine.
+    """
+    if not 0 <= state["scale"] < len(pass_shapes):
+        raise damaged(f"pass {state['scale'] + 1} of {len(pass_shapes)}")
+    H, W = pass_shapes[state["scale"]]
+    for name, value in state["optimizer"].items():
+        if isinstance(value, np.ndarray) and value.ndim >= 1:
+            if not np.issubdtype(value.dtype, np.floating) or not np.isfinite(value).all():
+                raise damaged(f"{name} holds values that are not finite numbers")
+    x = state["optimizer"].get("x")
+    if not isinstance(x, np.ndarray) or x.size != H * W * 3:
+        raise damaged(f"its image is not the {W}x{H} of pass {state['scale'] + 1}")
+    opt = state["optimizer"]
+
+    def number(value, integer=False):
+        kinds = (int,) if integer else (int, float)
+        return isinstance(value, kinds) and not isinstance(value, bool) and np.isfinite(value) and value >= 0
+
+    scalars_ok = (number(opt.get("iteration"), True) and number(opt.get("n_evals"), True)
+                  and isinstance(opt.get("f"), (int, float)) and np.isfinite(opt["f"])
+                  and isinstance(opt.get("history"), list) and len(opt["history"]) == opt["iteration"] + 1
+                  and all(isinstance(h, (int, float)) and np.isfinite(h) for h in opt["history"])
+                  and isinstance(opt.get("aux"), dict) and {"J", "J_content", "J_style", "J_tv"} <= set(opt["aux"])
+                  and (opt.get("f_previous") is None or isinstance(opt["f_previous"], (int, float)))
+                  and ("skipped" not in opt or number(opt["skipped"], True))
+                  and ("pair_rho" not in opt or bool(np.all(np.asarray(opt["pair_rho"]) > 0))))
+    if not scalars_ok:
+        raise damaged("the optimiser's state")

@@ -23,7 +23,7 @@ from scratchnst import atomic, checkpoint, interrupts
 from scratchnst.atomic import same_file
 from scratchnst import image as image_io
 from scratchnst.errors import UsageError, UserError
-from scratchnst.transfer import INITS, CostNotFinite, check_checkpoint, resolve_settings, stylize
+from scratchnst.transfer import INITS, CostNotFinite, resolve_settings, stylize
 
 SETTINGS_ORDER = (
     "model", "weights", "pool", "size", "scales", "init", "seed", "content_layer", "alpha",
@@ -199,7 +199,7 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     settings = resolve_settings(content, styles, **options)
     resume = checkpoint.load(resume_file) if resume_file is not None else None
     if resume is not None:
-        check_checkpoint(resume)
+        checkpoint.check_state(resume)
     init = settings["init"]
     inputs = [("content image", content), *(("style image", s) for s in styles), ("weights file", settings["weights"]),
               ("--init image", None if init in INITS else init)]

@@ -20,8 +20,6 @@ each evaluation. Box bounds keep its pixels inside 0..255: lo = preprocess(black
 hi = preprocess(white image) (preprocessing is a per-channel increasing affine map).
 """
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -505,9 +503,10 @@ def stylize(content, style, *, callback=None, resume=None, **options):
     """
     s = resolve_settings(content, style, **options)
     check_memory(s, content)
-    inputs = _InputDigests(content, style, s["init"], s["weights"])
+    init_file = None if isinstance(s["init"], str) and s["init"] in INITS else s["init"]
+    inputs = checkpoint.InputDigests(content, _as_list(style), init_file, s["weights"])
     if resume is not None:
-        _check_resume(resume, s, inputs)
+        checkpoint.check_resume(resume, s, inputs, INITS)
     # Loaded at the largest size a pass needs: a phone photo is not decoded at 40 megapixels.
     content_full = _load(content, "content", s["size"])
     styles_full = [_load(source, "style", max(1, round(s["style_scale"] * s["size"]))) for source in _as_list(style)]
@@ -533,7 +532,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
         first, steps, evaluations, elapsed = resume["scale"], resume["steps"], resume["evaluations"], resume["elapsed"]
         history = [dict(entry) for entry in resume["history"]]
     if resume is not None:
-        _check_resume_fits(resume, passes)
+        checkpoint.check_fits(resume, [content_img.shape[:2] for content_img, _ in passes])
     rng = np.random.default_rng(s["seed"])
     start = time.perf_counter() - elapsed
     generated = None
@@ -638,113 +637,6 @@ def check_memory(s, content):
                      f"machine has {available / 1e9:,.1f} GB available; {advice}")
 
 
-class _InputDigests:
-    """SHA-256 of each input (image files, arrays, the weights file): what a checkpoint must be resumed with.
-
-    Computed on first use, since only runs that save or resume a checkpoint need them (the
-    VGG-19 file takes a second or two to read).
-    """
-
-    def __init__(self, content, style, init, weights):
-        self.sources = {"content": content, "styles": _as_list(style),
-                        "init": None if isinstance(init, str) and init in INITS else init, "weights": weights}
-        self._digests = None
-
-    def digests(self):
-        if self._digests is None:
-            self._digests = {key: [self._digest(v) for v in value] if key == "styles" else
-                             (None if value is None else self._digest(value)) for key, value in self.sources.items()}
-        return self._digests
-
-    @staticmethod
-    def _digest(source):
-        if isinstance(source, (str, os.PathLike)):
-            return checkpoint.file_digest(source)
-        array = np.ascontiguousarray(source, dtype=np.float32)
-        return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
-
-
-def _damaged(what):
-    return UserError(f"the checkpoint is damaged or not from this version of scratchnst ({what}); "
-                     "start again without --resume")
-
-
-def check_checkpoint(state):
-    """UsageError or UserError unless a loaded checkpoint has the parts `stylize(resume=...)` reads."""
-    if not isinstance(state, dict) or state.get("format") != "stylize":
-        raise UsageError("the checkpoint is not from `scratchnst stylize`; start again without --resume")
-    for key, kind in (("settings", dict), ("inputs", dict), ("optimizer", dict), ("history", list),
-                      ("scale", int), ("steps", int), ("evaluations", int), ("elapsed", (int, float))):
-        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
-            raise _damaged(f"{key} is missing or of the wrong kind")
-    if not state["history"] or not all(isinstance(entry, dict) and isinstance(entry.get("J"), (int, float))
-                                       for entry in state["history"]):
-        raise _damaged("the cost history")
-    if min(state["scale"], state["steps"], state["evaluations"]) < 0 or not 0 <= state["elapsed"] < float("inf"):
-        raise _damaged("a count or time out of range")
-
-
-def _check_resume(state, settings, inputs):
-    """UsageError unless a checkpoint's state belongs to a run with these settings and inputs.
-
-    The weights are compared by their bytes, not their path, so a run resumed from another
-    folder, or with a copy of the file, is accepted.
-    """
-    check_checkpoint(state)
-    made = json.loads(json.dumps(state["settings"]))
-    now = json.loads(json.dumps(settings))  # the same JSON round trip the checkpoint went through
-    # The weights and an --init file are compared by content below. iters may change with one
-    # pass; with several, the passes before the checkpoint ran with the old iters, so the end
-    # would be no uninterrupted run's.
-    ignored = {"weights"} | ({"iters"} if settings["scales"] == 1 else set())
-    if state["settings"].get("init") not in INITS and settings["init"] not in INITS:
-        ignored.add("init")
-    differ = [key for key in sorted(set(made) | set(now)) if key not in ignored and made.get(key) != now.get(key)]
-    if differ:
-        shown = "; ".join(f"{key}: checkpoint {made.get(key)!r}, now {now.get(key)!r}" for key in differ[:3])
-        raise UsageError(f"the checkpoint was made with other settings ({shown}); give the interrupted run's "
-                         "settings (only --iters may change, and only with --scales 1), or start again without "
-                         "--resume")
-    saved, current = state["inputs"], inputs.digests()
-    for key, label in (("content", "content image differs from the one"), ("styles", "style images differ from "
-                       "the ones"), ("init", "--init image differs from the one"), ("weights", "weights file "
-                       "differs from the one")):
-        if saved.get(key) != current[key]:
-            raise UsageError(f"the {label} the checkpoint was made with; give the same files, or start again "
-                             "without --resume")
-
-
-def _check_resume_fits(state, passes):
-    """UserError unless the checkpoint's pass and arrays fit the passes of this run (a damaged file would
-    otherwise fail deep inside the optimiser, or go on from NaN pixels)."""
-    if not 0 <= state["scale"] < len(passes):
-        raise _damaged(f"pass {state['scale'] + 1} of {len(passes)}")
-    H, W = passes[state["scale"]][0].shape[:2]
-    for name, value in state["optimizer"].items():
-        if isinstance(value, np.ndarray) and value.ndim >= 1:
-            if not np.issubdtype(value.dtype, np.floating) or not np.isfinite(value).all():
-                raise _damaged(f"{name} holds values that are not finite numbers")
-    x = state["optimizer"].get("x")
-    if not isinstance(x, np.ndarray) or x.size != H * W * 3:
-        raise _damaged(f"its image is not the {W}x{H} of pass {state['scale'] + 1}")
-    opt = state["optimizer"]
-
-    def number(value, integer=False):
-        kinds = (int,) if integer else (int, float)
-        return isinstance(value, kinds) and not isinstance(value, bool) and np.isfinite(value) and value >= 0
-
-    scalars_ok = (number(opt.get("iteration"), True) and number(opt.get("n_evals"), True)
-                  and isinstance(opt.get("f"), (int, float)) and np.isfinite(opt["f"])
-                  and isinstance(opt.get("history"), list) and len(opt["history"]) == opt["iteration"] + 1
-                  and all(isinstance(h, (int, float)) and np.isfinite(h) for h in opt["history"])
-                  and isinstance(opt.get("aux"), dict) and {"J", "J_content", "J_style", "J_tv"} <= set(opt["aux"])
-                  and (opt.get("f_previous") is None or isinstance(opt["f_previous"], (int, float)))
-                  and ("skipped" not in opt or number(opt["skipped"], True))
-                  and ("pair_rho" not in opt or bool(np.all(np.asarray(opt["pair_rho"]) > 0))))
-    if not scalars_ok:
-        raise _damaged("the optimiser's state")
-
-
 def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration, resume=None):
     """One pass of `stylize`: optimise the pixels of start_img at its size.
 
@@ -774,7 +666,7 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
     lo = image_io.preprocess(np.zeros((H, W, 3), np.float32), mode).reshape(-1).astype(np.float64)
     hi = image_io.preprocess(np.full((H, W, 3), 255, np.float32), mode).reshape(-1).astype(np.float64)
     if resume is not None and not np.all((lo - 1e-3 <= resume["x"]) & (resume["x"] <= hi + 1e-3)):
-        raise _damaged("its image has pixels outside 0..255")
+        raise checkpoint.damaged("its image has pixels outside 0..255")
     cost = make_cost_function(
         network, image_io.preprocess(content_img, mode), [image_io.preprocess(img, mode) for img in style_imgs],
         s["content_layer"], s["style_layers"], s["style_blend"], s["alpha"], s["beta"], s["tv_weight"],
