@@ -600,9 +600,11 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
             print(text, file=progress, flush=True)
 
     results, info = [], {}
+    started, rows = time.perf_counter(), len(models) * len(sizes)
     for model in models:
         for size in sizes:
-            say(f"bench: {model} at {size}x{size}: timing steps{' and convolutions' if convs else ''}...")
+            say(f"bench: row {len(results) + 1} of {rows}, {model} at {size}x{size}: timing steps"
+                f"{' and convolutions' if convs else ''}...")
             load_before = _load_average()
             result = run_worker({"task": "time", "model": model, "size": size, "repeats": repeats,
                                  "warmup": warmup, "threads": threads, "use_torch": use_torch,
@@ -629,6 +631,10 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
                                     "ratio": ours / theirs if ours is not None and theirs else None}
             result["load_before"], result["load_after"] = load_before, _load_average()
             results.append(result)
+            ratio = f", ratio {result['ratio']:.2f}" if result["ratio"] is not None else ""
+            theirs = f", PyTorch {result['pytorch_median']:.3f} s" if result["pytorch_median"] is not None else ""
+            say(f"bench: row {len(results)} of {rows} done: scratchnst {result['scratchnst_median']:.3f} s/step"
+                f"{theirs}{ratio} ({time.perf_counter() - started:.0f} s so far)")
     machine = {"cpu": _cpu_name(), "cpus": os.cpu_count(), "system": f"{platform.system()} {platform.machine()}",
                "python": platform.python_version(), "numpy": np.__version__, **info,
                "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}

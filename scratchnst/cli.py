@@ -38,7 +38,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows every default and keeps the descriptions' line breaks."""
+    """--help shows every default and keeps the descriptions' line breaks.
+
+    A default of None or False means "not given" and says nothing a user can act on: such a
+    flag's help text says in words what happens without it, and no "(default: None)" follows.
+    """
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 # --------------------------------------------------------------------------- gradcheck
@@ -108,9 +117,9 @@ def _add_weights(sub):
         "transfer is complete, the MD5 matches (VGG-19) and the layers have the expected shapes.",
         formatter_class=_Formatter)
     p_download.add_argument("name", metavar="NAME", help="vgg19 or squeezenet")
-    p_download.add_argument("--url", help="a mirror to download from instead of the publisher's URL; "
-                            "the same checks apply")
-    p_download.add_argument("--dest", metavar="DIR", help="folder to save into; None means "
+    p_download.add_argument("--url", help="where to download from instead of the publisher's URL: a "
+                            "mirror, or file:///path/to/the.h5 for a copy you have offline; the same checks apply")
+    p_download.add_argument("--dest", metavar="DIR", help="folder to save into; without it, "
                             "$SCRATCHNST_WEIGHTS_DIR if set, else the user cache")
 
     def run_download(args):
@@ -126,7 +135,7 @@ def _add_weights(sub):
         "imagenet-vgg-verydeep-19.mat (v7.3 read with h5py, older versions need scipy).",
         formatter_class=_Formatter)
     p_convert.add_argument("src", metavar="SRC", help="the .pth or .mat file")
-    p_convert.add_argument("-o", "--output", metavar="OUT", required=True, help="the .h5 file to write")
+    p_convert.add_argument("-o", "--output", metavar="OUT", required=True, help="the .h5 file to write (required)")
 
     def run_convert(args):
         from scratchnst.weights import convert
@@ -269,14 +278,14 @@ def _add_stylize(sub):
                    "from the last one's result")
     p.add_argument("--save-every", metavar="N", type=int, default=0,
                    help="save a numbered snapshot OUT_<iteration> every N iterations (0: never)")
-    p.add_argument("--log", metavar="FILE", default=_Default("none"), type=path_arg,
+    p.add_argument("--log", metavar="FILE", default=_Default("no log"), type=path_arg,
                    help="write the settings, the cost history and the time per iteration to this JSON file")
-    p.add_argument("--checkpoint", metavar="FILE", default=_Default("none"), type=path_arg,
+    p.add_argument("--checkpoint", metavar="FILE", default=_Default("no checkpoints"), type=path_arg,
                    help="save the whole state of the run to FILE (.npz) every --checkpoint-every iterations, "
                    "at the end and on Ctrl-C, so that --resume can continue it")
     p.add_argument("--checkpoint-every", metavar="N", type=int, default=_Default("10"),
                    help="iterations between checkpoints (with --checkpoint or --resume)")
-    p.add_argument("--resume", metavar="FILE", default=_Default("none"), type=path_arg,
+    p.add_argument("--resume", metavar="FILE", default=_Default("a new run"), type=path_arg,
                    help="continue the run saved in this checkpoint: give the same images and settings "
                    "(--iters may be raised when --scales is 1); the end is the image an uninterrupted run "
                    "gives, bit for bit (on the same machine and BLAS thread count). Checkpoints go on into "
@@ -387,7 +396,7 @@ def _add_bench(sub):
     p.add_argument("--repeats", type=int, default=5, help="timed steps of each library (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps of each library first")
     p.add_argument("--threads", type=int, default=None,
-                   help="threads of NumPy's BLAS and of PyTorch; None means every CPU available")
+                   help="threads of NumPy's BLAS and of PyTorch; without it, every CPU available")
     p.add_argument("--pretrained", action="store_true",
                    help="use the pretrained weights files (see `scratchnst weights list`) instead of random ones")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the random weights, input and gradients")
@@ -395,9 +404,15 @@ def _add_bench(sub):
     p.add_argument("--no-convs", action="store_true", help="skip the per-convolution breakdown")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    p.add_argument("--quick", action="store_true",
+                   help="a first look in well under a minute: 256 px only, 3 repeats, no per-convolution "
+                   "breakdown, no memory measurement (the full run takes about 4 minutes on 2 cores)")
 
     def run(args):
         from scratchnst.bench import run_bench
+
+        if args.quick:
+            args.sizes, args.repeats, args.no_convs, args.no_memory = [256], 3, True, True
 
         return run_bench(models=args.models, sizes=args.sizes, repeats=args.repeats, warmup=args.warmup,
                          threads=args.threads, use_torch=not args.no_torch, pretrained=args.pretrained,
@@ -472,6 +487,28 @@ def _describe(error):
         return "out of memory; use a smaller --size (or smaller images), or close other programs"
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, NotImplementedError):
+        return _unfinished_exercise(error)
     text = str(error).splitlines()[0] if str(error) else ""
     return (f"internal error ({type(error).__name__}{': ' + text if text else ''}); this is a bug in scratchnst: "
             "run the command again with --debug and report the traceback")
+
+
+def _unfinished_exercise(error):
+    """The line for a stub of a student copy: which function is left to write, and what then.
+
+    The stub raises in the function itself, so the innermost frame of the traceback names it.
+    """
+    frame = None
+    tb = error.__traceback__
+    while tb is not None:
+        frame, tb = tb.tb_frame, tb.tb_next
+    where = "a function"
+    if frame is not None:
+        module = frame.f_globals.get("__name__", "?")
+        where = f"{module}.{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})"
+    hint = " ".join(str(error).split())
+    if len(hint) > 160:
+        hint = hint[:157] + "..."
+    return (f"{where} is not written yet: an exercise of this student copy{' (hint: ' + hint + ')' if hint else ''}; "
+            "write it, check it with `scratchnst exercises check`, and this command then runs on your own code")

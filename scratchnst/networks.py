@@ -340,17 +340,17 @@ def parameters_from_file(weights_file, architecture=None):
     name = architecture or declared or detected
     if declared is None and detected is None:  # the weights of some other network
         first = ", ".join(layer for layer, arrays in weights_file.layers.items() if arrays)
-        get = f"`scratchnst weights download {name}`" if name else "`scratchnst weights list` shows those found"
+        get = weights_io.download_command(name) if name else "`scratchnst weights list` shows those found"
         raise UserError(f"{label}: has none of the layers of {name or known} (its layers with weights: "
                         f"{first[:200] or 'none'}); give {name or known} weights ({get})")
     holds = declared or detected
     if holds != name:
         raise UserError(f"{label}: holds {holds} weights, not {name}; choose {holds} as the network, or give "
-                        f"{name} weights (`scratchnst weights download {name}`)")
+                        f"{name} weights ({weights_io.download_command(name)})")
     problem = parameter_problem(name, weights_file.layers)
     if problem:
         raise UserError(f"{label}: {problem}; the file is damaged or not the published {name} weights: "
-                        f"download them again with `scratchnst weights download {name}`")
+                        f"download them again with {weights_io.download_command(name)}")
     return name, {layer: tuple(weights_file.layers[layer]) for layer in ARCHITECTURES[name].weight_shapes}
 
 

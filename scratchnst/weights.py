@@ -35,6 +35,7 @@ import http.client
 import os
 import re
 import shlex
+import socket
 import stat
 import sys
 import urllib.error
@@ -96,6 +97,16 @@ def known_weights(model):
     return KNOWN_WEIGHTS[model]
 
 
+def download_command(model):
+    """The command that installs a network's weights, online and offline: the one place it is spelt.
+
+    "`scratchnst weights download squeezenet` (offline: add --url file:///path/to/squeezenet_...h5)"
+    """
+    known = known_weights(model)
+    return (f"`scratchnst weights download {model}` "
+            f"(offline, from a copy you have: add --url file:///path/to/{known.filename})")
+
+
 def _download_advice(path=None, model=None):
     """What to do about a broken weights file: "download it again with `scratchnst weights download NAME`".
 
@@ -106,7 +117,7 @@ def _download_advice(path=None, model=None):
     if model is None and path is not None:
         model = next((m for m, known in KNOWN_WEIGHTS.items() if Path(path).name == known.filename), None)
     if model in KNOWN_WEIGHTS:
-        return f"download it again with `scratchnst weights download {model}`"
+        return f"download it again with {download_command(model)}"
     return "download it again with `scratchnst weights download squeezenet` (or vgg19)"
 
 
@@ -460,7 +471,7 @@ def find_weights(model, explicit=None, weights_flag="--weights FILE"):
         looked.append(str(folder))
     give = f"give the file with {weights_flag}" if weights_flag else "put the file in one of these folders"
     raise UserError(f"no {model} weights: {known.filename} is not in {', '.join(looked)}; "
-                    f"run `scratchnst weights download {model}` or {give}")
+                    f"run {download_command(model)}, or {give}")
 
 
 # ------------------------------------------------------------------------------- downloading
@@ -515,10 +526,10 @@ def _fetch(url, out, md5, bar, timeout):
         raise UserError(f"cannot download {url}: HTTP {error.code} {error.reason}; check the address (--url), "
                         "or try again later") from None
     except urllib.error.URLError as error:
-        # Most often: no internet. Say how to install a copy the user already has.
-        why = reason(error.reason) if isinstance(error.reason, OSError) else _first_line(error.reason)
-        raise UserError(f"cannot download {url}: {why}; offline, install a copy you have with "
-                        f"--url file:///path/to/{Path(urllib.parse.urlparse(url).path).name}") from None
+        # Most often: no internet. Name the host that could not be reached (the resolver's own
+        # text for that is "Unknown error -2"), and say how to install a copy the user already has.
+        raise UserError(f"cannot download {url}: {_unreachable(url, error.reason)}; offline, install a copy "
+                        f"you have with --url file:///path/to/{Path(urllib.parse.urlparse(url).path).name}") from None
     except (http.client.HTTPException, OSError) as error:  # reset connection, timeout
         why = reason(error) if isinstance(error, OSError) else _first_line(error)
         raise UserError(f"download of {url} failed after {done:,} bytes ({why}); run the command again") from None
@@ -529,6 +540,21 @@ def _fetch(url, out, md5, bar, timeout):
     if total is not None and done != total:
         raise UserError(f"download of {url} was interrupted: received {done:,} of {total:,} bytes; "
                         "run the command again")
+
+
+def _unreachable(url, why):
+    """Why `url` could not be opened, in words: "could not reach github.com (no network, or ...)"."""
+    parts = urllib.parse.urlparse(url)
+    if parts.scheme == "file":
+        return reason(why) if isinstance(why, OSError) else _first_line(why)
+    host = parts.hostname or url
+    if isinstance(why, socket.gaierror):  # the name did not resolve: no network, or a typo in --url
+        return f"could not reach {host} (no network, or no such host)"
+    if isinstance(why, (socket.timeout, TimeoutError)):
+        return f"could not reach {host} (no answer in time)"
+    if isinstance(why, OSError):
+        return f"could not reach {host} ({reason(why)})"
+    return f"could not reach {host} ({_first_line(why)})"
 
 
 class _CannotSave(Exception):
@@ -890,7 +916,7 @@ def print_list(stream=None):
         try:
             status = f"found: {find_weights(model)}"
         except UserError:
-            status = f"missing: get it with `scratchnst weights download {model}`"
+            status = f"missing: get it with {download_command(model)}"
         print(f"{model:<11} {known.filename:<{width}}  {status}", file=stream)
         print(f"{'':<11} {known.about}", file=stream)
     places = ", ".join(str(folder) if folder else f"{description} (not set)" for description, folder in search_dirs())

@@ -1,7 +1,14 @@
-"""Shared fixtures: where ../shared is, and what to do when it or torch is missing.
+"""Shared fixtures: where the real weights and images are, and what to do when they or torch are missing.
 
-Locally a missing ../shared or torch skips the tests that need them. Under CI (CI=true) it fails
-them: CI must run the pretrained-weights and PyTorch checks for real, never skip them quietly.
+The tests look for the pretrained SqueezeNet file where the command line does (--weights aside):
+$SCRATCHNST_WEIGHTS_DIR, weights/ of this repository, the per-user cache that
+`scratchnst weights download squeezenet` fills; then in ../shared/weights, where CI keeps a copy.
+Images come from ../shared/images when it is there (public-domain paintings and a photograph), else
+from the images the project ships in lessons/images, so that the suite runs in full on a fresh clone.
+
+Locally a missing file or torch skips the tests that need it, and the skip says what to do. Under CI
+(CI=true) it fails them: CI must run the pretrained-weights and PyTorch checks for real, never skip
+them quietly.
 """
 
 import os
@@ -10,8 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scratchnst import weights as weights_io
+from scratchnst.errors import UserError
+
 REPO = Path(__file__).resolve().parents[1]
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SQUEEZENET_FILE = weights_io.KNOWN_WEIGHTS["squeezenet"].filename
+
+# What the tests ask ../shared/images for, and the shipped image of the same kind that stands in for it
+# when ../shared is absent: a photograph, a painting with swirls, a painting with other colours.
+SHIPPED_STAND_INS = {
+    "tubingen.jpg": REPO / "lessons" / "images" / "cat.jpg",
+    "starry_night.jpg": REPO / "lessons" / "images" / "swirls.jpg",
+    "the_scream.jpg": REPO / "lessons" / "images" / "mosaic.jpg",
+}
 
 
 def missing(reason):
@@ -26,31 +45,36 @@ def shared_path():
     return Path(os.environ.get("SCRATCHNST_SHARED", REPO.parent / "shared"))
 
 
+def find_squeezenet_weights():
+    """The SqueezeNet file as the command line finds it, else ../shared's copy; None if neither has it."""
+    try:
+        return weights_io.find_weights("squeezenet")
+    except UserError:
+        pass
+    candidate = shared_path() / "weights" / SQUEEZENET_FILE
+    return candidate if candidate.is_file() else None
+
+
 @pytest.fixture(scope="session")
-def shared_dir():
-    path = shared_path()
-    if not path.is_dir():
-        missing(f"{path} not found: the pretrained weights and images live there")
+def squeezenet_weights_path():
+    path = find_squeezenet_weights()
+    if path is None:
+        missing("no SqueezeNet weights: to run this test, run `scratchnst weights download squeezenet` "
+                "(or set $SCRATCHNST_WEIGHTS_DIR to the folder holding the file)")
     return path
 
 
 @pytest.fixture(scope="session")
-def squeezenet_weights_path(shared_dir):
-    path = shared_dir / "weights" / "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    if not path.is_file():
-        missing(f"{path} not found")
-    return path
-
-
-@pytest.fixture(scope="session")
-def shared_image(shared_dir):
-    """shared_image("tubingen.jpg") -> path of an image in ../shared/images."""
+def shared_image():
+    """shared_image("tubingen.jpg") -> path of that image in ../shared/images, else its shipped stand-in."""
 
     def get(name):
-        path = shared_dir / "images" / name
-        if not path.is_file():
-            missing(f"{path} not found")
-        return path
+        path = shared_path() / "images" / name
+        if path.is_file():
+            return path
+        if name in SHIPPED_STAND_INS:
+            return SHIPPED_STAND_INS[name]
+        missing(f"{path} not found: put ../shared beside the repository (or set $SCRATCHNST_SHARED) to run this test")
 
     return get
 
@@ -60,7 +84,8 @@ def torch():
     try:
         import torch as torch_module
     except ImportError:
-        missing("torch is not installed: pip install torch==2.13.0")
+        missing("torch is not installed: to run this test, pip install torch==2.13.0 "
+                "--extra-index-url https://download.pytorch.org/whl/cpu (the CPU build)")
     return torch_module
 
 

@@ -38,6 +38,36 @@ def random_quadratic(n, condition, seed):
     return A, b, fun_and_grad
 
 
+def recording(fun):
+    """fun wrapped so that every cost it returns is appended to the list returned beside it."""
+    seen = []
+
+    def wrapped(x):
+        out = fun(x)
+        seen.append(float(out[0]))
+        return out
+
+    return wrapped, seen
+
+
+def evaluations_to_reach(costs, target):
+    """How many evaluations an optimiser made up to the first whose cost is at or below target."""
+    return next((i + 1 for i, f in enumerate(costs) if f <= target), float("inf"))
+
+
+# Work compared with another L-BFGS: evaluations until the cost gap to the minimum has fallen by
+# 1e-8 (a gap still eight orders above the round-off of f). Up to there the iterates are a smooth
+# function of the inputs: a CPU's other kernel (or thread count) changes them in the last bits,
+# and the counts by an evaluation or two at most (seen across OpenBLAS kernels Haswell, SkylakeX,
+# Zen, Prescott: ours and SciPy's within 2 of each other, every seed). The total count to gtol is
+# not compared: its last iterations are spent in the round-off of f, where the line searches stop on
+# noise, and it moved by 30% between kernels. The margin, 25% plus 3, covers a different line search
+# in another library; a broken L-BFGS (a wrong two-loop recursion, steepest descent) takes many times
+# more on these problems.
+WORK_MARGIN = 1.25
+WORK_SLACK = 3
+
+
 def box_kkt_residual(g, x, lo, hi):
     """Largest violation of the box KKT conditions: g = 0 inside, g >= 0 at lo, g <= 0 at hi."""
     at_lo = np.isclose(x, lo, rtol=0, atol=1e-9)
@@ -47,6 +77,13 @@ def box_kkt_residual(g, x, lo, hi):
 
 
 # ------------------------------------------------------------------------------------ Adam
+# Two Adam paths of 100+ steps that differ only in round-off: Adam divides m by sqrt(v), so a
+# coordinate whose gradient passes through zero carries the last bits of its sum (which another
+# CPU's BLAS kernel rounds differently: 2e-12 seen under OpenBLAS's Zen kernel) into the next
+# step. 1e-9 is still seven orders below the smallest step (lr = 1e-3), so a slip in the update
+# (bias correction, epsilon inside the root, beta swapped) is far outside it.
+ADAM_PATH_ATOL = 1e-9
+
 def torch_adam_path(torch, fun_torch, x0, iters, lr, bounds=None, **kwargs):
     """Iterates of torch.optim.Adam (clamping after each step when bounds are given)."""
     x = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
@@ -71,7 +108,7 @@ def test_adam_follows_torch_adam_on_rosenbrock(n, lr, torch):
     optim.adam(rosenbrock, x0, 150, lr=lr, callback=lambda it: path.append(it.x.copy()) if it.iteration else None)
     expected = torch_adam_path(torch, rosenbrock_torch, x0, 150, lr)
     # Same formula, operations grouped a little differently: only round-off separates the paths.
-    np.testing.assert_allclose(np.array(path), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.array(path), expected, rtol=1e-9, atol=ADAM_PATH_ATOL)
 
 
 @pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.9)])
@@ -86,7 +123,7 @@ def test_adam_with_bounds_follows_torch_adam_with_clamp(betas, torch):
     )
     At, bt = torch.tensor(A), torch.tensor(b)
     expected = torch_adam_path(torch, lambda x: 0.5 * x @ At @ x - bt @ x, x0, 100, 0.05, bounds, betas=betas)
-    np.testing.assert_allclose(np.array(path), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.array(path), expected, rtol=1e-9, atol=ADAM_PATH_ATOL)
     assert np.all((np.array(path) >= -0.3) & (np.array(path) <= 0.4))
     assert np.any(np.isclose(np.array(path), 0.4)) or np.any(np.isclose(np.array(path), -0.3)), "bounds never active"
 
@@ -207,30 +244,37 @@ def test_line_search_reports_failure_when_the_cost_never_drops():
 @pytest.mark.parametrize("n", [2, 6, 20])
 def test_lbfgs_solves_rosenbrock_like_scipy_and_torch(n, torch):
     x0 = rosenbrock_start(n)
-    ours = optim.lbfgs(rosenbrock, x0, 500)
+    ours_fun, ours_costs = recording(rosenbrock)
+    ours = optim.lbfgs(ours_fun, x0, 500)
+    theirs_fun, theirs_costs = recording(rosenbrock)
     theirs = scipy_minimize(
-        rosenbrock, x0, jac=True, method="L-BFGS-B", options=dict(maxiter=500, maxcor=10, gtol=1e-10, ftol=0)
+        theirs_fun, x0, jac=True, method="L-BFGS-B", options=dict(maxiter=500, maxcor=10, gtol=1e-10, ftol=0)
     )
     xt = torch.tensor(x0, requires_grad=True)
     opt = torch.optim.LBFGS(
         [xt], lr=1, max_iter=500, max_eval=10_000, history_size=10,
         tolerance_grad=1e-10, tolerance_change=0, line_search_fn="strong_wolfe",
     )
+    torch_costs = []
 
     def closure():
         opt.zero_grad()
         loss = rosenbrock_torch(xt)
         loss.backward()
+        torch_costs.append(loss.item())
         return loss
 
     opt.step(closure)
-    torch_evals = opt.state[opt._params[0]]["func_evals"]
     assert ours.message.startswith("converged")
     np.testing.assert_allclose(ours.x, np.ones(n), atol=1e-8)
     np.testing.assert_allclose(ours.x, theirs.x, atol=1e-8)
     np.testing.assert_allclose(ours.x, xt.detach().numpy(), atol=1e-8)
-    # Same algorithm family (two-loop L-BFGS, m = 10, Wolfe line search): about the same work.
-    assert ours.n_evals <= 1.25 * max(theirs.nfev, torch_evals)
+    # Same algorithm family (two-loop L-BFGS, m = 10, Wolfe line search): about the same work to
+    # bring the cost from about 12 n down to 1e-10 (the minimum is 0; see WORK_MARGIN).
+    target = 1e-10
+    ours_work = evaluations_to_reach(ours_costs, target)
+    best_other = min(evaluations_to_reach(theirs_costs, target), evaluations_to_reach(torch_costs, target))
+    assert ours_work <= WORK_MARGIN * best_other + WORK_SLACK, (ours_work, best_other)
     assert all(b <= a for a, b in zip(ours.history, ours.history[1:])), "the cost must never rise"
 
 
@@ -238,16 +282,47 @@ def test_lbfgs_solves_rosenbrock_like_scipy_and_torch(n, torch):
 def test_lbfgs_solves_a_convex_quadratic(seed):
     A, b, fun_and_grad = random_quadratic(40, 1e3, seed)
     x0 = np.zeros(40)
-    ours = optim.lbfgs(fun_and_grad, x0, 300, gtol=1e-9)
+    ours_fun, ours_costs = recording(fun_and_grad)
+    ours = optim.lbfgs(ours_fun, x0, 300, gtol=1e-9)
+    theirs_fun, theirs_costs = recording(fun_and_grad)
     theirs = scipy_minimize(
-        fun_and_grad, x0, jac=True, method="L-BFGS-B", options=dict(maxiter=300, maxcor=10, gtol=1e-9, ftol=0)
+        theirs_fun, x0, jac=True, method="L-BFGS-B", options=dict(maxiter=300, maxcor=10, gtol=1e-9, ftol=0)
     )
+    x_star = np.linalg.solve(A, b)
+    f_star = fun_and_grad(x_star)[0]
     # Near the minimum f changes by less than its round-off (eps |f|) once |x - x*| is about
     # sqrt(eps |f| / lambda_min) ~ 1e-7: the accuracy any optimiser that watches f can reach.
-    np.testing.assert_allclose(ours.x, np.linalg.solve(A, b), atol=1e-6)
+    np.testing.assert_allclose(ours.x, x_star, atol=1e-6)
     np.testing.assert_allclose(ours.fun, theirs.fun, rtol=1e-12)
-    assert ours.n_evals <= 1.25 * theirs.nfev
+    assert all(b <= a for a, b in zip(ours.history, ours.history[1:])), "the cost must never rise"
+    target = f_star + 1e-8 * (fun_and_grad(x0)[0] - f_star)
+    ours_work, theirs_work = evaluations_to_reach(ours_costs, target), evaluations_to_reach(theirs_costs, target)
+    assert ours_work <= WORK_MARGIN * theirs_work + WORK_SLACK, (ours_work, theirs_work)
     np.testing.assert_array_equal(x0, np.zeros(40))
+
+
+def test_work_comparison_tells_lbfgs_from_steepest_descent():
+    """The margin above is no formality: L-BFGS without its curvature pairs (steepest descent with
+    the same line search) fails it by far on the quadratic."""
+    A, b, fun_and_grad = random_quadratic(40, 1e3, 0)
+    x0 = np.zeros(40)
+    f_star = fun_and_grad(np.linalg.solve(A, b))[0]
+    target = f_star + 1e-8 * (fun_and_grad(x0)[0] - f_star)
+    lbfgs_fun, lbfgs_costs = recording(fun_and_grad)
+    optim.lbfgs(lbfgs_fun, x0, 300, gtol=1e-9)
+    sd_fun, sd_costs = recording(fun_and_grad)
+    x = x0.copy()
+    f, g = sd_fun(x)
+    while len(sd_costs) < 10 * len(lbfgs_costs) and f > target:
+        def phi(a, x=x, d=-g):
+            f_a, g_a = sd_fun(x + a * d)
+            return f_a, g_a @ d, g_a
+
+        alpha, f, _, g_new, ok = optim.strong_wolfe_line_search(phi, f, -(g @ g), 1.0 / np.linalg.norm(g))
+        assert ok
+        x, g = x - alpha * g, g_new
+    costs = sd_costs
+    assert evaluations_to_reach(costs, target) > 3 * (WORK_MARGIN * evaluations_to_reach(lbfgs_costs, target) + WORK_SLACK)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
