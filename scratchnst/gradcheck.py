@@ -10,7 +10,7 @@ A backward pass is right when it agrees with two independent witnesses:
 
 import numpy as np
 
-from scratchnst import layers, torch_ref
+from scratchnst import fast_conv, layers, torch_ref
 
 # A row passes when the analytic gradient agrees with the numeric one to NUMERIC_TOL and with
 # PyTorch (forward output and every gradient) to TORCH_TOL, all in float64. Centred differences
@@ -85,7 +85,8 @@ class Case:
         self.inputs, self.forward, self.backward, self.torch_forward = inputs, forward, backward, torch_forward
 
 
-def _conv_case(rng, shape, kernel, c_out, stride, padding):
+def _conv_case(rng, shape, kernel, c_out, stride, padding, module=layers):
+    """A convolution's case; module: `layers` (the readable one) or `fast_conv` (the one networks run)."""
     N, H, W, C_in = shape
     inputs = {
         "x": rng.standard_normal(shape),
@@ -93,11 +94,11 @@ def _conv_case(rng, shape, kernel, c_out, stride, padding):
         "b": rng.standard_normal(c_out),
     }
     return Case(
-        "conv2d",
+        "conv2d" if module is layers else "conv2d (fast)",
         f"{kernel}x{kernel} s{stride} {padding} {H}x{W}x{C_in}->{c_out} N={N}",
         inputs,
-        lambda x, w, b: layers.conv2d_forward(x, w, b, stride, padding),
-        layers.conv2d_backward,
+        lambda x, w, b: module.conv2d_forward(x, w, b, stride, padding),
+        module.conv2d_backward,
         lambda x, w, b: torch_ref.conv2d(x, w, b, stride, padding),
         # Convolution is linear in each of x, w and b, so centred differences have no truncation
         # error at any step; a larger step shrinks the round-off, which otherwise dominates for
@@ -132,8 +133,14 @@ def default_cases(seed=0):
         _conv_case(rng, (3, 5, 7, 4), 1, 3, 1, "same"),  # fire modules' squeeze and expand1x1
         _conv_case(rng, (1, 9, 7, 2), 5, 3, 1, "same"),
         _conv_case(rng, (1, 9, 11, 2), 7, 2, 2, 3),  # int padding, as PyTorch's padding=3
-        _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, "same"),  # many channels: the flipped-kernel input gradient
-        _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, 1),
+    ]
+    cases += [
+        _conv_case(rng, (2, 7, 9, 3), 3, 4, 1, "same", fast_conv),
+        _conv_case(rng, (1, 7, 9, 3), 3, 4, 2, "valid", fast_conv),
+        _conv_case(rng, (3, 5, 7, 4), 1, 3, 1, "same", fast_conv),  # 1x1: a plain product
+        _conv_case(rng, (1, 9, 11, 2), 7, 2, 2, 3, fast_conv),
+        _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, "same", fast_conv),  # many channels: the flipped-kernel dx
+        _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, 1, fast_conv),
     ]
     x_relu = rng.standard_normal((2, 5, 7, 3))
     x_relu[np.abs(x_relu) < 1e-3] = 0.5  # keep away from the kink, where differences are wrong

@@ -25,8 +25,8 @@ known file name in $SCRATCHNST_WEIGHTS_DIR, then in weights/ of the repository, 
 cache ($XDG_CACHE_HOME/scratchnst or ~/.cache/scratchnst). `download` saves into
 $SCRATCHNST_WEIGHTS_DIR if it is set, else into the cache.
 
-The architecture tables live in `networks`, which imports this module; the few functions here that
-need them (download's structure check, info, convert) import `networks` when they run.
+A file is checked against the architecture tables of `scratchnst.architectures`
+(`parameters_from_file`): the right layers, shapes and dtypes, or one line that says what is wrong.
 """
 
 import errno
@@ -50,6 +50,7 @@ import numpy as np
 
 from scratchnst import __version__
 from scratchnst.atomic import atomic_path, check_output, folder_problem, output_problem, reason, same_file
+from scratchnst.architectures import ARCHITECTURES, VGG19, Conv, detect_architecture, parameter_problem
 from scratchnst.errors import UsageError, UserError
 from scratchnst.image import PREPROCESSING
 
@@ -327,8 +328,6 @@ def _read_file(f, path, label, model):
         raise UserError(f"{label}: an HDF5 file without a 'layer_names' attribute, so not a Keras or scratchnst "
                         "weights file; give one (`scratchnst weights list` shows those found)")
     if model is None:
-        from scratchnst.networks import detect_architecture  # networks imports this module
-
         model = detect_architecture(layer_names)
     weights_file = WeightsFile(path=path, label=label,
                                layout="scratchnst" if "scratchnst_format" in root.attrs else "keras")
@@ -372,6 +371,50 @@ def _read_layer(root, layer, label, advice):
 
 
 # ----------------------------------------------------------------------------------- writing
+def parameters_from_file(weights_file, architecture=None):
+    """The conv parameters of a network from a read weights file, checked.
+
+    Args:
+        weights_file: a weights.WeightsFile.
+        architecture: the network wanted; None to take the one the file declares or matches.
+
+    Returns:
+        (architecture name, {conv layer: (kernel (KH, KW, C_in, C_out), bias (C_out,))}) in the
+        file's dtype.
+
+    Raises:
+        UserError: one line naming the file (and the layer) and saying what to do: a layer
+            missing, a wrong shape, another architecture, none of the layers of a known one, an
+            unknown declared architecture or preprocessing.
+    """
+    label = weights_file.label
+    declared = weights_file.architecture
+    known = " or ".join(ARCHITECTURES)
+    if declared is not None and declared not in ARCHITECTURES:
+        raise UserError(f"{label}: declares architecture {declared!r}, which scratchnst does not know; "
+                        f"give {known} weights (`scratchnst weights list` shows those found)")
+    if weights_file.preprocessing not in PREPROCESSING:
+        raise UserError(f"{label}: declares preprocessing {weights_file.preprocessing!r}, which scratchnst does "
+                        f"not know ({', '.join(PREPROCESSING)}); convert the weights again with "
+                        "`scratchnst weights convert`")
+    detected = detect_architecture(weights_file.layers)
+    name = architecture or declared or detected
+    if declared is None and detected is None:  # the weights of some other network
+        first = ", ".join(layer for layer, arrays in weights_file.layers.items() if arrays)
+        get = download_command(name) if name else "`scratchnst weights list` shows those found"
+        raise UserError(f"{label}: has none of the layers of {name or known} (its layers with weights: "
+                        f"{first[:200] or 'none'}); give {name or known} weights ({get})")
+    holds = declared or detected
+    if holds != name:
+        raise UserError(f"{label}: holds {holds} weights, not {name}; choose {holds} as the network, or give "
+                        f"{name} weights ({download_command(name)})")
+    problem = parameter_problem(name, weights_file.layers)
+    if problem:
+        raise UserError(f"{label}: {problem}; the file is damaged or not the published {name} weights: "
+                        f"download them again with {download_command(name)}")
+    return name, {layer: tuple(weights_file.layers[layer]) for layer in ARCHITECTURES[name].weight_shapes}
+
+
 def write_weights(path, params, architecture, preprocessing, converted_from=""):
     """Write weights in the scratchnst layout, atomically (scratchnst.atomic: temporary file, then rename).
 
@@ -680,8 +723,6 @@ def download(model, dest_dir=None, url=None, progress=None, timeout=60.0):
         UserError: unreachable server, HTTP error, interrupted transfer, wrong MD5 or structure,
             destination not writable (checked before downloading), full disk.
     """
-    from scratchnst import networks  # networks imports this module; see the module docstring
-
     known, url, dest_dir = _download_plan(model, dest_dir, url)
     final = dest_dir / known.filename
     if progress is None:
@@ -703,7 +744,7 @@ def download(model, dest_dir=None, url=None, progress=None, timeout=60.0):
                                 f"it was not saved ({final} is unchanged): run the command again, or try another "
                                 "--url")
             label = f"the file downloaded from {url}"
-            networks.parameters_from_file(read_weights(tmp, label=label, model=model), model)
+            parameters_from_file(read_weights(tmp, label=label, model=model), model)
         saved = True
     finally:
         if bar is not None:
@@ -718,8 +759,6 @@ def _torchvision_vgg19_names():
     torchvision's `features` is a Sequential with one module per conv, per ReLU and per pool:
     each conv takes two indices (conv, ReLU), each pool one, so the convs are 0, 2, 5, 7, 10, ...
     """
-    from scratchnst.networks import VGG19, Conv
-
     names, index = {}, 0
     for row in VGG19:
         if isinstance(row, Conv):
@@ -831,8 +870,6 @@ def _matconvnet_layers_v5(src):
 
 def _read_matconvnet_vgg19(src):
     """{layer: (kernel, bias)} from MatConvNet's imagenet-vgg-verydeep-19.mat, for "caffe" preprocessing."""
-    from scratchnst.networks import ARCHITECTURES
-
     course_names = ARCHITECTURES["vgg19"].aliases  # conv1_1 -> block1_conv1, ...
     try:
         layers = _matconvnet_layers_v73(src) if h5py.is_hdf5(src) else _matconvnet_layers_v5(src)
@@ -877,8 +914,6 @@ def convert(src, out):
         UserError: unknown extension, unreadable file, missing layer or wrong shape, missing
             torch or SciPy; out's folder missing or not writable (checked before reading src).
     """
-    from scratchnst import networks  # networks imports this module; see the module docstring
-
     _reject_empty(src, "SRC", "give torchvision's vgg19 .pth or MatConvNet's imagenet-vgg-verydeep-19.mat")
     _reject_empty(out, "-o", "give the .h5 file to write, e.g. -o vgg19.h5")
     src, out = Path(src), Path(out)
@@ -892,7 +927,7 @@ def convert(src, out):
     else:
         raise UserError(f"{src}: cannot convert a {suffix or 'extension-less'} file; give torchvision's "
                         "vgg19 .pth or MatConvNet's imagenet-vgg-verydeep-19.mat")
-    problem = networks.parameter_problem("vgg19", params)
+    problem = parameter_problem("vgg19", params)
     if problem:
         raise UserError(f"{src}: {problem}; give torchvision's VGG-19 .pth or MatConvNet's "
                         "imagenet-vgg-verydeep-19.mat")
@@ -934,8 +969,6 @@ def print_info(path, stream=None):
         UserError: the file cannot be read (see `read_weights`), or, after everything else is
             printed, it matches no known architecture (the reason in one line).
     """
-    from scratchnst import networks  # networks imports this module; see the module docstring
-
     stream = stream or sys.stdout
     _reject_empty(path, "FILE", "give the .h5 weights file to describe")
     weights_file = read_weights(path)
@@ -958,7 +991,7 @@ def print_info(path, stream=None):
         print(f"  {layer:<{width}}  {shapes}", file=stream)
     print(f"parameters:    {total:,}", file=stream)
     try:
-        name, params = networks.parameters_from_file(weights_file)
+        name, params = parameters_from_file(weights_file)
         match, problem = f"{name} (all {len(params)} convolution layers, expected shapes)", None
     except UserError as error:
         match, problem = "none (the error below says why)", error

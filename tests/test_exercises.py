@@ -471,20 +471,23 @@ def test_the_loops_fast_style_cost_is_no_shortcut_in_a_student_copy(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == "checked", done.stderr
 
 
-def test_the_package_hides_loop_twins_and_the_helpers_its_answers_call():
+def test_the_package_hides_loop_twins_and_shows_every_helper_its_answers_call():
     sources = exercise_markers._read_package(PACKAGE)
     hidden = exercises.hidden_functions(sources)
     for kind in ("conv2d_forward", "conv2d_backward", "max_pool_forward", "max_pool_backward",
                  "avg_pool_forward", "avg_pool_backward"):
         assert ("layers", f"{kind}_naive") in hidden
-    # whatever fast helper the conv2d_forward answer calls today, a student cannot call it instead
-    layers = next(s for s in sources if s.module == "layers")
-    region = next(r for r in layers.regions if r.function == "conv2d_forward")
-    answer = "".join(layers.text.splitlines(keepends=True)[region.begin - 1:region.end])
-    helpers = set(re.findall(r"\b(_[a-z]\w*)\(", answer))
-    assert helpers and all(("layers", name) in hidden for name in helpers), helpers
+    # an answer is code a student could write from its hint: every helper it calls is there to read
+    by_module = {s.module: s for s in sources}
+    for source in sources:
+        for region in source.regions:
+            answer = "".join(source.text.splitlines(keepends=True)[region.begin - 1:region.end])
+            for name in set(re.findall(r"(?<![.\w])(_[a-z]\w*)\(", answer)):
+                assert (source.module, name) not in hidden, (region.function, name)
+                assert f"def {name}(" in by_module[source.module].text, (region.function, name)
     scaffolding = {("layers", "conv_output_size"), ("layers", "_pad_hw"), ("layers", "_pool_geometry"),
-                   ("costs", "unroll"), ("costs", "_check_activation"), ("layers", "concat_forward")}
+                   ("layers", "_window_taps"), ("costs", "unroll"), ("costs", "_check_activation"),
+                   ("layers", "concat_forward")}
     assert not set(hidden) & scaffolding
     # the grader's own checks compute answers (exercise_checks_optim._adam is adam_update): all hidden
     graders = [s for s in sources if s.module.startswith("exercise_checks_")]

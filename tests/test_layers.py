@@ -15,12 +15,17 @@ import zlib
 import numpy as np
 import pytest
 
-from scratchnst import layers, torch_ref
+from scratchnst import fast_conv, layers, torch_ref
 from scratchnst.gradcheck import eval_numerical_gradient_array, rel_error
 
 TORCH_TOL = 1e-10
 NUMERIC_TOL = 1e-7
 FLOAT32_TOL = 1e-4
+
+
+# The readable convolution (the course's exercise) and the fast one the networks run: every
+# convolution test runs on both, so that each is proven against PyTorch and the loops on its own.
+CONVS = pytest.mark.parametrize("conv", [layers, fast_conv], ids=["readable", "fast"])
 
 
 def seed_of(*params):
@@ -64,19 +69,21 @@ def test_conv_output_size_rejects_unknown_padding(padding):
         layers.conv_output_size(7, 3, 1, padding)
 
 
-def test_too_small_input_is_a_clear_error():
+@CONVS
+def test_too_small_input_is_a_clear_error(conv):
     with pytest.raises(ValueError, match="too small"):
-        layers.conv2d_forward(np.zeros((1, 2, 2, 3)), np.zeros((3, 3, 3, 4)), np.zeros(4), 1, "valid")
+        conv.conv2d_forward(np.zeros((1, 2, 2, 3)), np.zeros((3, 3, 3, 4)), np.zeros(4), 1, "valid")
     with pytest.raises(ValueError, match="too small"):
         layers.max_pool_forward(np.zeros((1, 2, 5, 3)), 3, 2)
 
 
-def test_same_padding_tensorflow_vs_symmetric():
+@CONVS
+def test_same_padding_tensorflow_vs_symmetric(conv):
     # stride 2, 3x3 on an even size: TensorFlow pads (0, 1); symmetric (1, 1) padding would read
     # a different window for every output, so outputs differ. Guard the asymmetric convention.
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((1, 8, 8, 2)), rng.standard_normal((3, 3, 2, 3)), np.zeros(3)
-    out, _ = layers.conv2d_forward(x, w, b, 2, "same")
+    out, _ = conv.conv2d_forward(x, w, b, 2, "same")
     xpad = np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
     expected = np.einsum("hwc,hwco->o", xpad[0, 2:5, 4:7], w)  # output (1, 2) reads rows 2..4, cols 4..6
     np.testing.assert_allclose(out[0, 1, 2], expected, rtol=1e-12)
@@ -94,18 +101,19 @@ CONV_SHAPES = [  # (N, H, W, C_in, C_out): odd sizes, batch 1 and 3, few and man
 ]
 
 
+@CONVS
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("k,stride,padding", CONV_CONFIGS)
-def test_conv_matches_torch_float64(k, stride, padding, shape, torch):
+def test_conv_matches_torch_float64(conv, k, stride, padding, shape, torch):
     N, H, W, C_in, C_out = shape
     if (padding == "valid" or padding == 0) and k > min(H, W):
         pytest.skip("window larger than the input")
     rng = np.random.default_rng(seed_of((k, stride, str(padding), shape)))
     inputs = {"x": rng.standard_normal((N, H, W, C_in)), "w": rng.standard_normal((k, k, C_in, C_out)),
               "b": rng.standard_normal(C_out)}
-    out, cache = layers.conv2d_forward(inputs["x"], inputs["w"], inputs["b"], stride, padding)
+    out, cache = conv.conv2d_forward(inputs["x"], inputs["w"], inputs["b"], stride, padding)
     dout = rng.standard_normal(out.shape)
-    dx, dw, db = layers.conv2d_backward(dout, cache)
+    dx, dw, db = conv.conv2d_backward(dout, cache)
     ref_out, (ref_dx, ref_dw, ref_db) = torch_grads(
         lambda x, w, b: torch_ref.conv2d(x, w, b, stride, padding), inputs, dout)
     assert out.shape == ref_out.shape
@@ -114,35 +122,37 @@ def test_conv_matches_torch_float64(k, stride, padding, shape, torch):
     assert rel_error(dw, ref_dw) < TORCH_TOL
     assert rel_error(db, ref_db) < TORCH_TOL
     # the no-weight-gradient path gives the same dx and does none of the rest
-    dx_only, no_dw, no_db = layers.conv2d_backward(dout, cache, weight_grads=False)
+    dx_only, no_dw, no_db = conv.conv2d_backward(dout, cache, weight_grads=False)
     assert no_dw is None and no_db is None
     np.testing.assert_array_equal(dx_only, dx)
 
 
-def test_conv_non_square_kernel_matches_torch(torch):
+@CONVS
+def test_conv_non_square_kernel_matches_torch(conv, torch):
     rng = np.random.default_rng(5)
     inputs = {"x": rng.standard_normal((2, 9, 7, 3)), "w": rng.standard_normal((3, 5, 3, 4)),
               "b": rng.standard_normal(4)}
     for stride, padding in [(1, "same"), (2, "same"), (1, "valid")]:
-        out, cache = layers.conv2d_forward(*inputs.values(), stride, padding)
+        out, cache = conv.conv2d_forward(*inputs.values(), stride, padding)
         dout = rng.standard_normal(out.shape)
-        grads = layers.conv2d_backward(dout, cache)
+        grads = conv.conv2d_backward(dout, cache)
         ref_out, ref_grads = torch_grads(lambda x, w, b: torch_ref.conv2d(x, w, b, stride, padding), inputs, dout)
         assert rel_error(out, ref_out) < TORCH_TOL
         for g, r in zip(grads, ref_grads):
             assert rel_error(g, r) < TORCH_TOL
 
 
+@CONVS
 @pytest.mark.parametrize("k,stride,padding,C_in", [(3, 1, "same", 3), (3, 1, "same", 32), (3, 2, "valid", 3),
                                                    (1, 1, "same", 64), (5, 2, "same", 16)])
-def test_conv_float32_matches_torch(k, stride, padding, C_in, torch):
+def test_conv_float32_matches_torch(conv, k, stride, padding, C_in, torch):
     rng = np.random.default_rng(7)
     inputs = {"x": rng.standard_normal((2, 33, 29, C_in)).astype(np.float32),
               "w": (rng.standard_normal((k, k, C_in, 24)) / np.sqrt(k * k * C_in)).astype(np.float32),
               "b": rng.standard_normal(24).astype(np.float32)}
-    out, cache = layers.conv2d_forward(*inputs.values(), stride, padding)
+    out, cache = conv.conv2d_forward(*inputs.values(), stride, padding)
     dout = rng.standard_normal(out.shape).astype(np.float32)
-    grads = layers.conv2d_backward(dout, cache)
+    grads = conv.conv2d_backward(dout, cache)
     ref_out, ref_grads = torch_grads(lambda x, w, b: torch_ref.conv2d(x, w, b, stride, padding), inputs, dout)
     assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
     assert scale_error(out, ref_out) < FLOAT32_TOL
@@ -150,15 +160,16 @@ def test_conv_float32_matches_torch(k, stride, padding, C_in, torch):
         assert scale_error(g, r) < FLOAT32_TOL
 
 
-def test_conv_float32_large_matches_torch(torch):
+@CONVS
+def test_conv_float32_large_matches_torch(conv, torch):
     """The foundation issue's yardstick: (1, 256, 256, 64) with a 3x3x64x64 kernel, to 1e-4."""
     rng = np.random.default_rng(11)
     inputs = {"x": rng.standard_normal((1, 256, 256, 64)).astype(np.float32),
               "w": (rng.standard_normal((3, 3, 64, 64)) / 24).astype(np.float32),
               "b": rng.standard_normal(64).astype(np.float32)}
-    out, cache = layers.conv2d_forward(*inputs.values())
+    out, cache = conv.conv2d_forward(*inputs.values())
     dout = rng.standard_normal(out.shape).astype(np.float32)
-    dx, _, _ = layers.conv2d_backward(dout, cache, weight_grads=False)
+    dx, _, _ = conv.conv2d_backward(dout, cache, weight_grads=False)
     ref_out, (ref_dx, _, _) = torch_grads(lambda x, w, b: torch_ref.conv2d(x, w, b), inputs, dout)
     assert scale_error(out, ref_out) < FLOAT32_TOL
     assert scale_error(dx, ref_dx) < FLOAT32_TOL
@@ -240,20 +251,21 @@ def test_concat_matches_torch(torch):
 
 
 # ------------------------------------------------------------------------ finite differences
+@CONVS
 @pytest.mark.parametrize("k,stride,padding", [(3, 1, "same"), (3, 2, "valid"), (3, 2, "same"), (1, 1, "same"),
                                               (5, 1, 2), (7, 2, 3), (3, 1, "valid")])
 @pytest.mark.parametrize("N,C_in,C_out", [(1, 3, 2), (3, 10, 11)])
-def test_conv_numeric_gradient(k, stride, padding, N, C_in, C_out):
+def test_conv_numeric_gradient(conv, k, stride, padding, N, C_in, C_out):
     rng = np.random.default_rng(seed_of((k, stride, str(padding), N)))
     x, w, b = rng.standard_normal((N, 7, 9, C_in)), rng.standard_normal((k, k, C_in, C_out)), rng.standard_normal(C_out)
-    out, cache = layers.conv2d_forward(x, w, b, stride, padding)
+    out, cache = conv.conv2d_forward(x, w, b, stride, padding)
     dout = rng.standard_normal(out.shape)
-    dx, dw, db = layers.conv2d_backward(dout, cache)
+    dx, dw, db = conv.conv2d_backward(dout, cache)
     # conv is linear in each argument: centred differences are exact but for round-off at any step
     h = 1e-3
-    assert rel_error(dx, eval_numerical_gradient_array(lambda v: layers.conv2d_forward(v, w, b, stride, padding)[0], x, dout, h)) < NUMERIC_TOL
-    assert rel_error(dw, eval_numerical_gradient_array(lambda v: layers.conv2d_forward(x, v, b, stride, padding)[0], w, dout, h)) < NUMERIC_TOL
-    assert rel_error(db, eval_numerical_gradient_array(lambda v: layers.conv2d_forward(x, w, v, stride, padding)[0], b, dout, h)) < NUMERIC_TOL
+    assert rel_error(dx, eval_numerical_gradient_array(lambda v: conv.conv2d_forward(v, w, b, stride, padding)[0], x, dout, h)) < NUMERIC_TOL
+    assert rel_error(dw, eval_numerical_gradient_array(lambda v: conv.conv2d_forward(x, v, b, stride, padding)[0], w, dout, h)) < NUMERIC_TOL
+    assert rel_error(db, eval_numerical_gradient_array(lambda v: conv.conv2d_forward(x, w, v, stride, padding)[0], b, dout, h)) < NUMERIC_TOL
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
@@ -277,16 +289,17 @@ def test_relu_numeric_gradient():
 
 
 # ---------------------------------------------------------------------- naive == vectorised
+@CONVS
 @pytest.mark.parametrize("k,stride,padding", [(3, 1, "same"), (3, 2, "valid"), (3, 2, "same"), (1, 1, "valid"),
                                               (5, 1, 2), (7, 2, "same")])
-def test_conv_naive_and_vectorised_agree(k, stride, padding):
+def test_conv_naive_and_vectorised_agree(conv, k, stride, padding):
     rng = np.random.default_rng(31)
     x, w, b = rng.standard_normal((2, 7, 9, 10)), rng.standard_normal((k, k, 10, 9)), rng.standard_normal(9)
-    out, cache = layers.conv2d_forward(x, w, b, stride, padding)
+    out, cache = conv.conv2d_forward(x, w, b, stride, padding)
     out_n, cache_n = layers.conv2d_forward_naive(x, w, b, stride, padding)
     assert rel_error(out, out_n) < 1e-10
     dout = rng.standard_normal(out.shape)
-    for g, g_n in zip(layers.conv2d_backward(dout, cache), layers.conv2d_backward_naive(dout, cache_n)):
+    for g, g_n in zip(conv.conv2d_backward(dout, cache), layers.conv2d_backward_naive(dout, cache_n)):
         assert rel_error(g, g_n) < 1e-10
 
 
@@ -296,21 +309,21 @@ def test_conv_naive_and_vectorised_agree(k, stride, padding):
 def test_conv_in_many_blocks_agrees_with_the_loops(k, stride, padding, block_bytes, monkeypatch):
     # Real layers fit one block only at small sizes; here every block boundary is exercised: blocks
     # that start or end in the top/bottom padding, or lie wholly in it, and batches of 2 images.
-    monkeypatch.setattr(layers, "_IM2COL_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(fast_conv, "_IM2COL_BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(seed_of((k, stride, str(padding), block_bytes)))
     x, w, b = rng.standard_normal((2, 9, 8, 10)), rng.standard_normal((k, k, 10, 9)), rng.standard_normal(9)
-    out, cache = layers.conv2d_forward(x, w, b, stride, padding)
+    out, cache = fast_conv.conv2d_forward(x, w, b, stride, padding)
     out_n, cache_n = layers.conv2d_forward_naive(x, w, b, stride, padding)
     assert rel_error(out, out_n) < 1e-10
     dout = rng.standard_normal(out.shape)
-    for g, g_n in zip(layers.conv2d_backward(dout, cache), layers.conv2d_backward_naive(dout, cache_n)):
+    for g, g_n in zip(fast_conv.conv2d_backward(dout, cache), layers.conv2d_backward_naive(dout, cache_n)):
         assert rel_error(g, g_n) < 1e-10
     # few input channels: the input gradient by col2im instead of the flipped-kernel convolution
     x3, w3 = x[..., :3], w[:, :, :3, :]
-    out, cache = layers.conv2d_forward(x3, w3, b, stride, padding)
+    out, cache = fast_conv.conv2d_forward(x3, w3, b, stride, padding)
     out_n, cache_n = layers.conv2d_forward_naive(x3, w3, b, stride, padding)
     assert rel_error(out, out_n) < 1e-10
-    dx, _, _ = layers.conv2d_backward(dout, cache, weight_grads=False)
+    dx, _, _ = fast_conv.conv2d_backward(dout, cache, weight_grads=False)
     assert rel_error(dx, layers.conv2d_backward_naive(dout, cache_n)[0]) < 1e-10
 
 
@@ -318,11 +331,11 @@ def test_conv_results_never_share_the_scratch_memory():
     # the fast convolution reuses scratch buffers from call to call: what it returned must not change
     rng = np.random.default_rng(35)
     x, w, b = rng.standard_normal((1, 12, 11, 6)), rng.standard_normal((3, 3, 6, 8)), rng.standard_normal(8)
-    out, cache = layers.conv2d_forward(x, w, b)
-    dx, _, _ = layers.conv2d_backward(np.ones_like(out), cache, weight_grads=False)
+    out, cache = fast_conv.conv2d_forward(x, w, b)
+    dx, _, _ = fast_conv.conv2d_backward(np.ones_like(out), cache, weight_grads=False)
     kept = out.copy(), dx.copy()
-    other, other_cache = layers.conv2d_forward(2 * x, -w, b)
-    layers.conv2d_backward(-np.ones_like(other), other_cache, weight_grads=False)
+    other, other_cache = fast_conv.conv2d_forward(2 * x, -w, b)
+    fast_conv.conv2d_backward(-np.ones_like(other), other_cache, weight_grads=False)
     np.testing.assert_array_equal(out, kept[0])
     np.testing.assert_array_equal(dx, kept[1])
 
@@ -353,6 +366,10 @@ def _all_layers(dtype, rng):
         ("conv s1", lambda: layers.conv2d_forward(x, w, b), layers.conv2d_backward),
         ("conv s2", lambda: layers.conv2d_forward(x, w, b, 2, "valid"), layers.conv2d_backward),
         ("conv few out", lambda: layers.conv2d_forward(x, w3, b[:2]), layers.conv2d_backward),
+        ("fast conv s1", lambda: fast_conv.conv2d_forward(x, w, b), fast_conv.conv2d_backward),
+        ("fast conv s2", lambda: fast_conv.conv2d_forward(x, w, b, 2, "valid"), fast_conv.conv2d_backward),
+        ("fast conv 1x1", lambda: fast_conv.conv2d_forward(x, w[1:2, 1:2], b), fast_conv.conv2d_backward),
+        ("fast conv few out", lambda: fast_conv.conv2d_forward(x, w3, b[:2]), fast_conv.conv2d_backward),
         ("conv naive", lambda: layers.conv2d_forward_naive(x, w3, b[:2], 2, "same"), layers.conv2d_backward_naive),
         ("relu", lambda: layers.relu_forward(x), layers.relu_backward),
         ("max", lambda: layers.max_pool_forward(x, 3, 2), layers.max_pool_backward),

@@ -9,7 +9,7 @@ import pytest
 
 from network_helpers import (CONVS, FIRES, TORCH_MODELS, max_rel_error, random_params, read_all_datasets,
                              torch_params, write_keras_weights)
-from scratchnst import layers, networks, torch_ref
+from scratchnst import fast_conv, layers, networks, torch_ref
 from scratchnst.errors import UsageError, UserError
 
 FIRE_NAMES = [fire for fire, _, _ in FIRES]
@@ -188,8 +188,8 @@ def test_forward_runs_only_as_deep_as_the_deepest_layer_asked(vgg_random, squeez
                                                               model, wanted, convs):
     net = vgg_random if model == "vgg19" else squeezenet_random
     calls = []
-    real = layers.conv2d_forward
-    monkeypatch.setattr(layers, "conv2d_forward", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    real = fast_conv.conv2d_forward
+    monkeypatch.setattr(fast_conv, "conv2d_forward", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
     net.forward(preprocessed_like(np.random.default_rng(8), (1, 64, 64, 3)), wanted)
     assert len(calls) == convs
 

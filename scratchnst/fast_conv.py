@@ -1,0 +1,306 @@
+"""The convolution the networks run: `layers.conv2d_forward` and `conv2d_backward`, fast.
+
+Same arguments, results and cache as the readable versions in `scratchnst.layers` (tests prove
+them equal to each other, to the loops and to PyTorch), so either can stand for the other. What
+makes these fast:
+
+- im2col: every window's inputs copied into the rows of one matrix, so that the convolution is
+  ONE matrix product with an inner size of KH*KW*C_in (576 for 3x3 on 64 channels), which BLAS
+  runs near its peak; the readable version makes KH*KW smaller products and adds them up.
+- the matrix is made a block of output rows at a time, from a strided view of the padded rows
+  (`_im2col_view`), into scratch buffers kept between calls (32 to 64 MiB per thread that ran
+  one, see `_scratch_buffer`): the whole matrix would hold every input KH*KW times (600 MB for
+  VGG-19's block1_conv2 at 512x512), and fresh buffers would be new pages on every call.
+- a 1x1 convolution is a plain product over channels, no im2col.
+- with stride 1 the input gradient is itself a convolution (the kernel flipped in space, its
+  channel axes swapped), run by the same routine; otherwise it is col2im, a block at a time.
+
+Every function keeps the dtype it is given and never writes into its inputs, `dout` or the cache.
+"""
+
+import threading
+
+import numpy as np
+
+from scratchnst import layers
+
+
+# About this many bytes of the im2col matrix exist at any time (see `_conv_padded`). Each block is
+# one matrix product that BLAS splits among its threads, which wait for each other at its end:
+# few large blocks mean few waits. With other processes busy on the machine a wait can last a
+# time slice: measured here, 2 MiB blocks then made VGG-19 up to 5x slower than 32 MiB ones. On an
+# idle machine 8 to 32 MiB are within ~10% of each other (smaller blocks stay in the cache).
+_IM2COL_BLOCK_BYTES = 32 * 2**20
+
+# Scratch buffers kept from call to call, per thread (an im2col block and the padded rows it reads,
+# at most _IM2COL_BLOCK_BYTES each): a fresh buffer of tens of MiB would come from the operating
+# system as new pages on every call, each faulted in and zeroed before use, a few ms each time.
+_scratch = threading.local()
+
+
+def _scratch_buffer(name, shape, dtype):
+    """An uninitialised array of `shape` and `dtype` in this thread's scratch buffer `name`.
+
+    The memory is reused by the next call asking for the same name: use the array before then.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    if name not in buffers or buffers[name].nbytes < nbytes:
+        buffers[name] = np.empty(nbytes, dtype=np.uint8)
+    return buffers[name][:nbytes].view(dtype).reshape(shape)
+
+
+def _padded_rows(x, start, stop, pad_h, pad_w, out):
+    """Rows start..stop-1 of an image zero-padded by pad_h and pad_w, written into `out`.
+
+    Args:
+        x: one image (H, W, C), any strides.
+        start, stop: rows of the PADDED image, 0 <= start < stop <= top + H + bottom.
+        pad_h, pad_w: (top, bottom) and (left, right), the zeros around x.
+        out: (stop - start, left + W + right, C), overwritten.
+
+    Returns:
+        out, out[r] = row start + r of the padded image.
+    """
+    H, W, _ = x.shape
+    top, left = pad_h[0], pad_w[0]
+    first = min(max(start, top), stop)  # the padded rows that hold rows of x: first..last-1
+    last = max(min(stop, top + H), first)
+    out[:first - start] = 0
+    out[last - start:] = 0
+    inside = out[first - start:last - start]
+    inside[:, :left] = 0
+    inside[:, left + W:] = 0
+    inside[:, left:left + W] = x[first - top:last - top]
+    return out
+
+
+def _im2col_view(xpad, KH, KW, stride, H_out, W_out):
+    """The im2col matrix of a padded input as a strided view, no copy: (N, H_out, W_out, KH, KW*C_in).
+
+    Args:
+        xpad: (N, Hp, Wp, C_in), C-contiguous.
+        KH, KW, stride: the kernel's size and step.
+        H_out, W_out: the number of windows along H and W.
+
+    Returns:
+        view[n, i, j, kh, kw*C_in + ci] = xpad[n, i*stride + kh, j*stride + kw, ci], read-only.
+
+    In a C-contiguous array the pixel to the right is C_in values further on, so the KW*C_in
+    values that one kernel row of a window reads are one contiguous run: the view is made of
+    xpad's own strides, the H stride used twice (to step between windows and between kernel rows).
+    Copied and reshaped to (N*H_out*W_out, KH*KW*C_in) it is the im2col matrix, its columns in the
+    (kh, kw, ci) order of w.reshape(KH*KW*C_in, C_out).
+    """
+    N, _, _, C_in = xpad.shape
+    sN, sH, sW, sC = xpad.strides
+    if sC != xpad.itemsize or sW != C_in * sC:
+        raise ValueError("xpad must be C-contiguous along W and C")
+    return np.lib.stride_tricks.as_strided(
+        xpad, shape=(N, H_out, W_out, KH, KW * C_in), strides=(sN, stride * sH, stride * sW, sH, sC),
+        writeable=False)
+
+
+def _conv_padded(x, w, stride, pad_h, pad_w, b=None):
+    """Convolution of x zero-padded by pad_h and pad_w, by im2col, one block of output rows at a time.
+
+    Args:
+        x: (N, H, W, C_in), any strides.
+        w: (KH, KW, C_in, C_out).
+        stride: int.
+        pad_h, pad_w: (top, bottom) and (left, right), the zeros around x, each >= 0.
+        b: (C_out,), or None for no bias.
+
+    Returns:
+        out: (N, H_out, W_out, C_out), C-contiguous, where xpad is x padded,
+             H_out = (top + H + bottom - KH) // stride + 1 (W_out alike) and
+             out[n, i, j, :] = b + sum_{kh, kw} xpad[n, i*stride + kh, j*stride + kw, :] @ w[kh, kw]
+
+    The whole im2col matrix would hold every input value KH*KW times (600 MB for VGG-19's
+    block1_conv2 on a 512x512 image), so it is made a block of output rows at a time: the padded
+    input rows the block reads are written into a small buffer (so that the padded input as a
+    whole is never made; without padding they are read in place), the block is copied from their
+    windows (_im2col_view), then multiplied by w in ONE product with an inner size of KH*KW*C_in
+    (576 for 3x3 on 64 channels): BLAS runs such products near its peak, and no per-tap partial
+    sums have to be added up afterwards.
+    """
+    N, H, W, C_in = x.shape
+    KH, KW, _, C_out = w.shape
+    (top, bottom), (left, right) = pad_h, pad_w
+    Hp, Wp = top + H + bottom, left + W + right
+    H_out, W_out = (Hp - KH) // stride + 1, (Wp - KW) // stride + 1
+    K = KH * KW * C_in
+    w_cols = w.reshape(K, C_out)  # rows in (kh, kw, ci) order, as the im2col columns
+    dtype = np.result_type(x, w) if b is None else np.result_type(x, w, b)
+    out = np.empty((N, H_out, W_out, C_out), dtype=dtype)
+    if KH == KW == stride == 1 and pad_h == pad_w == (0, 0):
+        # a 1x1 convolution is a matrix product over channels: the input is its own im2col matrix
+        out_rows = out.reshape(N * H * W, C_out)
+        np.matmul(x.reshape(N * H * W, C_in), w_cols, out=out_rows)
+        if b is not None:
+            out_rows += b
+        return out
+    # output rows per block, so that neither the block nor the padded rows it reads exceed the budget
+    row_bytes = x.itemsize * max(W_out * K, stride * Wp * C_in)
+    rows = min(H_out, max(1, _IM2COL_BLOCK_BYTES // row_bytes))
+    in_place = pad_h == pad_w == (0, 0) and x.flags.c_contiguous  # rows of x can be read as they are
+    if not in_place:
+        slab = _scratch_buffer("padded rows", ((rows - 1) * stride + KH, Wp, C_in), x.dtype)
+    block = _scratch_buffer("im2col", (rows, W_out, KH, KW * C_in), x.dtype)
+    for n in range(N):
+        for i in range(0, H_out, rows):
+            r = min(rows, H_out - i)
+            start, stop = i * stride, (i + r - 1) * stride + KH  # the padded rows these outputs read
+            if in_place:
+                padded = x[n, start:stop]
+            else:
+                padded = _padded_rows(x[n], start, stop, pad_h, pad_w, slab[:stop - start])
+            cols = block[:r]
+            cols[...] = _im2col_view(padded[None], KH, KW, stride, r, W_out)[0]  # the copy
+            out_rows = out[n, i:i + r].reshape(r * W_out, C_out)  # a view: the product lands in out
+            np.matmul(cols.reshape(r * W_out, K), w_cols, out=out_rows)
+            if b is not None:
+                out_rows += b  # now, while these rows are in the cache
+    return out
+
+
+# Below this many input channels (an RGB image) the input gradient is computed by col2im rather
+# than as a convolution with the flipped kernel: a product with so few output columns runs slowly
+# in BLAS.
+_FEW_CHANNELS = 8
+
+
+def _conv_padded_backward_x(dout, w, stride, xpad_shape):
+    """Gradient of `_conv_padded` with respect to the padded input, by col2im a block at a time.
+
+    Args:
+        dout: (N, H_out, W_out, C_out).
+        w: (KH, KW, C_in, C_out).
+        stride: int.
+        xpad_shape: (N, Hp, Wp, C_in), the shape of the padded input.
+
+    Returns:
+        dxpad: (N, Hp, Wp, C_in), the sum over windows and taps of
+               dxpad[n, i*stride + kh, j*stride + kw, :] += dout[n, i, j, :] @ w[kh, kw].T
+
+    For a block of output rows, ONE product dout_rows @ w_cols.T gives the gradient of the block's
+    im2col matrix: every window's share for every tap. Each tap's share is then added onto a
+    strided view of dxpad. Within one tap different windows never touch the same input cell, so a
+    plain += is exact (no np.add.at); overlapping windows add up across taps.
+    """
+    N, H_out, W_out, C_out = dout.shape
+    KH, KW, C_in, _ = w.shape
+    w_cols = w.reshape(KH * KW * C_in, C_out)
+    dxpad = np.zeros(xpad_shape, dtype=np.result_type(dout, w))
+    rows = min(H_out, max(1, _IM2COL_BLOCK_BYTES // (W_out * KH * KW * C_in * dxpad.itemsize)))
+    block = _scratch_buffer("im2col", (rows * W_out, KH * KW * C_in), dxpad.dtype)
+    for n in range(N):
+        for i in range(0, H_out, rows):
+            r = min(rows, H_out - i)
+            dcols = np.matmul(dout[n, i:i + r].reshape(r * W_out, C_out), w_cols.T, out=block[:r * W_out])
+            dcols = dcols.reshape(r, W_out, KH, KW, C_in)  # the gradient of the block's im2col rows
+            for kh, kw, view in layers._window_taps(dxpad[n:n + 1, i * stride:], KH, KW, stride, r, W_out):
+                if C_in < _FEW_CHANNELS:
+                    # one channel at a time: NumPy's inner loop then runs along W, not over 3 values
+                    for c in range(C_in):
+                        view[0, :, :, c] += dcols[:, :, kh, kw, c]
+                else:
+                    view[0] += dcols[:, :, kh, kw, :]
+    return dxpad
+
+
+def conv2d_forward(x, w, b, stride=1, padding="same"):
+    """`layers.conv2d_forward`, fast: im2col one block of output rows at a time, one product per block.
+
+    Args:
+        x: input (N, H, W, C_in).
+        w: kernels (KH, KW, C_in, C_out), any size (1x1, 3x3, 5x5, 7x7, non-square).
+        b: biases (C_out,).
+        stride: int, the same along H and W.
+        padding: "same", "valid" or an int (see conv_output_size for the output sizes).
+
+    Returns:
+        out: (N, H_out, W_out, C_out),
+             out[n, i, j, c] = b[c] + sum_{kh, kw, ci} xpad[n, i*stride + kh, j*stride + kw, ci] * w[kh, kw, ci, c]
+        cache: (x, w, b, stride, padding). The input is kept rather than its im2col matrix
+             (KH*KW times larger) or its padded copy.
+    """
+    N, H, W, C_in = x.shape
+    KH, KW, w_C_in, C_out = w.shape
+    if w_C_in != C_in:
+        raise ValueError(f"kernel expects {w_C_in} input channels, input has {C_in}")
+    _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
+    _, left, right = layers.conv_output_size(W, KW, stride, padding)
+    xpad = np.ascontiguousarray(layers._pad_hw(x, (top, bottom), (left, right)))
+    out = _conv_padded(xpad, w, stride, (0, 0), (0, 0), b)
+    return out, (x, w, b, stride, padding)
+
+
+def conv2d_backward(dout, cache, weight_grads=True):
+    """`layers.conv2d_backward`, fast: the input gradient as a convolution with the flipped kernel.
+
+    Args:
+        dout: upstream gradient dJ/dout (N, H_out, W_out, C_out).
+        cache: from conv2d_forward.
+        weight_grads: if False, skip dw and db entirely (style transfer only needs dx: the
+            network's weights are fixed and only the pixels change).
+
+    Returns:
+        dx: (N, H, W, C_in)         dx = sum over taps of dout @ w[kh, kw].T, placed back on the windows
+        dw: (KH, KW, C_in, C_out)   dw[kh, kw] = sum_{n, i, j} xpad[n, i*s + kh, j*s + kw, :]^T dout[n, i, j, :]
+        db: (C_out,)                db = sum_{n, i, j} dout[n, i, j, :]
+        (dw and db are None when weight_grads is False.)
+
+    With stride 1, dx is itself a convolution: 'full' correlation of dout with the kernel flipped
+    in space and with its channel axes swapped, w[::-1, ::-1].transpose(0, 1, 3, 2); the same
+    fast routine as the forward pass computes it.
+    """
+    x, w, b, stride, padding = cache
+    N, H, W, C_in = x.shape
+    KH, KW, _, C_out = w.shape
+    _, H_out, W_out, _ = dout.shape
+    _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
+    _, left, right = layers.conv_output_size(W, KW, stride, padding)
+    Hp, Wp = H + top + bottom, W + left + right
+    if stride == 1 and C_in >= _FEW_CHANNELS:
+        # Gradient w.r.t. the padded input = 'full' correlation with the flipped kernel. Pad dout
+        # by K-1 on each side, less the rows/columns of xpad we would crop anyway (we want dx,
+        # not dxpad); an integer padding wider than K-1 makes an amount negative: crop there.
+        # w_flip[kh, kw] = w[KH-1-kh, KW-1-kw].T, shape (KH, KW, C_out, C_in), stored with C_in
+        # outermost: the copy then moves runs of C_out contiguous values (a plain transposing copy
+        # is ~8x slower), and w_flip.reshape(KH*KW*C_out, C_in) stays a view that BLAS reads transposed.
+        w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(2, 0, 1, 3)).transpose(1, 2, 3, 0)
+        d, pad_h, pad_w = _crop_negative_padding(dout, (KH - 1 - top, KH - 1 - bottom + (Hp - KH + 1 - H_out)),
+                                                 (KW - 1 - left, KW - 1 - right + (Wp - KW + 1 - W_out)))
+        dx = _conv_padded(d, w_flip, 1, pad_h, pad_w)
+    else:
+        # Strides > 1 (and few input channels): each window's share dout @ w.T, put back in place.
+        dxpad = _conv_padded_backward_x(dout, w, stride, (N, Hp, Wp, C_in))
+        dx = np.ascontiguousarray(dxpad[:, top:top + H, left:left + W, :])
+    if not weight_grads:
+        return dx, None, None
+    xpad = layers._pad_hw(x, (top, bottom), (left, right))
+    dflat = dout.reshape(N * H_out * W_out, C_out)
+    dw = np.empty(w.shape, dtype=np.result_type(dout, x))
+    for kh, kw, tap in layers._window_taps(xpad, KH, KW, stride, H_out, W_out):
+        dw[kh, kw] = tap.reshape(N * H_out * W_out, C_in).T @ dflat
+    db = dout.sum(axis=(0, 1, 2)).astype(b.dtype, copy=False)
+    return dx, dw, db
+
+
+def _crop_negative_padding(x, pad_h, pad_w):
+    """Padding amounts that may be negative, as (x cropped where they are, the paddings left).
+
+    Args:
+        x: (N, H, W, C); pad_h = (top, bottom), pad_w = (left, right), ints of any sign.
+
+    Returns:
+        (view of x without -amount rows/columns where an amount is negative,
+         pad_h and pad_w with the negative amounts replaced by 0).
+    """
+    crop = tuple(slice(max(-a, 0), x.shape[axis] - max(-z, 0))
+                 for axis, (a, z) in ((1, pad_h), (2, pad_w)))
+    return (x[:, crop[0], crop[1], :], (max(pad_h[0], 0), max(pad_h[1], 0)),
+            (max(pad_w[0], 0), max(pad_w[1], 0)))
