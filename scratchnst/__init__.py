@@ -1,19 +1,28 @@
 """scratchnst: Neural Style Transfer written from scratch in NumPy.
 
-Modules, one idea each:
-    layers     convolution, ReLU, pooling, concatenation: forward and backward
-    gradcheck  finite differences, rel_error, the `scratchnst gradcheck` table
-    torch_ref  the same layers in PyTorch (NCHW), used only to check ours
-    weights    HDF5 weight files in and out, download, conversion
-    networks   VGG-19 and SqueezeNet 1.1 as data tables; forward/backward to the pixels
-    image      load, resize, preprocess (the only place that knows BGR and the means), save
-    costs      content, Gram, style, total variation and total costs with their gradients
-    optim      Adam and L-BFGS on the flat pixel vector
-    transfer   stylize(): the loop the command line, the lessons and the tests all call
-    visualize  feature maps as a grid of pictures
-    bench      `scratchnst bench`: one style-transfer step against PyTorch, side by side
-    exercises  `scratchnst exercises`: student copies and the autograder (exercise_*.py)
-    cli        argument parsing for the `scratchnst` command
+    layers          convolution, ReLU, pooling, concatenation: forward and backward, loops and vectorised
+    fast_conv       the convolution the networks run: im2col a block of rows at a time, same results
+    costs           content, Gram, style, total variation and total costs, with their gradients
+    optim           Adam and L-BFGS on a flat vector, with box bounds
+    optim_state     an optimiser's saved state: what a checkpoint holds, what resume= checks
+    architectures   VGG-19 and SqueezeNet 1.1 as data tables: layers, names, weight shapes, minimum sizes
+    networks        a pretrained network: activations at named layers, gradients back to the pixels
+    weights         HDF5 weight files in and out, finding, downloading, converting
+    image           load, resize, the preprocessing the weights expect (BGR, means) and its inverse, save
+    image_files     image files through Pillow: every mode to RGB, EXIF, JPEG drafts, limits, one-line errors
+    settings        each network's defaults, every stylize option checked, the memory a run needs
+    transfer        stylize(): the loop the command line, the lessons and the tests all call
+    checkpoint      checkpoint files (.npz, no pickle) that --resume continues from
+    gradcheck       finite differences, rel_error, the `scratchnst gradcheck` table
+    torch_ref       the same layers in PyTorch (NHWC in and out), used only to check ours
+    visualize       feature maps as a grid of pictures
+    atomic          every file written through a temporary file and a rename
+    errors          UserError and UsageError: one line that says what to do
+    cli/            the `scratchnst` command: parsing, stylize, weights, bench, interrupts
+    exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
+
+The math modules (layers, fast_conv, costs, optim, optim_state) import nothing but the standard
+library, NumPy and errors; cli/ and exercises/ sit at the edge: nothing of the course imports them.
 """
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ The course's functions (compute_layer_style_cost, layer_style_cost_backward, ...
 be read and checked; `style_target` and `layer_style_cost_from_target` compute the same layer
 style cost and gradient the way the optimisation loop needs them, fast (tests prove them equal).
 
-Course check numbers (from ../shared/reference/nst-facts.md):
+Course check numbers (the published test values of the course's assignments, TF2 and TF1):
     total_cost(0.2, 0.8) == 34;  total_cost(0.3, 0.5, alpha=3, beta=8) ~ 4.9 (up to rounding)
     np.random.seed(3); total_cost(np.random.randn(), np.random.randn()) == 35.34667875478276
 """

@@ -15,10 +15,10 @@ built from the points actually evaluated, s = x_new - x (after projection) and y
 and a pair whose curvature s.y is not clearly positive is skipped, so the inverse-Hessian
 estimate stays positive definite.
 
-Resuming: every Iterate carries `state()`, the optimiser's complete state after that iteration
-(the point, its cost and gradient, Adam's running averages or L-BFGS's curvature pairs, the
-counters). Passed back as `resume=`, it continues the run to exactly the result, bit for bit,
-that the run would have reached without the interruption (style transfer's `--resume`).
+Resuming: every Iterate carries `state()`, the optimiser's complete state after that iteration.
+Passed back as `resume=`, it continues the run to exactly the result, bit for bit, that the run
+would have reached without the interruption (style transfer's `--resume`); `scratchnst.optim_state`
+keeps that bookkeeping out of the algorithms' way.
 
 Conventions: every function returns fresh arrays and never writes into x0 or a gradient it was
 handed; arithmetic is done in x0's dtype (style transfer passes float64 so that the dot products
@@ -27,15 +27,12 @@ of L-BFGS are accurate, and casts to float32 only inside its cost function).
 
 from collections import deque
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-
-class ResumeError(ValueError):
-    """A saved state that does not fit the run it is given to (another method, size, settings) or is
-    incomplete; raised before anything is evaluated."""
+from scratchnst import optim_state
+from scratchnst.optim_state import ResumeError  # noqa: F401  (callers catch optim.ResumeError)
 
 
 @dataclass
@@ -88,147 +85,6 @@ class OptimizeResult:
     skipped_pairs: int = 0
 
 
-class _Counted:
-    """Wrap fun_and_grad: count the calls and normalise the answer to (f, g, aux)."""
-
-    def __init__(self, fun_and_grad, n):
-        self.fun_and_grad = fun_and_grad
-        self.n = n
-        self.n_evals = 0
-
-    def __call__(self, x):
-        self.n_evals += 1
-        out = self.fun_and_grad(x)
-        f, g = out[0], out[1]
-        aux = out[2] if len(out) > 2 else None
-        g = np.asarray(g, dtype=x.dtype).reshape(-1)
-        if g.size != self.n:
-            raise ValueError(f"fun_and_grad returned a gradient of {g.size} values for {self.n} unknowns")
-        return float(f), g, aux
-
-
-def _box(bounds, x0):
-    """Turn bounds=(lo, hi) (numbers or arrays broadcastable to x0) into two (n,) arrays, or None."""
-    if bounds is None:
-        return None
-    lo, hi = bounds
-    lo = np.broadcast_to(np.asarray(-np.inf if lo is None else lo, dtype=x0.dtype), x0.shape)
-    hi = np.broadcast_to(np.asarray(np.inf if hi is None else hi, dtype=x0.dtype), x0.shape)
-    if np.any(lo > hi):
-        raise ValueError("bounds: every lower bound must be <= its upper bound")
-    return lo, hi
-
-
-def _project(x, box):
-    """P(x) = min(max(x, lo), hi); x itself when there is no box (shape (n,))."""
-    return x if box is None else np.clip(x, box[0], box[1])
-
-
-def _as_flat_float(x0):
-    x0 = np.asarray(x0)
-    if x0.ndim != 1:
-        raise ValueError(f"x0 must be a flat vector (n,), got shape {x0.shape}")
-    if not np.issubdtype(x0.dtype, np.floating):
-        raise ValueError(f"x0 must be a float vector, got dtype {x0.dtype}")
-    return x0
-
-
-# ------------------------------------------------------------ the start, or a saved state
-# The keys of the state dicts that Iterate.state returns and `resume=` takes, per optimiser.
-_COMMON_KEYS = ("method", "n", "iteration", "x", "f", "g", "aux", "n_evals", "history")
-_STATE_KEYS = {
-    "adam": _COMMON_KEYS + ("m", "v", "lr", "beta1", "beta2", "epsilon"),
-    "lbfgs": _COMMON_KEYS + ("pair_s", "pair_y", "pair_rho", "history_size", "skipped", "f_previous"),
-}
-
-
-def _common_state(method, iteration, x, f, g, aux, n_evals, history):
-    """The part of a saved state both optimisers share (see `_adam_state`, `_lbfgs_state`)."""
-    # history only grows, one cost per iteration, so its first iteration + 1 costs are this
-    # iteration's even when state() is called later: no copy per iteration needed.
-    return {
-        "method": method, "n": int(x.size), "iteration": int(iteration), "x": x, "f": float(f), "g": g,
-        "aux": aux, "n_evals": int(n_evals), "history": [float(h) for h in history[: iteration + 1]],
-    }
-
-
-def _scalar(value):
-    """A number, string, bool or None of a saved state as Python's own (np.load gives 0-d arrays)."""
-    return value.item() if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0 else value
-
-
-def _saved_array(state, key, shape, dtype):
-    """A fresh writable copy of the array state[key] (np.load's may be read-only), checked first.
-
-    Raises ValueError unless it has this shape and dtype: a float32 gradient in a float64 run
-    would change every later step without any error.
-    """
-    array = np.asarray(state[key])
-    if array.shape != tuple(shape) or array.dtype != dtype:
-        needs = f"{np.dtype(dtype)} {tuple(shape)}"
-        raise ResumeError(f"resume: the saved state's {key} is {array.dtype} {array.shape}, this run needs {needs}")
-    return array.copy()
-
-
-def _check_state(state, method, x0, settings):
-    """Raise ValueError (one line saying what differs) unless `state` continues this run.
-
-    Args:
-        state: the dict given as resume=.
-        method: "adam" or "lbfgs", the optimiser asked to continue.
-        x0: (n,) the call's start point: the saved x must have its size and dtype.
-        settings: {name: value} of the call's settings that change the path (Adam's lr and betas,
-            L-BFGS's history_size); each must equal the saved one.
-    """
-    if not isinstance(state, dict):
-        raise ResumeError(f"resume: expected a state dict from Iterate.state(), got {type(state).__name__}")
-    saved = _scalar(state.get("method"))
-    if saved != method:
-        raise ResumeError(f"resume: the saved state's method is {saved!r}, this run's is {method!r}")
-    missing = [key for key in _STATE_KEYS[method] if key not in state]
-    if missing:
-        raise ResumeError(f"resume: the saved {method} state lacks {', '.join(missing)}")
-    wanted = {"n": x0.size, "dtype": x0.dtype.name, **settings}
-    for name, value in wanted.items():
-        saved = np.asarray(state["x"]).dtype.name if name == "dtype" else _scalar(state[name])
-        if saved != value:
-            raise ResumeError(f"resume: the saved state's {name} is {saved!r}, this run's is {value!r}")
-    iteration = _scalar(state["iteration"])
-    if len(state["history"]) != iteration + 1:
-        raise ResumeError(f"resume: the saved state has {len(state['history'])} costs for iteration {iteration}")
-
-
-def _start(fun_and_grad, x0, bounds, method, resume, settings):
-    """Where both optimisers begin: the start point, or the iteration a saved state was taken after.
-
-    Args:
-        fun_and_grad, x0, bounds: as the optimiser was given them.
-        method: "adam" or "lbfgs", the optimiser asking.
-        resume: None, or a state dict from Iterate.state() (possibly saved and loaded back).
-        settings: {name: value} that must equal the saved state's (see `_check_state`).
-
-    Returns:
-        (box, evaluate, iteration, x, f, g, aux, history). Without resume: iteration 0 at
-        P(x0), evaluated once (the caller tells its callback). With resume: the saved iteration,
-        point, cost, gradient, aux and costs so far; nothing is evaluated, and evaluate counts
-        on from the saved number of evaluations.
-    """
-    x0 = _as_flat_float(x0)
-    box = _box(bounds, x0)
-    evaluate = _Counted(fun_and_grad, x0.size)
-    if resume is None:
-        x = _project(x0.copy(), box)
-        f, g, aux = evaluate(x)
-        return box, evaluate, 0, x, f, g, aux, [f]
-    _check_state(resume, method, x0, settings)
-    evaluate.n_evals = int(_scalar(resume["n_evals"]))
-    x = _saved_array(resume, "x", x0.shape, x0.dtype)
-    g = _saved_array(resume, "g", x0.shape, x0.dtype)
-    history = [float(h) for h in resume["history"]]
-    iteration = int(_scalar(resume["iteration"]))
-    return box, evaluate, iteration, x, float(_scalar(resume["f"])), g, _scalar(resume["aux"]), history
-
-
 # ------------------------------------------------------------------------------------ Adam
 def adam_update(x, dx, m, v, t, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8):
     """One Adam step (Kingma & Ba 2015; the course's update_parameters_with_adam).
@@ -262,26 +118,6 @@ def adam_update(x, dx, m, v, t, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8):
     # END SOLUTION
 
 
-def _adam_state(iteration, x, f, g, aux, n_evals, history, m, v, lr, beta1, beta2, epsilon):
-    """Adam's complete state after `iteration` steps: what Iterate.state returns and resume= takes.
-
-    Args:
-        iteration, x (n,), f, g (n,), aux, n_evals: the Iterate's.
-        history: the costs so far (only the first iteration + 1 are taken).
-        m, v: (n,) the running averages of the gradient and of its square after this step.
-        lr, beta1, beta2, epsilon: the settings (a resumed run must use the same).
-
-    Returns:
-        dict with keys method ("adam"), n, iteration, x, f, g, aux, n_evals, history (list of
-        iteration + 1 floats), m, v, lr, beta1, beta2, epsilon. The arrays are the optimiser's
-        own, not copies: it replaces its arrays each step and never writes into them.
-    """
-    return {
-        **_common_state("adam", iteration, x, f, g, aux, n_evals, history),
-        "m": m, "v": v, "lr": float(lr), "beta1": float(beta1), "beta2": float(beta2), "epsilon": float(epsilon),
-    }
-
-
 def adam(
     fun_and_grad, x0, iters=100, *, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8, bounds=None, callback=None,
     resume=None,
@@ -295,7 +131,7 @@ def adam(
         lr, beta1, beta2, epsilon: see `adam_update`.
         bounds: None or (lo, hi), numbers or arrays broadcastable to (n,).
         callback: None or function(Iterate), called with the starting point (iteration 0),
-            then after each step with the new point. Iterate.state() is `_adam_state`'s dict.
+            then after each step with the new point. Iterate.state() is `optim_state.adam_state`'s dict.
         resume: None, or the state of an earlier run's Iterate (after a save and load if need be;
             same lr, betas, epsilon, n and dtype, else ValueError): continue that run from the
             step after it, without evaluating x0 (still needed for its size and dtype) or
@@ -308,20 +144,23 @@ def adam(
         included); at once if the saved step is iters or later.
     """
     settings = {"lr": float(lr), "beta1": float(beta1), "beta2": float(beta2), "epsilon": float(epsilon)}
-    box, evaluate, done, x, f, g, aux, history = _start(fun_and_grad, x0, bounds, "adam", resume, settings)
+    start = _start(fun_and_grad, x0, bounds, "adam", resume, settings)
+    box, evaluate, done, history = start.box, start.evaluate, start.iteration, start.history
+    x, f, g, aux = start.x, start.f, start.g, start.aux
     if resume is None:
         m = np.zeros_like(x)
         v = np.zeros_like(x)
     else:
-        m = _saved_array(resume, "m", x.shape, x.dtype)
-        v = _saved_array(resume, "v", x.shape, x.dtype)
+        m = optim_state.saved_array(resume, "m", x.shape, x.dtype)
+        v = optim_state.saved_array(resume, "v", x.shape, x.dtype)
 
     def report(t):
         # Called after x, f, g, aux, m, v have been replaced (never modified in place, so the
         # state may hold them as they are).
         if callback is not None:
-            state = partial(_adam_state, t, x, f, g, aux, evaluate.n_evals, history, m, v, lr, beta1, beta2, epsilon)
-            callback(Iterate(t, x, f, g, aux, evaluate.n_evals, state))
+            now = dict(iteration=t, x=x, f=f, g=g, aux=aux, n_evals=evaluate.n_evals, history=history, m=m, v=v,
+                       **settings)
+            callback(Iterate(t, x, f, g, aux, evaluate.n_evals, lambda: optim_state.adam_state(**now)))
 
     if resume is None:
         report(0)
@@ -501,57 +340,6 @@ def _cost_settled(f_old, f, ftol):
     return abs(f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0)
 
 
-def _lbfgs_state(iteration, x, f, g, aux, n_evals, history, pairs, history_size, skipped, f_previous):
-    """L-BFGS's complete state after `iteration` iterations: what Iterate.state returns and resume= takes.
-
-    Args:
-        iteration, x (n,), f, g (n,), aux, n_evals: the Iterate's.
-        history: the costs so far (only the first iteration + 1 are taken).
-        pairs: the k <= history_size curvature pairs (s (n,), y (n,), rho) after this
-            iteration, oldest first.
-        history_size: m, the pairs kept (a resumed run must use the same).
-        skipped: pairs skipped so far.
-        f_previous: the cost of the iteration before (None at iteration 0): the ftol test that
-            follows the callback compares it with f.
-
-    Returns:
-        dict with keys method ("lbfgs"), n, iteration, x, f, g, aux, n_evals, history (list of
-        iteration + 1 floats), pair_s (k, n), pair_y (k, n), pair_rho (k,) float64,
-        history_size, skipped, f_previous. x and g are the optimiser's own arrays, not copies:
-        it replaces them each iteration and never writes into them.
-    """
-    k, n = len(pairs), x.size
-    return {
-        **_common_state("lbfgs", iteration, x, f, g, aux, n_evals, history),
-        "pair_s": np.array([s for s, _, _ in pairs], dtype=x.dtype).reshape(k, n),
-        "pair_y": np.array([y for _, y, _ in pairs], dtype=x.dtype).reshape(k, n),
-        "pair_rho": np.array([rho for _, _, rho in pairs], dtype=np.float64),
-        "history_size": int(history_size),
-        "skipped": int(skipped),
-        "f_previous": None if f_previous is None else float(f_previous),
-    }
-
-
-def _saved_lbfgs_memory(state, x, history_size):
-    """The curvature pairs, skipped count and previous cost of a saved L-BFGS state (see `_lbfgs_state`).
-
-    Returns:
-        (pairs, skipped, f_previous): pairs the deque `lbfgs` keeps, oldest first, each
-        (s (n,), y (n,), rho) as the run made them: s and y fresh arrays of x's dtype, rho a
-        Python float (1 / s.y was one; a float64 array element would turn the float32
-        arithmetic of `lbfgs_direction` into float64 and change the path).
-    """
-    k = len(np.asarray(state["pair_rho"]).reshape(-1))
-    if k > history_size:
-        raise ResumeError(f"resume: the saved state has {k} curvature pairs, more than history_size {history_size}")
-    s = _saved_array(state, "pair_s", (k, x.size), x.dtype)
-    y = _saved_array(state, "pair_y", (k, x.size), x.dtype)
-    rho = _saved_array(state, "pair_rho", (k,), np.float64)
-    pairs = deque(((s[i].copy(), y[i].copy(), float(rho[i])) for i in range(k)), maxlen=history_size)
-    f_previous = _scalar(state["f_previous"])
-    return pairs, int(_scalar(state["skipped"])), None if f_previous is None else float(f_previous)
-
-
 def lbfgs(
     fun_and_grad,
     x0,
@@ -578,7 +366,7 @@ def lbfgs(
         history_size: m, the number of curvature pairs kept.
         bounds: None or (lo, hi), numbers or arrays broadcastable to (n,).
         callback: None or function(Iterate), called with the starting point (iteration 0),
-            then after each iteration. Iterate.state() is `_lbfgs_state`'s dict.
+            then after each iteration. Iterate.state() is `optim_state.lbfgs_state`'s dict.
         gtol: stop when max |projected gradient| <= gtol (a minimum, or a KKT point in the box).
         ftol: stop when |f_old - f_new| <= ftol * max(|f_old|, |f_new|, 1).
         max_ls: evaluations allowed per line search.
@@ -608,22 +396,21 @@ def lbfgs(
          is accounted for, not hidden); kept only if s.y > curvature_eps * y.y, else skipped, so
          H stays positive definite. The oldest pair is dropped beyond history_size.
     """
-    settings = {"history_size": history_size}
-    box, evaluate, done, x, f, g, aux, history = _start(fun_and_grad, x0, bounds, "lbfgs", resume, settings)
+    start = _start(fun_and_grad, x0, bounds, "lbfgs", resume, {"history_size": history_size})
+    box, evaluate, done, history = start.box, start.evaluate, start.iteration, start.history
+    x, f, g, aux = start.x, start.f, start.g, start.aux
     if resume is None:
         pairs, skipped, f_previous = deque(maxlen=history_size), 0, None
     else:
-        pairs, skipped, f_previous = _saved_lbfgs_memory(resume, x, history_size)
+        pairs, skipped, f_previous = optim_state.saved_lbfgs_memory(resume, x, history_size)
 
     def report(iteration):
         # Called after x, f, g, aux have been replaced (never modified in place, nor are the pair
         # arrays, so the state may hold them as they are); tuple(pairs) because the deque changes.
         if callback is not None:
-            state = partial(
-                _lbfgs_state, iteration, x, f, g, aux, evaluate.n_evals, history, tuple(pairs), history_size,
-                skipped, f_previous,
-            )
-            callback(Iterate(iteration, x, f, g, aux, evaluate.n_evals, state))
+            now = dict(iteration=iteration, x=x, f=f, g=g, aux=aux, n_evals=evaluate.n_evals, history=history,
+                       pairs=tuple(pairs), history_size=history_size, skipped=skipped, f_previous=f_previous)
+            callback(Iterate(iteration, x, f, g, aux, evaluate.n_evals, lambda: optim_state.lbfgs_state(**now)))
 
     if resume is None:
         report(0)
@@ -714,3 +501,94 @@ def minimize(
         lr = 0.01 if lr is None else lr
         return adam(fun_and_grad, x0, iters, lr=lr, bounds=bounds, callback=callback, resume=resume, **options)
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+# ------------------------------------------- plumbing: the evaluations, the box, where a run starts
+class _Counted:
+    """Wrap fun_and_grad: count the calls and normalise the answer to (f, g, aux)."""
+
+    def __init__(self, fun_and_grad, n):
+        self.fun_and_grad = fun_and_grad
+        self.n = n
+        self.n_evals = 0
+
+    def __call__(self, x):
+        self.n_evals += 1
+        out = self.fun_and_grad(x)
+        f, g = out[0], out[1]
+        aux = out[2] if len(out) > 2 else None
+        g = np.asarray(g, dtype=x.dtype).reshape(-1)
+        if g.size != self.n:
+            raise ValueError(f"fun_and_grad returned a gradient of {g.size} values for {self.n} unknowns")
+        return float(f), g, aux
+
+
+def _box(bounds, x0):
+    """Turn bounds=(lo, hi) (numbers or arrays broadcastable to x0) into two (n,) arrays, or None."""
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    lo = np.broadcast_to(np.asarray(-np.inf if lo is None else lo, dtype=x0.dtype), x0.shape)
+    hi = np.broadcast_to(np.asarray(np.inf if hi is None else hi, dtype=x0.dtype), x0.shape)
+    if np.any(lo > hi):
+        raise ValueError("bounds: every lower bound must be <= its upper bound")
+    return lo, hi
+
+
+def _project(x, box):
+    """P(x) = min(max(x, lo), hi); x itself when there is no box (shape (n,))."""
+    return x if box is None else np.clip(x, box[0], box[1])
+
+
+def _as_flat_float(x0):
+    x0 = np.asarray(x0)
+    if x0.ndim != 1:
+        raise ValueError(f"x0 must be a flat vector (n,), got shape {x0.shape}")
+    if not np.issubdtype(x0.dtype, np.floating):
+        raise ValueError(f"x0 must be a float vector, got dtype {x0.dtype}")
+    return x0
+
+
+@dataclass
+class _Start:
+    """Where an optimiser begins: its box and counted cost function, the iteration, and the point there."""
+
+    box: Optional[tuple]  # (lo (n,), hi (n,)) or None
+    evaluate: "_Counted"
+    iteration: int
+    x: np.ndarray
+    f: float
+    g: np.ndarray
+    aux: Any
+    history: list  # the cost of every iteration so far, the starting point's first
+
+
+def _start(fun_and_grad, x0, bounds, method, resume, settings):
+    """Where both optimisers begin: the start point, or the iteration a saved state was taken after.
+
+    Args:
+        fun_and_grad, x0, bounds: as the optimiser was given them.
+        method: "adam" or "lbfgs", the optimiser asking.
+        resume: None, or a state dict from Iterate.state() (possibly saved and loaded back).
+        settings: {name: value} that must equal the saved state's (see `optim_state.check_state`).
+
+    Returns:
+        _Start. Without resume: iteration 0 at P(x0), evaluated once (the caller tells its
+        callback). With resume: the saved iteration, point, cost, gradient, aux and costs so
+        far; nothing is evaluated, and evaluate counts on from the saved number of evaluations.
+    """
+    x0 = _as_flat_float(x0)
+    box = _box(bounds, x0)
+    evaluate = _Counted(fun_and_grad, x0.size)
+    if resume is None:
+        x = _project(x0.copy(), box)
+        f, g, aux = evaluate(x)
+        return _Start(box, evaluate, 0, x, f, g, aux, [f])
+    optim_state.check_state(resume, method, x0, settings)
+    evaluate.n_evals = int(optim_state.scalar(resume["n_evals"]))
+    return _Start(
+        box, evaluate, iteration=int(optim_state.scalar(resume["iteration"])),
+        x=optim_state.saved_array(resume, "x", x0.shape, x0.dtype), f=float(optim_state.scalar(resume["f"])),
+        g=optim_state.saved_array(resume, "g", x0.shape, x0.dtype), aux=optim_state.scalar(resume["aux"]),
+        history=[float(h) for h in resume["history"]],
+    )

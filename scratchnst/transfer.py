@@ -23,16 +23,12 @@ hi = preprocess(white image) (preprocessing is a per-channel increasing affine m
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from scratchnst import image as image_io
-from scratchnst import checkpoint, networks, optim
-from scratchnst import weights as weights_io
+from scratchnst import checkpoint, image, networks, optim
 from scratchnst.costs import (
-    COURSE_STYLE_LAYERS,
     compute_content_cost,
     compute_total_variation_cost,
     content_cost_backward,
@@ -41,243 +37,9 @@ from scratchnst.costs import (
     total_cost,
     total_variation_cost_backward,
 )
-from scratchnst.errors import UsageError, UserError
-
-
-# ---------------------------------------------------------------------------------- defaults
-@dataclass(frozen=True)
-class ModelDefaults:
-    """The settings that depend on the network: its layers and the weights that balance them.
-
-    Attributes:
-        content_layer: layer of the content cost.
-        style_layers: ((layer, weight lambda[l]), ...) of the style cost.
-        alpha, beta: weights of the content and style cost in J.
-        tv_weight: weight of the total variation cost.
-        pool: "max" or "avg" pooling.
-        lr: Adam's learning rate, in pixel units (0..255 scale).
-    """
-
-    content_layer: str
-    style_layers: tuple
-    alpha: float
-    beta: float
-    tv_weight: float
-    pool: str
-    lr: float
-
-
-MODEL_DEFAULTS = {
-    # SqueezeNet 1.1, chosen by running tubingen.jpg + starry_night.jpg at 320 px (100 L-BFGS
-    # iterations) and looking at the pictures:
-    # - pool "avg": with max pooling the brushwork came out as fine speckles, with average
-    #   pooling as Van Gogh's long curved strokes and swirls in the sky (Gatys et al.'s
-    #   observation for VGG, that average pooling gives smoother gradients, holds here too);
-    # - style: conv1, fire2, fire3, fire4, fire5, 0.2 each, the course's recipe of one layer per
-    #   stage of the network (1/2, 1/4, 1/4, 1/8, 1/8 of the image): low layers carry colours
-    #   and fine texture, higher ones larger strokes. The three lowest layers alone gave shorter strokes and
-    #   fewer swirls in the sky; adding fire7 (1/16) changed little for its cost;
-    # - content: fire3, the last layer before the second pool. fire2 kept a little more of the
-    #   photo's fine texture, fire5 a little less; all gave nearly the same picture, because
-    #   the style cost drives most of the change;
-    # - alpha = 10 as in the course, beta = 4: with the course's beta = 40 the style cost so
-    #   outweighed the content cost that the houses dissolved into strokes within 100
-    #   iterations; with beta = 4 windows and roofs stay while the sky swirls;
-    # - tv_weight 0: average pooling left no pixel noise to smooth (with max pooling, weights up
-    #   to 50 changed nothing visible either);
-    # - Adam lr = 10 (jcjohnson/neural-style's default): in 100 steps lr = 2 (the TF1 course's)
-    #   was still removing the starting noise, lr = 10 came close to L-BFGS's picture.
-    "squeezenet": ModelDefaults(
-        content_layer="fire3",
-        style_layers=(("conv1", 0.2), ("fire2", 0.2), ("fire3", 0.2), ("fire4", 0.2), ("fire5", 0.2)),
-        alpha=10.0,
-        beta=4.0,
-        tv_weight=0.0,
-        pool="avg",
-        lr=10.0,
-    ),
-    # VGG-19: the course's layers and weights. Style: block1_conv1 ... block5_conv1, 0.2 each
-    # (both versions of the course, and Gatys et al.). Content: block4_conv2, the older (TF1)
-    # course's conv4_2 and Gatys et al.'s layer, rather than the newer course's block5_conv4:
-    # scratchnst feeds the weights the 0..255 mean-subtracted pixels they were trained on, as
-    # the TF1 course did (whose alpha = 10, beta = 40, average pooling and Adam lr = 2.0 were
-    # chosen with conv4_2); block5_conv4 sits behind four pools (1/16 of the resolution) and
-    # keeps less of the photo's layout. (The real VGG-19 weights cannot be fetched on the
-    # machines these defaults were chosen on: they are the course's, not tuned by eye.)
-    "vgg19": ModelDefaults(
-        content_layer="block4_conv2",
-        style_layers=COURSE_STYLE_LAYERS,
-        alpha=10.0,
-        beta=40.0,
-        tv_weight=0.0,
-        pool="avg",
-        lr=2.0,
-    ),
-}
-
-OPTIMIZERS = optim.METHODS
-INITS = ("content+noise", "content", "noise")  # or the path of an image file
-# The course's (TF2) noise: uniform(-0.25, 0.25) on pixels in [0, 1], i.e. +-63.75 on 0..255.
-COURSE_NOISE = 0.25 * 255
-
-
-# ---------------------------------------------------------------------------------- settings
-def _style_layer_list(style_layers):
-    """[(name, weight), ...] from pairs or bare names (bare names share the weight 1/n)."""
-    if isinstance(style_layers, str):
-        style_layers = [style_layers]
-    items = list(style_layers)
-    if not items:
-        raise UsageError("give at least one style layer")
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            out.append((item, 1.0 / len(items)))
-        else:
-            name, weight = item
-            out.append((str(name), float(weight)))
-    return out
-
-
-def resolve_settings(
-    content=None,
-    style=None,
-    *,
-    model="squeezenet",
-    weights=None,
-    size=320,
-    content_layer=None,
-    style_layers=None,
-    alpha=None,
-    beta=None,
-    tv_weight=None,
-    optimizer="lbfgs",
-    iters=100,
-    lr=None,
-    init="content+noise",
-    seed=0,
-    pool=None,
-    preserve_colors=False,
-    style_blend=None,
-    style_scale=1.0,
-    scales=1,
-):
-    """Fill in the model's defaults and check every setting; what `stylize` will run with.
-
-    Args:
-        content, style: as for `stylize` (used only to count the style images and check that
-            files exist); may be None to resolve the options alone.
-        The other arguments: see `stylize`.
-
-    Returns:
-        dict of `stylize`'s keyword arguments, every one resolved: layer names as in the weights
-        file, style_layers a list of [name, weight], style_blend a list summing to 1, numbers
-        as Python floats, weights the path of the file that will be read. Resolving it again
-        gives it back unchanged, so `stylize(content, style, **resolve_settings(...))` runs
-        exactly what was printed.
-
-    Raises:
-        UserError: anything the user can fix (unknown model, layer or optimizer, weights file
-            not found, a missing image, a blend weight per style image, sizes too small, ...).
-    """
-    if model not in MODEL_DEFAULTS:
-        raise UsageError(f"unknown model {model!r}: choose one of {', '.join(MODEL_DEFAULTS)}")
-    defaults = MODEL_DEFAULTS[model]
-    arch = networks.ARCHITECTURES[model]
-    weights_path = weights_io.find_weights(model, explicit=weights)
-
-    # "is None", not "or": an empty name given on purpose is a mistake to report, not the default.
-    content_layer = arch.resolve(defaults.content_layer if content_layer is None else content_layer)
-    style_layers = [[arch.resolve(name), w] for name, w in
-                    _style_layer_list(defaults.style_layers if style_layers is None else style_layers)]
-    repeated = sorted({name for name, _ in style_layers if [n for n, _ in style_layers].count(name) > 1})
-    if repeated:
-        raise UsageError(f"style layer {repeated[0]} is given twice; give each layer once, with its weight")
-    if not all(_finite(w) and w >= 0 for _, w in style_layers) or not any(w > 0 for _, w in style_layers):
-        raise UsageError("style layer weights must be finite numbers >= 0, and at least one > 0; "
-                         "e.g. --style-layers conv1:0.5,fire2:0.5")
-
-    if optimizer not in OPTIMIZERS:
-        raise UsageError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-    if optimizer == "lbfgs" and lr is not None:
-        raise UsageError("--lr is Adam's learning rate; L-BFGS's line search chooses its own steps (drop --lr)")
-    if optimizer == "adam":
-        lr = float(defaults.lr if lr is None else lr)
-        if not (_finite(lr) and lr > 0):
-            raise UsageError(f"--lr must be a number > 0, got {lr}")
-    pool = pool or defaults.pool
-    if pool not in networks.POOLINGS:
-        raise UsageError(f"unknown pooling {pool!r}: choose one of {', '.join(networks.POOLINGS)}")
-    if isinstance(init, str) and init not in INITS:
-        if not Path(init).exists():
-            raise UsageError(f"--init {init}: not one of {', '.join(INITS)} and no such image file")
-        image_io.image_size(init)  # a folder or a broken image is told now, in the image's own words
-
-    styles = _as_list(style)
-    n_styles = len(styles) if style is not None else len(style_blend or [1])
-    if style_blend is None:
-        style_blend = [1.0] * n_styles
-    style_blend = [float(w) for w in style_blend]
-    if len(style_blend) != n_styles:
-        raise UsageError(f"--style-blend has {len(style_blend)} weights for {n_styles} style "
-                         f"image{'' if n_styles == 1 else 's'}; give one per image")
-    if not all(_finite(w) and w >= 0 for w in style_blend) or not 0 < sum(style_blend) < float("inf"):
-        raise UsageError("--style-blend weights must be finite numbers >= 0, not all 0 and not so large that "
-                         "their sum overflows; e.g. --style-blend 0.7,0.3")
-    total = sum(style_blend)
-    if total != 1.0:  # the blend is a weighted average; leave a normalised one bit for bit alone
-        style_blend = [w / total for w in style_blend]
-
-    for source in ([content] if content is not None else []) + styles:
-        if isinstance(source, (str, os.PathLike)):
-            image_io.image_size(source)  # the header only: a missing or broken image is told now, not after loading
-
-    numbers = {"alpha": alpha, "beta": beta, "tv_weight": tv_weight}
-    numbers = {k: float(getattr(defaults, k) if v is None else v) for k, v in numbers.items()}
-    if numbers["alpha"] == 0 and numbers["beta"] == 0:
-        raise UsageError("--alpha and --beta are both 0: there is nothing to optimise; give one of them a weight > 0")
-    for key, value in numbers.items():
-        if not (_finite(value) and value >= 0):
-            raise UsageError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {value}")
-    if int(seed) < 0:
-        raise UsageError(f"--seed must be an integer >= 0, got {seed}")
-    for key, value in (("size", size), ("iters", iters), ("scales", scales)):
-        if int(value) < 1:
-            raise UsageError(f"--{key} must be at least 1, got {value}")
-    if not (_finite(style_scale) and float(style_scale) > 0):
-        raise UsageError(f"--style-scale must be a finite number > 0, got {style_scale}")
-
-    return dict(
-        model=model, weights=str(weights_path), size=int(size), content_layer=content_layer,
-        style_layers=style_layers, **numbers, optimizer=optimizer, iters=int(iters), lr=lr,
-        init=init, seed=int(seed), pool=pool,
-        preserve_colors=bool(preserve_colors), style_blend=style_blend, style_scale=float(style_scale),
-        scales=int(scales),
-    )
-
-
-def _other_remedies(s, what):
-    """The other settings that would make an image too small for the network larger, if any were changed."""
-    remedies = (["a larger --style-scale"] if what == "style" and s["style_scale"] < 1 else []) + \
-        (["fewer --scales"] if s["scales"] > 1 else [])
-    return "".join(f", or {remedy}" for remedy in remedies)
-
-
-def _finite(value):
-    return bool(np.isfinite(float(value)))
-
-
-def scale_sizes(size, scales):
-    """Long sides of the coarse-to-fine passes: size / 2**(scales - 1), ..., size / 2, size."""
-    return [max(1, round(size / 2 ** (scales - 1 - k))) for k in range(scales)]
-
-
-def _as_list(style):
-    if style is None:
-        return []
-    if isinstance(style, (list, tuple)):
-        return list(style)
-    return [style]
+from scratchnst.errors import UserError
+from scratchnst.settings import (INITS, MODEL_DEFAULTS, _as_list, _other_remedies, check_memory,  # noqa: F401
+                                 resolve_settings, scale_sizes)
 
 
 # ------------------------------------------------------------------------------- the costs
@@ -515,8 +277,8 @@ def stylize(content, style, *, callback=None, resume=None, **options):
     sizes = scale_sizes(s["size"], s["scales"])
     passes = []  # (content image, style images) of each pass, coarse to fine
     for size in sizes:
-        content_img = image_io.resize_long_side(content_full, size)
-        style_imgs = [image_io.resize_long_side(img, max(1, round(s["style_scale"] * size))) for img in styles_full]
+        content_img = image.resize_long_side(content_full, size)
+        style_imgs = [image.resize_long_side(img, max(1, round(s["style_scale"] * size))) for img in styles_full]
         for what, img in [("content", content_img)] + [("style", img) for img in style_imgs]:
             if min(img.shape[:2]) < need:
                 raise UserError(f"the {what} image is {img.shape[0]}x{img.shape[1]} px at size {size}, but "
@@ -544,7 +306,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
         elif k == 0:
             pass_resume, generated = None, _initial_image(s["init"], content_img, rng)
         else:
-            pass_resume, generated = None, image_io.resize_to(generated, H, W)  # the last pass's result, enlarged
+            pass_resume, generated = None, image.resize_to(generated, H, W)  # the last pass's result, enlarged
 
         def on_iteration(it, render, k=k, H=H, W=W):
             nonlocal steps
@@ -586,57 +348,6 @@ def stylize(content, style, *, callback=None, resume=None, **options):
     )
 
 
-# Peak memory of a run, measured with `stylize` (L-BFGS, style image as large as the content):
-# bytes per pixel of the content image, and a fixed part (the interpreter, NumPy, the weights).
-# SqueezeNet: 201 MB at 320x240 and 1145 MB at 960x720, so about 1.6 KB a pixel; VGG-19's
-# activations are larger (scratchnst bench: 543 MB for one step at 512x512 without the
-# optimiser), and its weights take 550 MB.
-MEMORY_PER_PIXEL = {"squeezenet": 1700, "vgg19": 3000}
-MEMORY_FIXED = {"squeezenet": 150e6, "vgg19": 800e6}
-
-
-def memory_needed(model, H, W, style_scale=1.0):
-    """Rough peak bytes of `stylize` on an H x W content image (style images style_scale times as large)."""
-    return MEMORY_FIXED[model] + MEMORY_PER_PIXEL[model] * H * W * max(1.0, style_scale ** 2)
-
-
-def available_memory():
-    """Bytes of memory this process can still take: MemAvailable on Linux, else the physical memory."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_memory(s, content):
-    """UsageError, before anything is loaded, if --size would need more memory than there is.
-
-    Without it a mistyped --size 99999 makes Pillow and NumPy allocate tens of gigabytes in C
-    code, where Ctrl-C is not even noticed, until the machine swaps or the process is killed.
-    """
-    available = available_memory()
-    if available is None:
-        return
-    H, W = image_io.image_size(content) if isinstance(content, (str, os.PathLike)) else np.shape(content)[:2]
-    H, W = (s["size"], max(1, round(W * s["size"] / H))) if H >= W else (max(1, round(H * s["size"] / W)), s["size"])
-    needed = memory_needed(s["model"], H, W, s["style_scale"])
-    if needed <= available:
-        return
-    per_long_side_pixel = needed / s["size"] ** 2  # the need grows with the square of --size
-    fits = int(((available - MEMORY_FIXED[s["model"]]) / max(per_long_side_pixel, 1e-9)) ** 0.5) if \
-        available > MEMORY_FIXED[s["model"]] else 0
-    advice = f"use --size {fits} or less" if fits >= 16 else "close other programs or use a machine with more memory"
-    raise UsageError(f"--size {s['size']} needs about {needed / 1e9:,.1f} GB of memory for {s['model']}, and this "
-                     f"machine has {available / 1e9:,.1f} GB available; {advice}")
-
-
 def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration, resume=None):
     """One pass of `stylize`: optimise the pixels of start_img at its size.
 
@@ -660,15 +371,15 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
     mode = network.preprocessing  # image.py knows what it means; we only pass it on
     H, W = content_img.shape[:2]
     # (1, H, W, 3) float32; when resuming only its shape matters: the optimiser goes on from the saved x.
-    x0 = image_io.preprocess(content_img if start_img is None else start_img, mode)
+    x0 = image.preprocess(content_img if start_img is None else start_img, mode)
     # The box that keeps every deprocessed pixel in 0..255 (preprocessing is a per-channel
     # increasing affine map, so the black and white images bound it).
-    lo = image_io.preprocess(np.zeros((H, W, 3), np.float32), mode).reshape(-1).astype(np.float64)
-    hi = image_io.preprocess(np.full((H, W, 3), 255, np.float32), mode).reshape(-1).astype(np.float64)
+    lo = image.preprocess(np.zeros((H, W, 3), np.float32), mode).reshape(-1).astype(np.float64)
+    hi = image.preprocess(np.full((H, W, 3), 255, np.float32), mode).reshape(-1).astype(np.float64)
     if resume is not None and not np.all((lo - 1e-3 <= resume["x"]) & (resume["x"] <= hi + 1e-3)):
         raise checkpoint.damaged("its image has pixels outside 0..255")
     cost = make_cost_function(
-        network, image_io.preprocess(content_img, mode), [image_io.preprocess(img, mode) for img in style_imgs],
+        network, image.preprocess(content_img, mode), [image.preprocess(img, mode) for img in style_imgs],
         s["content_layer"], s["style_layers"], s["style_blend"], s["alpha"], s["beta"], s["tv_weight"],
     )
 
@@ -685,7 +396,7 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
         return J, dx.reshape(-1), parts
 
     def to_image(v):
-        return np.clip(image_io.deprocess(v.reshape(x0.shape).astype(np.float32), mode), 0, 255)
+        return np.clip(image.deprocess(v.reshape(x0.shape).astype(np.float32), mode), 0, 255)
 
     def render(v):
         img = to_image(v)
@@ -701,18 +412,22 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
 def _load(source, what, long_side):
     """An RGB float32 image (H, W, 3) from a path (decoded at `long_side` on its longer side) or an array."""
     if isinstance(source, (str, os.PathLike)):
-        return image_io.load_image(source, long_side=long_side)
+        return image.load_image(source, long_side=long_side)
     array = np.asarray(source, dtype=np.float32)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"{what} image must be (H, W, 3) RGB, got shape {array.shape}")
     return array
 
 
+# The course's (TF2) noise: uniform(-0.25, 0.25) on pixels in [0, 1], i.e. +-63.75 on 0..255.
+COURSE_NOISE = 0.25 * 255
+
+
 def _initial_image(init, content_img, rng):
     """The first pass's starting image, (H, W, 3) float32 RGB 0..255."""
     H, W, _ = content_img.shape
     if isinstance(init, np.ndarray):
-        return image_io.resize_to(np.asarray(init, np.float32), H, W)
+        return image.resize_to(np.asarray(init, np.float32), H, W)
     if init == "content+noise":
         noise = rng.uniform(-COURSE_NOISE, COURSE_NOISE, content_img.shape)
         return np.clip(content_img + noise, 0, 255).astype(np.float32)
@@ -720,4 +435,4 @@ def _initial_image(init, content_img, rng):
         return content_img.copy()
     if init == "noise":
         return rng.uniform(0, 255, content_img.shape).astype(np.float32)
-    return image_io.resize_to(image_io.load_image(init, long_side=max(H, W)), H, W)
+    return image.resize_to(image.load_image(init, long_side=max(H, W)), H, W)

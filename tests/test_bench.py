@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from scratchnst import bench, cli, networks
+from scratchnst import cli, networks
+from scratchnst.cli import bench
 from scratchnst.errors import UsageError
 
 SMALL = {"vgg19": 32, "squeezenet": 32}  # near the smallest images the bench layers accept (16, 31)

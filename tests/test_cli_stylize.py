@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchnst import cli, stylize_command, transfer
+from scratchnst import cli, transfer
+from scratchnst.cli import stylize_command
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from scratchnst import image
+from scratchnst import image, image_files
 from scratchnst.errors import UsageError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,7 +226,7 @@ def test_an_unreadable_file_is_a_user_error_even_as_root(tmp_path, picture, monk
     def refuse(name, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(name))
 
-    monkeypatch.setattr(image, "open", refuse, raising=False)  # the module's open() shadows the builtin
+    monkeypatch.setattr(image_files, "open", refuse, raising=False)  # the module's open() shadows the builtin
     for read in (image.load_image, image.image_size):
         with pytest.raises(UserError) as error:
             read(path)
@@ -605,13 +605,13 @@ def test_a_big_jpeg_with_a_long_side_takes_a_fraction_of_the_memory(phone_photo)
 
 
 def test_the_pixel_limit_applies_to_the_drafted_size(phone_photo, monkeypatch):
-    monkeypatch.setattr(image, "MAX_DECODED_PIXELS", 2_000_000)
+    monkeypatch.setattr(image_files, "MAX_DECODED_PIXELS", 2_000_000)
     with pytest.raises(UserError) as error:
         image.load_image(phone_photo)
     assert str(error.value) == (f"{phone_photo}: the header says 6000x4000 pixels (24 megapixels), more than "
                                 "scratchnst decodes (2 megapixels); shrink it first")
     assert image.load_image(phone_photo, long_side=320).shape == (213, 320, 3)  # 1500 x 1000 decoded
-    monkeypatch.setattr(image, "MAX_DECODED_PIXELS", 1_000_000)
+    monkeypatch.setattr(image_files, "MAX_DECODED_PIXELS", 1_000_000)
     with pytest.raises(UserError) as error:
         image.load_image(phone_photo, long_side=320)
     assert str(error.value) == (f"{phone_photo}: the header says 6000x4000 pixels (24 megapixels); even decoded at "

@@ -9,7 +9,7 @@ import pytest
 
 from network_helpers import (CONVS, FIRES, TORCH_MODELS, max_rel_error, random_params, read_all_datasets,
                              torch_params, write_keras_weights)
-from scratchnst import fast_conv, layers, networks, torch_ref
+from scratchnst import fast_conv, networks, torch_ref
 from scratchnst.errors import UsageError, UserError
 
 FIRE_NAMES = [fire for fire, _, _ in FIRES]
@@ -313,7 +313,7 @@ def test_constructor_rejects_wrong_shapes(vgg_params):
 
 
 def test_tables_match_the_published_layer_lists():
-    """Names and kernel shapes of both tables, against the lists in network_helpers (from nst-facts)."""
+    """Names and kernel shapes of both tables, against the lists in network_helpers (from the published Keras layer lists)."""
     for model, convs in CONVS.items():
         arch = networks.ARCHITECTURES[model]
         assert list(arch.weight_shapes.items()) == [(layer, (shape, shape[3:])) for layer, shape in convs]

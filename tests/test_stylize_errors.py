@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchnst import cli, image, transfer
+from scratchnst import cli, image, settings, transfer
+from scratchnst.errors import UsageError
 
 
 @pytest.fixture
@@ -255,14 +256,14 @@ def test_an_unexpected_error_is_one_line_that_says_it_is_a_bug(inputs, tmp_path,
 
 
 def test_the_memory_check_suggests_a_size_that_fits(inputs, monkeypatch):
-    monkeypatch.setattr(transfer, "available_memory", lambda: 2e9)
-    settings = transfer.resolve_settings(model="squeezenet", weights=inputs["weights"], size=5000)
-    with pytest.raises(transfer.UsageError, match=r"--size 5000 needs about .* use --size (\d+) or less") as error:
-        transfer.check_memory(settings, np.zeros((300, 400, 3)))
+    monkeypatch.setattr(settings, "available_memory", lambda: 2e9)
+    resolved = transfer.resolve_settings(model="squeezenet", weights=inputs["weights"], size=5000)
+    with pytest.raises(UsageError, match=r"--size 5000 needs about .* use --size (\d+) or less") as error:
+        settings.check_memory(resolved, np.zeros((300, 400, 3)))
     fits = int(re.search(r"use --size (\d+)", str(error.value)).group(1))
     H, W = round(fits * 3 / 4), fits
-    assert transfer.memory_needed("squeezenet", H, W) <= 2e9 < transfer.memory_needed("squeezenet", H + 20, W + 20)
-    transfer.check_memory({**settings, "size": fits}, np.zeros((300, 400, 3)))  # fits: no error
+    assert settings.memory_needed("squeezenet", H, W) <= 2e9 < settings.memory_needed("squeezenet", H + 20, W + 20)
+    settings.check_memory({**resolved, "size": fits}, np.zeros((300, 400, 3)))  # fits: no error
 
 
 # ------------------------------------------------------------------ outputs that are not plain files

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from network_helpers import max_rel_error, random_params, torch_params, torch_squeezenet, write_keras_weights
-from scratchnst import image, networks, transfer
+from scratchnst import image, networks, settings, transfer
 from scratchnst.errors import UserError
 from scratchnst.gradcheck import rel_error
 
@@ -316,6 +316,6 @@ def test_missing_images_and_tiny_sizes_are_user_errors(run, tmp_path, shared_ima
 
 
 def test_scale_sizes_halve_towards_the_coarsest():
-    assert transfer.scale_sizes(320, 1) == [320]
-    assert transfer.scale_sizes(320, 3) == [80, 160, 320]
-    assert transfer.scale_sizes(100, 2) == [50, 100]
+    assert settings.scale_sizes(320, 1) == [320]
+    assert settings.scale_sizes(320, 3) == [80, 160, 320]
+    assert settings.scale_sizes(100, 2) == [50, 100]

@@ -19,11 +19,13 @@ import time
 from pathlib import Path
 
 
-from scratchnst import atomic, checkpoint, interrupts
+from scratchnst import atomic, checkpoint
+from scratchnst import image
 from scratchnst.atomic import same_file
-from scratchnst import image as image_io
+from scratchnst.cli import interrupts
 from scratchnst.errors import UsageError, UserError
-from scratchnst.transfer import INITS, CostNotFinite, resolve_settings, stylize
+from scratchnst.settings import INITS, resolve_settings
+from scratchnst.transfer import CostNotFinite, stylize
 
 SETTINGS_ORDER = (
     "model", "weights", "pool", "size", "scales", "init", "seed", "content_layer", "alpha",
@@ -186,7 +188,7 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     """
     stream = stream or sys.stdout
     output = Path(output)
-    image_io.writable_format(output, "-o")  # now, not after minutes of work
+    image.writable_format(output, "-o")  # now, not after minutes of work
     checkpoint_flag = "--checkpoint"
     if resume_file is not None and checkpoint_file is None:
         checkpoint_file, checkpoint_flag = resume_file, "--resume"  # go on saving where the run was saved
@@ -221,7 +223,7 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
         progress.update(p)
         with interrupts.holding_stops():  # a Ctrl-C waits until the file is whole, then stops the run
             if save_every and p.iteration and p.step % save_every == 0:
-                image_io.save_image(snapshot_path(output, p.step), p.image())
+                image.save_image(snapshot_path(output, p.step), p.image())
             if checkpoint_file is not None and p.iteration and p.step % checkpoint_every == 0:
                 checkpoint.save(checkpoint_file, p.checkpoint())
                 run.checkpointed = p
@@ -235,7 +237,7 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     except KeyboardInterrupt as stop:
         with interrupts.ignoring_stops():  # a second Ctrl-C must not cut the saving of the first one's results
             progress.close()
-            how = getattr(stop, "how", "Ctrl-C")  # scratchnst.interrupts turns SIGTERM and SIGHUP into these too
+            how = getattr(stop, "how", "Ctrl-C")  # cli.interrupts turns SIGTERM and SIGHUP into these too
             where = _save_partial(run, output, log, checkpoint_file, log_record, stopped=f"interrupted ({how})")
             line = f"scratchnst: interrupted ({how}){where}"
             print(line.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr, flush=True)  # one line
@@ -247,7 +249,7 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     finally:
         progress.close()
     with interrupts.ignoring_stops():  # the run is done: a Ctrl-C now must not lose its result
-        image_io.save_image(output, result.image)
+        image.save_image(output, result.image)
         if checkpoint_file is not None and run.last is not None and run.checkpointed is not run.last:
             checkpoint.save(checkpoint_file, run.last.checkpoint())  # --iters can go on from the end
         if log is not None:
@@ -287,7 +289,7 @@ def _save_partial(run, output, log, checkpoint_file, log_record, stopped):
     if run.best is None:
         return "; it stopped before the first iteration, so there was nothing to save"
     best = run.best
-    image_path = image_io.save_image(snapshot_path(output, best.step), best.image())
+    image_path = image.save_image(snapshot_path(output, best.step), best.image())
     log_path = Path(log) if log is not None else snapshot_path(output, best.step, ".json")
     atomic.write_text(log_path, _json(log_record(
         run.last.history, stopped=stopped,

@@ -23,7 +23,7 @@ and cat; its gradient with respect to the pixels is compared with ours ("dx diff
 The weights are random by default (He-normal, seeded): the time of a step depends on the shapes,
 not on the values, and the bench then needs no weights file. --pretrained loads the real ones.
 
-Each measurement runs in a process of its own (`python -m scratchnst.bench --worker ...`): NumPy's
+Each measurement runs in a process of its own (`python -m scratchnst.cli.bench --worker ...`): NumPy's
 BLAS takes its number of threads from the environment when NumPy is imported, and a fresh process
 is the only honest baseline for peak memory.
 """
@@ -477,8 +477,8 @@ def measure_memory(model, size, library, threads=None, pretrained=False, seed=0)
 
 
 def _worker_main(argv=None):
-    """`python -m scratchnst.bench --worker JSON`: run one measurement, print its result as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m scratchnst.bench")
+    """`python -m scratchnst.cli.bench --worker JSON`: run one measurement, print its result as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m scratchnst.cli.bench")
     parser.add_argument("--worker", required=True, metavar="JSON", help="the task, as run_worker sends it")
     task = json.loads(parser.parse_args(argv).worker)
     kind = task.pop("task")
@@ -511,7 +511,7 @@ def run_worker(task, threads):
     env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
     package_root = str(Path(__file__).resolve().parent.parent)  # import this very scratchnst
     env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in [env.get("PYTHONPATH")] if p])
-    done = subprocess.run([sys.executable, "-m", "scratchnst.bench", "--worker", json.dumps(task)],
+    done = subprocess.run([sys.executable, "-m", "scratchnst.cli.bench", "--worker", json.dumps(task)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode < 0:  # killed: by the kernel's out-of-memory killer, most often

@@ -15,7 +15,8 @@ import argparse
 import os
 import sys
 
-from scratchnst import __version__, interrupts
+from scratchnst import __version__
+from scratchnst.cli import interrupts
 from scratchnst.errors import UserError
 
 
@@ -92,7 +93,7 @@ def _add_weights(sub):
                                 formatter_class=_Formatter)
 
     def run_list(args):
-        from scratchnst.weights import print_list
+        from scratchnst.cli.weights_commands import print_list
 
         return print_list()
 
@@ -105,7 +106,7 @@ def _add_weights(sub):
     p_info.add_argument("file", help="the .h5 weights file")
 
     def run_info(args):
-        from scratchnst.weights import print_info
+        from scratchnst.cli.weights_commands import print_info
 
         return print_info(args.file)
 
@@ -123,7 +124,7 @@ def _add_weights(sub):
                             "$SCRATCHNST_WEIGHTS_DIR if set, else the user cache")
 
     def run_download(args):
-        from scratchnst.weights import run_download
+        from scratchnst.cli.weights_commands import run_download
 
         return run_download(args.name, dest_dir=args.dest, url=args.url)
 
@@ -169,7 +170,7 @@ class _ModelDefault(_Default):
         self.field = field
 
     def __str__(self):
-        from scratchnst.transfer import MODEL_DEFAULTS
+        from scratchnst.settings import MODEL_DEFAULTS
 
         def show(value):
             if self.field == "style_layers":
@@ -302,7 +303,7 @@ def _add_stylize(sub):
         # only because nothing has imported NumPy yet: BLAS reads these variables once.
         for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, "1")
-        from scratchnst.stylize_command import run_stylize
+        from scratchnst.cli.stylize_command import run_stylize
 
         return run_stylize(
             args.content, args.styles, args.output, save_every=args.save_every, log=_given(args.log),
@@ -409,7 +410,7 @@ def _add_bench(sub):
                    "breakdown, no memory measurement (the full run takes about 4 minutes on 2 cores)")
 
     def run(args):
-        from scratchnst.bench import run_bench
+        from scratchnst.cli.bench import run_bench
 
         if args.quick:
             args.sizes, args.repeats, args.no_convs, args.no_memory = [256], 3, True, True
