@@ -22,7 +22,7 @@ import numpy as np
 from scratchnst import image as imageio
 from scratchnst.atomic import atomic_path, same_file
 from scratchnst.cli import ArgumentParser, describe_error, path_arg
-from scratchnst.interrupts import INTERRUPTED, catch_lost_interrupts
+from scratchnst.cli.interrupts import INTERRUPTED, catch_lost_interrupts
 from scratchnst.errors import UsageError, UserError
 
 LESSONS = Path(__file__).resolve().parent

@@ -172,8 +172,8 @@ def test_bench_pretrained_with_bad_weights_is_one_line_before_measuring(kind, tm
                                     "--repeats", 1, "--warmup", 0, "--no-torch", "--no-convs", "--no-memory"])
     assert status == 1 and out == ""
     if kind == "missing":
-        line = one_line(err, "no squeezenet weights", str(folder), "run `scratchnst weights download squeezenet` "
-                        "or put the file in one of these folders")
+        line = one_line(err, "no squeezenet weights", str(folder), "run `scratchnst weights download squeezenet`",
+                        "offline, from a copy you have: add --url file:///", "or put the file in one of these folders")
         assert "--weights" not in line  # bench has no such option
     else:
         one_line(err, str(folder / SQUEEZENET_FILE), *BAD_WEIGHTS[kind][1])
