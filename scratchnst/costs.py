@@ -250,6 +250,9 @@ def layer_style_cost_from_target(target, a_G):
     directly in (positions, channels) order, F @ D with F = A_G^T (M, nC), instead of D @ A_G
     followed by a transposing copy (D is symmetric, so (D @ A_G)^T = F @ D):
         D = F^T F / M - target;   J = sum(D**2) / (4 nC^2);   dJ/dF = F @ D / (nC^2 M)
+    The two products over all M positions run in a_G's dtype, float32 on the run path, as the
+    network that made a_G did (a float64 copy of a_G would carry no more of its digits, and cost
+    twice the time); D, whose entries cancel as G approaches the target, and J are float64.
     """
     _check_activation(a_G, "a_G")
     _, n_H, n_W, n_C = a_G.shape
@@ -257,13 +260,14 @@ def layer_style_cost_from_target(target, a_G):
         raise ValueError(f"target must be ({n_C}, {n_C}) for a_G of shape {a_G.shape}, got {target.shape}")
     # BEGIN SOLUTION
     # HINT: compute_layer_style_cost and layer_style_cost_backward in one, with target in place of the style
-    # HINT: image's Gram per position; sum in float64, give the gradient a_G's shape and dtype
+    # HINT: image's Gram per position: the two large products in a_G's dtype, the small (nC, nC) difference
+    # HINT: and the sum in float64; give the gradient a_G's shape and dtype
     M = n_H * n_W
-    F = a_G.astype(np.float64).reshape(M, n_C)  # (M, nC): row p is position p's channels
-    D = F.T @ F / M - target  # (nC, nC)
+    F = a_G.reshape(M, n_C)  # (M, nC): row p is position p's channels
+    D = (F.T @ F).astype(np.float64) / M - target  # (nC, nC)
     J = float(np.sum(D * D)) / (4 * n_C**2)
-    dF = F @ D / (n_C**2 * M)  # (M, nC)
-    return J, dF.reshape(a_G.shape).astype(a_G.dtype)
+    dF = F @ (D / (n_C**2 * M)).astype(a_G.dtype)  # (M, nC)
+    return J, dF.reshape(a_G.shape)
     # END SOLUTION
 
 

@@ -186,10 +186,14 @@ def test_fast_layer_style_cost_from_a_target_equals_the_course_functions(shape_S
     target = costs.style_target(a_S)
     assert target.dtype == np.float64 and target.shape == (shape_G[3],) * 2
     J, da_G = costs.layer_style_cost_from_target(target, a_G)
-    assert J == pytest.approx(costs.compute_layer_style_cost(a_S, a_G), rel=1e-12)
+    # float32 activations: the products over positions run in float32 (as the network that made
+    # them), so J and the gradient keep float32's ~1e-7 relative rounding of the Gram entries,
+    # amplified where G - target cancels (here, random activations, by a few times at most).
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert J == pytest.approx(costs.compute_layer_style_cost(a_S, a_G), rel=rtol)
     assert da_G.dtype == dtype and da_G.shape == a_G.shape
-    rtol = 1e-6 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(da_G, costs.layer_style_cost_backward(a_S, a_G), rtol=rtol)
+    expected = costs.layer_style_cost_backward(a_S, a_G)
+    np.testing.assert_allclose(da_G, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
     with pytest.raises(ValueError, match="target must be"):
         costs.layer_style_cost_from_target(np.zeros((2, 2)), a_G)
 
