@@ -307,8 +307,10 @@ print(f"float32 network against float64 at the start: |difference| / |gradient| 
 #
 # 1. Make the content layer also a style layer and check that `network.backward` adds both
 #    gradients (compare with two separate backward passes).
-# 2. Plant a bug: give the content gradient to the layer BELOW the content layer. Which check
-#    catches it, with what error?
+# 2. Plant a bug: write the cost yourself with `net.forward` and `net.backward` (as lesson 5's
+#    `reconstruct` does, plus the style terms of lesson 6), but give the content gradient to the
+#    layer below the content layer (the one before it in `net.layer_names`). Run the
+#    finite-difference check above on your function: what rel_error does it report?
 # 3. How does rel_error of the sampled finite differences change with h (1e-3 ... 1e-8)? Compare
 #    with lesson 2's curve for a single layer.
 # 4. In the float32 network, how large is the round-off of J itself? (Evaluate J at the same x

@@ -166,13 +166,16 @@ print(f"check: total_cost(J_content, J_style) of the last image = "
 #
 # 1. Run with `--iters 600`. Does the picture still change after 200 iterations? Compare the
 #    snapshots with the cost curve.
-# 2. Divide beta by 10, then multiply it by 10 (call `transfer.stylize(..., beta=...)`). Describe
-#    the three results.
+# 2. Divide beta by 10, then multiply it by 10:
+#    `transfer.stylize(args.content, args.style, **{**settings, "beta": settings["beta"] / 10})`
+#    and the same with `* 10`. Describe the three results (`_lesson.save(args, "09_beta.png",
+#    result.image)` writes one).
 # 3. Try the mosaic style (`--style lessons/images/mosaic.jpg`) and your own photo (`--content`).
-# 4. Start from noise (`init="noise"`) instead of content + noise. How many more iterations does
-#    the photo need to appear, and does it ever fully?
-# 5. Change the content layer to a shallower one (VGG-19: block2_conv2; SqueezeNet: conv1) and to a
-#    deeper one. Relate what you see to lesson 5's reconstructions.
+# 4. Start from noise (`{**settings, "init": "noise"}`) instead of content + noise. How many more
+#    iterations does the photo need to appear, and does it ever fully?
+# 5. Change the content layer (`{**settings, "content_layer": ...}`) to a shallower one (VGG-19:
+#    block2_conv2; SqueezeNet: conv1) and to a deeper one (block5_conv2; fire5). Relate what you
+#    see to lesson 5's reconstructions.
 
 # %%
 _lesson.done()
