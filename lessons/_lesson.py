@@ -247,7 +247,11 @@ def _show(path):
 
     # The bytes are embedded: the saved notebook (and its HTML) keeps the picture. The alt text
     # names the file, for screen readers and for a reader looking for it in lessons/out/.
-    display(Image(filename=str(path), alt=Path(path).name))
+    try:
+        picture = Image(filename=str(path), alt=Path(path).name)
+    except TypeError:  # an older IPython: no alt text
+        picture = Image(filename=str(path))
+    display(picture)
 
 
 def stretch(a, clip=0.5):
