@@ -109,12 +109,16 @@ def test_lesson_as_a_notebook_shows_its_pictures(name, builder, tmp_path, monkey
     assert "WRONG" not in text, text
 
 
-def test_a_notebook_becomes_one_html_page_with_its_pictures(builder, tmp_path, monkeypatch):
-    """The HTML a reader opens in a browser holds the pictures themselves, not links to files."""
+def test_the_build_command_writes_a_notebook_and_an_html_page_with_its_pictures(builder, tmp_path, monkeypatch):
+    """`python lessons/build_notebooks.py 01`, as documented: the page a reader opens in a browser
+    holds the picture itself, not a link to a file."""
+    import nbformat
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    nb = builder.execute(LESSONS_DIR / "01_convolution.py", f"--size 48 --out {tmp_path / 'out'}", timeout=300)
-    page = tmp_path / "01.html"
-    builder.write_html(nb, page)
-    html = page.read_text(encoding="utf-8")
+    builder.main(["01", "--dest", str(tmp_path / "nb"), "--lesson-args", f"--size 48 --out {tmp_path / 'out'}"])
+    nb = nbformat.read(tmp_path / "nb" / "01_convolution.ipynb", as_version=4)
+    assert picture_problems(nb) == []
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Lesson 1:")
+    html = (tmp_path / "nb" / "01_convolution.html").read_text(encoding="utf-8")
     assert html.count('src="data:image/png;base64,') == 1
     assert "Lesson 1: convolution by hand" in html and "lesson finished in" in html
