@@ -292,6 +292,9 @@ _lesson.plot_relative_costs(args, "06_style_costs.png", histories, "J_style / J_
 #
 # - Gram matrix: G = A A^T of the unrolled activations (reshape to (M, nC), then transpose):
 #   which channels fire together, wherever they fire.
+# - Read a Gram matrix by its diagonal (how much of each feature the image holds) and its bright
+#   rows and blocks (features that fire together); two styles differ where their difference is
+#   far from white, and the layer style cost is the mean square of that difference.
 # - Layer style cost: 1/(4 nC^2 M^2) sum((G_S - G_G)^2); gradient 1/(nC^2 M^2) (G_G - G_S) A_G,
 #   with the GENERATED image's A_G on the right (A_S is the classic bug; the check catches it).
 # - The style cost sums the layer costs with weights lambda; from noise, it alone grows a texture
