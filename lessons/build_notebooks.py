@@ -14,7 +14,8 @@ The ecosystem's own tools do the work: jupytext reads the `# %%` script into a n
 nbclient runs it in an ipykernel kernel whose working folder is lessons/ (so `import _lesson`
 works, as it does for a script), nbconvert writes the HTML. The kernel sees this repository's
 `scratchnst` first (its PYTHONPATH starts with the repository's root), whatever is installed.
-A lesson's options reach it through $SCRATCHNST_LESSON_ARGS (see _lesson.parse_args).
+A lesson's options reach it through $SCRATCHNST_LESSON_ARGS (see _lesson.parse_args); relative
+paths in them are taken from lessons/, the kernel's working folder.
 """
 
 import argparse
