@@ -1,8 +1,8 @@
 """Lesson 4: a pretrained network from an HDF5 file: what the file holds, preprocessing, feature maps.
 
 Run it:   python lessons/04_pretrained_network.py   (seconds; pictures go to lessons/out/)
-Makes:    04_features.png   the content image and 16 feature maps at a shallow, a middle and a
-                            deep layer
+Makes:    04_features.png   the content image and the 16 most active feature maps at a shallow,
+                            a middle and a deep layer
 Needs:    pretrained weights (SqueezeNet 1.1 or VGG-19): `scratchnst weights download squeezenet`.
 """
 
@@ -34,7 +34,8 @@ _lesson.section("Where are the weights?")
 name = _lesson.network_name(args)  # stops here, with the download command, if there are none
 path = args.weights or weights_io.find_weights(name)
 print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
-print("looked in, in order:", "; ".join(f"{what}: {where}" for what, where in weights_io.search_dirs()))
+print("looked in, in order:", "; ".join(f"{what}: {where if where is not None else '(not set)'}"
+                                       for what, where in weights_io.search_dirs()))
 
 # %% [markdown]
 # ## What the file holds
@@ -155,25 +156,34 @@ if torch is not None:
 # %% [markdown]
 # ## Feature maps at a shallow, a middle and a deep layer
 #
-# `visualize.activation_grid` tiles the first 16 channels of an activation, each stretched to its
-# own 0..255. Shallow channels respond to edges and colours at every position: the photo is still
-# recognisable in them. Middle channels respond to textures and parts. Deep channels are coarse
-# and sparse: a few blobs where something they detect (an eye, fur, an outline) is, and nothing
-# elsewhere. Style transfer uses exactly this: deep layers for WHAT is where (content), the
-# correlations between channels at many layers for the TEXTURE (style).
+# A layer has 64 to 512 channels; we show 16 of each, the 16 MOST ACTIVE on this image (largest
+# mean activation), strongest first, each stretched to its own 0..255 (white = that channel's
+# largest value). The first 16 by number would be an arbitrary choice: at deep layers most
+# channels are silent on any one image (ReLU outputs exactly 0), and a grid of blank tiles says
+# nothing.
+#
+# What to notice. Shallow channels respond to edges and colours at every position: the photo is
+# still recognisable in each tile. Middle channels respond to textures and parts: fur, the eyes,
+# the outline. Deep channels are coarse and sparse: a few blobs where something they detect is
+# (an eye, the nose, an ear), dark elsewhere. Style transfer uses exactly this: a deep layer for
+# WHAT is where (content), the correlations between channels at many layers for the TEXTURE (style).
 
 # %%
-_lesson.section("Feature maps")
+_lesson.section("Feature maps: the 16 most active channels of each layer")
 depths = {"vgg19": ("block1_conv2", "block3_conv1", "block5_conv1"),
           "squeezenet": ("conv1", "fire3", "fire9")}[net.name]
 acts = net.forward(x, list(depths))  # {name as asked: activation}
 tiles, labels = [], []
 for depth, layer in zip(("shallow", "middle", "deep"), depths):
-    a = acts[layer]
+    a = acts[layer]  # (1, H, W, C)
+    mean = a.mean(axis=(0, 1, 2))  # (C,) mean activation per channel
+    top = np.argsort(mean)[::-1][:16]  # the 16 most active, strongest first
+    silent = int(np.sum(a.max(axis=(0, 1, 2)) == 0))
     scale = max(1, round(acts[depths[0]].shape[1] / a.shape[1]))  # deep maps enlarged to the shallow size
-    tiles.append(visualize.activation_grid(a, k=16, columns=4, gap=2, scale=scale))
-    labels.append(f"{depth}: {layer} {a.shape[1]}x{a.shape[2]}x{a.shape[3]}, 16 of {a.shape[3]}")
-    print(f"{depth:>8}: {layer}, {a.shape[1]}x{a.shape[2]} positions, {a.shape[3]} channels")
+    tiles.append(visualize.activation_grid(a[..., top], k=16, columns=4, gap=2, scale=scale))
+    labels.append(f"{depth}: {layer}, {a.shape[1]}x{a.shape[2]}, the 16 most active of {a.shape[3]} channels")
+    print(f"{depth:>8}: {layer}, {a.shape[1]}x{a.shape[2]} positions, {a.shape[3]} channels, {silent} of them "
+          f"silent (all 0) on this image; shown: channels {', '.join(map(str, top))}")
 tiles.insert(0, image.resize_to(photo, *tiles[0].shape[:2]))  # the photo at the size of a grid
 labels.insert(0, "content")
 _lesson.save(args, "04_features.png", _lesson.montage(tiles, labels, cols=2))
@@ -190,7 +200,8 @@ _lesson.save(args, "04_features.png", _lesson.montage(tiles, labels, cols=2))
 # ## Exercises
 #
 # 1. Count the parameters of each layer from `net.params` and find the layer with the most.
-#    Where are most of VGG-19's 20 million parameters?
+#    Where are most of VGG-19's 20 million parameters? (Its shapes need no weights file:
+#    `networks.ARCHITECTURES["vgg19"].weight_shapes`.)
 # 2. Run the forward pass on the style image (`--content lessons/images/mosaic.jpg`) and compare
 #    the fraction of non-zero activations per layer with the photo's.
 # 3. Feed the network the photo in RGB order instead of BGR (but with the means subtracted) and
@@ -198,7 +209,8 @@ _lesson.save(args, "04_features.png", _lesson.montage(tiles, labels, cols=2))
 # 4. For one deep channel, find the position of its largest activation and mark the
 #    corresponding region of the photo (each position of a layer behind k stride-2 steps covers
 #    about 2**k x 2**k pixels, and sees more than that).
-# 5. Load the network with `pooling="avg"` and compare the deep feature maps with max pooling's.
+# 5. Load the network with average pooling (`net = _lesson.load_network(args, pooling="avg")`) and
+#    compare the deep feature maps with max pooling's.
 
 # %%
 _lesson.done()

@@ -128,41 +128,92 @@ print("SqueezeNet (scratchnst's choice):",
       ", ".join(f"{name} {w}" for name, w in transfer.MODEL_DEFAULTS["squeezenet"].style_layers))
 
 # %% [markdown]
-# ## Texture synthesis: the style cost alone, from noise
+# ## Gram matrices of real images: what to look for
 #
-# As lesson 5 rebuilt the photo from its content, we now grow an image whose Gram matrices match
-# the style image's, from noise, with the style cost alone (Gatys et al.'s texture synthesis).
-# Nothing ties any stroke to a place, so the result is the style's texture, rearranged. With only
-# the shallow style layers it has the right colours and grain but no structure; adding the deeper
-# layers brings larger strokes and shapes.
+# Now the Gram matrices of two style images and of the photo, at the first style layer, with the
+# pretrained network. Each is divided by its number of positions M (a mean over positions, so
+# that images of different sizes compare) and drawn as a picture, one square per pair of
+# channels (i, j), on one grey scale for all three (black 0, white large). The channels are put in
+# the same order in all three: by how strongly they fire on the first style image, strongest
+# first, so that image's large values gather at the top left.
 #
-# The network runs with the pooling `scratchnst stylize` uses for it (`transfer.MODEL_DEFAULTS`:
-# average pooling, as Gatys et al. did for texture synthesis; lesson 10 shows max pooling's
-# speckle).
+# What to look for:
+#
+# - the diagonal, G[i, i]: how much of feature i the image holds, anywhere in it. Two images with
+#   the same palette and strokes have similar diagonals;
+# - off the diagonal, G[i, j]: how often features i and j fire at the same places. Bright rows
+#   and blocks are families of features that come together (blue beside yellow, a dark line
+#   along a bright edge);
+# - the difference of two Grams (red: the pair is stronger in the first image, blue: in the
+#   second, white: the same). The style cost at this layer is the mean of its squares: a
+#   difference picture that is mostly white means a small style cost.
 
 # %%
-_lesson.section("Gram matrices of the style image and of the photo")
+_lesson.section("Gram matrices of two styles and of the photo")
 net = _lesson.load_network(args, pooling="default")  # stops here, with the download command, without weights
 style_layers = [tuple(pair) for pair in transfer.MODEL_DEFAULTS[net.name].style_layers]
 names = [name for name, _ in style_layers]
+first = names[0]
 style = _lesson.load(args.style, args.size)
 photo = _lesson.load(args.content, args.size)
+other_path = next(p for p in (_lesson.IMAGES / "mosaic.jpg", _lesson.IMAGES / "swirls.jpg")
+                  if p.resolve() != args.style.resolve())  # the second style: whichever --style is not
+other = _lesson.load(other_path, args.size)
 x_S = image.preprocess(style, net.preprocessing)
 a_S = {name: a.copy() for name, a in net.forward(x_S, names).items()}
-a_P = net.forward(image.preprocess(photo, net.preprocessing), [names[0]])[names[0]]
-first = names[0]
-grams = [costs.gram_matrix(costs.unroll(a.astype(np.float64))) / (a.shape[1] * a.shape[2])
-         for a in (a_S[first], a_P)]
-print(f"{first}: Gram {grams[0].shape}; "
-      f"J_style_layer(style, photo) = {costs.compute_layer_style_cost(a_S[first], a_P):.4g}")
-top = max(g.max() for g in grams)  # one scale for both, so that they compare
-show = [(np.sqrt(np.clip(g, 0, None) / top) * 255).repeat(2, axis=0).repeat(2, axis=1) for g in grams]  # 2x larger
-_lesson.save(args, "06_gram.png", _lesson.montage(
-    [style, show[0], photo, show[1]],
-    ["style", f"its Gram at {first}, {grams[0].shape[0]}x{grams[0].shape[1]} (sqrt)",
-     "content", f"its Gram at {first} (same scale)"], cols=4))
 
-# The shuffle test on a real image: cut the style image into tiles and shuffle them. The style
+
+def gram_per_position(picture):
+    """The Gram matrix at the first style layer, divided by the number of positions M: (nC, nC)."""
+    a = net.forward(image.preprocess(picture, net.preprocessing), [first])[first].astype(np.float64)
+    return costs.gram_matrix(costs.unroll(a)) / (a.shape[1] * a.shape[2])
+
+
+pictures = {args.style.name: style, other_path.name: other, f"{args.content.name} (content)": photo}
+grams = {label: gram_per_position(p) for label, p in pictures.items()}
+(label_A, G_A), (label_B, G_B), (label_P, G_P) = grams.items()
+order = np.argsort(np.diag(G_A))[::-1]  # channels by their energy in the first style, strongest first
+grams = {label: G[np.ix_(order, order)] for label, G in grams.items()}
+nC = G_A.shape[0]
+enlarge = max(1, round(256 / nC))  # one Gram entry -> enlarge x enlarge pixels: about 256 pixels wide
+# One scale for all three, so that they compare: white at the 99th percentile of all their entries
+# (the few largest would otherwise leave everything else dark).
+top = np.percentile(np.concatenate([G.ravel() for G in grams.values()]), 99)
+show = lambda G: (np.clip(G / top, 0, 1) * 255).repeat(enlarge, 0).repeat(enlarge, 1)  # noqa: E731
+signed = lambda D: _lesson.signed(D.repeat(enlarge, 0).repeat(enlarge, 1))  # noqa: E731
+square = np.zeros((nC * enlarge, nC * enlarge, 3))
+tiles = [_lesson.like(p, square) for p in pictures.values()]
+tiles += [show(G) for G in grams.values()]
+tiles += [signed(grams[label_A] - grams[label_B]), signed(grams[label_A] - grams[label_P])]
+labels = list(pictures)
+labels += [f"its Gram at {first}, {nC}x{nC} (one scale for all three)" for _ in pictures]
+labels += [f"{label_A} minus {label_B} (red: more in {label_A})",
+           f"{label_A} minus the content (red: more in {label_A})"]
+_lesson.save(args, "06_gram.png", _lesson.montage(tiles, labels, cols=3))
+
+distance = lambda G, H: np.sum((G - H) ** 2) / (4 * nC**2)  # noqa: E731  the layer's style cost, per-position Grams
+print(f"{first}: {nC} channels. The style cost at this layer (Grams per position):")
+print(f"  {label_A} against {label_B}: {distance(G_A, G_B):.4g};  {label_A} against the content: "
+      f"{distance(G_A, G_P):.4g};  {label_B} against the content: {distance(G_B, G_P):.4g}")
+for label, G in ((label_A, G_A), (label_B, G_B), (label_P, G_P)):
+    share = np.trace(G) / np.abs(G).sum()
+    print(f"  {label:<22} diagonal holds {share:.0%} of |G|; strongest channels "
+          f"{', '.join(map(str, np.argsort(np.diag(G))[::-1][:5]))}")
+i, j = np.unravel_index(np.argmax(np.abs(G_A - G_B)), G_A.shape)
+print(f"  largest difference between the two styles: channels ({i}, {j}), {G_A[i, j]:.3g} in {label_A} "
+      f"against {G_B[i, j]:.3g} in {label_B}")
+
+# %% [markdown]
+# With the default images (SqueezeNet's conv1): the swirls' Gram is bright at the top left, where
+# its own strongest features are, and so is its diagonal; the mosaic's is darker there and has
+# bright rows and columns at the bottom right: features the swirls hardly hold at all, so its
+# difference picture is red at the top left and blue along those rows. The photo's Gram is dim
+# everywhere (soft, low-contrast features) and the difference from the swirls is red almost
+# throughout: that is the large style cost a style transfer starts from.
+
+# %%
+_lesson.section("The shuffle test on a real image")
+# Cut the style image into tiles and shuffle them. The style
 # cost hardly notices; the content cost does. (The style cost compares images of different sizes
 # too: each Gram is divided by its own number of positions.)
 t = 32
@@ -181,28 +232,43 @@ print(f"J_content at {deep}(style, its tiles shuffled) = "
       f"{costs.compute_content_cost(a_crop[deep], a_mixed[deep]):.4g}   "
       "(the content cost sees the shuffle)")
 
+# %% [markdown]
+# ## Texture synthesis: the style cost alone, from noise
+#
+# As lesson 5 rebuilt the photo from its content, we now grow an image whose Gram matrices match
+# the style image's, from noise, with the style cost alone (Gatys et al.'s texture synthesis).
+# Nothing ties any stroke to a place, so the result is the style's texture, rearranged. With only
+# the shallow style layers it has the right colours and grain but no structure; adding the deeper
+# layers brings larger strokes and shapes.
+#
+# The network runs with the pooling `scratchnst stylize` uses for it (`transfer.MODEL_DEFAULTS`:
+# average pooling, as Gatys et al. did for texture synthesis; lesson 10 shows max pooling's
+# speckle).
+
 # %%
 _lesson.section("Texture synthesis from noise")
-lo = image.preprocess(np.zeros_like(style), net.preprocessing).reshape(-1).astype(np.float64)
-hi = image.preprocess(np.full_like(style, 255), net.preprocessing).reshape(-1).astype(np.float64)
-start = np.clip(128 + rng.uniform(-32, 32, style.shape), 0, 255).astype(np.float32)
+start = np.clip(128 + rng.uniform(-32, 32, style.shape), 0, 255).astype(np.float32)  # grey + noise, (H, W, 3)
 
 
-def synthesize(layers_and_weights):
-    """Minimise the style cost alone from `start`; returns (picture, cost history, seconds, evaluations)."""
+def synthesize(layers_and_weights, start=start):
+    """Minimise the style cost alone from `start` (H, W, 3), any size: the style image's Grams are
+    divided by its own number of positions. Returns (picture, cost history, seconds, evaluations)."""
     wanted = [name for name, _ in layers_and_weights]
+    x0 = image.preprocess(start, net.preprocessing)  # (1, H, W, 3)
+    lo = image.preprocess(np.zeros_like(start), net.preprocessing).reshape(-1).astype(np.float64)
+    hi = image.preprocess(np.full_like(start, 255), net.preprocessing).reshape(-1).astype(np.float64)
 
     def cost_and_gradient(v):
-        x = v.reshape(x_S.shape).astype(net.dtype)
+        x = v.reshape(x0.shape).astype(net.dtype)
         a_G = net.forward(x, wanted)
         J = costs.compute_style_cost(a_S, a_G, layers_and_weights)
         grads = costs.style_cost_backward(a_S, a_G, layers_and_weights)  # {layer: dJ/da_G[l]}
         return J, net.backward(grads).reshape(-1)
 
-    x0 = image.preprocess(start, net.preprocessing).reshape(-1).astype(np.float64)
     with _lesson.timed() as t:
-        result = optim.minimize(cost_and_gradient, x0, "lbfgs", args.iters, bounds=(lo, hi))
-    picture = image.deprocess(result.x.reshape(x_S.shape).astype(np.float32), net.preprocessing)
+        result = optim.minimize(cost_and_gradient, x0.reshape(-1).astype(np.float64), "lbfgs", args.iters,
+                                bounds=(lo, hi))
+    picture = image.deprocess(result.x.reshape(x0.shape).astype(np.float32), net.preprocessing)
     return picture, result.history, t.seconds, result.n_evals
 
 
@@ -226,6 +292,9 @@ _lesson.plot_relative_costs(args, "06_style_costs.png", histories, "J_style / J_
 #
 # - Gram matrix: G = A A^T of the unrolled activations (reshape to (M, nC), then transpose):
 #   which channels fire together, wherever they fire.
+# - Read a Gram matrix by its diagonal (how much of each feature the image holds) and its bright
+#   rows and blocks (features that fire together); two styles differ where their difference is
+#   far from white, and the layer style cost is the mean square of that difference.
 # - Layer style cost: 1/(4 nC^2 M^2) sum((G_S - G_G)^2); gradient 1/(nC^2 M^2) (G_G - G_S) A_G,
 #   with the GENERATED image's A_G on the right (A_S is the classic bug; the check catches it).
 # - The style cost sums the layer costs with weights lambda; from noise, it alone grows a texture
@@ -236,8 +305,11 @@ _lesson.plot_relative_costs(args, "06_style_costs.png", histories, "J_style / J_
 # 1. Show from the formula that the Gram matrix is symmetric and positive semi-definite. Why does
 #    that make dJ/dG_G symmetric, and where does the derivation use it?
 # 2. Synthesize with the deep style layers only. What is missing?
-# 3. Synthesize at twice the size of the style image (`--size` larger than the image). Does the
-#    texture repeat, or does it grow new structure?
+# 3. Grow a texture twice as wide and twice as high as the style image: give `synthesize` a
+#    larger start, `synthesize(style_layers, start=np.full((2 * H, 2 * W, 3), 128, np.float32)
+#    + rng.uniform(-32, 32, (2 * H, 2 * W, 3)).astype(np.float32))` with `H, W = style.shape[:2]`
+#    (the style's Grams are divided by its own number of positions, so the sizes may differ).
+#    Does the texture repeat, or does it grow new structure?
 # 4. Try the mosaic: `--style lessons/images/mosaic.jpg`. Which features of stained glass does
 #    the Gram matrix capture, and which (straight lead lines, closed cells) does it lose?
 # 5. Gatys et al. normalise by 1/(4 N^2 M^2) and the CS231n assignment by 1/(H W C). How do the

@@ -2,7 +2,8 @@
 
 Run it:   python lessons/07_total_cost_and_backprop.py   (under a minute; pictures go to lessons/out/)
 Makes:    07_gradients.png   from the course's starting image, a few steps along the gradient of
-                             the content cost alone, the style cost alone, and the total cost
+                             the content term alone, the style term alone, and their sum, with
+                             beta chosen so that the two pull equally hard; below, what each changed
 Needs:    pretrained weights for the picture; the gradient checks of the whole chain use small
           random networks and run without them.
 """
@@ -190,18 +191,31 @@ if torch is not None:
 #
 # With the pretrained weights, start from the course's initial image (the photo plus uniform
 # noise of +-0.25 in [0, 1] units, i.e. +-64 of 255) and follow each gradient for a few steps
-# (Adam, as the course; lesson 8 compares optimisers): the content cost alone, the style cost
-# alone, and the total. The content gradient removes the noise and restores the photo; the style
-# gradient paints texture over everything; the total does both, in the proportion alpha : beta
-# sets. (A single gradient is hard to read as a picture: at a noisy start it is mostly speckle,
-# and with max pooling it reaches only the pixels that won their windows - lesson 3. A few steps
-# show what it means.)
+# (Adam, as the course; lesson 8 compares optimisers): the content term alone, the style term
+# alone, and their sum. A single gradient is hard to read as a picture (at a noisy start it is
+# mostly speckle), so we look at where a few steps take the image, and at what they changed.
 #
-# Also: the same gradient computed by the float32 network (the run path) and by a float64 copy
-# of it differ only at the level of float32 round-off.
+# First, how strong is each pull at the start? The image IS the photo (plus noise), so the
+# content term is nearly satisfied and its gradient is small, while the style term is far from
+# its target. With the network's default alpha : beta the style gradient is hundreds of times
+# the content gradient, and Adam follows the direction of the sum: "total" would be the
+# style-only picture, pixel for pixel. The weights decide the balance, so for this picture we
+# choose beta such that both pulls are EQUALLY strong at the start,
+#
+#     beta = alpha * |dJ_content/dx| / |dJ_style/dx|      (both gradients at the start image)
+#
+# and keep alpha. Then what you should see:
+#
+# - content only: the noise goes away and the photo comes back (its change is the noise, negated);
+# - style only: strokes and colours of the style painted over everything (its change is texture);
+# - total: the photo's colours and layout with some of the style's strokes: neither of the two,
+#   between them. Its change holds some of each.
+#
+# The costs after the steps say the same in numbers: the total's content cost lies between the
+# two single-term runs', and so does its style cost.
 
 # %%
-_lesson.section("The real network: a few steps along each gradient")
+_lesson.section("The real network: how strong each pull is at the start")
 net = _lesson.load_network(args, pooling="default")  # stops here, with the download command, without weights
 d = transfer.MODEL_DEFAULTS[net.name]
 content_layer, style_layers = net.arch.resolve(d.content_layer), [(net.arch.resolve(n), w) for n, w in d.style_layers]
@@ -212,27 +226,63 @@ start = np.clip(photo + noise, 0, 255).astype(np.float32)
 x_C, x_S, x_G = (image.preprocess(p, net.preprocessing) for p in (photo, style, start))
 lo = image.preprocess(np.zeros_like(photo), net.preprocessing).reshape(-1).astype(np.float64)
 hi = image.preprocess(np.full_like(photo, 255), net.preprocessing).reshape(-1).astype(np.float64)
-steps = args.iters
 
-pictures, labels = [start], ["start: content + noise"]
-for label, alpha, beta in (("content only", d.alpha, 0.0), ("style only", 0.0, d.beta), ("total", d.alpha, d.beta)):
-    cost = transfer.make_cost_function(net, x_C, [x_S], content_layer, style_layers, [1.0], alpha, beta, 0.0)
-    J, dx, now = cost(x_G)
-    print(f"{label:>13} (alpha {alpha:g}, beta {beta:g}): J = {J:.4g} at the start "
-          f"(alpha*J_content {alpha * now['J_content']:.3g}, beta*J_style {beta * now['J_style']:.3g}), "
-          f"|dJ/dpixel| mean {np.abs(dx).mean():.3g}")
+
+def cost_with(alpha, beta):
+    return transfer.make_cost_function(net, x_C, [x_S], content_layer, style_layers, [1.0], alpha, beta, 0.0)
+
+
+_, g_content, parts = cost_with(1.0, 0.0)(x_G)  # dJ_content/dx and dJ_style/dx, unweighted
+_, g_style, _ = cost_with(0.0, 1.0)(x_G)
+J_content0, J_style0 = parts["J_content"], parts["J_style"]
+alpha = d.alpha
+ratio = d.beta * np.linalg.norm(g_style) / (alpha * np.linalg.norm(g_content))
+beta = alpha * np.linalg.norm(g_content) / np.linalg.norm(g_style)
+print(f"at the start: alpha*J_content {alpha * J_content0:.4g}, beta*J_style {d.beta * J_style0:.4g} "
+      f"(alpha {alpha:g}, beta {d.beta:g}, {net.name}'s defaults)")
+print(f"with these weights the style gradient is {ratio:.0f} times as large as the content gradient")
+print(f"for the picture: alpha {alpha:g}, beta {beta:.3g}, so that |alpha dJ_content/dx| = |beta dJ_style/dx|")
+g_total = alpha * g_content + beta * g_style
+cosine = lambda u, v: float(np.sum(u * v) / (np.linalg.norm(u) * np.linalg.norm(v)))  # noqa: E731
+print(f"cosine of the total gradient with the content gradient {cosine(g_total, g_content):.2f}, "
+      f"with the style gradient {cosine(g_total, g_style):.2f}; of content with style "
+      f"{cosine(g_content, g_style):.2f} (0 = at right angles: two different directions)")
+
+# %%
+_lesson.section(f"The real network: {args.iters} Adam steps along each gradient")
+steps = args.iters
+runs = {}
+for label, a, b in (("content only", alpha, 0.0), ("style only", 0.0, beta), ("total", alpha, beta)):
+    cost = cost_with(a, b)
 
     def cost_and_gradient(v, cost=cost):
         J, dx, _ = cost(v.reshape(x_G.shape).astype(net.dtype))
         return J, dx.reshape(-1)
 
     result = optim.adam(cost_and_gradient, x_G.reshape(-1).astype(np.float64), steps, lr=d.lr, bounds=(lo, hi))
-    pictures.append(image.deprocess(result.x.reshape(x_G.shape).astype(np.float32), net.preprocessing))
-    labels.append(f"{steps} steps: {label}")
-_lesson.save(args, "07_gradients.png", _lesson.montage(pictures, labels, cols=4))
+    x_end = result.x.reshape(x_G.shape).astype(net.dtype)
+    _, _, end = cost_with(1.0, 1.0)(x_end)  # both costs of the end image, unweighted
+    runs[label] = np.clip(image.deprocess(x_end, net.preprocessing), 0, 255)
+    print(f"{label:>13} (alpha {a:g}, beta {b:.3g}): J_content {J_content0:.3g} -> {end['J_content']:.3g}, "
+          f"J_style {J_style0:.3g} -> {end['J_style']:.3g}")
 
+mad = lambda p, q: float(np.abs(p - q).mean())  # noqa: E731  mean absolute difference, grey levels
+print(f"mean absolute difference (of 255): style only vs total {mad(runs['style only'], runs['total']):.1f}, "
+      f"content only vs total {mad(runs['content only'], runs['total']):.1f}, "
+      f"content only vs style only {mad(runs['content only'], runs['style only']):.1f}")
+change = lambda p: np.clip(128 + (p - start), 0, 255)  # noqa: E731  what the steps changed, on mid-grey
+tiles = [start] + list(runs.values()) + [photo] + [change(p) for p in runs.values()]
+labels = ["start: content + noise"] + [f"{steps} steps: {label}" for label in runs]
+labels += ["content (the photo)"] + [f"what {label} changed (grey = nothing)" for label in runs]
+_lesson.save(args, "07_gradients.png", _lesson.montage(tiles, labels, cols=4))
+
+# %% [markdown]
+# The same gradient computed by the float32 network (the run path) and by a float64 copy of it
+# differ only at the level of float32 round-off:
+
+# %%
 net64 = networks.Network(net.name, net.params, pooling=net.pooling, dtype=np.float64, preprocessing=net.preprocessing)
-cost32 = transfer.make_cost_function(net, x_C, [x_S], content_layer, style_layers, [1.0], d.alpha, d.beta, 0.0)
+cost32 = cost_with(d.alpha, d.beta)
 cost64 = transfer.make_cost_function(net64, x_C.astype(np.float64), [x_S.astype(np.float64)], content_layer,
                                      style_layers, [1.0], d.alpha, d.beta, 0.0)
 dx32, dx64 = cost32(x_G)[1], cost64(x_G.astype(np.float64))[1]
@@ -248,19 +298,28 @@ print(f"float32 network against float64 at the start: |difference| / |gradient| 
 #   numbers in RGB order for the pixels.
 # - The whole chain agrees with finite differences on sampled pixels and with PyTorch on all of
 #   them, for both architectures.
+# - alpha and beta set how hard each term pulls. At the course's start the style gradient is
+#   hundreds of times the content gradient; with the two pulls made equal, the content term
+#   removes the noise, the style term paints, and the total lands between them, in the picture
+#   and in both costs.
 #
 # ## Exercises
 #
 # 1. Make the content layer also a style layer and check that `network.backward` adds both
 #    gradients (compare with two separate backward passes).
-# 2. Plant a bug: give the content gradient to the layer BELOW the content layer. Which check
-#    catches it, with what error?
+# 2. Plant a bug: write the cost yourself with `net.forward` and `net.backward` (as lesson 5's
+#    `reconstruct` does, plus the style terms of lesson 6), but give the content gradient to the
+#    layer below the content layer (the one before it in `net.layer_names`). Run the
+#    finite-difference check above on your function: what rel_error does it report?
 # 3. How does rel_error of the sampled finite differences change with h (1e-3 ... 1e-8)? Compare
 #    with lesson 2's curve for a single layer.
 # 4. In the float32 network, how large is the round-off of J itself? (Evaluate J at the same x
 #    twice in different orders of the style layers.) Why does scratchnst sum costs in float64?
 # 5. Show that blending two style images with weights w and 1 - w has the gradient of one style
 #    cost whose target Gram is the weighted average of theirs.
+# 6. Make the picture again with beta 10 times larger and 10 times smaller than the balanced one
+#    (change the line `beta = ...`), and with the network's default `d.beta`. Which panel does
+#    "total" move towards, and what do the mean absolute differences say?
 
 # %%
 _lesson.done()

@@ -177,8 +177,11 @@ if plt is not None:
 #
 # 1. Double and halve gradient descent's lr. Where does it diverge (the cost rises), and where
 #    does it become useless?
-# 2. Multiply beta by 100. What happens to gradient descent with the same lr, to Adam, and to
-#    L-BFGS? (One of them does not notice at all: why?)
+# 2. Multiply the whole cost by 100: `100 * d.alpha` and `100 * d.beta` in the line
+#    `cost = transfer.make_cost_function(...)`, and keep gradient descent's lr as it was (print
+#    `lr_gd` before the change and write that number in place of `4.0 / np.abs(g0).max()`). What
+#    happens to each optimiser, and why? (Which steps depend on the gradient's size, and which
+#    only on its direction or on ratios of gradients?)
 # 3. Run Adam with the TF2 course's learning rate, 0.01 on pixels in [0, 1], i.e. 2.55 grey levels
 #    on our 0..255 scale. And with lr 10?
 # 4. Give L-BFGS `history_size=3` and `history_size=50` (`optim.lbfgs(..., history_size=...)`).

@@ -56,14 +56,35 @@ course = {"model": "vgg19", "size": "400 (x 400)", "content_layer": "block5_conv
           "alpha": 10, "beta": 40, "optimizer": "adam",
           "lr": "0.01 on [0, 1] = 2.55 grey levels (TF1: 2.0)", "iters": "2501 (TF1: 200)",
           "init": "content+noise", "seed": "-", "weights": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"}
-print(f"  {'setting':<14} {'this run':<58} course")
+# One row per setting; a value too long for its column goes on to the next line of the row.
+weights_course = course.pop("weights")
+
+
+def lines(items, width):
+    """Pack items (str) into lines of at most `width` characters, never splitting an item."""
+    out = [""]
+    for item in items:
+        if out[-1] and len(out[-1]) + 2 + len(item) > width:
+            out[-1] += ","
+            out.append(item)
+        else:
+            out[-1] = f"{out[-1]}, {item}" if out[-1] else item
+    return out
+
+
+print(f"  {'setting':<14} {'this run':<38} course")
 for key, course_value in course.items():
     value = settings[key]
     if key == "style_layers":
-        value = ", ".join(f"{name} {w:g}" for name, w in value)
-    elif key == "weights":
-        value = _lesson.shown(value)
-    print(f"  {key:<14} {str(value):<58} {course_value}")
+        left = lines([f"{name} {w:g}" for name, w in value], 38)
+        right = lines(["block1_conv1 ... block5_conv1", "0.2 each"], 44)
+    else:
+        left, right = [str(value)], [str(course_value)]
+    for n in range(max(len(left), len(right))):
+        print(f"  {key if n == 0 else '':<14} {left[n] if n < len(left) else '':<38} "
+              f"{right[n] if n < len(right) else ''}".rstrip())
+print(f"  weights, this run: {_lesson.shown(settings['weights'])}")
+print(f"  weights, course:   {weights_course}")
 
 # %% [markdown]
 # ## Run it
@@ -145,13 +166,16 @@ print(f"check: total_cost(J_content, J_style) of the last image = "
 #
 # 1. Run with `--iters 600`. Does the picture still change after 200 iterations? Compare the
 #    snapshots with the cost curve.
-# 2. Divide beta by 10, then multiply it by 10 (call `transfer.stylize(..., beta=...)`). Describe
-#    the three results.
+# 2. Divide beta by 10, then multiply it by 10:
+#    `transfer.stylize(args.content, args.style, **{**settings, "beta": settings["beta"] / 10})`
+#    and the same with `* 10`. Describe the three results (`_lesson.save(args, "09_beta.png",
+#    result.image)` writes one).
 # 3. Try the mosaic style (`--style lessons/images/mosaic.jpg`) and your own photo (`--content`).
-# 4. Start from noise (`init="noise"`) instead of content + noise. How many more iterations does
-#    the photo need to appear, and does it ever fully?
-# 5. Change the content layer to a shallower one (VGG-19: block2_conv2; SqueezeNet: conv1) and to a
-#    deeper one. Relate what you see to lesson 5's reconstructions.
+# 4. Start from noise (`{**settings, "init": "noise"}`) instead of content + noise. How many more
+#    iterations does the photo need to appear, and does it ever fully?
+# 5. Change the content layer (`{**settings, "content_layer": ...}`) to a shallower one (VGG-19:
+#    block2_conv2; SqueezeNet: conv1) and to a deeper one (block5_conv2; fire5). Relate what you
+#    see to lesson 5's reconstructions.
 
 # %%
 _lesson.done()

@@ -6,12 +6,17 @@ the real work from the `scratchnst` package; this module adds nothing to it.
     args = _lesson.parse_args(__doc__, size=256, iters=100)   # --content --style --size --iters --out ...
     _lesson.save(args, "01_filters.png", picture)               # lessons/out/01_filters.png
     plt = _lesson.pyplot("the cost plot")                       # None, with a note, without matplotlib
+
+In a Jupyter notebook (see lessons/build_notebooks.py) every picture is also shown in the cell
+that makes it, and the options come from $SCRATCHNST_LESSON_ARGS (e.g. "--size 64 --iters 3"),
+since a notebook has no command line.
 """
 
 import argparse
 import math
 import os
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -81,6 +86,10 @@ def _in_notebook():
     return "ipykernel" in sys.modules
 
 
+# A notebook has no command line: its options come from this variable (build_notebooks.py sets it).
+NOTEBOOK_ARGS = "SCRATCHNST_LESSON_ARGS"
+
+
 _START = time.perf_counter()
 
 
@@ -100,7 +109,8 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
         doc: the lesson's module docstring (its first line is the --help description).
         size: default --size, the long side of the images in pixels.
         iters: default --iters, optimiser iterations (lessons without an optimiser ignore it).
-        argv: the arguments (default sys.argv[1:]; none inside a notebook).
+        argv: the arguments (default sys.argv[1:]; inside a notebook, $SCRATCHNST_LESSON_ARGS
+            split as a shell would, or none).
         extra: None, or a function(parser) that adds the lesson's own options.
 
     Returns:
@@ -127,7 +137,7 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
     if extra is not None:
         extra(parser)
     if argv is None:
-        argv = [] if _in_notebook() else sys.argv[1:]
+        argv = shlex.split(os.environ.get(NOTEBOOK_ARGS, "")) if _in_notebook() else sys.argv[1:]
     args = parser.parse_args(argv)
     _DEBUG = _DEBUG or getattr(args, "debug", False)
     if args.size < 16:
@@ -218,11 +228,30 @@ def _not_an_input(args, path):
 
 
 def save(args, name, picture):
-    """Write a picture (H, W, 3) or (H, W), float 0..255 or uint8, to args.out / name; print where."""
+    """Write a picture (H, W, 3) or (H, W), float 0..255 or uint8, to args.out / name; print where.
+
+    In a notebook the picture is also shown below the cell (the PNG just written, byte for byte).
+    Returns None, so that a cell ending with it shows no stray Out[] line.
+    """
     _not_an_input(args, args.out / name)
     path = imageio.save_image(args.out / name, picture)
     print(f"wrote {shown(path)}")
-    return path
+    _show(path)
+
+
+def _show(path):
+    """In a notebook, show a PNG file in the output of the running cell; elsewhere do nothing."""
+    if not _in_notebook():
+        return
+    from IPython.display import Image, display
+
+    # The bytes are embedded: the saved notebook (and its HTML) keeps the picture. The alt text
+    # names the file, for screen readers and for a reader looking for it in lessons/out/.
+    try:
+        picture = Image(filename=str(path), alt=Path(path).name)
+    except TypeError:  # an older IPython: no alt text
+        picture = Image(filename=str(path))
+    display(picture)
 
 
 def stretch(a, clip=0.5):
@@ -285,9 +314,10 @@ def montage(tiles, labels=None, cols=None, gap=6, scale=1):
     Returns:
         uint8 (H_page, W_page, 3).
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    font = ImageFont.load_default()
+    font = label_font()
+    line_h = _line_height(font)
     images = []
     for tile in tiles:
         tile = np.asarray(tile)
@@ -302,7 +332,7 @@ def montage(tiles, labels=None, cols=None, gap=6, scale=1):
     cell_w = max(im.width for im in images)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     lines = [_wrap(label, font, cell_w, measure) for label in labels] if labels else [[] for _ in images]
-    label_h = 2 + 13 * max(len(ls) for ls in lines) if labels else 0
+    label_h = 4 + line_h * max(len(ls) for ls in lines) if labels else 0
     cell_h = max(im.height for im in images) + label_h
     page = Image.new("RGB", (cols * cell_w + (cols + 1) * gap, rows * cell_h + (rows + 1) * gap), "white")
     draw = ImageDraw.Draw(page)
@@ -311,8 +341,31 @@ def montage(tiles, labels=None, cols=None, gap=6, scale=1):
         x, y = gap + c * (cell_w + gap), gap + r * (cell_h + gap)
         page.paste(im, (x, y))
         for n, line in enumerate(lines[k]):
-            draw.text((x, y + im.height + 2 + 13 * n), line, fill=(0, 0, 0), font=font)
+            draw.text((x, y + im.height + 3 + line_h * n), line, fill=(0, 0, 0), font=font)
     return np.asarray(page)
+
+
+LABEL_SIZE = 15  # pixels: readable beside pictures of 100 to 400 pixels
+
+
+def label_font(size=LABEL_SIZE):
+    """A scalable font for labels: the one Pillow ships (Aileron, Pillow >= 10.1 with FreeType).
+
+    Pillow's older bitmap default is about 8 pixels high, too small to read beside a picture; it is
+    used only where Pillow cannot give a scalable font.
+    """
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: no size argument
+        return ImageFont.load_default()
+
+
+def _line_height(font):
+    """Pixels from one line of text to the next in `font`."""
+    ascent, descent = font.getmetrics() if hasattr(font, "getmetrics") else (11, 2)
+    return ascent + descent + 2
 
 
 def _wrap(text, font, width, draw):
@@ -349,7 +402,11 @@ def pyplot(what):
 
 
 def save_plot(args, name, fig):
-    """Save a matplotlib figure to args.out / name atomically (scratchnst.atomic); print where."""
+    """Save a matplotlib figure to args.out / name atomically (scratchnst.atomic); print where.
+
+    The figure is then closed: in a notebook the saved PNG is shown instead (see `save`), and a
+    closed figure is not drawn again, empty, at the end of the cell. Returns None.
+    """
     path = args.out / name
     _not_an_input(args, path)
     try:
@@ -357,9 +414,20 @@ def save_plot(args, name, fig):
         with atomic_path(path, "picture") as tmp:
             fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
-        fig.clf()
+        _release(fig)
     print(f"wrote {shown(path)}")
-    return path
+    _show(path)
+
+
+def _release(fig):
+    """Free a figure's drawing and take it out of pyplot's list of open figures."""
+    fig.clf()
+    pyplot_module = sys.modules.get("matplotlib.pyplot")
+    if pyplot_module is not None:
+        from matplotlib.figure import Figure
+
+        if isinstance(fig, Figure):
+            pyplot_module.close(fig)
 
 
 def plot_relative_costs(args, name, histories, ylabel, title):
@@ -381,7 +449,7 @@ def plot_relative_costs(args, name, histories, ylabel, title):
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    return save_plot(args, name, fig)
+    save_plot(args, name, fig)
 
 
 # ------------------------------------------------------------------------------------ PyTorch

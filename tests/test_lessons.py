@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -142,3 +143,19 @@ def test_lesson_with_a_missing_image_stops_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"lesson stopped: {tmp_path / 'nope.jpg'}: no such image file")
+
+
+def test_labels_use_a_scalable_font(monkeypatch):
+    """Pictures are labelled in a scalable font large enough to read, not Pillow's 8-pixel bitmap font."""
+    from PIL import ImageFont
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # importing _lesson replaces it: put it back after
+    monkeypatch.syspath_prepend(str(LESSONS_DIR))
+    import _lesson
+
+    font = _lesson.label_font()
+    assert isinstance(font, ImageFont.FreeTypeFont)
+    left, top, right, bottom = font.getbbox("Gram matrix")
+    assert bottom - top >= 10, "capital letters should be at least 10 pixels high"
+    page = _lesson.montage([np.zeros((40, 200, 3))], ["a label"])
+    assert page.shape[0] >= 40 + 15  # room under the tile for one line of text

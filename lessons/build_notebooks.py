@@ -1,0 +1,143 @@
+"""Build executed notebooks, and an HTML page of each, from the lessons' `# %%` scripts.
+
+    pip install -e ".[lessons]"                         # jupytext, nbclient, ipykernel, nbconvert, matplotlib
+    python lessons/build_notebooks.py                   # all ten at their default sizes: ~10 minutes
+    python lessons/build_notebooks.py 04 07             # only lessons 04 and 07
+    python lessons/build_notebooks.py --lesson-args "--size 64 --iters 3"   # quick and small
+
+Writes lessons/notebooks/NN_name.ipynb (outputs and pictures embedded) and NN_name.html (one
+self-contained page: a browser is all a reader needs). Both are generated, never edited and
+never committed: the scripts are the source. The pictures also go to lessons/out/, as from the
+command line (or to the folder `--lesson-args "--out DIR"` names).
+
+The ecosystem's own tools do the work: jupytext reads the `# %%` script into a notebook,
+nbclient runs it in an ipykernel kernel whose working folder is lessons/ (so `import _lesson`
+works, as it does for a script), nbconvert writes the HTML. The kernel sees this repository's
+`scratchnst` first (its PYTHONPATH starts with the repository's root), whatever is installed.
+A lesson's options reach it through $SCRATCHNST_LESSON_ARGS (see _lesson.parse_args); relative
+paths in them are taken from lessons/, the kernel's working folder.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+LESSONS = Path(__file__).resolve().parent
+REPO = LESSONS.parent
+DEFAULT_DEST = LESSONS / "notebooks"  # git-ignored
+NEEDED = {"jupytext": "jupytext", "nbclient": "nbclient", "nbconvert": "nbconvert", "ipykernel": "ipykernel",
+          "nbformat": "nbformat"}
+
+
+def lesson_scripts(selectors=()):
+    """The lesson scripts, in order; `selectors` keeps those whose name starts with one of them ("04")."""
+    scripts = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
+    if selectors:
+        scripts = [s for s in scripts if any(s.name.startswith(sel) for sel in selectors)]
+    return scripts
+
+
+def missing_tools():
+    """The packages this script needs that are not installed (by their pip name)."""
+    import importlib.util
+
+    return [pip for module, pip in NEEDED.items() if importlib.util.find_spec(module) is None]
+
+
+def kernel_env(lesson_args=""):
+    """The environment of the kernel: this repository's scratchnst first, the lesson's options."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["SCRATCHNST_LESSON_ARGS"] = lesson_args
+    env.pop("MPLBACKEND", None)  # the kernel's own inline backend; the lessons show their PNGs themselves
+    return env
+
+
+def to_notebook(script):
+    """The `# %%` script as an (unexecuted) notebook, read by jupytext; the kernel is this Python's.
+
+    The script's docstring (its title, how to run it, what it makes) becomes the notebook's first,
+    markdown, cell: as code it would only echo itself as a string.
+    """
+    import ast
+
+    import jupytext
+    from nbformat.v4 import new_markdown_cell
+
+    nb = jupytext.read(script, fmt="py:percent")
+    first = nb.cells[0] if nb.cells else None
+    if first is not None and first.cell_type == "code":
+        body = ast.parse(first.source).body
+        if len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            title, _, rest = body[0].value.value.strip().partition("\n")
+            rest = "\n".join("    " + line if line.strip() else "" for line in rest.strip("\n").splitlines())
+            nb.cells[0] = new_markdown_cell(f"# {title}\n\n{rest}".rstrip() + "\n")
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata.pop("jupytext", None)  # a generated notebook, not one paired with the script
+    return nb
+
+
+def execute(script, lesson_args="", timeout=900):
+    """Run one lesson as a notebook; returns the executed notebook (nbformat.NotebookNode).
+
+    Raises nbclient's CellExecutionError (with the cell and its traceback) if a cell fails.
+    """
+    from nbclient import NotebookClient
+
+    nb = to_notebook(script)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}})
+    client.execute(env=kernel_env(lesson_args), cwd=str(LESSONS))
+    return nb
+
+
+def write_html(nb, path):
+    """Write one self-contained HTML page of an executed notebook (pictures embedded as data)."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    path.write_text(body, encoding="utf-8")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("lessons", nargs="*", help="lesson numbers or name prefixes (default: all ten)")
+    parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="folder for the .ipynb and .html files")
+    parser.add_argument("--lesson-args", default="", help='options for every lesson, e.g. "--size 64 --iters 3"')
+    parser.add_argument("--no-html", action="store_true", help="write the notebooks only")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds a cell may run")
+    args = parser.parse_args(argv)
+    missing = missing_tools()
+    if missing:
+        sys.exit(f"build_notebooks: needs {', '.join(missing)}: pip install -e \".[lessons]\" "
+                 f"(or pip install {' '.join(missing)})")
+    scripts = lesson_scripts(args.lessons)
+    if not scripts:
+        sys.exit(f"build_notebooks: no lesson matches {' '.join(args.lessons)}")
+    import nbformat
+    from nbclient.exceptions import CellExecutionError
+
+    args.dest.mkdir(parents=True, exist_ok=True)
+    for script in scripts:
+        start = time.perf_counter()
+        print(f"{script.name}: running ...", flush=True)
+        try:
+            nb = execute(script, args.lesson_args, args.timeout)
+        except CellExecutionError as error:
+            sys.exit(f"build_notebooks: {script.name} failed:\n{error}")
+        target = args.dest / f"{script.stem}.ipynb"
+        nbformat.write(nb, target)
+        written = [target]
+        if not args.no_html:
+            write_html(nb, target.with_suffix(".html"))
+            written.append(target.with_suffix(".html"))
+        pictures = sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
+        print(f"{script.name}: {pictures} pictures, {time.perf_counter() - start:.0f} s -> "
+              + ", ".join(str(p) for p in written), flush=True)
+
+
+if __name__ == "__main__":
+    main()
