@@ -9,7 +9,7 @@ Needs:    no pretrained weights.
 import numpy as np
 
 import _lesson
-from scratchnst import layers, torch_ref
+from scratchnst import fast_conv, layers, torch_ref
 from scratchnst.gradcheck import rel_error
 
 args = _lesson.parse_args(__doc__, size=256)
@@ -169,11 +169,15 @@ with _lesson.timed() as t_cols:
     quick = conv_im2col(x, w, b, 1, 1)
 with _lesson.timed() as t_pkg:
     pkg, _ = layers.conv2d_forward(x, w, b, stride=1, padding=1)
+with _lesson.timed() as t_fast:
+    fast, _ = fast_conv.conv2d_forward(x, w, b, stride=1, padding=1)
 print(f"x (1, 48, 48, 16), 16 kernels 3x3: loops {t_loops.seconds * 1000:.0f} ms, "
-      f"im2col {t_cols.seconds * 1000:.1f} ms, scratchnst {t_pkg.seconds * 1000:.1f} ms")
-print(f"rel_error im2col vs loops {rel_error(quick, slow):.1e}, scratchnst vs loops {rel_error(pkg, slow):.1e}")
+      f"im2col {t_cols.seconds * 1000:.1f} ms, layers (one product per tap) {t_pkg.seconds * 1000:.1f} ms, "
+      f"fast_conv {t_fast.seconds * 1000:.1f} ms")
+print(f"rel_error vs loops: im2col {rel_error(quick, slow):.1e}, layers {rel_error(pkg, slow):.1e}, "
+      f"fast_conv {rel_error(fast, slow):.1e}")
 print(f"the im2col matrix holds {3 * 3}x the input's values: {x.size} -> {3 * 3 * x.size} "
-      "(the package copies one block of output rows at a time instead: read layers._conv_padded)")
+      "(fast_conv, which the networks run, copies one block of output rows at a time instead)")
 
 # %% [markdown]
 # ## Against PyTorch
@@ -244,7 +248,7 @@ _lesson.save(args, "01_filters.png", _lesson.montage(tiles, labels, cols=3))
 # 2. Design a 3x3 kernel that responds to diagonal edges and add it to the picture.
 # 3. How many values does the im2col matrix of VGG-19's first layer (3x3, 3 -> 64 channels) hold
 #    for a 400x400 image? And of its block1_conv2 (64 -> 64)? Why does that favour building the
-#    im2col matrix one block of output rows at a time, as `layers._conv_padded` does?
+#    im2col matrix one block of output rows at a time, as `fast_conv._conv_padded` does?
 # 4. Add a `dilation` d to `conv_loops` (the window taps are d pixels apart). What is the output
 #    size formula now?
 # 5. Show that a 1x1 convolution is a matrix product over channels: compare

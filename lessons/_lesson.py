@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnst import image as imageio
+from scratchnst import image
 from scratchnst.atomic import atomic_path, same_file
 from scratchnst.cli import ArgumentParser, describe_error, path_arg
 from scratchnst.cli.interrupts import INTERRUPTED, catch_lost_interrupts
@@ -147,7 +147,7 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
     if args.seed < 0:
         parser.error(f"--seed must be at least 0, got {args.seed}")  # what np.random.default_rng takes
     for path in (args.content, args.style):
-        imageio.load_image(path, long_side=16)  # UserError naming the file: missing, not an image...
+        image.load_image(path, long_side=16)  # UserError naming the file: missing, not an image...
     _make_output_folder(args.out)
     _inputs_not_among_pictures(args)
     return args
@@ -210,7 +210,7 @@ def shown(path):
 # ------------------------------------------------------------------------------------ pictures
 def load(path, size):
     """An image file as float32 (H, W, 3) RGB 0..255, its long side resized to `size` pixels."""
-    return imageio.load_image(path, long_side=size)
+    return image.load_image(path, long_side=size)
 
 
 def _path(text):
@@ -234,7 +234,7 @@ def save(args, name, picture):
     Returns None, so that a cell ending with it shows no stray Out[] line.
     """
     _not_an_input(args, args.out / name)
-    path = imageio.save_image(args.out / name, picture)
+    path = image.save_image(args.out / name, picture)
     print(f"wrote {shown(path)}")
     _show(path)
 
@@ -298,7 +298,7 @@ def like(picture, reference):
     else:  # too wide: crop columns
         keep = max(1, round(h * W / H))
         picture = picture[:, (w - keep) // 2:(w - keep) // 2 + keep]
-    return imageio.resize_to(np.asarray(picture, dtype=np.float32), H, W)
+    return image.resize_to(np.asarray(picture, dtype=np.float32), H, W)
 
 
 def montage(tiles, labels=None, cols=None, gap=6, scale=1):
@@ -323,7 +323,7 @@ def montage(tiles, labels=None, cols=None, gap=6, scale=1):
         tile = np.asarray(tile)
         if tile.ndim == 2:
             tile = np.repeat(tile[..., None], 3, axis=-1)
-        tile = imageio.to_uint8(tile) if tile.dtype != np.uint8 else tile
+        tile = image.to_uint8(tile) if tile.dtype != np.uint8 else tile
         if scale != 1:
             tile = tile.repeat(scale, axis=0).repeat(scale, axis=1)
         images.append(Image.fromarray(tile))
@@ -458,7 +458,8 @@ def torch_or_note(what="the comparison with PyTorch"):
     try:
         import torch
     except ImportError:
-        print(f"PyTorch is not installed: skipping {what} (pip install torch)")
+        print(f"PyTorch is not installed: skipping {what} (pip install torch==2.13.0 "
+              "--extra-index-url https://download.pytorch.org/whl/cpu)")
         return None
     return torch
 
