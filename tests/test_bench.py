@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from scratchnst import cli, networks
-from scratchnst.cli import bench
+from scratchnst.cli import bench, bench_quality
 from scratchnst.errors import UsageError
 
 SMALL = {"vgg19": 32, "squeezenet": 32}  # near the smallest images the bench layers accept (16, 31)
@@ -33,6 +33,10 @@ def in_process_worker(task, threads):
     """bench.run_worker without the subprocess, for fast tests of everything around it."""
     task = dict(task)
     kind = task.pop("task")
+    if kind == "floor":
+        return bench.measure_floor(**{**task, "size": 64})
+    if kind == "quality":
+        return bench_quality.measure_quality(**{**task, "size": 64})
     return bench.measure_time(**task) if kind == "time" else bench.measure_memory(**task)
 
 
@@ -134,6 +138,39 @@ def test_report_table_and_json(monkeypatch, torch):
         assert f"{model} at 32x32: each convolution" in text
     assert "block5_conv1" in text and "fire9/expand3x3" in text and "all convolutions" in text
     assert "not installed" not in text
+
+
+def test_floor_is_the_same_product_in_both_libraries(torch):
+    floor = bench.measure_floor(threads=1, size=64, repeats=1, warmup=0)
+    assert floor["size"] == 64 and floor["numpy_gflops"] > 0 and floor["pytorch_gflops"] > 0
+    assert floor["ratio"] == pytest.approx(floor["pytorch_gflops"] / floor["numpy_gflops"])
+
+
+def test_time_to_quality_judges_both_images_by_one_cost(squeezenet_weights_path, shared_image, torch):
+    """A tiny problem: what the row computes, not how fast. The costs are scratchnst's own cost
+    function of each library's final image; PyTorch's image lies in the pixel box."""
+    result = bench_quality.measure_quality(str(shared_image("tubingen.jpg")), str(shared_image("starry_night.jpg")),
+                                           weights=str(squeezenet_weights_path), threads=1, size=64, iters=4)
+    assert result["settings"]["iters"] == 4 and result["settings"]["pool"] == "max"
+    assert 0 < result["scratchnst_cost"] < float("inf") and 0 < result["pytorch_cost"] < float("inf")
+    assert result["scratchnst_evaluations"] >= 5 and result["pytorch_evaluations"] >= 4
+    if result["seconds_to_pytorch_cost"] is None:
+        assert result["time_to_quality"] is None
+    else:
+        assert result["time_to_quality"] == pytest.approx(result["seconds_to_pytorch_cost"] / result["pytorch_seconds"])
+
+
+def test_report_prints_the_floor_and_the_time_to_quality(monkeypatch, torch, squeezenet_weights_path, shared_image):
+    monkeypatch.setattr(bench, "run_worker", in_process_worker)
+    quality = {"content": str(shared_image("tubingen.jpg")), "style": str(shared_image("starry_night.jpg")),
+               "weights": str(squeezenet_weights_path), "iters": 3}
+    report = bench.run_benchmarks(models=["squeezenet"], sizes=[32], repeats=1, warmup=0, threads=1, convs=False,
+                                  memory=False, quality=quality)
+    assert report["floor"]["ratio"] > 0 and report["quality"]["settings"]["iters"] == 3
+    text = bench.format_report(report)
+    assert "floor: a 64x64 float32 matrix product" in text and "over floor" in text
+    assert "Time to quality: stylize against torch.optim.LBFGS" in text and "time to quality:" in text
+    assert json.loads(json.dumps(report)) == report
 
 
 def test_report_without_torch_says_so(monkeypatch, hide_torch):

@@ -476,6 +476,34 @@ def measure_memory(model, size, library, threads=None, pretrained=False, seed=0)
     return {"library": library, "model": model, "size": size, "peak_bytes": peak_rss_of(step)}
 
 
+def measure_floor(threads=None, size=2048, repeats=5, warmup=1):
+    """The machine's floor for a step made of matrix products: NumPy's sgemm against PyTorch's.
+
+    Both multiply the same two size x size float32 matrices on the same threads, interleaved.
+    A style-transfer step is mostly such products, so its scratchnst / PyTorch ratio cannot go
+    much below this one: what is above it is time spent outside the products.
+
+    Returns:
+        dict: size, numpy_gflops, pytorch_gflops (None without torch), ratio (NumPy time / PyTorch time).
+    """
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    functions = {"numpy": _timed(lambda: a @ b)}
+    if torch_available():
+        torch = _torch()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        a_t, b_t = torch.from_numpy(a), torch.from_numpy(b)
+        functions["pytorch"] = _timed(lambda: torch.mm(a_t, b_t))
+    timed = time_interleaved(functions, repeats, warmup)
+    flops = 2.0 * size**3
+    seconds = {name: float(np.median([r[0] for r in rounds])) for name, rounds in timed.items()}
+    theirs = seconds.get("pytorch")
+    return {"size": size, "numpy_gflops": flops / seconds["numpy"] / 1e9,
+            "pytorch_gflops": None if theirs is None else flops / theirs / 1e9,
+            "ratio": None if theirs is None else seconds["numpy"] / theirs}
+
+
 def _worker_main(argv=None):
     """`python -m scratchnst.cli.bench --worker JSON`: run one measurement, print its result as JSON."""
     parser = argparse.ArgumentParser(prog="python -m scratchnst.cli.bench")
@@ -483,7 +511,12 @@ def _worker_main(argv=None):
     task = json.loads(parser.parse_args(argv).worker)
     kind = task.pop("task")
     try:
-        result = measure_time(**task) if kind == "time" else measure_memory(**task)
+        if kind == "quality":
+            from scratchnst.cli.bench_quality import measure_quality  # needs torch and real weights
+
+            result = measure_quality(**task)
+        else:
+            result = {"time": measure_time, "memory": measure_memory, "floor": measure_floor}[kind](**task)
     except UserError as error:
         result = {"error": str(error), "exit_status": error.exit_status}
     except MemoryError:
@@ -554,7 +587,7 @@ def _load_average():
 
 
 def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads=None, use_torch=True,
-                   pretrained=False, seed=0, convs=True, memory=True, progress=None):
+                   pretrained=False, seed=0, convs=True, memory=True, progress=None, floor=True, quality=None):
     """Measure every (model, size), each in worker processes; returns the report (a JSON-able dict).
 
     Args:
@@ -564,6 +597,9 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
         use_torch: False to measure scratchnst alone.
         convs: time each convolution too; memory: measure peak memory too.
         progress: a stream for one line per measurement as it starts, or None.
+        floor: measure the machine's floor, NumPy's sgemm against PyTorch's (`measure_floor`).
+        quality: None, or {"content", "style", "weights", "iters"}: add the time-to-quality row,
+            scratchnst's stylize against torch.optim.LBFGS (scratchnst.cli.bench_quality).
 
     Returns:
         {"machine": {...}, "settings": {...}, "results": [one dict per (model, size): measure_time's
@@ -635,6 +671,17 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
             theirs = f", PyTorch {result['pytorch_median']:.3f} s" if result["pytorch_median"] is not None else ""
             say(f"bench: row {len(results)} of {rows} done: scratchnst {result['scratchnst_median']:.3f} s/step"
                 f"{theirs}{ratio} ({time.perf_counter() - started:.0f} s so far)")
+    floor_result = None
+    if floor and use_torch and torch_available():
+        say("bench: the floor, NumPy's sgemm against PyTorch's (2048x2048 float32)...")
+        floor_result = run_worker({"task": "floor", "threads": threads, "repeats": repeats, "warmup": warmup},
+                                  threads)
+    quality_result = None
+    if quality is not None and use_torch and torch_available():
+        say(f"bench: time to quality, {quality['iters']} L-BFGS iterations of stylize against "
+            "torch.optim.LBFGS (about a minute)...")
+        quality_result = run_worker({"task": "quality", "threads": threads, **quality}, threads)
+        say(f"bench: time to quality done ({time.perf_counter() - started:.0f} s so far)")
     machine = {"cpu": _cpu_name(), "cpus": os.cpu_count(), "system": f"{platform.system()} {platform.machine()}",
                "python": platform.python_version(), "numpy": np.__version__, **info,
                "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
@@ -642,7 +689,8 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
                 else f"random (He-normal, seed {seed})", "pause_seconds": SWITCH_PAUSE,
                 "memory_method": "peak resident memory (Linux VmHWM) of one step above the resident memory "
                                  "before it, each library in a fresh process after a warm-up step on a small image"}
-    return {"machine": machine, "settings": settings, "results": results}
+    return {"machine": machine, "settings": settings, "results": results, "floor": floor_result,
+            "quality": quality_result}
 
 
 # ------------------------------------------------------------------------------ the table
@@ -682,6 +730,12 @@ def format_report(report):
     ]
     if machine.get("openblas_coretype"):
         out.append(f"note: OPENBLAS_CORETYPE={machine['openblas_coretype']} is set; it may slow NumPy down")
+    floor = report.get("floor")
+    if floor and floor.get("ratio"):
+        out.append(f"floor: a {floor['size']}x{floor['size']} float32 matrix product runs at "
+                   f"{floor['numpy_gflops']:.0f} GFLOP/s in NumPy and {floor['pytorch_gflops']:.0f} in PyTorch, "
+                   f"a ratio of {floor['ratio']:.2f}: a step made of matrix products cannot do much better")
+    floor_ratio = floor["ratio"] if floor and floor.get("ratio") else None
     rows = []
     for r in report["results"]:
         memory = r["memory"] or {}
@@ -689,17 +743,35 @@ def format_report(report):
         rows.append([
             r["model"], f"{r['size']}x{r['size']}", f"{r['scratchnst_median']:.3f}",
             _fmt(r["pytorch_median"], ".3f", torch_missing), _fmt(r["ratio"], ".2f"),
+            _fmt(r["ratio"] / floor_ratio if r["ratio"] and floor_ratio else None, ".2f"),
             _fmt(_mb(memory.get("scratchnst_bytes")), ".0f"), _fmt(_mb(memory.get("pytorch_bytes")), ".0f"),
             _fmt(memory.get("ratio"), ".2f"), _fmt(r["dx_difference"], ".1e"),
             f"{_fmt(r['load_before'], '.1f')} -> {_fmt(r['load_after'], '.1f')}",
         ])
-    out += [""] + _table(["network", "image", "scratchnst s", "PyTorch s", "time ratio", "scratchnst MB",
-                          "PyTorch MB", "memory ratio", "dx differs by", "load"], rows, right=range(2, 9))
+    out += [""] + _table(["network", "image", "scratchnst s", "PyTorch s", "time ratio", "over floor",
+                          "scratchnst MB", "PyTorch MB", "memory ratio", "dx differs by", "load"], rows,
+                         right=range(2, 10))
     out += ["",
-            "s: median seconds of a step. ratio: scratchnst / PyTorch. MB: peak resident memory of one step",
+            "s: median seconds of a step. ratio: scratchnst / PyTorch; over floor: that ratio divided by the",
+            "floor's (1.00: as close to PyTorch as NumPy's matrix products allow). MB: peak resident memory of one step",
             "above the memory before it, each library in a fresh process after a warm-up step on a small image.",
             "dx differs by: ||dx_scratchnst - dx_PyTorch|| / ||dx_PyTorch|| (float32; a max pool may send a",
             "gradient to another cell where two inputs tie to round-off). load: the machine's load average."]
+    quality = report.get("quality")
+    if quality:
+        q = quality["settings"]
+        out += ["", f"Time to quality: stylize against torch.optim.LBFGS on the same problem ({q['model']}, "
+                    f"{q['pool']} pooling, {q['size']} px, {q['iters']} iterations each, same start, same threads)"]
+        reached = quality["seconds_to_pytorch_cost"]
+        out += _table(["library", "seconds", "evaluations", "final cost (scratchnst's)"], [
+            ["scratchnst", f"{quality['scratchnst_seconds']:.1f}", str(quality["scratchnst_evaluations"]),
+             f"{quality['scratchnst_cost']:.4g}"],
+            ["PyTorch", f"{quality['pytorch_seconds']:.1f}", str(quality["pytorch_evaluations"]),
+             f"{quality['pytorch_cost']:.4g}"],
+        ], right=range(1, 4))
+        out.append(f"time to quality: scratchnst reached PyTorch's final cost after {reached:.1f} s, "
+                   f"{quality['time_to_quality']:.2f} of PyTorch's time" if reached is not None else
+                   "time to quality: scratchnst never reached PyTorch's final cost in its iterations")
     for r in report["results"]:
         if not r["convs"]:
             continue
@@ -722,11 +794,12 @@ def format_report(report):
 
 
 def run_bench(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads=None, use_torch=True,
-              pretrained=False, seed=0, convs=True, memory=True, as_json=False, stream=None, progress=None):
+              pretrained=False, seed=0, convs=True, memory=True, as_json=False, stream=None, progress=None,
+              floor=True, quality=None):
     """`scratchnst bench`: measure, then print the table (or JSON) to stream; returns the exit status 0."""
     stream = stream or sys.stdout
     report = run_benchmarks(models, sizes, repeats, warmup, threads, use_torch, pretrained, seed, convs, memory,
-                            progress=progress if progress is not None else sys.stderr)
+                            progress=progress if progress is not None else sys.stderr, floor=floor, quality=quality)
     print(json.dumps(report, indent=2) if as_json else format_report(report), file=stream)
     return 0
 

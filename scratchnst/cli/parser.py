@@ -405,21 +405,58 @@ def _add_bench(sub):
     p.add_argument("--no-convs", action="store_true", help="skip the per-convolution breakdown")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the floor (NumPy's sgemm against PyTorch's on a 2048x2048 product)")
+    p.add_argument("--no-quality", action="store_true",
+                   help="skip the time-to-quality row (stylize against torch.optim.LBFGS on the same problem)")
+    p.add_argument("--quality-images", nargs=2, metavar=("CONTENT", "STYLE"), type=path_arg,
+                   default=_Default("lessons/images/cat.jpg and swirls.jpg of the repository"),
+                   help="the content and style images of the time-to-quality row")
+    p.add_argument("--quality-iters", type=int, default=200, metavar="N",
+                   help="L-BFGS iterations of each library in the time-to-quality row")
     p.add_argument("--quick", action="store_true",
                    help="a first look in well under a minute: 256 px only, 3 repeats, no per-convolution "
-                   "breakdown, no memory measurement (the full run takes about 4 minutes on 2 cores)")
+                   "breakdown, no memory measurement, no time-to-quality row (the full run takes about "
+                   "5 minutes on 2 cores)")
 
     def run(args):
         from scratchnst.cli.bench import run_bench
 
         if args.quick:
-            args.sizes, args.repeats, args.no_convs, args.no_memory = [256], 3, True, True
-
+            args.sizes, args.repeats, args.no_convs, args.no_memory, args.no_quality = [256], 3, True, True, True
+        quality = None if args.no_quality or args.no_torch else _quality_problem(args)
         return run_bench(models=args.models, sizes=args.sizes, repeats=args.repeats, warmup=args.warmup,
                          threads=args.threads, use_torch=not args.no_torch, pretrained=args.pretrained,
-                         seed=args.seed, convs=not args.no_convs, memory=not args.no_memory, as_json=args.json)
+                         seed=args.seed, convs=not args.no_convs, memory=not args.no_memory, as_json=args.json,
+                         floor=not args.no_floor, quality=quality)
 
     p.set_defaults(func=run)
+
+
+def _quality_problem(args):
+    """The time-to-quality row's problem, or None (with one line on stderr saying why) when it cannot run."""
+    from pathlib import Path
+
+    from scratchnst.errors import UsageError
+    from scratchnst.weights import find_weights
+
+    if args.quality_iters < 1:
+        raise UsageError(f"--quality-iters must be at least 1, got {args.quality_iters}")
+    images = _given(args.quality_images)
+    if images is None:
+        shipped = Path(__file__).resolve().parents[2] / "lessons" / "images"
+        images = [shipped / "cat.jpg", shipped / "swirls.jpg"]
+        if not all(path.is_file() for path in images):
+            print("bench: no time-to-quality row: give its images with --quality-images CONTENT STYLE "
+                  "(the repository's lessons/images are not beside this installation)", file=sys.stderr)
+            return None
+    try:
+        weights = find_weights("squeezenet", weights_flag=None)
+    except UserError:
+        print("bench: no time-to-quality row: it needs the real SqueezeNet weights; run "
+              "`scratchnst weights download squeezenet`", file=sys.stderr)
+        return None
+    return {"content": str(images[0]), "style": str(images[1]), "weights": str(weights), "iters": args.quality_iters}
 
 
 _SUBCOMMANDS = [_add_gradcheck, _add_weights, _add_stylize, _add_exercises, _add_bench]
