@@ -25,12 +25,13 @@ import numpy as np
 from scratchnst import layers
 
 
-# About this many bytes of the im2col matrix exist at any time (see `_conv_padded`). Each block is
-# one matrix product that BLAS splits among its threads, which wait for each other at its end:
-# few large blocks mean few waits. With other processes busy on the machine a wait can last a
-# time slice: measured here, 2 MiB blocks then made VGG-19 up to 5x slower than 32 MiB ones. On an
-# idle machine 8 to 32 MiB are within ~10% of each other (smaller blocks stay in the cache).
-_IM2COL_BLOCK_BYTES = 32 * 2**20
+# About this many bytes of the im2col matrix exist at any time (see `_conv_padded`). Smaller blocks
+# stay in the cache between the copy that makes them and the product that reads them; larger ones
+# mean fewer products, and BLAS's threads wait for each other at the end of each (with the machine
+# busy, a wait can last a time slice). Measured on a 2-core Xeon (AVX-512), block1_conv2 of VGG-19
+# at 256x256 forward: 1 thread 54, 56, 77 ms and 2 threads 40, 36, 58 ms with 4, 8, 32 MiB blocks;
+# a whole VGG-19 step on 1 thread 1.21, 1.25, 1.38 times PyTorch's.
+_IM2COL_BLOCK_BYTES = 8 * 2**20
 
 # Scratch buffers kept from call to call, per thread (an im2col block and the padded rows it reads,
 # at most _IM2COL_BLOCK_BYTES each): a fresh buffer of tens of MiB would come from the operating
@@ -103,7 +104,7 @@ def _im2col_view(xpad, KH, KW, stride, H_out, W_out):
         writeable=False)
 
 
-def _conv_padded(x, w, stride, pad_h, pad_w, b=None):
+def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None):
     """Convolution of x zero-padded by pad_h and pad_w, by im2col, one block of output rows at a time.
 
     Args:
@@ -112,9 +113,14 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None):
         stride: int.
         pad_h, pad_w: (top, bottom) and (left, right), the zeros around x, each >= 0.
         b: (C_out,), or None for no bias.
+        relu: apply ReLU to each block of the result while it is still in the cache (the networks'
+            convolutions are all followed by one), instead of in another pass over all of it.
+        out: None, or an (N, H_out, W_out, C_out) array to write into, whose rows of channels
+            are evenly spaced (a channel slice of a larger array: a fire module writes its two
+            branches straight into their concatenation).
 
     Returns:
-        out: (N, H_out, W_out, C_out), C-contiguous, where xpad is x padded,
+        out: (N, H_out, W_out, C_out), C-contiguous unless given, where xpad is x padded,
              H_out = (top + H + bottom - KH) // stride + 1 (W_out alike) and
              out[n, i, j, :] = b + sum_{kh, kw} xpad[n, i*stride + kh, j*stride + kw, :] @ w[kh, kw]
 
@@ -134,13 +140,15 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None):
     K = KH * KW * C_in
     w_cols = w.reshape(K, C_out)  # rows in (kh, kw, ci) order, as the im2col columns
     dtype = np.result_type(x, w) if b is None else np.result_type(x, w, b)
-    out = np.empty((N, H_out, W_out, C_out), dtype=dtype)
+    if out is None:
+        out = np.empty((N, H_out, W_out, C_out), dtype=dtype)
+    elif out.shape != (N, H_out, W_out, C_out) or out.dtype != dtype:
+        raise ValueError(f"out must be {dtype} {(N, H_out, W_out, C_out)}, got {out.dtype} {out.shape}")
     if KH == KW == stride == 1 and pad_h == pad_w == (0, 0):
         # a 1x1 convolution is a matrix product over channels: the input is its own im2col matrix
-        out_rows = out.reshape(N * H * W, C_out)
+        out_rows = _rows(out)
         np.matmul(x.reshape(N * H * W, C_in), w_cols, out=out_rows)
-        if b is not None:
-            out_rows += b
+        _bias_relu(out_rows, b, relu)
         return out
     # output rows per block, so that neither the block nor the padded rows it reads exceed the budget
     row_bytes = x.itemsize * max(W_out * K, stride * Wp * C_in)
@@ -159,11 +167,26 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None):
                 padded = _padded_rows(x[n], start, stop, pad_h, pad_w, slab[:stop - start])
             cols = block[:r]
             cols[...] = _im2col_view(padded[None], KH, KW, stride, r, W_out)[0]  # the copy
-            out_rows = out[n, i:i + r].reshape(r * W_out, C_out)  # a view: the product lands in out
+            out_rows = _rows(out[n, i:i + r])  # a view: the product lands in out
             np.matmul(cols.reshape(r * W_out, K), w_cols, out=out_rows)
-            if b is not None:
-                out_rows += b  # now, while these rows are in the cache
+            _bias_relu(out_rows, b, relu)  # now, while these rows are in the cache
     return out
+
+
+def _rows(a):
+    """(..., C) -> (rows, C) as a VIEW of a: results written into it must land in a."""
+    rows = a.reshape(-1, a.shape[-1])
+    if not np.may_share_memory(rows, a):
+        raise ValueError("out must be an array whose rows of channels are evenly spaced")
+    return rows
+
+
+def _bias_relu(rows, b, relu):
+    """rows += b, then ReLU in place (b None: no bias)."""
+    if b is not None:
+        rows += b
+    if relu:
+        np.maximum(rows, 0, out=rows)
 
 
 # Below this many input channels (an RGB image) the input gradient is computed by col2im rather
@@ -236,6 +259,29 @@ def conv2d_forward(x, w, b, stride=1, padding="same"):
     xpad = np.ascontiguousarray(layers._pad_hw(x, (top, bottom), (left, right)))
     out = _conv_padded(xpad, w, stride, (0, 0), (0, 0), b)
     return out, (x, w, b, stride, padding)
+
+
+def conv2d_relu_forward(x, w, b, stride=1, padding="same", out=None):
+    """ReLU(conv2d_forward(x, w, b)) in one pass: a network's convolution step.
+
+    Args:
+        x, w, b, stride, padding: as conv2d_forward.
+        out: None, or the (N, H_out, W_out, C_out) array to write into (see `_conv_padded`).
+
+    Returns:
+        out: (N, H_out, W_out, C_out), max(conv2d_forward(x, w, b)[0], 0).
+        cache: (conv cache, out): what conv2d_backward and layers.relu_backward take (ReLU's cache
+            is its output).
+    """
+    N, H, W, C_in = x.shape
+    KH, KW, w_C_in, C_out = w.shape
+    if w_C_in != C_in:
+        raise ValueError(f"kernel expects {w_C_in} input channels, input has {C_in}")
+    _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
+    _, left, right = layers.conv_output_size(W, KW, stride, padding)
+    xpad = np.ascontiguousarray(layers._pad_hw(x, (top, bottom), (left, right)))
+    out = _conv_padded(xpad, w, stride, (0, 0), (0, 0), b, relu=True, out=out)
+    return out, ((x, w, b, stride, padding), out)
 
 
 def conv2d_backward(dout, cache, weight_grads=True):

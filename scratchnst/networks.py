@@ -133,6 +133,16 @@ class Network:
         self.min_input_size = max(self.arch.min_input_sizes.values())
         self.params = {layer: tuple(_read_only(np.array(a, dtype=self.dtype)) for a in params[layer])
                        for layer in self.arch.weight_shapes}
+        # A fire module's branches, written straight into their concatenation:
+        # {branch step: (concat step, first channel, last channel + 1)} and {concat step: channels}.
+        self._branches, self._widths = {}, {}
+        out_channels = {step.name: step.kernel_shape[-1] for step in self.arch.steps if step.op == "conv"}
+        for step in self.arch.steps:
+            if step.op == "concat":
+                bounds = np.cumsum([0] + [out_channels[name] for name in step.inputs])
+                self._widths[step.name] = int(bounds[-1])
+                for name, start, stop in zip(step.inputs, bounds[:-1], bounds[1:]):
+                    self._branches[name] = (step.name, int(start), int(stop))
         self._caches = None  # {step name: cache} of the last forward
         self._shapes = None  # {step name: activation shape} of the last forward
 
@@ -177,9 +187,9 @@ class Network:
         self._check_size(x.shape[1], x.shape[2], targets.values())
 
         self._caches = self._shapes = None  # free the last forward's caches before making new ones
-        activations, caches = {"input": x}, {}
+        activations, caches, joined = {"input": x}, {}, {}
         for step in self.arch.steps[:self.arch.index[deepest] + 1]:
-            out, caches[step.name] = self._step_forward(step, [activations[name] for name in step.inputs])
+            out, caches[step.name] = self._step_forward(step, [activations[name] for name in step.inputs], joined)
             activations[step.name] = out
         self._caches = caches
         self._shapes = {name: a.shape for name, a in activations.items()}
@@ -193,17 +203,30 @@ class Network:
             raise UserError(f"the image is {H}x{W} pixels, but layer {hungriest} of {self.name} needs at least "
                             f"{need}x{need}; use a larger image")
 
-    def _step_forward(self, step, inputs):
-        """(activation, cache) of one step; conv caches hold (conv cache, ReLU cache)."""
+    def _step_forward(self, step, inputs, joined):
+        """(activation, cache) of one step; conv caches hold (conv cache, ReLU cache).
+
+        `joined` holds the concatenations being filled: a fire module's two branches are written
+        straight into their channels of it (`_branches`), so that joining them copies nothing.
+        """
         if step.op == "conv":
             kernel, bias = self.params[step.name]
-            z, conv_cache = fast_conv.conv2d_forward(inputs[0], kernel, bias, step.spec.stride, step.spec.padding)
-            out, relu_cache = layers.relu_forward(z)
-            return out, (conv_cache, relu_cache)
+            into = None
+            if step.name in self._branches:
+                concat, start, stop = self._branches[step.name]
+                if concat not in joined:
+                    H_out = layers.conv_output_size(inputs[0].shape[1], kernel.shape[0], step.spec.stride,
+                                                    step.spec.padding)[0]
+                    W_out = layers.conv_output_size(inputs[0].shape[2], kernel.shape[1], step.spec.stride,
+                                                    step.spec.padding)[0]
+                    joined[concat] = np.empty((inputs[0].shape[0], H_out, W_out, self._widths[concat]), self.dtype)
+                into = joined[concat][..., start:stop]
+            return fast_conv.conv2d_relu_forward(inputs[0], kernel, bias, step.spec.stride, step.spec.padding, into)
         if step.op == "pool":
             pool = layers.max_pool_forward if self.pooling == "max" else layers.avg_pool_forward
             return pool(inputs[0], step.spec.size, step.spec.stride, step.spec.padding)
-        return layers.concat_forward(inputs)
+        # the branches have written themselves into it (the same as layers.concat_forward(inputs))
+        return joined.pop(step.name), (tuple(a.shape[-1] for a in inputs), -1)
 
     # ------------------------------------------------------------------------ backward
     def backward(self, grads):
@@ -257,7 +280,11 @@ class Network:
         if step.op == "pool":
             pool_backward = layers.max_pool_backward if self.pooling == "max" else layers.avg_pool_backward
             return [pool_backward(dout, cache)]
-        return layers.concat_backward(dout, cache)
+        # views of dout, not layers.concat_backward's copies: each branch's ReLU backward makes a
+        # fresh array of it at once, and nothing here writes into a gradient it was given
+        sizes, _ = cache
+        bounds = np.cumsum((0,) + sizes)
+        return [dout[..., start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
 
     def cache_nbytes(self):
         """Bytes held by the caches of the last forward (each array once; views count as their base).

@@ -188,8 +188,9 @@ def test_forward_runs_only_as_deep_as_the_deepest_layer_asked(vgg_random, squeez
                                                               model, wanted, convs):
     net = vgg_random if model == "vgg19" else squeezenet_random
     calls = []
-    real = fast_conv.conv2d_forward
-    monkeypatch.setattr(fast_conv, "conv2d_forward", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    real = fast_conv.conv2d_relu_forward
+    monkeypatch.setattr(fast_conv, "conv2d_relu_forward",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
     net.forward(preprocessed_like(np.random.default_rng(8), (1, 64, 64, 3)), wanted)
     assert len(calls) == convs
 
