@@ -261,13 +261,21 @@ class Network:
             return np.zeros(self._shapes["input"], dtype=self.dtype)
 
         deepest = max(pending, key=self.arch.index.get)
+        owned = set()  # names whose pending gradient is an array made here, free to add into
         for step in reversed(self.arch.steps[:self.arch.index[deepest] + 1]):
             dout = pending.pop(step.name, None)
             if dout is None:
                 continue  # nothing flows back through this step (e.g. above every gradient given)
             for source, dx in zip(step.inputs, self._step_backward(step, dout, self._caches[step.name])):
-                # `+` makes a new array: never add into a caller's gradient or another step's dx
-                pending[source] = pending[source] + dx if source in pending else dx
+                if source not in pending:
+                    pending[source] = dx  # a convolution's or pool's dx is fresh; a concat's is a view
+                    if step.op != "concat":
+                        owned.add(source)
+                elif source in owned:
+                    pending[source] += dx  # a fire module's squeeze output: its two branches' sum
+                else:  # never add into a caller's gradient or a view of another step's
+                    pending[source] = pending[source] + dx
+                    owned.add(source)
         return pending["input"]
 
     def _step_backward(self, step, dout, cache):

@@ -184,7 +184,7 @@ def lbfgs_direction(g, pairs):
             y = g_{k+1} - g_k, rho = 1 / (y . s) > 0.
 
     Returns:
-        r = H g, a fresh (n,) array (the search direction is -r).
+        r = H g, a fresh (n,) array of the pairs' dtype (the search direction is -r).
 
     H is what m BFGS updates make of H0 = gamma * I, gamma = s.y / y.y of the newest pair (an
     estimate of the inverse curvature along the last step, so the unit step is usually right):
@@ -193,7 +193,8 @@ def lbfgs_direction(g, pairs):
         q = g;  for i newest..oldest: a_i = rho_i s_i.q;  q -= a_i y_i
         r = gamma q;  for i oldest..newest: b = rho_i y_i.r;  r += (a_i - b) s_i
     """
-    q = np.array(g, copy=True)
+    # in the pairs' dtype: float32 pairs (style transfer's) halve the memory this reads
+    q = np.array(g, dtype=pairs[-1][0].dtype if pairs else g.dtype, copy=True)
     alphas = []
     for s, y, rho in reversed(pairs):
         a = rho * np.dot(s, q)
@@ -354,6 +355,7 @@ def lbfgs(
     c1=1e-4,
     c2=0.9,
     curvature_eps=1e-10,
+    memory_dtype=None,
     resume=None,
 ):
     """Minimise with L-BFGS and a strong Wolfe line search, optionally inside a box.
@@ -372,6 +374,11 @@ def lbfgs(
         max_ls: evaluations allowed per line search.
         c1, c2: Wolfe constants (sufficient decrease, curvature).
         curvature_eps: a pair is kept only if s.y > curvature_eps * y.y.
+        memory_dtype: the dtype the curvature pairs are kept and the two-loop recursion runs in;
+            None for x0's. Style transfer keeps float64 points (the line search compares costs
+            that differ in late digits) but float32 pairs: its gradients come from a float32
+            network, and the recursion, which reads every pair twice per iteration, takes half
+            the time. s.y, y.y and the step are still computed in x0's dtype.
         resume: None, or the state of an earlier run's Iterate (after a save and load if need be;
             same history_size, n and dtype, else ValueError): continue that run from the
             iteration after it, without evaluating x0 (still needed for its size and dtype) or
@@ -399,17 +406,19 @@ def lbfgs(
     start = _start(fun_and_grad, x0, bounds, "lbfgs", resume, {"history_size": history_size})
     box, evaluate, done, history = start.box, start.evaluate, start.iteration, start.history
     x, f, g, aux = start.x, start.f, start.g, start.aux
+    memory_dtype = x.dtype if memory_dtype is None else np.dtype(memory_dtype)
     if resume is None:
         pairs, skipped, f_previous = deque(maxlen=history_size), 0, None
     else:
-        pairs, skipped, f_previous = optim_state.saved_lbfgs_memory(resume, x, history_size)
+        pairs, skipped, f_previous = optim_state.saved_lbfgs_memory(resume, x, history_size, memory_dtype)
 
     def report(iteration):
         # Called after x, f, g, aux have been replaced (never modified in place, nor are the pair
         # arrays, so the state may hold them as they are); tuple(pairs) because the deque changes.
         if callback is not None:
             now = dict(iteration=iteration, x=x, f=f, g=g, aux=aux, n_evals=evaluate.n_evals, history=history,
-                       pairs=tuple(pairs), history_size=history_size, skipped=skipped, f_previous=f_previous)
+                       pairs=tuple(pairs), history_size=history_size, skipped=skipped, f_previous=f_previous,
+                       memory_dtype=memory_dtype)
             callback(Iterate(iteration, x, f, g, aux, evaluate.n_evals, lambda: optim_state.lbfgs_state(**now)))
 
     if resume is None:
@@ -453,7 +462,7 @@ def lbfgs(
         y = g_new - g
         sy = float(np.dot(s, y))
         if sy > curvature_eps * float(np.dot(y, y)):
-            pairs.append((s, y, 1.0 / sy))
+            pairs.append((s.astype(memory_dtype, copy=False), y.astype(memory_dtype, copy=False), 1.0 / sy))
         else:
             skipped += 1
         f_previous = f

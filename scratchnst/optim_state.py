@@ -102,14 +102,15 @@ def adam_state(*, iteration, x, f, g, aux, n_evals, history, m, v, lr, beta1, be
     }
 
 
-def lbfgs_state(*, iteration, x, f, g, aux, n_evals, history, pairs, history_size, skipped, f_previous):
+def lbfgs_state(*, iteration, x, f, g, aux, n_evals, history, pairs, history_size, skipped, f_previous,
+                memory_dtype=None):
     """L-BFGS's complete state after `iteration` iterations: what Iterate.state returns and resume= takes.
 
     Args:
         iteration, x (n,), f, g (n,), aux, n_evals: the Iterate's.
         history: the costs so far (only the first iteration + 1 are taken).
         pairs: the k <= history_size curvature pairs (s (n,), y (n,), rho) after this
-            iteration, oldest first.
+            iteration, oldest first; s and y of dtype memory_dtype (None: x's).
         history_size: m, the pairs kept (a resumed run must use the same).
         skipped: pairs skipped so far.
         f_previous: the cost of the iteration before (None at iteration 0): the ftol test that
@@ -122,10 +123,11 @@ def lbfgs_state(*, iteration, x, f, g, aux, n_evals, history, pairs, history_siz
         it replaces them each iteration and never writes into them.
     """
     k, n = len(pairs), x.size
+    dtype = x.dtype if memory_dtype is None else memory_dtype
     return {
         **common_state("lbfgs", iteration, x, f, g, aux, n_evals, history),
-        "pair_s": np.array([s for s, _, _ in pairs], dtype=x.dtype).reshape(k, n),
-        "pair_y": np.array([y for _, y, _ in pairs], dtype=x.dtype).reshape(k, n),
+        "pair_s": np.array([s for s, _, _ in pairs], dtype=dtype).reshape(k, n),
+        "pair_y": np.array([y for _, y, _ in pairs], dtype=dtype).reshape(k, n),
         "pair_rho": np.array([rho for _, _, rho in pairs], dtype=np.float64),
         "history_size": int(history_size),
         "skipped": int(skipped),
@@ -133,20 +135,22 @@ def lbfgs_state(*, iteration, x, f, g, aux, n_evals, history, pairs, history_siz
     }
 
 
-def saved_lbfgs_memory(state, x, history_size):
+def saved_lbfgs_memory(state, x, history_size, memory_dtype=None):
     """The curvature pairs, skipped count and previous cost of a saved L-BFGS state (see `_lbfgs_state`).
 
     Returns:
         (pairs, skipped, f_previous): pairs the deque `lbfgs` keeps, oldest first, each
-        (s (n,), y (n,), rho) as the run made them: s and y fresh arrays of x's dtype, rho a
+        (s (n,), y (n,), rho) as the run made them: s and y fresh arrays of memory_dtype (None:
+        x's dtype; a state saved with another is refused), rho a
         Python float (1 / s.y was one; a float64 array element would turn the float32
         arithmetic of `lbfgs_direction` into float64 and change the path).
     """
     k = len(np.asarray(state["pair_rho"]).reshape(-1))
     if k > history_size:
         raise ResumeError(f"resume: the saved state has {k} curvature pairs, more than history_size {history_size}")
-    s = saved_array(state, "pair_s", (k, x.size), x.dtype)
-    y = saved_array(state, "pair_y", (k, x.size), x.dtype)
+    dtype = x.dtype if memory_dtype is None else np.dtype(memory_dtype)
+    s = saved_array(state, "pair_s", (k, x.size), dtype)
+    y = saved_array(state, "pair_y", (k, x.size), dtype)
     rho = saved_array(state, "pair_rho", (k,), np.float64)
     pairs = deque(((s[i].copy(), y[i].copy(), float(rho[i])) for i in range(k)), maxlen=history_size)
     f_previous = scalar(state["f_previous"])

@@ -405,8 +405,16 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
     result = optim.minimize(
         fun_and_grad, x0.reshape(-1).astype(np.float64), s["optimizer"], s["iters"], lr=s["lr"],
         bounds=(lo, hi), callback=lambda it: on_iteration(it, render), resume=resume,
+        **(LBFGS_OPTIONS if s["optimizer"] == "lbfgs" else {}),
     )
     return to_image(result.x), result
+
+
+# L-BFGS as stylize runs it. Twenty curvature pairs, not the usual ten: measured on SqueezeNet at
+# 320 px (Tübingen, The Starry Night, max pooling), they reached a given cost in about 10% fewer
+# evaluations late in the run, where the cost surface is flattest. Kept in float32 (see
+# optim.lbfgs's memory_dtype), twenty pairs cost the time that ten float64 ones did.
+LBFGS_OPTIONS = {"history_size": 20, "memory_dtype": np.float32}
 
 
 def _load(source, what, long_side):

@@ -301,6 +301,19 @@ def test_lbfgs_solves_a_convex_quadratic(seed):
     np.testing.assert_array_equal(x0, np.zeros(40))
 
 
+def test_lbfgs_with_float32_memory_solves_the_quadratic_as_well():
+    """Style transfer keeps the curvature pairs in float32 (points and costs in float64): the
+    minimiser is the same, and the pairs are float32 in the saved state."""
+    A, b, fun_and_grad = random_quadratic(40, 1e3, 3)
+    seen = []
+    ours = optim.lbfgs(fun_and_grad, np.zeros(40), 300, gtol=1e-9, memory_dtype=np.float32,
+                       callback=lambda it: seen.append(it))
+    np.testing.assert_allclose(ours.x, np.linalg.solve(A, b), atol=1e-5)
+    assert ours.x.dtype == np.float64
+    state = seen[-1].state()
+    assert state["pair_s"].dtype == state["pair_y"].dtype == np.float32 and len(state["pair_s"]) == 10
+
+
 def test_work_comparison_tells_lbfgs_from_steepest_descent():
     """The margin above is no formality: L-BFGS without its curvature pairs (steepest descent with
     the same line search) fails it by far on the quadratic."""

@@ -77,6 +77,12 @@ PROBLEMS = {
         "lbfgs", rosenbrock, rosenbrock_start(30, np.float32), 60, dict(history_size=3, bounds=(-2.0, 0.5)),
         message="stopped: the line search found no lower cost", hits_bounds=True,
     ),
+    # style transfer's L-BFGS: float64 points, float32 curvature pairs
+    "lbfgs-rosenbrock-box-float32-memory": Problem(
+        "lbfgs", rosenbrock, rosenbrock_start(30), 60,
+        dict(history_size=3, bounds=(-2.0, 0.5), memory_dtype=np.float32), message="converged: cost change below ftol",
+        hits_bounds=True,
+    ),
     "lbfgs-rosenbrock-ftol": Problem(
         "lbfgs", rosenbrock, rosenbrock_start(30), 40, dict(ftol=1e-3), message="converged: cost change below ftol"
     ),
