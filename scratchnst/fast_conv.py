@@ -53,7 +53,7 @@ def _scratch_buffer(name, shape, dtype):
     return buffers[name][:nbytes].view(dtype).reshape(shape)
 
 
-def _padded_rows(x, start, stop, pad_h, pad_w, out):
+def _padded_rows(x, start, stop, pad_h, pad_w, out, mask=None):
     """Rows start..stop-1 of an image zero-padded by pad_h and pad_w, written into `out`.
 
     Args:
@@ -61,6 +61,8 @@ def _padded_rows(x, start, stop, pad_h, pad_w, out):
         start, stop: rows of the PADDED image, 0 <= start < stop <= top + H + bottom.
         pad_h, pad_w: (top, bottom) and (left, right), the zeros around x.
         out: (stop - start, left + W + right, C), overwritten.
+        mask: None, or an array like x: x is taken only where mask > 0 (a ReLU's backward pass,
+            done while the rows are copied anyway).
 
     Returns:
         out, out[r] = row start + r of the padded image.
@@ -74,7 +76,10 @@ def _padded_rows(x, start, stop, pad_h, pad_w, out):
     inside = out[first - start:last - start]
     inside[:, :left] = 0
     inside[:, left + W:] = 0
-    inside[:, left:left + W] = x[first - top:last - top]
+    if mask is None:
+        inside[:, left:left + W] = x[first - top:last - top]
+    else:
+        np.multiply(x[first - top:last - top], mask[first - top:last - top] > 0, out=inside[:, left:left + W])
     return out
 
 
@@ -104,7 +109,7 @@ def _im2col_view(xpad, KH, KW, stride, H_out, W_out):
         writeable=False)
 
 
-def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None):
+def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None, mask=None):
     """Convolution of x zero-padded by pad_h and pad_w, by im2col, one block of output rows at a time.
 
     Args:
@@ -118,6 +123,8 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None):
         out: None, or an (N, H_out, W_out, C_out) array to write into, whose rows of channels
             are evenly spaced (a channel slice of a larger array: a fire module writes its two
             branches straight into their concatenation).
+        mask: None, or an array like x: the input is x where mask > 0 and 0 elsewhere (the
+            gradient through a ReLU whose output is mask), applied as the rows are read.
 
     Returns:
         out: (N, H_out, W_out, C_out), C-contiguous unless given, where xpad is x padded,
@@ -147,13 +154,16 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None):
     if KH == KW == stride == 1 and pad_h == pad_w == (0, 0):
         # a 1x1 convolution is a matrix product over channels: the input is its own im2col matrix
         out_rows = _rows(out)
+        if mask is not None:
+            x = x * (mask > 0)
         np.matmul(x.reshape(N * H * W, C_in), w_cols, out=out_rows)
         _bias_relu(out_rows, b, relu)
         return out
     # output rows per block, so that neither the block nor the padded rows it reads exceed the budget
     row_bytes = x.itemsize * max(W_out * K, stride * Wp * C_in)
     rows = min(H_out, max(1, _IM2COL_BLOCK_BYTES // row_bytes))
-    in_place = pad_h == pad_w == (0, 0) and x.flags.c_contiguous  # rows of x can be read as they are
+    # rows of x can be read as they are (no padding to add, no mask to apply)
+    in_place = pad_h == pad_w == (0, 0) and x.flags.c_contiguous and mask is None
     if not in_place:
         slab = _scratch_buffer("padded rows", ((rows - 1) * stride + KH, Wp, C_in), x.dtype)
     block = _scratch_buffer("im2col", (rows, W_out, KH, KW * C_in), x.dtype)
@@ -164,7 +174,8 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None):
             if in_place:
                 padded = x[n, start:stop]
             else:
-                padded = _padded_rows(x[n], start, stop, pad_h, pad_w, slab[:stop - start])
+                padded = _padded_rows(x[n], start, stop, pad_h, pad_w, slab[:stop - start],
+                                      None if mask is None else mask[n])
             cols = block[:r]
             cols[...] = _im2col_view(padded[None], KH, KW, stride, r, W_out)[0]  # the copy
             out_rows = _rows(out[n, i:i + r])  # a view: the product lands in out
@@ -309,22 +320,7 @@ def conv2d_backward(dout, cache, weight_grads=True):
     _, H_out, W_out, _ = dout.shape
     _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
     _, left, right = layers.conv_output_size(W, KW, stride, padding)
-    Hp, Wp = H + top + bottom, W + left + right
-    if stride == 1 and C_in >= _FEW_CHANNELS:
-        # Gradient w.r.t. the padded input = 'full' correlation with the flipped kernel. Pad dout
-        # by K-1 on each side, less the rows/columns of xpad we would crop anyway (we want dx,
-        # not dxpad); an integer padding wider than K-1 makes an amount negative: crop there.
-        # w_flip[kh, kw] = w[KH-1-kh, KW-1-kw].T, shape (KH, KW, C_out, C_in), stored with C_in
-        # outermost: the copy then moves runs of C_out contiguous values (a plain transposing copy
-        # is ~8x slower), and w_flip.reshape(KH*KW*C_out, C_in) stays a view that BLAS reads transposed.
-        w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(2, 0, 1, 3)).transpose(1, 2, 3, 0)
-        d, pad_h, pad_w = _crop_negative_padding(dout, (KH - 1 - top, KH - 1 - bottom + (Hp - KH + 1 - H_out)),
-                                                 (KW - 1 - left, KW - 1 - right + (Wp - KW + 1 - W_out)))
-        dx = _conv_padded(d, w_flip, 1, pad_h, pad_w)
-    else:
-        # Strides > 1 (and few input channels): each window's share dout @ w.T, put back in place.
-        dxpad = _conv_padded_backward_x(dout, w, stride, (N, Hp, Wp, C_in))
-        dx = np.ascontiguousarray(dxpad[:, top:top + H, left:left + W, :])
+    dx = _input_gradient(dout, cache)
     if not weight_grads:
         return dx, None, None
     xpad = layers._pad_hw(x, (top, bottom), (left, right))
@@ -334,6 +330,53 @@ def conv2d_backward(dout, cache, weight_grads=True):
         dw[kh, kw] = tap.reshape(N * H_out * W_out, C_in).T @ dflat
     db = dout.sum(axis=(0, 1, 2)).astype(b.dtype, copy=False)
     return dx, dw, db
+
+
+def conv2d_relu_backward(dout, cache):
+    """The input gradient of conv2d_relu_forward: conv2d_backward(relu_backward(dout)), no weight gradients.
+
+    Args:
+        dout: dJ/d(the ReLU's output) (N, H_out, W_out, C_out).
+        cache: from conv2d_relu_forward.
+
+    Returns:
+        dx: (N, H, W, C_in). With stride 1 the ReLU's mask is applied as the input gradient's
+        convolution copies dout's rows (no array of dJ/dz is made); otherwise as relu_backward does.
+    """
+    conv_cache, out = cache
+    x, w, _, stride, _ = conv_cache
+    if stride == 1 and x.shape[3] >= _FEW_CHANNELS:
+        return _input_gradient(dout, conv_cache, relu_out=out)
+    return _input_gradient(layers.relu_backward(dout, out), conv_cache)
+
+
+def _input_gradient(dout, cache, relu_out=None):
+    """dJ/dx of conv2d_forward; dout is taken only where relu_out > 0 if relu_out is given (stride 1)."""
+    x, w, b, stride, padding = cache
+    N, H, W, C_in = x.shape
+    KH, KW, _, C_out = w.shape
+    _, H_out, W_out, _ = dout.shape
+    _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
+    _, left, right = layers.conv_output_size(W, KW, stride, padding)
+    Hp, Wp = H + top + bottom, W + left + right
+    if stride == 1 and C_in >= _FEW_CHANNELS:
+        # Gradient w.r.t. the padded input = 'full' correlation with the flipped kernel. Pad dout
+        # by K-1 on each side, less the rows/columns of xpad we would crop anyway (we want dx,
+        # not dxpad); an integer padding wider than K-1 makes an amount negative: crop there.
+        # w_flip[kh, kw] = w[KH-1-kh, KW-1-kw].T, shape (KH, KW, C_out, C_in), stored with C_in
+        # outermost: the copy then moves runs of C_out contiguous values (a plain transposing copy
+        # is ~8x slower), and w_flip.reshape(KH*KW*C_out, C_in) stays a view that BLAS reads transposed.
+        w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(2, 0, 1, 3)).transpose(1, 2, 3, 0)
+        pads = ((KH - 1 - top, KH - 1 - bottom + (Hp - KH + 1 - H_out)),
+                (KW - 1 - left, KW - 1 - right + (Wp - KW + 1 - W_out)))
+        d, pad_h, pad_w = _crop_negative_padding(dout, *pads)
+        mask = None if relu_out is None else _crop_negative_padding(relu_out, *pads)[0]
+        return _conv_padded(d, w_flip, 1, pad_h, pad_w, mask=mask)
+    if relu_out is not None:
+        raise ValueError("a ReLU mask is applied here only for stride 1 (see conv2d_relu_backward)")
+    # Strides > 1 (and few input channels): each window's share dout @ w.T, put back in place.
+    dxpad = _conv_padded_backward_x(dout, w, stride, (N, Hp, Wp, C_in))
+    return np.ascontiguousarray(dxpad[:, top:top + H, left:left + W, :])
 
 
 def _crop_negative_padding(x, pad_h, pad_w):

@@ -281,10 +281,7 @@ class Network:
     def _step_backward(self, step, dout, cache):
         """Gradients with respect to each of a step's inputs, in the order of step.inputs."""
         if step.op == "conv":
-            conv_cache, relu_cache = cache
-            dz = layers.relu_backward(dout, relu_cache)
-            dx, _, _ = fast_conv.conv2d_backward(dz, conv_cache, weight_grads=False)
-            return [dx]
+            return [fast_conv.conv2d_relu_backward(dout, cache)]
         if step.op == "pool":
             pool_backward = layers.max_pool_backward if self.pooling == "max" else layers.avg_pool_backward
             return [pool_backward(dout, cache)]

@@ -433,3 +433,41 @@ def test_gradients_do_not_alias_dout():
         dout = rng.standard_normal(out.shape)
         dx = backward(dout, cache)
         assert not np.shares_memory(dx, dout) and not np.shares_memory(dx, x)
+
+
+# ------------------------------------------------------------- the networks' fused conv + ReLU
+@pytest.mark.parametrize("k,stride,padding,C_in", [(3, 1, "same", 10), (3, 1, "valid", 10), (1, 1, "same", 12),
+                                                   (3, 1, 3, 9), (5, 1, 1, 8), (3, 2, "same", 10), (3, 1, "same", 3),
+                                                   (7, 2, 3, 2)])
+def test_fused_conv_relu_is_conv_then_relu(k, stride, padding, C_in):
+    """fast_conv.conv2d_relu_forward / conv2d_relu_backward, which the networks run, against the
+    readable layers composed: the ReLU fused into the blocks, its mask into the input gradient's
+    copy (stride 1, enough channels; an integer padding wider than k - 1 crops dout and the mask)."""
+    rng = np.random.default_rng(seed_of((k, stride, str(padding), C_in)))
+    x, w, b = rng.standard_normal((2, 9, 8, C_in)), rng.standard_normal((k, k, C_in, 6)), rng.standard_normal(6)
+    z, conv_cache = layers.conv2d_forward(x, w, b, stride, padding)
+    expected, relu_cache = layers.relu_forward(z)
+    out, cache = fast_conv.conv2d_relu_forward(x, w, b, stride, padding)
+    assert rel_error(out, expected) < 1e-12 and (out == 0).any() and (out > 0).any()
+    dout = rng.standard_normal(out.shape)
+    before = dout.copy(), out.copy()
+    dx = fast_conv.conv2d_relu_backward(dout, cache)
+    expected_dx, _, _ = layers.conv2d_backward(layers.relu_backward(dout, relu_cache), conv_cache)
+    assert dx.shape == x.shape and dx.dtype == x.dtype
+    assert rel_error(dx, expected_dx) < 1e-12
+    np.testing.assert_array_equal(dout, before[0])  # nothing written into dout or the cache
+    np.testing.assert_array_equal(out, before[1])
+
+
+def test_fused_conv_relu_writes_into_a_channel_slice():
+    """A fire module's branch written straight into its concatenation: the rest is left alone."""
+    rng = np.random.default_rng(40)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((1, 7, 6, 5), (3, 3, 5, 4), (4,)))
+    joined = np.full((1, 7, 6, 10), 7.0, dtype=np.float32)
+    out, _ = fast_conv.conv2d_relu_forward(x, w, b, 1, "same", out=joined[..., 3:7])
+    assert np.shares_memory(out, joined)
+    np.testing.assert_allclose(joined[..., 3:7], np.maximum(layers.conv2d_forward(x, w, b)[0], 0), rtol=1e-5,
+                               atol=1e-5)
+    assert (joined[..., :3] == 7).all() and (joined[..., 7:] == 7).all()
+    with pytest.raises(ValueError, match="out must be"):
+        fast_conv.conv2d_relu_forward(x, w, b, 1, "same", out=joined[..., :3])
