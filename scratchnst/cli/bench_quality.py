@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from scratchnst import image, networks, transfer
-from scratchnst.cli.bench import TorchNetwork, _torch, to_nchw
+from scratchnst.cli.torch_network import TorchNetwork, _torch, to_nchw
 from scratchnst.settings import resolve_settings
 
 # What the row runs by default: the problem of issue 15's measurement (SqueezeNet, max pooling, as

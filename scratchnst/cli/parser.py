@@ -420,10 +420,11 @@ def _add_bench(sub):
                    "5 minutes on 2 cores)")
 
     def run(args):
-        from scratchnst.cli.bench import run_bench
+        from scratchnst.cli.bench import check_settings, run_bench
 
         if args.quick:
             args.sizes, args.repeats, args.no_convs, args.no_memory, args.no_quality = [256], 3, True, True, True
+        check_settings(args.models, args.sizes, args.repeats, args.warmup, args.threads, args.seed)  # first
         quality = None if args.no_quality or args.no_torch else _quality_problem(args)
         return run_bench(models=args.models, sizes=args.sizes, repeats=args.repeats, warmup=args.warmup,
                          threads=args.threads, use_torch=not args.no_torch, pretrained=args.pretrained,

@@ -1,0 +1,97 @@
+"""The networks of scratchnst in PyTorch, built from a scratchnst Network's own arrays, for `scratchnst bench`.
+
+Only the bench uses this (its step timings and its time-to-quality row); the tests check the
+layers against PyTorch through scratchnst.torch_ref instead.
+"""
+
+import numpy as np
+
+from scratchnst import layers
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def torch_available():
+    """True if PyTorch can be imported."""
+    try:
+        _torch()
+    except ImportError:
+        return False
+    return True
+
+
+def to_nchw(a):
+    """(N, H, W, C) NumPy array -> (N, C, H, W) contiguous torch tensor (a copy, writable)."""
+    return _torch().from_numpy(np.array(a.transpose(0, 3, 1, 2), order="C"))
+
+
+class TorchNetwork:
+    """The same network in PyTorch (NCHW, OIHW), built from a scratchnst Network's arrays.
+
+    Padding follows the same Keras rules (layers.conv_output_size): symmetric padding goes to
+    conv2d's `padding=`, an asymmetric one ('same' with an odd total) to an explicit F.pad.
+    """
+
+    def __init__(self, network):
+        torch = _torch()
+        self.torch = torch
+        self.F = torch.nn.functional
+        self.arch = network.arch
+        self.pooling = network.pooling
+        self.params = {
+            layer: (torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))),  # (C_out, C_in, KH, KW)
+                    torch.from_numpy(np.array(bias)))
+            for layer, (kernel, bias) in network.params.items()
+        }
+
+    def _pads(self, a, size, stride, padding):
+        """(left, right, top, bottom) Keras padding of a (N, C, H, W) tensor."""
+        _, top, bottom = layers.conv_output_size(a.shape[2], size, stride, padding)
+        _, left, right = layers.conv_output_size(a.shape[3], size, stride, padding)
+        return left, right, top, bottom
+
+    def conv_relu(self, layer, spec, a):
+        """ReLU(conv2d(a)) of one conv step, a (N, C_in, H, W)."""
+        kernel, bias = self.params[layer]
+        left, right, top, bottom = self._pads(a, spec.size, spec.stride, spec.padding)
+        if (left, top) == (right, bottom):
+            z = self.F.conv2d(a, kernel, bias, stride=spec.stride, padding=(top, left))
+        else:
+            z = self.F.conv2d(self.F.pad(a, (left, right, top, bottom)), kernel, bias, stride=spec.stride)
+        return self.F.relu(z, inplace=True)
+
+    def _pool(self, spec, a):
+        pads = self._pads(a, spec.size, spec.stride, spec.padding)
+        if self.pooling == "max":
+            if any(pads):
+                a = self.F.pad(a, pads, value=-float("inf"))
+            return self.F.max_pool2d(a, spec.size, spec.stride)
+        if any(pads):
+            raise ValueError("the bench's PyTorch network averages over 'valid' windows only")
+        return self.F.avg_pool2d(a, spec.size, spec.stride)
+
+    def forward(self, x, names):
+        """{name: activation (N, C, H, W)} for layer names as the weights file has them."""
+        deepest = max(self.arch.index[name] for name in names)
+        acts = {"input": x}
+        for step in self.arch.steps[:deepest + 1]:
+            inputs = [acts[name] for name in step.inputs]
+            if step.op == "conv":
+                acts[step.name] = self.conv_relu(step.name, step.spec, inputs[0])
+            elif step.op == "pool":
+                acts[step.name] = self._pool(step.spec, inputs[0])
+            else:
+                acts[step.name] = self.torch.cat(inputs, dim=1)
+        return {name: acts[name] for name in names}
+
+    def step(self, x, grads):
+        """One step: dJ/dx (N, 3, H, W) for x (N, 3, H, W) and {layer name: dJ/da (N, C, H, W)}."""
+        x = x.detach().requires_grad_()
+        names = list(grads)
+        acts = self.forward(x, names)
+        (dx,) = self.torch.autograd.grad([acts[name] for name in names], [x], [grads[name] for name in names])
+        return dx
