@@ -22,16 +22,18 @@ from pathlib import Path
 from scratchnst import __version__
 from scratchnst.atomic import reason
 from scratchnst.errors import UsageError, UserError
-from scratchnst.exercise_checks import CATALOGUE
+from scratchnst.exercises.catalogue import CATALOGUE
+
+# (what the copy's README says about checking it: self-check with the values shipped in the copy)
 
 BEGIN = "# BEGIN SOLUTION"
 END = "# END SOLUTION"
 HINT = "# HINT:"
 
-# The grader's own checks (exercise_checks*.py) name a classic mistake by computing it, with code
-# that computes the answer once the mistake is switched off (exercise_checks_optim._adam with its
+# The grader's own checks (exercises/checks_*.py) name a classic mistake by computing it, with code
+# that computes the answer once the mistake is switched off (exercises.checks_optim._adam with its
 # defaults is adam_update). In the student copy every function of theirs is hidden too.
-GRADER_CHECKS = "exercise_checks"
+GRADER_CHECKS = "exercises.checks_"
 
 
 # ================================================================= markers in the source
@@ -287,7 +289,7 @@ def _check_destination(dest, package_dir, force):
                          f"{dest / 'scratchnst'} and {dest / 'README.md'}")
 
 
-def make_student_copy(dest, force=False, solutions=False):
+def make_student_copy(dest, force=False, solutions=False, extra=None):
     """Write DEST/scratchnst (the package with the answers cut out) and DEST/README.md.
 
     Args:
@@ -295,6 +297,8 @@ def make_student_copy(dest, force=False, solutions=False):
         force: write even if DEST is not empty (DEST/scratchnst and DEST/README.md are replaced,
             nothing else in DEST is touched).
         solutions: copy the package unchanged (an answer key laid out like the student copy).
+        extra: None, or a function called with the new copy's package folder before it is moved
+            into place, to add files to it (the self-check values: grading.make_student_copy).
 
     Returns:
         list of Region, the exercises the copy holds.
@@ -329,6 +333,8 @@ def make_student_copy(dest, force=False, solutions=False):
             shutil.copytree(package_dir, tmp / "scratchnst", ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
             for rel, text in texts.items():
                 (tmp / "scratchnst" / rel).write_text(text, encoding="utf-8")
+            if extra is not None:
+                extra(tmp / "scratchnst")
             (tmp / "README.md").write_text(_readme(regions, hidden, solutions), encoding="utf-8")
             try:
                 for name in ("scratchnst", "README.md"):

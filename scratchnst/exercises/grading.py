@@ -76,53 +76,60 @@ import errno
 import inspect
 import math
 import os
+import shutil
 import sys
+import tempfile
 import textwrap
+import time
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
-from scratchnst import costs, gradcheck, layers, optim, torch_ref
 from scratchnst.atomic import reason
 from scratchnst.errors import UsageError, UserError
-from scratchnst.exercise_cases import CheckResult, Mistake, judge
-from scratchnst.exercise_checks import CATALOGUE, Exercise
-from scratchnst.exercise_markers import (MarkerError, Region, find_regions, hidden_functions, installed_package_dir,
-                                         make_student_copy, package_regions)
-from scratchnst.exercise_runner import StudentProcess
-
-# What the command line and the tests use, importable from here wherever it lives.
-__all__ = [
-    "CATALOGUE", "DEFAULT_TIMEOUT", "CheckResult", "Exercise", "ExerciseResult", "MarkerError", "Region", "Report",
-    "find_regions", "grade", "hidden_functions", "make_student_copy", "package_regions", "print_report",
-    "run_check", "run_make",
-]
+from scratchnst.exercises import casefile
+from scratchnst.exercises.cases import CheckResult, Mistake, judge
+from scratchnst.exercises.catalogue import CATALOGUE, Exercise
+from scratchnst.exercises.markers import installed_package_dir, make_student_copy as _write_copy, package_regions
+from scratchnst.exercises.sandbox import Limits, StudentProcess, bwrap_status, copy_submission
+from scratchnst.exercises.sandbox import _printable as printable
 
 # Seconds the calls of one exercise may take together. The reference answers take milliseconds on
 # these inputs and a plain-loop answer well under a second; what runs longer is stuck.
 DEFAULT_TIMEOUT = 10.0
+# Seconds importing the student's package may take: its own budget, with its own message.
+DEFAULT_IMPORT_TIMEOUT = 60.0
 
 
 # ====================================================================== grading a copy
 @dataclass
 class ExerciseResult:
-    """One exercise's checks; it earns its points in proportion to the checks that pass."""
+    """One exercise's checks. It earns its points in proportion to the checks that pass, and none
+    at all when a main case (its own question, see cases.Case.main) fails."""
 
     exercise: Exercise
     checks: list
     hint: str  # from the HINT lines of the reference source
+    main: list = None  # indices of the main cases; None: the first one
 
     @property
     def passed(self):
         return sum(c.status == "ok" for c in self.checks)
 
     @property
+    def main_failed(self):
+        main = [0] if self.main is None else self.main
+        return any(self.checks[i].status != "ok" for i in main if i < len(self.checks))
+
+    @property
     def points(self):
-        return self.exercise.points * self.passed / len(self.checks) if self.checks else 0.0
+        if not self.checks or self.main_failed:
+            return 0.0
+        return self.exercise.points * self.passed / len(self.checks)
 
     @property
     def status(self):
@@ -145,6 +152,9 @@ class Report:
     results: list
     ungraded: list  # names of marked functions the grader has no checks for
     torch: str  # "PyTorch 2.13.0", or why PyTorch was not used
+    against: str = "the installed scratchnst"  # what the answers were compared with
+    notes: list = field(default_factory=list)  # files of the submission left out, the containment used
+    seconds: float = 0.0
 
     @property
     def points(self):
@@ -166,9 +176,87 @@ class Report:
         return min(99, math.floor(100 * self.points / self.total + 1e-9)) if self.total else 0
 
 
+@dataclass
+class CaseSet:
+    """What a submission is graded against: for each exercise its hint and its Cases."""
+
+    entries: list  # (Exercise, hint, [Case])
+    ungraded: list
+    torch: str
+    against: str
+
+
 def _reference():
     """The installed package's modules: the reference answers and the tools to check against."""
+    from scratchnst import costs, gradcheck, layers, optim, torch_ref
+
     return SimpleNamespace(layers=layers, costs=costs, optim=optim, gradcheck=gradcheck, torch_ref=torch_ref)
+
+
+def _choose(exercises, only):
+    if not only:
+        return list(exercises)
+    if "" in only:  # "" is part of every name: it would select everything, silently
+        raise UsageError("--only '': give part of an exercise's name, e.g. --only relu")
+    chosen = [e for e in exercises if any(name in e.name for name in only)]
+    if not chosen:
+        raise UsageError(f"no exercise matches {', '.join(only)}; the exercises are "
+                         f"{', '.join(e.function for e in CATALOGUE)}")
+    return chosen
+
+
+def reference_cases(only=None, use_torch=True, salt=None):
+    """The CaseSet of the installed package's marked exercises, computed from its answers.
+
+    salt: None for the inputs `check` always uses; a number for other inputs of the same kinds (a
+        teacher's `grade` draws one per run, so values shipped with the student copy or seen in
+        an earlier run cannot be replayed).
+
+    Raises UsageError when the installed package is a student copy (no answers to compute with).
+    """
+    package_dir = installed_package_dir()
+    regions = package_regions(package_dir)
+    if not regions:
+        raise UsageError(f"the scratchnst running this command ({package_dir}) has no solution regions: it is a "
+                         "student copy, and a student copy has no reference values shipped with it either "
+                         "(make it again with `scratchnst exercises make`)")
+    hints = defaultdict(list)
+    for r in regions:
+        if r.hint:
+            hints[(r.module, r.function)].append(r.hint)
+    marked = {(r.module, r.function) for r in regions}
+    chosen = _choose([e for e in CATALOGUE if (e.module, e.function) in marked], only)
+    ungraded = [] if only else sorted(f"{m}.{f}" for m, f in marked - {(e.module, e.function) for e in CATALOGUE})
+    ref = _reference()
+    have_torch = use_torch and ref.torch_ref.available()
+    if have_torch:
+        import torch  # only for its version: the checks call torch through torch_ref
+
+        torch_note = f"PyTorch {torch.__version__}"
+    else:
+        torch_note = "not PyTorch (" + ("--no-torch" if not use_torch else "not installed") + ")"
+    entries = []
+    for exercise in chosen:
+        # one seed per exercise, fixed by its name: the inputs do not depend on which exercises are graded
+        seed = zlib.crc32(exercise.name.encode())
+        rng = np.random.default_rng(seed if salt is None else [seed, salt])
+        with np.errstate(all="ignore"):  # some modelled mistakes divide by zero or take sqrt(-x): they should
+            cases = exercise.cases(ref, rng, have_torch)
+        entries.append((exercise, " ".join(hints[(exercise.module, exercise.function)]), cases))
+    return CaseSet(entries, ungraded, torch_note, "the installed scratchnst")
+
+
+def shipped_cases(package_dir, only=None):
+    """The CaseSet shipped with a student copy (made by `exercises make`), or None if there is none."""
+    loaded = casefile.load(Path(package_dir))
+    if loaded is None:
+        return None
+    by_name = {e.name: e for e in CATALOGUE}
+    entries = [(by_name[name], hint, cases) for name, hint, cases in loaded if name in by_name]
+    chosen = {e.name for e in _choose([e for e, _, _ in entries], only)}
+    return CaseSet([entry for entry in entries if entry[0].name in chosen], [],
+                   "not PyTorch (the reference values shipped with the copy)",
+                   "the reference values shipped with the copy")
 
 
 def _student_root(directory):
@@ -185,7 +273,7 @@ def _student_root(directory):
         raise UserError(f"cannot read {path} ({reason(error)}); give the folder of a student copy") from None
     if not path.is_dir():
         raise UserError(f"{path} is not a folder: give the folder of a student copy (scratchnst exercises make DIR)")
-    if (path / "scratchnst" / "__init__.py").is_file():
+    if (path / "scratchnst" / "__init__.py").is_file() and not (path / "scratchnst").is_symlink():
         return path.resolve()
     if path.resolve().name == "scratchnst" and (path / "__init__.py").is_file():
         return path.resolve().parent
@@ -193,8 +281,23 @@ def _student_root(directory):
                     f"make a student copy with `scratchnst exercises make {path}`")
 
 
-def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True):
-    """Grade the student copy in DIRECTORY against the installed package; return a Report.
+def check_containment(contained, uncontained_ok):
+    """Whether to run in bubblewrap: True, or False when allowed; UsageError in one line otherwise."""
+    if not contained:
+        return False
+    usable, why = bwrap_status()
+    if usable:
+        return True
+    if uncontained_ok:
+        return False
+    raise UsageError(f"{why}: the students' code would run uncontained (it could read the answers and the "
+                     "teacher's files); install bubblewrap (apt-get install bubblewrap), or add --uncontained "
+                     "to grade anyway")
+
+
+def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, cases=None, contained=False,
+          limits=Limits(), import_timeout=DEFAULT_IMPORT_TIMEOUT, budget=None, salt=None):
+    """Grade the student copy in DIRECTORY; return a Report.
 
     Args:
         directory: the folder holding the student's scratchnst/ (or that package folder itself).
@@ -202,68 +305,77 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True):
             ("relu", "costs.gram_matrix").
         timeout: seconds the calls of one exercise may take together.
         use_torch: also check against PyTorch when it is installed.
+        cases: a CaseSet to grade against (batch grading computes it once); default: the
+            installed package's answers, or, in a student copy, the values shipped with it.
+        contained: run the student's code in bubblewrap (sandbox.py; see `check_containment`).
+        limits: the child's resource limits (sandbox.Limits).
+        import_timeout: seconds importing the package may take.
+        budget: seconds all of this student's calls may take together (None: no total budget).
+        salt: see `reference_cases`.
 
     Raises:
-        UsageError: timeout not > 0, `only` matches no exercise, or this process runs a student
-            copy's own grader.
+        UsageError: timeout not > 0, `only` matches no exercise, or nothing to grade against.
         UserError: DIRECTORY is missing, not a folder, or holds no scratchnst package.
     """
     if not timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, got {timeout:g}; e.g. --timeout 10")
     root = _student_root(directory)
-    ref = _reference()
-    package_dir = installed_package_dir()
-    regions = package_regions(package_dir)
-    if not regions:
-        raise UsageError(f"the scratchnst running this command ({package_dir}) has no solution regions: it is a "
-                         "student copy. Run the installed `scratchnst` command, not `python -m scratchnst` "
-                         "inside the copy")
-    hints = defaultdict(list)
-    for r in regions:
-        if r.hint:
-            hints[(r.module, r.function)].append(r.hint)
-    marked = {(r.module, r.function) for r in regions}
-    chosen = [e for e in CATALOGUE if (e.module, e.function) in marked]
-    ungraded = sorted(f"{m}.{f}" for m, f in marked - {(e.module, e.function) for e in CATALOGUE})
-    if only:
-        if "" in only:  # "" is part of every name: it would select everything, silently
-            raise UsageError("--only '': give part of an exercise's name, e.g. --only relu")
-        chosen = [e for e in chosen if any(name in e.name for name in only)]
-        if not chosen:
-            raise UsageError(f"no exercise matches {', '.join(only)}; the exercises are "
-                             f"{', '.join(e.function for e in CATALOGUE)}")
-        ungraded = []
-    have_torch = use_torch and ref.torch_ref.available()
-    if have_torch:
-        import torch  # only for its version: the checks call torch through torch_ref
-
-        torch_note = f"PyTorch {torch.__version__}"
-    else:
-        torch_note = "not PyTorch (" + ("--no-torch" if not use_torch else "not installed") + ")"
-    results = []
-    with StudentProcess(root) as student:
-        for exercise in chosen:
-            hint = " ".join(hints[(exercise.module, exercise.function)])
-            results.append(_grade_exercise(student, exercise, ref, hint, timeout, have_torch))
-    return Report(root, results, ungraded, torch_note)
+    if cases is None:
+        package_dir = installed_package_dir()
+        cases = (reference_cases(only, use_torch, salt) if package_regions(package_dir)
+                 else shipped_cases(package_dir, only))
+        if cases is None:
+            raise UsageError(f"the scratchnst running this command ({package_dir}) is a student copy without "
+                             "the reference values that `scratchnst exercises make` ships with it: make the "
+                             "copy again, or install the scratchnst that has the answers")
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix="scratchnst-grade-"))
+    try:
+        os.chmod(scratch, 0o755)
+        submission = copy_submission(root / "scratchnst", scratch / "submission")
+        modules = list(dict.fromkeys(e.module for e, _, _ in cases.entries))
+        results = []
+        left = math.inf if budget is None else budget
+        with StudentProcess(submission, contained, limits, modules, import_timeout) as student:
+            for exercise, hint, exercise_cases in cases.entries:
+                result, spent = _grade_exercise(student, exercise, hint, exercise_cases, timeout, left)
+                left -= spent
+                results.append(result)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    notes = list(submission.notes)
+    return Report(root, results, cases.ungraded, cases.torch, cases.against, notes, time.monotonic() - started)
 
 
-def _grade_exercise(student, exercise, ref, hint, timeout, use_torch):
-    """Run every check of one exercise in the student's process."""
-    # one seed per exercise, fixed by its name: the inputs do not depend on which exercises are graded
-    rng = np.random.default_rng(zlib.crc32(exercise.name.encode()))
-    with np.errstate(all="ignore"):  # some modelled mistakes divide by zero or take sqrt(-x): they should
-        cases = exercise.cases(ref, rng, use_torch)
-    params = list(inspect.signature(getattr(getattr(ref, exercise.module), exercise.function)).parameters)
-    budget, checks = timeout, []
+def _params(exercise):
+    """The names of the exercise function's parameters (from the installed package; [] if unknown)."""
+    try:
+        module = __import__(f"scratchnst.{exercise.module}", fromlist=[exercise.function])
+        return list(inspect.signature(getattr(module, exercise.function)).parameters)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return []
+
+
+def _grade_exercise(student, exercise, hint, cases, timeout, left):
+    """Run every check of one exercise in the student's process: (ExerciseResult, seconds used)."""
+    params = _params(exercise)
+    budget, checks, spent = timeout, [], 0.0
     for case in cases:
+        if left - spent <= 0:
+            checks.append(judge({"status": "budget"}, case, params))
+            continue
         if budget <= 0:
             checks.append(CheckResult(case.label, "timeout", details=["not run: the exercise's time ran out"]))
             continue
-        answer, seconds = student.call(exercise.module, exercise.function, case.args, case.kwargs, budget)
+        answer, seconds = student.call(exercise.module, exercise.function, case.args, case.kwargs,
+                                       min(budget, left - spent))
+        if answer["status"] == "timeout" and left - spent - seconds <= 0 and budget - seconds > 0:
+            answer = {"status": "budget"}
         budget -= seconds
+        spent += seconds
         checks.append(judge(answer, case, params))
-    return ExerciseResult(exercise, checks, hint)
+    main = [i for i, c in enumerate(cases) if c.main or (i == 0 and c.main is None)]
+    return ExerciseResult(exercise, checks, hint, main), spent
 
 
 # ======================================================================== the report
@@ -279,14 +391,18 @@ def print_report(report, stream=None):
     out = stream or sys.stdout
 
     def say(text="", indent="", wrap=True):
+        # what the student's code said (messages, type names) may hold terminal escapes: shown as \x..
+        text = printable(text, 10**6)
         # explanations and hints wrap under their own indentation; a check's line stays one line
         if wrap and text:
             text = textwrap.fill(text, 110, initial_indent=indent, subsequent_indent=indent + "    ",
                                  break_long_words=False, break_on_hyphens=False)
         print(text if wrap else indent + text, file=out)
 
-    say(f"grading {report.root / 'scratchnst'} against the installed scratchnst", wrap=False)
+    say(f"grading {report.root / 'scratchnst'} against {report.against}", wrap=False)
     say(f"seeded float64 inputs; compared with the reference solution, finite differences, {report.torch}")
+    for note in report.notes:
+        say(f"note: {note}")
     status_of = {r.exercise.function: r.status for r in report.results}
     for number, result in enumerate(report.results, 1):
         e = result.exercise
@@ -294,6 +410,8 @@ def print_report(report, stream=None):
         verdict = {"pass": "pass", "not done": "not done", "fail": f"{result.passed}/{len(result.checks)} checks"}
         say()
         say(f"{head:<58} {_points(result.points):>4}/{e.points} points   {verdict[result.status]}", wrap=False)
+        if result.status == "fail" and result.main_failed and result.passed:
+            say("no points: a main check (the exercise's own question) fails", "      ")
         if result.status == "not done":
             first = result.checks[0]
             calls = f"calls {first.function}, which " if first.function not in ("", e.function) else ""
@@ -328,9 +446,23 @@ def print_report(report, stream=None):
         f"{passing} of {len(report.results)} exercises pass")
 
 
-def run_check(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, stream=None):
-    """`scratchnst exercises check`: grade, print the report; exit status 0 only at 100%."""
-    report = grade(directory, only=only, timeout=timeout, use_torch=use_torch)
+def make_student_copy(dest, force=False, solutions=False, selfcheck=True):
+    """markers.make_student_copy, and in a student copy the reference values of its checks (casefile.py).
+
+    selfcheck: ship the values that let `scratchnst exercises check` grade the copy where no answer
+        key is installed (not needed in an answer key, which has the answers).
+    """
+    def ship_values(package):
+        casefile.write(package, reference_cases(use_torch=False).entries)
+
+    return _write_copy(dest, force=force, solutions=solutions,
+                       extra=ship_values if selfcheck and not solutions else None)
+
+
+def run_check(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, stream=None,
+              import_timeout=DEFAULT_IMPORT_TIMEOUT):
+    """`scratchnst exercises check`: self-check one copy, print the report; exit status 0 only at 100%."""
+    report = grade(directory, only=only, timeout=timeout, use_torch=use_torch, import_timeout=import_timeout)
     print_report(report, stream)
     return 0 if report.perfect else 1
 
