@@ -137,7 +137,7 @@ def bwrap_status():
                 runner = _runner(Path(scratch))
                 (Path(scratch) / "sub").mkdir()
                 command = _bwrap_command(path, runner, Path(scratch) / "sub", Limits()) + [
-                    "-c", "import numpy, os; os.setgroups([]) if os.getuid() == 0 else None"]
+                    "-c", "import sys; sys.path.insert(0, '/grader/lib'); import numpy"]
                 try:
                     done = subprocess.run(command, capture_output=True, timeout=120, env={},
                                           preexec_fn=_limits_for_child(Limits()))
@@ -353,15 +353,15 @@ class StudentProcess:
         read_requests, write_requests = os.pipe()
         read_answers, write_answers = os.pipe()
         try:
-            self._proc = subprocess.Popen(
-                self._command(), stdin=read_requests, stdout=write_answers, stderr=self._stderr,
-                cwd=str(home), env=_clean_environment(str(home)), start_new_session=True,
-                preexec_fn=_limits_for_child(self.limits), close_fds=True)
+            with _LOCK:  # registered before any other thread's kill_strays can take it for an orphan
+                self._proc = subprocess.Popen(
+                    self._command(), stdin=read_requests, stdout=write_answers, stderr=self._stderr,
+                    cwd=str(home), env=_clean_environment(str(home)), start_new_session=True,
+                    preexec_fn=_limits_for_child(self.limits), close_fds=True)
+                _WORKERS.add(self._proc.pid)
         finally:
             os.close(read_requests)
             os.close(write_answers)
-        with _LOCK:
-            _WORKERS.add(self._proc.pid)
         self._requests, self._answers = write_requests, read_answers
         answer, _ = self._receive(START_TIMEOUT)
         if answer.get("status") != "ready":
