@@ -321,6 +321,7 @@ class StudentProcess:
         self.import_errors = {}
         self.import_seconds = 0.0
         self._proc = None
+        self._calls = 0  # requests sent: each carries its number, each answer must give it back
         self._fatal = None  # an answer every later call gets: the package's import timed out
         self._scratch = Path(tempfile.mkdtemp(prefix="scratchnst-run-"))
         os.chmod(self._scratch, 0o755)
@@ -469,13 +470,17 @@ class StudentProcess:
                 return failed, 0.0
         if module in self.import_errors:
             return dict(self.import_errors[module]), 0.0
+        self._calls += 1
         try:
-            self._send({"kind": "call", "module": module, "function": function}, (tuple(args), dict(kwargs)))
+            self._send({"kind": "call", "id": self._calls, "module": module, "function": function},
+                       (tuple(args), dict(kwargs)))
         except OSError:
             answer = {"status": "crashed", "code": self._proc.wait(), "message": self._stderr_tail()}
             self.stop()
             return answer, 0.0
         answer, seconds = self._receive(budget)
+        if answer["status"] in ("ok", "not done", "error") and answer.get("id") != self._calls:
+            answer = {"status": "garbled", "message": "an answer to another call (a frame written by the student's code?)"}
         if answer["status"] in ("timeout", "crashed", "garbled"):
             if answer["status"] == "crashed":
                 answer["message"] = answer.get("message") or self._stderr_tail()
@@ -490,7 +495,7 @@ def _clean_answer(head):
     """The child's head as a dict of known keys, strings made printable and short, nothing else trusted."""
     if not isinstance(head, dict) or head.get("status") not in _STATUSES:
         return {"status": "garbled", "message": "the answer had no valid status"}
-    out = {"status": head["status"]}
+    out = {"status": head["status"], "id": head.get("id") if type(head.get("id")) is int else None}
     for key in ("type", "message", "where", "function"):
         out[key] = _printable(head.get(key, "") if isinstance(head.get(key, ""), str) else "", 240)
     mutated = head.get("mutated", [])

@@ -334,6 +334,7 @@ def worker_main(root, lib):
         else:
             args, kwargs = body
             answer, value = _serve(root, head["module"], head["function"], args, kwargs)
+            answer["id"] = head.get("id")
             send(answer, value)
 
 
