@@ -206,6 +206,8 @@ def _differs_only_at(got, expected, mask, case):
 def dtype_slip(got, expected, case):
     """A Mistake if got has the right values (to float32 accuracy) in the wrong dtype, else None."""
     want = getattr(expected, "dtype", None) if case.dtype is None else np.dtype(case.dtype)
+    if want is None and type(expected) is float:
+        want = np.dtype(np.float64)  # a cost: a Python float, that is, float64
     have = getattr(got, "dtype", None)
     if want is None or have is None or have == want or not np.issubdtype(want, np.floating):
         return None

@@ -64,33 +64,39 @@ def _conv_padded(L, x, w, b, stride, pad_h, pad_w):
     return L.conv2d_forward(np.pad(x, ((0, 0), pad_h, pad_w, (0, 0))), w, b, stride, "valid")[0]
 
 
+def _conv2d_forward_mistakes(L, x, w, b, stride, padding):
+    """The classic mistakes of conv2d_forward, computed for these inputs."""
+    mistakes = [
+        Mistake("kernel flipped", "this is a true convolution (kernel flipped in space); Keras and PyTorch "
+                "compute cross-correlation: out[i, j] = b + sum x[i*s + kh, j*s + kw] w[kh, kw]",
+                L.conv2d_forward(x, w[::-1, ::-1], b, stride, padding)[0]),
+        Mistake("bias missing", "the bias b is not added", L.conv2d_forward(x, w, 0 * b, stride, padding)[0]),
+    ]
+    if stride > 1:
+        mistakes.append(Mistake("stride ignored", "every position was computed, as with stride 1: step "
+                                "the window by `stride`", L.conv2d_forward(x, w, b, 1, padding)[0]))
+    _, top, bottom = L.conv_output_size(x.shape[1], w.shape[0], stride, padding)
+    _, left, right = L.conv_output_size(x.shape[2], w.shape[1], stride, padding)
+    if (top, left) != (bottom, right):
+        # One diagnosis, not two: with the output size right, padding both sides alike (PyTorch's
+        # padding=1) and putting the odd zero at the top/left compute the same windows (the extra
+        # bottom/right zero of the symmetric padding is never reached), so they cannot be told apart.
+        mistakes.append(Mistake(
+            "symmetric padding", "the odd extra zero went to the top/left, as with PyTorch's symmetric "
+            "padding=1; TensorFlow's 'same' pads one more zero at the bottom/right when the total is odd "
+            "(conv_output_size gives the four amounts)",
+            _conv_padded(L, x, w, b, stride, (bottom, top), (right, left))))
+    return mistakes
+
+
 def conv2d_forward_cases(ref, rng, use_torch):
     L = ref.layers
     cases = []
     for label, shape, k, c_out, stride, padding in _CONV_CONFIGS:
         x, w, b = _conv_inputs(rng, shape, k, c_out)
-        mistakes = [
-            Mistake("kernel flipped", "this is a true convolution (kernel flipped in space); Keras and PyTorch "
-                    "compute cross-correlation: out[i, j] = b + sum x[i*s + kh, j*s + kw] w[kh, kw]",
-                    L.conv2d_forward(x, w[::-1, ::-1], b, stride, padding)[0]),
-            Mistake("bias missing", "the bias b is not added", L.conv2d_forward(x, w, 0 * b, stride, padding)[0]),
-        ]
-        if stride > 1:
-            mistakes.append(Mistake("stride ignored", "every position was computed, as with stride 1: step "
-                                    "the window by `stride`", L.conv2d_forward(x, w, b, 1, padding)[0]))
-        _, top, bottom = L.conv_output_size(shape[1], k, stride, padding)
-        _, left, right = L.conv_output_size(shape[2], k, stride, padding)
-        if (top, left) != (bottom, right):
-            mistakes += [
-                Mistake("odd padding at the top/left", "the odd extra zero went to the top/left; TensorFlow's "
-                        "'same' puts it at the bottom/right (conv_output_size gives the four amounts)",
-                        _conv_padded(L, x, w, b, stride, (bottom, top), (right, left))),
-                Mistake("symmetric padding", "padded as PyTorch's padding=1 (both sides alike); TensorFlow's "
-                        "'same' pads one more zero at the bottom/right when the total is odd",
-                        _conv_padded(L, x, w, b, stride, (bottom, bottom), (right, right))),
-            ]
         cases.append(Case(label, (x, w, b, stride, padding), L.conv2d_forward(x, w, b, stride, padding)[0],
-                          pick=_out, mistakes=mistakes, size_rule=_CONV_SIZE))
+                          pick=_out, mistakes=_conv2d_forward_mistakes(L, x, w, b, stride, padding),
+                          size_rule=_CONV_SIZE))
     x, w, b = as_float32(*_conv_inputs(rng, (1, 5, 6, 3), 3, 4))
     cases.append(Case("float32 in, float32 out (the run path), x 1x5x6x3", (x, w, b, 1, "same"),
                       L.conv2d_forward(x, w, b, 1, "same")[0], pick=_out, tol=FLOAT32_TOL, normwise=True,
@@ -101,7 +107,8 @@ def conv2d_forward_cases(ref, rng, use_torch):
         T = ref.torch_ref
         expected = T.to_numpy(T.conv2d(T.to_torch(x), T.to_torch(w), T.to_torch(b), stride, padding))
         cases.append(Case("against PyTorch's conv2d: 3x3 stride 2 'same' on 8x6", (x, w, b, stride, padding),
-                          expected, pick=_out))
+                          expected, pick=_out, mistakes=_conv2d_forward_mistakes(L, x, w, b, stride, padding),
+                          size_rule=_CONV_SIZE))
     return cases
 
 
@@ -286,12 +293,12 @@ def max_pool_forward_cases(ref, rng, use_torch):
     (x,) = as_float32(randn(rng, 2, 7, 9, 3))
     out, cache = L.max_pool_forward(x, 2, 2, "valid")
     cases.append(Case("float32 in, float32 out", (x, 2, 2, "valid"), (out, cache[1]), parts=parts,
-                      pick=_out_and_arg, tol=FLOAT32_TOL, normwise=True, dtype=np.float32))
+                      pick=_out_and_arg, tol=FLOAT32_TOL, normwise=True, dtype=np.float32, size_rule=_POOL_SIZE))
     if use_torch:
         x = randn(rng, 1, 9, 11, 3)
         T = ref.torch_ref
         cases.append(Case("against PyTorch's max_pool: 3x3 stride 2, overlapping", (x, 3, 2, "valid"),
-                          T.to_numpy(T.max_pool(T.to_torch(x), 3, 2, "valid")), pick=_out))
+                          T.to_numpy(T.max_pool(T.to_torch(x), 3, 2, "valid")), pick=_out, size_rule=_POOL_SIZE))
     return cases
 
 
@@ -325,7 +332,9 @@ def max_pool_backward_cases(ref, rng, use_torch):
         out, cache = L.max_pool_forward(x, 3, 2, "same")
         dout = randn(rng, *out.shape)
         _, (dx,) = _torch_forward_backward(ref, lambda t: ref.torch_ref.max_pool(t, 3, 2, "same"), (x,), dout)
-        cases.append(Case("against PyTorch autograd: 3x3 stride 2 'same'", (dout, cache), dx, hint=_OVERLAP_HINT))
+        cases.append(Case("against PyTorch autograd: 3x3 stride 2 'same'", (dout, cache), dx, hint=_OVERLAP_HINT,
+                          mistakes=[Mistake(_ASSIGNED, _ASSIGNED_WHY, None, differs_only_at=_window_counts(
+                              L, x.shape, 3, 2, "same", cache[1]) >= 2)]))
     (x,) = as_float32(randn(rng, 2, 7, 9, 3))
     out, cache = L.max_pool_forward(x, 2, 2, "valid")
     dout = randn(rng, *out.shape).astype(np.float32)
@@ -369,12 +378,12 @@ def avg_pool_forward_cases(ref, rng, use_torch):
                           pick=_out, mistakes=mistakes, size_rule=_POOL_SIZE))
     (x,) = as_float32(randn(rng, 1, 8, 7, 2))
     cases.append(Case("float32 in, float32 out", (x, 3, 2, "same"), L.avg_pool_forward(x, 3, 2, "same")[0],
-                      pick=_out, tol=FLOAT32_TOL, normwise=True, dtype=np.float32))
+                      pick=_out, tol=FLOAT32_TOL, normwise=True, dtype=np.float32, size_rule=_POOL_SIZE))
     if use_torch:
         x = randn(rng, 1, 8, 7, 2)
         T = ref.torch_ref
         cases.append(Case("against PyTorch's avg_pool: 3x3 stride 2 'same'", (x, 3, 2, "same"),
-                          T.to_numpy(T.avg_pool(T.to_torch(x), 3, 2, "same")), pick=_out))
+                          T.to_numpy(T.avg_pool(T.to_torch(x), 3, 2, "same")), pick=_out, size_rule=_POOL_SIZE))
     return cases
 
 
@@ -410,6 +419,8 @@ def avg_pool_backward_cases(ref, rng, use_torch):
         dout = randn(rng, *out.shape)
         _, (dx,) = _torch_forward_backward(ref, lambda t: ref.torch_ref.avg_pool(t, 3, 2, "valid"), (x,), dout)
         cases.append(Case("against PyTorch autograd: 3x3 stride 2, overlapping", (dout, cache), dx,
+                          mistakes=[Mistake(_ASSIGNED, _ASSIGNED_WHY, None, differs_only_at=_window_counts(
+                              L, x.shape, 3, 2, "valid") >= 2)],
                           hint=_OVERLAP_HINT))
     (x,) = as_float32(randn(rng, 2, 7, 9, 3))
     out, cache = L.avg_pool_forward(x, 2, 2, "valid")
