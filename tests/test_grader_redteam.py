@@ -452,3 +452,35 @@ def test_grading_without_bwrap_needs_the_explicit_flag(monkeypatch):
     with pytest.raises(exercises.grading.UsageError, match="not installed.*--uncontained"):
         check_containment(True, uncontained_ok=False)
     assert check_containment(True, uncontained_ok=True) is False
+
+
+# ----------------------------------------------------------------------------- more attacks
+@needs_bwrap
+def test_patching_numpy_in_the_child_changes_no_judgement(pristine, tmp_path, teacher):
+    """The answers are judged in the grader's process: what the child does to its own NumPy stays there."""
+    code = """
+        np.allclose = lambda *args, **kwargs: True
+        np.testing.assert_allclose = lambda *args, **kwargs: None
+        np.abs = lambda a, *args, **kwargs: np.zeros_like(a)
+        np.max = lambda *args, **kwargs: 0.0
+        out = x * 0
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): code},
+                        only=["relu_forward", "relu_backward"])
+    only_touched_lose(report, {"relu_forward"})
+
+
+def test_a_submission_that_is_slow_everywhere_stops_at_its_total_budget(pristine, tmp_path, teacher):
+    """Each exercise within its own time, all of them over the student's total: the rest is not run."""
+    slow = "import time\ntime.sleep(1.5)\nreturn alpha * J_content + beta * J_style"
+    submission = tmp_path / "slow"
+    shutil.copytree(pristine / "key", submission)
+    plant(submission, "costs", "total_cost", slow)
+    start = time.monotonic()
+    report = exercises.grade(submission, only=["total_cost", "relu"], use_torch=False, contained=BWRAP,
+                             timeout=10.0, budget=2.0)
+    assert time.monotonic() - start < 60
+    statuses = [c.status for r in report.results for c in r.checks]
+    assert "timeout" in statuses
+    assert "not run: the student's total time budget ran out" in rendered(report)
+    assert not leftovers()

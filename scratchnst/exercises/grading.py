@@ -1,4 +1,4 @@
-"""Course exercises: a student copy of the package with the answers cut out, and its autograder.
+"""Grading one student copy: the checks, running them in the student's process, the score, the report.
 
 The package's own source marks the bodies a student should write. A comment line
 `# BEGIN SOLUTION`, then `# HINT: ...` lines, then the answer, then `# END SOLUTION` at the
@@ -6,70 +6,57 @@ same indentation, inside one top-level function: that function is one exercise (
 relu_backward, compute_content_cost, gram_matrix, adam_update, ...).
 
 `scratchnst exercises make DIR` writes DIR/scratchnst, an importable copy of the package in which
-every marked region is replaced by `raise NotImplementedError("<the hint>")`, and DIR/README.md.
-`scratchnst exercises check [DIR]` grades such a copy, exercise by exercise, and prints a score.
+every marked region is replaced by `raise NotImplementedError("<the hint>")`, DIR/README.md, and
+the reference values of the checks as plain data (casefile.py), so that the copy can check itself.
+`scratchnst exercises check [DIR]` self-checks such a copy; `scratchnst exercises grade DIR...`
+grades a class (batch.py).
 
 What else the student copy hides, and why
     A marked region is not the only copy of its answer in the package:
     - the loop twin `f_naive` of an exercise `f` (layers.conv2d_forward_naive, ...) computes
       exactly what `f` must compute, so `return conv2d_forward_naive(x, w, b, stride, padding)`
       would pass the exercise in one line;
-    - private helpers that only the answers use (the fast im2col convolution of layers.py, its
-      window iterator, ...): the convolution helper called on the padded input is conv2d_forward;
-    - the grader's own checks (exercise_checks_*.py), which are copied with the package: to name
+    - private helpers that only the answers use: the convolution helper called on the padded
+      input is conv2d_forward;
+    - the grader's own checks (exercises/checks_*.py), which are copied with the package: to name
       a classic mistake they compute it, by code that computes the answer once the mistake is
-      switched off (exercise_checks_optim._adam with its defaults is adam_update). Every function
-      of theirs is hidden; the copy's grader never runs anyway (it has no answers to grade with).
+      switched off (checks_optim._adam with its defaults is adam_update). Every function of
+      theirs is hidden; a copy checks itself with the shipped values instead.
     The student copy keeps their signatures and docstrings (they say what to compute: a hint,
     not an answer) and replaces their bodies with a NotImplementedError stub, so that every name
     still imports. "Used only by the answers" is decided from the code, not from a list: a
     private function is hidden when every reference to its name anywhere in the package lies in
-    a marked region or in another hidden function (exercise_markers.hidden_functions). The rule
-    follows the code as it changes, and the scaffolding the exercises are written against
-    (conv_output_size, _pad_hw, _pool_geometry, unroll, ...) stays, because unmarked code uses it
-    too; the grader's checks may call it as well (exercise_checks_layers uses _pool_geometry).
-    While its code is graded, the student's package cannot import torch, scipy, tensorflow or
-    jax: these are NumPy exercises (the package computes with NumPy alone), and
-    torch_ref.conv2d would otherwise answer conv2d_forward.
-    None of this is a security boundary: a determined student can read the installed package.
-    It stops an honest student from passing by accident or through a one-line shortcut.
+    a marked region or in another hidden function (markers.hidden_functions). The scaffolding the
+    exercises are written against (conv_output_size, _pad_hw, _pool_geometry, unroll, ...) stays,
+    because unmarked code uses it too.
+    None of this is a security boundary: a student copy is the student's. The boundary is in
+    grading (sandbox.py): there the submission runs where the answers cannot be seen at all.
 
 How grading works
-    The student's package is imported in a child process: exercise_runner.py, run as a script
-    with the student's folder first on sys.path (see exercise_runner.StudentProcess). There
-    `scratchnst` is the student's package and never meets the installed one, which the grading
-    process imports for the reference answers. For each call the grader sends the arguments; the child sends back the
-    result, or the exception's type, message and file:line in the student's code, plus the
-    inputs the call wrote into. A call that outlives its exercise's time budget gets the child
-    killed (a fresh one serves the next exercise); so does a child that dies. The student's
-    print() output goes to the child's stderr, never into the answers.
+    The checks come first, as data: for each exercise a list of cases.Case (inputs, expected
+    value, tolerance, the values of classic mistakes), computed from the installed answers
+    (`reference_cases`: seeded; a teacher's `grade` salts the seed per run) or read from the
+    values shipped with a student copy (`shipped_cases`). The submission's scratchnst/ is copied
+    (its .py files only) into a scratch folder, and imported there in a child process
+    (sandbox.StudentProcess, in bubblewrap when grading) that runs worker.py; requests and answers
+    are frames of JSON and raw arrays, never pickle. The package's import has its own budget; the
+    calls of one exercise share theirs (--timeout) and a submission's calls a total (--budget). A
+    call that outlives its budget, a crash or a broken frame gets the child killed (a fresh one
+    serves the next exercise).
 
-    Each exercise has a few checks; each is one call on seeded inputs, compared with one witness:
-    the reference solution (float64); centred finite differences of the reference forward pass
-    (gradcheck.eval_numerical_gradient_array, for the backward passes and cost gradients);
-    PyTorch through torch_ref where it is installed (the layers); and a float32 call that must
-    keep float32 (the run path), or, for a cost, must still be summed in float64. Backward passes
-    receive caches made by the reference forward pass, so a broken forward pass costs the
-    points of its own exercise only. A failing check shows the worst element (expected against
-    given, the largest relative error as gradcheck.rel_error defines it) and names the mistake
-    when the given value equals what a classic mistake computes (each exercise lists its own: a
-    style gradient made with a_S instead of a_G, a ReLU mask x >= 0, a convolution backward
-    without the flipped kernel, a Gram matrix of activations reshaped straight to (nC, nH*nW),
-    a content cost without 1/(4 nH nW nC), ...); otherwise it says whether the answer is off by
-    a constant factor or has the wrong sign. NotImplementedError means "not done".
+    Each check is one call compared with one witness: the reference solution (float64); centred
+    finite differences of the reference forward pass (for the backward passes and cost
+    gradients); PyTorch through torch_ref where it is installed (the layers); and a float32 call
+    that must keep float32 (the run path), or, for a cost, must still be summed in float64.
+    Backward passes receive caches made by the reference forward pass, so a broken forward pass
+    costs the points of its own exercise only. A failing check shows the worst element and names
+    the mistake when the answer is what a classic mistake computes (cases.judge): each exercise
+    lists its own, and a few are recognised wherever they occur under one name (a dtype slip,
+    an output size off by one). NotImplementedError means "not done".
 
-    Score: each exercise is worth `points` and earns the fraction of its checks that pass. The
-    exit status is 0 only when every check of every graded exercise passes.
-
-Where each part lives
-    exercises               this API: grade, print_report, run_make, run_check (the CLI calls these)
-    exercise_markers        the markers, the hidden functions, make_student_copy and its README
-    exercise_runner         the child process that runs the student's code (StudentProcess)
-    exercise_cases          one check (Case, Mistake) and judging an answer to it (CheckResult)
-    exercise_checks         the catalogue: the graded exercises, their order and points
-    exercise_checks_layers  the checks and classic mistakes of layers.py's exercises
-    exercise_checks_costs   ... of costs.py's exercises
-    exercise_checks_optim   ... of optim.py's exercise (adam_update)
+    Score: each exercise is worth `points` and earns the fraction of its checks that pass, or
+    nothing when one of its main checks fails (its first, and those marked main: the overlapping
+    windows of the pooling backward passes). The exit status of `check` is 0 only at 100%.
 """
 
 import errno

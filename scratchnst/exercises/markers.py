@@ -412,11 +412,16 @@ def _readme(regions, hidden, solutions):
 
 From this folder (or name the folder: `scratchnst exercises check DIR`):
 
-    scratchnst exercises check                 # every exercise, then a score
-    scratchnst exercises check --only relu     # only the exercises whose name contains "relu"
+    python -m scratchnst exercises check                 # every exercise, then a score
+    python -m scratchnst exercises check --only relu     # only the exercises whose name contains "relu"
 
-Your functions are compared with the reference solution on random inputs in float64, with
-finite differences and, where PyTorch is installed, with PyTorch. For each exercise the checker
+`python -m scratchnst` here runs this copy, which carries the reference values of its checks in
+`scratchnst/exercises/selfcheck/` (plain JSON and NumPy arrays): no answer key is needed. Where the
+full scratchnst is installed, its `scratchnst exercises check` compares with its answers instead
+(and with PyTorch, where installed). Your teacher grades with other inputs of the same kinds.
+
+Your functions are compared with the reference solution on seeded inputs in float64, with
+finite differences and the float32 run path. For each exercise the checker
 says which checks pass, shows where a failing one differs (expected against given, the largest
 relative error), names the mistake when it recognises a classic one, and gives a hint. The exit
 status is 0 at 100%.
@@ -426,6 +431,5 @@ status is 0 at 100%.
 - NumPy only: torch and scipy cannot be imported while your code is graded.
 - Never write into an input (x, dout, a cache, m, v): compute into new arrays.
 - Keep the dtype you are given (float32 in, float32 out); sum costs in float64.
-{hidden_note}- Run the installed `scratchnst` command. `python -m scratchnst` from this folder runs your copy,
-  whose answers are missing.
+{hidden_note}- An exercise whose main check fails earns none of its points, whatever its other checks say.
 """
