@@ -402,6 +402,31 @@ HANGS = {
             os.write(2, chunk)
         out = np.maximum(x, 0)
     """),
+    "the answer pipe closed, then an endless loop": ("layers", "relu_forward", """
+        import os
+        for fd in range(3, 64):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        while True:
+            pass
+    """),
+    "forged answers, then no more reading of requests": ("costs", "compute_content_cost", """
+        import os, sys
+        frame = sys._getframe()
+        while frame is not None and "head" not in frame.f_locals:
+            frame = frame.f_back
+        worker, call = sys.modules["__main__"], frame.f_locals["head"]["id"]
+        for fd in range(3, 64):
+            for later in (call, call + 1):
+                try:
+                    os.write(fd, worker.encode_frame({"status": "ok", "id": later, "mutated": []}, 0.0))
+                except OSError:
+                    pass
+        while True:
+            pass
+    """),
     "an endless loop": ("layers", "relu_forward", """
         while True:
             pass
@@ -421,6 +446,7 @@ def test_hangs_and_floods_cost_the_exercise_they_touch_only(pristine, tmp_path, 
     module, function, code = HANGS[attack]
     report = run_attack(pristine, tmp_path, teacher, "key", {(module, function): code}, contained=contained,
                         only=[function, "relu_backward", "total_cost"], timeout=4.0)
+    assert report.seconds < 60
     only_touched_lose(report, {function})
 
 

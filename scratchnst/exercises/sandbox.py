@@ -21,6 +21,7 @@ Containment comes in layers, each of which stands without the others:
 import ctypes
 import os
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -363,6 +364,7 @@ class StudentProcess:
         finally:
             os.close(read_requests)
             os.close(write_answers)
+        os.set_blocking(write_requests, False)  # a child that stops reading cannot block the grader
         self._requests, self._answers = write_requests, read_answers
         answer, _ = self._receive(START_TIMEOUT)
         if answer.get("status") != "ready":
@@ -370,7 +372,9 @@ class StudentProcess:
             return self._fatal
         if not self.modules:
             return None
-        self._send({"kind": "import", "modules": self.modules})
+        if not self._send({"kind": "import", "modules": self.modules}):
+            self._fatal = self._failed({"status": "timeout"}, "the worker did not take the import request")
+            return self._fatal
         answer, seconds = self._receive(self.import_budget)
         self.import_seconds = seconds
         if answer.get("status") == "timeout":
@@ -394,12 +398,23 @@ class StudentProcess:
         self.stop()
         return {"status": "garbled", "message": f"{what}: unexpected answer"}
 
-    def _send(self, head, body=None):
+    def _send(self, head, body=None, budget=START_TIMEOUT):
+        """Write one frame to the child; False if it did not take it within budget (it stopped reading)."""
         data = wire.encode_frame(head, body)
         view = memoryview(data)
+        deadline = time.monotonic() + max(budget, 0.01)
         while view:
-            written = os.write(self._requests, view[:1 << 16])
-            view = view[written:]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _, writable, _ = select.select([], [self._requests], [], left)
+            if writable:
+                try:
+                    written = os.write(self._requests, view[:select.PIPE_BUF])  # never blocks once writable
+                except BlockingIOError:
+                    continue
+                view = view[written:]
+        return True
 
     def _receive(self, budget):
         """(answer dict, seconds): the child's next frame, or why there is none (timeout, crashed, garbled)."""
@@ -408,8 +423,11 @@ class StudentProcess:
             head, body = wire.read_frame(self._answers, start + max(budget, 0.01))
         except TimeoutError:
             return {"status": "timeout"}, time.monotonic() - start
-        except EOFError:
-            code = self._proc.wait() if self._proc else None
+        except EOFError:  # the answer pipe closed: the child ended, or closed it and goes on (it is killed)
+            try:
+                code = self._proc.wait(timeout=2) if self._proc else None
+            except subprocess.TimeoutExpired:
+                code = None
             return {"status": "crashed", "code": code, "message": self._stderr_tail()}, time.monotonic() - start
         except wire.ProtocolError as error:
             return {"status": "garbled", "message": f"the answer channel carried {error}"}, time.monotonic() - start
@@ -471,14 +489,19 @@ class StudentProcess:
         if module in self.import_errors:
             return dict(self.import_errors[module]), 0.0
         self._calls += 1
+        start = time.monotonic()
         try:
-            self._send({"kind": "call", "id": self._calls, "module": module, "function": function},
-                       (tuple(args), dict(kwargs)))
-        except OSError:
-            answer = {"status": "crashed", "code": self._proc.wait(), "message": self._stderr_tail()}
+            sent = self._send({"kind": "call", "id": self._calls, "module": module, "function": function},
+                              (tuple(args), dict(kwargs)), budget)
+        except OSError:  # the pipe broke: the child is gone
+            answer = {"status": "crashed", "code": None, "message": self._stderr_tail()}
             self.stop()
-            return answer, 0.0
-        answer, seconds = self._receive(budget)
+            return answer, time.monotonic() - start
+        if not sent:
+            self.stop()
+            return {"status": "timeout"}, time.monotonic() - start
+        answer, _ = self._receive(budget - (time.monotonic() - start))
+        seconds = time.monotonic() - start
         if answer["status"] in ("ok", "not done", "error") and answer.get("id") != self._calls:
             answer = {"status": "garbled", "message": "an answer to another call (a frame written by the student's code?)"}
         if answer["status"] in ("timeout", "crashed", "garbled"):
