@@ -427,6 +427,15 @@ HANGS = {
         while True:
             pass
     """),
+    "an integer too large for a float": ("costs", "total_cost", """
+        return 10 ** 4000
+    """),
+    "an answer nested a thousand deep": ("costs", "total_cost", """
+        answer = 0.0
+        for _ in range(1000):
+            answer = [answer]
+        return answer
+    """),
     "an endless loop": ("layers", "relu_forward", """
         while True:
             pass

@@ -71,6 +71,8 @@ def grade_class(submissions, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=
             outcome = (name, report, None)
         except (UserError, UsageError) as error:
             outcome = (name, None, str(error))
+        except Exception as error:  # noqa: BLE001 - one submission must never stop the class
+            outcome = (name, None, f"not graded: the grader failed on it ({type(error).__name__}: {error})"[:300])
         if progress:
             progress(outcome)
         return outcome

@@ -278,7 +278,8 @@ def _input_name(path, params):
 
 
 def judge(answer, case, params):
-    """Turn the worker's answer to one case into a CheckResult.
+    """Turn the worker's answer to one case into a CheckResult (never raises: an answer that cannot be
+    compared, such as an integer too large for a float, fails its check).
 
     Args:
         answer: the dict StudentProcess.call returned.
@@ -325,6 +326,16 @@ def judge(answer, case, params):
         result.status = "fail"
         result.details.append(str(error))
         return result
+    try:
+        return _compare_parts(result, pairs, case)
+    except (ArithmeticError, ValueError, TypeError, MemoryError) as error:
+        result.status = "fail"
+        result.error = None
+        result.details.append(f"the answer could not be compared with the expected value ({type(error).__name__})")
+        return result
+
+
+def _compare_parts(result, pairs, case):
     errors = []
     for i, (part, g, e) in enumerate(pairs):
         ok, error, message = _compare_value(g, e, case)
