@@ -392,7 +392,7 @@ def _add_exercises(sub):
         "of such folders. Each runs in bubblewrap with no network and no view of the answers or your "
         "files, under limits; inputs are drawn afresh for the run (--seed repeats them). Without "
         "bubblewrap, grading stops unless --uncontained. Prints a table; exit status 0 when every "
-        "submission was graded, whatever the scores.",
+        "submission was graded (whatever the scores), 1 when one could not be.",
         formatter_class=_Formatter)
     p_grade.add_argument("dirs", metavar="DIR", nargs="+", help="submission folders, or folders of them")
     p_grade.add_argument("--only", metavar="NAME", action="append",
@@ -404,10 +404,10 @@ def _add_exercises(sub):
     p_grade.add_argument("--budget", metavar="SECONDS", type=float, default=_STUDENT_BUDGET,
                          help="time all of one submission's calls may take together")
     p_grade.add_argument("--jobs", metavar="N", type=int, default=None,
-                         help="submissions graded at once (default: the number of CPUs)")
+                         help="submissions graded at once; None: the number of CPUs")
     p_grade.add_argument("--memory", metavar="MB", type=int, default=_CHILD_MEMORY_MB,
                          help="address space one submission's process may use")
-    p_grade.add_argument("--seed", type=int, default=None, help="draw the inputs from this seed (default: fresh)")
+    p_grade.add_argument("--seed", type=int, default=None, help="draw the inputs from this seed; None: fresh ones")
     p_grade.add_argument("--uncontained", action="store_true",
                          help="grade even where bubblewrap cannot run: the submissions' code can then read and "
                          "change whatever you can")

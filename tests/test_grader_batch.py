@@ -167,3 +167,28 @@ def test_a_student_copy_self_checks_where_no_answer_key_exists(tmp_path):
     assert "against the reference values shipped with the copy" in done.stdout
     assert "layers.relu_forward" in done.stdout and "1/1 points   pass" in done.stdout
     assert "(50%)" in done.stdout
+
+
+def test_the_command_lines_defaults_are_the_modules_and_the_help_names_both_roles(capsys):
+    from scratchnst.cli import build_parser
+
+    args = build_parser().parse_args(["exercises", "grade", "somewhere"])
+    assert (args.timeout, args.import_timeout, args.budget, args.memory) == (
+        exercises.DEFAULT_TIMEOUT, exercises.DEFAULT_IMPORT_TIMEOUT, batch.DEFAULT_BUDGET, sandbox.Limits.memory_mb)
+    assert build_parser().parse_args(["exercises", "check"]).import_timeout == exercises.DEFAULT_IMPORT_TIMEOUT
+    with pytest.raises(SystemExit):
+        main(["exercises", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "SELF-CHECKS" in text and "GRADES untrusted submissions" in text
+
+
+def test_a_submission_that_cannot_be_graded_is_a_row_and_exit_status_1(klass, tmp_path, capsys):
+    room, _ = klass
+    broken = tmp_path / "broken"
+    (broken / "scratchnst").mkdir(parents=True)  # a package folder without __init__.py
+    status = main(["exercises", "grade", str(room / "student00"), str(broken), "--only", "relu", "--no-torch",
+                   "--csv", str(tmp_path / "out.csv")] + CONTAINMENT)
+    assert status == 1
+    rows = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert [r["student"] for r in rows] == ["student00", "broken"]
+    assert rows[0]["percent"] == "100" and "holds no scratchnst package" in rows[1]["error"]

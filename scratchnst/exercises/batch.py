@@ -168,7 +168,10 @@ def print_table(outcomes, stream):
 def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_IMPORT_TIMEOUT,
               budget=DEFAULT_BUDGET, jobs=None, uncontained=False, memory_mb=Limits.memory_mb, use_torch=True,
               seed=None, csv_path=None, json_path=None, gradescope=None, report=False, stream=None):
-    """`scratchnst exercises grade`: grade the class, print the table, write the exports; exit status 0."""
+    """`scratchnst exercises grade`: grade the class, print the table, write the exports.
+
+    Returns the exit status: 0 when every submission was graded, 1 when one could not be (its row says why).
+    """
     out = stream or sys.stdout
     for flag, value in (("--timeout", timeout), ("--import-timeout", import_timeout), ("--budget", budget)):
         if not value > 0:
@@ -209,7 +212,7 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
             for name, rep, error in outcomes:
                 safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
                 _write(Path(gradescope) / f"{safe}.json", json.dumps(as_gradescope(rep, error), indent=1))
-    return 0
+    return 1 if any(error for _, _, error in outcomes) else 0
 
 
 # ====================================================================== Gradescope bundle

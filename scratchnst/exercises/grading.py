@@ -70,7 +70,7 @@ import textwrap
 import time
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -323,6 +323,8 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
         modules = list(dict.fromkeys(e.module for e, _, _ in cases.entries))
         results = []
         left = math.inf if budget is None else budget
+        if budget is not None:  # the CPU-time backstop must not cut a budget the teacher gave
+            limits = replace(limits, cpu_seconds=max(limits.cpu_seconds, int(budget + import_timeout) + 60))
         with StudentProcess(submission, contained, limits, modules, import_timeout) as student:
             for exercise, hint, exercise_cases in cases.entries:
                 result, spent = _grade_exercise(student, exercise, hint, exercise_cases, timeout, left)
