@@ -383,13 +383,15 @@ HANGS = {
     """),
     "20 forked children that outlive the call": ("layers", "relu_forward", """
         import os, sys
+        forked = 0
         for _ in range(20):
             try:
                 if os.fork() == 0:
                     os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", "TOKEN"])
+                forked += 1
             except OSError:
                 break
-        raise RuntimeError("forked")
+        raise RuntimeError(f"forked {forked} children")
     """),
     "a 3 GB allocation": ("layers", "relu_forward", """
         big = np.ones(3 * 2**30 // 8)
@@ -456,6 +458,8 @@ def test_hangs_and_floods_cost_the_exercise_they_touch_only(pristine, tmp_path, 
     report = run_attack(pristine, tmp_path, teacher, "key", {(module, function): code}, contained=contained,
                         only=[function, "relu_backward", "total_cost"], timeout=4.0)
     assert report.seconds < 60
+    if attack.startswith("20 forked") and contained:  # the sandbox's process limit stopped the forks
+        assert "forked 20 children" not in rendered(report) and "forked" in rendered(report)
     only_touched_lose(report, {function})
 
 
