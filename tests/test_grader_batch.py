@@ -192,3 +192,24 @@ def test_a_submission_that_cannot_be_graded_is_a_row_and_exit_status_1(klass, tm
     rows = list(csv.DictReader((tmp_path / "out.csv").open()))
     assert [r["student"] for r in rows] == ["student00", "broken"]
     assert rows[0]["percent"] == "100" and "holds no scratchnst package" in rows[1]["error"]
+
+
+def test_a_student_copy_that_does_not_import_still_checks_itself(tmp_path):
+    """The checker never imports the student's modules itself: a syntax error in one and an endless loop
+    at import in another cost their exercises, not the check."""
+    exercises.make_student_copy(tmp_path)
+    layers = tmp_path / "scratchnst" / "layers.py"
+    layers.write_text("def broken(:\n" + layers.read_text())
+    costs = tmp_path / "scratchnst" / "costs.py"
+    costs.write_text("while True:\n    pass\n" + costs.read_text())
+    plant(tmp_path, "optim", "adam_update", """
+        m_new = beta1 * m + (1 - beta1) * dx
+        v_new = beta2 * v + (1 - beta2) * dx * dx
+        x_new = x - lr * (m_new / (1 - beta1**t)) / (np.sqrt(v_new / (1 - beta2**t)) + epsilon)
+        return x_new, m_new, v_new
+    """)
+    done = subprocess.run([sys.executable, "-m", "scratchnst", "exercises", "check", "--import-timeout", "3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "SyntaxError" in done.stdout and "importing scratchnst.costs took longer than 3 s" in done.stdout
+    assert "optim.adam_update                                         2/2 points   pass" in done.stdout

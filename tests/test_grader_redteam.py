@@ -481,9 +481,12 @@ def test_an_endless_import_is_stopped_with_its_own_message(pristine, tmp_path, t
         path.write_text("while True:\n    pass\n" + path.read_text())
 
     report = run_attack(pristine, tmp_path, teacher, "key", {}, setup=endless, contained=BWRAP,
-                        only=["gram_matrix", "total_cost"], import_timeout=3)
-    assert report.points == 0
-    assert "importing the package took longer than 3 s" in rendered(report)
+                        only=["gram_matrix", "total_cost", "relu_forward", "adam_update"], import_timeout=3)
+    got = points(report)
+    assert got["gram_matrix"] == got["total_cost"] == 0
+    assert "importing scratchnst.costs took longer than 3 s" in rendered(report)
+    # the modules that import fine are graded (the child is restarted without the hanging one)
+    assert got["relu_forward"] == 1 and got["adam_update"] == 2
 
 
 def test_grading_without_bwrap_needs_the_explicit_flag(monkeypatch):
@@ -523,3 +526,22 @@ def test_a_submission_that_is_slow_everywhere_stops_at_its_total_budget(pristine
     assert "timeout" in statuses
     assert "not run: the student's total time budget ran out" in rendered(report)
     assert not leftovers()
+
+
+def test_the_scratch_copy_takes_python_sources_only_and_within_bounds(tmp_path):
+    """What a submission folder can hold besides its sources: nothing of it reaches the sandbox."""
+    package = tmp_path / "scratchnst"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    os.mkfifo(package / "costs.py")  # reading it would block the grader
+    (package / "layers.py").write_bytes(b"#" * (sandbox.MAX_BYTES + 1))
+    (package / "optim.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    (package / "deep").mkdir()
+    (package / "deep" / "loop").symlink_to(package)
+    (package / "notes.txt").write_text("kept out, silently: not code")
+    copied = sandbox.copy_submission(package, tmp_path / "scratch")
+    files = sorted(p.relative_to(copied.root).as_posix() for p in copied.root.rglob("*") if p.is_file())
+    assert files == ["scratchnst/__init__.py"]
+    notes = " ".join(copied.notes)
+    assert "costs.py: not a regular file" in notes and "layers.py: over the limit" in notes
+    assert "optim.cpython-311-x86_64-linux-gnu.so: compiled" in notes and "deep/loop: a symlink" in notes

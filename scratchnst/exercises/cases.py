@@ -14,7 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from scratchnst.gradcheck import rel_error
+
+def rel_error(x, y):
+    """gradcheck.rel_error: max |x - y| / max(1e-8, |x| + |y|), elementwise (0 for empty arrays).
+
+    Written out here, not imported: gradcheck imports layers, and in a student copy that checks
+    itself, layers is the student's code, which must run only in the child (a syntax error or an
+    endless loop there must cost points, not stop the checker).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.size == 0:
+        return 0.0
+    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
 
 # Pass thresholds. Against the reference and PyTorch only the order of float64 operations differs
 # (errors ~1e-15; 1e-8 leaves room for elements that are small differences of large sums). Against

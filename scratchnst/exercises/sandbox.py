@@ -322,6 +322,7 @@ class StudentProcess:
         self.import_errors = {}
         self.import_seconds = 0.0
         self._proc = None
+        self._hung = {}  # module -> the answer its calls get: its import outlived the budget
         self._calls = 0  # requests sent: each carries its number, each answer must give it back
         self._fatal = None  # an answer every later call gets: the package's import timed out
         self._scratch = Path(tempfile.mkdtemp(prefix="scratchnst-run-"))
@@ -370,23 +371,36 @@ class StudentProcess:
         if answer.get("status") != "ready":
             self._fatal = self._failed(answer, "the worker did not start")
             return self._fatal
-        if not self.modules:
-            return None
-        if not self._send({"kind": "import", "modules": self.modules}):
-            self._fatal = self._failed({"status": "timeout"}, "the worker did not take the import request")
-            return self._fatal
-        answer, seconds = self._receive(self.import_budget)
-        self.import_seconds = seconds
-        if answer.get("status") == "timeout":
-            self.stop()
-            self._fatal = {"status": "import timeout", "message": f"importing the package took longer than "
-                    f"{self.import_budget:g} s (code that runs at import time? --import-timeout sets the limit)"}
-            return self._fatal
-        if answer.get("status") != "imported":
-            return self._failed(answer, "the worker failed while importing the package")
-        errors = answer.get("errors")
-        self.import_errors = {str(m): _clean_answer(e) for m, e in errors.items()} if isinstance(errors, dict) else {}
+        # The package first, then each module on its own: a module that hangs at import costs its
+        # own exercises (the child is restarted without it), not those of the modules after it.
+        self.import_errors = {}
+        for module in [None] + [m for m in self.modules if m not in self._hung]:
+            answer = self._import(module)
+            if answer.get("status") == "timeout":
+                self.stop()
+                what = "the package" if module is None else f"scratchnst.{module}"
+                hung = {"status": "import timeout", "message": f"importing {what} took longer than "
+                        f"{self.import_budget:g} s (code that runs at import time? --import-timeout sets the limit)"}
+                if module is None:
+                    self._fatal = hung
+                    return self._fatal
+                self._hung[module] = hung
+                return self._start()
+            if answer.get("status") != "imported":
+                self._fatal = self._failed(answer, "the worker failed while importing the package")
+                return self._fatal
+            errors = answer.get("errors")
+            if isinstance(errors, dict):
+                self.import_errors.update({str(m): _clean_answer(e) for m, e in errors.items()})
         return None
+
+    def _import(self, module):
+        """Ask the child to import scratchnst (module None) or scratchnst.<module>; its answer."""
+        if not self._send({"kind": "import", "modules": [] if module is None else [module]}):
+            return {"status": "timeout"}
+        answer, seconds = self._receive(self.import_budget)
+        self.import_seconds += seconds
+        return answer
 
     def _failed(self, answer, what):
         if answer.get("status") in ("crashed", "garbled", "timeout"):
@@ -482,10 +496,14 @@ class StudentProcess:
         """
         if self._fatal:
             return dict(self._fatal), 0.0
+        if module in self._hung:
+            return dict(self._hung[module]), 0.0
         if self._proc is None:
             failed = self._start()
             if failed:
                 return failed, 0.0
+        if module in self._hung:  # found hanging while this child started
+            return dict(self._hung[module]), 0.0
         if module in self.import_errors:
             return dict(self.import_errors[module]), 0.0
         self._calls += 1

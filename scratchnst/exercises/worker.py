@@ -260,7 +260,7 @@ def _raised(error, root, importing=False):
 def _import_all(root, modules):
     """Import scratchnst and the named modules; {module: the error dict} for those that failed."""
     errors = {}
-    try:
+    try:  # the package, always (also when modules is empty: the package's own import is timed apart)
         package = importlib.import_module("scratchnst")
         expected = os.path.realpath(os.path.join(root, "scratchnst"))
         if os.path.dirname(os.path.realpath(package.__file__)) != expected:
