@@ -545,3 +545,14 @@ def test_the_scratch_copy_takes_python_sources_only_and_within_bounds(tmp_path):
     notes = " ".join(copied.notes)
     assert "costs.py: not a regular file" in notes and "layers.py: over the limit" in notes
     assert "optim.cpython-311-x86_64-linux-gnu.so: compiled" in notes and "deep/loop: a symlink" in notes
+
+
+def test_a_module_that_ends_the_worker_at_import_costs_its_own_exercises(pristine, tmp_path, teacher):
+    def exits(submission):
+        path = submission / "scratchnst" / "costs.py"
+        path.write_text("import os\nos._exit(7)\n" + path.read_text())
+
+    report = run_attack(pristine, tmp_path, teacher, "key", {}, setup=exits, contained=BWRAP,
+                        only=["gram_matrix", "relu_forward", "adam_update"])
+    assert points(report) == {"relu_forward": 1, "gram_matrix": 0, "adam_update": 2}
+    assert "(exit status 7): while importing scratchnst.costs" in " ".join(rendered(report).split())

@@ -310,7 +310,7 @@ class StudentProcess:
             teacher's explicit --uncontained).
         limits: Limits.
         modules: the modules of scratchnst to import first (each under the import budget).
-        import_budget: seconds the imports may take together.
+        import_budget: seconds each import may take: the package's, then each module's.
 
     The child is started on the first call and again after it was stopped (timeout, broken frame)
     or died. Use as a context manager: the child and whatever it started never outlive it.
@@ -376,11 +376,15 @@ class StudentProcess:
         self.import_errors = {}
         for module in [None] + [m for m in self.modules if m not in self._hung]:
             answer = self._import(module)
-            if answer.get("status") == "timeout":
-                self.stop()
+            if answer.get("status") in ("timeout", "crashed", "garbled"):
                 what = "the package" if module is None else f"scratchnst.{module}"
-                hung = {"status": "import timeout", "message": f"importing {what} took longer than "
-                        f"{self.import_budget:g} s (code that runs at import time? --import-timeout sets the limit)"}
+                if answer["status"] == "timeout":
+                    hung = {"status": "import timeout", "message": f"importing {what} took longer than "
+                            f"{self.import_budget:g} s (code that runs at import time? --import-timeout sets the "
+                            "limit)"}
+                else:
+                    hung = dict(answer, message=f"while importing {what}: {answer.get('message') or 'no message'}")
+                self.stop()
                 if module is None:
                     self._fatal = hung
                     return self._fatal
