@@ -259,17 +259,23 @@ def _become_subreaper():
 
 
 def _stat(pid):
-    """(ppid, pgid, sid) of pid from /proc, or None if it is gone."""
+    """(ppid, pgid, sid, start time in clock ticks since boot) of pid from /proc, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[1]), int(fields[2]), int(fields[3])
+        return int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
 
 
-def kill_strays(session):
-    """Kill every process of the child's session or process group, and every orphan that came back to us."""
+def kill_strays(session, orphans_since=None):
+    """Kill every process of the child's session or process group and, given orphans_since (the child's
+    start time), every process that came back to us as an orphan and started no earlier than the child.
+
+    Orphans matter where there is no sandbox: a student's process that left the session (setsid) and
+    outlived its parent is handed to this process, the subreaper. In the sandbox the PID namespace
+    ends with the child, and everything in it.
+    """
     me = os.getpid()
     for _ in range(20):
         found = []
@@ -279,10 +285,11 @@ def kill_strays(session):
             stat = _stat(int(name))
             if stat is None:
                 continue
-            ppid, pgid, sid = stat
+            ppid, pgid, sid, started = stat
             with _LOCK:
                 ours = int(name) in _WORKERS
-            if session in (pgid, sid) or (ppid == me and not ours):
+            orphan = orphans_since is not None and ppid == me and not ours and started >= orphans_since
+            if session in (pgid, sid) or orphan:
                 found.append(int(name))
         if not found:
             return
@@ -362,6 +369,7 @@ class StudentProcess:
                     cwd=str(home), env=_clean_environment(str(home)), start_new_session=True,
                     preexec_fn=_limits_for_child(self.limits), close_fds=True)
                 _WORKERS.add(self._proc.pid)
+                self._started = (_stat(self._proc.pid) or (0, 0, 0, 0))[3]
         finally:
             os.close(read_requests)
             os.close(write_answers)
@@ -467,7 +475,7 @@ class StudentProcess:
         proc.wait()
         with _LOCK:
             _WORKERS.discard(proc.pid)
-        kill_strays(proc.pid)
+        kill_strays(proc.pid, None if self.contained else self._started)
         for fd in (self._requests, self._answers):
             try:
                 os.close(fd)
