@@ -170,3 +170,18 @@ def test_a_student_copy_names_the_slip_from_the_values_shipped_with_it(tmp_path)
     (result,) = report.results
     assert report.against == "the reference values shipped with the copy"
     assert result.mistakes == [NAMES["max_pool_backward"]] and result.points == 0
+
+
+def test_the_answer_key_passes_and_the_slips_keep_their_names_on_a_teachers_fresh_inputs(tmp_path):
+    """A teacher's grade draws new inputs each run: no seed may fail a right answer or lose a diagnosis."""
+    key, slips = tmp_path / "key", tmp_path / "slips"
+    exercises.make_student_copy(key, solutions=True, selfcheck=False)
+    exercises.make_student_copy(slips, solutions=True, selfcheck=False)
+    for (module, function), code in SLIPS.items():
+        plant(slips, module, function, code)
+    for salt in (3, 99, 2**31 + 5):
+        cases = exercises.reference_cases(use_torch=False, salt=salt)
+        report = exercises.grade(key, cases=cases)
+        assert report.perfect, (salt, [(r.exercise.name, r.mistakes) for r in report.results if r.status != "pass"])
+        named = {r.exercise.function: r.mistakes for r in exercises.grade(slips, cases=cases).results}
+        assert {f: named[f] for f in NAMES} == {f: [name] for f, name in NAMES.items()}, salt

@@ -67,7 +67,7 @@ def content_cost_backward_cases(ref, rng, use_torch):
     # the cost is quadratic: centred differences are exact, a larger step has less round-off
     numeric = numeric_gradient(ref, lambda v: C.compute_content_cost(a_C, v), a_G, 1.0, h=1e-3)
     cases.append(Case("against finite differences of compute_content_cost", (a_C, a_G), numeric,
-                      tol=ref.gradcheck.NUMERIC_TOL, mistakes=_content_cost_backward_mistakes(numeric)))
+                      tol=ref.gradcheck.NUMERIC_TOL, normwise=True, mistakes=_content_cost_backward_mistakes(numeric)))
     a_C, a_G = as_float32(randn(rng, 1, 4, 5, 3), randn(rng, 1, 4, 5, 3))
     da = C.content_cost_backward(a_C, a_G)
     cases.append(Case("float32 in, float32 out", (a_C, a_G), da, tol=FLOAT32_TOL, normwise=True, dtype=np.float32,
@@ -204,7 +204,7 @@ def layer_style_cost_backward_cases(ref, rng, use_torch):
     a_S, a_G = randn(rng, 1, 4, 4, 3), randn(rng, 1, 4, 4, 3)
     numeric = numeric_gradient(ref, lambda v: C.compute_layer_style_cost(a_S, v), a_G, 1.0)
     cases.append(Case("against finite differences of compute_layer_style_cost", (a_S, a_G), numeric,
-                      tol=ref.gradcheck.NUMERIC_TOL,
+                      tol=ref.gradcheck.NUMERIC_TOL, normwise=True,
                       mistakes=_layer_style_cost_backward_mistakes(C, a_S, a_G, numeric)))
     a_S, a_G = as_float32(randn(rng, 1, 4, 5, 3), randn(rng, 1, 4, 5, 3))
     da = C.layer_style_cost_backward(a_S, a_G)
@@ -321,7 +321,7 @@ def layer_style_cost_from_target_cases(ref, rng, use_torch):
     target = C.style_target(a_S)
     numeric = numeric_gradient(ref, lambda v: C.compute_layer_style_cost(a_S, v), a_G, 1.0)
     cases.append(Case("dJ/da_G against finite differences of compute_layer_style_cost (a_S 1x5x3x3, a_G 1x4x4x3)",
-                      (target, a_G), numeric, pick=_gradient, tol=ref.gradcheck.NUMERIC_TOL,
+                      (target, a_G), numeric, pick=_gradient, tol=ref.gradcheck.NUMERIC_TOL, normwise=True,
                       mistakes=_from_target_mistakes(C, target, a_G, None, numeric, J_part=None, da_part=0)))
     a_S, a_G = as_float32(randn(rng, 1, 5, 6, 3), randn(rng, 1, 4, 5, 3))
     target = C.style_target(a_S)  # float64, as the loop makes it
