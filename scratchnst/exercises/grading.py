@@ -318,7 +318,6 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="scratchnst-grade-"))
     try:
-        os.chmod(scratch, 0o755)
         submission = copy_submission(root / "scratchnst", scratch / "submission")
         modules = list(dict.fromkeys(e.module for e, _, _ in cases.entries))
         results = []

@@ -333,7 +333,6 @@ class StudentProcess:
         self._calls = 0  # requests sent: each carries its number, each answer must give it back
         self._fatal = None  # an answer every later call gets: the package's import timed out
         self._scratch = Path(tempfile.mkdtemp(prefix="scratchnst-run-"))
-        os.chmod(self._scratch, 0o755)
         self._runner = _runner(self._scratch)
         _become_subreaper()
 
