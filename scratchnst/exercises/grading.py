@@ -318,7 +318,11 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="scratchnst-grade-"))
     try:
-        submission = copy_submission(root / "scratchnst", scratch / "submission")
+        try:
+            submission = copy_submission(root / "scratchnst", scratch / "submission")
+        except OSError as error:
+            raise UserError(f"cannot copy {root / 'scratchnst'} to a scratch folder ({reason(error)}); "
+                            "free some space in the temporary folder") from None
         modules = list(dict.fromkeys(e.module for e, _, _ in cases.entries))
         results = []
         left = math.inf if budget is None else budget
