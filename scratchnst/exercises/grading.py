@@ -477,7 +477,8 @@ def run_make(directory, force=False, solutions=False, stream=None):
     total = sum(len(f) for f in per_file.values())
     what = "an answer key (solutions kept)" if solutions else "a student copy"
     print(f"wrote {what} of scratchnst to {Path(directory) / 'scratchnst'}: {total} exercises ({counts})", file=out)
-    print(f"{Path(directory) / 'README.md'} says what to do; grade with: scratchnst exercises check {directory}",
-          file=out)
+    print(f"{Path(directory) / 'README.md'} says what to do; a student checks the copy with `python -m scratchnst "
+          f"exercises check` in {directory} (no answer key needed); you grade submissions with `scratchnst "
+          "exercises grade FOLDER...`", file=out)
     return 0
 
