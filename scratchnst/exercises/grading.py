@@ -78,7 +78,7 @@ import numpy as np
 
 from scratchnst.atomic import reason
 from scratchnst.errors import UsageError, UserError
-from scratchnst.exercises import casefile
+import scratchnst.exercises.casefile as casefile
 from scratchnst.exercises.cases import CheckResult, Mistake, judge
 from scratchnst.exercises.catalogue import CATALOGUE, Exercise
 from scratchnst.exercises.markers import installed_package_dir, make_student_copy as _write_copy, package_regions

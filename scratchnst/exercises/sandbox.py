@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnst.exercises import worker as wire
+import scratchnst.exercises.worker as wire
 
 # Seconds a new child may take to start (Python and NumPy on a loaded machine) before it says it
 # is ready. Start-up is not the student's code: it is charged to no budget.
