@@ -68,12 +68,13 @@ def pack(value, arrays, depth=0):
         return value
     if kind is float:
         return value if value == value and abs(value) != float("inf") else {"f": repr(value)}
-    if kind is np.ndarray or (isinstance(value, np.generic) and kind.__module__ == "numpy"):
-        array = np.asarray(value)
+    if isinstance(value, np.ndarray) or (isinstance(value, np.generic) and kind.__module__ == "numpy"):
+        # (in the child: an ndarray subclass, a view or a memory map is sent as a plain array copy)
+        array = np.array(value, subok=False)
         if array.dtype.name not in ALLOWED_DTYPES:
             return {"u": f"{kind.__name__} of dtype {array.dtype.name}"}
         arrays.append(np.array(array, dtype=array.dtype.newbyteorder("<"), order="C"))  # 0-d stays 0-d
-        return {"s" if kind is not np.ndarray else "a": len(arrays) - 1}
+        return {"a" if isinstance(value, np.ndarray) else "s": len(arrays) - 1}
     if kind in (tuple, list) and depth < 8:
         return {"t" if kind is tuple else "l": [pack(v, arrays, depth + 1) for v in value]}
     if kind is dict and depth < 8 and all(type(k) is str for k in value):
