@@ -277,9 +277,10 @@ def check_containment(contained, uncontained_ok):
         return True
     if uncontained_ok:
         return False
+    fix = ("install bubblewrap (apt-get install bubblewrap)" if "not installed" in why
+           else "let bubblewrap run here (it needs root or unprivileged user namespaces)")
     raise UsageError(f"{why}: the students' code would run uncontained (it could read the answers and the "
-                     "teacher's files); install bubblewrap (apt-get install bubblewrap), or add --uncontained "
-                     "to grade anyway")
+                     f"teacher's files); {fix}, or add --uncontained to grade anyway")
 
 
 def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, cases=None, contained=False,
