@@ -6,10 +6,12 @@ Containment comes in layers, each of which stands without the others:
       (`copy_submission`); Python runs with -B, so no bytecode is read or written;
     - nothing from the child is unpickled or executed: its answers are frames of JSON and raw
       arrays (worker.py) parsed by the grader under limits, and a broken frame ends the child;
-    - the child runs in its own session, with a clean environment and limits on memory, CPU time,
-      processes, file size and open files; its stderr goes to a file of bounded size of which only
-      the tail is read; on a timeout and at the end its session is killed, and so is any process it
-      left behind (the grader is a child subreaper: orphans come back to it);
+    - the child runs in its own session, with a clean environment and limits on memory (address
+      space), CPU time, processes, file size and open files; its stderr goes to a file of bounded
+      size of which only the tail is read; on a timeout and at the end its session is killed, and
+      so is any process it left behind (without bwrap the grader is a child subreaper, so orphans
+      that left the session come back to it and are killed too). The kernel does not apply the
+      process limit to root: as root it holds only in the sandbox, where the worker is nobody;
     - where bubblewrap works (`bwrap_status`), the child runs in it: no network, its own PID, IPC
       and UTS namespaces, a read-only view of the system's /usr, the Python installation without
       its site-packages, NumPy, the worker and the submission's copy, and a small private /tmp.
