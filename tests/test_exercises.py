@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import scratchnst
-from scratchnst import exercise_markers, exercises
+from scratchnst import exercises
+from scratchnst.exercises import markers as exercise_markers
 from scratchnst.cli import build_parser, main
 from scratchnst.errors import UsageError, UserError
 from scratchnst.exercises import CATALOGUE, MarkerError, find_regions
@@ -383,7 +384,8 @@ def test_hidden_functions_follow_the_rule_on_a_small_package(tmp_path):
     '''))
     (tmp_path / "other.py").write_text("from mod import _shared\n")
     # the grader's checks model a mistake with the answer's helper: that must not keep it visible
-    (tmp_path / "exercise_checks_mod.py").write_text(textwrap.dedent('''
+    (tmp_path / "exercises").mkdir()
+    (tmp_path / "exercises" / "checks_mod.py").write_text(textwrap.dedent('''
         def _mistake_model(x):
             """What f computes when it forgets the one."""
             return _deeper(x) - 1
@@ -398,7 +400,7 @@ def test_hidden_functions_follow_the_rule_on_a_small_package(tmp_path):
     # grader's checks) call, and every function of the grader's checks; kept: what unmarked code
     # uses (in this module or another), and what nothing uses
     assert set(hidden) == {("mod", "f_naive"), ("mod", "_answer_helper"), ("mod", "_deeper"),
-                           ("exercise_checks_mod", "_mistake_model"), ("exercise_checks_mod", "f_cases")}
+                           ("exercises.checks_mod", "_mistake_model"), ("exercises.checks_mod", "f_cases")}
     text = exercise_markers._student_text(next(s for s in sources if s.module == "mod"), hidden)
     namespace = {}
     exec(compile(text, "mod.py", "exec"), namespace)
@@ -408,9 +410,9 @@ def test_hidden_functions_follow_the_rule_on_a_small_package(tmp_path):
         with pytest.raises(NotImplementedError, match=message):
             namespace[name](1)
     assert '"""Used by the answer only."""' in text  # the docstring stays: it says what to compute
-    checks = exercise_markers._student_text(next(s for s in sources if s.module == "exercise_checks_mod"), hidden)
+    checks = exercise_markers._student_text(next(s for s in sources if s.module == "exercises.checks_mod"), hidden)
     namespace = {}
-    exec(compile(checks, "exercise_checks_mod.py", "exec"), namespace)
+    exec(compile(checks, "exercises/checks_mod.py", "exec"), namespace)
     for name in ("_mistake_model", "f_cases"):
         with pytest.raises(NotImplementedError, match="grader's checks"):
             namespace[name](None, None, None) if name == "f_cases" else namespace[name](1)
@@ -489,9 +491,9 @@ def test_the_package_hides_loop_twins_and_shows_every_helper_its_answers_call():
                    ("layers", "_window_taps"), ("costs", "unroll"), ("costs", "_check_activation"),
                    ("layers", "concat_forward")}
     assert not set(hidden) & scaffolding
-    # the grader's own checks compute answers (exercise_checks_optim._adam is adam_update): all hidden
-    graders = [s for s in sources if s.module.startswith("exercise_checks_")]
-    assert {s.module for s in graders} >= {"exercise_checks_layers", "exercise_checks_costs", "exercise_checks_optim"}
+    # the grader's own checks compute answers (exercises.checks_optim._adam is adam_update): all hidden
+    graders = [s for s in sources if s.module.startswith("exercises.checks_")]
+    assert {s.module for s in graders} >= {"exercises.checks_layers", "exercises.checks_costs", "exercises.checks_optim"}
     for s in graders:
         functions = {n.name for n in s.tree.body if isinstance(n, ast.FunctionDef)}
         assert functions and all((s.module, name) in hidden for name in functions), s.module
@@ -510,7 +512,7 @@ def test_student_copy_imports_and_its_hidden_functions_raise(student_copy):
         from scratchnst import layers
         assert layers.conv_output_size(8, 3, 2, "same") == (4, 0, 1)  # scaffolding still works
         x, w, b = np.ones((1, 4, 4, 2)), np.ones((3, 3, 2, 2)), np.zeros(2)
-        from scratchnst import exercise_checks_costs, exercise_checks_optim
+        from scratchnst.exercises import checks_costs as exercise_checks_costs, checks_optim as exercise_checks_optim
         a = np.ones((1, 2, 2, 3))
         for call in (lambda: layers.conv2d_forward_naive(x, w, b), lambda: layers.max_pool_backward_naive(x, x),
                      lambda: layers.conv2d_forward(x, w, b), lambda: layers.max_pool_forward(x),
@@ -530,8 +532,9 @@ def test_student_copy_imports_and_its_hidden_functions_raise(student_copy):
 
 def test_unmarked_files_are_copied_unchanged(student_copy):
     # the grader's own modules too, except its checks (see test_the_graders_checks_are_stubbed_in_the_copy)
-    for name in ("errors.py", "gradcheck.py", "torch_ref.py", "exercises.py", "exercise_markers.py",
-                 "exercise_runner.py", "exercise_cases.py", "exercise_checks.py"):
+    for name in ("errors.py", "gradcheck.py", "torch_ref.py", "exercises/__init__.py", "exercises/markers.py",
+                 "exercises/worker.py", "exercises/sandbox.py", "exercises/grading.py", "exercises/batch.py",
+                 "exercises/cases.py", "exercises/casefile.py", "exercises/catalogue.py"):
         assert (student_copy / "scratchnst" / name).read_bytes() == (PACKAGE / name).read_bytes()
     assert not list(student_copy.rglob("__pycache__"))
     readme = (student_copy / "README.md").read_text()
@@ -540,7 +543,7 @@ def test_unmarked_files_are_copied_unchanged(student_copy):
 
 def test_the_graders_checks_are_stubbed_in_the_copy(student_copy):
     """Every function of the grader's checks is its docstring and a NotImplementedError in the copy."""
-    modules = sorted((student_copy / "scratchnst").glob("exercise_checks_*.py"))
+    modules = sorted((student_copy / "scratchnst" / "exercises").glob("checks_*.py"))
     assert len(modules) >= 3
     for path in modules:
         functions = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)]
@@ -760,8 +763,17 @@ def test_cli_default_timeout_is_the_modules():
     assert args.timeout == exercises.DEFAULT_TIMEOUT and args.dir == "."
 
 
-def test_running_the_copys_own_grader_says_what_to_do_instead(student_copy):
-    done = subprocess.run([sys.executable, "-m", "scratchnst", "exercises", "check"], cwd=student_copy,
+def test_running_the_copys_own_grader_self_checks_with_the_values_shipped_in_the_copy(student_copy):
+    done = subprocess.run([sys.executable, "-m", "scratchnst", "exercises", "check", "--only", "relu"],
+                          cwd=student_copy, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "against the reference values shipped with the copy" in done.stdout and "(0%)" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_a_student_copy_without_its_shipped_values_says_what_to_do(tmp_path):
+    exercises.make_student_copy(tmp_path, selfcheck=False)
+    done = subprocess.run([sys.executable, "-m", "scratchnst", "exercises", "check"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "student copy" in done.stderr and "Traceback" not in done.stderr

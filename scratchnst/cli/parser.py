@@ -323,15 +323,21 @@ def _add_stylize(sub):
 
 # --------------------------------------------------------------------------- exercises
 _EXERCISE_TIMEOUT = 10.0  # seconds; the same as scratchnst.exercises.DEFAULT_TIMEOUT (tests check it)
+_IMPORT_TIMEOUT = 60.0  # seconds; scratchnst.exercises.DEFAULT_IMPORT_TIMEOUT
+_STUDENT_BUDGET = 240.0  # seconds; scratchnst.exercises.batch.DEFAULT_BUDGET
+_CHILD_MEMORY_MB = 2048  # scratchnst.exercises.sandbox.Limits.memory_mb
 
 
 def _add_exercises(sub):
     p = sub.add_parser(
         "exercises",
-        help="make a student copy of the package with the answers cut out, or grade one",
-        description="Course exercises. `make DIR` writes DIR/scratchnst, this package with every "
-        "solution region replaced by a NotImplementedError stub, and DIR/README.md. `check [DIR]` "
-        "grades such a copy against this package: exercise by exercise, with a score.",
+        help="make a student copy of the package with the answers cut out, check one, or grade a class",
+        description="Course exercises, in two roles. A student SELF-CHECKS their own copy with `check`: "
+        "against this package's answers, or, in a student copy, against the reference values shipped "
+        "with it (no answer key needed). A teacher GRADES untrusted submissions with `grade`: each "
+        "runs contained (bubblewrap: no network, no view of the answers or your files; limits on memory, "
+        "time, processes, files and output), many at once, with CSV/JSON/Gradescope exports. `make DIR` "
+        "writes the student copy.",
         formatter_class=_Formatter,
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION")
@@ -339,27 +345,38 @@ def _add_exercises(sub):
 
     p_make = actions.add_parser(
         "make", help="write a student copy of the package",
-        description="Write DIR/scratchnst (the package, answers cut out) and DIR/README.md. The "
-        "installed package is only read.",
+        description="Write DIR/scratchnst (the package, answers cut out, with the reference values a "
+        "student's self-check needs) and DIR/README.md. The installed package is only read.",
         formatter_class=_Formatter)
     p_make.add_argument("dir", metavar="DIR", help="folder to write into (created if missing)")
     p_make.add_argument("--force", action="store_true",
                         help="write into a non-empty DIR, replacing DIR/scratchnst and DIR/README.md")
     p_make.add_argument("--solutions", action="store_true",
                         help="keep the answers: an answer key laid out like the student copy")
+    p_make.add_argument("--gradescope", metavar="BUNDLE_DIR",
+                        help="also write a Gradescope autograder (setup.sh, run_autograder, the answer key) and "
+                        "its zip into BUNDLE_DIR: for you, not for the students")
 
     def run_make(args):
         from scratchnst.exercises import run_make
 
-        return run_make(args.dir, force=args.force, solutions=args.solutions)
+        status = run_make(args.dir, force=args.force, solutions=args.solutions)
+        if args.gradescope:
+            from scratchnst.exercises.batch import write_gradescope_bundle
+
+            folder, archive = write_gradescope_bundle(args.gradescope)
+            print(f"wrote the Gradescope autograder to {folder} and {archive} (it holds the answers: "
+                  "keep it from the students)")
+        return status
 
     p_make.set_defaults(func=run_make)
 
     p_check = actions.add_parser(
-        "check", help="grade a student copy, exercise by exercise",
-        description="Import the student's package from DIR in a separate process and compare each "
-        "exercise with this package's answers (float64), finite differences and PyTorch (if "
-        "installed). Exit status 0 only at 100%.",
+        "check", help="self-check a student copy, exercise by exercise (your own code)",
+        description="Self-check: import the student's package from DIR in a separate process and compare "
+        "each exercise with this package's answers (float64), finite differences and PyTorch (if "
+        "installed), or, run from a student copy, with the reference values shipped with it. Not a "
+        "sandbox: for other people's code use `grade`. Exit status 0 only at 100%.",
         formatter_class=_Formatter)
     p_check.add_argument("dir", metavar="DIR", nargs="?", default=".",
                          help="the folder holding the student's scratchnst/")
@@ -367,14 +384,59 @@ def _add_exercises(sub):
                          help="grade only the exercises whose name contains NAME (repeatable)")
     p_check.add_argument("--timeout", metavar="SECONDS", type=float, default=_EXERCISE_TIMEOUT,
                          help="time one exercise's calls may take before they are stopped")
+    p_check.add_argument("--import-timeout", metavar="SECONDS", type=float, default=_IMPORT_TIMEOUT,
+                         help="time importing the package may take")
     p_check.add_argument("--no-torch", action="store_true", help="skip the PyTorch checks even if torch is installed")
 
     def run_check(args):
         from scratchnst.exercises import run_check
 
-        return run_check(args.dir, only=args.only, timeout=args.timeout, use_torch=not args.no_torch)
+        return run_check(args.dir, only=args.only, timeout=args.timeout, use_torch=not args.no_torch,
+                         import_timeout=args.import_timeout)
 
     p_check.set_defaults(func=run_check)
+
+    p_grade = actions.add_parser(
+        "grade", help="grade a class: many submissions, contained, in parallel, with exports",
+        description="Grade untrusted submissions: each DIR is a folder holding a scratchnst/, or a folder "
+        "of such folders. Each runs in bubblewrap with no network and no view of the answers or your "
+        "files, under limits; inputs are drawn afresh for the run (--seed repeats them). Without "
+        "bubblewrap, grading stops unless --uncontained. Prints a table; exit status 0 when every "
+        "submission was graded (whatever the scores), 1 when one could not be.",
+        formatter_class=_Formatter)
+    p_grade.add_argument("dirs", metavar="DIR", nargs="+", help="submission folders, or folders of them")
+    p_grade.add_argument("--only", metavar="NAME", action="append",
+                         help="grade only the exercises whose name contains NAME (repeatable)")
+    p_grade.add_argument("--timeout", metavar="SECONDS", type=float, default=_EXERCISE_TIMEOUT,
+                         help="time one exercise's calls may take")
+    p_grade.add_argument("--import-timeout", metavar="SECONDS", type=float, default=_IMPORT_TIMEOUT,
+                         help="time importing a submission's package may take")
+    p_grade.add_argument("--budget", metavar="SECONDS", type=float, default=_STUDENT_BUDGET,
+                         help="time all of one submission's calls may take together")
+    p_grade.add_argument("--jobs", metavar="N", type=int, default=None,
+                         help="submissions graded at once; None: the number of CPUs")
+    p_grade.add_argument("--memory", metavar="MB", type=int, default=_CHILD_MEMORY_MB,
+                         help="address space one submission's process may use")
+    p_grade.add_argument("--seed", type=int, default=None, help="draw the inputs from this seed; None: fresh ones")
+    p_grade.add_argument("--uncontained", action="store_true",
+                         help="grade even where bubblewrap cannot run: the submissions' code can then read and "
+                         "change whatever you can")
+    p_grade.add_argument("--no-torch", action="store_true", help="skip the PyTorch checks")
+    p_grade.add_argument("--csv", metavar="FILE", help="write one row per submission")
+    p_grade.add_argument("--json", metavar="FILE", help="write every check of every submission")
+    p_grade.add_argument("--gradescope", metavar="PATH",
+                         help="write Gradescope's results.json: a FILE.json for one submission, else a folder")
+    p_grade.add_argument("--report", action="store_true", help="print each submission's full report too")
+
+    def run_grade(args):
+        from scratchnst.exercises.batch import run_grade
+
+        return run_grade(args.dirs, only=args.only, timeout=args.timeout, import_timeout=args.import_timeout,
+                         budget=args.budget, jobs=args.jobs, uncontained=args.uncontained, memory_mb=args.memory,
+                         use_torch=not args.no_torch, seed=args.seed, csv_path=args.csv, json_path=args.json,
+                         gradescope=args.gradescope, report=args.report)
+
+    p_grade.set_defaults(func=run_grade)
 
 
 # ------------------------------------------------------------------------------- bench

@@ -9,19 +9,17 @@ here, or by the reference run on altered inputs (a flipped kernel, a zero bias, 
 
 import numpy as np
 
-from scratchnst.exercise_cases import FLOAT32_TOL, Case, Mistake, as_float32, element, numeric_gradient, randn
+from scratchnst.exercises.cases import FLOAT32_TOL, Case, Mistake, Pick, as_float32, numeric_gradient, randn
 
 
 # ---- shared by the layers' checks
-def _out(result):
-    """`out` of a forward pass's (out, cache)."""
-    return element(result, 0, "a tuple (out, cache)")
-
-
-def _out_and_arg(result):
-    """(out, arg) of max_pool_forward's (out, (x.shape, arg, size, stride, padding))."""
-    cache = element(result, 1, "a tuple (out, cache)")
-    return _out(result), element(cache, 1, "cache = (x.shape, arg, size, stride, padding)")
+# What is compared of a forward pass's (out, cache): `out`; for max_pool_forward also cache[1] (arg).
+_out = Pick(((0,),), ("a tuple (out, cache)",))
+_out_and_arg = Pick(((0,), (1, 1)), ("a tuple (out, cache)", "cache = (x.shape, arg, size, stride, padding)"))
+_CONV_SIZE = ("H_out = (H + pad_top + pad_bottom - KH) // stride + 1, and the same for W: conv_output_size "
+              "gives it with the four padding amounts")
+_POOL_SIZE = ("H_out = (H + pad_top + pad_bottom - size) // stride + 1 ('valid': no padding, so the last "
+              "window that fits ends it), and the same for W")
 
 
 def _torch_forward_backward(ref, torch_fn, inputs, dout):
@@ -66,44 +64,51 @@ def _conv_padded(L, x, w, b, stride, pad_h, pad_w):
     return L.conv2d_forward(np.pad(x, ((0, 0), pad_h, pad_w, (0, 0))), w, b, stride, "valid")[0]
 
 
+def _conv2d_forward_mistakes(L, x, w, b, stride, padding):
+    """The classic mistakes of conv2d_forward, computed for these inputs."""
+    mistakes = [
+        Mistake("kernel flipped", "this is a true convolution (kernel flipped in space); Keras and PyTorch "
+                "compute cross-correlation: out[i, j] = b + sum x[i*s + kh, j*s + kw] w[kh, kw]",
+                L.conv2d_forward(x, w[::-1, ::-1], b, stride, padding)[0]),
+        Mistake("bias missing", "the bias b is not added", L.conv2d_forward(x, w, 0 * b, stride, padding)[0]),
+    ]
+    if stride > 1:
+        mistakes.append(Mistake("stride ignored", "every position was computed, as with stride 1: step "
+                                "the window by `stride`", L.conv2d_forward(x, w, b, 1, padding)[0]))
+    _, top, bottom = L.conv_output_size(x.shape[1], w.shape[0], stride, padding)
+    _, left, right = L.conv_output_size(x.shape[2], w.shape[1], stride, padding)
+    if (top, left) != (bottom, right):
+        # One diagnosis, not two: with the output size right, padding both sides alike (PyTorch's
+        # padding=1) and putting the odd zero at the top/left compute the same windows (the extra
+        # bottom/right zero of the symmetric padding is never reached), so they cannot be told apart.
+        mistakes.append(Mistake(
+            "symmetric padding", "the odd extra zero went to the top/left, as with PyTorch's symmetric "
+            "padding=1; TensorFlow's 'same' pads one more zero at the bottom/right when the total is odd "
+            "(conv_output_size gives the four amounts)",
+            _conv_padded(L, x, w, b, stride, (bottom, top), (right, left))))
+    return mistakes
+
+
 def conv2d_forward_cases(ref, rng, use_torch):
     L = ref.layers
     cases = []
     for label, shape, k, c_out, stride, padding in _CONV_CONFIGS:
         x, w, b = _conv_inputs(rng, shape, k, c_out)
-        mistakes = [
-            Mistake("kernel flipped", "this is a true convolution (kernel flipped in space); Keras and PyTorch "
-                    "compute cross-correlation: out[i, j] = b + sum x[i*s + kh, j*s + kw] w[kh, kw]",
-                    L.conv2d_forward(x, w[::-1, ::-1], b, stride, padding)[0]),
-            Mistake("bias missing", "the bias b is not added", L.conv2d_forward(x, w, 0 * b, stride, padding)[0]),
-        ]
-        if stride > 1:
-            mistakes.append(Mistake("stride ignored", "every position was computed, as with stride 1: step "
-                                    "the window by `stride`", L.conv2d_forward(x, w, b, 1, padding)[0]))
-        _, top, bottom = L.conv_output_size(shape[1], k, stride, padding)
-        _, left, right = L.conv_output_size(shape[2], k, stride, padding)
-        if (top, left) != (bottom, right):
-            mistakes += [
-                Mistake("odd padding at the top/left", "the odd extra zero went to the top/left; TensorFlow's "
-                        "'same' puts it at the bottom/right (conv_output_size gives the four amounts)",
-                        _conv_padded(L, x, w, b, stride, (bottom, top), (right, left))),
-                Mistake("symmetric padding", "padded as PyTorch's padding=1 (both sides alike); TensorFlow's "
-                        "'same' pads one more zero at the bottom/right when the total is odd",
-                        _conv_padded(L, x, w, b, stride, (bottom, bottom), (right, right))),
-            ]
         cases.append(Case(label, (x, w, b, stride, padding), L.conv2d_forward(x, w, b, stride, padding)[0],
-                          pick=_out, mistakes=mistakes))
+                          pick=_out, mistakes=_conv2d_forward_mistakes(L, x, w, b, stride, padding),
+                          size_rule=_CONV_SIZE))
     x, w, b = as_float32(*_conv_inputs(rng, (1, 5, 6, 3), 3, 4))
     cases.append(Case("float32 in, float32 out (the run path), x 1x5x6x3", (x, w, b, 1, "same"),
                       L.conv2d_forward(x, w, b, 1, "same")[0], pick=_out, tol=FLOAT32_TOL, normwise=True,
-                      dtype=np.float32))
+                      dtype=np.float32, size_rule=_CONV_SIZE))
     if use_torch:
         label, shape, k, c_out, stride, padding = _CONV_CONFIGS[2]
         x, w, b = _conv_inputs(rng, shape, k, c_out)
         T = ref.torch_ref
         expected = T.to_numpy(T.conv2d(T.to_torch(x), T.to_torch(w), T.to_torch(b), stride, padding))
         cases.append(Case("against PyTorch's conv2d: 3x3 stride 2 'same' on 8x6", (x, w, b, stride, padding),
-                          expected, pick=_out))
+                          expected, pick=_out, mistakes=_conv2d_forward_mistakes(L, x, w, b, stride, padding),
+                          size_rule=_CONV_SIZE))
     return cases
 
 
@@ -159,7 +164,7 @@ def conv2d_backward_cases(ref, rng, use_torch):
                       expected=lambda x, w, b, dout: (L.conv2d_backward(dout, (x, w, b, 1, "same"))[0], None, None),
                       kwargs={"weight_grads": False}))
     cases.append(case("against finite differences of the forward pass, 3x3 'same'", (1, 4, 5, 2), 3, 3, 1, "same",
-                      expected=numeric, tol=ref.gradcheck.NUMERIC_TOL))
+                      expected=numeric, tol=ref.gradcheck.NUMERIC_TOL, normwise=True))
     if use_torch:
         cases.append(case("against PyTorch autograd: 3x3 stride 2 'same' on 8x6", (1, 8, 6, 3), 3, 4, 2, "same",
                           expected=torch_grads))
@@ -217,7 +222,7 @@ def relu_backward_cases(ref, rng, use_torch):
     x_smooth[np.abs(x_smooth) < 1e-3] = 0.5  # away from the kink, where differences say nothing
     cases = [
         case("x 2x5x7x3 with some exact zeros, cache from the reference relu_forward", _relu_input(rng)),
-        case("against finite differences of relu_forward", x_smooth, tol=ref.gradcheck.NUMERIC_TOL,
+        case("against finite differences of relu_forward", x_smooth, tol=ref.gradcheck.NUMERIC_TOL, normwise=True,
              expected=lambda x, dout: numeric_gradient(ref, lambda v: L.relu_forward(v)[0], x, dout)),
     ]
     if use_torch:
@@ -235,8 +240,21 @@ _POOL_CONFIGS = (
     ("3x3 stride 2 'valid': overlapping windows (SqueezeNet)", (1, 9, 11, 3), 3, 2, "valid"),
     ("3x3 stride 2 'same' on 8x7: windows at the border hold padding", (1, 8, 7, 2), 3, 2, "same"),
 )
+_ASSIGNED = "= instead of += where windows overlap"
+_ASSIGNED_WHY = ("dx is right wherever one window reaches the input and wrong where two do: an input inside two "
+                 "windows must receive the gradient of both, so add into dx (+=); assigning (=) keeps the last")
 _OVERLAP_HINT = ("windows overlap here (3x3, stride 2): an input inside two windows receives the gradient of "
                  "both, so add into dx (+=), never assign (=)")
+
+
+def _window_counts(L, x_shape, size, stride, padding, arg=None):
+    """How many windows reach each input cell: all windows, or (given arg) those whose maximum it is."""
+    H_out, W_out, (top, bottom), (left, right) = L._pool_geometry(x_shape, size, stride, padding)
+    N, H, W, C = x_shape
+    count = np.zeros((N, H + top + bottom, W + left + right, C), dtype=np.int64)
+    for k, view in _taps(count, size, stride, H_out, W_out):
+        view += 1 if arg is None else (arg == k)  # the cells of one tap are distinct: += on the view is exact
+    return count[:, top:top + H, left:left + W]
 
 
 def _arg_last_max(L, x, size, stride, padding):
@@ -258,7 +276,8 @@ def max_pool_forward_cases(ref, rng, use_torch):
         x = randn(rng, *shape)
         out, cache = L.max_pool_forward(x, size, stride, padding)
         arg = cache[1]
-        cases.append(Case(label, (x, size, stride, padding), (out, arg), parts=parts, pick=_out_and_arg, mistakes=[
+        cases.append(Case(label, (x, size, stride, padding), (out, arg), parts=parts, pick=_out_and_arg,
+                          size_rule=_POOL_SIZE, mistakes=[
             Mistake("average instead of max", "this is the mean of each window", L.avg_pool_forward(
                 x, size, stride, padding)[0]),
             Mistake("arg numbered kw*size + kh", "arg must number the window's cells row by row: "
@@ -274,12 +293,12 @@ def max_pool_forward_cases(ref, rng, use_torch):
     (x,) = as_float32(randn(rng, 2, 7, 9, 3))
     out, cache = L.max_pool_forward(x, 2, 2, "valid")
     cases.append(Case("float32 in, float32 out", (x, 2, 2, "valid"), (out, cache[1]), parts=parts,
-                      pick=_out_and_arg, tol=FLOAT32_TOL, normwise=True, dtype=np.float32))
+                      pick=_out_and_arg, tol=FLOAT32_TOL, normwise=True, dtype=np.float32, size_rule=_POOL_SIZE))
     if use_torch:
         x = randn(rng, 1, 9, 11, 3)
         T = ref.torch_ref
         cases.append(Case("against PyTorch's max_pool: 3x3 stride 2, overlapping", (x, 3, 2, "valid"),
-                          T.to_numpy(T.max_pool(T.to_torch(x), 3, 2, "valid")), pick=_out))
+                          T.to_numpy(T.max_pool(T.to_torch(x), 3, 2, "valid")), pick=_out, size_rule=_POOL_SIZE))
     return cases
 
 
@@ -292,22 +311,32 @@ def max_pool_backward_cases(ref, rng, use_torch):
         dout = randn(rng, *out.shape)
         x_shape, arg, *rest = cache
         swapped = (x_shape, ((arg % size) * size + arg // size).astype(arg.dtype), *rest)
-        cases.append(Case(label, (dout, cache), L.max_pool_backward(dout, cache),
-                          hint=_OVERLAP_HINT if size > stride else "", mistakes=[
-                              Mistake("arg decoded as kw*size + kh", "arg = kh*size + kw, so kh = arg // size "
-                                      "and kw = arg % size", L.max_pool_backward(dout, swapped))]))
-    x = randn(rng, 1, 7, 7, 2)  # continuous values: no ties, so the function is smooth near x
+        mistakes = [Mistake("arg decoded as kw*size + kh", "arg = kh*size + kw, so kh = arg // size "
+                            "and kw = arg % size", L.max_pool_backward(dout, swapped))]
+        shared = _window_counts(L, x.shape, size, stride, padding, arg) >= 2
+        if shared.any():
+            mistakes.append(Mistake(_ASSIGNED, _ASSIGNED_WHY, None, differs_only_at=shared))
+        # overlapping windows (SqueezeNet's pools) are the exercise's own question: a main case
+        cases.append(Case(label, (dout, cache), L.max_pool_backward(dout, cache), main=True if size > stride else None,
+                          hint=_OVERLAP_HINT if size > stride else "", mistakes=mistakes))
+    # Values at least 0.04 apart: no two cells of a window come within the differences' step of each
+    # other, whatever the seed (a teacher's grade draws new inputs), so max pooling is smooth near x.
+    x = rng.permutation(98).reshape(1, 7, 7, 2) * 0.05 + rng.uniform(0, 0.01, (1, 7, 7, 2)) - 2.45
     out, cache = L.max_pool_forward(x, 3, 2, "valid")
     dout = randn(rng, *out.shape)
     cases.append(Case("against finite differences of max_pool_forward, 3x3 stride 2", (dout, cache),
                       numeric_gradient(ref, lambda v: L.max_pool_forward(v, 3, 2, "valid")[0], x, dout),
-                      tol=ref.gradcheck.NUMERIC_TOL, hint=_OVERLAP_HINT))
+                      tol=ref.gradcheck.NUMERIC_TOL, normwise=True, hint=_OVERLAP_HINT, mistakes=[
+                          Mistake(_ASSIGNED, _ASSIGNED_WHY, None, differs_only_at=_window_counts(
+                              L, x.shape, 3, 2, "valid", cache[1]) >= 2)]))
     if use_torch:
         x = randn(rng, 1, 8, 7, 2)
         out, cache = L.max_pool_forward(x, 3, 2, "same")
         dout = randn(rng, *out.shape)
         _, (dx,) = _torch_forward_backward(ref, lambda t: ref.torch_ref.max_pool(t, 3, 2, "same"), (x,), dout)
-        cases.append(Case("against PyTorch autograd: 3x3 stride 2 'same'", (dout, cache), dx, hint=_OVERLAP_HINT))
+        cases.append(Case("against PyTorch autograd: 3x3 stride 2 'same'", (dout, cache), dx, hint=_OVERLAP_HINT,
+                          mistakes=[Mistake(_ASSIGNED, _ASSIGNED_WHY, None, differs_only_at=_window_counts(
+                              L, x.shape, 3, 2, "same", cache[1]) >= 2)]))
     (x,) = as_float32(randn(rng, 2, 7, 9, 3))
     out, cache = L.max_pool_forward(x, 2, 2, "valid")
     dout = randn(rng, *out.shape).astype(np.float32)
@@ -348,15 +377,15 @@ def avg_pool_forward_cases(ref, rng, use_torch):
             mistakes.append(Mistake("padded cells counted", _COUNT_WHY,
                                     _avg_pool_counting_padding(L, x, size, stride, padding)))
         cases.append(Case(label, (x, size, stride, padding), L.avg_pool_forward(x, size, stride, padding)[0],
-                          pick=_out, mistakes=mistakes))
+                          pick=_out, mistakes=mistakes, size_rule=_POOL_SIZE))
     (x,) = as_float32(randn(rng, 1, 8, 7, 2))
     cases.append(Case("float32 in, float32 out", (x, 3, 2, "same"), L.avg_pool_forward(x, 3, 2, "same")[0],
-                      pick=_out, tol=FLOAT32_TOL, normwise=True, dtype=np.float32))
+                      pick=_out, tol=FLOAT32_TOL, normwise=True, dtype=np.float32, size_rule=_POOL_SIZE))
     if use_torch:
         x = randn(rng, 1, 8, 7, 2)
         T = ref.torch_ref
         cases.append(Case("against PyTorch's avg_pool: 3x3 stride 2 'same'", (x, 3, 2, "same"),
-                          T.to_numpy(T.avg_pool(T.to_torch(x), 3, 2, "same")), pick=_out))
+                          T.to_numpy(T.avg_pool(T.to_torch(x), 3, 2, "same")), pick=_out, size_rule=_POOL_SIZE))
     return cases
 
 
@@ -375,19 +404,25 @@ def avg_pool_backward_cases(ref, rng, use_torch):
         else:
             mistakes.append(Mistake("not divided by the count", "each of the window's size*size cells gets "
                                     "dout / (size*size), its share of the mean", dx * size**2))
-        cases.append(Case(label, (dout, cache), dx, mistakes=mistakes, hint=_OVERLAP_HINT if size > stride else ""))
+        shared = _window_counts(L, x.shape, size, stride, padding) >= 2
+        if shared.any():
+            mistakes.append(Mistake(_ASSIGNED, _ASSIGNED_WHY, None, differs_only_at=shared))
+        cases.append(Case(label, (dout, cache), dx, mistakes=mistakes, hint=_OVERLAP_HINT if size > stride else "",
+                          main=True if size > stride else None))
     x = randn(rng, 1, 7, 6, 2)
     out, cache = L.avg_pool_forward(x, 3, 2, "same")
     dout = randn(rng, *out.shape)
     cases.append(Case("against finite differences of avg_pool_forward, 3x3 stride 2 'same'", (dout, cache),
                       numeric_gradient(ref, lambda v: L.avg_pool_forward(v, 3, 2, "same")[0], x, dout),
-                      tol=ref.gradcheck.NUMERIC_TOL))
+                      tol=ref.gradcheck.NUMERIC_TOL, normwise=True))
     if use_torch:
         x = randn(rng, 1, 9, 11, 3)
         out, cache = L.avg_pool_forward(x, 3, 2, "valid")
         dout = randn(rng, *out.shape)
         _, (dx,) = _torch_forward_backward(ref, lambda t: ref.torch_ref.avg_pool(t, 3, 2, "valid"), (x,), dout)
         cases.append(Case("against PyTorch autograd: 3x3 stride 2, overlapping", (dout, cache), dx,
+                          mistakes=[Mistake(_ASSIGNED, _ASSIGNED_WHY, None, differs_only_at=_window_counts(
+                              L, x.shape, 3, 2, "valid") >= 2)],
                           hint=_OVERLAP_HINT))
     (x,) = as_float32(randn(rng, 2, 7, 9, 3))
     out, cache = L.avg_pool_forward(x, 2, 2, "valid")

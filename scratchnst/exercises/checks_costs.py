@@ -8,9 +8,10 @@ mistakes modelled by code of their own here, or from the right value (a missing 
 
 import numpy as np
 
-from scratchnst.exercise_cases import (COST_SUM_TOL, FLOAT32_TOL, Case, Mistake, as_float32, element,
-                                      numeric_gradient, randn)
+from scratchnst.exercises.cases import (COST_SUM_TOL, FLOAT32_TOL, Case, Mistake, Pick, as_float32,
+                                       numeric_gradient, randn)
 
+_QUARTER = "the 1/4 missing"
 _FLOAT32_SUM = "only float32-accurate: cast to float64 before subtracting and summing (costs are summed in float64)"
 
 
@@ -21,7 +22,7 @@ def _content_cost_mistakes(a_C, a_G, J):
     return [
         Mistake("factor 1/(4 nH nW nC) missing", "J_content = 1 / (4 * nH * nW * nC) * sum((a_C - a_G) ** 2)",
                 J * factor),
-        Mistake("1/(nH nW nC) instead of 1/(4 nH nW nC)", "the course's factor has a 4", J * 4),
+        Mistake(_QUARTER, "J_content = 1 / (4 nH nW nC) * sum(...): the course's factor has a 4", J * 4),
         Mistake("1/(2 nH nW nC) instead of 1/(4 nH nW nC)", "the course's factor is 1/4, not 1/2", J * 2),
         Mistake("a(C) - a(C)", "always 0: the course notes' typo a[l](C) - a[l](C); the difference is "
                 "a[l](C) - a[l](G)", 0.0),
@@ -66,7 +67,7 @@ def content_cost_backward_cases(ref, rng, use_torch):
     # the cost is quadratic: centred differences are exact, a larger step has less round-off
     numeric = numeric_gradient(ref, lambda v: C.compute_content_cost(a_C, v), a_G, 1.0, h=1e-3)
     cases.append(Case("against finite differences of compute_content_cost", (a_C, a_G), numeric,
-                      tol=ref.gradcheck.NUMERIC_TOL, mistakes=_content_cost_backward_mistakes(numeric)))
+                      tol=ref.gradcheck.NUMERIC_TOL, normwise=True, mistakes=_content_cost_backward_mistakes(numeric)))
     a_C, a_G = as_float32(randn(rng, 1, 4, 5, 3), randn(rng, 1, 4, 5, 3))
     da = C.content_cost_backward(a_C, a_G)
     cases.append(Case("float32 in, float32 out", (a_C, a_G), da, tol=FLOAT32_TOL, normwise=True, dtype=np.float32,
@@ -138,7 +139,9 @@ def _layer_style_cost_mistakes(C, a_S, a_G, J):
     """The classic mistakes of compute_layer_style_cost, for these inputs (C: ref.costs, J: the right value)."""
     a_S, a_G = a_S.astype(np.float64), a_G.astype(np.float64)
     nC, M_S, M_G = a_G.shape[3], a_S.shape[1] * a_S.shape[2], a_G.shape[1] * a_G.shape[2]
-    mistakes = [Mistake("Gram of the wrong unrolling", _WRONG_UNROLL, _style_cost(a_S, a_G, _unroll_wrong))]
+    mistakes = [Mistake("Gram of the wrong unrolling", _WRONG_UNROLL, _style_cost(a_S, a_G, _unroll_wrong)),
+                Mistake(_QUARTER, "J_style_layer = 1 / (4 nC**2 (nH nW)**2) * sum((G_S - G_G) ** 2): the course's "
+                        "factor has a 4", J * 4)]
     if M_S == M_G:
         mistakes += [
             Mistake("normalisation missing", "J = 1 / (4 nC**2 (nH nW)**2) * sum((G_S - G_G) ** 2)",
@@ -201,7 +204,7 @@ def layer_style_cost_backward_cases(ref, rng, use_torch):
     a_S, a_G = randn(rng, 1, 4, 4, 3), randn(rng, 1, 4, 4, 3)
     numeric = numeric_gradient(ref, lambda v: C.compute_layer_style_cost(a_S, v), a_G, 1.0)
     cases.append(Case("against finite differences of compute_layer_style_cost", (a_S, a_G), numeric,
-                      tol=ref.gradcheck.NUMERIC_TOL,
+                      tol=ref.gradcheck.NUMERIC_TOL, normwise=True,
                       mistakes=_layer_style_cost_backward_mistakes(C, a_S, a_G, numeric)))
     a_S, a_G = as_float32(randn(rng, 1, 4, 5, 3), randn(rng, 1, 4, 5, 3))
     da = C.layer_style_cost_backward(a_S, a_G)
@@ -281,8 +284,10 @@ def _from_target_mistakes(C, target, a_G, J, da, J_part=0, da_part=1):
         if da_part is not None:
             mistakes.append(Mistake(name, why, da_wrong, part=da_part))
     if J_part is not None:
-        mistakes.append(Mistake("factor 1/(4 nC**2) missing", "J = 1 / (4 nC**2) * sum((G_G / M - target) ** 2)",
-                                J * 4 * nC**2, part=J_part))
+        mistakes += [Mistake("factor 1/(4 nC**2) missing", "J = 1 / (4 nC**2) * sum((G_G / M - target) ** 2)",
+                             J * 4 * nC**2, part=J_part),
+                     Mistake(_QUARTER, "J = 1 / (4 nC**2) * sum((G_G / M - target) ** 2): the factor has a 4",
+                             J * 4, part=J_part)]
     if da_part is not None:
         mistakes += [
             Mistake("rolled back without the transpose", "dJ/dA_G is (nC, nH*nW): transpose it to (nH*nW, nC) "
@@ -298,14 +303,9 @@ def _from_target_mistakes(C, target, a_G, J, da, J_part=0, da_part=1):
     return mistakes
 
 
-def _gradient(result):
-    """dJ/da_G of layer_style_cost_from_target's (J, dJ/da_G)."""
-    return element(result, 1, "a tuple (J, dJ/da_G)")
-
-
-def _cost(result):
-    """J of layer_style_cost_from_target's (J, dJ/da_G)."""
-    return element(result, 0, "a tuple (J, dJ/da_G)")
+# What is compared of layer_style_cost_from_target's (J, dJ/da_G)
+_gradient = Pick(((1,),), ("a tuple (J, dJ/da_G)",))
+_cost = Pick(((0,),), ("a tuple (J, dJ/da_G)",))
 
 
 def layer_style_cost_from_target_cases(ref, rng, use_torch):
@@ -321,7 +321,7 @@ def layer_style_cost_from_target_cases(ref, rng, use_torch):
     target = C.style_target(a_S)
     numeric = numeric_gradient(ref, lambda v: C.compute_layer_style_cost(a_S, v), a_G, 1.0)
     cases.append(Case("dJ/da_G against finite differences of compute_layer_style_cost (a_S 1x5x3x3, a_G 1x4x4x3)",
-                      (target, a_G), numeric, pick=_gradient, tol=ref.gradcheck.NUMERIC_TOL,
+                      (target, a_G), numeric, pick=_gradient, tol=ref.gradcheck.NUMERIC_TOL, normwise=True,
                       mistakes=_from_target_mistakes(C, target, a_G, None, numeric, J_part=None, da_part=0)))
     a_S, a_G = as_float32(randn(rng, 1, 5, 6, 3), randn(rng, 1, 4, 5, 3))
     target = C.style_target(a_S)  # float64, as the loop makes it

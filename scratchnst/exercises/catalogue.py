@@ -8,9 +8,9 @@ the marked functions listed here; the README of the student copy lists them in t
 from dataclasses import dataclass
 from typing import Callable
 
-from scratchnst import exercise_checks_costs as cost_checks
-from scratchnst import exercise_checks_layers as layer_checks
-from scratchnst import exercise_checks_optim as optim_checks
+import scratchnst.exercises.checks_costs as cost_checks
+import scratchnst.exercises.checks_layers as layer_checks
+import scratchnst.exercises.checks_optim as optim_checks
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ our own with a switch per mistake.
 
 import numpy as np
 
-from scratchnst.exercise_cases import FLOAT32_TOL, Case, Mistake, as_float32, randn
+from scratchnst.exercises.cases import FLOAT32_TOL, Case, Mistake, as_float32, randn
 
 
 def _adam(x, dx, m, v, t, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8, *, bias=True, eps_inside=False,

@@ -10,15 +10,28 @@ every exercise's checks make their inputs and witnesses with (`randn`, `as_float
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from scratchnst.gradcheck import rel_error
+
+def rel_error(x, y):
+    """gradcheck.rel_error: max |x - y| / max(1e-8, |x| + |y|), elementwise (0 for empty arrays).
+
+    Written out here, not imported: gradcheck imports layers, and in a student copy that checks
+    itself, layers is the student's code, which must run only in the child (a syntax error or an
+    endless loop there must cost points, not stop the checker).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.size == 0:
+        return 0.0
+    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
 
 # Pass thresholds. Against the reference and PyTorch only the order of float64 operations differs
 # (errors ~1e-15; 1e-8 leaves room for elements that are small differences of large sums). Against
-# finite differences, gradcheck's threshold. float32 results are compared with the float32
+# finite differences, gradcheck's threshold, relative to the largest value: the differences' round-off
+# is absolute, so an element near zero (which a fresh seed can draw) has no meaningful relative error
+# (the exact comparisons with the reference check every element). float32 results are compared with the float32
 # reference relative to the largest value: elements near zero have no meaningful relative error
 # in float32. Costs must reach float64 accuracy even from float32 activations.
 VALUE_TOL = 1e-8
@@ -31,13 +44,43 @@ MISTAKE_TOL = 1e-6
 
 @dataclass
 class Mistake:
-    """A classic mistake: what it computes for one case, and how to explain it."""
+    """A classic mistake: what it computes for one case, and how to explain it.
+
+    Recognised by its value (the given part equals `value`), or, where the mistake's value depends
+    on how the student wrote the code (the order of a loop), by where it differs: with
+    `differs_only_at` (a boolean array of the part's shape) the given part must equal the right one
+    everywhere outside the mask and differ inside it.
+    """
 
     name: str  # short, e.g. "ReLU mask x >= 0"
     why: str  # the explanation shown when the given value matches
-    value: Any  # what the mistaken code returns (for part `part` of the result)
+    value: Any  # what the mistaken code returns (for part `part` of the result), or None
     part: int = 0
     tol: float = MISTAKE_TOL
+    differs_only_at: Any = None
+
+
+@dataclass(frozen=True)
+class Pick:
+    """What a check compares of the student's return value: the items at `paths`, as data.
+
+    paths: index paths, e.g. ((0,),) for `out` of (out, cache), or ((0,), (1, 1)) for out and
+        cache[1]; one path gives the item itself, several a tuple.
+    structures: what the value at each depth should be, for the message when it is not
+        ("a tuple (out, cache)", ...).
+    """
+
+    paths: tuple
+    structures: tuple
+
+    def __call__(self, value):
+        picked = []
+        for path in self.paths:
+            item = value
+            for depth, index in enumerate(path):
+                item = element(item, index, self.structures[min(depth, len(self.structures) - 1)])
+            picked.append(item)
+        return picked[0] if len(picked) == 1 else tuple(picked)
 
 
 @dataclass
@@ -53,12 +96,16 @@ class Case:
     expected: Any
     kwargs: dict = field(default_factory=dict)
     parts: tuple = ()  # names of the parts when expected is a tuple, e.g. ("dx", "dw", "db")
-    pick: Callable = None
+    pick: Pick = None
     mistakes: list = field(default_factory=list)
     tol: float = VALUE_TOL
     normwise: bool = False  # error relative to the largest expected value (float32 cases)
     dtype: Any = None  # every floating array part (or a numeric result) must have this dtype
     hint: str = ""  # shown when the check fails and no mistake is recognised
+    size_rule: str = ""  # how the output size is computed: named when the given shape is off by one
+    # A main case is the exercise's own question: failing one earns the exercise no points at all.
+    # None: the first case of the exercise is its main case.
+    main: bool = None
 
 
 class Malformed(Exception):
@@ -142,6 +189,8 @@ def _matches(got, expected, mistake, case):
     A mistake that, on this input, computes nearly the right answer is never named: the given value
     would match it by being nearly right, not by being that mistake.
     """
+    if mistake.differs_only_at is not None:
+        return _differs_only_at(got, expected, np.asarray(mistake.differs_only_at, dtype=bool), case)
     if mistake.value is None or got is None:
         return False
     try:
@@ -153,6 +202,52 @@ def _matches(got, expected, mistake, case):
     if g.shape != m.shape or _error(g, m, case.normwise) > tol:
         return False
     return m.shape != e.shape or _error(m, e, case.normwise) > 10 * tol
+
+
+def _differs_only_at(got, expected, mask, case):
+    """True if got equals expected outside mask and differs somewhere inside it."""
+    try:
+        g, e = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    if g.shape != e.shape or mask.shape != e.shape or not mask.any():
+        return False
+    outside = _error(g[~mask], e[~mask], case.normwise) if (~mask).any() else 0.0
+    return outside <= max(case.tol, MISTAKE_TOL) and _error(g[mask], e[mask], case.normwise) > 10 * case.tol
+
+
+def dtype_slip(got, expected, case):
+    """A Mistake if got has the right values (to float32 accuracy) in the wrong dtype, else None."""
+    want = getattr(expected, "dtype", None) if case.dtype is None else np.dtype(case.dtype)
+    if want is None and type(expected) is float:
+        want = np.dtype(np.float64)  # a cost: a Python float, that is, float64
+    have = getattr(got, "dtype", None)
+    if want is None or have is None or have == want or not np.issubdtype(want, np.floating):
+        return None
+    try:
+        g, e = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if g.shape != e.shape or _error(g, e, True) > 1e-4:
+        return None
+    if np.dtype(have).itemsize > np.dtype(want).itemsize:
+        why = (f"the values are right but come back as {have} for {want} inputs: an array made with "
+               f"np.zeros(shape) or a float64 constant promoted them; make new arrays with dtype=x.dtype")
+    else:
+        why = f"the values are right but come back as {have}; this result must be {want}"
+    return Mistake(f"dtype slip ({have} instead of {want})", why, None)
+
+
+def size_slip(got, expected, case):
+    """A Mistake if got's shape is expected's with H or W off by one (an output-size formula slip)."""
+    if not case.size_rule or not isinstance(got, np.ndarray) or not isinstance(expected, np.ndarray):
+        return None
+    if got.ndim != 4 or expected.ndim != 4 or got.shape[0] != expected.shape[0] or got.shape[3] != expected.shape[3]:
+        return None
+    off = (got.shape[1] - expected.shape[1], got.shape[2] - expected.shape[2])
+    if off == (0, 0) or max(abs(d) for d in off) != 1:
+        return None
+    return Mistake("output size off by one", case.size_rule, None)
 
 
 def _generic_reason(got, expected):
@@ -169,7 +264,7 @@ def _generic_reason(got, expected):
         return "the result is all zeros"
     if g.size > 1 and np.any(e) and np.any(g):  # for one number, any two differ by "a constant factor"
         c = float(np.sum(g * e) / np.sum(e * e))
-        if np.max(np.abs(g - c * e)) <= 1e-6 * np.max(np.abs(g)):
+        if np.max(np.abs(g - c * e)) <= 1e-6 * np.max(np.abs(g)) and abs(c - 1) > 1e-3:
             if abs(c + 1) < 1e-6:
                 return "the result has the wrong sign (given = -expected)"
             return f"the result is {c:.6g} times the right value: a constant factor is missing or extra"
@@ -196,7 +291,8 @@ def _input_name(path, params):
 
 
 def judge(answer, case, params):
-    """Turn the worker's answer to one case into a CheckResult.
+    """Turn the worker's answer to one case into a CheckResult (never raises: an answer that cannot be
+    compared, such as an integer too large for a float, fails its check).
 
     Args:
         answer: the dict StudentProcess.call returned.
@@ -204,6 +300,13 @@ def judge(answer, case, params):
         params: the names of the function's parameters, to name an input it wrote into.
     """
     status = answer["status"]
+    if status == "import timeout":
+        return CheckResult(case.label, "timeout", details=[answer["message"]])
+    if status == "garbled":
+        return CheckResult(case.label, "error", details=[
+            f"the answer could not be read and was discarded: {answer['message']}"])
+    if status == "budget":
+        return CheckResult(case.label, "timeout", details=["not run: the student's total time budget ran out"])
     if status == "timeout":
         return CheckResult(case.label, "timeout", details=[
             "still running when the exercise's time ran out: an endless loop? (stopped; --timeout sets the limit)"])
@@ -236,6 +339,16 @@ def judge(answer, case, params):
         result.status = "fail"
         result.details.append(str(error))
         return result
+    try:
+        return _compare_parts(result, pairs, case)
+    except (ArithmeticError, ValueError, TypeError, MemoryError) as error:
+        result.status = "fail"
+        result.error = None
+        result.details.append(f"the answer could not be compared with the expected value ({type(error).__name__})")
+        return result
+
+
+def _compare_parts(result, pairs, case):
     errors = []
     for i, (part, g, e) in enumerate(pairs):
         ok, error, message = _compare_value(g, e, case)
@@ -244,7 +357,8 @@ def judge(answer, case, params):
             continue
         result.status = "fail"
         result.details.append(f"{part} {message}" if part else message)
-        named = [m for m in case.mistakes if m.part == i and _matches(g, e, m, case)]
+        named = [m for m in (dtype_slip(g, e, case), size_slip(g, e, case)) if m]
+        named = named or [m for m in case.mistakes if m.part == i and _matches(g, e, m, case)]
         result.details += named
         result.mistakes += [m.name for m in named]
         if not named:

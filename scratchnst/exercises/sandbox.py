@@ -1,0 +1,560 @@
+"""Running a student's code: a scratch copy of the submission, a contained child process, its handle.
+
+Containment comes in layers, each of which stands without the others:
+    - the submission is copied, not run in place: only regular `.py` files of its scratchnst/
+      (no symlinks, no `__pycache__`, no `.pyc`, no compiled modules), bounded in number and size
+      (`copy_submission`); Python runs with -B, so no bytecode is read or written;
+    - nothing from the child is unpickled or executed: its answers are frames of JSON and raw
+      arrays (worker.py) parsed by the grader under limits, and a broken frame ends the child;
+    - the child runs in its own session, with a clean environment and limits on memory (address
+      space), CPU time, processes, file size and open files; its stderr goes to a file of bounded
+      size of which only the tail is read; on a timeout and at the end its session is killed, and
+      so is any process it left behind (without bwrap the grader is a child subreaper, so orphans
+      that left the session come back to it and are killed too). The kernel does not apply the
+      process limit to root: as root it holds only in the sandbox, where the worker is nobody;
+    - where bubblewrap works (`bwrap_status`), the child runs in it: no network, its own PID, IPC
+      and UTS namespaces, a read-only view of the system's /usr, the Python installation without
+      its site-packages, NumPy, the worker and the submission's copy, and a small private /tmp.
+      Neither the reference answers nor the teacher's files are in that view. As root, the worker
+      becomes `nobody` before it imports the student's code, so the process limit holds and no
+      capability is left. Without bwrap, grading says so and needs --uncontained to go on.
+"""
+
+import ctypes
+import os
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import scratchnst.exercises.worker as wire
+
+# Seconds a new child may take to start (Python and NumPy on a loaded machine) before it says it
+# is ready. Start-up is not the student's code: it is charged to no budget.
+START_TIMEOUT = 120.0
+MAX_FILES = 400  # .py files in a submission
+MAX_BYTES = 8 << 20  # their total size
+STDERR_TAIL = 4096  # bytes of the child's stderr that are ever read
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The resource limits of one child (its whole process tree for memory per process)."""
+
+    memory_mb: int = 2048  # address space per process: NumPy's own start-up needs a few hundred MB
+    cpu_seconds: int = 600  # CPU time per process, a backstop behind the wall-clock budgets
+    processes: int = 16  # threads included; enforced for a non-root user (as root, in bwrap, as nobody)
+    file_mb: int = 8  # the largest file it may write, stderr included
+    open_files: int = 64
+    tmp_mb: int = 16  # the sandbox's private /tmp
+
+
+# ======================================================================== the submission
+@dataclass
+class Submission:
+    """A scratch copy of one submission: `root` holds scratchnst/; `notes` says what was left out."""
+
+    root: Path
+    notes: list
+    files: int
+
+
+def copy_submission(package_dir, dest):
+    """Copy the regular .py files of package_dir (a student's scratchnst/) to dest/scratchnst.
+
+    Symlinks (to a file or a folder, inside or outside), `__pycache__`, `.pyc` and any other file are
+    left out and named in the notes; a submission with more than MAX_FILES files or MAX_BYTES bytes
+    of Python is cut there. Nothing is followed out of package_dir.
+    """
+    notes, count, total = [], 0, 0
+    target = Path(dest) / "scratchnst"
+    target.mkdir(parents=True)
+    stack = [(Path(package_dir), target, "scratchnst")]
+    while stack:
+        src, dst, shown = stack.pop()
+        try:
+            entries = sorted(os.scandir(src), key=lambda e: e.name)
+        except OSError as error:
+            notes.append(f"{shown}: cannot be read ({error.strerror})")
+            continue
+        for entry in entries:
+            name = f"{shown}/{_printable(entry.name)}"
+            if entry.is_symlink():
+                notes.append(f"{name}: a symlink, ignored")
+            elif entry.is_dir(follow_symlinks=False):
+                if entry.name == "__pycache__":
+                    continue  # compiled files are never used: the sources are compiled afresh
+                (dst / entry.name).mkdir()
+                stack.append((Path(entry.path), dst / entry.name, name))
+            elif not entry.is_file(follow_symlinks=False):
+                notes.append(f"{name}: not a regular file, ignored")
+            elif entry.name.endswith(".py"):
+                size = entry.stat(follow_symlinks=False).st_size
+                if count >= MAX_FILES or total + size > MAX_BYTES:
+                    notes.append(f"{name}: over the limit of {MAX_FILES} files / {MAX_BYTES >> 20} MB, ignored")
+                    continue
+                with open(entry.path, "rb", opener=_no_follow) as f:
+                    data = f.read(MAX_BYTES + 1)
+                (dst / entry.name).write_bytes(data[:MAX_BYTES])
+                count, total = count + 1, total + size
+            elif entry.name.endswith((".pyc", ".pyo", ".so", ".pyd", ".pth")):
+                notes.append(f"{name}: compiled or path file, ignored (only .py sources are graded)")
+    for folder, dirs, files in os.walk(dest):  # readable by the sandbox's `nobody`
+        os.chmod(folder, 0o755)
+        for f in files:
+            os.chmod(os.path.join(folder, f), 0o644)
+    return Submission(Path(dest), notes, count)
+
+
+def _no_follow(path, flags):
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def _printable(text, limit=200):
+    """text with control characters (terminal escapes) shown as \\x.., cut to `limit`."""
+    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else "?" for c in str(text))
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
+# ============================================================================= bubblewrap
+_BWRAP = {}
+
+
+def bwrap_status():
+    """(True, "bubblewrap 0.8.0") when bwrap can run the worker's Python here, else (False, why)."""
+    if "status" not in _BWRAP:
+        path = shutil.which("bwrap")
+        if path is None:
+            _BWRAP["status"] = (False, "bubblewrap (bwrap) is not installed")
+        else:
+            with tempfile.TemporaryDirectory(prefix="scratchnst-probe-") as scratch:
+                runner = _runner(Path(scratch))
+                (Path(scratch) / "sub").mkdir()
+                command = _bwrap_command(path, runner, Path(scratch) / "sub", Limits()) + [
+                    "-c", "import sys; sys.path.insert(0, '/grader/lib'); import numpy"]
+                try:
+                    done = subprocess.run(command, capture_output=True, timeout=120, env={},
+                                          preexec_fn=_limits_for_child(Limits()))
+                    ok, why = done.returncode == 0, _printable(done.stderr.decode("utf-8", "replace").strip()
+                                                              .splitlines()[-1:] or ["no message"])
+                except (OSError, subprocess.TimeoutExpired) as error:
+                    ok, why = False, _printable(error)
+            version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
+            _BWRAP["status"] = (True, version or "bubblewrap") if ok else (
+                False, f"bubblewrap cannot make a sandbox here ({why.strip('[]')})")
+    return _BWRAP["status"]
+
+
+def _runner(scratch):
+    """scratch/runner: the worker script and empty mount points for NumPy."""
+    runner = scratch / "runner"
+    (runner / "lib" / "numpy").mkdir(parents=True)
+    (runner / "lib" / "numpy.libs").mkdir()
+    shutil.copyfile(wire.__file__, runner / "worker.py")
+    for folder, dirs, files in os.walk(runner):
+        os.chmod(folder, 0o755)
+        for f in files:
+            os.chmod(os.path.join(folder, f), 0o644)
+    return runner
+
+
+def _ancestors(path):
+    """The folders above path, outermost first ("/a/b/c" -> ["/a", "/a/b"])."""
+    parts = Path(path).parts
+    return [str(Path(*parts[:i])) for i in range(2, len(parts))]
+
+
+def _bwrap_command(bwrap, runner, submission, limits):
+    """bwrap's command line: the view described in the module docstring, then python -I -S -B."""
+    python = os.path.realpath(sys.executable)
+    prefix = os.path.realpath(sys.base_prefix)
+    numpy_dir = os.path.dirname(os.path.realpath(np.__file__))
+    command = [bwrap, "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            command += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            command += ["--ro-bind", top, top]
+    if not prefix.startswith("/usr/"):
+        for folder in _ancestors(prefix):  # made 0755: bwrap would copy /root's 0700 and lock out nobody
+            command += ["--perms", "0755", "--dir", folder]
+        command += ["--ro-bind", prefix, prefix]
+    import site
+
+    for packages in site.getsitepackages() + [site.getusersitepackages()]:
+        real = os.path.realpath(packages)
+        if os.path.isdir(real) and (real.startswith(prefix + "/") or real.startswith("/usr/")):
+            command += ["--tmpfs", real]  # hidden: torch, the installed scratchnst, the teacher's packages
+    if not python.startswith(("/usr/", prefix + "/")):
+        command += ["--ro-bind", python, python]
+    command += ["--ro-bind", str(runner), "/grader", "--ro-bind", numpy_dir, "/grader/lib/numpy"]
+    if os.path.isdir(numpy_dir + ".libs"):
+        command += ["--ro-bind", numpy_dir + ".libs", "/grader/lib/numpy.libs"]
+    command += [
+        "--ro-bind", str(submission), "/sub",
+        "--proc", "/proc", "--dev", "/dev",
+        "--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
+        "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+        "--hostname", "grader", "--die-with-parent", "--new-session", "--clearenv",
+    ]
+    for key, value in _clean_environment("/tmp").items():
+        command += ["--setenv", key, value]
+    return command + ["--setenv", "SCRATCHNST_SANDBOX", "1", python, "-I", "-S", "-B"]
+
+
+def _clean_environment(home):
+    """The child's whole environment: nothing of the teacher's (tokens, paths, proxies) is passed on."""
+    return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _limits_for_child(limits):
+    """The preexec function that sets the child's rlimits (in the child, before exec)."""
+    def apply():  # runs after start_new_session's setsid: the child leads its own session
+        pairs = [(resource.RLIMIT_AS, limits.memory_mb << 20), (resource.RLIMIT_CPU, limits.cpu_seconds),
+                 (resource.RLIMIT_FSIZE, limits.file_mb << 20), (resource.RLIMIT_NOFILE, limits.open_files),
+                 (resource.RLIMIT_CORE, 0)]
+        if os.getuid() != 0:  # for root the kernel ignores it; bwrap's worker sets it as nobody
+            pairs.append((resource.RLIMIT_NPROC, _processes_of(os.getuid()) + limits.processes))
+        else:
+            pairs.append((resource.RLIMIT_NPROC, limits.processes))
+        for which, value in pairs:
+            soft, hard = resource.getrlimit(which)
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(which, (value, value))
+    return apply
+
+
+def _processes_of(uid):
+    """How many processes (threads included) uid has now: RLIMIT_NPROC counts them all."""
+    count = 0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.stat(f"/proc/{pid}").st_uid == uid:
+                    count += len(os.listdir(f"/proc/{pid}/task"))
+            except OSError:
+                pass
+    return count
+
+
+# ============================================================== stray processes of a child
+_WORKERS = set()  # pids of the workers (or their bwrap) this process started and has not reaped
+_LOCK = threading.Lock()
+
+
+def _become_subreaper():
+    """Make orphans of our children come back to this process (Linux), so that they can be killed."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _stat(pid):
+    """(ppid, pgid, sid, start time in clock ticks since boot) of pid from /proc, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def kill_strays(session, orphans_since=None):
+    """Kill every process of the child's session or process group and, given orphans_since (the child's
+    start time), every process that came back to us as an orphan and started no earlier than the child.
+
+    Orphans matter where there is no sandbox: a student's process that left the session (setsid) and
+    outlived its parent is handed to this process, the subreaper. In the sandbox the PID namespace
+    ends with the child, and everything in it.
+    """
+    me = os.getpid()
+    for _ in range(20):
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == me:
+                continue
+            stat = _stat(int(name))
+            if stat is None:
+                continue
+            ppid, pgid, sid, started = stat
+            with _LOCK:
+                ours = int(name) in _WORKERS
+            orphan = orphans_since is not None and ppid == me and not ours and started >= orphans_since
+            if session in (pgid, sid) or orphan:
+                found.append(int(name))
+        if not found:
+            return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for pid in found:
+            if _stat(pid) and _stat(pid)[0] == me:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+        time.sleep(0.02)
+
+
+# ========================================================================== the child
+class StudentProcess:
+    """The student's package, imported in a contained child process; `call` runs one of its functions.
+
+    Args:
+        submission: a Submission (its root holds the scratch copy of scratchnst/).
+        contained: run in bubblewrap (True), or in a plain child process (False: self-check, or a
+            teacher's explicit --uncontained).
+        limits: Limits.
+        modules: the modules of scratchnst to import first (each under the import budget).
+        import_budget: seconds each import may take: the package's, then each module's.
+
+    The child is started on the first call and again after it was stopped (timeout, broken frame)
+    or died. Use as a context manager: the child and whatever it started never outlive it.
+    """
+
+    def __init__(self, submission, contained, limits=Limits(), modules=(), import_budget=60.0):
+        self.submission, self.contained, self.limits = submission, contained, limits
+        self.modules, self.import_budget = list(modules), import_budget
+        self.import_errors = {}
+        self.import_seconds = 0.0
+        self._proc = None
+        self._hung = {}  # module -> the answer its calls get: its import outlived the budget
+        self._calls = 0  # requests sent: each carries its number, each answer must give it back
+        self._fatal = None  # an answer every later call gets: the package's import timed out
+        self._scratch = Path(tempfile.mkdtemp(prefix="scratchnst-run-"))
+        self._runner = _runner(self._scratch)
+        _become_subreaper()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def _command(self):
+        if self.contained:
+            return _bwrap_command(shutil.which("bwrap"), self._runner, self.submission.root, self.limits) + [
+                "/grader/worker.py", "--worker", "/sub", "/grader/lib"]
+        numpy_parent = os.path.dirname(os.path.dirname(os.path.realpath(np.__file__)))
+        return [sys.executable, "-I", "-S", "-B", str(self._runner / "worker.py"), "--worker",
+                str(self.submission.root), numpy_parent]
+
+    def _start(self):
+        """Start the child and import the modules; None when it is ready, else an answer dict."""
+        self._stderr = open(self._scratch / "stderr", "w+b")
+        home = self._scratch / "home"
+        home.mkdir(exist_ok=True)
+        read_requests, write_requests = os.pipe()
+        read_answers, write_answers = os.pipe()
+        try:
+            with _LOCK:  # registered before any other thread's kill_strays can take it for an orphan
+                self._proc = subprocess.Popen(
+                    self._command(), stdin=read_requests, stdout=write_answers, stderr=self._stderr,
+                    cwd=str(home), env=_clean_environment(str(home)), start_new_session=True,
+                    preexec_fn=_limits_for_child(self.limits), close_fds=True)
+                _WORKERS.add(self._proc.pid)
+                self._started = (_stat(self._proc.pid) or (0, 0, 0, 0))[3]
+        finally:
+            os.close(read_requests)
+            os.close(write_answers)
+        os.set_blocking(write_requests, False)  # a child that stops reading cannot block the grader
+        self._requests, self._answers = write_requests, read_answers
+        answer, _ = self._receive(START_TIMEOUT)
+        if answer.get("status") != "ready":
+            self._fatal = self._failed(answer, "the worker did not start")
+            return self._fatal
+        # The package first, then each module on its own: a module that hangs at import costs its
+        # own exercises (the child is restarted without it), not those of the modules after it.
+        self.import_errors = {}
+        for module in [None] + [m for m in self.modules if m not in self._hung]:
+            answer = self._import(module)
+            if answer.get("status") in ("timeout", "crashed", "garbled"):
+                what = "the package" if module is None else f"scratchnst.{module}"
+                if answer["status"] == "timeout":
+                    hung = {"status": "import timeout", "message": f"importing {what} took longer than "
+                            f"{self.import_budget:g} s (code that runs at import time? --import-timeout sets the "
+                            "limit)"}
+                else:
+                    hung = dict(answer, message=f"while importing {what}: {answer.get('message') or 'no message'}")
+                self.stop()
+                if module is None:
+                    self._fatal = hung
+                    return self._fatal
+                self._hung[module] = hung
+                return self._start()
+            if answer.get("status") != "imported":
+                self._fatal = self._failed(answer, "the worker failed while importing the package")
+                return self._fatal
+            errors = answer.get("errors")
+            if isinstance(errors, dict):
+                self.import_errors.update({str(m): _clean_answer(e) for m, e in errors.items()})
+        return None
+
+    def _import(self, module):
+        """Ask the child to import scratchnst (module None) or scratchnst.<module>; its answer."""
+        if not self._send({"kind": "import", "modules": [] if module is None else [module]}):
+            return {"status": "timeout"}
+        answer, seconds = self._receive(self.import_budget)
+        self.import_seconds += seconds
+        return answer
+
+    def _failed(self, answer, what):
+        if answer.get("status") in ("crashed", "garbled", "timeout"):
+            out = dict(answer)
+            if out["status"] == "timeout":
+                out = {"status": "crashed", "code": None, "message": f"{what} within {START_TIMEOUT:g} s"}
+            self.stop()
+            return out
+        self.stop()
+        return {"status": "garbled", "message": f"{what}: unexpected answer"}
+
+    def _send(self, head, body=None, budget=START_TIMEOUT):
+        """Write one frame to the child; False if it did not take it within budget (it stopped reading)."""
+        data = wire.encode_frame(head, body)
+        view = memoryview(data)
+        deadline = time.monotonic() + max(budget, 0.01)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _, writable, _ = select.select([], [self._requests], [], left)
+            if writable:
+                try:
+                    written = os.write(self._requests, view[:select.PIPE_BUF])  # never blocks once writable
+                except BlockingIOError:
+                    continue
+                view = view[written:]
+        return True
+
+    def _receive(self, budget):
+        """(answer dict, seconds): the child's next frame, or why there is none (timeout, crashed, garbled)."""
+        start = time.monotonic()
+        try:
+            head, body = wire.read_frame(self._answers, start + max(budget, 0.01))
+        except TimeoutError:
+            return {"status": "timeout"}, time.monotonic() - start
+        except EOFError:  # the answer pipe closed: the child ended, or closed it and goes on (it is killed)
+            try:
+                code = self._proc.wait(timeout=2) if self._proc else None
+            except subprocess.TimeoutExpired:
+                code = None
+            return {"status": "crashed", "code": code, "message": self._stderr_tail()}, time.monotonic() - start
+        except wire.ProtocolError as error:
+            return {"status": "garbled", "message": f"the answer channel carried {error}"}, time.monotonic() - start
+        except OSError as error:
+            return {"status": "crashed", "code": None, "message": _printable(error)}, time.monotonic() - start
+        answer = _clean_answer(head)
+        answer["value"] = body
+        return answer, time.monotonic() - start
+
+    def stop(self):
+        """Kill the child's whole session (and any orphan it left), close its pipes."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.wait()
+        with _LOCK:
+            _WORKERS.discard(proc.pid)
+        kill_strays(proc.pid, None if self.contained else self._started)
+        for fd in (self._requests, self._answers):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._stderr.close()
+
+    def _stderr_tail(self):
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(0, size - STDERR_TAIL))
+            lines = self._stderr.read(STDERR_TAIL).decode("utf-8", "replace").strip().splitlines()
+        except (OSError, ValueError):
+            return ""
+        return _printable(lines[-1], 200) if lines else ""
+
+    def call(self, module, function, args, kwargs, budget):
+        """Run scratchnst.<module>.<function>(*args, **kwargs) in the child.
+
+        Returns:
+            (answer, seconds). answer is a dict with "status":
+                "ok"             "value" (the result, plain data), "mutated" (paths of inputs written into)
+                "not done"       NotImplementedError: "type", "message", "where", "function"
+                "error"          any other exception: the same keys
+                "timeout"        no answer within the budget; the child was killed
+                "crashed"        the child died: "code" (its exit status), "message" (stderr's last line)
+                "garbled"        the answer broke the format (the child was killed): "message"
+                "import timeout" the package's import outlived its own budget: "message"
+        """
+        if self._fatal:
+            return dict(self._fatal), 0.0
+        if module in self._hung:
+            return dict(self._hung[module]), 0.0
+        if self._proc is None:
+            failed = self._start()
+            if failed:
+                return failed, 0.0
+        if module in self._hung:  # found hanging while this child started
+            return dict(self._hung[module]), 0.0
+        if module in self.import_errors:
+            return dict(self.import_errors[module]), 0.0
+        self._calls += 1
+        start = time.monotonic()
+        try:
+            sent = self._send({"kind": "call", "id": self._calls, "module": module, "function": function},
+                              (tuple(args), dict(kwargs)), budget)
+        except OSError:  # the pipe broke: the child is gone
+            answer = {"status": "crashed", "code": None, "message": self._stderr_tail()}
+            self.stop()
+            return answer, time.monotonic() - start
+        if not sent:
+            self.stop()
+            return {"status": "timeout"}, time.monotonic() - start
+        answer, _ = self._receive(budget - (time.monotonic() - start))
+        seconds = time.monotonic() - start
+        if answer["status"] in ("ok", "not done", "error") and answer.get("id") != self._calls:
+            answer = {"status": "garbled", "message": "an answer to another call (a frame written by the student's code?)"}
+        if answer["status"] in ("timeout", "crashed", "garbled"):
+            if answer["status"] == "crashed":
+                answer["message"] = answer.get("message") or self._stderr_tail()
+            self.stop()
+        return answer, seconds
+
+
+_STATUSES = ("ready", "imported", "ok", "not done", "error")
+
+
+def _clean_answer(head):
+    """The child's head as a dict of known keys, strings made printable and short, nothing else trusted."""
+    if not isinstance(head, dict) or head.get("status") not in _STATUSES:
+        return {"status": "garbled", "message": "the answer had no valid status"}
+    out = {"status": head["status"], "id": head.get("id") if type(head.get("id")) is int else None}
+    for key in ("type", "message", "where", "function"):
+        out[key] = _printable(head.get(key, "") if isinstance(head.get(key, ""), str) else "", 240)
+    mutated = head.get("mutated", [])
+    out["mutated"] = [tuple(p[:8]) for p in mutated[:64] if isinstance(p, list)
+                      and all(type(i) in (int, str) for i in p)] if isinstance(mutated, list) else []
+    if "errors" in head:
+        out["errors"] = head["errors"] if isinstance(head["errors"], dict) else {}
+    return out

@@ -1,0 +1,215 @@
+"""Grading a class in one command (`scratchnst exercises grade`), its exports, the Gradescope bundle, and a
+student copy that self-checks where no answer key exists (run inside a sandbox that holds only the
+copy, Python and NumPy)."""
+
+import csv
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import scratchnst
+from scratchnst import exercises
+from scratchnst.cli import main
+from scratchnst.exercises import batch, sandbox
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_grader_diagnoses import SLIPS, plant  # noqa: E402  (the planted slips, shared)
+
+PACKAGE = Path(scratchnst.__file__).resolve().parent
+BWRAP, WHY = sandbox.bwrap_status()
+CONTAINMENT = [] if BWRAP else ["--uncontained"]
+
+
+@pytest.fixture(scope="module")
+def klass(tmp_path_factory):
+    """30 submissions: 4 answer keys, 4 untouched copies, 22 answer keys with 1 to 3 planted slips."""
+    base = tmp_path_factory.mktemp("class")
+    key, stub = base / "pristine-key", base / "pristine-stub"
+    exercises.make_student_copy(key, solutions=True)
+    exercises.make_student_copy(stub)
+    room = base / "submissions"
+    room.mkdir()
+    rng = random.Random(13)
+    planted = {}
+    for i in range(30):
+        name = f"student{i:02d}"
+        shutil.copytree(stub if 4 <= i < 8 else key, room / name)
+        slips = rng.sample(sorted(SLIPS), rng.randint(1, 3)) if i >= 8 else []
+        for module, function in slips:
+            plant(room / name, module, function, SLIPS[(module, function)])
+        planted[name] = {function for _, function in slips}
+    return room, planted
+
+
+@pytest.fixture(scope="module")
+def graded(klass, tmp_path_factory):
+    room, planted = klass
+    out = tmp_path_factory.mktemp("exports")
+    start = time.monotonic()
+    status = main(["exercises", "grade", str(room), "--no-torch", "--seed", "7", "--csv", str(out / "class.csv"),
+                   "--json", str(out / "class.json"), "--gradescope", str(out / "gradescope")] + CONTAINMENT)
+    return status, out, time.monotonic() - start
+
+
+def test_a_class_of_30_grades_in_one_command(graded, klass, capsys):
+    status, out, seconds = graded
+    room, planted = klass
+    assert status == 0
+    print(f"\n30 submissions graded in {seconds:.1f} s ({'bwrap' if BWRAP else 'uncontained'}, "
+          f"{os.cpu_count()} CPUs)", file=sys.__stderr__)
+    assert seconds < 900  # generous: a loaded 2-core machine; about a second per submission here
+    rows = {row["student"]: row for row in csv.DictReader((out / "class.csv").open())}
+    assert sorted(rows) == sorted(planted)
+    for name, row in rows.items():
+        if name in ("student00", "student01", "student02", "student03"):
+            assert row["percent"] == "100" and row["points"] == "33.00", row
+        elif name in ("student04", "student05", "student06", "student07"):
+            assert row["percent"] == "0", row
+        else:
+            assert 0 < float(row["points"]) < 33, row
+            for function in planted[name]:
+                column = next(k for k in row if k.endswith("." + function))
+                assert float(row[column]) < next(e.points for e in exercises.CATALOGUE if e.function == function)
+
+
+def test_the_json_export_names_each_planted_slip(graded, klass):
+    _, out, _ = graded
+    room, planted = klass
+    from test_grader_diagnoses import NAMES
+
+    data = {row["student"]: row for row in json.loads((out / "class.json").read_text())}
+    for name, functions in planted.items():
+        by_function = {e["name"].split(".")[1]: e for e in data[name]["exercises"]}
+        for function in functions:
+            assert NAMES[function] in by_function[function]["mistakes"], (name, function)
+
+
+def test_gradescope_results_json_per_submission(graded, klass):
+    _, out, _ = graded
+    room, planted = klass
+    files = sorted((out / "gradescope").glob("*.json"))
+    assert [f.stem for f in files] == sorted(planted)
+    result = json.loads((out / "gradescope" / "student00.json").read_text())
+    assert result["score"] == 33 and len(result["tests"]) == 17
+    assert all({"name", "score", "max_score", "output", "status"} <= set(t) for t in result["tests"])
+    assert sum(t["max_score"] for t in result["tests"]) == 33
+    stub = json.loads((out / "gradescope" / "student04.json").read_text())
+    assert stub["score"] == 0 and all(t["status"] == "failed" for t in stub["tests"])
+
+
+def test_the_same_seed_gives_the_same_grades_and_no_seed_other_inputs(klass):
+    room, _ = klass
+    one = [room / "student08", room / "student09"]
+    subs = [(p.name, p) for p in one]
+    first = batch.grade_class(subs, seed=3, use_torch=False, contained=BWRAP, only=["relu", "style"])
+    again = batch.grade_class(subs, seed=3, use_torch=False, contained=BWRAP, only=["relu", "style"])
+    assert [r.points for _, r, _ in first] == [r.points for _, r, _ in again]
+    a = exercises.reference_cases(only=["relu_forward"], use_torch=False, salt=1).entries[0][2][0].args[0]
+    b = exercises.reference_cases(only=["relu_forward"], use_torch=False, salt=2).entries[0][2][0].args[0]
+    assert a.shape == b.shape and not (a == b).all()
+
+
+def test_a_folder_that_is_no_submission_is_one_line(tmp_path, capsys):
+    assert main(["exercises", "grade", str(tmp_path)] + CONTAINMENT) == 1
+    err = capsys.readouterr().err
+    assert "holds no submission" in err and err.count("\n") == 1
+
+
+def test_make_writes_a_gradescope_bundle_whose_answer_key_grades(tmp_path, klass):
+    room, _ = klass
+    assert main(["exercises", "make", str(tmp_path / "copy"), "--gradescope", str(tmp_path / "bundle")]) == 0
+    folder = tmp_path / "bundle" / "gradescope"
+    assert os.access(folder / "run_autograder", os.X_OK) and os.access(folder / "setup.sh", os.X_OK)
+    assert "bubblewrap" in (folder / "setup.sh").read_text()
+    assert "/autograder/results/results.json" in (folder / "run_autograder").read_text()
+    with zipfile.ZipFile(tmp_path / "bundle" / "gradescope-autograder.zip") as z:
+        names = set(z.namelist())
+    assert {"setup.sh", "run_autograder", "source/scratchnst/layers.py"} <= names
+    assert "# BEGIN SOLUTION" in (folder / "source" / "scratchnst" / "layers.py").read_text()
+    assert not (tmp_path / "copy" / "gradescope").exists()  # the answers never go into the student copy
+    # what run_autograder runs, with the bundle's answer key as the installed package
+    results = tmp_path / "results.json"
+    env = dict(os.environ, PYTHONPATH=str(folder / "source"))
+    done = subprocess.run([sys.executable, "-m", "scratchnst", "exercises", "grade", str(room / "student00"),
+                           "--gradescope", str(results), "--only", "relu", "--no-torch"] + CONTAINMENT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(results.read_text())["score"] == 2
+
+
+@pytest.mark.skipif(not BWRAP, reason=f"no sandbox to hide the answer key in: {WHY}")
+def test_a_student_copy_self_checks_where_no_answer_key_exists(tmp_path):
+    """In a sandbox that holds only the student copy, Python and NumPy: the copy's own `check` grades
+    it against the values shipped with it (a stub: 0%; one exercise written: it passes)."""
+    copy = tmp_path / "copy"
+    exercises.make_student_copy(copy)
+    plant(copy, "layers", "relu_forward", "out = np.maximum(x, 0)")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    os.chmod(scratch, 0o755)
+    for folder, dirs, files in os.walk(copy):
+        os.chmod(folder, 0o755)
+    runner = sandbox._runner(scratch)
+    script = (f"import os, sys; sys.path[:0] = ['/sub', '/grader/lib']; "
+              f"assert not os.path.exists({str(PACKAGE)!r}); "
+              "from scratchnst.cli import main; sys.exit(main(['exercises', 'check', '/sub', '--only', 'relu']))")
+    command = sandbox._bwrap_command(shutil.which("bwrap"), runner, copy, sandbox.Limits()) + ["-c", script]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "against the reference values shipped with the copy" in done.stdout
+    assert "layers.relu_forward" in done.stdout and "1/1 points   pass" in done.stdout
+    assert "(50%)" in done.stdout
+
+
+def test_the_command_lines_defaults_are_the_modules_and_the_help_names_both_roles(capsys):
+    from scratchnst.cli import build_parser
+
+    args = build_parser().parse_args(["exercises", "grade", "somewhere"])
+    assert (args.timeout, args.import_timeout, args.budget, args.memory) == (
+        exercises.DEFAULT_TIMEOUT, exercises.DEFAULT_IMPORT_TIMEOUT, batch.DEFAULT_BUDGET, sandbox.Limits.memory_mb)
+    assert build_parser().parse_args(["exercises", "check"]).import_timeout == exercises.DEFAULT_IMPORT_TIMEOUT
+    with pytest.raises(SystemExit):
+        main(["exercises", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "SELF-CHECKS" in text and "GRADES untrusted submissions" in text
+
+
+def test_a_submission_that_cannot_be_graded_is_a_row_and_exit_status_1(klass, tmp_path, capsys):
+    room, _ = klass
+    broken = tmp_path / "broken"
+    (broken / "scratchnst").mkdir(parents=True)  # a package folder without __init__.py
+    status = main(["exercises", "grade", str(room / "student00"), str(broken), "--only", "relu", "--no-torch",
+                   "--csv", str(tmp_path / "out.csv")] + CONTAINMENT)
+    assert status == 1
+    rows = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert [r["student"] for r in rows] == ["student00", "broken"]
+    assert rows[0]["percent"] == "100" and "holds no scratchnst package" in rows[1]["error"]
+
+
+def test_a_student_copy_that_does_not_import_still_checks_itself(tmp_path):
+    """The checker never imports the student's modules itself: a syntax error in one and an endless loop
+    at import in another cost their exercises, not the check."""
+    exercises.make_student_copy(tmp_path)
+    layers = tmp_path / "scratchnst" / "layers.py"
+    layers.write_text("def broken(:\n" + layers.read_text())
+    costs = tmp_path / "scratchnst" / "costs.py"
+    costs.write_text("while True:\n    pass\n" + costs.read_text())
+    plant(tmp_path, "optim", "adam_update", """
+        m_new = beta1 * m + (1 - beta1) * dx
+        v_new = beta2 * v + (1 - beta2) * dx * dx
+        x_new = x - lr * (m_new / (1 - beta1**t)) / (np.sqrt(v_new / (1 - beta2**t)) + epsilon)
+        return x_new, m_new, v_new
+    """)
+    done = subprocess.run([sys.executable, "-m", "scratchnst", "exercises", "check", "--import-timeout", "3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "SyntaxError" in done.stdout and "importing scratchnst.costs took longer than 3 s" in done.stdout
+    assert "optim.adam_update                                         2/2 points   pass" in done.stdout

@@ -1,0 +1,560 @@
+"""The red team: submissions that try to get marks without the work, or to hang, break or spy on the
+grader. Each is graded as a teacher grades (`grade(..., contained=True)`, in bubblewrap) and must
+get 0 for the exercises it touches, leave the others' grades alone, leave no process behind, end
+within its budget, and change nothing outside its scratch folder (the installed package, the
+submission itself, the teacher's files). Without a usable bubblewrap the contained runs are skipped
+(with the reason); the attacks that the uncontained fallback must also survive (hangs, floods,
+forged answers, stray processes) run there too.
+"""
+
+import ast
+import hashlib
+import os
+import py_compile
+import secrets
+import shutil
+import socket
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import scratchnst
+from scratchnst import exercises
+from scratchnst.exercises import find_regions, sandbox
+from scratchnst.exercises.grading import check_containment
+
+PACKAGE = Path(scratchnst.__file__).resolve().parent
+TOKEN = "redteam" + secrets.token_hex(4)  # in every process an attack starts: found if one outlives grading
+BUDGET = 90.0  # seconds one attacked submission may take in all: generous for a loaded 2-core machine
+BWRAP, WHY = sandbox.bwrap_status()
+needs_bwrap = pytest.mark.skipif(not BWRAP, reason=f"no sandbox here: {WHY}")
+
+
+def plant(root, module, function, code):
+    """Put `code` where the student writes module.function: its solution region (an answer key) or its
+    NotImplementedError stub (a student copy)."""
+    path = Path(root) / "scratchnst" / f"{module}.py"
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    regions = [r for r in find_regions(text, module) if r.function == function]
+    if regions:
+        (region,) = regions
+        first, last, indent = region.begin, region.end, region.indent
+    else:
+        node = next(n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and n.name == function)
+        (stub,) = [s for s in node.body if isinstance(s, ast.Raise) and "NotImplementedError" in ast.unparse(s)]
+        first, last, indent = stub.lineno, stub.end_lineno, " " * stub.col_offset
+    lines[first - 1:last] = [textwrap.indent(textwrap.dedent(code).strip("\n") + "\n", indent)]
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def digest(folder):
+    """One hash of every file under folder (names and bytes; symlinks by their target)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if "__pycache__" in path.parts:
+            continue
+        h.update(str(path.relative_to(folder)).encode())
+        if path.is_symlink():
+            h.update(os.readlink(path).encode())
+        elif path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def leftovers():
+    """Processes that outlived grading: an attack's (TOKEN in its command line) or a worker of ours."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if TOKEN in cmdline or "scratchnst-run-" in cmdline or "/grader/worker.py" in cmdline:
+            found.append((pid, cmdline[:120]))
+    return found
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """An answer key and a student copy, made once; each attack works on a copy of one of them."""
+    base = tmp_path_factory.mktemp("pristine")
+    exercises.make_student_copy(base / "key", solutions=True)
+    exercises.make_student_copy(base / "stub", selfcheck=True)
+    return base
+
+
+@pytest.fixture
+def teacher(tmp_path, monkeypatch):
+    """The teacher's side: a secret in the environment, a private file, a listening socket."""
+    monkeypatch.setenv("TEACHER_SECRET", TOKEN + "-env")
+    home = tmp_path / "teacher"
+    home.mkdir()
+    (home / "grades.csv").write_text("alice,100\n")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0)
+    yield home, listener
+    listener.close()
+
+
+def run_attack(pristine, tmp_path, teacher, base, plants, contained=True, setup=None, only=None, **options):
+    """Grade one attacked submission; check the promises that hold for every attack; return the Report."""
+    home, listener = teacher
+    submission = tmp_path / "submission"
+    shutil.copytree(pristine / base, submission, symlinks=True)
+    for (module, function), code in plants.items():
+        plant(submission, module, function, code.replace("TOKEN", TOKEN).replace("TEACHER_HOME", str(home))
+              .replace("PACKAGE", str(PACKAGE)).replace("PORT", str(listener.getsockname()[1])))
+    if setup:
+        setup(submission)
+    before = {"package": digest(PACKAGE), "submission": digest(submission), "teacher": digest(home)}
+    options.setdefault("timeout", 5.0)
+    start = time.monotonic()
+    report = exercises.grade(submission, only=only, use_torch=False, contained=contained, budget=BUDGET, **options)
+    elapsed = time.monotonic() - start
+    assert elapsed < BUDGET + 30, f"took {elapsed:.0f} s"
+    time.sleep(0.2)  # a stray process would still be there; give the kernel a moment to reap the killed ones
+    assert not leftovers(), leftovers()
+    assert not sandbox._WORKERS
+    after = {"package": digest(PACKAGE), "submission": digest(submission), "teacher": digest(home)}
+    assert after == before, "something outside the scratch folder changed"
+    assert not list(Path("/tmp").glob(f"*{TOKEN}*")), "the attack wrote into the teacher's /tmp"
+    try:
+        listener.accept()
+        raise AssertionError("the attack reached the teacher's network")
+    except BlockingIOError:
+        pass
+    text = rendered(report)
+    assert "\x1b" not in text and "\x07" not in text
+    assert TOKEN + "-env" not in text
+    return report
+
+
+def rendered(report):
+    import io
+
+    out = io.StringIO()
+    exercises.print_report(report, out)
+    return out.getvalue()
+
+
+def points(report):
+    return {r.exercise.function: r.points for r in report.results}
+
+
+def only_touched_lose(report, touched):
+    """The touched exercises get 0; every other one (in an answer key) keeps full marks."""
+    got = points(report)
+    assert all(got[f] == 0 for f in touched), {f: got[f] for f in touched}
+    others = {r.exercise.function: r.status for r in report.results if r.exercise.function not in touched}
+    assert all(status == "pass" for status in others.values()), others
+
+
+# ------------------------------------------------------------------ marks without the work
+# Each is planted in a student copy (everything else stubbed): full marks would be the attack's win.
+FIND_REFERENCE = """
+    import importlib.util, os, sys
+    places = [os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "..", "layers.py"), "PACKAGE/layers.py"]
+    for top in ("/", "/work", "/root", "/usr/lib", "/tmp"):
+        try:
+            for name in os.listdir(top):
+                places += [os.path.join(top, name, "scratchnst", "layers.py"), os.path.join(top, name, "layers.py")]
+        except OSError:
+            pass
+    for place in places:
+        if os.path.isfile(place) and "/sub/" not in place and os.path.realpath(place) != os.path.realpath(__file__):
+            spec = importlib.util.spec_from_file_location("reference_layers", place)
+            module = importlib.util.module_from_spec(spec)
+            try:
+                spec.loader.exec_module(module)
+                return module.relu_forward(x)
+            except Exception:
+                continue
+    raise RuntimeError("no reference found")
+"""
+
+
+@needs_bwrap
+def test_loading_the_installed_reference_answers_finds_nothing(pristine, tmp_path, teacher):
+    report = run_attack(pristine, tmp_path, teacher, "stub", {("layers", "relu_forward"): FIND_REFERENCE},
+                        only=["relu_forward"])
+    assert points(report) == {"relu_forward": 0}
+    assert "no reference found" in rendered(report)
+
+
+@needs_bwrap
+def test_a_symlink_to_the_installed_package_is_ignored(pristine, tmp_path, teacher):
+    def link(submission):
+        (submission / "scratchnst" / "layers.py").unlink()
+        (submission / "scratchnst" / "layers.py").symlink_to(PACKAGE / "layers.py")
+
+    report = run_attack(pristine, tmp_path, teacher, "stub", {}, setup=link, only=["relu", "conv2d_forward"])
+    assert set(points(report).values()) == {0}
+    assert any("symlink, ignored" in note for note in report.notes)
+
+
+def test_a_symlinked_package_folder_is_refused(pristine, tmp_path):
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / "scratchnst").symlink_to(PACKAGE)
+    with pytest.raises(exercises.grading.UserError, match="holds no scratchnst package"):
+        exercises.grade(submission, only=["relu"], use_torch=False, contained=False)
+
+
+@needs_bwrap
+def test_answers_hidden_in_pyc_files_are_never_run(pristine, tmp_path, teacher):
+    def compiled_answers(submission):
+        package = submission / "scratchnst"
+        # the answer key compiled where Python would look for a cache, and as a sourceless module
+        (package / "__pycache__").mkdir()
+        # unchecked-hash .pyc: Python would run it without looking at the (stubbed) source at all
+        unchecked = py_compile.PycInvalidationMode.UNCHECKED_HASH
+        py_compile.compile(str(pristine / "key" / "scratchnst" / "layers.py"),
+                           cfile=str(package / "__pycache__" / f"layers.{sys_tag()}.pyc"), invalidation_mode=unchecked)
+        py_compile.compile(str(pristine / "key" / "scratchnst" / "costs.py"), cfile=str(package / "costs.pyc"),
+                           invalidation_mode=unchecked)
+        (package / "costs.py").unlink()
+        os.utime(package / "layers.py", (0, 0))
+
+    report = run_attack(pristine, tmp_path, teacher, "stub", {}, setup=compiled_answers,
+                        only=["relu", "gram_matrix", "total_cost"])
+    assert set(points(report).values()) == {0}
+    assert any("costs.pyc" in note for note in report.notes)
+
+
+def sys_tag():
+    import sys
+
+    return sys.implementation.cache_tag
+
+
+@needs_bwrap
+def test_removing_the_import_block_does_not_bring_torch(pristine, tmp_path, teacher):
+    code = """
+        import sys
+        sys.meta_path[:] = [f for f in sys.meta_path if "NoForeign" not in getattr(f, "__name__", "")]
+        import torch
+        return (torch.from_numpy(A) @ torch.from_numpy(A).T).numpy()
+    """
+    report = run_attack(pristine, tmp_path, teacher, "stub", {("costs", "gram_matrix"): code}, only=["gram_matrix"])
+    assert points(report) == {"gram_matrix": 0}
+    assert "No module named 'torch'" in rendered(report)
+
+
+@needs_bwrap
+def test_replaying_the_values_shipped_with_the_copy_fails(pristine, tmp_path, teacher):
+    """The student copy ships the self-check's expected values; a teacher's grade uses other inputs."""
+    code = """
+        import json, os
+        import numpy as np
+        here = os.path.dirname(os.path.abspath(__file__))
+        with np.load(os.path.join(here, "exercises", "selfcheck", "arrays.npz")) as npz:
+            arrays = [npz[f"a{i}"] for i in range(len(npz.files))]
+        for a in arrays:
+            if a.shape == x.shape and a.dtype == x.dtype and not np.array_equal(a, x):
+                return a, a
+        raise RuntimeError("no shipped values here")
+    """
+    report = run_attack(pristine, tmp_path, teacher, "stub", {("layers", "relu_forward"): code},
+                        only=["relu_forward"], salt=12345)
+    assert points(report) == {"relu_forward": 0}
+
+
+@needs_bwrap
+def test_a_float_subclass_that_pickles_into_code_is_only_described(pristine, tmp_path, teacher):
+    code = """
+        import os
+
+        class Sneaky(float):
+            def __reduce__(self):
+                return (os.system, ("touch /tmp/pwned-TOKEN",))
+
+            def __float__(self):
+                while True:
+                    pass
+
+        return Sneaky(alpha * J_content + beta * J_style)
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("costs", "total_cost"): code},
+                        only=["total_cost", "gram_matrix"])
+    only_touched_lose(report, {"total_cost"})
+    assert "an object of type Sneaky" in rendered(report)
+
+
+# ------------------------------------------------------------------------- damage and spying
+@needs_bwrap
+def test_writing_into_the_installed_package_and_the_teachers_files_changes_nothing(pristine, tmp_path, teacher):
+    code = """
+        import os
+        hits = []
+        for target in ("PACKAGE/costs.py", "TEACHER_HOME/grades.csv", os.path.abspath(__file__),
+                       "/tmp/pwned-TOKEN", os.path.expanduser("~/pwned-TOKEN")):
+            try:
+                with open(target, "a") as f:
+                    f.write("pwned")
+                hits.append(target)
+            except OSError:
+                pass
+        raise RuntimeError(f"wrote into {hits}")
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("costs", "gram_matrix"): code},
+                        only=["gram_matrix", "total_cost"])
+    only_touched_lose(report, {"gram_matrix"})
+    # its own private /tmp is writable (and thrown away with the sandbox); nothing of the teacher's is
+    assert "wrote into [" in rendered(report)
+    assert str(PACKAGE) not in rendered(report) and "grades.csv" not in rendered(report)
+
+
+@needs_bwrap
+def test_the_teachers_environment_files_and_network_are_out_of_sight(pristine, tmp_path, teacher):
+    code = """
+        import os, socket
+        seen = [k for k in os.environ if "SECRET" in k]
+        seen += [p for p in ("TEACHER_HOME/grades.csv", "PACKAGE/layers.py", "/work", "/root/.ssh")
+                 if os.path.exists(p)]
+        try:
+            socket.create_connection(("127.0.0.1", PORT), timeout=2).close()
+            seen.append("network")
+        except OSError:
+            pass
+        raise RuntimeError(f"seen: {seen} {dict(os.environ)}")
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): code},
+                        only=["relu_forward", "relu_backward"])
+    only_touched_lose(report, {"relu_forward"})
+    assert "seen: [] " in rendered(report)
+
+
+def test_terminal_escapes_in_a_message_are_shown_not_played(pristine, tmp_path, teacher):
+    code = r"""raise RuntimeError("\x1b[2J\x1b]0;owned\x07 done")"""
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): code},
+                        contained=False, only=["relu_forward"])
+    assert points(report) == {"relu_forward": 0}
+    assert "\\x1b[2J" in rendered(report)
+
+
+# ------------------------------------------------------------------------ hangs and floods
+HANGS = {
+    "garbage written into the answer pipe": ("layers", "relu_forward", """
+        import os
+        for fd in range(3, 64):
+            try:
+                os.write(fd, b"not a frame" * 1000)
+            except OSError:
+                pass
+        out = np.maximum(x, 0)
+    """),
+    "a forged answer frame before the real one": ("layers", "relu_forward", """
+        import os, sys
+        worker = sys.modules["__main__"]
+        for fd in range(3, 64):
+            try:
+                os.write(fd, worker.encode_frame({"status": "ok", "id": 1, "mutated": []}, (x, x)))
+            except OSError:
+                pass
+        out = np.maximum(x, 0)
+    """),
+    # (the grader must go on: the exercise's 0 here is its own wrong answer; what is tested is the rest)
+    "SIGSTOP sent to the grader": ("layers", "relu_forward", """
+        import os, signal
+        for pid in (os.getppid(), 1):
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                pass
+        raise RuntimeError("sent SIGSTOP")
+    """),
+    "an orphan in its own session that sleeps, holding the pipes": ("layers", "relu_forward", """
+        import os, sys
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", "TOKEN"])
+            os._exit(0)
+        out = np.maximum(x, 0)
+        while True:
+            pass
+    """),
+    "20 forked children that outlive the call": ("layers", "relu_forward", """
+        import os, sys
+        forked = 0
+        for _ in range(20):
+            try:
+                if os.fork() == 0:
+                    os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", "TOKEN"])
+                forked += 1
+            except OSError:
+                break
+        raise RuntimeError(f"forked {forked} children")
+    """),
+    "a 3 GB allocation": ("layers", "relu_forward", """
+        big = np.ones(3 * 2**30 // 8)
+        out = np.maximum(x, 0) + 0 * big[0]
+    """),
+    "400 MB written to stderr": ("layers", "relu_forward", """
+        import os
+        chunk = b"x" * (1 << 20)
+        for _ in range(400):
+            os.write(2, chunk)
+        out = np.maximum(x, 0)
+    """),
+    "the answer pipe closed, then an endless loop": ("layers", "relu_forward", """
+        import os
+        for fd in range(3, 64):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        while True:
+            pass
+    """),
+    "forged answers, then no more reading of requests": ("costs", "compute_content_cost", """
+        import os, sys
+        frame = sys._getframe()
+        while frame is not None and "head" not in frame.f_locals:
+            frame = frame.f_back
+        worker, call = sys.modules["__main__"], frame.f_locals["head"]["id"]
+        for fd in range(3, 64):
+            for later in (call, call + 1):
+                try:
+                    os.write(fd, worker.encode_frame({"status": "ok", "id": later, "mutated": []}, 0.0))
+                except OSError:
+                    pass
+        while True:
+            pass
+    """),
+    "an integer too large for a float": ("costs", "total_cost", """
+        return 10 ** 4000
+    """),
+    "an answer nested a thousand deep": ("costs", "total_cost", """
+        answer = 0.0
+        for _ in range(1000):
+            answer = [answer]
+        return answer
+    """),
+    "an endless loop": ("layers", "relu_forward", """
+        while True:
+            pass
+    """),
+    "an answer too large to send": ("layers", "relu_forward", """
+        return np.zeros(10 * 2**20), None
+    """),
+}
+
+
+@pytest.mark.parametrize("contained", [pytest.param(True, marks=needs_bwrap, id="bwrap"),
+                                       pytest.param(False, id="uncontained")])
+@pytest.mark.parametrize("attack", sorted(HANGS))
+def test_hangs_and_floods_cost_the_exercise_they_touch_only(pristine, tmp_path, teacher, attack, contained):
+    if attack.startswith("SIGSTOP") and not contained:
+        pytest.skip("uncontained, the student's code can signal the grader: that is what --uncontained means")
+    module, function, code = HANGS[attack]
+    report = run_attack(pristine, tmp_path, teacher, "key", {(module, function): code}, contained=contained,
+                        only=[function, "relu_backward", "total_cost"], timeout=4.0)
+    assert report.seconds < 60
+    if attack.startswith("20 forked") and contained:  # the sandbox's process limit stopped the forks
+        assert "forked 20 children" not in rendered(report) and "forked" in rendered(report)
+    only_touched_lose(report, {function})
+
+
+# --------------------------------------------------------------------------------- imports
+def test_a_slow_import_gets_its_own_budget(pristine, tmp_path, teacher):
+    """The issue's case: a correct module that spends 12 s at import, with the default budgets, is graded
+    (it was TIMEOUT on every exercise when the import was charged to the first exercise's 10 s)."""
+    def slow(submission):
+        path = submission / "scratchnst" / "costs.py"
+        path.write_text("import time\ntime.sleep(12)\n" + path.read_text())
+
+    report = run_attack(pristine, tmp_path, teacher, "key", {}, setup=slow, contained=BWRAP,
+                        only=["gram_matrix", "total_cost", "relu_forward"], timeout=exercises.DEFAULT_TIMEOUT,
+                        import_timeout=exercises.DEFAULT_IMPORT_TIMEOUT)
+    assert exercises.grading.math.isclose(report.points, report.total) and report.perfect, rendered(report)
+
+
+def test_an_endless_import_is_stopped_with_its_own_message(pristine, tmp_path, teacher):
+    def endless(submission):
+        path = submission / "scratchnst" / "costs.py"
+        path.write_text("while True:\n    pass\n" + path.read_text())
+
+    report = run_attack(pristine, tmp_path, teacher, "key", {}, setup=endless, contained=BWRAP,
+                        only=["gram_matrix", "total_cost", "relu_forward", "adam_update"], import_timeout=3)
+    got = points(report)
+    assert got["gram_matrix"] == got["total_cost"] == 0
+    assert "importing scratchnst.costs took longer than 3 s" in rendered(report)
+    # the modules that import fine are graded (the child is restarted without the hanging one)
+    assert got["relu_forward"] == 1 and got["adam_update"] == 2
+
+
+def test_grading_without_bwrap_needs_the_explicit_flag(monkeypatch):
+    monkeypatch.setitem(sandbox._BWRAP, "status", (False, "bubblewrap (bwrap) is not installed"))
+    with pytest.raises(exercises.grading.UsageError, match="not installed.*--uncontained"):
+        check_containment(True, uncontained_ok=False)
+    assert check_containment(True, uncontained_ok=True) is False
+
+
+# ----------------------------------------------------------------------------- more attacks
+@needs_bwrap
+def test_patching_numpy_in_the_child_changes_no_judgement(pristine, tmp_path, teacher):
+    """The answers are judged in the grader's process: what the child does to its own NumPy stays there."""
+    code = """
+        np.allclose = lambda *args, **kwargs: True
+        np.testing.assert_allclose = lambda *args, **kwargs: None
+        np.abs = lambda a, *args, **kwargs: np.zeros_like(a)
+        np.max = lambda *args, **kwargs: 0.0
+        out = x * 0
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): code},
+                        only=["relu_forward", "relu_backward"])
+    only_touched_lose(report, {"relu_forward"})
+
+
+def test_a_submission_that_is_slow_everywhere_stops_at_its_total_budget(pristine, tmp_path, teacher):
+    """Each exercise within its own time, all of them over the student's total: the rest is not run."""
+    slow = "import time\ntime.sleep(1.5)\nreturn alpha * J_content + beta * J_style"
+    submission = tmp_path / "slow"
+    shutil.copytree(pristine / "key", submission)
+    plant(submission, "costs", "total_cost", slow)
+    start = time.monotonic()
+    report = exercises.grade(submission, only=["total_cost", "relu"], use_torch=False, contained=BWRAP,
+                             timeout=10.0, budget=2.0)
+    assert time.monotonic() - start < 60
+    statuses = [c.status for r in report.results for c in r.checks]
+    assert "timeout" in statuses
+    assert "not run: the student's total time budget ran out" in rendered(report)
+    assert not leftovers()
+
+
+def test_the_scratch_copy_takes_python_sources_only_and_within_bounds(tmp_path):
+    """What a submission folder can hold besides its sources: nothing of it reaches the sandbox."""
+    package = tmp_path / "scratchnst"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    os.mkfifo(package / "costs.py")  # reading it would block the grader
+    (package / "layers.py").write_bytes(b"#" * (sandbox.MAX_BYTES + 1))
+    (package / "optim.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    (package / "deep").mkdir()
+    (package / "deep" / "loop").symlink_to(package)
+    (package / "notes.txt").write_text("kept out, silently: not code")
+    copied = sandbox.copy_submission(package, tmp_path / "scratch")
+    files = sorted(p.relative_to(copied.root).as_posix() for p in copied.root.rglob("*") if p.is_file())
+    assert files == ["scratchnst/__init__.py"]
+    notes = " ".join(copied.notes)
+    assert "costs.py: not a regular file" in notes and "layers.py: over the limit" in notes
+    assert "optim.cpython-311-x86_64-linux-gnu.so: compiled" in notes and "deep/loop: a symlink" in notes
+
+
+def test_a_module_that_ends_the_worker_at_import_costs_its_own_exercises(pristine, tmp_path, teacher):
+    def exits(submission):
+        path = submission / "scratchnst" / "costs.py"
+        path.write_text("import os\nos._exit(7)\n" + path.read_text())
+
+    report = run_attack(pristine, tmp_path, teacher, "key", {}, setup=exits, contained=BWRAP,
+                        only=["gram_matrix", "relu_forward", "adam_update"])
+    assert points(report) == {"relu_forward": 1, "gram_matrix": 0, "adam_update": 2}
+    assert "(exit status 7): while importing scratchnst.costs" in " ".join(rendered(report).split())
