@@ -21,7 +21,8 @@ import pytest
 
 from conftest import REPO
 from network_helpers import random_params, write_keras_weights
-from scratchnst import exercise_markers, weights
+from scratchnst import weights
+from scratchnst.exercises import markers as exercise_markers
 from scratchnst.cli import main
 from scratchnst.errors import UsageError, UserError
 

@@ -612,4 +612,5 @@ def _unfinished_exercise(error):
     if len(hint) > 160:
         hint = hint[:157] + "..."
     return (f"{where} is not written yet: an exercise of this student copy{' (hint: ' + hint + ')' if hint else ''}; "
-            "write it, check it with `scratchnst exercises check`, and this command then runs on your own code")
+            "write it, check it with `python -m scratchnst exercises check` in your copy, and this command then "
+            "runs on your own code")
