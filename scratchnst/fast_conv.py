@@ -248,28 +248,10 @@ def _conv_padded_backward_x(dout, w, stride, xpad_shape):
 def conv2d_forward(x, w, b, stride=1, padding="same"):
     """`layers.conv2d_forward`, fast: im2col one block of output rows at a time, one product per block.
 
-    Args:
-        x: input (N, H, W, C_in).
-        w: kernels (KH, KW, C_in, C_out), any size (1x1, 3x3, 5x5, 7x7, non-square).
-        b: biases (C_out,).
-        stride: int, the same along H and W.
-        padding: "same", "valid" or an int (see conv_output_size for the output sizes).
-
-    Returns:
-        out: (N, H_out, W_out, C_out),
-             out[n, i, j, c] = b[c] + sum_{kh, kw, ci} xpad[n, i*stride + kh, j*stride + kw, ci] * w[kh, kw, ci, c]
-        cache: (x, w, b, stride, padding). The input is kept rather than its im2col matrix
-             (KH*KW times larger) or its padded copy.
+    The same arguments, result and cache (x, w, b, stride, padding) as `layers.conv2d_forward`:
+    the input is kept rather than its im2col matrix (KH*KW times larger) or its padded copy.
     """
-    N, H, W, C_in = x.shape
-    KH, KW, w_C_in, C_out = w.shape
-    if w_C_in != C_in:
-        raise ValueError(f"kernel expects {w_C_in} input channels, input has {C_in}")
-    _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
-    _, left, right = layers.conv_output_size(W, KW, stride, padding)
-    xpad = np.ascontiguousarray(layers._pad_hw(x, (top, bottom), (left, right)))
-    out = _conv_padded(xpad, w, stride, (0, 0), (0, 0), b)
-    return out, (x, w, b, stride, padding)
+    return _forward(x, w, b, stride, padding, relu=False, out=None)
 
 
 def conv2d_relu_forward(x, w, b, stride=1, padding="same", out=None):
@@ -281,9 +263,14 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="same", out=None):
 
     Returns:
         out: (N, H_out, W_out, C_out), max(conv2d_forward(x, w, b)[0], 0).
-        cache: (conv cache, out): what conv2d_backward and layers.relu_backward take (ReLU's cache
-            is its output).
+        cache: (conv cache, out): what conv2d_relu_backward takes (a ReLU's cache is its output).
     """
+    out, conv_cache = _forward(x, w, b, stride, padding, relu=True, out=out)
+    return out, (conv_cache, out)
+
+
+def _forward(x, w, b, stride, padding, relu, out):
+    """(out, conv cache) of conv2d_forward, with the ReLU applied block by block if relu."""
     N, H, W, C_in = x.shape
     KH, KW, w_C_in, C_out = w.shape
     if w_C_in != C_in:
@@ -291,28 +278,17 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="same", out=None):
     _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
     _, left, right = layers.conv_output_size(W, KW, stride, padding)
     xpad = np.ascontiguousarray(layers._pad_hw(x, (top, bottom), (left, right)))
-    out = _conv_padded(xpad, w, stride, (0, 0), (0, 0), b, relu=True, out=out)
-    return out, ((x, w, b, stride, padding), out)
+    out = _conv_padded(xpad, w, stride, (0, 0), (0, 0), b, relu=relu, out=out)
+    return out, (x, w, b, stride, padding)
 
 
 def conv2d_backward(dout, cache, weight_grads=True):
     """`layers.conv2d_backward`, fast: the input gradient as a convolution with the flipped kernel.
 
-    Args:
-        dout: upstream gradient dJ/dout (N, H_out, W_out, C_out).
-        cache: from conv2d_forward.
-        weight_grads: if False, skip dw and db entirely (style transfer only needs dx: the
-            network's weights are fixed and only the pixels change).
-
-    Returns:
-        dx: (N, H, W, C_in)         dx = sum over taps of dout @ w[kh, kw].T, placed back on the windows
-        dw: (KH, KW, C_in, C_out)   dw[kh, kw] = sum_{n, i, j} xpad[n, i*s + kh, j*s + kw, :]^T dout[n, i, j, :]
-        db: (C_out,)                db = sum_{n, i, j} dout[n, i, j, :]
-        (dw and db are None when weight_grads is False.)
-
-    With stride 1, dx is itself a convolution: 'full' correlation of dout with the kernel flipped
-    in space and with its channel axes swapped, w[::-1, ::-1].transpose(0, 1, 3, 2); the same
-    fast routine as the forward pass computes it.
+    The same arguments and results (dx, dw, db) as `layers.conv2d_backward` (dw and db None when
+    weight_grads is False). With stride 1, dx is itself a convolution: 'full' correlation of dout
+    with the kernel flipped in space and with its channel axes swapped,
+    w[::-1, ::-1].transpose(0, 1, 3, 2); the same fast routine as the forward pass computes it.
     """
     x, w, b, stride, padding = cache
     N, H, W, C_in = x.shape
