@@ -10,6 +10,7 @@ Needs:    pretrained weights (VGG-19 for the course's network; SqueezeNet 1.1 ot
 # %%
 import _lesson
 from scratchnst import costs, networks, transfer
+from scratchnst import weights as weights_io
 
 args = _lesson.parse_args(__doc__, size=320, iters=200)
 
@@ -46,8 +47,8 @@ args = _lesson.parse_args(__doc__, size=320, iters=200)
 _lesson.section("Settings")
 model = _lesson.network_name(args) or networks.load(args.weights).name  # stops here if there are no weights
 if model == "squeezenet" and args.network == "auto" and args.weights is None:
-    print("VGG-19 weights not found: running SqueezeNet 1.1 "
-          "(`scratchnst weights download vgg19` for the course's network)")
+    print(f"VGG-19 weights not found: running SqueezeNet 1.1 ({weights_io.download_command('vgg19')} for the "
+          "course's network)")
 settings = transfer.resolve_settings(args.content, args.style, model=model, weights=args.weights,
                                      size=args.size, optimizer="adam", iters=args.iters,
                                      init="content+noise", seed=args.seed)

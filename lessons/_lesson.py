@@ -473,25 +473,25 @@ def network_name(args):
         UserError: no weights at all, with the one line that says how to get them; a --weights
             file that is missing, broken, or holds another network than --network names.
     """
-    from scratchnst import networks, weights
+    from scratchnst import weights as weights_io
 
     wanted = None if args.network == "auto" else args.network
     if args.weights is not None:
         # Read it now: a wrong file stops the lesson here, in one line, not halfway through.
-        name, _ = networks.parameters_from_file(weights.read_weights(args.weights, model=wanted), wanted)
+        name, _ = weights_io.parameters_from_file(weights_io.read_weights(args.weights, model=wanted), wanted)
         return name
     if wanted is not None:
-        weights.find_weights(wanted)  # UserError: where it looked, and the download command
+        weights_io.find_weights(wanted)  # UserError: where it looked, and the download command
         return wanted
     for name in ("vgg19", "squeezenet"):
         try:
-            weights.find_weights(name)
+            weights_io.find_weights(name)
             return name
         except UserError:
             continue
-    raise UserError("no pretrained weights found: run `scratchnst weights download squeezenet` (3 MB; "
-                    "or `... download vgg19`, 80 MB, the course's network), or point "
-                    "$SCRATCHNST_WEIGHTS_DIR at a folder that holds them, or give --weights FILE")
+    raise UserError(f"no pretrained weights found: run {weights_io.download_command('squeezenet')} (3 MB; or vgg19, "
+                    "80 MB, the course's network), or point $SCRATCHNST_WEIGHTS_DIR at a folder that holds them, "
+                    "or give --weights FILE")
 
 
 def load_network(args, pooling="max", dtype=np.float32):
@@ -507,6 +507,7 @@ def load_network(args, pooling="max", dtype=np.float32):
         UsageError: --size is too small for the network (the message gives the smallest that works).
     """
     from scratchnst import networks, transfer
+    from scratchnst import weights as weights_io
 
     name = network_name(args)
     net = networks.load(name, weights=args.weights, dtype=dtype)
@@ -519,7 +520,7 @@ def load_network(args, pooling="max", dtype=np.float32):
     print(f"network: {net.name}, {pooling} pooling, {net.dtype.name}, weights from {shown(net.path)}")
     if net.name == "squeezenet" and args.network == "auto" and args.weights is None:
         print("(the course uses VGG-19; its weights were not found, so this lesson runs SqueezeNet 1.1, "
-              "10 to 20 times faster here: `scratchnst weights download vgg19` to use VGG-19)")
+              f"10 to 20 times faster here: {weights_io.download_command('vgg19')} to use VGG-19)")
     return net
 
 

@@ -35,7 +35,7 @@ from scratchnst.errors import UsageError, UserError
 MAX_DECODED_PIXELS = 100_000_000
 
 # A JPEG decoded at 1/2..1/8 scale (libjpeg's DCT scaling) is a cruder filter than Lanczos: drafting
-# down to the target size itself changed ../shared's starry_night.jpg at long side 512 by 8 grey
+# down to the target size itself changed a public-domain scan of The Starry Night at long side 512 by 8 grey
 # levels on average (up to 79). Drafting only to >= 3x the target and letting Lanczos do the rest
 # leaves about one grey level (Pillow's documentation of reducing_gap says the same of 3.0), and a
 # 40-megapixel photo at long side 320 is still decoded at 1/8 scale.

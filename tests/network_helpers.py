@@ -1,9 +1,9 @@
 """Helpers for the weights, networks and download tests: random weights, Keras-style HDF5 files,
 an independent reader, and PyTorch versions of VGG-19 and SqueezeNet.
 
-The PyTorch models are written out by hand from the published Keras and Caffe layer lists (not from scratchnst.networks' tables),
-so that a mistake in a table cannot hide by being copied into the reference. They take and return
-tensors in our NHWC layout through scratchnst.torch_ref.
+The PyTorch models are written out by hand from the published Keras and Caffe layer lists (not from
+scratchnst.architectures' tables), so that a mistake in a table cannot hide by being copied into the
+reference. They take and return tensors in our NHWC layout through scratchnst.torch_ref.
 """
 
 import re

@@ -672,8 +672,9 @@ def format_report(report):
                          right=range(2, 10))
     out += ["",
             "s: median seconds of a step. ratio: scratchnst / PyTorch; over floor: that ratio divided by the",
-            "floor's (1.00: as close to PyTorch as NumPy's matrix products allow). MB: peak resident memory of one step",
-            "above the memory before it, each library in a fresh process after a warm-up step on a small image.",
+            "floor's (1.00: as close to PyTorch as NumPy's matrix products allow). MB: peak resident memory of",
+            "one step above the memory before it, each library in a fresh process after a warm-up step on a",
+            "small image.",
             "dx differs by: ||dx_scratchnst - dx_PyTorch|| / ||dx_PyTorch|| (float32; a max pool may send a",
             "gradient to another cell where two inputs tie to round-off). load: the machine's load average."]
     quality = report.get("quality")
