@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from scratchnst import weights as weights_io
 from scratchnst.errors import UserError
@@ -25,11 +26,12 @@ UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SQUEEZENET_FILE = weights_io.KNOWN_WEIGHTS["squeezenet"].filename
 
 # What the tests ask ../shared/images for, and the shipped image of the same kind that stands in for it
-# when ../shared is absent: a photograph, a painting with swirls, a painting with other colours.
+# when ../shared is absent (a photograph, a painting with swirls, a painting with other colours),
+# resized to the size of the one it stands for: tests count on those sizes and aspect ratios.
 SHIPPED_STAND_INS = {
-    "tubingen.jpg": REPO / "lessons" / "images" / "cat.jpg",
-    "starry_night.jpg": REPO / "lessons" / "images" / "swirls.jpg",
-    "the_scream.jpg": REPO / "lessons" / "images" / "mosaic.jpg",
+    "tubingen.jpg": (REPO / "lessons" / "images" / "cat.jpg", (1024, 768)),
+    "starry_night.jpg": (REPO / "lessons" / "images" / "swirls.jpg", (1024, 640)),
+    "the_scream.jpg": (REPO / "lessons" / "images" / "mosaic.jpg", (1200, 1528)),
 }
 
 
@@ -65,15 +67,21 @@ def squeezenet_weights_path():
 
 
 @pytest.fixture(scope="session")
-def shared_image():
+def shared_image(tmp_path_factory):
     """shared_image("tubingen.jpg") -> path of that image in ../shared/images, else its shipped stand-in."""
+    made = {}
 
     def get(name):
         path = shared_path() / "images" / name
         if path.is_file():
             return path
         if name in SHIPPED_STAND_INS:
-            return SHIPPED_STAND_INS[name]
+            if name not in made:
+                source, size = SHIPPED_STAND_INS[name]
+                made[name] = tmp_path_factory.mktemp("stand-ins") / name
+                with Image.open(source) as picture:
+                    picture.convert("RGB").resize(size, Image.LANCZOS).save(made[name], quality=95)
+            return made[name]
         missing(f"{path} not found: put ../shared beside the repository (or set $SCRATCHNST_SHARED) to run this test")
 
     return get

@@ -596,7 +596,9 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
         floor_result = run_worker({"task": "floor", "threads": threads, "repeats": repeats, "warmup": warmup},
                                   threads)
     quality_result = None
-    if quality is not None and use_torch and torch_available():
+    if quality is not None and not any(r["pytorch"] == "used" for r in results):
+        say("bench: no time-to-quality row: the measuring processes could not import PyTorch")
+    elif quality is not None:
         say(f"bench: time to quality, {quality['iters']} L-BFGS iterations of stylize against "
             "torch.optim.LBFGS (about a minute)...")
         quality_result = run_worker({"task": "quality", "threads": threads, **quality}, threads)
