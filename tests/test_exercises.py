@@ -8,7 +8,6 @@ the student's code in a child process, so the copies and their reports are made 
 
 import ast
 import hashlib
-import io
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from exercise_helpers import by_name, plant, rendered
 import scratchnst
 from scratchnst import exercises
 from scratchnst.exercises import markers as exercise_markers
@@ -44,19 +44,6 @@ def marked_functions():
     return {(r.module, r.function) for r in exercises.package_regions(PACKAGE)}
 
 
-def plant(root, module, function, code):
-    """Replace the solution region of module.function in the copy at root with `code` (a planted answer)."""
-    path = Path(root) / "scratchnst" / f"{module}.py"
-    text = path.read_text(encoding="utf-8")
-    regions = [r for r in find_regions(text, module) if r.function == function]
-    assert len(regions) == 1, f"{module}.{function} should have exactly one region to plant into"
-    (region,) = regions
-    lines = text.splitlines(keepends=True)
-    body = textwrap.indent(textwrap.dedent(code).strip("\n") + "\n", region.indent)
-    lines[region.begin - 1:region.end] = [body]
-    path.write_text("".join(lines), encoding="utf-8")
-
-
 def write_in_student_copy(root, module, function, code):
     """What a student does in a student copy: replace the NotImplementedError stub of module.function with `code`."""
     path = Path(root) / "scratchnst" / f"{module}.py"
@@ -76,16 +63,6 @@ def package_digest():
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(str(path.relative_to(PACKAGE)).encode() + path.read_bytes())
     return digest.hexdigest()
-
-
-def by_name(report):
-    return {r.exercise.function: r for r in report.results}
-
-
-def rendered(report):
-    out = io.StringIO()
-    exercises.print_report(report, out)
-    return out.getvalue()
 
 
 # ------------------------------------------------------------------------------- fixtures

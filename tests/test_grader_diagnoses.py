@@ -4,15 +4,11 @@ planted in an answer key (self-check role: a plain child process, fast) and, for
 copy checked against the values shipped with it (no answer key involved in judging).
 """
 
-import ast
-import io
-import textwrap
-from pathlib import Path
 
 import pytest
 
+from exercise_helpers import plant, rendered
 from scratchnst import exercises
-from scratchnst.exercises import find_regions
 
 SLIPS = {
     # dtype only: right values, float64 out for float32 in
@@ -88,28 +84,6 @@ NAMES = {
     "avg_pool_forward": "output size off by one",
     "max_pool_backward": "= instead of += where windows overlap",
 }
-
-
-def plant(root, module, function, code):
-    """Put `code` where the student writes module.function (its region, or its NotImplementedError stub)."""
-    path = Path(root) / "scratchnst" / f"{module}.py"
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    regions = [r for r in find_regions(text, module) if r.function == function]
-    if regions:
-        first, last, indent = regions[0].begin, regions[0].end, regions[0].indent
-    else:
-        node = next(n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and n.name == function)
-        (stub,) = [s for s in node.body if isinstance(s, ast.Raise) and "NotImplementedError" in ast.unparse(s)]
-        first, last, indent = stub.lineno, stub.end_lineno, " " * stub.col_offset
-    lines[first - 1:last] = [textwrap.indent(textwrap.dedent(code).strip("\n") + "\n", indent)]
-    path.write_text("".join(lines), encoding="utf-8")
-
-
-def rendered(report):
-    out = io.StringIO()
-    exercises.print_report(report, out)
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,23 @@ submission itself, the teacher's files). Without a usable bubblewrap the contain
 forged answers, stray processes) run there too.
 """
 
-import ast
+import contextlib
 import hashlib
 import os
 import py_compile
 import secrets
 import shutil
 import socket
-import textwrap
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from exercise_helpers import plant, rendered
 import scratchnst
 from scratchnst import exercises
-from scratchnst.exercises import find_regions, sandbox
+from scratchnst.exercises import sandbox
 from scratchnst.exercises.grading import check_containment
 
 PACKAGE = Path(scratchnst.__file__).resolve().parent
@@ -30,24 +31,6 @@ TOKEN = "redteam" + secrets.token_hex(4)  # in every process an attack starts: f
 BUDGET = 90.0  # seconds one attacked submission may take in all: generous for a loaded 2-core machine
 BWRAP, WHY = sandbox.bwrap_status()
 needs_bwrap = pytest.mark.skipif(not BWRAP, reason=f"no sandbox here: {WHY}")
-
-
-def plant(root, module, function, code):
-    """Put `code` where the student writes module.function: its solution region (an answer key) or its
-    NotImplementedError stub (a student copy)."""
-    path = Path(root) / "scratchnst" / f"{module}.py"
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    regions = [r for r in find_regions(text, module) if r.function == function]
-    if regions:
-        (region,) = regions
-        first, last, indent = region.begin, region.end, region.indent
-    else:
-        node = next(n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and n.name == function)
-        (stub,) = [s for s in node.body if isinstance(s, ast.Raise) and "NotImplementedError" in ast.unparse(s)]
-        first, last, indent = stub.lineno, stub.end_lineno, " " * stub.col_offset
-    lines[first - 1:last] = [textwrap.indent(textwrap.dedent(code).strip("\n") + "\n", indent)]
-    path.write_text("".join(lines), encoding="utf-8")
 
 
 def digest(folder):
@@ -64,19 +47,52 @@ def digest(folder):
     return h.hexdigest()
 
 
-def leftovers():
-    """Processes that outlived grading: an attack's (TOKEN in its command line) or a worker of ours."""
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _parent(pid):
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), 0))
+
+
+def leftovers(scope=None):
+    """Processes that outlived grading: an attack's (TOKEN in its command line), or one of this test's
+    grading (its scratch folder, under `scope`, in its own command line or in an ancestor's: a worker
+    in bubblewrap sees only /sub). Graders that other test runs or teachers run at the same time on
+    this machine are not ours, and are left out."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if TOKEN in cmdline or "scratchnst-run-" in cmdline or "/grader/worker.py" in cmdline:
+        cmdline = _cmdline(pid)
+        ours = TOKEN in cmdline
+        ancestor, hops = pid, 0
+        while scope is not None and not ours and ancestor and hops < 6:
+            ours = str(scope) in _cmdline(ancestor)
+            ancestor, hops = _parent(ancestor), hops + 1
+        if ours:
             found.append((pid, cmdline[:120]))
     return found
+
+
+@contextlib.contextmanager
+def scratch_under(tmp_path):
+    """The grader's scratch folders under tmp_path/scratch while it runs: their names in its processes'
+    command lines tell this test's processes from those of graders running beside it."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    tempfile.tempdir = str(scratch)
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = None
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +132,13 @@ def run_attack(pristine, tmp_path, teacher, base, plants, contained=True, setup=
     before = {"package": digest(PACKAGE), "submission": digest(submission), "teacher": digest(home)}
     options.setdefault("timeout", 5.0)
     start = time.monotonic()
-    report = exercises.grade(submission, only=only, use_torch=False, contained=contained, budget=BUDGET, **options)
+    with scratch_under(tmp_path) as scratch:
+        report = exercises.grade(submission, only=only, use_torch=False, contained=contained, budget=BUDGET,
+                                 **options)
     elapsed = time.monotonic() - start
     assert elapsed < BUDGET + 30, f"took {elapsed:.0f} s"
     time.sleep(0.2)  # a stray process would still be there; give the kernel a moment to reap the killed ones
-    assert not leftovers(), leftovers()
+    assert not leftovers(scratch), leftovers(scratch)
     assert not sandbox._WORKERS
     after = {"package": digest(PACKAGE), "submission": digest(submission), "teacher": digest(home)}
     assert after == before, "something outside the scratch folder changed"
@@ -134,14 +152,6 @@ def run_attack(pristine, tmp_path, teacher, base, plants, contained=True, setup=
     assert "\x1b" not in text and "\x07" not in text
     assert TOKEN + "-env" not in text
     return report
-
-
-def rendered(report):
-    import io
-
-    out = io.StringIO()
-    exercises.print_report(report, out)
-    return out.getvalue()
 
 
 def points(report):
@@ -521,13 +531,15 @@ def test_a_submission_that_is_slow_everywhere_stops_at_its_total_budget(pristine
     shutil.copytree(pristine / "key", submission)
     plant(submission, "costs", "total_cost", slow)
     start = time.monotonic()
-    report = exercises.grade(submission, only=["total_cost", "relu"], use_torch=False, contained=BWRAP,
-                             timeout=10.0, budget=2.0)
+    with scratch_under(tmp_path) as scratch:
+        report = exercises.grade(submission, only=["total_cost", "relu"], use_torch=False, contained=BWRAP,
+                                 timeout=10.0, budget=2.0)
     assert time.monotonic() - start < 60
     statuses = [c.status for r in report.results for c in r.checks]
     assert "timeout" in statuses
     assert "not run: the student's total time budget ran out" in rendered(report)
-    assert not leftovers()
+    time.sleep(0.2)
+    assert not leftovers(scratch)
 
 
 def test_the_scratch_copy_takes_python_sources_only_and_within_bounds(tmp_path):
