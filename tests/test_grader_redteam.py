@@ -257,6 +257,27 @@ def test_removing_the_import_block_does_not_bring_torch(pristine, tmp_path, teac
     assert "No module named 'torch'" in rendered(report)
 
 
+@pytest.mark.parametrize("contained", [True, False], ids=["bwrap", "uncontained"])
+def test_calling_the_given_fast_convolution_is_no_answer(pristine, tmp_path, teacher, contained):
+    """fast_conv is given (the networks run it), as CS231n gives fast_layers.py: calling it from the
+    convolution exercises earns nothing, while the other exercises still run it as they like."""
+    if contained and not BWRAP:
+        pytest.skip("bubblewrap is not usable here")
+    forward = """
+        from scratchnst import fast_conv
+        out = fast_conv.conv2d_forward(x, w, b, stride, padding)[0]
+    """
+    backward = """
+        from scratchnst import fast_conv
+        return fast_conv.conv2d_backward(dout, cache, weight_grads)
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "conv2d_forward"): forward,
+                                                            ("layers", "conv2d_backward"): backward},
+                        contained=contained, only=["conv2d", "relu_forward"])
+    assert points(report) == {"conv2d_forward": 0, "conv2d_backward": 0, "relu_forward": 1}
+    assert "fast_conv.conv2d_forward is given code, not your answer" in rendered(report)
+
+
 @needs_bwrap
 def test_replaying_the_values_shipped_with_the_copy_fails(pristine, tmp_path, teacher):
     """The student copy ships the self-check's expected values; a teacher's grade uses other inputs."""
