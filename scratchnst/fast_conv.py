@@ -290,22 +290,10 @@ def conv2d_backward(dout, cache, weight_grads=True):
     with the kernel flipped in space and with its channel axes swapped,
     w[::-1, ::-1].transpose(0, 1, 3, 2); the same fast routine as the forward pass computes it.
     """
-    x, w, b, stride, padding = cache
-    N, H, W, C_in = x.shape
-    KH, KW, _, C_out = w.shape
-    _, H_out, W_out, _ = dout.shape
-    _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
-    _, left, right = layers.conv_output_size(W, KW, stride, padding)
     dx = _input_gradient(dout, cache)
     if not weight_grads:
         return dx, None, None
-    xpad = layers._pad_hw(x, (top, bottom), (left, right))
-    dflat = dout.reshape(N * H_out * W_out, C_out)
-    dw = np.empty(w.shape, dtype=np.result_type(dout, x))
-    for kh, kw, tap in layers._window_taps(xpad, KH, KW, stride, H_out, W_out):
-        dw[kh, kw] = tap.reshape(N * H_out * W_out, C_in).T @ dflat
-    db = dout.sum(axis=(0, 1, 2)).astype(b.dtype, copy=False)
-    return dx, dw, db
+    return (dx, *_weight_gradients(dout, cache))
 
 
 def conv2d_relu_backward(dout, cache):
@@ -320,10 +308,27 @@ def conv2d_relu_backward(dout, cache):
         convolution copies dout's rows (no array of dJ/dz is made); otherwise as relu_backward does.
     """
     conv_cache, out = cache
-    x, w, _, stride, _ = conv_cache
+    x, _, _, stride, _ = conv_cache
     if stride == 1 and x.shape[3] >= _FEW_CHANNELS:
         return _input_gradient(dout, conv_cache, relu_out=out)
     return _input_gradient(layers.relu_backward(dout, out), conv_cache)
+
+
+def _weight_gradients(dout, cache):
+    """(dw (KH, KW, C_in, C_out), db (C_out,)) of conv2d_forward: one product per kernel tap over all
+    positions, as in the readable version (already BLAS-sized; only the style-transfer path skips it)."""
+    x, w, b, stride, padding = cache
+    N, H, W, C_in = x.shape
+    KH, KW, _, C_out = w.shape
+    _, H_out, W_out, _ = dout.shape
+    _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
+    _, left, right = layers.conv_output_size(W, KW, stride, padding)
+    xpad = layers._pad_hw(x, (top, bottom), (left, right))
+    dout_rows = dout.reshape(N * H_out * W_out, C_out)
+    dw = np.empty(w.shape, dtype=np.result_type(dout, x))
+    for kh, kw, tap in layers._window_taps(xpad, KH, KW, stride, H_out, W_out):
+        dw[kh, kw] = tap.reshape(N * H_out * W_out, C_in).T @ dout_rows
+    return dw, dout.sum(axis=(0, 1, 2)).astype(b.dtype, copy=False)
 
 
 def _input_gradient(dout, cache, relu_out=None):

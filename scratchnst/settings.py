@@ -186,7 +186,7 @@ def resolve_settings(
             raise UsageError(f"--init {init}: not one of {', '.join(INITS)} and no such image file")
         image.image_size(init)  # a folder or a broken image is told now, in the image's own words
 
-    styles = _as_list(style)
+    styles = style_list(style)
     n_styles = len(styles) if style is not None else len(style_blend or [1])
     if style_blend is None:
         style_blend = [1.0] * n_styles
@@ -229,13 +229,6 @@ def resolve_settings(
     )
 
 
-def _other_remedies(s, what):
-    """The other settings that would make an image too small for the network larger, if any were changed."""
-    remedies = (["a larger --style-scale"] if what == "style" and s["style_scale"] < 1 else []) + \
-        (["fewer --scales"] if s["scales"] > 1 else [])
-    return "".join(f", or {remedy}" for remedy in remedies)
-
-
 def _finite(value):
     return bool(np.isfinite(float(value)))
 
@@ -245,7 +238,8 @@ def scale_sizes(size, scales):
     return [max(1, round(size / 2 ** (scales - 1 - k))) for k in range(scales)]
 
 
-def _as_list(style):
+def style_list(style):
+    """`stylize`'s style argument as a list: [] for None, the list itself, or [the one path or array]."""
     if style is None:
         return []
     if isinstance(style, (list, tuple)):

@@ -38,8 +38,8 @@ from scratchnst.costs import (
     total_variation_cost_backward,
 )
 from scratchnst.errors import UserError
-from scratchnst.settings import (INITS, MODEL_DEFAULTS, _as_list, _other_remedies, check_memory,  # noqa: F401
-                                 resolve_settings, scale_sizes)
+from scratchnst.settings import (INITS, MODEL_DEFAULTS, check_memory, resolve_settings,  # noqa: F401
+                                 scale_sizes, style_list)
 
 
 # ------------------------------------------------------------------------------- the costs
@@ -266,12 +266,12 @@ def stylize(content, style, *, callback=None, resume=None, **options):
     s = resolve_settings(content, style, **options)
     check_memory(s, content)
     init_file = None if isinstance(s["init"], str) and s["init"] in INITS else s["init"]
-    inputs = checkpoint.InputDigests(content, _as_list(style), init_file, s["weights"])
+    inputs = checkpoint.InputDigests(content, style_list(style), init_file, s["weights"])
     if resume is not None:
         checkpoint.check_resume(resume, s, inputs, INITS)
     # Loaded at the largest size a pass needs: a phone photo is not decoded at 40 megapixels.
     content_full = _load(content, "content", s["size"])
-    styles_full = [_load(source, "style", max(1, round(s["style_scale"] * s["size"]))) for source in _as_list(style)]
+    styles_full = [_load(source, "style", max(1, round(s["style_scale"] * s["size"]))) for source in style_list(style)]
     network = networks.load(s["model"], weights=s["weights"], pooling=s["pool"], dtype=np.float32)
     need = network.min_input_size_for([s["content_layer"]] + [name for name, _ in s["style_layers"]])
     sizes = scale_sizes(s["size"], s["scales"])
@@ -304,7 +304,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
         if k == first and resume is not None:
             pass_resume = resume["optimizer"]  # the pass starts where the checkpoint stopped
         elif k == 0:
-            pass_resume, generated = None, _initial_image(s["init"], content_img, rng)
+            pass_resume, generated = None, initial_image(s["init"], content_img, rng)
         else:
             pass_resume, generated = None, image.resize_to(generated, H, W)  # the last pass's result, enlarged
 
@@ -417,6 +417,13 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
 LBFGS_OPTIONS = {"history_size": 20, "memory_dtype": np.float32}
 
 
+def _other_remedies(s, what):
+    """The other settings that would make an image too small for the network larger, if any were changed."""
+    remedies = (["a larger --style-scale"] if what == "style" and s["style_scale"] < 1 else []) + \
+        (["fewer --scales"] if s["scales"] > 1 else [])
+    return "".join(f", or {remedy}" for remedy in remedies)
+
+
 def _load(source, what, long_side):
     """An RGB float32 image (H, W, 3) from a path (decoded at `long_side` on its longer side) or an array."""
     if isinstance(source, (str, os.PathLike)):
@@ -431,8 +438,14 @@ def _load(source, what, long_side):
 COURSE_NOISE = 0.25 * 255
 
 
-def _initial_image(init, content_img, rng):
-    """The first pass's starting image, (H, W, 3) float32 RGB 0..255."""
+def initial_image(init, content_img, rng):
+    """The first pass's starting image, (H, W, 3) float32 RGB 0..255.
+
+    Args:
+        init: "content+noise", "content", "noise", an image path, or an (H', W', 3) array (resized).
+        content_img: (H, W, 3) RGB 0..255, the content at the first pass's size.
+        rng: np.random.Generator of the run's seed (the noise draws come from it).
+    """
     H, W, _ = content_img.shape
     if isinstance(init, np.ndarray):
         return image.resize_to(np.asarray(init, np.float32), H, W)

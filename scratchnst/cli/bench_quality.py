@@ -125,7 +125,7 @@ def measure_quality(content, style, weights=None, threads=1, **options):
     network = networks.load(s["model"], weights=s["weights"], pooling=s["pool"], dtype=np.float32)
     content_img = image.load_image(content, long_side=s["size"])
     style_img = image.load_image(style, long_side=max(1, round(s["style_scale"] * s["size"])))
-    start_img = transfer._initial_image(s["init"], content_img, np.random.default_rng(s["seed"]))
+    start_img = transfer.initial_image(s["init"], content_img, np.random.default_rng(s["seed"]))
     x0 = image.preprocess(start_img, network.preprocessing)
     x_torch, torch_seconds, torch_evals = torch_lbfgs(network, content_img, [style_img], x0, s, threads)
     cost = transfer.make_cost_function(
