@@ -14,7 +14,8 @@
     transfer        stylize(): the loop the command line, the lessons and the tests all call
     checkpoint      checkpoint files (.npz, no pickle) that --resume continues from
     gradcheck       finite differences, rel_error, the `scratchnst gradcheck` table
-    torch_ref       the same layers in PyTorch (NHWC in and out), used only to check ours
+    torch_ref       the same layers and costs in PyTorch (NHWC in and out), used only to check ours
+    torch_network   the networks and the course's total cost in PyTorch, for gradcheck's chain rows and the bench
     visualize       feature maps as a grid of pictures
     atomic          every file written through a temporary file and a rename
     errors          UserError and UsageError: one line that says what to do

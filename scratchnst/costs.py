@@ -138,6 +138,29 @@ def gram_matrix(A):
     # END SOLUTION
 
 
+def gram_matrix_backward(A, dG):
+    """Gradient of the Gram matrix with respect to the unrolled activations.
+
+    Args:
+        A: (nC, M) unrolled activations, M = nH*nW positions.
+        dG: (nC, nC) upstream gradient dJ/dG for some cost J of G = gram_matrix(A).
+
+    Returns:
+        dJ/dA, (nC, M), dtype of A.
+
+    Formula: G[i, j] = sum_p A[i, p] A[j, p], so A[k, p] appears in row k and in column k of G:
+        dJ/dA[k, p] = sum_j dG[k, j] A[j, p] + sum_i dG[i, k] A[i, p],   that is
+        dJ/dA = (dG + dG^T) @ A
+    (2 dG @ A when dG is symmetric, as every cost of G that treats G[i, j] and G[j, i] alike has.)
+    """
+    # BEGIN SOLUTION
+    # HINT: each entry of A appears in one row and one column of G: differentiate both appearances
+    # HINT: (do not assume dG is symmetric)
+    dA = (dG + dG.T) @ A
+    return dA.astype(A.dtype, copy=False)
+    # END SOLUTION
+
+
 # ------------------------------------------------------------------------- layer style cost
 def compute_layer_style_cost(a_S, a_G):
     """Style cost at one layer: the distance between the style image's and generated image's Grams.
@@ -349,10 +372,14 @@ def compute_total_variation_cost(x):
     tv weight works at every image size):
         J_tv = (sum((x[:, i+1, j] - x[:, i, j]) ** 2) + sum((x[:, i, j+1] - x[:, i, j]) ** 2)) / x.size
     """
+    # BEGIN SOLUTION
+    # HINT: the differences between each pixel and the one below it, and the one to its right (slices
+    # HINT: of x, in float64); sum both sets of squares and divide by the number of values
     x64 = x.astype(np.float64)
     dv = x64[:, 1:, :, :] - x64[:, :-1, :, :]  # (N, H-1, W, C) vertical neighbours
     dh = x64[:, :, 1:, :] - x64[:, :, :-1, :]  # (N, H, W-1, C) horizontal neighbours
     return float((np.sum(dv * dv) + np.sum(dh * dh)) / x.size)
+    # END SOLUTION
 
 
 def total_variation_cost_backward(x):
@@ -367,6 +394,9 @@ def total_variation_cost_backward(x):
     Formula: every difference d = x[p+1] - x[p] adds 2 d / x.size to pixel p+1 and subtracts it
     from pixel p.
     """
+    # BEGIN SOLUTION
+    # HINT: every pixel is in up to four differences (above, below, left, right): add what each
+    # HINT: difference contributes to both its pixels, with the sign it has there; return x's dtype
     x64 = x.astype(np.float64)
     dv = 2 * (x64[:, 1:, :, :] - x64[:, :-1, :, :]) / x.size  # (N, H-1, W, C)
     dh = 2 * (x64[:, :, 1:, :] - x64[:, :, :-1, :]) / x.size  # (N, H, W-1, C)
@@ -376,3 +406,4 @@ def total_variation_cost_backward(x):
     dx[:, :, 1:, :] += dh
     dx[:, :, :-1, :] -= dh
     return dx.astype(x.dtype)
+    # END SOLUTION

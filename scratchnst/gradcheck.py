@@ -1,4 +1,4 @@
-"""Gradient checking: centred finite differences, `rel_error`, and the `scratchnst gradcheck` table.
+"""Gradient checking: centred finite differences, `rel_error`, and the engine of the `scratchnst gradcheck` table.
 
 A backward pass is right when it agrees with two independent witnesses:
 
@@ -8,9 +8,14 @@ A backward pass is right when it agrees with two independent witnesses:
 2. PyTorch autograd on the same inputs and the same `dout`.
 """
 
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
 import numpy as np
 
-from scratchnst import fast_conv, layers, torch_ref
+from scratchnst import torch_ref
 
 # A row passes when the analytic gradient agrees with the numeric one to NUMERIC_TOL and with
 # PyTorch (forward output and every gradient) to TORCH_TOL, all in float64. Centred differences
@@ -40,6 +45,22 @@ def rel_error(x, y):
     return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
 
 
+def rel_error_normwise(x, y):
+    """max |x - y| / max(1e-8, max(|x| + |y|)): the error relative to the largest element.
+
+    The yardstick for the gradient of a scalar cost: the round-off of a difference quotient is
+    about eps * |J| / h on every element alike, so an element a thousand times smaller than the
+    largest has a thousand times its relative error without anything being wrong.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"shapes differ: {x.shape} and {y.shape}")
+    if x.size == 0:
+        return 0.0
+    return float(np.max(np.abs(x - y)) / max(1e-8, float(np.max(np.abs(x) + np.abs(y)))))
+
+
 def eval_numerical_gradient_array(f, x, dout, h=1e-5):
     """Centred finite-difference gradient of sum(f(x) * dout) with respect to x.
 
@@ -66,120 +87,120 @@ def eval_numerical_gradient_array(f, x, dout, h=1e-5):
     return dx
 
 
-# ----------------------------------------------------------------------- the checks table
-class Case:
-    """One layer configuration to check.
+def eval_numerical_gradient_at(f, x, indices, h=1e-5):
+    """Centred differences of a scalar function at a few coordinates only (CS231n's grad_check_sparse).
 
     Args:
-        layer: name shown in the table ("conv2d", "relu", ...).
-        config: configuration shown in the table ("3x3 s2 same", ...).
+        f: function of one array returning a scalar (a float or a 0-d array).
+        x: point of evaluation, float64. Not modified.
+        indices: flat indices into x where the derivative is estimated.
+        h: step.
+
+    Returns:
+        (len(indices),) float64: (f(x + h e_i) - f(x - h e_i)) / (2h) for each i in indices.
+
+    For a whole network one evaluation costs a forward pass, so the chain rows differentiate a
+    sample of pixels rather than all of them (the PyTorch column compares every pixel).
+    """
+    x = np.array(x, dtype=np.float64, copy=True)
+    flat = x.reshape(-1)
+    out = np.empty(len(indices))
+    for k, i in enumerate(indices):
+        old = flat[i]
+        flat[i] = old + h
+        plus = float(f(x))
+        flat[i] = old - h
+        minus = float(f(x))
+        flat[i] = old
+        out[k] = (plus - minus) / (2 * h)
+    return out
+
+
+# ------------------------------------------------------------------------------ the engine
+class Skip(Exception):
+    """A check that cannot run here (no weights for its network): the message says how to enable it."""
+
+
+@dataclass
+class Case:
+    """One configuration to check: a function, its hand-derived backward pass, and PyTorch's twin.
+
+    Args:
+        name: the check's name in the table, one word ("conv2d", "content_cost", "squeezenet_total").
+        config: the configuration shown in the table ("3x3 s2 same 7x9x3->4 N=1", ...).
         inputs: dict name -> float64 array; the differentiable inputs, in backward's order.
-        forward: function(**inputs) -> (out, cache), our layer.
-        backward: function(dout, cache) -> tuple of gradients in the order of `inputs`.
-        torch_forward: function(**torch tensors) -> torch tensor, PyTorch's layer.
+        forward: function(**inputs) -> (out, cache); out an array, or a 0-d array for a cost.
+        backward: function(dout, cache) -> tuple of gradients in the order of `inputs`; called right
+            after forward (a network keeps its caches in itself).
+        torch_forward: function(**torch tensors) -> torch tensor, PyTorch's version of forward.
         h: finite-difference step.
+        samples: None to differentiate every input element numerically, or how many elements of
+            each input to sample (a whole network: one forward pass per difference).
+        numeric_tol, torch_tol: the largest relative errors that pass.
+        normwise: measure each gradient's error relative to its largest element (rel_error_normwise),
+            as the costs and the chain rows do, instead of element by element (rel_error).
     """
 
-    def __init__(self, layer, config, inputs, forward, backward, torch_forward, h=1e-5):
-        self.layer, self.config, self.h = layer, config, h
-        self.inputs, self.forward, self.backward, self.torch_forward = inputs, forward, backward, torch_forward
+    name: str
+    config: str
+    inputs: dict
+    forward: Callable
+    backward: Callable
+    torch_forward: Callable
+    h: float = 1e-5
+    samples: int = None
+    numeric_tol: float = NUMERIC_TOL
+    torch_tol: float = TORCH_TOL
+    normwise: bool = False
+
+    @property
+    def layer(self):  # the name the table called "layer" before it checked costs and networks too
+        return self.name
 
 
-def _conv_case(rng, shape, kernel, c_out, stride, padding, module=layers):
-    """A convolution's case; module: `layers` (the readable one) or `fast_conv` (the one networks run)."""
-    N, H, W, C_in = shape
-    inputs = {
-        "x": rng.standard_normal(shape),
-        "w": rng.standard_normal((kernel, kernel, C_in, c_out)),
-        "b": rng.standard_normal(c_out),
-    }
-    return Case(
-        "conv2d" if module is layers else "conv2d (fast)",
-        f"{kernel}x{kernel} s{stride} {padding} {H}x{W}x{C_in}->{c_out} N={N}",
-        inputs,
-        lambda x, w, b: module.conv2d_forward(x, w, b, stride, padding),
-        module.conv2d_backward,
-        lambda x, w, b: torch_ref.conv2d(x, w, b, stride, padding),
-        # Convolution is linear in each of x, w and b, so centred differences have no truncation
-        # error at any step; a larger step shrinks the round-off, which otherwise dominates for
-        # gradient elements that are small sums of large terms (border pixels of a 7x7 kernel).
-        h=1e-3,
-    )
+@dataclass(frozen=True)
+class Check:
+    """A row of the table before it is built: its name, group, and how to build its Case.
 
+    Building can be slow (a network's weights) or impossible here (raises Skip), so it happens
+    only for the rows a run selects.
+    """
 
-def _pool_case(kind, rng, shape, size, stride, padding):
-    fwd, bwd, ref = {
-        "max": (layers.max_pool_forward, layers.max_pool_backward, torch_ref.max_pool),
-        "avg": (layers.avg_pool_forward, layers.avg_pool_backward, torch_ref.avg_pool),
-    }[kind]
-    N, H, W, C = shape
-    return Case(
-        f"{kind}_pool",
-        f"{size}x{size} s{stride} {padding} {H}x{W}x{C} N={N}",
-        {"x": rng.standard_normal(shape)},
-        lambda x: fwd(x, size, stride, padding),
-        lambda dout, cache: (bwd(dout, cache),),
-        lambda x: ref(x, size, stride, padding),
-    )
-
-
-def default_cases(seed=0):
-    """The configurations `scratchnst gradcheck` checks: every layer as the networks use it, and more."""
-    rng = np.random.default_rng(seed)
-    cases = [
-        _conv_case(rng, (2, 7, 9, 3), 3, 4, 1, "same"),  # VGG-19's convolutions, odd sizes
-        _conv_case(rng, (1, 7, 9, 3), 3, 4, 2, "valid"),  # SqueezeNet's conv1
-        _conv_case(rng, (1, 8, 6, 3), 3, 4, 2, "same"),  # odd total padding: one more bottom/right
-        _conv_case(rng, (3, 5, 7, 4), 1, 3, 1, "same"),  # fire modules' squeeze and expand1x1
-        _conv_case(rng, (1, 9, 7, 2), 5, 3, 1, "same"),
-        _conv_case(rng, (1, 9, 11, 2), 7, 2, 2, 3),  # int padding, as PyTorch's padding=3
-    ]
-    cases += [
-        _conv_case(rng, (2, 7, 9, 3), 3, 4, 1, "same", fast_conv),
-        _conv_case(rng, (1, 7, 9, 3), 3, 4, 2, "valid", fast_conv),
-        _conv_case(rng, (3, 5, 7, 4), 1, 3, 1, "same", fast_conv),  # 1x1: a plain product
-        _conv_case(rng, (1, 9, 11, 2), 7, 2, 2, 3, fast_conv),
-        _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, "same", fast_conv),  # many channels: the flipped-kernel dx
-        _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, 1, fast_conv),
-    ]
-    x_relu = rng.standard_normal((2, 5, 7, 3))
-    x_relu[np.abs(x_relu) < 1e-3] = 0.5  # keep away from the kink, where differences are wrong
-    cases.append(Case(
-        "relu", "5x7x3 N=2", {"x": x_relu}, layers.relu_forward,
-        lambda dout, cache: (layers.relu_backward(dout, cache),), torch_ref.relu,
-    ))
-    for kind in ("max", "avg"):
-        cases += [
-            _pool_case(kind, rng, (2, 7, 9, 3), 2, 2, "valid"),  # VGG-19's pools, odd sizes floor
-            _pool_case(kind, rng, (1, 9, 11, 3), 3, 2, "valid"),  # SqueezeNet's overlapping pools
-            _pool_case(kind, rng, (1, 8, 7, 2), 3, 2, "same"),
-        ]
-    a, b = rng.standard_normal((2, 4, 5, 3)), rng.standard_normal((2, 4, 5, 6))
-    cases.append(Case(
-        "concat", "4x5x(3+6) N=2", {"a": a, "b": b},
-        lambda a, b: layers.concat_forward([a, b]),
-        lambda dout, cache: tuple(layers.concat_backward(dout, cache)),
-        lambda a, b: torch_ref.concat([a, b]),
-    ))
-    return cases
+    name: str
+    group: str  # "layers", "costs" or "chain"
+    build: Callable  # () -> Case
+    tags: tuple = ()  # other names that select it with --only, e.g. the network's name
 
 
 def check_case(case, use_torch=True, seed=0):
     """Check one case; returns (numeric_error, torch_error or None).
 
-    numeric_error: max over inputs of rel_error(analytic, centred differences).
+    numeric_error: max over inputs of rel_error(analytic, centred differences) (normwise: see Case).
     torch_error: max over the output and every gradient of rel_error(ours, PyTorch's).
     """
+    error = rel_error_normwise if case.normwise else rel_error
     out, cache = case.forward(**case.inputs)
+    out = np.asarray(out, dtype=np.float64)
     dout = np.random.default_rng(seed).standard_normal(out.shape)
     grads = case.backward(dout, cache)
+    pick = np.random.default_rng(seed + 1)
     numeric_error = 0.0
     for (name, value), grad in zip(case.inputs.items(), grads):
         def f(v, name=name):
             return case.forward(**{**case.inputs, name: v})[0]
 
-        numeric = eval_numerical_gradient_array(f, value, dout, h=case.h)
-        numeric_error = max(numeric_error, rel_error(grad, numeric))
+        grad = np.asarray(grad, dtype=np.float64)
+        if grad.shape != value.shape:
+            raise ValueError(f"the gradient of {name} has shape {grad.shape}, its input {value.shape}")
+        if case.samples is None:
+            numeric = eval_numerical_gradient_array(f, value, dout, h=case.h)
+            numeric_error = max(numeric_error, error(grad, numeric))
+        else:
+            indices = pick.choice(value.size, size=min(case.samples, value.size), replace=False)
+            analytic = grad.reshape(-1)[indices]
+            numeric = _sampled_differences(lambda v: np.sum(np.asarray(f(v)) * dout), value, indices, analytic,
+                                           case.h, case.numeric_tol)
+            numeric_error = max(numeric_error, error(analytic, numeric))
     if not use_torch:
         return numeric_error, None
     tensors = {name: torch_ref.to_torch(v, requires_grad=True) for name, v in case.inputs.items()}
@@ -188,32 +209,210 @@ def check_case(case, use_torch=True, seed=0):
     (out_t * torch_ref.to_torch(dout)).sum().backward()
     torch_error = rel_error(out, torch_ref.to_numpy(out_t))
     for t, grad in zip(tensors.values(), grads):
-        torch_error = max(torch_error, rel_error(grad, torch_ref.to_numpy(t.grad)))
+        torch_error = max(torch_error, error(grad, torch_ref.to_numpy(t.grad)))
     return numeric_error, torch_error
 
 
-def run_gradcheck(seed=0, use_torch=True, cases=None, stream=None):
-    """Check every case, print the table, return the exit status (0 if all pass, 1 otherwise)."""
+def _sampled_differences(f, x, indices, analytic, h, tol):
+    """eval_numerical_gradient_at, with a second look where a kink may have spoilt a quotient.
+
+    Through a whole network the cost is only piecewise smooth: a ReLU that switches, or a max
+    pool whose winner changes, between x - h and x + h adds about h * (the jump in slope) to the
+    quotient. Where a pixel's quotient misses the analytic value, it is taken again with steps
+    h/10 and h/100, which step over the kink with ever higher probability, and the closest
+    quotient counts. A wrong gradient agrees with none of them, so this cannot hide a mistake.
+    """
+    numeric = eval_numerical_gradient_at(f, x, indices, h=h)
+    scale = max(1e-8, float(np.max(np.abs(analytic) + np.abs(numeric))))
+    for k in np.flatnonzero(np.abs(analytic - numeric) > tol * scale):
+        for smaller in (h / 10, h / 100):
+            again = eval_numerical_gradient_at(f, x, indices[k:k + 1], h=smaller)[0]
+            if abs(again - analytic[k]) < abs(numeric[k] - analytic[k]):
+                numeric[k] = again
+    return numeric
+
+
+@dataclass
+class Row:
+    """The outcome of one check: what the table prints and --json writes."""
+
+    name: str
+    group: str
+    config: str = ""
+    numeric_error: float = None
+    torch_error: float = None
+    seconds: float = 0.0
+    result: str = "PASS"  # PASS, FAIL, NOT DONE (an unwritten exercise), ERROR (it raised)
+    detail: str = ""  # for NOT DONE the function to write, for ERROR the exception's line
+    tolerances: tuple = (NUMERIC_TOL, TORCH_TOL)
+    normwise: bool = False
+
+    def as_dict(self):
+        return {"name": self.name, "group": self.group, "configuration": self.config,
+                "vs_numeric": self.numeric_error, "vs_pytorch": self.torch_error, "seconds": round(self.seconds, 3),
+                "result": self.result, "detail": self.detail,
+                "numeric_tol": self.tolerances[0], "pytorch_tol": self.tolerances[1],
+                "error": "relative to the largest element" if self.normwise else "elementwise"}
+
+
+def unwritten_function(error):
+    """'module.function' of the innermost frame of a NotImplementedError: the exercise left to write."""
+    frame, tb = None, error.__traceback__
+    while tb is not None:
+        frame, tb = tb.tb_frame, tb.tb_next
+    if frame is None:
+        return "a function"
+    return f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_name}"
+
+
+def _one_line(error):
+    """The exception as one line: its type and the first line of its message, and where it was raised."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    place = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
+    return f"{type(error).__name__}{': ' + text if text else ''}{place}"
+
+
+def run_check(check, use_torch, seed):
+    """Build and check one row; Skip propagates, everything else becomes the row's result."""
+    start = time.perf_counter()
+    row = Row(check.name, check.group)
+    try:
+        case = check.build()
+        row.config, row.tolerances, row.normwise = case.config, (case.numeric_tol, case.torch_tol), case.normwise
+        row.numeric_error, row.torch_error = check_case(case, use_torch=use_torch, seed=seed)
+    except Skip:
+        raise
+    except NotImplementedError as error:
+        row.result, row.detail = "NOT DONE", unwritten_function(error)
+    except Exception as error:  # noqa: BLE001 - a student's code may raise anything: the row says what
+        row.result, row.detail = "ERROR", _one_line(error)
+    else:
+        ok = row.numeric_error < case.numeric_tol and (row.torch_error is None or row.torch_error < case.torch_tol)
+        row.result = "PASS" if ok else "FAIL"
+    row.seconds = time.perf_counter() - start
+    return row
+
+
+def run_checks(checks, use_torch=True, seed=0, on_row=None):
+    """Run the checks in order.
+
+    Returns:
+        (rows, skipped): the Rows, and [(name, reason)] of the checks that raised Skip.
+    """
+    rows, skipped = [], []
+    for check in checks:
+        try:
+            row = run_check(check, use_torch, seed)
+        except Skip as why:
+            skipped.append((check.name, str(why)))
+            continue
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows, skipped
+
+
+def _result_text(row):
+    return f"{row.result} ({row.detail})" if row.result == "NOT DONE" else row.result
+
+
+def format_table(rows, skipped, torch_note, seconds):
+    """The table as text: a row per check, notes for the skipped ones, the tolerances, a summary line."""
+    header = ("check", "configuration", "vs numeric", "vs PyTorch", "seconds", "result")
+    cells = []
+    for row in rows:
+        numeric = "-" if row.numeric_error is None else f"{row.numeric_error:.1e}"
+        theirs = "-" if row.result in ("NOT DONE", "ERROR") else (
+            (torch_note or "-") if row.torch_error is None else f"{row.torch_error:.1e}")
+        cells.append((row.name, row.config or "-", numeric, theirs, f"{row.seconds:.2f}", _result_text(row)))
+    widths = [max(len(r[i]) for r in cells + [header]) for i in range(len(header) - 1)]
+    line = "  ".join("{:<%d}" % w_ for w_ in widths) + "  {}"
+    lines = [line.format(*header), "  ".join("-" * w_ for w_ in widths) + "  ------"]
+    lines += [line.format(*c).rstrip() for c in cells]
+    lines += [f"  {row.name}: {row.detail}" for row in rows if row.result == "ERROR"]
+    by_reason = {}
+    for name, why in skipped:
+        by_reason.setdefault(why, []).append(name)
+    lines += [f"skipped {', '.join(names)}: {why}" for why, names in by_reason.items()]
+    groups = {}
+    for row in rows:
+        if row.result in ("PASS", "FAIL"):
+            groups.setdefault(row.group, row)
+    if groups:
+        lines.append("")
+        lines.append("a row passes when its largest relative error (float64) is below:")
+        for group, row in groups.items():
+            how = "relative to each gradient's largest element" if row.normwise else "element by element"
+            lines.append(f"  {group}: {row.tolerances[0]:.0e} against finite differences, "
+                         f"{row.tolerances[1]:.0e} against PyTorch, {how}")
+    lines.append(summary_line(rows, skipped, seconds))
+    return "\n".join(lines)
+
+
+def summary_line(rows, skipped, seconds):
+    counts = {result: sum(r.result == result for r in rows) for result in ("PASS", "FAIL", "NOT DONE", "ERROR")}
+    parts = [f"{counts['PASS']} passed", f"{counts['FAIL']} failed"]
+    if counts["ERROR"]:
+        parts.append(f"{counts['ERROR']} raised an error")
+    if counts["NOT DONE"]:
+        parts.append(f"{counts['NOT DONE']} not done (exercises to write)")
+    if skipped:
+        parts.append(f"{len(skipped)} skipped")
+    return ", ".join(parts) + f" in {seconds:.1f} s"
+
+
+def exit_status(rows):
+    """0 when every row that ran passed; 1 when one failed, raised or is not written yet."""
+    return 0 if all(row.result == "PASS" for row in rows) else 1
+
+
+def report(rows, skipped, torch_note, seconds):
+    """The run as plain data, for --json: every row, the skipped checks and why, the counts."""
+    by_reason = {}
+    for name, why in skipped:
+        by_reason.setdefault(why, []).append(name)
+    return {
+        "rows": [row.as_dict() for row in rows],
+        "skipped": [{"names": names, "reason": why} for why, names in by_reason.items()],
+        "passed": sum(r.result == "PASS" for r in rows),
+        "failed": sum(r.result == "FAIL" for r in rows),
+        "errors": sum(r.result == "ERROR" for r in rows),
+        "not_done": sum(r.result == "NOT DONE" for r in rows),
+        "pytorch": "installed" if torch_note is None else torch_note,
+        "seconds": round(seconds, 3),
+        "exit_status": exit_status(rows),
+    }
+
+
+def run_gradcheck(seed=0, use_torch=True, cases=None, stream=None, only=None, as_json=False):
+    """Check every case (or the given ones), print the table (or JSON), return the exit status.
+
+    Args:
+        seed: seed of the random inputs and upstream gradients.
+        use_torch: False skips the PyTorch column even where torch is installed.
+        cases: a list of Case or Check to run instead of gradcheck_cases.default_checks(seed).
+        stream: where the table goes (stdout).
+        only: names or groups to select (see gradcheck_cases.select).
+        as_json: print `report(...)` as JSON instead of the table.
+    """
+    import json
     import sys
+
+    from scratchnst import gradcheck_cases
 
     stream = stream or sys.stdout
     have_torch = use_torch and torch_ref.available()
-    torch_note = "not installed" if use_torch else "skipped"
-    rows, failed = [], 0
-    for case in cases if cases is not None else default_cases(seed):
-        numeric_error, torch_error = check_case(case, use_torch=have_torch, seed=seed)
-        ok = numeric_error < NUMERIC_TOL and (torch_error is None or torch_error < TORCH_TOL)
-        failed += not ok
-        rows.append((case.layer, case.config, f"{numeric_error:.1e}",
-                     torch_note if torch_error is None else f"{torch_error:.1e}", "PASS" if ok else "FAIL"))
-    header = ("layer", "configuration", "vs numeric", "vs PyTorch", "result")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    line = "  ".join("{:<%d}" % w_ for w_ in widths)
-    print(line.format(*header).rstrip(), file=stream)
-    print("  ".join("-" * w_ for w_ in widths), file=stream)
-    for r in rows:
-        print(line.format(*r).rstrip(), file=stream)
-    print(f"\nmax relative error allowed: {NUMERIC_TOL:.0e} against finite differences (float64), "
-          f"{TORCH_TOL:.0e} against PyTorch (float64)", file=stream)
-    print(f"{len(rows) - failed} passed, {failed} failed", file=stream)
-    return 1 if failed else 0
+    checks = gradcheck_cases.default_checks(seed) if cases is None else [
+        c if isinstance(c, Check) else Check(c.name, "layers", lambda c=c: c) for c in cases]
+    if only:
+        checks = gradcheck_cases.select(checks, only)
+    start = time.perf_counter()
+    rows, skipped = run_checks(checks, use_torch=have_torch, seed=seed)
+    seconds = time.perf_counter() - start
+    note = None if have_torch else ("not installed" if use_torch else "skipped")
+    if as_json:
+        print(json.dumps(report(rows, skipped, note, seconds), indent=1), file=stream)
+    else:
+        print(format_table(rows, skipped, note, seconds), file=stream)
+    return exit_status(rows)

@@ -44,6 +44,54 @@ def to_numpy(t):
     return t.detach().cpu().numpy()
 
 
+# ------------------------------------------------------------------------------- the costs
+# The course's costs (costs.py) written as PyTorch sees them: autograd derives their gradients, so
+# they check the hand-derived ones. Activations are one image's, (1, nH, nW, nC) in our layout, or
+# (1, nC, nH, nW) as the PyTorch networks of torch_network make them (channels_last=False).
+def unroll(a, channels_last=True):
+    """One image's activations as the course's (nC, nH*nW) matrix."""
+    if channels_last:
+        return a.reshape(-1, a.shape[-1]).T
+    return a.reshape(a.shape[1], -1)
+
+
+def content_cost(a_C, a_G):
+    """J_content = sum((a_C - a_G) ** 2) / (4 nH nW nC), any layout."""
+    return ((a_C - a_G) ** 2).sum() / (4 * a_G.numel())
+
+
+def gram_matrix(A):
+    """G = A A^T of unrolled activations A (nC, M)."""
+    return A @ A.T
+
+
+def style_target(a_S, channels_last=True):
+    """The style image's Gram per position, G_S / M_S (nC, nC)."""
+    A_S = unroll(a_S, channels_last)
+    return gram_matrix(A_S) / A_S.shape[1]
+
+
+def layer_style_cost_from_target(target, a_G, channels_last=True):
+    """J = sum((G_G / M_G - target) ** 2) / (4 nC^2)."""
+    A_G = unroll(a_G, channels_last)
+    D = gram_matrix(A_G) / A_G.shape[1] - target
+    return (D * D).sum() / (4 * A_G.shape[0] ** 2)
+
+
+def layer_style_cost(a_S, a_G, channels_last=True):
+    """The course's layer style cost, each Gram divided by its own number of positions."""
+    return layer_style_cost_from_target(style_target(a_S, channels_last), a_G, channels_last)
+
+
+def total_variation_cost(x, channels_last=True):
+    """J_tv = (sum of squared vertical and horizontal neighbour differences) / x.numel()."""
+    h_axis, w_axis = (1, 2) if channels_last else (2, 3)
+    dv = x.diff(dim=h_axis)
+    dh = x.diff(dim=w_axis)
+    return ((dv * dv).sum() + (dh * dh).sum()) / x.numel()
+
+
+# ------------------------------------------------------------------------------ the layers
 def _pads(x, KH, KW, stride, padding):
     """F.pad's (left, right, top, bottom) for x (N, H, W, C) under Keras padding rules."""
     _, H, W, _ = x.shape

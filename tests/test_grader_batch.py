@@ -59,6 +59,9 @@ def graded(klass, tmp_path_factory):
     return status, out, time.monotonic() - start
 
 
+TOTAL = sum(e.points for e in exercises.CATALOGUE)
+
+
 def test_a_class_of_30_grades_in_one_command(graded, klass, capsys):
     status, out, seconds = graded
     room, planted = klass
@@ -70,11 +73,11 @@ def test_a_class_of_30_grades_in_one_command(graded, klass, capsys):
     assert sorted(rows) == sorted(planted)
     for name, row in rows.items():
         if name in ("student00", "student01", "student02", "student03"):
-            assert row["percent"] == "100" and row["points"] == "33.00", row
+            assert row["percent"] == "100" and row["points"] == f"{TOTAL:.2f}", row
         elif name in ("student04", "student05", "student06", "student07"):
             assert row["percent"] == "0", row
         else:
-            assert 0 < float(row["points"]) < 33, row
+            assert 0 < float(row["points"]) < TOTAL, row
             for function in planted[name]:
                 column = next(k for k in row if k.endswith("." + function))
                 assert float(row[column]) < next(e.points for e in exercises.CATALOGUE if e.function == function)
@@ -98,9 +101,9 @@ def test_gradescope_results_json_per_submission(graded, klass):
     files = sorted((out / "gradescope").glob("*.json"))
     assert [f.stem for f in files] == sorted(planted)
     result = json.loads((out / "gradescope" / "student00.json").read_text())
-    assert result["score"] == 33 and len(result["tests"]) == 17
+    assert result["score"] == TOTAL and len(result["tests"]) == len(exercises.CATALOGUE)
     assert all({"name", "score", "max_score", "output", "status"} <= set(t) for t in result["tests"])
-    assert sum(t["max_score"] for t in result["tests"]) == 33
+    assert sum(t["max_score"] for t in result["tests"]) == TOTAL
     stub = json.loads((out / "gradescope" / "student04.json").read_text())
     assert stub["score"] == 0 and all(t["status"] == "failed" for t in stub["tests"])
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from scratchnst import fast_conv, layers, networks
 from scratchnst import weights as weights_io
-from scratchnst.cli.torch_network import TorchNetwork, _torch, to_nchw, torch_available
+from scratchnst.torch_network import TorchNetwork, _torch, to_nchw, torch_available
 from scratchnst.errors import UsageError, UserError
 
 MODELS = ("vgg19", "squeezenet")

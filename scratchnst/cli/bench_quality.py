@@ -18,46 +18,12 @@ import time
 import numpy as np
 
 from scratchnst import image, networks, transfer
-from scratchnst.cli.torch_network import TorchNetwork, _torch, to_nchw
+from scratchnst.torch_network import TorchNetwork, _torch, to_nchw
 from scratchnst.settings import resolve_settings
 
 # What the row runs by default: the problem of issue 15's measurement (SqueezeNet, max pooling, as
 # trained; 320 px; 200 iterations), on the images the project ships.
 QUALITY_DEFAULTS = {"model": "squeezenet", "size": 320, "iters": 200, "pool": "max", "seed": 0}
-
-
-def _torch_costs(torch, tnet, content_x, style_xs, s):
-    """The course's total cost in PyTorch, as scratchnst's `transfer.make_cost_function` defines it.
-
-    Returns:
-        cost(x) -> J for x (1, 3, H, W): alpha * J_content + beta * sum_l lambda_l J_style_l, with
-        the same content activations and style targets (Gram per position, blended) as ours.
-    """
-    content_layer = s["content_layer"]
-    style_names = [name for name, _ in s["style_layers"]]
-    with torch.no_grad():
-        a_C = tnet.forward(to_nchw(content_x), [content_layer])[content_layer]
-        targets = {name: 0.0 for name in style_names}
-        for w, style_x in zip(s["style_blend"], style_xs):
-            acts = tnet.forward(to_nchw(style_x), style_names)
-            for name in style_names:
-                F = acts[name].reshape(acts[name].shape[1], -1)  # (nC, M)
-                targets[name] = targets[name] + w * (F @ F.T) / F.shape[1]
-    wanted = list(dict.fromkeys([content_layer] + style_names))
-
-    def cost(x):
-        acts = tnet.forward(x, wanted)
-        a_G = acts[content_layer]
-        J_content = ((a_G - a_C) ** 2).sum() / (4 * a_G.numel())
-        J_style = 0.0
-        for name, lam in s["style_layers"]:
-            F = acts[name].reshape(acts[name].shape[1], -1)
-            n_C = F.shape[0]
-            D = (F @ F.T) / F.shape[1] - targets[name]
-            J_style = J_style + lam * (D * D).sum() / (4 * n_C**2)
-        return s["alpha"] * J_content + s["beta"] * J_style
-
-    return cost
 
 
 def torch_lbfgs(network, content_img, style_imgs, x0, s, threads):
@@ -81,8 +47,8 @@ def torch_lbfgs(network, content_img, style_imgs, x0, s, threads):
     hi = to_nchw(image.preprocess(np.full((H, W, 3), 255, np.float32), mode))
     start = time.perf_counter()
     tnet = TorchNetwork(network)
-    cost = _torch_costs(torch, tnet, image.preprocess(content_img, mode),
-                        [image.preprocess(img, mode) for img in style_imgs], s)
+    cost = tnet.course_cost(image.preprocess(content_img, mode), [image.preprocess(img, mode) for img in style_imgs],
+                            s["content_layer"], s["style_layers"], s["style_blend"], s["alpha"], s["beta"], s["tv_weight"])
     x = to_nchw(x0).requires_grad_()
     optimizer = torch.optim.LBFGS([x], lr=1, max_iter=s["iters"], max_eval=s["iters"] * 5 // 4, history_size=10,
                                   tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")

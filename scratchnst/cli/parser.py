@@ -55,19 +55,30 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 def _add_gradcheck(sub):
     p = sub.add_parser(
         "gradcheck",
-        help="check every layer's backward pass against finite differences and PyTorch",
-        description="Check every layer and configuration: the analytic gradient against centred "
-        "finite differences (float64) and against PyTorch autograd when torch is installed. "
-        "Exit status 1 if any row fails.",
+        help="check every hand-derived gradient: layers, costs, and the network down to the pixels",
+        description="Check every backward pass against centred finite differences (float64) and "
+        "PyTorch autograd (when torch is installed): the layers, the course's costs (content, Gram, "
+        "style, total, total variation), and dJ/dx from each cost through the pretrained networks "
+        "whose weights are installed. Exit status 1 if any row fails, raises, or is an exercise "
+        "not written yet.",
+        epilog="examples: scratchnst gradcheck --only costs;  scratchnst gradcheck --only content_cost "
+        "--only squeezenet;  scratchnst gradcheck --package mycopy (a student copy's own functions)",
         formatter_class=_Formatter,
     )
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the random inputs")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns even if torch is installed")
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="run only this check, group (layers, costs, chain) or network (squeezenet, vgg19); "
+                   "repeat for several; without it, every check")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--package", type=path_arg, metavar="DIR",
+                   help="check the functions of the student copy in DIR (the folder `scratchnst exercises "
+                   "make` wrote) instead of this package's")
 
     def run(args):
-        from scratchnst.gradcheck import run_gradcheck
+        from scratchnst.cli.gradcheck_command import run
 
-        return run_gradcheck(seed=args.seed, use_torch=not args.no_torch)
+        return run(args)
 
     p.set_defaults(func=run)
 

@@ -41,6 +41,7 @@ CATALOGUE = (
     Exercise("costs", "compute_content_cost", 2, cost_checks.content_cost_cases),
     Exercise("costs", "content_cost_backward", 2, cost_checks.content_cost_backward_cases),
     Exercise("costs", "gram_matrix", 1, cost_checks.gram_matrix_cases),
+    Exercise("costs", "gram_matrix_backward", 1, cost_checks.gram_matrix_backward_cases),
     Exercise("costs", "compute_layer_style_cost", 3, cost_checks.layer_style_cost_cases,
              uses=("gram_matrix",)),
     Exercise("costs", "layer_style_cost_backward", 3, cost_checks.layer_style_cost_backward_cases,
@@ -49,6 +50,8 @@ CATALOGUE = (
     Exercise("costs", "layer_style_cost_from_target", 2, cost_checks.layer_style_cost_from_target_cases,
              uses=("gram_matrix",)),
     Exercise("costs", "total_cost", 1, cost_checks.total_cost_cases),
+    Exercise("costs", "compute_total_variation_cost", 1, cost_checks.total_variation_cost_cases),
+    Exercise("costs", "total_variation_cost_backward", 2, cost_checks.total_variation_cost_backward_cases),
     Exercise("optim", "adam_update", 2, optim_checks.adam_update_cases),
 )
 

@@ -1,5 +1,6 @@
-"""The checks of the cost exercises (costs.py): content cost, Gram matrix, layer style cost (the course's
-and the optimisation loop's fast one, from a precomputed style target), total cost.
+"""The checks of the cost exercises (costs.py): content cost, Gram matrix and its gradient, layer style
+cost (the course's and the optimisation loop's fast one, from a precomputed style target), total cost,
+total variation cost.
 
 As in exercise_checks_layers: each exercise's checks come from a function (ref, rng, use_torch)
 -> list of Case; expected values from the reference (and finite differences of it); the classic
@@ -89,6 +90,34 @@ def gram_matrix_cases(ref, rng, use_torch):
     (A,) = as_float32(randn(rng, 5, 30))
     cases.append(Case("float32 in, float32 out", (A,), C.gram_matrix(A), tol=FLOAT32_TOL, normwise=True,
                       dtype=np.float32))
+    return cases
+
+
+def _gram_backward_mistakes(A, dG):
+    """The classic mistakes of gram_matrix_backward, for these inputs."""
+    return [
+        Mistake("only one appearance of A", "each entry of A sits in a row and in a column of G: "
+                "dJ/dA = (dG + dG^T) @ A, not dG @ A", dG @ A),
+        Mistake("dG assumed symmetric", "2 dG @ A holds only when dG is symmetric; in general "
+                "dJ/dA = (dG + dG^T) @ A", 2 * dG @ A),
+    ]
+
+
+def gram_matrix_backward_cases(ref, rng, use_torch):
+    C = ref.costs
+    cases = []
+    for nC, M in ((3, 20), (5, 7)):
+        A, dG = randn(rng, nC, M), randn(rng, nC, nC)  # dG not symmetric: both appearances of A count
+        dA = C.gram_matrix_backward(A, dG)
+        cases.append(Case(f"A of shape ({nC}, {M}), dG (not symmetric) ({nC}, {nC})", (A, dG), dA,
+                          mistakes=_gram_backward_mistakes(A, dG)))
+    A, dG = randn(rng, 4, 6), randn(rng, 4, 4)
+    numeric = numeric_gradient(ref, lambda v: C.gram_matrix(v), A, dG, h=1e-3)  # quadratic: exact differences
+    cases.append(Case("against finite differences of gram_matrix", (A, dG), numeric, tol=ref.gradcheck.NUMERIC_TOL,
+                      normwise=True, mistakes=_gram_backward_mistakes(A, dG)))
+    A, dG = as_float32(randn(rng, 5, 30), randn(rng, 5, 5))
+    cases.append(Case("float32 in, float32 out", (A, dG), C.gram_matrix_backward(A, dG), tol=FLOAT32_TOL,
+                      normwise=True, dtype=np.float32))
     return cases
 
 
@@ -356,3 +385,65 @@ def total_cost_cases(ref, rng, use_torch):
              C.total_cost(*draws)),
     ]
 
+
+
+def _tv_parts(x):
+    x64 = x.astype(np.float64)
+    return x64[:, 1:] - x64[:, :-1], x64[:, :, 1:] - x64[:, :, :-1]  # vertical, horizontal differences
+
+
+def _total_variation_mistakes(x, J):
+    dv, dh = _tv_parts(x)
+    return [
+        Mistake("not divided by x.size", "J_tv is divided by the number of values, x.size, so that one weight "
+                "works at every image size", J * x.size),
+        Mistake("one direction only", "J_tv sums the squared differences of vertical AND horizontal neighbours",
+                float(np.sum(dv * dv) / x.size)),
+        Mistake("absolute values", "J_tv sums squares (as CS231n's), not absolute differences",
+                float((np.sum(np.abs(dv)) + np.sum(np.abs(dh))) / x.size)),
+    ]
+
+
+def total_variation_cost_cases(ref, rng, use_torch):
+    C = ref.costs
+    cases = []
+    for shape in ((1, 4, 5, 3), (2, 6, 3, 1)):
+        x = randn(rng, *shape)
+        J = C.compute_total_variation_cost(x)
+        cases.append(Case(f"x of shape {shape}", (x,), J, mistakes=_total_variation_mistakes(x, J)))
+    (x,) = as_float32(100 * randn(rng, 1, 32, 32, 3))
+    J = C.compute_total_variation_cost(x)
+    cases.append(Case("float32 pixels 1x32x32x3: summed in float64", (x,), J, tol=COST_SUM_TOL, dtype=np.float64,
+                      mistakes=_total_variation_mistakes(x, J) + [Mistake("summed in float32", _FLOAT32_SUM, J,
+                                                                          tol=1e-5)]))
+    return cases
+
+
+def _total_variation_backward_mistakes(x, dx):
+    dv, dh = _tv_parts(x)
+    one_side = np.zeros_like(dx, dtype=np.float64)
+    one_side[:, 1:] += 2 * dv / x.size
+    one_side[:, :, 1:] += 2 * dh / x.size
+    return [
+        Mistake("sign flipped", "dJ/dx points uphill: each difference d = x[p+1] - x[p] adds 2 d / x.size to "
+                "x[p+1] and subtracts it from x[p]", -dx),
+        Mistake("the 2 of the square forgotten", "differentiating d ** 2 brings a factor 2", dx / 2),
+        Mistake("only the later pixel of each difference", "a difference x[p+1] - x[p] depends on both pixels: "
+                "x[p] gets minus what x[p+1] gets", one_side),
+    ]
+
+
+def total_variation_cost_backward_cases(ref, rng, use_torch):
+    C = ref.costs
+    x = randn(rng, 1, 4, 5, 3)
+    dx = C.total_variation_cost_backward(x)
+    cases = [Case("x of shape (1, 4, 5, 3)", (x,), dx, mistakes=_total_variation_backward_mistakes(x, dx))]
+    x = randn(rng, 2, 3, 4, 2)
+    numeric = numeric_gradient(ref, lambda v: C.compute_total_variation_cost(v), x, 1.0, h=1e-3)  # quadratic
+    cases.append(Case("against finite differences of compute_total_variation_cost", (x,), numeric,
+                      tol=ref.gradcheck.NUMERIC_TOL, normwise=True,
+                      mistakes=_total_variation_backward_mistakes(x, numeric)))
+    (x,) = as_float32(randn(rng, 1, 5, 4, 3))
+    cases.append(Case("float32 in, float32 out", (x,), C.total_variation_cost_backward(x), tol=FLOAT32_TOL,
+                      normwise=True, dtype=np.float32))
+    return cases

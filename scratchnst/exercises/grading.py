@@ -246,7 +246,7 @@ def shipped_cases(package_dir, only=None):
                    "the reference values shipped with the copy")
 
 
-def _student_root(directory):
+def student_root(directory):
     """The folder that holds the student's scratchnst/ (DIR, or DIR's parent if DIR is the package)."""
     if os.fspath(directory) == "":
         raise UsageError("DIR '': give the folder of a student copy, or leave DIR out for the current folder")
@@ -307,7 +307,7 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
     """
     if not timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, got {timeout:g}; e.g. --timeout 10")
-    root = _student_root(directory)
+    root = student_root(directory)
     if cases is None:
         package_dir = installed_package_dir()
         cases = (reference_cases(only, use_torch, salt) if package_regions(package_dir)

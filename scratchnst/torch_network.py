@@ -1,12 +1,15 @@
-"""The networks of scratchnst in PyTorch, built from a scratchnst Network's own arrays, for `scratchnst bench`.
+"""The networks of scratchnst in PyTorch, built from a scratchnst Network's own arrays, and the course's
+total cost through them: the witnesses of `scratchnst bench` (its step timings, its time-to-quality
+row) and of `scratchnst gradcheck`'s chain rows (dJ/dx through the whole network).
 
-Only the bench uses this (its step timings and its time-to-quality row); the tests check the
-layers against PyTorch through scratchnst.torch_ref instead.
+Activations here are PyTorch's (N, C, H, W), as its convolutions run fastest; the costs come from
+torch_ref (channels_last=False), the one place they are written in PyTorch. torch is imported
+when first used.
 """
 
 import numpy as np
 
-from scratchnst import layers
+from scratchnst import layers, torch_ref
 
 
 def _torch():
@@ -75,8 +78,9 @@ class TorchNetwork:
         return self.F.avg_pool2d(a, spec.size, spec.stride)
 
     def forward(self, x, names):
-        """{name: activation (N, C, H, W)} for layer names as the weights file has them."""
-        deepest = max(self.arch.index[name] for name in names)
+        """{name: activation (N, C, H, W)} for layer names (as the weights file has them, or their aliases)."""
+        steps = {name: self.arch.resolve(name) for name in names}
+        deepest = max(self.arch.index[step] for step in steps.values())
         acts = {"input": x}
         for step in self.arch.steps[:deepest + 1]:
             inputs = [acts[name] for name in step.inputs]
@@ -86,7 +90,44 @@ class TorchNetwork:
                 acts[step.name] = self._pool(step.spec, inputs[0])
             else:
                 acts[step.name] = self.torch.cat(inputs, dim=1)
-        return {name: acts[name] for name in names}
+        return {name: acts[step] for name, step in steps.items()}
+
+    def course_cost(self, content_x, style_xs, content_layer, style_layers, style_blend, alpha, beta,
+                    tv_weight=0.0):
+        """The total cost of `transfer.make_cost_function`, in PyTorch, for autograd to differentiate.
+
+        Args:
+            content_x, style_xs: (1, H, W, 3) preprocessed images (NumPy, our layout).
+            content_layer, style_layers, style_blend, alpha, beta, tv_weight: as make_cost_function.
+
+        Returns:
+            cost(x) -> J (a 0-d tensor) for x (1, 3, H, W): alpha J_content + beta sum_l lambda_l
+            J_style_l + tv_weight J_tv, with the content activations and the blended style targets
+            computed once, here, as scratchnst computes them.
+        """
+        torch = self.torch
+        style_names = [name for name, _ in style_layers]
+        with torch.no_grad():
+            a_C = self.forward(to_nchw(content_x), [content_layer])[content_layer]
+            targets = {name: 0.0 for name in style_names}
+            for w, style_x in zip(style_blend, style_xs):
+                acts = self.forward(to_nchw(style_x), style_names)
+                for name in style_names:
+                    targets[name] = targets[name] + w * torch_ref.style_target(acts[name], channels_last=False)
+        wanted = list(dict.fromkeys([content_layer] + style_names))
+
+        def cost(x):
+            acts = self.forward(x, wanted)
+            J_style = 0.0
+            for name, lam in style_layers:
+                J_style = J_style + lam * torch_ref.layer_style_cost_from_target(targets[name], acts[name],
+                                                                                 channels_last=False)
+            J = alpha * torch_ref.content_cost(a_C, acts[content_layer]) + beta * J_style
+            if tv_weight:
+                J = J + tv_weight * torch_ref.total_variation_cost(x, channels_last=False)
+            return J
+
+        return cost
 
     def step(self, x, grads):
         """One step: dJ/dx (N, 3, H, W) for x (N, 3, H, W) and {layer name: dJ/da (N, C, H, W)}."""

@@ -1,0 +1,403 @@
+"""The rows of `scratchnst gradcheck`: every layer, every cost, and the chain from a cost to the pixels.
+
+Three groups, in the order a student meets them:
+
+    layers  convolution (the readable one and the fast one the networks run), ReLU, max and
+            average pooling, concatenation: every configuration the networks use, and odd ones;
+    costs   content cost, Gram matrix, layer style cost (the course's and the loop's fast one),
+            weighted style cost, total cost with alpha and beta, total variation;
+    chain   dJ/dx through a real pretrained network, float64: the content cost, the style cost
+            and the total that `stylize` minimises, for SqueezeNet and for VGG-19 when their
+            weights are installed.
+
+Each row is a `gradcheck.Check` whose Case is built only when the row runs, and whose functions
+are looked up in their modules at call time: a student copy's unwritten exercise then shows as
+NOT DONE in its own row, and a test can plant a mistake with monkeypatch.
+
+Every cost is made a function of its differentiable inputs with everything else held fixed (the
+content image's activations, the style image's, the weights): its "output" is the number J and
+the upstream gradient dJ/dJ a random scalar, so the same engine checks layers and costs.
+"""
+
+import numpy as np
+
+from scratchnst import costs, fast_conv, layers, torch_ref
+from scratchnst.errors import UsageError
+from scratchnst.gradcheck import Case, Check, Skip
+
+GROUPS = ("layers", "costs", "chain")
+CHAIN_MODELS = ("squeezenet", "vgg19")
+
+
+# ------------------------------------------------------------------------------------ layers
+def _conv_case(rng, shape, kernel, c_out, stride, padding, module=layers):
+    """A convolution's case; module: `layers` (the readable one) or `fast_conv` (the one networks run)."""
+    N, H, W, C_in = shape
+    inputs = {
+        "x": rng.standard_normal(shape),
+        "w": rng.standard_normal((kernel, kernel, C_in, c_out)),
+        "b": rng.standard_normal(c_out),
+    }
+    return Case(
+        "conv2d" if module is layers else "conv2d_fast",
+        f"{kernel}x{kernel} s{stride} {padding} {H}x{W}x{C_in}->{c_out} N={N}",
+        inputs,
+        lambda x, w, b: module.conv2d_forward(x, w, b, stride, padding),
+        lambda dout, cache: module.conv2d_backward(dout, cache),
+        lambda x, w, b: torch_ref.conv2d(x, w, b, stride, padding),
+        # Convolution is linear in each of x, w and b, so centred differences have no truncation
+        # error at any step; a larger step shrinks the round-off, which otherwise dominates for
+        # gradient elements that are small sums of large terms (border pixels of a 7x7 kernel).
+        h=1e-3,
+    )
+
+
+def _pool_case(kind, rng, shape, size, stride, padding):
+    N, H, W, C = shape
+
+    def forward(x):
+        return getattr(layers, f"{kind}_pool_forward")(x, size, stride, padding)
+
+    return Case(
+        f"{kind}_pool",
+        f"{size}x{size} s{stride} {padding} {H}x{W}x{C} N={N}",
+        {"x": rng.standard_normal(shape)},
+        forward,
+        lambda dout, cache: (getattr(layers, f"{kind}_pool_backward")(dout, cache),),
+        lambda x: getattr(torch_ref, f"{kind}_pool")(x, size, stride, padding),
+    )
+
+
+def layer_cases(seed=0):
+    """Every layer as the networks use it, and odd configurations; built at once (all are cheap)."""
+    rng = np.random.default_rng(seed)
+    cases = [
+        _conv_case(rng, (2, 7, 9, 3), 3, 4, 1, "same"),  # VGG-19's convolutions, odd sizes
+        _conv_case(rng, (1, 7, 9, 3), 3, 4, 2, "valid"),  # SqueezeNet's conv1
+        _conv_case(rng, (1, 8, 6, 3), 3, 4, 2, "same"),  # odd total padding: one more bottom/right
+        _conv_case(rng, (3, 5, 7, 4), 1, 3, 1, "same"),  # fire modules' squeeze and expand1x1
+        _conv_case(rng, (1, 9, 7, 2), 5, 3, 1, "same"),
+        _conv_case(rng, (1, 9, 11, 2), 7, 2, 2, 3),  # int padding, as PyTorch's padding=3
+    ]
+    cases += [
+        _conv_case(rng, (2, 7, 9, 3), 3, 4, 1, "same", fast_conv),
+        _conv_case(rng, (1, 7, 9, 3), 3, 4, 2, "valid", fast_conv),
+        _conv_case(rng, (3, 5, 7, 4), 1, 3, 1, "same", fast_conv),  # 1x1: a plain product
+        _conv_case(rng, (1, 9, 11, 2), 7, 2, 2, 3, fast_conv),
+        _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, "same", fast_conv),  # many channels: the flipped-kernel dx
+        _conv_case(rng, (1, 6, 7, 12), 3, 10, 1, 1, fast_conv),
+    ]
+    x_relu = rng.standard_normal((2, 5, 7, 3))
+    x_relu[np.abs(x_relu) < 1e-3] = 0.5  # keep away from the kink, where differences are wrong
+    cases.append(Case(
+        "relu", "5x7x3 N=2", {"x": x_relu}, lambda x: layers.relu_forward(x),
+        lambda dout, cache: (layers.relu_backward(dout, cache),), torch_ref.relu,
+    ))
+    for kind in ("max", "avg"):
+        cases += [
+            _pool_case(kind, rng, (2, 7, 9, 3), 2, 2, "valid"),  # VGG-19's pools, odd sizes floor
+            _pool_case(kind, rng, (1, 9, 11, 3), 3, 2, "valid"),  # SqueezeNet's overlapping pools
+            _pool_case(kind, rng, (1, 8, 7, 2), 3, 2, "same"),
+        ]
+    a, b = rng.standard_normal((2, 4, 5, 3)), rng.standard_normal((2, 4, 5, 6))
+    cases.append(Case(
+        "concat", "4x5x(3+6) N=2", {"a": a, "b": b},
+        lambda a, b: layers.concat_forward([a, b]),
+        lambda dout, cache: tuple(layers.concat_backward(dout, cache)),
+        lambda a, b: torch_ref.concat([a, b]),
+    ))
+    return cases
+
+
+# ------------------------------------------------------------------------------------- costs
+def _scalar(J):
+    """A cost as the engine's output: a 0-d float64 array."""
+    return np.asarray(J, dtype=np.float64)
+
+
+def _cost_case(*args, **kwargs):
+    """A cost's Case: its gradient's error measured against its largest element (see rel_error_normwise)."""
+    return Case(*args, normwise=True, **kwargs)
+
+
+def _shape(a):
+    return "x".join(str(n) for n in a.shape[1:])
+
+
+def _content_case(rng):
+    a_C, a_G = rng.standard_normal((1, 5, 7, 3)), rng.standard_normal((1, 5, 7, 3))
+    return _cost_case(
+        "content_cost", f"a_C, a_G 1x{_shape(a_G)}", {"a_G": a_G},
+        lambda a_G: (_scalar(costs.compute_content_cost(a_C, a_G)), a_G),
+        lambda dJ, a_G: (dJ * costs.content_cost_backward(a_C, a_G),),
+        lambda a_G: torch_ref.content_cost(torch_ref.to_torch(a_C), a_G),
+        h=1e-3,  # a quadratic: centred differences are exact, a larger step has less round-off
+    )
+
+
+def _gram_case(rng):
+    A = rng.standard_normal((5, 11))
+    return _cost_case(
+        "gram_matrix", "A 5x11 = (nC, nH*nW), dG not symmetric", {"A": A},
+        lambda A: (costs.gram_matrix(A), A),
+        lambda dG, A: (costs.gram_matrix_backward(A, dG),),
+        torch_ref.gram_matrix,
+        h=1e-3,
+    )
+
+
+def _layer_style_case(rng):
+    a_S, a_G = rng.standard_normal((1, 6, 4, 3)), rng.standard_normal((1, 5, 7, 3))
+    return _cost_case(
+        "layer_style_cost", f"a_S 1x{_shape(a_S)}, a_G 1x{_shape(a_G)} (other sizes)", {"a_G": a_G},
+        lambda a_G: (_scalar(costs.compute_layer_style_cost(a_S, a_G)), a_G),
+        lambda dJ, a_G: (dJ * costs.layer_style_cost_backward(a_S, a_G),),
+        lambda a_G: torch_ref.layer_style_cost(torch_ref.to_torch(a_S), a_G),
+    )
+
+
+def _layer_style_fast_case(rng):
+    a_S, a_G = rng.standard_normal((1, 4, 9, 5)), rng.standard_normal((1, 7, 3, 5))
+
+    def forward(a_G):
+        J, da = costs.layer_style_cost_from_target(costs.style_target(a_S), a_G)
+        return _scalar(J), da
+
+    return _cost_case(
+        "layer_style_cost_fast", f"style_target of 1x{_shape(a_S)}, a_G 1x{_shape(a_G)}", {"a_G": a_G},
+        forward, lambda dJ, da: (dJ * da,),
+        lambda a_G: torch_ref.layer_style_cost(torch_ref.to_torch(a_S), a_G),
+    )
+
+
+_STYLE_LAYERS = (("conv1", 0.3), ("fire2", 0.7))
+
+
+def _style_inputs(rng):
+    a_S = {"conv1": rng.standard_normal((1, 6, 5, 3)), "fire2": rng.standard_normal((1, 3, 4, 4))}
+    a_G = {"conv1": rng.standard_normal((1, 5, 7, 3)), "fire2": rng.standard_normal((1, 3, 3, 4))}
+    return a_S, a_G
+
+
+def _torch_style_cost(a_S, a_G_tensors):
+    return sum(lam * torch_ref.layer_style_cost(torch_ref.to_torch(a_S[name]), a_G_tensors[name])
+               for name, lam in _STYLE_LAYERS)
+
+
+def _style_case(rng):
+    a_S, a_G = _style_inputs(rng)
+    return _cost_case(
+        "style_cost", "2 layers, lambda 0.3 and 0.7, style and generated of other sizes", dict(a_G),
+        lambda **a_G: (_scalar(costs.compute_style_cost(a_S, a_G, _STYLE_LAYERS)), a_G),
+        lambda dJ, a_G: tuple(dJ * g for g in costs.style_cost_backward(a_S, a_G, _STYLE_LAYERS).values()),
+        lambda **a_G: _torch_style_cost(a_S, a_G),
+    )
+
+
+def _total_case(rng):
+    """alpha J_content + beta J_style, the content layer also a style layer: their gradients add there."""
+    a_S, a_G = _style_inputs(rng)
+    content_layer, alpha, beta = "fire2", 7.0, 3.0
+    a_C = rng.standard_normal(a_G[content_layer].shape)
+
+    def forward(**a_G):
+        J_content = costs.compute_content_cost(a_C, a_G[content_layer])
+        J_style = costs.compute_style_cost(a_S, a_G, _STYLE_LAYERS)
+        return _scalar(costs.total_cost(J_content, J_style, alpha=alpha, beta=beta)), a_G
+
+    def backward(dJ, a_G):
+        grads = {name: beta * g for name, g in costs.style_cost_backward(a_S, a_G, _STYLE_LAYERS).items()}
+        grads[content_layer] = grads[content_layer] + alpha * costs.content_cost_backward(a_C, a_G[content_layer])
+        return tuple(dJ * grads[name] for name in a_G)
+
+    def torch_forward(**a_G):
+        J_content = torch_ref.content_cost(torch_ref.to_torch(a_C), a_G[content_layer])
+        return alpha * J_content + beta * _torch_style_cost(a_S, a_G)
+
+    return _cost_case("total_cost", f"alpha {alpha:g}, beta {beta:g}; content at fire2, also a style layer",
+                      dict(a_G), forward, backward, torch_forward)
+
+
+def _total_variation_case(rng):
+    x = rng.standard_normal((2, 5, 6, 3))
+    return _cost_case(
+        "total_variation", f"x {x.shape[1]}x{x.shape[2]}x{x.shape[3]} N=2", {"x": x},
+        lambda x: (_scalar(costs.compute_total_variation_cost(x)), x),
+        lambda dJ, x: (dJ * costs.total_variation_cost_backward(x),),
+        torch_ref.total_variation_cost,
+        h=1e-3,  # a quadratic
+    )
+
+
+_COST_CASES = {
+    "content_cost": _content_case, "gram_matrix": _gram_case, "layer_style_cost": _layer_style_case,
+    "layer_style_cost_fast": _layer_style_fast_case, "style_cost": _style_case, "total_cost": _total_case,
+    "total_variation": _total_variation_case,
+}
+
+
+# ------------------------------------------------------------------------------------- chain
+# The whole network in float64: what one pixel does to the cost passes through a dozen layers,
+# ReLU kinks and pooling windows. A sample of pixels is differentiated numerically (two forward
+# passes each; where a kink spoils a quotient, gradcheck takes it again with smaller steps). With
+# the step h = 1e-3 (pixels are in units of 0..255) the sampled errors are about 1e-9 relative to
+# the largest element; a missing factor, a sign or an unflipped kernel gives 1e-1 or more.
+# PyTorch computes every pixel's gradient through the same weights: round-off apart (1e-15 here),
+# the same numbers, so its tolerance is the layers' one.
+CHAIN_NUMERIC_TOL = 1e-6
+
+# (content layer, style layers, size of the generated image, of the two style images, how many
+# pixels to differentiate numerically: each costs two forward passes, VGG-19's ten times SqueezeNet's)
+_CHAIN_PROBLEMS = {
+    "squeezenet": ("fire3", (("conv1", 0.2), ("fire2", 0.2), ("fire3", 0.2), ("fire4", 0.2), ("fire5", 0.2)),
+                   (43, 37), ((51, 45), (39, 47)), 40),
+    "vgg19": ("block4_conv2", (("block1_conv1", 0.2), ("block2_conv1", 0.2), ("block3_conv1", 0.2),
+                               ("block4_conv1", 0.2), ("block5_conv1", 0.2)),
+              (27, 23), ((29, 25), (23, 31)), 16),
+}
+
+
+def _picture(rng, H, W):
+    """A made-up photo (H, W, 3) in 0..255, float64: smooth colour waves and some grain."""
+    yy, xx = np.mgrid[0:H, 0:W] / max(H, W)
+    img = np.empty((H, W, 3))
+    for c in range(3):
+        fy, fx, phase = rng.uniform(1, 4), rng.uniform(1, 4), rng.uniform(0, 2 * np.pi)
+        img[..., c] = 128 + 80 * np.sin(2 * np.pi * (fy * yy + fx * xx) + phase)
+    return np.clip(img + rng.normal(0, 12, img.shape), 0, 255)
+
+
+class _Networks:
+    """The float64 networks of the chain rows, loaded once per (model, pooling) for all its rows."""
+
+    def __init__(self):
+        self.loaded = {}
+
+    def get(self, model, pooling):
+        from scratchnst import networks
+        from scratchnst.errors import UserError
+
+        key = (model, pooling)
+        if key not in self.loaded:
+            try:
+                self.loaded[key] = networks.load(model, pooling=pooling, dtype=np.float64)
+            except UserError as error:
+                self.loaded[key] = Skip(str(error))
+        if isinstance(self.loaded[key], Skip):
+            raise self.loaded[key]
+        return self.loaded[key]
+
+
+def _chain_case(nets, model, kind, seed):
+    """dJ/dx through the network for one cost: "content", "style", or "total" (make_cost_function)."""
+    from scratchnst import image, transfer
+
+    pooling = "max" if kind == "total" else "avg"
+    network = nets.get(model, pooling)
+    content_layer, style_layers, (H, W), style_sizes, samples = _CHAIN_PROBLEMS[model]
+    rng = np.random.default_rng([seed, CHAIN_MODELS.index(model), ("content", "style", "total").index(kind)])
+
+    def preprocessed(H, W):
+        return image.preprocess(_picture(rng, H, W), network.preprocessing)
+
+    x0, content_x = preprocessed(H, W), preprocessed(H, W)
+    style_xs = [preprocessed(*size) for size in style_sizes]
+    x0 = x0 + rng.normal(0, 10, x0.shape)  # the generated image: a picture with noise, as stylize starts
+    if kind == "content":
+        a_C = network.forward(content_x, [content_layer])[content_layer]
+        used_style, blend, weights = [], [], {"alpha": 1.0, "beta": 0.0}
+
+        def forward(x):
+            a_G = network.forward(x, [content_layer])[content_layer]
+            return _scalar(costs.compute_content_cost(a_C, a_G)), a_G
+
+        def backward(dJ, a_G):
+            return (dJ * network.backward({content_layer: costs.content_cost_backward(a_C, a_G)}),)
+
+        config = f"{content_layer} -> pixels, 1x{H}x{W}x3"
+    elif kind == "style":
+        names = [name for name, _ in style_layers]
+        a_S = network.forward(style_xs[0], names)
+        used_style, blend, weights = style_layers, [1.0], {"alpha": 0.0, "beta": 1.0}
+
+        def forward(x):
+            a_G = network.forward(x, names)
+            return _scalar(costs.compute_style_cost(a_S, a_G, style_layers)), a_G
+
+        def backward(dJ, a_G):
+            return (dJ * network.backward(costs.style_cost_backward(a_S, a_G, style_layers)),)
+
+        config = f"{names[0]}..{names[-1]} -> pixels, 1x{H}x{W}x3, style {style_sizes[0][0]}x{style_sizes[0][1]}"
+    else:
+        from scratchnst.settings import MODEL_DEFAULTS
+
+        d = MODEL_DEFAULTS[model]
+        used_style, blend = style_layers, [0.6, 0.4]
+        weights = {"alpha": d.alpha, "beta": d.beta, "tv_weight": 0.01}
+        cost = transfer.make_cost_function(network, content_x, style_xs, content_layer, style_layers, blend,
+                                           **weights)
+
+        def forward(x):
+            J, dx, _ = cost(x)
+            return _scalar(J), dx
+
+        def backward(dJ, dx):
+            return (dJ * dx,)
+
+        config = (f"make_cost_function, alpha {d.alpha:g} beta {d.beta:g} tv 0.01, 2 styles 0.6/0.4, "
+                  f"1x{H}x{W}x3")
+
+    def torch_forward(x):
+        from scratchnst.torch_network import TorchNetwork
+
+        cost = TorchNetwork(network).course_cost(content_x, style_xs[:len(blend)], content_layer, used_style, blend,
+                                                 **weights)
+        return cost(x.permute(0, 3, 1, 2))  # ours (1, H, W, 3) -> PyTorch's (1, 3, H, W)
+
+    return Case(
+        f"{model}_{kind}", f"{config}, {pooling} pool", {"x": x0}, forward, backward, torch_forward,
+        h=1e-3, samples=samples, numeric_tol=CHAIN_NUMERIC_TOL, normwise=True,
+    )
+
+
+# ---------------------------------------------------------------------------------- the rows
+def default_checks(seed=0):
+    """Every row of the table, in order: layers, costs, chain (each built when it runs)."""
+    checks = [Check(case.name, "layers", lambda case=case: case) for case in layer_cases(seed)]
+    for i, (name, make) in enumerate(_COST_CASES.items()):
+        # each row its own random stream, so that a row's inputs do not depend on the rows selected
+        checks.append(Check(name, "costs", lambda make=make, i=i: make(np.random.default_rng([seed, 100 + i]))))
+    nets = _Networks()
+    for model in CHAIN_MODELS:
+        for kind in ("content", "style", "total"):
+            checks.append(Check(f"{model}_{kind}", "chain", lambda m=model, k=kind: _chain_case(nets, m, k, seed),
+                                tags=(model,)))
+    return checks
+
+
+def names(checks):
+    """Every name --only accepts for these checks: row names, groups and tags, in table order."""
+    seen = dict.fromkeys(GROUPS)
+    for check in checks:
+        seen.setdefault(check.name)
+        for tag in check.tags:
+            seen.setdefault(tag)
+    return list(seen)
+
+
+def select(checks, wanted):
+    """The checks named by `wanted` (row names, groups like "costs", or a network's name), in table order.
+
+    Raises:
+        UsageError: a name that selects nothing; the message lists the names there are.
+    """
+    known = names(checks)
+    for name in wanted:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UsageError(f"gradcheck has no check '{name}'; {hint}give one of: {', '.join(known)}")
+    wanted = set(wanted)
+    return [c for c in checks if c.name in wanted or c.group in wanted or wanted & set(c.tags)]
