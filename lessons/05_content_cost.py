@@ -85,6 +85,32 @@ for shape in [(1, 4, 5, 3), (1, 7, 3, 8)]:
     print(line, "-> right" if rel_error(package, numeric) < NUMERIC_TOL else "-> WRONG")
 
 # %% [markdown]
+# ## The same check from the command line, and what a mistake looks like
+#
+# `scratchnst gradcheck` runs this check for every cost and layer of the package, and for the
+# chain from each cost through the pretrained network to the pixels. `--only content_cost` picks
+# one row; `--package DIR` runs the same table on the functions of your own student copy (rows of
+# exercises you have not written yet say NOT DONE). Below, the row as it passes, then with a
+# planted mistake: the gradient without the 2 that the square brings down, that is
+# (a_G - a_C) / (4 nH nW nC). Both witnesses reject it, finite differences and PyTorch, by a
+# relative error of 1/3 (half the gradient against the whole: 0.5 / 1.5).
+
+# %%
+from scratchnst.gradcheck_cases import run_gradcheck  # noqa: E402
+
+_lesson.section("scratchnst gradcheck --only content_cost")
+run_gradcheck(only=["content_cost"], use_torch=torch is not None)
+
+right = costs.content_cost_backward
+costs.content_cost_backward = lambda a_C, a_G: right(a_C, a_G) / 2  # the planted mistake: the 2 forgotten
+try:
+    _lesson.section("The same row with the 2 of the square forgotten")
+    status = run_gradcheck(only=["content_cost"], use_torch=torch is not None)
+finally:
+    costs.content_cost_backward = right
+print(f"exit status {status}: the command fails, as it would in CI")
+
+# %% [markdown]
 # ## Which layer? Rebuild the photo from noise
 #
 # Gatys et al.'s experiment: start from noise and change the pixels until the activations at

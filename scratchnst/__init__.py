@@ -13,7 +13,8 @@
     settings        each network's defaults, every stylize option checked, the memory a run needs
     transfer        stylize(): the loop the command line, the lessons and the tests all call
     checkpoint      checkpoint files (.npz, no pickle) that --resume continues from
-    gradcheck       finite differences, rel_error, the `scratchnst gradcheck` table
+    gradcheck       finite differences, rel_error, the engine of the `scratchnst gradcheck` table
+    gradcheck_cases the rows of that table: every layer, every cost, a cost's gradient through a network
     torch_ref       the same layers and costs in PyTorch (NHWC in and out), used only to check ours
     torch_network   the networks and the course's total cost in PyTorch, for gradcheck's chain rows and the bench
     visualize       feature maps as a grid of pictures

@@ -10,7 +10,7 @@ A backward pass is right when it agrees with two independent witnesses:
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -383,36 +383,3 @@ def report(rows, skipped, torch_note, seconds):
         "seconds": round(seconds, 3),
         "exit_status": exit_status(rows),
     }
-
-
-def run_gradcheck(seed=0, use_torch=True, cases=None, stream=None, only=None, as_json=False):
-    """Check every case (or the given ones), print the table (or JSON), return the exit status.
-
-    Args:
-        seed: seed of the random inputs and upstream gradients.
-        use_torch: False skips the PyTorch column even where torch is installed.
-        cases: a list of Case or Check to run instead of gradcheck_cases.default_checks(seed).
-        stream: where the table goes (stdout).
-        only: names or groups to select (see gradcheck_cases.select).
-        as_json: print `report(...)` as JSON instead of the table.
-    """
-    import json
-    import sys
-
-    from scratchnst import gradcheck_cases
-
-    stream = stream or sys.stdout
-    have_torch = use_torch and torch_ref.available()
-    checks = gradcheck_cases.default_checks(seed) if cases is None else [
-        c if isinstance(c, Check) else Check(c.name, "layers", lambda c=c: c) for c in cases]
-    if only:
-        checks = gradcheck_cases.select(checks, only)
-    start = time.perf_counter()
-    rows, skipped = run_checks(checks, use_torch=have_torch, seed=seed)
-    seconds = time.perf_counter() - start
-    note = None if have_torch else ("not installed" if use_torch else "skipped")
-    if as_json:
-        print(json.dumps(report(rows, skipped, note, seconds), indent=1), file=stream)
-    else:
-        print(format_table(rows, skipped, note, seconds), file=stream)
-    return exit_status(rows)

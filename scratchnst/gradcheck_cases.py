@@ -1,4 +1,5 @@
-"""The rows of `scratchnst gradcheck`: every layer, every cost, and the chain from a cost to the pixels.
+"""The rows of `scratchnst gradcheck` and the run of the table: every layer, every cost, and the chain
+from a cost to the pixels.
 
 Three groups, in the order a student meets them:
 
@@ -19,9 +20,13 @@ content image's activations, the style image's, the weights): its "output" is th
 the upstream gradient dJ/dJ a random scalar, so the same engine checks layers and costs.
 """
 
+import json
+import sys
+import time
+
 import numpy as np
 
-from scratchnst import costs, fast_conv, layers, torch_ref
+from scratchnst import costs, fast_conv, gradcheck, layers, torch_ref
 from scratchnst.errors import UsageError
 from scratchnst.gradcheck import Case, Check, Skip
 
@@ -401,3 +406,31 @@ def select(checks, wanted):
             raise UsageError(f"gradcheck has no check '{name}'; {hint}give one of: {', '.join(known)}")
     wanted = set(wanted)
     return [c for c in checks if c.name in wanted or c.group in wanted or wanted & set(c.tags)]
+
+
+def run_gradcheck(seed=0, use_torch=True, cases=None, stream=None, only=None, as_json=False):
+    """Check every case (or the given ones), print the table (or JSON), return the exit status.
+
+    Args:
+        seed: seed of the random inputs and upstream gradients.
+        use_torch: False skips the PyTorch column even where torch is installed.
+        cases: a list of Case or Check to run instead of default_checks(seed).
+        stream: where the table goes (stdout).
+        only: names or groups to select (see select).
+        as_json: print `report(...)` as JSON instead of the table.
+    """
+    stream = stream or sys.stdout
+    have_torch = use_torch and torch_ref.available()
+    checks = default_checks(seed) if cases is None else [
+        c if isinstance(c, Check) else Check(c.name, "layers", lambda c=c: c) for c in cases]
+    if only:
+        checks = select(checks, only)
+    start = time.perf_counter()
+    rows, skipped = gradcheck.run_checks(checks, use_torch=have_torch, seed=seed)
+    seconds = time.perf_counter() - start
+    note = None if have_torch else ("not installed" if use_torch else "skipped")
+    if as_json:
+        print(json.dumps(gradcheck.report(rows, skipped, note, seconds), indent=1), file=stream)
+    else:
+        print(gradcheck.format_table(rows, skipped, note, seconds), file=stream)
+    return gradcheck.exit_status(rows)

@@ -303,9 +303,10 @@ def test_costs_reject_mismatched_shapes():
 
 # ------------------------------------------------------------------ the exercise markers
 MARKED = {
-    "costs.py": ["compute_content_cost", "content_cost_backward", "gram_matrix",
+    "costs.py": ["compute_content_cost", "content_cost_backward", "gram_matrix", "gram_matrix_backward",
                  "compute_layer_style_cost", "layer_style_cost_backward", "style_target",
-                 "layer_style_cost_from_target", "total_cost"],
+                 "layer_style_cost_from_target", "total_cost", "compute_total_variation_cost",
+                 "total_variation_cost_backward"],
     "optim.py": ["adam_update"],
 }
 
@@ -333,6 +334,9 @@ def test_solution_markers_leave_a_module_that_raises_the_hints(filename):
         "style_target": (a,),
         "layer_style_cost_from_target": (np.ones((1, 1)), a),
         "total_cost": (1.0, 2.0),
+        "gram_matrix_backward": (np.ones((1, 4)), np.ones((1, 1))),
+        "compute_total_variation_cost": (a,),
+        "total_variation_cost_backward": (a,),
         "adam_update": (np.ones(2), np.ones(2), np.zeros(2), np.zeros(2), 1),
     }
     for name in MARKED[filename]:

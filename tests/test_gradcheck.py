@@ -1,13 +1,16 @@
-"""The checker itself: it passes the real layers, and it catches deliberately wrong backward passes."""
+"""The checker itself: it passes the real layers, costs and networks, and it catches deliberately wrong
+backward passes; the command's selection, JSON, and its run on a student copy."""
 
+import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from scratchnst import gradcheck, layers, torch_ref
-from scratchnst.gradcheck import Case, check_case, eval_numerical_gradient_array, rel_error, run_gradcheck
+from scratchnst import costs, fast_conv, gradcheck, gradcheck_cases, layers, torch_ref
+from scratchnst.gradcheck import Case, check_case, eval_numerical_gradient_array, rel_error
+from scratchnst.gradcheck_cases import run_gradcheck
 
 
 def test_rel_error():
@@ -28,32 +31,154 @@ def test_numerical_gradient_of_a_known_function_and_input_untouched():
     np.testing.assert_array_equal(x, before)
 
 
-def test_every_default_case_passes(torch):
-    for case in gradcheck.default_cases(seed=3):
-        numeric_error, torch_error = check_case(case, use_torch=True, seed=3)
-        assert numeric_error < gradcheck.NUMERIC_TOL, (case.layer, case.config, numeric_error)
-        assert torch_error < gradcheck.TORCH_TOL, (case.layer, case.config, torch_error)
+def test_numerical_gradient_at_sampled_coordinates():
+    x = np.random.default_rng(2).standard_normal((3, 5))
+    indices = np.array([0, 7, 14])
+    numeric = gradcheck.eval_numerical_gradient_at(lambda v: np.sum(np.sin(v)), x, indices)
+    assert rel_error(numeric, np.cos(x).reshape(-1)[indices]) < 1e-8
 
 
-def test_command_prints_a_full_table(torch):
+def test_normwise_error_ignores_round_off_on_tiny_elements():
+    exact = np.array([1.0, 1e-9])
+    assert rel_error(exact, exact + [0, 1e-13]) > 1e-5  # elementwise: the tiny element looks wrong
+    assert gradcheck.rel_error_normwise(exact, exact + [0, 1e-13]) < 1e-12
+    assert gradcheck.rel_error_normwise(exact, 2 * exact) > 0.3
+
+
+@pytest.fixture
+def weights_dir(squeezenet_weights_path, monkeypatch):
+    """The command's search finds the SqueezeNet weights (the tests may have them from ../shared only)."""
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(squeezenet_weights_path.parent))
+    return squeezenet_weights_path.parent
+
+
+@pytest.fixture(scope="module")
+def vgg_weights_dir(tmp_path_factory):
+    """A folder with random VGG-19 weights in the Keras layout (the real ones cannot be fetched here)."""
+    import network_helpers
+
+    folder = tmp_path_factory.mktemp("vgg19")
+    params = network_helpers.random_params("vgg19", np.random.default_rng(5))
+    network_helpers.write_keras_weights(folder / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "vgg19", params)
+    return folder
+
+
+def _run_rows(checks, seed=3, use_torch=True):
+    rows, skipped = gradcheck.run_checks(checks, use_torch=use_torch, seed=seed)
+    return rows, skipped
+
+
+def test_every_layer_and_cost_row_passes(torch):
+    checks = [c for c in gradcheck_cases.default_checks(seed=3) if c.group != "chain"]
+    rows, skipped = _run_rows(checks)
+    assert not skipped and len(rows) == 27
+    for row in rows:
+        assert row.result == "PASS", row
+        assert row.numeric_error < row.tolerances[0] and row.torch_error < row.tolerances[1], row
+
+
+def test_every_cost_has_a_row():
+    names = {c.name for c in gradcheck_cases.default_checks() if c.group == "costs"}
+    assert names == {"content_cost", "gram_matrix", "layer_style_cost", "layer_style_cost_fast", "style_cost",
+                     "total_cost", "total_variation"}
+
+
+def test_the_chain_through_squeezenet_passes(weights_dir, torch):
+    checks = gradcheck_cases.select(gradcheck_cases.default_checks(seed=4), ["squeezenet"])
+    rows, skipped = _run_rows(checks, seed=4)
+    assert [r.name for r in rows] == ["squeezenet_content", "squeezenet_style", "squeezenet_total"] and not skipped
+    for row in rows:
+        assert row.result == "PASS", row
+        assert row.numeric_error < 1e-7 and row.torch_error < 1e-12, row  # far inside the tolerances
+
+
+def test_the_chain_through_vgg19_passes_with_its_weights(vgg_weights_dir, monkeypatch, torch):
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(vgg_weights_dir))
+    checks = gradcheck_cases.select(gradcheck_cases.default_checks(seed=1), ["vgg19"])
+    rows, skipped = _run_rows(checks, seed=1)
+    assert [r.result for r in rows] == ["PASS"] * 3 and not skipped, rows
+
+
+def test_without_weights_the_chain_rows_say_how_to_get_them(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert run_gradcheck(only=["vgg19", "content_cost"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped vgg19_content, vgg19_style, vgg19_total: no vgg19 weights" in out
+    assert "scratchnst weights download vgg19" in out
+    assert "1 passed, 0 failed, 3 skipped" in out
+
+
+def test_a_kink_inside_the_step_is_stepped_over():
+    """|x| at 5e-4 with h = 1e-3 straddles the kink; the smaller steps find the true slope."""
+    case = Case("abs", "kink", {"x": np.array([5e-4, 0.3, -0.2])},
+                lambda x: (np.asarray(np.sum(np.abs(x))), x), lambda d, x: (d * np.sign(x),), None,
+                h=1e-3, samples=3, normwise=True)
+    numeric_error, _ = check_case(case, use_torch=False)
+    assert numeric_error < 1e-9
+    wrong = Case("abs", "wrong", case.inputs, case.forward, lambda d, x: (d * 2 * np.sign(x),), None,
+                 h=1e-3, samples=3, normwise=True)
+    assert check_case(wrong, use_torch=False)[0] > 0.3
+
+
+def test_command_prints_a_full_table(weights_dir, torch):
     result = subprocess.run([sys.executable, "-m", "scratchnst", "gradcheck"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["layer", "configuration", "vs", "numeric", "vs", "PyTorch", "result"]
+    assert lines[0].split() == ["check", "configuration", "vs", "numeric", "vs", "PyTorch", "seconds", "result"]
     rows = [line for line in lines if line.endswith("PASS") or line.endswith("FAIL")]
-    assert len(rows) == len(gradcheck.default_cases())
+    assert len(rows) >= 27 + 3
     assert all(row.endswith("PASS") for row in rows)
+    assert all(float(row.split()[-2]) >= 0 for row in rows)  # the seconds column
     assert "not installed" not in result.stdout
-    for layer in ("conv2d", "relu", "max_pool", "avg_pool", "concat"):
-        assert any(row.startswith(layer) for row in rows)
+    for name in ("conv2d", "conv2d_fast", "relu", "max_pool", "avg_pool", "concat", "content_cost", "gram_matrix",
+                 "layer_style_cost", "style_cost", "total_cost", "total_variation", "squeezenet_content",
+                 "squeezenet_style", "squeezenet_total"):
+        assert any(row.split()[0] == name for row in rows), name
+    assert ("skipped vgg19_content, vgg19_style, vgg19_total" in result.stdout) != any(
+        row.startswith("vgg19_") for row in rows)
+    assert lines[-1].startswith(f"{len(rows)} passed, 0 failed")
+
+
+def test_only_selects_rows_groups_and_networks(capsys):
+    checks = gradcheck_cases.default_checks()
+    assert [c.name for c in gradcheck_cases.select(checks, ["content_cost"])] == ["content_cost"]
+    assert {c.name for c in gradcheck_cases.select(checks, ["costs", "relu"])} == {
+        "relu", "content_cost", "gram_matrix", "layer_style_cost", "layer_style_cost_fast", "style_cost",
+        "total_cost", "total_variation"}
+    assert len(gradcheck_cases.select(checks, ["conv2d"])) == 6
+    assert [c.name for c in gradcheck_cases.select(checks, ["vgg19"])] == ["vgg19_content", "vgg19_style",
+                                                                          "vgg19_total"]
+    result = subprocess.run([sys.executable, "-m", "scratchnst", "gradcheck", "--only", "contentcost"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("scratchnst: error: gradcheck has no check 'contentcost'; did you mean "
+                                    "content_cost?")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_json_output(torch):
+    result = subprocess.run([sys.executable, "-m", "scratchnst", "gradcheck", "--only", "costs", "--only", "relu",
+                             "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [r["name"] for r in data["rows"]][:2] == ["relu", "content_cost"] and len(data["rows"]) == 8
+    assert data["passed"] == 8 and data["failed"] == data["not_done"] == data["errors"] == 0
+    assert data["exit_status"] == 0 and data["pytorch"] == "installed"
+    row = data["rows"][1]
+    assert row["result"] == "PASS" and row["vs_numeric"] < row["numeric_tol"] and row["vs_pytorch"] < 1e-10
+    assert row["seconds"] >= 0 and row["configuration"]
 
 
 def test_without_torch_the_columns_say_so(monkeypatch, capsys):
     monkeypatch.setattr(torch_ref, "available", lambda: False)
-    cases = gradcheck.default_cases()[:2]
-    assert run_gradcheck(cases=cases) == 0
+    assert run_gradcheck(only=["relu", "costs"]) == 0
     out = capsys.readouterr().out
-    assert out.count("not installed") == 2
+    assert out.count("not installed") == 8
+    assert run_gradcheck(only=["relu"], as_json=True) == 0
+    assert json.loads(capsys.readouterr().out)["pytorch"] == "not installed"
 
 
 # --------------------------------------------------------------------- planted bugs are caught
@@ -129,3 +254,163 @@ def test_a_failing_row_makes_the_command_fail(torch, capsys):
     out = capsys.readouterr().out
     assert out.count("FAIL") == 4
     assert "0 passed, 4 failed" in out
+
+
+# ------------------------------------------------------------- planted mistakes in the costs' gradients
+def _content_missing_2(a_C, a_G):
+    """BUG: the 2 of the square forgotten: (a_G - a_C) / (4 nH nW nC)."""
+    return (a_G - a_C) / (4 * a_G[0].size)
+
+
+def _gram_one_side(A, dG):
+    """BUG: only A's appearance in the rows of G: dG @ A."""
+    return dG @ A
+
+
+def _layer_style_no_positions(a_S, a_G):
+    """BUG: the generated image's Gram not divided by its positions in the gradient's factor."""
+    return ORIGINAL["layer_style_cost_backward"](a_S, a_G) * a_G.shape[1] * a_G.shape[2]
+
+
+def _from_target_sign(target, a_G):
+    J, da = ORIGINAL["layer_style_cost_from_target"](target, a_G)
+    return J, -da
+
+
+def _style_lambda_ignored(a_S, a_G, style_layers=costs.COURSE_STYLE_LAYERS):
+    """BUG: every layer's gradient with weight 1 instead of its lambda."""
+    return {name: costs.layer_style_cost_backward(a_S[name], a_G[name]) for name, _ in style_layers}
+
+
+def _total_swapped(J_content, J_style, alpha=10, beta=40):
+    """BUG: alpha and beta swapped."""
+    return beta * J_content + alpha * J_style
+
+
+def _tv_missing_2(x):
+    return ORIGINAL["total_variation_cost_backward"](x) / 2
+
+
+ORIGINAL = {name: getattr(costs, name) for name in ("layer_style_cost_backward", "layer_style_cost_from_target",
+                                                    "total_variation_cost_backward")}
+
+PLANTED = [
+    ("content_cost", "content_cost_backward", _content_missing_2),
+    ("gram_matrix", "gram_matrix_backward", _gram_one_side),
+    ("layer_style_cost", "layer_style_cost_backward", _layer_style_no_positions),
+    ("layer_style_cost_fast", "layer_style_cost_from_target", _from_target_sign),
+    ("style_cost", "style_cost_backward", _style_lambda_ignored),
+    ("total_cost", "total_cost", _total_swapped),
+    ("total_variation", "total_variation_cost_backward", _tv_missing_2),
+]
+
+
+@pytest.mark.parametrize("row, function, mistake", PLANTED, ids=[p[0] for p in PLANTED])
+def test_a_planted_mistake_in_a_cost_fails_its_row(row, function, mistake, monkeypatch, torch):
+    monkeypatch.setattr(costs, function, mistake)
+    checks = gradcheck_cases.default_checks(seed=2)
+    failed = {r.name: r for r in _run_rows(gradcheck_cases.select(checks, ["costs"]), seed=2)[0]
+              if r.result != "PASS"}
+    assert row in failed and failed[row].result == "FAIL", failed
+    assert failed[row].numeric_error > 1e-2 and failed[row].torch_error > 1e-2, failed[row]
+
+
+def test_the_missing_factor_2_fails_the_content_cost_row_and_its_chain(weights_dir, monkeypatch, capsys, torch):
+    monkeypatch.setattr(costs, "content_cost_backward", _content_missing_2)
+    assert run_gradcheck(only=["content_cost", "squeezenet_content", "squeezenet_style"]) == 1
+    out = capsys.readouterr().out
+    results = {line.split()[0]: line.split()[-1] for line in out.splitlines()[2:5]}
+    assert results == {"content_cost": "FAIL", "squeezenet_content": "FAIL", "squeezenet_style": "PASS"}, out
+    assert "2 failed" in out
+
+
+def test_a_wrong_network_backward_fails_the_chain_rows(weights_dir, monkeypatch, torch):
+    """BUG: the ReLU mask forgotten in the fused conv+ReLU backward the networks run."""
+    def unmasked(dout, cache):
+        conv_cache, _ = cache
+        return fast_conv.conv2d_backward(dout, conv_cache, weight_grads=False)[0]
+
+    monkeypatch.setattr(fast_conv, "conv2d_relu_backward", unmasked)
+    checks = gradcheck_cases.select(gradcheck_cases.default_checks(), ["squeezenet_content"])
+    (row,), _ = _run_rows(checks)
+    assert row.result == "FAIL" and row.numeric_error > 1e-2 and row.torch_error > 1e-2, row
+
+
+# ------------------------------------------------------------------------ --package: a student's copy
+def _gradcheck_copy(folder, *options):
+    return subprocess.run([sys.executable, "-m", "scratchnst", "gradcheck", "--package", str(folder), *options],
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def untouched_copy(tmp_path_factory):
+    from scratchnst.exercises import make_student_copy
+
+    folder = tmp_path_factory.mktemp("copy")
+    make_student_copy(folder)
+    return folder
+
+
+def test_an_untouched_copy_reports_every_exercise_row_not_done(untouched_copy, weights_dir):
+    result = _gradcheck_copy(untouched_copy, "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    data = json.loads(result.stdout)
+    assert data["package"] == str(untouched_copy.resolve() / "scratchnst")
+    rows = {(r["name"], r["configuration"]): r for r in data["rows"]}
+    for row in rows.values():
+        if row["group"] in ("costs", "chain"):
+            assert row["result"] == "NOT DONE" and row["detail"].startswith("scratchnst."), row
+    not_done = {r["name"]: r["detail"] for r in data["rows"] if r["result"] == "NOT DONE"}
+    assert not_done["content_cost"] == "scratchnst.costs.compute_content_cost"
+    assert not_done["total_variation"] == "scratchnst.costs.compute_total_variation_cost"
+    # the given code (the fast convolution, concatenation) is checked and passes
+    passed = {r["name"] for r in data["rows"] if r["result"] == "PASS"}
+    assert passed == {"conv2d_fast", "concat"}
+    assert data["failed"] == data["errors"] == 0
+
+
+def test_an_untouched_copy_as_a_table(untouched_copy):
+    result = _gradcheck_copy(untouched_copy, "--only", "costs")
+    assert result.returncode == 1 and "Traceback" not in result.stderr and not result.stderr, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"checking the functions of the student copy in {untouched_copy.resolve() / 'scratchnst'}"
+    assert "content_cost" in lines[3] and lines[3].endswith("NOT DONE (scratchnst.costs.compute_content_cost)")
+    assert lines[-1].endswith(f"0 passed, 0 failed, 7 not done (exercises to write) in {lines[-1].split()[-2]} s")
+
+
+def test_a_copy_with_one_exercise_written_wrong_fails_that_row(untouched_copy, tmp_path, torch):
+    """A student writes the content cost and its gradient, forgetting the 2 of the square."""
+    import shutil
+
+    import exercise_helpers
+
+    folder = tmp_path / "student"
+    shutil.copytree(untouched_copy, folder)
+    exercise_helpers.plant(folder, "costs", "compute_content_cost", """
+    _, n_H, n_W, n_C = a_G.shape
+    return float(np.sum((a_C.astype(np.float64) - a_G) ** 2) / (4 * n_H * n_W * n_C))
+""")
+    exercise_helpers.plant(folder, "costs", "content_cost_backward", """
+    _, n_H, n_W, n_C = a_G.shape
+    return ((a_G - a_C) / (4 * n_H * n_W * n_C)).astype(a_G.dtype)
+""")
+    result = _gradcheck_copy(folder, "--only", "content_cost", "--json")
+    (row,) = json.loads(result.stdout)["rows"]
+    assert result.returncode == 1 and row["result"] == "FAIL", row
+    assert row["vs_numeric"] > 0.3 and row["vs_pytorch"] > 0.3
+
+
+def test_an_answer_key_passes_every_row(tmp_path, weights_dir, torch):
+    from scratchnst.exercises import make_student_copy
+
+    make_student_copy(tmp_path, solutions=True)
+    result = _gradcheck_copy(tmp_path, "--only", "layers", "--only", "costs", "--only", "squeezenet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].startswith("30 passed, 0 failed")
+
+
+def test_package_that_is_not_a_copy(tmp_path):
+    result = _gradcheck_copy(tmp_path / "nowhere")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "no such folder" in result.stderr
+    result = _gradcheck_copy(tmp_path)
+    assert result.returncode == 1 and "holds no scratchnst package" in result.stderr

@@ -95,7 +95,7 @@ def cycles(graph):
 def test_the_reader_sees_every_import_kind():
     # the check itself: a function-level import and a relative one are found
     graph = project_graph()
-    assert "scratchnst.gradcheck" in graph["scratchnst.cli.parser"], "a function-level import was missed"
+    assert "scratchnst.cli.gradcheck_command" in graph["scratchnst.cli.parser"], "a function-level import was missed"
     assert {"scratchnst.layers", "scratchnst.fast_conv"} <= graph["scratchnst.networks"]
 
 

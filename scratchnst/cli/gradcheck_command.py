@@ -74,6 +74,6 @@ def run(args):
     """The `scratchnst gradcheck` command."""
     if args.package is not None:
         return run_in_copy(args)
-    from scratchnst.gradcheck import run_gradcheck
+    from scratchnst.gradcheck_cases import run_gradcheck
 
     return run_gradcheck(seed=args.seed, use_torch=not args.no_torch, only=args.only, as_json=args.json)
