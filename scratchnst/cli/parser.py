@@ -392,7 +392,7 @@ def _add_exercises(sub):
     p_check.add_argument("dir", metavar="DIR", nargs="?", default=".",
                          help="the folder holding the student's scratchnst/")
     p_check.add_argument("--only", metavar="NAME", action="append",
-                         help="grade only the exercises whose name contains NAME (repeatable)")
+                         help="grade only the exercise NAME, or those whose name contains NAME (repeatable)")
     p_check.add_argument("--timeout", metavar="SECONDS", type=float, default=_EXERCISE_TIMEOUT,
                          help="time one exercise's calls may take before they are stopped")
     p_check.add_argument("--import-timeout", metavar="SECONDS", type=float, default=_IMPORT_TIMEOUT,
@@ -417,7 +417,7 @@ def _add_exercises(sub):
         formatter_class=_Formatter)
     p_grade.add_argument("dirs", metavar="DIR", nargs="+", help="submission folders, or folders of them")
     p_grade.add_argument("--only", metavar="NAME", action="append",
-                         help="grade only the exercises whose name contains NAME (repeatable)")
+                         help="grade only the exercise NAME, or those whose name contains NAME (repeatable)")
     p_grade.add_argument("--timeout", metavar="SECONDS", type=float, default=_EXERCISE_TIMEOUT,
                          help="time one exercise's calls may take")
     p_grade.add_argument("--import-timeout", metavar="SECONDS", type=float, default=_IMPORT_TIMEOUT,

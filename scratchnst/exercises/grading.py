@@ -185,7 +185,13 @@ def _choose(exercises, only):
         return list(exercises)
     if "" in only:  # "" is part of every name: it would select everything, silently
         raise UsageError("--only '': give part of an exercise's name, e.g. --only relu")
-    chosen = [e for e in exercises if any(name in e.name for name in only)]
+    def matches(e, name):
+        # a whole name picks that exercise alone (gram_matrix, not gram_matrix_backward too); part of a
+        # name picks every exercise it is part of (--only pool)
+        exact = [x for x in exercises if name in (x.name, x.function)]
+        return e in exact if exact else name in e.name
+
+    chosen = [e for e in exercises if any(matches(e, name) for name in only)]
     if not chosen:
         raise UsageError(f"no exercise matches {', '.join(only)}; the exercises are "
                          f"{', '.join(e.function for e in CATALOGUE)}")
@@ -289,7 +295,8 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
 
     Args:
         directory: the folder holding the student's scratchnst/ (or that package folder itself).
-        only: None, or names; an exercise is graded when one of them is part of its name
+        only: None, or names; an exercise is graded when one of them is its name, or, if no
+            exercise has that name, part of its name
             ("relu", "costs.gram_matrix").
         timeout: seconds the calls of one exercise may take together.
         use_torch: also check against PyTorch when it is installed.
