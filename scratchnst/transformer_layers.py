@@ -12,6 +12,8 @@ and `*_backward(dout, cache) -> gradient(s)`:
     residual sum          the skip connection of a residual block
     scaled tanh           squashes the last convolution into the pixel range the loss network reads
 
+and `conv2d_weight_gradient`, a faster kernel gradient for the network's stride-1 convolutions.
+
 Everything is channels-last, activations (N, H, W, C), per-channel parameters (C,). Each layer has a
 `*_naive` version written as loops or as the textbook formula, to read next to the maths and to
 check the vectorised one against (tests prove the two equal, equal to finite differences and to
@@ -208,6 +210,19 @@ def instance_norm_backward_naive(dout, cache):
     return dx, dgamma, dbeta
 
 
+def _plane_means(a):
+    """Mean of each (image, channel) plane over its pixels: (N, H, W, C) -> (N, 1, 1, C).
+
+    As a batched product with a row of ones, (1, H*W) @ (H*W, C) per image: BLAS sums the pixels
+    in blocks with several accumulators, which in float32 is about 8x faster than a.mean(axis=(1, 2))
+    (NumPy adds the H*W rows one after another) and rounds less.
+    """
+    N, H, W, C = a.shape
+    ones = np.ones((1, H * W), dtype=a.dtype)
+    sums = np.matmul(ones, a.reshape(N, H * W, C))          # (N, 1, C)
+    return (sums / a.dtype.type(H * W)).reshape(N, 1, 1, C)
+
+
 def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
     """Instance normalisation with per-channel scale and shift, as torch.nn.InstanceNorm2d(C, affine=True).
 
@@ -227,11 +242,12 @@ def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
     statistics: training and stylising compute the same thing (Ulyanov et al. 2016, who found it
     the change that made feed-forward stylisation as good as the optimisation).
     """
+    x = np.asarray(x)
     # Two passes (mean, then the mean of squared deviations): the one-pass E[x^2] - E[x]^2 loses
     # every digit in float32 for activations far from zero.
-    mu = x.mean(axis=(1, 2), keepdims=True)                      # (N, 1, 1, C)
+    mu = _plane_means(x)                                          # (N, 1, 1, C)
     xc = x - mu                                                   # (N, H, W, C)
-    var = np.mean(np.square(xc), axis=(1, 2), keepdims=True)     # (N, 1, 1, C)
+    var = _plane_means(np.square(xc))                             # (N, 1, 1, C)
     inv_sigma = 1 / np.sqrt(var + x.dtype.type(eps))             # (N, 1, 1, C), x's dtype
     xhat = xc
     xhat *= inv_sigma                                             # xc is ours: normalise it in place
@@ -259,19 +275,97 @@ def instance_norm_backward(dout, cache):
         dx_k = sum_i g_i dxhat_i/dx_k = (1/sigma) (g_k - mean(g) - xhat_k mean(g * xhat))
     and gamma is constant over the plane, so it comes out of the means. One pass over the plane
     for the two means, one to combine them: no intermediate dvar, dmu arrays as in the naive version.
+    The per-plane means also give dgamma and dbeta: sums over the images of M times them.
     """
     xhat, inv_sigma, gamma = cache
-    dbeta = dout.sum(axis=(0, 1, 2))                                  # (C,)
+    N, H, W, C = xhat.shape
+    M = dout.dtype.type(H * W)
+    mean_dy = _plane_means(dout)                                      # (N, 1, 1, C)
     dy_xhat = dout * xhat                                             # (N, H, W, C)
-    dgamma = dy_xhat.sum(axis=(0, 1, 2))                              # (C,)
-    mean_dy = dout.mean(axis=(1, 2), keepdims=True)                   # (N, 1, 1, C)
-    mean_dy_xhat = dy_xhat.mean(axis=(1, 2), keepdims=True)           # (N, 1, 1, C)
+    mean_dy_xhat = _plane_means(dy_xhat)                              # (N, 1, 1, C)
+    dbeta = mean_dy.sum(axis=(0, 1, 2)) * M                           # (C,)
+    dgamma = mean_dy_xhat.sum(axis=(0, 1, 2)) * M                     # (C,)
     dx = dy_xhat                                                      # reuse the buffer: it is ours
     np.multiply(xhat, mean_dy_xhat, out=dx)
     np.subtract(dout, dx, out=dx)
     dx -= mean_dy
     dx *= gamma * inv_sigma                                           # (N, 1, 1, C) broadcast
     return dx, dgamma.astype(gamma.dtype, copy=False), dbeta.astype(gamma.dtype, copy=False)
+
+
+# ------------------------------------------------------------ the kernel gradient, stride 1
+# About this many bytes of window rows are copied out at a time (as fast_conv's im2col blocks).
+_BLOCK_BYTES = 8 * 2**20
+
+
+def _window_rows(a, KH, KW, H_out, W_out):
+    """The windows of one image a (Hp, Wp, C), C-contiguous, as a strided view (H_out, W_out, KH, KW*C).
+
+    view[i, j, u] = a[i + u, j:j + KW, :].ravel(): the KW*C values of one window row are one
+    contiguous run of a, so the copy of a block of this view moves long runs (not C values at a time).
+    """
+    sH, sW, sC = a.strides
+    if sC != a.itemsize or sW != a.shape[2] * sC:
+        raise ValueError("the image must be C-contiguous along W and C")
+    return np.lib.stride_tricks.as_strided(a, shape=(H_out, W_out, KH, KW * a.shape[2]),
+                                           strides=(sH, sW, sH, sC), writeable=False)
+
+
+def conv2d_weight_gradient(x, dout, KH, KW):
+    """The kernel gradient of a stride-1 'valid' convolution, windows copied from the side with fewer channels.
+
+    Args:
+        x: the convolution's input (N, Hp, Wp, C_in), already padded (here: reflection-padded).
+        dout: upstream gradient (N, H_out, W_out, C_out), H_out = Hp - KH + 1, W_out = Wp - KW + 1.
+        KH, KW: the kernel's size.
+
+    Returns:
+        dw: (KH, KW, C_in, C_out), dw[kh, kw] = sum_{n, i, j} x[n, i + kh, j + kw, :]^T dout[n, i, j, :]
+            (what layers.conv2d_backward and fast_conv.conv2d_backward return as dw).
+
+    Why not fast_conv's: it makes one product per kernel tap, each copying a strided view of x C_in
+    values at a time (3 for an RGB input) into an (N*H_out*W_out, C_in) matrix, 81 times for a 9x9
+    kernel. Here one block of window rows is copied in long runs and multiplied at once, and the
+    windows are taken from whichever side has fewer channels:
+        C_in <= C_out: windows of x, dw = cols(x)^T @ dout            (cols: KH*KW*C_in wide)
+        C_in >  C_out: windows of dout padded by K - 1 (a 'full' correlation), dw = x^T @ cols(dout)
+                       (cols: KH*KW*C_out wide; the window at (a, b) holds dout[a - kh, b - kw], so
+                       the taps come out flipped and are flipped back)
+    For the 9x9 output convolution (16 -> 3 channels) that copies 5x fewer values; measured at
+    256x256, batch 4, float32, 1 thread: 57 ms instead of 273 (and 47 instead of 136 for the first).
+    """
+    N, Hp, Wp, C_in = x.shape
+    _, H_out, W_out, C_out = dout.shape
+    if (H_out, W_out) != (Hp - KH + 1, Wp - KW + 1):
+        raise ValueError(f"dout {dout.shape} is not the output of a {KH}x{KW} valid convolution of {x.shape}")
+    dtype = np.result_type(x, dout)
+    if C_in <= C_out:
+        K = KH * KW * C_in
+        g = np.zeros((K, C_out), dtype=dtype)
+        rows = max(1, min(H_out, _BLOCK_BYTES // (W_out * K * x.itemsize)))
+        block = np.empty((rows, W_out, KH, KW * C_in), dtype=x.dtype)
+        for n in range(N):
+            x_n = np.ascontiguousarray(x[n])
+            for i in range(0, H_out, rows):
+                r = min(rows, H_out - i)
+                cols = block[:r]
+                cols[...] = _window_rows(x_n[i:i + r + KH - 1], KH, KW, r, W_out)      # the copy
+                g += cols.reshape(r * W_out, K).T @ dout[n, i:i + r].reshape(r * W_out, C_out)
+        return g.reshape(KH, KW, C_in, C_out)                     # rows were in (kh, kw, ci) order
+    K = KH * KW * C_out
+    g = np.zeros((C_in, K), dtype=dtype)
+    dpad = np.pad(dout, ((0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1), (0, 0)))  # (N, Hp + KH - 1, Wp + KW - 1, C_out)
+    rows = max(1, min(Hp, _BLOCK_BYTES // (Wp * K * dout.itemsize)))
+    block = np.empty((rows, Wp, KH, KW * C_out), dtype=dout.dtype)
+    for n in range(N):
+        x_n = np.ascontiguousarray(x[n])
+        for a in range(0, Hp, rows):
+            r = min(rows, Hp - a)
+            cols = block[:r]
+            cols[...] = _window_rows(dpad[n, a:a + r + KH - 1], KH, KW, r, Wp)        # the copy
+            g += x_n[a:a + r].reshape(r * Wp, C_in).T @ cols.reshape(r * Wp, K)
+    # g[ci, u, v, co] = sum x[a, b, ci] dout[a - (KH-1-u), b - (KW-1-v), co]: tap (kh, kw) = (KH-1-u, KW-1-v)
+    return np.ascontiguousarray(g.reshape(C_in, KH, KW, C_out)[:, ::-1, ::-1, :].transpose(1, 2, 0, 3))
 
 
 # ------------------------------------------------------------------- nearest-neighbour upsampling

@@ -214,3 +214,51 @@ def test_torch_instance_norm_batch_of_one_workaround(torch):
     tensors = [torch_ref.to_torch(a, requires_grad=True) for a in (x, gamma, beta)]
     (torch_ref.instance_norm(*tensors) * torch_ref.to_torch(dout)).sum().backward()
     assert rel_error(torch_ref.to_numpy(tensors[1].grad), (dout * xhat).sum(axis=(0, 1, 2))) < TORCH_TOL
+
+
+# ------------------------------------------------------------------ the kernel gradient, stride 1
+@pytest.mark.parametrize("shape,kernel,c_out", [
+    ((2, 7, 9, 3), (3, 3), 5),      # fewer input channels: windows of x
+    ((2, 7, 9, 5), (3, 3), 2),      # fewer output channels: windows of dout ('full' correlation)
+    ((1, 12, 11, 4), (9, 9), 3),    # the output convolution's shape, odd sizes
+    ((1, 11, 12, 3), (9, 9), 4),    # the first convolution's
+    ((3, 6, 8, 4), (1, 3), 4),      # non-square, equal channels
+    ((1, 5, 5, 2), (5, 5), 2),      # one output position
+    ((1, 5, 5, 3), (5, 5), 2),
+])
+def test_conv_weight_gradient_matches_the_readable_convolution_and_torch(shape, kernel, c_out, torch):
+    from scratchnst import layers
+
+    rng = np.random.default_rng(seed_of(shape, kernel, c_out))
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((*kernel, shape[3], c_out))
+    b = rng.standard_normal(c_out)
+    out, cache = layers.conv2d_forward(x, w, b, 1, "valid")
+    dout = rng.standard_normal(out.shape)
+    dw = tl.conv2d_weight_gradient(x, dout, *kernel)
+    assert dw.shape == w.shape and dw.flags.c_contiguous
+    assert rel_error(dw, layers.conv2d_backward(dout, cache)[1]) < NAIVE_TOL * 100
+    x_t, w_t = torch_ref.to_torch(x), torch_ref.to_torch(w, requires_grad=True)
+    (torch_ref.conv2d(x_t, w_t, None, 1, "valid") * torch_ref.to_torch(dout)).sum().backward()
+    assert rel_error(dw, torch_ref.to_numpy(w_t.grad)) < TORCH_TOL
+    dw32 = tl.conv2d_weight_gradient(x.astype(np.float32), dout.astype(np.float32), *kernel)
+    assert dw32.dtype == np.float32
+    assert np.max(np.abs(dw32 - dw)) < 1e-4 * np.max(np.abs(dw))
+
+
+def test_conv_weight_gradient_blocks_rows_of_large_images(monkeypatch):
+    # a block budget of a few rows: the loop over blocks, and a last partial block, run on both sides
+    from scratchnst import layers
+
+    monkeypatch.setattr(tl, "_BLOCK_BYTES", 3000)
+    rng = np.random.default_rng(9)
+    for c_in, c_out in ((2, 5), (5, 2)):
+        x, w = rng.standard_normal((2, 13, 10, c_in)), rng.standard_normal((3, 3, c_in, c_out))
+        out, cache = layers.conv2d_forward(x, w, np.zeros(c_out), 1, "valid")
+        dout = rng.standard_normal(out.shape)
+        assert rel_error(tl.conv2d_weight_gradient(x, dout, 3, 3), layers.conv2d_backward(dout, cache)[1]) < 1e-10
+
+
+def test_conv_weight_gradient_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="valid convolution"):
+        tl.conv2d_weight_gradient(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 4)), 3, 3)

@@ -255,3 +255,15 @@ def test_a_loaded_network_stylises_as_the_saved_one(tmp_path):
     params, x, _ = small_net(dtype=np.float32)
     loaded, meta = tn.load(tn.save(tmp_path / "net.h5", params, {"style_image": "mosaic.jpg"}))
     np.testing.assert_array_equal(tn.stylize(loaded, x, meta["preprocessing"]), tn.forward(params, x)[0])
+
+
+def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients():
+    params, x, rng = small_net(seed=6, dtype=np.float32)
+    out, cache = tn.forward(params, x)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dx, grads = tn.backward(dout, cache)
+    none, grads_only = tn.backward(dout, cache, input_grad=False)
+    assert dx is not None and none is None
+    assert list(grads_only) == list(grads)
+    for k in grads:
+        np.testing.assert_array_equal(grads_only[k], grads[k])
