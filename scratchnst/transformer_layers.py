@@ -247,11 +247,17 @@ def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
     # every digit in float32 for activations far from zero.
     mu = _plane_means(x)                                          # (N, 1, 1, C)
     xc = x - mu                                                   # (N, H, W, C)
-    var = _plane_means(np.square(xc))                             # (N, 1, 1, C)
+    out = np.square(xc)                                           # (N, H, W, C), reused for out below
+    var = _plane_means(out)                                       # (N, 1, 1, C)
     inv_sigma = 1 / np.sqrt(var + x.dtype.type(eps))             # (N, 1, 1, C), x's dtype
     xhat = xc
     xhat *= inv_sigma                                             # xc is ours: normalise it in place
-    out = xhat * gamma + beta
+    # into the squares' buffer: a fresh array of this size costs its page faults again
+    if out.dtype == np.result_type(xhat, gamma, beta):
+        np.multiply(xhat, gamma, out=out)
+        out += beta
+    else:
+        out = xhat * gamma + beta
     return out, (xhat, inv_sigma, gamma)
 
 
