@@ -20,12 +20,16 @@ and no ReLU after the residual sum (Gross & Wilber). Convolutions followed by in
 normalisation have NO bias: the normalisation subtracts each channel's mean, so a bias there
 would change nothing and always receive a zero gradient.
 
-Size. The paper's widths are 32/64/128 with 5 residual blocks (1.68 M parameters); on a 2-core CPU
-one training step at 256x256 would take several seconds. The default here is widths 16/32/64 and
-DEFAULT_RESIDUAL_BLOCKS = 5 residual blocks (about 0.42 M parameters, a quarter of the FLOPs of the paper's
-network): forward + backward of a batch of 4 at 256x256 in float32 measures about a second on
-2 threads (see the report in the commit that added this module); residual blocks cost little
-(they run at H/4), the 9x9 convolutions at full resolution dominate. Both are arguments.
+Size. The paper's widths are 32/64/128 with 5 residual blocks (1.68 M parameters here); one
+training step of it (forward + backward, 256x256, batch 4, float32) takes 4.2 s on one core of
+the 2-core Xeon this was written on. The default keeps the paper's depth and kernels and halves
+every width: widths 16/32/64 (DEFAULT_WIDTHS) and DEFAULT_RESIDUAL_BLOCKS = 5, 423,779 parameters,
+about a quarter of the FLOPs. Measured (best of 5, the machine shared): batch 2 takes 0.70 s on
+1 thread and 0.60 s on 2; batch 4 1.38-1.44 s and 1.21-1.28 s (PyTorch: 0.55 / 0.29 s and
+1.1 / 0.6 s). The layers at full resolution (the two 9x9 convolutions, up2, and the instance
+normalisations there) are most of it; a residual block runs at H/4 and costs ~5% of a step
+(3 blocks instead of 5 save 0.14 s at batch 4), so depth is kept and width is what was cut.
+Both are arguments of init_params, and forward reads them from the parameters.
 
 Pixel space. The network reads and writes images in the loss network's preprocessed space
 (`scratchnst.image.preprocess`, "caffe": BGR, 0..255 minus the BGR means; or "torchvision"), so that

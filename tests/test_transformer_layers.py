@@ -188,14 +188,19 @@ def test_scaled_tanh_spans_its_interval():
     np.testing.assert_allclose(out.ravel(), [0.0, 127.5, 255.0])
 
 
+def _name(case):
+    # the row's name: Case.layer here, Case.name in the gradcheck being rewritten beside this work
+    return getattr(case, "name", None) or case.layer
+
+
 def test_gradcheck_cases_pass(torch):
     cases = tn.gradcheck_cases(np.random.default_rng(0))
-    assert {case.layer for case in cases} == {"reflection_pad", "instance_norm", "upsample_nearest", "residual",
-                                              "scaled_tanh"}
+    assert {_name(case) for case in cases} == {"reflection_pad", "instance_norm", "upsample_nearest", "residual",
+                                               "scaled_tanh"}
     for case in cases:
         numeric_error, torch_error = gradcheck.check_case(case)
-        assert numeric_error < gradcheck.NUMERIC_TOL, (case.layer, case.config, numeric_error)
-        assert torch_error < gradcheck.TORCH_TOL, (case.layer, case.config, torch_error)
+        assert numeric_error < gradcheck.NUMERIC_TOL, (_name(case), case.config, numeric_error)
+        assert torch_error < gradcheck.TORCH_TOL, (_name(case), case.config, torch_error)
 
 
 def test_gradcheck_cases_without_torch():
