@@ -267,3 +267,10 @@ def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients(
     assert list(grads_only) == list(grads)
     for k in grads:
         np.testing.assert_array_equal(grads_only[k], grads[k])
+
+
+def test_save_into_a_missing_folder_is_a_user_error(tmp_path):
+    params, _, _ = small_net()
+    with pytest.raises(UserError, match="cannot write the transformer network"):
+        tn.save(tmp_path / "no-such-folder" / "net.h5", params)
+    assert list(tmp_path.iterdir()) == []
