@@ -335,17 +335,21 @@ def format_table(rows, skipped, torch_note, seconds):
     for name, why in skipped:
         by_reason.setdefault(why, []).append(name)
     lines += [f"skipped {', '.join(names)}: {why}" for why, names in by_reason.items()]
-    groups = {}
+    kinds = {}  # (numeric tol, torch tol, normwise) -> the rows judged so
     for row in rows:
         if row.result in ("PASS", "FAIL"):
-            groups.setdefault(row.group, row)
-    if groups:
+            kinds.setdefault((*row.tolerances, row.normwise), []).append(row)
+    if kinds:
         lines.append("")
         lines.append("a row passes when its largest relative error (float64) is below:")
-        for group, row in groups.items():
-            how = "relative to each gradient's largest element" if row.normwise else "element by element"
-            lines.append(f"  {group}: {row.tolerances[0]:.0e} against finite differences, "
-                         f"{row.tolerances[1]:.0e} against PyTorch, {how}")
+        for (numeric_tol, torch_tol, normwise), judged in kinds.items():
+            groups = [g for g in dict.fromkeys(r.group for r in judged)
+                      if all((*r.tolerances, r.normwise) == (numeric_tol, torch_tol, normwise)
+                             for r in rows if r.group == g and r.result in ("PASS", "FAIL"))]
+            names = groups + [r.name for r in judged if r.group not in groups]
+            how = "relative to each gradient's largest element" if normwise else "element by element"
+            lines.append(f"  {', '.join(dict.fromkeys(names))}: {numeric_tol:.0e} against finite differences, "
+                         f"{torch_tol:.0e} against PyTorch, {how}")
     lines.append(summary_line(rows, skipped, seconds))
     return "\n".join(lines)
 

@@ -7,6 +7,9 @@ Three groups, in the order a student meets them:
             average pooling, concatenation: every configuration the networks use, and odd ones;
     costs   content cost, Gram matrix, layer style cost (the course's and the loop's fast one),
             weighted style cost, total cost with alpha and beta, total variation;
+    transformer  the real-time style network's layers (reflection padding, instance
+            normalisation, nearest upsampling, residual sum, scaled tanh), its kernel gradient,
+            and a whole small network's parameter gradients;
     chain   dJ/dx through a real pretrained network, float64: the content cost, the style cost
             and the total that `stylize` minimises, for SqueezeNet and for VGG-19 when their
             weights are installed.
@@ -26,12 +29,15 @@ import time
 
 import numpy as np
 
-from scratchnst import costs, fast_conv, gradcheck, layers, torch_ref
+from scratchnst import costs, fast_conv, gradcheck, layers, torch_ref, transformer_net
+from scratchnst import transformer_layers as tl
 from scratchnst.errors import UsageError
 from scratchnst.gradcheck import Case, Check, Skip
 
-GROUPS = ("layers", "costs", "chain")
+GROUPS = ("layers", "costs", "transformer", "chain")
 CHAIN_MODELS = ("squeezenet", "vgg19")
+# The tolerance against finite differences of the rows through a whole network (see "chain" below).
+CHAIN_NUMERIC_TOL = 1e-6
 
 
 # ------------------------------------------------------------------------------------ layers
@@ -241,6 +247,91 @@ _COST_CASES = {
 }
 
 
+# ------------------------------------------------------------------------------- transformer
+def transformer_cases(seed=0):
+    """The real-time style network's layers on odd shapes, and a small whole network's gradients."""
+    rng = np.random.default_rng([seed, 200])
+    cases = []
+    for shape, pad in (((2, 5, 7, 3), 2), ((1, 6, 4, 2), 3), ((1, 3, 3, 2), 1)):
+        N, H, W, C = shape
+        cases.append(Case(
+            "reflection_pad", f"p{pad} {H}x{W}x{C} N={N}", {"x": rng.standard_normal(shape)},
+            lambda x, pad=pad: tl.reflection_pad_forward(x, pad),
+            lambda dout, cache: (tl.reflection_pad_backward(dout, cache),),
+            lambda x, pad=pad: torch_ref.reflection_pad(x, pad),
+            h=1e-3,  # linear in x: no truncation error at any step
+        ))
+    for shape in ((2, 5, 7, 3), (1, 3, 4, 5)):
+        N, H, W, C = shape
+        cases.append(Case(
+            "instance_norm", f"{H}x{W}x{C} N={N}, gamma and beta",
+            {"x": rng.standard_normal(shape), "gamma": rng.standard_normal(C), "beta": rng.standard_normal(C)},
+            lambda x, gamma, beta: tl.instance_norm_forward(x, gamma, beta),
+            lambda dout, cache: tl.instance_norm_backward(dout, cache), torch_ref.instance_norm,
+        ))
+    for shape, factor in (((2, 3, 5, 2), 2), ((1, 2, 3, 3), 3)):
+        N, H, W, C = shape
+        cases.append(Case(
+            "upsample_nearest", f"x{factor} {H}x{W}x{C} N={N}", {"x": rng.standard_normal(shape)},
+            lambda x, factor=factor: tl.upsample_nearest_forward(x, factor),
+            lambda dout, cache: (tl.upsample_nearest_backward(dout, cache),),
+            lambda x, factor=factor: torch_ref.upsample_nearest(x, factor),
+            h=1e-3,
+        ))
+    cases.append(Case(
+        "residual", "5x7x3 N=2", {"x": rng.standard_normal((2, 5, 7, 3)), "fx": rng.standard_normal((2, 5, 7, 3))},
+        lambda x, fx: tl.residual_forward(x, fx), lambda dout, cache: tl.residual_backward(dout, cache),
+        torch_ref.residual, h=1e-3,
+    ))
+    scale, offset = np.array([127.5, 100.0, 50.0]), np.array([23.5, 10.7, -3.8])
+    cases.append(Case(
+        "scaled_tanh", "per-channel 5x7x3 N=2", {"x": rng.standard_normal((2, 5, 7, 3))},
+        lambda x: tl.scaled_tanh_forward(x, scale, offset),
+        lambda dout, cache: (tl.scaled_tanh_backward(dout, cache),),
+        lambda x: torch_ref.scaled_tanh(x, scale, offset),
+    ))
+    x = rng.standard_normal((2, 7, 6, 3))
+    cases.append(Case(
+        "conv2d_weight_gradient", "3x3 valid 7x6x3->4 N=2 (the training's kernel gradient)",
+        {"w": rng.standard_normal((3, 3, 3, 4))},
+        lambda w: (fast_conv.conv2d_forward(x, w, np.zeros(4), 1, "valid")[0], None),
+        lambda d, cache: (tl.conv2d_weight_gradient(x, d, 3, 3),),
+        lambda w: torch_ref.conv2d(torch_ref.to_torch(x), w, torch_ref.to_torch(np.zeros(4)), 1, "valid"),
+        h=1e-3,
+    ))
+    cases.append(_transformer_net_case(rng))
+    return cases
+
+
+def _transformer_net_case(rng):
+    """Every parameter's gradient of a small whole network, and the input's, for sum(out * dout)."""
+    widths, blocks = (3, 4, 5), 1
+    params = transformer_net.init_params(rng, widths=widths, residual_blocks=blocks, dtype=np.float64)
+    # biases and shifts away from 0, so that no gradient is checked only where it is trivially small
+    params = {name: p + 0.1 * rng.standard_normal(p.shape) if not name.endswith("/kernel") else p
+              for name, p in params.items()}
+    names = list(params)
+    scale, offset = transformer_net.output_range("caffe", np.float64)
+
+    def forward(x, **ps):
+        return transformer_net.forward(ps, x)
+
+    def backward(dout, cache):
+        dx, grads = transformer_net.backward(dout, cache)
+        return (dx, *(grads[name] for name in names))
+
+    def torch_forward(x, **ps):
+        return torch_ref.transformer_net(ps, x, torch_ref.to_torch(scale), torch_ref.to_torch(offset))
+
+    return Case(
+        "transformer_net", f"widths {widths}, {blocks} residual block, 1x8x12x3: x and all {len(names)} parameters",
+        {"x": 60 * rng.standard_normal((1, 8, 12, 3)), **params}, forward, backward, torch_forward,
+        # a whole network's sums: the quotients' round-off reaches 1e-8 of the largest element (a
+        # missing factor or sign gives 1e-1 or more); the chain rows' tolerance
+        h=1e-5, samples=12, normwise=True, numeric_tol=CHAIN_NUMERIC_TOL,
+    )
+
+
 # ------------------------------------------------------------------------------------- chain
 # The whole network in float64: what one pixel does to the cost passes through a dozen layers,
 # ReLU kinks and pooling windows. A sample of pixels is differentiated numerically (two forward
@@ -248,8 +339,7 @@ _COST_CASES = {
 # the step h = 1e-3 (pixels are in units of 0..255) the sampled errors are about 1e-9 relative to
 # the largest element; a missing factor, a sign or an unflipped kernel gives 1e-1 or more.
 # PyTorch computes every pixel's gradient through the same weights: round-off apart (1e-15 here),
-# the same numbers, so its tolerance is the layers' one.
-CHAIN_NUMERIC_TOL = 1e-6
+# the same numbers, so its tolerance is the layers' one. Hence CHAIN_NUMERIC_TOL, 1e-6.
 
 # (content layer, style layers, size of the generated image, of the two style images, how many
 # pixels to differentiate numerically: each costs two forward passes, VGG-19's ten times SqueezeNet's)
@@ -367,11 +457,12 @@ def _chain_case(nets, model, kind, seed):
 
 # ---------------------------------------------------------------------------------- the rows
 def default_checks(seed=0):
-    """Every row of the table, in order: layers, costs, chain (each built when it runs)."""
+    """Every row of the table, in order: layers, costs, transformer, chain (each built when it runs)."""
     checks = [Check(case.name, "layers", lambda case=case: case) for case in layer_cases(seed)]
     for i, (name, make) in enumerate(_COST_CASES.items()):
         # each row its own random stream, so that a row's inputs do not depend on the rows selected
         checks.append(Check(name, "costs", lambda make=make, i=i: make(np.random.default_rng([seed, 100 + i]))))
+    checks += [Check(case.name, "transformer", lambda case=case: case) for case in transformer_cases(seed)]
     nets = _Networks()
     for model in CHAIN_MODELS:
         for kind in ("content", "style", "total"):

@@ -11,9 +11,8 @@ import zlib
 import numpy as np
 import pytest
 
-from scratchnst import gradcheck, torch_ref
+from scratchnst import gradcheck, gradcheck_cases, torch_ref
 from scratchnst import transformer_layers as tl
-from scratchnst import transformer_net as tn
 from scratchnst.gradcheck import eval_numerical_gradient_array, rel_error
 
 TORCH_TOL = 1e-10
@@ -188,25 +187,20 @@ def test_scaled_tanh_spans_its_interval():
     np.testing.assert_allclose(out.ravel(), [0.0, 127.5, 255.0])
 
 
-def _name(case):
-    # the row's name: Case.layer here, Case.name in the gradcheck being rewritten beside this work
-    return getattr(case, "name", None) or case.layer
-
-
-def test_gradcheck_cases_pass(torch):
-    cases = tn.gradcheck_cases(np.random.default_rng(0))
-    assert {_name(case) for case in cases} == {"reflection_pad", "instance_norm", "upsample_nearest", "residual",
-                                               "scaled_tanh"}
+def test_gradcheck_rows_pass(torch):
+    cases = gradcheck_cases.transformer_cases(seed=0)
+    assert {case.name for case in cases} == {"reflection_pad", "instance_norm", "upsample_nearest", "residual",
+                                             "scaled_tanh", "conv2d_weight_gradient", "transformer_net"}
     for case in cases:
         numeric_error, torch_error = gradcheck.check_case(case)
-        assert numeric_error < gradcheck.NUMERIC_TOL, (_name(case), case.config, numeric_error)
-        assert torch_error < gradcheck.TORCH_TOL, (_name(case), case.config, torch_error)
+        assert numeric_error < case.numeric_tol, (case.name, case.config, numeric_error)
+        assert torch_error < case.torch_tol, (case.name, case.config, torch_error)
 
 
-def test_gradcheck_cases_without_torch():
-    for case in tn.gradcheck_cases(np.random.default_rng(1)):
+def test_gradcheck_rows_without_torch():
+    for case in gradcheck_cases.transformer_cases(seed=1):
         numeric_error, torch_error = gradcheck.check_case(case, use_torch=False)
-        assert numeric_error < gradcheck.NUMERIC_TOL and torch_error is None
+        assert numeric_error < case.numeric_tol and torch_error is None
 
 
 def test_torch_instance_norm_batch_of_one_workaround(torch):
