@@ -31,6 +31,8 @@ NUMERICAL = [
     "tests/test_optim_resume.py",
     "tests/test_networks.py",
     "tests/test_transfer.py",
+    "tests/test_transformer_layers.py",
+    "tests/test_transformer_net.py",
 ]
 
 
