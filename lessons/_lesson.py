@@ -430,12 +430,12 @@ def _release(fig):
             pyplot_module.close(fig)
 
 
-def plot_relative_costs(args, name, histories, ylabel, title):
+def plot_relative_costs(args, name, histories, ylabel, title, xlabel="L-BFGS iteration"):
     """Plot each cost history divided by its first value, log scale, one line per label.
 
     Args:
         histories: {label: [cost per iteration]}.
-        name: the PNG file in args.out; ylabel, title: the axis label and the title.
+        name: the PNG file in args.out; ylabel, title, xlabel: the axis labels and the title.
     Skipped, with a note, when matplotlib is not installed.
     """
     plt = pyplot(f"the plot of {ylabel} against the iteration")
@@ -444,7 +444,7 @@ def plot_relative_costs(args, name, histories, ylabel, title):
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, history in histories.items():
         ax.semilogy(np.array(history) / history[0], label=label)
-    ax.set_xlabel("L-BFGS iteration")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
