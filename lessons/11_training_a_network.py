@@ -102,7 +102,7 @@ if torch is not None:
 
 # %%
 _lesson.section("scratchnst gradcheck --only transformer")
-run_gradcheck(only=["transformer"], use_torch=torch is not None)
+status = run_gradcheck(only=["transformer"], use_torch=torch is not None)
 
 # %% [markdown]
 # ## What the layers do to a photo
