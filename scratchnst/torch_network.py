@@ -129,6 +129,41 @@ class TorchNetwork:
 
         return cost
 
+    def training_loss(self, style_x, content_layer, style_layers, alpha, beta, tv_weight=0.0):
+        """The training loss of `training.make_loss_function`, in PyTorch, for autograd to differentiate.
+
+        Args:
+            style_x: (1, H_S, W_S, 3) preprocessed style image (NumPy, our layout).
+            content_layer, style_layers, alpha, beta, tv_weight: as make_loss_function.
+
+        Returns:
+            loss(out, x) -> J (0-d tensor) for out and x (N, 3, H, W): the mean over the batch of
+            alpha J_content(a_C(x_i), a_G(out_i)) + beta sum_l lambda_l J_style_layer(S, out_i)
+            + tv_weight J_tv(out_i), with the content activations a_C taken without gradient.
+        """
+        torch = self.torch
+        style_names = [name for name, _ in style_layers]
+        with torch.no_grad():
+            acts = self.forward(to_nchw(style_x), style_names)
+            targets = {name: torch_ref.style_target(acts[name], channels_last=False) for name in style_names}
+        wanted = list(dict.fromkeys([content_layer] + style_names))
+
+        def loss(out, x):
+            with torch.no_grad():
+                a_C = self.forward(x, [content_layer])[content_layer]
+            acts = self.forward(out, wanted)
+            J = 0.0
+            for i in range(out.shape[0]):
+                J_style = sum(lam * torch_ref.layer_style_cost_from_target(targets[name], acts[name][i:i + 1],
+                                                                          channels_last=False)
+                              for name, lam in style_layers)
+                J = J + alpha * torch_ref.content_cost(a_C[i:i + 1], acts[content_layer][i:i + 1]) + beta * J_style
+                if tv_weight:
+                    J = J + tv_weight * torch_ref.total_variation_cost(out[i:i + 1], channels_last=False)
+            return J / out.shape[0]
+
+        return loss
+
     def step(self, x, grads):
         """One step: dJ/dx (N, 3, H, W) for x (N, 3, H, W) and {layer name: dJ/da (N, C, H, W)}."""
         x = x.detach().requires_grad_()
@@ -136,3 +171,57 @@ class TorchNetwork:
         acts = self.forward(x, names)
         (dx,) = self.torch.autograd.grad([acts[name] for name in names], [x], [grads[name] for name in names])
         return dx
+
+
+class TorchTransformer:
+    """The real-time style network of `transformer_net` in PyTorch, NCHW, as PyTorch code would write it.
+
+    torch_ref.transformer_net is the checking twin (our layout at every layer, so that each layer
+    can be compared); this one is for timing, the bench's training-step row: native NCHW tensors,
+    OIHW kernels made once, no permutes. The parameters are leaf tensors with requires_grad, so
+    that a backward pass gives every parameter's gradient, as training needs.
+    """
+
+    def __init__(self, params, preprocessing="caffe", eps=1e-5):
+        from scratchnst import transformer_net
+
+        torch = _torch()
+        self.torch, self.F, self.eps = torch, torch.nn.functional, eps
+        self.params = {}
+        for name, p in params.items():
+            a = np.ascontiguousarray(p.transpose(3, 2, 0, 1)) if name.endswith("/kernel") else np.array(p)
+            self.params[name] = torch.from_numpy(a).requires_grad_()
+        scale, offset = transformer_net.output_range(preprocessing, next(iter(params.values())).dtype)
+        self.scale = torch.from_numpy(np.asarray(scale).reshape(1, 3, 1, 1))
+        self.offset = torch.from_numpy(np.asarray(offset).reshape(1, 3, 1, 1))
+        self.blocks = sorted({n.split("/")[0] for n in params if n.startswith("res")}, key=lambda s: int(s[3:]))
+
+    def _conv(self, h, layer, stride=1, bias=False):
+        w = self.params[f"{layer}/kernel"]
+        pad = w.shape[2] // 2
+        h = self.F.pad(h, (pad, pad, pad, pad), mode="reflect")
+        return self.F.conv2d(h, w, self.params[f"{layer}/bias"] if bias else None, stride=stride)
+
+    def _conv_in(self, h, layer, stride=1, relu=True):
+        h = self.F.instance_norm(self._conv(h, layer, stride), weight=self.params[f"{layer}/gamma"],
+                                 bias=self.params.get(f"{layer}/beta"), eps=self.eps)
+        return self.F.relu(h) if relu else h
+
+    def forward(self, x):
+        """(N, 3, H, W) -> (N, 3, H, W), in the loss network's preprocessed space."""
+        h = self._conv_in(x, "conv1")
+        h = self._conv_in(h, "conv2", stride=2)
+        h = self._conv_in(h, "conv3", stride=2)
+        for block in self.blocks:
+            h = h + self._conv_in(self._conv_in(h, f"{block}/conv1"), f"{block}/conv2", relu=False)
+        h = self._conv_in(self.F.interpolate(h, scale_factor=2, mode="nearest"), "up1")
+        h = self._conv_in(self.F.interpolate(h, scale_factor=2, mode="nearest"), "up2")
+        return self.torch.tanh(self._conv(h, "conv_out", bias=True)) * self.scale + self.offset
+
+    def training_step(self, x, loss):
+        """The gradients of every parameter for loss(forward(x), x), x (N, 3, H, W): {name: tensor}."""
+        for p in self.params.values():
+            p.grad = None
+        J = loss(self.forward(x), x)
+        J.backward()
+        return float(J), {name: p.grad for name, p in self.params.items()}

@@ -428,6 +428,10 @@ def _worker_main(argv=None):
             from scratchnst.cli.bench_quality import measure_quality  # needs torch and real weights
 
             result = measure_quality(**task)
+        elif kind == "training":
+            from scratchnst.cli.bench_training import measure_training
+
+            result = measure_training(**task)
         else:
             result = {"time": measure_time, "memory": measure_memory, "floor": measure_floor}[kind](**task)
     except UserError as error:
@@ -519,7 +523,8 @@ def check_settings(models, sizes, repeats=5, warmup=1, threads=None, seed=0):
 
 
 def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads=None, use_torch=True,
-                   pretrained=False, seed=0, convs=True, memory=True, progress=None, floor=True, quality=None):
+                   pretrained=False, seed=0, convs=True, memory=True, progress=None, floor=True, quality=None,
+                   training=True):
     """Measure every (model, size), each in worker processes; returns the report (a JSON-able dict).
 
     Args:
@@ -532,6 +537,8 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
         floor: measure the machine's floor, NumPy's sgemm against PyTorch's (`measure_floor`).
         quality: None, or {"content", "style", "weights", "iters"}: add the time-to-quality row,
             scratchnst's stylize against torch.optim.LBFGS (scratchnst.cli.bench_quality).
+        training: add the training-step row, one step of training a real-time style network
+            (SqueezeNet as the loss network, 256 px, the training's batch; cli.bench_training).
 
     Returns:
         {"machine": {...}, "settings": {...}, "results": [one dict per (model, size): measure_time's
@@ -595,6 +602,16 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
         say("bench: the floor, NumPy's sgemm against PyTorch's (2048x2048 float32)...")
         floor_result = run_worker({"task": "floor", "threads": threads, "repeats": repeats, "warmup": warmup},
                                   threads)
+    training_result = None
+    if training:
+        say(f"bench: a training step of the real-time style network at {256}x{256}...")
+        training_result = run_worker({"task": "training", "threads": threads, "repeats": repeats, "warmup": warmup,
+                                      "use_torch": use_torch, "pretrained": pretrained, "seed": seed}, threads)
+        training_result["scratchnst_median"] = float(np.median(training_result["scratchnst_seconds"]))
+        theirs = training_result["pytorch_seconds"]
+        training_result["pytorch_median"] = float(np.median(theirs)) if theirs else None
+        training_result["ratio"] = (training_result["scratchnst_median"] / training_result["pytorch_median"]
+                                    if theirs else None)
     quality_result = None
     if quality is not None and not any(r["pytorch"] == "used" for r in results):
         say("bench: no time-to-quality row: the measuring processes could not import PyTorch")
@@ -611,7 +628,7 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
                 "memory_method": "peak resident memory (Linux VmHWM) of one step above the resident memory "
                                  "before it, each library in a fresh process after a warm-up step on a small image"}
     return {"machine": machine, "settings": settings, "results": results, "floor": floor_result,
-            "quality": quality_result}
+            "quality": quality_result, "training": training_result}
 
 
 # ------------------------------------------------------------------------------ the table
@@ -679,6 +696,21 @@ def format_report(report):
             "small image.",
             "dx differs by: ||dx_scratchnst - dx_PyTorch|| / ||dx_PyTorch|| (float32; a max pool may send a",
             "gradient to another cell where two inputs tie to round-off). load: the machine's load average."]
+    train = report.get("training")
+    if train:
+        torch_missing = train["pytorch"] if train["pytorch"] != "used" else "-"
+        out += ["", f"Training step of the real-time style network ({train['model']} loss network, "
+                    f"{train['size']}x{train['size']}, batch {train['batch']}, transformer widths "
+                    f"{'/'.join(map(str, train['widths']))} x {train['residual_blocks']} residual blocks, "
+                    f"{train['parameters']:,} parameters): both networks forward and backward, every "
+                    "parameter's gradient"]
+        out += _table(["scratchnst s", "PyTorch s", "time ratio", "over floor", "loss differs by",
+                       "gradients differ by"], [[
+                           f"{train['scratchnst_median']:.3f}", _fmt(train["pytorch_median"], ".3f", torch_missing),
+                           _fmt(train["ratio"], ".2f"),
+                           _fmt(train["ratio"] / floor_ratio if train["ratio"] and floor_ratio else None, ".2f"),
+                           _fmt(train["loss_difference"], ".1e"), _fmt(train["grad_difference"], ".1e")]],
+                      right=range(0, 6))
     quality = report.get("quality")
     if quality:
         q = quality["settings"]
@@ -717,11 +749,12 @@ def format_report(report):
 
 def run_bench(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads=None, use_torch=True,
               pretrained=False, seed=0, convs=True, memory=True, as_json=False, stream=None, progress=None,
-              floor=True, quality=None):
+              floor=True, quality=None, training=True):
     """`scratchnst bench`: measure, then print the table (or JSON) to stream; returns the exit status 0."""
     stream = stream or sys.stdout
     report = run_benchmarks(models, sizes, repeats, warmup, threads, use_torch, pretrained, seed, convs, memory,
-                            progress=progress if progress is not None else sys.stderr, floor=floor, quality=quality)
+                            progress=progress if progress is not None else sys.stderr, floor=floor, quality=quality,
+                            training=training)
     print(json.dumps(report, indent=2) if as_json else format_report(report), file=stream)
     return 0
 

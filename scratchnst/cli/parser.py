@@ -487,22 +487,25 @@ def _add_bench(sub):
                    help="the content and style images of the time-to-quality row")
     p.add_argument("--quality-iters", type=int, default=200, metavar="N",
                    help="L-BFGS iterations of each library in the time-to-quality row")
+    p.add_argument("--no-training", action="store_true",
+                   help="skip the training-step row (one step of training a real-time style network)")
     p.add_argument("--quick", action="store_true",
                    help="a first look in well under a minute: 256 px only, 3 repeats, no per-convolution "
-                   "breakdown, no memory measurement, no time-to-quality row (the full run takes about "
-                   "5 minutes on 2 cores)")
+                   "breakdown, no memory measurement, no time-to-quality or training row (the full run takes "
+                   "about 5 minutes on 2 cores)")
 
     def run(args):
         from scratchnst.cli.bench import check_settings, run_bench
 
         if args.quick:
             args.sizes, args.repeats, args.no_convs, args.no_memory, args.no_quality = [256], 3, True, True, True
+            args.no_training = True
         check_settings(args.models, args.sizes, args.repeats, args.warmup, args.threads, args.seed)  # first
         quality = None if args.no_quality or args.no_torch else _quality_problem(args)
         return run_bench(models=args.models, sizes=args.sizes, repeats=args.repeats, warmup=args.warmup,
                          threads=args.threads, use_torch=not args.no_torch, pretrained=args.pretrained,
                          seed=args.seed, convs=not args.no_convs, memory=not args.no_memory, as_json=args.json,
-                         floor=not args.no_floor, quality=quality)
+                         floor=not args.no_floor, quality=quality, training=not args.no_training)
 
     p.set_defaults(func=run)
 

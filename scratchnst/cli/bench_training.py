@@ -1,0 +1,83 @@
+"""The bench's training-step row: one step of training a real-time style network, scratchnst against PyTorch.
+
+One step, as `scratchnst train` runs it: the transformer network forward on a batch of photos, the
+loss network forward on its outputs (and on the photos, for their content), the course's costs of
+every image, the loss network backward to the outputs, the transformer backward to every parameter.
+PyTorch runs the same step with the same weights, NCHW, autograd for every gradient
+(torch_network.TorchTransformer and TorchNetwork.training_loss). The Adam update is left out of both:
+a few element-wise passes over 0.1 M parameters, nothing beside the two networks.
+
+The inputs are made up (smooth random pictures), and the loss network's weights random unless
+`pretrained`: the time of a step does not depend on what the pixels show.
+"""
+
+import numpy as np
+
+from scratchnst import image, training, transformer_net
+from scratchnst.cli.bench import _timed, blas_info, make_network, time_interleaved
+from scratchnst.settings import MODEL_DEFAULTS
+from scratchnst.torch_network import TorchNetwork, TorchTransformer, _torch, to_nchw, torch_available
+
+
+def _pictures(rng, n, size):
+    """n made-up photos (n, size, size, 3), RGB 0..255 float32: colour waves and grain."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = np.empty((n, size, size, 3), np.float32)
+    for i in range(n):
+        for c in range(3):
+            fy, fx, phase = rng.uniform(1, 6, 3)
+            out[i, :, :, c] = 128 + 90 * np.sin(2 * np.pi * (fy * yy + fx * xx) + phase)
+    return np.clip(out + rng.normal(0, 15, out.shape), 0, 255).astype(np.float32)
+
+
+def measure_training(model="squeezenet", size=training.DEFAULT_SIZE, batch=training.DEFAULT_BATCH, repeats=5,
+                     warmup=1, threads=None, use_torch=True, pretrained=False, seed=0):
+    """Time training steps of scratchnst and PyTorch in this process, interleaved.
+
+    Returns:
+        dict: model, size, batch, widths, residual_blocks, parameters, scratchnst_seconds and
+        pytorch_seconds [per round] (None without torch), pytorch ("used", "not installed",
+        "not asked"), loss_difference (|J_ours - J_torch| / |J_torch|) and grad_difference (the
+        largest over the parameters of ||g_ours - g_torch|| / ||g_torch||), torch_version,
+        torch_threads, blas.
+    """
+    rng = np.random.default_rng(seed)
+    d = MODEL_DEFAULTS[model]
+    network = make_network(model, seed, pretrained)
+    network = type(network)(network.name, network.params, pooling=d.pool, preprocessing=network.preprocessing)
+    params = transformer_net.init_params(rng, widths=training.TRAIN_WIDTHS,
+                                         residual_blocks=training.TRAIN_RESIDUAL_BLOCKS)
+    mode = network.preprocessing
+    x = training.preprocess_batch(_pictures(rng, batch, size), mode)
+    style_x = image.preprocess(_pictures(rng, 1, size)[0], mode)
+    layers = (d.content_layer, list(d.style_layers), d.alpha, d.beta, 0.0)
+    loss = training.make_loss_function(network, style_x, *layers)
+    ours = _timed(lambda: training.loss_and_grads(params, x, loss, mode))
+    functions = {"scratchnst": ours}
+    result = {"model": model, "size": size, "batch": batch, "widths": list(training.TRAIN_WIDTHS),
+              "residual_blocks": training.TRAIN_RESIDUAL_BLOCKS,
+              "parameters": transformer_net.count_parameters(params), "torch_version": None, "torch_threads": None,
+              "loss_difference": None, "grad_difference": None}
+    pytorch = ("used" if torch_available() else "not installed") if use_torch else "not asked"
+    if pytorch == "used":
+        torch = _torch()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        tnet, transformer = TorchNetwork(network), TorchTransformer(params, mode)
+        torch_loss = tnet.training_loss(style_x, *layers)
+        x_t = to_nchw(x)
+        functions["pytorch"] = _timed(lambda: transformer.training_step(x_t, torch_loss))
+        J, grads, _ = training.loss_and_grads(params, x, loss, mode)
+        J_t, grads_t = transformer.training_step(x_t, torch_loss)
+        worst = 0.0
+        for name, g in grads.items():
+            theirs = grads_t[name].numpy()
+            theirs = theirs.transpose(2, 3, 1, 0) if name.endswith("/kernel") else theirs
+            worst = max(worst, float(np.linalg.norm(g - theirs) / max(np.linalg.norm(theirs), 1e-30)))
+        result.update(torch_version=torch.__version__, torch_threads=torch.get_num_threads(),
+                      loss_difference=abs(J - J_t) / abs(J_t), grad_difference=worst)
+    timed = time_interleaved(functions, repeats, warmup)
+    result.update(pytorch=pytorch, scratchnst_seconds=[r[0] for r in timed["scratchnst"]],
+                  pytorch_seconds=[r[0] for r in timed["pytorch"]] if "pytorch" in timed else None,
+                  blas=blas_info())
+    return result
