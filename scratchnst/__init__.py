@@ -2,6 +2,8 @@
 
     layers          convolution, ReLU, pooling, concatenation: forward and backward, loops and vectorised
     fast_conv       the convolution the networks run: im2col a block of rows at a time, same results
+    transformer_layers  reflection padding, instance norm, nearest upsampling, residual sum, scaled tanh
+    transformer_net  the real-time style network (Johnson 2016): forward, backward by hand, HDF5 files
     costs           content, Gram, style, total variation and total costs, with their gradients
     optim           Adam and L-BFGS on a flat vector, with box bounds
     optim_state     an optimiser's saved state: what a checkpoint holds, what resume= checks
@@ -23,8 +25,9 @@
     cli/            the `scratchnst` command: parsing, stylize, weights, bench, interrupts
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
 
-The math modules (layers, fast_conv, costs, optim, optim_state) import nothing but the standard
-library, NumPy and errors; cli/ and exercises/ sit at the edge: nothing of the course imports them.
+The math modules (layers, fast_conv, transformer_layers, costs, optim, optim_state) import nothing
+but the standard library, NumPy and errors; cli/ and exercises/ sit at the edge: nothing of the
+course imports them.
 """
 
 __version__ = "0.1.0"

@@ -135,3 +135,87 @@ def avg_pool(x, size=2, stride=2, padding="valid"):
 def concat(xs):
     """Concatenation on the channel axis (last)."""
     return _torch().cat(xs, dim=-1)
+
+
+# =============================================================================================
+# The real-time style network (Johnson et al. 2016): its layers and the whole transformer network,
+# the twins of scratchnst.transformer_layers and scratchnst.transformer_net. Same conventions as
+# above: our NHWC layout in and out, NCHW only inside each function.
+# =============================================================================================
+def reflection_pad(x, pad):
+    """Reflection padding (N, H, W, C) -> (N, H + 2p, W + 2p, C), as nn.ReflectionPad2d(pad)."""
+    F = _torch().nn.functional
+    return F.pad(x.permute(0, 3, 1, 2), (pad, pad, pad, pad), mode="reflect").permute(0, 2, 3, 1)
+
+
+def instance_norm(x, gamma, beta, eps=1e-5):
+    """Instance normalisation with affine gamma, beta (C,), as nn.InstanceNorm2d(C, affine=True).
+
+    The input and the gradient arriving from above are both made NCHW-contiguous: PyTorch 2.13's
+    CPU instance_norm returns wrong gradients (for x and gamma) for a batch of ONE image when the
+    gradient it receives has the strides of a permuted NHWC tensor (channels-last), which is what
+    the .permute back to our layout hands it. Batches of 2 or more are right either way.
+    """
+    F = _torch().nn.functional
+    out = F.instance_norm(x.permute(0, 3, 1, 2).contiguous(), weight=gamma, bias=beta, eps=eps)
+    if out.requires_grad:
+        out.register_hook(lambda grad: grad.contiguous())
+    return out.permute(0, 2, 3, 1)
+
+
+def upsample_nearest(x, factor=2):
+    """Nearest-neighbour upsampling (N, H, W, C) -> (N, f*H, f*W, C), as F.interpolate(mode="nearest")."""
+    F = _torch().nn.functional
+    return F.interpolate(x.permute(0, 3, 1, 2), scale_factor=factor, mode="nearest").permute(0, 2, 3, 1)
+
+
+def residual(x, fx):
+    """The residual sum x + F(x)."""
+    return x + fx
+
+
+def scaled_tanh(x, scale, offset):
+    """scale * tanh(x) + offset, scale and offset scalars or (C,) (NumPy arrays are converted)."""
+    torch = _torch()
+    scale = torch.as_tensor(np.asarray(scale), dtype=x.dtype)
+    offset = torch.as_tensor(np.asarray(offset), dtype=x.dtype)
+    return torch.tanh(x) * scale + offset
+
+
+def transformer_net(params, x, scale, offset, eps=1e-5):
+    """The transformer network of scratchnst.transformer_net in PyTorch, from our params dict.
+
+    Args:
+        params: {name: torch tensor} with the names and shapes of transformer_net.init_params
+            (kernels (KH, KW, C_in, C_out), gamma/beta/bias (C,)); tensors created with
+            requires_grad give every parameter's gradient through autograd.
+        x: (N, H, W, 3) tensor, H and W multiples of 4.
+        scale, offset: the output nonlinearity's constants (transformer_net.output_range).
+
+    Returns:
+        (N, H, W, 3) tensor. The structure is read from the names, as transformer_net.layer_specs
+        lists them: conv1..3, res{k}/conv1 and res{k}/conv2, up1, up2, conv_out.
+    """
+    F = _torch().nn.functional
+
+    def conv(h, layer, stride=1, bias=False):
+        w = params[f"{layer}/kernel"]
+        h = reflection_pad(h, w.shape[0] // 2)
+        return conv2d(h, w, params[f"{layer}/bias"] if bias else None, stride, "valid")
+
+    def conv_in(h, layer, stride=1, relu=True):
+        gamma = params[f"{layer}/gamma"]
+        beta = params.get(f"{layer}/beta")  # none in res{k}/conv2 (see transformer_net._shift_is_removed)
+        h = instance_norm(conv(h, layer, stride), gamma, _torch().zeros_like(gamma) if beta is None else beta, eps)
+        return F.relu(h) if relu else h
+
+    h = conv_in(x, "conv1")
+    h = conv_in(h, "conv2", stride=2)
+    h = conv_in(h, "conv3", stride=2)
+    blocks = sorted({name.split("/")[0] for name in params if name.startswith("res")}, key=lambda s: int(s[3:]))
+    for block in blocks:
+        branch = conv_in(conv_in(h, f"{block}/conv1"), f"{block}/conv2", relu=False)
+        h = residual(h, branch)
+    h = conv_in(upsample_nearest(h, 2), "up1")
+    h = conv_in(upsample_nearest(h, 2), "up2")
+    return scaled_tanh(conv(h, "conv_out", bias=True), scale, offset)

@@ -1,0 +1,574 @@
+"""The layers a real-time style network needs beyond convolution and ReLU, forward and backward, in NumPy.
+
+Johnson, Alahi & Fei-Fei (2016) train a feed-forward "transformer" network that stylises a photo in
+one pass. Besides convolutions and ReLUs (`scratchnst.layers`, `scratchnst.fast_conv`) it is built
+from five small layers, here as pure functions in the CS231n style, `*_forward(x, ...) -> (out, cache)`
+and `*_backward(dout, cache) -> gradient(s)`:
+
+    reflection padding    pads by mirroring the border (no dark frame, unlike zero padding)
+    instance norm         normalises each image's channel over its pixels, then scales and shifts
+    nearest upsampling    each pixel repeated into an f x f block (no checkerboard, unlike
+                          transposed convolutions)
+    residual sum          the skip connection of a residual block
+    scaled tanh           squashes the last convolution into the pixel range the loss network reads
+
+and `conv2d_weight_gradient`, a faster kernel gradient for the network's stride-1 convolutions.
+
+Everything is channels-last, activations (N, H, W, C), per-channel parameters (C,). Each layer has a
+`*_naive` version written as loops or as the textbook formula, to read next to the maths and to
+check the vectorised one against (tests prove the two equal, equal to finite differences and to
+PyTorch). Every function keeps the dtype it is given and never writes into its inputs, `dout` or
+the cache.
+
+`transformer_net.gradcheck_cases` lists these layers' configurations for `scratchnst.gradcheck`
+(there, not here: this module imports nothing but NumPy, not even inside a function, as
+tests/test_package_layout.py checks for every math module).
+"""
+
+import math
+
+import numpy as np
+
+# PyTorch's InstanceNorm2d default: small enough not to change the result for any real activation,
+# large enough that a constant channel (variance 0) gives xhat = 0 rather than 0/0.
+IN_EPS = 1e-5
+
+
+# ------------------------------------------------------------------------ reflection padding
+def _check_reflect(shape, pad):
+    """ValueError unless `pad` is an int >= 0 smaller than H and W of shape (N, H, W, C).
+
+    A reflection never repeats the border pixel, so it can mirror at most H - 1 rows; np.pad would
+    reflect again off the far side for more, PyTorch refuses. We refuse too.
+    """
+    if not isinstance(pad, (int, np.integer)) or isinstance(pad, bool) or pad < 0:
+        raise ValueError(f"reflection padding must be an int >= 0, got {pad!r}")
+    _, H, W, _ = shape
+    if pad >= H or pad >= W:
+        raise ValueError(f"reflection padding {pad} needs an input larger than {pad} pixels on each side, "
+                         f"got {H}x{W}")
+
+
+def _reflect_index(i, n):
+    """The row (or column) of an input of size n that padded position i - pad mirrors: ...2 1 [0 1 .. n-1] n-2..."""
+    if i < 0:
+        return -i
+    if i >= n:
+        return 2 * (n - 1) - i
+    return i
+
+
+def reflection_pad_forward_naive(x, pad):
+    """Reflection padding with plain loops over the output positions.
+
+    Args:
+        x: input (N, H, W, C).
+        pad: int p, 0 <= p < min(H, W), the same on all four sides.
+
+    Returns:
+        out: (N, H + 2p, W + 2p, C), out[n, i, j, c] = x[n, r(i - p, H), r(j - p, W), c] where
+             r(k, n) = -k for k < 0, 2(n - 1) - k for k >= n, else k (the border is not repeated).
+        cache: (x.shape, pad).
+    """
+    _check_reflect(x.shape, pad)
+    N, H, W, C = x.shape
+    out = np.empty((N, H + 2 * pad, W + 2 * pad, C), dtype=x.dtype)
+    for i in range(H + 2 * pad):
+        for j in range(W + 2 * pad):
+            out[:, i, j, :] = x[:, _reflect_index(i - pad, H), _reflect_index(j - pad, W), :]
+    return out, (x.shape, pad)
+
+
+def reflection_pad_backward_naive(dout, cache):
+    """Backward pass of reflection padding with plain loops: each padded cell returns its gradient
+    to the input cell it copied.
+
+    Args:
+        dout: upstream gradient (N, H + 2p, W + 2p, C).
+        cache: from reflection_pad_forward_naive.
+
+    Returns:
+        dx: (N, H, W, C); a border-near input cell copied k times receives k + 1 terms.
+    """
+    (N, H, W, C), pad = cache
+    dx = np.zeros((N, H, W, C), dtype=dout.dtype)
+    for i in range(H + 2 * pad):
+        for j in range(W + 2 * pad):
+            dx[:, _reflect_index(i - pad, H), _reflect_index(j - pad, W), :] += dout[:, i, j, :]
+    return dx
+
+
+def reflection_pad_forward(x, pad):
+    """Reflection padding of H and W by `pad` on every side, as torch.nn.ReflectionPad2d(pad).
+
+    Args:
+        x: input (N, H, W, C).
+        pad: int p, 0 <= p < min(H, W).
+
+    Returns:
+        out: (N, H + 2p, W + 2p, C), np.pad(x, mode="reflect") on axes 1 and 2: the rows above are
+             rows p..1 of x in that order (row 0, the border, is not repeated), likewise below and
+             on the sides.
+        cache: (x.shape, pad): the backward pass needs no values of x.
+    """
+    _check_reflect(x.shape, pad)
+    out = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    return out, (x.shape, pad)
+
+
+def _fold_reflected(d, pad, axis):
+    """Fold the gradient of a reflection-padded axis back onto the unpadded one.
+
+    d has size n + 2p along `axis`; returns a fresh array of size n there: the middle n cells, plus
+    padded cell p - 1 - k added onto cell k + 1 (top/left mirror) and padded cell p + n + k added
+    onto cell n - 2 - k (bottom/right mirror), k = 0..p-1.
+    """
+    n = d.shape[axis] - 2 * pad
+
+    def span(start, stop):
+        index = [slice(None)] * d.ndim
+        index[axis] = slice(start, stop)
+        return tuple(index)
+
+    dx = d[span(pad, pad + n)].copy()
+    if pad:
+        dx[span(1, pad + 1)] += np.flip(d[span(0, pad)], axis)  # rows p-1..0 mirrored rows 1..p
+        dx[span(n - 1 - pad, n - 1)] += np.flip(d[span(pad + n, None)], axis)  # rows n+p.. mirrored n-2..
+    return dx
+
+
+def reflection_pad_backward(dout, cache):
+    """Backward pass of reflection padding: the mirrored rows' and columns' gradients folded back.
+
+    Args:
+        dout: upstream gradient (N, H + 2p, W + 2p, C).
+        cache: from reflection_pad_forward.
+
+    Returns:
+        dx: (N, H, W, C). Folding H first and then W handles the corners, which were mirrored
+            along both axes; where H is small the top and bottom folds may land on the same row,
+            and both add.
+    """
+    _, pad = cache
+    return _fold_reflected(_fold_reflected(dout, pad, axis=1), pad, axis=2)
+
+
+# ---------------------------------------------------------------------- instance normalisation
+def instance_norm_forward_naive(x, gamma, beta, eps=IN_EPS):
+    """Instance normalisation with a loop over (image, channel), the textbook formula in each.
+
+    Args:
+        x: input (N, H, W, C).
+        gamma, beta: scale and shift (C,).
+        eps: added to the variance, as PyTorch's InstanceNorm2d (1e-5).
+
+    Returns:
+        out: (N, H, W, C), for each image n and channel c, over its H*W pixels:
+             mu = mean(x[n, :, :, c]),  var = mean((x[n, :, :, c] - mu)^2)  (biased: divided by H*W)
+             out[n, :, :, c] = gamma[c] * (x[n, :, :, c] - mu) / sqrt(var + eps) + beta[c]
+        cache: (x, gamma, beta, eps).
+    """
+    N, H, W, C = x.shape
+    out = np.empty(x.shape, dtype=np.result_type(x, gamma, beta))
+    for n in range(N):
+        for c in range(C):
+            plane = x[n, :, :, c]
+            mu = plane.mean()
+            var = ((plane - mu) ** 2).mean()
+            out[n, :, :, c] = gamma[c] * (plane - mu) / np.sqrt(var + eps) + beta[c]
+    return out, (x, gamma, beta, eps)
+
+
+def instance_norm_backward_naive(dout, cache):
+    """Backward pass of instance normalisation, one (image, channel) at a time, by the chain rule
+    through every intermediate (the computational graph mu -> var -> xhat -> out, unsimplified).
+
+    Returns:
+        dx (N, H, W, C), dgamma (C,), dbeta (C,).
+    """
+    x, gamma, beta, eps = cache
+    N, H, W, C = x.shape
+    M = H * W
+    dx = np.empty(x.shape, dtype=np.result_type(dout, x, gamma))
+    dgamma = np.zeros(gamma.shape, dtype=np.result_type(dout, x, gamma))
+    dbeta = np.zeros(beta.shape, dtype=np.result_type(dout, beta))
+    for n in range(N):
+        for c in range(C):
+            plane, dy = x[n, :, :, c], dout[n, :, :, c]
+            mu = plane.mean()
+            xc = plane - mu
+            var = (xc ** 2).mean()
+            std = np.sqrt(var + eps)
+            xhat = xc / std
+            dbeta[c] += dy.sum()
+            dgamma[c] += (dy * xhat).sum()
+            dxhat = dy * gamma[c]
+            dvar = np.sum(dxhat * xc) * -0.5 * std ** -3          # xhat = xc * (var + eps)^(-1/2)
+            dxc = dxhat / std + dvar * 2 * xc / M                 # var = sum(xc^2) / M
+            dmu = -np.sum(dxc)                                    # xc = x - mu
+            dx[n, :, :, c] = dxc + dmu / M                        # mu = sum(x) / M
+    return dx, dgamma, dbeta
+
+
+def _plane_means(a):
+    """Mean of each (image, channel) plane over its pixels: (N, H, W, C) -> (N, 1, 1, C).
+
+    As a batched product with a row of ones, (1, H*W) @ (H*W, C) per image: BLAS sums the pixels
+    in blocks with several accumulators, which in float32 is about 8x faster than a.mean(axis=(1, 2))
+    (NumPy adds the H*W rows one after another) and rounds less.
+    """
+    N, H, W, C = a.shape
+    ones = np.ones((1, H * W), dtype=a.dtype)
+    sums = np.matmul(ones, a.reshape(N, H * W, C))          # (N, 1, C)
+    return (sums / a.dtype.type(H * W)).reshape(N, 1, 1, C)
+
+
+def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
+    """Instance normalisation with per-channel scale and shift, as torch.nn.InstanceNorm2d(C, affine=True).
+
+    Args:
+        x: input (N, H, W, C).
+        gamma, beta: scale and shift (C,).
+        eps: added to the variance (PyTorch's default 1e-5).
+
+    Returns:
+        out: (N, H, W, C), out = gamma * xhat + beta with
+             xhat[n, :, :, c] = (x[n, :, :, c] - mu[n, c]) / sigma[n, c],
+             mu[n, c] = mean over the H*W pixels, sigma[n, c] = sqrt(biased variance + eps).
+        cache: (xhat (N, H, W, C), inv_sigma (N, 1, 1, C), gamma). The backward pass needs x only
+            through xhat; keeping xhat instead of x saves recomputing the statistics.
+
+    Unlike batch normalisation nothing is shared between images and there are no running
+    statistics: training and stylising compute the same thing (Ulyanov et al. 2016, who found it
+    the change that made feed-forward stylisation as good as the optimisation).
+    """
+    x = np.asarray(x)
+    # Two passes (mean, then the mean of squared deviations): the one-pass E[x^2] - E[x]^2 loses
+    # every digit in float32 for activations far from zero.
+    mu = _plane_means(x)                                          # (N, 1, 1, C)
+    xc = x - mu                                                   # (N, H, W, C)
+    out = np.square(xc)                                           # (N, H, W, C), reused for out below
+    var = _plane_means(out)                                       # (N, 1, 1, C)
+    inv_sigma = 1 / np.sqrt(var + x.dtype.type(eps))             # (N, 1, 1, C), x's dtype
+    xhat = xc
+    xhat *= inv_sigma                                             # xc is ours: normalise it in place
+    # into the squares' buffer: a fresh array of this size costs its page faults again
+    if out.dtype == np.result_type(xhat, gamma, beta):
+        np.multiply(xhat, gamma, out=out)
+        out += beta
+    else:
+        out = xhat * gamma + beta
+    return out, (xhat, inv_sigma, gamma)
+
+
+def instance_norm_backward(dout, cache):
+    """Backward pass of instance normalisation, by the compact formula.
+
+    Args:
+        dout: upstream gradient dy (N, H, W, C).
+        cache: from instance_norm_forward.
+
+    Returns:
+        dx: (N, H, W, C), for each (n, c), with means over its M = H*W pixels,
+            dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))
+        dgamma: (C,), sum over n, h, w of dy * xhat
+        dbeta: (C,), sum over n, h, w of dy
+
+    Derivation, within one (n, c), writing g = gamma * dy = dJ/dxhat:
+        xhat_i = (x_i - mu) / sigma, mu = (1/M) sum_k x_k, sigma^2 = (1/M) sum_k (x_k - mu)^2 + eps
+        dmu/dx_k = 1/M;  dsigma/dx_k = (x_k - mu) / (M sigma) = xhat_k / M  (the mu term sums to 0)
+        dxhat_i/dx_k = (delta_ik - 1/M) / sigma - xhat_i xhat_k / (M sigma)
+        dx_k = sum_i g_i dxhat_i/dx_k = (1/sigma) (g_k - mean(g) - xhat_k mean(g * xhat))
+    and gamma is constant over the plane, so it comes out of the means. One pass over the plane
+    for the two means, one to combine them: no intermediate dvar, dmu arrays as in the naive version.
+    The per-plane means also give dgamma and dbeta: sums over the images of M times them.
+    """
+    xhat, inv_sigma, gamma = cache
+    N, H, W, C = xhat.shape
+    M = dout.dtype.type(H * W)
+    mean_dy = _plane_means(dout)                                      # (N, 1, 1, C)
+    dy_xhat = dout * xhat                                             # (N, H, W, C)
+    mean_dy_xhat = _plane_means(dy_xhat)                              # (N, 1, 1, C)
+    dbeta = mean_dy.sum(axis=(0, 1, 2)) * M                           # (C,)
+    dgamma = mean_dy_xhat.sum(axis=(0, 1, 2)) * M                     # (C,)
+    dx = dy_xhat                                                      # reuse the buffer: it is ours
+    np.multiply(xhat, mean_dy_xhat, out=dx)
+    np.subtract(dout, dx, out=dx)
+    dx -= mean_dy
+    dx *= gamma * inv_sigma                                           # (N, 1, 1, C) broadcast
+    return dx, dgamma.astype(gamma.dtype, copy=False), dbeta.astype(gamma.dtype, copy=False)
+
+
+# ------------------------------------------------------------ the kernel gradient, stride 1
+# About this many bytes of window rows are copied out at a time (as fast_conv's im2col blocks).
+_BLOCK_BYTES = 8 * 2**20
+
+
+def _window_rows(a, KH, KW, H_out, W_out):
+    """The windows of one image a (Hp, Wp, C), C-contiguous, as a strided view (H_out, W_out, KH, KW*C).
+
+    view[i, j, u] = a[i + u, j:j + KW, :].ravel(): the KW*C values of one window row are one
+    contiguous run of a, so the copy of a block of this view moves long runs (not C values at a time).
+    """
+    sH, sW, sC = a.strides
+    if sC != a.itemsize or sW != a.shape[2] * sC:
+        raise ValueError("the image must be C-contiguous along W and C")
+    return np.lib.stride_tricks.as_strided(a, shape=(H_out, W_out, KH, KW * a.shape[2]),
+                                           strides=(sH, sW, sH, sC), writeable=False)
+
+
+def conv2d_weight_gradient(x, dout, KH, KW):
+    """The kernel gradient of a stride-1 'valid' convolution, windows copied from the side with fewer channels.
+
+    Args:
+        x: the convolution's input (N, Hp, Wp, C_in), already padded (here: reflection-padded).
+        dout: upstream gradient (N, H_out, W_out, C_out), H_out = Hp - KH + 1, W_out = Wp - KW + 1.
+        KH, KW: the kernel's size.
+
+    Returns:
+        dw: (KH, KW, C_in, C_out), dw[kh, kw] = sum_{n, i, j} x[n, i + kh, j + kw, :]^T dout[n, i, j, :]
+            (what layers.conv2d_backward and fast_conv.conv2d_backward return as dw).
+
+    Why not fast_conv's: it makes one product per kernel tap, each copying a strided view of x C_in
+    values at a time (3 for an RGB input) into an (N*H_out*W_out, C_in) matrix, 81 times for a 9x9
+    kernel. Here one block of window rows is copied in long runs and multiplied at once, and the
+    windows are taken from whichever side has fewer channels:
+        C_in <= C_out: windows of x, dw = cols(x)^T @ dout            (cols: KH*KW*C_in wide)
+        C_in >  C_out: windows of dout padded by K - 1 (a 'full' correlation), dw = x^T @ cols(dout)
+                       (cols: KH*KW*C_out wide; the window at (a, b) holds dout[a - kh, b - kw], so
+                       the taps come out flipped and are flipped back)
+    For the 9x9 output convolution (16 -> 3 channels) that copies 5x fewer values; measured at
+    256x256, batch 4, float32, 1 thread: 57 ms instead of 273 (and 47 instead of 136 for the first).
+    """
+    N, Hp, Wp, C_in = x.shape
+    _, H_out, W_out, C_out = dout.shape
+    if (H_out, W_out) != (Hp - KH + 1, Wp - KW + 1):
+        raise ValueError(f"dout {dout.shape} is not the output of a {KH}x{KW} valid convolution of {x.shape}")
+    dtype = np.result_type(x, dout)
+    if C_in <= C_out:
+        K = KH * KW * C_in
+        g = np.zeros((K, C_out), dtype=dtype)
+        rows = max(1, min(H_out, _BLOCK_BYTES // (W_out * K * x.itemsize)))
+        block = np.empty((rows, W_out, KH, KW * C_in), dtype=x.dtype)
+        for n in range(N):
+            x_n = np.ascontiguousarray(x[n])
+            for i in range(0, H_out, rows):
+                r = min(rows, H_out - i)
+                cols = block[:r]
+                cols[...] = _window_rows(x_n[i:i + r + KH - 1], KH, KW, r, W_out)      # the copy
+                g += cols.reshape(r * W_out, K).T @ dout[n, i:i + r].reshape(r * W_out, C_out)
+        return g.reshape(KH, KW, C_in, C_out)                     # rows were in (kh, kw, ci) order
+    K = KH * KW * C_out
+    g = np.zeros((C_in, K), dtype=dtype)
+    dpad = np.pad(dout, ((0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1), (0, 0)))  # (N, Hp + KH - 1, Wp + KW - 1, C_out)
+    rows = max(1, min(Hp, _BLOCK_BYTES // (Wp * K * dout.itemsize)))
+    block = np.empty((rows, Wp, KH, KW * C_out), dtype=dout.dtype)
+    for n in range(N):
+        x_n = np.ascontiguousarray(x[n])
+        for a in range(0, Hp, rows):
+            r = min(rows, Hp - a)
+            cols = block[:r]
+            cols[...] = _window_rows(dpad[n, a:a + r + KH - 1], KH, KW, r, Wp)        # the copy
+            g += x_n[a:a + r].reshape(r * Wp, C_in).T @ cols.reshape(r * Wp, K)
+    # g[ci, u, v, co] = sum x[a, b, ci] dout[a - (KH-1-u), b - (KW-1-v), co]: tap (kh, kw) = (KH-1-u, KW-1-v)
+    return np.ascontiguousarray(g.reshape(C_in, KH, KW, C_out)[:, ::-1, ::-1, :].transpose(1, 2, 0, 3))
+
+
+# ------------------------------------------------------------------- nearest-neighbour upsampling
+def upsample_nearest_forward_naive(x, factor=2):
+    """Nearest-neighbour upsampling with plain loops over the output positions.
+
+    Args:
+        x: input (N, H, W, C).
+        factor: int f >= 1.
+
+    Returns:
+        out: (N, f*H, f*W, C), out[n, i, j, c] = x[n, i // f, j // f, c].
+        cache: (x.shape, factor).
+    """
+    _check_factor(factor)
+    N, H, W, C = x.shape
+    out = np.empty((N, H * factor, W * factor, C), dtype=x.dtype)
+    for i in range(H * factor):
+        for j in range(W * factor):
+            out[:, i, j, :] = x[:, i // factor, j // factor, :]
+    return out, (x.shape, factor)
+
+
+def upsample_nearest_backward_naive(dout, cache):
+    """Backward pass of nearest upsampling with plain loops: each output cell's gradient goes to its source.
+
+    Returns:
+        dx: (N, H, W, C).
+    """
+    (N, H, W, C), factor = cache
+    dx = np.zeros((N, H, W, C), dtype=dout.dtype)
+    for i in range(H * factor):
+        for j in range(W * factor):
+            dx[:, i // factor, j // factor, :] += dout[:, i, j, :]
+    return dx
+
+
+def _check_factor(factor):
+    if not isinstance(factor, (int, np.integer)) or isinstance(factor, bool) or factor < 1:
+        raise ValueError(f"upsampling factor must be an int >= 1, got {factor!r}")
+
+
+def upsample_nearest_forward(x, factor=2):
+    """Nearest-neighbour upsampling by an integer factor, as F.interpolate(mode="nearest", scale_factor=f).
+
+    Args:
+        x: input (N, H, W, C).
+        factor: int f >= 1.
+
+    Returns:
+        out: (N, f*H, f*W, C), every pixel repeated into an f x f block:
+             out[n, i, j, c] = x[n, i // f, j // f, c].
+        cache: (x.shape, factor).
+
+    The blocks are made by broadcasting x to (N, H, f, W, f, C), which in C order is exactly the
+    upsampled image; one reshape copies it out.
+    """
+    _check_factor(factor)
+    N, H, W, C = x.shape
+    blocks = np.broadcast_to(x[:, :, None, :, None, :], (N, H, factor, W, factor, C))
+    out = blocks.reshape(N, H * factor, W * factor, C)  # a copy: the broadcast view is not contiguous
+    return out, (x.shape, factor)
+
+
+def upsample_nearest_backward(dout, cache):
+    """Backward pass of nearest upsampling: the gradient of each f x f block summed onto its source pixel.
+
+    Args:
+        dout: upstream gradient (N, f*H, f*W, C).
+        cache: from upsample_nearest_forward.
+
+    Returns:
+        dx: (N, H, W, C), dx[n, i, j, c] = sum over the block (a, b) of dout[n, f*i + a, f*j + b, c].
+    """
+    (N, H, W, C), factor = cache
+    return dout.reshape(N, H, factor, W, factor, C).sum(axis=(2, 4))  # (N, H, W, C)
+
+
+# --------------------------------------------------------------------------------- residual sum
+def residual_forward_naive(x, fx):
+    """The residual sum with a plain loop over elements: out = x + F(x).
+
+    Returns:
+        out: like x; cache: None.
+    """
+    out = np.empty(np.broadcast_shapes(x.shape, fx.shape), dtype=np.result_type(x, fx))
+    flat_x, flat_fx, flat_out = x.reshape(-1), fx.reshape(-1), out.reshape(-1)
+    for i in range(flat_out.size):
+        flat_out[i] = flat_x[i] + flat_fx[i]
+    return out, None
+
+
+def residual_backward_naive(dout, cache):
+    """Backward pass of the residual sum with a loop: d(x + F)/dx = 1 and d(x + F)/dF = 1, elementwise.
+
+    Returns:
+        (dx, dfx), each like dout.
+    """
+    dx, dfx = np.empty_like(dout), np.empty_like(dout)
+    for i in range(dout.size):
+        dx.flat[i] = dout.flat[i]
+        dfx.flat[i] = dout.flat[i]
+    return dx, dfx
+
+
+def residual_forward(x, fx):
+    """The skip connection of a residual block (He et al. 2016): out = x + F(x).
+
+    Args:
+        x: the block's input (N, H, W, C).
+        fx: the block's residual branch F(x), the same shape.
+
+    Returns:
+        out: (N, H, W, C), x + fx.
+        cache: None (addition needs nothing to be remembered).
+    """
+    if x.shape != fx.shape:
+        raise ValueError(f"a residual sum needs equal shapes, got {x.shape} and {fx.shape}")
+    return x + fx, None
+
+
+def residual_backward(dout, cache):
+    """Backward pass of the residual sum: the gradient reaches both branches unchanged.
+
+    Args:
+        dout: upstream gradient (N, H, W, C).
+        cache: from residual_forward (None).
+
+    Returns:
+        (dx, dfx): two fresh copies of dout, one per branch, so that a caller that accumulates
+        into either can never change dout or the other (the copies cost little next to a convolution).
+    """
+    return dout.copy(), dout.copy()
+
+
+# --------------------------------------------------------------------------- output nonlinearity
+def scaled_tanh_forward_naive(x, scale, offset):
+    """The scaled tanh with a plain loop over elements and math.tanh.
+
+    Returns:
+        out: like x, out = scale[c] * tanh(x) + offset[c]; cache: (x, scale, offset).
+    """
+    scale = np.broadcast_to(np.asarray(scale, dtype=x.dtype), x.shape[-1:])
+    offset = np.broadcast_to(np.asarray(offset, dtype=x.dtype), x.shape[-1:])
+    out = np.empty_like(x)
+    for index in np.ndindex(x.shape):
+        c = index[-1]
+        out[index] = scale[c] * math.tanh(x[index]) + offset[c]
+    return out, (x, scale, offset)
+
+
+def scaled_tanh_backward_naive(dout, cache):
+    """Backward pass of the scaled tanh with a loop: d/dx (s tanh(x) + o) = s (1 - tanh(x)^2).
+
+    Returns:
+        dx: like dout.
+    """
+    x, scale, _ = cache
+    dx = np.empty(dout.shape, dtype=np.result_type(dout, x))
+    for index in np.ndindex(x.shape):
+        dx[index] = dout[index] * scale[index[-1]] * (1 - math.tanh(x[index]) ** 2)
+    return dx
+
+
+def scaled_tanh_forward(x, scale, offset):
+    """A tanh stretched onto a pixel range: out = scale * tanh(x) + offset, per channel.
+
+    Args:
+        x: input (N, H, W, C), the last convolution's output.
+        scale, offset: scalars or (C,) constants (not learned): the output then lies in
+            (offset - scale, offset + scale) on each channel. `transformer_net.output_range`
+            picks them so that this interval is the pixel range 0..255 in the loss network's
+            preprocessed space.
+
+    Returns:
+        out: (N, H, W, C), x's dtype.
+        cache: (t, scale) with t = tanh(x): the derivative 1 - t^2 needs only t.
+    """
+    scale = np.asarray(scale, dtype=x.dtype)
+    offset = np.asarray(offset, dtype=x.dtype)
+    t = np.tanh(x)
+    return t * scale + offset, (t, scale)
+
+
+def scaled_tanh_backward(dout, cache):
+    """Backward pass of the scaled tanh: dx = dout * scale * (1 - tanh(x)^2).
+
+    Args:
+        dout: upstream gradient (N, H, W, C).
+        cache: from scaled_tanh_forward.
+
+    Returns:
+        dx: (N, H, W, C).
+    """
+    t, scale = cache
+    dx = np.square(t)                # a fresh array: t itself stays as the cache holds it
+    np.subtract(1, dx, out=dx)
+    dx *= scale
+    dx *= dout
+    return dx

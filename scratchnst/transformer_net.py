@@ -1,0 +1,528 @@
+"""A real-time style network (Johnson, Alahi & Fei-Fei 2016): forward, backward, parameters and files.
+
+The "transformer" network turns a photo into its stylised version in one forward pass; it is
+trained once per style, with the loss network's content and style costs (`scratchnst.costs`,
+`scratchnst.networks`) as its loss. Its layers, in order (H and W multiples of 4):
+
+    conv1       reflection pad 4, 9x9 conv 3 -> w1, instance norm, ReLU          (N, H, W, w1)
+    conv2       reflection pad 1, 3x3 conv stride 2 w1 -> w2, IN, ReLU            (N, H/2, W/2, w2)
+    conv3       reflection pad 1, 3x3 conv stride 2 w2 -> w3, IN, ReLU            (N, H/4, W/4, w3)
+    res1..resR  x + IN(conv(ReLU(IN(conv(x))))), each conv 3x3 w3 -> w3, reflection pad 1
+    up1         nearest upsampling x2, reflection pad 1, 3x3 conv w3 -> w2, IN, ReLU   (N, H/2, W/2, w2)
+    up2         nearest upsampling x2, reflection pad 1, 3x3 conv w2 -> w1, IN, ReLU   (N, H, W, w1)
+    conv_out    reflection pad 4, 9x9 conv w1 -> 3 with bias, scaled tanh          (N, H, W, 3)
+
+This is the network of the paper's supplementary material with the changes most later code
+(PyTorch's fast_neural_style example among them) made: instance normalisation instead of batch
+normalisation (Ulyanov et al. 2016), reflection padding instead of zero padding (no dark frame),
+nearest upsampling + convolution instead of transposed convolutions (no checkerboard artefacts),
+and no ReLU after the residual sum (Gross & Wilber). Convolutions followed by instance
+normalisation have NO bias: the normalisation subtracts each channel's mean, so a bias there
+would change nothing and always receive a zero gradient.
+
+Size. The paper's widths are 32/64/128 with 5 residual blocks (1.68 M parameters here); one
+training step of it (forward + backward, 256x256, batch 4, float32) takes 4.2 s on one core of
+the 2-core Xeon this was written on. The default keeps the paper's depth and kernels and halves
+every width: widths 16/32/64 (DEFAULT_WIDTHS) and DEFAULT_RESIDUAL_BLOCKS = 5, 423,779 parameters,
+about a quarter of the FLOPs. Measured (best of 5, the machine shared): batch 2 takes 0.70 s on
+1 thread and 0.60 s on 2; batch 4 1.38-1.44 s and 1.21-1.28 s (PyTorch: 0.55 / 0.29 s and
+1.1 / 0.6 s). The layers at full resolution (the two 9x9 convolutions, up2, and the instance
+normalisations there) are most of it; a residual block runs at H/4 and costs ~5% of a step
+(3 blocks instead of 5 save 0.14 s at batch 4), so depth is kept and width is what was cut.
+Both are arguments of init_params, and forward reads them from the parameters.
+
+Pixel space. The network reads and writes images in the loss network's preprocessed space
+(`scratchnst.image.preprocess`, "caffe": BGR, 0..255 minus the BGR means; or "torchvision"), so that
+its output goes straight into the loss network, and `image.deprocess` turns it into a picture. The
+last layer is scale * tanh(x) + offset with (scale, offset) from `output_range`: exactly the
+interval that 0..255 maps to on each channel, so every output is a valid image (no clipping, and
+its gradient never dies at a clip).
+
+Parameters are a flat, ordered dict name -> array, "layer/kernel" (KH, KW, C_in, C_out),
+"layer/gamma" and "layer/beta" (C_out,) (no beta in "res{k}/conv2": see _shift_is_removed), and
+"conv_out/bias" (3,), in network order, e.g.
+"conv1/kernel", "conv1/gamma", ..., "res1/conv1/kernel", ... (an optimiser walks it as it is).
+
+Files: `save` and `load`, HDF5, one group per layer (see `save` for the layout).
+"""
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from scratchnst import fast_conv, layers
+from scratchnst import transformer_layers as tl
+from scratchnst.atomic import atomic_path, reason
+from scratchnst.errors import UserError
+from scratchnst.image import CAFFE_BGR_MEANS, PREPROCESSING, TORCHVISION_MEAN, TORCHVISION_STD
+
+DEFAULT_WIDTHS = (16, 32, 64)
+DEFAULT_RESIDUAL_BLOCKS = 5
+FORMAT_VERSION = 1          # root attribute `scratchnst_transformer_format` of files written by `save`
+ARCHITECTURE = "johnson2016-transformer"
+IMAGE_CHANNELS = 3
+SIZE_MULTIPLE = 4           # two stride-2 convolutions down, two x2 upsamplings up
+MIN_SIZE = 8                # the smallest multiple of 4 whose H/4 (2) still allows reflection padding 1
+
+
+# ------------------------------------------------------------------------------- architecture
+def layer_specs(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS):
+    """The network's convolutions as a table, in order.
+
+    Args:
+        widths: (w1, w2, w3), the channels at full, half and quarter resolution.
+        residual_blocks: R >= 0.
+
+    Returns:
+        list of (name, kernel, C_in, C_out, stride, upsample) for every convolution, with
+        name "conv1", "conv2", "conv3", "res{k}/conv1", "res{k}/conv2" (k = 1..R), "up1", "up2",
+        "conv_out"; upsample is the nearest-upsampling factor applied before it (1: none).
+    """
+    w1, w2, w3 = (int(w) for w in widths)
+    specs = [("conv1", 9, IMAGE_CHANNELS, w1, 1, 1), ("conv2", 3, w1, w2, 2, 1), ("conv3", 3, w2, w3, 2, 1)]
+    for k in range(1, int(residual_blocks) + 1):
+        specs += [(f"res{k}/conv1", 3, w3, w3, 1, 1), (f"res{k}/conv2", 3, w3, w3, 1, 1)]
+    specs += [("up1", 3, w3, w2, 1, 2), ("up2", 3, w2, w1, 1, 2), ("conv_out", 9, w1, IMAGE_CHANNELS, 1, 1)]
+    return specs
+
+
+def parameter_shapes(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS):
+    """{name: shape} of every parameter, in network order (the order of init_params's dict)."""
+    shapes = {}
+    for name, k, c_in, c_out, _, _ in layer_specs(widths, residual_blocks):
+        shapes[f"{name}/kernel"] = (k, k, c_in, c_out)
+        if name == "conv_out":
+            shapes[f"{name}/bias"] = (c_out,)
+        else:
+            shapes[f"{name}/gamma"] = (c_out,)
+            if not _shift_is_removed(name):
+                shapes[f"{name}/beta"] = (c_out,)
+    return shapes
+
+
+def _shift_is_removed(name):
+    """True for the second normalisation of a residual block, which has no beta.
+
+    Its output joins the trunk at H/4 by the residual sum, and every path out of the trunk goes
+    through a convolution followed by instance normalisation (the next block's first one, or up1's),
+    which subtracts each channel's mean: a per-channel shift there changes nothing downstream, its
+    gradient is exactly zero (round-off in practice, which Adam would turn into random steps).
+    """
+    return name.startswith("res") and name.endswith("/conv2")
+
+
+def architecture_of(params):
+    """(widths, residual_blocks) of a params dict, read from its kernels' shapes and names."""
+    widths = tuple(int(params[f"conv{i}/kernel"].shape[3]) for i in (1, 2, 3))
+    residual_blocks = sum(1 for name in params if name.startswith("res") and name.endswith("/conv1/kernel"))
+    return widths, residual_blocks
+
+
+def count_parameters(params):
+    """The number of scalars in params."""
+    return int(sum(p.size for p in params.values()))
+
+
+def init_params(rng, widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, dtype=np.float32):
+    """Fresh parameters for training.
+
+    Args:
+        rng: np.random.Generator.
+        widths, residual_blocks: see layer_specs.
+        dtype: float32 to train, float64 to check gradients.
+
+    Returns:
+        dict name -> array in network order (see parameter_shapes):
+            kernels   normal, std sqrt(2 / fan_in), fan_in = KH*KW*C_in (He et al. 2015: keeps the
+                      variance through a ReLU); conv_out's kernel std sqrt(1 / fan_in) instead,
+                      as no ReLU follows it and the tanh should start away from saturation
+            gamma 1, beta 0 (the normalisation starts as a plain standardisation, as PyTorch)
+            conv_out/bias 0 (the output starts around mid-grey)
+    """
+    params = {}
+    for name, shape in parameter_shapes(widths, residual_blocks).items():
+        if name.endswith("/kernel"):
+            fan_in = shape[0] * shape[1] * shape[2]
+            gain = 1.0 if name.startswith("conv_out") else 2.0
+            params[name] = (rng.standard_normal(shape) * np.sqrt(gain / fan_in)).astype(dtype)
+        elif name.endswith("/gamma"):
+            params[name] = np.ones(shape, dtype=dtype)
+        else:
+            params[name] = np.zeros(shape, dtype=dtype)
+    return params
+
+
+def output_range(preprocessing="caffe", dtype=np.float32):
+    """(scale, offset), each (3,): the output layer's scale * tanh + offset spans pixels 0..255 exactly.
+
+    caffe:        pixel p in 0..255 is p - mean_c (BGR): scale 127.5, offset 127.5 - mean_c
+    torchvision:  pixel p is (p / 255 - mean_c) / std_c: scale 0.5 / std_c, offset (0.5 - mean_c) / std_c
+    """
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSING)}, got {preprocessing!r}")
+    if preprocessing == "caffe":
+        scale = np.full(3, 127.5)
+        offset = 127.5 - np.asarray(CAFFE_BGR_MEANS)
+    else:
+        std, mean = np.asarray(TORCHVISION_STD), np.asarray(TORCHVISION_MEAN)
+        scale, offset = 0.5 / std, (0.5 - mean) / std
+    return scale.astype(dtype), offset.astype(dtype)
+
+
+def check_input(x):
+    """ValueError unless x is (N, H, W, 3) with H and W multiples of 4, at least 8.
+
+    Two stride-2 convolutions and two x2 upsamplings give back H only when 4 divides it (a 255-row
+    input would come out with 256 rows); rather than crop or pad silently, the caller decides.
+    """
+    if x.ndim != 4 or x.shape[3] != IMAGE_CHANNELS:
+        raise ValueError(f"input must be (N, H, W, 3), got {x.shape}")
+    _, H, W, _ = x.shape
+    if H % SIZE_MULTIPLE or W % SIZE_MULTIPLE or H < MIN_SIZE or W < MIN_SIZE:
+        fit_h, fit_w = (max(MIN_SIZE, n - n % SIZE_MULTIPLE) for n in (H, W))
+        raise ValueError(f"the transformer network needs H and W multiples of {SIZE_MULTIPLE}, at least "
+                         f"{MIN_SIZE}; got {H}x{W}: crop or resize to {fit_h}x{fit_w}")
+
+
+# ------------------------------------------------------------------------------------ forward
+def _conv_forward(h, params, name, stride, upsample):
+    """[upsample] -> reflection pad -> conv (valid): (out, cache). conv_out has a bias, the others none."""
+    caches = {}
+    if upsample > 1:
+        h, caches["up"] = tl.upsample_nearest_forward(h, upsample)
+    w = params[f"{name}/kernel"]
+    h, caches["pad"] = tl.reflection_pad_forward(h, w.shape[0] // 2)
+    b = params.get(f"{name}/bias")
+    if b is None:
+        b = np.zeros(w.shape[3], dtype=h.dtype)  # see the module docstring: IN makes a bias useless
+    out, caches["conv"] = fast_conv.conv2d_forward(h, w, b, stride, "valid")
+    return out, caches
+
+
+def _conv_in_forward(h, params, name, stride=1, upsample=1, relu=True):
+    """_conv_forward, instance norm, [ReLU]: (out, cache)."""
+    z, caches = _conv_forward(h, params, name, stride, upsample)
+    gamma = params[f"{name}/gamma"]
+    beta = params[f"{name}/beta"] if not _shift_is_removed(name) else np.zeros_like(gamma)
+    out, caches["norm"] = tl.instance_norm_forward(z, gamma, beta)
+    if relu:
+        out, caches["relu"] = layers.relu_forward(out)
+    return out, caches
+
+
+def forward(params, x, preprocessing="caffe"):
+    """Stylise a batch: the transformer network's output.
+
+    Args:
+        params: dict from init_params or load (any widths and number of residual blocks).
+        x: (N, H, W, 3) in the preprocessed space, H and W multiples of 4 (check_input), the
+            dtype of params (float32 to train and stylise, float64 to check).
+        preprocessing: the space of x and of the output, "caffe" or "torchvision" (output_range).
+
+    Returns:
+        out: (N, H, W, 3), in the same space, each channel inside the image of pixels 0..255.
+        cache: what backward needs, one entry per layer, in order.
+    """
+    check_input(x)
+    widths, residual_blocks = architecture_of(params)
+    cache = []
+    h = x
+    for name, _, _, _, stride, upsample in layer_specs(widths, residual_blocks):
+        if name.startswith("res") and name.endswith("/conv1"):
+            skip = h
+            h, c = _conv_in_forward(h, params, name)
+        elif name.startswith("res"):
+            h, c = _conv_in_forward(h, params, name, relu=False)
+            h, c["residual"] = tl.residual_forward(skip, h)
+        elif name == "conv_out":
+            h, c = _conv_forward(h, params, name, stride, upsample)
+            h, c["tanh"] = tl.scaled_tanh_forward(h, *output_range(preprocessing, h.dtype))
+        else:
+            h, c = _conv_in_forward(h, params, name, stride, upsample)
+        cache.append((name, c))
+    return h, cache
+
+
+# ----------------------------------------------------------------------------------- backward
+def _conv_backward(dout, caches, name, grads, input_grad=True):
+    """Backward of _conv_forward: dJ/d(its input) (None if not input_grad); the kernel's (and bias's)
+    gradient into grads."""
+    x_padded, w, _, stride, _ = caches["conv"]
+    if stride == 1:
+        # the kernel gradient by transformer_layers' routine, several times faster here (see there)
+        grads[f"{name}/kernel"] = tl.conv2d_weight_gradient(x_padded, dout, w.shape[0], w.shape[1])
+        dh = fast_conv.conv2d_backward(dout, caches["conv"], weight_grads=False)[0] if input_grad else None
+    else:
+        dh, grads[f"{name}/kernel"], _ = fast_conv.conv2d_backward(dout, caches["conv"])
+    if name == "conv_out":
+        grads[f"{name}/bias"] = dout.sum(axis=(0, 1, 2))
+    if dh is None:
+        return None
+    dh = tl.reflection_pad_backward(dh, caches["pad"])
+    if "up" in caches:
+        dh = tl.upsample_nearest_backward(dh, caches["up"])
+    return dh
+
+
+def _conv_in_backward(dout, caches, name, grads, input_grad=True):
+    """Backward of _conv_in_forward."""
+    if "relu" in caches:
+        dout = layers.relu_backward(dout, caches["relu"])
+    dz, grads[f"{name}/gamma"], dbeta = tl.instance_norm_backward(dout, caches["norm"])
+    if not _shift_is_removed(name):
+        grads[f"{name}/beta"] = dbeta
+    return _conv_backward(dz, caches, name, grads, input_grad)
+
+
+def backward(dout, cache, input_grad=True):
+    """Every gradient of the transformer network, by hand.
+
+    Args:
+        dout: dJ/d(out) (N, H, W, 3).
+        cache: from forward.
+        input_grad: False to skip dJ/dx, which training does not need (the input is data), and
+            with it the first convolution's input gradient (~7% of a step at 256x256).
+
+    Returns:
+        dx: (N, H, W, 3), dJ/dx (None if not input_grad); it checks the chain end to end.
+        grads: dict name -> array, the same names, shapes and order as params.
+
+    The layers run backwards; a residual block's input receives the gradient twice, through the
+    skip and through the block's first convolution, and the two are added.
+    """
+    grads = {}
+    dh = dout
+    for name, c in reversed(cache):
+        if name == "conv_out":
+            dh = _conv_backward(tl.scaled_tanh_backward(dh, c["tanh"]), c, name, grads)
+        elif name.startswith("res") and name.endswith("/conv2"):
+            dskip, dh = tl.residual_backward(dh, c["residual"])
+            dh = _conv_in_backward(dh, c, name, grads)
+        elif name.startswith("res"):
+            dh = _conv_in_backward(dh, c, name, grads)
+            dh += dskip  # the skip's share (dh is a fresh array of ours)
+        else:
+            dh = _conv_in_backward(dh, c, name, grads, input_grad or name != "conv1")
+    # in network order, as params (parameter_shapes's order): an optimiser can zip the two
+    order = [f"{name}/{p}" for name, _ in cache
+             for p in (("kernel", "bias") if name == "conv_out" else ("kernel", "gamma", "beta"))]
+    return dh, {name: grads[name] for name in order if name in grads}
+
+
+def stylize(params, x, preprocessing="caffe"):
+    """The output of forward alone (no cache kept)."""
+    return forward(params, x, preprocessing)[0]
+
+
+# -------------------------------------------------------------------------------------- files
+def save(path, params, meta=None):
+    """Write a transformer network to an HDF5 file, atomically (a temporary file, then a rename).
+
+    Args:
+        path: the .h5 file; an existing file is replaced only by a complete new one.
+        params: dict from init_params (any dtype; stored as it is, so load gives it back bit for bit).
+        meta: dict of free-form facts, str -> str, int, float or bool (the style image's name, the
+            weights of the content and style costs, the number of steps...). "preprocessing"
+            ("caffe" by default) is the pixel space the network was trained in; forward needs it.
+
+    Returns:
+        Path of the written file.
+
+    Layout (format 1):
+        /                     attributes
+            scratchnst_transformer_format   1
+            architecture                    "johnson2016-transformer"
+            widths                          int array (w1, w2, w3)
+            residual_blocks                 int
+            layer_names                     the layer groups in network order (bytes)
+            preprocessing                   "caffe" or "torchvision"
+        /conv1, /conv2, /conv3, /res1/conv1, /res1/conv2, ..., /up1, /up2, /conv_out
+                              one group per convolution layer ("res1/conv1" nests in "res1")
+            kernel            (KH, KW, C_in, C_out)
+            gamma, beta       (C_out,)  instance normalisation (no beta in res{k}/conv2)
+            bias              (3,)      conv_out only
+        /meta                 a group whose attributes are `meta`, minus preprocessing
+
+    Raises:
+        UserError: the file cannot be written (atomic.atomic_path); nothing is left behind.
+        ValueError: params is not a transformer network's, or a meta value is not str/int/float/bool.
+    """
+    meta = dict(meta or {})
+    preprocessing = meta.pop("preprocessing", "caffe")
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"meta['preprocessing'] must be one of {sorted(PREPROCESSING)}, got {preprocessing!r}")
+    for key, value in meta.items():
+        if not isinstance(key, str) or not isinstance(value, (str, int, float, bool, np.integer, np.floating)):
+            raise ValueError(f"meta must map str to str, int, float or bool; got {key!r}: {value!r}")
+    widths, residual_blocks = architecture_of(params)
+    problem = _shape_problem(params, widths, residual_blocks)
+    if problem:
+        raise ValueError(f"params is not a transformer network's: {problem}")
+    layer_names = [spec[0] for spec in layer_specs(widths, residual_blocks)]
+    with atomic_path(path, "transformer network") as tmp:
+        with h5py.File(tmp, "w-") as f:
+            f.attrs["scratchnst_transformer_format"] = FORMAT_VERSION
+            f.attrs["architecture"] = ARCHITECTURE
+            f.attrs["widths"] = np.asarray(widths, dtype=np.int64)
+            f.attrs["residual_blocks"] = int(residual_blocks)
+            f.attrs["layer_names"] = np.array([name.encode("utf8") for name in layer_names])
+            f.attrs["preprocessing"] = preprocessing
+            for name, value in params.items():
+                f.create_dataset(name, data=value)  # "conv1/kernel": group conv1, dataset kernel
+            group = f.create_group("meta")
+            for key, value in meta.items():
+                group.attrs[key] = value
+    return Path(path)
+
+
+def _shape_problem(params, widths, residual_blocks):
+    """What is wrong with params for this architecture (missing, extra, misshapen), or None."""
+    expected = parameter_shapes(widths, residual_blocks)
+    missing = [name for name in expected if name not in params]
+    extra = [name for name in params if name not in expected]
+    if missing or extra:
+        return f"missing {missing}" if missing else f"unexpected {extra}"
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != shape:
+            return f"{name} has shape {tuple(params[name].shape)}, expected {shape}"
+    return None
+
+
+def load(path):
+    """Read a transformer network written by `save`.
+
+    Args:
+        path: the .h5 file.
+
+    Returns:
+        (params, meta): params as saved (same names, order, dtypes, values bit for bit); meta the
+        free-form dict given to save, with "preprocessing" always present (str, int, float, bool
+        values come back as Python values).
+
+    Raises:
+        UserError: one line naming the file and saying what to do, when it is missing, a folder,
+            not an HDF5 file, an HDF5 file that is not a transformer network (e.g. a loss
+            network's weights), of a newer format, or damaged (a layer or dataset missing, a
+            shape that does not fit the stored architecture).
+    """
+    label = str(path)
+    give = "give a transformer network saved by scratchnst (transformer_net.save)"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise UserError(f"{label}: no such transformer network file; check the path, or {give}") from None
+        raise UserError(f"cannot read {label} ({reason(error)}); check the path, or {give}") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{label}: is a folder; {give}")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{label}: not a regular file; {give}")
+    if not h5py.is_hdf5(path):
+        raise UserError(f"{label}: not an HDF5 file; {give}")
+    try:
+        with h5py.File(path, "r") as f:
+            return _read(f, label, give)
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        first = " ".join(str(error).split())[:120]
+        raise UserError(f"{label}: the file is damaged or truncated ({first}); {give}") from None
+
+
+def _plain(value):
+    """An HDF5 attribute as a Python value (bytes decoded, NumPy scalars unwrapped)."""
+    if isinstance(value, bytes):
+        return value.decode("utf8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _read(f, label, give):
+    """(params, meta) of an open file (see load)."""
+    version = f.attrs.get("scratchnst_transformer_format")
+    if version is None:
+        what = _plain(f.attrs.get("architecture", ""))
+        holds = f" (it holds {what} weights, a loss network)" if what else \
+            " (it holds a loss network's weights)" if "layer_names" in f.attrs else ""
+        raise UserError(f"{label}: an HDF5 file but not a transformer network{holds}; {give}")
+    if int(version) != FORMAT_VERSION:
+        raise UserError(f"{label}: transformer network format {int(version)}, this version reads format "
+                        f"{FORMAT_VERSION}; upgrade scratchnst to read it")
+    widths = tuple(int(w) for w in f.attrs["widths"])
+    residual_blocks = int(f.attrs["residual_blocks"])
+    params = {}
+    for name, shape in parameter_shapes(widths, residual_blocks).items():
+        dataset = f.get(name)
+        if not isinstance(dataset, h5py.Dataset):
+            raise UserError(f"{label}: dataset {name!r} is missing; the file is damaged: {give}")
+        if dataset.shape != shape:
+            raise UserError(f"{label}: dataset {name!r} has shape {dataset.shape}, the stored architecture "
+                            f"(widths {widths}, {residual_blocks} residual blocks) needs {shape}; "
+                            f"the file is damaged: {give}")
+        params[name] = dataset[()]
+    meta = {key: _plain(value) for key, value in f["meta"].attrs.items()} if "meta" in f else {}
+    meta["preprocessing"] = _plain(f.attrs.get("preprocessing", "caffe"))
+    return params, meta
+
+
+# ------------------------------------------------------------------- gradient checks of the layers
+def gradcheck_cases(rng):
+    """The `scratchnst.gradcheck.Case`s of the transformer_layers, on odd shapes, for `gradcheck.check_case`.
+
+    Args:
+        rng: np.random.Generator for the inputs.
+
+    Returns:
+        list of Case, every input float64, backward returning a tuple in the order of the inputs.
+
+    It lives here rather than in transformer_layers, a math module that may import nothing but
+    NumPy (tests/test_package_layout.py counts function-level imports too). gradcheck and torch_ref
+    are imported inside the function: stylising with a trained network never needs them.
+    """
+    from scratchnst import torch_ref
+    from scratchnst.gradcheck import Case
+
+    cases = []
+    for shape, pad in (((2, 5, 7, 3), 2), ((1, 6, 4, 2), 3), ((1, 3, 3, 2), 1)):
+        N, H, W, C = shape
+        cases.append(Case(
+            "reflection_pad", f"p{pad} {H}x{W}x{C} N={N}", {"x": rng.standard_normal(shape)},
+            lambda x, pad=pad: tl.reflection_pad_forward(x, pad),
+            lambda dout, cache: (tl.reflection_pad_backward(dout, cache),),
+            lambda x, pad=pad: torch_ref.reflection_pad(x, pad),
+            # linear in x: no truncation error at any step
+            h=1e-3,
+        ))
+    for shape in ((2, 5, 7, 3), (1, 3, 4, 5)):
+        N, H, W, C = shape
+        cases.append(Case(
+            "instance_norm", f"{H}x{W}x{C} N={N}",
+            {"x": rng.standard_normal(shape), "gamma": rng.standard_normal(C), "beta": rng.standard_normal(C)},
+            tl.instance_norm_forward, tl.instance_norm_backward, torch_ref.instance_norm,
+        ))
+    for shape, factor in (((2, 3, 5, 2), 2), ((1, 2, 3, 3), 3)):
+        N, H, W, C = shape
+        cases.append(Case(
+            "upsample_nearest", f"x{factor} {H}x{W}x{C} N={N}", {"x": rng.standard_normal(shape)},
+            lambda x, factor=factor: tl.upsample_nearest_forward(x, factor),
+            lambda dout, cache: (tl.upsample_nearest_backward(dout, cache),),
+            lambda x, factor=factor: torch_ref.upsample_nearest(x, factor),
+            h=1e-3,
+        ))
+    cases.append(Case(
+        "residual", "5x7x3 N=2", {"x": rng.standard_normal((2, 5, 7, 3)), "fx": rng.standard_normal((2, 5, 7, 3))},
+        tl.residual_forward, tl.residual_backward, torch_ref.residual, h=1e-3,
+    ))
+    scale, offset = np.array([127.5, 100.0, 50.0]), np.array([23.5, 10.7, -3.8])
+    cases.append(Case(
+        "scaled_tanh", "per-channel 5x7x3 N=2", {"x": rng.standard_normal((2, 5, 7, 3))},
+        lambda x: tl.scaled_tanh_forward(x, scale, offset),
+        lambda dout, cache: (tl.scaled_tanh_backward(dout, cache),),
+        lambda x: torch_ref.scaled_tanh(x, scale, offset),
+    ))
+    return cases

@@ -1,0 +1,269 @@
+"""The transformer network's layers against their naive versions, finite differences and PyTorch.
+
+Tolerances (as tests/test_layers.py):
+- float64 against PyTorch, forward and every gradient: rel_error < 1e-10.
+- float64 against centred finite differences: rel_error < 1e-7.
+- float64 fast against naive: rel_error < 1e-12 (copies and sums are exact or differ by order only).
+"""
+
+import zlib
+
+import numpy as np
+import pytest
+
+from scratchnst import gradcheck, torch_ref
+from scratchnst import transformer_layers as tl
+from scratchnst import transformer_net as tn
+from scratchnst.gradcheck import eval_numerical_gradient_array, rel_error
+
+TORCH_TOL = 1e-10
+NUMERIC_TOL = 1e-7
+NAIVE_TOL = 1e-12
+
+SCALE = np.array([127.5, 100.0, 50.0])
+OFFSET = np.array([23.5, 10.7, -3.8])
+
+
+def seed_of(*params):
+    return zlib.crc32(repr(params).encode())
+
+
+# Each layer: (fast forward, fast backward, naive forward, naive backward, torch, input names),
+# forward taking the inputs positionally, every backward returning a tuple in the inputs' order.
+def _one(backward):
+    return lambda dout, cache: (backward(dout, cache),)
+
+
+def _layer(name, arg):
+    """(forward, backward, naive forward, naive backward, torch forward, inputs maker) of one configuration."""
+    if name == "reflection_pad":
+        return (lambda x: tl.reflection_pad_forward(x, arg), _one(tl.reflection_pad_backward),
+                lambda x: tl.reflection_pad_forward_naive(x, arg), _one(tl.reflection_pad_backward_naive),
+                lambda x: torch_ref.reflection_pad(x, arg),
+                lambda rng, shape: {"x": rng.standard_normal(shape)})
+    if name == "instance_norm":
+        return (tl.instance_norm_forward, tl.instance_norm_backward,
+                tl.instance_norm_forward_naive, tl.instance_norm_backward_naive, torch_ref.instance_norm,
+                lambda rng, shape: {"x": rng.standard_normal(shape) * 3 + 1, "gamma": rng.standard_normal(shape[3]),
+                                    "beta": rng.standard_normal(shape[3])})
+    if name == "upsample_nearest":
+        return (lambda x: tl.upsample_nearest_forward(x, arg), _one(tl.upsample_nearest_backward),
+                lambda x: tl.upsample_nearest_forward_naive(x, arg), _one(tl.upsample_nearest_backward_naive),
+                lambda x: torch_ref.upsample_nearest(x, arg),
+                lambda rng, shape: {"x": rng.standard_normal(shape)})
+    if name == "residual":
+        return (tl.residual_forward, tl.residual_backward, tl.residual_forward_naive, tl.residual_backward_naive,
+                torch_ref.residual,
+                lambda rng, shape: {"x": rng.standard_normal(shape), "fx": rng.standard_normal(shape)})
+    if name == "scaled_tanh":
+        return (lambda x: tl.scaled_tanh_forward(x, SCALE[:x.shape[3]], OFFSET[:x.shape[3]]),
+                _one(tl.scaled_tanh_backward),
+                lambda x: tl.scaled_tanh_forward_naive(x, SCALE[:x.shape[3]], OFFSET[:x.shape[3]]),
+                _one(tl.scaled_tanh_backward_naive),
+                lambda x: torch_ref.scaled_tanh(x, SCALE[:x.shape[3]], OFFSET[:x.shape[3]]),
+                lambda rng, shape: {"x": rng.standard_normal(shape)})
+    raise AssertionError(name)
+
+
+# (layer, its argument, input shape (N, H, W, C)): odd sizes, batch 1 and 3, H and W different.
+CONFIGS = [
+    ("reflection_pad", 1, (2, 5, 7, 3)),
+    ("reflection_pad", 2, (1, 3, 6, 2)),
+    ("reflection_pad", 4, (3, 9, 5, 1)),     # the 9x9 convolutions' padding; pad 4 of a 5-wide input
+    ("reflection_pad", 1, (1, 2, 2, 2)),     # H = 2: the top and bottom mirrors land on the same rows
+    ("reflection_pad", 0, (1, 3, 3, 2)),
+    ("instance_norm", None, (2, 5, 7, 3)),
+    ("instance_norm", None, (1, 3, 4, 5)),   # batch of one
+    ("instance_norm", None, (3, 1, 3, 2)),
+    ("upsample_nearest", 2, (2, 3, 5, 2)),
+    ("upsample_nearest", 3, (1, 2, 3, 3)),
+    ("upsample_nearest", 1, (1, 2, 3, 1)),
+    ("residual", None, (2, 5, 7, 3)),
+    ("scaled_tanh", None, (2, 5, 7, 3)),
+    ("scaled_tanh", None, (1, 3, 2, 1)),
+]
+IDS = [f"{name}-{arg}-{'x'.join(map(str, shape))}" for name, arg, shape in CONFIGS]
+
+
+def _run(name, arg, shape, dtype=np.float64):
+    forward, backward, naive_forward, naive_backward, torch_forward, make = _layer(name, arg)
+    rng = np.random.default_rng(seed_of(name, arg, shape))
+    inputs = {k: v.astype(dtype) for k, v in make(rng, shape).items()}
+    out, cache = forward(*inputs.values())
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    return forward, backward, naive_forward, naive_backward, torch_forward, inputs, out, cache, dout
+
+
+@pytest.mark.parametrize("name,arg,shape", CONFIGS, ids=IDS)
+def test_fast_equals_naive(name, arg, shape):
+    _, backward, naive_forward, naive_backward, _, inputs, out, cache, dout = _run(name, arg, shape)
+    naive_out, naive_cache = naive_forward(*inputs.values())
+    assert out.shape == naive_out.shape
+    assert rel_error(out, naive_out) < NAIVE_TOL
+    for fast, naive in zip(backward(dout, cache), naive_backward(dout, naive_cache)):
+        assert fast.shape == naive.shape
+        assert rel_error(fast, naive) < NAIVE_TOL
+
+
+@pytest.mark.parametrize("name,arg,shape", CONFIGS, ids=IDS)
+def test_backward_matches_finite_differences(name, arg, shape):
+    forward, backward, _, _, _, inputs, _, cache, dout = _run(name, arg, shape)
+    grads = backward(dout, cache)
+    assert len(grads) == len(inputs)
+    for (key, value), grad in zip(inputs.items(), grads):
+        def f(v, key=key):
+            return forward(*{**inputs, key: v}.values())[0]
+
+        numeric = eval_numerical_gradient_array(f, value, dout, h=1e-5)
+        assert grad.shape == value.shape
+        assert rel_error(grad, numeric) < NUMERIC_TOL, key
+
+
+@pytest.mark.parametrize("name,arg,shape", CONFIGS, ids=IDS)
+def test_matches_torch_float64(name, arg, shape, torch):
+    _, backward, _, _, torch_forward, inputs, out, cache, dout = _run(name, arg, shape)
+    grads = backward(dout, cache)
+    tensors = {k: torch_ref.to_torch(v, requires_grad=True) for k, v in inputs.items()}
+    out_t = torch_forward(*tensors.values())
+    (out_t * torch_ref.to_torch(dout)).sum().backward()
+    assert rel_error(out, torch_ref.to_numpy(out_t)) < TORCH_TOL
+    for key, grad in zip(tensors, grads):
+        assert rel_error(grad, torch_ref.to_numpy(tensors[key].grad)) < TORCH_TOL, key
+
+
+@pytest.mark.parametrize("name,arg,shape", CONFIGS, ids=IDS)
+def test_float32_stays_float32_and_inputs_are_not_written(name, arg, shape):
+    forward, backward, _, _, _, inputs, out, cache, dout = _run(name, arg, shape, np.float32)
+    before = {k: v.copy() for k, v in inputs.items()}
+    dout_before = dout.copy()
+    assert out.dtype == np.float32
+    grads = backward(dout, cache)
+    assert all(g.dtype == np.float32 for g in grads)
+    grads2 = backward(dout, cache)  # the cache is intact: the same gradients again
+    for g, g2 in zip(grads, grads2):
+        np.testing.assert_array_equal(g, g2)
+    np.testing.assert_array_equal(dout, dout_before)
+    for k in inputs:
+        np.testing.assert_array_equal(inputs[k], before[k])
+    # no gradient is dout itself: a caller that accumulates into one cannot change dout
+    assert not any(np.shares_memory(g, dout) for g in grads)
+
+
+def test_reflection_matches_numpy_pad_and_refuses_too_much():
+    x = np.arange(2 * 4 * 5 * 3, dtype=np.float32).reshape(2, 4, 5, 3)
+    out, _ = tl.reflection_pad_forward(x, 3)
+    np.testing.assert_array_equal(out, np.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)), mode="reflect"))
+    np.testing.assert_array_equal(out[:, 3, 2], x[:, 0, 1])  # the border is not repeated
+    for bad in (4, -1, 1.5, True):
+        with pytest.raises(ValueError, match="reflection padding"):
+            tl.reflection_pad_forward(x, bad)
+
+
+def test_upsampling_repeats_blocks_and_refuses_bad_factors():
+    x = np.arange(6.0).reshape(1, 2, 3, 1)
+    out, _ = tl.upsample_nearest_forward(x, 2)
+    np.testing.assert_array_equal(out[0, :, :, 0], np.kron(x[0, :, :, 0], np.ones((2, 2))))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="factor"):
+            tl.upsample_nearest_forward(x, bad)
+
+
+def test_instance_norm_normalises_each_image_and_channel():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 5, 4)) * [1, 10, 100, 1e3] + [0, -5, 50, 1e4]
+    out, _ = tl.instance_norm_forward(x, np.ones(4), np.zeros(4))
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=(1, 2)), 1, rtol=1e-4)  # eps 1e-5 / var 1 at most
+    constant, _ = tl.instance_norm_forward(np.full((1, 3, 3, 2), 7.0), np.ones(2), np.full(2, 0.5))
+    np.testing.assert_array_equal(constant, 0.5)  # a constant channel: xhat = 0, not 0/0
+
+
+def test_residual_refuses_different_shapes():
+    with pytest.raises(ValueError, match="equal shapes"):
+        tl.residual_forward(np.zeros((1, 2, 2, 3)), np.zeros((1, 2, 2, 4)))
+
+
+def test_scaled_tanh_spans_its_interval():
+    out, _ = tl.scaled_tanh_forward(np.array([[[[-50.0, 0.0, 50.0]]]]), 127.5, 127.5)
+    np.testing.assert_allclose(out.ravel(), [0.0, 127.5, 255.0])
+
+
+def _name(case):
+    # the row's name: Case.layer here, Case.name in the gradcheck being rewritten beside this work
+    return getattr(case, "name", None) or case.layer
+
+
+def test_gradcheck_cases_pass(torch):
+    cases = tn.gradcheck_cases(np.random.default_rng(0))
+    assert {_name(case) for case in cases} == {"reflection_pad", "instance_norm", "upsample_nearest", "residual",
+                                               "scaled_tanh"}
+    for case in cases:
+        numeric_error, torch_error = gradcheck.check_case(case)
+        assert numeric_error < gradcheck.NUMERIC_TOL, (_name(case), case.config, numeric_error)
+        assert torch_error < gradcheck.TORCH_TOL, (_name(case), case.config, torch_error)
+
+
+def test_gradcheck_cases_without_torch():
+    for case in tn.gradcheck_cases(np.random.default_rng(1)):
+        numeric_error, torch_error = gradcheck.check_case(case, use_torch=False)
+        assert numeric_error < gradcheck.NUMERIC_TOL and torch_error is None
+
+
+def test_torch_instance_norm_batch_of_one_workaround(torch):
+    """torch_ref.instance_norm must be right for one image, where PyTorch 2.13's CPU kernel, handed a
+    gradient with channels-last strides, returns wrong gradients (see torch_ref.instance_norm)."""
+    rng = np.random.default_rng(5)
+    x, gamma, beta = rng.standard_normal((1, 5, 7, 3)), rng.standard_normal(3), rng.standard_normal(3)
+    dout = rng.standard_normal(x.shape)
+    xhat = (x - x.mean(axis=(1, 2), keepdims=True)) / np.sqrt(x.var(axis=(1, 2), keepdims=True) + tl.IN_EPS)
+    tensors = [torch_ref.to_torch(a, requires_grad=True) for a in (x, gamma, beta)]
+    (torch_ref.instance_norm(*tensors) * torch_ref.to_torch(dout)).sum().backward()
+    assert rel_error(torch_ref.to_numpy(tensors[1].grad), (dout * xhat).sum(axis=(0, 1, 2))) < TORCH_TOL
+
+
+# ------------------------------------------------------------------ the kernel gradient, stride 1
+@pytest.mark.parametrize("shape,kernel,c_out", [
+    ((2, 7, 9, 3), (3, 3), 5),      # fewer input channels: windows of x
+    ((2, 7, 9, 5), (3, 3), 2),      # fewer output channels: windows of dout ('full' correlation)
+    ((1, 12, 11, 4), (9, 9), 3),    # the output convolution's shape, odd sizes
+    ((1, 11, 12, 3), (9, 9), 4),    # the first convolution's
+    ((3, 6, 8, 4), (1, 3), 4),      # non-square, equal channels
+    ((1, 5, 5, 2), (5, 5), 2),      # one output position
+    ((1, 5, 5, 3), (5, 5), 2),
+])
+def test_conv_weight_gradient_matches_the_readable_convolution_and_torch(shape, kernel, c_out, torch):
+    from scratchnst import layers
+
+    rng = np.random.default_rng(seed_of(shape, kernel, c_out))
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((*kernel, shape[3], c_out))
+    b = rng.standard_normal(c_out)
+    out, cache = layers.conv2d_forward(x, w, b, 1, "valid")
+    dout = rng.standard_normal(out.shape)
+    dw = tl.conv2d_weight_gradient(x, dout, *kernel)
+    assert dw.shape == w.shape and dw.flags.c_contiguous
+    assert rel_error(dw, layers.conv2d_backward(dout, cache)[1]) < NAIVE_TOL * 100
+    x_t, w_t = torch_ref.to_torch(x), torch_ref.to_torch(w, requires_grad=True)
+    (torch_ref.conv2d(x_t, w_t, None, 1, "valid") * torch_ref.to_torch(dout)).sum().backward()
+    assert rel_error(dw, torch_ref.to_numpy(w_t.grad)) < TORCH_TOL
+    dw32 = tl.conv2d_weight_gradient(x.astype(np.float32), dout.astype(np.float32), *kernel)
+    assert dw32.dtype == np.float32
+    assert np.max(np.abs(dw32 - dw)) < 1e-4 * np.max(np.abs(dw))
+
+
+def test_conv_weight_gradient_blocks_rows_of_large_images(monkeypatch):
+    # a block budget of a few rows: the loop over blocks, and a last partial block, run on both sides
+    from scratchnst import layers
+
+    monkeypatch.setattr(tl, "_BLOCK_BYTES", 3000)
+    rng = np.random.default_rng(9)
+    for c_in, c_out in ((2, 5), (5, 2)):
+        x, w = rng.standard_normal((2, 13, 10, c_in)), rng.standard_normal((3, 3, c_in, c_out))
+        out, cache = layers.conv2d_forward(x, w, np.zeros(c_out), 1, "valid")
+        dout = rng.standard_normal(out.shape)
+        assert rel_error(tl.conv2d_weight_gradient(x, dout, 3, 3), layers.conv2d_backward(dout, cache)[1]) < 1e-10
+
+
+def test_conv_weight_gradient_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="valid convolution"):
+        tl.conv2d_weight_gradient(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 4)), 3, 3)

@@ -1,0 +1,276 @@
+"""The transformer network: shapes, every parameter gradient against PyTorch and finite differences, files.
+
+The gradient checks run a small network (widths 4/6/8, 2 residual blocks) in float64: the same
+code as the default one, small enough for finite differences.
+"""
+
+import h5py
+import numpy as np
+import pytest
+
+from scratchnst import image, torch_ref
+from scratchnst import transformer_net as tn
+from scratchnst import weights as weights_io
+from scratchnst.errors import UserError
+from scratchnst.gradcheck import rel_error
+
+SMALL = dict(widths=(4, 6, 8), residual_blocks=2)
+TORCH_TOL = 1e-10   # elementwise rel_error, output and input gradient (measured ~1e-12)
+PARAM_TOL = 1e-12   # scale_error of each parameter gradient (see test_every_gradient_matches_torch_float64)
+
+
+def scale_error(x, y):
+    """max |x - y| / max |y|: the error on the scale of the whole array."""
+    return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300))
+
+
+def small_net(seed=0, dtype=np.float64, shape=(2, 12, 16, 3)):
+    rng = np.random.default_rng(seed)
+    params = tn.init_params(rng, **SMALL, dtype=dtype)
+    # gamma and beta away from their initial 1 and 0, so that a gradient bug cannot hide behind them
+    for name in params:
+        if not name.endswith("/kernel"):
+            params[name] = (params[name] + 0.3 * rng.standard_normal(params[name].shape)).astype(dtype)
+    x = (rng.standard_normal(shape) * 50).astype(dtype)
+    return params, x, rng
+
+
+def test_parameters_are_ordered_and_shaped_as_the_table_says():
+    params = tn.init_params(np.random.default_rng(0))
+    assert list(params) == list(tn.parameter_shapes())
+    assert params["conv1/kernel"].shape == (9, 9, 3, 16)
+    assert params["conv3/kernel"].shape == (3, 3, 32, 64)
+    assert params["conv_out/kernel"].shape == (9, 9, 16, 3) and params["conv_out/bias"].shape == (3,)
+    assert "res1/conv2/beta" not in params and "res1/conv1/beta" in params
+    assert all(p.dtype == np.float32 for p in params.values())
+    assert tn.architecture_of(params) == (tn.DEFAULT_WIDTHS, tn.DEFAULT_RESIDUAL_BLOCKS)
+    assert tn.count_parameters(params) == 423_779
+    # He initialisation: kernel std sqrt(2 / fan_in)
+    assert params["res3/conv1/kernel"].std() == pytest.approx(np.sqrt(2 / (9 * 64)), rel=0.05)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8, 3), (2, 12, 20, 3), (1, 16, 8, 3)])
+def test_output_has_the_input_shape(shape):
+    params, x, _ = small_net(shape=shape)
+    out, _ = tn.forward(params, x)
+    assert out.shape == x.shape and out.dtype == np.float64
+
+
+@pytest.mark.parametrize("hw", [(10, 12), (12, 14), (13, 13), (4, 8), (8, 4)])
+def test_sizes_that_do_not_come_back_are_a_clear_error(hw):
+    params, _, _ = small_net()
+    with pytest.raises(ValueError, match="multiples of 4"):
+        tn.forward(params, np.zeros((1, *hw, 3)))
+
+
+def test_input_must_be_rgb_batches():
+    params, _, _ = small_net()
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
+        tn.forward(params, np.zeros((8, 8, 3)))
+
+
+@pytest.mark.parametrize("preprocessing", ["caffe", "torchvision"])
+def test_output_lies_in_the_pixel_range_of_the_preprocessed_space(preprocessing):
+    scale, offset = tn.output_range(preprocessing, np.float64)
+    black = image.preprocess(np.zeros((1, 1, 3)), preprocessing)[0, 0, 0]
+    white = image.preprocess(np.full((1, 1, 3), 255.0), preprocessing)[0, 0, 0]
+    np.testing.assert_allclose(offset - scale, black, atol=1e-12)
+    np.testing.assert_allclose(offset + scale, white, atol=1e-12)
+    params, x, _ = small_net()
+    params["conv_out/kernel"] *= 100  # saturate the tanh: the output still stays inside
+    out, _ = tn.forward(params, x, preprocessing)
+    pixels = image.deprocess(out[:1], preprocessing)
+    assert pixels.min() >= -1e-9 and pixels.max() <= 255 + 1e-9
+    assert pixels.min() < 1 and pixels.max() > 254
+
+
+def test_float32_in_float32_out_and_gradients():
+    params, x, rng = small_net(dtype=np.float32)
+    out, cache = tn.forward(params, x)
+    assert out.dtype == np.float32
+    dx, grads = tn.backward(rng.standard_normal(out.shape).astype(np.float32), cache)
+    assert dx.dtype == np.float32 and all(g.dtype == np.float32 for g in grads.values())
+
+
+def test_every_gradient_matches_torch_float64(torch):
+    params, x, rng = small_net(seed=1)
+    out, cache = tn.forward(params, x)
+    dout = rng.standard_normal(out.shape)
+    dx, grads = tn.backward(dout, cache)
+    assert list(grads) == list(params)
+    assert all(grads[k].shape == params[k].shape for k in params)
+    tensors = {k: torch_ref.to_torch(v, requires_grad=True) for k, v in params.items()}
+    x_t = torch_ref.to_torch(x, requires_grad=True)
+    out_t = torch_ref.transformer_net(tensors, x_t, *tn.output_range("caffe", np.float64))
+    (out_t * torch_ref.to_torch(dout)).sum().backward()  # the "fake loss": its gradient is dout
+    assert rel_error(out, torch_ref.to_numpy(out_t)) < TORCH_TOL
+    assert rel_error(dx, torch_ref.to_numpy(x_t.grad)) < TORCH_TOL
+    # Parameter gradients on the scale of each whole array: an elementwise relative error means
+    # nothing for elements that are exactly zero in theory (the beta of a channel whose ReLU is on,
+    # or off, at every pixel: the next normalisation removes the shift) or are small differences of
+    # large sums; PyTorch and we then agree to ~1e-13 of the array's largest element, not to 1e-10
+    # of the element itself. Measured: 5e-15 to 2e-14 over seeds.
+    errors = {k: scale_error(grads[k], torch_ref.to_numpy(tensors[k].grad)) for k in params}
+    assert max(errors.values()) < PARAM_TOL, {k: e for k, e in errors.items() if e >= PARAM_TOL}
+
+
+def test_torch_twin_matches_in_torchvision_space_too(torch):
+    params, x, _ = small_net(seed=2, shape=(1, 8, 12, 3))
+    out, _ = tn.forward(params, x / 50, "torchvision")
+    out_t = torch_ref.transformer_net({k: torch_ref.to_torch(v) for k, v in params.items()},
+                                      torch_ref.to_torch(x / 50), *tn.output_range("torchvision", np.float64))
+    assert rel_error(out, torch_ref.to_numpy(out_t)) < TORCH_TOL
+
+
+# (parameter, index): one element of each kind of parameter, at both ends of the network
+SPOT_CHECKS = [("conv1/kernel", (4, 4, 0, 1)), ("conv1/gamma", (2,)), ("conv2/beta", (5,)),
+               ("res1/conv1/kernel", (1, 2, 3, 4)), ("res2/conv2/gamma", (7,)), ("up1/beta", (0,)),
+               ("up2/kernel", (0, 1, 5, 2)), ("conv_out/kernel", (8, 0, 3, 2)), ("conv_out/bias", (1,))]
+
+
+def test_parameter_gradients_match_finite_differences():
+    params, x, rng = small_net(seed=3, shape=(2, 8, 12, 3))
+    out, cache = tn.forward(params, x)
+    dout = rng.standard_normal(out.shape)
+    _, grads = tn.backward(dout, cache)
+
+    def loss(p):
+        return float(np.sum(tn.forward(p, x)[0] * dout))
+
+    h = 1e-5
+    for name, index in SPOT_CHECKS:
+        plus, minus = dict(params), dict(params)
+        plus[name], minus[name] = params[name].copy(), params[name].copy()
+        plus[name][index] += h
+        minus[name][index] -= h
+        numeric = (loss(plus) - loss(minus)) / (2 * h)
+        assert rel_error(grads[name][index], numeric) < 1e-7, (name, grads[name][index], numeric)
+
+
+def test_backward_does_not_write_into_dout_or_params():
+    params, x, rng = small_net(seed=4, shape=(1, 8, 8, 3))
+    before = {k: v.copy() for k, v in params.items()}
+    out, cache = tn.forward(params, x)
+    dout = rng.standard_normal(out.shape)
+    dout_before = dout.copy()
+    first = tn.backward(dout, cache)[1]
+    second = tn.backward(dout, cache)[1]
+    np.testing.assert_array_equal(dout, dout_before)
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
+        np.testing.assert_array_equal(first[k], second[k])
+
+
+# ------------------------------------------------------------------------------------- files
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_save_load_round_trip_bit_for_bit(tmp_path, dtype):
+    params, _, _ = small_net(dtype=dtype)
+    meta = {"style_image": "starry_night.jpg", "style_weight": 1e5, "steps": 40000, "tv": True,
+            "preprocessing": "torchvision"}
+    path = tn.save(tmp_path / "starry.h5", params, meta)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["starry.h5"]  # no temporary file left
+    loaded, loaded_meta = tn.load(path)
+    assert list(loaded) == list(params)
+    for k in params:
+        assert loaded[k].dtype == params[k].dtype
+        assert loaded[k].tobytes() == params[k].tobytes()
+    assert loaded_meta == meta
+    with h5py.File(path, "r") as f:  # the documented layout
+        assert f.attrs["scratchnst_transformer_format"] == tn.FORMAT_VERSION
+        assert tuple(f.attrs["widths"]) == SMALL["widths"] and f.attrs["residual_blocks"] == 2
+        assert set(f["res1"]) == {"conv1", "conv2"} and set(f["conv_out"]) == {"kernel", "bias"}
+        assert set(f["conv1"]) == {"kernel", "gamma", "beta"}
+        assert f["meta"].attrs["style_image"] == "starry_night.jpg"
+
+
+def test_save_defaults_to_caffe_and_refuses_bad_input(tmp_path):
+    params, _, _ = small_net()
+    _, meta = tn.load(tn.save(tmp_path / "a.h5", params))
+    assert meta == {"preprocessing": "caffe"}
+    with pytest.raises(ValueError, match="meta"):
+        tn.save(tmp_path / "b.h5", params, {"weights": [1, 2]})
+    with pytest.raises(ValueError, match="preprocessing"):
+        tn.save(tmp_path / "b.h5", params, {"preprocessing": "bgr"})
+    broken = dict(params)
+    del broken["up1/gamma"]
+    with pytest.raises(ValueError, match="up1/gamma"):
+        tn.save(tmp_path / "b.h5", broken)
+    assert not (tmp_path / "b.h5").exists()
+
+
+def _load_error(path):
+    with pytest.raises(UserError) as info:
+        tn.load(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_load_errors_are_one_line_each(tmp_path):
+    assert "no such transformer network file" in _load_error(tmp_path / "missing.h5")
+    assert "is a folder" in _load_error(tmp_path)
+    text = tmp_path / "notes.h5"
+    text.write_text("not a network\n")
+    assert "not an HDF5 file" in _load_error(text)
+    bare = tmp_path / "bare.h5"
+    with h5py.File(bare, "w") as f:
+        f["x"] = np.zeros(3)
+    assert "an HDF5 file but not a transformer network;" in _load_error(bare)
+    # a loss network's weights, in the layout scratchnst writes them
+    loss_net = weights_io.write_weights(tmp_path / "squeezenet.h5", {"conv1": (np.zeros((3, 3, 3, 64)), np.zeros(64))},
+                                        "squeezenet", "caffe")
+    assert "not a transformer network (it holds squeezenet weights, a loss network)" in _load_error(loss_net)
+
+
+def test_load_error_for_the_real_squeezenet_file():
+    from conftest import find_squeezenet_weights
+
+    path = find_squeezenet_weights()
+    if path is None:
+        pytest.skip("no SqueezeNet weights file here (the planted file of the test above stands in for it)")
+    assert "not a transformer network" in _load_error(path)
+
+
+def test_load_errors_for_newer_and_damaged_files(tmp_path):
+    params, _, _ = small_net()
+    path = tn.save(tmp_path / "net.h5", params)
+    with h5py.File(path, "a") as f:
+        f.attrs["scratchnst_transformer_format"] = tn.FORMAT_VERSION + 1
+    assert "upgrade scratchnst" in _load_error(path)
+    path = tn.save(tmp_path / "net.h5", params)
+    with h5py.File(path, "a") as f:
+        del f["res2/conv1/gamma"]
+    assert "'res2/conv1/gamma' is missing" in _load_error(path)
+    path = tn.save(tmp_path / "net.h5", params)
+    with h5py.File(path, "a") as f:
+        del f["up2/kernel"]
+        f["up2/kernel"] = np.zeros((3, 3, 6, 5))
+    assert "'up2/kernel' has shape (3, 3, 6, 5)" in _load_error(path)
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(tn.save(tmp_path / "net.h5", params).read_bytes()[:3000])
+    assert "damaged or truncated" in _load_error(truncated)
+
+
+def test_a_loaded_network_stylises_as_the_saved_one(tmp_path):
+    params, x, _ = small_net(dtype=np.float32)
+    loaded, meta = tn.load(tn.save(tmp_path / "net.h5", params, {"style_image": "mosaic.jpg"}))
+    np.testing.assert_array_equal(tn.stylize(loaded, x, meta["preprocessing"]), tn.forward(params, x)[0])
+
+
+def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients():
+    params, x, rng = small_net(seed=6, dtype=np.float32)
+    out, cache = tn.forward(params, x)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dx, grads = tn.backward(dout, cache)
+    none, grads_only = tn.backward(dout, cache, input_grad=False)
+    assert dx is not None and none is None
+    assert list(grads_only) == list(grads)
+    for k in grads:
+        np.testing.assert_array_equal(grads_only[k], grads[k])
+
+
+def test_save_into_a_missing_folder_is_a_user_error(tmp_path):
+    params, _, _ = small_net()
+    with pytest.raises(UserError, match="cannot write the transformer network"):
+        tn.save(tmp_path / "no-such-folder" / "net.h5", params)
+    assert list(tmp_path.iterdir()) == []
