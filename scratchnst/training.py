@@ -48,7 +48,7 @@ from scratchnst.settings import MODEL_DEFAULTS, _style_layer_list
 # takes about 1.4 s, so 700 steps are about 16 minutes, inside the 20-minute budget with start-up.
 DEFAULT_SIZE = 256
 DEFAULT_BATCH = 2
-DEFAULT_ITERS = 700
+DEFAULT_ITERS = 1000
 DEFAULT_LR = 1e-3
 DEFAULT_SEED = 0
 # Johnson et al. weight the style much more than the course does: the network sees a new photo at
@@ -167,7 +167,8 @@ class PhotoBatches:
             else:
                 picture = image.load_image(path, long_side=max(H2, W2))
                 if min(picture.shape[:2]) < self.size:  # rounding of the long side: make sure it fits
-                    picture = image.resize_to(picture, max(self.size, picture.shape[0]), max(self.size, picture.shape[1]))
+                    picture = image.resize_to(picture, max(self.size, picture.shape[0]),
+                                              max(self.size, picture.shape[1]))
         except UserError as error:
             self.bad.add(index)
             self.skipped += 1
@@ -490,6 +491,8 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         if max(snap.shape[:2]) > 2 * s["size"]:
             snap = image.resize_long_side(snap, 2 * s["size"])
         snapshot_x = image.preprocess(snap, mode)
+        snapshots_dir = Path(snapshots_dir or ".")
+        snapshots_dir.mkdir(parents=True, exist_ok=True)
 
     meta_base = {"style": str(style) if not isinstance(style, np.ndarray) else "array", "model": s["model"],
                  "content_layer": s["content_layer"], "style_layers": json.dumps(s["style_layers"]),
@@ -525,7 +528,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                 checkpoint.save(checkpoint_path, state())
         if snapshot_x is not None and iteration % snapshot_every == 0:
             with writing():
-                image.save_image(Path(snapshots_dir or ".") / f"snapshot_{iteration:05d}.png",
+                image.save_image(snapshots_dir / f"snapshot_{iteration:05d}.png",
                                  stylize_array(params, snapshot_x, mode))
         if callback is not None:
             callback(TrainProgress(iteration=iteration, iters=s["iters"], costs=parts, seconds_per_step=per_step,

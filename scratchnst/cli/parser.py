@@ -372,7 +372,7 @@ def _add_train(sub):
     p.add_argument("-o", "--output", metavar="OUT", required=True, default=argparse.SUPPRESS, type=path_arg,
                    help="the network file to write (.h5)")
     p.add_argument("--size", type=int, default=256, help="side of the square training crops (a multiple of 4)")
-    p.add_argument("--iters", type=int, default=_Default("700"), help="training steps (batches)")
+    p.add_argument("--iters", type=int, default=_Default("1000"), help="training steps (batches)")
     p.add_argument("--batch", type=int, default=2, help="photos per step")
     p.add_argument("--lr", type=float, default=_Default("0.001"), help="Adam's learning rate")
     p.add_argument("--model", choices=["squeezenet", "vgg19"], default="squeezenet", help="the loss network")

@@ -126,7 +126,8 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
             else:
                 meta = {**p.meta, "stopped": f"interrupted ({how})"}
                 transformer_net.save(output, p.params, meta)
-                line = f"scratchnst: interrupted ({how}) at step {p.iteration}; wrote the network trained so far to {output}"
+                line = (f"scratchnst: interrupted ({how}) at step {p.iteration}; wrote the network trained so far "
+                        f"to {output}")
                 if checkpoint_file is not None:
                     checkpoint.save(checkpoint_file, p.checkpoint())
                     line += f"; continue with the same command and --resume {checkpoint_file}"
@@ -204,7 +205,8 @@ def run_apply(network_file, photos, output, size=None, stream=None):
         if output.exists() and not output.is_dir():
             raise UsageError(f"-o {output}: with {len(photos)} photos -o is the folder to write their results in, "
                              "and this is a file; give a folder")
-        _make_folder(output, "-o")
+        if not output.exists():
+            check_output("-o", output)   # its parent exists and is writable: the folder can be made
     targets = output_paths(photos, output)
     seen = {}
     for photo, target in zip(photos, targets):
@@ -213,11 +215,14 @@ def run_apply(network_file, photos, output, size=None, stream=None):
                              "them one at a time")
         seen[target] = photo
         image.writable_format(target, "-o")
-        check_output("-o", target)
         for source in photos + [network_file]:
             if same_file(target, source):
                 raise UsageError(f"-o {target} is the input {source}: writing it would destroy it; choose another "
                                  "-o (a different folder or file name)")
+    if len(photos) > 1:
+        _make_folder(output, "-o")
+    for target in targets:
+        check_output("-o", target)
     for photo, target in zip(photos, targets):
         start = time.perf_counter()
         result = training.stylize_photo(params, meta, photo, size)
