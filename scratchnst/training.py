@@ -43,17 +43,27 @@ from scratchnst.errors import UsageError, UserError
 from scratchnst.settings import MODEL_DEFAULTS, _style_layer_list
 
 # ----------------------------------------------------------------------------------- defaults
-# Chosen from measurements on the 2-core Xeon this was written on (see the report in the commit
-# log and `training_defaults_notes` below): one step at 256 px, batch 2, SqueezeNet, default widths,
-# takes about 1.4 s, so 700 steps are about 16 minutes, inside the 20-minute budget with start-up.
+# Chosen from measurements on the shared 2-core Xeon this was written on (SqueezeNet loss network,
+# the transformer's default widths 16/32/64 and 5 residual blocks, float32, one BLAS thread):
+# - one step at 256 px takes 0.42 s at batch 1, 0.83 s at batch 2, 1.65 s at batch 4 (linear:
+#   the cost is per pixel) and 0.9-1.0 s at batch 2 inside a real run with the machine shared;
+#   two BLAS threads were 2-3 times SLOWER (2.2 s at batch 2) with another job on the other core;
+# - so DEFAULT_ITERS = 1000 steps of batch 2 take about 14-16 minutes, inside the issue's 20
+#   minutes with start-up and a loaded machine's margin;
+# - batch 2: the same pixels per second as any batch, and with a fixed budget of photo-crops,
+#   twice as many Adam steps as Johnson et al.'s batch 4 (a short run is limited by steps); instance
+#   normalisation works per image, so a small batch changes nothing in the network itself;
+# - lr 1e-3, Johnson et al.'s: at 128 px, batch 2, 150 steps, the held-out photo's cost after training
+#   was 175k at lr 3e-4, 137k at 6e-4, 118k at 1e-3, 350k at 3e-3, 596k at 1e-2 (unstyled photo 421k):
+#   larger steps make the network oscillate, smaller ones learn too slowly for a short run.
 DEFAULT_SIZE = 256
 DEFAULT_BATCH = 2
 DEFAULT_ITERS = 1000
 DEFAULT_LR = 1e-3
 DEFAULT_SEED = 0
-# Johnson et al. weight the style much more than the course does: the network sees a new photo at
-# every step and must learn the style for all of them. These weights are per model (see
-# `resolve_train_settings`); alpha, beta and the layers are otherwise the course's (MODEL_DEFAULTS).
+# The costs are the course's, with each network's layers, alpha and beta (settings.MODEL_DEFAULTS),
+# so that a trained network is judged by the very cost `scratchnst stylize` lowers. Total variation:
+# 0, as stylize's defaults (the transformer's output has no pixel noise for it to remove).
 TRAIN_TV_WEIGHT = 0.0
 LARGE_PHOTO_MARGIN = 1.15   # large photos are decoded with their short side at SIZE * 1.15, then cropped
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")

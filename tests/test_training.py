@@ -10,7 +10,7 @@ from PIL import Image
 from scratchnst import checkpoint, image, networks, training, transformer_net
 from scratchnst.errors import UsageError, UserError
 
-from network_helpers import random_params
+from network_helpers import random_params, write_keras_weights
 
 REPO = Path(__file__).resolve().parents[1]
 CAT = REPO / "lessons" / "images" / "cat.jpg"
@@ -292,6 +292,14 @@ def test_style_image_too_small(photos, squeezenet_weights_path, tmp_path):
     thin = write_photo(tmp_path / "thin.png", 8, 200)
     with pytest.raises(UserError, match="style image is 1x32 px"):
         training.train(thin, photos, weights=str(squeezenet_weights_path), iters=1, **TINY)
+
+
+def test_vgg19_loss_network(photos, tmp_path):
+    """model="vgg19" trains through VGG-19 (random weights here: the real file may not be on the machine)."""
+    weights = write_keras_weights(tmp_path / "vgg19_random.h5", "vgg19", random_params("vgg19", np.random.default_rng(0)))
+    result = training.train(SWIRLS, photos, model="vgg19", weights=str(weights), iters=2, **TINY)
+    assert result.settings["content_layer"] == "block4_conv2" and len(result.history) == 2
+    assert result.meta["model"] == "vgg19" and np.isfinite(result.history[-1]["J"])
 
 
 def test_snapshots_are_written(photos, squeezenet_weights_path, tmp_path):
