@@ -184,6 +184,19 @@ def test_apply_errors(setup, capsys, tmp_path):
     assert "does not exist" in error_line(capsys)
 
 
+def test_apply_refuses_a_photo_too_large_for_memory(tmp_path, capsys, monkeypatch):
+    from scratchnst import settings
+
+    photo = write_photo(tmp_path / "p.png", 300, 400)
+    net = transformer_net.save(tmp_path / "net.h5", transformer_net.init_params(np.random.default_rng(0), (4, 4, 4), 0))
+    monkeypatch.setattr(settings, "available_memory", lambda: 200e6)
+    assert cli.main(["apply", str(net), str(photo), "-o", str(tmp_path / "o.png")]) == 1
+    line = error_line(capsys)
+    assert "p.png is 400x300 pixels" in line and "use --size" in line and not (tmp_path / "o.png").exists()
+    fits = int(line.rsplit("--size ", 1)[1].split()[0])
+    assert cli.main(["apply", str(net), str(photo), "-o", str(tmp_path / "o.png"), "--size", str(fits)]) == 0
+
+
 def test_ctrl_c_saves_the_network_trained_so_far(setup, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OPENBLAS_NUM_THREADS="1")
