@@ -219,3 +219,9 @@ def test_ctrl_c_saves_the_network_trained_so_far(setup, tmp_path):
     assert meta["iterations"] == state["iteration"] >= 1 and meta["stopped"] == "interrupted (Ctrl-C)"
     assert np.array_equal(params["conv1/kernel"], state["params"]["conv1:kernel"])
     assert not [p for p in setup["out"].parent.iterdir() if p.name.startswith(".")]
+
+
+def test_output_folder_not_writable(setup, capsys, unwritable_folder):
+    assert train(setup, "--iters", "1", out=unwritable_folder / "net.h5") == 1
+    line = error_line(capsys)
+    assert f"cannot write -o {unwritable_folder / 'net.h5'}" in line and "not writable" in line
