@@ -360,8 +360,10 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
         if value < least:
             raise UsageError(f"--{key} must be an integer >= {least}, got {value}")
     widths = [int(w) for w in widths]
-    if len(widths) != 3 or min(widths) < 1 or int(residual_blocks) < 0:
-        raise UsageError(f"widths must be three numbers >= 1 and residual_blocks >= 0, got {widths}, {residual_blocks}")
+    if len(widths) != 3 or min(widths) < 1:
+        raise UsageError(f"--widths must be three integers >= 1, got {widths}")
+    if int(residual_blocks) < 0:
+        raise UsageError(f"--residual-blocks must be an integer >= 0, got {residual_blocks}")
     return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, batch=batch,
                 iters=iters, lr=lr, content_layer=content_layer, style_layers=style_layers, **numbers,
                 style_size=style_size, widths=widths, residual_blocks=int(residual_blocks), seed=seed)

@@ -44,7 +44,7 @@ def test_help_lists_every_flag(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for flag in ["--size", "--iters", "--batch", "--lr", "--model", "--weights", "--alpha", "--beta", "--tv-weight",
                  "--seed", "--snapshot", "--snapshot-every", "--snapshots-dir", "--checkpoint", "--checkpoint-every",
-                 "--resume", "--threads", "--style-size", "--print-every"]:
+                 "--resume", "--threads", "--style-size", "--print-every", "--widths", "--residual-blocks"]:
         assert flag in text
     assert f"(default: {training.DEFAULT_ITERS})" in text and f"(default: {training.DEFAULT_SIZE})" in text
     assert f"(default: {training.DEFAULT_BATCH})" in text and f"(default: {training.DEFAULT_LR:g})" in text
@@ -83,6 +83,17 @@ def test_train_then_apply_to_one_and_to_two_photos(setup, capsys):
     with Image.open(setup["tmp"] / "small.png") as img:
         assert max(img.size) == 20
     assert not [p for p in setup["tmp"].rglob(".*tmp*")]   # no temporary file left behind
+
+
+def test_widths_and_residual_blocks_reach_the_network(setup, capsys):
+    assert train(setup, "--iters", "1", "--widths", "4,6,8", "--residual-blocks", "2") == 0
+    params, _ = transformer_net.load(setup["out"])
+    assert transformer_net.architecture_of(params) == ((4, 6, 8), 2)
+    with pytest.raises(SystemExit) as info:
+        train(setup, "--iters", "1", "--widths", "4,6")
+    assert info.value.code == 2 and "three integers" in error_line(capsys)
+    assert train(setup, "--iters", "1", "--residual-blocks", "-1") == 2
+    assert "--residual-blocks must be an integer >= 0" in error_line(capsys)
 
 
 def test_resume_from_the_command_line(setup, capsys):

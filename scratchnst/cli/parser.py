@@ -344,6 +344,17 @@ def _threads_arg(text):
     return threads
 
 
+def _widths_arg(text):
+    """'16,32,64' -> (16, 32, 64)."""
+    try:
+        widths = tuple(int(item) for item in text.split(","))
+    except ValueError:
+        widths = ()
+    if len(widths) != 3 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give three integers >= 1 separated by commas, e.g. 16,32,64")
+    return widths
+
+
 def _set_threads(threads):
     """BLAS threads, before NumPy is imported (BLAS reads these variables once, when it loads)."""
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -386,6 +397,10 @@ def _add_train(sub):
                    help="long side the style image is resized to for its Gram matrices")
     p.add_argument("--seed", type=seed_arg, default=0,
                    help="seed of the initial weights, the photo order, crops and flips")
+    p.add_argument("--widths", metavar="W1,W2,W3", type=_widths_arg, default=_Default("16,32,64"),
+                   help="channels of the transformer network at full, half and quarter resolution")
+    p.add_argument("--residual-blocks", metavar="R", type=int, default=_Default("5"),
+                   help="residual blocks of the transformer network (at quarter resolution)")
     p.add_argument("--snapshot", metavar="PHOTO", default=_Default("no snapshots"), type=path_arg,
                    help="stylise this photo every --snapshot-every steps, to watch the training")
     p.add_argument("--snapshot-every", metavar="N", type=int, default=_Default("100"),
@@ -418,6 +433,8 @@ def _add_train(sub):
             **({"lr": args.lr} if _given(args.lr) is not None else {}),
             alpha=_given(args.alpha), beta=_given(args.beta), tv_weight=_given(args.tv_weight),
             style_size=_given(args.style_size), seed=args.seed,
+            **({"widths": args.widths} if _given(args.widths) is not None else {}),
+            **({"residual_blocks": args.residual_blocks} if _given(args.residual_blocks) is not None else {}),
         )
 
     p.set_defaults(func=run)
