@@ -48,6 +48,9 @@ def test_help_lists_every_flag(capsys):
         assert flag in text
     assert f"(default: {training.DEFAULT_ITERS})" in text and f"(default: {training.DEFAULT_SIZE})" in text
     assert f"(default: {training.DEFAULT_BATCH})" in text and f"(default: {training.DEFAULT_LR:g})" in text
+    assert f"(default: {','.join(map(str, training.TRAIN_WIDTHS))})" in text
+    assert f"--residual-blocks R residual blocks of the transformer network (at quarter resolution) " \
+           f"(default: {training.TRAIN_RESIDUAL_BLOCKS})" in text
     with pytest.raises(SystemExit):
         cli.main(["apply", "--help"])
     assert "--size" in capsys.readouterr().out

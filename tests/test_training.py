@@ -222,7 +222,7 @@ def test_step_gradients_match_pytorch(torch):
         J_i = J_i + tv * torch_ref.total_variation_cost(out[one])
         total = total + J_i / x.shape[0]
     total.backward()
-    assert float(total) == pytest.approx(J, rel=1e-9)
+    assert float(total.detach()) == pytest.approx(J, rel=1e-9)
     for name, p in tparams.items():
         np.testing.assert_allclose(grads[name], p.grad.numpy(), rtol=1e-6, atol=1e-9 * np.abs(p.grad.numpy()).max(),
                                    err_msg=name)
