@@ -44,35 +44,34 @@ from scratchnst.settings import MODEL_DEFAULTS, _style_layer_list
 
 # ----------------------------------------------------------------------------------- defaults
 # Chosen from measurements on the shared 2-core Xeon this was written on (SqueezeNet loss network,
-# the transformer's default widths 16/32/64 and 5 residual blocks, float32, one BLAS thread):
-# - one step at 256 px takes 0.42 s at batch 1, 0.83 s at batch 2, 1.65 s at batch 4 (linear:
-#   the cost is per pixel) and 0.9-1.0 s at batch 2 inside a real run with the machine shared;
-#   two BLAS threads were 2-3 times SLOWER (2.2 s at batch 2) with another job on the other core;
-# - so DEFAULT_ITERS = 1000 steps of batch 2 take about 14-16 minutes, inside the issue's 20
-#   minutes with start-up and a loaded machine's margin. Measured: `scratchnst train` with every
-#   default, 8 photos, The Starry Night, took 15:55 wall clock (0.95 s per step, 400 MB peak);
-#   on a held-out photo at 256 px its network's course cost was 36.5k, against 471k for the photo
-#   itself and 4.6k after 100 L-BFGS iterations of `scratchnst stylize` (24k after 10, 34k after 8):
-#   in 16 CPU minutes the network gets about as far as 8-10 L-BFGS iterations, in 0.12 s a photo;
-# - batch 2: the same pixels per second as any batch, and with a fixed budget of photo-crops,
-#   twice as many Adam steps as Johnson et al.'s batch 4 (a short run is limited by steps); instance
-#   normalisation works per image, so a small batch changes nothing in the network itself;
+# float32, one BLAS thread, The Starry Night, 8 training photos, one held-out photo):
+# - one step at 256 px with the transformer's default network (16/32/64, 5 residual blocks) takes
+#   0.42 s at batch 1, 0.83-0.90 s at batch 2, 1.65 s at batch 4 (linear: the cost is per pixel),
+#   0.95 s at batch 2 inside a real run with the machine shared; two BLAS threads were 2-3 times
+#   SLOWER (1.9-2.2 s at batch 2) with another job on the other core;
+# - DEFAULT_ITERS = 1000 steps of batch 2: `scratchnst train` with every default took 15:55 wall
+#   clock (0.95 s per step, 400 MB peak), inside the issue's 20 minutes with a loaded machine's
+#   margin. On the held-out photo at 256 px its network's course cost was 36.5k, against 471k
+#   for the photo itself and 4.6k after 100 L-BFGS iterations of `scratchnst stylize` (24k after
+#   10, 34k after 8): in 16 CPU minutes the network gets about as far as 8-10 L-BFGS iterations,
+#   in 0.12 s a photo (the issue's 2x of 100 iterations is not reached);
+# - the network: half widths (8/16/32) with 3 blocks run twice the steps and were ahead after
+#   90 s, 3 and 5 minutes (at 5 minutes, 256 px: 51.9k against 59.5k), but the full budget
+#   turned it round: 1800 steps of it in 13:49 ended at 51.2k (45.9k at step 1000) against the
+#   default network's 36.5k, so TRAIN_WIDTHS are transformer_net's defaults;
+# - batch 2: at equal time, batch 4 was clearly behind (128 px, 90 s: 126k against 84k), batch 1
+#   ahead or level within the noise of one held-out photo (68k after 90 s, 80k after 180 s);
+#   two photos a step smooth the gradient for the same pixels per second;
 # - lr 1e-3, Johnson et al.'s: at 128 px, batch 2, 150 steps, the held-out photo's cost after training
 #   was 175k at lr 3e-4, 137k at 6e-4, 118k at 1e-3, 350k at 3e-3, 596k at 1e-2 (unstyled photo 421k):
 #   larger steps make the network oscillate, smaller ones learn too slowly for a short run.
 DEFAULT_SIZE = 256
 DEFAULT_BATCH = 2
-DEFAULT_ITERS = 1800
+DEFAULT_ITERS = 1000
 DEFAULT_LR = 1e-3
 DEFAULT_SEED = 0
-# Half the transformer's default widths, 3 residual blocks instead of 5 (transformer_net keeps the
-# paper-like 16/32/64 x 5 for longer runs): twice the steps in the same time, and a short run is
-# limited by steps. At the same wall-clock budget the narrower network was ahead in every run
-# (held-out cost at 256 px after 5 minutes: 51.9k against 59.5k; at 128 px after 90 s: 61k
-# against 84k, after 180 s 51k-59k against 80k); give --widths 16,32,64 --residual-blocks 5 for
-# a run of hours.
-TRAIN_WIDTHS = (8, 16, 32)
-TRAIN_RESIDUAL_BLOCKS = 3
+TRAIN_WIDTHS = transformer_net.DEFAULT_WIDTHS
+TRAIN_RESIDUAL_BLOCKS = transformer_net.DEFAULT_RESIDUAL_BLOCKS
 # The costs are the course's, with each network's layers, alpha and beta (settings.MODEL_DEFAULTS),
 # so that a trained network is judged by the very cost `scratchnst stylize` lowers. Total variation:
 # 0, as stylize's defaults (the transformer's output has no pixel noise for it to remove).
@@ -469,8 +468,8 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         writing: a context manager factory every file write runs inside (the command passes
             cli.interrupts.holding_stops, so that Ctrl-C waits until the file is whole).
         **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], batch [2],
-            iters [1800], lr [1e-3], content_layer, style_layers, alpha, beta, tv_weight [model's,
-            tv 0], style_size [size], widths [(8, 16, 32)], residual_blocks [3], seed [0], pool.
+            iters [1000], lr [1e-3], content_layer, style_layers, alpha, beta, tv_weight [model's,
+            tv 0], style_size [size], widths [(16, 32, 64)], residual_blocks [5], seed [0], pool.
 
     Returns:
         TrainResult.

@@ -383,7 +383,7 @@ def _add_train(sub):
     p.add_argument("-o", "--output", metavar="OUT", required=True, default=argparse.SUPPRESS, type=path_arg,
                    help="the network file to write (.h5)")
     p.add_argument("--size", type=int, default=256, help="side of the square training crops (a multiple of 4)")
-    p.add_argument("--iters", type=int, default=_Default("1800"), help="training steps (batches)")
+    p.add_argument("--iters", type=int, default=_Default("1000"), help="training steps (batches)")
     p.add_argument("--batch", type=int, default=2, help="photos per step")
     p.add_argument("--lr", type=float, default=_Default("0.001"), help="Adam's learning rate")
     p.add_argument("--model", choices=["squeezenet", "vgg19"], default="squeezenet", help="the loss network")
@@ -397,9 +397,9 @@ def _add_train(sub):
                    help="long side the style image is resized to for its Gram matrices")
     p.add_argument("--seed", type=seed_arg, default=0,
                    help="seed of the initial weights, the photo order, crops and flips")
-    p.add_argument("--widths", metavar="W1,W2,W3", type=_widths_arg, default=_Default("8,16,32"),
+    p.add_argument("--widths", metavar="W1,W2,W3", type=_widths_arg, default=_Default("16,32,64"),
                    help="channels of the transformer network at full, half and quarter resolution")
-    p.add_argument("--residual-blocks", metavar="R", type=int, default=_Default("3"),
+    p.add_argument("--residual-blocks", metavar="R", type=int, default=_Default("5"),
                    help="residual blocks of the transformer network (at quarter resolution)")
     p.add_argument("--snapshot", metavar="PHOTO", default=_Default("no snapshots"), type=path_arg,
                    help="stylise this photo every --snapshot-every steps, to watch the training")
