@@ -47,8 +47,9 @@ from scratchnst.settings import MODEL_DEFAULTS, _style_layer_list
 # float32, one BLAS thread, The Starry Night, 8 training photos, one held-out photo):
 # - one step at 256 px with the transformer's default network (16/32/64, 5 residual blocks) takes
 #   0.42 s at batch 1, 0.83-0.90 s at batch 2, 1.65 s at batch 4 (linear: the cost is per pixel),
-#   0.95 s at batch 2 inside a real run with the machine shared; two BLAS threads were 2-3 times
-#   SLOWER (1.9-2.2 s at batch 2) with another job on the other core;
+#   0.95 s at batch 2 inside a real run with the machine shared; two BLAS threads took 0.68 s
+#   on the idle machine but were 2-3 times SLOWER (1.9-2.2 s) with another job on the other core,
+#   hence one thread unless --threads says otherwise;
 # - DEFAULT_ITERS = 1000 steps of batch 2: `scratchnst train` with every default took 15:55 wall
 #   clock (0.95 s per step, 400 MB peak), inside the 20 minutes with a loaded machine's
 #   margin. On the held-out photo at 256 px its network's course cost was 36.5k, against 471k
