@@ -1,0 +1,261 @@
+"""`scratchnst train` and `scratchnst apply`: train a real-time style network, then use it on photos.
+
+`training.train` does the work; this module is what the commands add around it:
+    - every path is checked before any computing starts (the -o folder exists and is writable,
+      -o is no input, the photo folder holds photos, the style image reads);
+    - a progress line every --print-every steps: step, loss, seconds per step, ETA;
+    - Ctrl-C saves the network trained so far to -o (and the checkpoint, if asked for), says
+      where, and exits 130; every file is written atomically (scratchnst.atomic).
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from scratchnst import checkpoint, image, training, transformer_net
+from scratchnst.atomic import check_output, folder_problem, same_file
+from scratchnst.cli import interrupts
+from scratchnst.cli.stylize_command import _format_seconds, check_output_paths
+from scratchnst.errors import UsageError, UserError
+
+SETTINGS_ORDER = ("model", "weights", "pool", "size", "batch", "iters", "lr", "content_layer", "alpha",
+                  "style_layers", "beta", "tv_weight", "style_size", "widths", "residual_blocks", "seed")
+
+
+def format_settings(style, photos_dir, output, n_photos, settings):
+    """The resolved settings as the lines `scratchnst train` prints before it starts."""
+
+    def show(key, value):
+        if key == "style_layers":
+            return ", ".join(f"{name}:{weight:g}" for name, weight in value)
+        if key == "widths":
+            return "/".join(str(w) for w in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    rows = [("style", str(style)), ("photos", f"{photos_dir} ({n_photos} image files)"), ("output", str(output))]
+    rows += [(key, show(key, settings[key])) for key in SETTINGS_ORDER]
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"  {key.ljust(width)}  {value}" for key, value in rows)
+
+
+def progress_line(p):
+    """step 12/700  J 4.31e+06  J_content 553  J_style 1.08e+06  0.83 s/step  ETA 9:35 [  skipped 1 photo]"""
+    digits = len(str(p.iters))
+    c = p.costs
+    skipped = f"  skipped {p.skipped} unreadable photo{'s' if p.skipped != 1 else ''}" if p.skipped else ""
+    return (f"step {p.iteration:>{digits}}/{p.iters}  J {c['J']:.3g}  J_content {c['J_content']:.3g}  "
+            f"J_style {c['J_style']:.3g}  {p.seconds_per_step:.2f} s/step  ETA {_format_seconds(p.eta)}{skipped}")
+
+
+def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, snapshots_dir=None,
+              checkpoint_file=None, checkpoint_every=None, resume_file=None, print_every=10, stream=None,
+              **options):
+    """The `scratchnst train` command.
+
+    Args:
+        style: the style image file.
+        photos_dir: the folder of training photos.
+        output: the transformer network file (.h5) to write, at the end or on Ctrl-C.
+        snapshot, snapshot_every, snapshots_dir: stylise the photo `snapshot` every snapshot_every
+            steps (default 100) into snapshots_dir (default: -o's folder) as snapshot_<step>.png.
+        checkpoint_file, checkpoint_every: the run's whole state every checkpoint_every steps
+            (default 100), at the end and on Ctrl-C.
+        resume_file: continue from this checkpoint (checkpoints then go on into it, unless
+            checkpoint_file says otherwise).
+        print_every: steps between progress lines (the first step's line is always printed).
+        stream: where the settings and the last line go (stdout); progress lines go to stderr.
+        **options: training.train's settings.
+
+    Returns:
+        0, or 130 (143, 129) when stopped by Ctrl-C (SIGTERM, SIGHUP) after saving what was trained.
+    """
+    stream = stream or sys.stdout
+    output = Path(output)
+    checkpoint_flag = "--checkpoint"
+    if resume_file is not None and checkpoint_file is None:
+        checkpoint_file, checkpoint_flag = resume_file, "--resume"
+    if checkpoint_every is not None and checkpoint_file is None:
+        raise UsageError("--checkpoint-every needs --checkpoint FILE (or --resume FILE): say where to save")
+    if snapshot_every is not None and snapshot is None:
+        raise UsageError("--snapshot-every needs --snapshot PHOTO: say which photo to stylise")
+    checkpoint_every = 100 if checkpoint_every is None else checkpoint_every
+    snapshot_every = 100 if snapshot_every is None else snapshot_every
+    for flag, value in (("--checkpoint-every", checkpoint_every), ("--snapshot-every", snapshot_every),
+                        ("--print-every", print_every)):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    settings = training.resolve_train_settings(**options)
+    photos = training.list_photos(photos_dir)
+    image.image_size(style)   # the header: a missing or broken style image is told now, in one line
+    if snapshot is not None:
+        image.image_size(snapshot)
+        snapshots_dir = Path(snapshots_dir) if snapshots_dir is not None else output.parent
+    inputs = [("style image", style), ("weights file", settings["weights"]), ("snapshot photo", snapshot)]
+    check_output_paths([("-o", output), (checkpoint_flag, checkpoint_file)], inputs)
+    check_output_paths([("-o", output)], [("checkpoint given to --resume", resume_file)])
+    for photo in photos:
+        if same_file(output, photo):
+            raise UsageError(f"-o {output} is one of the training photos; choose another file name")
+    if snapshot is not None:
+        _make_folder(snapshots_dir, "--snapshots-dir")
+    resume = checkpoint.load(resume_file) if resume_file is not None else None
+
+    print("scratchnst train", file=stream)
+    print(format_settings(style, photos_dir, output, len(photos), settings), file=stream, flush=True)
+    run = {"last": None, "printed": False}
+
+    def callback(p):
+        if run["last"] is None and resume is not None:
+            print(f"  resuming from {resume_file} at step {resume['iteration']}", file=stream, flush=True)
+        run["last"] = p
+        if not run["printed"] or p.iteration % print_every == 0 or p.iteration == p.iters:
+            run["printed"] = True  # the first step of this process always gets its line
+            print(progress_line(p), file=sys.stderr, flush=True)
+
+    try:
+        result = training.train(style, photos_dir, callback=callback, resume=resume, checkpoint_path=checkpoint_file,
+                                checkpoint_every=checkpoint_every, snapshot=snapshot,
+                                snapshot_every=snapshot_every if snapshot is not None else 0,
+                                snapshots_dir=snapshots_dir, writing=interrupts.holding_stops, **settings)
+    except KeyboardInterrupt as stop:
+        with interrupts.ignoring_stops():  # a second Ctrl-C must not cut the saving of the first one's results
+            how = getattr(stop, "how", "Ctrl-C")
+            p = run["last"]
+            if p is None:
+                line = f"scratchnst: interrupted ({how}) before the first step was done; nothing was saved"
+            else:
+                meta = {**p.meta, "stopped": f"interrupted ({how})"}
+                transformer_net.save(output, p.params, meta)
+                line = (f"scratchnst: interrupted ({how}) at step {p.iteration}; wrote the network trained so far "
+                        f"to {output}")
+                if checkpoint_file is not None:
+                    checkpoint.save(checkpoint_file, p.checkpoint())
+                    line += f"; continue with the same command and --resume {checkpoint_file}"
+            print(line.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr, flush=True)
+        return getattr(stop, "exit_status", interrupts.INTERRUPTED)
+    with interrupts.ignoring_stops():
+        transformer_net.save(output, result.params, result.meta)
+    steps_done = len(result.history) - (resume["iteration"] if resume is not None else 0)
+    if resume is not None and steps_done == 0:
+        print(f"  nothing was left to do: the checkpoint is at step {resume['iteration']} and --iters is "
+              f"{settings['iters']}; raise --iters to go on", file=stream)
+    last = result.history[-1] if result.history else None
+    said = f"; last J {last['J']:.4g}" if last else ""
+    print(f"wrote {output}: {settings['iters']} steps ({steps_done} in this run, {result.seconds:.1f} s, "
+          f"{result.seconds / max(1, steps_done):.2f} s per step){said}", file=stream)
+    return 0
+
+
+def _make_folder(folder, flag):
+    """Create `folder` (and its parents) if missing; UserError in one line if that cannot be done."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise UserError(f"{flag} {folder}: is a file, not a folder; give a folder")
+    try:
+        folder.mkdir(parents=True)
+    except OSError as error:
+        problem = folder_problem(folder.parent) or (error.strerror or str(error))
+        raise UserError(f"cannot create {flag} {folder}: {problem}; choose another folder") from None
+
+
+# -------------------------------------------------------------------------------------- apply
+def output_paths(photos, output):
+    """Where `apply` writes each photo's result: OUT itself for one photo, OUT/<photo's name> for several.
+
+    A photo whose extension Pillow cannot write in colour gets .png instead.
+    """
+    output = Path(output)
+    if len(photos) == 1 and not output.is_dir():
+        return [output]
+    paths = []
+    for photo in photos:
+        name = Path(photo).name
+        try:
+            image.writable_format(name)
+        except UsageError:
+            name = Path(name).stem + ".png"
+        paths.append(output / name)
+    return paths
+
+
+# Peak memory of `apply`, measured: a 1024x768 photo took 1.13 GB (default widths, float32), about
+# 1.3 KB a pixel (the full-resolution layers' activations, caches and 9x9 im2col rows) and the rest fixed.
+APPLY_BYTES_PER_PIXEL = 1400
+APPLY_BYTES_FIXED = 150e6
+
+
+def check_apply_memory(photo, size):
+    """UserError, before anything is decoded, if the photo at this size would not fit in memory."""
+    from scratchnst.settings import available_memory
+
+    H0, W0 = image.image_size(photo)
+
+    def needed(long_side):
+        H, W = (max(1, round(n * long_side / max(H0, W0))) for n in (H0, W0))
+        return APPLY_BYTES_FIXED + APPLY_BYTES_PER_PIXEL * (H + 3) * (W + 3)   # + up to 3 rows of padding
+
+    long_side = max(H0, W0) if size is None else size
+    available = available_memory()
+    if available is None or needed(long_side) <= available:
+        return
+    fits = long_side
+    while fits > 8 and needed(fits) > available:
+        fits = int(fits * 0.95)
+    H, W = (max(1, round(n * long_side / max(H0, W0))) for n in (H0, W0))
+    raise UserError(f"{photo} is {W}x{H} pixels: stylising it needs about {needed(long_side) / 1e9:.1f} GB of memory "
+                    f"and this machine has {available / 1e9:.1f} GB available; use --size {fits} or less")
+
+
+def run_apply(network_file, photos, output, size=None, stream=None):
+    """The `scratchnst apply` command: stylise photos with a trained network.
+
+    Args:
+        network_file: a transformer network written by `scratchnst train`.
+        photos: list of photo files.
+        output: the image file to write (one photo), or a folder (several photos; created if missing).
+        size: None (each photo at its own size) or the long side to resize photos to first.
+        stream: where the lines go (stdout).
+
+    Returns:
+        0. Every file is written atomically; photos of any size work (reflection-padded to a
+        multiple of 4 inside, cropped back).
+    """
+    stream = stream or sys.stdout
+    if size is not None and size < 1:
+        raise UsageError(f"--size must be at least 1, got {size}")
+    params, meta = transformer_net.load(network_file)
+    for photo in photos:
+        check_apply_memory(photo, size)   # missing or broken photos are told before any work, and huge ones
+    output = Path(output)
+    if len(photos) > 1:
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"-o {output}: with {len(photos)} photos -o is the folder to write their results in, "
+                             "and this is a file; give a folder")
+        if not output.exists():
+            check_output("-o", output)   # its parent exists and is writable: the folder can be made
+    targets = output_paths(photos, output)
+    seen = {}
+    for photo, target in zip(photos, targets):
+        if target in seen:
+            raise UsageError(f"{photo} and {seen[target]} would both be written to {target}; rename one, or apply "
+                             "them one at a time")
+        seen[target] = photo
+        image.writable_format(target, "-o")
+        for source in photos + [network_file]:
+            if same_file(target, source):
+                raise UsageError(f"-o {target} is the input {source}: writing it would destroy it; choose another "
+                                 "-o (a different folder or file name)")
+    if len(photos) > 1:
+        _make_folder(output, "-o")
+    for target in targets:
+        check_output("-o", target)
+    for photo, target in zip(photos, targets):
+        start = time.perf_counter()
+        result = training.stylize_photo(params, meta, photo, size)
+        with interrupts.ignoring_stops():
+            image.save_image(target, result)
+        H, W = result.shape[:2]
+        print(f"wrote {target} ({W}x{H}, {time.perf_counter() - start:.1f} s)", file=stream, flush=True)
+    return 0

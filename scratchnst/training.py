@@ -1,0 +1,638 @@
+"""Training a real-time style network (Johnson, Alahi & Fei-Fei 2016) from scratch, in NumPy.
+
+`scratchnst.transfer` optimises the pixels of one image; here a whole network (`transformer_net`)
+learns to paint any photo in one style, in one forward pass. Its loss is the course's cost,
+measured by the fixed pretrained loss network (`networks`) on the network's own output:
+
+    for each photo x of a batch, out = transformer(x):
+        J(x) = alpha * J_content(a_C(x), a_G(out)) + beta * sum_l lambda_l J_style_layer(S, out)
+               + tv_weight * J_tv(out)
+    J = mean of J(x) over the batch
+
+The content activations a_C come from the loss network on the photo itself (the content of the
+output should be the photo's); the style targets (each style layer's Gram per position) are
+computed once from the style image. The gradient goes back through the loss network to dJ/d(out)
+(`Network.backward`, batches included), then through the transformer to its parameters
+(`transformer_net.backward`), and Adam (`optim.adam_update`) moves every parameter.
+
+    params, history = train("starry_night.jpg", "photos/", iters=600)
+    transformer_net.save("starry.h5", params, {"style": "starry_night.jpg"})
+
+Photos: every image file of a folder and its sub-folders, read in a random order (a new one each
+epoch), each decoded at a little more than the training size, cropped to SIZE x SIZE at a random
+place and flipped left-right half the time. All randomness comes from one np.random.Generator,
+whose state goes into the checkpoint, so that a resumed run gives the same parameters, bit for
+bit, as one never stopped (on the same machine and BLAS thread count).
+"""
+
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from scratchnst import checkpoint, image, networks, optim, transformer_net
+from scratchnst import weights as weights_io
+from scratchnst.costs import (compute_content_cost, compute_total_variation_cost, content_cost_backward,
+                              layer_style_cost_from_target, style_target, total_variation_cost_backward)
+from scratchnst.errors import UsageError, UserError
+from scratchnst.settings import MODEL_DEFAULTS, _style_layer_list
+
+# ----------------------------------------------------------------------------------- defaults
+# Chosen from measurements on the shared 2-core Xeon this was written on (SqueezeNet loss network,
+# float32, one BLAS thread, The Starry Night, 8 training photos, one held-out photo):
+# - one step at 256 px with the transformer's default network (16/32/64, 5 residual blocks) takes
+#   0.42 s at batch 1, 0.83-0.90 s at batch 2, 1.65 s at batch 4 (linear: the cost is per pixel),
+#   0.95 s at batch 2 inside a real run with the machine shared; two BLAS threads took 0.68 s
+#   on the idle machine but were 2-3 times SLOWER (1.9-2.2 s) with another job on the other core,
+#   hence one thread unless --threads says otherwise;
+# - DEFAULT_ITERS = 1000 steps of batch 2: `scratchnst train` with every default took 15:55 wall
+#   clock (0.95 s per step, 400 MB peak), inside the issue's 20 minutes with a loaded machine's
+#   margin. On the held-out photo at 256 px its network's course cost was 36.5k, against 471k
+#   for the photo itself and 4.6k after 100 L-BFGS iterations of `scratchnst stylize` (24k after
+#   10, 34k after 8): in 16 CPU minutes the network gets about as far as 8-10 L-BFGS iterations,
+#   in 0.12 s a photo (the issue's 2x of 100 iterations is not reached);
+# - the network: half widths (8/16/32) with 3 blocks run twice the steps and were ahead after
+#   90 s, 3 and 5 minutes (at 5 minutes, 256 px: 51.9k against 59.5k), but the full budget
+#   turned it round: 1800 steps of it in 13:49 ended at 51.2k (45.9k at step 1000) against the
+#   default network's 36.5k, so TRAIN_WIDTHS are transformer_net's defaults;
+# - batch 2: at equal time, batch 4 was clearly behind (128 px, 90 s: 126k against 84k), batch 1
+#   ahead or level within the noise of one held-out photo (68k after 90 s, 80k after 180 s);
+#   two photos a step smooth the gradient for the same pixels per second;
+# - lr 1e-3, Johnson et al.'s: at 128 px, batch 2, 150 steps, the held-out photo's cost after training
+#   was 175k at lr 3e-4, 137k at 6e-4, 118k at 1e-3, 350k at 3e-3, 596k at 1e-2 (unstyled photo 421k):
+#   larger steps make the network oscillate, smaller ones learn too slowly for a short run.
+DEFAULT_SIZE = 256
+DEFAULT_BATCH = 2
+DEFAULT_ITERS = 1000
+DEFAULT_LR = 1e-3
+DEFAULT_SEED = 0
+TRAIN_WIDTHS = transformer_net.DEFAULT_WIDTHS
+TRAIN_RESIDUAL_BLOCKS = transformer_net.DEFAULT_RESIDUAL_BLOCKS
+# The costs are the course's, with each network's layers, alpha and beta (settings.MODEL_DEFAULTS),
+# so that a trained network is judged by the very cost `scratchnst stylize` lowers. Total variation:
+# 0, as stylize's defaults (the transformer's output has no pixel noise for it to remove).
+TRAIN_TV_WEIGHT = 0.0
+LARGE_PHOTO_MARGIN = 1.15   # large photos are decoded with their short side at SIZE * 1.15, then cropped
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+CACHE_BYTES = 512 * 2**20   # decoded photos kept in memory (uint8), so that each is decoded once per run
+
+
+# ------------------------------------------------------------------------------------- photos
+def list_photos(folder):
+    """The image files of a folder and its sub-folders, sorted by their path inside it.
+
+    Files are picked by extension (IMAGE_EXTENSIONS, any case); hidden files and folders (a name
+    starting with ".") are skipped. Whether each one decodes is found out when it is read.
+
+    Args:
+        folder: path of the folder.
+
+    Returns:
+        list of Path, sorted (the order of a run does not depend on the file system's).
+
+    Raises:
+        UserError: the folder is missing, is a file, or holds no image file.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"{folder}: no such folder of photos; check the path (give a folder of .jpg or .png photos)")
+    if not folder.is_dir():
+        raise UserError(f"{folder}: is a file, not a folder; give the folder that holds the training photos")
+    photos = sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                     and not any(part.startswith(".") for part in p.relative_to(folder).parts) and p.is_file()),
+                    key=lambda p: p.relative_to(folder).as_posix())
+    if not photos:
+        raise UserError(f"{folder}: no photos in it (no file ending in {', '.join(IMAGE_EXTENSIONS[:3])}, ... in "
+                        "the folder or its sub-folders); put the training photos there")
+    return photos
+
+
+def crop_source_size(H, W, size):
+    """(H', W') a photo is decoded at before its random size x size crop.
+
+    Smaller than size on its short side: enlarged so that the short side is size. Larger than
+    size * LARGE_PHOTO_MARGIN: reduced so that the short side is about that (decoding a 12-megapixel
+    photo to crop 256 pixels of it would take most of a step and show a tiny part of the scene).
+    In between: as it is.
+    """
+    short = min(H, W)
+    if short < size:
+        target = size
+    elif short > round(size * LARGE_PHOTO_MARGIN):
+        target = round(size * LARGE_PHOTO_MARGIN)
+    else:
+        return H, W
+    scale = target / short
+    return (target, max(target, round(W * scale))) if H <= W else (max(target, round(H * scale)), target)
+
+
+class PhotoBatches:
+    """Random size x size crops of a folder's photos, in batches, from a Generator.
+
+    Photos are visited in a random order, a new permutation each epoch; each is cropped at a
+    random place and flipped left-right with probability 1/2. A photo that cannot be read is
+    skipped (`skipped` counts them); if none of them can be read, UserError.
+
+    The state (`state()`, `set_state`) is the order, the position in it and the counts; the
+    Generator's own state is saved by the caller (it is shared with nothing else here, but the
+    caller owns it). Decoded photos are cached as uint8 (up to CACHE_BYTES), and a photo read from
+    the file is rounded to uint8 too, so that the cache never changes a batch.
+    """
+
+    def __init__(self, photos, size, batch, rng, folder=None):
+        """photos: list of paths (list_photos); size: crop side (a multiple of 4); batch: photos per
+        batch; rng: np.random.Generator; folder: for messages."""
+        self.photos = [Path(p) for p in photos]
+        self.size, self.batch, self.rng = int(size), int(batch), rng
+        self.folder = folder
+        self.order = np.zeros(0, dtype=np.int64)
+        self.position = 0
+        self.epoch = 0
+        self.skipped = 0
+        self.bad = set()
+        self.first_error = None
+        self._cache, self._cached_bytes = {}, 0
+
+    def state(self):
+        """What resuming needs: {"order", "position", "epoch", "skipped"}."""
+        return {"order": self.order.copy(), "position": int(self.position), "epoch": int(self.epoch),
+                "skipped": int(self.skipped)}
+
+    def set_state(self, state):
+        self.order = np.array(state["order"], dtype=np.int64)
+        self.position, self.epoch, self.skipped = int(state["position"]), int(state["epoch"]), int(state["skipped"])
+
+    def _next_index(self):
+        if self.position >= len(self.order):
+            self.order = self.rng.permutation(len(self.photos)).astype(np.int64)
+            self.position = 0
+            self.epoch += 1
+        index = int(self.order[self.position])
+        self.position += 1
+        return index
+
+    def _photo(self, index):
+        """The decoded photo (H', W', 3) uint8 at its crop source size, or None if it cannot be read."""
+        if index in self._cache:
+            return self._cache[index]
+        path = self.photos[index]
+        try:
+            H, W = image.image_size(path)
+            H2, W2 = crop_source_size(H, W, self.size)
+            if (H2, W2) == (H, W):
+                picture = image.load_image(path)
+            else:
+                picture = image.load_image(path, long_side=max(H2, W2))
+                if min(picture.shape[:2]) < self.size:  # rounding of the long side: make sure it fits
+                    picture = image.resize_to(picture, max(self.size, picture.shape[0]),
+                                              max(self.size, picture.shape[1]))
+        except UserError as error:
+            self.bad.add(index)
+            self.skipped += 1
+            self.first_error = self.first_error or str(error)
+            return None
+        picture = image.to_uint8(picture)
+        if self._cached_bytes + picture.nbytes <= CACHE_BYTES:
+            self._cache[index] = picture
+            self._cached_bytes += picture.nbytes
+        return picture
+
+    def next_batch(self):
+        """(batch, size, size, 3) float32 RGB 0..255: the next photos, randomly cropped and flipped."""
+        out = np.empty((self.batch, self.size, self.size, 3), dtype=np.float32)
+        filled = 0
+        while filled < self.batch:
+            if len(self.bad) == len(self.photos):
+                where = f" in {self.folder}" if self.folder is not None else ""
+                raise UserError(f"none of the {len(self.photos)} photos{where} could be read (first: "
+                                f"{self.first_error}); give a folder of readable .jpg or .png photos")
+            index = self._next_index()
+            if index in self.bad:
+                continue
+            picture = self._photo(index)
+            if picture is None:
+                continue
+            out[filled] = random_crop(picture, self.size, self.rng)
+            filled += 1
+        return out
+
+
+def random_crop(picture, size, rng):
+    """A size x size crop of picture (H, W, 3) at a random place, flipped left-right with probability 1/2.
+
+    Draws from rng, in this order: the row, the column, the flip.
+    """
+    H, W = picture.shape[:2]
+    top = int(rng.integers(0, H - size + 1))
+    left = int(rng.integers(0, W - size + 1))
+    crop = picture[top:top + size, left:left + size]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return crop.astype(np.float32)
+
+
+def preprocess_batch(photos, mode):
+    """(N, H, W, 3) RGB 0..255 -> (N, H, W, 3) in the loss network's space (image.preprocess, per photo)."""
+    return np.concatenate([image.preprocess(p, mode) for p in photos], axis=0)
+
+
+# --------------------------------------------------------------------------------------- loss
+def make_loss_function(network, style_x, content_layer, style_layers, alpha, beta, tv_weight):
+    """The training loss of a batch of outputs and its gradient with respect to them.
+
+    Args:
+        network: the loss network (networks.Network); everything below is in its dtype.
+        style_x: (1, H_S, W_S, 3) preprocessed style image.
+        content_layer: layer of the content cost.
+        style_layers: [(layer, lambda_l), ...].
+        alpha, beta, tv_weight: weights of the three costs.
+
+    Returns:
+        loss(out, x) -> (J, dJ/d(out), parts):
+            out: (N, H, W, 3) the transformer's outputs, preprocessed space.
+            x: (N, H, W, 3) its inputs (the photos), whose content the outputs should keep.
+            J: float, the mean over the batch of
+                   alpha J_content(a_C(x_i), a_G(out_i)) + beta sum_l lambda_l J_style_layer(S, out_i)
+                   + tv_weight J_tv(out_i)
+            dJ/d(out): (N, H, W, 3), network dtype.
+            parts: {"J", "J_content", "J_style", "J_tv"}, each the batch mean, floats.
+
+    Each image's costs are the course's (costs.py, one image each: the content cost at one layer,
+    the layer style cost from a precomputed target); only the loss network runs on the whole batch.
+    J_tv of the batch is already the mean of the images' J_tv (it divides by N*H*W*C).
+    """
+    style_names = [name for name, _ in style_layers]
+    wanted = list(dict.fromkeys([content_layer] + style_names))
+    a_S = network.forward(style_x, style_names)
+    targets = {name: style_target(a_S[name]) for name in style_names}
+    dtype = network.dtype
+
+    def loss(out, x):
+        N = out.shape[0]
+        a_C = network.forward(x, [content_layer])[content_layer]   # (N, ...) the photos' content: no gradient
+        a_G = network.forward(out, wanted)
+        grads = {name: np.zeros(a.shape, dtype) for name, a in a_G.items()}
+        J_content = J_style = 0.0
+        for i in range(N):
+            one = slice(i, i + 1)
+            J_content += compute_content_cost(a_C[one], a_G[content_layer][one]) / N
+            grads[content_layer][one] += (alpha / N) * content_cost_backward(a_C[one], a_G[content_layer][one])
+            for name, lam in style_layers:
+                J_layer, da = layer_style_cost_from_target(targets[name], a_G[name][one])
+                J_style += lam * J_layer / N
+                grads[name][one] += np.asarray(beta * lam / N, dtype) * da
+        J_tv = compute_total_variation_cost(out) if tv_weight else 0.0
+        J = alpha * J_content + beta * J_style + tv_weight * J_tv
+        dout = network.backward(grads)
+        if tv_weight:
+            dout = dout + np.asarray(tv_weight, dtype) * total_variation_cost_backward(out)
+        return float(J), dout.astype(dtype, copy=False), {"J": float(J), "J_content": J_content,
+                                                            "J_style": J_style, "J_tv": J_tv}
+
+    return loss
+
+
+def loss_and_grads(params, x, loss, preprocessing="caffe"):
+    """One training step's loss and the gradient of every parameter.
+
+    Args:
+        params: the transformer's parameters.
+        x: (N, H, W, 3) preprocessed photos.
+        loss: from make_loss_function.
+
+    Returns:
+        (J, grads, parts): grads {name: array} like params.
+    """
+    out, cache = transformer_net.forward(params, x, preprocessing)
+    J, dout, parts = loss(out, x)
+    _, grads = transformer_net.backward(dout, cache, input_grad=False)
+    return J, grads, parts
+
+
+def adam_step(params, grads, m, v, t, lr):
+    """Adam on every parameter (optim.adam_update): new (params, m, v) dicts; the old ones are not changed."""
+    new_params, new_m, new_v = {}, {}, {}
+    for name, p in params.items():
+        new_params[name], new_m[name], new_v[name] = optim.adam_update(p, grads[name], m[name], v[name], t, lr=lr)
+    return new_params, new_m, new_v
+
+
+# ----------------------------------------------------------------------------------- settings
+def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZE, batch=DEFAULT_BATCH,
+                           iters=DEFAULT_ITERS, lr=DEFAULT_LR, content_layer=None, style_layers=None, alpha=None,
+                           beta=None, tv_weight=None, style_size=None, widths=TRAIN_WIDTHS,
+                           residual_blocks=TRAIN_RESIDUAL_BLOCKS, seed=DEFAULT_SEED, pool=None):
+    """Check every setting of a training run and fill in the defaults (JSON values only).
+
+    Raises:
+        UsageError: a number out of range, an unknown model or layer, a size that is not a multiple of 4.
+        UserError: the weights file is not found.
+    """
+    if model not in MODEL_DEFAULTS:
+        raise UsageError(f"unknown model {model!r}: choose one of {', '.join(MODEL_DEFAULTS)}")
+    defaults = MODEL_DEFAULTS[model]
+    arch = networks.ARCHITECTURES[model]
+    weights_path = weights_io.find_weights(model, explicit=weights)
+    content_layer = arch.resolve(defaults.content_layer if content_layer is None else content_layer)
+    style_layers = [[arch.resolve(n), float(w)] for n, w in
+                    _style_layer_list(defaults.style_layers if style_layers is None else style_layers)]
+    numbers = {"alpha": alpha, "beta": beta, "tv_weight": tv_weight}
+    fallback = {"alpha": defaults.alpha, "beta": defaults.beta, "tv_weight": TRAIN_TV_WEIGHT}
+    numbers = {k: float(fallback[k] if v is None else v) for k, v in numbers.items()}
+    for key, value in numbers.items():
+        if not (np.isfinite(value) and value >= 0):
+            raise UsageError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {value:g}")
+    if numbers["alpha"] == 0 and numbers["beta"] == 0:
+        raise UsageError("--alpha and --beta are both 0: there is nothing to learn; give one of them a weight > 0")
+    lr = float(lr)
+    if not (np.isfinite(lr) and lr > 0):
+        raise UsageError(f"--lr must be a number > 0, got {lr:g}")
+    size, batch, iters, seed = int(size), int(batch), int(iters), int(seed)
+    if size < transformer_net.MIN_SIZE or size % transformer_net.SIZE_MULTIPLE:
+        fit = max(transformer_net.MIN_SIZE, size - size % transformer_net.SIZE_MULTIPLE)
+        raise UsageError(f"--size must be a multiple of {transformer_net.SIZE_MULTIPLE} and at least "
+                         f"{transformer_net.MIN_SIZE} (the network halves it twice), got {size}; e.g. --size {fit}")
+    need = min_size(model, content_layer, style_layers)
+    if size < need:
+        raise UsageError(f"--size {size} is too small for {model}'s layers, which need at least {need} px; "
+                         f"use --size {need + (-need) % 4} or more")
+    style_size = size if style_size is None else int(style_size)
+    if style_size < need:
+        raise UsageError(f"--style-size {style_size} is too small for {model}'s layers, which need at least {need} px")
+    for key, value, least in (("batch", batch, 1), ("iters", iters, 0), ("seed", seed, 0)):
+        if value < least:
+            raise UsageError(f"--{key} must be an integer >= {least}, got {value}")
+    widths = [int(w) for w in widths]
+    if len(widths) != 3 or min(widths) < 1:
+        raise UsageError(f"--widths must be three integers >= 1, got {widths}")
+    if int(residual_blocks) < 0:
+        raise UsageError(f"--residual-blocks must be an integer >= 0, got {residual_blocks}")
+    return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, batch=batch,
+                iters=iters, lr=lr, content_layer=content_layer, style_layers=style_layers, **numbers,
+                style_size=style_size, widths=widths, residual_blocks=int(residual_blocks), seed=seed)
+
+
+def min_size(model, content_layer, style_layers):
+    """The smallest side the loss network's layers (and the transformer) accept."""
+    arch = networks.ARCHITECTURES[model]
+    layers_used = [content_layer] + [name for name, _ in style_layers]
+    return max(transformer_net.MIN_SIZE, max(arch.min_input_sizes[arch.resolve(n)] for n in layers_used))
+
+
+# ------------------------------------------------------------------------------------ the loop
+@dataclass
+class TrainProgress:
+    """What a `train` callback sees after every step.
+
+    Attributes:
+        iteration, iters: steps done (a resumed run counts on from its checkpoint), and planned.
+        costs: {"J", "J_content", "J_style", "J_tv"} of this step's batch.
+        seconds_per_step: mean over the steps of this process so far (start-up excluded).
+        eta: seconds left at that rate.
+        elapsed: seconds of training (a resumed run counts on).
+        skipped: photos that could not be read so far.
+        epoch: passes over the photos begun.
+        params: the parameters after this step (do not modify).
+        meta: what transformer_net.save records with them (settings, style, steps done).
+        history: [{"iteration", "J", "J_content", "J_style", "J_tv", "seconds"}, ...].
+    """
+
+    iteration: int
+    iters: int
+    costs: dict
+    seconds_per_step: float
+    eta: float
+    elapsed: float
+    skipped: int
+    epoch: int
+    params: dict = field(repr=False)
+    history: list = field(repr=False)
+    meta: dict = field(default=None, repr=False)
+    state: Callable = field(default=None, repr=False)
+
+    def checkpoint(self):
+        """The whole state of the run after this step: what `train(..., resume=...)` continues from."""
+        return self.state()
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: params (the network), history (one dict per step), settings (resolved),
+    seconds (of the steps of this process), meta (for transformer_net.save)."""
+
+    params: dict
+    history: list
+    settings: dict
+    seconds: float
+    meta: dict
+
+
+def _key(name):
+    return name.replace("/", ":")   # checkpoint keys cannot hold "/" (it nests them)
+
+
+def _unkey(stored, shapes):
+    """A stored {key: array} back to {name: array} in network order, checked against the shapes."""
+    out = {}
+    for name, shape in shapes.items():
+        value = stored.get(_key(name))
+        if not isinstance(value, np.ndarray) or value.shape != shape or not np.isfinite(value).all():
+            raise checkpoint.damaged(f"parameter {name}")
+        out[name] = np.array(value)   # writable copies
+    return out
+
+
+def photo_list_digest(photos, folder):
+    """SHA-256 of the photos' paths inside their folder: a resumed run must read the same photos."""
+    names = "\n".join(Path(p).relative_to(folder).as_posix() for p in photos)
+    return hashlib.sha256(names.encode("utf8")).hexdigest()
+
+
+def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None, checkpoint_every=100,
+          snapshot=None, snapshot_every=0, snapshots_dir=None, writing=contextlib.nullcontext, **options):
+    """Train a transformer network to paint photos in the style of one image.
+
+    Args:
+        style: path of the style image (or an (H, W, 3) RGB array 0..255).
+        photos_dir: folder of training photos (list_photos).
+        callback: None or function(TrainProgress), called after every step.
+        resume: None, or a state (TrainProgress.checkpoint(), or checkpoint.load of a file `train`
+            wrote): go on from it. The settings and inputs must be the run's (iters may differ).
+        checkpoint_path, checkpoint_every: save the state there every this many steps and at the end.
+        snapshot, snapshot_every, snapshots_dir: stylise the photo `snapshot` every this many steps
+            into snapshots_dir/snapshot_<step>.png (at its size, long side at most 2 * size).
+        writing: a context manager factory every file write runs inside (the command passes
+            cli.interrupts.holding_stops, so that Ctrl-C waits until the file is whole).
+        **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], batch [2],
+            iters [1000], lr [1e-3], content_layer, style_layers, alpha, beta, tv_weight [model's,
+            tv 0], style_size [size], widths [(16, 32, 64)], residual_blocks [5], seed [0], pool.
+
+    Returns:
+        TrainResult.
+
+    Raises:
+        UserError: unreadable style image or no readable photo, images too small, a checkpoint
+            from another run; UsageError: bad settings.
+    """
+    s = resolve_train_settings(**options)
+    photos_dir = Path(photos_dir)
+    photos = list_photos(photos_dir)
+    style_img = _load_style(style, s["style_size"])
+    need = min_size(s["model"], s["content_layer"], s["style_layers"])
+    if min(style_img.shape[:2]) < need:
+        raise UserError(f"the style image is {style_img.shape[0]}x{style_img.shape[1]} px at --style-size "
+                        f"{s['style_size']}, but {s['model']}'s layers need at least {need} px on each side; use a "
+                        "larger --style-size or a less elongated style image")
+    inputs = {"style": _digest(style), "weights": checkpoint.file_digest(s["weights"]),
+              "photos": photo_list_digest(photos, photos_dir)}
+    network = networks.load(s["model"], weights=s["weights"], pooling=s["pool"], dtype=np.float32)
+    mode = network.preprocessing
+    loss = make_loss_function(network, image.preprocess(style_img, mode), s["content_layer"], s["style_layers"],
+                              s["alpha"], s["beta"], s["tv_weight"])
+
+    rng = np.random.default_rng(s["seed"])
+    params = transformer_net.init_params(rng, tuple(s["widths"]), s["residual_blocks"], np.float32)
+    shapes = transformer_net.parameter_shapes(tuple(s["widths"]), s["residual_blocks"])
+    m = {name: np.zeros_like(p) for name, p in params.items()}
+    v = {name: np.zeros_like(p) for name, p in params.items()}
+    batches = PhotoBatches(photos, s["size"], s["batch"], rng, folder=photos_dir)
+    iteration, history, elapsed = 0, [], 0.0
+    if resume is not None:
+        check_resume(resume, s, inputs)
+        params, m, v = (_unkey(resume[part], shapes) for part in ("params", "adam_m", "adam_v"))
+        iteration, elapsed = resume["iteration"], float(resume["elapsed"])
+        history = [dict(entry) for entry in resume["history"]]
+        rng.bit_generator.state = resume["rng"]
+        batches.set_state(resume["batches"])
+    snapshot_x = None
+    if snapshot is not None and snapshot_every:
+        snap = image.load_image(snapshot, long_side=None) if not isinstance(snapshot, np.ndarray) else snapshot
+        if max(snap.shape[:2]) > 2 * s["size"]:
+            snap = image.resize_long_side(snap, 2 * s["size"])
+        snapshot_x = image.preprocess(snap, mode)
+        snapshots_dir = Path(snapshots_dir or ".")
+        snapshots_dir.mkdir(parents=True, exist_ok=True)
+
+    meta_base = {"style": str(style) if not isinstance(style, np.ndarray) else "array", "model": s["model"],
+                 "content_layer": s["content_layer"], "style_layers": json.dumps(s["style_layers"]),
+                 "alpha": s["alpha"], "beta": s["beta"], "tv_weight": s["tv_weight"], "size": s["size"],
+                 "batch": s["batch"], "lr": s["lr"], "seed": s["seed"], "pool": s["pool"], "preprocessing": mode}
+
+    def state_of(params, m, v, iteration, history, elapsed, rng_state, batch_state):
+        return {"format": "train", "settings": s, "inputs": inputs, "iteration": iteration, "elapsed": elapsed,
+                "params": {_key(n): a for n, a in params.items()}, "adam_m": {_key(n): a for n, a in m.items()},
+                "adam_v": {_key(n): a for n, a in v.items()}, "rng": rng_state, "batches": batch_state,
+                "history": list(history)}
+
+    start = time.perf_counter()
+    steps_here = 0
+    while iteration < s["iters"]:
+        photos_batch = batches.next_batch()
+        x = preprocess_batch(photos_batch, mode)
+        with np.errstate(over="ignore", invalid="ignore"):
+            J, grads, parts = loss_and_grads(params, x, loss, mode)
+        if not np.isfinite(J) or not all(np.isfinite(g).all() for g in grads.values()):
+            raise UserError(f"the loss became {'NaN' if np.isnan(J) else 'infinite'} at step {iteration + 1}; "
+                            "lower --lr, or --beta / --alpha")
+        params, m, v = adam_step(params, grads, m, v, iteration + 1, s["lr"])
+        iteration += 1
+        steps_here += 1
+        now = time.perf_counter()
+        history.append({"iteration": iteration, **parts, "seconds": elapsed + now - start})
+        per_step = (now - start) / steps_here
+        state = (lambda p=params, mm=m, vv=v, it=iteration, h=list(history), e=elapsed + now - start,
+                 r=rng.bit_generator.state, b=batches.state(): state_of(p, mm, vv, it, h, e, r, b))
+        if checkpoint_path is not None and (iteration % checkpoint_every == 0 or iteration == s["iters"]):
+            with writing():
+                checkpoint.save(checkpoint_path, state())
+        if snapshot_x is not None and iteration % snapshot_every == 0:
+            with writing():
+                image.save_image(snapshots_dir / f"snapshot_{iteration:05d}.png",
+                                 stylize_array(params, snapshot_x, mode))
+        if callback is not None:
+            callback(TrainProgress(iteration=iteration, iters=s["iters"], costs=parts, seconds_per_step=per_step,
+                                   eta=per_step * (s["iters"] - iteration), elapsed=elapsed + now - start,
+                                   skipped=batches.skipped, epoch=batches.epoch, params=params, history=history,
+                                   meta={**meta_base, "iterations": iteration}, state=state))
+    meta = {**meta_base, "iterations": iteration}
+    return TrainResult(params=params, history=history, settings=s, seconds=time.perf_counter() - start, meta=meta)
+
+
+def _load_style(style, style_size):
+    if isinstance(style, np.ndarray):
+        return image.resize_long_side(np.asarray(style, np.float32), style_size)
+    return image.load_image(style, long_side=style_size)
+
+
+def _digest(source):
+    if isinstance(source, np.ndarray):
+        array = np.ascontiguousarray(source, dtype=np.float32)
+        return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
+    return checkpoint.file_digest(source)
+
+
+def check_resume(state, settings, inputs):
+    """UsageError or UserError unless `state` is a `train` checkpoint of a run with these settings and inputs."""
+    if not isinstance(state, dict) or state.get("format") != "train":
+        raise UsageError("the checkpoint is not from `scratchnst train`; start again without --resume")
+    for key, kind in (("settings", dict), ("inputs", dict), ("iteration", int), ("elapsed", (int, float)),
+                      ("params", dict), ("adam_m", dict), ("adam_v", dict), ("rng", dict), ("batches", dict),
+                      ("history", list)):
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise checkpoint.damaged(f"{key} is missing or of the wrong kind")
+    made, now = (json.loads(json.dumps(d)) for d in (state["settings"], settings))
+    differ = [k for k in sorted(set(made) | set(now)) if k not in ("iters", "weights") and made.get(k) != now.get(k)]
+    if differ:
+        shown = "; ".join(f"{k}: checkpoint {made.get(k)!r}, now {now.get(k)!r}" for k in differ[:3])
+        raise UsageError(f"the checkpoint was made with other settings ({shown}); give the interrupted run's "
+                         "settings (only --iters may change), or start again without --resume")
+    for key, label in (("style", "style image differs from the one"), ("weights", "weights file differs from the one"),
+                       ("photos", "photos in the folder differ from the ones")):
+        if state["inputs"].get(key) != inputs[key]:
+            raise UsageError(f"the {label} the checkpoint was made with; give the same files, or start again "
+                             "without --resume")
+    b = state["batches"]
+    if not (isinstance(b.get("order"), np.ndarray) or b.get("order") == []) or not isinstance(b.get("position"), int):
+        raise checkpoint.damaged("the photo order")
+    if state["iteration"] < 0 or len(state["history"]) != state["iteration"]:
+        raise checkpoint.damaged("the step count or the loss history")
+
+
+# ---------------------------------------------------------------------------------- stylising
+def pad_to_multiple(x, multiple=transformer_net.SIZE_MULTIPLE, least=transformer_net.MIN_SIZE):
+    """Reflection-pad (N, H, W, C) at the bottom and right to multiples of `multiple` (and >= least).
+
+    Returns:
+        (padded, (H, W)): crop padded[:, :H, :W] after the network to get the original size back.
+    Reflection (not zeros) keeps the border looking like the photo, so the network sees no edge there.
+    """
+    N, H, W, C = x.shape
+    H2, W2 = max(least, H + (-H) % multiple), max(least, W + (-W) % multiple)
+    # NumPy reflects again and again when the padding is longer than the side (a tiny photo);
+    # a side of one pixel has nothing to reflect, and is repeated.
+    mode = "reflect" if min(H, W) > 1 else "edge"
+    padded = np.pad(x, ((0, 0), (0, H2 - H), (0, W2 - W), (0, 0)), mode=mode)
+    return padded, (H, W)
+
+
+def stylize_array(params, x, preprocessing="caffe"):
+    """The trained network on one preprocessed photo (1, H, W, 3) of any size: (H, W, 3) RGB 0..255 float32."""
+    padded, (H, W) = pad_to_multiple(x.astype(next(iter(params.values())).dtype, copy=False))
+    out = transformer_net.stylize(params, padded, preprocessing)[:, :H, :W]
+    return np.clip(image.deprocess(out, preprocessing), 0, 255)
+
+
+def stylize_photo(params, meta, photo, size=None):
+    """A photo file or (H, W, 3) RGB array through a trained network: (H', W', 3) RGB float32 0..255.
+
+    size: None (the photo's own size) or the long side to resize it to first.
+    """
+    picture = image.load_image(photo, long_side=size) if not isinstance(photo, np.ndarray) else \
+        (photo if size is None else image.resize_long_side(np.asarray(photo, np.float32), size))
+    mode = meta.get("preprocessing", "caffe")
+    return stylize_array(params, image.preprocess(picture, mode), mode)

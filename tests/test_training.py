@@ -1,0 +1,333 @@
+"""Tests of scratchnst.training: photo batches, the training loss and its gradient (finite differences
+and PyTorch), the loss going down, bit-for-bit resume, and stylising photos of any size."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scratchnst import checkpoint, image, networks, training, transformer_net
+from scratchnst.errors import UsageError, UserError
+
+from network_helpers import random_params, write_keras_weights
+
+REPO = Path(__file__).resolve().parents[1]
+CAT = REPO / "lessons" / "images" / "cat.jpg"
+SWIRLS = REPO / "lessons" / "images" / "swirls.jpg"
+TINY = dict(size=32, batch=2, widths=(4, 8, 8), residual_blocks=1)   # a step takes a few milliseconds
+
+
+def write_photo(path, H, W, seed=0):
+    """A synthetic photo: smooth colour gradients plus a little noise, (H, W) pixels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W]
+    picture = np.stack([255 * yy / max(1, H - 1), 255 * xx / max(1, W - 1), 128 + 60 * np.sin(xx / 5.0)], axis=-1)
+    picture = np.clip(picture + rng.normal(0, 10, picture.shape), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture).save(path)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A folder of photos: crops of the shipped cat picture and synthetic ones, one in a sub-folder."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with Image.open(CAT) as cat:
+        cat = cat.convert("RGB")
+        cat.crop((0, 0, 160, 120)).save(folder / "cat_left.jpg", quality=95)
+        cat.crop((150, 80, 320, 213)).save(folder / "cat_right.png")
+    write_photo(folder / "sub" / "gradient.png", 50, 70, seed=1)
+    write_photo(folder / "tall.bmp", 90, 40, seed=2)
+    (folder / "notes.txt").write_text("not a photo")
+    write_photo(folder / ".hidden" / "skip.png", 40, 40)
+    return folder
+
+
+# ----------------------------------------------------------------------------------------- photos
+def test_list_photos_is_recursive_sorted_and_skips_other_files(photos):
+    names = [p.relative_to(photos).as_posix() for p in training.list_photos(photos)]
+    assert names == ["cat_left.jpg", "cat_right.png", "sub/gradient.png", "tall.bmp"]
+
+
+def test_list_photos_errors_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="no such folder of photos"):
+        training.list_photos(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(UserError, match="no photos in it") as info:
+        training.list_photos(tmp_path / "empty")
+    assert "\n" not in str(info.value)
+    (tmp_path / "file.jpg").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        training.list_photos(tmp_path / "file.jpg")
+
+
+@pytest.mark.parametrize("H, W, expected", [
+    (100, 150, (256, 384)),      # small: enlarged so the short side is 256
+    (270, 400, (270, 400)),      # a little larger: as it is
+    (3000, 4000, (294, 392)),    # large: short side 256 * 1.15
+    (4000, 300, (3920, 294)),     # a long panorama: the short side decides
+    (5000, 400, (3675, 294)),
+])
+def test_crop_source_size(H, W, expected):
+    assert training.crop_source_size(H, W, 256) == expected
+
+
+def test_batches_have_the_crop_shape_and_are_deterministic(photos):
+    paths = training.list_photos(photos)
+    first = training.PhotoBatches(paths, 32, 3, np.random.default_rng(7))
+    again = training.PhotoBatches(paths, 32, 3, np.random.default_rng(7))
+    other = training.PhotoBatches(paths, 32, 3, np.random.default_rng(8))
+    for _ in range(4):
+        a, b, c = first.next_batch(), again.next_batch(), other.next_batch()
+        assert a.shape == (3, 32, 32, 3) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 255
+        assert np.array_equal(a, b)
+        assert not np.array_equal(a, c)
+    assert first.epoch >= 2   # 12 photos drawn from 4: every photo is visited once per epoch
+
+
+def test_small_photos_are_enlarged_and_large_ones_reduced(tmp_path):
+    small = write_photo(tmp_path / "p" / "small.png", 20, 30)
+    batches = training.PhotoBatches([small], 48, 1, np.random.default_rng(0))
+    assert batches.next_batch().shape == (1, 48, 48, 3)
+    assert batches._photo(0).shape[:2] == (48, 72)
+    big = write_photo(tmp_path / "p" / "big.png", 400, 300)
+    batches = training.PhotoBatches([big], 48, 1, np.random.default_rng(0))
+    batches.next_batch()
+    assert batches._photo(0).shape[:2] == (73, 55)   # short side round(48 * 1.15)
+
+
+def test_crops_are_flipped_half_the_time(tmp_path):
+    """A photo exactly the crop size: every crop is the photo itself or its mirror image."""
+    path = write_photo(tmp_path / "one.png", 16, 16)
+    picture = image.to_uint8(image.load_image(path)).astype(np.float32)
+    batches = training.PhotoBatches([path], 16, 40, np.random.default_rng(0))
+    batch = batches.next_batch()
+    plain = [np.array_equal(crop, picture) for crop in batch]
+    mirrored = [np.array_equal(crop, picture[:, ::-1]) for crop in batch]
+    assert all(p or m for p, m in zip(plain, mirrored))
+    assert 10 <= sum(mirrored) <= 30
+
+
+def test_random_crop_stays_inside_the_photo():
+    picture = np.arange(10 * 12 * 3, dtype=np.float32).reshape(10, 12, 3)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        crop = training.random_crop(picture, 8, rng)
+        assert crop.shape == (8, 8, 3)
+        windows = [picture[t:t + 8, l:l + 8] for t in range(3) for l in range(5)]
+        found = [w for w in windows if np.array_equal(crop, w) or np.array_equal(crop, w[:, ::-1])]
+        assert found
+
+
+def test_unreadable_photos_are_skipped_and_counted(photos):
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    paths = training.list_photos(photos)
+    batches = training.PhotoBatches(paths, 32, 2, np.random.default_rng(0))
+    for _ in range(5):
+        assert batches.next_batch().shape == (2, 32, 32, 3)
+    assert batches.skipped == 1
+
+
+def test_no_readable_photo_is_one_line(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"garbage")
+    batches = training.PhotoBatches(training.list_photos(folder), 32, 2, np.random.default_rng(0), folder=folder)
+    with pytest.raises(UserError, match="none of the 2 photos in .* could be read") as info:
+        batches.next_batch()
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------ loss and gradient
+def tiny_problem(dtype, seed=0, size=32, batch=2):
+    """A random loss network, a tiny transformer, photos and a style image, all of `dtype`."""
+    rng = np.random.default_rng(seed)
+    net = networks.Network("squeezenet", random_params("squeezenet", rng, dtype), pooling="avg", dtype=dtype)
+    params = transformer_net.init_params(rng, (3, 4, 4), 1, dtype)
+    # the network's random start hardly moves a scaled tanh's output: spread gamma and beta for a real test
+    for name in params:
+        if name.endswith("/gamma") or name.endswith("/beta") or name.endswith("/bias"):
+            params[name] = rng.normal(0.5, 0.5, params[name].shape).astype(dtype)
+    x = rng.uniform(-100, 100, (batch, size, size, 3)).astype(dtype)
+    style_x = rng.uniform(-100, 100, (1, 40, 36, 3)).astype(dtype)
+    return net, params, x, style_x
+
+
+LAYERS = dict(content_layer="fire2", style_layers=[("conv1", 0.5), ("fire2", 0.3), ("fire3", 0.2)])
+
+
+def test_step_gradient_matches_finite_differences():
+    net, params, x, style_x = tiny_problem(np.float64)
+    loss = training.make_loss_function(net, style_x, alpha=10.0, beta=4.0, tv_weight=0.5, **LAYERS)
+    J, grads, parts = training.loss_and_grads(params, x, loss)
+    assert J == pytest.approx(10 * parts["J_content"] + 4 * parts["J_style"] + 0.5 * parts["J_tv"])
+    assert list(grads) == list(params)
+    rng = np.random.default_rng(1)
+    for name in ["conv1/kernel", "conv2/gamma", "res1/conv1/kernel", "res1/conv2/gamma", "up2/beta",
+                 "conv_out/kernel", "conv_out/bias"]:
+        for _ in range(2):
+            index = tuple(int(rng.integers(n)) for n in params[name].shape)
+            h = 1e-5 * max(1.0, abs(params[name][index]))
+            plus, minus = dict(params), dict(params)
+            plus[name], minus[name] = params[name].copy(), params[name].copy()
+            plus[name][index] += h
+            minus[name][index] -= h
+            numeric = (training.loss_and_grads(plus, x, loss)[0] - training.loss_and_grads(minus, x, loss)[0]) / (2 * h)
+            analytic = grads[name][index]
+            assert abs(numeric - analytic) <= 1e-5 * max(1e-3 * abs(J), abs(numeric), abs(analytic)), (name, index)
+
+
+def test_batch_loss_is_the_mean_of_single_image_losses():
+    net, params, x, style_x = tiny_problem(np.float64)
+    loss = training.make_loss_function(net, style_x, alpha=10.0, beta=4.0, tv_weight=0.5, **LAYERS)
+    out = transformer_net.stylize(params, x)
+    J, dout, _ = loss(out, x)
+    singles = [loss(out[i:i + 1], x[i:i + 1]) for i in range(2)]
+    assert J == pytest.approx(np.mean([s[0] for s in singles]), rel=1e-12)
+    np.testing.assert_allclose(dout, np.concatenate([s[1] for s in singles]) / 2, rtol=1e-10, atol=1e-12)
+
+
+def test_step_gradients_match_pytorch(torch):
+    from scratchnst import torch_ref
+    from scratchnst.torch_network import TorchNetwork
+
+    net, params, x, style_x = tiny_problem(np.float64, seed=3)
+    alpha, beta, tv = 10.0, 4.0, 0.5
+    loss = training.make_loss_function(net, style_x, alpha=alpha, beta=beta, tv_weight=tv, **LAYERS)
+    J, grads, _ = training.loss_and_grads(params, x, loss)
+
+    tnet = TorchNetwork(net)
+    content, style_layers = LAYERS["content_layer"], LAYERS["style_layers"]
+    names = [n for n, _ in style_layers]
+    tparams = {name: torch.tensor(p, requires_grad=True) for name, p in params.items()}
+    scale, offset = (torch.tensor(a) for a in transformer_net.output_range("caffe", np.float64))
+    with torch.no_grad():
+        x_nchw = torch.tensor(x).permute(0, 3, 1, 2)
+        a_C = tnet.forward(x_nchw, [content])[content]
+        a_S = tnet.forward(torch.tensor(style_x).permute(0, 3, 1, 2), names)
+        targets = {n: torch_ref.style_target(a_S[n], channels_last=False) for n in names}
+    out = torch_ref.transformer_net(tparams, torch.tensor(x), scale, offset)      # (N, H, W, 3)
+    acts = tnet.forward(out.permute(0, 3, 1, 2), list(dict.fromkeys([content] + names)))
+    total = 0.0
+    for i in range(x.shape[0]):
+        one = slice(i, i + 1)
+        J_i = alpha * torch_ref.content_cost(a_C[one], acts[content][one])
+        for n, lam in style_layers:
+            J_i = J_i + beta * lam * torch_ref.layer_style_cost_from_target(targets[n], acts[n][one],
+                                                                            channels_last=False)
+        J_i = J_i + tv * torch_ref.total_variation_cost(out[one])
+        total = total + J_i / x.shape[0]
+    total.backward()
+    assert float(total.detach()) == pytest.approx(J, rel=1e-9)
+    for name, p in tparams.items():
+        np.testing.assert_allclose(grads[name], p.grad.numpy(), rtol=1e-6, atol=1e-9 * np.abs(p.grad.numpy()).max(),
+                                   err_msg=name)
+
+
+def test_adam_step_leaves_its_inputs_alone():
+    params = {"a": np.ones(3, np.float32), "b": np.zeros((2, 2), np.float32)}
+    grads = {"a": np.array([1, -1, 0], np.float32), "b": np.ones((2, 2), np.float32)}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(x) for k, x in params.items()}
+    new, m2, v2 = training.adam_step(params, grads, m, v, 1, 0.1)
+    np.testing.assert_allclose(new["a"], [0.9, 1.1, 1.0], rtol=1e-6)
+    assert np.all(params["a"] == 1) and np.all(m["a"] == 0) and new["a"].dtype == np.float32
+
+
+# ------------------------------------------------------------------------------------ train()
+def run(photos, weights, **options):
+    return training.train(SWIRLS, photos, weights=str(weights), **{**TINY, **options})
+
+
+def test_loss_goes_down(photos, squeezenet_weights_path):
+    result = run(photos, squeezenet_weights_path, iters=24, lr=0.02, seed=1)
+    J = [h["J"] for h in result.history]
+    assert len(J) == 24 and [h["iteration"] for h in result.history] == list(range(1, 25))
+    assert np.mean(J[-6:]) < 0.7 * np.mean(J[:6])
+    assert all(p.dtype == np.float32 for p in result.params.values())
+    assert result.meta["iterations"] == 24 and result.meta["preprocessing"] == "caffe"
+
+
+def test_resume_is_bit_for_bit(photos, squeezenet_weights_path, tmp_path):
+    straight = run(photos, squeezenet_weights_path, iters=7, seed=4)
+    ckpt = tmp_path / "run.ckpt.npz"
+    first = run(photos, squeezenet_weights_path, iters=4, seed=4, checkpoint_path=ckpt, checkpoint_every=2)
+    state = checkpoint.load(ckpt)
+    assert state["iteration"] == 4
+    resumed = run(photos, squeezenet_weights_path, iters=7, seed=4, resume=state)
+    assert list(resumed.params) == list(straight.params)
+    for name in straight.params:
+        assert np.array_equal(resumed.params[name], straight.params[name]), name
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in straight.history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history] == strip
+    assert len(first.history) == 4
+
+
+def test_resume_refuses_other_settings_and_inputs(photos, squeezenet_weights_path, tmp_path):
+    ckpt = tmp_path / "run.ckpt.npz"
+    run(photos, squeezenet_weights_path, iters=2, seed=4, checkpoint_path=ckpt)
+    state = checkpoint.load(ckpt)
+    with pytest.raises(UsageError, match="other settings .*lr"):
+        run(photos, squeezenet_weights_path, iters=3, seed=4, lr=0.5, resume=state)
+    write_photo(photos / "new.png", 40, 40)
+    with pytest.raises(UsageError, match="photos in the folder differ"):
+        run(photos, squeezenet_weights_path, iters=3, seed=4, resume=state)
+    with pytest.raises(UsageError, match="not from `scratchnst train`"):
+        run(photos, squeezenet_weights_path, iters=3, resume={"format": "stylize"})
+
+
+def test_bad_settings_are_usage_errors(photos, squeezenet_weights_path):
+    for options, message in [({"size": 30}, "multiple of 4"), ({"size": 12}, "too small"), ({"batch": 0}, "--batch"),
+                             ({"lr": -1.0}, "--lr"), ({"beta": float("nan")}, "--beta"), ({"iters": -1}, "--iters"),
+                             ({"alpha": 0.0, "beta": 0.0}, "nothing to learn")]:
+        with pytest.raises(UsageError, match=message):
+            run(photos, squeezenet_weights_path, **options)
+
+
+def test_style_image_too_small(photos, squeezenet_weights_path, tmp_path):
+    thin = write_photo(tmp_path / "thin.png", 8, 200)
+    with pytest.raises(UserError, match="style image is 1x32 px"):
+        training.train(thin, photos, weights=str(squeezenet_weights_path), iters=1, **TINY)
+
+
+def test_vgg19_loss_network(photos, tmp_path):
+    """model="vgg19" trains through VGG-19 (random weights here: the real file may not be on the machine)."""
+    weights = write_keras_weights(tmp_path / "vgg19_random.h5", "vgg19", random_params("vgg19", np.random.default_rng(0)))
+    result = training.train(SWIRLS, photos, model="vgg19", weights=str(weights), iters=2, **TINY)
+    assert result.settings["content_layer"] == "block4_conv2" and len(result.history) == 2
+    assert result.meta["model"] == "vgg19" and np.isfinite(result.history[-1]["J"])
+
+
+def test_snapshots_are_written(photos, squeezenet_weights_path, tmp_path):
+    snap = write_photo(tmp_path / "snap.png", 21, 35)
+    run(photos, squeezenet_weights_path, iters=4, snapshot=snap, snapshot_every=2, snapshots_dir=tmp_path / "s")
+    written = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert written == ["snapshot_00002.png", "snapshot_00004.png"]
+    with Image.open(tmp_path / "s" / "snapshot_00004.png") as img:
+        assert img.size == (35, 21)
+
+
+# ------------------------------------------------------------------------------------ stylising
+@pytest.mark.parametrize("H, W", [(1, 1), (3, 5), (9, 13), (8, 8), (30, 17)])
+def test_pad_to_multiple(H, W):
+    x = np.random.default_rng(0).normal(size=(1, H, W, 3))
+    padded, size = training.pad_to_multiple(x)
+    assert size == (H, W)
+    assert padded.shape[1] % 4 == 0 and padded.shape[2] % 4 == 0 and min(padded.shape[1:3]) >= 8
+    assert np.array_equal(padded[:, :H, :W], x)
+    if H > 1 and W > 1 and padded.shape[1] > H:
+        assert np.array_equal(padded[:, H, :W], x[:, H - 2])   # reflected, not repeated
+
+
+@pytest.mark.parametrize("H, W", [(37, 51), (64, 64), (5, 3)])
+def test_stylize_photo_keeps_the_photo_size(H, W):
+    params = transformer_net.init_params(np.random.default_rng(0), (4, 4, 4), 0)
+    photo = np.random.default_rng(1).uniform(0, 255, (H, W, 3)).astype(np.float32)
+    out = training.stylize_photo(params, {"preprocessing": "caffe"}, photo)
+    assert out.shape == (H, W, 3) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 255
+    assert training.stylize_photo(params, {}, photo, size=20).shape[:2] == \
+        image.resize_long_side(photo, 20).shape[:2]
