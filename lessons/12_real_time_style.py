@@ -4,7 +4,7 @@ Run it:   python lessons/12_real_time_style.py   (about two minutes; pictures go
 Makes:    12_side_by_side.png   photos the network never saw in training: the photo, the network's
                                 output (one forward pass), the optimised image (L-BFGS), with costs
           12_training_photos.png  the network on its own training photos
-          12_kernels.png        the first layer's 9x9 kernels before and after training
+          12_kernels.png        the first layer's 9x9 kernels before and after training, and the change
           12_training.png       the training cost against the step (needs matplotlib)
 Needs:    pretrained weights. --trained FILE uses a network `scratchnst train` made instead of
           training one here (then the pictures show that network at its full quality).
@@ -21,7 +21,7 @@ from scratchnst import image, training, transfer
 from scratchnst import transformer_net as tn
 from scratchnst.settings import MODEL_DEFAULTS
 
-PHOTOS = Path(__file__).resolve().parent / "images" / "photos"
+PHOTOS = _lesson.IMAGES / "photos"  # three photos; the cat (--content) is not among them
 
 
 def _options(parser):
@@ -31,7 +31,7 @@ def _options(parser):
                         help="L-BFGS iterations of the optimised image it is compared with")
 
 
-args = _lesson.parse_args(__doc__, size=128, iters=150, extra=_options)
+args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
 
 # %% [markdown]
 # ## Goal
@@ -51,8 +51,9 @@ args = _lesson.parse_args(__doc__, size=128, iters=150, extra=_options)
 # 3. what has the network learnt? Its first layer's kernels, before and after.
 #
 # A real run (`scratchnst train STYLE PHOTOS -o net.h5`, 256 px, 1000 steps) takes about a
-# quarter of an hour on a 2-core laptop; here the lesson trains a smaller one in about a minute,
-# at --size, for --iters steps. Give `--trained net.h5` to see a fully trained network instead.
+# quarter of an hour on a 2-core laptop; here the lesson trains the same network for about a
+# minute, at --size, for --iters steps: a sketch of what the full run does. Give `--trained net.h5`
+# to see a fully trained network instead.
 
 # %%
 net = _lesson.load_network(args, pooling="default")
@@ -64,7 +65,7 @@ if args.trained is not None:
     _lesson.section(f"The trained network {args.trained}")
     params, meta = tn.load(args.trained)
     history = None
-    print({key: meta[key] for key in sorted(meta) if key in ("style", "iters", "size", "model", "seconds")})
+    print(", ".join(f"{key} {meta[key]}" for key in sorted(meta)))
 else:
     _lesson.section(f"Training at {size} px, {args.iters} steps of 2 crops, on {len(training.list_photos(PHOTOS))} "
                     "photos")
@@ -78,7 +79,8 @@ else:
                             seed=args.seed, callback=report)
     params, meta, history = result.params, result.meta, result.history
     print(f"trained in {result.seconds:.0f} s")
-untrained = tn.init_params(np.random.default_rng(args.seed))
+# the network before its first step: training draws it first from np.random.default_rng(seed)
+untrained = tn.init_params(np.random.default_rng(int(meta.get("seed", args.seed))), *tn.architecture_of(params))
 
 # %% [markdown]
 # ## On photos it never saw: one forward pass against the optimisation
@@ -138,9 +140,10 @@ _lesson.save(args, "12_training_photos.png", _lesson.montage(training_tiles, tra
 # ## What the first layer learnt
 #
 # The first convolution has 9x9 kernels on the three colour channels: each one is a small colour
-# pattern the layer looks for. Before training they are noise; after, some have become smooth
-# colour blobs and oriented edges, as in any trained image network, tuned to the colours and
-# strokes of the style.
+# pattern the layer looks for. They start as noise, and a short training moves them little (Adam's
+# steps are about lr = 1e-3 each, the kernels' entries about 0.1): the third row shows the CHANGE,
+# each kernel's own scale stretched. What training added is smooth: colour blobs and soft
+# gradients across the 9x9 window, the low frequencies of the style's colours, not more noise.
 
 # %%
 def kernels_picture(kernel):
@@ -154,8 +157,9 @@ def kernels_picture(kernel):
 
 
 _lesson.save(args, "12_kernels.png", _lesson.montage(
-    [kernels_picture(untrained["conv1/kernel"]), kernels_picture(params["conv1/kernel"])],
-    ["conv1 kernels, untrained", "conv1 kernels, trained"], cols=1))
+    [kernels_picture(untrained["conv1/kernel"]), kernels_picture(params["conv1/kernel"]),
+     kernels_picture(params["conv1/kernel"] - untrained["conv1/kernel"])],
+    ["conv1 kernels, untrained", "conv1 kernels, trained", "trained - untrained"], cols=1))
 if history:
     _lesson.plot_relative_costs(args, "12_training.png", {"J (batch of 2 crops)": [h["J"] for h in history]},
                                 "J / J at step 1", "Training the style network", xlabel="Adam step")

@@ -4,6 +4,7 @@
     fast_conv       the convolution the networks run: im2col a block of rows at a time, same results
     transformer_layers  reflection padding, instance norm, nearest upsampling, residual sum, scaled tanh
     transformer_net  the real-time style network (Johnson 2016): forward, backward by hand, HDF5 files
+    training        training that network on a folder of photos; applying it to any photo
     costs           content, Gram, style, total variation and total costs, with their gradients
     optim           Adam and L-BFGS on a flat vector, with box bounds
     optim_state     an optimiser's saved state: what a checkpoint holds, what resume= checks

@@ -95,7 +95,7 @@ INITS = ("content+noise", "content", "noise")  # or the path of an image file
 
 
 # ---------------------------------------------------------------------------------- settings
-def _style_layer_list(style_layers):
+def style_layer_list(style_layers):
     """[(name, weight), ...] from pairs or bare names (bare names share the weight 1/n)."""
     if isinstance(style_layers, str):
         style_layers = [style_layers]
@@ -162,7 +162,7 @@ def resolve_settings(
     # "is None", not "or": an empty name given on purpose is a mistake to report, not the default.
     content_layer = arch.resolve(defaults.content_layer if content_layer is None else content_layer)
     style_layers = [[arch.resolve(name), w] for name, w in
-                    _style_layer_list(defaults.style_layers if style_layers is None else style_layers)]
+                    style_layer_list(defaults.style_layers if style_layers is None else style_layers)]
     repeated = sorted({name for name, _ in style_layers if [n for n, _ in style_layers].count(name) > 1})
     if repeated:
         raise UsageError(f"style layer {repeated[0]} is given twice; give each layer once, with its weight")

@@ -40,7 +40,7 @@ from scratchnst import weights as weights_io
 from scratchnst.costs import (compute_content_cost, compute_total_variation_cost, content_cost_backward,
                               layer_style_cost_from_target, style_target, total_variation_cost_backward)
 from scratchnst.errors import UsageError, UserError
-from scratchnst.settings import MODEL_DEFAULTS, _style_layer_list
+from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
 
 # ----------------------------------------------------------------------------------- defaults
 # Chosen from measurements on the shared 2-core Xeon this was written on (SqueezeNet loss network,
@@ -340,7 +340,7 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     weights_path = weights_io.find_weights(model, explicit=weights)
     content_layer = arch.resolve(defaults.content_layer if content_layer is None else content_layer)
     style_layers = [[arch.resolve(n), float(w)] for n, w in
-                    _style_layer_list(defaults.style_layers if style_layers is None else style_layers)]
+                    style_layer_list(defaults.style_layers if style_layers is None else style_layers)]
     numbers = {"alpha": alpha, "beta": beta, "tv_weight": tv_weight}
     fallback = {"alpha": defaults.alpha, "beta": defaults.beta, "tv_weight": TRAIN_TV_WEIGHT}
     numbers = {k: float(fallback[k] if v is None else v) for k, v in numbers.items()}

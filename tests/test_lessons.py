@@ -32,6 +32,7 @@ EXPECTED = {
     "09_style_transfer.py": (["09_result.png", "09_snapshots.png"], ["09_costs.png"]),
     "10_beyond_the_course.py": (["10_variations.png", "10_tv_zoom.png"], []),
     "11_training_a_network.py": (["11_layers.png", "11_copying.png"], ["11_copy_costs.png"]),
+    "12_real_time_style.py": (["12_side_by_side.png", "12_training_photos.png", "12_kernels.png"], ["12_training.png"]),
 }
 NEEDS_WEIGHTS = {name for name in EXPECTED if int(name[:2]) >= 4}
 # Small and quick: 64 px still leaves every layer the lessons use a non-empty output.

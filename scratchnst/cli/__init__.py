@@ -6,6 +6,8 @@
     weights_commands  `scratchnst weights list | info | download`: what they print
     bench             `scratchnst bench`: one style-transfer step against PyTorch, in worker processes
     bench_quality     its time-to-quality row: stylize against torch.optim.LBFGS on the same problem
+    bench_training    its training-step row: a real-time style network's step against PyTorch's
+    train_command     `scratchnst train` and `scratchnst apply`: a real-time style network, trained and used
     interrupts        Ctrl-C, SIGTERM and SIGHUP: the first stop raises, results are written whole
 
 The course's modules (layers, costs, networks, optim, transfer, ...) never import this package;

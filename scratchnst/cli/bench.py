@@ -417,9 +417,13 @@ def measure_floor(threads=None, size=2048, repeats=5, warmup=1):
             "ratio": None if theirs is None else seconds["numpy"] / theirs}
 
 
-def _worker_main(argv=None):
-    """`python -m scratchnst.cli.bench --worker JSON`: run one measurement, print its result as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m scratchnst.cli.bench")
+def _worker_main(argv=None, tasks=None, prog="python -m scratchnst.cli.bench"):
+    """`python -m scratchnst.cli.bench --worker JSON`: run one measurement, print its result as JSON.
+
+    tasks: {kind: function(**task)} of another module's measurements (bench_training runs its own
+    worker through this one, so that this module never imports it back).
+    """
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--worker", required=True, metavar="JSON", help="the task, as run_worker sends it")
     task = json.loads(parser.parse_args(argv).worker)
     kind = task.pop("task")
@@ -428,10 +432,8 @@ def _worker_main(argv=None):
             from scratchnst.cli.bench_quality import measure_quality  # needs torch and real weights
 
             result = measure_quality(**task)
-        elif kind == "training":
-            from scratchnst.cli.bench_training import measure_training
-
-            result = measure_training(**task)
+        elif tasks and kind in tasks:
+            result = tasks[kind](**task)
         else:
             result = {"time": measure_time, "memory": measure_memory, "floor": measure_floor}[kind](**task)
     except UserError as error:
@@ -443,12 +445,13 @@ def _worker_main(argv=None):
     return 0
 
 
-def run_worker(task, threads):
+def run_worker(task, threads, module="scratchnst.cli.bench"):
     """Run one task in a fresh Python process with `threads` threads for BLAS and OpenMP.
 
     Args:
         task: {"task": "time" or "memory", **keyword arguments of measure_time / measure_memory}.
         threads: set in THREAD_VARIABLES before NumPy and PyTorch load.
+        module: the module whose `--worker` runs it (scratchnst.cli.bench_training for "training").
 
     Returns:
         the worker's result dict.
@@ -461,7 +464,7 @@ def run_worker(task, threads):
     env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
     package_root = str(Path(__file__).resolve().parent.parent)  # import this very scratchnst
     env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in [env.get("PYTHONPATH")] if p])
-    done = subprocess.run([sys.executable, "-m", "scratchnst.cli.bench", "--worker", json.dumps(task)],
+    done = subprocess.run([sys.executable, "-m", module, "--worker", json.dumps(task)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode < 0:  # killed: by the kernel's out-of-memory killer, most often
@@ -606,7 +609,8 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
     if training:
         say(f"bench: a training step of the real-time style network at {256}x{256}...")
         training_result = run_worker({"task": "training", "threads": threads, "repeats": repeats, "warmup": warmup,
-                                      "use_torch": use_torch, "pretrained": pretrained, "seed": seed}, threads)
+                                      "use_torch": use_torch, "pretrained": pretrained, "seed": seed}, threads,
+                                     module="scratchnst.cli.bench_training")
         training_result["scratchnst_median"] = float(np.median(training_result["scratchnst_seconds"]))
         theirs = training_result["pytorch_seconds"]
         training_result["pytorch_median"] = float(np.median(theirs)) if theirs else None

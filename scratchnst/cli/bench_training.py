@@ -11,10 +11,12 @@ The inputs are made up (smooth random pictures), and the loss network's weights 
 `pretrained`: the time of a step does not depend on what the pixels show.
 """
 
+import sys
+
 import numpy as np
 
 from scratchnst import image, training, transformer_net
-from scratchnst.cli.bench import _timed, blas_info, make_network, time_interleaved
+from scratchnst.cli.bench import _timed, _worker_main, blas_info, make_network, time_interleaved
 from scratchnst.settings import MODEL_DEFAULTS
 from scratchnst.torch_network import TorchNetwork, TorchTransformer, _torch, to_nchw, torch_available
 
@@ -81,3 +83,7 @@ def measure_training(model="squeezenet", size=training.DEFAULT_SIZE, batch=train
                   pytorch_seconds=[r[0] for r in timed["pytorch"]] if "pytorch" in timed else None,
                   blas=blas_info())
     return result
+
+
+if __name__ == "__main__":  # the worker process of the training row (bench.run_worker)
+    sys.exit(_worker_main(tasks={"training": measure_training}, prog="python -m scratchnst.cli.bench_training"))
