@@ -36,13 +36,19 @@ def rel_error(x, y):
         float; about 1e-16..1e-12 for the same float64 computation done two ways, 1e-7 or more
         points to a mistake (for float64 gradient checks).
     """
+    x, y = _float64_pair(x, y)
+    if x.size == 0:
+        return 0.0
+    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
+
+
+def _float64_pair(x, y):
+    """x and y as float64 arrays of one shape (ValueError if their shapes differ)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.shape != y.shape:
         raise ValueError(f"shapes differ: {x.shape} and {y.shape}")
-    if x.size == 0:
-        return 0.0
-    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
+    return x, y
 
 
 def rel_error_normwise(x, y):
@@ -52,10 +58,7 @@ def rel_error_normwise(x, y):
     about eps * |J| / h on every element alike, so an element a thousand times smaller than the
     largest has a thousand times its relative error without anything being wrong.
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"shapes differ: {x.shape} and {y.shape}")
+    x, y = _float64_pair(x, y)
     if x.size == 0:
         return 0.0
     return float(np.max(np.abs(x - y)) / max(1e-8, float(np.max(np.abs(x) + np.abs(y)))))

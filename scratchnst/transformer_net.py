@@ -46,9 +46,6 @@ Parameters are a flat, ordered dict name -> array, "layer/kernel" (KH, KW, C_in,
 Files: `save` and `load`, HDF5, one group per layer (see `save` for the layout).
 """
 
-import errno
-import os
-import stat
 from pathlib import Path
 
 import h5py
@@ -56,9 +53,10 @@ import numpy as np
 
 from scratchnst import fast_conv, layers
 from scratchnst import transformer_layers as tl
-from scratchnst.atomic import atomic_path, reason
+from scratchnst.atomic import atomic_path
 from scratchnst.errors import UserError
 from scratchnst.image import CAFFE_BGR_MEANS, PREPROCESSING, TORCHVISION_MEAN, TORCHVISION_STD
+from scratchnst.weights import check_input_file
 
 DEFAULT_WIDTHS = (16, 32, 64)
 DEFAULT_RESIDUAL_BLOCKS = 5
@@ -411,16 +409,8 @@ def load(path):
     """
     label = str(path)
     give = "give a transformer network saved by scratchnst (transformer_net.save)"
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as error:
-        if error.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise UserError(f"{label}: no such transformer network file; check the path, or {give}") from None
-        raise UserError(f"cannot read {label} ({reason(error)}); check the path, or {give}") from None
-    if stat.S_ISDIR(mode):
-        raise UserError(f"{label}: is a folder; {give}")
-    if not stat.S_ISREG(mode):
-        raise UserError(f"{label}: not a regular file; {give}")
+    check_input_file(path, label, "transformer network file", "a transformer network saved by scratchnst",
+                     f"check the path, or {give}")
     if not h5py.is_hdf5(path):
         raise UserError(f"{label}: not an HDF5 file; {give}")
     try:

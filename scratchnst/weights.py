@@ -212,7 +212,7 @@ def read_weights(path, label=None, model=None):
     """
     path = Path(path)
     label = label or str(path)
-    _check_input_file(path, label, "weights file", "the .h5 weights file", _CHECK_THE_PATH)
+    check_input_file(path, label, "weights file", "the .h5 weights file", _CHECK_THE_PATH)
     try:
         f = h5py.File(path, "r")
     except OSError as error:
@@ -257,7 +257,7 @@ def _reject_empty(value, name, give):
 _CHECK_THE_PATH = "check the path (`scratchnst weights list` shows the weights files found)"
 
 
-def _check_input_file(path, label, what, the_file, missing_advice):
+def check_input_file(path, label, what, the_file, missing_advice):
     """Raise unless `path` is a regular file that can be opened, without opening it.
 
     A FIFO is never opened (that would wait for a writer forever), a device is not read, and a
@@ -500,7 +500,7 @@ def find_weights(model, explicit=None, weights_flag="--weights FILE"):
         flag = weights_flag.split()[0] if weights_flag else "the weights file"
         _reject_empty(explicit, flag, f"give the .h5 weights file, or leave {flag} out to search for it")
         path = Path(explicit).expanduser()
-        _check_input_file(path, str(path), "weights file", "the .h5 weights file", _CHECK_THE_PATH)
+        check_input_file(path, str(path), "weights file", "the .h5 weights file", _CHECK_THE_PATH)
         return path
     known = known_weights(model)
     looked = []
@@ -908,7 +908,7 @@ def convert(src, out):
     _reject_empty(src, "SRC", "give torchvision's vgg19 .pth or MatConvNet's imagenet-vgg-verydeep-19.mat")
     _reject_empty(out, "-o", "give the .h5 file to write, e.g. -o vgg19.h5")
     src, out = Path(src), Path(out)
-    _check_input_file(src, str(src), "file", "the .pth or .mat file", "check the path")
+    check_input_file(src, str(src), "file", "the .pth or .mat file", "check the path")
     _check_convert_output(src, out)
     suffix = src.suffix.lower()
     if suffix in (".pth", ".pt"):
