@@ -224,4 +224,4 @@ class TorchTransformer:
             p.grad = None
         J = loss(self.forward(x), x)
         J.backward()
-        return float(J), {name: p.grad for name, p in self.params.items()}
+        return float(J.detach()), {name: p.grad for name, p in self.params.items()}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from scratchnst import cli, networks
-from scratchnst.cli import bench, bench_quality
+from scratchnst.cli import bench, bench_quality, bench_training
 from scratchnst.errors import UsageError
 
 SMALL = {"vgg19": 32, "squeezenet": 32}  # near the smallest images the bench layers accept (16, 31)
@@ -29,10 +29,12 @@ def hide_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
 
 
-def in_process_worker(task, threads):
+def in_process_worker(task, threads, module=None):
     """bench.run_worker without the subprocess, for fast tests of everything around it."""
     task = dict(task)
     kind = task.pop("task")
+    if kind == "training":
+        return bench_training.measure_training(**{**task, "size": 64})
     if kind == "floor":
         return bench.measure_floor(**{**task, "size": 64})
     if kind == "quality":
@@ -138,6 +140,16 @@ def test_report_table_and_json(monkeypatch, torch):
         assert f"{model} at 32x32: each convolution" in text
     assert "block5_conv1" in text and "fire9/expand3x3" in text and "all convolutions" in text
     assert "not installed" not in text
+    train = report["training"]
+    assert train["ratio"] == pytest.approx(train["scratchnst_median"] / train["pytorch_median"])
+    assert "Training step of the real-time style network (squeezenet loss network, 64x64, batch 2" in text
+
+
+def test_the_training_step_is_the_same_step_in_both_libraries(torch):
+    result = bench_training.measure_training(size=32, repeats=1, warmup=0, threads=1)
+    assert result["pytorch"] == "used" and result["parameters"] == 423779
+    assert result["loss_difference"] < 1e-4 and result["grad_difference"] < 3e-2  # float32 through two networks
+    assert len(result["scratchnst_seconds"]) == len(result["pytorch_seconds"]) == 1
 
 
 def test_floor_is_the_same_product_in_both_libraries(torch):
@@ -179,6 +191,7 @@ def test_report_without_torch_says_so(monkeypatch, hide_torch):
     (result,) = report["results"]
     assert result["pytorch"] == "not installed" and result["ratio"] is None
     assert result["memory"]["pytorch_bytes"] is None and result["memory"]["ratio"] is None
+    assert report["training"]["pytorch"] == "not installed" and report["training"]["ratio"] is None
     text = bench.format_report(report)
     assert "not installed" in text and "PyTorch not used" in text
 
