@@ -212,7 +212,7 @@ def _conv_in_forward(h, params, name, stride=1, upsample=1, relu=True):
     return out, caches
 
 
-def forward(params, x, preprocessing="caffe"):
+def forward(params, x, preprocessing="caffe", keep_cache=True):
     """Stylise a batch: the transformer network's output.
 
     Args:
@@ -220,10 +220,12 @@ def forward(params, x, preprocessing="caffe"):
         x: (N, H, W, 3) in the preprocessed space, H and W multiples of 4 (check_input), the
             dtype of params (float32 to train and stylise, float64 to check).
         preprocessing: the space of x and of the output, "caffe" or "torchvision" (output_range).
+        keep_cache: False to stylise only: each layer's cache is dropped as soon as the next layer
+            has run, so that a large photo needs the memory of two layers' activations, not all.
 
     Returns:
         out: (N, H, W, 3), in the same space, each channel inside the image of pixels 0..255.
-        cache: what backward needs, one entry per layer, in order.
+        cache: what backward needs, one entry per layer, in order (None if not keep_cache).
     """
     check_input(x)
     widths, residual_blocks = architecture_of(params)
@@ -241,8 +243,9 @@ def forward(params, x, preprocessing="caffe"):
             h, c["tanh"] = tl.scaled_tanh_forward(h, *output_range(preprocessing, h.dtype))
         else:
             h, c = _conv_in_forward(h, params, name, stride, upsample)
-        cache.append((name, c))
-    return h, cache
+        if keep_cache:
+            cache.append((name, c))
+    return h, (cache if keep_cache else None)
 
 
 # ----------------------------------------------------------------------------------- backward
@@ -313,7 +316,7 @@ def backward(dout, cache, input_grad=True):
 
 def stylize(params, x, preprocessing="caffe"):
     """The output of forward alone (no cache kept)."""
-    return forward(params, x, preprocessing)[0]
+    return forward(params, x, preprocessing, keep_cache=False)[0]
 
 
 # -------------------------------------------------------------------------------------- files

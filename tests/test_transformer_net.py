@@ -274,3 +274,12 @@ def test_save_into_a_missing_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot write the transformer network"):
         tn.save(tmp_path / "no-such-folder" / "net.h5", params)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stylising_keeps_no_cache_and_gives_the_same_output():
+    params, x, _ = small_net()
+    out, cache = tn.forward(params, x)
+    bare, none = tn.forward(params, x, keep_cache=False)
+    assert none is None and len(cache) > 0
+    np.testing.assert_array_equal(bare, out)
+    np.testing.assert_array_equal(tn.stylize(params, x), out)

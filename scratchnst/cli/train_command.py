@@ -180,9 +180,10 @@ def output_paths(photos, output):
     return paths
 
 
-# Peak memory of `apply`, measured: a 1024x768 photo took 1.13 GB (default widths, float32), about
-# 1.3 KB a pixel (the full-resolution layers' activations, caches and 9x9 im2col rows) and the rest fixed.
-APPLY_BYTES_PER_PIXEL = 1400
+# Peak memory of `apply` (default widths, float32, no caches kept: transformer_net.stylize), measured:
+# 512x384 205 MB, 1024x768 590 MB, 2048x1536 1.83 GB, that is 525-650 bytes a pixel (two layers'
+# full-resolution activations and the 9x9 convolutions' im2col rows) above about 80 MB; with margin:
+APPLY_BYTES_PER_PIXEL = 700
 APPLY_BYTES_FIXED = 150e6
 
 
