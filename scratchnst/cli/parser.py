@@ -223,15 +223,23 @@ def path_arg(text):
     return text
 
 
-def seed_arg(text):
-    """An --seed value: an integer >= 0 (NumPy's generators take no negative seeds)."""
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= 0, e.g. --seed 0") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= 0, e.g. --seed 0")
-    return seed
+def _int_at_least(least, flag):
+    """An argparse type: an integer >= least, else one line with an example of the flag."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= {least}, e.g. {flag} {least}")
+        return value
+
+    return parse
+
+
+# NumPy's generators take no negative seeds; a thread count is at least 1.
+seed_arg = _int_at_least(0, "--seed")
+_threads_arg = _int_at_least(1, "--threads")
 
 
 def _floats_arg(text):
@@ -333,17 +341,6 @@ def _add_stylize(sub):
 
 
 # ------------------------------------------------------------------------------- train
-def _threads_arg(text):
-    """A --threads value: an integer >= 1."""
-    try:
-        threads = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= 1, e.g. --threads 1") from None
-    if threads < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= 1, e.g. --threads 1")
-    return threads
-
-
 def _widths_arg(text):
     """'16,32,64' -> (16, 32, 64)."""
     try:
