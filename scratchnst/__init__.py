@@ -2,6 +2,7 @@
 
     layers          convolution, ReLU, pooling, concatenation: forward and backward, loops and vectorised
     fast_conv       the convolution the networks run: im2col a block of rows at a time, same results
+    parallel        a layer's work cut into pieces run at once on the cores BLAS was given
     transformer_layers  reflection padding, instance norm, nearest upsampling, residual sum, scaled tanh
     transformer_net  the real-time style network (Johnson 2016): forward, backward by hand, HDF5 files
     training        training that network on a folder of photos; applying it to any photo
@@ -27,7 +28,7 @@
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
 
 The math modules (layers, fast_conv, transformer_layers, costs, optim, optim_state) import nothing
-but the standard library, NumPy and errors; cli/ and exercises/ sit at the edge: nothing of the
+but the standard library, NumPy, errors and parallel (itself NumPy and the standard library); cli/ and exercises/ sit at the edge: nothing of the
 course imports them.
 """
 

@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from scratchnst import layers
+from scratchnst import layers, parallel
 
 
 # About this many bytes of the im2col matrix exist at any time (see `_conv_padded`). Smaller blocks
@@ -153,35 +153,55 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None, mask=
         raise ValueError(f"out must be {dtype} {(N, H_out, W_out, C_out)}, got {out.dtype} {out.shape}")
     if KH == KW == stride == 1 and pad_h == pad_w == (0, 0):
         # a 1x1 convolution is a matrix product over channels: the input is its own im2col matrix
-        out_rows = _rows(out)
+        x_rows, m_rows, out_rows = x.reshape(N * H * W, C_in), None, _rows(out)
         if mask is not None:
-            x = x * (mask > 0)
-        np.matmul(x.reshape(N * H * W, C_in), w_cols, out=out_rows)
-        _bias_relu(out_rows, b, relu)
+            m_rows = mask.reshape(N * H * W, C_in)
+
+        def product(start, stop):
+            a = x_rows[start:stop] if m_rows is None else x_rows[start:stop] * (m_rows[start:stop] > 0)
+            np.matmul(a, w_cols, out=out_rows[start:stop])
+            _bias_relu(out_rows[start:stop], b, relu)
+
+        parallel.split(product, N * H * W, least=_least_rows(C_in, C_out))
         return out
     # output rows per block, so that neither the block nor the padded rows it reads exceed the budget
     row_bytes = x.itemsize * max(W_out * K, stride * Wp * C_in)
     rows = min(H_out, max(1, _IM2COL_BLOCK_BYTES // row_bytes))
     # rows of x can be read as they are (no padding to add, no mask to apply)
     in_place = pad_h == pad_w == (0, 0) and x.flags.c_contiguous and mask is None
-    if not in_place:
-        slab = _scratch_buffer("padded rows", ((rows - 1) * stride + KH, Wp, C_in), x.dtype)
-    block = _scratch_buffer("im2col", (rows, W_out, KH, KW * C_in), x.dtype)
-    for n in range(N):
-        for i in range(0, H_out, rows):
-            r = min(rows, H_out - i)
-            start, stop = i * stride, (i + r - 1) * stride + KH  # the padded rows these outputs read
+
+    def blocks(start, stop):  # output rows start..stop-1 of all N images counted as one column
+        if not in_place:
+            slab = _scratch_buffer("padded rows", ((rows - 1) * stride + KH, Wp, C_in), x.dtype)
+        block = _scratch_buffer("im2col", (rows, W_out, KH, KW * C_in), x.dtype)
+        while start < stop:
+            n, i = divmod(start, H_out)
+            r = min(rows, H_out - i, stop - start)
+            first, last = i * stride, (i + r - 1) * stride + KH  # the padded rows these outputs read
             if in_place:
-                padded = x[n, start:stop]
+                padded = x[n, first:last]
             else:
-                padded = _padded_rows(x[n], start, stop, pad_h, pad_w, slab[:stop - start],
+                padded = _padded_rows(x[n], first, last, pad_h, pad_w, slab[:last - first],
                                       None if mask is None else mask[n])
             cols = block[:r]
             cols[...] = _im2col_view(padded[None], KH, KW, stride, r, W_out)[0]  # the copy
             out_rows = _rows(out[n, i:i + r])  # a view: the product lands in out
             np.matmul(cols.reshape(r * W_out, K), w_cols, out=out_rows)
             _bias_relu(out_rows, b, relu)  # now, while these rows are in the cache
+            start += r
+
+    parallel.split(blocks, N * H_out, least=_least_rows(K, C_out) // max(1, W_out))
     return out
+
+
+def _least_rows(K, C_out):
+    """Fewest rows of a product (K, C_out) worth a piece of their own (see `parallel.split`)."""
+    return -(-_SPLIT_LEAST_WORK // (K * C_out))
+
+
+# Multiply-adds below which a piece is not worth a thread: handing it over and waiting for it takes
+# tens of microseconds, about what a core does with this many.
+_SPLIT_LEAST_WORK = 2**20
 
 
 def _rows(a):
@@ -222,26 +242,42 @@ def _conv_padded_backward_x(dout, w, stride, xpad_shape):
     For a block of output rows, ONE product dout_rows @ w_cols.T gives the gradient of the block's
     im2col matrix: every window's share for every tap. Each tap's share is then added onto a
     strided view of dxpad. Within one tap different windows never touch the same input cell, so a
-    plain += is exact (no np.add.at); overlapping windows add up across taps.
+    plain += is exact (no np.add.at); overlapping windows add up across taps. Split into pieces
+    (`parallel.split`), each piece's output rows write a band of input rows of its own (neighbouring
+    bands share KH - stride rows), added into dxpad afterwards.
     """
     N, H_out, W_out, C_out = dout.shape
     KH, KW, C_in, _ = w.shape
+    _, _, Wp, _ = xpad_shape
     w_cols = w.reshape(KH * KW * C_in, C_out)
-    dxpad = np.zeros(xpad_shape, dtype=np.result_type(dout, w))
-    rows = min(H_out, max(1, _IM2COL_BLOCK_BYTES // (W_out * KH * KW * C_in * dxpad.itemsize)))
-    block = _scratch_buffer("im2col", (rows * W_out, KH * KW * C_in), dxpad.dtype)
-    for n in range(N):
-        for i in range(0, H_out, rows):
-            r = min(rows, H_out - i)
-            dcols = np.matmul(dout[n, i:i + r].reshape(r * W_out, C_out), w_cols.T, out=block[:r * W_out])
-            dcols = dcols.reshape(r, W_out, KH, KW, C_in)  # the gradient of the block's im2col rows
-            for kh, kw, view in layers._window_taps(dxpad[n:n + 1, i * stride:], KH, KW, stride, r, W_out):
-                if C_in < _FEW_CHANNELS:
-                    # one channel at a time: NumPy's inner loop then runs along W, not over 3 values
-                    for c in range(C_in):
-                        view[0, :, :, c] += dcols[:, :, kh, kw, c]
-                else:
-                    view[0] += dcols[:, :, kh, kw, :]
+    dtype = np.result_type(dout, w)
+    rows = min(H_out, max(1, _IM2COL_BLOCK_BYTES // (W_out * KH * KW * C_in * np.dtype(dtype).itemsize)))
+
+    def band(start, stop):  # output rows start..stop-1 of every image -> (first padded row, their gradient)
+        block = _scratch_buffer("im2col", (rows * W_out, KH * KW * C_in), dtype)
+        last = xpad_shape[1] if (start, stop) == (0, H_out) else (stop - 1) * stride + KH  # one piece: all of dxpad
+        target = np.zeros((N, last - start * stride, Wp, C_in), dtype=dtype)
+        for n in range(N):
+            for i in range(start, stop, rows):
+                r = min(rows, stop - i)
+                dcols = np.matmul(dout[n, i:i + r].reshape(r * W_out, C_out), w_cols.T, out=block[:r * W_out])
+                dcols = dcols.reshape(r, W_out, KH, KW, C_in)  # the gradient of the block's im2col rows
+                for kh, kw, view in layers._window_taps(target[n:n + 1, (i - start) * stride:], KH, KW, stride, r,
+                                                        W_out):
+                    if C_in < _FEW_CHANNELS:
+                        # one channel at a time: NumPy's inner loop then runs along W, not over 3 values
+                        for c in range(C_in):
+                            view[0, :, :, c] += dcols[:, :, kh, kw, c]
+                    else:
+                        view[0] += dcols[:, :, kh, kw, :]
+        return start * stride, target
+
+    bands = parallel.split(band, H_out, least=_least_rows(KH * KW * C_in, C_out * N) // max(1, W_out))
+    if len(bands) == 1 and bands[0][1].shape == xpad_shape:
+        return bands[0][1]
+    dxpad = np.zeros(xpad_shape, dtype=dtype)
+    for top, target in bands:
+        dxpad[:, top:top + target.shape[1]] += target[:, :xpad_shape[1] - top]
     return dxpad
 
 
@@ -324,10 +360,19 @@ def _weight_gradients(dout, cache):
     _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
     _, left, right = layers.conv_output_size(W, KW, stride, padding)
     xpad = layers._pad_hw(x, (top, bottom), (left, right))
-    dout_rows = dout.reshape(N * H_out * W_out, C_out)
-    dw = np.empty(w.shape, dtype=np.result_type(dout, x))
-    for kh, kw, tap in layers._window_taps(xpad, KH, KW, stride, H_out, W_out):
-        dw[kh, kw] = tap.reshape(N * H_out * W_out, C_in).T @ dout_rows
+    dtype = np.result_type(dout, x)
+
+    def part(start, stop):  # the share of output rows start..stop-1 of every image
+        d_rows = np.ascontiguousarray(dout[:, start:stop]).reshape(-1, C_out)
+        dw = np.empty(w.shape, dtype=dtype)
+        for kh, kw, tap in layers._window_taps(xpad, KH, KW, stride, H_out, W_out):
+            dw[kh, kw] = tap[:, start:stop].reshape(-1, C_in).T @ d_rows
+        return dw
+
+    parts = parallel.split(part, H_out, least=_least_rows(KH * KW * C_in, C_out * N) // max(1, W_out))
+    dw = parts[0]
+    for more in parts[1:]:
+        dw += more
     return dw, dout.sum(axis=(0, 1, 2)).astype(b.dtype, copy=False)
 
 

@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from scratchnst import checkpoint, image, networks, optim, transformer_net
+from scratchnst import checkpoint, image, networks, optim, parallel, transformer_net
 from scratchnst import weights as weights_io
 from scratchnst.costs import (compute_content_cost, compute_total_variation_cost, content_cost_backward,
                               layer_style_cost_from_target, style_target, total_variation_cost_backward)
@@ -531,34 +531,35 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
 
     start = time.perf_counter()
     steps_here = 0
-    while iteration < s["iters"]:
-        photos_batch = batches.next_batch()
-        x = preprocess_batch(photos_batch, mode)
-        with np.errstate(over="ignore", invalid="ignore"):
-            J, grads, parts = loss_and_grads(params, x, loss, mode)
-        if not np.isfinite(J) or not all(np.isfinite(g).all() for g in grads.values()):
-            raise UserError(f"the loss became {'NaN' if np.isnan(J) else 'infinite'} at step {iteration + 1}; "
-                            "lower --lr, or --beta / --alpha")
-        params, m, v = adam_step(params, grads, m, v, iteration + 1, s["lr"])
-        iteration += 1
-        steps_here += 1
-        now = time.perf_counter()
-        history.append({"iteration": iteration, **parts, "seconds": elapsed + now - start})
-        per_step = (now - start) / steps_here
-        state = (lambda p=params, mm=m, vv=v, it=iteration, h=list(history), e=elapsed + now - start,
-                 r=rng.bit_generator.state, b=batches.state(): state_of(p, mm, vv, it, h, e, r, b))
-        if checkpoint_path is not None and (iteration % checkpoint_every == 0 or iteration == s["iters"]):
-            with writing():
-                checkpoint.save(checkpoint_path, state())
-        if snapshot_x is not None and iteration % snapshot_every == 0:
-            with writing():
-                image.save_image(snapshots_dir / f"snapshot_{iteration:05d}.png",
-                                 stylize_array(params, snapshot_x, mode))
-        if callback is not None:
-            callback(TrainProgress(iteration=iteration, iters=s["iters"], costs=parts, seconds_per_step=per_step,
-                                   eta=per_step * (s["iters"] - iteration), elapsed=elapsed + now - start,
-                                   skipped=batches.skipped, epoch=batches.epoch, params=params, history=history,
-                                   meta={**meta_base, "iterations": iteration}, state=state))
+    with parallel.hold():  # BLAS on one thread per call, the layers split across the cores (see parallel)
+        while iteration < s["iters"]:
+            photos_batch = batches.next_batch()
+            x = preprocess_batch(photos_batch, mode)
+            with np.errstate(over="ignore", invalid="ignore"):
+                J, grads, parts = loss_and_grads(params, x, loss, mode)
+            if not np.isfinite(J) or not all(np.isfinite(g).all() for g in grads.values()):
+                raise UserError(f"the loss became {'NaN' if np.isnan(J) else 'infinite'} at step {iteration + 1}; "
+                                "lower --lr, or --beta / --alpha")
+            params, m, v = adam_step(params, grads, m, v, iteration + 1, s["lr"])
+            iteration += 1
+            steps_here += 1
+            now = time.perf_counter()
+            history.append({"iteration": iteration, **parts, "seconds": elapsed + now - start})
+            per_step = (now - start) / steps_here
+            state = (lambda p=params, mm=m, vv=v, it=iteration, h=list(history), e=elapsed + now - start,
+                     r=rng.bit_generator.state, b=batches.state(): state_of(p, mm, vv, it, h, e, r, b))
+            if checkpoint_path is not None and (iteration % checkpoint_every == 0 or iteration == s["iters"]):
+                with writing():
+                    checkpoint.save(checkpoint_path, state())
+            if snapshot_x is not None and iteration % snapshot_every == 0:
+                with writing():
+                    image.save_image(snapshots_dir / f"snapshot_{iteration:05d}.png",
+                                     stylize_array(params, snapshot_x, mode))
+            if callback is not None:
+                callback(TrainProgress(iteration=iteration, iters=s["iters"], costs=parts, seconds_per_step=per_step,
+                                       eta=per_step * (s["iters"] - iteration), elapsed=elapsed + now - start,
+                                       skipped=batches.skipped, epoch=batches.epoch, params=params, history=history,
+                                       meta={**meta_base, "iterations": iteration}, state=state))
     meta = {**meta_base, "iterations": iteration}
     return TrainResult(params=params, history=history, settings=s, seconds=time.perf_counter() - start, meta=meta)
 
@@ -623,7 +624,8 @@ def pad_to_multiple(x, multiple=transformer_net.SIZE_MULTIPLE, least=transformer
 def stylize_array(params, x, preprocessing="caffe"):
     """The trained network on one preprocessed photo (1, H, W, 3) of any size: (H, W, 3) RGB 0..255 float32."""
     padded, (H, W) = pad_to_multiple(x.astype(next(iter(params.values())).dtype, copy=False))
-    out = transformer_net.stylize(params, padded, preprocessing)[:, :H, :W]
+    with parallel.hold():
+        out = transformer_net.stylize(params, padded, preprocessing)[:, :H, :W]
     return np.clip(image.deprocess(out, preprocessing), 0, 255)
 
 

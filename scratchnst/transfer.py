@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from scratchnst import checkpoint, image, networks, optim
+from scratchnst import checkpoint, image, networks, optim, parallel
 from scratchnst.costs import (
     compute_content_cost,
     compute_total_variation_cost,
@@ -402,11 +402,12 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
         img = to_image(v)
         return preserve_content_colors(img, content_img) if s["preserve_colors"] else img
 
-    result = optim.minimize(
-        fun_and_grad, x0.reshape(-1).astype(np.float64), s["optimizer"], s["iters"], lr=s["lr"],
-        bounds=(lo, hi), callback=lambda it: on_iteration(it, render), resume=resume,
-        **(LBFGS_OPTIONS if s["optimizer"] == "lbfgs" else {}),
-    )
+    with parallel.hold():  # BLAS on one thread per call, the layers split across the cores (see parallel)
+        result = optim.minimize(
+            fun_and_grad, x0.reshape(-1).astype(np.float64), s["optimizer"], s["iters"], lr=s["lr"],
+            bounds=(lo, hi), callback=lambda it: on_iteration(it, render), resume=resume,
+            **(LBFGS_OPTIONS if s["optimizer"] == "lbfgs" else {}),
+        )
     return to_image(result.x), result
 
 

@@ -21,13 +21,15 @@ PyTorch). Every function keeps the dtype it is given and never writes into its i
 the cache.
 
 `transformer_net.gradcheck_cases` lists these layers' configurations for `scratchnst.gradcheck`
-(there, not here: this module imports nothing but NumPy, not even inside a function, as
-tests/test_package_layout.py checks for every math module).
+(there, not here: this module imports nothing but NumPy and `parallel`, not even inside a
+function, as tests/test_package_layout.py checks for every math module).
 """
 
 import math
 
 import numpy as np
+
+from scratchnst import parallel
 
 # PyTorch's InstanceNorm2d default: small enough not to change the result for any real activation,
 # large enough that a constant channel (variance 0) gives xhat = 0 rather than 0/0.
@@ -317,6 +319,23 @@ def _window_rows(a, KH, KW, H_out, W_out):
                                            strides=(sH, sW, sH, sC), writeable=False)
 
 
+def _least_rows(work_per_row):
+    """Fewest rows worth a piece of their own (see `parallel.split`), at work_per_row multiply-adds each."""
+    return -(-_SPLIT_LEAST_WORK // work_per_row)
+
+
+# Multiply-adds below which a piece is not worth a thread (as fast_conv's).
+_SPLIT_LEAST_WORK = 2**20
+
+
+def _sum(parts):
+    """The sum of a list of arrays, into the first."""
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
+
+
 def conv2d_weight_gradient(x, dout, KH, KW):
     """The kernel gradient of a stride-1 'valid' convolution, windows copied from the side with fewer channels.
 
@@ -345,31 +364,39 @@ def conv2d_weight_gradient(x, dout, KH, KW):
     if (H_out, W_out) != (Hp - KH + 1, Wp - KW + 1):
         raise ValueError(f"dout {dout.shape} is not the output of a {KH}x{KW} valid convolution of {x.shape}")
     dtype = np.result_type(x, dout)
+    x = np.ascontiguousarray(x)  # the windows are read as runs of contiguous rows
     if C_in <= C_out:
         K = KH * KW * C_in
-        g = np.zeros((K, C_out), dtype=dtype)
         rows = max(1, min(H_out, _BLOCK_BYTES // (W_out * K * x.itemsize)))
-        block = np.empty((rows, W_out, KH, KW * C_in), dtype=x.dtype)
-        for n in range(N):
-            x_n = np.ascontiguousarray(x[n])
-            for i in range(0, H_out, rows):
-                r = min(rows, H_out - i)
-                cols = block[:r]
-                cols[...] = _window_rows(x_n[i:i + r + KH - 1], KH, KW, r, W_out)      # the copy
-                g += cols.reshape(r * W_out, K).T @ dout[n, i:i + r].reshape(r * W_out, C_out)
-        return g.reshape(KH, KW, C_in, C_out)                     # rows were in (kh, kw, ci) order
+
+        def part(start, stop):  # the share of output rows start..stop-1 of every image
+            g = np.zeros((K, C_out), dtype=dtype)
+            block = np.empty((rows, W_out, KH, KW * C_in), dtype=x.dtype)
+            for n in range(N):
+                for i in range(start, stop, rows):
+                    r = min(rows, stop - i)
+                    cols = block[:r]
+                    cols[...] = _window_rows(x[n, i:i + r + KH - 1], KH, KW, r, W_out)      # the copy
+                    g += cols.reshape(r * W_out, K).T @ dout[n, i:i + r].reshape(r * W_out, C_out)
+            return g
+
+        return _sum(parallel.split(part, H_out, least=_least_rows(W_out * K * C_out * N))).reshape(KH, KW, C_in, C_out)
     K = KH * KW * C_out
-    g = np.zeros((C_in, K), dtype=dtype)
     dpad = np.pad(dout, ((0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1), (0, 0)))  # (N, Hp + KH - 1, Wp + KW - 1, C_out)
     rows = max(1, min(Hp, _BLOCK_BYTES // (Wp * K * dout.itemsize)))
-    block = np.empty((rows, Wp, KH, KW * C_out), dtype=dout.dtype)
-    for n in range(N):
-        x_n = np.ascontiguousarray(x[n])
-        for a in range(0, Hp, rows):
-            r = min(rows, Hp - a)
-            cols = block[:r]
-            cols[...] = _window_rows(dpad[n, a:a + r + KH - 1], KH, KW, r, Wp)        # the copy
-            g += x_n[a:a + r].reshape(r * Wp, C_in).T @ cols.reshape(r * Wp, K)
+
+    def part_full(start, stop):  # the share of input rows start..stop-1 of every image
+        g = np.zeros((C_in, K), dtype=dtype)
+        block = np.empty((rows, Wp, KH, KW * C_out), dtype=dout.dtype)
+        for n in range(N):
+            for a in range(start, stop, rows):
+                r = min(rows, stop - a)
+                cols = block[:r]
+                cols[...] = _window_rows(dpad[n, a:a + r + KH - 1], KH, KW, r, Wp)        # the copy
+                g += x[n, a:a + r].reshape(r * Wp, C_in).T @ cols.reshape(r * Wp, K)
+        return g
+
+    g = _sum(parallel.split(part_full, Hp, least=_least_rows(Wp * K * C_in * N)))
     # g[ci, u, v, co] = sum x[a, b, ci] dout[a - (KH-1-u), b - (KW-1-v), co]: tap (kh, kw) = (KH-1-u, KW-1-v)
     return np.ascontiguousarray(g.reshape(C_in, KH, KW, C_out)[:, ::-1, ::-1, :].transpose(1, 2, 0, 3))
 

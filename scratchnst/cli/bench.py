@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnst import fast_conv, layers, networks
+from scratchnst import fast_conv, layers, networks, parallel
 from scratchnst import weights as weights_io
 from scratchnst.torch_network import TorchNetwork, _torch, to_nchw, torch_available
 from scratchnst.errors import UsageError, UserError
@@ -117,9 +117,13 @@ def make_inputs(network, size, seed=0):
 
 
 def scratchnst_step(network, x, grads):
-    """One step in scratchnst: forward to the deepest layer of `grads`, backward to the pixels -> dx."""
-    network.forward(x, list(grads))
-    return network.backward(grads)
+    """One step in scratchnst: forward to the deepest layer of `grads`, backward to the pixels -> dx.
+
+    As `stylize` runs it: BLAS on one thread per call, the layers split across the cores (`parallel.hold`).
+    """
+    with parallel.hold():
+        network.forward(x, list(grads))
+        return network.backward(grads)
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -204,13 +208,12 @@ def conv_breakdown(network, x, repeats, warmup, torch_network=None, seed=0):
         g = rng.standard_normal((N, H_out, W_out, kernel.shape[3])).astype(a.dtype)  # dJ/d(ReLU output)
 
         def ours(a=a, kernel=kernel, bias=bias, spec=spec, g=g):
-            start = time.perf_counter()
-            z, conv_cache = fast_conv.conv2d_forward(a, kernel, bias, spec.stride, spec.padding)
-            _, relu_cache = layers.relu_forward(z)
-            middle = time.perf_counter()
-            dz = layers.relu_backward(g, relu_cache)
-            fast_conv.conv2d_backward(dz, conv_cache, weight_grads=False)
-            return middle - start, time.perf_counter() - middle
+            with parallel.hold():  # as a step runs it (scratchnst_step)
+                start = time.perf_counter()
+                out, cache = fast_conv.conv2d_relu_forward(a, kernel, bias, spec.stride, spec.padding)
+                middle = time.perf_counter()
+                fast_conv.conv2d_relu_backward(g, cache)
+                return middle - start, time.perf_counter() - middle
 
         timed = {"scratchnst": time_block(ours, repeats, warmup)}
         if torch_network is not None:
@@ -353,7 +356,7 @@ def measure_time(model, size, repeats=5, warmup=1, threads=None, use_torch=True,
         scratchnst_seconds=[r[0] for r in timed["scratchnst"]],
         pytorch_seconds=[r[0] for r in timed["pytorch"]] if "pytorch" in timed else None,
         convs=conv_breakdown(network, x, repeats, warmup, torch_network, seed) if convs else None,
-        blas=blas_info(),
+        blas={**blas_info(), "workers": parallel.workers()},
     )
     return result
 
@@ -446,11 +449,13 @@ def _worker_main(argv=None, tasks=None, prog="python -m scratchnst.cli.bench"):
 
 
 def run_worker(task, threads, module="scratchnst.cli.bench"):
-    """Run one task in a fresh Python process with `threads` threads for BLAS and OpenMP.
+    """Run one task in a fresh Python process on `threads` cores.
 
     Args:
         task: {"task": "time" or "memory", **keyword arguments of measure_time / measure_memory}.
-        threads: set in THREAD_VARIABLES before NumPy and PyTorch load.
+        threads: set in THREAD_VARIABLES before NumPy and PyTorch load (PyTorch's threads); for
+            every task but the floor (NumPy's own sgemm), scratchnst runs as the command line runs
+            it: NumPy's BLAS on one thread and `threads` workers (`parallel.environment`).
         module: the module whose `--worker` runs it (scratchnst.cli.bench_training for "training").
 
     Returns:
@@ -462,6 +467,8 @@ def run_worker(task, threads, module="scratchnst.cli.bench"):
         RuntimeError: the worker crashed (a bug), with its error output.
     """
     env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
+    if threads is not None and task.get("task") != "floor":
+        env.update(parallel.environment(threads))
     package_root = str(Path(__file__).resolve().parent.parent)  # import this very scratchnst
     env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in [env.get("PYTHONPATH")] if p])
     done = subprocess.run([sys.executable, "-m", module, "--worker", json.dumps(task)],
@@ -662,6 +669,8 @@ def format_report(report):
     blas_text = " ".join(str(v) for v in (blas.get("name"), blas.get("version")) if v) or "BLAS unknown"
     if blas.get("architecture"):
         blas_text += f", {blas['architecture']} kernels"
+    if blas.get("workers"):
+        blas_text += f"; scratchnst's layers split across {blas['workers']} worker(s), one BLAS thread each"
     torch_text = f"PyTorch {machine['torch_version']}" if machine.get("torch_version") else "PyTorch not used"
     out = [
         "One style-transfer step: forward to the deepest layer, backward to the pixels, no weight gradients.",

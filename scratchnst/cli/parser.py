@@ -353,12 +353,18 @@ def _widths_arg(text):
 
 
 def _set_threads(threads):
-    """BLAS threads, before NumPy is imported (BLAS reads these variables once, when it loads)."""
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if threads is not None:
-            os.environ[variable] = str(threads)
-        else:
+    """The cores to run on, before NumPy is imported (BLAS reads these variables once, when it loads).
+
+    threads None: one BLAS thread unless the environment says otherwise. Else `threads` workers
+    of scratchnst.parallel, each of whose products runs on one BLAS thread (see parallel.environment).
+    """
+    if threads is None:
+        for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, "1")
+        return
+    from scratchnst.parallel import environment  # NumPy is imported by it, and it reads nothing yet
+
+    os.environ.update(environment(threads))
 
 
 def _add_train(sub):

@@ -1,0 +1,189 @@
+"""The passes BLAS does not thread, split across the cores BLAS was given.
+
+With 2 BLAS threads, a matrix product runs on both cores but everything around it (the im2col
+copies, bias and ReLU, pooling, the masks of ReLU's backward pass) runs on one: on a 2-core Xeon
+that left a VGG-19 step at 512x512 1.4 times PyTorch's, whose own passes are threaded. Here the
+work of such a layer is cut into contiguous pieces (rows of its output, or its channels) run at
+the same time by `workers()` Python threads, each doing its copies AND its products on one core:
+NumPy releases the GIL inside its loops and BLAS calls, and for the duration OpenBLAS is told to
+use one thread per call (`one_blas_thread`), so that the two products do not each spawn a second
+thread onto a busy core.
+
+Where NumPy's BLAS cannot be told (not the OpenBLAS NumPy ships, e.g. Accelerate or MKL), or it
+has one thread, `workers()` is 1 and every split runs as one piece in the calling thread: the
+results are the same, only the speed differs. The command line starts NumPy with one BLAS thread
+and gives the count in $SCRATCHNST_WORKERS instead (`environment`; --threads N); SCRATCHNST_WORKERS=1
+turns the splitting off, and `set_workers(n)` overrides the count (tests run both ways).
+"""
+
+import contextlib
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+_state = threading.local()  # .inside: this thread runs a piece of a split (nested splits run whole)
+_region = threading.Lock()  # one split at a time changes the BLAS's thread count
+_pool = None
+_workers = None
+_blas = None  # (set_num_threads, get_num_threads), or () when NumPy's BLAS cannot be told
+
+
+def _blas_controls():
+    """(set, get) of the thread count of the OpenBLAS NumPy loaded, or () if there is none to control."""
+    global _blas
+    if _blas is None:
+        import numpy  # here, not at the top: `environment` must be usable before NumPy loads
+
+        _blas = ()
+        here = os.path.dirname(numpy.__file__)
+        # NumPy's wheels bundle scipy-openblas: numpy.libs (Linux, Windows) or numpy/.dylibs (macOS)
+        candidates = [path for pattern in ("../numpy.libs/*openblas*", ".dylibs/*openblas*")
+                      for path in sorted(glob.glob(os.path.join(here, pattern)))]
+        for path in candidates:
+            try:
+                lib = ctypes.CDLL(path)  # already loaded by NumPy: the same library, not a second copy
+            except OSError:
+                continue
+            for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", "64_"),
+                                   ("openblas_", "")):
+                try:
+                    setter = getattr(lib, f"{prefix}set_num_threads{suffix}")
+                    getter = getattr(lib, f"{prefix}get_num_threads{suffix}")
+                except AttributeError:
+                    continue
+                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+                _blas = (setter, getter)
+                return _blas
+    return _blas
+
+
+def workers():
+    """How many pieces a split runs at once.
+
+    $SCRATCHNST_WORKERS if set (what `environment` sets), else the BLAS's thread count when it can
+    be controlled, else 1.
+    """
+    global _workers
+    if _workers is None:
+        given = os.environ.get(WORKERS_VARIABLE, "").strip()
+        if given.isdigit() and int(given) >= 1:
+            count = int(given)
+        else:
+            controls = _blas_controls()
+            count = controls[1]() if controls else 1
+        _workers = max(1, int(count))
+    return _workers
+
+
+WORKERS_VARIABLE = "SCRATCHNST_WORKERS"
+
+
+def environment(threads):
+    """The environment variables that run a new process on `threads` cores: {name: value}.
+
+    NumPy's BLAS gets ONE thread and scratchnst `threads` workers. Even told to use one thread per
+    call, an OpenBLAS started with two slowed the pieces of a split (a VGG-19 step at 512x512 on a
+    2-core Xeon: 2.36 s, against 2.02 s when it had started with one). They must be set before
+    NumPy is imported: BLAS reads them once, when it loads.
+    """
+    return {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
+            WORKERS_VARIABLE: str(threads)}
+
+
+def set_workers(n):
+    """Set how many pieces a split runs at once (1: no splitting); returns the previous count.
+
+    The results do not depend on it; the speed does: where the BLAS's threads cannot be controlled,
+    each piece's products may spawn threads of their own onto the other pieces' cores.
+    """
+    global _workers
+    previous = workers()
+    _workers = max(1, int(n))
+    return previous
+
+
+def pieces(n, count):
+    """`count` contiguous (start, stop) ranges covering range(n), as equal as can be, none empty."""
+    count = max(1, min(count, n))
+    bounds = [n * k // count for k in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def split(fn, n, least=1):
+    """Run fn(start, stop) over contiguous pieces of range(n), at once on `workers()` threads.
+
+    Args:
+        fn: called once per piece; the pieces must write to disjoint memory (the caller cuts
+            them so: rows of an output, channels of a gradient).
+        n: the length of what is cut.
+        least: do not make a piece shorter than this (below it a piece's work is not worth a thread).
+
+    Returns:
+        the list of fn's results, in the order of the pieces.
+
+    Runs as one piece, in the calling thread, when there is one worker, n < 2 * least, inside a
+    piece of another split, or while another thread's split runs. A piece's exception is raised
+    here after every piece has ended.
+    """
+    count = min(workers(), n // max(1, least))
+    if count < 2 or getattr(_state, "inside", False) or not _region.acquire(blocking=False):
+        return [fn(0, n)]
+    try:
+        global _pool
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="scratchnst")
+        ranges = pieces(n, count)
+        with one_blas_thread():
+            futures = [_pool.submit(_piece, fn, start, stop) for start, stop in ranges[1:]]
+            try:
+                first = _piece(fn, *ranges[0])  # the calling thread does a piece too
+            finally:
+                rest = [future.exception() or future.result() for future in futures]  # wait for all
+            for item in rest:
+                if isinstance(item, BaseException):
+                    raise item
+            return [first] + rest
+    finally:
+        _region.release()
+
+
+def _piece(fn, start, stop):
+    _state.inside = True
+    try:
+        return fn(start, stop)
+    finally:
+        _state.inside = False
+
+
+def hold():
+    """Context for a whole run (an optimisation, a training, a benchmark's steps): BLAS on one thread.
+
+    OpenBLAS's idle threads keep spinning for about 0.1 s after a threaded call, on the cores the
+    pieces of the next split need (measured on a 2-core Xeon: a split convolution took 4.0 ms
+    instead of 2.3 right after a threaded product). Inside `hold()` every BLAS call runs on one
+    thread, so none is left spinning, and the splits spread the work instead; the heavy products
+    of a run (convolutions, the kernels' gradients) are split, the rest are small. With one worker
+    it changes nothing.
+    """
+    if workers() < 2:
+        return contextlib.nullcontext()
+    return one_blas_thread()
+
+
+class one_blas_thread:
+    """Context: each BLAS call made inside runs on one thread; the count before is restored after."""
+
+    def __enter__(self):
+        controls = _blas_controls()
+        self._previous = controls[1]() if controls else None
+        if controls and self._previous != 1:
+            controls[0](1)
+        return self
+
+    def __exit__(self, *exc):
+        controls = _blas_controls()
+        if controls and self._previous not in (None, 1):
+            controls[0](self._previous)
+        return False

@@ -1,0 +1,171 @@
+"""scratchnst.parallel: a layer's work cut into pieces run at once, with the same results as whole.
+
+The fast layers split their work only above a size worth a thread; these tests lower that size so
+that tiny inputs are cut too, and compare every split result with the same call run whole and with
+the readable layers.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+from scratchnst import fast_conv, layers, parallel
+from scratchnst import transformer_layers as tl
+
+
+@pytest.fixture
+def cut_everything(monkeypatch):
+    """Two workers, and every piece worth a thread however small."""
+    previous = parallel.set_workers(2)
+    monkeypatch.setattr(fast_conv, "_SPLIT_LEAST_WORK", 1)
+    monkeypatch.setattr(tl, "_SPLIT_LEAST_WORK", 1)
+    yield
+    parallel.set_workers(previous)
+
+
+@pytest.fixture
+def whole():
+    previous = parallel.set_workers(1)
+    yield
+    parallel.set_workers(previous)
+
+
+@pytest.mark.parametrize("n, count", [(10, 2), (7, 3), (1, 2), (5, 8), (0, 2), (100, 1)])
+def test_pieces_cover_the_range_in_order_none_empty_as_equal_as_can_be(n, count):
+    ranges = parallel.pieces(n, count)
+    covered = [i for start, stop in ranges for i in range(start, stop)]
+    assert covered == list(range(n))
+    lengths = [stop - start for start, stop in ranges]
+    if n:
+        assert min(lengths) >= 1 and max(lengths) - min(lengths) <= 1
+        assert len(ranges) == min(count, n)
+
+
+def test_split_runs_the_pieces_at_once_on_other_threads(cut_everything):
+    seen, both_in = set(), threading.Barrier(2, timeout=10)
+
+    def piece(start, stop):
+        seen.add(threading.get_ident())
+        both_in.wait()  # only returns if the other piece runs at the same time
+        return start, stop
+
+    assert parallel.split(piece, 10) == [(0, 5), (5, 10)]
+    assert len(seen) == 2
+
+
+def test_split_runs_whole_with_one_worker_below_the_least_size_and_when_nested(cut_everything):
+    calls = []
+    assert parallel.split(lambda a, b: calls.append((a, b)), 10, least=6) == [None]
+    assert calls == [(0, 10)]
+
+    def outer(start, stop):
+        return parallel.split(lambda a, b: (a, b), 4)  # inside a piece: one piece
+
+    assert parallel.split(outer, 2) == [[(0, 4)], [(0, 4)]]
+    parallel.set_workers(1)
+    assert parallel.split(lambda a, b: (a, b), 10) == [(0, 10)]
+
+
+def test_a_pieces_exception_is_raised_after_every_piece_ended(cut_everything):
+    ended = []
+
+    def piece(start, stop):
+        if start == 0:
+            raise ValueError("the first piece failed")
+        ended.append(start)
+        return start
+
+    with pytest.raises(ValueError, match="first piece"):
+        parallel.split(piece, 4)
+    assert ended == [2]
+    assert parallel.split(lambda a, b: a, 4) == [0, 2]  # the pool still works
+
+
+def test_blas_runs_on_one_thread_inside_hold_and_as_before_after():
+    controls = parallel._blas_controls()
+    if not controls:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose threads can be set")
+    set_threads, get_threads = controls
+    before = get_threads()
+    set_threads(2)
+    previous = parallel.set_workers(2)
+    try:
+        with parallel.hold():
+            assert get_threads() == 1
+            with parallel.one_blas_thread():  # nested: stays 1, and leaves 1
+                assert get_threads() == 1
+            assert get_threads() == 1
+        assert get_threads() == 2
+    finally:
+        parallel.set_workers(previous)
+        set_threads(before)
+
+
+def test_environment_gives_blas_one_thread_and_the_count_to_scratchnst_without_loading_numpy():
+    import subprocess
+    import sys
+
+    code = ("import sys; from scratchnst.parallel import environment; e = environment(3); "
+            "print('numpy' in sys.modules, e['OPENBLAS_NUM_THREADS'], e['SCRATCHNST_WORKERS'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "1", "3"]
+    code = "from scratchnst import parallel; print(parallel.workers())"
+    env = {**__import__("os").environ, **parallel.environment(3)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "3"
+
+
+CONVS = [  # (x shape, kernel shape, stride, padding)
+    ((1, 11, 9, 5), (3, 3, 5, 8), 1, "same"),
+    ((2, 10, 7, 4), (3, 3, 4, 6), 1, "valid"),
+    ((1, 13, 12, 3), (3, 3, 3, 8), 2, "valid"),   # SqueezeNet's conv1: col2im, few channels
+    ((2, 12, 11, 9), (3, 3, 9, 7), 2, "same"),    # col2im, many channels, two images
+    ((1, 8, 9, 6), (1, 1, 6, 5), 1, "same"),      # 1x1: one product
+    ((2, 9, 8, 10), (5, 5, 10, 4), 1, 3),          # an integer padding
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", CONVS)
+def test_split_convolution_equals_the_whole_and_the_readable_layers(x_shape, w_shape, stride, padding,
+                                                                    cut_everything):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[3])
+    out, cache = fast_conv.conv2d_relu_forward(x, w, b, stride, padding)
+    dout = rng.standard_normal(out.shape)
+    dx = fast_conv.conv2d_relu_backward(dout, cache)
+    dz = layers.relu_backward(dout, out)
+    dx2, dw, db = fast_conv.conv2d_backward(dz, cache[0])
+    parallel.set_workers(1)
+    out_1, cache_1 = fast_conv.conv2d_relu_forward(x, w, b, stride, padding)
+    np.testing.assert_allclose(out, out_1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, fast_conv.conv2d_relu_backward(dout, cache_1), rtol=1e-12, atol=1e-12)
+    z, ref_cache = layers.conv2d_forward(x, w, b, stride, padding)
+    np.testing.assert_allclose(out, np.maximum(z, 0), rtol=1e-12, atol=1e-12)
+    ref_dx, ref_dw, ref_db = layers.conv2d_backward(dz, ref_cache)
+    for ours, ref in ((dx, ref_dx), (dx2, ref_dx), (dw, ref_dw), (db, ref_db)):
+        np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("C_in, C_out", [(3, 8), (8, 3)])  # windows of x / of dout: both branches
+def test_split_kernel_gradient_equals_the_readable_one(C_in, C_out, cut_everything):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 12, 11, C_in))
+    w = rng.standard_normal((5, 5, C_in, C_out))
+    _, cache = layers.conv2d_forward(x, w, np.zeros(C_out), 1, "valid")
+    dout = rng.standard_normal((2, 8, 7, C_out))
+    _, ref_dw, _ = layers.conv2d_backward(dout, cache)
+    np.testing.assert_allclose(tl.conv2d_weight_gradient(x, dout, 5, 5), ref_dw, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_layers_keep_the_dtype(dtype, cut_everything):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 9, 9, 4)).astype(dtype)
+    w = rng.standard_normal((3, 3, 4, 6)).astype(dtype)
+    out, cache = fast_conv.conv2d_relu_forward(x, w, np.zeros(6, dtype), 2, "same")
+    assert out.dtype == dtype
+    assert fast_conv.conv2d_backward(np.ones_like(out), cache[0])[0].dtype == dtype
+    assert tl.conv2d_weight_gradient(x, np.ones((1, 7, 7, 6), dtype), 3, 3).dtype == dtype
