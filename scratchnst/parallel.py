@@ -1,13 +1,15 @@
-"""The passes BLAS does not thread, split across the cores BLAS was given.
+"""A layer's work cut into pieces run at once on the cores, each piece's products on one BLAS thread.
 
 With 2 BLAS threads, a matrix product runs on both cores but everything around it (the im2col
 copies, bias and ReLU, pooling, the masks of ReLU's backward pass) runs on one: on a 2-core Xeon
 that left a VGG-19 step at 512x512 1.4 times PyTorch's, whose own passes are threaded. Here the
-work of such a layer is cut into contiguous pieces (rows of its output, or its channels) run at
-the same time by `workers()` Python threads, each doing its copies AND its products on one core:
-NumPy releases the GIL inside its loops and BLAS calls, and for the duration OpenBLAS is told to
-use one thread per call (`one_blas_thread`), so that the two products do not each spawn a second
-thread onto a busy core.
+work of a layer is cut into contiguous pieces run at the same time by `workers()` Python threads,
+each doing its copies AND its products on one core: NumPy releases the GIL inside its loops and
+BLAS calls, and OpenBLAS runs one thread per call (`one_blas_thread`), so that two products do not
+each spawn a second thread onto a busy core. Who cuts what: fast_conv (rows of the output of each
+convolution, bands of rows of a col2im, rows of a kernel gradient), transformer_layers (rows of the
+kernel gradient), networks (rows of a pooling's output), transfer (the style layers' costs, each
+whole). Each cut is exact: pieces write disjoint memory, or their own arrays added afterwards.
 
 Where NumPy's BLAS cannot be told (not the OpenBLAS NumPy ships, e.g. Accelerate or MKL), or it
 has one thread, `workers()` is 1 and every split runs as one piece in the calling thread: the

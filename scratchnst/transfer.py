@@ -88,8 +88,12 @@ def make_cost_function(network, content_x, style_xs, content_layer, style_layers
         J_content = compute_content_cost(a_C, a_G[content_layer])
         grads = {content_layer: alpha * content_cost_backward(a_C, a_G[content_layer])}
         J_style = 0.0
-        for name, lam in style_layers:
-            J_layer, da = layer_style_cost_from_target(targets[name], a_G[name])
+
+        def layer_costs(start, stop):  # the layers are independent: split across the cores (see parallel)
+            return [layer_style_cost_from_target(targets[name], a_G[name]) for name, _ in style_layers[start:stop]]
+
+        done = [result for part in parallel.split(layer_costs, len(style_layers)) for result in part]
+        for (name, lam), (J_layer, da) in zip(style_layers, done):
             J_style += lam * J_layer
             da = (beta * lam) * da
             grads[name] = grads[name] + da if name in grads else da

@@ -218,6 +218,8 @@ USAGE = {
     "bench, --seed -1": (["bench", "--seed", -1], ["argument --seed: '-1': give an integer >= 0"]),
     "stylize, --seed -1": (["stylize", "a.jpg", "b.jpg", "-o", "c.png", "--seed", -1],
                            ["argument --seed: '-1': give an integer >= 0"]),
+    "stylize, --threads 0": (["stylize", "a.jpg", "b.jpg", "-o", "c.png", "--threads", 0],
+                             ["argument --threads: '0': give an integer >= 1"]),
     "gradcheck, --seed -1": (["gradcheck", "--seed", -1], ["argument --seed: '-1': give an integer >= 0"]),
     "bench, unknown model": (["bench", "--models", "resnet"], ["argument --models: invalid choice: 'resnet'"]),
     "bench, --sizes abc": (["bench", "--sizes", "abc"], ["argument --sizes: invalid int value: 'abc'"]),

@@ -5,6 +5,7 @@ that tiny inputs are cut too, and compare every split result with the same call 
 the readable layers.
 """
 
+import os
 import threading
 
 import numpy as np
@@ -111,7 +112,7 @@ def test_environment_gives_blas_one_thread_and_the_count_to_scratchnst_without_l
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "1", "3"]
     code = "from scratchnst import parallel; print(parallel.workers())"
-    env = {**__import__("os").environ, **parallel.environment(3)}
+    env = {**os.environ, **parallel.environment(3)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "3"
 
@@ -169,3 +170,64 @@ def test_split_layers_keep_the_dtype(dtype, cut_everything):
     assert out.dtype == dtype
     assert fast_conv.conv2d_backward(np.ones_like(out), cache[0])[0].dtype == dtype
     assert tl.conv2d_weight_gradient(x, np.ones((1, 7, 7, 6), dtype), 3, 3).dtype == dtype
+
+
+POOLS = [  # (pool, pool backward, x shape, size, stride, padding)
+    ("max", (1, 13, 9, 6), 3, 2, "valid"),   # SqueezeNet's: neighbouring pieces share a row
+    ("max", (2, 12, 10, 5), 2, 2, "valid"),  # VGG-19's
+    ("avg", (1, 14, 11, 4), 3, 2, "valid"),  # a row below the last window, read by none
+    ("max", (1, 9, 8, 3), 3, 2, "same"),     # not cut
+]
+
+
+@pytest.mark.parametrize("kind, x_shape, size, stride, padding", POOLS)
+def test_split_pooling_equals_the_whole(kind, x_shape, size, stride, padding, cut_everything, monkeypatch):
+    from types import SimpleNamespace
+
+    from scratchnst import networks
+
+    monkeypatch.setattr(networks, "_SPLIT_LEAST_ELEMENTS", 1)
+    forward = layers.max_pool_forward if kind == "max" else layers.avg_pool_forward
+    backward = layers.max_pool_backward if kind == "max" else layers.avg_pool_backward
+    rng = np.random.default_rng(6)
+    x = np.maximum(rng.standard_normal(x_shape), 0)  # a ReLU's output: ties at 0, as in the networks
+    spec = SimpleNamespace(size=size, stride=stride, padding=padding)
+    out, cache = networks._pool_forward(forward, x, spec)
+    assert len(cache[1]) == (1 if padding == "same" else 2)
+    dout = rng.standard_normal(out.shape)
+    dx = networks._pool_backward(backward, dout, cache)
+    whole_out, whole_cache = forward(x, size, stride, padding)
+    np.testing.assert_array_equal(out, whole_out)
+    np.testing.assert_allclose(dx, backward(dout, whole_cache), rtol=1e-13, atol=1e-13)
+    assert dx.shape == x.shape and dx.dtype == x.dtype
+
+
+def test_a_network_step_is_the_same_split_or_whole(cut_everything, monkeypatch):
+    from scratchnst import networks
+    from scratchnst.cli import bench
+
+    monkeypatch.setattr(networks, "_SPLIT_LEAST_ELEMENTS", 1)
+    net = networks.Network("squeezenet", bench.random_params("squeezenet", dtype=np.float64), dtype=np.float64)
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-100, 100, (1, 67, 59, 3))
+    layers_wanted = ["conv1", "fire3", "fire5"]
+    acts = net.forward(x, layers_wanted)
+    grads = {name: rng.standard_normal(a.shape) for name, a in acts.items()}
+    dx = net.backward(grads)
+    parallel.set_workers(1)
+    whole = net.forward(x, layers_wanted)
+    for name in layers_wanted:
+        np.testing.assert_allclose(acts[name], whole[name], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, net.backward(grads), rtol=1e-10, atol=1e-12)
+
+
+def test_threads_on_the_command_line_become_workers_with_one_blas_thread(monkeypatch):
+    from scratchnst.cli import parser
+
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SCRATCHNST_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    parser._set_threads(None)  # the default: one thread, no workers asked for
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    assert "SCRATCHNST_WORKERS" not in os.environ
+    parser._set_threads(2)
+    assert {name: os.environ[name] for name in parallel.environment(2)} == parallel.environment(2)

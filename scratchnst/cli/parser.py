@@ -250,14 +250,19 @@ def _floats_arg(text):
         raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 0.7,0.3") from None
 
 
+_THREADS_HELP = ("cores to run on: scratchnst's layers are cut into that many pieces run at once, each "
+                 "product on one BLAS thread (see scratchnst/parallel.py); on an idle 2-core machine 2 "
+                 "were 1.1-1.7 times faster than 1, and far slower when another job used the other core")
+
+
 def _add_stylize(sub):
     p = sub.add_parser(
         "stylize",
         help="paint a content image in the style of one or more style images",
         description="Neural style transfer: change the pixels of an image, starting from CONTENT, to lower "
         "J = alpha J_content + beta J_style + tv_weight J_tv through a pretrained network. Prints the "
-        "resolved settings, a progress line on stderr, and the time per iteration at the end. BLAS runs on "
-        "one thread unless OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS, MKL_NUM_THREADS) is set.",
+        "resolved settings, a progress line on stderr, and the time per iteration at the end. It runs on "
+        "one core unless --threads (or OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS) says otherwise.",
         formatter_class=_Formatter,
     )
     p.add_argument("content", metavar="CONTENT", type=path_arg, help="the content image (a photograph)")
@@ -310,18 +315,16 @@ def _add_stylize(sub):
                    "(--iters may be raised when --scales is 1); the end is the image an uninterrupted run "
                    "gives, bit for bit (on the same machine and BLAS thread count). Checkpoints go on into "
                    "FILE unless --checkpoint says otherwise")
+    p.add_argument("--threads", type=_threads_arg, default=_Default("1, or OPENBLAS_NUM_THREADS"),
+                   help=_THREADS_HELP)
 
     def run(args):
-        import os
-
-        # One BLAS thread unless the user asks for more. On the 2-core machines scratchnst is
-        # built on, SqueezeNet's small matrix products ran 2-4 times slower with 2 OpenBLAS
-        # threads than with 1 (0.3-0.9 s against 0.15-0.25 s per iteration at 320 px with other
-        # work running), and a fixed thread count makes the image for a seed the same on every
-        # machine (OpenBLAS rounds differently when it splits a product differently). This works
-        # only because nothing has imported NumPy yet: BLAS reads these variables once.
-        for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(variable, "1")
+        # One thread unless the user asks for more. On the 2-core machines scratchnst is built on,
+        # a second core helps little at 320 px and hurts as soon as other work runs (SqueezeNet's
+        # small products ran 2-4 times slower with 2 OpenBLAS threads), and a fixed thread count
+        # makes the image for a seed the same on every machine (a product split differently
+        # rounds differently). This works only because nothing has imported NumPy yet.
+        _set_threads(_given(args.threads))
         from scratchnst.cli.stylize_command import run_stylize
 
         return run_stylize(
@@ -420,8 +423,7 @@ def _add_train(sub):
                    "be raised): the network ends bit for bit as an uninterrupted run's (same machine and threads)")
     p.add_argument("--print-every", metavar="N", type=int, default=10, help="steps between progress lines")
     p.add_argument("--threads", type=_threads_arg, default=_Default("1, or OPENBLAS_NUM_THREADS"),
-                   help="BLAS threads: on a 2-core machine 2 were 18%% faster when it was idle, 2-3 times slower "
-                   "when another job used the other core")
+                   help=_THREADS_HELP)
 
     def run(args):
         _set_threads(_given(args.threads))
@@ -459,7 +461,8 @@ def _add_apply(sub):
                    help="the image to write (one PHOTO), or the folder to write into (several)")
     p.add_argument("--size", type=int, default=_Default("each photo's own size"),
                    help="resize each photo to this long side first")
-    p.add_argument("--threads", type=_threads_arg, default=_Default("1, or OPENBLAS_NUM_THREADS"), help="BLAS threads")
+    p.add_argument("--threads", type=_threads_arg, default=_Default("1, or OPENBLAS_NUM_THREADS"),
+                   help=_THREADS_HELP)
 
     def run(args):
         _set_threads(_given(args.threads))
