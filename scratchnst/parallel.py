@@ -151,6 +151,16 @@ def split(fn, n, least=1):
         _region.release()
 
 
+def _forget_the_pool():
+    """In a child made by fork: the parent's worker threads do not exist here; make new ones when needed."""
+    global _pool, _region
+    _pool, _region = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_the_pool)
+
+
 def _piece(fn, start, stop):
     _state.inside = True
     try:

@@ -231,3 +231,22 @@ def test_threads_on_the_command_line_become_workers_with_one_blas_thread(monkeyp
     assert "SCRATCHNST_WORKERS" not in os.environ
     parser._set_threads(2)
     assert {name: os.environ[name] for name in parallel.environment(2)} == parallel.environment(2)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this system")
+def test_a_forked_child_makes_its_own_workers(cut_everything):
+    assert parallel.split(lambda a, b: (a, b), 4) == [(0, 2), (2, 4)]  # the parent's pool exists now
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: the parent's threads are gone; a split must not wait for them
+        import signal
+
+        signal.alarm(20)  # a child stuck waiting dies rather than hanging the test run
+        try:
+            ok = parallel.split(lambda a, b: (a, b), 4) == [(0, 2), (2, 4)]
+            os.write(write, b"ok" if ok else b"wrong")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    assert os.read(read, 10) == b"ok" and status == 0
