@@ -87,16 +87,20 @@ def make_cost_function(network, content_x, style_xs, content_layer, style_layers
         a_G = network.forward(x, wanted)
         J_content = compute_content_cost(a_C, a_G[content_layer])
         grads = {content_layer: alpha * content_cost_backward(a_C, a_G[content_layer])}
-        J_style = 0.0
 
-        def layer_costs(start, stop):  # the layers are independent: split across the cores (see parallel)
-            return [layer_style_cost_from_target(targets[name], a_G[name]) for name, _ in style_layers[start:stop]]
+        def style_part(start, stop):  # layers start..stop-1: their weighted cost; their gradients into grads
+            J_part = 0.0
+            for name, lam in style_layers[start:stop]:
+                J_layer, da = layer_style_cost_from_target(targets[name], a_G[name])
+                J_part += lam * J_layer
+                da = (beta * lam) * da
+                grads[name] = grads[name] + da if name in grads else da  # at once: a gradient held is memory
+            return J_part
 
-        done = [result for part in parallel.split(layer_costs, len(style_layers)) for result in part]
-        for (name, lam), (J_layer, da) in zip(style_layers, done):
-            J_style += lam * J_layer
-            da = (beta * lam) * da
-            grads[name] = grads[name] + da if name in grads else da
+        # The layers are independent: split across the cores (see parallel), unless a layer is named
+        # twice (two pieces would add into one gradient). With one worker: one piece, in order.
+        unique = len(style_names) == len(set(style_names))
+        J_style = sum(parallel.split(style_part, len(style_layers)) if unique else [style_part(0, len(style_layers))])
         J_tv = compute_total_variation_cost(x) if tv_weight else 0.0
         J = total_cost(J_content, J_style, alpha, beta) + tv_weight * J_tv
 
