@@ -252,7 +252,7 @@ def _floats_arg(text):
 
 _THREADS_HELP = ("cores to run on: scratchnst's layers are cut into that many pieces run at once, each "
                  "product on one BLAS thread (see scratchnst/parallel.py); on an idle 2-core machine 2 "
-                 "were 1.1-1.7 times faster than 1, and far slower when another job used the other core")
+                 "were 1.3-1.8 times faster than 1, and far slower when another job used the other core")
 
 
 def _add_stylize(sub):
