@@ -19,6 +19,7 @@ turns the splitting off, and `set_workers(n)` overrides the count (tests run bot
 """
 
 import contextlib
+import contextvars
 import ctypes
 import glob
 import os
@@ -125,6 +126,7 @@ def split(fn, n, least=1):
     Returns:
         the list of fn's results, in the order of the pieces.
 
+    Every piece runs in a copy of the caller's context (so under the caller's np.errstate).
     Runs as one piece, in the calling thread, when there is one worker, n < 2 * least, inside a
     piece of another split, or while another thread's split runs. A piece's exception is raised
     here after every piece has ended.
@@ -138,7 +140,9 @@ def split(fn, n, least=1):
             _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="scratchnst")
         ranges = pieces(n, count)
         with one_blas_thread():
-            futures = [_pool.submit(_piece, fn, start, stop) for start, stop in ranges[1:]]
+            # each piece in a copy of the caller's context: NumPy's errstate (np.errstate) lives there
+            futures = [_pool.submit(contextvars.copy_context().run, _piece, fn, start, stop)
+                       for start, stop in ranges[1:]]
             try:
                 first = _piece(fn, *ranges[0])  # the calling thread does a piece too
             finally:

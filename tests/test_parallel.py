@@ -250,3 +250,17 @@ def test_a_forked_child_makes_its_own_workers(cut_everything):
     os.close(write)
     _, status = os.waitpid(child, 0)
     assert os.read(read, 10) == b"ok" and status == 0
+
+
+def test_pieces_run_under_the_callers_errstate(cut_everything):
+    big = np.array([1e38], dtype=np.float32)
+
+    def piece(start, stop):
+        return np.geterr()["over"], float((big * 10)[0])  # overflows
+
+    with np.errstate(over="ignore"):
+        results = parallel.split(piece, 2)
+    assert [over for over, _ in results] == ["ignore", "ignore"]
+    assert all(value == np.inf for _, value in results)
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        parallel.split(piece, 2)
