@@ -336,6 +336,33 @@ def _sum(parts):
     return total
 
 
+def _window_products(src, plain, KH, KW, n_rows, width, windows_first, dtype):
+    """The sum over images and rows of cols(src)^T @ plain (windows_first) or plain^T @ cols(src).
+
+    cols(src): the KH x KW windows of src (N, n_rows + KH - 1, width + KW - 1, C_w), one row of
+    KH*KW*C_w values per position, copied a block of rows at a time; plain: (N, n_rows, width, C_p).
+    Returns (KH*KW*C_w, C_p) or (C_p, KH*KW*C_w). The rows are cut into pieces (`parallel.split`),
+    each summing its own products; the pieces' sums are added at the end.
+    """
+    N, C_w, C_p = src.shape[0], src.shape[3], plain.shape[3]
+    K = KH * KW * C_w
+    rows = max(1, min(n_rows, _BLOCK_BYTES // (width * K * src.itemsize)))
+
+    def part(start, stop):  # the share of rows start..stop-1 of every image
+        g = np.zeros((K, C_p) if windows_first else (C_p, K), dtype=dtype)
+        block = np.empty((rows, width, KH, KW * C_w), dtype=src.dtype)
+        for n in range(N):
+            for i in range(start, stop, rows):
+                r = min(rows, stop - i)
+                cols = block[:r]
+                cols[...] = _window_rows(src[n, i:i + r + KH - 1], KH, KW, r, width)      # the copy
+                cols_2d, plain_2d = cols.reshape(r * width, K), plain[n, i:i + r].reshape(r * width, C_p)
+                g += cols_2d.T @ plain_2d if windows_first else plain_2d.T @ cols_2d
+        return g
+
+    return _sum(parallel.split(part, n_rows, least=_least_rows(width * K * C_p * N)))
+
+
 def conv2d_weight_gradient(x, dout, KH, KW):
     """The kernel gradient of a stride-1 'valid' convolution, windows copied from the side with fewer channels.
 
@@ -366,37 +393,10 @@ def conv2d_weight_gradient(x, dout, KH, KW):
     dtype = np.result_type(x, dout)
     x = np.ascontiguousarray(x)  # the windows are read as runs of contiguous rows
     if C_in <= C_out:
-        K = KH * KW * C_in
-        rows = max(1, min(H_out, _BLOCK_BYTES // (W_out * K * x.itemsize)))
-
-        def part(start, stop):  # the share of output rows start..stop-1 of every image
-            g = np.zeros((K, C_out), dtype=dtype)
-            block = np.empty((rows, W_out, KH, KW * C_in), dtype=x.dtype)
-            for n in range(N):
-                for i in range(start, stop, rows):
-                    r = min(rows, stop - i)
-                    cols = block[:r]
-                    cols[...] = _window_rows(x[n, i:i + r + KH - 1], KH, KW, r, W_out)      # the copy
-                    g += cols.reshape(r * W_out, K).T @ dout[n, i:i + r].reshape(r * W_out, C_out)
-            return g
-
-        return _sum(parallel.split(part, H_out, least=_least_rows(W_out * K * C_out * N))).reshape(KH, KW, C_in, C_out)
-    K = KH * KW * C_out
+        g = _window_products(x, dout, KH, KW, H_out, W_out, True, dtype)       # (KH*KW*C_in, C_out)
+        return g.reshape(KH, KW, C_in, C_out)                     # rows were in (kh, kw, ci) order
     dpad = np.pad(dout, ((0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1), (0, 0)))  # (N, Hp + KH - 1, Wp + KW - 1, C_out)
-    rows = max(1, min(Hp, _BLOCK_BYTES // (Wp * K * dout.itemsize)))
-
-    def part_full(start, stop):  # the share of input rows start..stop-1 of every image
-        g = np.zeros((C_in, K), dtype=dtype)
-        block = np.empty((rows, Wp, KH, KW * C_out), dtype=dout.dtype)
-        for n in range(N):
-            for a in range(start, stop, rows):
-                r = min(rows, stop - a)
-                cols = block[:r]
-                cols[...] = _window_rows(dpad[n, a:a + r + KH - 1], KH, KW, r, Wp)        # the copy
-                g += x[n, a:a + r].reshape(r * Wp, C_in).T @ cols.reshape(r * Wp, K)
-        return g
-
-    g = _sum(parallel.split(part_full, Hp, least=_least_rows(Wp * K * C_in * N)))
+    g = _window_products(dpad, x, KH, KW, Hp, Wp, False, dtype)                # (C_in, KH*KW*C_out)
     # g[ci, u, v, co] = sum x[a, b, ci] dout[a - (KH-1-u), b - (KW-1-v), co]: tap (kh, kw) = (KH-1-u, KW-1-v)
     return np.ascontiguousarray(g.reshape(C_in, KH, KW, C_out)[:, ::-1, ::-1, :].transpose(1, 2, 0, 3))
 
