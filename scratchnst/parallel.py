@@ -11,11 +11,12 @@ convolution, bands of rows of a col2im, rows of a kernel gradient), transformer_
 kernel gradient), networks (rows of a pooling's output), transfer (the style layers' costs, each
 whole). Each cut is exact: pieces write disjoint memory, or their own arrays added afterwards.
 
-Where NumPy's BLAS cannot be told (not the OpenBLAS NumPy ships, e.g. Accelerate or MKL), or it
-has one thread, `workers()` is 1 and every split runs as one piece in the calling thread: the
-results are the same, only the speed differs. The command line starts NumPy with one BLAS thread
-and gives the count in $SCRATCHNST_WORKERS instead (`environment`; --threads N); SCRATCHNST_WORKERS=1
-turns the splitting off, and `set_workers(n)` overrides the count (tests run both ways).
+How many workers: $SCRATCHNST_WORKERS when set (the command line sets it for --threads N, and
+starts NumPy's BLAS on one thread: `environment`); else the BLAS's own thread count where it can be
+read and set (the OpenBLAS of NumPy's wheels), its products then held to one thread for a run by
+`hold`; else 1. With one worker every split runs as one piece in the calling thread: the results
+are the same, only the speed differs. SCRATCHNST_WORKERS=1 turns the splitting off, and
+`set_workers(n)` overrides the count (tests run both ways).
 """
 
 import contextlib
