@@ -255,6 +255,11 @@ _THREADS_HELP = ("cores to run on: scratchnst's layers are cut into that many pi
                  "were 1.3-1.8 times faster than 1, and far slower when another job used the other core")
 
 
+def _add_threads(p):
+    """--threads, as stylize, train and apply take it (see _set_threads)."""
+    p.add_argument("--threads", type=_threads_arg, default=_Default("1, or OPENBLAS_NUM_THREADS"), help=_THREADS_HELP)
+
+
 def _add_stylize(sub):
     p = sub.add_parser(
         "stylize",
@@ -313,10 +318,9 @@ def _add_stylize(sub):
     p.add_argument("--resume", metavar="FILE", default=_Default("a new run"), type=path_arg,
                    help="continue the run saved in this checkpoint: give the same images and settings "
                    "(--iters may be raised when --scales is 1); the end is the image an uninterrupted run "
-                   "gives, bit for bit (on the same machine and BLAS thread count). Checkpoints go on into "
+                   "gives, bit for bit (on the same machine and --threads). Checkpoints go on into "
                    "FILE unless --checkpoint says otherwise")
-    p.add_argument("--threads", type=_threads_arg, default=_Default("1, or OPENBLAS_NUM_THREADS"),
-                   help=_THREADS_HELP)
+    _add_threads(p)
 
     def run(args):
         # One thread unless the user asks for more. On the 2-core machines scratchnst is built on,
@@ -422,8 +426,7 @@ def _add_train(sub):
                    help="continue the run saved in this checkpoint, with the same settings and files (--iters may "
                    "be raised): the network ends bit for bit as an uninterrupted run's (same machine and threads)")
     p.add_argument("--print-every", metavar="N", type=int, default=10, help="steps between progress lines")
-    p.add_argument("--threads", type=_threads_arg, default=_Default("1, or OPENBLAS_NUM_THREADS"),
-                   help=_THREADS_HELP)
+    _add_threads(p)
 
     def run(args):
         _set_threads(_given(args.threads))
@@ -461,8 +464,7 @@ def _add_apply(sub):
                    help="the image to write (one PHOTO), or the folder to write into (several)")
     p.add_argument("--size", type=int, default=_Default("each photo's own size"),
                    help="resize each photo to this long side first")
-    p.add_argument("--threads", type=_threads_arg, default=_Default("1, or OPENBLAS_NUM_THREADS"),
-                   help=_THREADS_HELP)
+    _add_threads(p)
 
     def run(args):
         _set_threads(_given(args.threads))
