@@ -248,19 +248,25 @@ _COST_CASES = {
 
 
 # ------------------------------------------------------------------------------- transformer
+def _copying_layer_case(name, label, x, amount, forward, backward, torch_forward):
+    """A row for a layer that only copies x's values (padding, upsampling) by `amount`; x (N, H, W, C)."""
+    N, H, W, C = x.shape
+    return Case(
+        name, f"{label} {H}x{W}x{C} N={N}", {"x": x},
+        lambda x: forward(x, amount), lambda dout, cache: (backward(dout, cache),),
+        lambda x: torch_forward(x, amount),
+        h=1e-3,  # linear in x: no truncation error at any step
+    )
+
+
 def transformer_cases(seed=0):
     """The real-time style network's layers on odd shapes, and a small whole network's gradients."""
     rng = np.random.default_rng([seed, 200])
     cases = []
     for shape, pad in (((2, 5, 7, 3), 2), ((1, 6, 4, 2), 3), ((1, 3, 3, 2), 1)):
-        N, H, W, C = shape
-        cases.append(Case(
-            "reflection_pad", f"p{pad} {H}x{W}x{C} N={N}", {"x": rng.standard_normal(shape)},
-            lambda x, pad=pad: tl.reflection_pad_forward(x, pad),
-            lambda dout, cache: (tl.reflection_pad_backward(dout, cache),),
-            lambda x, pad=pad: torch_ref.reflection_pad(x, pad),
-            h=1e-3,  # linear in x: no truncation error at any step
-        ))
+        cases.append(_copying_layer_case("reflection_pad", f"p{pad}", rng.standard_normal(shape), pad,
+                                         tl.reflection_pad_forward, tl.reflection_pad_backward,
+                                         torch_ref.reflection_pad))
     for shape in ((2, 5, 7, 3), (1, 3, 4, 5)):
         N, H, W, C = shape
         cases.append(Case(
@@ -270,14 +276,9 @@ def transformer_cases(seed=0):
             lambda dout, cache: tl.instance_norm_backward(dout, cache), torch_ref.instance_norm,
         ))
     for shape, factor in (((2, 3, 5, 2), 2), ((1, 2, 3, 3), 3)):
-        N, H, W, C = shape
-        cases.append(Case(
-            "upsample_nearest", f"x{factor} {H}x{W}x{C} N={N}", {"x": rng.standard_normal(shape)},
-            lambda x, factor=factor: tl.upsample_nearest_forward(x, factor),
-            lambda dout, cache: (tl.upsample_nearest_backward(dout, cache),),
-            lambda x, factor=factor: torch_ref.upsample_nearest(x, factor),
-            h=1e-3,
-        ))
+        cases.append(_copying_layer_case("upsample_nearest", f"x{factor}", rng.standard_normal(shape), factor,
+                                         tl.upsample_nearest_forward, tl.upsample_nearest_backward,
+                                         torch_ref.upsample_nearest))
     cases.append(Case(
         "residual", "5x7x3 N=2", {"x": rng.standard_normal((2, 5, 7, 3)), "fx": rng.standard_normal((2, 5, 7, 3))},
         lambda x, fx: tl.residual_forward(x, fx), lambda dout, cache: tl.residual_backward(dout, cache),
