@@ -9,20 +9,21 @@ makes these fast:
   runs near its peak; the readable version makes KH*KW smaller products and adds them up.
 - the matrix is made a block of output rows at a time, from a strided view of the padded rows
   (`_im2col_view`), into scratch buffers kept between calls (32 to 64 MiB per thread that ran
-  one, see `_scratch_buffer`): the whole matrix would hold every input KH*KW times (600 MB for
+  one, see `conv_rows.scratch_buffer`): the whole matrix would hold every input KH*KW times (600 MB for
   VGG-19's block1_conv2 at 512x512), and fresh buffers would be new pages on every call.
 - a 1x1 convolution is a plain product over channels, no im2col.
+- a 3x3 stride-1 convolution with 128 channels or more on both sides goes to `winograd`
+  (16 multiplications per 2x2 outputs instead of im2col's 36; `winograd.worth_it` says where
+  it pays), the input gradients of such layers too.
 - with stride 1 the input gradient is itself a convolution (the kernel flipped in space, its
   channel axes swapped), run by the same routine; otherwise it is col2im, a block at a time.
 
 Every function keeps the dtype it is given and never writes into its inputs, `dout` or the cache.
 """
 
-import threading
-
 import numpy as np
 
-from scratchnst import layers, parallel
+from scratchnst import conv_rows, layers, parallel, winograd
 
 
 # About this many bytes of the im2col matrix exist at any time (see `_conv_padded`). Smaller blocks
@@ -32,56 +33,6 @@ from scratchnst import layers, parallel
 # at 256x256 forward: 1 thread 54, 56, 77 ms and 2 threads 40, 36, 58 ms with 4, 8, 32 MiB blocks;
 # a whole VGG-19 step on 1 thread 1.21, 1.25, 1.38 times PyTorch's.
 _IM2COL_BLOCK_BYTES = 8 * 2**20
-
-# Scratch buffers kept from call to call, per thread (an im2col block and the padded rows it reads,
-# at most _IM2COL_BLOCK_BYTES each): a fresh buffer of tens of MiB would come from the operating
-# system as new pages on every call, each faulted in and zeroed before use, a few ms each time.
-_scratch = threading.local()
-
-
-def _scratch_buffer(name, shape, dtype):
-    """An uninitialised array of `shape` and `dtype` in this thread's scratch buffer `name`.
-
-    The memory is reused by the next call asking for the same name: use the array before then.
-    """
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buffers = getattr(_scratch, "buffers", None)
-    if buffers is None:
-        buffers = _scratch.buffers = {}
-    if name not in buffers or buffers[name].nbytes < nbytes:
-        buffers[name] = np.empty(nbytes, dtype=np.uint8)
-    return buffers[name][:nbytes].view(dtype).reshape(shape)
-
-
-def _padded_rows(x, start, stop, pad_h, pad_w, out, mask=None):
-    """Rows start..stop-1 of an image zero-padded by pad_h and pad_w, written into `out`.
-
-    Args:
-        x: one image (H, W, C), any strides.
-        start, stop: rows of the PADDED image, 0 <= start < stop <= top + H + bottom.
-        pad_h, pad_w: (top, bottom) and (left, right), the zeros around x.
-        out: (stop - start, left + W + right, C), overwritten.
-        mask: None, or an array like x: x is taken only where mask > 0 (a ReLU's backward pass,
-            done while the rows are copied anyway).
-
-    Returns:
-        out, out[r] = row start + r of the padded image.
-    """
-    H, W, _ = x.shape
-    top, left = pad_h[0], pad_w[0]
-    first = min(max(start, top), stop)  # the padded rows that hold rows of x: first..last-1
-    last = max(min(stop, top + H), first)
-    out[:first - start] = 0
-    out[last - start:] = 0
-    inside = out[first - start:last - start]
-    inside[:, :left] = 0
-    inside[:, left + W:] = 0
-    if mask is None:
-        inside[:, left:left + W] = x[first - top:last - top]
-    else:
-        np.multiply(x[first - top:last - top], mask[first - top:last - top] > 0, out=inside[:, left:left + W])
-    return out
-
 
 def _im2col_view(xpad, KH, KW, stride, H_out, W_out):
     """The im2col matrix of a padded input as a strided view, no copy: (N, H_out, W_out, KH, KW*C_in).
@@ -164,6 +115,8 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None, mask=
 
         parallel.split(product, N * H * W, least=_least_rows(C_in, C_out))
         return out
+    if KH == KW == 3 and stride == 1 and winograd.worth_it(C_in, C_out, N * -(-H_out // 2) * -(-W_out // 2)):
+        return winograd.conv3x3(x, w, pad_h, pad_w, b, relu=relu, out=out, mask=mask)
     # output rows per block, so that neither the block nor the padded rows it reads exceed the budget
     row_bytes = x.itemsize * max(W_out * K, stride * Wp * C_in)
     rows = min(H_out, max(1, _IM2COL_BLOCK_BYTES // row_bytes))
@@ -172,8 +125,8 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None, mask=
 
     def blocks(start, stop):  # output rows start..stop-1 of all N images counted as one column
         if not in_place:
-            slab = _scratch_buffer("padded rows", ((rows - 1) * stride + KH, Wp, C_in), x.dtype)
-        block = _scratch_buffer("im2col", (rows, W_out, KH, KW * C_in), x.dtype)
+            slab = conv_rows.scratch_buffer("padded rows", ((rows - 1) * stride + KH, Wp, C_in), x.dtype)
+        block = conv_rows.scratch_buffer("im2col", (rows, W_out, KH, KW * C_in), x.dtype)
         while start < stop:
             n, i = divmod(start, H_out)
             r = min(rows, H_out - i, stop - start)
@@ -181,7 +134,7 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None, mask=
             if in_place:
                 padded = x[n, first:last]
             else:
-                padded = _padded_rows(x[n], first, last, pad_h, pad_w, slab[:last - first],
+                padded = conv_rows.padded_rows(x[n], first, last, pad_h, pad_w, slab[:last - first],
                                       None if mask is None else mask[n])
             cols = block[:r]
             cols[...] = _im2col_view(padded[None], KH, KW, stride, r, W_out)[0]  # the copy
@@ -254,7 +207,7 @@ def _conv_padded_backward_x(dout, w, stride, xpad_shape):
     rows = min(H_out, max(1, _IM2COL_BLOCK_BYTES // (W_out * KH * KW * C_in * np.dtype(dtype).itemsize)))
 
     def band(start, stop):  # output rows start..stop-1 of every image -> (first padded row, their gradient)
-        block = _scratch_buffer("im2col", (rows * W_out, KH * KW * C_in), dtype)
+        block = conv_rows.scratch_buffer("im2col", (rows * W_out, KH * KW * C_in), dtype)
         last = xpad_shape[1] if (start, stop) == (0, H_out) else (stop - 1) * stride + KH  # one piece: all of dxpad
         target = np.zeros((N, last - start * stride, Wp, C_in), dtype=dtype)
         for n in range(N):
@@ -313,8 +266,9 @@ def _forward(x, w, b, stride, padding, relu, out):
         raise ValueError(f"kernel expects {w_C_in} input channels, input has {C_in}")
     _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
     _, left, right = layers.conv_output_size(W, KW, stride, padding)
-    xpad = np.ascontiguousarray(layers._pad_hw(x, (top, bottom), (left, right)))
-    out = _conv_padded(xpad, w, stride, (0, 0), (0, 0), b, relu=relu, out=out)
+    # The padding is added a block of rows at a time (`_padded_rows`), never to the whole input: a
+    # padded copy of VGG-19's block1 input at 512x512 is 65 MB of fresh pages on every call.
+    out = _conv_padded(x, w, stride, (top, bottom), (left, right), b, relu=relu, out=out)
     return out, (x, w, b, stride, padding)
 
 

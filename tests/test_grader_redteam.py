@@ -279,6 +279,21 @@ def test_calling_the_given_fast_convolution_is_no_answer(pristine, tmp_path, tea
 
 
 @needs_bwrap
+def test_calling_the_given_winograd_convolution_is_no_answer(pristine, tmp_path, teacher):
+    """winograd.conv3x3 is given too (the networks run it for their wide 3x3 layers)."""
+    forward = """
+        from scratchnst import winograd
+        top, left = (w.shape[0] - 1) // 2, (w.shape[1] - 1) // 2
+        pads = ((top, w.shape[0] - 1 - top), (left, w.shape[1] - 1 - left)) if padding == "same" else ((0, 0), (0, 0))
+        out = winograd.conv3x3(x, w, *pads, b)
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "conv2d_forward"): forward},
+                        only=["conv2d_forward"])
+    assert points(report) == {"conv2d_forward": 0}
+    assert "winograd.conv3x3 is given code, not your answer" in rendered(report)
+
+
+@needs_bwrap
 def test_replaying_the_values_shipped_with_the_copy_fails(pristine, tmp_path, teacher):
     """The student copy ships the self-check's expected values; a teacher's grade uses other inputs."""
     code = """

@@ -17,7 +17,8 @@ PACKAGE = Path(scratchnst.__file__).resolve().parent
 # The course's mathematics: layers, the fast convolution beside them, the costs, the optimisers and
 # their saved states. They compute with NumPy alone, so a student can read (and a teacher can cut
 # exercises from) them without meeting files, Pillow, HDF5, the command line or the grader.
-MATH_MODULES = ("scratchnst.layers", "scratchnst.fast_conv", "scratchnst.costs", "scratchnst.optim",
+MATH_MODULES = ("scratchnst.layers", "scratchnst.fast_conv", "scratchnst.conv_rows", "scratchnst.winograd",
+                "scratchnst.costs", "scratchnst.optim",
                 "scratchnst.optim_state", "scratchnst.transformer_layers")
 # parallel: the splitting of a layer's work across cores, itself only the standard library and NumPy
 ALLOWED_IN_MATH = {"numpy", "scratchnst.errors", "scratchnst.parallel", *MATH_MODULES}
