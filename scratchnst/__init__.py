@@ -4,6 +4,7 @@
     fast_conv       the convolution the networks run: im2col a block of rows at a time, same results
     winograd        3x3 stride-1 convolution by F(2x2, 3x3), for fast_conv's wide layers
     conv_rows       padded input rows and per-thread scratch buffers of both fast convolutions
+    fire_rows       a SqueezeNet fire module's three convolutions by bands of rows, one split for all three
     parallel        a layer's work cut into pieces run at once on the cores BLAS was given
     transformer_layers  reflection padding, instance norm, nearest upsampling, residual sum, scaled tanh
     transformer_net  the real-time style network (Johnson 2016): forward, backward by hand, HDF5 files
@@ -29,7 +30,7 @@
     cli/            the `scratchnst` command: parsing, stylize, weights, bench, interrupts
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
 
-The math modules (layers, fast_conv, conv_rows, winograd, transformer_layers, costs, optim, optim_state) import nothing
+The math modules (layers, fast_conv, conv_rows, winograd, fire_rows, transformer_layers, costs, optim, optim_state) import nothing
 but the standard library, NumPy, errors and parallel (itself NumPy and the standard library); cli/ and exercises/ sit at the edge: nothing of the
 course imports them.
 """

@@ -179,7 +179,7 @@ def _bias_relu(rows, b, relu):
 _FEW_CHANNELS = 8
 
 
-def _conv_padded_backward_x(dout, w, stride, xpad_shape):
+def _conv_padded_backward_x(dout, w, stride, xpad_shape, mask=None):
     """Gradient of `_conv_padded` with respect to the padded input, by col2im a block at a time.
 
     Args:
@@ -187,6 +187,8 @@ def _conv_padded_backward_x(dout, w, stride, xpad_shape):
         w: (KH, KW, C_in, C_out).
         stride: int.
         xpad_shape: (N, Hp, Wp, C_in), the shape of the padded input.
+        mask: None, or an array like dout: dout is taken only where mask > 0 (the gradient through
+            the ReLU whose output is mask), applied a block at a time as the rows are read.
 
     Returns:
         dxpad: (N, Hp, Wp, C_in), the sum over windows and taps of
@@ -213,7 +215,11 @@ def _conv_padded_backward_x(dout, w, stride, xpad_shape):
         for n in range(N):
             for i in range(start, stop, rows):
                 r = min(rows, stop - i)
-                dcols = np.matmul(dout[n, i:i + r].reshape(r * W_out, C_out), w_cols.T, out=block[:r * W_out])
+                d = dout[n, i:i + r]
+                if mask is not None:
+                    d = np.multiply(d, mask[n, i:i + r] > 0,
+                                    out=conv_rows.scratch_buffer("masked rows", d.shape, dtype))
+                dcols = np.matmul(d.reshape(r * W_out, C_out), w_cols.T, out=block[:r * W_out])
                 dcols = dcols.reshape(r, W_out, KH, KW, C_in)  # the gradient of the block's im2col rows
                 for kh, kw, view in layers._window_taps(target[n:n + 1, (i - start) * stride:], KH, KW, stride, r,
                                                         W_out):
@@ -294,14 +300,12 @@ def conv2d_relu_backward(dout, cache):
         cache: from conv2d_relu_forward.
 
     Returns:
-        dx: (N, H, W, C_in). With stride 1 the ReLU's mask is applied as the input gradient's
-        convolution copies dout's rows (no array of dJ/dz is made); otherwise as relu_backward does.
+        dx: (N, H, W, C_in). The ReLU's mask is applied as the rows of dout are read, by the
+        input gradient's convolution (stride 1) or a block at a time by col2im (no array of dJ/dz
+        is made either way), with relu_backward's arithmetic: dout times the 0/1 mask.
     """
     conv_cache, out = cache
-    x, _, _, stride, _ = conv_cache
-    if stride == 1 and x.shape[3] >= _FEW_CHANNELS:
-        return _input_gradient(dout, conv_cache, relu_out=out)
-    return _input_gradient(layers.relu_backward(dout, out), conv_cache)
+    return _input_gradient(dout, conv_cache, relu_out=out)
 
 
 def _weight_gradients(dout, cache):
@@ -331,7 +335,7 @@ def _weight_gradients(dout, cache):
 
 
 def _input_gradient(dout, cache, relu_out=None):
-    """dJ/dx of conv2d_forward; dout is taken only where relu_out > 0 if relu_out is given (stride 1)."""
+    """dJ/dx of conv2d_forward; dout is taken only where relu_out > 0 if relu_out is given."""
     x, w, b, stride, padding = cache
     N, H, W, C_in = x.shape
     KH, KW, _, C_out = w.shape
@@ -343,20 +347,31 @@ def _input_gradient(dout, cache, relu_out=None):
         # Gradient w.r.t. the padded input = 'full' correlation with the flipped kernel. Pad dout
         # by K-1 on each side, less the rows/columns of xpad we would crop anyway (we want dx,
         # not dxpad); an integer padding wider than K-1 makes an amount negative: crop there.
-        # w_flip[kh, kw] = w[KH-1-kh, KW-1-kw].T, shape (KH, KW, C_out, C_in), stored with C_in
-        # outermost: the copy then moves runs of C_out contiguous values (a plain transposing copy
-        # is ~8x slower), and w_flip.reshape(KH*KW*C_out, C_in) stays a view that BLAS reads transposed.
-        w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(2, 0, 1, 3)).transpose(1, 2, 3, 0)
+        w_flip = flipped_kernel(w)
         pads = ((KH - 1 - top, KH - 1 - bottom + (Hp - KH + 1 - H_out)),
                 (KW - 1 - left, KW - 1 - right + (Wp - KW + 1 - W_out)))
         d, pad_h, pad_w = _crop_negative_padding(dout, *pads)
         mask = None if relu_out is None else _crop_negative_padding(relu_out, *pads)[0]
         return _conv_padded(d, w_flip, 1, pad_h, pad_w, mask=mask)
-    if relu_out is not None:
-        raise ValueError("a ReLU mask is applied here only for stride 1 (see conv2d_relu_backward)")
     # Strides > 1 (and few input channels): each window's share dout @ w.T, put back in place.
-    dxpad = _conv_padded_backward_x(dout, w, stride, (N, Hp, Wp, C_in))
+    dxpad = _conv_padded_backward_x(dout, w, stride, (N, Hp, Wp, C_in), mask=relu_out)
     return np.ascontiguousarray(dxpad[:, top:top + H, left:left + W, :])
+
+
+def flipped_kernel(w):
+    """The kernel of a stride-1 convolution's input gradient: w flipped in space, channel axes swapped.
+
+    Args:
+        w: (KH, KW, C_in, C_out).
+
+    Returns:
+        w_flip: (KH, KW, C_out, C_in), w_flip[kh, kw] = w[KH-1-kh, KW-1-kw].T.
+
+    Stored with C_in outermost: the copy then moves runs of C_out contiguous values (a plain
+    transposing copy is ~8x slower), and w_flip.reshape(KH*KW*C_out, C_in) stays a view that BLAS
+    reads transposed.
+    """
+    return np.ascontiguousarray(w[::-1, ::-1].transpose(2, 0, 1, 3)).transpose(1, 2, 3, 0)
 
 
 def _crop_negative_padding(x, pad_h, pad_w):

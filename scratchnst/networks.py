@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnst import fast_conv, layers, parallel
+from scratchnst import fast_conv, fire_rows, layers, parallel
 from scratchnst import weights as weights_io
 from scratchnst.architectures import ARCHITECTURES, POOLINGS, SQUEEZENET, VGG19, parameter_problem  # noqa: F401
 from scratchnst.errors import UsageError, UserError
@@ -143,6 +143,18 @@ class Network:
                 self._widths[step.name] = int(bounds[-1])
                 for name, start, stop in zip(step.inputs, bounds[:-1], bounds[1:]):
                     self._branches[name] = (step.name, int(start), int(stop))
+        # The fire modules run as one (`fire_rows`): {squeeze step name: (squeeze, expand1, expand3
+        # steps, concat name)} and {concat name: squeeze step name}.
+        steps = {step.name: step for step in self.arch.steps}
+        self._fires, self._fire_of_concat = {}, {}
+        for step in self.arch.steps:
+            if step.op == "concat" and len(step.inputs) == 2:
+                expand1, expand3 = (steps[name] for name in step.inputs)
+                if expand1.op == expand3.op == "conv" and expand1.inputs[0] in steps:
+                    squeeze = steps[expand1.inputs[0]]
+                    if squeeze.op == "conv" and fire_rows.can_fuse(squeeze, expand1, expand3):
+                        self._fires[squeeze.name] = (squeeze, expand1, expand3, step.name)
+                        self._fire_of_concat[step.name] = squeeze.name
         self._caches = None  # {step name: cache} of the last forward
         self._shapes = None  # {step name: activation shape} of the last forward
 
@@ -188,7 +200,16 @@ class Network:
 
         self._caches = self._shapes = None  # free the last forward's caches before making new ones
         activations, caches, joined = {"input": x}, {}, {}
-        for step in self.arch.steps[:self.arch.index[deepest] + 1]:
+        last = self.arch.index[deepest]
+        done = set()  # the expands of fire modules run whole
+        for step in self.arch.steps[:last + 1]:
+            if step.name in done:
+                continue
+            fire = self._fires.get(step.name)
+            if fire is not None and self.arch.index[fire[3]] <= last:
+                self._fire_forward(fire, activations, caches, joined)
+                done.update((fire[1].name, fire[2].name))
+                continue
             out, caches[step.name] = self._step_forward(step, [activations[name] for name in step.inputs], joined)
             activations[step.name] = out
         self._caches = caches
@@ -228,6 +249,22 @@ class Network:
         # the branches have written themselves into it (the same as layers.concat_forward(inputs))
         return joined.pop(step.name), (tuple(a.shape[-1] for a in inputs), -1)
 
+    def _fire_forward(self, fire, activations, caches, joined):
+        """A fire module's three convolutions at once (`fire_rows`); their caches as _step_forward makes them."""
+        squeeze, expand1, expand3, concat = fire
+        x = activations[squeeze.inputs[0]]
+        N, H, W, _ = x.shape
+        joined[concat] = np.empty((N, H, W, self._widths[concat]), self.dtype)
+        s = fire_rows.fire_forward(x, self.params[squeeze.name], self.params[expand1.name],
+                                   self.params[expand3.name], joined[concat])
+        E1 = expand1.kernel_shape[3]
+        activations[squeeze.name] = s
+        activations[expand1.name] = joined[concat][..., :E1]
+        activations[expand3.name] = joined[concat][..., E1:]
+        for step, source in ((squeeze, x), (expand1, s), (expand3, s)):
+            kernel, bias = self.params[step.name]
+            caches[step.name] = ((source, kernel, bias, 1, step.spec.padding), activations[step.name])
+
     # ------------------------------------------------------------------------ backward
     def backward(self, grads):
         """Back-propagate gradients given at several layers to the input pixels, in one pass.
@@ -266,17 +303,35 @@ class Network:
             dout = pending.pop(step.name, None)
             if dout is None:
                 continue  # nothing flows back through this step (e.g. above every gradient given)
-            for source, dx in zip(step.inputs, self._step_backward(step, dout, self._caches[step.name])):
+            fire = self._fires.get(self._fire_of_concat.get(step.name))
+            if fire is not None and fire[1].name in self._caches and not {fire[1].name, fire[2].name} & set(pending):
+                # a whole fire module at once (`fire_rows`), unless gradients were given at its expands
+                step, inputs = fire[0], [self._fire_backward(fire, dout, pending.pop(fire[0].name, None))]
+            else:
+                inputs = self._step_backward(step, dout, self._caches[step.name])
+            for source, dx in zip(step.inputs, inputs):
                 if source not in pending:
                     pending[source] = dx  # a convolution's or pool's dx is fresh; a concat's is a view
                     if step.op != "concat":
                         owned.add(source)
                 elif source in owned:
                     pending[source] += dx  # a fire module's squeeze output: its two branches' sum
+                elif step.op != "concat":  # dx is fresh: add the caller's gradient into it (a + b == b + a)
+                    dx += pending[source]
+                    pending[source] = dx
+                    owned.add(source)
                 else:  # never add into a caller's gradient or a view of another step's
                     pending[source] = pending[source] + dx
                     owned.add(source)
         return pending["input"]
+
+    def _fire_backward(self, fire, dout, ds_given):
+        """dJ/d(a fire module's input) from dJ/d(its output) (and one given at its squeeze output, or None)."""
+        squeeze, expand1, expand3, _ = fire
+        (x, *_), s = self._caches[squeeze.name]
+        return fire_rows.fire_backward(dout, x.shape, self.params[squeeze.name], self.params[expand1.name],
+                                       self.params[expand3.name], s, self._caches[expand1.name][1],
+                                       self._caches[expand3.name][1], ds_given)
 
     def _step_backward(self, step, dout, cache):
         """Gradients with respect to each of a step's inputs, in the order of step.inputs."""

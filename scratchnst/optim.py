@@ -316,24 +316,31 @@ def strong_wolfe_line_search(phi, f0, dphi0, alpha1, c1=1e-4, c2=0.9, max_evals=
     return (*best, False)
 
 
-def _free_mask(x, g, box):
-    """True where x may move: not held at a bound by a gradient that pushes it outside the box."""
-    if box is None:
-        return np.ones(x.shape, dtype=bool)
-    lo, hi = box
-    return ~(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)))
+def _at_bounds(x, box):
+    """Indices of the coordinates of x on a bound of the box, (k,) ints (none without a box).
 
-
-def _rest_outward(d, x, box):
-    """Zero the components of d that point out of the box from a coordinate already at a bound.
-
-    Such a coordinate would be clipped back at once; leaving it in d would only make the line
-    search's slope g.d promise a decrease the projected path cannot deliver.
+    The box's rules below only concern these: in style transfer a few saturated pixels, so each
+    rule touches k values instead of making masks of all n (a pass over n each).
     """
     if box is None:
-        return d
+        return np.empty(0, dtype=np.intp)
     lo, hi = box
-    return np.where(((x <= lo) & (d < 0)) | ((x >= hi) & (d > 0)), 0, d)
+    return np.flatnonzero((x <= lo) | (x >= hi))
+
+
+def _outward(v, x, box, at, sign=1):
+    """Of the indices `at` (on a bound), those where sign * v points out of the box: at lo below 0, at hi above.
+
+    With v = g and sign -1 these are the coordinates held at a bound by a gradient that pushes them outside
+    (not in the free set); with v = d, the components of a direction that would be clipped back at
+    once: left in d they would make the line search's slope g.d promise a decrease the projected
+    path cannot deliver.
+    """
+    if box is None or at.size == 0:
+        return at
+    lo, hi = box
+    xa, va = x[at], sign * v[at]
+    return at[((xa <= lo[at]) & (va < 0)) | ((xa >= hi[at]) & (va > 0))]
 
 
 def _cost_settled(f_old, f, ftol):
@@ -428,17 +435,24 @@ def lbfgs(
         return OptimizeResult(x, f, aux, done, evaluate.n_evals, history, "converged: cost change below ftol", skipped)
     message = f"done {max(iters, done)} iterations"  # a resumed run may start at or past iters
     for iteration in range(done + 1, iters + 1):
-        free = _free_mask(x, g, box)
-        pg = np.where(free, g, 0)
+        at = _at_bounds(x, box)
+        held = _outward(g, x, box, at, sign=-1)  # held at a bound by the gradient: outside the free set
+        pg = g
+        if held.size:
+            pg = g.copy()
+            pg[held] = 0
         if np.max(np.abs(pg), initial=0.0) <= gtol:
             message = "converged: projected gradient below gtol"
             break
-        d = _rest_outward(np.where(free, -lbfgs_direction(pg, pairs), 0), x, box)
+        d = np.negative(lbfgs_direction(pg, pairs))
+        d[held] = 0
+        d[_outward(d, x, box, at)] = 0
         dphi0 = float(np.dot(g, d))
         if not dphi0 < 0:
             # Round-off made H useless along this gradient: forget the pairs, go steepest descent.
             pairs.clear()
-            d = _rest_outward(-pg, x, box)
+            d = np.negative(pg)
+            d[_outward(d, x, box, at)] = 0
             dphi0 = float(np.dot(g, d))
             if not dphi0 < 0:
                 message = "converged: no descent direction inside the box"
@@ -446,10 +460,17 @@ def lbfgs(
 
         def phi(alpha):  # f along the projected path from this iteration's x, in direction d
             x_trial = x + alpha * d
-            moving = np.ones(x.shape, dtype=bool) if box is None else (x_trial >= box[0]) & (x_trial <= box[1])
-            x_trial = _project(x_trial, box)
+            # the coordinates the step takes out of the box: clipped back, and left out of the slope
+            out = np.empty(0, dtype=np.intp) if box is None else np.flatnonzero((x_trial < box[0]) | (x_trial > box[1]))
+            if out.size:
+                x_trial[out] = np.clip(x_trial[out], box[0][out], box[1][out])
             f_trial, g_trial, aux_trial = evaluate(x_trial)
-            slope = float(np.dot(g_trial[moving], d[moving]))
+            if out.size:
+                moving = np.ones(x.shape, dtype=bool)
+                moving[out] = False
+                slope = float(np.dot(g_trial[moving], d[moving]))
+            else:
+                slope = float(np.dot(g_trial, d))
             return f_trial, slope, (x_trial, g_trial, aux_trial)
 
         alpha1 = 1.0 if pairs else 1.0 / float(np.linalg.norm(d))

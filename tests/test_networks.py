@@ -9,7 +9,7 @@ import pytest
 
 from network_helpers import (CONVS, FIRES, TORCH_MODELS, max_rel_error, random_params, read_all_datasets,
                              torch_params, write_keras_weights)
-from scratchnst import fast_conv, networks, torch_ref
+from scratchnst import fast_conv, networks, parallel, torch_ref
 from scratchnst.errors import UsageError, UserError
 
 FIRE_NAMES = [fire for fire, _, _ in FIRES]
@@ -187,12 +187,14 @@ def test_fire_module_output_is_expand1x1_then_expand3x3(squeezenet_random):
 def test_forward_runs_only_as_deep_as_the_deepest_layer_asked(vgg_random, squeezenet_random, monkeypatch,
                                                               model, wanted, convs):
     net = vgg_random if model == "vgg19" else squeezenet_random
-    calls = []
-    real = fast_conv.conv2d_relu_forward
-    monkeypatch.setattr(fast_conv, "conv2d_relu_forward",
-                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    calls = []  # (input rows, output channels) of every convolution run, whichever path runs it
+    real = fast_conv._conv_padded
+    monkeypatch.setattr(fast_conv, "_conv_padded",
+                        lambda x, w, *args, **kwargs: calls.append(w.shape) or real(x, w, *args, **kwargs))
+    monkeypatch.setattr(parallel, "workers", lambda: 1)  # one piece per layer: one call per convolution
     net.forward(preprocessed_like(np.random.default_rng(8), (1, 64, 64, 3)), wanted)
     assert len(calls) == convs
+    assert sum(net.arch.steps[net.arch.index[name]].op == "conv" for name in net._caches) == convs
 
 
 def test_cache_memory_is_what_the_docstring_says(vgg_random):
