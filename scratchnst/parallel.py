@@ -7,9 +7,16 @@ work of a layer is cut into contiguous pieces run at the same time by `workers()
 each doing its copies AND its products on one core: NumPy releases the GIL inside its loops and
 BLAS calls, and OpenBLAS runs one thread per call (`one_blas_thread`), so that two products do not
 each spawn a second thread onto a busy core. Who cuts what: fast_conv (rows of the output of each
-convolution, bands of rows of a col2im, rows of a kernel gradient), transformer_layers (rows of the
-kernel gradient), networks (rows of a pooling's output), transfer (the style layers' costs, each
-whole). Each cut is exact: pieces write disjoint memory, or their own arrays added afterwards.
+convolution, bands of rows of a col2im, rows of a kernel gradient), fire_rows (bands of rows of a
+whole fire module, its three convolutions at once), transformer_layers (rows of the kernel
+gradient), networks (rows of a pooling's output), transfer (the content cost and the style layers'
+costs, each whole). Each cut is exact: pieces write disjoint memory, or their own arrays added
+afterwards.
+
+Handing a piece to another thread costs what waking it costs: on a 2-core VM whose idle cores
+halt, 80-150 us per split, about what a core does in a small layer. Hence fewer, larger splits
+(fire_rows), a least amount of work per piece, and each thread kept on a core of its own during a
+run (`hold`).
 
 How many workers: $SCRATCHNST_WORKERS when set (the command line sets it for --threads N, and
 starts NumPy's BLAS on one thread: `environment`); else the BLAS's own thread count where it can be
@@ -23,6 +30,7 @@ import contextlib
 import contextvars
 import ctypes
 import glob
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -138,7 +146,8 @@ def split(fn, n, least=1):
     try:
         global _pool
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="scratchnst")
+            _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="scratchnst",
+                                       initializer=_pin_pool_thread, initargs=(itertools.count(1),))
         ranges = pieces(n, count)
         with one_blas_thread():
             # each piece in a copy of the caller's context: NumPy's errstate (np.errstate) lives there
@@ -175,18 +184,75 @@ def _piece(fn, start, stop):
 
 
 def hold():
-    """Context for a whole run (an optimisation, a training, a benchmark's steps): BLAS on one thread.
+    """Context for a whole run (an optimisation, a training, a benchmark's steps): BLAS on one thread,
+    the calling thread on a core of its own.
 
     OpenBLAS's idle threads keep spinning for about 0.1 s after a threaded call, on the cores the
     pieces of the next split need (measured on a 2-core Xeon: a split convolution took 4.0 ms
     instead of 2.3 right after a threaded product). Inside `hold()` every BLAS call runs on one
     thread, so none is left spinning, and the splits spread the work instead; the heavy products
-    of a run (convolutions, the kernels' gradients) are split, the rest are small. With one worker
-    it changes nothing.
+    of a run (convolutions, the kernels' gradients) are split, the rest are small.
+
+    The calling thread is also kept on the first of the process's cores (and the worker threads
+    each on one of the others, see `_pin_pool_thread`) until the context ends, when its own
+    affinity is restored. Left free, after a pause (the machine idle for 0.05 s or more, as
+    between a benchmark's steps or while the user looks at a snapshot) Linux woke the worker on
+    the core of the thread that woke it, the two shared one core for the rest of the step, and a
+    SqueezeNet step at 256x256 on a 2-core Xeon VM took 53 ms instead of 28 (32 ms pinned).
+    With one worker it changes nothing.
     """
     if workers() < 2:
         return contextlib.nullcontext()
-    return one_blas_thread()
+    stack = contextlib.ExitStack()
+    stack.enter_context(one_blas_thread())
+    stack.enter_context(_on_core(0))
+    return stack
+
+
+def _cores():
+    """The cores this process may run on, in order, or [] where that cannot be read or set."""
+    if not (hasattr(os, "sched_getaffinity") and hasattr(os, "sched_setaffinity")):
+        return []
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except OSError:
+        return []
+
+
+@contextlib.contextmanager
+def _on_core(k):
+    """Context: the calling thread runs on the k-th core of the process (k modulo their count), then as before.
+
+    Linux's sched_setaffinity with pid 0 sets the calling thread's affinity only. Nothing is
+    changed where affinity is not supported, fails, or there are fewer cores than workers (then
+    pinning would put two pieces on one core).
+    """
+    cores = _cores()
+    previous = None
+    if len(cores) >= workers():
+        try:
+            previous = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {cores[k % len(cores)]})
+        except OSError:
+            previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            try:
+                os.sched_setaffinity(0, previous)
+            except OSError:
+                pass
+
+
+def _pin_pool_thread(counter):
+    """Initializer of each worker thread: stay on a core of its own, the k-th (the caller of hold() has the 0th)."""
+    cores = _cores()
+    if len(cores) >= workers():
+        try:
+            os.sched_setaffinity(0, {cores[next(counter) % len(cores)]})
+        except OSError:
+            pass
 
 
 class one_blas_thread:

@@ -85,22 +85,32 @@ def make_cost_function(network, content_x, style_xs, content_layer, style_layers
 
     def cost(x):
         a_G = network.forward(x, wanted)
-        J_content = compute_content_cost(a_C, a_G[content_layer])
-        grads = {content_layer: alpha * content_cost_backward(a_C, a_G[content_layer])}
+        grads, J = {}, {}  # per term: the gradient at its layer (content's under None), and its cost
 
-        def style_part(start, stop):  # layers start..stop-1: their weighted cost; their gradients into grads
-            J_part = 0.0
-            for name, lam in style_layers[start:stop]:
+        def terms(start, stop):  # term 0 is the content cost, term k the k-th style layer's
+            for k in range(start, stop):
+                if k == 0:
+                    J["content"] = compute_content_cost(a_C, a_G[content_layer])
+                    grads[None] = alpha * content_cost_backward(a_C, a_G[content_layer])
+                    continue
+                name, lam = style_layers[k - 1]
                 J_layer, da = layer_style_cost_from_target(targets[name], a_G[name])
-                J_part += lam * J_layer
+                J[k] = lam * J_layer
                 da = (beta * lam) * da
                 grads[name] = grads[name] + da if name in grads else da  # at once: a gradient held is memory
-            return J_part
 
-        # The layers are independent: split across the cores (see parallel), unless a layer is named
-        # twice (two pieces would add into one gradient). With one worker: one piece, in order.
-        unique = len(style_names) == len(set(style_names))
-        J_style = sum(parallel.split(style_part, len(style_layers)) if unique else [style_part(0, len(style_layers))])
+        # The terms are independent: split across the cores (see parallel), unless a style layer is
+        # named twice (two pieces would add into one gradient). With one worker: one piece, in order.
+        if len(style_names) == len(set(style_names)):
+            parallel.split(terms, 1 + len(style_layers))
+        else:
+            terms(0, 1 + len(style_layers))
+        J_content = J["content"]
+        J_style = sum(J[k] for k in range(1, 1 + len(style_layers)))  # in order, however the terms were cut
+        if content_layer in grads:  # also a style layer: both gradients (a fresh array each) in one
+            grads[content_layer] += grads.pop(None)
+        else:
+            grads[content_layer] = grads.pop(None)
         J_tv = compute_total_variation_cost(x) if tv_weight else 0.0
         J = total_cost(J_content, J_style, alpha, beta) + tv_weight * J_tv
 
