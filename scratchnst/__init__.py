@@ -11,6 +11,7 @@
     training        training that network on a folder of photos; applying it to any photo
     costs           content, Gram, style, total variation and total costs, with their gradients
     optim           Adam and L-BFGS on a flat vector, with box bounds
+    lbfgs_memory    L-BFGS's curvature pairs stacked, H g in two matrix products over them
     optim_state     an optimiser's saved state: what a checkpoint holds, what resume= checks
     architectures   VGG-19 and SqueezeNet 1.1 as data tables: layers, names, weight shapes, minimum sizes
     networks        a pretrained network: activations at named layers, gradients back to the pixels
@@ -30,7 +31,7 @@
     cli/            the `scratchnst` command: parsing, stylize, weights, bench, interrupts
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
 
-The math modules (layers, fast_conv, conv_rows, winograd, fire_rows, transformer_layers, costs, optim, optim_state) import nothing
+The math modules (layers, fast_conv, conv_rows, winograd, fire_rows, transformer_layers, costs, optim, lbfgs_memory, optim_state) import nothing
 but the standard library, NumPy, errors and parallel (itself NumPy and the standard library); cli/ and exercises/ sit at the edge: nothing of the
 course imports them.
 """

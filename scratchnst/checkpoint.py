@@ -215,7 +215,8 @@ def check_fits(state, pass_shapes):
         raise damaged(f"pass {state['scale'] + 1} of {len(pass_shapes)}")
     H, W = pass_shapes[state["scale"]]
     for name, value in state["optimizer"].items():
-        if isinstance(value, np.ndarray) and value.ndim >= 1:
+        if isinstance(value, np.ndarray) and value.ndim >= 1 and not np.issubdtype(value.dtype, np.integer):
+            # integers (L-BFGS's pair_slots) are checked where they are read (optim_state)
             if not np.issubdtype(value.dtype, np.floating) or not np.isfinite(value).all():
                 raise damaged(f"{name} holds values that are not finite numbers")
     x = state["optimizer"].get("x")

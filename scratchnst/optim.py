@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from scratchnst import optim_state
+from scratchnst.lbfgs_memory import PairMemory
 from scratchnst.optim_state import ResumeError  # noqa: F401  (callers catch optim.ResumeError)
 
 
@@ -399,7 +400,8 @@ def lbfgs(
     One iteration, at x with gradient g:
       1. Free set F: coordinates not pinned at a bound with the gradient pushing outwards.
          Projected gradient pg = g on F, 0 elsewhere (it is 0 exactly at a box-KKT point).
-      2. Direction d = -H pg, restricted to F (`lbfgs_direction`). d = -P H P g with P the
+      2. Direction d = -H pg, restricted to F (`lbfgs_direction`'s two-loop recursion, computed
+         as two matrix products over the stacked pairs by `lbfgs_memory`). d = -P H P g with P the
          0/1 diagonal of F, so g.d = -(P g)^T H (P g) < 0: a descent direction, as H is
          positive definite.
       3. Line search on the projected path x(alpha) = P(x + alpha d), whose slope is g(alpha)
@@ -415,16 +417,20 @@ def lbfgs(
     x, f, g, aux = start.x, start.f, start.g, start.aux
     memory_dtype = x.dtype if memory_dtype is None else np.dtype(memory_dtype)
     if resume is None:
-        pairs, skipped, f_previous = deque(maxlen=history_size), 0, None
+        pairs, skipped, f_previous = PairMemory(history_size, x.size, memory_dtype), 0, None
     else:
-        pairs, skipped, f_previous = optim_state.saved_lbfgs_memory(resume, x, history_size, memory_dtype)
+        saved, slots, skipped, f_previous = optim_state.saved_lbfgs_memory(resume, x, history_size, memory_dtype)
+        pairs = PairMemory(history_size, x.size, memory_dtype)
+        for (s, y, rho), slot in zip(saved, slots):
+            pairs.add(s, y, rho, slot)  # each in its own row: the passes then add up as they did
 
     def report(iteration):
         # Called after x, f, g, aux have been replaced (never modified in place, nor are the pair
-        # arrays, so the state may hold them as they are); tuple(pairs) because the deque changes.
+        # arrays, so the state may hold them as they are); tuple(pairs.pairs) because the deque
+        # changes (its entries are lists that get copies of their rows when a row is reused).
         if callback is not None:
             now = dict(iteration=iteration, x=x, f=f, g=g, aux=aux, n_evals=evaluate.n_evals, history=history,
-                       pairs=tuple(pairs), history_size=history_size, skipped=skipped, f_previous=f_previous,
+                       pairs=tuple(pairs.pairs), slots=tuple(pairs.slots), history_size=history_size, skipped=skipped, f_previous=f_previous,
                        memory_dtype=memory_dtype)
             callback(Iterate(iteration, x, f, g, aux, evaluate.n_evals, lambda: optim_state.lbfgs_state(**now)))
 
@@ -444,7 +450,7 @@ def lbfgs(
         if np.max(np.abs(pg), initial=0.0) <= gtol:
             message = "converged: projected gradient below gtol"
             break
-        d = np.negative(lbfgs_direction(pg, pairs))
+        d = np.negative(pairs.direction(pg))  # lbfgs_direction(pg, pairs.pairs), by matrix products
         d[held] = 0
         d[_outward(d, x, box, at)] = 0
         dphi0 = float(np.dot(g, d))
@@ -483,7 +489,7 @@ def lbfgs(
         y = g_new - g
         sy = float(np.dot(s, y))
         if sy > curvature_eps * float(np.dot(y, y)):
-            pairs.append((s.astype(memory_dtype, copy=False), y.astype(memory_dtype, copy=False), 1.0 / sy))
+            pairs.add(s, y, 1.0 / sy)  # kept in memory_dtype
         else:
             skipped += 1
         f_previous = f

@@ -8,8 +8,6 @@ bit, that the run would have reached without the interruption. This module is th
 the algorithms are in `optim`.
 """
 
-from collections import deque
-
 import numpy as np
 
 
@@ -103,7 +101,7 @@ def adam_state(*, iteration, x, f, g, aux, n_evals, history, m, v, lr, beta1, be
 
 
 def lbfgs_state(*, iteration, x, f, g, aux, n_evals, history, pairs, history_size, skipped, f_previous,
-                memory_dtype=None):
+                memory_dtype=None, slots=None):
     """L-BFGS's complete state after `iteration` iterations: what Iterate.state returns and resume= takes.
 
     Args:
@@ -115,11 +113,13 @@ def lbfgs_state(*, iteration, x, f, g, aux, n_evals, history, pairs, history_siz
         skipped: pairs skipped so far.
         f_previous: the cost of the iteration before (None at iteration 0): the ftol test that
             follows the callback compares it with f.
+        slots: the row of `lbfgs_memory.PairMemory` each pair is kept in (None: 0, 1, ...); a
+            resumed run puts each pair back in its row, so that its sums add up in the same order.
 
     Returns:
         dict with keys method ("lbfgs"), n, iteration, x, f, g, aux, n_evals, history (list of
         iteration + 1 floats), pair_s (k, n), pair_y (k, n), pair_rho (k,) float64,
-        history_size, skipped, f_previous. x and g are the optimiser's own arrays, not copies:
+        pair_slots (k,) int64, history_size, skipped, f_previous. x and g are the optimiser's own arrays, not copies:
         it replaces them each iteration and never writes into them.
     """
     k, n = len(pairs), x.size
@@ -129,6 +129,7 @@ def lbfgs_state(*, iteration, x, f, g, aux, n_evals, history, pairs, history_siz
         "pair_s": np.array([s for s, _, _ in pairs], dtype=dtype).reshape(k, n),
         "pair_y": np.array([y for _, y, _ in pairs], dtype=dtype).reshape(k, n),
         "pair_rho": np.array([rho for _, _, rho in pairs], dtype=np.float64),
+        "pair_slots": np.array(range(k) if slots is None else slots, dtype=np.int64).reshape(k),
         "history_size": int(history_size),
         "skipped": int(skipped),
         "f_previous": None if f_previous is None else float(f_previous),
@@ -139,11 +140,10 @@ def saved_lbfgs_memory(state, x, history_size, memory_dtype=None):
     """The curvature pairs, skipped count and previous cost of a saved L-BFGS state (see `_lbfgs_state`).
 
     Returns:
-        (pairs, skipped, f_previous): pairs the deque `lbfgs` keeps, oldest first, each
-        (s (n,), y (n,), rho) as the run made them: s and y fresh arrays of memory_dtype (None:
-        x's dtype; a state saved with another is refused), rho a
-        Python float (1 / s.y was one; a float64 array element would turn the float32
-        arithmetic of `lbfgs_direction` into float64 and change the path).
+        (pairs, slots, skipped, f_previous): pairs oldest first, each (s (n,), y (n,), rho) as the
+        run made them: s and y fresh arrays of memory_dtype (None: x's dtype; a state saved with
+        another is refused), rho a Python float (1 / s.y was one); slots the row each was kept
+        in (0, 1, ... for a state saved without them).
     """
     k = len(np.asarray(state["pair_rho"]).reshape(-1))
     if k > history_size:
@@ -152,6 +152,12 @@ def saved_lbfgs_memory(state, x, history_size, memory_dtype=None):
     s = saved_array(state, "pair_s", (k, x.size), dtype)
     y = saved_array(state, "pair_y", (k, x.size), dtype)
     rho = saved_array(state, "pair_rho", (k,), np.float64)
-    pairs = deque(((s[i].copy(), y[i].copy(), float(rho[i])) for i in range(k)), maxlen=history_size)
+    pairs = [(s[i].copy(), y[i].copy(), float(rho[i])) for i in range(k)]
+    slots = list(range(k))
+    if "pair_slots" in state:
+        slots = [int(v) for v in np.asarray(state["pair_slots"]).reshape(-1)]
+        if len(slots) != k or len(set(slots)) != k or not all(0 <= v < history_size for v in slots):
+            raise ResumeError(f"resume: the saved state's pair_slots {slots} are not {k} distinct rows "
+                              f"of {history_size}")
     f_previous = scalar(state["f_previous"])
-    return pairs, int(scalar(state["skipped"])), None if f_previous is None else float(f_previous)
+    return pairs, slots, int(scalar(state["skipped"])), None if f_previous is None else float(f_previous)
