@@ -152,7 +152,18 @@ def reflection_pad_backward(dout, cache):
             and both add.
     """
     _, pad = cache
-    return _fold_reflected(_fold_reflected(dout, pad, axis=1), pad, axis=2)
+    if pad == 0:
+        return dout.copy()
+    # The same sums as folding H into a copy of dout and then W into a copy of that, with one copy:
+    # the middle, its rows folded; then the two border strips of columns, their rows folded (small
+    # arrays), folded onto it. A full copy is a pass over dout, and fresh memory to fault in.
+    H, W = dout.shape[1] - 2 * pad, dout.shape[2] - 2 * pad
+    dx = _fold_reflected(dout[:, :, pad:pad + W], pad, axis=1)  # (N, H, W, C)
+    left = _fold_reflected(dout[:, :, :pad], pad, axis=1)  # (N, H, p, C)
+    right = _fold_reflected(dout[:, :, pad + W:], pad, axis=1)
+    dx[:, :, 1:pad + 1] += np.flip(left, 2)  # columns p-1..0 mirrored columns 1..p
+    dx[:, :, W - 1 - pad:W - 1] += np.flip(right, 2)  # columns W+p.. mirrored W-2..
+    return dx
 
 
 # ---------------------------------------------------------------------- instance normalisation
