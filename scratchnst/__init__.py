@@ -31,9 +31,10 @@
     cli/            the `scratchnst` command: parsing, stylize, weights, bench, interrupts
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
 
-The math modules (layers, fast_conv, conv_rows, winograd, fire_rows, transformer_layers, costs, optim, lbfgs_memory, optim_state) import nothing
-but the standard library, NumPy, errors and parallel (itself NumPy and the standard library); cli/ and exercises/ sit at the edge: nothing of the
-course imports them.
+The math modules (layers, fast_conv, conv_rows, winograd, fire_rows, transformer_layers, costs,
+optim, lbfgs_memory, optim_state) import nothing but the standard library, NumPy, errors and
+parallel (itself NumPy and the standard library); cli/ and exercises/ sit at the edge: nothing of
+the course imports them.
 """
 
 __version__ = "0.1.0"

@@ -430,8 +430,8 @@ def lbfgs(
         # changes (its entries are lists that get copies of their rows when a row is reused).
         if callback is not None:
             now = dict(iteration=iteration, x=x, f=f, g=g, aux=aux, n_evals=evaluate.n_evals, history=history,
-                       pairs=tuple(pairs.pairs), slots=tuple(pairs.slots), history_size=history_size, skipped=skipped, f_previous=f_previous,
-                       memory_dtype=memory_dtype)
+                       pairs=tuple(pairs.pairs), slots=tuple(pairs.slots), history_size=history_size,
+                       skipped=skipped, f_previous=f_previous, memory_dtype=memory_dtype)
             callback(Iterate(iteration, x, f, g, aux, evaluate.n_evals, lambda: optim_state.lbfgs_state(**now)))
 
     if resume is None:

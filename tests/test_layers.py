@@ -442,7 +442,8 @@ def test_gradients_do_not_alias_dout():
 def test_fused_conv_relu_is_conv_then_relu(k, stride, padding, C_in):
     """fast_conv.conv2d_relu_forward / conv2d_relu_backward, which the networks run, against the
     readable layers composed: the ReLU fused into the blocks, its mask into the input gradient's
-    copy (stride 1, enough channels; an integer padding wider than k - 1 crops dout and the mask)."""
+    copy (stride 1, enough channels; an integer padding wider than k - 1 crops dout and the mask)
+    or into col2im's blocks (strides > 1, few channels)."""
     rng = np.random.default_rng(seed_of((k, stride, str(padding), C_in)))
     x, w, b = rng.standard_normal((2, 9, 8, C_in)), rng.standard_normal((k, k, C_in, 6)), rng.standard_normal(6)
     z, conv_cache = layers.conv2d_forward(x, w, b, stride, padding)

@@ -1,4 +1,4 @@
-"""scratchnst.lbfgs_memory: the inverse-Hessian product by two passes over stacked pairs, against the two-loop recursion."""
+"""scratchnst.lbfgs_memory: H g by two passes over the stacked pairs, against the two-loop recursion."""
 
 import numpy as np
 import pytest

@@ -340,6 +340,8 @@ def test_a_state_that_does_not_match_the_call_is_refused(states, method, state_o
         ("adam", lambda s: s.update(v=s["v"][None]), r"state's v is float64 \(1, 6\)"),
         ("lbfgs", lambda s: s.update(pair_s=s["pair_s"][:, :-1]), "state's pair_s is"),
         ("lbfgs", lambda s: s.update(history=s["history"][:-1]), "costs for iteration 3"),
+        ("lbfgs", lambda s: s.update(pair_slots=np.zeros_like(s["pair_slots"])), "not 3 distinct rows of 3"),
+        ("lbfgs", lambda s: s.update(pair_slots=s["pair_slots"] + 3), "not 3 distinct rows of 3"),
         ("lbfgs", lambda s: s.update(method="sgd"), "method"),
     ],
 )
@@ -350,6 +352,15 @@ def test_a_broken_state_is_refused(states, method, change, word):
     with pytest.raises(ValueError, match=word) as error:
         optim.minimize(refuse, rosenbrock_start(6), method, 10, resume=state, callback=refuse, **options)
     assert "\n" not in str(error.value)
+
+
+def test_a_state_saved_without_the_pairs_rows_still_resumes(states):
+    # As the version before lbfgs_memory saved them: the pairs go to rows 0, 1, ... in order, and
+    # the run goes on to the minimum (not bit for bit: the rows of the products differ).
+    state = dict(states["lbfgs"])
+    del state["pair_slots"]
+    result = optim.lbfgs(rosenbrock, rosenbrock_start(6), 200, history_size=3, resume=state)
+    np.testing.assert_allclose(result.x, np.ones(6), atol=1e-5)
 
 
 def test_resuming_leaves_the_state_alone(states):
