@@ -28,7 +28,7 @@ from collections import deque
 
 import numpy as np
 
-from scratchnst import parallel
+from scratchnst import memory_pages, parallel
 
 # Columns per block of pass 1: 40 rows x 2048 float32 = 320 KiB, in the cache for both vectors
 # (measured, 20 pairs of 230400 values on one core: 1.6 ms by blocks, 2.9 ms in one product).
@@ -50,7 +50,11 @@ class PairMemory:
         self.dtype = np.dtype(dtype)
         # rows 0..m-1 hold s, rows m..2m-1 the y of the same slot; zeros: rows not yet written
         # take part in the passes with coefficient 0 and must not be NaN
-        self._buffer = np.zeros((2 * m, n), dtype=self.dtype)
+        # Small pages: the buffer is written a row at a time over the first m iterations, each
+        # fresh huge page costly on a VM (memory_pages); the passes read it in order, the TLB's
+        # reach does not matter to them. 200-450 ms of stylize's first iterations at 320 px.
+        with memory_pages.small_pages():
+            self._buffer = np.zeros((2 * m, n), dtype=self.dtype)
         self.pairs, self.slots = deque(), deque()
         self._sy = np.zeros((m, m))  # by slot: s_a . y_b for a's pair no newer than b's
         self._yy = np.zeros((m, m))  # by slot: y_a . y_b

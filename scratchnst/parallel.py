@@ -147,7 +147,7 @@ def split(fn, n, least=1):
         global _pool
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="scratchnst",
-                                       initializer=_pin_pool_thread, initargs=(itertools.count(1),))
+                                       initializer=_pin_pool_thread, initargs=(itertools.count(1), _pool_cores()))
         ranges = pieces(n, count)
         with one_blas_thread():
             # each piece in a copy of the caller's context: NumPy's errstate (np.errstate) lives there
@@ -227,27 +227,41 @@ def _on_core(k):
     changed where affinity is not supported, fails, or there are fewer cores than workers (then
     pinning would put two pieces on one core).
     """
+    global _held_cores
     cores = _cores()
-    previous = None
+    previous = outer = None
     if len(cores) >= workers():
         try:
             previous = os.sched_getaffinity(0)
             os.sched_setaffinity(0, {cores[k % len(cores)]})
+            outer, _held_cores = _held_cores, cores
         except OSError:
             previous = None
     try:
         yield
     finally:
         if previous is not None:
+            _held_cores = outer
             try:
                 os.sched_setaffinity(0, previous)
             except OSError:
                 pass
 
 
-def _pin_pool_thread(counter):
-    """Initializer of each worker thread: stay on a core of its own, the k-th (the caller of hold() has the 0th)."""
-    cores = _cores()
+# The cores of the thread that entered hold(), as they were before it was pinned to one of them
+# (None outside hold()). A worker thread starts with the affinity of the thread that made it; made
+# by a split inside hold(), that is the one core of the caller, and the worker must not read its
+# own affinity to find the others.
+_held_cores = None
+
+
+def _pool_cores():
+    """The cores the pool's threads are spread over: the process's, as they were before hold() pinned the caller."""
+    return list(_held_cores) if _held_cores is not None else _cores()
+
+
+def _pin_pool_thread(counter, cores):
+    """Initializer of each worker thread: stay on a core of its own, the k-th of `cores` (the caller of hold() has the 0th)."""
     if len(cores) >= workers():
         try:
             os.sched_setaffinity(0, {cores[next(counter) % len(cores)]})

@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from scratchnst import checkpoint, image, networks, optim, parallel, transformer_net
+from scratchnst import checkpoint, image, memory_pages, networks, optim, parallel, transformer_net
 from scratchnst import weights as weights_io
 from scratchnst.costs import (compute_content_cost, compute_total_variation_cost, content_cost_backward,
                               layer_style_cost_from_target, style_target, total_variation_cost_backward)
@@ -624,7 +624,7 @@ def pad_to_multiple(x, multiple=transformer_net.SIZE_MULTIPLE, least=transformer
 def stylize_array(params, x, preprocessing="caffe"):
     """The trained network on one preprocessed photo (1, H, W, 3) of any size: (H, W, 3) RGB 0..255 float32."""
     padded, (H, W) = pad_to_multiple(x.astype(next(iter(params.values())).dtype, copy=False))
-    with parallel.hold():
+    with parallel.hold(), memory_pages.small_pages():  # its arrays are touched once (see memory_pages)
         out = transformer_net.stylize(params, padded, preprocessing)[:, :H, :W]
     return np.clip(image.deprocess(out, preprocessing), 0, 255)
 

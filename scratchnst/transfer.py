@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from scratchnst import checkpoint, image, networks, optim, parallel
+from scratchnst import checkpoint, image, memory_pages, networks, optim, parallel
 from scratchnst.costs import (
     compute_content_cost,
     compute_total_variation_cost,
@@ -346,8 +346,9 @@ def stylize(content, style, *, callback=None, resume=None, **options):
 
         pass_start = time.perf_counter()
         try:
-            generated, result = _optimize_pass(network, content_img, style_imgs, generated, s, on_iteration,
-                                               resume=pass_resume)
+            with memory_pages.small_pages():  # a pass touches most of its memory once (see memory_pages)
+                generated, result = _optimize_pass(network, content_img, style_imgs, generated, s, on_iteration,
+                                                   resume=pass_resume)
         except optim.ResumeError as error:  # raised before anything is evaluated
             raise UserError(f"the checkpoint does not fit this run ({error}); start again without --resume") from None
         seconds_last_pass = time.perf_counter() - pass_start

@@ -114,3 +114,4 @@ def test_a_row_that_is_not_free_is_refused(slot):
     memory.add(np.ones(10), np.ones(10), 0.1, slot=0)
     with pytest.raises(ValueError, match="not a free row"):
         memory.add(np.ones(10), np.ones(10), 0.1, slot=slot)
+
