@@ -6,6 +6,7 @@
     conv_rows       padded input rows and per-thread scratch buffers of both fast convolutions
     fire_rows       a SqueezeNet fire module's three convolutions by bands of rows, one split for all three
     parallel        a layer's work cut into pieces run at once on the cores BLAS was given
+    memory_pages    small memory pages for the runs that touch their arrays once (stylize, apply)
     transformer_layers  reflection padding, instance norm, nearest upsampling, residual sum, scaled tanh
     transformer_net  the real-time style network (Johnson 2016): forward, backward by hand, HDF5 files
     training        training that network on a folder of photos; applying it to any photo
@@ -32,9 +33,9 @@
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
 
 The math modules (layers, fast_conv, conv_rows, winograd, fire_rows, transformer_layers, costs,
-optim, lbfgs_memory, optim_state) import nothing but the standard library, NumPy, errors and
-parallel (itself NumPy and the standard library); cli/ and exercises/ sit at the edge: nothing of
-the course imports them.
+optim, lbfgs_memory, optim_state) import nothing but the standard library, NumPy, errors,
+parallel and memory_pages (themselves NumPy and the standard library); cli/ and exercises/ sit at
+the edge: nothing of the course imports them.
 """
 
 __version__ = "0.1.0"
