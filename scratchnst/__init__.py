@@ -3,6 +3,7 @@
     layers          convolution, ReLU, pooling, concatenation: forward and backward, loops and vectorised
     fast_conv       the convolution the networks run: im2col a block of rows at a time, same results
     winograd        3x3 stride-1 convolution by F(2x2, 3x3), for fast_conv's wide layers
+    tap_planes      a convolution with few output channels: one product for all taps, shifted sums
     conv_rows       padded input rows and per-thread scratch buffers of both fast convolutions
     fire_rows       a SqueezeNet fire module's three convolutions by bands of rows, one split for all three
     parallel        a layer's work cut into pieces run at once on the cores BLAS was given
@@ -32,10 +33,10 @@
     cli/            the `scratchnst` command: parsing, stylize, weights, bench, interrupts
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
 
-The math modules (layers, fast_conv, conv_rows, winograd, fire_rows, transformer_layers, costs,
-optim, lbfgs_memory, optim_state) import nothing but the standard library, NumPy, errors,
-parallel and memory_pages (themselves NumPy and the standard library); cli/ and exercises/ sit at
-the edge: nothing of the course imports them.
+The math modules (layers, fast_conv, conv_rows, winograd, tap_planes, fire_rows,
+transformer_layers, costs, optim, lbfgs_memory, optim_state) import nothing but the standard
+library, NumPy, errors, parallel and memory_pages (themselves NumPy and the standard library);
+cli/ and exercises/ sit at the edge: nothing of the course imports them.
 """
 
 __version__ = "0.1.0"

@@ -294,6 +294,21 @@ def test_calling_the_given_winograd_convolution_is_no_answer(pristine, tmp_path,
 
 
 @needs_bwrap
+def test_calling_the_given_tap_planes_convolution_is_no_answer(pristine, tmp_path, teacher):
+    """tap_planes.conv is given too (the real-time network's output layer runs it)."""
+    forward = """
+        from scratchnst import tap_planes
+        top, left = (w.shape[0] - 1) // 2, (w.shape[1] - 1) // 2
+        pads = ((0, 0), (top, w.shape[0] - 1 - top), (left, w.shape[1] - 1 - left), (0, 0))
+        out = tap_planes.conv(np.pad(x, pads) if padding == "same" else x, w, b)
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "conv2d_forward"): forward},
+                        only=["conv2d_forward"])
+    assert points(report) == {"conv2d_forward": 0}
+    assert "tap_planes.conv is given code, not your answer" in rendered(report)
+
+
+@needs_bwrap
 def test_replaying_the_values_shipped_with_the_copy_fails(pristine, tmp_path, teacher):
     """The student copy ships the self-check's expected values; a teacher's grade uses other inputs."""
     code = """

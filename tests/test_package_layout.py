@@ -18,6 +18,7 @@ PACKAGE = Path(scratchnst.__file__).resolve().parent
 # their saved states. They compute with NumPy alone, so a student can read (and a teacher can cut
 # exercises from) them without meeting files, Pillow, HDF5, the command line or the grader.
 MATH_MODULES = ("scratchnst.layers", "scratchnst.fast_conv", "scratchnst.conv_rows", "scratchnst.winograd",
+                "scratchnst.tap_planes",
                 "scratchnst.fire_rows", "scratchnst.lbfgs_memory",
                 "scratchnst.costs", "scratchnst.optim",
                 "scratchnst.optim_state", "scratchnst.transformer_layers")

@@ -283,7 +283,7 @@ def _import_all(root, modules):
 _GIVEN_SHORTCUTS = {
     "layers": [("fast_conv", ("conv2d_forward", "conv2d_relu_forward", "conv2d_backward", "conv2d_relu_backward",
                               "_forward", "_conv_padded", "_input_gradient", "_conv_padded_backward_x")),
-               ("winograd", ("conv3x3",)), ("fire_rows", ("fire_forward", "fire_backward"))],
+               ("winograd", ("conv3x3",)), ("tap_planes", ("conv",)), ("fire_rows", ("fire_forward", "fire_backward"))],
 }
 
 

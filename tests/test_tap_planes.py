@@ -1,0 +1,105 @@
+"""tap_planes: the convolution with few output channels, against the readable layers and im2col."""
+
+import numpy as np
+import pytest
+
+from scratchnst import fast_conv, layers, parallel, tap_planes
+
+
+def _problem(rng, x_shape, w_shape, dtype):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[:3]))).astype(dtype)
+    b = rng.standard_normal(w_shape[3]).astype(dtype)
+    return x, w, b
+
+
+SHAPES = [  # (x shape, kernel shape): the real-time network's output layer, and odd others
+    ((2, 24, 20, 16), (9, 9, 16, 3)),
+    ((1, 11, 13, 12), (3, 3, 12, 3)),
+    ((3, 7, 9, 8), (5, 3, 8, 1)),
+    ((1, 9, 9, 20), (9, 9, 20, 5)),   # one output pixel
+    ((1, 10, 30, 4), (3, 5, 4, 1)),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape", SHAPES)
+@pytest.mark.parametrize("block", [16384, 7])  # one block per image, or many (each with its halo)
+def test_equals_the_readable_convolution_in_float64(x_shape, w_shape, block, monkeypatch):
+    monkeypatch.setattr(tap_planes, "_BLOCK", block)
+    x, w, b = _problem(np.random.default_rng(0), x_shape, w_shape, np.float64)
+    expected = layers.conv2d_forward(x, w, b, 1, "valid")[0]
+    out = tap_planes.conv(x, w, b)
+    assert out.shape == expected.shape and out.dtype == np.float64
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_stays_float32_and_agrees_with_im2col():
+    x, w, b = _problem(np.random.default_rng(1), (2, 40, 36, 16), (9, 9, 16, 3), np.float32)
+    out = tap_planes.conv(x, w, b, relu=True)
+    assert out.dtype == np.float32
+    im2col = np.maximum(layers.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                                              1, "valid")[0], 0)
+    np.testing.assert_allclose(out, im2col, rtol=2e-5, atol=2e-5)
+
+
+def test_writes_into_a_channel_slice_and_nowhere_else_and_reads_any_strides():
+    rng = np.random.default_rng(2)
+    x, w, b = _problem(rng, (1, 14, 12, 8), (3, 3, 8, 2), np.float64)
+    wide = rng.standard_normal((1, 28, 12, 8))[:, ::2]  # a strided input holding x
+    wide[...] = x
+    before = wide.copy()
+    target = np.full((1, 12, 10, 5), 7.0)
+    out = tap_planes.conv(wide, w, b, out=target[..., 1:3])
+    np.testing.assert_allclose(target[..., 1:3], layers.conv2d_forward(x, w, b, 1, "valid")[0], rtol=1e-12, atol=1e-12)
+    assert np.shares_memory(out, target)
+    assert (target[..., [0, 3, 4]] == 7.0).all()
+    assert np.array_equal(wide, before)  # the input is not written
+
+
+def test_two_workers_give_the_same_bits_as_one(monkeypatch):
+    monkeypatch.setattr(tap_planes, "_BLOCK", 50)
+    x, w, b = _problem(np.random.default_rng(3), (2, 30, 26, 16), (9, 9, 16, 3), np.float32)
+    previous = parallel.set_workers(1)
+    try:
+        one = tap_planes.conv(x, w, b)
+        parallel.set_workers(2)
+        two = tap_planes.conv(x, w, b)
+    finally:
+        parallel.set_workers(previous)
+    assert np.array_equal(one, two)
+
+
+@pytest.mark.parametrize("C_in, C_out, KH, KW, stride, expected", [
+    (16, 3, 9, 9, 1, True),    # the real-time network's output layer
+    (12, 3, 3, 3, 1, True),
+    (16, 5, 9, 9, 1, False),   # more than a quarter
+    (3, 16, 9, 9, 1, False),   # its first layer: im2col copies only 243 values per pixel
+    (64, 3, 3, 3, 2, False),   # stride 2
+    (64, 3, 1, 1, 1, False),   # 1x1: a plain product already
+    (64, 64, 3, 3, 1, False),
+])
+def test_the_rule(C_in, C_out, KH, KW, stride, expected):
+    assert tap_planes.worth_it(C_in, C_out, KH, KW, stride) is expected
+
+
+def test_fast_conv_takes_it_where_the_rule_says_and_agrees(monkeypatch):
+    calls = []
+    real = tap_planes.conv
+
+    def spy(*args, **kwargs):
+        calls.append(args[1].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tap_planes, "conv", spy)
+    x, w, b = _problem(np.random.default_rng(4), (2, 20, 18, 16), (9, 9, 16, 3), np.float64)
+    out, cache = fast_conv.conv2d_forward(x, w, b, 1, "valid")
+    assert calls == [(9, 9, 16, 3)]
+    np.testing.assert_allclose(out, layers.conv2d_forward(x, w, b, 1, "valid")[0], rtol=1e-12, atol=1e-12)
+    dx, dw, db = fast_conv.conv2d_backward(np.ones_like(out), cache)  # the cache is im2col's own
+    dx_ref, dw_ref, db_ref = layers.conv2d_backward(np.ones_like(out), layers.conv2d_forward(x, w, b, 1, "valid")[1])
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-12, atol=1e-12)
+    calls.clear()
+    fast_conv.conv2d_forward(x, w, b, 1, "same")  # padded: im2col's padded rows
+    fast_conv.conv2d_forward(x, np.ones((9, 9, 16, 8)), np.zeros(8), 1, "valid")  # 8 of 16: im2col
+    assert calls == []
