@@ -256,21 +256,26 @@ def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
     the change that made feed-forward stylisation as good as the optimisation).
     """
     x = np.asarray(x)
-    # Two passes (mean, then the mean of squared deviations): the one-pass E[x^2] - E[x]^2 loses
-    # every digit in float32 for activations far from zero.
-    mu = _plane_means(x)                                          # (N, 1, 1, C)
-    xc = x - mu                                                   # (N, H, W, C)
-    out = np.square(xc)                                           # (N, H, W, C), reused for out below
-    var = _plane_means(out)                                       # (N, 1, 1, C)
-    inv_sigma = 1 / np.sqrt(var + x.dtype.type(eps))             # (N, 1, 1, C), x's dtype
-    xhat = xc
-    xhat *= inv_sigma                                             # xc is ours: normalise it in place
-    # into the squares' buffer: a fresh array of this size costs its page faults again
-    if out.dtype == np.result_type(xhat, gamma, beta):
-        np.multiply(xhat, gamma, out=out)
-        out += beta
-    else:
-        out = xhat * gamma + beta
+    N, H, W, C = x.shape
+    dtype = np.result_type(x, gamma, beta)
+    out = np.empty(x.shape, dtype=dtype)
+    xhat = np.empty(x.shape, dtype=x.dtype)
+    inv_sigma = np.empty((N, 1, 1, C), dtype=x.dtype)
+
+    def images(start, stop):  # each image's planes on their own: the images are split across the cores
+        xs = x[start:stop]
+        # Two passes (mean, then the mean of squared deviations): the one-pass E[x^2] - E[x]^2 loses
+        # every digit in float32 for activations far from zero.
+        mu = _plane_means(xs)                                         # (n, 1, 1, C)
+        xc = np.subtract(xs, mu, out=xhat[start:stop])                # (n, H, W, C)
+        squares = np.square(xc)
+        var = _plane_means(squares)                                   # (n, 1, 1, C)
+        inv_sigma[start:stop] = 1 / np.sqrt(var + x.dtype.type(eps))  # x's dtype
+        xc *= inv_sigma[start:stop]                                   # xhat, in place
+        np.multiply(xc, gamma, out=out[start:stop])
+        out[start:stop] += beta
+
+    parallel.split(images, N)
     return out, (xhat, inv_sigma, gamma)
 
 
@@ -299,16 +304,23 @@ def instance_norm_backward(dout, cache):
     xhat, inv_sigma, gamma = cache
     N, H, W, C = xhat.shape
     M = dout.dtype.type(H * W)
-    mean_dy = _plane_means(dout)                                      # (N, 1, 1, C)
-    dy_xhat = dout * xhat                                             # (N, H, W, C)
-    mean_dy_xhat = _plane_means(dy_xhat)                              # (N, 1, 1, C)
+    dx = np.empty(xhat.shape, dtype=np.result_type(dout, xhat))
+    mean_dy = np.empty((N, 1, 1, C), dtype=dout.dtype)
+    mean_dy_xhat = np.empty((N, 1, 1, C), dtype=np.result_type(dout, xhat))
+
+    def images(start, stop):  # each image on its own, split across the cores
+        dys, xhats = dout[start:stop], xhat[start:stop]
+        mean_dy[start:stop] = _plane_means(dys)                                  # (n, 1, 1, C)
+        dy_xhat = np.multiply(dys, xhats, out=dx[start:stop])                   # (n, H, W, C)
+        mean_dy_xhat[start:stop] = _plane_means(dy_xhat)                        # (n, 1, 1, C)
+        np.multiply(xhats, mean_dy_xhat[start:stop], out=dy_xhat)
+        np.subtract(dys, dy_xhat, out=dy_xhat)
+        dy_xhat -= mean_dy[start:stop]
+        dy_xhat *= gamma * inv_sigma[start:stop]                                # (n, 1, 1, C) broadcast
+
+    parallel.split(images, N)
     dbeta = mean_dy.sum(axis=(0, 1, 2)) * M                           # (C,)
     dgamma = mean_dy_xhat.sum(axis=(0, 1, 2)) * M                     # (C,)
-    dx = dy_xhat                                                      # reuse the buffer: it is ours
-    np.multiply(xhat, mean_dy_xhat, out=dx)
-    np.subtract(dout, dx, out=dx)
-    dx -= mean_dy
-    dx *= gamma * inv_sigma                                           # (N, 1, 1, C) broadcast
     return dx, dgamma.astype(gamma.dtype, copy=False), dbeta.astype(gamma.dtype, copy=False)
 
 

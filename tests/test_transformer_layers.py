@@ -203,6 +203,28 @@ def test_gradcheck_rows_without_torch():
         assert numeric_error < case.numeric_tol and torch_error is None
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_instance_norm_split_by_images_gives_the_same_bits_as_whole(dtype):
+    from scratchnst import parallel
+
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((3, 9, 11, 5)) * 4 + 3).astype(dtype)
+    gamma, beta = rng.standard_normal(5).astype(dtype), rng.standard_normal(5).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    results = []
+    previous = parallel.set_workers(1)
+    try:
+        for workers in (1, 2, 3):
+            parallel.set_workers(workers)
+            out, cache = tl.instance_norm_forward(x, gamma, beta)
+            results.append((out, *cache[:2], *tl.instance_norm_backward(dy, cache)))
+    finally:
+        parallel.set_workers(previous)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.dtype == b.dtype == dtype and np.array_equal(a, b)
+
+
 def test_torch_instance_norm_batch_of_one_workaround(torch):
     """torch_ref.instance_norm must be right for one image, where PyTorch 2.13's CPU kernel, handed a
     gradient with channels-last strides, returns wrong gradients (see torch_ref.instance_norm)."""
