@@ -397,10 +397,6 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
     hi = image.preprocess(np.full((H, W, 3), 255, np.float32), mode).reshape(-1).astype(np.float64)
     if resume is not None and not np.all((lo - 1e-3 <= resume["x"]) & (resume["x"] <= hi + 1e-3)):
         raise checkpoint.damaged("its image has pixels outside 0..255")
-    cost = make_cost_function(
-        network, image.preprocess(content_img, mode), [image.preprocess(img, mode) for img in style_imgs],
-        s["content_layer"], s["style_layers"], s["style_blend"], s["alpha"], s["beta"], s["tv_weight"],
-    )
 
     def fun_and_grad(v):
         # The optimiser works in float64 (its dot products need it); the network in float32.
@@ -422,6 +418,12 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
         return preserve_content_colors(img, content_img) if s["preserve_colors"] else img
 
     with parallel.hold():  # BLAS on one thread per call, the layers split across the cores (see parallel)
+        # The targets too: a_C made as every a_G is (the same BLAS threads), so that at the content
+        # image the content cost is exactly 0, whatever BLAS's threaded products round differently.
+        cost = make_cost_function(
+            network, image.preprocess(content_img, mode), [image.preprocess(img, mode) for img in style_imgs],
+            s["content_layer"], s["style_layers"], s["style_blend"], s["alpha"], s["beta"], s["tv_weight"],
+        )
         result = optim.minimize(
             fun_and_grad, x0.reshape(-1).astype(np.float64), s["optimizer"], s["iters"], lr=s["lr"],
             bounds=(lo, hi), callback=lambda it: on_iteration(it, render), resume=resume,
