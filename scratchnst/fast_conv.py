@@ -15,9 +15,10 @@ makes these fast:
 - a 3x3 stride-1 convolution with 128 channels or more on both sides goes to `winograd`
   (16 multiplications per 2x2 outputs instead of im2col's 36; `winograd.worth_it` says where
   it pays), the input gradients of such layers too.
-- a stride-1 unpadded convolution with at most a quarter as many output channels as input ones
-  (the real-time network's 9x9 output layer, 16 -> 3) goes to `tap_planes`: one product makes
-  every tap's contribution, shifted sums add them up, and nothing is copied KH*KW times.
+- a stride-1 convolution with at most a quarter as many output channels as input ones (the
+  real-time network's 9x9 output layer, 16 -> 3; the input gradients of SqueezeNet's 3x3
+  expands, 64 -> 16 and wider) goes to `tap_planes`: one product makes every tap's
+  contribution, shifted sums add them up, and nothing is copied KH*KW times.
 - with stride 1 the input gradient is itself a convolution (the kernel flipped in space, its
   channel axes swapped), run by the same routine; otherwise it is col2im, a block at a time.
 
@@ -120,8 +121,8 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None, mask=
         return out
     if KH == KW == 3 and stride == 1 and winograd.worth_it(C_in, C_out, N * -(-H_out // 2) * -(-W_out // 2)):
         return winograd.conv3x3(x, w, pad_h, pad_w, b, relu=relu, out=out, mask=mask)
-    if pad_h == pad_w == (0, 0) and mask is None and tap_planes.worth_it(C_in, C_out, KH, KW, stride):
-        return tap_planes.conv(x, w, b, relu=relu, out=out)
+    if tap_planes.worth_it(C_in, C_out, KH, KW, stride):
+        return tap_planes.conv(x, w, pad_h, pad_w, b, relu=relu, out=out, mask=mask)
     # output rows per block, so that neither the block nor the padded rows it reads exceed the budget
     row_bytes = x.itemsize * max(W_out * K, stride * Wp * C_in)
     rows = min(H_out, max(1, _IM2COL_BLOCK_BYTES // row_bytes))

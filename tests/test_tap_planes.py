@@ -28,14 +28,34 @@ def test_equals_the_readable_convolution_in_float64(x_shape, w_shape, block, mon
     monkeypatch.setattr(tap_planes, "_BLOCK", block)
     x, w, b = _problem(np.random.default_rng(0), x_shape, w_shape, np.float64)
     expected = layers.conv2d_forward(x, w, b, 1, "valid")[0]
-    out = tap_planes.conv(x, w, b)
+    out = tap_planes.conv(x, w, b=b)
     assert out.shape == expected.shape and out.dtype == np.float64
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("pad_h, pad_w", [((1, 1), (1, 1)), ((0, 2), (3, 0)), ((2, 2), (0, 0))])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("block", [16384, 5])
+def test_padded_and_masked_equals_the_readable_convolution_of_the_padded_masked_input(pad_h, pad_w, masked, block,
+                                                                                     monkeypatch):
+    # as SqueezeNet's expand3x3 input gradient: dout (64 channels) masked by the ReLU, padded, 3x3 to 16
+    monkeypatch.setattr(tap_planes, "_BLOCK", block)
+    rng = np.random.default_rng(5)
+    x, w, b = _problem(rng, (2, 9, 12, 16), (3, 3, 16, 4), np.float64)
+    x = x[:, :, :, ::-1]  # any strides
+    mask = np.maximum(rng.standard_normal(x.shape), 0) if masked else None
+    source = x if mask is None else x * (mask > 0)
+    padded = np.pad(source, ((0, 0), pad_h, pad_w, (0, 0)))
+    expected = layers.conv2d_forward(padded, w, b, 1, "valid")[0]
+    out = tap_planes.conv(x, w, pad_h, pad_w, b=b, mask=mask)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    im2col = fast_conv._conv_padded(x, w, 1, pad_h, pad_w, b, mask=mask)  # the dispatch takes it: same thing
+    np.testing.assert_allclose(im2col, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_float32_stays_float32_and_agrees_with_im2col():
     x, w, b = _problem(np.random.default_rng(1), (2, 40, 36, 16), (9, 9, 16, 3), np.float32)
-    out = tap_planes.conv(x, w, b, relu=True)
+    out = tap_planes.conv(x, w, b=b, relu=True)
     assert out.dtype == np.float32
     im2col = np.maximum(layers.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                                               1, "valid")[0], 0)
@@ -49,7 +69,7 @@ def test_writes_into_a_channel_slice_and_nowhere_else_and_reads_any_strides():
     wide[...] = x
     before = wide.copy()
     target = np.full((1, 12, 10, 5), 7.0)
-    out = tap_planes.conv(wide, w, b, out=target[..., 1:3])
+    out = tap_planes.conv(wide, w, b=b, out=target[..., 1:3])
     np.testing.assert_allclose(target[..., 1:3], layers.conv2d_forward(x, w, b, 1, "valid")[0], rtol=1e-12, atol=1e-12)
     assert np.shares_memory(out, target)
     assert (target[..., [0, 3, 4]] == 7.0).all()
@@ -62,9 +82,9 @@ def test_two_workers_give_the_same_bits_as_one(monkeypatch):
     previous = parallel.set_workers(1)
     try:
         with parallel.one_blas_thread():  # as a split's pieces run: a threaded product may round otherwise
-            one = tap_planes.conv(x, w, b)
+            one = tap_planes.conv(x, w, (1, 2), (0, 1), b=b, mask=x)
         parallel.set_workers(2)
-        two = tap_planes.conv(x, w, b)
+        two = tap_planes.conv(x, w, (1, 2), (0, 1), b=b, mask=x)
     finally:
         parallel.set_workers(previous)
     assert np.array_equal(one, two)
@@ -101,6 +121,42 @@ def test_fast_conv_takes_it_where_the_rule_says_and_agrees(monkeypatch):
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, dw_ref, rtol=1e-12, atol=1e-12)
     calls.clear()
-    fast_conv.conv2d_forward(x, w, b, 1, "same")  # padded: im2col's padded rows
+    fast_conv.conv2d_forward(x, w, b, 1, "same")  # padded: the planes read padded rows
+    assert calls == [(9, 9, 16, 3)]
+    calls.clear()
     fast_conv.conv2d_forward(x, np.ones((9, 9, 16, 8)), np.zeros(8), 1, "valid")  # 8 of 16: im2col
+    fast_conv.conv2d_forward(x, w, b, 2, "valid")  # stride 2: im2col
     assert calls == []
+
+
+def test_squeezenet_expand_input_gradients_take_it_and_a_fire_module_agrees_with_the_loops(monkeypatch):
+    from scratchnst import fire_rows
+
+    calls = []
+    real = tap_planes.conv
+
+    def spy(*args, **kwargs):
+        calls.append(args[1].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tap_planes, "conv", spy)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 10, 9, 24))
+    squeeze = (rng.standard_normal((1, 1, 24, 8)) * 0.3, rng.standard_normal(8) * 0.1)
+    expand1 = (rng.standard_normal((1, 1, 8, 16)) * 0.3, rng.standard_normal(16) * 0.1)
+    expand3 = (rng.standard_normal((3, 3, 8, 32)) * 0.2, rng.standard_normal(32) * 0.1)
+    out = np.empty((2, 10, 9, 48))
+    s = fire_rows.fire_forward(x, squeeze, expand1, expand3, out)
+    dout = rng.standard_normal(out.shape)
+    dx = fire_rows.fire_backward(dout, x.shape, squeeze, expand1, expand3, s, out[..., :16], out[..., 16:])
+    assert (3, 3, 32, 8) in calls  # the 3x3 expand's input gradient: 32 -> 8 channels, padded, masked
+    # the same gradient by the readable layers
+    s_ref, cs = layers.conv2d_forward(x, *squeeze, 1, "same")
+    s_relu, rs = layers.relu_forward(s_ref)
+    e1, c1 = layers.conv2d_forward(s_relu, *expand1, 1, "same")
+    e3, c3 = layers.conv2d_forward(s_relu, *expand3, 1, "same")
+    (e1r, r1), (e3r, r3) = layers.relu_forward(e1), layers.relu_forward(e3)
+    ds = (layers.conv2d_backward(layers.relu_backward(dout[..., :16], r1), c1)[0]
+          + layers.conv2d_backward(layers.relu_backward(dout[..., 16:], r3), c3)[0])
+    dx_ref = layers.conv2d_backward(layers.relu_backward(ds, rs), cs)[0]
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
