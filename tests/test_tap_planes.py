@@ -103,15 +103,21 @@ def test_the_rule(C_in, C_out, KH, KW, stride, expected):
     assert tap_planes.worth_it(C_in, C_out, KH, KW, stride) is expected
 
 
-def test_fast_conv_takes_it_where_the_rule_says_and_agrees(monkeypatch):
-    calls = []
+@pytest.fixture
+def calls(monkeypatch):
+    """The kernel shape of every call of tap_planes.conv (which still runs)."""
+    seen = []
     real = tap_planes.conv
 
     def spy(*args, **kwargs):
-        calls.append(args[1].shape)
+        seen.append(args[1].shape)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tap_planes, "conv", spy)
+    return seen
+
+
+def test_fast_conv_takes_it_where_the_rule_says_and_agrees(calls):
     x, w, b = _problem(np.random.default_rng(4), (2, 20, 18, 16), (9, 9, 16, 3), np.float64)
     out, cache = fast_conv.conv2d_forward(x, w, b, 1, "valid")
     assert calls == [(9, 9, 16, 3)]
@@ -129,17 +135,9 @@ def test_fast_conv_takes_it_where_the_rule_says_and_agrees(monkeypatch):
     assert calls == []
 
 
-def test_squeezenet_expand_input_gradients_take_it_and_a_fire_module_agrees_with_the_loops(monkeypatch):
+def test_squeezenet_expand_input_gradients_take_it_and_a_fire_module_agrees_with_the_loops(calls):
     from scratchnst import fire_rows
 
-    calls = []
-    real = tap_planes.conv
-
-    def spy(*args, **kwargs):
-        calls.append(args[1].shape)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tap_planes, "conv", spy)
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 10, 9, 24))
     squeeze = (rng.standard_normal((1, 1, 24, 8)) * 0.3, rng.standard_normal(8) * 0.1)
