@@ -10,8 +10,9 @@ to multiply first and shift after:
                     that tap's contribution to that channel at every input position (a "tap plane");
     out[co, p] = sum over the taps (kh, kw) of Z[(kh, kw, co), p + kh*Wp + kw].
 
-Positions are counted along the rows of the (already padded) input, p = i*Wp + j, so that each tap's
-shift is one offset and every sum adds contiguous runs of a plane; the KW - 1 positions at the end
+Positions are counted along the rows of the padded input (padded a block of rows at a time, and
+masked as a ReLU's backward pass needs), p = i*Wp + j, so that each tap's shift is one offset and
+every sum adds contiguous runs of a plane; the KW - 1 positions at the end
 of each row that have no full window are computed too, and dropped. The product's inner size is
 C_in, and it makes KH*KW*C_out values per position where im2col copies KH*KW*C_in: the planes win
 when C_out is a small fraction of C_in (`worth_it`). The positions are cut into blocks (each with

@@ -268,7 +268,8 @@ def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
         # every digit in float32 for activations far from zero.
         mu = _plane_means(xs)                                         # (n, 1, 1, C)
         xc = np.subtract(xs, mu, out=xhat[start:stop])                # (n, H, W, C)
-        squares = np.square(xc)
+        # the squares in the output's buffer when it has x's dtype: fresh memory costs its page faults
+        squares = np.square(xc, out=out[start:stop] if out.dtype == x.dtype else None)
         var = _plane_means(squares)                                   # (n, 1, 1, C)
         inv_sigma[start:stop] = 1 / np.sqrt(var + x.dtype.type(eps))  # x's dtype
         xc *= inv_sigma[start:stop]                                   # xhat, in place
