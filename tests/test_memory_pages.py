@@ -6,11 +6,8 @@ import pytest
 
 from scratchnst import lbfgs_memory, memory_pages, training, transformer_net
 
-needs_switch = pytest.mark.skipif(memory_pages._set_madvise_hugepage is None,
-                                  reason="this NumPy has no huge-page switch")
-
-
-REAL_SWITCH = memory_pages._set_madvise_hugepage
+REAL_SWITCH = memory_pages._set_madvise_hugepage  # NumPy's own, kept before any test replaces it
+needs_switch = pytest.mark.skipif(REAL_SWITCH is None, reason="this NumPy has no huge-page switch")
 
 
 @pytest.fixture
@@ -87,7 +84,12 @@ def test_each_pass_of_stylize_runs_in_small_pages(spy, monkeypatch, squeezenet_w
     assert seen == [[False]] and spy == [False, True]
 
 
-def test_without_the_switch_the_context_does_nothing(monkeypatch):
-    monkeypatch.setattr(memory_pages, "_set_madvise_hugepage", None)
+def test_without_the_switch_the_context_runs_its_body_and_lets_errors_through(monkeypatch):
+    monkeypatch.setattr(memory_pages, "_set_madvise_hugepage", None)  # a NumPy without it
+    ran = []
     with memory_pages.small_pages():
-        pass
+        ran.append(np.zeros(2**21, np.float32).size)  # 8 MiB: NumPy would ask huge pages for it
+    assert ran == [2**21]
+    with pytest.raises(KeyError):
+        with memory_pages.small_pages():
+            raise KeyError("inside")

@@ -104,7 +104,7 @@ def test_blas_runs_on_one_thread_inside_hold_and_as_before_after():
 
 
 _PINNING = """
-import os, sys, threading
+import json, os, sys, threading
 from scratchnst import parallel
 if sys.argv[1] == "outside":
     parallel.split(lambda a, b: None, 2)  # the workers are made before hold()
@@ -115,7 +115,7 @@ def piece(start, stop):
     threading.Event().wait(0.05)  # both pieces at once, so each is on its own thread
 with parallel.hold():
     parallel.split(piece, 2)
-print(sorted(seen[0]), sorted(seen[1]), os.sched_getaffinity(0) == before)
+print(json.dumps([sorted(seen[0]), sorted(seen[1]), os.sched_getaffinity(0) == before]))
 """
 
 
@@ -125,6 +125,7 @@ print(sorted(seen[0]), sorted(seen[1]), os.sched_getaffinity(0) == before)
 def test_inside_hold_the_caller_and_the_worker_each_run_on_a_core_of_their_own(made):
     # Regression: a worker made by the first split inside hold() inherited the caller's one core
     # and, reading its own affinity, found no other: both pieces shared a core, slower than one.
+    import json
     import subprocess
     import sys
 
@@ -132,7 +133,8 @@ def test_inside_hold_the_caller_and_the_worker_each_run_on_a_core_of_their_own(m
     env = {**os.environ, **parallel.environment(2)}
     out = subprocess.run([sys.executable, "-c", _PINNING, made], capture_output=True, text=True, check=True,
                          env=env).stdout
-    assert out.split("] ") == [f"[{cores[0]}", f"[{cores[1]}", "True\n"]
+    caller, worker, restored = json.loads(out)
+    assert (caller, worker, restored) == ([cores[0]], [cores[1]], True)  # one core each; the caller's back after
 
 
 def test_environment_gives_blas_one_thread_and_the_count_to_scratchnst_without_loading_numpy():
