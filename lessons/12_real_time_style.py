@@ -50,9 +50,9 @@ args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
 # 2. how long does each take?
 # 3. what has the network learnt? Its first layer's kernels, before and after.
 #
-# A real run (`scratchnst train STYLE PHOTOS -o net.h5`, 256 px, 1000 steps) takes about a
-# quarter of an hour on a 2-core laptop; here the lesson trains the same network for about a
-# minute, at --size, for --iters steps: a sketch of what the full run does. Give `--trained net.h5`
+# A real run (`scratchnst train STYLE PHOTOS -o net.h5`: photos at 256 px, 6000 steps on 128 px
+# crops of them) takes about a quarter of an hour on a 2-core laptop; here the lesson trains the
+# same network for about a minute, at --size, for --iters steps: a sketch of what the full run does. Give `--trained net.h5`
 # to see a fully trained network instead.
 
 # %%
@@ -88,12 +88,17 @@ untrained = tn.init_params(np.random.default_rng(int(meta.get("seed", args.seed)
 # The lesson's content photo (the cat) is not among the training photos. For each held-out photo:
 # its course cost as it is (the starting point of any stylisation), the network's output's cost,
 # and the cost of the image `transfer.stylize` optimises for it with L-BFGS from the photo plus
-# noise. All three are measured by `transfer.make_cost_function` with the network's default
-# layers and weights: the cost `scratchnst stylize` lowers, and the one the network was trained
-# on.
+# noise. All three are measured by `transfer.make_cost_function` with the layers and weights the
+# network was trained with (read from it), and the optimisation lowers that same cost. Training
+# weighs the content 4 times more than `scratchnst stylize` does (alpha 40 instead of 10 with
+# SqueezeNet): the optimisation starts from the photo and keeps its subject under the brushwork,
+# but a network starts from nothing, and with stylize's weights it learnt to paint the style's
+# strokes over the whole frame and drop the subject (`training.TRAIN_ALPHA_FACTOR` says more).
 
 # %%
 _lesson.section("Held-out photos: the network against L-BFGS, judged by the same cost")
+alpha, beta = float(meta.get("alpha", defaults.alpha)), float(meta.get("beta", defaults.beta))  # the training's
+print(f"cost: alpha {alpha:g} x J_content ({defaults.content_layer}) + beta {beta:g} x J_style")
 held_out = [args.content]
 rows, tiles, labels = [], [], []
 for path in held_out:
@@ -101,13 +106,13 @@ for path in held_out:
     x_photo = image.preprocess(photo, net.preprocessing)
     x_style = image.preprocess(style, net.preprocessing)
     cost = transfer.make_cost_function(net, x_photo, [x_style], defaults.content_layer, defaults.style_layers,
-                                       [1.0], defaults.alpha, defaults.beta, 0.0)
+                                       [1.0], alpha, beta, 0.0)
     start = time.perf_counter()
     painted = training.stylize_photo(params, meta, photo)
     forward_seconds = time.perf_counter() - start
     start = time.perf_counter()
     optimised = transfer.stylize(photo, style, model=net.name, weights=net.path, size=max(photo.shape[:2]),
-                                 iters=args.optimise_iters, seed=args.seed).image
+                                 iters=args.optimise_iters, seed=args.seed, alpha=alpha, beta=beta).image
     optimise_seconds = time.perf_counter() - start
     J_photo, J_net, J_opt = (cost(image.preprocess(p, net.preprocessing))[0] for p in (photo, painted, optimised))
     rows.append((Path(path).name, J_photo, J_net, forward_seconds, J_opt, optimise_seconds))
@@ -178,10 +183,10 @@ if history:
 # ## Exercises
 #
 # 1. Train with `scratchnst train lessons/images/swirls.jpg lessons/images/photos -o swirls.h5`
-#    (about 15 minutes) and run this lesson with `--trained swirls.h5`. How far is the cost now
+#    (about 16 minutes) and run this lesson with `--trained swirls.h5`. How far is the cost now
 #    from the optimised image's?
 # 2. Stylise a 512 px photo with `scratchnst apply swirls.h5 photo.jpg -o out.png`: the network
-#    trained on 256 px crops paints strokes of the same size in pixels, so relatively finer ones.
+#    trained on photos at 256 px paints strokes of the same size in pixels, so relatively finer ones.
 # 3. Train on a single photo. Does the network still paint the cat well?
 # 4. Double the style weight beta (`--beta`): where does the network's output move?
 

@@ -14,6 +14,7 @@ names). The activation of a convolution is taken after its ReLU, as Keras's
 Conv2D(activation="relu") gives it.
 """
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,16 @@ class Network:
     def __repr__(self):
         return (f"Network({self.name!r}, pooling={self.pooling!r}, dtype={self.dtype.name}, "
                 f"weights={str(self.path) if self.path else None!r})")
+
+    def sibling(self):
+        """The same network with caches of its own, for another thread to run at the same time.
+
+        forward keeps its caches on the network for backward, so two threads cannot share one
+        network; the sibling shares the weights (read-only arrays, not copied) and nothing else.
+        """
+        twin = copy.copy(self)
+        twin._caches = twin._shapes = None
+        return twin
 
     def min_input_size_for(self, layers_wanted):
         """The smallest height and width giving every layer in `layers_wanted` a non-empty output."""

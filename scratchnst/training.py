@@ -15,19 +15,21 @@ computed once from the style image. The gradient goes back through the loss netw
 (`Network.backward`, batches included), then through the transformer to its parameters
 (`transformer_net.backward`), and Adam (`optim.adam_update`) moves every parameter.
 
-    params, history = train("starry_night.jpg", "photos/", iters=600)
-    transformer_net.save("starry.h5", params, {"style": "starry_night.jpg"})
+    result = train("starry_night.jpg", "photos/", iters=600)
+    transformer_net.save("starry.h5", result.params, result.meta)
 
 Photos: every image file of a folder and its sub-folders, read in a random order (a new one each
-epoch), each decoded at a little more than the training size, cropped to SIZE x SIZE at a random
-place and flipped left-right half the time. All randomness comes from one np.random.Generator,
-whose state goes into the checkpoint, so that a resumed run gives the same parameters, bit for
-bit, as one never stopped (on the same machine and BLAS thread count).
+epoch), each decoded with its short side at a little more than the training size SIZE (the scale
+of the photos the network is for), cropped to CROP x CROP at a random place (CROP <= SIZE: a part
+of the photo at that scale) and flipped left-right half the time. All randomness comes from one
+np.random.Generator, whose state goes into the checkpoint, so that a resumed run gives the same
+parameters, bit for bit, as one never stopped (on the same machine and thread count).
 """
 
 import contextlib
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,38 +46,59 @@ from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
 
 # ----------------------------------------------------------------------------------- defaults
 # Chosen from measurements on the shared 2-core Xeon this was written on (SqueezeNet loss network,
-# float32, one BLAS thread, The Starry Night, 8 training photos, one held-out photo):
-# - one step at 256 px with the transformer's default network (16/32/64, 5 residual blocks) takes
-#   0.42 s at batch 1, 0.83-0.90 s at batch 2, 1.65 s at batch 4 (linear: the cost is per pixel),
-#   0.95 s at batch 2 inside a real run with the machine shared; two BLAS threads took 0.68 s
-#   on the idle machine but were 2-3 times SLOWER (1.9-2.2 s) with another job on the other core,
-#   hence one thread unless --threads says otherwise;
-# - DEFAULT_ITERS = 1000 steps of batch 2: `scratchnst train` with every default took 15:55 wall
-#   clock (0.95 s per step, 400 MB peak), inside the issue's 20 minutes with a loaded machine's
-#   margin. On the held-out photo at 256 px its network's course cost was 36.5k, against 471k
-#   for the photo itself and 4.6k after 100 L-BFGS iterations of `scratchnst stylize` (24k after
-#   10, 34k after 8): in 16 CPU minutes the network gets about as far as 8-10 L-BFGS iterations,
-#   in 0.12 s a photo (the issue's 2x of 100 iterations is not reached);
-# - the network: half widths (8/16/32) with 3 blocks run twice the steps and were ahead after
-#   90 s, 3 and 5 minutes (at 5 minutes, 256 px: 51.9k against 59.5k), but the full budget
-#   turned it round: 1800 steps of it in 13:49 ended at 51.2k (45.9k at step 1000) against the
-#   default network's 36.5k, so TRAIN_WIDTHS are transformer_net's defaults;
-# - batch 2: at equal time, batch 4 was clearly behind (128 px, 90 s: 126k against 84k), batch 1
-#   ahead or level within the noise of one held-out photo (68k after 90 s, 80k after 180 s);
-#   two photos a step smooth the gradient for the same pixels per second;
+# float32, The Starry Night). Quality is judged as issue 16 does: the course cost of the network's
+# output on three photos it never trained on (the cat, Tubingen, scikit-image's cameraman, 256 px),
+# divided by that of 100 L-BFGS iterations of `scratchnst stylize` on the same photo; "mean" is
+# the mean of the three ratios.
+# - CROP 128 at SIZE 256, and the cosine schedule (2026-12-04; 13 photos of scikit-image, two runs
+#   side by side, one core each, 12 minutes of training each; mean after 12 minutes):
+#     crop 128, cosine       4.35 (4324 steps)     crop 128, constant lr    4.67
+#     crop 160, cosine       4.47 (2601 steps)     crop 96, cosine          5.5  (7000 steps)
+#     crop 128, lr 2e-3      5.0                   crop 128, batch 4        5.70 (2005 steps)
+#   whole 256 px crops (the former default, constant lr): 7.4 after 21 minutes with 2 threads.
+#   A 128 px crop of a photo at the 256 px scale costs a quarter of a 256 px step, so four times
+#   the steps fit in the same time, and a crop still holds most of what the style layers see;
+#   at 96 px the instance normalisation's statistics over a crop stray too far from a whole
+#   photo's. The cost on the training crops was level with the cost on the unseen photos (22k):
+#   the network is short of fitting, not of photos, and steps are what it needs;
+# - one step (crop 128, batch 2, widths 16/32/64) takes 0.16 s on one thread and 0.11 s on two
+#   (each photo of the batch on its own core: batch_loss_and_grads), idle; 0.17 s on one core
+#   with another run on the other. DEFAULT_ITERS = 6000 is about 16 minutes on one thread, 11
+#   on two. Two threads were 2-3 times SLOWER than one with another job on the other core (256
+#   px steps, 2026-11), hence one thread unless --threads says otherwise;
+# - the network: half widths (8/16/32) with 3 blocks ran twice the steps but ended behind
+#   (256 px, 13:49: 51.2k against 36.5k for the default network), so TRAIN_WIDTHS are
+#   transformer_net's defaults;
+# - batch 2: at equal time, batch 4 was clearly behind (above; and at 128 px, 90 s: 126k against
+#   84k), batch 1 ahead or level within the noise of one held-out photo early in a run;
 # - lr 1e-3, Johnson et al.'s: at 128 px, batch 2, 150 steps, the held-out photo's cost after training
 #   was 175k at lr 3e-4, 137k at 6e-4, 118k at 1e-3, 350k at 3e-3, 596k at 1e-2 (unstyled photo 421k):
 #   larger steps make the network oscillate, smaller ones learn too slowly for a short run.
 DEFAULT_SIZE = 256
+DEFAULT_CROP = 128
 DEFAULT_BATCH = 2
-DEFAULT_ITERS = 1000
+DEFAULT_ITERS = 6000
 DEFAULT_LR = 1e-3
+LR_SCHEDULES = ("cosine", "constant")
+DEFAULT_LR_SCHEDULE = "cosine"
 DEFAULT_SEED = 0
 TRAIN_WIDTHS = transformer_net.DEFAULT_WIDTHS
 TRAIN_RESIDUAL_BLOCKS = transformer_net.DEFAULT_RESIDUAL_BLOCKS
-# The costs are the course's, with each network's layers, alpha and beta (settings.MODEL_DEFAULTS),
-# so that a trained network is judged by the very cost `scratchnst stylize` lowers. Total variation:
-# 0, as stylize's defaults (the transformer's output has no pixel noise for it to remove).
+# The costs are the course's, with each network's layers and beta (settings.MODEL_DEFAULTS), and its
+# alpha times TRAIN_ALPHA_FACTOR. `scratchnst stylize` starts from the photo, and its content
+# weight only has to keep the subject it starts with; a network starts from nothing. With stylize's
+# weights (SqueezeNet: alpha 10, beta 4) a network trained 9500 steps learnt to paint The Starry
+# Night's stars over the whole frame and drop the subject (the cat, Tubingen's houses, the
+# cameraman were gone), because that costs little more in content: at fire3 a grey image is
+# 2.4k from the cat's content, the style image 7.0k, stylize's result 4.3k and that network's
+# output 6.1k. With 4 times the content weight the subject stays in view, blurred, and on three
+# unseen photos the network's cost came to 1.8, 2.6 and 2.3 times that of 100 L-BFGS iterations of
+# the same cost (2026-12-04, 9500 steps with --threads 2, 17 minutes; with alpha 10: 2.6, 4.4
+# and 4.5; 7 minutes on one core each, side by side: 3.2 against 5.3 on average). Judge a network
+# by the cost it was trained on: its file records alpha and beta (`scratchnst stylize --alpha`).
+# Total variation: 0, as stylize's defaults (the transformer's output has no pixel noise for it
+# to remove).
+TRAIN_ALPHA_FACTOR = 4.0
 TRAIN_TV_WEIGHT = 0.0
 LARGE_PHOTO_MARGIN = 1.15   # large photos are decoded with their short side at SIZE * 1.15, then cropped
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
@@ -132,7 +155,7 @@ def crop_source_size(H, W, size):
 
 
 class PhotoBatches:
-    """Random size x size crops of a folder's photos, in batches, from a Generator.
+    """Random crop x crop squares of a folder's photos (decoded at scale `size`), in batches, from a Generator.
 
     Photos are visited in a random order, a new permutation each epoch; each is cropped at a
     random place and flipped left-right with probability 1/2. A photo that cannot be read is
@@ -144,11 +167,15 @@ class PhotoBatches:
     the file is rounded to uint8 too, so that the cache never changes a batch.
     """
 
-    def __init__(self, photos, size, batch, rng, folder=None):
-        """photos: list of paths (list_photos); size: crop side (a multiple of 4); batch: photos per
-        batch; rng: np.random.Generator; folder: for messages."""
+    def __init__(self, photos, size, batch, rng, folder=None, crop=None):
+        """photos: list of paths (list_photos); size: the scale photos are decoded at (crop_source_size);
+        batch: photos per batch; rng: np.random.Generator; folder: for messages; crop: side of the
+        square crops, at most size (None: size)."""
         self.photos = [Path(p) for p in photos]
         self.size, self.batch, self.rng = int(size), int(batch), rng
+        self.crop = self.size if crop is None else int(crop)
+        if not 1 <= self.crop <= self.size:
+            raise ValueError(f"crop {self.crop} must be between 1 and size {self.size}")
         self.folder = folder
         self.order = np.zeros(0, dtype=np.int64)
         self.position = 0
@@ -203,8 +230,8 @@ class PhotoBatches:
         return picture
 
     def next_batch(self):
-        """(batch, size, size, 3) float32 RGB 0..255: the next photos, randomly cropped and flipped."""
-        out = np.empty((self.batch, self.size, self.size, 3), dtype=np.float32)
+        """(batch, crop, crop, 3) float32 RGB 0..255: the next photos, randomly cropped and flipped."""
+        out = np.empty((self.batch, self.crop, self.crop, 3), dtype=np.float32)
         filled = 0
         while filled < self.batch:
             if len(self.bad) == len(self.photos):
@@ -217,7 +244,7 @@ class PhotoBatches:
             picture = self._photo(index)
             if picture is None:
                 continue
-            out[filled] = random_crop(picture, self.size, self.rng)
+            out[filled] = random_crop(picture, self.crop, self.rng)
             filled += 1
         return out
 
@@ -314,6 +341,65 @@ def loss_and_grads(params, x, loss, preprocessing="caffe"):
     return J, grads, parts
 
 
+def batch_loss_and_grads(params, x, losses, preprocessing="caffe"):
+    """loss_and_grads of a batch, its photos cut into pieces that run at once on the cores.
+
+    Args:
+        params, x, preprocessing: as loss_and_grads.
+        losses: one loss function per worker of scratchnst.parallel (make_loss_function, each on its
+            own loss network: Network.sibling()); with one worker, losses[0] takes the whole batch.
+
+    Returns:
+        (J, grads, parts) as loss_and_grads: each piece's, weighted by its share of the photos.
+
+    Why by photos: at the default 128 px crops a layer's work is a few ms, and splitting every layer
+    across the cores (as stylize does) paid a thread's wake-up at each of ~100 layers: a step took
+    0.14 s on 2 cores against 0.16 s on one. A piece of whole photos runs the whole step, its own
+    layers unsplit (parallel.split runs nested splits whole), and the pieces meet once. The result
+    is the batch's mean as before, summed in another order: it differs from one worker's in the
+    last bits, and is the same on every run with the same number of workers.
+    """
+    N = x.shape[0]
+    ranges = parallel.pieces(N, len(losses))
+    loss_of = {start: losses[k] for k, (start, _) in enumerate(ranges)}
+
+    def piece(start, stop):
+        return stop - start, loss_and_grads(params, x[start:stop], loss_of[start], preprocessing)
+
+    results = parallel.split(piece, N)
+    if len(results) == 1:
+        return results[0][1]
+    shares = [n / N for n, _ in results]
+    J = float(sum(share * J_k for share, (_, (J_k, _, _)) in zip(shares, results)))
+    grads = {}
+    for name in results[0][1][1]:
+        total = None
+        for share, (_, (_, piece_grads, _)) in zip(shares, results):
+            g = piece_grads[name]
+            term = np.asarray(share, g.dtype) * g
+            total = term if total is None else total + term
+        grads[name] = total
+    parts = {key: float(sum(share * p[key] for share, (_, (_, _, p)) in zip(shares, results)))
+             for key in results[0][1][2]}
+    return J, grads, parts
+
+
+def learning_rate(lr, step, iters, schedule):
+    """Adam's learning rate at step `step` (1 for the first) of a run of `iters` steps.
+
+    "constant": lr at every step. "cosine" (Loshchilov & Hutter 2017, without restarts): from lr
+    at the first step down along half a cosine, lr * (1 + cos(pi * (step - 1) / iters)) / 2, to
+    nearly 0 at the last. Large steps early move the network fast; small ones late let it settle
+    instead of rattling around the minimum with the noise of each batch's gradient.
+    """
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        # a Python float, not np.float64: NumPy would turn float32 parameters into float64 with it
+        return lr * 0.5 * (1.0 + math.cos(math.pi * (step - 1) / max(iters, 1)))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+
+
 def adam_step(params, grads, m, v, t, lr):
     """Adam on every parameter (optim.adam_update): new (params, m, v) dicts; the old ones are not changed."""
     new_params, new_m, new_v = {}, {}, {}
@@ -323,8 +409,9 @@ def adam_step(params, grads, m, v, t, lr):
 
 
 # ----------------------------------------------------------------------------------- settings
-def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZE, batch=DEFAULT_BATCH,
-                           iters=DEFAULT_ITERS, lr=DEFAULT_LR, content_layer=None, style_layers=None, alpha=None,
+def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZE, crop=None, batch=DEFAULT_BATCH,
+                           iters=DEFAULT_ITERS, lr=DEFAULT_LR, lr_schedule=DEFAULT_LR_SCHEDULE, content_layer=None,
+                           style_layers=None, alpha=None,
                            beta=None, tv_weight=None, style_size=None, widths=TRAIN_WIDTHS,
                            residual_blocks=TRAIN_RESIDUAL_BLOCKS, seed=DEFAULT_SEED, pool=None):
     """Check every setting of a training run and fill in the defaults (JSON values only).
@@ -342,7 +429,7 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     style_layers = [[arch.resolve(n), float(w)] for n, w in
                     style_layer_list(defaults.style_layers if style_layers is None else style_layers)]
     numbers = {"alpha": alpha, "beta": beta, "tv_weight": tv_weight}
-    fallback = {"alpha": defaults.alpha, "beta": defaults.beta, "tv_weight": TRAIN_TV_WEIGHT}
+    fallback = {"alpha": defaults.alpha * TRAIN_ALPHA_FACTOR, "beta": defaults.beta, "tv_weight": TRAIN_TV_WEIGHT}
     numbers = {k: float(fallback[k] if v is None else v) for k, v in numbers.items()}
     for key, value in numbers.items():
         if not (np.isfinite(value) and value >= 0):
@@ -352,6 +439,8 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     lr = float(lr)
     if not (np.isfinite(lr) and lr > 0):
         raise UsageError(f"--lr must be a number > 0, got {lr:g}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     size, batch, iters, seed = int(size), int(batch), int(iters), int(seed)
     if size < transformer_net.MIN_SIZE or size % transformer_net.SIZE_MULTIPLE:
         fit = max(transformer_net.MIN_SIZE, size - size % transformer_net.SIZE_MULTIPLE)
@@ -361,6 +450,14 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     if size < need:
         raise UsageError(f"--size {size} is too small for {model}'s layers, which need at least {need} px; "
                          f"use --size {need + (-need) % 4} or more")
+    crop = min(size, DEFAULT_CROP) if crop is None else int(crop)
+    if crop % transformer_net.SIZE_MULTIPLE or crop > size:
+        fit = min(size, max(transformer_net.MIN_SIZE, crop - crop % transformer_net.SIZE_MULTIPLE))
+        raise UsageError(f"--crop must be a multiple of {transformer_net.SIZE_MULTIPLE} and at most --size ({size}), "
+                         f"got {crop}; e.g. --crop {fit}")
+    if crop < need:
+        raise UsageError(f"--crop {crop} is too small for {model}'s layers, which need at least {need} px; "
+                         f"use --crop {need + (-need) % 4} or more")
     style_size = size if style_size is None else int(style_size)
     if style_size < need:
         raise UsageError(f"--style-size {style_size} is too small for {model}'s layers, which need at least {need} px")
@@ -372,8 +469,8 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
         raise UsageError(f"--widths must be three integers >= 1, got {widths}")
     if int(residual_blocks) < 0:
         raise UsageError(f"--residual-blocks must be an integer >= 0, got {residual_blocks}")
-    return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, batch=batch,
-                iters=iters, lr=lr, content_layer=content_layer, style_layers=style_layers, **numbers,
+    return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, crop=crop, batch=batch,
+                iters=iters, lr=lr, lr_schedule=lr_schedule, content_layer=content_layer, style_layers=style_layers, **numbers,
                 style_size=style_size, widths=widths, residual_blocks=int(residual_blocks), seed=seed)
 
 
@@ -468,8 +565,8 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             into snapshots_dir/snapshot_<step>.png (at its size, long side at most 2 * size).
         writing: a context manager factory every file write runs inside (the command passes
             cli.interrupts.holding_stops, so that Ctrl-C waits until the file is whole).
-        **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], batch [2],
-            iters [1000], lr [1e-3], content_layer, style_layers, alpha, beta, tv_weight [model's,
+        **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], crop
+            [min(size, 128)], batch [2], iters [DEFAULT_ITERS], lr [1e-3], lr_schedule ["cosine"], content_layer, style_layers, alpha, beta, tv_weight [model's,
             tv 0], style_size [size], widths [(16, 32, 64)], residual_blocks [5], seed [0], pool.
 
     Returns:
@@ -492,15 +589,16 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
               "photos": photo_list_digest(photos, photos_dir)}
     network = networks.load(s["model"], weights=s["weights"], pooling=s["pool"], dtype=np.float32)
     mode = network.preprocessing
-    loss = make_loss_function(network, image.preprocess(style_img, mode), s["content_layer"], s["style_layers"],
-                              s["alpha"], s["beta"], s["tv_weight"])
+    losses = [make_loss_function(net, image.preprocess(style_img, mode), s["content_layer"], s["style_layers"],
+                                 s["alpha"], s["beta"], s["tv_weight"])
+              for net in [network] + [network.sibling() for _ in range(parallel.workers() - 1)]]
 
     rng = np.random.default_rng(s["seed"])
     params = transformer_net.init_params(rng, tuple(s["widths"]), s["residual_blocks"], np.float32)
     shapes = transformer_net.parameter_shapes(tuple(s["widths"]), s["residual_blocks"])
     m = {name: np.zeros_like(p) for name, p in params.items()}
     v = {name: np.zeros_like(p) for name, p in params.items()}
-    batches = PhotoBatches(photos, s["size"], s["batch"], rng, folder=photos_dir)
+    batches = PhotoBatches(photos, s["size"], s["batch"], rng, folder=photos_dir, crop=s["crop"])
     iteration, history, elapsed = 0, [], 0.0
     if resume is not None:
         check_resume(resume, s, inputs)
@@ -521,7 +619,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     meta_base = {"style": str(style) if not isinstance(style, np.ndarray) else "array", "model": s["model"],
                  "content_layer": s["content_layer"], "style_layers": json.dumps(s["style_layers"]),
                  "alpha": s["alpha"], "beta": s["beta"], "tv_weight": s["tv_weight"], "size": s["size"],
-                 "batch": s["batch"], "lr": s["lr"], "seed": s["seed"], "pool": s["pool"], "preprocessing": mode}
+                 "crop": s["crop"], "batch": s["batch"], "lr": s["lr"], "lr_schedule": s["lr_schedule"], "seed": s["seed"], "pool": s["pool"], "preprocessing": mode}
 
     def state_of(params, m, v, iteration, history, elapsed, rng_state, batch_state):
         return {"format": "train", "settings": s, "inputs": inputs, "iteration": iteration, "elapsed": elapsed,
@@ -536,11 +634,12 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             photos_batch = batches.next_batch()
             x = preprocess_batch(photos_batch, mode)
             with np.errstate(over="ignore", invalid="ignore"):
-                J, grads, parts = loss_and_grads(params, x, loss, mode)
+                J, grads, parts = batch_loss_and_grads(params, x, losses, mode)
             if not np.isfinite(J) or not all(np.isfinite(g).all() for g in grads.values()):
                 raise UserError(f"the loss became {'NaN' if np.isnan(J) else 'infinite'} at step {iteration + 1}; "
                                 "lower --lr, or --beta / --alpha")
-            params, m, v = adam_step(params, grads, m, v, iteration + 1, s["lr"])
+            lr = learning_rate(s["lr"], iteration + 1, s["iters"], s["lr_schedule"])
+            params, m, v = adam_step(params, grads, m, v, iteration + 1, lr)
             iteration += 1
             steps_here += 1
             now = time.perf_counter()

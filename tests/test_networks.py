@@ -265,6 +265,23 @@ def test_backward_needs_the_layers_of_the_last_forward(vgg_params):
     assert net.backward({"block1_conv1": np.ones_like(a)}).shape == (1, 8, 8, 3)
 
 
+def test_a_sibling_shares_the_weights_and_keeps_its_own_caches(squeezenet_random):
+    """Two threads' networks: each one's backward uses its own last forward, the weights are not copied."""
+    rng = np.random.default_rng(15)
+    net = networks.Network("squeezenet", squeezenet_random.params, pooling="avg", dtype=np.float64)
+    twin = net.sibling()
+    assert twin.params is net.params and (twin.name, twin.pooling, twin.dtype) == (net.name, net.pooling, net.dtype)
+    x, y = preprocessed_like(rng, (1, 40, 36, 3)), preprocessed_like(rng, (1, 33, 41, 3))
+    g = rng.standard_normal(net.forward(x, ["fire3"])["fire3"].shape)
+    expected = net.backward({"fire3": g})
+    net.forward(x, ["fire3"])
+    with pytest.raises(RuntimeError, match="forward"):
+        twin.backward({"fire3": g})           # nothing of net's forward leaks into the twin
+    h = rng.standard_normal(twin.forward(y, ["fire2"])["fire2"].shape)
+    np.testing.assert_array_equal(net.backward({"fire3": g}), expected)   # nor of the twin's into net
+    assert twin.backward({"fire2": h}).shape == y.shape
+
+
 def test_unknown_layer_is_a_usage_error_listing_the_layers(vgg_random):
     with pytest.raises(UsageError, match=r"vgg19 has no layer 'conv9_9'.*block1_conv1"):
         vgg_random.forward(np.zeros((1, 32, 32, 3)), ["conv9_9"])

@@ -44,8 +44,14 @@ def test_help_lists_every_flag(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for flag in ["--size", "--iters", "--batch", "--lr", "--model", "--weights", "--alpha", "--beta", "--tv-weight",
                  "--seed", "--snapshot", "--snapshot-every", "--snapshots-dir", "--checkpoint", "--checkpoint-every",
-                 "--resume", "--threads", "--style-size", "--print-every", "--widths", "--residual-blocks"]:
+                 "--resume", "--threads", "--style-size", "--print-every", "--widths", "--residual-blocks", "--crop",
+                 "--lr-schedule"]:
         assert flag in text
+    assert f"(default: the smaller of SIZE and {training.DEFAULT_CROP})" in text
+    assert f"(default: {training.DEFAULT_LR_SCHEDULE})" in text
+    from scratchnst.settings import MODEL_DEFAULTS
+    alpha = MODEL_DEFAULTS["squeezenet"].alpha * training.TRAIN_ALPHA_FACTOR
+    assert f"(default: squeezenet {alpha:g}; vgg19" in text
     assert f"(default: {training.DEFAULT_ITERS})" in text and f"(default: {training.DEFAULT_SIZE})" in text
     assert f"(default: {training.DEFAULT_BATCH})" in text and f"(default: {training.DEFAULT_LR:g})" in text
     assert f"(default: {','.join(map(str, training.TRAIN_WIDTHS))})" in text

@@ -1,13 +1,14 @@
 """Tests of scratchnst.training: photo batches, the training loss and its gradient (finite differences
 and PyTorch), the loss going down, bit-for-bit resume, and stylising photos of any size."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from scratchnst import checkpoint, image, networks, training, transformer_net
+from scratchnst import checkpoint, image, networks, parallel, training, transformer_net
 from scratchnst.errors import UsageError, UserError
 
 from network_helpers import random_params, write_keras_weights
@@ -97,6 +98,25 @@ def test_small_photos_are_enlarged_and_large_ones_reduced(tmp_path):
     batches = training.PhotoBatches([big], 48, 1, np.random.default_rng(0))
     batches.next_batch()
     assert batches._photo(0).shape[:2] == (73, 55)   # short side round(48 * 1.15)
+
+
+def test_crops_smaller_than_the_scale_are_parts_of_the_photo_at_that_scale(tmp_path):
+    """size sets the scale a photo is decoded at, crop the side of the square cut from it."""
+    path = write_photo(tmp_path / "p" / "big.png", 400, 300)
+    batches = training.PhotoBatches([path], 48, 5, np.random.default_rng(0), crop=20)
+    batch = batches.next_batch()
+    assert batch.shape == (5, 20, 20, 3) and batch.dtype == np.float32
+    picture = batches._photo(0)
+    assert picture.shape[:2] == (73, 55)   # as with 48 x 48 crops: the scale does not depend on the crop
+    windows = np.lib.stride_tricks.sliding_window_view(picture.astype(np.float32), (20, 20, 3))[..., 0, :, :, :]
+    for crop in batch:
+        found = [np.argwhere((windows == c).all(axis=(2, 3, 4))) for c in (crop, crop[:, ::-1])]
+        assert any(len(f) for f in found)   # each crop is a 20 x 20 window of the decoded photo, maybe mirrored
+    starts = {tuple(np.argwhere((windows == c).all(axis=(2, 3, 4)))[0]) for c in batch
+              if len(np.argwhere((windows == c).all(axis=(2, 3, 4))))}
+    assert len(starts) >= 2   # random places
+    with pytest.raises(ValueError, match="crop 60"):
+        training.PhotoBatches([path], 48, 1, np.random.default_rng(0), crop=60)
 
 
 def test_crops_are_flipped_half_the_time(tmp_path):
@@ -191,6 +211,47 @@ def test_batch_loss_is_the_mean_of_single_image_losses():
     np.testing.assert_allclose(dout, np.concatenate([s[1] for s in singles]) / 2, rtol=1e-10, atol=1e-12)
 
 
+@pytest.fixture
+def workers():
+    """parallel.set_workers for one test, restored after it."""
+    previous = parallel.workers()
+    yield parallel.set_workers
+    parallel.set_workers(previous)
+
+
+@pytest.mark.parametrize("count, batch", [(2, 2), (2, 3), (3, 2), (3, 5)])
+def test_a_batch_cut_by_photos_gives_the_whole_batch_step(workers, count, batch):
+    """Pieces of whole photos on `count` threads: the batch's mean loss and gradients, to rounding;
+    the same bits on every run; and with one worker exactly loss_and_grads."""
+    net, params, x, style_x = tiny_problem(np.float64, seed=5, batch=batch)
+    make = functools.partial(training.make_loss_function, style_x=style_x, alpha=10.0, beta=4.0, tv_weight=0.5,
+                             **LAYERS)
+    workers(1)   # the layers' own splits round differently with more workers
+    J, grads, parts = training.loss_and_grads(params, x, make(net))
+    workers(count)
+    losses = [make(n) for n in [net] + [net.sibling() for _ in range(count - 1)]]
+    J2, grads2, parts2 = training.batch_loss_and_grads(params, x, losses)
+    assert J2 == pytest.approx(J, rel=1e-12) and type(J2) is float
+    assert parts2 == pytest.approx(parts, rel=1e-12) and list(grads2) == list(grads)
+    for name in grads:
+        np.testing.assert_allclose(grads2[name], grads[name], rtol=1e-10, atol=1e-12 * np.abs(grads[name]).max())
+        assert grads2[name].dtype == np.float64
+    again = training.batch_loss_and_grads(params, x, losses)
+    assert again[0] == J2 and all(np.array_equal(again[1][n], grads2[n]) for n in grads)
+    workers(1)
+    one = training.batch_loss_and_grads(params, x, losses[:1])
+    assert one[0] == J and all(np.array_equal(one[1][n], grads[n]) for n in grads)
+
+
+def test_a_batch_cut_by_photos_keeps_float32(workers):
+    net, params, x, style_x = tiny_problem(np.float32, seed=6, batch=2)
+    workers(2)
+    losses = [training.make_loss_function(n, style_x, alpha=10.0, beta=4.0, tv_weight=0.0, **LAYERS)
+              for n in (net, net.sibling())]
+    _, grads, _ = training.batch_loss_and_grads(params, x, losses)
+    assert all(g.dtype == np.float32 for g in grads.values())
+
+
 def test_step_gradients_match_pytorch(torch):
     from scratchnst import torch_ref
     from scratchnst.torch_network import TorchNetwork
@@ -252,13 +313,43 @@ def test_loss_goes_down(photos, squeezenet_weights_path):
     assert result.meta["iterations"] == 24 and result.meta["preprocessing"] == "caffe"
 
 
+class Stop(Exception):
+    pass
+
+
+def stop_at(step):
+    def callback(progress):
+        if progress.iteration == step:
+            raise Stop
+    return callback
+
+
 def test_resume_is_bit_for_bit(photos, squeezenet_weights_path, tmp_path):
+    """A run stopped after step 4 (its checkpoint written) and resumed ends as one never stopped."""
     straight = run(photos, squeezenet_weights_path, iters=7, seed=4)
     ckpt = tmp_path / "run.ckpt.npz"
-    first = run(photos, squeezenet_weights_path, iters=4, seed=4, checkpoint_path=ckpt, checkpoint_every=2)
+    with pytest.raises(Stop):
+        run(photos, squeezenet_weights_path, iters=7, seed=4, checkpoint_path=ckpt, checkpoint_every=2,
+            callback=stop_at(4))
+    state = checkpoint.load(ckpt)
+    assert state["iteration"] == 4 and len(state["history"]) == 4
+    resumed = run(photos, squeezenet_weights_path, iters=7, seed=4, resume=state)
+    assert list(resumed.params) == list(straight.params)
+    for name in straight.params:
+        assert np.array_equal(resumed.params[name], straight.params[name]), name
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in straight.history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history] == strip
+
+
+def test_raising_iters_on_resume_with_a_constant_rate_is_bit_for_bit(photos, squeezenet_weights_path, tmp_path):
+    """With a constant learning rate, 4 steps then 3 more (--iters raised) are 7 steps."""
+    straight = run(photos, squeezenet_weights_path, iters=7, seed=4, lr_schedule="constant")
+    ckpt = tmp_path / "run.ckpt.npz"
+    first = run(photos, squeezenet_weights_path, iters=4, seed=4, checkpoint_path=ckpt, checkpoint_every=2,
+                lr_schedule="constant")
     state = checkpoint.load(ckpt)
     assert state["iteration"] == 4
-    resumed = run(photos, squeezenet_weights_path, iters=7, seed=4, resume=state)
+    resumed = run(photos, squeezenet_weights_path, iters=7, seed=4, resume=state, lr_schedule="constant")
     assert list(resumed.params) == list(straight.params)
     for name in straight.params:
         assert np.array_equal(resumed.params[name], straight.params[name]), name
@@ -273,6 +364,10 @@ def test_resume_refuses_other_settings_and_inputs(photos, squeezenet_weights_pat
     state = checkpoint.load(ckpt)
     with pytest.raises(UsageError, match="other settings .*lr"):
         run(photos, squeezenet_weights_path, iters=3, seed=4, lr=0.5, resume=state)
+    with pytest.raises(UsageError, match="other settings .*crop"):
+        run(photos, squeezenet_weights_path, iters=3, seed=4, size=48, resume=state)
+    with pytest.raises(UsageError, match="other settings .*lr_schedule"):
+        run(photos, squeezenet_weights_path, iters=3, seed=4, lr_schedule="constant", resume=state)
     write_photo(photos / "new.png", 40, 40)
     with pytest.raises(UsageError, match="photos in the folder differ"):
         run(photos, squeezenet_weights_path, iters=3, seed=4, resume=state)
@@ -280,10 +375,54 @@ def test_resume_refuses_other_settings_and_inputs(photos, squeezenet_weights_pat
         run(photos, squeezenet_weights_path, iters=3, resume={"format": "stylize"})
 
 
+def test_learning_rate_schedules():
+    assert [training.learning_rate(0.01, t, 5, "constant") for t in range(1, 6)] == [0.01] * 5
+    cosine = [training.learning_rate(0.01, t, 5, "cosine") for t in range(1, 6)]
+    assert cosine[0] == 0.01 and all(a > b > 0 for a, b in zip(cosine, cosine[1:]))
+    assert cosine == pytest.approx([0.01 * (1 + np.cos(np.pi * k / 5)) / 2 for k in range(5)], rel=1e-15)
+    assert training.learning_rate(1.0, 51, 100, "cosine") == pytest.approx(0.5)
+    assert training.learning_rate(1.0, 1, 1, "cosine") == 1.0   # a one-step run takes its whole rate
+    assert type(training.learning_rate(0.01, 3, 5, "cosine")) is float   # keeps float32 parameters float32
+    with pytest.raises(ValueError, match="schedule"):
+        training.learning_rate(0.01, 1, 5, "step")
+
+
+def test_each_step_takes_its_scheduled_rate(photos, squeezenet_weights_path, monkeypatch):
+    rates = []
+    adam_step = training.adam_step
+    monkeypatch.setattr(training, "adam_step", lambda *a: rates.append(a[-1]) or adam_step(*a))
+    run(photos, squeezenet_weights_path, iters=4, lr=0.02)
+    assert rates == [training.learning_rate(0.02, t, 4, "cosine") for t in range(1, 5)]
+    rates.clear()
+    run(photos, squeezenet_weights_path, iters=3, lr=0.02, lr_schedule="constant")
+    assert rates == [0.02] * 3
+
+
+def test_training_weighs_the_content_more_than_stylize(squeezenet_weights_path):
+    from scratchnst.settings import MODEL_DEFAULTS
+
+    s = training.resolve_train_settings(weights=str(squeezenet_weights_path))
+    assert s["alpha"] == MODEL_DEFAULTS["squeezenet"].alpha * training.TRAIN_ALPHA_FACTOR > MODEL_DEFAULTS["squeezenet"].alpha
+    assert s["beta"] == MODEL_DEFAULTS["squeezenet"].beta
+    assert training.resolve_train_settings(weights=str(squeezenet_weights_path), alpha=10)["alpha"] == 10.0
+
+
+def test_crop_setting(photos, squeezenet_weights_path):
+    resolve = functools.partial(training.resolve_train_settings, weights=str(squeezenet_weights_path))
+    assert resolve()["crop"] == training.DEFAULT_CROP and resolve(size=512)["crop"] == training.DEFAULT_CROP
+    assert resolve(size=64)["crop"] == 64 and resolve(size=256, crop=200)["crop"] == 200
+    result = run(photos, squeezenet_weights_path, size=48, crop=32, iters=1)
+    assert result.settings["crop"] == 32 and result.meta["crop"] == 32 and result.meta["lr_schedule"] == "cosine"
+
+
 def test_bad_settings_are_usage_errors(photos, squeezenet_weights_path):
     for options, message in [({"size": 30}, "multiple of 4"), ({"size": 12}, "too small"), ({"batch": 0}, "--batch"),
                              ({"lr": -1.0}, "--lr"), ({"beta": float("nan")}, "--beta"), ({"iters": -1}, "--iters"),
-                             ({"alpha": 0.0, "beta": 0.0}, "nothing to learn")]:
+                             ({"alpha": 0.0, "beta": 0.0}, "nothing to learn"),
+                             ({"crop": 30}, "--crop must be a multiple of 4"),
+                             ({"crop": 36}, r"--crop must be .* at most --size \(32\)"),
+                             ({"size": 64, "crop": 12}, "--crop 12 is too small"),
+                             ({"lr_schedule": "step"}, "--lr-schedule must be one of cosine, constant")]:
         with pytest.raises(UsageError, match=message):
             run(photos, squeezenet_weights_path, **options)
 

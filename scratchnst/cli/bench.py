@@ -548,7 +548,7 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
         quality: None, or {"content", "style", "weights", "iters"}: add the time-to-quality row,
             scratchnst's stylize against torch.optim.LBFGS (scratchnst.cli.bench_quality).
         training: add the training-step row, one step of training a real-time style network
-            (SqueezeNet as the loss network, 256 px, the training's batch; cli.bench_training).
+            (SqueezeNet as the loss network, the training's default crop and batch; cli.bench_training).
 
     Returns:
         {"machine": {...}, "settings": {...}, "results": [one dict per (model, size): measure_time's
@@ -614,7 +614,7 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
                                   threads)
     training_result = None
     if training:
-        say(f"bench: a training step of the real-time style network at {256}x{256}...")
+        say("bench: a training step of the real-time style network (batch of crops as `scratchnst train` takes)...")
         training_result = run_worker({"task": "training", "threads": threads, "repeats": repeats, "warmup": warmup,
                                       "use_torch": use_torch, "pretrained": pretrained, "seed": seed}, threads,
                                      module="scratchnst.cli.bench_training")

@@ -1,6 +1,7 @@
 """The bench's training-step row: one step of training a real-time style network, scratchnst against PyTorch.
 
-One step, as `scratchnst train` runs it: the transformer network forward on a batch of photos, the
+One step, as `scratchnst train` runs it by default (a batch of DEFAULT_BATCH crops of DEFAULT_CROP
+pixels): the transformer network forward on a batch of photos, the
 loss network forward on its outputs (and on the photos, for their content), the course's costs of
 every image, the loss network backward to the outputs, the transformer backward to every parameter.
 PyTorch runs the same step with the same weights, NCHW, autograd for every gradient
@@ -32,7 +33,7 @@ def _pictures(rng, n, size):
     return np.clip(out + rng.normal(0, 15, out.shape), 0, 255).astype(np.float32)
 
 
-def measure_training(model="squeezenet", size=training.DEFAULT_SIZE, batch=training.DEFAULT_BATCH, repeats=5,
+def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=training.DEFAULT_BATCH, repeats=5,
                      warmup=1, threads=None, use_torch=True, pretrained=False, seed=0):
     """Time training steps of scratchnst and PyTorch in this process, interleaved.
 
@@ -51,12 +52,14 @@ def measure_training(model="squeezenet", size=training.DEFAULT_SIZE, batch=train
                                          residual_blocks=training.TRAIN_RESIDUAL_BLOCKS)
     mode = network.preprocessing
     x = training.preprocess_batch(_pictures(rng, batch, size), mode)
-    style_x = image.preprocess(_pictures(rng, 1, size)[0], mode)
+    style_x = image.preprocess(_pictures(rng, 1, training.DEFAULT_SIZE)[0], mode)   # the style at its training size
     layers = (d.content_layer, list(d.style_layers), d.alpha, d.beta, 0.0)
-    loss = training.make_loss_function(network, style_x, *layers)
+    losses = [training.make_loss_function(net, style_x, *layers)
+              for net in [network] + [network.sibling() for _ in range(parallel.workers() - 1)]]
+
     def step():
         with parallel.hold():  # as training runs it
-            return training.loss_and_grads(params, x, loss, mode)
+            return training.batch_loss_and_grads(params, x, losses, mode)
 
     ours = _timed(step)
     functions = {"scratchnst": ours}
@@ -73,7 +76,7 @@ def measure_training(model="squeezenet", size=training.DEFAULT_SIZE, batch=train
         torch_loss = tnet.training_loss(style_x, *layers)
         x_t = to_nchw(x)
         functions["pytorch"] = _timed(lambda: transformer.training_step(x_t, torch_loss))
-        J, grads, _ = training.loss_and_grads(params, x, loss, mode)
+        J, grads, _ = step()
         J_t, grads_t = transformer.training_step(x_t, torch_loss)
         worst = 0.0
         for name, g in grads.items():

@@ -176,9 +176,11 @@ class _ModelDefault(_Default):
     scratchnst.transfer (and NumPy, h5py) for every other command.
     """
 
-    def __init__(self, field):
+    def __init__(self, field, factor=None):
+        """factor: None, or a function giving what the model's value is multiplied by (called lazily)."""
         super().__init__(None)
         self.field = field
+        self.factor = factor
 
     def __str__(self):
         from scratchnst.settings import MODEL_DEFAULTS
@@ -188,7 +190,9 @@ class _ModelDefault(_Default):
                 return ", ".join(f"{name}:{weight:g}" for name, weight in value)
             return f"{value:g}" if isinstance(value, float) else str(value)
 
-        return "; ".join(f"{model} {show(getattr(d, self.field))}" for model, d in MODEL_DEFAULTS.items())
+        factor = 1.0 if self.factor is None else self.factor()
+        return "; ".join(f"{model} {show(getattr(d, self.field) * factor if self.factor else getattr(d, self.field))}"
+                         for model, d in MODEL_DEFAULTS.items())
 
 
 def _given(value):
@@ -374,6 +378,12 @@ def _set_threads(threads):
     os.environ.update(environment(threads))
 
 
+def _train_alpha_factor():
+    from scratchnst.training import TRAIN_ALPHA_FACTOR
+
+    return TRAIN_ALPHA_FACTOR
+
+
 def _add_train(sub):
     p = sub.add_parser(
         "train",
@@ -392,14 +402,24 @@ def _add_train(sub):
                    help="folder of training photos (.jpg, .png, ...; sub-folders too); unreadable ones are skipped")
     p.add_argument("-o", "--output", metavar="OUT", required=True, default=argparse.SUPPRESS, type=path_arg,
                    help="the network file to write (.h5)")
-    p.add_argument("--size", type=int, default=256, help="side of the square training crops (a multiple of 4)")
-    p.add_argument("--iters", type=int, default=_Default("1000"), help="training steps (batches)")
+    p.add_argument("--size", type=int, default=256,
+                   help="the scale the network is trained for: photos are brought to a short side of about SIZE "
+                   "(a multiple of 4), and the style image to a long side of SIZE")
+    p.add_argument("--crop", type=int, default=_Default("the smaller of SIZE and 128"),
+                   help="side of the square random crops of those photos a step trains on (a multiple of 4, at "
+                   "most SIZE): smaller crops make more, cheaper steps at the same scale")
+    p.add_argument("--iters", type=int, default=_Default("6000"), help="training steps (batches)")
     p.add_argument("--batch", type=int, default=2, help="photos per step")
-    p.add_argument("--lr", type=float, default=_Default("0.001"), help="Adam's learning rate")
+    p.add_argument("--lr", type=float, default=_Default("0.001"), help="Adam's learning rate (at the first step)")
+    p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
+                   help="cosine: the learning rate falls from --lr along half a cosine to nearly 0 at the last "
+                   "step; constant: --lr throughout")
     p.add_argument("--model", choices=["squeezenet", "vgg19"], default="squeezenet", help="the loss network")
     p.add_argument("--weights", metavar="FILE", default=_Default("searched as `scratchnst weights list` shows"),
                    help="the loss network's HDF5 weights file")
-    p.add_argument("--alpha", type=float, default=_ModelDefault("alpha"), help="weight of the content cost")
+    p.add_argument("--alpha", type=float, default=_ModelDefault("alpha", factor=_train_alpha_factor),
+                   help="weight of the content cost (higher than stylize's: a network starts from nothing, and "
+                   "with stylize's weight it learns to drop the photo's subject)")
     p.add_argument("--beta", type=float, default=_ModelDefault("beta"), help="weight of the style cost")
     p.add_argument("--tv-weight", type=float, default=_Default("0"),
                    help="weight of the total variation cost (smooths pixel noise)")
@@ -423,8 +443,9 @@ def _add_train(sub):
     p.add_argument("--checkpoint-every", metavar="N", type=int, default=_Default("100"),
                    help="steps between checkpoints (with --checkpoint or --resume)")
     p.add_argument("--resume", metavar="FILE", default=_Default("a new run"), type=path_arg,
-                   help="continue the run saved in this checkpoint, with the same settings and files (--iters may "
-                   "be raised): the network ends bit for bit as an uninterrupted run's (same machine and threads)")
+                   help="continue the run saved in this checkpoint, with the same settings and files: the network "
+                   "ends bit for bit as an uninterrupted run's (same machine and threads). --iters may be raised; "
+                   "the cosine schedule then follows the longer run from the step it resumes at")
     p.add_argument("--print-every", metavar="N", type=int, default=10, help="steps between progress lines")
     _add_threads(p)
 
@@ -437,7 +458,8 @@ def _add_train(sub):
             snapshot_every=_given(args.snapshot_every), snapshots_dir=_given(args.snapshots_dir),
             checkpoint_file=_given(args.checkpoint), checkpoint_every=_given(args.checkpoint_every),
             resume_file=_given(args.resume), print_every=args.print_every,
-            model=args.model, weights=_given(args.weights), size=args.size, batch=args.batch,
+            model=args.model, weights=_given(args.weights), size=args.size, crop=_given(args.crop),
+            batch=args.batch, lr_schedule=args.lr_schedule,
             **({"iters": args.iters} if _given(args.iters) is not None else {}),
             **({"lr": args.lr} if _given(args.lr) is not None else {}),
             alpha=_given(args.alpha), beta=_given(args.beta), tv_weight=_given(args.tv_weight),
