@@ -52,8 +52,8 @@ args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
 #
 # A real run (`scratchnst train STYLE PHOTOS -o net.h5`: photos at 256 px, 6000 steps on 128 px
 # crops of them) takes about a quarter of an hour on a 2-core laptop; here the lesson trains the
-# same network for about a minute, at --size, for --iters steps: a sketch of what the full run does. Give `--trained net.h5`
-# to see a fully trained network instead.
+# same network for about a minute, at --size, for --iters steps: a sketch of what the full run
+# does. Give `--trained net.h5` to see a fully trained network instead.
 
 # %%
 net = _lesson.load_network(args, pooling="default")

@@ -1,9 +1,10 @@
 """The bench's training-step row: one step of training a real-time style network, scratchnst against PyTorch.
 
 One step, as `scratchnst train` runs it by default (a batch of DEFAULT_BATCH crops of DEFAULT_CROP
-pixels): the transformer network forward on a batch of photos, the
-loss network forward on its outputs (and on the photos, for their content), the course's costs of
-every image, the loss network backward to the outputs, the transformer backward to every parameter.
+pixels, each photo on its own core with several threads): the transformer network forward on a
+batch of photos, the loss network forward on its outputs (and on the photos, for their content),
+the course's costs of every image, the loss network backward to the outputs, the transformer
+backward to every parameter.
 PyTorch runs the same step with the same weights, NCHW, autograd for every gradient
 (torch_network.TorchTransformer and TorchNetwork.training_loss). The Adam update is left out of both:
 a few element-wise passes over 0.1 M parameters, nothing beside the two networks.
@@ -53,7 +54,7 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=train
     mode = network.preprocessing
     x = training.preprocess_batch(_pictures(rng, batch, size), mode)
     style_x = image.preprocess(_pictures(rng, 1, training.DEFAULT_SIZE)[0], mode)   # the style at its training size
-    layers = (d.content_layer, list(d.style_layers), d.alpha, d.beta, 0.0)
+    layers = (d.content_layer, list(d.style_layers), d.alpha * training.TRAIN_ALPHA_FACTOR, d.beta, 0.0)
     losses = [training.make_loss_function(net, style_x, *layers)
               for net in [network] + [network.sibling() for _ in range(parallel.workers() - 1)]]
 

@@ -190,9 +190,10 @@ class _ModelDefault(_Default):
                 return ", ".join(f"{name}:{weight:g}" for name, weight in value)
             return f"{value:g}" if isinstance(value, float) else str(value)
 
-        factor = 1.0 if self.factor is None else self.factor()
-        return "; ".join(f"{model} {show(getattr(d, self.field) * factor if self.factor else getattr(d, self.field))}"
-                         for model, d in MODEL_DEFAULTS.items())
+        def value(defaults):
+            return getattr(defaults, self.field) * (self.factor() if self.factor else 1)
+
+        return "; ".join(f"{model} {show(value(d))}" for model, d in MODEL_DEFAULTS.items())
 
 
 def _given(value):
