@@ -664,6 +664,21 @@ def test_lesson_debug_shows_the_traceback(tmp_path, debug):
     assert "Traceback" in done.stderr and "UserError: " in done.stderr and "nope.jpg" in done.stderr
 
 
+@pytest.fixture
+def sigint_reaches_children():
+    """Children that start with SIGINT at its default, as from a terminal.
+
+    A shell without job control starts a background job (`cmd &`) with SIGINT ignored, a child
+    inherits that through exec, and Python then never turns SIGINT into KeyboardInterrupt: a
+    lesson started so cannot be stopped by Ctrl-C, and these tests would fail for the runner's
+    reason. A Python handler here is reset to the default in a child at exec.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_reaches_children")
 def test_lesson_ctrl_c_is_one_line_exit_130(tmp_path, weights_env):
     """SIGINT once the lesson has printed its first line (its options parsed, the work begun)."""
     out = tmp_path / "out"
@@ -680,6 +695,7 @@ def test_lesson_ctrl_c_is_one_line_exit_130(tmp_path, weights_env):
     no_temporary_files(out)
 
 
+@pytest.mark.usefixtures("sigint_reaches_children")
 def test_lesson_ctrl_c_that_python_ignored_in_a_finalizer_still_stops_it(tmp_path):
     """A KeyboardInterrupt raised inside a weakref callback (h5py closes objects through them) is
     only printed by Python as "Exception ignored"; _lesson delivers it again."""
