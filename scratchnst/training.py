@@ -409,11 +409,11 @@ def adam_step(params, grads, m, v, t, lr):
 
 
 # ----------------------------------------------------------------------------------- settings
-def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZE, crop=None, batch=DEFAULT_BATCH,
-                           iters=DEFAULT_ITERS, lr=DEFAULT_LR, lr_schedule=DEFAULT_LR_SCHEDULE, content_layer=None,
-                           style_layers=None, alpha=None,
-                           beta=None, tv_weight=None, style_size=None, widths=TRAIN_WIDTHS,
-                           residual_blocks=TRAIN_RESIDUAL_BLOCKS, seed=DEFAULT_SEED, pool=None):
+def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZE, crop=None,
+                           batch=DEFAULT_BATCH, iters=DEFAULT_ITERS, lr=DEFAULT_LR, lr_schedule=DEFAULT_LR_SCHEDULE,
+                           content_layer=None, style_layers=None, alpha=None, beta=None, tv_weight=None,
+                           style_size=None, widths=TRAIN_WIDTHS, residual_blocks=TRAIN_RESIDUAL_BLOCKS,
+                           seed=DEFAULT_SEED, pool=None):
     """Check every setting of a training run and fill in the defaults (JSON values only).
 
     Raises:
@@ -469,9 +469,10 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
         raise UsageError(f"--widths must be three integers >= 1, got {widths}")
     if int(residual_blocks) < 0:
         raise UsageError(f"--residual-blocks must be an integer >= 0, got {residual_blocks}")
-    return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, crop=crop, batch=batch,
-                iters=iters, lr=lr, lr_schedule=lr_schedule, content_layer=content_layer, style_layers=style_layers, **numbers,
-                style_size=style_size, widths=widths, residual_blocks=int(residual_blocks), seed=seed)
+    return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, crop=crop,
+                batch=batch, iters=iters, lr=lr, lr_schedule=lr_schedule, content_layer=content_layer,
+                style_layers=style_layers, **numbers, style_size=style_size, widths=widths,
+                residual_blocks=int(residual_blocks), seed=seed)
 
 
 def min_size(model, content_layer, style_layers):
@@ -566,8 +567,9 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         writing: a context manager factory every file write runs inside (the command passes
             cli.interrupts.holding_stops, so that Ctrl-C waits until the file is whole).
         **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], crop
-            [min(size, 128)], batch [2], iters [DEFAULT_ITERS], lr [1e-3], lr_schedule ["cosine"], content_layer, style_layers, alpha, beta, tv_weight [model's,
-            tv 0], style_size [size], widths [(16, 32, 64)], residual_blocks [5], seed [0], pool.
+            [min(size, 128)], batch [2], iters [DEFAULT_ITERS], lr [1e-3], lr_schedule ["cosine"],
+            content_layer, style_layers, alpha [model's x TRAIN_ALPHA_FACTOR], beta [model's],
+            tv_weight [0], style_size [size], widths [(16, 32, 64)], residual_blocks [5], seed [0], pool.
 
     Returns:
         TrainResult.
@@ -619,7 +621,8 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     meta_base = {"style": str(style) if not isinstance(style, np.ndarray) else "array", "model": s["model"],
                  "content_layer": s["content_layer"], "style_layers": json.dumps(s["style_layers"]),
                  "alpha": s["alpha"], "beta": s["beta"], "tv_weight": s["tv_weight"], "size": s["size"],
-                 "crop": s["crop"], "batch": s["batch"], "lr": s["lr"], "lr_schedule": s["lr_schedule"], "seed": s["seed"], "pool": s["pool"], "preprocessing": mode}
+                 "crop": s["crop"], "batch": s["batch"], "lr": s["lr"], "lr_schedule": s["lr_schedule"],
+                 "seed": s["seed"], "pool": s["pool"], "preprocessing": mode}
 
     def state_of(params, m, v, iteration, history, elapsed, rng_state, batch_state):
         return {"format": "train", "settings": s, "inputs": inputs, "iteration": iteration, "elapsed": elapsed,

@@ -402,8 +402,9 @@ def test_training_weighs_the_content_more_than_stylize(squeezenet_weights_path):
     from scratchnst.settings import MODEL_DEFAULTS
 
     s = training.resolve_train_settings(weights=str(squeezenet_weights_path))
-    assert s["alpha"] == MODEL_DEFAULTS["squeezenet"].alpha * training.TRAIN_ALPHA_FACTOR > MODEL_DEFAULTS["squeezenet"].alpha
-    assert s["beta"] == MODEL_DEFAULTS["squeezenet"].beta
+    stylize_defaults = MODEL_DEFAULTS["squeezenet"]
+    assert s["alpha"] == stylize_defaults.alpha * training.TRAIN_ALPHA_FACTOR > stylize_defaults.alpha
+    assert s["beta"] == stylize_defaults.beta
     assert training.resolve_train_settings(weights=str(squeezenet_weights_path), alpha=10)["alpha"] == 10.0
 
 
