@@ -324,6 +324,16 @@ def make_loss_function(network, style_x, content_layer, style_layers, alpha, bet
     return loss
 
 
+def make_loss_functions(network, *settings):
+    """One make_loss_function(net, *settings) per worker of scratchnst.parallel, for batch_loss_and_grads.
+
+    The first is on `network`, the others on its siblings (Network.sibling: the same weights, caches
+    of their own), so that each thread runs its photos through a loss network of its own.
+    """
+    nets = [network] + [network.sibling() for _ in range(parallel.workers() - 1)]
+    return [make_loss_function(net, *settings) for net in nets]
+
+
 def loss_and_grads(params, x, loss, preprocessing="caffe"):
     """One training step's loss and the gradient of every parameter.
 
@@ -346,8 +356,8 @@ def batch_loss_and_grads(params, x, losses, preprocessing="caffe"):
 
     Args:
         params, x, preprocessing: as loss_and_grads.
-        losses: one loss function per worker of scratchnst.parallel (make_loss_function, each on its
-            own loss network: Network.sibling()); with one worker, losses[0] takes the whole batch.
+        losses: one loss function per worker of scratchnst.parallel (make_loss_functions); with one
+            worker, losses[0] takes the whole batch.
 
     Returns:
         (J, grads, parts) as loss_and_grads: each piece's, weighted by its share of the photos.
@@ -591,9 +601,8 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
               "photos": photo_list_digest(photos, photos_dir)}
     network = networks.load(s["model"], weights=s["weights"], pooling=s["pool"], dtype=np.float32)
     mode = network.preprocessing
-    losses = [make_loss_function(net, image.preprocess(style_img, mode), s["content_layer"], s["style_layers"],
+    losses = make_loss_functions(network, image.preprocess(style_img, mode), s["content_layer"], s["style_layers"],
                                  s["alpha"], s["beta"], s["tv_weight"])
-              for net in [network] + [network.sibling() for _ in range(parallel.workers() - 1)]]
 
     rng = np.random.default_rng(s["seed"])
     params = transformer_net.init_params(rng, tuple(s["widths"]), s["residual_blocks"], np.float32)

@@ -109,12 +109,17 @@ def test_crops_smaller_than_the_scale_are_parts_of_the_photo_at_that_scale(tmp_p
     picture = batches._photo(0)
     assert picture.shape[:2] == (73, 55)   # as with 48 x 48 crops: the scale does not depend on the crop
     windows = np.lib.stride_tricks.sliding_window_view(picture.astype(np.float32), (20, 20, 3))[..., 0, :, :, :]
-    for crop in batch:
-        found = [np.argwhere((windows == c).all(axis=(2, 3, 4))) for c in (crop, crop[:, ::-1])]
-        assert any(len(f) for f in found)   # each crop is a 20 x 20 window of the decoded photo, maybe mirrored
-    starts = {tuple(np.argwhere((windows == c).all(axis=(2, 3, 4)))[0]) for c in batch
-              if len(np.argwhere((windows == c).all(axis=(2, 3, 4))))}
-    assert len(starts) >= 2   # random places
+
+    def place(crop):
+        """(top, left) of the 20 x 20 window of the decoded photo the crop is, mirrored or not."""
+        for candidate in (crop, crop[:, ::-1]):
+            found = np.argwhere((windows == candidate).all(axis=(2, 3, 4)))
+            if len(found):
+                return tuple(found[0])
+        return None
+
+    places = [place(crop) for crop in batch]
+    assert None not in places and len(set(places)) >= 2   # windows of the photo at that scale, at random places
     with pytest.raises(ValueError, match="crop 60"):
         training.PhotoBatches([path], 48, 1, np.random.default_rng(0), crop=60)
 
@@ -224,12 +229,12 @@ def test_a_batch_cut_by_photos_gives_the_whole_batch_step(workers, count, batch)
     """Pieces of whole photos on `count` threads: the batch's mean loss and gradients, to rounding;
     the same bits on every run; and with one worker exactly loss_and_grads."""
     net, params, x, style_x = tiny_problem(np.float64, seed=5, batch=batch)
-    make = functools.partial(training.make_loss_function, style_x=style_x, alpha=10.0, beta=4.0, tv_weight=0.5,
-                             **LAYERS)
+    settings = (style_x, LAYERS["content_layer"], LAYERS["style_layers"], 10.0, 4.0, 0.5)
     workers(1)   # the layers' own splits round differently with more workers
-    J, grads, parts = training.loss_and_grads(params, x, make(net))
+    J, grads, parts = training.loss_and_grads(params, x, training.make_loss_function(net, *settings))
     workers(count)
-    losses = [make(n) for n in [net] + [net.sibling() for _ in range(count - 1)]]
+    losses = training.make_loss_functions(net, *settings)
+    assert len(losses) == count
     J2, grads2, parts2 = training.batch_loss_and_grads(params, x, losses)
     assert J2 == pytest.approx(J, rel=1e-12) and type(J2) is float
     assert parts2 == pytest.approx(parts, rel=1e-12) and list(grads2) == list(grads)
@@ -246,8 +251,7 @@ def test_a_batch_cut_by_photos_gives_the_whole_batch_step(workers, count, batch)
 def test_a_batch_cut_by_photos_keeps_float32(workers):
     net, params, x, style_x = tiny_problem(np.float32, seed=6, batch=2)
     workers(2)
-    losses = [training.make_loss_function(n, style_x, alpha=10.0, beta=4.0, tv_weight=0.0, **LAYERS)
-              for n in (net, net.sibling())]
+    losses = training.make_loss_functions(net, style_x, LAYERS["content_layer"], LAYERS["style_layers"], 10.0, 4.0, 0.0)
     _, grads, _ = training.batch_loss_and_grads(params, x, losses)
     assert all(g.dtype == np.float32 for g in grads.values())
 

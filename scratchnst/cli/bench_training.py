@@ -55,8 +55,7 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=train
     x = training.preprocess_batch(_pictures(rng, batch, size), mode)
     style_x = image.preprocess(_pictures(rng, 1, training.DEFAULT_SIZE)[0], mode)   # the style at its training size
     layers = (d.content_layer, list(d.style_layers), d.alpha * training.TRAIN_ALPHA_FACTOR, d.beta, 0.0)
-    losses = [training.make_loss_function(net, style_x, *layers)
-              for net in [network] + [network.sibling() for _ in range(parallel.workers() - 1)]]
+    losses = training.make_loss_functions(network, style_x, *layers)
 
     def step():
         with parallel.hold():  # as training runs it
