@@ -16,7 +16,7 @@ makes these fast:
   (16 multiplications per 2x2 outputs instead of im2col's 36; `winograd.worth_it` says where
   it pays), the input gradients of such layers too.
 - a stride-1 convolution with at most a quarter as many output channels as input ones (the
-  real-time network's 9x9 output layer, 16 -> 3; the input gradients of SqueezeNet's 3x3
+  real-time network's output layer, 16 -> 3; the input gradients of SqueezeNet's 3x3
   expands, 64 -> 16 and wider) goes to `tap_planes`: one product makes every tap's
   contribution, shifted sums add them up, and nothing is copied KH*KW times.
 - with stride 1 the input gradient is itself a convolution (the kernel flipped in space, its

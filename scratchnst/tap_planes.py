@@ -1,10 +1,10 @@
 """A convolution with few output channels by tap planes: one product for all the taps, then shifted sums.
 
 im2col copies every input value KH*KW times into a matrix KH*KW*C_in wide and multiplies it by
-the kernel. For the real-time style network's 9x9 output convolution (16 channels in, 3 out) that
-is 1296 values copied per output pixel to make 3 of them: 90 ms of its 98 ms training-step forward
-pass at 256x256, batch 2, one thread (PyTorch's: 29 ms). With few output channels it is cheaper
-to multiply first and shift after:
+the kernel. For the real-time style network's output convolution with the paper's 9x9 kernel
+(16 channels in, 3 out) that is 1296 values copied per output pixel to make 3 of them: 90 ms of
+its 98 ms training-step forward pass at 256x256, batch 2, one thread (PyTorch's: 29 ms). With few
+output channels it is cheaper to multiply first and shift after:
 
     Z = W_T @ X^T:  (KH*KW*C_out, C_in) by (C_in, positions), a row per (tap, output channel) holding
                     that tap's contribution to that channel at every input position (a "tap plane");
@@ -32,7 +32,7 @@ def worth_it(C_in, C_out, KH, KW, stride):
     """Whether tap planes beat im2col: stride 1, a kernel of 3x3 or more, at most a quarter as many
     output channels as input channels (the planes make C_out values per tap where im2col copies C_in).
 
-    Measured on one core: the real-time network's 9x9 output layer (16 -> 3) 22 ms against 90; the
+    Measured on one core: the real-time network's output layer with 9x9 kernels (16 -> 3) 22 ms against 90; the
     input gradients of SqueezeNet's 3x3 expands (64 -> 16 ... 256 -> 64, padded, masked) 0.55-0.9
     of im2col's time; with half as many output channels 0.9, and as many 1.1: not taken.
     """

@@ -61,14 +61,20 @@ from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
 #   at 96 px the instance normalisation's statistics over a crop stray too far from a whole
 #   photo's. The cost on the training crops was level with the cost on the unseen photos (22k):
 #   the network is short of fitting, not of photos, and steps are what it needs;
-# - one step (crop 128, batch 2, widths 16/32/64) takes 0.16 s on one thread and 0.11 s on two
-#   (each photo of the batch on its own core: batch_loss_and_grads), idle; 0.17 s on one core
-#   with another run on the other. DEFAULT_ITERS = 6000 is about 16 minutes on one thread, 11
+# - one step (crop 128, batch 2, widths 16/32/64) took 0.16 s on one thread and 0.11 s on two
+#   (each photo of the batch on its own core: batch_loss_and_grads), idle, on the Xeon with 9x9
+#   outer kernels; with today's 5x5 (transformer_net's notes: 2.18 against 2.43 on the mean above
+#   at 4000 steps, each step 12% shorter) 0.155 s and 0.097 s on a 2-core AMD EPYC, 0.17 s on one
+#   core with another run on the other. DEFAULT_ITERS = 6000 is about 16 minutes on one thread, 10
 #   on two. Two threads were 2-3 times SLOWER than one with another job on the other core (256
 #   px steps, 2026-11), hence one thread unless --threads says otherwise;
 # - the network: half widths (8/16/32) with 3 blocks ran twice the steps but ended behind
 #   (256 px, 13:49: 51.2k against 36.5k for the default network), so TRAIN_WIDTHS are
 #   transformer_net's defaults;
+# - no skip connections around the bottleneck (2026-12-04, 9x9 network, one core each, side by
+#   side with the default): adding the photo to the output before the tanh, or conv1's output to
+#   up2's, makes the output start near the photo, but the style then came far slower (batch cost
+#   2.4e5 against 5.4e4 at step 1500, and 1.45e5 against 6.7e4 at step 700): both stopped;
 # - batch 2: at equal time, batch 4 was clearly behind (above; and at 128 px, 90 s: 126k against
 #   84k), batch 1 ahead or level within the noise of one held-out photo early in a run;
 # - lr 1e-3, Johnson et al.'s: at 128 px, batch 2, 150 steps, the held-out photo's cost after training
@@ -84,6 +90,7 @@ DEFAULT_LR_SCHEDULE = "cosine"
 DEFAULT_SEED = 0
 TRAIN_WIDTHS = transformer_net.DEFAULT_WIDTHS
 TRAIN_RESIDUAL_BLOCKS = transformer_net.DEFAULT_RESIDUAL_BLOCKS
+TRAIN_OUTER_KERNEL = transformer_net.DEFAULT_OUTER_KERNEL
 # The costs are the course's, with each network's layers and beta (settings.MODEL_DEFAULTS), and its
 # alpha times TRAIN_ALPHA_FACTOR. `scratchnst stylize` starts from the photo, and its content
 # weight only has to keep the subject it starts with; a network starts from nothing. With stylize's
@@ -93,8 +100,9 @@ TRAIN_RESIDUAL_BLOCKS = transformer_net.DEFAULT_RESIDUAL_BLOCKS
 # 2.4k from the cat's content, the style image 7.0k, stylize's result 4.3k and that network's
 # output 6.1k. With 4 times the content weight the subject stays in view, blurred, and on three
 # unseen photos the network's cost came to 1.8, 2.6 and 2.3 times that of 100 L-BFGS iterations of
-# the same cost (2026-12-04, 9500 steps with --threads 2, 17 minutes; with alpha 10: 2.6, 4.4
-# and 4.5; 7 minutes on one core each, side by side: 3.2 against 5.3 on average). Judge a network
+# the same cost (2026-12-04, 9x9 outer kernels, 9500 steps with --threads 2, 17 minutes; with alpha
+# 10: 2.6, 4.4 and 4.5; 7 minutes on one core each, side by side: 3.2 against 5.3 on average; with
+# today's 5x5 outer kernels and alpha 40, 10000 steps: 1.61, 2.26 and 2.00). Judge a network
 # by the cost it was trained on: its file records alpha and beta (`scratchnst stylize --alpha`).
 # Total variation: 0, as stylize's defaults (the transformer's output has no pixel noise for it
 # to remove).
@@ -423,7 +431,7 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
                            batch=DEFAULT_BATCH, iters=DEFAULT_ITERS, lr=DEFAULT_LR, lr_schedule=DEFAULT_LR_SCHEDULE,
                            content_layer=None, style_layers=None, alpha=None, beta=None, tv_weight=None,
                            style_size=None, widths=TRAIN_WIDTHS, residual_blocks=TRAIN_RESIDUAL_BLOCKS,
-                           seed=DEFAULT_SEED, pool=None):
+                           outer_kernel=TRAIN_OUTER_KERNEL, seed=DEFAULT_SEED, pool=None):
     """Check every setting of a training run and fill in the defaults (JSON values only).
 
     Raises:
@@ -479,10 +487,13 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
         raise UsageError(f"--widths must be three integers >= 1, got {widths}")
     if int(residual_blocks) < 0:
         raise UsageError(f"--residual-blocks must be an integer >= 0, got {residual_blocks}")
+    if int(outer_kernel) < 1 or int(outer_kernel) % 2 == 0:
+        raise UsageError(f"--outer-kernel must be an odd integer >= 1 (the image is padded by half of it on each "
+                         f"side), got {outer_kernel}")
     return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, crop=crop,
                 batch=batch, iters=iters, lr=lr, lr_schedule=lr_schedule, content_layer=content_layer,
                 style_layers=style_layers, **numbers, style_size=style_size, widths=widths,
-                residual_blocks=int(residual_blocks), seed=seed)
+                residual_blocks=int(residual_blocks), outer_kernel=int(outer_kernel), seed=seed)
 
 
 def min_size(model, content_layer, style_layers):
@@ -579,7 +590,8 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], crop
             [min(size, 128)], batch [2], iters [DEFAULT_ITERS], lr [1e-3], lr_schedule ["cosine"],
             content_layer, style_layers, alpha [model's x TRAIN_ALPHA_FACTOR], beta [model's],
-            tv_weight [0], style_size [size], widths [(16, 32, 64)], residual_blocks [5], seed [0], pool.
+            tv_weight [0], style_size [size], widths [(16, 32, 64)], residual_blocks [5], outer_kernel [5],
+            seed [0], pool.
 
     Returns:
         TrainResult.
@@ -605,8 +617,9 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                                  s["alpha"], s["beta"], s["tv_weight"])
 
     rng = np.random.default_rng(s["seed"])
-    params = transformer_net.init_params(rng, tuple(s["widths"]), s["residual_blocks"], np.float32)
-    shapes = transformer_net.parameter_shapes(tuple(s["widths"]), s["residual_blocks"])
+    architecture = (tuple(s["widths"]), s["residual_blocks"], s["outer_kernel"])
+    params = transformer_net.init_params(rng, *architecture, dtype=np.float32)
+    shapes = transformer_net.parameter_shapes(*architecture)
     m = {name: np.zeros_like(p) for name, p in params.items()}
     v = {name: np.zeros_like(p) for name, p in params.items()}
     batches = PhotoBatches(photos, s["size"], s["batch"], rng, folder=photos_dir, crop=s["crop"])
@@ -698,6 +711,7 @@ def check_resume(state, settings, inputs):
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise checkpoint.damaged(f"{key} is missing or of the wrong kind")
     made, now = (json.loads(json.dumps(d)) for d in (state["settings"], settings))
+    made.setdefault("outer_kernel", transformer_net.PAPER_OUTER_KERNEL)  # runs before it was a setting were 9x9
     differ = [k for k in sorted(set(made) | set(now)) if k not in ("iters", "weights") and made.get(k) != now.get(k)]
     if differ:
         shown = "; ".join(f"{k}: checkpoint {made.get(k)!r}, now {now.get(k)!r}" for k in differ[:3])

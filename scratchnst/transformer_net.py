@@ -4,32 +4,46 @@ The "transformer" network turns a photo into its stylised version in one forward
 trained once per style, with the loss network's content and style costs (`scratchnst.costs`,
 `scratchnst.networks`) as its loss. Its layers, in order (H and W multiples of 4):
 
-    conv1       reflection pad 4, 9x9 conv 3 -> w1, instance norm, ReLU          (N, H, W, w1)
+    conv1       reflection pad k//2, kxk conv 3 -> w1, instance norm, ReLU       (N, H, W, w1)
     conv2       reflection pad 1, 3x3 conv stride 2 w1 -> w2, IN, ReLU            (N, H/2, W/2, w2)
     conv3       reflection pad 1, 3x3 conv stride 2 w2 -> w3, IN, ReLU            (N, H/4, W/4, w3)
     res1..resR  x + IN(conv(ReLU(IN(conv(x))))), each conv 3x3 w3 -> w3, reflection pad 1
     up1         nearest upsampling x2, reflection pad 1, 3x3 conv w3 -> w2, IN, ReLU   (N, H/2, W/2, w2)
     up2         nearest upsampling x2, reflection pad 1, 3x3 conv w2 -> w1, IN, ReLU   (N, H, W, w1)
-    conv_out    reflection pad 4, 9x9 conv w1 -> 3 with bias, scaled tanh          (N, H, W, 3)
+    conv_out    reflection pad k//2, kxk conv w1 -> 3 with bias, scaled tanh      (N, H, W, 3)
+
+with k the outer kernel (DEFAULT_OUTER_KERNEL = 5; the paper's 9 where a file says so).
 
 This is the network of the paper's supplementary material with the changes most later code
 (PyTorch's fast_neural_style example among them) made: instance normalisation instead of batch
 normalisation (Ulyanov et al. 2016), reflection padding instead of zero padding (no dark frame),
 nearest upsampling + convolution instead of transposed convolutions (no checkerboard artefacts),
-and no ReLU after the residual sum (Gross & Wilber). Convolutions followed by instance
-normalisation have NO bias: the normalisation subtracts each channel's mean, so a bias there
-would change nothing and always receive a zero gradient.
+no ReLU after the residual sum (Gross & Wilber); and, measured here, 5x5 outer convolutions
+instead of 9x9 (below). Convolutions followed by instance normalisation have NO bias: the
+normalisation subtracts each channel's mean, so a bias there would change nothing and always
+receive a zero gradient.
 
-Size. The paper's widths are 32/64/128 with 5 residual blocks (1.68 M parameters here); one
-training step of it (forward + backward, 256x256, batch 4, float32) takes 4.2 s on one core of
-the 2-core Xeon this was written on. The default keeps the paper's depth and kernels and halves
-every width: widths 16/32/64 (DEFAULT_WIDTHS) and DEFAULT_RESIDUAL_BLOCKS = 5, 423,779 parameters,
-about a quarter of the FLOPs. Measured (best of 5, the machine shared): batch 2 takes 0.70 s on
-1 thread and 0.60 s on 2; batch 4 1.38-1.44 s and 1.21-1.28 s (PyTorch: 0.55 / 0.29 s and
-1.1 / 0.6 s). The layers at full resolution (the two 9x9 convolutions, up2, and the instance
-normalisations there) are most of it; a residual block runs at H/4 and costs ~5% of a step
-(3 blocks instead of 5 save 0.14 s at batch 4), so depth is kept and width is what was cut.
-Both are arguments of init_params, and forward reads them from the parameters.
+Size. The paper's widths are 32/64/128 with 5 residual blocks and 9x9 outer convolutions (1.68 M
+parameters here); one training step of it (forward + backward, 256x256, batch 4, float32) took
+4.2 s on one core of a 2-core Xeon. The layers at full resolution (conv1, up2, conv_out and their
+instance normalisations) are most of a step; a residual block runs at H/4 and costs ~5% of it
+(3 blocks instead of 5 saved 0.14 s at batch 4), so depth is kept and width is what was cut: the
+default halves every width (DEFAULT_WIDTHS 16/32/64) and keeps 5 residual blocks
+(DEFAULT_RESIDUAL_BLOCKS). Its outer convolutions are 5x5 (DEFAULT_OUTER_KERNEL), chosen by
+training side by side (2026-12-04, 2-core AMD EPYC, one core each: `scratchnst train`'s defaults
+otherwise, The Starry Night, 15 photos of scikit-image, scikit-learn and matplotlib, 4000 steps)
+and judging as `training`'s notes say, the course cost of the output on three photos it never saw
+divided by that of 100 L-BFGS iterations on the same photo:
+
+    outer kernel   cat, Tubingen, cameraman   mean   a step (one core, batch of two 128 px crops)
+    9x9 (paper)    1.93  2.72  2.62           2.43   179-195 ms
+    7x7            1.81  2.62  2.44           2.29   174-186 ms
+    5x5            1.82  2.42  2.30           2.18   166-168 ms
+    3x3            2.08  3.30  2.84           2.74   155-163 ms
+
+With 8 of the photos (the natural ones) 9x9 and 5x5 gave 2.36 and 2.30: one run's noise is about
+0.1 on the mean. The default network has 418,403 parameters (423,779 with 9x9). Widths, blocks and
+the outer kernel are arguments of init_params, and forward reads them from the parameters.
 
 Pixel space. The network reads and writes images in the loss network's preprocessed space
 (`scratchnst.image.preprocess`, "caffe": BGR, 0..255 minus the BGR means; or "torchvision"), so that
@@ -60,7 +74,9 @@ from scratchnst.weights import check_input_file
 
 DEFAULT_WIDTHS = (16, 32, 64)
 DEFAULT_RESIDUAL_BLOCKS = 5
-FORMAT_VERSION = 1          # root attribute `scratchnst_transformer_format` of files written by `save`
+DEFAULT_OUTER_KERNEL = 5    # conv1's and conv_out's kernel size (the paper's 9: see the module docstring)
+FORMAT_VERSION = 2          # root attribute `scratchnst_transformer_format` of files written by `save`
+PAPER_OUTER_KERNEL = 9      # format 1 stored no outer kernel: every such file has the paper's 9x9
 ARCHITECTURE = "johnson2016-transformer"
 IMAGE_CHANNELS = 3
 SIZE_MULTIPLE = 4           # two stride-2 convolutions down, two x2 upsamplings up
@@ -68,12 +84,13 @@ MIN_SIZE = 8                # the smallest multiple of 4 whose H/4 (2) still all
 
 
 # ------------------------------------------------------------------------------- architecture
-def layer_specs(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS):
+def layer_specs(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, outer_kernel=DEFAULT_OUTER_KERNEL):
     """The network's convolutions as a table, in order.
 
     Args:
         widths: (w1, w2, w3), the channels at full, half and quarter resolution.
         residual_blocks: R >= 0.
+        outer_kernel: odd k >= 1, the kernel size of conv1 and conv_out (k x k).
 
     Returns:
         list of (name, kernel, C_in, C_out, stride, upsample) for every convolution, with
@@ -81,17 +98,20 @@ def layer_specs(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS):
         "conv_out"; upsample is the nearest-upsampling factor applied before it (1: none).
     """
     w1, w2, w3 = (int(w) for w in widths)
-    specs = [("conv1", 9, IMAGE_CHANNELS, w1, 1, 1), ("conv2", 3, w1, w2, 2, 1), ("conv3", 3, w2, w3, 2, 1)]
+    outer = int(outer_kernel)
+    if outer < 1 or outer % 2 == 0:
+        raise ValueError(f"outer_kernel must be odd and at least 1 (the reflection pads k // 2 on each side), got {outer}")
+    specs = [("conv1", outer, IMAGE_CHANNELS, w1, 1, 1), ("conv2", 3, w1, w2, 2, 1), ("conv3", 3, w2, w3, 2, 1)]
     for k in range(1, int(residual_blocks) + 1):
         specs += [(f"res{k}/conv1", 3, w3, w3, 1, 1), (f"res{k}/conv2", 3, w3, w3, 1, 1)]
-    specs += [("up1", 3, w3, w2, 1, 2), ("up2", 3, w2, w1, 1, 2), ("conv_out", 9, w1, IMAGE_CHANNELS, 1, 1)]
+    specs += [("up1", 3, w3, w2, 1, 2), ("up2", 3, w2, w1, 1, 2), ("conv_out", outer, w1, IMAGE_CHANNELS, 1, 1)]
     return specs
 
 
-def parameter_shapes(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS):
+def parameter_shapes(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, outer_kernel=DEFAULT_OUTER_KERNEL):
     """{name: shape} of every parameter, in network order (the order of init_params's dict)."""
     shapes = {}
-    for name, k, c_in, c_out, _, _ in layer_specs(widths, residual_blocks):
+    for name, k, c_in, c_out, _, _ in layer_specs(widths, residual_blocks, outer_kernel):
         shapes[f"{name}/kernel"] = (k, k, c_in, c_out)
         if name == "conv_out":
             shapes[f"{name}/bias"] = (c_out,)
@@ -114,10 +134,10 @@ def _shift_is_removed(name):
 
 
 def architecture_of(params):
-    """(widths, residual_blocks) of a params dict, read from its kernels' shapes and names."""
+    """(widths, residual_blocks, outer_kernel) of a params dict, read from its kernels' shapes and names."""
     widths = tuple(int(params[f"conv{i}/kernel"].shape[3]) for i in (1, 2, 3))
     residual_blocks = sum(1 for name in params if name.startswith("res") and name.endswith("/conv1/kernel"))
-    return widths, residual_blocks
+    return widths, residual_blocks, int(params["conv1/kernel"].shape[0])
 
 
 def count_parameters(params):
@@ -125,12 +145,13 @@ def count_parameters(params):
     return int(sum(p.size for p in params.values()))
 
 
-def init_params(rng, widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, dtype=np.float32):
+def init_params(rng, widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, outer_kernel=DEFAULT_OUTER_KERNEL,
+                dtype=np.float32):
     """Fresh parameters for training.
 
     Args:
         rng: np.random.Generator.
-        widths, residual_blocks: see layer_specs.
+        widths, residual_blocks, outer_kernel: see layer_specs.
         dtype: float32 to train, float64 to check gradients.
 
     Returns:
@@ -142,7 +163,7 @@ def init_params(rng, widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLO
             conv_out/bias 0 (the output starts around mid-grey)
     """
     params = {}
-    for name, shape in parameter_shapes(widths, residual_blocks).items():
+    for name, shape in parameter_shapes(widths, residual_blocks, outer_kernel).items():
         if name.endswith("/kernel"):
             fan_in = shape[0] * shape[1] * shape[2]
             gain = 1.0 if name.startswith("conv_out") else 2.0
@@ -228,10 +249,9 @@ def forward(params, x, preprocessing="caffe", keep_cache=True):
         cache: what backward needs, one entry per layer, in order (None if not keep_cache).
     """
     check_input(x)
-    widths, residual_blocks = architecture_of(params)
     cache = []
     h = x
-    for name, _, _, _, stride, upsample in layer_specs(widths, residual_blocks):
+    for name, _, _, _, stride, upsample in layer_specs(*architecture_of(params)):
         if name.startswith("res") and name.endswith("/conv1"):
             skip = h
             h, c = _conv_in_forward(h, params, name)
@@ -333,12 +353,14 @@ def save(path, params, meta=None):
     Returns:
         Path of the written file.
 
-    Layout (format 1):
+    Layout (format 2):
         /                     attributes
-            scratchnst_transformer_format   1
+            scratchnst_transformer_format   2
             architecture                    "johnson2016-transformer"
             widths                          int array (w1, w2, w3)
             residual_blocks                 int
+            outer_kernel                    int, conv1's and conv_out's kernel size (format 1 had
+                                            none: its networks are all 9x9, and load reads them)
             layer_names                     the layer groups in network order (bytes)
             preprocessing                   "caffe" or "torchvision"
         /conv1, /conv2, /conv3, /res1/conv1, /res1/conv2, ..., /up1, /up2, /conv_out
@@ -359,17 +381,18 @@ def save(path, params, meta=None):
     for key, value in meta.items():
         if not isinstance(key, str) or not isinstance(value, (str, int, float, bool, np.integer, np.floating)):
             raise ValueError(f"meta must map str to str, int, float or bool; got {key!r}: {value!r}")
-    widths, residual_blocks = architecture_of(params)
-    problem = _shape_problem(params, widths, residual_blocks)
+    widths, residual_blocks, outer_kernel = architecture_of(params)
+    problem = _shape_problem(params, widths, residual_blocks, outer_kernel)
     if problem:
         raise ValueError(f"params is not a transformer network's: {problem}")
-    layer_names = [spec[0] for spec in layer_specs(widths, residual_blocks)]
+    layer_names = [spec[0] for spec in layer_specs(widths, residual_blocks, outer_kernel)]
     with atomic_path(path, "transformer network") as tmp:
         with h5py.File(tmp, "w-") as f:
             f.attrs["scratchnst_transformer_format"] = FORMAT_VERSION
             f.attrs["architecture"] = ARCHITECTURE
             f.attrs["widths"] = np.asarray(widths, dtype=np.int64)
             f.attrs["residual_blocks"] = int(residual_blocks)
+            f.attrs["outer_kernel"] = int(outer_kernel)
             f.attrs["layer_names"] = np.array([name.encode("utf8") for name in layer_names])
             f.attrs["preprocessing"] = preprocessing
             for name, value in params.items():
@@ -380,9 +403,12 @@ def save(path, params, meta=None):
     return Path(path)
 
 
-def _shape_problem(params, widths, residual_blocks):
+def _shape_problem(params, widths, residual_blocks, outer_kernel):
     """What is wrong with params for this architecture (missing, extra, misshapen), or None."""
-    expected = parameter_shapes(widths, residual_blocks)
+    try:
+        expected = parameter_shapes(widths, residual_blocks, outer_kernel)
+    except ValueError as error:  # an even outer kernel
+        return str(error)
     missing = [name for name in expected if name not in params]
     extra = [name for name in params if name not in expected]
     if missing or extra:
@@ -443,19 +469,21 @@ def _read(f, label, give):
         holds = f" (it holds {what} weights, a loss network)" if what else \
             " (it holds a loss network's weights)" if "layer_names" in f.attrs else ""
         raise UserError(f"{label}: an HDF5 file but not a transformer network{holds}; {give}")
-    if int(version) != FORMAT_VERSION:
-        raise UserError(f"{label}: transformer network format {int(version)}, this version reads format "
+    if int(version) not in (1, FORMAT_VERSION):
+        raise UserError(f"{label}: transformer network format {int(version)}, this version reads formats 1 to "
                         f"{FORMAT_VERSION}; upgrade scratchnst to read it")
     widths = tuple(int(w) for w in f.attrs["widths"])
     residual_blocks = int(f.attrs["residual_blocks"])
+    outer_kernel = int(f.attrs["outer_kernel"]) if int(version) >= 2 else PAPER_OUTER_KERNEL
     params = {}
-    for name, shape in parameter_shapes(widths, residual_blocks).items():
+    for name, shape in parameter_shapes(widths, residual_blocks, outer_kernel).items():
         dataset = f.get(name)
         if not isinstance(dataset, h5py.Dataset):
             raise UserError(f"{label}: dataset {name!r} is missing; the file is damaged: {give}")
         if dataset.shape != shape:
             raise UserError(f"{label}: dataset {name!r} has shape {dataset.shape}, the stored architecture "
-                            f"(widths {widths}, {residual_blocks} residual blocks) needs {shape}; "
+                            f"(widths {widths}, {residual_blocks} residual blocks, {outer_kernel}x{outer_kernel} "
+                            f"outer kernels) needs {shape}; "
                             f"the file is damaged: {give}")
         params[name] = dataset[()]
     meta = {key: _plain(value) for key, value in f["meta"].attrs.items()} if "meta" in f else {}

@@ -94,10 +94,12 @@ def test_train_then_apply_to_one_and_to_two_photos(setup, capsys):
     assert not [p for p in setup["tmp"].rglob(".*tmp*")]   # no temporary file left behind
 
 
-def test_widths_and_residual_blocks_reach_the_network(setup, capsys):
-    assert train(setup, "--iters", "1", "--widths", "4,6,8", "--residual-blocks", "2") == 0
+def test_widths_residual_blocks_and_outer_kernel_reach_the_network(setup, capsys):
+    assert train(setup, "--iters", "1", "--widths", "4,6,8", "--residual-blocks", "2", "--outer-kernel", "3") == 0
     params, _ = transformer_net.load(setup["out"])
-    assert transformer_net.architecture_of(params) == ((4, 6, 8), 2)
+    assert transformer_net.architecture_of(params) == ((4, 6, 8), 2, 3)
+    assert train(setup, "--iters", "1", "--outer-kernel", "4") == 2
+    assert "--outer-kernel must be an odd integer >= 1" in error_line(capsys)
     with pytest.raises(SystemExit) as info:
         train(setup, "--iters", "1", "--widths", "4,6")
     assert info.value.code == 2 and "three integers" in error_line(capsys)

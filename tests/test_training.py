@@ -172,7 +172,7 @@ def tiny_problem(dtype, seed=0, size=32, batch=2):
     """A random loss network, a tiny transformer, photos and a style image, all of `dtype`."""
     rng = np.random.default_rng(seed)
     net = networks.Network("squeezenet", random_params("squeezenet", rng, dtype), pooling="avg", dtype=dtype)
-    params = transformer_net.init_params(rng, (3, 4, 4), 1, dtype)
+    params = transformer_net.init_params(rng, (3, 4, 4), 1, dtype=dtype)
     # the network's random start hardly moves a scaled tanh's output: spread gamma and beta for a real test
     for name in params:
         if name.endswith("/gamma") or name.endswith("/beta") or name.endswith("/bias"):
@@ -377,6 +377,22 @@ def test_resume_refuses_other_settings_and_inputs(photos, squeezenet_weights_pat
         run(photos, squeezenet_weights_path, iters=3, seed=4, resume=state)
     with pytest.raises(UsageError, match="not from `scratchnst train`"):
         run(photos, squeezenet_weights_path, iters=3, resume={"format": "stylize"})
+
+
+def test_a_checkpoint_from_before_the_outer_kernel_setting_resumes_as_the_9x9_network_it_was(
+        photos, squeezenet_weights_path, tmp_path):
+    """Checkpoints written before `outer_kernel` was a setting hold 9x9 networks: --outer-kernel 9 resumes them."""
+    ckpt = tmp_path / "run.ckpt.npz"
+    straight = run(photos, squeezenet_weights_path, iters=3, seed=4, outer_kernel=9, lr_schedule="constant")
+    run(photos, squeezenet_weights_path, iters=2, seed=4, outer_kernel=9, checkpoint_path=ckpt, lr_schedule="constant")
+    state = checkpoint.load(ckpt)
+    del state["settings"]["outer_kernel"]
+    with pytest.raises(UsageError, match="other settings .*outer_kernel: checkpoint 9, now 5"):
+        run(photos, squeezenet_weights_path, iters=3, seed=4, resume=state, lr_schedule="constant")
+    resumed = run(photos, squeezenet_weights_path, iters=3, seed=4, outer_kernel=9, resume=state, lr_schedule="constant")
+    assert resumed.params["conv1/kernel"].shape[0] == 9
+    for name in straight.params:
+        assert np.array_equal(resumed.params[name], straight.params[name]), name
 
 
 def test_learning_rate_schedules():

@@ -24,9 +24,9 @@ def scale_error(x, y):
     return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300))
 
 
-def small_net(seed=0, dtype=np.float64, shape=(2, 12, 16, 3)):
+def small_net(seed=0, dtype=np.float64, shape=(2, 12, 16, 3), outer_kernel=tn.DEFAULT_OUTER_KERNEL):
     rng = np.random.default_rng(seed)
-    params = tn.init_params(rng, **SMALL, dtype=dtype)
+    params = tn.init_params(rng, **SMALL, outer_kernel=outer_kernel, dtype=dtype)
     # gamma and beta away from their initial 1 and 0, so that a gradient bug cannot hide behind them
     for name in params:
         if not name.endswith("/kernel"):
@@ -38,13 +38,19 @@ def small_net(seed=0, dtype=np.float64, shape=(2, 12, 16, 3)):
 def test_parameters_are_ordered_and_shaped_as_the_table_says():
     params = tn.init_params(np.random.default_rng(0))
     assert list(params) == list(tn.parameter_shapes())
-    assert params["conv1/kernel"].shape == (9, 9, 3, 16)
+    assert params["conv1/kernel"].shape == (5, 5, 3, 16)
     assert params["conv3/kernel"].shape == (3, 3, 32, 64)
-    assert params["conv_out/kernel"].shape == (9, 9, 16, 3) and params["conv_out/bias"].shape == (3,)
+    assert params["conv_out/kernel"].shape == (5, 5, 16, 3) and params["conv_out/bias"].shape == (3,)
     assert "res1/conv2/beta" not in params and "res1/conv1/beta" in params
     assert all(p.dtype == np.float32 for p in params.values())
-    assert tn.architecture_of(params) == (tn.DEFAULT_WIDTHS, tn.DEFAULT_RESIDUAL_BLOCKS)
-    assert tn.count_parameters(params) == 423_779
+    assert tn.architecture_of(params) == (tn.DEFAULT_WIDTHS, tn.DEFAULT_RESIDUAL_BLOCKS, tn.DEFAULT_OUTER_KERNEL)
+    assert tn.count_parameters(params) == 423_779 - 2 * (9 * 9 - 5 * 5) * 3 * 16  # the paper's 9x9 outer kernels: 423,779
+    paper = tn.init_params(np.random.default_rng(0), outer_kernel=9)
+    assert paper["conv1/kernel"].shape == (9, 9, 3, 16) and paper["conv_out/kernel"].shape == (9, 9, 16, 3)
+    assert tn.architecture_of(paper) == (tn.DEFAULT_WIDTHS, tn.DEFAULT_RESIDUAL_BLOCKS, 9)
+    for even in (0, 4):
+        with pytest.raises(ValueError, match="odd"):
+            tn.init_params(np.random.default_rng(0), outer_kernel=even)
     # He initialisation: kernel std sqrt(2 / fan_in)
     assert params["res3/conv1/kernel"].std() == pytest.approx(np.sqrt(2 / (9 * 64)), rel=0.05)
 
@@ -92,8 +98,9 @@ def test_float32_in_float32_out_and_gradients():
     assert dx.dtype == np.float32 and all(g.dtype == np.float32 for g in grads.values())
 
 
-def test_every_gradient_matches_torch_float64(torch):
-    params, x, rng = small_net(seed=1)
+@pytest.mark.parametrize("outer_kernel", [tn.DEFAULT_OUTER_KERNEL, 9, 1])
+def test_every_gradient_matches_torch_float64(torch, outer_kernel):
+    params, x, rng = small_net(seed=1, outer_kernel=outer_kernel)
     out, cache = tn.forward(params, x)
     dout = rng.standard_normal(out.shape)
     dx, grads = tn.backward(dout, cache)
@@ -125,7 +132,7 @@ def test_torch_twin_matches_in_torchvision_space_too(torch):
 # (parameter, index): one element of each kind of parameter, at both ends of the network
 SPOT_CHECKS = [("conv1/kernel", (4, 4, 0, 1)), ("conv1/gamma", (2,)), ("conv2/beta", (5,)),
                ("res1/conv1/kernel", (1, 2, 3, 4)), ("res2/conv2/gamma", (7,)), ("up1/beta", (0,)),
-               ("up2/kernel", (0, 1, 5, 2)), ("conv_out/kernel", (8, 0, 3, 2)), ("conv_out/bias", (1,))]
+               ("up2/kernel", (0, 1, 5, 2)), ("conv_out/kernel", (4, 0, 3, 2)), ("conv_out/bias", (1,))]
 
 
 def test_parameter_gradients_match_finite_differences():
@@ -178,6 +185,7 @@ def test_save_load_round_trip_bit_for_bit(tmp_path, dtype):
     with h5py.File(path, "r") as f:  # the documented layout
         assert f.attrs["scratchnst_transformer_format"] == tn.FORMAT_VERSION
         assert tuple(f.attrs["widths"]) == SMALL["widths"] and f.attrs["residual_blocks"] == 2
+        assert f.attrs["outer_kernel"] == tn.DEFAULT_OUTER_KERNEL
         assert set(f["res1"]) == {"conv1", "conv2"} and set(f["conv_out"]) == {"kernel", "bias"}
         assert set(f["conv1"]) == {"kernel", "gamma", "beta"}
         assert f["meta"].attrs["style_image"] == "starry_night.jpg"
@@ -249,6 +257,36 @@ def test_load_errors_for_newer_and_damaged_files(tmp_path):
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(tn.save(tmp_path / "net.h5", params).read_bytes()[:3000])
     assert "damaged or truncated" in _load_error(truncated)
+
+
+def _as_format_1(path):
+    """Rewrite a file `save` wrote as format 1 wrote it: no outer_kernel attribute."""
+    with h5py.File(path, "a") as f:
+        f.attrs["scratchnst_transformer_format"] = 1
+        del f.attrs["outer_kernel"]
+    return path
+
+
+def test_format_1_files_load_as_the_paper_s_9x9_network(tmp_path):
+    params, x, _ = small_net(outer_kernel=9)
+    loaded, _ = tn.load(_as_format_1(tn.save(tmp_path / "old.h5", params)))
+    assert tn.architecture_of(loaded) == (SMALL["widths"], SMALL["residual_blocks"], 9)
+    np.testing.assert_array_equal(tn.forward(loaded, x)[0], tn.forward(params, x)[0])
+    # format 1 had only 9x9 networks: another kernel there is a damaged file, and the line says why
+    damaged = _as_format_1(tn.save(tmp_path / "five.h5", small_net(outer_kernel=5)[0]))
+    assert "'conv1/kernel' has shape (5, 5, 3, 4)" in _load_error(damaged) and "9x9" in _load_error(damaged)
+
+
+def test_the_outer_kernel_is_stored_and_read_back(tmp_path):
+    for k in (1, 3, 7):
+        params, x, _ = small_net(outer_kernel=k)
+        loaded, _ = tn.load(tn.save(tmp_path / f"k{k}.h5", params))
+        assert tn.architecture_of(loaded)[2] == k
+        np.testing.assert_array_equal(tn.forward(loaded, x)[0], tn.forward(params, x)[0])
+    with pytest.raises(ValueError, match="odd"):
+        tn.save(tmp_path / "even.h5", {**params, "conv1/kernel": np.zeros((4, 4, 3, 4)),
+                                       "conv_out/kernel": np.zeros((4, 4, 4, 3))})
+    assert not (tmp_path / "even.h5").exists()
 
 
 def test_a_loaded_network_stylises_as_the_saved_one(tmp_path):

@@ -39,7 +39,7 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=train
     """Time training steps of scratchnst and PyTorch in this process, interleaved.
 
     Returns:
-        dict: model, size, batch, widths, residual_blocks, parameters, scratchnst_seconds and
+        dict: model, size, batch, widths, residual_blocks, outer_kernel, parameters, scratchnst_seconds and
         pytorch_seconds [per round] (None without torch), pytorch ("used", "not installed",
         "not asked"), loss_difference (|J_ours - J_torch| / |J_torch|) and grad_difference (the
         largest over the parameters of ||g_ours - g_torch|| / ||g_torch||), torch_version,
@@ -49,8 +49,8 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=train
     d = MODEL_DEFAULTS[model]
     network = make_network(model, seed, pretrained)
     network = type(network)(network.name, network.params, pooling=d.pool, preprocessing=network.preprocessing)
-    params = transformer_net.init_params(rng, widths=training.TRAIN_WIDTHS,
-                                         residual_blocks=training.TRAIN_RESIDUAL_BLOCKS)
+    params = transformer_net.init_params(rng, widths=training.TRAIN_WIDTHS, residual_blocks=training.TRAIN_RESIDUAL_BLOCKS,
+                                         outer_kernel=training.TRAIN_OUTER_KERNEL)
     mode = network.preprocessing
     x = training.preprocess_batch(_pictures(rng, batch, size), mode)
     style_x = image.preprocess(_pictures(rng, 1, training.DEFAULT_SIZE)[0], mode)   # the style at its training size
@@ -64,7 +64,7 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=train
     ours = _timed(step)
     functions = {"scratchnst": ours}
     result = {"model": model, "size": size, "batch": batch, "widths": list(training.TRAIN_WIDTHS),
-              "residual_blocks": training.TRAIN_RESIDUAL_BLOCKS,
+              "residual_blocks": training.TRAIN_RESIDUAL_BLOCKS, "outer_kernel": training.TRAIN_OUTER_KERNEL,
               "parameters": transformer_net.count_parameters(params), "torch_version": None, "torch_threads": None,
               "loss_difference": None, "grad_difference": None}
     pytorch = ("used" if torch_available() else "not installed") if use_torch else "not asked"

@@ -432,6 +432,8 @@ def _add_train(sub):
                    help="channels of the transformer network at full, half and quarter resolution")
     p.add_argument("--residual-blocks", metavar="R", type=int, default=_Default("5"),
                    help="residual blocks of the transformer network (at quarter resolution)")
+    p.add_argument("--outer-kernel", metavar="K", type=int, default=_Default("5"),
+                   help="kernel size of the transformer network's first and last convolutions (odd; the paper's is 9)")
     p.add_argument("--snapshot", metavar="PHOTO", default=_Default("no snapshots"), type=path_arg,
                    help="stylise this photo every --snapshot-every steps, to watch the training")
     p.add_argument("--snapshot-every", metavar="N", type=int, default=_Default("100"),
@@ -467,6 +469,7 @@ def _add_train(sub):
             style_size=_given(args.style_size), seed=args.seed,
             **({"widths": args.widths} if _given(args.widths) is not None else {}),
             **({"residual_blocks": args.residual_blocks} if _given(args.residual_blocks) is not None else {}),
+            **({"outer_kernel": args.outer_kernel} if _given(args.outer_kernel) is not None else {}),
         )
 
     p.set_defaults(func=run)

@@ -19,7 +19,8 @@ from scratchnst.cli.stylize_command import _format_seconds, check_output_paths
 from scratchnst.errors import UsageError, UserError
 
 SETTINGS_ORDER = ("model", "weights", "pool", "size", "crop", "batch", "iters", "lr", "lr_schedule", "content_layer", "alpha",
-                  "style_layers", "beta", "tv_weight", "style_size", "widths", "residual_blocks", "seed")
+                  "style_layers", "beta", "tv_weight", "style_size", "widths", "residual_blocks",
+                  "outer_kernel", "seed")
 
 
 def format_settings(style, photos_dir, output, n_photos, settings):
@@ -182,7 +183,8 @@ def output_paths(photos, output):
 
 # Peak memory of `apply` (default widths, float32, no caches kept: transformer_net.stylize), measured:
 # 512x384 205 MB, 1024x768 590 MB, 2048x1536 1.83 GB, that is 525-650 bytes a pixel (two layers'
-# full-resolution activations and the 9x9 convolutions' im2col rows) above about 80 MB; with margin:
+# full-resolution activations and the 9x9 convolutions' im2col rows) above about 80 MB, with the paper's
+# 9x9 outer kernels (the default 5x5 need less); with margin:
 APPLY_BYTES_PER_PIXEL = 700
 APPLY_BYTES_FIXED = 150e6
 
