@@ -379,6 +379,12 @@ def test_resume_refuses_other_settings_and_inputs(photos, squeezenet_weights_pat
         run(photos, squeezenet_weights_path, iters=3, resume={"format": "stylize"})
 
 
+def test_an_outer_kernel_wider_than_the_crops_is_a_usage_error(photos, squeezenet_weights_path):
+    with pytest.raises(UsageError, match=r"--outer-kernel 65 reflects 32 px .* use --outer-kernel 31 or less"):
+        run(photos, squeezenet_weights_path, iters=1, outer_kernel=65)   # TINY's crops are 32 px
+    assert run(photos, squeezenet_weights_path, iters=1, outer_kernel=31).params["conv1/kernel"].shape[0] == 31
+
+
 def test_a_checkpoint_from_before_the_outer_kernel_setting_resumes_as_the_9x9_network_it_was(
         photos, squeezenet_weights_path, tmp_path):
     """Checkpoints written before `outer_kernel` was a setting hold 9x9 networks: --outer-kernel 9 resumes them."""
@@ -483,9 +489,10 @@ def test_pad_to_multiple(H, W):
         assert np.array_equal(padded[:, H, :W], x[:, H - 2])   # reflected, not repeated
 
 
-@pytest.mark.parametrize("H, W", [(37, 51), (64, 64), (5, 3)])
-def test_stylize_photo_keeps_the_photo_size(H, W):
-    params = transformer_net.init_params(np.random.default_rng(0), (4, 4, 4), 0)
+@pytest.mark.parametrize("H, W, outer_kernel", [(37, 51, 5), (64, 64, 5), (5, 3, 5), (5, 3, 9), (6, 30, 21)])
+def test_stylize_photo_keeps_the_photo_size(H, W, outer_kernel):
+    """Any photo, however small for the outer convolutions' reflection (a 21x21 kernel reflects 10 px)."""
+    params = transformer_net.init_params(np.random.default_rng(0), (4, 4, 4), 0, outer_kernel)
     photo = np.random.default_rng(1).uniform(0, 255, (H, W, 3)).astype(np.float32)
     out = training.stylize_photo(params, {"preprocessing": "caffe"}, photo)
     assert out.shape == (H, W, 3) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 255
