@@ -32,9 +32,10 @@ def worth_it(C_in, C_out, KH, KW, stride):
     """Whether tap planes beat im2col: stride 1, a kernel of 3x3 or more, at most a quarter as many
     output channels as input channels (the planes make C_out values per tap where im2col copies C_in).
 
-    Measured on one core: the real-time network's output layer with 9x9 kernels (16 -> 3) 22 ms against 90; the
-    input gradients of SqueezeNet's 3x3 expands (64 -> 16 ... 256 -> 64, padded, masked) 0.55-0.9
-    of im2col's time; with half as many output channels 0.9, and as many 1.1: not taken.
+    Measured on one core: the real-time network's output layer with 9x9 kernels (16 -> 3) 22 ms
+    against 90; the input gradients of SqueezeNet's 3x3 expands (64 -> 16 ... 256 -> 64, padded,
+    masked) 0.55-0.9 of im2col's time; with half as many output channels 0.9, and as many 1.1: not
+    taken.
     """
     return stride == 1 and KH * KW >= 9 and 4 * C_out <= C_in
 

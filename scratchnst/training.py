@@ -493,9 +493,9 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     if int(outer_kernel) < 1 or int(outer_kernel) % 2 == 0:
         raise UsageError(f"--outer-kernel must be an odd integer >= 1 (the image is padded by half of it on each "
                          f"side), got {outer_kernel}")
-    if int(outer_kernel) // 2 >= crop:
+    if crop < transformer_net.min_input_size(outer_kernel):
         raise UsageError(f"--outer-kernel {outer_kernel} reflects {int(outer_kernel) // 2} px at each border, more than "
-                         f"a {crop} px crop holds; use --outer-kernel {2 * (crop // 2) - 1} or less")
+                         f"a {crop} px crop holds; use --outer-kernel {2 * crop - 1} or less")
     return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, crop=crop,
                 batch=batch, iters=iters, lr=lr, lr_schedule=lr_schedule, content_layer=content_layer,
                 style_layers=style_layers, **numbers, style_size=style_size, widths=widths,
@@ -755,8 +755,7 @@ def pad_to_multiple(x, multiple=transformer_net.SIZE_MULTIPLE, least=transformer
 
 def stylize_array(params, x, preprocessing="caffe"):
     """The trained network on one preprocessed photo (1, H, W, 3) of any size: (H, W, 3) RGB 0..255 float32."""
-    # the outer convolutions reflect k // 2 pixels, which needs a side longer than that
-    least = max(transformer_net.MIN_SIZE, transformer_net.architecture_of(params)[2] // 2 + 1)
+    least = transformer_net.min_input_size(transformer_net.architecture_of(params)[2])
     padded, (H, W) = pad_to_multiple(x.astype(next(iter(params.values())).dtype, copy=False), least=least)
     with parallel.hold(), memory_pages.small_pages():  # its arrays are touched once (see memory_pages)
         out = transformer_net.stylize(params, padded, preprocessing)[:, :H, :W]

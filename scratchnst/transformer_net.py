@@ -192,8 +192,15 @@ def output_range(preprocessing="caffe", dtype=np.float32):
     return scale.astype(dtype), offset.astype(dtype)
 
 
-def check_input(x):
-    """ValueError unless x is (N, H, W, 3) with H and W multiples of 4, at least 8.
+def min_input_size(outer_kernel=DEFAULT_OUTER_KERNEL):
+    """The smallest H and W the network takes: a multiple of 4, at least MIN_SIZE, and longer than
+    the k // 2 pixels that the outer convolutions' reflection padding mirrors at each border."""
+    least = max(MIN_SIZE, int(outer_kernel) // 2 + 1)
+    return least + (-least) % SIZE_MULTIPLE
+
+
+def check_input(x, least=MIN_SIZE):
+    """ValueError unless x is (N, H, W, 3) with H and W multiples of 4, at least `least` (min_input_size).
 
     Two stride-2 convolutions and two x2 upsamplings give back H only when 4 divides it (a 255-row
     input would come out with 256 rows); rather than crop or pad silently, the caller decides.
@@ -201,10 +208,10 @@ def check_input(x):
     if x.ndim != 4 or x.shape[3] != IMAGE_CHANNELS:
         raise ValueError(f"input must be (N, H, W, 3), got {x.shape}")
     _, H, W, _ = x.shape
-    if H % SIZE_MULTIPLE or W % SIZE_MULTIPLE or H < MIN_SIZE or W < MIN_SIZE:
-        fit_h, fit_w = (max(MIN_SIZE, n - n % SIZE_MULTIPLE) for n in (H, W))
+    if H % SIZE_MULTIPLE or W % SIZE_MULTIPLE or H < least or W < least:
+        fit_h, fit_w = (max(least, n - n % SIZE_MULTIPLE) for n in (H, W))
         raise ValueError(f"the transformer network needs H and W multiples of {SIZE_MULTIPLE}, at least "
-                         f"{MIN_SIZE}; got {H}x{W}: crop or resize to {fit_h}x{fit_w}")
+                         f"{least}; got {H}x{W}: crop or resize to {fit_h}x{fit_w}")
 
 
 # ------------------------------------------------------------------------------------ forward
@@ -248,10 +255,11 @@ def forward(params, x, preprocessing="caffe", keep_cache=True):
         out: (N, H, W, 3), in the same space, each channel inside the image of pixels 0..255.
         cache: what backward needs, one entry per layer, in order (None if not keep_cache).
     """
-    check_input(x)
+    architecture = architecture_of(params)
+    check_input(x, min_input_size(architecture[2]))
     cache = []
     h = x
-    for name, _, _, _, stride, upsample in layer_specs(*architecture_of(params)):
+    for name, _, _, _, stride, upsample in layer_specs(*architecture):
         if name.startswith("res") and name.endswith("/conv1"):
             skip = h
             h, c = _conv_in_forward(h, params, name)

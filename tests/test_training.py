@@ -380,9 +380,9 @@ def test_resume_refuses_other_settings_and_inputs(photos, squeezenet_weights_pat
 
 
 def test_an_outer_kernel_wider_than_the_crops_is_a_usage_error(photos, squeezenet_weights_path):
-    with pytest.raises(UsageError, match=r"--outer-kernel 65 reflects 32 px .* use --outer-kernel 31 or less"):
+    with pytest.raises(UsageError, match=r"--outer-kernel 65 reflects 32 px .* use --outer-kernel 63 or less"):
         run(photos, squeezenet_weights_path, iters=1, outer_kernel=65)   # TINY's crops are 32 px
-    assert run(photos, squeezenet_weights_path, iters=1, outer_kernel=31).params["conv1/kernel"].shape[0] == 31
+    assert run(photos, squeezenet_weights_path, iters=1, outer_kernel=63).params["conv1/kernel"].shape[0] == 63
 
 
 def test_a_checkpoint_from_before_the_outer_kernel_setting_resumes_as_the_9x9_network_it_was(

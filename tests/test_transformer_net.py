@@ -69,6 +69,14 @@ def test_sizes_that_do_not_come_back_are_a_clear_error(hw):
         tn.forward(params, np.zeros((1, *hw, 3)))
 
 
+def test_the_smallest_input_grows_with_the_outer_kernel():
+    assert [tn.min_input_size(k) for k in (1, 5, 9, 15, 17, 21)] == [8, 8, 8, 8, 12, 12]
+    params, _, _ = small_net(outer_kernel=17)   # reflects 8 px: an 8 px side has only 7 to mirror
+    with pytest.raises(ValueError, match="at least 12"):
+        tn.forward(params, np.zeros((1, 8, 8, 3)))
+    assert tn.forward(params, np.zeros((1, 12, 8 + 4, 3)))[0].shape == (1, 12, 12, 3)
+
+
 def test_input_must_be_rgb_batches():
     params, _, _ = small_net()
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
