@@ -50,9 +50,10 @@ args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
 # 2. how long does each take?
 # 3. what has the network learnt? Its first layer's kernels, before and after.
 #
-# A real run (`scratchnst train STYLE PHOTOS -o net.h5`: photos at 256 px, 6000 steps on 128 px
-# crops of them) takes about a quarter of an hour on a 2-core laptop; here the lesson trains the
-# same network for about a minute, at --size, for --iters steps: a sketch of what the full run
+# A real run (`scratchnst train STYLE PHOTOS -o net.h5`: photos at 256 px, 5000 steps on 128 px
+# crops of them, the last twelfth on whole 256 px squares, so that the network ends on photos as
+# it will paint them) takes about a quarter of an hour on a 2-core laptop; here the lesson trains
+# the same network for about a minute, at --size, for --iters steps: a sketch of what the full run
 # does. Give `--trained net.h5` to see a fully trained network instead.
 
 # %%

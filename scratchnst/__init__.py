@@ -9,6 +9,7 @@
     parallel        a layer's work cut into pieces run at once on the cores BLAS was given
     memory_pages    small memory pages for the runs that touch their arrays once (stylize, apply)
     transformer_layers  reflection padding, instance norm, nearest upsampling, residual sum, scaled tanh
+    upsample_conv       the network's upsampling layers (upsample, pad, convolve) at the low resolution
     transformer_net  the real-time style network (Johnson 2016): forward, backward by hand, HDF5 files
     training        training that network on a folder of photos; applying it to any photo
     costs           content, Gram, style, total variation and total costs, with their gradients
@@ -34,8 +35,9 @@
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
 
 The math modules (layers, fast_conv, conv_rows, winograd, tap_planes, fire_rows,
-transformer_layers, costs, optim, lbfgs_memory, optim_state) import nothing but the standard
-library, NumPy, errors, parallel and memory_pages (themselves NumPy and the standard library);
+transformer_layers, upsample_conv, costs, optim, lbfgs_memory, optim_state) import nothing but
+the standard library, NumPy, errors, parallel and memory_pages (themselves NumPy and the standard
+library);
 cli/ and exercises/ sit at the edge: nothing of the course imports them.
 """
 

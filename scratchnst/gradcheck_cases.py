@@ -9,7 +9,8 @@ Three groups, in the order a student meets them:
             weighted style cost, total cost with alpha and beta, total variation;
     transformer  the real-time style network's layers (reflection padding, instance
             normalisation, nearest upsampling, residual sum, scaled tanh), its kernel gradient,
-            and a whole small network's parameter gradients;
+            its upsampling layers computed at the low resolution (upsample_conv), and a whole
+            small network's parameter gradients;
     chain   dJ/dx through a real pretrained network, float64: the content cost, the style cost
             and the total that `stylize` minimises, for SqueezeNet and for VGG-19 when their
             weights are installed.
@@ -29,7 +30,7 @@ import time
 
 import numpy as np
 
-from scratchnst import costs, fast_conv, gradcheck, layers, torch_ref, transformer_net
+from scratchnst import costs, fast_conv, gradcheck, layers, torch_ref, transformer_net, upsample_conv
 from scratchnst import transformer_layers as tl
 from scratchnst.errors import UsageError
 from scratchnst.gradcheck import Case, Check, Skip
@@ -299,6 +300,16 @@ def transformer_cases(seed=0):
         lambda d, cache: (tl.conv2d_weight_gradient(x, d, 3, 3),),
         lambda w: torch_ref.conv2d(torch_ref.to_torch(x), w, torch_ref.to_torch(np.zeros(4)), 1, "valid"),
         h=1e-3,
+    ))
+    up = np.random.default_rng([seed, 201])
+    cases.append(Case(
+        "upsample_conv", "x2, reflection pad 1, 3x3 valid, 3x4x3->2 N=2 (up1 and up2's three layers at once)",
+        {"x": up.standard_normal((2, 3, 4, 3)), "w": up.standard_normal((3, 3, 3, 2))},
+        lambda x, w: upsample_conv.upsample_conv_forward(x, w, 2),
+        lambda dout, cache: upsample_conv.upsample_conv_backward(dout, cache),
+        lambda x, w: torch_ref.conv2d(torch_ref.reflection_pad(torch_ref.upsample_nearest(x, 2), 1), w, None, 1,
+                                      "valid"),
+        h=1e-3,  # linear in x and in w: no truncation error at any step
     ))
     cases.append(_transformer_net_case(rng))
     return cases

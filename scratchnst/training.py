@@ -21,9 +21,10 @@ computed once from the style image. The gradient goes back through the loss netw
 Photos: every image file of a folder and its sub-folders, read in a random order (a new one each
 epoch), each decoded with its short side at a little more than the training size SIZE (the scale
 of the photos the network is for), cropped to CROP x CROP at a random place (CROP <= SIZE: a part
-of the photo at that scale) and flipped left-right half the time. All randomness comes from one
-np.random.Generator, whose state goes into the checkpoint, so that a resumed run gives the same
-parameters, bit for bit, as one never stopped (on the same machine and thread count).
+of the photo at that scale) and flipped left-right half the time. The last FINAL_STEPS steps crop
+SIZE x SIZE instead: the network ends on whole photos, as it will paint them. All randomness comes
+from one np.random.Generator, whose state goes into the checkpoint, so that a resumed run gives the
+same parameters, bit for bit, as one never stopped (on the same machine and thread count).
 """
 
 import contextlib
@@ -65,9 +66,13 @@ from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
 #   (each photo of the batch on its own core: batch_loss_and_grads), idle, on the Xeon with 9x9
 #   outer kernels; with today's 5x5 (transformer_net's notes: 2.18 against 2.43 on the mean above
 #   at 4000 steps, each step 12% shorter) 0.155 s and 0.097 s on a 2-core AMD EPYC, 0.17 s on one
-#   core with another run on the other. DEFAULT_ITERS = 6000 is about 16 minutes on one thread, 10
-#   on two. Two threads were 2-3 times SLOWER than one with another job on the other core (256
-#   px steps, 2026-11), hence one thread unless --threads says otherwise;
+#   core with another run on the other; 6000 such steps are about 16 minutes on one thread, 10 on
+#   two. Two threads were 2-3 times SLOWER than one with another job on the other core (256 px
+#   steps, 2026-11), hence one thread unless --threads says otherwise;
+# - the network: 4 residual blocks instead of 5 made a step 4% shorter and ended behind at 4000
+#   steps (2.25 against 2.18 on the mean above);
+# - the photos at the scale of stylize's --size (long side 256, a short side of 170-256, instead
+#   of a short side of 256-294) ended behind at 4000 steps: 2.41 against 2.18;
 # - the network: half widths (8/16/32) with 3 blocks ran twice the steps but ended behind
 #   (256 px, 13:49: 51.2k against 36.5k for the default network), so TRAIN_WIDTHS are
 #   transformer_net's defaults;
@@ -83,10 +88,20 @@ from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
 #   the cosine schedule and 5x5 outer kernels (4000 steps, one core each, the mean above): 2.40 at
 #   7e-4, 2.18 at 1e-3, 2.22 at 1.4e-3 (and 9x9 at 2e-3, in the 12-minute table above: 5.0 against
 #   4.35 at 1e-3).
+# - the last twelfth of the steps on whole SIZE x SIZE crops (2026-12-04, 5x5 network, one core
+#   each, all from the same network after 2000, 3000 or 3500 of 4000 crop steps, the same time after,
+#   the cosine going on to 0 over the work): the mean above was 2.20 with crop steps to the end,
+#   2.09, 2.07 and 2.12 with the last 12%, 25% and 50% of the time on whole 256 px crops (125, 250,
+#   500 steps). The cameraman gained most (2.36 -> 1.98), the cat lost a little (1.77 -> 1.87). A
+#   network trained on crops meets whole photos only when it paints them: its instance norms'
+#   statistics over a 128 px crop are not those over a photo, and a short last phase on whole
+#   photos brings them together. A twelfth of the steps at 4 times the pixels is a quarter of the
+#   time; DEFAULT_ITERS = 5000 (4584 + 416) takes about as long as 6000 crop steps did.
 DEFAULT_SIZE = 256
 DEFAULT_CROP = 128
 DEFAULT_BATCH = 2
-DEFAULT_ITERS = 6000
+DEFAULT_ITERS = 5000
+FINAL_STEPS_DIVISOR = 12   # the default --final-steps: iters // 12 whole-photo steps at the end
 DEFAULT_LR = 1e-3
 LR_SCHEDULES = ("cosine", "constant")
 DEFAULT_LR_SCHEDULE = "cosine"
@@ -105,7 +120,8 @@ TRAIN_OUTER_KERNEL = transformer_net.DEFAULT_OUTER_KERNEL
 # unseen photos the network's cost came to 1.8, 2.6 and 2.3 times that of 100 L-BFGS iterations of
 # the same cost (2026-12-04, 9x9 outer kernels, 9500 steps with --threads 2, 17 minutes; with alpha
 # 10: 2.6, 4.4 and 4.5; 7 minutes on one core each, side by side: 3.2 against 5.3 on average; with
-# today's 5x5 outer kernels and alpha 40, 10000 steps: 1.61, 2.26 and 2.00). Judge a network
+# today's 5x5 outer kernels and alpha 40, 10000 steps: 1.61, 2.26 and 2.00; and with the last
+# 700 of 8400 steps on whole photos, 17 min 49 s: 1.63, 2.11 and 1.66). Judge a network
 # by the cost it was trained on: its file records alpha and beta (`scratchnst stylize --alpha`).
 # Total variation: 0, as stylize's defaults (the transformer's output has no pixel noise for it
 # to remove).
@@ -240,9 +256,15 @@ class PhotoBatches:
             self._cached_bytes += picture.nbytes
         return picture
 
-    def next_batch(self):
-        """(batch, crop, crop, 3) float32 RGB 0..255: the next photos, randomly cropped and flipped."""
-        out = np.empty((self.batch, self.crop, self.crop, 3), dtype=np.float32)
+    def next_batch(self, crop=None):
+        """(batch, crop, crop, 3) float32 RGB 0..255: the next photos, randomly cropped and flipped.
+
+        crop: this batch's side (at most size), None for the one given at construction.
+        """
+        crop = self.crop if crop is None else int(crop)
+        if not 1 <= crop <= self.size:
+            raise ValueError(f"crop {crop} must be between 1 and size {self.size}")
+        out = np.empty((self.batch, crop, crop, 3), dtype=np.float32)
         filled = 0
         while filled < self.batch:
             if len(self.bad) == len(self.photos):
@@ -255,7 +277,7 @@ class PhotoBatches:
             picture = self._photo(index)
             if picture is None:
                 continue
-            out[filled] = random_crop(picture, self.crop, self.rng)
+            out[filled] = random_crop(picture, crop, self.rng)
             filled += 1
         return out
 
@@ -405,19 +427,38 @@ def batch_loss_and_grads(params, x, losses, preprocessing="caffe"):
     return J, grads, parts
 
 
-def learning_rate(lr, step, iters, schedule):
+def step_work(step, iters, final_steps=0, growth=1.0):
+    """The work of the steps before step `step` (1 for the first), and of the whole run, in plain steps.
+
+    The last `final_steps` of the `iters` steps each weigh `growth` (their pixels over a plain
+    step's: (SIZE / CROP) ** 2 for the whole-photo steps of `train`), the others 1.
+
+    Returns:
+        (done, total): floats, done = total at step iters + 1.
+    """
+    plain = iters - final_steps
+    before = step - 1
+    done = min(before, plain) + growth * max(0, before - plain)
+    return float(done), float(plain + growth * final_steps)
+
+
+def learning_rate(lr, step, iters, schedule, final_steps=0, growth=1.0):
     """Adam's learning rate at step `step` (1 for the first) of a run of `iters` steps.
 
     "constant": lr at every step. "cosine" (Loshchilov & Hutter 2017, without restarts): from lr
-    at the first step down along half a cosine, lr * (1 + cos(pi * (step - 1) / iters)) / 2, to
-    nearly 0 at the last. Large steps early move the network fast; small ones late let it settle
-    instead of rattling around the minimum with the noise of each batch's gradient.
+    at the first step down along half a cosine, lr * (1 + cos(pi * done / total)) / 2, to nearly 0
+    at the last, where done / total is the share of the run's work before this step (step_work:
+    with final_steps = 0, (step - 1) / iters; a whole-photo step of the last phase advances it
+    `growth` times as far as a crop's, as it takes that much longer). Large steps early move the
+    network fast; small ones late let it settle instead of rattling around the minimum with the
+    noise of each batch's gradient.
     """
     if schedule == "constant":
         return lr
     if schedule == "cosine":
+        done, total = step_work(step, iters, final_steps, growth)
         # a Python float, not np.float64: NumPy would turn float32 parameters into float64 with it
-        return lr * 0.5 * (1.0 + math.cos(math.pi * (step - 1) / max(iters, 1)))
+        return lr * 0.5 * (1.0 + math.cos(math.pi * done / max(total, 1.0)))
     raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
 
@@ -431,8 +472,9 @@ def adam_step(params, grads, m, v, t, lr):
 
 # ----------------------------------------------------------------------------------- settings
 def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZE, crop=None,
-                           batch=DEFAULT_BATCH, iters=DEFAULT_ITERS, lr=DEFAULT_LR, lr_schedule=DEFAULT_LR_SCHEDULE,
-                           content_layer=None, style_layers=None, alpha=None, beta=None, tv_weight=None,
+                           batch=DEFAULT_BATCH, iters=DEFAULT_ITERS, final_steps=None, lr=DEFAULT_LR,
+                           lr_schedule=DEFAULT_LR_SCHEDULE, content_layer=None, style_layers=None, alpha=None,
+                           beta=None, tv_weight=None,
                            style_size=None, widths=TRAIN_WIDTHS, residual_blocks=TRAIN_RESIDUAL_BLOCKS,
                            outer_kernel=TRAIN_OUTER_KERNEL, seed=DEFAULT_SEED, pool=None):
     """Check every setting of a training run and fill in the defaults (JSON values only).
@@ -485,6 +527,9 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     for key, value, least in (("batch", batch, 1), ("iters", iters, 0), ("seed", seed, 0)):
         if value < least:
             raise UsageError(f"--{key} must be an integer >= {least}, got {value}")
+    final_steps = iters // FINAL_STEPS_DIVISOR if final_steps is None else int(final_steps)
+    if not 0 <= final_steps <= iters:
+        raise UsageError(f"--final-steps must be an integer from 0 to --iters ({iters}), got {final_steps}")
     widths = [int(w) for w in widths]
     if len(widths) != 3 or min(widths) < 1:
         raise UsageError(f"--widths must be three integers >= 1, got {widths}")
@@ -497,8 +542,8 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
         raise UsageError(f"--outer-kernel {outer_kernel} reflects {int(outer_kernel) // 2} px at each border, more than "
                          f"a {crop} px crop holds; use --outer-kernel {2 * crop - 1} or less")
     return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, crop=crop,
-                batch=batch, iters=iters, lr=lr, lr_schedule=lr_schedule, content_layer=content_layer,
-                style_layers=style_layers, **numbers, style_size=style_size, widths=widths,
+                batch=batch, iters=iters, final_steps=final_steps, lr=lr, lr_schedule=lr_schedule,
+                content_layer=content_layer, style_layers=style_layers, **numbers, style_size=style_size, widths=widths,
                 residual_blocks=int(residual_blocks), outer_kernel=int(outer_kernel), seed=seed)
 
 
@@ -517,8 +562,9 @@ class TrainProgress:
     Attributes:
         iteration, iters: steps done (a resumed run counts on from its checkpoint), and planned.
         costs: {"J", "J_content", "J_style", "J_tv"} of this step's batch.
-        seconds_per_step: mean over the steps of this process so far (start-up excluded).
-        eta: seconds left at that rate.
+        seconds_per_step: mean over the steps of this process so far (start-up excluded) on
+            this step's crop size (the whole-photo steps of the last phase take longer).
+        eta: seconds left at this process's pace so far, per unit of work (step_work).
         elapsed: seconds of training (a resumed run counts on).
         skipped: photos that could not be read so far.
         epoch: passes over the photos begun.
@@ -594,10 +640,10 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         writing: a context manager factory every file write runs inside (the command passes
             cli.interrupts.holding_stops, so that Ctrl-C waits until the file is whole).
         **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], crop
-            [min(size, 128)], batch [2], iters [DEFAULT_ITERS], lr [1e-3], lr_schedule ["cosine"],
-            content_layer, style_layers, alpha [model's x TRAIN_ALPHA_FACTOR], beta [model's],
-            tv_weight [0], style_size [size], widths [(16, 32, 64)], residual_blocks [5], outer_kernel [5],
-            seed [0], pool.
+            [min(size, 128)], batch [2], iters [DEFAULT_ITERS], final_steps [iters //
+            FINAL_STEPS_DIVISOR], lr [1e-3], lr_schedule ["cosine"], content_layer, style_layers,
+            alpha [model's x TRAIN_ALPHA_FACTOR], beta [model's], tv_weight [0], style_size [size],
+            widths [(16, 32, 64)], residual_blocks [5], outer_kernel [5], seed [0], pool.
 
     Returns:
         TrainResult.
@@ -649,8 +695,8 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     meta_base = {"style": str(style) if not isinstance(style, np.ndarray) else "array", "model": s["model"],
                  "content_layer": s["content_layer"], "style_layers": json.dumps(s["style_layers"]),
                  "alpha": s["alpha"], "beta": s["beta"], "tv_weight": s["tv_weight"], "size": s["size"],
-                 "crop": s["crop"], "batch": s["batch"], "lr": s["lr"], "lr_schedule": s["lr_schedule"],
-                 "seed": s["seed"], "pool": s["pool"], "preprocessing": mode}
+                 "crop": s["crop"], "final_steps": s["final_steps"], "batch": s["batch"], "lr": s["lr"],
+                 "lr_schedule": s["lr_schedule"], "seed": s["seed"], "pool": s["pool"], "preprocessing": mode}
 
     def state_of(params, m, v, iteration, history, elapsed, rng_state, batch_state):
         return {"format": "train", "settings": s, "inputs": inputs, "iteration": iteration, "elapsed": elapsed,
@@ -658,24 +704,33 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                 "adam_v": {_key(n): a for n, a in v.items()}, "rng": rng_state, "batches": batch_state,
                 "history": list(history)}
 
+    growth = (s["size"] / s["crop"]) ** 2   # a whole-photo step's pixels over a crop step's
+    first_whole = s["iters"] - s["final_steps"] + 1
+    work_before_run = step_work(iteration + 1, s["iters"], s["final_steps"], growth)[0]
     start = time.perf_counter()
-    steps_here = 0
+    phase_crop, phase_start, phase_steps = None, start, 0
     with parallel.hold():  # BLAS on one thread per call, the layers split across the cores (see parallel)
         while iteration < s["iters"]:
-            photos_batch = batches.next_batch()
+            crop = s["size"] if iteration + 1 >= first_whole else s["crop"]
+            if crop != phase_crop:
+                phase_crop, phase_start, phase_steps = crop, time.perf_counter(), 0
+            photos_batch = batches.next_batch(crop)
             x = preprocess_batch(photos_batch, mode)
             with np.errstate(over="ignore", invalid="ignore"):
                 J, grads, parts = batch_loss_and_grads(params, x, losses, mode)
             if not np.isfinite(J) or not all(np.isfinite(g).all() for g in grads.values()):
                 raise UserError(f"the loss became {'NaN' if np.isnan(J) else 'infinite'} at step {iteration + 1}; "
                                 "lower --lr, or --beta / --alpha")
-            lr = learning_rate(s["lr"], iteration + 1, s["iters"], s["lr_schedule"])
+            lr = learning_rate(s["lr"], iteration + 1, s["iters"], s["lr_schedule"], s["final_steps"], growth)
             params, m, v = adam_step(params, grads, m, v, iteration + 1, lr)
             iteration += 1
-            steps_here += 1
+            phase_steps += 1
             now = time.perf_counter()
             history.append({"iteration": iteration, **parts, "seconds": elapsed + now - start})
-            per_step = (now - start) / steps_here
+            per_step = (now - phase_start) / phase_steps
+            # the time left at this run's pace per unit of work: a whole-photo step counts `growth` units
+            done, total = step_work(iteration + 1, s["iters"], s["final_steps"], growth)
+            eta = (now - start) / (done - work_before_run) * (total - done)
             state = (lambda p=params, mm=m, vv=v, it=iteration, h=list(history), e=elapsed + now - start,
                      r=rng.bit_generator.state, b=batches.state(): state_of(p, mm, vv, it, h, e, r, b))
             if checkpoint_path is not None and (iteration % checkpoint_every == 0 or iteration == s["iters"]):
@@ -687,7 +742,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                                      stylize_array(params, snapshot_x, mode))
             if callback is not None:
                 callback(TrainProgress(iteration=iteration, iters=s["iters"], costs=parts, seconds_per_step=per_step,
-                                       eta=per_step * (s["iters"] - iteration), elapsed=elapsed + now - start,
+                                       eta=eta, elapsed=elapsed + now - start,
                                        skipped=batches.skipped, epoch=batches.epoch, params=params, history=history,
                                        meta={**meta_base, "iterations": iteration}, state=state))
     meta = {**meta_base, "iterations": iteration}
@@ -718,11 +773,14 @@ def check_resume(state, settings, inputs):
             raise checkpoint.damaged(f"{key} is missing or of the wrong kind")
     made, now = (json.loads(json.dumps(d)) for d in (state["settings"], settings))
     made.setdefault("outer_kernel", transformer_net.PAPER_OUTER_KERNEL)  # runs before it was a setting were 9x9
-    differ = [k for k in sorted(set(made) | set(now)) if k not in ("iters", "weights") and made.get(k) != now.get(k)]
+    # the plan of steps may change (the default --final-steps follows --iters), the schedule then
+    # follows the new plan; the weights file may move (its contents are compared below)
+    may_change = ("iters", "final_steps", "weights")
+    differ = [k for k in sorted(set(made) | set(now)) if k not in may_change and made.get(k) != now.get(k)]
     if differ:
         shown = "; ".join(f"{k}: checkpoint {made.get(k)!r}, now {now.get(k)!r}" for k in differ[:3])
         raise UsageError(f"the checkpoint was made with other settings ({shown}); give the interrupted run's "
-                         "settings (only --iters may change), or start again without --resume")
+                         "settings (only --iters and --final-steps may change), or start again without --resume")
     for key, label in (("style", "style image differs from the one"), ("weights", "weights file differs from the one"),
                        ("photos", "photos in the folder differ from the ones")):
         if state["inputs"].get(key) != inputs[key]:

@@ -12,7 +12,13 @@ trained once per style, with the loss network's content and style costs (`scratc
     up2         nearest upsampling x2, reflection pad 1, 3x3 conv w2 -> w1, IN, ReLU   (N, H, W, w1)
     conv_out    reflection pad k//2, kxk conv w1 -> 3 with bias, scaled tanh      (N, H, W, 3)
 
-with k the outer kernel (DEFAULT_OUTER_KERNEL = 5; the paper's 9 where a file says so).
+with k the outer kernel (DEFAULT_OUTER_KERNEL = 5; the paper's 9 where a file says so). up1 and
+up2 run their three layers at once at the low resolution (`upsample_conv`: four 2x2 convolutions,
+one per phase of the output, instead of a 3x3 one on the 4 times larger upsampled image); the
+result is the same up to rounding. Measured on a 2-core AMD EPYC (2026-12-04, a training step of
+two 128 px crops, the two ways interleaved, medians of 10): up1 and up2 forward and backward took
+19.5 ms instead of 41.5 on one thread; the whole step 146 ms instead of 169 on one thread, 90
+instead of 98 on two.
 
 This is the network of the paper's supplementary material with the changes most later code
 (PyTorch's fast_neural_style example among them) made: instance normalisation instead of batch
@@ -65,7 +71,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from scratchnst import fast_conv, layers
+from scratchnst import fast_conv, layers, upsample_conv
 from scratchnst import transformer_layers as tl
 from scratchnst.atomic import atomic_path
 from scratchnst.errors import UserError
@@ -218,9 +224,13 @@ def check_input(x, least=MIN_SIZE):
 def _conv_forward(h, params, name, stride, upsample):
     """[upsample] -> reflection pad -> conv (valid): (out, cache). conv_out has a bias, the others none."""
     caches = {}
+    w = params[f"{name}/kernel"]
+    if upsample > 1 and stride == 1 and f"{name}/bias" not in params and upsample_conv.fits(w.shape[0], upsample):
+        # the three at once at the low resolution (upsample_conv): the same result, ~2x faster
+        out, caches["upsample_conv"] = upsample_conv.upsample_conv_forward(h, w, upsample)
+        return out, caches
     if upsample > 1:
         h, caches["up"] = tl.upsample_nearest_forward(h, upsample)
-    w = params[f"{name}/kernel"]
     h, caches["pad"] = tl.reflection_pad_forward(h, w.shape[0] // 2)
     b = params.get(f"{name}/bias")
     if b is None:
@@ -280,6 +290,9 @@ def forward(params, x, preprocessing="caffe", keep_cache=True):
 def _conv_backward(dout, caches, name, grads, input_grad=True):
     """Backward of _conv_forward: dJ/d(its input) (None if not input_grad); the kernel's (and bias's)
     gradient into grads."""
+    if "upsample_conv" in caches:
+        dh, grads[f"{name}/kernel"] = upsample_conv.upsample_conv_backward(dout, caches["upsample_conv"], input_grad)
+        return dh
     x_padded, w, _, stride, _ = caches["conv"]
     if stride == 1:
         # the kernel gradient by transformer_layers' routine, several times faster here (see there)

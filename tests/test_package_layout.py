@@ -21,7 +21,7 @@ MATH_MODULES = ("scratchnst.layers", "scratchnst.fast_conv", "scratchnst.conv_ro
                 "scratchnst.tap_planes",
                 "scratchnst.fire_rows", "scratchnst.lbfgs_memory",
                 "scratchnst.costs", "scratchnst.optim",
-                "scratchnst.optim_state", "scratchnst.transformer_layers")
+                "scratchnst.optim_state", "scratchnst.transformer_layers", "scratchnst.upsample_conv")
 # parallel: the splitting of a layer's work across cores; memory_pages: which pages NumPy asks for;
 # both themselves only the standard library and NumPy
 ALLOWED_IN_MATH = {"numpy", "scratchnst.errors", "scratchnst.parallel", "scratchnst.memory_pages", *MATH_MODULES}

@@ -45,8 +45,9 @@ def test_help_lists_every_flag(capsys):
     for flag in ["--size", "--iters", "--batch", "--lr", "--model", "--weights", "--alpha", "--beta", "--tv-weight",
                  "--seed", "--snapshot", "--snapshot-every", "--snapshots-dir", "--checkpoint", "--checkpoint-every",
                  "--resume", "--threads", "--style-size", "--print-every", "--widths", "--residual-blocks", "--crop",
-                 "--lr-schedule"]:
+                 "--lr-schedule", "--final-steps", "--outer-kernel"]:
         assert flag in text
+    assert f"(default: a twelfth of --iters)" in text and training.FINAL_STEPS_DIVISOR == 12
     assert f"(default: the smaller of SIZE and {training.DEFAULT_CROP})" in text
     assert f"(default: {training.DEFAULT_LR_SCHEDULE})" in text
     from scratchnst.settings import MODEL_DEFAULTS
@@ -119,7 +120,7 @@ def test_resume_from_the_command_line(setup, capsys):
 
 @pytest.mark.parametrize("case", ["missing folder", "empty folder", "no readable photo", "style unreadable",
                                   "style missing", "style too small", "out folder missing", "out is the style",
-                                  "out is a folder", "bad size", "bad batch", "bad lr", "bad seed",
+                                  "out is a folder", "bad size", "bad batch", "bad lr", "bad seed", "bad final steps",
                                   "snapshot-every without snapshot", "bad resume file"])
 def test_one_line_errors(setup, capsys, case):
     tmp = setup["tmp"]
@@ -153,6 +154,8 @@ def test_one_line_errors(setup, capsys, case):
         flags, expected = ["--batch", "0"], "--batch must be"
     elif case == "bad lr":
         flags, expected = ["--lr", "-1"], "--lr must be"
+    elif case == "bad final steps":
+        flags, expected = ["--iters", "4", "--final-steps", "5"], "--final-steps must be an integer from 0 to --iters (4)"
     elif case == "bad seed":
         flags, expected = ["--seed", "-3"], "--seed"
     elif case == "snapshot-every without snapshot":

@@ -2,6 +2,7 @@
 and PyTorch), the loss going down, bit-for-bit resume, and stylising photos of any size."""
 
 import functools
+import types
 from pathlib import Path
 
 import numpy as np
@@ -329,15 +330,16 @@ def stop_at(step):
 
 
 def test_resume_is_bit_for_bit(photos, squeezenet_weights_path, tmp_path):
-    """A run stopped after step 4 (its checkpoint written) and resumed ends as one never stopped."""
-    straight = run(photos, squeezenet_weights_path, iters=7, seed=4)
+    """A run stopped after step 4 (its checkpoint written) and resumed ends as one never stopped,
+    its last three steps on whole photos (crops of 32 px, then 48)."""
+    plan = dict(iters=7, seed=4, size=48, crop=32, final_steps=3)
+    straight = run(photos, squeezenet_weights_path, **plan)
     ckpt = tmp_path / "run.ckpt.npz"
     with pytest.raises(Stop):
-        run(photos, squeezenet_weights_path, iters=7, seed=4, checkpoint_path=ckpt, checkpoint_every=2,
-            callback=stop_at(4))
+        run(photos, squeezenet_weights_path, **plan, checkpoint_path=ckpt, checkpoint_every=2, callback=stop_at(4))
     state = checkpoint.load(ckpt)
     assert state["iteration"] == 4 and len(state["history"]) == 4
-    resumed = run(photos, squeezenet_weights_path, iters=7, seed=4, resume=state)
+    resumed = run(photos, squeezenet_weights_path, **plan, resume=state)
     assert list(resumed.params) == list(straight.params)
     for name in straight.params:
         assert np.array_equal(resumed.params[name], straight.params[name]), name
@@ -401,6 +403,76 @@ def test_a_checkpoint_from_before_the_outer_kernel_setting_resumes_as_the_9x9_ne
         assert np.array_equal(resumed.params[name], straight.params[name]), name
 
 
+def test_the_last_steps_train_on_whole_photos_at_their_share_of_the_schedule(photos, squeezenet_weights_path,
+                                                                           monkeypatch):
+    sides, rates = [], []
+    step, adam_step = training.batch_loss_and_grads, training.adam_step
+    monkeypatch.setattr(training, "batch_loss_and_grads", lambda params, x, *a: sides.append(x.shape[1:3]) or
+                        step(params, x, *a))
+    monkeypatch.setattr(training, "adam_step", lambda *a: rates.append(a[-1]) or adam_step(*a))
+    result = run(photos, squeezenet_weights_path, size=48, crop=32, iters=5, final_steps=2, lr=0.02)
+    assert sides == [(32, 32)] * 3 + [(48, 48)] * 2
+    assert result.meta["final_steps"] == 2 and result.settings["final_steps"] == 2
+    # a 48 px step has (48/32)^2 = 2.25 times a crop's pixels: the cosine runs over 3 + 2 * 2.25 units
+    units = [0, 1, 2, 3, 5.25]
+    assert rates == pytest.approx([0.02 * (1 + np.cos(np.pi * u / 7.5)) / 2 for u in units], rel=1e-12)
+    sides.clear()
+    run(photos, squeezenet_weights_path, size=48, crop=32, iters=3, final_steps=0)
+    assert sides == [(32, 32)] * 3
+    sides.clear()
+    run(photos, squeezenet_weights_path, size=48, crop=32, iters=2, final_steps=2)
+    assert sides == [(48, 48)] * 2
+
+
+def test_eta_counts_the_longer_whole_photo_steps(photos, squeezenet_weights_path, monkeypatch):
+    """On a clock where a step takes its pixels' time (a 32 px crop 1 s, a 48 px photo 2.25 s), the
+    ETA is exact: the work left; seconds per step is that of the steps of the current size."""
+    clock = [100.0]
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    step = training.batch_loss_and_grads
+
+    def timed(params, x, *a):
+        clock[0] += (x.shape[1] / 32) ** 2
+        return step(params, x, *a)
+
+    monkeypatch.setattr(training, "batch_loss_and_grads", timed)
+    seen = []
+    run(photos, squeezenet_weights_path, size=48, crop=32, iters=5, final_steps=2,
+        callback=lambda p: seen.append((p.iteration, p.seconds_per_step, p.eta)))
+    assert seen == [(1, 1.0, 6.5), (2, 1.0, 5.5), (3, 1.0, 4.5), (4, 2.25, 2.25), (5, 2.25, 0.0)]
+
+
+def test_the_default_whole_photo_phase_is_a_twelfth_of_the_steps(squeezenet_weights_path):
+    resolve = functools.partial(training.resolve_train_settings, weights=str(squeezenet_weights_path))
+    assert resolve()["final_steps"] == training.DEFAULT_ITERS // 12 > 0
+    assert resolve(iters=25)["final_steps"] == 2 and resolve(iters=11)["final_steps"] == 0
+    assert resolve(iters=25, final_steps=25)["final_steps"] == 25
+
+
+def test_step_work_counts_whole_photo_steps_by_their_pixels():
+    assert training.step_work(1, 10) == (0.0, 10.0) and training.step_work(11, 10) == (10.0, 10.0)
+    assert [training.step_work(k, 5, 2, 4.0)[0] for k in range(1, 7)] == [0, 1, 2, 3, 7, 11]
+    assert training.step_work(3, 5, 2, 4.0)[1] == 11.0
+    rates = [training.learning_rate(1.0, k, 5, "cosine", 2, 4.0) for k in range(1, 6)]
+    assert all(a > b > 0 for a, b in zip(rates, rates[1:]))
+    assert rates[4] == pytest.approx((1 + np.cos(np.pi * 7 / 11)) / 2, rel=1e-15)
+    assert training.learning_rate(1.0, 4, 5, "constant", 2, 4.0) == 1.0
+
+
+def test_the_plan_of_steps_may_change_on_resume(photos, squeezenet_weights_path, tmp_path):
+    """--final-steps, like --iters, may differ on resume (its default follows --iters); checkpoints
+    from before the setting had no whole-photo phase."""
+    ckpt = tmp_path / "run.ckpt.npz"
+    plan = dict(seed=4, size=48, crop=32, lr_schedule="constant")
+    straight = run(photos, squeezenet_weights_path, iters=4, final_steps=1, **plan)
+    run(photos, squeezenet_weights_path, iters=2, final_steps=0, checkpoint_path=ckpt, **plan)
+    state = checkpoint.load(ckpt)
+    del state["settings"]["final_steps"]
+    resumed = run(photos, squeezenet_weights_path, iters=4, final_steps=1, resume=state, **plan)
+    for name in straight.params:
+        assert np.array_equal(resumed.params[name], straight.params[name]), name
+
+
 def test_learning_rate_schedules():
     assert [training.learning_rate(0.01, t, 5, "constant") for t in range(1, 6)] == [0.01] * 5
     cosine = [training.learning_rate(0.01, t, 5, "cosine") for t in range(1, 6)]
@@ -449,9 +521,11 @@ def test_bad_settings_are_usage_errors(photos, squeezenet_weights_path):
                              ({"crop": 30}, "--crop must be a multiple of 4"),
                              ({"crop": 36}, r"--crop must be .* at most --size \(32\)"),
                              ({"size": 64, "crop": 12}, "--crop 12 is too small"),
-                             ({"lr_schedule": "step"}, "--lr-schedule must be one of cosine, constant")]:
+                             ({"lr_schedule": "step"}, "--lr-schedule must be one of cosine, constant"),
+                             ({"final_steps": -1}, r"--final-steps must be an integer from 0 to --iters \(3\)"),
+                             ({"final_steps": 4}, r"--final-steps must be an integer from 0 to --iters \(3\), got 4")]:
         with pytest.raises(UsageError, match=message):
-            run(photos, squeezenet_weights_path, **options)
+            run(photos, squeezenet_weights_path, **{"iters": 3, **options})
 
 
 def test_style_image_too_small(photos, squeezenet_weights_path, tmp_path):

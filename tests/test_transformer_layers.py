@@ -190,7 +190,8 @@ def test_scaled_tanh_spans_its_interval():
 def test_gradcheck_rows_pass(torch):
     cases = gradcheck_cases.transformer_cases(seed=0)
     assert {case.name for case in cases} == {"reflection_pad", "instance_norm", "upsample_nearest", "residual",
-                                             "scaled_tanh", "conv2d_weight_gradient", "transformer_net"}
+                                             "scaled_tanh", "conv2d_weight_gradient", "upsample_conv",
+                                             "transformer_net"}
     for case in cases:
         numeric_error, torch_error = gradcheck.check_case(case)
         assert numeric_error < case.numeric_tol, (case.name, case.config, numeric_error)

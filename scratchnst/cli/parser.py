@@ -390,7 +390,8 @@ def _add_train(sub):
         "train",
         help="train a real-time style network (Johnson et al. 2016) on a folder of photos",
         description="Train a transformer network to paint any photo in the style of STYLE in one forward pass: "
-        "random SIZE x SIZE crops of the photos in PHOTOS_DIR (and its sub-folders) go through it, and its "
+        "random CROP x CROP crops of the photos in PHOTOS_DIR (and its sub-folders; whole SIZE x SIZE squares "
+        "for the last --final-steps steps) go through it, and its "
         "output's course cost (alpha J_content + beta J_style + tv_weight J_tv, through the pretrained loss "
         "network) is lowered by Adam. Prints the settings, a progress line every --print-every steps (step, "
         "loss, seconds per step, ETA), and writes the network to OUT (.h5) at the end. Ctrl-C writes the "
@@ -409,7 +410,10 @@ def _add_train(sub):
     p.add_argument("--crop", type=int, default=_Default("the smaller of SIZE and 128"),
                    help="side of the square random crops of those photos a step trains on (a multiple of 4, at "
                    "most SIZE): smaller crops make more, cheaper steps at the same scale")
-    p.add_argument("--iters", type=int, default=_Default("6000"), help="training steps (batches)")
+    p.add_argument("--iters", type=int, default=_Default("5000"), help="training steps (batches)")
+    p.add_argument("--final-steps", metavar="N", type=int, default=_Default("a twelfth of --iters"),
+                   help="the last N of the steps train on whole SIZE x SIZE crops instead of --crop, so that the "
+                   "network ends on photos as it will paint them (each such step takes (SIZE/CROP)^2 times as long)")
     p.add_argument("--batch", type=int, default=2, help="photos per step")
     p.add_argument("--lr", type=float, default=_Default("0.001"), help="Adam's learning rate (at the first step)")
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
@@ -447,8 +451,8 @@ def _add_train(sub):
                    help="steps between checkpoints (with --checkpoint or --resume)")
     p.add_argument("--resume", metavar="FILE", default=_Default("a new run"), type=path_arg,
                    help="continue the run saved in this checkpoint, with the same settings and files: the network "
-                   "ends bit for bit as an uninterrupted run's (same machine and threads). --iters may be raised; "
-                   "the cosine schedule then follows the longer run from the step it resumes at")
+                   "ends bit for bit as an uninterrupted run's (same machine and threads). --iters may be raised "
+                   "(and --final-steps changed); the schedule then follows the new plan from the step it resumes at")
     p.add_argument("--print-every", metavar="N", type=int, default=10, help="steps between progress lines")
     _add_threads(p)
 
@@ -464,6 +468,7 @@ def _add_train(sub):
             model=args.model, weights=_given(args.weights), size=args.size, crop=_given(args.crop),
             batch=args.batch, lr_schedule=args.lr_schedule,
             **({"iters": args.iters} if _given(args.iters) is not None else {}),
+            final_steps=_given(args.final_steps),
             **({"lr": args.lr} if _given(args.lr) is not None else {}),
             alpha=_given(args.alpha), beta=_given(args.beta), tv_weight=_given(args.tv_weight),
             style_size=_given(args.style_size), seed=args.seed,

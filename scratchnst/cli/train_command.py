@@ -18,9 +18,9 @@ from scratchnst.cli import interrupts
 from scratchnst.cli.stylize_command import _format_seconds, check_output_paths
 from scratchnst.errors import UsageError, UserError
 
-SETTINGS_ORDER = ("model", "weights", "pool", "size", "crop", "batch", "iters", "lr", "lr_schedule", "content_layer", "alpha",
-                  "style_layers", "beta", "tv_weight", "style_size", "widths", "residual_blocks",
-                  "outer_kernel", "seed")
+SETTINGS_ORDER = ("model", "weights", "pool", "size", "crop", "batch", "iters", "final_steps", "lr", "lr_schedule",
+                  "content_layer", "alpha", "style_layers", "beta", "tv_weight", "style_size", "widths",
+                  "residual_blocks", "outer_kernel", "seed")
 
 
 def format_settings(style, photos_dir, output, n_photos, settings):
