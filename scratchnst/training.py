@@ -121,7 +121,7 @@ TRAIN_OUTER_KERNEL = transformer_net.DEFAULT_OUTER_KERNEL
 # the same cost (2026-12-04, 9x9 outer kernels, 9500 steps with --threads 2, 17 minutes; with alpha
 # 10: 2.6, 4.4 and 4.5; 7 minutes on one core each, side by side: 3.2 against 5.3 on average; with
 # today's 5x5 outer kernels and alpha 40, 10000 steps: 1.61, 2.26 and 2.00; and with the last
-# 700 of 8400 steps on whole photos, 17 min 49 s: 1.63, 2.11 and 1.66). Judge a network
+# 716 of 8600 steps on whole photos, 18 minutes: 1.64, 2.05 and 1.73). Judge a network
 # by the cost it was trained on: its file records alpha and beta (`scratchnst stylize --alpha`).
 # Total variation: 0, as stylize's defaults (the transformer's output has no pixel noise for it
 # to remove).
