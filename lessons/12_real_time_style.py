@@ -148,7 +148,7 @@ _lesson.save(args, "12_training_photos.png", _lesson.montage(training_tiles, tra
 # The first convolution has 5x5 kernels on the three colour channels (the paper's are 9x9; trained
 # side by side, 5x5 learnt faster and cost less a step: `transformer_net` gives the numbers). Each
 # one is a small colour pattern the layer looks for. They start as noise, and a short training
-# moves them little (Adam's steps are about lr = 1e-3 each, the kernels' entries about 0.1): the
+# moves them little (Adam's steps are about lr = 2e-3 each, the kernels' entries about 0.1): the
 # third row shows the CHANGE, each kernel's own scale stretched. What training added is smooth:
 # colour blobs and soft gradients across the window, the low frequencies of the style's colours,
 # not more noise.

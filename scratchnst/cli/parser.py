@@ -415,7 +415,7 @@ def _add_train(sub):
                    help="the last N of the steps train on whole SIZE x SIZE crops instead of --crop, so that the "
                    "network ends on photos as it will paint them (each such step takes (SIZE/CROP)^2 times as long)")
     p.add_argument("--batch", type=int, default=2, help="photos per step")
-    p.add_argument("--lr", type=float, default=_Default("0.001"), help="Adam's learning rate (at the first step)")
+    p.add_argument("--lr", type=float, default=_Default("0.002"), help="Adam's learning rate (at the first step)")
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                    help="cosine: the learning rate falls from --lr along half a cosine to nearly 0 at the last "
                    "step; constant: --lr throughout")
