@@ -90,8 +90,10 @@ from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
 #       2e-3       1.97     1.95
 #       3e-3       2.07     -
 #   The last batches' cost agreed (3.11e4 and 3.07e4 at 2e-3, 3.22e4 and 3.28e4 at 1e-3). The
-#   cosine is what lets the rate be higher: it has fallen to a seventh of lr when the whole-photo
-#   phase starts. Before that phase, crops to the end: 2.40 at 7e-4, 2.18 at 1e-3, 2.22 at
+#   defaults (5000 steps) went from 1.94 to 1.90; 8600 steps with 2 threads, one run each, from
+#   1.81 to 1.85, within the noise: the longer the run, the less the rate matters. Presumably the
+#   cosine lets the first steps be larger than a constant rate could: it has fallen to a sixth of
+#   lr when the whole-photo phase starts. Before that phase, crops to the end: 2.40 at 7e-4, 2.18 at 1e-3, 2.22 at
 #   1.4e-3; with a constant rate, at 128 px, batch 2, 150 steps, the held-out photo's cost after
 #   training was 175k at lr 3e-4, 137k at 6e-4, 118k at 1e-3, 350k at 3e-3, 596k at 1e-2
 #   (unstyled photo 421k): larger steps make the network oscillate, smaller ones learn too
