@@ -50,11 +50,11 @@ args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
 # 2. how long does each take?
 # 3. what has the network learnt? Its first layer's kernels, before and after.
 #
-# A real run (`scratchnst train STYLE PHOTOS -o net.h5`: photos at 256 px, 5000 steps on 128 px
-# crops of them, the last twelfth on whole 256 px squares, so that the network ends on photos as
-# it will paint them) takes about a quarter of an hour on a 2-core laptop; here the lesson trains
-# the same network for about a minute, at --size, for --iters steps: a sketch of what the full run
-# does. Give `--trained net.h5` to see a fully trained network instead.
+# A real run (`scratchnst train STYLE PHOTOS -o net.h5`: photos at 256 px, 10000 steps, each on a
+# 128 px crop of one of them (5000 steps of two with --threads 2), the last twelfth on whole
+# 256 px squares, so that the network ends on photos as it will paint them) takes about a quarter
+# of an hour on one core of a 2-core laptop; here the lesson trains the same network for about a
+# minute, at --size, for --iters steps: a sketch of what the full run does. Give `--trained net.h5` to see a fully trained network instead.
 
 # %%
 net = _lesson.load_network(args, pooling="default")
@@ -68,8 +68,9 @@ if args.trained is not None:
     history = None
     print(", ".join(f"{key} {meta[key]}" for key in sorted(meta)))
 else:
-    _lesson.section(f"Training at {size} px, {args.iters} steps of 2 crops, on {len(training.list_photos(PHOTOS))} "
-                    "photos")
+    batch = training.default_batch()   # one crop per step for each core in use
+    _lesson.section(f"Training at {size} px, {args.iters} steps of {batch} crop(s), on "
+                    f"{len(training.list_photos(PHOTOS))} photos")
 
     def report(progress):
         if progress.iteration == 1 or progress.iteration % 25 == 0:
@@ -169,7 +170,8 @@ _lesson.save(args, "12_kernels.png", _lesson.montage(
      kernels_picture(params["conv1/kernel"] - untrained["conv1/kernel"])],
     ["conv1 kernels, untrained", "conv1 kernels, trained", "trained - untrained"], cols=1))
 if history:
-    _lesson.plot_relative_costs(args, "12_training.png", {"J (batch of 2 crops)": [h["J"] for h in history]},
+    _lesson.plot_relative_costs(args, "12_training.png",
+                                {f"J (batch of {meta['batch']})": [h["J"] for h in history]},
                                 "J / J at step 1", "Training the style network", xlabel="Adam step")
 
 # %% [markdown]

@@ -190,13 +190,21 @@ def same_file(a, b):
         return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
 
 
-def check_output(flag, path, example="out.png", kind="file"):
+# The file name check_output suggests inside a folder given by mistake, by flag: the advice must name a
+# file the command then accepts, so its extension is the one that flag writes. "-o" is an image in
+# `stylize` and `apply` but a network (.h5) in `train` and `weights convert`: those pass `example`.
+OUTPUT_EXAMPLES = {"-o": "out.png", "--log": "log.json", "--checkpoint": "checkpoint.npz",
+                   "--resume": "checkpoint.npz"}
+
+
+def check_output(flag, path, example=None, kind="file"):
     """Refuse, before any work, an output `path` that cannot be written (see `output_problem`).
 
     Args:
         flag: the option that named it ("-o", "--log"), for the message.
         path: the file to be written.
-        example: a file name to suggest inside a folder given by mistake.
+        example: a file name to suggest inside a folder given by mistake; None: the flag's
+            OUTPUT_EXAMPLES entry ("out.png" for a flag it does not list).
         kind: what to ask for instead of a device or a pipe ("file", ".h5 file").
 
     Raises:
@@ -208,6 +216,7 @@ def check_output(flag, path, example="out.png", kind="file"):
         return
     what, why = problem
     if what == "folder":
+        example = example or OUTPUT_EXAMPLES.get(flag, "out.png")
         raise UsageError(f"{flag} {path}: is a folder; give a file name in it, e.g. {flag} {Path(path) / example}")
     if what == "not regular":
         raise UsageError(f"cannot write {flag} {path}: {why}; give the name of a new {kind}")

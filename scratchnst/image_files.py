@@ -4,9 +4,10 @@
 expect, save); this module is what it takes to make that true of any file a student hands over:
 alpha laid over white, 16-bit scaled, palettes and CMYK converted, the EXIF orientation honoured,
 big JPEGs decoded at a reduced scale, a size limit checked on the header before anything is
-decoded, and missing, empty, unreadable or broken files refused with a one-line UserError that
-names the file and says what to do. `image_size` reads only the header, so callers can check
-sizes before computing; `save_image` writes through scratchnst.atomic.
+decoded, and missing, empty, unreadable or broken files (or an HDF5 network given as a picture)
+refused with a one-line UserError that names the file and says what to do. `image_size` reads
+only the header, so callers can check sizes before computing; `save_image` writes through
+scratchnst.atomic.
 """
 
 import contextlib
@@ -40,6 +41,15 @@ MAX_DECODED_PIXELS = 100_000_000
 # leaves about one grey level (Pillow's documentation of reducing_gap says the same of 3.0), and a
 # 40-megapixel photo at long side 320 is still decoded at 1/8 scale.
 DRAFT_GAP = 3
+
+# libjpeg's smallest DCT scale: the least a JPEG can be decoded at (Image.draft), so the least
+# load_image decodes, whatever long side is asked for.
+SMALLEST_DRAFT = 8
+
+# The first bytes of an HDF5 file, as h5py writes it (networks and weights). The format also allows
+# the signature at 512, 1024, 2048, ... after a user block, but h5py writes none, and Pillow does not
+# recognise such a file anyway (it is then "not a readable image").
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 # EXIF orientation -> the transpose that stands the stored pixels upright (as ImageOps.exif_transpose).
 _EXIF_TURNS = {
@@ -116,7 +126,9 @@ def image_size(path):
     """The (H, W) an image file will load as (upright, EXIF orientation applied), from its header only.
 
     Nothing is decoded, so this is instant even for huge files and does not notice a truncated
-    one; the MAX_DECODED_PIXELS limit is load_image's to apply.
+    one. A file that no call of load_image could decode is refused here already: more than
+    MAX_DECODED_PIXELS at the smallest size load_image decodes it at (a JPEG at 1/8 scale, any
+    other file whole).
 
     Args:
         path: an image file.
@@ -125,10 +137,19 @@ def image_size(path):
         (H, W) ints: load_image(path).shape[:2].
 
     Raises:
-        UserError: as load_image, for a file that is missing, a folder, empty, unreadable or not an image.
+        UserError: as load_image, for a file that is missing, a folder, empty, unreadable, not an
+            image, or too big to decode at any long side.
     """
     path = Path(path)
     with _opened(path) as img:
+        # Callers read the header first to plan (the memory `apply` needs, the --size that fits):
+        # advice built on a size that nothing can decode would lead straight into this error, so
+        # it comes first. A JPEG passes if its 1/8-scale draft fits, as load_image with a long
+        # side would then decode it (Image.draft rounds each side up).
+        W, H = img.size
+        if isinstance(img, JpegImagePlugin.JpegImageFile):
+            W, H = -(-W // SMALLEST_DRAFT), -(-H // SMALLEST_DRAFT)
+        _check_pixel_count(path, img.size, (W, H))
         return _upright_size(img, _exif_turn(img))
 
 
@@ -161,6 +182,12 @@ def _opened(path):
         # (DecompressionBombWarning: MAX_DECODED_PIXELS is checked instead). The picture then
         # loads or is refused with one line; a warning would be a second line on stderr.
         warnings.simplefilter("ignore")
+        # Checked before Pillow, whose HDF5 stub plugin (format "HDF5") opens the file as a
+        # 32-bit float picture: the user would be told about pixel ranges instead of the mix-up.
+        if file.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            raise UserError(f"{path}: an HDF5 file (a network or weights file?), not an image; "
+                            "give a picture (.jpg or .png)")
+        file.seek(0)
         try:
             img = _identify(file)
         except Image.UnidentifiedImageError:

@@ -62,7 +62,7 @@ from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
 #   at 96 px the instance normalisation's statistics over a crop stray too far from a whole
 #   photo's. The cost on the training crops was level with the cost on the unseen photos (22k):
 #   the network is short of fitting, not of photos, and steps are what it needs;
-# - one step (crop 128, batch 2, widths 16/32/64) took 0.16 s on one thread and 0.11 s on two
+# - one step (crop 128, batch 2 as it then was, widths 16/32/64) took 0.16 s on one thread and 0.11 s on two
 #   (each photo of the batch on its own core: batch_loss_and_grads), idle, on the Xeon with 9x9
 #   outer kernels; with today's 5x5 (transformer_net's notes: 2.18 against 2.43 on the mean above
 #   at 4000 steps, each step 12% shorter) 0.155 s and 0.097 s on a 2-core AMD EPYC, 0.17 s on one
@@ -80,8 +80,18 @@ from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
 #   side with the default): adding the photo to the output before the tanh, or conv1's output to
 #   up2's, makes the output start near the photo, but the style then came far slower (batch cost
 #   2.4e5 against 5.4e4 at step 1500, and 1.45e5 against 6.7e4 at step 700): both stopped;
-# - batch 2: at equal time, batch 4 was clearly behind (above; and at 128 px, 90 s: 126k against
-#   84k), batch 1 ahead or level within the noise of one held-out photo early in a run;
+# - batch 1 (2026-12-05; until then 2): at equal time, twice the steps on one crop each beat
+#   batch 2 (8000 steps against 4000, the last twelfth on whole photos, lr 2e-3, one core each,
+#   two runs side by side, about 14 minutes; the mean above, with cat / Tubingen / cameraman):
+#       batch 2, seed 0   1.97 (1.75 / 2.28 / 1.87)     batch 1, seed 0   1.83 (1.56 / 2.21 / 1.70)
+#       batch 2, seed 1   1.95 (1.83 / 2.08 / 1.94)     batch 1, seed 1   1.88 (1.71 / 2.16 / 1.77)
+#   and at lr 1.4e-3, seed 0, 1.84 (1.71 / 2.01 / 1.78): the rate can stay. Earlier, batch 4 was
+#   clearly behind batch 2 (above; and at 128 px, 90 s: 126k against 84k). The network is short of
+#   steps, not of photos per step (see crop 128 above). With --threads 2 a batch of one photo is
+#   split by layers, not by photos, which gains less: a 128 px step took 72 ms on one core, 63 ms
+#   on two (batch 2: 146 and 85 ms);
+# - scale jitter did not help (2026-12-05, batch 2, 4000 steps, seed 0): each crop taken from a
+#   square 0.8 to 1.8 times its side, resized to it, gave 1.96 (1.71 / 2.34 / 1.82) against 1.97;
 # - lr 2e-3, twice Johnson et al.'s, since the whole-photo last phase (2026-12-04, 4000 steps with
 #   the last 333 on whole photos, one core each, the mean above; one run is about 0.1 from the
 #   next, so two seeds):
@@ -114,11 +124,12 @@ from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
 #   network trained on crops meets whole photos only when it paints them: its instance norms'
 #   statistics over a 128 px crop are not those over a photo, and a short last phase on whole
 #   photos brings them together. A twelfth of the steps at 4 times the pixels is a quarter of the
-#   time; DEFAULT_ITERS = 5000 (4584 + 416) takes about as long as 6000 crop steps did.
+#   time. DEFAULT_PHOTOS = 10000: on one core 10000 steps of one photo (9167 + 833), about as long
+#   as 5000 of two took; on two cores (--threads 2) 5000 steps of two, one photo on each core.
 DEFAULT_SIZE = 256
 DEFAULT_CROP = 128
-DEFAULT_BATCH = 2
-DEFAULT_ITERS = 5000
+DEFAULT_BATCH = None    # one photo per step for each core in use: parallel.workers() (default_batch)
+DEFAULT_PHOTOS = 10000  # the default --iters is this many photos: DEFAULT_PHOTOS // batch steps
 FINAL_STEPS_DIVISOR = 12   # the default --final-steps: iters // 12 whole-photo steps at the end
 DEFAULT_LR = 2e-3
 LR_SCHEDULES = ("cosine", "constant")
@@ -148,6 +159,15 @@ TRAIN_TV_WEIGHT = 0.0
 LARGE_PHOTO_MARGIN = 1.15   # large photos are decoded with their short side at SIZE * 1.15, then cropped
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 CACHE_BYTES = 512 * 2**20   # decoded photos kept in memory (uint8), so that each is decoded once per run
+# A crop of one plain colour (a white wall, an overexposed sky, a letterbox bar) has no variance for
+# the instance norms to divide by: each one's backward pass then multiplies the gradient by
+# 1/sqrt(eps) = 316, and through the network's dozen norms it overflows float32 at the first step
+# (a one-colour photo in the folder ended a run with "the loss became infinite"). Such crops teach
+# nothing about painting a photo, so they are drawn again elsewhere in the photo, and a photo that
+# is one colour all over is skipped as unreadable ones are. The threshold is in grey levels of
+# 0..255: JPEG noise on a flat area is about 0.5.
+FLAT_STD = 1.0
+FLAT_RETRIES = 8   # crops drawn from a photo before it is passed over for this batch
 
 
 # ------------------------------------------------------------------------------------- photos
@@ -269,6 +289,11 @@ class PhotoBatches:
             self.first_error = self.first_error or str(error)
             return None
         picture = image.to_uint8(picture)
+        if is_flat(picture):
+            self.bad.add(index)
+            self.skipped += 1
+            self.first_error = self.first_error or f"{path} is one plain colour, with nothing to learn from"
+            return None
         if self._cached_bytes + picture.nbytes <= CACHE_BYTES:
             self._cache[index] = picture
             self._cached_bytes += picture.nbytes
@@ -283,11 +308,11 @@ class PhotoBatches:
         if not 1 <= crop <= self.size:
             raise ValueError(f"crop {crop} must be between 1 and size {self.size}")
         out = np.empty((self.batch, crop, crop, 3), dtype=np.float32)
-        filled = 0
+        filled, passed_over = 0, 0
+        where = f" in {self.folder}" if self.folder is not None else ""
         while filled < self.batch:
             if len(self.bad) == len(self.photos):
-                where = f" in {self.folder}" if self.folder is not None else ""
-                raise UserError(f"none of the {len(self.photos)} photos{where} could be read (first: "
+                raise UserError(f"none of the {len(self.photos)} photos{where} could be used (first: "
                                 f"{self.first_error}); give a folder of readable .jpg or .png photos")
             index = self._next_index()
             if index in self.bad:
@@ -295,8 +320,17 @@ class PhotoBatches:
             picture = self._photo(index)
             if picture is None:
                 continue
-            out[filled] = random_crop(picture, crop, self.rng)
-            filled += 1
+            for _ in range(FLAT_RETRIES):
+                candidate = random_crop(picture, crop, self.rng)
+                if not is_flat(candidate):
+                    out[filled] = candidate
+                    filled += 1
+                    break
+            else:
+                passed_over += 1
+                if passed_over > 4 * len(self.photos):   # every photo, several times: not bad luck
+                    raise UserError(f"every {crop} px crop drawn from the photos{where} was one plain colour; give "
+                                    "photos with something in them (or a smaller --crop)")
         return out
 
 
@@ -312,6 +346,11 @@ def random_crop(picture, size, rng):
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     return crop.astype(np.float32)
+
+
+def is_flat(picture):
+    """True if picture (H, W, 3) 0..255 is one plain colour: every channel's standard deviation below FLAT_STD."""
+    return float(np.std(picture, axis=(0, 1), dtype=np.float64).max()) < FLAT_STD
 
 
 def preprocess_batch(photos, mode):
@@ -489,8 +528,19 @@ def adam_step(params, grads, m, v, t, lr):
 
 
 # ----------------------------------------------------------------------------------- settings
+def default_batch():
+    """Photos per step when --batch is not given: one for each worker of scratchnst.parallel.
+
+    On one core a batch of one photo trains best for the time (the notes above: twice the steps of
+    batch 2 beat it); on several, each core takes a photo of the batch (batch_loss_and_grads), which
+    uses them far better than splitting one photo's layers (72 ms a step on one core, 63 on two;
+    batch 2: 85 ms on two).
+    """
+    return parallel.workers()
+
+
 def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZE, crop=None,
-                           batch=DEFAULT_BATCH, iters=DEFAULT_ITERS, final_steps=None, lr=DEFAULT_LR,
+                           batch=DEFAULT_BATCH, iters=None, final_steps=None, lr=DEFAULT_LR,
                            lr_schedule=DEFAULT_LR_SCHEDULE, content_layer=None, style_layers=None, alpha=None,
                            beta=None, tv_weight=None,
                            style_size=None, widths=TRAIN_WIDTHS, residual_blocks=TRAIN_RESIDUAL_BLOCKS,
@@ -522,7 +572,9 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
         raise UsageError(f"--lr must be a number > 0, got {lr:g}")
     if lr_schedule not in LR_SCHEDULES:
         raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
-    size, batch, iters, seed = int(size), int(batch), int(iters), int(seed)
+    batch = default_batch() if batch is None else int(batch)
+    iters = DEFAULT_PHOTOS // max(1, batch) if iters is None else int(iters)
+    size, seed = int(size), int(seed)
     if size < transformer_net.MIN_SIZE or size % transformer_net.SIZE_MULTIPLE:
         fit = max(transformer_net.MIN_SIZE, size - size % transformer_net.SIZE_MULTIPLE)
         raise UsageError(f"--size must be a multiple of {transformer_net.SIZE_MULTIPLE} and at least "
@@ -542,7 +594,7 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     style_size = size if style_size is None else int(style_size)
     if style_size < need:
         raise UsageError(f"--style-size {style_size} is too small for {model}'s layers, which need at least {need} px")
-    for key, value, least in (("batch", batch, 1), ("iters", iters, 0), ("seed", seed, 0)):
+    for key, value, least in (("batch", batch, 1), ("iters", iters, 1), ("seed", seed, 0)):
         if value < least:
             raise UsageError(f"--{key} must be an integer >= {least}, got {value}")
     final_steps = iters // FINAL_STEPS_DIVISOR if final_steps is None else int(final_steps)
@@ -563,6 +615,52 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
                 batch=batch, iters=iters, final_steps=final_steps, lr=lr, lr_schedule=lr_schedule,
                 content_layer=content_layer, style_layers=style_layers, **numbers, style_size=style_size, widths=widths,
                 residual_blocks=int(residual_blocks), outer_kernel=int(outer_kernel), seed=seed)
+
+
+# Peak memory of a training step, measured with /usr/bin/time (SqueezeNet, default widths, float32):
+# 321 MB at --size 256 --batch 2, 979 MB at 512 batch 2, 573 MB at 512 batch 1, 1107 MB at 768
+# batch 1: about 1.65 KB a pixel of the batch's largest step (the whole-photo phase), above about
+# 140 MB. With margin, and VGG-19's larger activations by the ratio `stylize` measured:
+TRAIN_BYTES_PER_PIXEL = {"squeezenet": 2000, "vgg19": 3500}
+
+
+def check_train_memory(s, style):
+    """UsageError, before anything is loaded, if --size / --batch / --style-size would not fit in memory.
+
+    Without it a mistyped --size 100000 made NumPy allocate until the kernel killed the process,
+    with no message at all (apply and stylize refuse such sizes the same way).
+    Args: s: resolve_train_settings's dict; style: the style image file (its header is read).
+    """
+    from scratchnst.settings import MEMORY_FIXED, available_memory, memory_needed
+
+    available = available_memory()
+    if available is None:
+        return
+    model = s["model"]
+    side = s["size"] if s["final_steps"] else s["crop"]
+
+    def step_bytes(side):
+        return MEMORY_FIXED[model] + TRAIN_BYTES_PER_PIXEL[model] * s["batch"] * side * side
+
+    if step_bytes(side) > available:
+        fits = side
+        while fits > 16 and step_bytes(fits) > available:
+            fits = int(fits * 0.95)
+        flag = "--size" if s["final_steps"] else "--crop"
+        fits -= fits % transformer_net.SIZE_MULTIPLE
+        least = min_size(model, s["content_layer"], s["style_layers"])
+        advice = (f"use {flag} {fits} or less, or a smaller --batch" if fits >= least and step_bytes(fits) <= available
+                  else "use a smaller --batch")
+        raise UsageError(f"{flag} {side} with --batch {s['batch']} needs about {step_bytes(side) / 1e9:,.1f} GB of "
+                         f"memory for a training step, and this machine has {available / 1e9:,.1f} GB available; "
+                         f"{advice}")
+    H, W = image.image_size(style)
+    scale = s["style_size"] / max(H, W)
+    needed = memory_needed(model, max(1, round(H * scale)), max(1, round(W * scale)))
+    if needed > available:
+        raise UsageError(f"the style image at {s['style_size']} px (--style-size, which is --size unless given) needs "
+                         f"about {needed / 1e9:,.1f} GB of memory for {model}, and this machine has "
+                         f"{available / 1e9:,.1f} GB available; use a smaller --style-size or --size")
 
 
 def min_size(model, content_layer, style_layers):
@@ -658,7 +756,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         writing: a context manager factory every file write runs inside (the command passes
             cli.interrupts.holding_stops, so that Ctrl-C waits until the file is whole).
         **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], crop
-            [min(size, 128)], batch [2], iters [DEFAULT_ITERS], final_steps [iters //
+            [min(size, 128)], batch [default_batch()], iters [DEFAULT_PHOTOS // batch], final_steps [iters //
             FINAL_STEPS_DIVISOR], lr [2e-3], lr_schedule ["cosine"], content_layer, style_layers,
             alpha [model's x TRAIN_ALPHA_FACTOR], beta [model's], tv_weight [0], style_size [size],
             widths [(16, 32, 64)], residual_blocks [5], outer_kernel [5], seed [0], pool.
@@ -736,9 +834,11 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             x = preprocess_batch(photos_batch, mode)
             with np.errstate(over="ignore", invalid="ignore"):
                 J, grads, parts = batch_loss_and_grads(params, x, losses, mode)
-            if not np.isfinite(J) or not all(np.isfinite(g).all() for g in grads.values()):
+            if not np.isfinite(J):
                 raise UserError(f"the loss became {'NaN' if np.isnan(J) else 'infinite'} at step {iteration + 1}; "
                                 "lower --lr, or --beta / --alpha")
+            if not all(np.isfinite(g).all() for g in grads.values()):
+                raise UserError(f"the gradients overflowed at step {iteration + 1} (the loss was {J:.4g}); lower --lr")
             lr = learning_rate(s["lr"], iteration + 1, s["iters"], s["lr_schedule"], s["final_steps"], growth)
             params, m, v = adam_step(params, grads, m, v, iteration + 1, lr)
             iteration += 1

@@ -366,7 +366,8 @@ def save(path, params, meta=None):
 
     Args:
         path: the .h5 file; an existing file is replaced only by a complete new one.
-        params: dict from init_params (any dtype; stored as it is, so load gives it back bit for bit).
+        params: dict from init_params (any float dtype, stored as it is; load reads it as float32,
+            so a float32 network, as training's, comes back bit for bit).
         meta: dict of free-form facts, str -> str, int, float or bool (the style image's name, the
             weights of the content and style costs, the number of steps...). "preprocessing"
             ("caffe" by default) is the pixel space the network was trained in; forward needs it.
@@ -441,21 +442,23 @@ def _shape_problem(params, widths, residual_blocks, outer_kernel):
 
 
 def load(path):
-    """Read a transformer network written by `save`.
+    """Read a transformer network written by `save`, every value checked (`_read`).
 
     Args:
         path: the .h5 file.
 
     Returns:
-        (params, meta): params as saved (same names, order, dtypes, values bit for bit); meta the
-        free-form dict given to save, with "preprocessing" always present (str, int, float, bool
-        values come back as Python values).
+        (params, meta): params with the saved names and order, in float32, the dtype the network
+        runs in (a float32 file, as training writes, comes back bit for bit; float16 and float64
+        are cast); meta the free-form dict given to save, with "preprocessing" always present
+        (str, int, float, bool values come back as Python values).
 
     Raises:
         UserError: one line naming the file and saying what to do, when it is missing, a folder,
             not an HDF5 file, an HDF5 file that is not a transformer network (e.g. a loss
-            network's weights), of a newer format, or damaged (a layer or dataset missing, a
-            shape that does not fit the stored architecture).
+            network's weights), of a newer format, or damaged: a header value no version of save
+            wrote, a layer or dataset missing, a dataset that is not floating point or does not
+            fit the declared architecture, weights that are NaN or inf.
     """
     label = str(path)
     give = "give a transformer network saved by scratchnst (transformer_net.save)"
@@ -468,7 +471,8 @@ def load(path):
             return _read(f, label, give)
     except UserError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as error:
+    # RuntimeError too: h5py's for a soft link that loops ("Special link traversal failed")
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
         first = " ".join(str(error).split())[:120]
         raise UserError(f"{label}: the file is damaged or truncated ({first}); {give}") from None
 
@@ -482,31 +486,86 @@ def _plain(value):
     return value
 
 
+def _integers(f, key, count=None):
+    """Root attribute `key` as save writes it: an int (count None) or a tuple of `count` ints; None if not.
+
+    Only an integer dtype passes: 2.5 must not be read as 2, nor True as 1, nor "2" as 2.
+    """
+    value = np.asarray(f.attrs.get(key))  # a missing attribute is None: an object array, refused
+    if value.dtype.kind not in "iu" or value.shape != (() if count is None else (count,)):
+        return None
+    return int(value) if count is None else tuple(int(v) for v in value)
+
+
 def _read(f, label, give):
-    """(params, meta) of an open file (see load)."""
-    version = f.attrs.get("scratchnst_transformer_format")
-    if version is None:
+    """(params, meta) of an open file (see load).
+
+    The one place that checks a file against what `save` writes, header and datasets, before any
+    of it reaches forward: there a wrong value gives a wrong picture (no residual blocks, a black
+    image from NaN weights) or an error far from its cause.
+    """
+    damaged = f"the file is damaged: {give}"
+
+    def bad_header(key, note):
+        shown = f"is {' '.join(repr(_plain(f.attrs[key])).split())[:60]}" if key in f.attrs else "is missing"
+        return UserError(f"{label}: header attribute {key} {shown} ({note}); {damaged}")
+
+    if "scratchnst_transformer_format" not in f.attrs:
         what = _plain(f.attrs.get("architecture", ""))
-        holds = f" (it holds {what} weights, a loss network)" if what else \
+        holds = f" (it holds {what} weights, a loss network)" if isinstance(what, str) and what else \
             " (it holds a loss network's weights)" if "layer_names" in f.attrs else ""
         raise UserError(f"{label}: an HDF5 file but not a transformer network{holds}; {give}")
-    if int(version) not in (1, FORMAT_VERSION):
-        raise UserError(f"{label}: transformer network format {int(version)}, this version reads formats 1 to "
+    version = _integers(f, "scratchnst_transformer_format")
+    if version is not None and version > FORMAT_VERSION:
+        raise UserError(f"{label}: transformer network format {version}, this version reads formats 1 to "
                         f"{FORMAT_VERSION}; upgrade scratchnst to read it")
-    widths = tuple(int(w) for w in f.attrs["widths"])
-    residual_blocks = int(f.attrs["residual_blocks"])
-    outer_kernel = int(f.attrs["outer_kernel"]) if int(version) >= 2 else PAPER_OUTER_KERNEL
+    if version is None or version < 1:
+        # format 1 was the first save wrote, format 2 added outer_kernel: nothing older exists
+        raise bad_header("scratchnst_transformer_format",
+                         f"no version of scratchnst wrote it: its formats are the integers 1 to {FORMAT_VERSION}")
+    widths = _integers(f, "widths", 3)
+    if widths is None or min(widths) < 1:
+        raise bad_header("widths", "scratchnst writes three integers >= 1")
+    blocks = _integers(f, "residual_blocks")
+    if blocks is None or blocks < 0:
+        raise bad_header("residual_blocks", "scratchnst writes an integer >= 0")
+    outer_kernel = _integers(f, "outer_kernel") if version >= 2 else PAPER_OUTER_KERNEL
+    if outer_kernel is None or outer_kernel < 1 or outer_kernel % 2 == 0:
+        raise bad_header("outer_kernel", "scratchnst writes an odd integer >= 1")
+    preprocessing = _plain(f.attrs.get("preprocessing"))
+    if not isinstance(preprocessing, str):  # every format wrote it, as a string
+        raise bad_header("preprocessing", f"scratchnst writes one of {', '.join(sorted(PREPROCESSING))}")
+    if preprocessing not in PREPROCESSING:  # a string: likely a pixel space added by a newer version
+        raise UserError(f"{label}: the network works in pixel space {preprocessing!r}, which this version of "
+                        f"scratchnst does not know ({', '.join(sorted(PREPROCESSING))}); upgrade scratchnst to "
+                        "read it, or train the network again with this version")
+    # The file must hold the declared network and nothing less or more: with fewer blocks declared
+    # than stored, forward would quietly skip some. Counted before the names are listed, so that a
+    # huge declared count is refused here, not built. (Widths are checked by the shapes below.)
+    stored = sum(1 for key in f if key.startswith("res") and key[3:].isdigit())
+    if stored != blocks:
+        raise UserError(f"{label}: the header declares {blocks} residual blocks and the file holds {stored} "
+                        f"(groups res1, res2, ...); {damaged}")
     params = {}
-    for name, shape in parameter_shapes(widths, residual_blocks, outer_kernel).items():
+    for name, shape in parameter_shapes(widths, blocks, outer_kernel).items():
         dataset = f.get(name)
         if not isinstance(dataset, h5py.Dataset):
-            raise UserError(f"{label}: dataset {name!r} is missing; the file is damaged: {give}")
+            raise UserError(f"{label}: dataset {name!r} is missing; {damaged}")
         if dataset.shape != shape:
             raise UserError(f"{label}: dataset {name!r} has shape {dataset.shape}, the stored architecture "
-                            f"(widths {widths}, {residual_blocks} residual blocks, {outer_kernel}x{outer_kernel} "
-                            f"outer kernels) needs {shape}; "
-                            f"the file is damaged: {give}")
-        params[name] = dataset[()]
+                            f"(widths {widths}, {blocks} residual blocks, {outer_kernel}x{outer_kernel} "
+                            f"outer kernels) needs {shape}; {damaged}")
+        if dataset.dtype.kind != "f":
+            raise UserError(f"{label}: dataset {name!r} holds {dataset.dtype} values, not floating-point weights; "
+                            f"{damaged}")
+        # float32, as training writes and apply runs (its memory guard counts 4-byte activations):
+        # float16 would overflow in the instance normalisation's squares, float64 would double the
+        # memory. float64 beyond float32's range becomes inf here, and is refused just below.
+        with np.errstate(over="ignore"):
+            params[name] = dataset[()].astype(np.float32, copy=False)
+        if not np.isfinite(params[name]).all():
+            raise UserError(f"{label}: the network file holds non-finite weights (NaN or inf, in {name!r}): it is "
+                            "damaged, or was saved from a run whose loss diverged; train it again")
     meta = {key: _plain(value) for key, value in f["meta"].attrs.items()} if "meta" in f else {}
-    meta["preprocessing"] = _plain(f.attrs.get("preprocessing", "caffe"))
+    meta["preprocessing"] = preprocessing
     return params, meta

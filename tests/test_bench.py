@@ -142,7 +142,7 @@ def test_report_table_and_json(monkeypatch, torch):
     assert "not installed" not in text
     train = report["training"]
     assert train["ratio"] == pytest.approx(train["scratchnst_median"] / train["pytorch_median"])
-    assert "Training step of the real-time style network (squeezenet loss network, 64x64, batch 2" in text
+    assert "Training step of the real-time style network (squeezenet loss network, 64x64, batch 1" in text
 
 
 def test_the_training_step_is_the_same_step_in_both_libraries(torch):

@@ -1,8 +1,9 @@
 """Every image a student may hand to scratchnst: converted correctly, or refused with one clear line.
 
 scratchnst.image.load_image / image_size / save_image on broken, unusual and enormous files
-(issue 7). The files are made here with Pillow, numpy and, for what Pillow will not write
-(16-bit RGB PNGs, headers that lie about the size), a few lines of PNG/JPEG byte surgery.
+(issue 7), and the one line the commands print for them. The files are made here with Pillow,
+numpy and, for what Pillow will not write (16-bit RGB PNGs, headers that lie about the size), a
+few lines of PNG/JPEG byte surgery.
 """
 
 import json
@@ -14,12 +15,15 @@ import warnings
 import zlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from scratchnst import image, image_files
+from scratchnst import atomic, cli, image, image_files
 from scratchnst.errors import UsageError, UserError
+
+from test_train_command import tiny_network
 
 REPO = Path(__file__).resolve().parents[1]
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads and writes whatever the permissions say
@@ -148,6 +152,14 @@ def _tiff(name, array):
     return make
 
 
+def _hdf5(tmp_path, rng):
+    """An HDF5 file as h5py writes networks and weights: Pillow's HDF5 stub would open it as pixels."""
+    path = tmp_path / "net.h5"
+    with h5py.File(path, "w") as f:
+        f["conv1/kernel"] = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    return path
+
+
 REFUSED = {
     "missing": (_missing, ["no such image file; check the path"]),
     "folder": (_folder, [": is a folder; give an image file"]),
@@ -164,6 +176,7 @@ REFUSED = {
                     "save it as an 8- or 16-bit PNG or a JPEG"]),
     "32-bit int TIFF": (_tiff("int32.tif", np.array([[0, 255, 70000]], dtype=np.int32)),
                         ["32-bit integer pixels have no agreed brightness range"]),
+    "HDF5 network": (_hdf5, ["an HDF5 file (a network or weights file?), not an image; give a picture (.jpg or .png)"]),
 }
 # Formats' signatures followed by garbage: each plugin's own parser meets the garbage.
 SIGNATURES = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
@@ -527,7 +540,10 @@ def test_a_png_claiming_100000x100000_pixels_is_refused_before_decoding(tmp_path
             image.load_image(path, long_side)
         assert str(error.value) == (f"{path}: the header says 100000x100000 pixels (10000 megapixels), more than "
                                     "scratchnst decodes (100 megapixels); shrink it first")
-    assert image.image_size(path) == (100_000, 100_000)  # the header alone: no limit, nothing decoded
+    # The header alone says so too: callers that plan from the size (apply's memory advice) hear it first.
+    with pytest.raises(UserError) as error:
+        image.image_size(path)
+    assert str(error.value).endswith("more than scratchnst decodes (100 megapixels); shrink it first")
 
 
 def test_a_jpeg_claiming_60000x60000_pixels_is_refused_before_decoding(tmp_path):
@@ -536,7 +552,7 @@ def test_a_jpeg_claiming_60000x60000_pixels_is_refused_before_decoding(tmp_path)
         image.load_image(path)
     assert str(error.value) == (f"{path}: the header says 60000x60000 pixels (3600 megapixels), more than "
                                 "scratchnst decodes (100 megapixels); shrink it first")
-    assert image.image_size(path) == (60_000, 60_000)
+    assert image.image_size(path) == (60_000, 60_000)  # at 1/8 scale (7500 x 7500) it loads with a long side
 
 
 def test_refusing_enormous_headers_takes_little_memory(tmp_path):
@@ -550,7 +566,10 @@ def test_refusing_enormous_headers_takes_little_memory(tmp_path):
         "        pass\n"
         "    else:\n"
         "        raise SystemExit('not refused')\n"
-        "    image.image_size(path)\n")
+        "    try:\n"
+        "        image.image_size(path)\n"
+        "    except UserError:\n"
+        "        pass\n")
     assert growth < 300, f"peak memory rose by {growth:.0f} MB"
 
 
@@ -617,6 +636,18 @@ def test_the_pixel_limit_applies_to_the_drafted_size(phone_photo, monkeypatch):
     assert str(error.value) == (f"{phone_photo}: the header says 6000x4000 pixels (24 megapixels); even decoded at "
                                 "1/4 size that is 1500x1000 (1.5 megapixels), more than scratchnst decodes "
                                 "(1 megapixels); shrink it first")
+
+
+def test_image_size_refuses_a_jpeg_only_if_its_smallest_draft_is_too_big(phone_photo, monkeypatch):
+    # 6000 x 4000 is 750 x 500 at libjpeg's 1/8 scale: load_image(long_side=...) can decode that.
+    monkeypatch.setattr(image_files, "MAX_DECODED_PIXELS", 2_000_000)
+    assert image.image_size(phone_photo) == (4000, 6000)
+    monkeypatch.setattr(image_files, "MAX_DECODED_PIXELS", 300_000)
+    with pytest.raises(UserError) as error:
+        image.image_size(phone_photo)
+    assert str(error.value) == (f"{phone_photo}: the header says 6000x4000 pixels (24 megapixels); even decoded at "
+                                "1/8 size that is 750x500 (0.4 megapixels), more than scratchnst decodes "
+                                "(0.3 megapixels); shrink it first")
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".mpo"])
@@ -714,3 +745,66 @@ def test_a_failure_mid_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path,
             image.save_image(path, picture[::-1])
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no .out.png.*.tmp.png sibling
+
+
+# ------------------------------------------------------------- 6. the commands' one line
+def _apply(capsys, network, photo, tmp_path):
+    """`scratchnst apply NETWORK PHOTO -o OUT`: (exit status, the last line on stderr)."""
+    status = cli.main(["apply", str(network), str(photo), "-o", str(tmp_path / "out.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err)
+    return status, err[-1]
+
+
+@pytest.fixture
+def network(tmp_path):
+    return tiny_network(tmp_path)
+
+
+def test_apply_to_a_network_file_says_it_is_hdf5_not_an_image(network, capsys, tmp_path):
+    status, line = _apply(capsys, network, network, tmp_path)
+    assert status == 1
+    assert line == (f"scratchnst: error: {network}: an HDF5 file (a network or weights file?), not an image; "
+                    "give a picture (.jpg or .png)")
+
+
+def test_apply_to_a_decompression_bomb_says_the_decode_limit_not_memory_advice(network, capsys, tmp_path):
+    bomb = _huge_png(tmp_path)
+    status, line = _apply(capsys, network, bomb, tmp_path)
+    assert status == 1 and "--size" not in line  # --size would still meet the decode limit
+    assert line.endswith(": the header says 100000x100000 pixels (10000 megapixels), more than scratchnst decodes "
+                         "(100 megapixels); shrink it first")
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("command", ["stylize", "train"])
+@pytest.mark.parametrize("bad", ["hdf5", "bomb"])
+def test_stylize_and_train_tell_a_bad_style_image_before_any_settings(command, bad, network, tmp_path, capsys,
+                                                                      squeezenet_weights_path):
+    photo = tmp_path / "photos" / "a.png"
+    photo.parent.mkdir()
+    Image.fromarray(smooth_picture(40, 56)).save(photo)
+    style = network if bad == "hdf5" else _huge_png(tmp_path)
+    second = photo if command == "stylize" else photo.parent  # the content image, or the photos folder
+    argv = [command, style, second, "-o", tmp_path / ("out.png" if command == "stylize" else "net2.h5"),
+            "--weights", squeezenet_weights_path, "--size", "32"]
+    status = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert status == 1 and captured.out == ""  # nothing printed before the one line
+    assert captured.err.strip().splitlines() == [f"scratchnst: error: {style}: " + (
+        "an HDF5 file (a network or weights file?), not an image; give a picture (.jpg or .png)" if bad == "hdf5" else
+        "the header says 100000x100000 pixels (10000 megapixels), more than scratchnst decodes (100 megapixels); "
+        "shrink it first")]
+
+
+@pytest.mark.parametrize("flag, example", [("-o", "out.png"), ("--log", "log.json"),
+                                           ("--checkpoint", "checkpoint.npz"), ("--resume", "checkpoint.npz")])
+def test_an_output_folder_is_answered_with_a_file_name_of_the_flags_kind(tmp_path, flag, example):
+    folder = tmp_path / "out1"
+    folder.mkdir()
+    with pytest.raises(UsageError) as error:
+        atomic.check_output(flag, folder)
+    assert str(error.value) == f"{flag} {folder}: is a folder; give a file name in it, e.g. {flag} {folder / example}"
+    with pytest.raises(UsageError) as error:  # train's -o is a network: its caller says so
+        atomic.check_output("-o", folder, example="net.h5")
+    assert str(error.value).endswith(f"e.g. -o {folder / 'net.h5'}")

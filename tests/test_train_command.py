@@ -32,6 +32,11 @@ def train(setup, *flags, style=SWIRLS, photos=None, out=None):
     return cli.main([str(a) for a in argv])
 
 
+def tiny_network(folder):
+    """A small untrained network saved in folder/net.h5 (apply's tests need a network, not a good one)."""
+    return transformer_net.save(folder / "net.h5", transformer_net.init_params(np.random.default_rng(0), (4, 4, 4), 0))
+
+
 def error_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err and "Traceback" not in "\n".join(err)
@@ -53,8 +58,9 @@ def test_help_lists_every_flag(capsys):
     from scratchnst.settings import MODEL_DEFAULTS
     alpha = MODEL_DEFAULTS["squeezenet"].alpha * training.TRAIN_ALPHA_FACTOR
     assert f"(default: squeezenet {alpha:g}; vgg19" in text
-    assert f"(default: {training.DEFAULT_ITERS})" in text and f"(default: {training.DEFAULT_SIZE})" in text
-    assert f"(default: {training.DEFAULT_BATCH})" in text and f"(default: {training.DEFAULT_LR:g})" in text
+    assert f"(default: {training.DEFAULT_PHOTOS} / BATCH)" in text and f"(default: {training.DEFAULT_SIZE})" in text
+    assert "(default: one per thread: 1, or N with --threads N)" in text and training.DEFAULT_BATCH is None
+    assert f"(default: {training.DEFAULT_LR:g})" in text
     assert f"(default: {','.join(map(str, training.TRAIN_WIDTHS))})" in text
     assert f"--residual-blocks R residual blocks of the transformer network (at quarter resolution) " \
            f"(default: {training.TRAIN_RESIDUAL_BLOCKS})" in text
@@ -121,8 +127,9 @@ def test_resume_from_the_command_line(setup, capsys):
 @pytest.mark.parametrize("case", ["missing folder", "empty folder", "no readable photo", "style unreadable",
                                   "style missing", "style too small", "out folder missing", "out is the style",
                                   "out is a folder", "bad size", "bad batch", "bad lr", "bad seed", "bad final steps",
-                                  "snapshot-every without snapshot", "bad resume file"])
-def test_one_line_errors(setup, capsys, case):
+                                  "snapshot-every without snapshot", "bad resume file", "out not .h5", "iters 0",
+                                  "snapshots among the photos", "too little memory"])
+def test_one_line_errors(setup, capsys, case, monkeypatch):
     tmp = setup["tmp"]
     style, photos, out, flags = SWIRLS, setup["photos"], setup["out"], ["--iters", "1"]
     if case == "missing folder":
@@ -160,6 +167,17 @@ def test_one_line_errors(setup, capsys, case):
         flags, expected = ["--seed", "-3"], "--seed"
     elif case == "snapshot-every without snapshot":
         flags, expected = ["--snapshot-every", "3"], "needs --snapshot"
+    elif case == "out not .h5":
+        out, expected = tmp / "net.png", f"give it a .h5 name, e.g. -o {tmp / 'net.h5'}"
+    elif case == "iters 0":
+        flags, expected = ["--iters", "0"], "--iters must be an integer >= 1"
+    elif case == "snapshots among the photos":   # they would become training photos (and break --resume)
+        flags = ["--snapshot", photos / "a.png", "--snapshots-dir", photos / "snaps"]
+        expected = "inside the folder of training photos"
+    elif case == "too little memory":
+        from scratchnst import settings
+        monkeypatch.setattr(settings, "available_memory", lambda: 200e6)
+        flags, expected = ["--batch", "64", "--iters", "12"], "--size 32 with --batch 64 needs about 0.3 GB"
     else:
         bad = tmp / "bad.npz"
         bad.write_bytes(b"not a checkpoint")
@@ -199,7 +217,7 @@ def test_apply_errors(setup, capsys, tmp_path):
     assert "would destroy it" in error_line(capsys)
     (tmp_path / "o.png").write_bytes(b"")
     assert cli.main(["apply", str(net), str(photo), str(photo), "-o", str(tmp_path / "o.png")]) == 2
-    assert "is a file; give a folder" in error_line(capsys)
+    assert "is a file, and the results go into a folder" in error_line(capsys)
     twin = write_photo(tmp_path / "twin" / "p.png", 20, 20)
     assert cli.main(["apply", str(net), str(photo), str(twin), "-o", str(tmp_path / "both")]) == 2
     assert "would both be written to" in error_line(capsys) and not (tmp_path / "both").exists()
@@ -213,7 +231,7 @@ def test_apply_refuses_a_photo_too_large_for_memory(tmp_path, capsys, monkeypatc
     from scratchnst import settings
 
     photo = write_photo(tmp_path / "p.png", 300, 400)
-    net = transformer_net.save(tmp_path / "net.h5", transformer_net.init_params(np.random.default_rng(0), (4, 4, 4), 0))
+    net = tiny_network(tmp_path)
     monkeypatch.setattr(settings, "available_memory", lambda: 200e6)
     assert cli.main(["apply", str(net), str(photo), "-o", str(tmp_path / "o.png")]) == 1
     line = error_line(capsys)
@@ -244,6 +262,91 @@ def test_ctrl_c_saves_the_network_trained_so_far(setup, tmp_path):
     assert meta["iterations"] == state["iteration"] >= 1 and meta["stopped"] == "interrupted (Ctrl-C)"
     assert np.array_equal(params["conv1/kernel"], state["params"]["conv1:kernel"])
     assert not [p for p in setup["out"].parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failure_mid_run_keeps_the_network_trained_so_far(setup, capsys, monkeypatch):
+    """A snapshot that cannot be written (the disk full) ends the run, but not the work done before it."""
+    from scratchnst import image
+
+    real_save = image.save_image
+
+    def disk_full(path, *args, **kwargs):
+        if Path(path).name == "snapshot_00002.png":
+            raise OSError(28, "No space left on device", str(path))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(image, "save_image", disk_full)
+    ck = setup["tmp"] / "ck.npz"
+    photo = write_photo(setup["tmp"] / "snap.png", 36, 36, seed=4)
+    status = train(setup, "--iters", "4", "--checkpoint", ck, "--snapshot", photo, "--snapshot-every", "1",
+                   "--snapshots-dir", setup["tmp"] / "snaps")
+    assert status == 1
+    line = error_line(capsys)
+    assert "snapshot_00002.png: No space left on device" in line
+    assert f"wrote the network of step 1 to {setup['out']}" in line and f"--resume {ck}" in line
+    params, meta = transformer_net.load(setup["out"])
+    assert meta["iterations"] == 1 and meta["stopped"] == "failed"
+    monkeypatch.setattr(image, "save_image", real_save)
+    assert train(setup, "--iters", "4", "--resume", ck) == 0   # the suggested command goes on
+    assert checkpoint.load(ck)["iteration"] == 4
+
+
+def test_snapshots_folder_must_be_writable(setup, capsys, unwritable_folder):
+    photo = write_photo(setup["tmp"] / "snap.png", 36, 36, seed=4)
+    assert train(setup, "--iters", "2", "--snapshot", photo, "--snapshots-dir", unwritable_folder) == 1
+    assert "--snapshots-dir" in error_line(capsys) and not setup["out"].exists()
+
+
+def test_resume_past_iters_says_what_the_file_holds(setup, capsys):
+    ck = setup["tmp"] / "ck.npz"
+    assert train(setup, "--iters", "3", "--checkpoint", ck) == 0
+    capsys.readouterr()
+    assert train(setup, "--iters", "2", "--resume", ck) == 0
+    out = capsys.readouterr().out
+    assert "nothing was left to do: the checkpoint is at step 3" in out and f"wrote {setup['out']}: 3 steps" in out
+    assert transformer_net.load(setup["out"])[1]["iterations"] == 3
+
+
+def test_apply_goes_on_past_a_photo_that_breaks_off(tmp_path, capsys):
+    net = tiny_network(tmp_path)
+    good = [write_photo(tmp_path / f"p{k}.png", 20, 24, seed=k) for k in range(2)]
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(whole, quality=90)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])   # the header reads, the pixels stop
+    status = cli.main(["apply", str(net), str(good[0]), str(broken), str(good[1]), "-o", str(tmp_path / "out")])
+    assert status == 1
+    captured = capsys.readouterr()
+    line = captured.err.strip().splitlines()[-1]
+    assert "Traceback" not in captured.err and "1 of the 3 photos could not be stylised" in line
+    assert "broken.jpg" in line and "the other 2 were written" in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]
+
+
+def test_apply_into_a_folder_named_with_a_slash(tmp_path, capsys):
+    net = tiny_network(tmp_path)
+    photo = write_photo(tmp_path / "p.png", 20, 24)
+    assert cli.main(["apply", str(net), str(photo), "-o", str(tmp_path / "new") + "/"]) == 0
+    assert (tmp_path / "new" / "p.png").is_file()
+
+
+def test_apply_stops_after_the_file_a_ctrl_c_lands_in(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during a save is held back, not dropped: that file is finished, then the command stops."""
+    from scratchnst import image
+
+    net = tiny_network(tmp_path)
+    photos = [write_photo(tmp_path / f"p{k}.png", 20, 24, seed=k) for k in range(3)]
+    real_save = image.save_image
+
+    def save_and_get_ctrl_c(path, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(image, "save_image", save_and_get_ctrl_c)
+    status = cli.main(["apply", str(net), *map(str, photos), "-o", str(tmp_path / "out")])
+    assert status == 130
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png"]
+    assert "interrupted (Ctrl-C)" in capsys.readouterr().err
 
 
 def test_output_folder_not_writable(setup, capsys, unwritable_folder):

@@ -163,9 +163,44 @@ def test_no_readable_photo_is_one_line(tmp_path):
     for name in ("a.jpg", "b.png"):
         (folder / name).write_bytes(b"garbage")
     batches = training.PhotoBatches(training.list_photos(folder), 32, 2, np.random.default_rng(0), folder=folder)
-    with pytest.raises(UserError, match="none of the 2 photos in .* could be read") as info:
+    with pytest.raises(UserError, match="none of the 2 photos in .* could be used") as info:
         batches.next_batch()
     assert "\n" not in str(info.value)
+
+
+def test_one_colour_photos_and_crops_are_passed_over(tmp_path):
+    """A flat crop would make the instance norms' gradients overflow: it is drawn again, and a flat photo skipped."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (60, 50), (255, 255, 255)).save(folder / "white.jpg", quality=90)
+    half = np.full((48, 96, 3), 20, np.uint8)   # left half one colour, right half a picture
+    half[:, 48:] = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(half).save(folder / "half.png")
+    batches = training.PhotoBatches(training.list_photos(folder), 48, 2, np.random.default_rng(0), crop=24)
+    for _ in range(20):
+        batch = batches.next_batch()
+        assert all(not training.is_flat(crop) for crop in batch)
+    assert batches.skipped == 1 and "white.jpg is one plain colour" in batches.first_error
+
+
+def test_a_folder_of_one_colour_photos_is_one_line(tmp_path):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    Image.new("RGB", (60, 50), (0, 0, 0)).save(folder / "black.png")
+    Image.new("RGB", (60, 50), (30, 90, 200)).save(folder / "blue.jpg", quality=95)
+    batches = training.PhotoBatches(training.list_photos(folder), 48, 2, np.random.default_rng(0), folder=folder)
+    with pytest.raises(UserError, match="none of the 2 photos in .* could be used .*one plain colour") as info:
+        batches.next_batch()
+    assert "\n" not in str(info.value)
+    # photos with something in them, but not where any crop of this size lands
+    dots = np.zeros((200, 200, 3), np.uint8)
+    dots[0, 0] = 255
+    Image.fromarray(dots).save(folder / "black.png")
+    Image.fromarray(dots[::-1]).save(folder / "blue.jpg".replace("jpg", "png"))
+    (folder / "blue.jpg").unlink()
+    batches = training.PhotoBatches(training.list_photos(folder), 200, 1, np.random.default_rng(0), crop=32)
+    with pytest.raises(UserError, match="every 32 px crop .* was one plain colour"):
+        batches.next_batch()
 
 
 # ------------------------------------------------------------------------------ loss and gradient
@@ -444,9 +479,24 @@ def test_eta_counts_the_longer_whole_photo_steps(photos, squeezenet_weights_path
 
 def test_the_default_whole_photo_phase_is_a_twelfth_of_the_steps(squeezenet_weights_path):
     resolve = functools.partial(training.resolve_train_settings, weights=str(squeezenet_weights_path))
-    assert resolve()["final_steps"] == training.DEFAULT_ITERS // 12 > 0
+    assert resolve()["final_steps"] == training.DEFAULT_PHOTOS // resolve()["batch"] // 12 > 0
     assert resolve(iters=25)["final_steps"] == 2 and resolve(iters=11)["final_steps"] == 0
     assert resolve(iters=25, final_steps=25)["final_steps"] == 25
+
+
+def test_the_default_batch_is_one_photo_per_core_and_iters_follow_it(squeezenet_weights_path):
+    resolve = functools.partial(training.resolve_train_settings, weights=str(squeezenet_weights_path))
+    previous = parallel.set_workers(1)
+    try:
+        one = resolve()
+        parallel.set_workers(2)
+        two = resolve()
+        given = resolve(batch=3, iters=7)
+    finally:
+        parallel.set_workers(previous)
+    assert (one["batch"], one["iters"]) == (1, training.DEFAULT_PHOTOS)
+    assert (two["batch"], two["iters"]) == (2, training.DEFAULT_PHOTOS // 2)
+    assert (given["batch"], given["iters"]) == (3, 7)
 
 
 def test_step_work_counts_whole_photo_steps_by_their_pixels():

@@ -177,9 +177,8 @@ def test_backward_does_not_write_into_dout_or_params():
 
 
 # ------------------------------------------------------------------------------------- files
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_save_load_round_trip_bit_for_bit(tmp_path, dtype):
-    params, _, _ = small_net(dtype=dtype)
+def test_save_load_round_trip_bit_for_bit(tmp_path):
+    params, _, _ = small_net(dtype=np.float32)  # as training writes it (float64 and float16: see below)
     meta = {"style_image": "starry_night.jpg", "style_weight": 1e5, "steps": 40000, "tv": True,
             "preprocessing": "torchvision"}
     path = tn.save(tmp_path / "starry.h5", params, meta)
@@ -267,6 +266,88 @@ def test_load_errors_for_newer_and_damaged_files(tmp_path):
     assert "damaged or truncated" in _load_error(truncated)
 
 
+def _valid_network(tmp_path):
+    """A small float32 network as `save` writes it, first checked to load back bit for bit: (path, params)."""
+    params, _, _ = small_net(dtype=np.float32)
+    path = tn.save(tmp_path / "net.h5", params)
+    loaded, _ = tn.load(path)
+    assert list(loaded) == list(params)
+    assert all(loaded[k].dtype == np.float32 and loaded[k].tobytes() == params[k].tobytes() for k in params)
+    return path, params
+
+
+def _replace(f, name, value):
+    del f[name]
+    f[name] = value
+
+
+# (attribute, value, what the line says): header values no version of `save` wrote
+BAD_HEADERS = [
+    ("preprocessing", "rgb01", "pixel space 'rgb01', which this version of scratchnst does not know"),
+    ("preprocessing", np.array([1, 2]), "header attribute preprocessing is array([1, 2])"),
+    ("scratchnst_transformer_format", 2.5, "scratchnst_transformer_format is 2.5 (no version of scratchnst wrote"),
+    ("scratchnst_transformer_format", 0, "scratchnst_transformer_format is 0 (no version of scratchnst wrote"),
+    ("scratchnst_transformer_format", "2", "scratchnst_transformer_format is '2' (no version"),
+    ("residual_blocks", -1, "residual_blocks is -1 (scratchnst writes an integer >= 0)"),
+    ("residual_blocks", 2.0, "residual_blocks is 2.0 (scratchnst writes an integer >= 0)"),
+    ("residual_blocks", 1, "declares 1 residual blocks and the file holds 2"),
+    ("residual_blocks", 3, "declares 3 residual blocks and the file holds 2"),
+    ("widths", np.array([4, 6]), "widths is array([4, 6])"),
+    ("widths", np.array([0, 6, 8]), "widths is array([0, 6, 8])"),
+    ("widths", np.array([4, 6, 10]), "'conv3/kernel' has shape (3, 3, 6, 8)"),
+    ("outer_kernel", 4, "outer_kernel is 4 (scratchnst writes an odd integer >= 1)"),
+]
+
+
+@pytest.mark.parametrize("key, value, says", BAD_HEADERS, ids=[f"{k}={v!r}" for k, v, _ in BAD_HEADERS])
+def test_load_refuses_header_values_no_version_wrote(tmp_path, key, value, says):
+    path, _ = _valid_network(tmp_path)
+    with h5py.File(path, "a") as f:
+        f.attrs[key] = value
+    message = _load_error(path)
+    assert says in message
+    # only a pixel space by name can be a newer version's; an older or malformed value is not
+    assert ("upgrade scratchnst" in message) == (isinstance(value, str) and value == "rgb01")
+
+
+def test_load_refuses_datasets_that_are_not_floating_point_weights(tmp_path):
+    path, params = _valid_network(tmp_path)
+    with h5py.File(path, "a") as f:
+        _replace(f, "up1/kernel", params["up1/kernel"].astype(np.int64))
+    assert "dataset 'up1/kernel' holds int64 values, not floating-point weights" in _load_error(path)
+    path, params = _valid_network(tmp_path)
+    with h5py.File(path, "a") as f:
+        _replace(f, "conv2/gamma", np.full(params["conv2/gamma"].shape, b"1.0"))
+    assert "dataset 'conv2/gamma' holds |S3 values" in _load_error(path)
+    path, _ = _valid_network(tmp_path)
+    with h5py.File(path, "a") as f:
+        _replace(f, "conv_out/bias", h5py.SoftLink("/conv_out/bias"))  # a link to itself
+    assert "damaged or truncated (Special link traversal failed" in _load_error(path)
+
+
+@pytest.mark.filterwarnings("error")  # refused before any arithmetic: no RuntimeWarning either
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e300])  # 1e300: float64, inf in float32
+def test_load_refuses_non_finite_weights(tmp_path, bad):
+    path, params = _valid_network(tmp_path)
+    with h5py.File(path, "a") as f:
+        kernel = params["res2/conv1/kernel"].astype(np.float64)
+        kernel[1, 2, 3, 4] = bad
+        _replace(f, "res2/conv1/kernel", kernel)
+    message = _load_error(path)
+    assert "holds non-finite weights (NaN or inf, in 'res2/conv1/kernel')" in message
+    assert message.endswith("was saved from a run whose loss diverged; train it again")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_load_casts_other_float_weights_to_the_float32_the_network_runs_in(tmp_path, dtype):
+    params, x, _ = small_net(dtype=dtype)
+    loaded, _ = tn.load(tn.save(tmp_path / "net.h5", params))
+    assert list(loaded) == list(params)
+    for k in params:
+        assert loaded[k].dtype == np.float32
+        assert loaded[k].tobytes() == params[k].astype(np.float32).tobytes()
+
+
 def _as_format_1(path):
     """Rewrite a file `save` wrote as format 1 wrote it: no outer_kernel attribute."""
     with h5py.File(path, "a") as f:
@@ -276,7 +357,7 @@ def _as_format_1(path):
 
 
 def test_format_1_files_load_as_the_paper_s_9x9_network(tmp_path):
-    params, x, _ = small_net(outer_kernel=9)
+    params, x, _ = small_net(outer_kernel=9, dtype=np.float32)  # load gives float32
     loaded, _ = tn.load(_as_format_1(tn.save(tmp_path / "old.h5", params)))
     assert tn.architecture_of(loaded) == (SMALL["widths"], SMALL["residual_blocks"], 9)
     np.testing.assert_array_equal(tn.forward(loaded, x)[0], tn.forward(params, x)[0])
@@ -287,7 +368,7 @@ def test_format_1_files_load_as_the_paper_s_9x9_network(tmp_path):
 
 def test_the_outer_kernel_is_stored_and_read_back(tmp_path):
     for k in (1, 3, 7):
-        params, x, _ = small_net(outer_kernel=k)
+        params, x, _ = small_net(outer_kernel=k, dtype=np.float32)
         loaded, _ = tn.load(tn.save(tmp_path / f"k{k}.h5", params))
         assert tn.architecture_of(loaded)[2] == k
         np.testing.assert_array_equal(tn.forward(loaded, x)[0], tn.forward(params, x)[0])

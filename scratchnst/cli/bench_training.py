@@ -1,7 +1,7 @@
 """The bench's training-step row: one step of training a real-time style network, scratchnst against PyTorch.
 
-One step, as `scratchnst train` runs it by default (a batch of DEFAULT_BATCH crops of DEFAULT_CROP
-pixels, each photo on its own core with several threads): the transformer network forward on a
+One step, as `scratchnst train` runs it by default (a batch of DEFAULT_CROP pixel crops, one for
+each thread, each photo on its own core: training.default_batch): the transformer network forward on a
 batch of photos, the loss network forward on its outputs (and on the photos, for their content),
 the course's costs of every image, the loss network backward to the outputs, the transformer
 backward to every parameter.
@@ -34,7 +34,7 @@ def _pictures(rng, n, size):
     return np.clip(out + rng.normal(0, 15, out.shape), 0, 255).astype(np.float32)
 
 
-def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=training.DEFAULT_BATCH, repeats=5,
+def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=None, repeats=5,
                      warmup=1, threads=None, use_torch=True, pretrained=False, seed=0):
     """Time training steps of scratchnst and PyTorch in this process, interleaved.
 
@@ -45,6 +45,8 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=train
         largest over the parameters of ||g_ours - g_torch|| / ||g_torch||), torch_version,
         torch_threads, blas.
     """
+    if batch is None:   # as `scratchnst train` takes it on these threads: one photo for each
+        batch = threads if threads is not None else training.default_batch()
     rng = np.random.default_rng(seed)
     d = MODEL_DEFAULTS[model]
     network = make_network(model, seed, pretrained)

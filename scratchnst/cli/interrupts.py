@@ -130,17 +130,28 @@ def _signal_main(number):
 class holding_stops:
     """Hold Ctrl-C, SIGTERM and SIGHUP back inside the block and deliver them when it ends.
 
-    For files written in the middle of a run (checkpoints, snapshots): a stop that lands inside
-    the zip or PNG writer would leave it half-closed and turn into an internal error; held back,
-    it arrives a moment later, once the file is complete, and the run stops as usual.
+    For files written in the middle of a run (checkpoints, snapshots, each photo of `apply`): a stop
+    that lands inside the zip or PNG writer would leave it half-closed and turn into an internal
+    error; held back, it arrives a moment later, once the file is complete, and the run stops as
+    usual. The stop is recorded by a handler of our own rather than blocked with a signal mask:
+    a mask is the calling thread's, and the kernel hands a process's signal (a terminal's Ctrl-C)
+    to any thread that does not block it, such as a worker of scratchnst.parallel, whose Python
+    handler then ran in the main thread in the middle of the file all the same.
     """
 
     def __enter__(self):
-        self.old = None
-        if _in_main_thread() and hasattr(signal, "pthread_sigmask"):
-            self.old = signal.pthread_sigmask(signal.SIG_BLOCK, _signals(STOP_SIGNALS))
+        self.old, self.held = {}, []
+        if _in_main_thread():
+            for number in _signals(STOP_SIGNALS):
+                self.old[number] = signal.signal(number, self._hold)
         return self
 
+    def _hold(self, number, frame):
+        self.held.append(number)
+
     def __exit__(self, *exc):
-        if self.old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+        for number, handler in self.old.items():
+            signal.signal(number, handler)
+        if self.held:
+            # raise() is directed at the calling thread: the handler put back runs here, now
+            signal.raise_signal(self.held[0])

@@ -410,11 +410,13 @@ def _add_train(sub):
     p.add_argument("--crop", type=int, default=_Default("the smaller of SIZE and 128"),
                    help="side of the square random crops of those photos a step trains on (a multiple of 4, at "
                    "most SIZE): smaller crops make more, cheaper steps at the same scale")
-    p.add_argument("--iters", type=int, default=_Default("5000"), help="training steps (batches)")
+    p.add_argument("--iters", type=int, default=_Default("10000 / BATCH"),
+                   help="training steps (batches): 10000 photos in all by default")
     p.add_argument("--final-steps", metavar="N", type=int, default=_Default("a twelfth of --iters"),
                    help="the last N of the steps train on whole SIZE x SIZE crops instead of --crop, so that the "
                    "network ends on photos as it will paint them (each such step takes (SIZE/CROP)^2 times as long)")
-    p.add_argument("--batch", type=int, default=2, help="photos per step")
+    p.add_argument("--batch", type=int, default=_Default("one per thread: 1, or N with --threads N"),
+                   help="photos per step; with --threads, each photo of a batch runs on its own core")
     p.add_argument("--lr", type=float, default=_Default("0.002"), help="Adam's learning rate (at the first step)")
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                    help="cosine: the learning rate falls from --lr along half a cosine to nearly 0 at the last "
@@ -466,7 +468,7 @@ def _add_train(sub):
             checkpoint_file=_given(args.checkpoint), checkpoint_every=_given(args.checkpoint_every),
             resume_file=_given(args.resume), print_every=args.print_every,
             model=args.model, weights=_given(args.weights), size=args.size, crop=_given(args.crop),
-            batch=args.batch, lr_schedule=args.lr_schedule,
+            lr_schedule=args.lr_schedule, **({"batch": args.batch} if _given(args.batch) is not None else {}),
             **({"iters": args.iters} if _given(args.iters) is not None else {}),
             final_steps=_given(args.final_steps),
             **({"lr": args.lr} if _given(args.lr) is not None else {}),
@@ -485,8 +487,9 @@ def _add_apply(sub):
         "apply",
         help="stylise photos with a network trained by `scratchnst train`",
         description="Run a trained style network on photos of any size (reflection-padded to a multiple of 4 "
-        "inside, cropped back): one forward pass per photo. With one PHOTO, OUT is the image file to write; "
-        "with several, OUT is a folder (created if missing) and each result is named after its photo.",
+        "inside, cropped back): one forward pass per photo. With one PHOTO, OUT is the image file to write "
+        "(or a folder: one that exists, or a name ending in /); with several, OUT is a folder (created if "
+        "missing) and each result is named after its photo.",
         formatter_class=_Formatter,
     )
     p.add_argument("network", metavar="NETWORK", type=path_arg, help="the .h5 network written by `scratchnst train`")

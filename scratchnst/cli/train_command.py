@@ -8,6 +8,7 @@
       where, and exits 130; every file is written atomically (scratchnst.atomic).
 """
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,8 @@ def progress_line(p):
     """step 12/700  J 4.31e+06  J_content 553  J_style 1.08e+06  0.83 s/step  ETA 9:35 [  skipped 1 photo]"""
     digits = len(str(p.iters))
     c = p.costs
-    skipped = f"  skipped {p.skipped} unreadable photo{'s' if p.skipped != 1 else ''}" if p.skipped else ""
+    skipped = (f"  skipped {p.skipped} photo{'s' if p.skipped != 1 else ''} (unreadable or one plain colour)"
+               if p.skipped else "")
     return (f"step {p.iteration:>{digits}}/{p.iters}  J {c['J']:.3g}  J_content {c['J_content']:.3g}  "
             f"J_style {c['J_style']:.3g}  {p.seconds_per_step:.2f} s/step  ETA {_format_seconds(p.eta)}{skipped}")
 
@@ -88,17 +90,27 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
     settings = training.resolve_train_settings(**options)
     photos = training.list_photos(photos_dir)
     image.image_size(style)   # the header: a missing or broken style image is told now, in one line
+    training.check_train_memory(settings, style)
     if snapshot is not None:
         image.image_size(snapshot)
         snapshots_dir = Path(snapshots_dir) if snapshots_dir is not None else output.parent
+        if _inside(snapshots_dir, photos_dir):
+            raise UsageError(f"the snapshots would be written in {snapshots_dir}, inside the folder of training "
+                             f"photos {photos_dir}, and become training photos themselves; give --snapshots-dir "
+                             "a folder outside it")
     inputs = [("style image", style), ("weights file", settings["weights"]), ("snapshot photo", snapshot)]
+    check_output("-o", output, example="net.h5")   # a folder given: suggest a .h5 name in it, not out.png
     check_output_paths([("-o", output), (checkpoint_flag, checkpoint_file)], inputs)
     check_output_paths([("-o", output)], [("checkpoint given to --resume", resume_file)])
+    if output.suffix.lower() not in NETWORK_SUFFIXES:
+        raise UsageError(f"-o {output}: the network is written as an HDF5 file; give it a .h5 name, e.g. "
+                         f"-o {output.with_suffix('.h5')}")
     for photo in photos:
         if same_file(output, photo):
             raise UsageError(f"-o {output} is one of the training photos; choose another file name")
     if snapshot is not None:
         _make_folder(snapshots_dir, "--snapshots-dir")
+        check_output("--snapshots-dir", snapshots_dir / "snapshot_00001.png")   # writable, tried for real
     resume = checkpoint.load(resume_file) if resume_file is not None else None
 
     print("scratchnst train", file=stream)
@@ -134,6 +146,12 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
                     line += f"; continue with the same command and --resume {checkpoint_file}"
             print(line.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr, flush=True)
         return getattr(stop, "exit_status", interrupts.INTERRUPTED)
+    except (UserError, OSError) as error:
+        # A run that fails after some steps (a snapshot's disk full, the gradients overflowing)
+        # keeps what it had trained, as Ctrl-C does; the error itself is told as it is.
+        if run["last"] is None:
+            raise
+        raise UserError(_what_failed(error) + _keep_after_failure(run["last"], output, checkpoint_file)) from None
     with interrupts.ignoring_stops():
         transformer_net.save(output, result.params, result.meta)
     steps_done = len(result.history) - (resume["iteration"] if resume is not None else 0)
@@ -142,9 +160,38 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
               f"{settings['iters']}; raise --iters to go on", file=stream)
     last = result.history[-1] if result.history else None
     said = f"; last J {last['J']:.4g}" if last else ""
-    print(f"wrote {output}: {settings['iters']} steps ({steps_done} in this run, {result.seconds:.1f} s, "
+    print(f"wrote {output}: {result.meta['iterations']} steps ({steps_done} in this run, {result.seconds:.1f} s, "
           f"{result.seconds / max(1, steps_done):.2f} s per step){said}", file=stream)
     return 0
+
+
+NETWORK_SUFFIXES = (".h5", ".hdf5")
+
+
+def _inside(folder, parent):
+    """True if `folder` (which may not exist yet) is `parent` or inside it."""
+    folder, parent = Path(folder).resolve(), Path(parent).resolve()
+    return folder == parent or parent in folder.parents
+
+
+def _what_failed(error):
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)
+
+
+def _keep_after_failure(progress, output, checkpoint_file):
+    """Save the network (and checkpoint) of the last step done before a failure; what to add to its message."""
+    with interrupts.ignoring_stops():
+        try:
+            transformer_net.save(output, progress.params, {**progress.meta, "stopped": "failed"})
+            said = f"; wrote the network of step {progress.iteration} to {output}"
+            if checkpoint_file is not None:
+                checkpoint.save(checkpoint_file, progress.checkpoint())
+                said += f" and its checkpoint to {checkpoint_file} (continue with --resume {checkpoint_file})"
+            return said
+        except (UserError, OSError):
+            return f"; the network of step {progress.iteration} could not be saved either"
 
 
 def _make_folder(folder, flag):
@@ -162,13 +209,14 @@ def _make_folder(folder, flag):
 
 
 # -------------------------------------------------------------------------------------- apply
-def output_paths(photos, output):
-    """Where `apply` writes each photo's result: OUT itself for one photo, OUT/<photo's name> for several.
+def output_paths(photos, output, into_folder=False):
+    """Where `apply` writes each photo's result: OUT itself for one photo, OUT/<photo's name> for several,
+    or for one photo when OUT is a folder (into_folder: it is one, or is to be made).
 
     A photo whose extension Pillow cannot write in colour gets .png instead.
     """
     output = Path(output)
-    if len(photos) == 1 and not output.is_dir():
+    if len(photos) == 1 and not into_folder and not output.is_dir():
         return [output]
     paths = []
     for photo in photos:
@@ -224,6 +272,11 @@ def run_apply(network_file, photos, output, size=None, stream=None):
     Returns:
         0. Every file is written atomically; photos of any size work (reflection-padded to a
         multiple of 4 inside, cropped back).
+
+    Raises:
+        UserError: a missing or broken network file or photo (headers are all read first); with
+            several photos, one that breaks off while decoded is skipped, the others are written,
+            and the error then says how many failed.
     """
     stream = stream or sys.stdout
     if size is not None and size < 1:
@@ -231,14 +284,16 @@ def run_apply(network_file, photos, output, size=None, stream=None):
     params, meta = transformer_net.load(network_file)
     for photo in photos:
         check_apply_memory(photo, size)   # missing or broken photos are told before any work, and huge ones
+    # `-o results/` (a name ending in a slash) is a folder to write into even for one photo
+    into_folder = len(photos) > 1 or str(output).endswith(("/", os.sep))
     output = Path(output)
-    if len(photos) > 1:
+    if into_folder:
         if output.exists() and not output.is_dir():
-            raise UsageError(f"-o {output}: with {len(photos)} photos -o is the folder to write their results in, "
-                             "and this is a file; give a folder")
+            raise UsageError(f"-o {output}: is a file, and the results go into a folder (with several photos, or a "
+                             "name ending in /); give a folder")
         if not output.exists():
             check_output("-o", output)   # its parent exists and is writable: the folder can be made
-    targets = output_paths(photos, output)
+    targets = output_paths(photos, output, into_folder)
     seen = {}
     for photo, target in zip(photos, targets):
         if target in seen:
@@ -250,15 +305,29 @@ def run_apply(network_file, photos, output, size=None, stream=None):
             if same_file(target, source):
                 raise UsageError(f"-o {target} is the input {source}: writing it would destroy it; choose another "
                                  "-o (a different folder or file name)")
-    if len(photos) > 1:
+    if into_folder:
         _make_folder(output, "-o")
     for target in targets:
         check_output("-o", target)
+    failed = []
     for photo, target in zip(photos, targets):
         start = time.perf_counter()
-        result = training.stylize_photo(params, meta, photo, size)
-        with interrupts.ignoring_stops():
+        try:
+            result = training.stylize_photo(params, meta, photo, size)
+        except UserError as error:
+            # Only the header of each photo was read up front: one that breaks off in the middle is
+            # found here. With several photos the others are still worth painting; say which failed.
+            if len(photos) == 1:
+                raise
+            failed.append(error)
+            print(f"skipped {photo}: {error}", file=sys.stderr, flush=True)
+            continue
+        # Held back, not ignored: a Ctrl-C during the save stops the run once the file is whole.
+        with interrupts.holding_stops():
             image.save_image(target, result)
-        H, W = result.shape[:2]
-        print(f"wrote {target} ({W}x{H}, {time.perf_counter() - start:.1f} s)", file=stream, flush=True)
+            H, W = result.shape[:2]
+            print(f"wrote {target} ({W}x{H}, {time.perf_counter() - start:.1f} s)", file=stream, flush=True)
+    if failed:
+        raise UserError(f"{len(failed)} of the {len(photos)} photos could not be stylised (the first: {failed[0]}); "
+                        f"the other {len(photos) - len(failed)} were written to {output}")
     return 0
