@@ -539,6 +539,18 @@ def default_batch():
     return parallel.workers()
 
 
+def resumed_options(options, resume):
+    """options, with the batch of the checkpoint `resume` when options do not give one.
+
+    The default batch follows the thread count (default_batch): a run checkpointed with --threads 2
+    and resumed without it goes on with its own batch of 2 rather than being refused as another run.
+    """
+    batch = resume.get("settings", {}).get("batch") if isinstance(resume, dict) else None
+    if options.get("batch") is None and isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1:
+        return {**options, "batch": batch}
+    return options
+
+
 def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZE, crop=None,
                            batch=DEFAULT_BATCH, iters=None, final_steps=None, lr=DEFAULT_LR,
                            lr_schedule=DEFAULT_LR_SCHEDULE, content_layer=None, style_layers=None, alpha=None,
@@ -573,7 +585,7 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     if lr_schedule not in LR_SCHEDULES:
         raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     batch = default_batch() if batch is None else int(batch)
-    iters = DEFAULT_PHOTOS // max(1, batch) if iters is None else int(iters)
+    iters = max(1, DEFAULT_PHOTOS // max(1, batch)) if iters is None else int(iters)
     size, seed = int(size), int(seed)
     if size < transformer_net.MIN_SIZE or size % transformer_net.SIZE_MULTIPLE:
         fit = max(transformer_net.MIN_SIZE, size - size % transformer_net.SIZE_MULTIPLE)
@@ -649,8 +661,11 @@ def check_train_memory(s, style):
         flag = "--size" if s["final_steps"] else "--crop"
         fits -= fits % transformer_net.SIZE_MULTIPLE
         least = min_size(model, s["content_layer"], s["style_layers"])
-        advice = (f"use {flag} {fits} or less, or a smaller --batch" if fits >= least and step_bytes(fits) <= available
-                  else "use a smaller --batch")
+        smaller_batch = ", or a smaller --batch" if s["batch"] > 1 else ""
+        if fits >= least and step_bytes(fits) <= available:
+            advice = f"use {flag} {fits} or less{smaller_batch}"
+        else:
+            advice = "use a smaller --batch" if s["batch"] > 1 else "close other programs, or use a machine with more memory"
         raise UsageError(f"{flag} {side} with --batch {s['batch']} needs about {step_bytes(side) / 1e9:,.1f} GB of "
                          f"memory for a training step, and this machine has {available / 1e9:,.1f} GB available; "
                          f"{advice}")
@@ -768,7 +783,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         UserError: unreadable style image or no readable photo, images too small, a checkpoint
             from another run; UsageError: bad settings.
     """
-    s = resolve_train_settings(**options)
+    s = resolve_train_settings(**resumed_options(options, resume))
     photos_dir = Path(photos_dir)
     photos = list_photos(photos_dir)
     style_img = _load_style(style, s["style_size"])
@@ -795,10 +810,18 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     if resume is not None:
         check_resume(resume, s, inputs)
         params, m, v = (_unkey(resume[part], shapes) for part in ("params", "adam_m", "adam_v"))
+        if any((a < 0).any() for a in v.values()):   # a mean of squares: a negative one would make NaN steps
+            raise checkpoint.damaged("Adam's second moments")
         iteration, elapsed = resume["iteration"], float(resume["elapsed"])
         history = [dict(entry) for entry in resume["history"]]
-        rng.bit_generator.state = resume["rng"]
-        batches.set_state(resume["batches"])
+        try:   # what the file says, checked by the objects it is given to
+            rng.bit_generator.state = resume["rng"]
+            batches.set_state(resume["batches"])
+        except (KeyError, ValueError, TypeError, OverflowError) as error:
+            raise checkpoint.damaged(f"the random state or the photo order: {error}") from None
+        order = batches.order
+        if (order.size and (order.min() < 0 or order.max() >= len(photos))) or not 0 <= batches.position <= order.size:
+            raise checkpoint.damaged("the photo order")
     snapshot_x = None
     if snapshot is not None and snapshot_every:
         snap = image.load_image(snapshot, long_side=None) if not isinstance(snapshot, np.ndarray) else snapshot
@@ -909,6 +932,10 @@ def check_resume(state, settings, inputs):
         raise checkpoint.damaged("the photo order")
     if state["iteration"] < 0 or len(state["history"]) != state["iteration"]:
         raise checkpoint.damaged("the step count or the loss history")
+    for entry in state["history"]:
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(key), (int, float))
+                                                  for key in ("J", "J_content", "J_style", "seconds")):
+            raise checkpoint.damaged("the loss history")
 
 
 # ---------------------------------------------------------------------------------- stylising

@@ -128,7 +128,7 @@ def test_resume_from_the_command_line(setup, capsys):
                                   "style missing", "style too small", "out folder missing", "out is the style",
                                   "out is a folder", "bad size", "bad batch", "bad lr", "bad seed", "bad final steps",
                                   "snapshot-every without snapshot", "bad resume file", "out not .h5", "iters 0",
-                                  "snapshots among the photos", "too little memory"])
+                                  "snapshots among the photos", "too little memory", "no size fits in memory"])
 def test_one_line_errors(setup, capsys, case, monkeypatch):
     tmp = setup["tmp"]
     style, photos, out, flags = SWIRLS, setup["photos"], setup["out"], ["--iters", "1"]
@@ -178,6 +178,10 @@ def test_one_line_errors(setup, capsys, case, monkeypatch):
         from scratchnst import settings
         monkeypatch.setattr(settings, "available_memory", lambda: 200e6)
         flags, expected = ["--batch", "64", "--iters", "12"], "--size 32 with --batch 64 needs about 0.3 GB"
+    elif case == "no size fits in memory":
+        from scratchnst import settings
+        monkeypatch.setattr(settings, "available_memory", lambda: 120e6)   # less than the fixed part
+        flags, expected = ["--batch", "1", "--iters", "12"], "available; close other programs"
     else:
         bad = tmp / "bad.npz"
         bad.write_bytes(b"not a checkpoint")
@@ -291,6 +295,36 @@ def test_a_failure_mid_run_keeps_the_network_trained_so_far(setup, capsys, monke
     assert checkpoint.load(ck)["iteration"] == 4
 
 
+def test_a_checkpoint_that_cannot_be_written_is_told_apart_from_the_network(setup, capsys, monkeypatch):
+    """The network saved but its checkpoint not (its disk full): the line says which is which."""
+    real_save = checkpoint.save
+    calls = []
+
+    def full_after_the_first(path, state):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device", str(path))
+        return real_save(path, state)
+
+    monkeypatch.setattr(checkpoint, "save", full_after_the_first)
+    ck = setup["tmp"] / "ck.npz"
+    assert train(setup, "--iters", "5", "--checkpoint", ck, "--checkpoint-every", "1") == 1
+    line = error_line(capsys)
+    assert f"wrote the network of step 1 to {setup['out']}" in line
+    assert f"its checkpoint could not be written to {ck} either" in line and "could not be saved" not in line
+    assert transformer_net.load(setup["out"])[1]["iterations"] == 1
+
+
+def test_resume_without_batch_goes_on_with_the_checkpoints_batch(setup, capsys):
+    """The default batch follows --threads: resumed on another thread count, the run keeps its own."""
+    ck = setup["tmp"] / "ck.npz"
+    assert train(setup, "--iters", "2", "--batch", "2", "--checkpoint", ck) == 0
+    assert train(setup, "--iters", "3", "--resume", ck) == 0
+    assert checkpoint.load(ck)["settings"]["batch"] == 2 and checkpoint.load(ck)["iteration"] == 3
+    assert train(setup, "--iters", "4", "--resume", ck, "--batch", "1") == 2
+    assert "other settings (batch: checkpoint 2, now 1)" in error_line(capsys)
+
+
 def test_snapshots_folder_must_be_writable(setup, capsys, unwritable_folder):
     photo = write_photo(setup["tmp"] / "snap.png", 36, 36, seed=4)
     assert train(setup, "--iters", "2", "--snapshot", photo, "--snapshots-dir", unwritable_folder) == 1
@@ -353,3 +387,30 @@ def test_output_folder_not_writable(setup, capsys, unwritable_folder):
     assert train(setup, "--iters", "1", out=unwritable_folder / "net.h5") == 1
     line = error_line(capsys)
     assert f"cannot write -o {unwritable_folder / 'net.h5'}" in line and "not writable" in line
+
+
+def test_holding_stops_delivers_a_stop_another_thread_received_after_the_block():
+    """A terminal's Ctrl-C goes to any thread that does not block it: it must still wait for the file."""
+    import threading
+
+    from scratchnst.cli import interrupts
+
+    done, go = [], threading.Event()
+
+    def worker():   # started before the block, as scratchnst.parallel's threads are: it shares no mask
+        go.wait(10)
+        for number in (signal.SIGTERM, signal.SIGINT):   # two stops, sent to the whole process
+            os.kill(os.getpid(), number)
+
+    sender = threading.Thread(target=worker)
+    sender.start()
+    with interrupts.stops_interrupt():
+        before = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        with pytest.raises(KeyboardInterrupt):   # Ctrl-C's, or SIGTERM's Interrupted: whichever Python ran first
+            with interrupts.holding_stops():
+                go.set()
+                sender.join()
+                time.sleep(0.05)   # Python runs handlers between bytecodes of the main thread
+                done.append("the file is whole")
+        assert done == ["the file is whole"]   # the stop came after the block
+        assert {n: signal.getsignal(n) for n in before} == before   # every handler put back

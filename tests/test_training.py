@@ -416,6 +416,28 @@ def test_resume_refuses_other_settings_and_inputs(photos, squeezenet_weights_pat
         run(photos, squeezenet_weights_path, iters=3, resume={"format": "stylize"})
 
 
+@pytest.mark.parametrize("edit", ["rng state", "order out of range", "negative position", "history of numbers",
+                                  "negative second moments"])
+def test_a_hand_edited_checkpoint_is_damaged_not_an_internal_error(photos, squeezenet_weights_path, tmp_path, edit):
+    ckpt = tmp_path / "run.ckpt.npz"
+    run(photos, squeezenet_weights_path, iters=2, seed=4, checkpoint_path=ckpt)
+    state = checkpoint.load(ckpt)
+    state = {**state, "batches": dict(state["batches"]), "adam_v": dict(state["adam_v"])}
+    if edit == "rng state":
+        state["rng"] = {"bit_generator": "PCG64", "state": {"state": "x"}}
+    elif edit == "order out of range":
+        state["batches"]["order"] = np.array([0, 99])
+    elif edit == "negative position":
+        state["batches"]["position"] = -1
+    elif edit == "history of numbers":
+        state["history"] = [1, 2]
+    else:
+        key = next(iter(state["adam_v"]))
+        state["adam_v"][key] = -np.ones_like(state["adam_v"][key])
+    with pytest.raises(UserError, match="the checkpoint is damaged"):
+        run(photos, squeezenet_weights_path, iters=3, seed=4, resume=state)
+
+
 def test_an_outer_kernel_wider_than_the_crops_is_a_usage_error(photos, squeezenet_weights_path):
     with pytest.raises(UsageError, match=r"--outer-kernel 65 reflects 32 px .* use --outer-kernel 63 or less"):
         run(photos, squeezenet_weights_path, iters=1, outer_kernel=65)   # TINY's crops are 32 px
@@ -497,6 +519,7 @@ def test_the_default_batch_is_one_photo_per_core_and_iters_follow_it(squeezenet_
     assert (one["batch"], one["iters"]) == (1, training.DEFAULT_PHOTOS)
     assert (two["batch"], two["iters"]) == (2, training.DEFAULT_PHOTOS // 2)
     assert (given["batch"], given["iters"]) == (3, 7)
+    assert resolve(batch=training.DEFAULT_PHOTOS + 1)["iters"] == 1   # at least one step, not "--iters 0"
 
 
 def test_step_work_counts_whole_photo_steps_by_their_pixels():

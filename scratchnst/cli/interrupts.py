@@ -150,8 +150,16 @@ class holding_stops:
         self.held.append(number)
 
     def __exit__(self, *exc):
-        for number, handler in self.old.items():
-            signal.signal(number, handler)
+        pending = list(self.old.items())
+        try:
+            while pending:
+                signal.signal(*pending[0])
+                pending.pop(0)
+        finally:
+            # a stop that arrives once its own handler is back may raise in the loop above: the
+            # other handlers must still be put back, or they would record stops no one delivers
+            for number, handler in pending:
+                signal.signal(number, handler)
         if self.held:
             # raise() is directed at the calling thread: the handler put back runs here, now
             signal.raise_signal(self.held[0])

@@ -87,7 +87,8 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
                         ("--print-every", print_every)):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
-    settings = training.resolve_train_settings(**options)
+    resume = checkpoint.load(resume_file) if resume_file is not None else None
+    settings = training.resolve_train_settings(**training.resumed_options(options, resume))
     photos = training.list_photos(photos_dir)
     image.image_size(style)   # the header: a missing or broken style image is told now, in one line
     training.check_train_memory(settings, style)
@@ -111,7 +112,6 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
     if snapshot is not None:
         _make_folder(snapshots_dir, "--snapshots-dir")
         check_output("--snapshots-dir", snapshots_dir / "snapshot_00001.png")   # writable, tried for real
-    resume = checkpoint.load(resume_file) if resume_file is not None else None
 
     print("scratchnst train", file=stream)
     print(format_settings(style, photos_dir, output, len(photos), settings), file=stream, flush=True)
@@ -182,16 +182,20 @@ def _what_failed(error):
 
 def _keep_after_failure(progress, output, checkpoint_file):
     """Save the network (and checkpoint) of the last step done before a failure; what to add to its message."""
+    said = ""
     with interrupts.ignoring_stops():
         try:
             transformer_net.save(output, progress.params, {**progress.meta, "stopped": "failed"})
-            said = f"; wrote the network of step {progress.iteration} to {output}"
-            if checkpoint_file is not None:
-                checkpoint.save(checkpoint_file, progress.checkpoint())
-                said += f" and its checkpoint to {checkpoint_file} (continue with --resume {checkpoint_file})"
-            return said
+            said += f"; wrote the network of step {progress.iteration} to {output}"
         except (UserError, OSError):
-            return f"; the network of step {progress.iteration} could not be saved either"
+            said += f"; the network of step {progress.iteration} could not be saved either"
+        if checkpoint_file is not None:
+            try:
+                checkpoint.save(checkpoint_file, progress.checkpoint())
+                said += f"; wrote its checkpoint to {checkpoint_file} (continue with --resume {checkpoint_file})"
+            except (UserError, OSError):
+                said += f"; its checkpoint could not be written to {checkpoint_file} either"
+    return said
 
 
 def _make_folder(folder, flag):
