@@ -641,7 +641,10 @@ def check_train_memory(s, style):
 
     Without it a mistyped --size 100000 made NumPy allocate until the kernel killed the process,
     with no message at all (apply and stylize refuse such sizes the same way).
-    Args: s: resolve_train_settings's dict; style: the style image file (its header is read).
+
+    Args:
+        s: resolve_train_settings's dict.
+        style: the style image file (only its header is read).
     """
     from scratchnst.settings import MEMORY_FIXED, available_memory, memory_needed
 
@@ -664,8 +667,10 @@ def check_train_memory(s, style):
         smaller_batch = ", or a smaller --batch" if s["batch"] > 1 else ""
         if fits >= least and step_bytes(fits) <= available:
             advice = f"use {flag} {fits} or less{smaller_batch}"
+        elif s["batch"] > 1:
+            advice = "use a smaller --batch"
         else:
-            advice = "use a smaller --batch" if s["batch"] > 1 else "close other programs, or use a machine with more memory"
+            advice = "close other programs, or use a machine with more memory"
         raise UsageError(f"{flag} {side} with --batch {s['batch']} needs about {step_bytes(side) / 1e9:,.1f} GB of "
                          f"memory for a training step, and this machine has {available / 1e9:,.1f} GB available; "
                          f"{advice}")
