@@ -16,7 +16,6 @@ from pathlib import Path
 from scratchnst import checkpoint, image, training, transformer_net
 from scratchnst.atomic import check_output, folder_problem, same_file
 from scratchnst.cli import interrupts
-from scratchnst.cli.parser import describe_error
 from scratchnst.cli.stylize_command import _format_seconds, check_output_paths
 from scratchnst.errors import UsageError, UserError
 
@@ -152,7 +151,7 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
         # keeps what it had trained, as Ctrl-C does; the error itself is told as it is.
         if run["last"] is None:
             raise
-        raise UserError(describe_error(error) + _keep_after_failure(run["last"], output, checkpoint_file)) from None
+        raise UserError(_what_failed(error) + _keep_after_failure(run["last"], output, checkpoint_file)) from None
     with interrupts.ignoring_stops():
         transformer_net.save(output, result.params, result.meta)
     steps_done = len(result.history) - (resume["iteration"] if resume is not None else 0)
@@ -173,6 +172,12 @@ def _inside(folder, parent):
     """True if `folder` (which may not exist yet) is `parent` or inside it."""
     folder, parent = Path(folder).resolve(), Path(parent).resolve()
     return folder == parent or parent in folder.parents
+
+
+def _what_failed(error):
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)
 
 
 def _keep_after_failure(progress, output, checkpoint_file):
