@@ -175,6 +175,8 @@ def _inside(folder, parent):
 
 
 def _what_failed(error):
+    # parser.describe_error's wording for these two kinds; parser imports this module, so calling
+    # it from here would make an import cycle (tests/test_package_layout.py forbids them)
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.filename}: {error.strerror or error}"
     return str(error)
