@@ -12,6 +12,8 @@
     upsample_conv       the network's upsampling layers (upsample, pad, convolve) at the low resolution
     transformer_net  the real-time style network (Johnson 2016): forward, backward by hand, HDF5 files
     training        training that network on a folder of photos; applying it to any photo
+    training_processes  training's helper processes (--threads): the other pieces of each batch, their messages
+    training_helper     what such a helper process runs
     costs           content, Gram, style, total variation and total costs, with their gradients
     optim           Adam and L-BFGS on a flat vector, with box bounds
     lbfgs_memory    L-BFGS's curvature pairs stacked, H g in two matrix products over them

@@ -176,11 +176,23 @@ if hasattr(os, "register_at_fork"):
 
 
 def _piece(fn, start, stop):
+    with unsplit():
+        return fn(start, stop)
+
+
+@contextlib.contextmanager
+def unsplit():
+    """Context: the splits inside run as one piece in the calling thread, as inside a piece of a split.
+
+    For work that is itself one piece of a larger whole whose other pieces run elsewhere (training's
+    helper processes, `training_processes`): its layers must not spread onto their cores.
+    """
+    outer = getattr(_state, "inside", False)
     _state.inside = True
     try:
-        return fn(start, stop)
+        yield
     finally:
-        _state.inside = False
+        _state.inside = outer
 
 
 def hold():
@@ -258,6 +270,16 @@ _held_cores = None
 def _pool_cores():
     """The cores the pool's threads are spread over: the process's, as they were before hold() pinned the caller."""
     return list(_held_cores) if _held_cores is not None else _cores()
+
+
+def helper_core(k):
+    """The core for the k-th helper process of a run (training_processes), k >= 1, or None to leave it free.
+
+    The k-th core of the process as it was before hold() pinned the caller to the first, as the pool's
+    k-th thread: a process started by a pinned thread inherits its one core, and would share it.
+    """
+    cores = _pool_cores()
+    return cores[k % len(cores)] if len(cores) >= workers() else None
 
 
 def _pin_pool_thread(counter, cores):

@@ -38,7 +38,8 @@ from typing import Callable
 
 import numpy as np
 
-from scratchnst import checkpoint, image, memory_pages, networks, optim, parallel, transformer_net
+from scratchnst import (checkpoint, image, memory_pages, networks, optim, parallel, training_processes,
+                        transformer_net)
 from scratchnst import weights as weights_io
 from scratchnst.costs import (compute_content_cost, compute_total_variation_cost, content_cost_backward,
                               layer_style_cost_from_target, style_target, total_variation_cost_backward)
@@ -90,6 +91,12 @@ from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
 #   steps, not of photos per step (see crop 128 above). With --threads 2 a batch of one photo is
 #   split by layers, not by photos, which gains less: a 128 px step took 72 ms on one core, 63 ms
 #   on two (batch 2: 146 and 85 ms);
+# - --threads 2 trains on the same 10000 photos in half the time, rather than on twice the photos
+#   in the same time (2026-12-05, helper processes, one run each; cat / Tubingen / cameraman):
+#   10000 steps of two took 16 min 53 s and gave 1.69 / 2.19 / 1.65 (mean 1.84), no better than
+#   one thread's 10000 steps of one in 15 min 27 s (1.66 / 2.12 / 1.73, mean 1.84); 12000 of two
+#   (threads, 23 min 24 s) 1.60 / 2.00 / 1.59 (mean 1.73). Within a run's noise of each other:
+#   the network learns from steps more than from photos per step;
 # - scale jitter did not help (2026-12-05, batch 2, 4000 steps, seed 0): each crop taken from a
 #   square 0.8 to 1.8 times its side, resized to it, gave 1.96 (1.71 / 2.34 / 1.82) against 1.97;
 # - lr 2e-3, twice Johnson et al.'s, since the whole-photo last phase (2026-12-04, 4000 steps with
@@ -359,18 +366,20 @@ def preprocess_batch(photos, mode):
 
 
 # --------------------------------------------------------------------------------------- loss
-def make_loss_function(network, style_x, content_layer, style_layers, alpha, beta, tv_weight):
+def make_loss_function(network, style_x, content_layer, style_layers, alpha, beta, tv_weight, targets=None):
     """The training loss of a batch of outputs and its gradient with respect to them.
 
     Args:
         network: the loss network (networks.Network); everything below is in its dtype.
-        style_x: (1, H_S, W_S, 3) preprocessed style image.
+        style_x: (1, H_S, W_S, 3) preprocessed style image (unused when targets are given).
         content_layer: layer of the content cost.
         style_layers: [(layer, lambda_l), ...].
         alpha, beta, tv_weight: weights of the three costs.
+        targets: None, or the style targets another loss computed ({layer: style_target}, its
+            `.targets`): a helper process takes the parent's, so that both compute the same numbers.
 
     Returns:
-        loss(out, x) -> (J, dJ/d(out), parts):
+        loss(out, x) -> (J, dJ/d(out), parts), with loss.targets the style targets:
             out: (N, H, W, 3) the transformer's outputs, preprocessed space.
             x: (N, H, W, 3) its inputs (the photos), whose content the outputs should keep.
             J: float, the mean over the batch of
@@ -385,8 +394,9 @@ def make_loss_function(network, style_x, content_layer, style_layers, alpha, bet
     """
     style_names = [name for name, _ in style_layers]
     wanted = list(dict.fromkeys([content_layer] + style_names))
-    a_S = network.forward(style_x, style_names)
-    targets = {name: style_target(a_S[name]) for name in style_names}
+    if targets is None:
+        a_S = network.forward(style_x, style_names)
+        targets = {name: style_target(a_S[name]) for name in style_names}
     dtype = network.dtype
 
     def loss(out, x):
@@ -411,6 +421,7 @@ def make_loss_function(network, style_x, content_layer, style_layers, alpha, bet
         return float(J), dout.astype(dtype, copy=False), {"J": float(J), "J_content": J_content,
                                                             "J_style": J_style, "J_tv": J_tv}
 
+    loss.targets = targets
     return loss
 
 
@@ -418,10 +429,12 @@ def make_loss_functions(network, *settings):
     """One make_loss_function(net, *settings) per worker of scratchnst.parallel, for batch_loss_and_grads.
 
     The first is on `network`, the others on its siblings (Network.sibling: the same weights, caches
-    of their own), so that each thread runs its photos through a loss network of its own.
+    of their own), so that each thread runs its photos through a loss network of its own; all share
+    the first one's style targets.
     """
-    nets = [network] + [network.sibling() for _ in range(parallel.workers() - 1)]
-    return [make_loss_function(net, *settings) for net in nets]
+    first = make_loss_function(network, *settings)
+    return [first] + [make_loss_function(network.sibling(), *settings, targets=first.targets)
+                      for _ in range(parallel.workers() - 1)]
 
 
 def loss_and_grads(params, x, loss, preprocessing="caffe"):
@@ -441,13 +454,15 @@ def loss_and_grads(params, x, loss, preprocessing="caffe"):
     return J, grads, parts
 
 
-def batch_loss_and_grads(params, x, losses, preprocessing="caffe"):
+def batch_loss_and_grads(params, x, losses, preprocessing="caffe", helpers=None):
     """loss_and_grads of a batch, its photos cut into pieces that run at once on the cores.
 
     Args:
         params, x, preprocessing: as loss_and_grads.
         losses: one loss function per worker of scratchnst.parallel (make_loss_functions); with one
             worker, losses[0] takes the whole batch.
+        helpers: None, or training_processes.Helpers: then the first piece runs here on losses[0]
+            and helper k takes piece k + 1 (helpers.count + 1 pieces), instead of threads.
 
     Returns:
         (J, grads, parts) as loss_and_grads: each piece's, weighted by its share of the photos.
@@ -457,30 +472,43 @@ def batch_loss_and_grads(params, x, losses, preprocessing="caffe"):
     0.14 s on 2 cores against 0.16 s on one. A piece of whole photos runs the whole step, its own
     layers unsplit (parallel.split runs nested splits whole), and the pieces meet once. The result
     is the batch's mean as before, summed in another order: it differs from one worker's in the
-    last bits, and is the same on every run with the same number of workers.
+    last bits, and is the same on every run with the same number of workers, threads or helpers.
     """
     N = x.shape[0]
+    if helpers is not None and helpers.count and N > 1:
+        ranges = parallel.pieces(N, helpers.count + 1)   # fewer when the batch is smaller
+        helpers.send(params, [x[start:stop] for start, stop in ranges[1:]])
+        # as a thread's piece: its layers unsplit (the helpers have the other cores), BLAS on one thread
+        with parallel.unsplit(), parallel.one_blas_thread():
+            first = loss_and_grads(params, x[:ranges[0][1]], losses[0], preprocessing)
+        results = [first] + helpers.receive(list(params))
+        return _mean_of_pieces([stop - start for start, stop in ranges], results)
     ranges = parallel.pieces(N, len(losses))
     loss_of = {start: losses[k] for k, (start, _) in enumerate(ranges)}
 
     def piece(start, stop):
         return stop - start, loss_and_grads(params, x[start:stop], loss_of[start], preprocessing)
 
-    results = parallel.split(piece, N)
+    pieces = parallel.split(piece, N)
+    return _mean_of_pieces([n for n, _ in pieces], [result for _, result in pieces])
+
+
+def _mean_of_pieces(sizes, results):
+    """(J, grads, parts) of a batch from its pieces' [(J, grads, parts)], each weighted by its share of the photos."""
     if len(results) == 1:
-        return results[0][1]
-    shares = [n / N for n, _ in results]
-    J = float(sum(share * J_k for share, (_, (J_k, _, _)) in zip(shares, results)))
+        return results[0]
+    N = sum(sizes)
+    shares = [n / N for n in sizes]
+    J = float(sum(share * J_k for share, (J_k, _, _) in zip(shares, results)))
     grads = {}
-    for name in results[0][1][1]:
+    for name in results[0][1]:
         total = None
-        for share, (_, (_, piece_grads, _)) in zip(shares, results):
+        for share, (_, piece_grads, _) in zip(shares, results):
             g = piece_grads[name]
             term = np.asarray(share, g.dtype) * g
             total = term if total is None else total + term
         grads[name] = total
-    parts = {key: float(sum(share * p[key] for share, (_, (_, _, p)) in zip(shares, results)))
-             for key in results[0][1][2]}
+    parts = {key: float(sum(share * p[key] for share, (_, _, p) in zip(shares, results))) for key in results[0][2]}
     return J, grads, parts
 
 
@@ -532,23 +560,36 @@ def default_batch():
     """Photos per step when --batch is not given: one for each worker of scratchnst.parallel.
 
     On one core a batch of one photo trains best for the time (the notes above: twice the steps of
-    batch 2 beat it); on several, each core takes a photo of the batch (batch_loss_and_grads), which
-    uses them far better than splitting one photo's layers (72 ms a step on one core, 63 on two;
-    batch 2: 85 ms on two).
+    batch 2 beat it); on several, each core takes a photo of the batch (batch_loss_and_grads, the
+    others' in helper processes: training_processes), which uses them far better than splitting one
+    photo's layers (128 px: 72 ms a step on one core, 63 on two; batch 2 on two: 75 ms, 83 when
+    threads took the second photo).
     """
     return parallel.workers()
 
 
 def resumed_options(options, resume):
-    """options, with the batch of the checkpoint `resume` when options do not give one.
+    """options, with the batch (and steps) of the checkpoint `resume` where options do not give them.
 
-    The default batch follows the thread count (default_batch): a run checkpointed with --threads 2
-    and resumed without it goes on with its own batch of 2 rather than being refused as another run.
+    The default batch follows the thread count (default_batch), the steps the batch: a run checkpointed
+    with --threads 2 and resumed without it goes on with its own batch and plan (its steps, its
+    whole-photo steps, so its learning rates) rather than being refused or cut short.
     """
-    batch = resume.get("settings", {}).get("batch") if isinstance(resume, dict) else None
-    if options.get("batch") is None and isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1:
-        return {**options, "batch": batch}
-    return options
+    settings = resume.get("settings", {}) if isinstance(resume, dict) else {}
+    if not isinstance(settings, dict):
+        return options
+    carried = dict(options)
+
+    def whole(value, least=1):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    if options.get("batch") is None and whole(settings.get("batch")):
+        carried["batch"] = settings["batch"]
+    if options.get("iters") is None and whole(settings.get("iters")):
+        carried["iters"] = settings["iters"]
+        if options.get("final_steps") is None and whole(settings.get("final_steps"), least=0):
+            carried["final_steps"] = settings["final_steps"]
+    return carried
 
 
 def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZE, crop=None,
@@ -653,9 +694,10 @@ def check_train_memory(s, style):
         return
     model = s["model"]
     side = s["size"] if s["final_steps"] else s["crop"]
+    processes = min(parallel.workers(), s["batch"])   # each helper process holds a loss network of its own
 
     def step_bytes(side):
-        return MEMORY_FIXED[model] + TRAIN_BYTES_PER_PIXEL[model] * s["batch"] * side * side
+        return MEMORY_FIXED[model] * processes + TRAIN_BYTES_PER_PIXEL[model] * s["batch"] * side * side
 
     if step_bytes(side) > available:
         fits = side
@@ -853,7 +895,15 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     work_before_run = step_work(iteration + 1, s["iters"], s["final_steps"], growth)[0]
     start = time.perf_counter()
     phase_crop, phase_start, phase_steps = None, start, 0
-    with parallel.hold():  # BLAS on one thread per call, the layers split across the cores (see parallel)
+    helpers = min(parallel.workers(), s["batch"]) - 1   # the other pieces of each batch (training_processes)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(parallel.hold())  # BLAS on one thread per call, each thread on a core of its own
+        if helpers > 0 and iteration < s["iters"]:
+            helpers = stack.enter_context(training_processes.Helpers(
+                helpers, network, losses[0].targets, s["content_layer"], s["style_layers"], s["alpha"], s["beta"],
+                s["tv_weight"]))
+        else:
+            helpers = None
         while iteration < s["iters"]:
             crop = s["size"] if iteration + 1 >= first_whole else s["crop"]
             if crop != phase_crop:
@@ -861,7 +911,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             photos_batch = batches.next_batch(crop)
             x = preprocess_batch(photos_batch, mode)
             with np.errstate(over="ignore", invalid="ignore"):
-                J, grads, parts = batch_loss_and_grads(params, x, losses, mode)
+                J, grads, parts = batch_loss_and_grads(params, x, losses, mode, helpers)
             if not np.isfinite(J):
                 raise UserError(f"the loss became {'NaN' if np.isnan(J) else 'infinite'} at step {iteration + 1}; "
                                 "lower --lr, or --beta / --alpha")

@@ -145,9 +145,21 @@ def test_report_table_and_json(monkeypatch, torch):
     assert "Training step of the real-time style network (squeezenet loss network, 64x64, batch 1" in text
 
 
-def test_the_training_step_is_the_same_step_in_both_libraries(torch):
-    result = bench_training.measure_training(size=32, repeats=1, warmup=0, threads=1)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_training_step_is_the_same_step_in_both_libraries(torch, threads, monkeypatch):
+    """With 2 threads, as `train --threads 2` runs it: a batch of two, the second photo in a helper process."""
+    from scratchnst import parallel, training_processes
+
+    started = []
+    real = training_processes.Helpers
+    monkeypatch.setattr(training_processes, "Helpers", lambda *args: started.append(args[0]) or real(*args))
+    previous = parallel.set_workers(threads)
+    try:
+        result = bench_training.measure_training(size=32, repeats=1, warmup=0, threads=threads)
+    finally:
+        parallel.set_workers(previous)
     assert result["pytorch"] == "used" and result["parameters"] == 418403 and result["outer_kernel"] == 5
+    assert result["batch"] == threads and started == ([1] if threads == 2 else [])
     assert result["loss_difference"] < 1e-4 and result["grad_difference"] < 3e-2  # float32 through two networks
     assert len(result["scratchnst_seconds"]) == len(result["pytorch_seconds"]) == 1
 

@@ -175,8 +175,9 @@ def test_one_line_errors(setup, capsys, case, monkeypatch):
         flags = ["--snapshot", photos / "a.png", "--snapshots-dir", photos / "snaps"]
         expected = "inside the folder of training photos"
     elif case == "too little memory":
-        from scratchnst import settings
+        from scratchnst import parallel, settings
         monkeypatch.setattr(settings, "available_memory", lambda: 200e6)
+        monkeypatch.setattr(parallel, "_workers", 1)   # each helper process of more would hold a network of its own
         flags, expected = ["--batch", "64", "--iters", "12"], "--size 32 with --batch 64 needs about 0.3 GB"
     elif case == "no size fits in memory":
         from scratchnst import settings
@@ -244,19 +245,41 @@ def test_apply_refuses_a_photo_too_large_for_memory(tmp_path, capsys, monkeypatc
     assert cli.main(["apply", str(net), str(photo), "-o", str(tmp_path / "o.png"), "--size", str(fits)]) == 0
 
 
-def test_ctrl_c_saves_the_network_trained_so_far(setup, tmp_path):
+def helper_processes(parent=None):
+    """The pids of training helper processes running now: those `parent` started, or all of them."""
+    from scratchnst.training_processes import HELPER_COMMAND
+
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            status = (cmdline.parent / "status").read_text()
+            if HELPER_COMMAND.encode() in cmdline.read_bytes() and (parent is None or f"\nPPid:\t{parent}\n" in status):
+                found.add(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("threads", [[], ["--threads", "2", "--batch", "2"]], ids=["one thread", "a helper process"])
+def test_ctrl_c_saves_the_network_trained_so_far(setup, tmp_path, threads):
+    """Ctrl-C as a terminal sends it, to the whole foreground process group."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OPENBLAS_NUM_THREADS="1")
+    env.pop("SCRATCHNST_WORKERS", None)   # an in-process `--threads 2` of an earlier test may have set it
     ck = tmp_path / "ck.npz"
     argv = [sys.executable, "-m", "scratchnst", "train", str(SWIRLS), str(setup["photos"]), "-o", str(setup["out"]),
             "--weights", setup["weights"], "--size", "32", "--iters", "100000", "--print-every", "1",
-            "--checkpoint", str(ck), "--checkpoint-every", "100000"]
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            "--checkpoint", str(ck), "--checkpoint-every", "100000", *threads]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     first = process.stderr.readline()   # the first progress line
     assert first.startswith("step ") and "/100000" in first, first + process.stderr.read()
+    helpers = helper_processes(process.pid) if Path("/proc").is_dir() else set()
+    assert len(helpers) == (1 if threads and Path("/proc").is_dir() else 0)
     time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=120)
+    assert not helpers & helper_processes()   # they ended with the run, none left behind (orphans included)
     assert process.returncode == 130, err
     last = err.strip().splitlines()[-1]
     assert "Traceback" not in err and last.startswith("scratchnst: interrupted (Ctrl-C) at step ")
@@ -266,6 +289,27 @@ def test_ctrl_c_saves_the_network_trained_so_far(setup, tmp_path):
     assert meta["iterations"] == state["iteration"] >= 1 and meta["stopped"] == "interrupted (Ctrl-C)"
     assert np.array_equal(params["conv1/kernel"], state["params"]["conv1:kernel"])
     assert not [p for p in setup["out"].parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the helper process in /proc")
+def test_a_helper_process_killed_mid_run_ends_in_one_line_and_keeps_the_work(setup, tmp_path):
+    """The out-of-memory killer takes a helper of --threads: the run ends, saving what it had."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = [sys.executable, "-m", "scratchnst", "train", str(SWIRLS), str(setup["photos"]), "-o", str(setup["out"]),
+            "--weights", setup["weights"], "--size", "32", "--iters", "100000", "--print-every", "1",
+            "--threads", "2", "--batch", "2"]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stderr.readline()
+    assert first.startswith("step "), first + process.stderr.read()
+    (helper,) = helper_processes(process.pid)
+    os.kill(helper, signal.SIGKILL)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("scratchnst: error: a helper process of --threads stopped (killed by SIGKILL)"), last
+    assert "run again with fewer --threads; wrote the network of step " in last and str(setup["out"]) in last
+    assert transformer_net.load(setup["out"])[1]["stopped"] == "failed"
 
 
 def test_a_failure_mid_run_keeps_the_network_trained_so_far(setup, capsys, monkeypatch):

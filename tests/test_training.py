@@ -522,6 +522,34 @@ def test_the_default_batch_is_one_photo_per_core_and_iters_follow_it(squeezenet_
     assert resolve(batch=training.DEFAULT_PHOTOS + 1)["iters"] == 1   # at least one step, not "--iters 0"
 
 
+def test_the_memory_check_counts_a_loss_network_for_each_helper_process(squeezenet_weights_path, monkeypatch):
+    """Batch 2 at 256 px: 150 MB + 262 MB in one process; with a helper, its loss network too (562 MB)."""
+    from scratchnst import settings
+
+    monkeypatch.setattr(settings, "available_memory", lambda: 500e6)
+    resolve = functools.partial(training.resolve_train_settings, weights=str(squeezenet_weights_path), batch=2)
+    previous = parallel.set_workers(1)
+    try:
+        training.check_train_memory(resolve(), SWIRLS)
+        parallel.set_workers(2)
+        with pytest.raises(UsageError, match="--size 256 with --batch 2 needs about 0.6 GB"):
+            training.check_train_memory(resolve(), SWIRLS)
+    finally:
+        parallel.set_workers(previous)
+
+
+def test_a_resumed_run_keeps_its_batch_and_plan_unless_told_otherwise():
+    """The default batch follows the thread count: resumed on another, a run goes on as it was planned."""
+    resume = {"settings": {"batch": 2, "iters": 10000, "final_steps": 833}}
+    none = {"batch": None, "iters": None, "final_steps": None}
+    assert training.resumed_options(none, resume) == {"batch": 2, "iters": 10000, "final_steps": 833}
+    assert training.resumed_options({**none, "iters": 12000}, resume) == {"batch": 2, "iters": 12000,
+                                                                           "final_steps": None}
+    assert training.resumed_options({**none, "batch": 1}, resume)["batch"] == 1
+    damaged = {"settings": {"batch": True, "iters": -3, "final_steps": "x"}}
+    assert training.resumed_options(none, damaged) == none and training.resumed_options(none, {"settings": 7}) == none
+
+
 def test_step_work_counts_whole_photo_steps_by_their_pixels():
     assert training.step_work(1, 10) == (0.0, 10.0) and training.step_work(11, 10) == (10.0, 10.0)
     assert [training.step_work(k, 5, 2, 4.0)[0] for k in range(1, 7)] == [0, 1, 2, 3, 7, 11]

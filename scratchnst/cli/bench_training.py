@@ -1,7 +1,8 @@
 """The bench's training-step row: one step of training a real-time style network, scratchnst against PyTorch.
 
 One step, as `scratchnst train` runs it by default (a batch of DEFAULT_CROP pixel crops, one for
-each thread, each photo on its own core: training.default_batch): the transformer network forward on a
+each thread, each photo on its own core, the others' in helper processes: training.default_batch,
+training_processes): the transformer network forward on a
 batch of photos, the loss network forward on its outputs (and on the photos, for their content),
 the course's costs of every image, the loss network backward to the outputs, the transformer
 backward to every parameter.
@@ -13,11 +14,12 @@ The inputs are made up (smooth random pictures), and the loss network's weights 
 `pretrained`: the time of a step does not depend on what the pixels show.
 """
 
+import contextlib
 import sys
 
 import numpy as np
 
-from scratchnst import image, parallel, training, transformer_net
+from scratchnst import image, parallel, training, training_processes, transformer_net
 from scratchnst.cli.bench import _timed, _worker_main, blas_info, make_network, time_interleaved
 from scratchnst.settings import MODEL_DEFAULTS
 from scratchnst.torch_network import TorchNetwork, TorchTransformer, _torch, to_nchw, torch_available
@@ -58,40 +60,42 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=None,
     style_x = image.preprocess(_pictures(rng, 1, training.DEFAULT_SIZE)[0], mode)   # the style at its training size
     layers = (d.content_layer, list(d.style_layers), d.alpha * training.TRAIN_ALPHA_FACTOR, d.beta, 0.0)
     losses = training.make_loss_functions(network, style_x, *layers)
+    count = min(parallel.workers(), batch) - 1   # as training runs it: the other pieces in helper processes
+    with training_processes.Helpers(count, network, losses[0].targets, *layers) if count > 0 \
+            else contextlib.nullcontext() as helpers:
+        def step():
+            with parallel.hold():  # as training runs it
+                return training.batch_loss_and_grads(params, x, losses, mode, helpers)
 
-    def step():
-        with parallel.hold():  # as training runs it
-            return training.batch_loss_and_grads(params, x, losses, mode)
-
-    ours = _timed(step)
-    functions = {"scratchnst": ours}
-    result = {"model": model, "size": size, "batch": batch, "widths": list(training.TRAIN_WIDTHS),
-              "residual_blocks": training.TRAIN_RESIDUAL_BLOCKS, "outer_kernel": training.TRAIN_OUTER_KERNEL,
-              "parameters": transformer_net.count_parameters(params), "torch_version": None, "torch_threads": None,
-              "loss_difference": None, "grad_difference": None}
-    pytorch = ("used" if torch_available() else "not installed") if use_torch else "not asked"
-    if pytorch == "used":
-        torch = _torch()
-        if threads is not None:
-            torch.set_num_threads(threads)
-        tnet, transformer = TorchNetwork(network), TorchTransformer(params, mode)
-        torch_loss = tnet.training_loss(style_x, *layers)
-        x_t = to_nchw(x)
-        functions["pytorch"] = _timed(lambda: transformer.training_step(x_t, torch_loss))
-        J, grads, _ = step()
-        J_t, grads_t = transformer.training_step(x_t, torch_loss)
-        worst = 0.0
-        for name, g in grads.items():
-            theirs = grads_t[name].numpy()
-            theirs = theirs.transpose(2, 3, 1, 0) if name.endswith("/kernel") else theirs
-            worst = max(worst, float(np.linalg.norm(g - theirs) / max(np.linalg.norm(theirs), 1e-30)))
-        result.update(torch_version=torch.__version__, torch_threads=torch.get_num_threads(),
-                      loss_difference=abs(J - J_t) / abs(J_t), grad_difference=worst)
-    timed = time_interleaved(functions, repeats, warmup)
-    result.update(pytorch=pytorch, scratchnst_seconds=[r[0] for r in timed["scratchnst"]],
-                  pytorch_seconds=[r[0] for r in timed["pytorch"]] if "pytorch" in timed else None,
-                  blas=blas_info())
-    return result
+        ours = _timed(step)
+        functions = {"scratchnst": ours}
+        result = {"model": model, "size": size, "batch": batch, "widths": list(training.TRAIN_WIDTHS),
+                  "residual_blocks": training.TRAIN_RESIDUAL_BLOCKS, "outer_kernel": training.TRAIN_OUTER_KERNEL,
+                  "parameters": transformer_net.count_parameters(params), "torch_version": None, "torch_threads": None,
+                  "loss_difference": None, "grad_difference": None}
+        pytorch = ("used" if torch_available() else "not installed") if use_torch else "not asked"
+        if pytorch == "used":
+            torch = _torch()
+            if threads is not None:
+                torch.set_num_threads(threads)
+            tnet, transformer = TorchNetwork(network), TorchTransformer(params, mode)
+            torch_loss = tnet.training_loss(style_x, *layers)
+            x_t = to_nchw(x)
+            functions["pytorch"] = _timed(lambda: transformer.training_step(x_t, torch_loss))
+            J, grads, _ = step()
+            J_t, grads_t = transformer.training_step(x_t, torch_loss)
+            worst = 0.0
+            for name, g in grads.items():
+                theirs = grads_t[name].numpy()
+                theirs = theirs.transpose(2, 3, 1, 0) if name.endswith("/kernel") else theirs
+                worst = max(worst, float(np.linalg.norm(g - theirs) / max(np.linalg.norm(theirs), 1e-30)))
+            result.update(torch_version=torch.__version__, torch_threads=torch.get_num_threads(),
+                          loss_difference=abs(J - J_t) / abs(J_t), grad_difference=worst)
+        timed = time_interleaved(functions, repeats, warmup)
+        result.update(pytorch=pytorch, scratchnst_seconds=[r[0] for r in timed["scratchnst"]],
+                      pytorch_seconds=[r[0] for r in timed["pytorch"]] if "pytorch" in timed else None,
+                      blas=blas_info())
+        return result
 
 
 if __name__ == "__main__":  # the worker process of the training row (bench.run_worker)
