@@ -235,7 +235,7 @@ class Helpers:
         env = {**os.environ, **parallel.environment(1), "SCRATCHNST_HELPER_PATH": _PACKAGE_PARENT,
                "PYTHONUNBUFFERED": "1"}
         try:
-            for k in range(count):   # all started first: they import at the same time
+            for _ in range(count):   # all started first: they import at the same time
                 shared = SharedBuffer(SHARED_BYTES)
                 self._shared.append(shared)
                 try:
@@ -259,8 +259,8 @@ class Helpers:
                 self._talk(k, lambda: write_message(proc.stdin, "setup", {**values, **own}, arrays))
                 shared.passed()
             for k in range(count):
-                values, _ = self._answer(k, "ready")
-                if not values.get("shared"):   # it could not map the memory: the pipes carry everything
+                ready, _ = self._answer(k, "ready")
+                if not ready.get("shared"):   # it could not map the memory: the pipes carry everything
                     self._shared[k].close()
         except BaseException:
             self.close(kill=True)

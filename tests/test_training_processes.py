@@ -230,3 +230,23 @@ def test_a_helper_started_inside_hold_takes_another_core_than_the_caller(workers
         with start_helpers(1, net, style_x) as helpers:
             theirs = os.sched_getaffinity(helpers._procs[0].pid)
     assert mine == {cores[0]} and theirs == {cores[1]}
+
+
+def test_a_helper_that_cannot_map_the_shared_memory_gets_everything_through_its_pipes(workers, monkeypatch):
+    """Told a size larger than the file, the helper's mmap fails: it says so, and the parent sends by pipe."""
+    real = training_processes.SharedBuffer
+
+    class Misstated(real):
+        def __init__(self, size):
+            super().__init__(size)
+            self.size = 2 * size
+
+    monkeypatch.setattr(training_processes, "SharedBuffer", Misstated)
+    net, params, x, style_x = tiny_problem(np.float64, seed=14, batch=2)
+    workers(2)
+    losses = training.make_loss_functions(net, *settings_of(style_x))
+    threads = training.batch_loss_and_grads(params, x, losses)
+    with start_helpers(1, net, style_x, losses) as helpers:
+        assert helpers._shared[0].memory is None
+        J, grads, _ = training.batch_loss_and_grads(params, x, losses, helpers=helpers)
+    assert J == threads[0] and all(np.array_equal(grads[n], threads[1][n]) for n in grads)
