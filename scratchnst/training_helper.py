@@ -28,8 +28,8 @@ def serve(stdin, stdout):
             os.sched_setaffinity(0, {values["core"]})
         except OSError:   # a core that is not ours to take: stay where the system put us
             pass
-    params = {layer: (arrays[f"{layer}/kernel"], arrays[f"{layer}/bias"]) for layer in values["layers"]}
-    network = networks.Network(values["architecture"], params, pooling=values["pooling"],
+    weights = {layer: (arrays[f"{layer}/kernel"], arrays[f"{layer}/bias"]) for layer in values["layers"]}
+    network = networks.Network(values["architecture"], weights, pooling=values["pooling"],
                                dtype=np.dtype(values["dtype"]), preprocessing=values["preprocessing"])
     targets = {name: arrays[f"target/{name}"] for name in values["targets"]}
     loss = training.make_loss_function(network, None, values["content_layer"],
@@ -43,6 +43,9 @@ def serve(stdin, stdout):
         except EOFError:
             return
         try:
+            if kind != "step":
+                raise ValueError(f"a helper expected a step, got {kind!r}")
+            # the transformer's parameters and x: (n, H, W, 3) photos, preprocessed
             params = {name[len("param/"):]: a for name, a in arrays.items() if name.startswith("param/")}
             with np.errstate(over="ignore", invalid="ignore"):   # as the parent: it checks J and the grads
                 J, grads, parts = training.loss_and_grads(params, arrays["x"], loss, mode)
