@@ -895,15 +895,14 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     work_before_run = step_work(iteration + 1, s["iters"], s["final_steps"], growth)[0]
     start = time.perf_counter()
     phase_crop, phase_start, phase_steps = None, start, 0
-    helpers = min(parallel.workers(), s["batch"]) - 1   # the other pieces of each batch (training_processes)
+    helper_count = min(parallel.workers(), s["batch"]) - 1   # the other pieces of each batch (training_processes)
     with contextlib.ExitStack() as stack:
         stack.enter_context(parallel.hold())  # BLAS on one thread per call, each thread on a core of its own
-        if helpers > 0 and iteration < s["iters"]:
+        helpers = None   # None: no helper processes, the batch's pieces on threads (or one piece)
+        if helper_count > 0 and iteration < s["iters"]:
             helpers = stack.enter_context(training_processes.Helpers(
-                helpers, network, losses[0].targets, s["content_layer"], s["style_layers"], s["alpha"], s["beta"],
+                helper_count, network, losses[0].targets, s["content_layer"], s["style_layers"], s["alpha"], s["beta"],
                 s["tv_weight"]))
-        else:
-            helpers = None
         while iteration < s["iters"]:
             crop = s["size"] if iteration + 1 >= first_whole else s["crop"]
             if crop != phase_crop:
