@@ -425,8 +425,9 @@ def make_loss_function(network, style_x, content_layer, style_layers, alpha, bet
     return loss
 
 
-def make_loss_functions(network, *settings):
-    """One make_loss_function(net, *settings) per worker of scratchnst.parallel, for batch_loss_and_grads.
+def make_loss_functions(network, *settings, count=None):
+    """`count` make_loss_function(net, *settings), for batch_loss_and_grads: by default one per worker
+    of scratchnst.parallel; 1 where helper processes take the other pieces (they make their own).
 
     The first is on `network`, the others on its siblings (Network.sibling: the same weights, caches
     of their own), so that each thread runs its photos through a loss network of its own; all share
@@ -434,7 +435,7 @@ def make_loss_functions(network, *settings):
     """
     first = make_loss_function(network, *settings)
     return [first] + [make_loss_function(network.sibling(), *settings, targets=first.targets)
-                      for _ in range(parallel.workers() - 1)]
+                      for _ in range((parallel.workers() if count is None else count) - 1)]
 
 
 def loss_and_grads(params, x, loss, preprocessing="caffe"):
@@ -843,8 +844,9 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
               "photos": photo_list_digest(photos, photos_dir)}
     network = networks.load(s["model"], weights=s["weights"], pooling=s["pool"], dtype=np.float32)
     mode = network.preprocessing
+    helper_count = min(parallel.workers(), s["batch"]) - 1   # the other pieces of each batch (training_processes)
     losses = make_loss_functions(network, image.preprocess(style_img, mode), s["content_layer"], s["style_layers"],
-                                 s["alpha"], s["beta"], s["tv_weight"])
+                                 s["alpha"], s["beta"], s["tv_weight"], count=1 if helper_count > 0 else None)
 
     rng = np.random.default_rng(s["seed"])
     architecture = (tuple(s["widths"]), s["residual_blocks"], s["outer_kernel"])
@@ -895,7 +897,6 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     work_before_run = step_work(iteration + 1, s["iters"], s["final_steps"], growth)[0]
     start = time.perf_counter()
     phase_crop, phase_start, phase_steps = None, start, 0
-    helper_count = min(parallel.workers(), s["batch"]) - 1   # the other pieces of each batch (training_processes)
     with contextlib.ExitStack() as stack:
         stack.enter_context(parallel.hold())  # BLAS on one thread per call, each thread on a core of its own
         helpers = None   # None: no helper processes, the batch's pieces on threads (or one piece)

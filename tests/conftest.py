@@ -18,8 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scratchnst import parallel
 from scratchnst import weights as weights_io
 from scratchnst.errors import UserError
+
+pytest_plugins = ["pytester"]   # tests of this conftest run it in an inner session
 
 REPO = Path(__file__).resolve().parents[1]
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -55,6 +58,28 @@ def find_squeezenet_weights():
         pass
     candidate = shared_path() / "weights" / SQUEEZENET_FILE
     return candidate if candidate.is_file() else None
+
+
+# What the command line's --threads (cli.parser._set_threads) writes into os.environ, for NumPy to read
+# when it loads and for the processes it starts (training's helpers) to inherit.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                    parallel.WORKERS_VARIABLE)
+
+
+@pytest.fixture(autouse=True)
+def thread_variables_restored():
+    """Each test ends with the thread variables it started with.
+
+    A test that runs `cli.main([..., "--threads", "2"])` in this process sets them as a real run
+    does; left in place, every later test's subprocesses would run on two workers.
+    """
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ the readable layers.
 """
 
 import os
+from pathlib import Path
 import threading
 
 import numpy as np
@@ -298,3 +299,21 @@ def test_pieces_run_under_the_callers_errstate(cut_everything):
     assert all(value == np.inf for _, value in results)
     with np.errstate(over="raise"), pytest.raises(FloatingPointError):
         parallel.split(piece, 2)
+
+
+def test_a_tests_threads_do_not_reach_the_next_test(pytester):
+    """conftest's thread_variables_restored: `--threads 2` run in the pytest process by one test
+    (as test_train_command's in-process runs do) leaves the next test's environment as it was."""
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(test_two="""
+        import os
+        from scratchnst.cli import parser
+
+        def test_sets():
+            parser._set_threads(2)
+            assert os.environ["SCRATCHNST_WORKERS"] == "2"
+
+        def test_next():
+            assert os.environ.get("SCRATCHNST_WORKERS") == BEFORE
+        """.replace("BEFORE", repr(os.environ.get(parallel.WORKERS_VARIABLE))))
+    pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider").assert_outcomes(passed=2)

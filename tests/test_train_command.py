@@ -265,7 +265,7 @@ def test_ctrl_c_saves_the_network_trained_so_far(setup, tmp_path, threads):
     """Ctrl-C as a terminal sends it, to the whole foreground process group."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OPENBLAS_NUM_THREADS="1")
-    env.pop("SCRATCHNST_WORKERS", None)   # an in-process `--threads 2` of an earlier test may have set it
+    env.pop("SCRATCHNST_WORKERS", None)   # the run's own threads only: one, or --threads 2
     ck = tmp_path / "ck.npz"
     argv = [sys.executable, "-m", "scratchnst", "train", str(SWIRLS), str(setup["photos"]), "-o", str(setup["out"]),
             "--weights", setup["weights"], "--size", "32", "--iters", "100000", "--print-every", "1",

@@ -70,9 +70,11 @@ def test_helpers_give_the_threads_step_bit_for_bit(workers, count, batch, dtype)
     workers(count + 1)
     losses = training.make_loss_functions(net, *settings_of(style_x))
     threads = training.batch_loss_and_grads(params, x, losses)
+    ours = training.make_loss_functions(net, *settings_of(style_x), count=1)   # as train makes them for helpers
+    assert len(ours) == 1
     with start_helpers(count, net, style_x, losses) as helpers:
         for _ in range(2):   # and again: a helper's caches of one step do not leak into the next
-            J, grads, parts = training.batch_loss_and_grads(params, x, losses, helpers=helpers)
+            J, grads, parts = training.batch_loss_and_grads(params, x, ours, helpers=helpers)
             assert J == threads[0] and parts == threads[2] and list(grads) == list(threads[1])
             for name, g in grads.items():
                 assert g.dtype == dtype and np.array_equal(g, threads[1][name]), name

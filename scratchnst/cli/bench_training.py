@@ -59,8 +59,8 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=None,
     x = training.preprocess_batch(_pictures(rng, batch, size), mode)
     style_x = image.preprocess(_pictures(rng, 1, training.DEFAULT_SIZE)[0], mode)   # the style at its training size
     layers = (d.content_layer, list(d.style_layers), d.alpha * training.TRAIN_ALPHA_FACTOR, d.beta, 0.0)
-    losses = training.make_loss_functions(network, style_x, *layers)
     count = min(parallel.workers(), batch) - 1   # as training runs it: the other pieces in helper processes
+    losses = training.make_loss_functions(network, style_x, *layers, count=1 if count > 0 else None)
     with training_processes.Helpers(count, network, losses[0].targets, *layers) if count > 0 \
             else contextlib.nullcontext() as helpers:
         def step():
