@@ -3,6 +3,8 @@ student copy that self-checks where no answer key exists (run inside a sandbox t
 copy, Python and NumPy)."""
 
 import csv
+import hashlib
+import io
 import json
 import os
 import random
@@ -19,6 +21,8 @@ import scratchnst
 from scratchnst import exercises
 from scratchnst.cli import main
 from scratchnst.exercises import batch, sandbox
+from scratchnst.exercises.cases import CheckResult
+from scratchnst.exercises.grading import ExerciseResult, Report
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_grader_diagnoses import SLIPS, plant  # noqa: E402  (the planted slips, shared)
@@ -216,3 +220,108 @@ def test_a_student_copy_that_does_not_import_still_checks_itself(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "SyntaxError" in done.stdout and "importing scratchnst.costs took longer than 3 s" in done.stdout
     assert "optim.adam_update                                         2/2 points   pass" in done.stdout
+
+
+# ============================================================ the exports: names students chose
+def _report(ok=True, notes=()):
+    """A graded submission as grading makes one, without grading: one exercise, one check."""
+    exercise = exercises.CATALOGUE[0]
+    result = ExerciseResult(exercise, [CheckResult("the question", "ok" if ok else "fail")], hint="")
+    return Report(root=Path("."), results=[result], ungraded=[], torch="not used", notes=list(notes), seconds=0.5)
+
+
+def _fake_class(tmp_path, monkeypatch, outcomes):
+    """A class folder of the outcomes' names, graded instantly: run_grade's table and exports, not grading."""
+    room = tmp_path / "room"
+    for name, _, _ in outcomes:
+        (room / name / "scratchnst").mkdir(parents=True)
+    monkeypatch.setattr(batch, "grade_class", lambda submissions, **_: [
+        next(o for o in outcomes if o[0] == name) for name, _ in submissions])
+    return room
+
+
+def test_a_folder_name_that_is_not_utf8_is_one_escaped_form_in_every_export(tmp_path, capsys):
+    """Graded for real: b"Jos\\xe9" shows as Jos\\xe9 in the table, the CSV, the JSON and the Gradescope
+    files; a folder literally named Jos\\xe9 stays another student (its backslash doubled)."""
+    room = tmp_path / "room"
+    room.mkdir()
+    try:
+        os.mkdir(os.path.join(os.fsencode(room), b"Jos\xe9"))
+    except OSError as error:  # a file system that takes only UTF-8 names cannot hold such a folder
+        pytest.skip(f"no folder name that is not UTF-8 here: {error}")
+    raw = os.fsdecode(b"Jos\xe9")
+    os.rmdir(room / raw)
+    exercises.make_student_copy(room / raw, solutions=True)
+    shutil.copytree(room / raw, room / "Jos\\xe9")
+    out = tmp_path / "out"
+    out.mkdir()
+    status = main(["exercises", "grade", str(room), "--only", "relu", "--no-torch", "--csv", str(out / "c.csv"),
+                   "--json", str(out / "c.json"), "--gradescope", str(out / "gs")] + CONTAINMENT)
+    table, err = capsys.readouterr()
+    assert status == 0, err
+    shown = {"Jos\\xe9", "Jos\\\\xe9"}  # as a teacher reads them: Jos\xe9 and Jos\\xe9
+    assert all(any(line.startswith(name + " ") for line in table.splitlines()) for name in shown), table
+    rows = list(csv.DictReader((out / "c.csv").open(encoding="utf-8")))
+    assert {r["student"] for r in rows} == shown and all(r["percent"] == "100" for r in rows)
+    assert {r["student"] for r in json.loads((out / "c.json").read_text(encoding="utf-8"))} == shown
+    files = sorted((out / "gs").iterdir())
+    assert len(files) == 2 and all(f.name.isascii() for f in files)
+    assert {json.loads(f.read_text(encoding="utf-8"))["extra_data"]["student"] for f in files} == shown
+
+
+def test_an_export_that_cannot_be_written_costs_no_other(tmp_path, monkeypatch, capsys):
+    """Every export is tried: those that cannot be written say why in one line each, exit status 1."""
+    outcomes = [("alice", _report(), None), ("bob", _report(ok=False), None)]
+    room = _fake_class(tmp_path, monkeypatch, outcomes)
+    (tmp_path / "a-file").write_text("not a folder")
+    status = main(["exercises", "grade", str(room), "--csv", str(tmp_path / "missing" / "c.csv"), "--json",
+                   str(tmp_path / "c.json"), "--gradescope", str(tmp_path / "a-file")] + CONTAINMENT)
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(("graded ", "warning"))]
+    assert status == 1
+    assert len(err) == 2 and all(line.startswith("scratchnst: error: ") for line in err), err
+    assert "CSV file" in err[0] and "missing" in err[0] and "Gradescope folder" in err[1], err
+    assert [r["student"] for r in json.loads((tmp_path / "c.json").read_text())] == ["alice", "bob"]
+    # a bug in one export: one line too, and the others are written
+    monkeypatch.setattr(batch, "as_csv", lambda outcomes: 1 / 0)
+    status = main(["exercises", "grade", str(room), "--csv", str(tmp_path / "c.csv"), "--json",
+                   str(tmp_path / "d.json"), "--gradescope", str(tmp_path / "gs")] + CONTAINMENT)
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(("graded ", "warning"))]
+    assert status == 1 and len(err) == 1 and "CSV file was not written: internal error (ZeroDivisionError" in err[0]
+    assert (tmp_path / "d.json").exists() and len(list((tmp_path / "gs").glob("*.json"))) == 2
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_gradescope_files_never_collide_and_each_names_its_student(tmp_path):
+    crafted = "a_b-" + hashlib.sha256(b"a b").hexdigest()[:8]  # the file `a b` would get, taken first
+    names = ["a b", "a_b", "A_B", "a?b", crafted, "x" * 300, "ü" * 200, os.fsdecode(b"Jos\xe9"), "Jos_", "plain"]
+    files = batch.gradescope_file_names(names)
+    assert len({f.casefold() for f in files}) == len(names)  # also where the file system ignores case
+    assert all(f.endswith(".json") and len(f.encode()) <= 255 for f in files)
+    assert files[names.index("plain")] == "plain.json" and files[names.index("Jos_")] == "Jos_.json"
+    assert dict(zip(names, files)) == dict(zip(names[::-1], batch.gradescope_file_names(names[::-1])))
+    # written: `a b` and `a_b` both keep their own results, and each file says whose it is
+    outcomes = [("a b", _report(), None), ("a_b", _report(ok=False), None), ("=x", None, "not graded: no package")]
+    assert batch.write_exports(outcomes, gradescope=tmp_path / "gs") == []
+    found = {r["extra_data"]["student"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "gs").iterdir()))}
+    assert sorted(found) == ["=x", "a b", "a_b"]
+    assert found["a b"]["score"] > 0 and found["a_b"]["score"] == 0 and found["=x"]["score"] == 0
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text():
+    """OWASP's CSV injection: a leading ' where a cell of the students' text would start a formula; the
+    numbers stay numbers, and every cell is quoted (a spreadsheet that splits on ; keeps `x;=1+1` whole)."""
+    formulas = ['=HYPERLINK("http://x","y")', "+1", "-1", "@SUM(A1)"]
+    outcomes = [(n, _report(), None) for n in formulas] + [
+        ("\t=1+1", _report(), None), ("x;=1+1", _report(), None),
+        ("bob", None, "=cmd|' /C calc'!A0"), ("carol", None, "\r-not graded"), ("dave", None, "\t@x")]
+    text = batch.as_csv(outcomes)
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert [r["student"] for r in rows[:4]] == ["'" + n for n in formulas]
+    assert rows[4]["student"] == "\\t=1+1"  # a tab in a name is shown as \t: no formula either
+    assert rows[5]["student"] == "x;=1+1" and '"x;=1+1"' in text
+    assert [r["error"] for r in rows[6:]] == ["'=cmd|' /C calc'!A0", "'\r-not graded", "'\t@x"]
+    points = f"{exercises.CATALOGUE[0].points:.2f}"
+    assert [r["points"] for r in rows] == [points] * 6 + ["0"] * 3  # numbers are never prefixed
+    assert [r["percent"] for r in rows] == ["100"] * 6 + ["0"] * 3
+    # the JSON holds the names as they are: no spreadsheet reads it
+    assert [r["student"] for r in batch.as_json(outcomes)[:4]] == formulas

@@ -278,6 +278,29 @@ def test_calling_the_given_fast_convolution_is_no_answer(pristine, tmp_path, tea
     assert "fast_conv.conv2d_forward is given code, not your answer" in rendered(report)
 
 
+@pytest.mark.parametrize("how", ["reload", "a fresh import", "exec of its source"])
+def test_bringing_back_the_given_convolution_is_no_answer(pristine, tmp_path, teacher, how):
+    """The given modules are not in the scratch copy: no reload or re-import in the child finds them."""
+    fetch = {"reload": "fast_conv = importlib.reload(fast_conv)",
+             "a fresh import": "del sys.modules['scratchnst.fast_conv']; fast_conv = importlib.import_module("
+                               "'scratchnst.fast_conv')",
+             "exec of its source": "space = {}; exec(open(fast_conv.__file__).read(), space); "
+                                   "fast_conv = types.SimpleNamespace(**space)"}[how]
+    forward = f"""
+        import importlib, sys, types
+        from scratchnst import fast_conv
+        {fetch}
+        out = fast_conv.conv2d_forward(x, w, b, stride, padding)[0]
+    """
+    report = run_attack(pristine, tmp_path, teacher, "stub", {("layers", "conv2d_forward"): forward},
+                        contained=BWRAP, only=["conv2d_forward"])
+    assert points(report) == {"conv2d_forward": 0}
+    if how == "exec of its source":   # the stub's source: a module __getattr__, which a namespace does not call
+        assert "AttributeError: 'types.SimpleNamespace' object has no attribute 'conv2d_forward'" in rendered(report)
+    else:
+        assert "fast_conv.conv2d_forward is given code, not your answer" in rendered(report)
+
+
 @needs_bwrap
 def test_calling_the_given_winograd_convolution_is_no_answer(pristine, tmp_path, teacher):
     """winograd.conv3x3 is given too (the networks run it for their wide 3x3 layers)."""
@@ -493,6 +516,9 @@ HANGS = {
     "an integer too large for a float": ("costs", "total_cost", """
         return 10 ** 4000
     """),
+    "an integer too large for a float where a tuple is due": ("layers", "relu_forward", """
+        return 10 ** 400
+    """),
     "an answer nested a thousand deep": ("costs", "total_cost", """
         answer = 0.0
         for _ in range(1000):
@@ -621,3 +647,96 @@ def test_a_module_that_ends_the_worker_at_import_costs_its_own_exercises(pristin
                         only=["gram_matrix", "relu_forward", "adam_update"])
     assert points(report) == {"relu_forward": 1, "gram_matrix": 0, "adam_update": 2}
     assert "(exit status 7): while importing scratchnst.costs" in " ".join(rendered(report).split())
+
+
+# ------------------------------------------------------------------ forged fields of an answer
+# The worker's own code runs in the student's process: its functions can be replaced there. Whatever
+# frame results, it is the student's answer, judged as data: a check may fail, the grader goes on.
+FORGE = """
+    import sys
+    worker = sys.modules["__main__"]
+    if not getattr(worker, "forged", False):
+        real = worker._serve
+        def forged(*args, **kwargs):
+            head, body = real(*args, **kwargs)
+            head.update(FIELDS)
+            return head, body
+        worker._serve, worker.forged = forged, True
+    out = np.maximum(x, 0)
+"""
+
+
+@pytest.mark.parametrize("fields", [{"mutated": [[]]}, {"mutated": [[-100]]}, {"mutated": [[10 ** 30, "x" * 5000]]},
+                                    {"status": "imported"}, {"status": "ready"}],
+                         ids=["an empty input path", "a negative argument", "a path out of bounds",
+                              "a start-up status", "a ready status"])
+def test_forged_fields_of_an_answer_fail_checks_not_the_grader(pristine, tmp_path, teacher, fields):
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): FORGE.replace(
+        "FIELDS", repr(fields))}, contained=BWRAP, only=["relu_forward", "relu_backward"])
+    got = points(report)
+    if "status" in fields:   # the first call is answered honestly, the next are start-up frames, refused;
+        assert got["relu_forward"] < 1 and got["relu_backward"] == 1   # a new worker serves relu_backward
+        assert "a start-up frame where an answer was due" in " ".join(rendered(report).split())
+    else:   # paths that name no input are dropped: the right answers keep their marks
+        assert got == {"relu_forward": 1, "relu_backward": 1}
+
+
+def test_import_errors_forged_as_answers_fail_their_exercises(pristine, tmp_path, teacher):
+    """An "import error" that says ok is no answer (it carried no value: the grader once failed on it)."""
+    def forge(submission):
+        init = submission / "scratchnst" / "__init__.py"
+        init.write_text(init.read_text() + """
+import sys as _sys
+_worker = _sys.modules["__main__"]
+_real = _worker._import_all
+_worker._import_all = lambda root, modules: (_real(root, modules), {m: {"status": "ok", "id": 1, "mutated": []}
+                                                                    for m in modules})[1]
+""")
+
+    report = run_attack(pristine, tmp_path, teacher, "key", {}, setup=forge, contained=BWRAP,
+                        only=["relu_forward", "gram_matrix"])
+    assert points(report) == {"relu_forward": 0, "gram_matrix": 0}
+    assert "an import error that was not an exception" in " ".join(rendered(report).split())
+
+
+def test_imports_of_restarted_workers_count_against_the_total_budget(pristine, tmp_path, teacher):
+    """A slow import and a crash in every call: each crash starts a new worker, whose imports run the
+    student's code again. They are paid from the total budget, so grading ends at it."""
+    def slow_import(submission):
+        path = submission / "scratchnst" / "layers.py"
+        path.write_text("import time as _t\n_t.sleep(1.5)\n" + path.read_text())
+
+    crash = "import os\nos._exit(1)"
+    submission = tmp_path / "slow"
+    shutil.copytree(pristine / "key", submission)
+    plant(submission, "layers", "relu_forward", crash)
+    plant(submission, "layers", "relu_backward", crash)
+    slow_import(submission)
+    start = time.monotonic()
+    with scratch_under(tmp_path) as scratch:
+        report = exercises.grade(submission, only=["relu"], use_torch=False, contained=BWRAP, timeout=1.0, budget=1.0,
+                                 import_timeout=3.0)
+    # before: every check restarted the worker, 1.5 s of imports each, about 15 s in all
+    assert time.monotonic() - start < 8
+    assert points(report) == {"relu_forward": 0, "relu_backward": 0}
+    assert "not run: the student's total time budget ran out" in rendered(report)
+    time.sleep(0.2)
+    assert not leftovers(scratch)
+
+
+@needs_bwrap
+@pytest.mark.skipif(sandbox.keyring_filter() is None, reason="the keyring's system call numbers are not known here")
+def test_the_kernel_keyring_is_closed_to_the_sandbox(pristine, tmp_path, teacher):
+    """Every worker is the same `nobody`, and the kernel keeps keys per user: a key one submission's
+    worker adds, another's could read (and it would outlive grading). The sandbox refuses the calls."""
+    code = """
+        import ctypes, os, platform
+        calls = {"x86_64": 248, "aarch64": 217}   # add_key
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        key = libc.syscall(ctypes.c_long(calls[platform.machine()]), b"user", b"TOKEN", b"answers", ctypes.c_size_t(7),
+                           ctypes.c_int(-4))   # KEY_SPEC_USER_KEYRING
+        raise RuntimeError(f"add_key gave {key}, errno {os.strerror(ctypes.get_errno())}")
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): code}, only=["relu_forward"])
+    assert "add_key gave -1, errno Operation not permitted" in " ".join(rendered(report).split())

@@ -8,7 +8,9 @@ setup.sh / run_autograder pair (and the answer key) that Gradescope runs for eac
 """
 
 import csv
+import hashlib
 import io
+import itertools
 import json
 import os
 import secrets
@@ -19,6 +21,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from scratchnst.atomic import reason, write_bytes
 from scratchnst.errors import UsageError, UserError
 from scratchnst.exercises.grading import (DEFAULT_IMPORT_TIMEOUT, DEFAULT_TIMEOUT, check_containment, grade,
                                           print_report, reference_cases)
@@ -82,6 +85,56 @@ def grade_class(submissions, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=
 
 
 # ================================================================================= exports
+# The names of a class are its folders' names, chosen by the students or by whatever unpacked their uploads:
+# every export shows them in one form (`_shown_name`), which a file can always hold and a spreadsheet never
+# runs. The free text (messages, notes) can quote such names and is made writable the same way (`_shown_text`).
+def _shown_name(name):
+    """name as the exports and the table show it: text any UTF-8 file can hold, and no two names alike.
+
+    A folder name that is not valid UTF-8 (os.mkdir(b"Jos\\xe9")) reaches Python with each byte it cannot
+    decode as a lone surrogate (os.fsdecode's surrogateescape), which no UTF-8 file can hold: such a byte is
+    shown as \\xNN, as backslashreplace shows it (Jos\\xe9). A character that prints nothing or moves the
+    cursor (a newline, a terminal escape, a zero-width space) is shown as \\n, \\r, \\t or \\uNNNN, so that a
+    teacher sees it. A backslash is doubled: a folder literally named `Jos\\xe9` is shown as `Jos\\\\xe9`, and
+    each shown name stands for one folder name only. Any other name is shown as it is.
+    """
+    out = []
+    for c in str(name):
+        if c == "\\":
+            out.append("\\\\")
+        elif "\udc80" <= c <= "\udcff":  # a byte that was not UTF-8
+            out.append(f"\\x{ord(c) - 0xdc00:02x}")
+        elif c in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[c])
+        elif not c.isprintable():
+            out.append(f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _shown_text(text):
+    """Free text (a message, a note) that a UTF-8 file can hold: a lone surrogate (a byte of a file name that
+    was not UTF-8, quoted in a message) as \\xNN or \\uNNNN. Line breaks and backslashes stay: they are part
+    of the text, and the text names no one by itself (the student column does)."""
+    if text is None:
+        return None
+    return "".join(f"\\x{ord(c) - 0xdc00:02x}" if "\udc80" <= c <= "\udcff"
+                   else f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c for c in str(text))
+
+
+# A cell starting with one of these is a formula to a spreadsheet (=HYPERLINK(...) sends what it is given
+# anywhere, =cmd|... ran programs in old Excel). OWASP's list: CSV Injection.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text):
+    """A CSV cell of free text that a spreadsheet shows as text: OWASP's leading ' when it would start a
+    formula (spreadsheets show the text without it). Never given numbers: -1 must stay a number."""
+    text = "" if text is None else str(text)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def _checks(result):
     return [{"label": c.label, "status": c.status, "error": c.error,
              "details": [_printable(d if isinstance(d, str) else f"mistake: {d.name}: {d.why}", 400)
@@ -89,13 +142,13 @@ def _checks(result):
 
 
 def as_json(outcomes):
-    """The whole class as one JSON-able list, one dict per submission."""
+    """The whole class as one JSON-able list, one dict per submission (names as `_shown_name` shows them)."""
     rows = []
     for name, report, error in outcomes:
-        row = {"student": name, "error": error}
+        row = {"student": _shown_name(name), "error": _shown_text(error)}
         if report is not None:
             row.update(points=round(report.points, 4), total=report.total, percent=report.percent,
-                       seconds=round(report.seconds, 2), notes=report.notes, exercises=[
+                       seconds=round(report.seconds, 2), notes=[_shown_text(n) for n in report.notes], exercises=[
                            {"name": r.exercise.name, "points": round(r.points, 4), "max": r.exercise.points,
                             "status": r.status, "mistakes": r.mistakes, "checks": _checks(r)}
                            for r in report.results])
@@ -104,65 +157,166 @@ def as_json(outcomes):
 
 
 def as_csv(outcomes):
-    """CSV text: one row per submission, a column per exercise's points."""
+    """CSV text: one row per submission, a column per exercise's points.
+
+    The names and messages are the students' own text, opened by a teacher in a spreadsheet: each is shown
+    as `_shown_name` / `_shown_text` show it, with OWASP's leading ' where it would start a formula (`_cell`),
+    and every cell is quoted, so that a spreadsheet that splits on ; (the CSV separator of many locales)
+    cannot make `x;=HYPERLINK(...)` two cells, the second a formula.
+    """
     names = []
     for _, report, _ in outcomes:
         for r in report.results if report else []:
             if r.exercise.name not in names:
                 names.append(r.exercise.name)
     out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["student", "points", "total", "percent", "seconds", "error"] + names)
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
+    writer.writerow(["student", "points", "total", "percent", "seconds", "error"] + [_cell(n) for n in names])
     for name, report, error in outcomes:
+        student = _cell(_shown_name(name))
         if report is None:
-            writer.writerow([name, 0, "", 0, "", error] + [""] * len(names))
+            writer.writerow([student, 0, "", 0, "", _cell(_shown_text(error))] + [""] * len(names))
             continue
         points = {r.exercise.name: f"{r.points:.2f}" for r in report.results}
-        writer.writerow([name, f"{report.points:.2f}", report.total, report.percent, f"{report.seconds:.1f}", ""]
+        writer.writerow([student, f"{report.points:.2f}", report.total, report.percent, f"{report.seconds:.1f}", ""]
                         + [points.get(n, "") for n in names])
     return out.getvalue()
 
 
-def as_gradescope(report, error=None):
-    """Gradescope's results.json for one submission: a test per exercise, the score their sum."""
+def as_gradescope(report, error=None, student=None):
+    """Gradescope's results.json for one submission: a test per exercise, the score their sum.
+
+    student: the submission's name, kept in extra_data (Gradescope stores it and shows it to no one) where
+    one file of a folder of them must say whose it is; None for the results.json of a Gradescope run.
+    """
     if report is None:
-        return {"score": 0, "output": _printable(error or "not graded", 2000), "tests": []}
-    tests = []
-    for r in report.results:
-        text = io.StringIO()
-        for check in r.checks:
-            text.write(f"{check.status}: {check.label}\n")
-            for d in check.details:
-                text.write("    " + _printable(d if isinstance(d, str) else f"mistake: {d.name}: {d.why}", 400) + "\n")
-        tests.append({"name": r.exercise.name, "score": round(r.points, 4), "max_score": r.exercise.points,
-                      "status": "passed" if r.status == "pass" else "failed", "output": text.getvalue()})
-    summary = f"{report.points:.1f}/{report.total} points ({report.percent}%)"
-    if report.notes:
-        summary += "\n" + "\n".join(f"note: {n}" for n in report.notes)
-    return {"score": round(report.points, 4), "execution_time": round(report.seconds, 2), "output": summary,
-            "tests": tests}
+        result = {"score": 0, "output": _printable(_shown_text(error) or "not graded", 2000), "tests": []}
+    else:
+        tests = []
+        for r in report.results:
+            text = io.StringIO()
+            for check in r.checks:
+                text.write(f"{check.status}: {check.label}\n")
+                for d in check.details:
+                    text.write("    " + _printable(d if isinstance(d, str) else f"mistake: {d.name}: {d.why}", 400)
+                               + "\n")
+            tests.append({"name": r.exercise.name, "score": round(r.points, 4), "max_score": r.exercise.points,
+                          "status": "passed" if r.status == "pass" else "failed", "output": text.getvalue()})
+        summary = f"{report.points:.1f}/{report.total} points ({report.percent}%)"
+        if report.notes:
+            summary += "\n" + "\n".join(f"note: {_shown_text(n)}" for n in report.notes)
+        result = {"score": round(report.points, 4), "execution_time": round(report.seconds, 2), "output": summary,
+                  "tests": tests}
+    if student is not None:
+        result["extra_data"] = {"student": _shown_name(student)}
+    return result
 
 
-def _write(path, text):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _file_stem(name):
+    """name as a plain file name: letters, digits, - _ . kept, anything else _, at most 100 bytes of UTF-8
+    (a file name may have 255, and a suffix and .json follow)."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return stem.encode("utf-8")[:100].decode("utf-8", "ignore")
+
+
+def gradescope_file_names(names):
+    """The file of each name (in their order) in a --gradescope FOLDER: two names never share one, and the
+    same names always get the same files.
+
+    A name that is a plain file name already (`_file_stem` leaves it as it is) keeps it, so that a teacher
+    finds it at once. Any other name is made one and given -<8 hex digits of the SHA-256 of its shown
+    name>: `a b` and `a_b` would otherwise both be a_b.json, and one student's results would replace the
+    other's. Names are compared ignoring case, as the folder's file system may (macOS, Windows, a USB
+    stick), and taken in sorted order, so that the files depend on the set of names only. If a suffixed
+    name is taken anyway (a folder named after another one's hash), a longer hash, then a count, is used.
+    """
+    files, taken = [None] * len(names), set()
+    order = sorted(range(len(names)), key=lambda i: (names[i], i))
+    for i in order:
+        stem = _file_stem(names[i])
+        if stem == names[i] and stem.casefold() not in taken:
+            files[i] = stem
+            taken.add(stem.casefold())
+    for i in order:
+        if files[i] is None:
+            base, digest = _file_stem(names[i]), hashlib.sha256(_shown_name(names[i]).encode("utf-8")).hexdigest()
+            candidates = itertools.chain((f"{base}-{digest[:width]}" for width in (8, 16, 64)),
+                                         (f"{base}-{digest}-{count}" for count in itertools.count(2)))
+            files[i] = next(stem for stem in candidates if stem.casefold() not in taken)
+            taken.add(files[i].casefold())
+    return [f"{stem}.json" for stem in files]
+
+
+def _write(path, text, what):
+    """Write text to path atomically (scratchnst.atomic); UserError in one line when it cannot be written."""
+    # The exports hold only shown text, so strict UTF-8 would do; backslashreplace is the guard that keeps a
+    # lone surrogate that got through from costing the teacher the whole file.
+    write_bytes(path, text.encode("utf-8", "backslashreplace"), what)
+
+
+def _write_gradescope_folder(folder, outcomes):
+    """One results.json per submission in folder, named by gradescope_file_names; every file is tried, and a
+    UserError afterwards names the first that could not be written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot make the Gradescope folder {folder}: {reason(error)}; give a folder that can be "
+                        "made (or a FILE.json for one submission)") from None
+    failed = []
+    for (name, rep, error), file in zip(outcomes, gradescope_file_names([n for n, _, _ in outcomes])):
+        try:
+            _write(folder / file, json.dumps(as_gradescope(rep, error, student=name), indent=1), "Gradescope file")
+        except UserError as problem:
+            failed.append(str(problem))
+    if failed:
+        more = f" (and {len(failed) - 1} other Gradescope files)" if len(failed) > 1 else ""
+        raise UserError(failed[0] + more)
+
+
+def write_exports(outcomes, csv_path=None, json_path=None, gradescope=None):
+    """Write the exports asked for; return one line per export that could not be written (empty: all were).
+
+    Each is tried whatever became of the others: a CSV file in a missing folder must not cost the teacher
+    the JSON file and the Gradescope files of a class that took minutes to grade.
+    """
+    exports = []
+    if csv_path:
+        exports.append(("CSV file", lambda: _write(csv_path, as_csv(outcomes), "CSV file")))
+    if json_path:
+        exports.append(("JSON file", lambda: _write(json_path, json.dumps(as_json(outcomes), indent=1), "JSON file")))
+    if gradescope and len(outcomes) == 1 and Path(gradescope).suffix == ".json":
+        exports.append(("Gradescope file", lambda: _write(
+            gradescope, json.dumps(as_gradescope(outcomes[0][1], outcomes[0][2]), indent=1), "Gradescope file")))
+    elif gradescope:
+        exports.append(("Gradescope folder", lambda: _write_gradescope_folder(gradescope, outcomes)))
+    failures = []
+    for what, export in exports:
+        try:
+            export()
+        except UserError as error:
+            failures.append(str(error))
+        except Exception as error:  # noqa: BLE001 - a bug in one export must not cost the others
+            failures.append(f"the {what} was not written: internal error ({type(error).__name__}: {error}); this is "
+                            "a bug in scratchnst: run the command again with --debug and report the traceback")
+    # one line each, as the command line shows its errors; a path may hold a line break or a stray byte
+    return [_shown_text(f).replace("\r", "\\r").replace("\n", "\\n") for f in failures]
 
 
 def print_table(outcomes, stream):
-    width = max([len(n) for n, _, _ in outcomes] + [7])
+    """The class as a table; names as the exports show them (`_shown_name`), so that a row is found in them."""
+    shown = [_printable(_shown_name(n)) for n, _, _ in outcomes]
+    width = max([len(n) for n in shown] + [7])
     print(f"{'student':<{width}}  {'points':>9}  {'%':>4}  {'seconds':>7}  notes", file=stream)
-    for name, report, error in outcomes:
+    for name, (_, report, error) in zip(shown, outcomes):
         if report is None:
-            print(f"{_printable(name):<{width}}  {'-':>9}  {'-':>4}  {'-':>7}  {_printable(error, 120)}", file=stream)
+            print(f"{name:<{width}}  {'-':>9}  {'-':>4}  {'-':>7}  {_printable(_shown_text(error), 120)}", file=stream)
             continue
         failing = [r.exercise.function for r in report.results if r.status != "pass"]
         notes = "all pass" if not failing else f"{len(failing)} not passing: {', '.join(failing[:4])}"
         notes += "..." if len(failing) > 4 else ""
         score = f"{report.points:.1f}/{report.total}"
-        print(f"{_printable(name):<{width}}  {score:>9}  {report.percent:>4}  {report.seconds:>7.1f}  {notes}",
-              file=stream)
+        print(f"{name:<{width}}  {score:>9}  {report.percent:>4}  {report.seconds:>7.1f}  {notes}", file=stream)
 
 
 def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_IMPORT_TIMEOUT,
@@ -171,6 +325,8 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     """`scratchnst exercises grade`: grade the class, print the table, write the exports.
 
     Returns the exit status: 0 when every submission was graded, 1 when one could not be (its row says why).
+    Raises UserError when an export could not be written, after trying all of them (the others are written);
+    each failure but the last is printed as a line of its own first, as the command line prints the last.
     """
     out = stream or sys.stdout
     for flag, value in (("--timeout", timeout), ("--import-timeout", import_timeout), ("--budget", budget)):
@@ -188,30 +344,23 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     def progress(outcome):
         name, rep, error = outcome
         what = f"{rep.points:.1f}/{rep.total}" if rep else "not graded"
-        print(f"graded {_printable(name)}: {what}", file=sys.stderr, flush=True)
+        print(f"graded {_printable(_shown_name(name))}: {what}", file=sys.stderr, flush=True)
 
     outcomes = grade_class(submissions, only=only, timeout=timeout, import_timeout=import_timeout, budget=budget,
                            jobs=jobs, contained=contained, limits=Limits(memory_mb=memory_mb),
                            use_torch=use_torch, seed=seed, progress=progress)
     if report:
         for name, rep, error in outcomes:
-            print(f"=== {_printable(name)}", file=out)
-            print_report(rep, out) if rep else print(error, file=out)
+            print(f"=== {_printable(_shown_name(name))}", file=out)
+            print_report(rep, out) if rep else print(_printable(_shown_text(error), 2000), file=out)
     print_table(outcomes, out)
     print(f"{len(outcomes)} submissions graded in {time.monotonic() - started:.1f} s "
           f"({'in bubblewrap' if contained else 'UNCONTAINED'})", file=out)
-    if csv_path:
-        _write(csv_path, as_csv(outcomes))
-    if json_path:
-        _write(json_path, json.dumps(as_json(outcomes), indent=1))
-    if gradescope:
-        if len(outcomes) == 1 and Path(gradescope).suffix == ".json":
-            _write(gradescope, json.dumps(as_gradescope(outcomes[0][1], outcomes[0][2]), indent=1))
-        else:
-            Path(gradescope).mkdir(parents=True, exist_ok=True)
-            for name, rep, error in outcomes:
-                safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-                _write(Path(gradescope) / f"{safe}.json", json.dumps(as_gradescope(rep, error), indent=1))
+    failures = write_exports(outcomes, csv_path=csv_path, json_path=json_path, gradescope=gradescope)
+    for failure in failures[:-1]:
+        print(f"scratchnst: error: {failure}", file=sys.stderr)
+    if failures:
+        raise UserError(failures[-1])
     return 1 if any(error for _, _, error in outcomes) else 0
 
 
@@ -266,4 +415,4 @@ def write_gradescope_bundle(dest, options=""):
 
 
 __all__ = ["DEFAULT_BUDGET", "as_csv", "as_gradescope", "as_json", "find_submissions", "grade_class",
-           "installed_package_dir", "run_grade", "write_gradescope_bundle"]
+           "gradescope_file_names", "installed_package_dir", "run_grade", "write_exports", "write_gradescope_bundle"]

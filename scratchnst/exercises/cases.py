@@ -121,6 +121,8 @@ def _describe(value):
         return f"a {type(value).__name__} of {len(value)} items"
     if isinstance(value, (bool, np.bool_)):
         return f"the boolean {value}"
+    if isinstance(value, int) and abs(value) >= 10 ** 15:   # beyond a float's digits, or its range
+        return f"an integer of {len(str(abs(value)))} digits" if abs(value) < 10 ** 4000 else "a huge integer"
     if isinstance(value, (int, float, np.number)):
         return f"the number {float(value):.6g}" + (f" ({value.dtype})" if isinstance(value, np.generic) else "")
     return "None" if value is None else f"a {type(value).__name__}"
@@ -286,8 +288,13 @@ class CheckResult:
 
 
 def _input_name(path, params):
-    head = params[path[0]] if isinstance(path[0], int) and path[0] < len(params) else str(path[0])
+    head = params[path[0]] if type(path[0]) is int and 0 <= path[0] < len(params) else str(path[0])
     return head + "".join(f"[{i}]" for i in path[1:])
+
+
+# What interpreting an answer may raise when the student's value is not what it should be (a number
+# beyond a float's range, a structure that does not index): the check fails, the grader goes on.
+_UNREADABLE = (Malformed, ArithmeticError, ValueError, TypeError, LookupError, MemoryError, RecursionError)
 
 
 def judge(answer, case, params):
@@ -319,15 +326,17 @@ def judge(answer, case, params):
         line = f"{answer['type']}: {answer['message']}" if answer["message"] else answer["type"]
         return CheckResult(case.label, status, details=[f"{line}{where}"], where=answer["where"],
                            function=answer["function"])
+    if status != "ok":   # sandbox.StudentProcess.call lets no other status through; a grader bug if it did
+        raise ValueError(f"judge: unknown answer status {status!r}")
     result = CheckResult(case.label, "ok")
-    for path in answer["mutated"]:
+    for path in answer.get("mutated", []):
         mistake = Mistake(f"wrote into its input {_input_name(path, params)}",
                           "never modify inputs, dout or caches: compute into new arrays", None)
         result.status = "fail"
         result.details.append(mistake)
         result.mistakes.append(mistake.name)
     try:
-        got = case.pick(answer["value"]) if case.pick else answer["value"]
+        got = case.pick(answer.get("value")) if case.pick else answer.get("value")
         if case.parts:
             structure = f"a tuple ({', '.join(case.parts)})"
             if not isinstance(got, (tuple, list)) or len(got) != len(case.parts):
@@ -339,9 +348,13 @@ def judge(answer, case, params):
         result.status = "fail"
         result.details.append(str(error))
         return result
+    except _UNREADABLE as error:
+        result.status = "fail"
+        result.details.append(f"the answer could not be read as the function's result ({type(error).__name__})")
+        return result
     try:
         return _compare_parts(result, pairs, case)
-    except (ArithmeticError, ValueError, TypeError, MemoryError) as error:
+    except _UNREADABLE as error:
         result.status = "fail"
         result.error = None
         result.details.append(f"the answer could not be compared with the expected value ({type(error).__name__})")

@@ -40,7 +40,8 @@ How grading works
     (its .py files only) into a scratch folder, and imported there in a child process
     (sandbox.StudentProcess, in bubblewrap when grading) that runs worker.py; requests and answers
     are frames of JSON and raw arrays, never pickle. The package's import has its own budget; the
-    calls of one exercise share theirs (--timeout) and a submission's calls a total (--budget). A
+    calls of one exercise share theirs (--timeout) and a submission's calls and imports (each new
+    child's, after a crash too) a total (--budget). A
     call that outlives its budget, a crash or a broken frame gets the child killed (a fresh one
     serves the next exercise).
 
@@ -82,7 +83,7 @@ import scratchnst.exercises.casefile as casefile
 from scratchnst.exercises.cases import CheckResult, Mistake, judge
 from scratchnst.exercises.catalogue import CATALOGUE, Exercise
 from scratchnst.exercises.markers import installed_package_dir, make_student_copy as _write_copy, package_regions
-from scratchnst.exercises.sandbox import Limits, StudentProcess, bwrap_status, copy_submission
+from scratchnst.exercises.sandbox import Limits, StudentProcess, bwrap_status, copy_submission, hide_given_code
 from scratchnst.exercises.sandbox import _printable as printable
 
 # Seconds the calls of one exercise may take together. The reference answers take milliseconds on
@@ -328,6 +329,7 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
     try:
         try:
             submission = copy_submission(root / "scratchnst", scratch / "submission")
+            hide_given_code(submission)
         except OSError as error:
             raise UserError(f"cannot copy {root / 'scratchnst'} to a scratch folder ({reason(error)}); "
                             "free some space in the temporary folder") from None
@@ -373,12 +375,15 @@ def _grade_exercise(student, exercise, hint, cases, timeout, left):
         if budget <= 0:
             checks.append(CheckResult(case.label, "timeout", details=["not run: the exercise's time ran out"]))
             continue
+        imported = student.import_seconds
         answer, seconds = student.call(exercise.module, exercise.function, case.args, case.kwargs,
-                                       min(budget, left - spent))
+                                       min(budget, left - spent), total=left - spent)
         if answer["status"] == "timeout" and left - spent - seconds <= 0 and budget - seconds > 0:
             answer = {"status": "budget"}
         budget -= seconds
-        spent += seconds
+        # a new child's imports ran the student's code: they count against the total (--budget), not
+        # against this exercise's --timeout (a first import on a loaded machine is no endless loop)
+        spent += seconds + (student.import_seconds - imported)
         checks.append(judge(answer, case, params))
     main = [i for i, c in enumerate(cases) if c.main or (i == 0 and c.main is None)]
     return ExerciseResult(exercise, checks, hint, main), spent

@@ -3,7 +3,9 @@
 Containment comes in layers, each of which stands without the others:
     - the submission is copied, not run in place: only regular `.py` files of its scratchnst/
       (no symlinks, no `__pycache__`, no `.pyc`, no compiled modules), bounded in number and size
-      (`copy_submission`); Python runs with -B, so no bytecode is read or written;
+      (`copy_submission`); Python runs with -B, so no bytecode is read or written; the modules
+      the package gives that compute an exercise's answer (GIVEN_CODE) are replaced there by
+      stubs whose every function refuses (`hide_given_code`);
     - nothing from the child is unpickled or executed: its answers are frames of JSON and raw
       arrays (worker.py) parsed by the grader under limits, and a broken frame ends the child;
     - the child runs in its own session, with a clean environment and limits on memory (address
@@ -17,15 +19,22 @@ Containment comes in layers, each of which stands without the others:
       its site-packages, NumPy, the worker and the submission's copy, and a small private /tmp.
       Neither the reference answers nor the teacher's files are in that view. As root, the worker
       becomes `nobody` before it imports the student's code, so the process limit holds and no
-      capability is left. Without bwrap, grading says so and needs --uncontained to go on.
+      capability is left. A seccomp filter refuses the kernel keyring's calls (`keyring_filter`),
+      the one store the kernel keeps per user rather than per namespace, where one sandbox's
+      `nobody` could leave what another's reads. Without bwrap, grading says so and needs
+      --uncontained to go on.
 """
 
 import ctypes
+import errno
+import math
 import os
+import platform
 import resource
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -115,6 +124,34 @@ def copy_submission(package_dir, dest):
     return Submission(Path(dest), notes, count)
 
 
+# Code the package GIVES the student (as CS231n gives fast_layers.py) that computes an exercise's
+# answer: the fast convolutions and the layers of the transformer network (whose weight gradient is
+# a convolution's). None of the graded modules (layers, costs, optim) imports them. They are not in
+# the scratch copy at all, so that no reload, fresh import or exec of their source inside the child
+# can bring them back (refusing their functions in the child, as the grader once did, was undone
+# by importlib.reload); stubs stand in for them, for a clear message.
+GIVEN_CODE = ("fast_conv", "winograd", "tap_planes", "fire_rows", "conv_rows", "upsample_conv", "transformer_layers")
+_GIVEN_STUB = '''"""scratchnst.{module} is given code: the grader leaves it out of a submission (exercises.sandbox)."""
+
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+
+    def refused(*args, **kwargs):
+        raise RuntimeError(f"{module}.{{name}} is given code, not your answer: write the exercise itself")
+    return refused
+'''
+
+
+def hide_given_code(submission):
+    """Replace the GIVEN_CODE modules of a scratch copy (a Submission) by stubs whose functions refuse."""
+    package = submission.root / "scratchnst"
+    for module in GIVEN_CODE:
+        (package / f"{module}.py").write_text(_GIVEN_STUB.format(module=module), encoding="utf-8")
+        os.chmod(package / f"{module}.py", 0o644)
+
+
 def _no_follow(path, flags):
     return os.open(path, flags | os.O_NOFOLLOW)
 
@@ -139,19 +176,34 @@ def bwrap_status():
             with tempfile.TemporaryDirectory(prefix="scratchnst-probe-") as scratch:
                 runner = _runner(Path(scratch))
                 (Path(scratch) / "sub").mkdir()
-                command = _bwrap_command(path, runner, Path(scratch) / "sub", Limits()) + [
-                    "-c", "import sys; sys.path.insert(0, '/grader/lib'); import numpy"]
-                try:
-                    done = subprocess.run(command, capture_output=True, timeout=120, env={},
-                                          preexec_fn=_limits_for_child(Limits()))
-                    ok, why = done.returncode == 0, _printable(done.stderr.decode("utf-8", "replace").strip()
-                                                              .splitlines()[-1:] or ["no message"])
-                except (OSError, subprocess.TimeoutExpired) as error:
-                    ok, why = False, _printable(error)
+                # with the keyring filter, as the workers run; where bwrap or the kernel cannot load
+                # it (no seccomp), without it: the other walls still stand
+                for seccomp in (True, False):
+                    _BWRAP["seccomp"] = seccomp
+                    ok, why = _probe(path, runner, Path(scratch) / "sub")
+                    if ok:
+                        break
             version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
             _BWRAP["status"] = (True, version or "bubblewrap") if ok else (
                 False, f"bubblewrap cannot make a sandbox here ({why.strip('[]')})")
     return _BWRAP["status"]
+
+
+def _probe(bwrap, runner, sub):
+    """(True, "") if bwrap runs the worker's Python and NumPy as the workers run, else (False, why)."""
+    seccomp = _filter_fd()
+    command = _bwrap_command(bwrap, runner, sub, Limits(), seccomp) + [
+        "-c", "import sys; sys.path.insert(0, '/grader/lib'); import numpy"]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=120, env={}, pass_fds=(seccomp,) if seccomp else (),
+                              preexec_fn=_limits_for_child(Limits()))
+        return done.returncode == 0, _printable(done.stderr.decode("utf-8", "replace").strip()
+                                                .splitlines()[-1:] or ["no message"])
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return False, _printable(error)
+    finally:
+        if seccomp is not None:
+            os.close(seccomp)
 
 
 def _runner(scratch):
@@ -173,8 +225,47 @@ def _ancestors(path):
     return [str(Path(*parts[:i])) for i in range(2, len(parts))]
 
 
-def _bwrap_command(bwrap, runner, submission, limits):
-    """bwrap's command line: the view described in the module docstring, then python -I -S -B."""
+# The kernel keyring's system calls (add_key, request_key, keyctl) by CPU: (seccomp's AUDIT_ARCH, numbers).
+# Every sandbox runs as the same `nobody`, and keys live in the kernel per user, not per namespace:
+# without this, one student's worker could leave a key that another's reads (and it outlives grading).
+_KEYRING_CALLS = {"x86_64": (0xC000003E, (248, 249, 250)), "aarch64": (0xC00000B7, (217, 218, 219))}
+
+
+def keyring_filter():
+    """The seccomp program bwrap --seccomp reads (classic BPF) that makes the keyring's calls fail
+    with EPERM, everything else allowed; None on a CPU whose numbers are not known here."""
+    known = _KEYRING_CALLS.get(platform.machine())
+    if known is None:
+        return None
+    arch, (add_key, request_key, keyctl) = known
+    x32 = 0x40000000 if arch == 0xC000003E else 0xFFFFFFFF   # x86-64's x32 numbers: refused outright
+    load, equal, at_least, ret = 0x20, 0x15, 0x35, 0x06      # BPF_LD|W|ABS, BPF_JMP|JEQ|K, JGE|K, BPF_RET|K
+    allow, refuse = 0x7FFF0000, 0x00050000 | errno.EPERM     # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    program = [(load, 0, 0, 4),            # seccomp_data.arch
+               (equal, 0, 5, arch),        # another ABI (a 32-bit one): its numbers differ, allowed
+               (load, 0, 0, 0),            # seccomp_data.nr
+               (at_least, 4, 0, x32),
+               (equal, 3, 0, add_key), (equal, 2, 0, request_key), (equal, 1, 0, keyctl),
+               (ret, 0, 0, allow), (ret, 0, 0, refuse)]
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+
+
+def _filter_fd():
+    """A pipe's read end holding keyring_filter() (for bwrap --seccomp), or None without one."""
+    program = keyring_filter() if _BWRAP.get("seccomp", True) else None
+    if program is None:
+        return None
+    read_end, write_end = os.pipe()
+    os.write(write_end, program)   # 72 bytes: far below a pipe's buffer
+    os.close(write_end)
+    return read_end
+
+
+def _bwrap_command(bwrap, runner, submission, limits, seccomp_fd=None):
+    """bwrap's command line: the view described in the module docstring, then python -I -S -B.
+
+    seccomp_fd: None, or a file descriptor the child inherits holding keyring_filter().
+    """
     python = os.path.realpath(sys.executable)
     prefix = os.path.realpath(sys.base_prefix)
     numpy_dir = os.path.dirname(os.path.realpath(np.__file__))
@@ -208,6 +299,8 @@ def _bwrap_command(bwrap, runner, submission, limits):
     ]
     for key, value in _clean_environment("/tmp").items():
         command += ["--setenv", key, value]
+    if seccomp_fd is not None:
+        command += ["--seccomp", str(seccomp_fd)]
     return command + ["--setenv", "SCRATCHNST_SANDBOX", "1", python, "-I", "-S", "-B"]
 
 
@@ -348,32 +441,40 @@ class StudentProcess:
         self.stop()
         shutil.rmtree(self._scratch, ignore_errors=True)
 
-    def _command(self):
+    def _command(self, seccomp_fd=None):
         if self.contained:
-            return _bwrap_command(shutil.which("bwrap"), self._runner, self.submission.root, self.limits) + [
-                "/grader/worker.py", "--worker", "/sub", "/grader/lib"]
+            return _bwrap_command(shutil.which("bwrap"), self._runner, self.submission.root, self.limits,
+                                  seccomp_fd) + ["/grader/worker.py", "--worker", "/sub", "/grader/lib"]
         numpy_parent = os.path.dirname(os.path.dirname(os.path.realpath(np.__file__)))
         return [sys.executable, "-I", "-S", "-B", str(self._runner / "worker.py"), "--worker",
                 str(self.submission.root), numpy_parent]
 
-    def _start(self):
-        """Start the child and import the modules; None when it is ready, else an answer dict."""
+    def _start(self, cap=math.inf):
+        """Start the child and import the modules; None when it is ready, else an answer dict.
+
+        The imports run the student's code (whatever a module does at import time): besides each
+        import's own budget they may take `cap` seconds together, after which the answer is "budget".
+        """
+        imported_before = self.import_seconds
         self._stderr = open(self._scratch / "stderr", "w+b")
         home = self._scratch / "home"
         home.mkdir(exist_ok=True)
         read_requests, write_requests = os.pipe()
         read_answers, write_answers = os.pipe()
+        seccomp = _filter_fd() if self.contained else None
         try:
             with _LOCK:  # registered before any other thread's kill_strays can take it for an orphan
                 self._proc = subprocess.Popen(
-                    self._command(), stdin=read_requests, stdout=write_answers, stderr=self._stderr,
+                    self._command(seccomp), stdin=read_requests, stdout=write_answers, stderr=self._stderr,
                     cwd=str(home), env=_clean_environment(str(home)), start_new_session=True,
-                    preexec_fn=_limits_for_child(self.limits), close_fds=True)
+                    preexec_fn=_limits_for_child(self.limits), close_fds=True,
+                    pass_fds=(seccomp,) if seccomp is not None else ())
                 _WORKERS.add(self._proc.pid)
                 self._started = (_stat(self._proc.pid) or (0, 0, 0, 0))[3]
         finally:
-            os.close(read_requests)
-            os.close(write_answers)
+            for fd in (read_requests, write_answers, seccomp):
+                if fd is not None:
+                    os.close(fd)
         os.set_blocking(write_requests, False)  # a child that stops reading cannot block the grader
         self._requests, self._answers = write_requests, read_answers
         answer, _ = self._receive(START_TIMEOUT)
@@ -384,7 +485,10 @@ class StudentProcess:
         # own exercises (the child is restarted without it), not those of the modules after it.
         self.import_errors = {}
         for module in [None] + [m for m in self.modules if m not in self._hung]:
-            answer = self._import(module)
+            answer = self._import(module, cap - (self.import_seconds - imported_before))
+            if answer.get("status") == "budget":
+                self.stop()
+                return answer
             if answer.get("status") in ("timeout", "crashed", "garbled"):
                 what = "the package" if module is None else f"scratchnst.{module}"
                 if answer["status"] == "timeout":
@@ -398,21 +502,31 @@ class StudentProcess:
                     self._fatal = hung
                     return self._fatal
                 self._hung[module] = hung
-                return self._start()
+                return self._start(cap - (self.import_seconds - imported_before))
             if answer.get("status") != "imported":
                 self._fatal = self._failed(answer, "the worker failed while importing the package")
                 return self._fatal
             errors = answer.get("errors")
             if isinstance(errors, dict):
-                self.import_errors.update({str(m): _clean_answer(e) for m, e in errors.items()})
+                for m, e in errors.items():
+                    error = _clean_answer(e)
+                    if error["status"] not in ("not done", "error"):   # an import error is an exception, nothing else
+                        error = {"status": "garbled", "message": "an import error that was not an exception (a frame "
+                                 "written by the student's code?)"}
+                    self.import_errors[str(m)] = error
         return None
 
-    def _import(self, module):
-        """Ask the child to import scratchnst (module None) or scratchnst.<module>; its answer."""
+    def _import(self, module, cap=math.inf):
+        """Ask the child to import scratchnst (module None) or scratchnst.<module>; its answer ("budget"
+        when it outlived `cap` seconds, less than the import's own budget)."""
+        if cap <= 0:
+            return {"status": "budget"}
         if not self._send({"kind": "import", "modules": [] if module is None else [module]}):
             return {"status": "timeout"}
-        answer, seconds = self._receive(self.import_budget)
+        answer, seconds = self._receive(min(self.import_budget, cap))
         self.import_seconds += seconds
+        if answer.get("status") == "timeout" and cap < self.import_budget:
+            return {"status": "budget"}
         return answer
 
     def _failed(self, answer, what):
@@ -494,8 +608,12 @@ class StudentProcess:
             return ""
         return _printable(lines[-1], 200) if lines else ""
 
-    def call(self, module, function, args, kwargs, budget):
+    def call(self, module, function, args, kwargs, budget, total=math.inf):
         """Run scratchnst.<module>.<function>(*args, **kwargs) in the child.
+
+        budget is the call's own seconds; total what is left of the submission's (--budget), which
+        also pays for the imports of a child started for this call (the first, or one after a crash
+        or timeout): `import_seconds` grows by what they took.
 
         Returns:
             (answer, seconds). answer is a dict with "status":
@@ -506,13 +624,14 @@ class StudentProcess:
                 "crashed"        the child died: "code" (its exit status), "message" (stderr's last line)
                 "garbled"        the answer broke the format (the child was killed): "message"
                 "import timeout" the package's import outlived its own budget: "message"
+                "budget"         the imports of a new child outlived `total`
         """
         if self._fatal:
             return dict(self._fatal), 0.0
         if module in self._hung:
             return dict(self._hung[module]), 0.0
         if self._proc is None:
-            failed = self._start()
+            failed = self._start(total)
             if failed:
                 return failed, 0.0
         if module in self._hung:  # found hanging while this child started
@@ -533,8 +652,12 @@ class StudentProcess:
             return {"status": "timeout"}, time.monotonic() - start
         answer, _ = self._receive(budget - (time.monotonic() - start))
         seconds = time.monotonic() - start
-        if answer["status"] in ("ok", "not done", "error") and answer.get("id") != self._calls:
-            answer = {"status": "garbled", "message": "an answer to another call (a frame written by the student's code?)"}
+        if answer["status"] in ("ready", "imported"):
+            answer = {"status": "garbled",
+                      "message": "a start-up frame where an answer was due (a frame written by the student's code?)"}
+        elif answer["status"] in CALL_STATUSES and answer.get("id") != self._calls:
+            answer = {"status": "garbled",
+                      "message": "an answer to another call (a frame written by the student's code?)"}
         if answer["status"] in ("timeout", "crashed", "garbled"):
             if answer["status"] == "crashed":
                 answer["message"] = answer.get("message") or self._stderr_tail()
@@ -543,6 +666,14 @@ class StudentProcess:
 
 
 _STATUSES = ("ready", "imported", "ok", "not done", "error")
+CALL_STATUSES = ("ok", "not done", "error")   # what a call's answer may say (ready and imported are not answers)
+
+
+def _is_input_path(path):
+    """True for a path the worker reports an input by: [argument index or keyword, then indexes into it]."""
+    return (isinstance(path, list) and 1 <= len(path) <= 8
+            and ((type(path[0]) is int and 0 <= path[0] < 1000) or (type(path[0]) is str and len(path[0]) <= 100))
+            and all((type(i) is int and 0 <= i < 1000) or (type(i) is str and len(i) <= 100) for i in path[1:]))
 
 
 def _clean_answer(head):
@@ -553,8 +684,7 @@ def _clean_answer(head):
     for key in ("type", "message", "where", "function"):
         out[key] = _printable(head.get(key, "") if isinstance(head.get(key, ""), str) else "", 240)
     mutated = head.get("mutated", [])
-    out["mutated"] = [tuple(p[:8]) for p in mutated[:64] if isinstance(p, list)
-                      and all(type(i) in (int, str) for i in p)] if isinstance(mutated, list) else []
+    out["mutated"] = [tuple(p) for p in mutated[:64] if _is_input_path(p)] if isinstance(mutated, list) else []
     if "errors" in head:
         out["errors"] = head["errors"] if isinstance(head["errors"], dict) else {}
     return out

@@ -21,7 +21,6 @@ under `Limits`: the dtypes of ALLOWED_DTYPES only, sizes bounded, a deadline on 
 frame that breaks a rule is a `ProtocolError`: the grader then trusts nothing more from that child.
 """
 
-import contextlib
 import importlib
 import json
 import os
@@ -277,42 +276,6 @@ def _import_all(root, modules):
     return errors
 
 
-# Code the package GIVES the student (as CS231n gives fast_layers.py) that computes an exercise's
-# answer: while an exercise of the module on the left is graded, these functions of the module on
-# the right raise instead, so that `return fast_conv.conv2d_forward(...)` is not an answer.
-_GIVEN_SHORTCUTS = {
-    "layers": [("fast_conv", ("conv2d_forward", "conv2d_relu_forward", "conv2d_backward", "conv2d_relu_backward",
-                              "_forward", "_conv_padded", "_input_gradient", "_conv_padded_backward_x")),
-               ("winograd", ("conv3x3",)), ("tap_planes", ("conv",)), ("fire_rows", ("fire_forward", "fire_backward"))],
-}
-
-
-def _refuse(module, name):
-    def refused(*args, **kwargs):
-        raise RuntimeError(f"{module}.{name} is given code, not your answer: write the exercise itself")
-    return refused
-
-
-@contextlib.contextmanager
-def _shortcuts_refused(module):
-    """Replace the given shortcuts to `module`'s exercises while one of them runs; put them back after."""
-    saved = []  # (module, name, the real function)
-    for given, names in _GIVEN_SHORTCUTS.get(module, []):
-        try:
-            target = importlib.import_module(f"scratchnst.{given}")
-        except (Exception, SystemExit):
-            continue  # a copy without it has no shortcut to take
-        for name in names:
-            if hasattr(target, name):
-                saved.append((target, name, getattr(target, name)))
-                setattr(target, name, _refuse(given, name))
-    try:
-        yield
-    finally:
-        for target, name, value in saved:
-            setattr(target, name, value)
-
-
 def _serve(root, module, function, args, kwargs):
     """Run one call of the student's code: (head, body) of the answer frame."""
     try:
@@ -321,8 +284,7 @@ def _serve(root, module, function, args, kwargs):
         return _raised(error, root, importing=True), None
     before = [(path, array, array.copy()) for path, array in _arrays_in(args, kwargs)]
     try:
-        with _shortcuts_refused(module):
-            value = func(*args, **kwargs)
+        value = func(*args, **kwargs)
     except (Exception, SystemExit) as error:  # KeyboardInterrupt ends the worker, as it should
         return _raised(error, root), None
     mutated = [path for path, array, copy in before
