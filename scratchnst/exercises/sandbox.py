@@ -57,11 +57,18 @@ STDERR_TAIL = 4096  # bytes of the child's stderr that are ever read
 
 @dataclass(frozen=True)
 class Limits:
-    """The resource limits of one child (its whole process tree for memory per process)."""
+    """The resource limits of one child.
+
+    Memory is limited per process (the address space: no cgroup is needed), so a child's whole tree
+    may hold up to processes x memory_mb; hence few processes. The worker needs one (its BLAS runs
+    on one thread), and no exercise needs a second: the others are room for a student's own
+    experiments, not for holding memory (16 allowed 16 x 2 GB to one submission).
+    """
 
     memory_mb: int = 2048  # address space per process: NumPy's own start-up needs a few hundred MB
     cpu_seconds: int = 600  # CPU time per process, a backstop behind the wall-clock budgets
-    processes: int = 16  # threads included; enforced for a non-root user (as root, in bwrap, as nobody)
+    processes: int = 4  # threads included; enforced for a non-root user (as root, in bwrap, as nobody, whom
+    # every sandbox of a class shares: with more --jobs than this, a student's code cannot start any)
     file_mb: int = 8  # the largest file it may write, stderr included
     open_files: int = 64
     tmp_mb: int = 16  # the sandbox's private /tmp
