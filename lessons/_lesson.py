@@ -28,7 +28,7 @@ from scratchnst import image
 from scratchnst.atomic import atomic_path, same_file
 from scratchnst.cli import ArgumentParser, describe_error, path_arg
 from scratchnst.cli.interrupts import INTERRUPTED, catch_lost_interrupts
-from scratchnst.errors import UsageError, UserError
+from scratchnst.errors import UsageError, UserError, debug_requested
 
 LESSONS = Path(__file__).resolve().parent
 IMAGES = LESSONS / "images"
@@ -39,7 +39,7 @@ DEFAULT_STYLE = IMAGES / "swirls.jpg"
 
 # ---------------------------------------------------------------------------- errors as one line
 # --debug (parse_args sets it) or SCRATCHNST_DEBUG=1: tracebacks instead of one line.
-_DEBUG = os.environ.get("SCRATCHNST_DEBUG", "") not in ("", "0")
+_DEBUG = debug_requested()
 
 
 def _excepthook(kind, error, traceback):

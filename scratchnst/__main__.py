@@ -1,7 +1,24 @@
-"""`python -m scratchnst` does what the `scratchnst` command does."""
+"""`python -m scratchnst` and the `scratchnst` command (its console script is `run`).
+
+`run` imports the command line itself: a Ctrl-C while the modules load, before `main` has its own
+handling in place, then ends in the same one line and exit status as a Ctrl-C later on.
+"""
 
 import sys
 
-from scratchnst.cli import main
+INTERRUPTED = 130   # cli.interrupts.INTERRUPTED: 128 + SIGINT, as a shell reports a Ctrl-C
 
-sys.exit(main())
+
+def run():
+    """The `scratchnst` command: cli.main's exit status."""
+    try:
+        from scratchnst.cli import main
+
+        return main()
+    except KeyboardInterrupt:   # only before main took over: main reports its own
+        print("scratchnst: interrupted (Ctrl-C) while starting; nothing was written", file=sys.stderr)
+        return INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -25,7 +25,14 @@ def temporary_sibling(path):
     """A fresh hidden name next to `path`, ending in the same suffix (writers that pick the format
     from the extension, such as matplotlib's savefig, still see it): out.png -> .out.png.1f2e3d4c.tmp.png"""
     path = Path(path)
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    tail = f".{secrets.token_hex(4)}.tmp{path.suffix}"
+    # within a file name's 255 bytes even where path's own name is near them: its start, cut short
+    room = NAME_MAX - 1 - len(tail.encode("utf-8", "surrogateescape"))
+    head = path.name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return path.with_name(f".{head}{tail}")
+
+
+NAME_MAX = 255   # bytes of a file name on Linux's, macOS's and Windows's usual file systems
 
 
 @contextlib.contextmanager

@@ -9,6 +9,8 @@ else is a bug (shown as one line too, with --debug giving the traceback).
                  parse, options that contradict each other. Exit status 2, as argparse uses.
 """
 
+import os
+
 
 class UserError(Exception):
     """A problem the user can fix; str(error) is one line that names the thing and says what to do."""
@@ -33,3 +35,8 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(how)
         self.how = how
         self.exit_status = exit_status
+
+
+def debug_requested():
+    """True when $SCRATCHNST_DEBUG asks for tracebacks: any value but empty, 0, no, false or off."""
+    return os.environ.get("SCRATCHNST_DEBUG", "").strip().lower() not in ("", "0", "no", "false", "off")

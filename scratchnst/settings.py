@@ -212,11 +212,13 @@ def resolve_settings(
     for key, value in numbers.items():
         if not (_finite(value) and value >= 0):
             raise UsageError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {value}")
-    if int(seed) < 0:
-        raise UsageError(f"--seed must be an integer >= 0, got {seed}")
+    check_seed(seed)
     for key, value in (("size", size), ("iters", iters), ("scales", scales)):
         if int(value) < 1:
             raise UsageError(f"--{key} must be at least 1, got {value}")
+    if int(scales) > MAX_SCALES:
+        raise UsageError(f"--scales {scales}: at most {MAX_SCALES} (pass 1 would be 2**{int(scales) - 1} times smaller "
+                         "than --size; 2 or 3 is usual)")
     if not (_finite(style_scale) and float(style_scale) > 0):
         raise UsageError(f"--style-scale must be a finite number > 0, got {style_scale}")
 
@@ -231,6 +233,18 @@ def resolve_settings(
 
 def _finite(value):
     return bool(np.isfinite(float(value)))
+
+
+# A seed is stored with a run's results (a network file's attributes, a checkpoint): as an int64.
+MAX_SEED = 2**63 - 1
+# Coarse-to-fine passes: each halves the last; 16 already starts below a pixel at any --size.
+MAX_SCALES = 16
+
+
+def check_seed(seed):
+    """UsageError unless 0 <= seed <= MAX_SEED."""
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise UsageError(f"--seed must be an integer from 0 to 2**63 - 1, got {seed}")
 
 
 def scale_sizes(size, scales):

@@ -44,7 +44,7 @@ from scratchnst import weights as weights_io
 from scratchnst.costs import (compute_content_cost, compute_total_variation_cost, content_cost_backward,
                               layer_style_cost_from_target, style_target, total_variation_cost_backward)
 from scratchnst.errors import UsageError, UserError
-from scratchnst.settings import MODEL_DEFAULTS, style_layer_list
+from scratchnst.settings import MODEL_DEFAULTS, check_seed, style_layer_list
 
 # ----------------------------------------------------------------------------------- defaults
 # Chosen from measurements on the shared 2-core Xeon this was written on (SqueezeNet loss network,
@@ -174,6 +174,10 @@ CACHE_BYTES = 512 * 2**20   # decoded photos kept in memory (uint8), so that eac
 # is one colour all over is skipped as unreadable ones are. The threshold is in grey levels of
 # 0..255: JPEG noise on a flat area is about 0.5.
 FLAT_STD = 1.0
+# Bounds of the network's size, far beyond what a CPU trains (the defaults: 16/32/64, 5 blocks), so
+# that a slip of the keyboard is told at once rather than after minutes of allocation.
+MAX_WIDTH = 1024
+MAX_RESIDUAL_BLOCKS = 64
 FLAT_RETRIES = 8   # crops drawn from a photo before it is passed over for this batch
 
 
@@ -648,17 +652,18 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     style_size = size if style_size is None else int(style_size)
     if style_size < need:
         raise UsageError(f"--style-size {style_size} is too small for {model}'s layers, which need at least {need} px")
-    for key, value, least in (("batch", batch, 1), ("iters", iters, 1), ("seed", seed, 0)):
+    for key, value, least in (("batch", batch, 1), ("iters", iters, 1)):
         if value < least:
             raise UsageError(f"--{key} must be an integer >= {least}, got {value}")
+    check_seed(seed)
     final_steps = iters // FINAL_STEPS_DIVISOR if final_steps is None else int(final_steps)
     if not 0 <= final_steps <= iters:
         raise UsageError(f"--final-steps must be an integer from 0 to --iters ({iters}), got {final_steps}")
     widths = [int(w) for w in widths]
-    if len(widths) != 3 or min(widths) < 1:
-        raise UsageError(f"--widths must be three integers >= 1, got {widths}")
-    if int(residual_blocks) < 0:
-        raise UsageError(f"--residual-blocks must be an integer >= 0, got {residual_blocks}")
+    if len(widths) != 3 or min(widths) < 1 or max(widths) > MAX_WIDTH:
+        raise UsageError(f"--widths must be three integers from 1 to {MAX_WIDTH}, got {','.join(map(str, widths))}")
+    if not 0 <= int(residual_blocks) <= MAX_RESIDUAL_BLOCKS:
+        raise UsageError(f"--residual-blocks must be an integer from 0 to {MAX_RESIDUAL_BLOCKS}, got {residual_blocks}")
     if int(outer_kernel) < 1 or int(outer_kernel) % 2 == 0:
         raise UsageError(f"--outer-kernel must be an odd integer >= 1 (the image is padded by half of it on each "
                          f"side), got {outer_kernel}")

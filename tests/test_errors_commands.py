@@ -180,6 +180,20 @@ def test_bench_pretrained_with_bad_weights_is_one_line_before_measuring(kind, tm
         one_line(err, str(folder / SQUEEZENET_FILE), *BAD_WEIGHTS[kind][1])
 
 
+def test_the_command_lines_bounds_are_the_settings():
+    from scratchnst import settings
+    from scratchnst.cli import parser
+
+    assert (parser.MAX_SEED, parser.MAX_SCALES) == (settings.MAX_SEED, settings.MAX_SCALES)
+
+
+@pytest.mark.parametrize("value", ["", "0", "no", "False", " off "])
+def test_debug_off_in_the_environment_keeps_one_line(tmp_path, monkeypatch, capsys, value):
+    monkeypatch.setenv("SCRATCHNST_DEBUG", value)
+    status, _, err = run(capsys, ["weights", "info", tmp_path / "absent.h5"])
+    assert status == 1 and one_line(err, "absent.h5: no such weights file")
+
+
 @pytest.mark.parametrize("debug", ["flag", "environment"])
 def test_debug_shows_the_traceback_instead(tmp_path, monkeypatch, debug):
     argv = ["weights", "info", str(tmp_path / "absent.h5")]
@@ -223,6 +237,14 @@ USAGE = {
     "gradcheck, --seed -1": (["gradcheck", "--seed", -1], ["argument --seed: '-1': give an integer >= 0"]),
     "bench, unknown model": (["bench", "--models", "resnet"], ["argument --models: invalid choice: 'resnet'"]),
     "bench, --sizes abc": (["bench", "--sizes", "abc"], ["argument --sizes: invalid int value: 'abc'"]),
+    "bench, --sizes 10**20": (["bench", "--models", "squeezenet", "--sizes", 10**20],
+                              ["--sizes 100000000000000000000 is larger than the bench measures", "at most 8192"]),
+    "bench, --seed 2**64": (["bench", "--seed", 2**64], ["argument --seed: '18446744073709551616': give an integer "
+                                                         "from 0 to 2**63 - 1"]),
+    "stylize, --scales 10**6": (["stylize", CAT, SWIRLS, "-o", "c.png", "--scales", 10**6],
+                                ["argument --scales: '1000000': give an integer from 1 to 16"]),
+    "stylize, --seed 2**64": (["stylize", CAT, SWIRLS, "-o", "c.png", "--seed", 2**64],
+                              ["give an integer from 0 to 2**63 - 1"]),
     "gradcheck, --seed x": (["gradcheck", "--seed", "x"], ["argument --seed: 'x': give an integer >= 0"]),
     "gradcheck, unknown flag": (["gradcheck", "--fast"], ["unrecognized arguments: --fast"]),
 }
@@ -768,3 +790,70 @@ def test_a_lesson_refuses_an_empty_path(flag, tmp_path):
     done = lesson("01_convolution.py", "--size", 32, flag, "", out=None if flag == "--out" else tmp_path)
     assert done.returncode == 2
     one_line(done.stderr, f"argument {flag}: an empty name; give a file name")
+
+
+# ------------------------------------------------------------------ the command's own streams
+def command(*argv, **popen):
+    """The real `scratchnst` command in a subprocess (its streams are the point): (status, stdout, stderr)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-m", "scratchnst", *map(str, argv)], env=env, timeout=300,
+                          capture_output="stdout" not in popen and "stderr" not in popen, **popen)
+    decode = (lambda b: b.decode("utf-8", "replace") if b else "")
+    return done.returncode, decode(done.stdout), decode(done.stderr)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_standard_output_that_cannot_be_written_is_one_line(real_weights):
+    with open("/dev/full", "w") as full:
+        status, _, err = command("weights", "list", stdout=full, stderr=subprocess.PIPE)
+    assert status == 1 and one_line(err, "cannot write to standard output (No space left on device)")
+    assert "internal error" not in err
+
+
+@pytest.mark.parametrize("how", ["closed", "full"])
+def test_progress_that_cannot_be_shown_stops_nothing(tmp_path, real_weights, how):
+    """A run whose standard error is closed (2>&-) or full still writes its result."""
+    out = tmp_path / "out.png"
+    argv = ["stylize", CAT, SWIRLS, "-o", out, "--weights", real_weights, "--size", 64, "--iters", 2]
+    if how == "closed":
+        status, _, _ = command(*argv, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(2))
+    else:
+        if not Path("/dev/full").exists():
+            pytest.skip("no /dev/full on this system")
+        with open("/dev/full", "w") as full:
+            status, _, _ = command(*argv, stdout=subprocess.DEVNULL, stderr=full)
+    assert status == 0 and out.is_file()
+    no_temporary_files(tmp_path)
+
+
+def test_a_long_output_name_has_a_temporary_name_that_fits(tmp_path, real_weights, capsys):
+    """The temporary sibling of a name of 240 characters stays within a file name's 255 bytes."""
+    out = tmp_path / ("a" * 236 + ".png")
+    status, _, err = run(capsys, ["stylize", CAT, SWIRLS, "-o", out, "--weights", real_weights, "--size", 64,
+                                  "--iters", 1])
+    assert status == 0 and out.is_file(), err
+    no_temporary_files(tmp_path)
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
+    """Before cli.main has its own handling in place (modules still loading), scratchnst.__main__.run has."""
+    import scratchnst.__main__ as entry
+    import scratchnst.cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scratchnst.cli, "main", interrupted)
+    assert entry.run() == 130
+    assert one_line(capsys.readouterr().err, "interrupted (Ctrl-C) while starting")
+
+
+@pytest.mark.parametrize("where", ["__init__.py", "costs.py"])
+def test_gradcheck_of_a_copy_that_does_not_import_names_its_line(tmp_path, where):
+    status, _, _ = command("exercises", "make", tmp_path / "copy")
+    assert status == 0
+    with open(tmp_path / "copy" / "scratchnst" / where, "a") as f:
+        f.write("\nx = = 1\n")
+    status, _, err = command("gradcheck", "--no-torch", "--only", "content_cost", "--package", tmp_path / "copy")
+    assert status == 1 and "internal error" not in err
+    one_line(err, "the student copy does not import:", f"{where}:", "SyntaxError")

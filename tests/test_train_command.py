@@ -110,8 +110,14 @@ def test_widths_residual_blocks_and_outer_kernel_reach_the_network(setup, capsys
     with pytest.raises(SystemExit) as info:
         train(setup, "--iters", "1", "--widths", "4,6")
     assert info.value.code == 2 and "three integers" in error_line(capsys)
-    assert train(setup, "--iters", "1", "--residual-blocks", "-1") == 2
-    assert "--residual-blocks must be an integer >= 0" in error_line(capsys)
+    for blocks in ("-1", "65", "10000000000"):   # a slip of the keyboard is told at once, not after an allocation
+        assert train(setup, "--iters", "1", "--residual-blocks", blocks) == 2
+        assert "--residual-blocks must be an integer from 0 to 64" in error_line(capsys)
+    assert train(setup, "--iters", "1", "--widths", "4,6,100000") == 2
+    assert "--widths must be three integers from 1 to 1024, got 4,6,100000" in error_line(capsys)
+    with pytest.raises(SystemExit) as info:   # stored as an int64 with the network
+        train(setup, "--iters", "1", "--seed", str(2**64))
+    assert info.value.code == 2 and "give an integer from 0 to 2**63 - 1" in error_line(capsys)
 
 
 def test_resume_from_the_command_line(setup, capsys):

@@ -9,6 +9,7 @@
     bench_training    its training-step row: a real-time style network's step against PyTorch's
     train_command     `scratchnst train` and `scratchnst apply`: a real-time style network, trained and used
     interrupts        Ctrl-C, SIGTERM and SIGHUP: the first stop raises, results are written whole
+    streams           stdout that cannot be written ends the command in one line; stderr writes that fail are dropped
 
 The course's modules (layers, costs, networks, optim, transfer, ...) never import this package;
 it imports them.

@@ -45,6 +45,7 @@ from scratchnst import fast_conv, layers, networks, parallel
 from scratchnst import weights as weights_io
 from scratchnst.torch_network import TorchNetwork, _torch, to_nchw, torch_available
 from scratchnst.errors import UsageError, UserError
+from scratchnst.settings import MAX_SEED
 
 MODELS = ("vgg19", "squeezenet")
 
@@ -513,6 +514,9 @@ def _load_average():
         return None
 
 
+MAX_SIZE = 8192   # the largest --sizes
+
+
 def check_settings(models, sizes, repeats=5, warmup=1, threads=None, seed=0):
     """UsageError for a setting the bench cannot run with; returns the thread count to use."""
     threads = default_threads() if threads is None else threads
@@ -529,6 +533,11 @@ def check_settings(models, sizes, repeats=5, warmup=1, threads=None, seed=0):
             if size < smallest:
                 raise UsageError(f"--sizes {size} is too small for {model} up to {BENCH_LAYERS[model][-1]}: "
                                  f"use sizes of at least {smallest}")
+            if size > MAX_SIZE:
+                raise UsageError(f"--sizes {size} is larger than the bench measures ({MAX_SIZE} px; a VGG-19 step "
+                                 f"there already needs tens of GB): use sizes of at most {MAX_SIZE}")
+    if seed > MAX_SEED:
+        raise UsageError(f"--seed must be an integer from 0 to 2**63 - 1, got {seed}")
     return threads
 
 

@@ -20,16 +20,30 @@ from scratchnst.errors import UserError
 
 # The child: put the copy first on the path, make sure its scratchnst is the one imported, run
 # its gradcheck with the same options.
+# A module of the copy that does not even import (a syntax error, a bad import) is the student's to
+# fix: one line naming its file and line, not a traceback.
 _CHILD = """
-import sys
+import importlib, sys, traceback
 from pathlib import Path
 root = sys.argv[1]
 sys.path.insert(0, root)
-import scratchnst
-where = Path(scratchnst.__file__).resolve().parent
-if where != Path(root, "scratchnst").resolve():
-    print(f"scratchnst: error: {root}/scratchnst could not be imported ahead of {where}", file=sys.stderr)
-    sys.exit(1)
+for name in ("scratchnst", "scratchnst.layers", "scratchnst.costs", "scratchnst.optim"):
+    try:
+        module = importlib.import_module(name)
+    except (Exception, SystemExit) as error:
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith(root)]
+        if isinstance(error, SyntaxError) and error.filename:
+            where = f"{error.filename}:{error.lineno}"
+        else:
+            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else name
+        text = " ".join(str(error).split())[:200]
+        print(f"scratchnst: error: the student copy does not import: {where}: {type(error).__name__}"
+              f"{': ' + text if text else ''}; fix it, then check again", file=sys.stderr)
+        sys.exit(1)
+    if name == "scratchnst" and Path(module.__file__).resolve().parent != Path(root, "scratchnst").resolve():
+        print(f"scratchnst: error: {root}/scratchnst could not be imported ahead of {module.__file__}",
+              file=sys.stderr)
+        sys.exit(1)
 from scratchnst.cli import main
 sys.exit(main(["gradcheck", *sys.argv[2:]]))
 """

@@ -16,8 +16,8 @@ import os
 import sys
 
 from scratchnst import __version__
-from scratchnst.cli import interrupts
-from scratchnst.errors import UserError
+from scratchnst.cli import interrupts, streams
+from scratchnst.errors import UserError, debug_requested
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -228,8 +228,8 @@ def path_arg(text):
     return text
 
 
-def _int_at_least(least, flag):
-    """An argparse type: an integer >= least, else one line with an example of the flag."""
+def _int_at_least(least, flag, most=None, most_text=None):
+    """An argparse type: an integer >= least (and <= most), else one line with an example of the flag."""
     def parse(text):
         try:
             value = int(text)
@@ -237,14 +237,22 @@ def _int_at_least(least, flag):
             value = None
         if value is None or value < least:
             raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= {least}, e.g. {flag} {least}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{text!r}: give an integer from {least} to {most_text or most}, "
+                                             f"e.g. {flag} {least}")
         return value
 
     return parse
 
 
-# NumPy's generators take no negative seeds; a thread count is at least 1.
-seed_arg = _int_at_least(0, "--seed")
+# NumPy's generators take no negative seeds, and a seed is stored as an int64; a thread count is
+# at least 1; coarse-to-fine passes are bounded. The bounds are settings.MAX_SEED and MAX_SCALES,
+# written out (tests/test_errors_commands.py checks they agree): settings imports NumPy, which must
+# not load before --threads is read (_set_threads).
+MAX_SEED, MAX_SCALES = 2**63 - 1, 16
+seed_arg = _int_at_least(0, "--seed", MAX_SEED, "2**63 - 1")
 _threads_arg = _int_at_least(1, "--threads")
+_scales_arg = _int_at_least(1, "--scales", MAX_SCALES)
 
 
 def _floats_arg(text):
@@ -308,7 +316,7 @@ def _add_stylize(sub):
                    help="one weight per STYLE image")
     p.add_argument("--style-scale", type=float, default=1.0,
                    help="style images are resized to STYLE_SCALE * SIZE on their long side")
-    p.add_argument("--scales", type=int, default=1,
+    p.add_argument("--scales", type=_scales_arg, default=1,
                    help="coarse-to-fine passes: SIZE / 2**(SCALES-1), ..., SIZE / 2, SIZE; each starts "
                    "from the last one's result")
     p.add_argument("--save-every", metavar="N", type=int, default=0,
@@ -732,10 +740,12 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the `scratchnst` console script; returns the exit status (see the module docstring)."""
+    if argv is None:
+        streams.guard()
     interrupts.catch_lost_interrupts()
     parser = build_parser()
     args = parser.parse_args(argv)
-    debug = getattr(args, "debug", False) or os.environ.get("SCRATCHNST_DEBUG", "") not in ("", "0")
+    debug = getattr(args, "debug", False) or debug_requested()
     # As the real command (argv None), once the work has ended, a further Ctrl-C must not kill the
     # process on its way out, with a traceback and death by SIGINT instead of the exit status.
     ending = interrupts.ignore_ctrl_c if argv is None else (lambda: None)
