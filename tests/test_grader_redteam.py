@@ -629,6 +629,7 @@ def test_the_scratch_copy_takes_python_sources_only_and_within_bounds(tmp_path):
     (package / "optim.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
     (package / "deep").mkdir()
     (package / "deep" / "loop").symlink_to(package)
+    os.makedirs(package / os.path.join(*["d"] * 40))   # 40 deep: copied, it would exceed a path's length
     (package / "notes.txt").write_text("kept out, silently: not code")
     copied = sandbox.copy_submission(package, tmp_path / "scratch")
     files = sorted(p.relative_to(copied.root).as_posix() for p in copied.root.rglob("*") if p.is_file())
@@ -636,6 +637,7 @@ def test_the_scratch_copy_takes_python_sources_only_and_within_bounds(tmp_path):
     notes = " ".join(copied.notes)
     assert "costs.py: not a regular file" in notes and "layers.py: over the limit" in notes
     assert "optim.cpython-311-x86_64-linux-gnu.so: compiled" in notes and "deep/loop: a symlink" in notes
+    assert f"scratchnst/{'d/' * 16}d: a folder more than 16 deep, ignored" in notes
 
 
 def test_a_module_that_ends_the_worker_at_import_costs_its_own_exercises(pristine, tmp_path, teacher):

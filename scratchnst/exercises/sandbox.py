@@ -52,6 +52,7 @@ import scratchnst.exercises.worker as wire
 START_TIMEOUT = 120.0
 MAX_FILES = 400  # .py files in a submission
 MAX_BYTES = 8 << 20  # their total size
+MAX_DEPTH = 16  # folders inside scratchnst/
 STDERR_TAIL = 4096  # bytes of the child's stderr that are ever read
 
 
@@ -109,6 +110,9 @@ def copy_submission(package_dir, dest):
             elif entry.is_dir(follow_symlinks=False):
                 if entry.name == "__pycache__":
                     continue  # compiled files are never used: the sources are compiled afresh
+                if len(Path(name).parts) - 1 > MAX_DEPTH:   # a path too long to copy; no package is that deep
+                    notes.append(f"{name}: a folder more than {MAX_DEPTH} deep, ignored")
+                    continue
                 (dst / entry.name).mkdir()
                 stack.append((Path(entry.path), dst / entry.name, name))
             elif not entry.is_file(follow_symlinks=False):
