@@ -97,6 +97,18 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, style_layer_list
 #   one thread's 10000 steps of one in 15 min 27 s (1.66 / 2.12 / 1.73, mean 1.84); 12000 of two
 #   (threads, 23 min 24 s) 1.60 / 2.00 / 1.59 (mean 1.73). Within a run's noise of each other:
 #   the network learns from steps more than from photos per step;
+# - Tubingen stays near 2.1 whatever was tried next (2026-12-05, one core each, two runs side by
+#   side, the defaults otherwise, seed 0; cat / Tubingen / cameraman, the defaults 1.66 / 2.12 / 1.73):
+#       a 3x3 convolution w1 -> w1 (IN, ReLU) after up2, at full resolution   1.77 / 2.12 / 1.68
+#       7 residual blocks                                                     1.69 / 2.22 / 1.70
+#       widths 16/32/80                                                       1.67 / 2.31 / 1.78
+#       alpha 80 (judged at 80, L-BFGS too)                                   1.56 / 2.13 / 1.61
+#   (alpha 80 judged at 40: 1.73 / 2.57 / 1.82; each of the first three made a step 17-22% longer).
+#   Most of the gap is the style cost at fire4 (Tubingen: 5.5e3 against L-BFGS's 0.9e3, of 10.8e3
+#   against 2.0e3 over the five layers), and it is the network's, not the photos': trained on
+#   Tubingen alone it reached 1.79 on Tubingen (and 2.66 / 3.40 on the others), and with Tubingen
+#   added to the 15 photos, 1.95. Within 20 minutes on 2 cores this network does not get far below 2
+#   on that photo even when it is all it sees;
 # - scale jitter did not help (2026-12-05, batch 2, 4000 steps, seed 0): each crop taken from a
 #   square 0.8 to 1.8 times its side, resized to it, gave 1.96 (1.71 / 2.34 / 1.82) against 1.97;
 # - lr 2e-3, twice Johnson et al.'s, since the whole-photo last phase (2026-12-04, 4000 steps with
