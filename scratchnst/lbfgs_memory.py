@@ -109,6 +109,11 @@ class PairMemory:
 
         Returns:
             r: (n,) fresh array of the pairs' dtype; g itself (as that dtype, copied) with no pairs.
+            None when a dot product overflowed the pairs' dtype (float32 ends at 3.4e38, which the
+            products of gradients of 1.8e19 pass): the recursion would make inf, NaN, or a finite
+            but wrong r of them; the caller runs `optim.lbfgs_direction` in a wider dtype instead.
+            Such a product is inf and gives a NumPy overflow warning unless the caller's errstate
+            says otherwise (`optim.lbfgs` ignores it: it handles the None).
         """
         g = np.asarray(g)
         if not self.pairs:
@@ -120,6 +125,10 @@ class PairMemory:
         rho = np.array([entry[2] for entry in self.pairs])
         sy = self._sy[np.ix_(idx, idx)]  # sy[i, j] = s_i . y_j for i <= j (logical order)
         yy = self._yy[np.ix_(idx, idx)]
+        # Below the diagonal sy holds stale values of earlier pairs, unused: only its upper triangle counts.
+        if not (np.isfinite(Sg).all() and np.isfinite(Yg).all() and np.isfinite(np.triu(sy)).all()
+                and np.isfinite(yy).all()):
+            return None
         a = np.zeros(k)
         for i in range(k - 1, -1, -1):  # newest to oldest, as the first loop
             a[i] = rho[i] * (Sg[i] - np.dot(a[i + 1:], sy[i, i + 1:]))

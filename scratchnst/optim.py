@@ -20,11 +20,21 @@ Passed back as `resume=`, it continues the run to exactly the result, bit for bi
 would have reached without the interruption (style transfer's `--resume`); `scratchnst.optim_state`
 keeps that bookkeeping out of the algorithms' way.
 
+Overflow: a huge cost weight (style transfer's --beta 1e20) makes huge but finite costs and gradients,
+whose products may overflow where the values themselves do not: L-BFGS's float32 dot products
+(3.4e38 is reached by gradients of 1.8e19), a norm, Adam's squared gradient. There inf or NaN is an
+outcome the optimisers handle, never a NumPy warning for the user: the L-BFGS direction is then
+recomputed in x0's dtype, a line search that meets a non-finite value shrinks its step, and Adam's
+coordinate stalls. A non-finite cost or gradient itself is for fun_and_grad to refuse (style
+transfer raises its one-line CostNotFinite); an optimiser given one treats the point as a step too far.
+
 Conventions: every function returns fresh arrays and never writes into x0 or a gradient it was
 handed; arithmetic is done in x0's dtype (style transfer passes float64 so that the dot products
 of L-BFGS are accurate, and casts to float32 only inside its cost function).
 """
 
+import functools
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -73,7 +83,8 @@ class OptimizeResult:
         n_evals: calls of fun_and_grad.
         history: [f(x0), f(x1), ...], one cost per iteration, starting point first.
         message: why the optimiser stopped.
-        skipped_pairs: L-BFGS curvature pairs left out because s.y was not positive (0 for Adam).
+        skipped_pairs: L-BFGS curvature pairs left out because s.y was not positive, or because they
+            did not fit the memory's dtype (0 for Adam).
     """
 
     x: np.ndarray
@@ -87,6 +98,25 @@ class OptimizeResult:
 
 
 # ------------------------------------------------------------------------------------ Adam
+def _overflow_is_handled(function):
+    """function, run with NumPy's overflow and invalid-value warnings off (for `adam_update`).
+
+    Adam's v averages dx**2, which overflows for gradients that are finite but huge (above 1.8e19 in
+    float32: `scratchnst train --alpha 1e30`): v becomes inf, and that coordinate's step 0. The
+    callers watch what matters, the cost and the gradients (train's "the loss became infinite",
+    stylize's CostNotFinite); a NumPy warning between the progress lines would only be noise. A
+    decorator, so that the exercise's body stays the formula alone.
+    """
+
+    @functools.wraps(function)
+    def quiet(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return function(*args, **kwargs)
+
+    return quiet
+
+
+@_overflow_is_handled
 def adam_update(x, dx, m, v, t, lr=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8):
     """One Adam step (Kingma & Ba 2015; the course's update_parameters_with_adam).
 
@@ -176,16 +206,18 @@ def adam(
 
 
 # ----------------------------------------------------------------------------------- L-BFGS
-def lbfgs_direction(g, pairs):
+def lbfgs_direction(g, pairs, dtype=None):
     """Product H g of the L-BFGS inverse-Hessian estimate H with a vector, by the two-loop recursion.
 
     Args:
         g: (n,) vector (the gradient, or the projected gradient).
         pairs: sequence of (s, y, rho) curvature pairs, oldest first: s = x_{k+1} - x_k,
             y = g_{k+1} - g_k, rho = 1 / (y . s) > 0.
+        dtype: the dtype of the arithmetic; None for the pairs' (g's without pairs). `lbfgs` asks
+            for float64 from float32 pairs when their own products overflow (huge gradients).
 
     Returns:
-        r = H g, a fresh (n,) array of the pairs' dtype (the search direction is -r).
+        r = H g, a fresh (n,) array of that dtype (the search direction is -r).
 
     H is what m BFGS updates make of H0 = gamma * I, gamma = s.y / y.y of the newest pair (an
     estimate of the inverse curvature along the last step, so the unit step is usually right):
@@ -195,7 +227,9 @@ def lbfgs_direction(g, pairs):
         r = gamma q;  for i oldest..newest: b = rho_i y_i.r;  r += (a_i - b) s_i
     """
     # in the pairs' dtype: float32 pairs (style transfer's) halve the memory this reads
-    q = np.array(g, dtype=pairs[-1][0].dtype if pairs else g.dtype, copy=True)
+    if dtype is None:
+        dtype = pairs[-1][0].dtype if pairs else g.dtype
+    q = np.array(g, dtype=dtype, copy=True)  # each product below with q is then in dtype
     alphas = []
     for s, y, rho in reversed(pairs):
         a = rho * np.dot(s, q)
@@ -203,6 +237,7 @@ def lbfgs_direction(g, pairs):
         alphas.append(a)
     if pairs:
         s, y, _ = pairs[-1]
+        y = y.astype(dtype, copy=False)  # the same array when dtype is the pairs'
         q *= np.dot(s, y) / np.dot(y, y)
     for (s, y, rho), a in zip(pairs, reversed(alphas)):
         b = rho * np.dot(y, q)
@@ -216,7 +251,15 @@ def _cubic_minimizer(a, fa, ga, b, fb, gb):
     Nocedal & Wright eq. (3.59):
         d1 = ga + gb - 3 (fa - fb) / (a - b),  d2 = sign(b - a) sqrt(d1^2 - ga gb)
         alpha = b - (b - a) (gb + d2 - d1) / (gb - ga + 2 d2)
+    None too when the data define no cubic: a == b, or a value or slope that is not finite (an
+    overflowed cost); and when the formula itself overflows or divides by zero (zero curvature,
+    costs of 1e300). The callers then bisect or take their safe step, as More & Thuente do.
     """
+    if a == b or not all(math.isfinite(v) for v in (a, fa, ga, b, fb, gb)):
+        return None
+    # NumPy scalars: their overflow and 0/0 give inf and NaN under errstate, where Python's floats
+    # would raise (the same IEEE double arithmetic otherwise, so the same digits).
+    a, fa, ga, b, fb, gb = (np.float64(v) for v in (a, fa, ga, b, fb, gb))
     with np.errstate(all="ignore"):
         d1 = ga + gb - 3 * (fa - fb) / (a - b)
         disc = d1 * d1 - ga * gb
@@ -233,8 +276,8 @@ def strong_wolfe_line_search(phi, f0, dphi0, alpha1, c1=1e-4, c2=0.9, max_evals=
     Args:
         phi: alpha -> (phi(alpha), phi'(alpha), payload); phi(alpha) = f(x + alpha d) and
             phi'(alpha) its slope; payload is anything to hand back with the accepted step.
-        f0, dphi0: phi(0) and phi'(0) < 0.
-        alpha1: first trial step (> 0).
+        f0, dphi0: phi(0), and phi'(0): finite and < 0 (else ValueError).
+        alpha1: first trial step, finite and > 0 (else ValueError).
         c1, c2: 0 < c1 < c2 < 1; c2 = 0.9 is the usual choice for quasi-Newton methods.
         max_evals: calls of phi allowed.
 
@@ -242,8 +285,10 @@ def strong_wolfe_line_search(phi, f0, dphi0, alpha1, c1=1e-4, c2=0.9, max_evals=
         (alpha, phi(alpha), phi'(alpha), payload, ok). ok is True when both conditions hold:
             sufficient decrease   phi(alpha) <= f0 + c1 alpha dphi0
             curvature             |phi'(alpha)| <= c2 |dphi0|
-        If max_evals runs out first, the best step found with sufficient decrease is returned
-        with ok False; alpha = 0 (payload None) if there was none.
+        If max_evals runs out first, or the steps grow past the largest float, the best step found
+        with sufficient decrease is returned with ok False; alpha = 0 (payload None) if there was none.
+        A trial whose cost or slope is not finite counts as a step far too long (its payload is never
+        returned): the search shrinks the step instead of interpolating with inf or NaN.
 
     Algorithm 3.5 of Nocedal & Wright: grow the step until an interval is known to hold
     acceptable steps (the cost rose, or the slope turned non-negative), then `zoom` (Alg. 3.6)
@@ -251,8 +296,10 @@ def strong_wolfe_line_search(phi, f0, dphi0, alpha1, c1=1e-4, c2=0.9, max_evals=
     L-BFGS work: it guarantees y.s = phi'(alpha) - phi'(0) > 0 along smooth paths, so the new
     curvature pair keeps the inverse-Hessian estimate positive definite.
     """
-    if not dphi0 < 0:
+    if not -math.inf < dphi0 < 0:
         raise ValueError(f"not a descent direction: phi'(0) = {dphi0}")
+    if not 0 < alpha1 < math.inf:
+        raise ValueError(f"the first trial step must be finite and positive, got {alpha1}")
     best = (0.0, f0, dphi0, None)  # the lowest point with sufficient decrease so far
     evals = 0
 
@@ -263,7 +310,7 @@ def strong_wolfe_line_search(phi, f0, dphi0, alpha1, c1=1e-4, c2=0.9, max_evals=
         nonlocal evals, best
         evals += 1
         f, df, payload = phi(alpha)
-        if not np.isfinite(f):  # overflow or NaN: treat as "far too big a step"
+        if not (np.isfinite(f) and np.isfinite(df)):  # overflow or NaN: treat as "far too big a step"
             f, df = np.inf, np.nan
         if armijo(alpha, f) and f < best[1]:
             best = (alpha, f, df, payload)
@@ -312,6 +359,8 @@ def strong_wolfe_line_search(phi, f0, dphi0, alpha1, c1=1e-4, c2=0.9, max_evals=
         guess = _cubic_minimizer(prev, f_prev, df_prev, alpha, f, df)
         low, high = alpha + 1.1 * step, alpha + 4.0 * step
         guess = high if guess is None else min(max(guess, low), high)
+        if not np.isfinite(guess):  # grown past the largest float: x + guess d would be inf or NaN
+            break
         prev, f_prev, df_prev = alpha, f, df
         alpha = guess
     return (*best, False)
@@ -349,6 +398,46 @@ def _cost_settled(f_old, f, ftol):
     return abs(f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0)
 
 
+def _masked_direction(r, g, x, box, at, held=None):
+    """The search direction d = -r (n,) with the coordinates the box would stop left out, and its slope g.d.
+
+    held: the indices held at a bound by the gradient (None when r is the projected gradient, 0 there
+    already). Returns (d, dphi0): a fresh array, and a float (inf or NaN if r is not finite, or the
+    product overflows).
+    """
+    d = np.negative(r)
+    if held is not None:
+        d[held] = 0
+    d[_outward(d, x, box, at)] = 0
+    return d, float(np.dot(g, d))
+
+
+def _inverse_norm(d):
+    """1 / ||d||, the first trial step of L-BFGS without pairs, for a finite (n,) vector d != 0: finite and > 0.
+
+    np.linalg.norm sums d**2 in d's dtype, which overflows for d of float32 above about 1.8e19 (the
+    direction without pairs is the gradient, in memory_dtype) and underflows for tiny ones. Then the
+    norm is taken of d / max|d| in float64, and scaled back: what the plain formula means.
+    """
+    with np.errstate(over="ignore"):
+        norm = float(np.linalg.norm(d))
+    if 0 < norm < math.inf:
+        return 1.0 / norm
+    big = float(np.max(np.abs(d)))
+    step = 1.0 / big / float(np.linalg.norm(d.astype(np.float64) / big))  # the second norm is 1..sqrt(n)
+    return min(max(step, np.finfo(np.float64).tiny), np.finfo(np.float64).max)
+
+
+def _fits(s, y, yy, dtype):
+    """Whether memory_dtype `dtype` holds every value of the pair s, y (n,) (x's dtype, maybe wider); yy = y.y."""
+    if np.finfo(dtype).max >= np.finfo(s.dtype).max:
+        return True
+    largest = float(np.finfo(dtype).max)
+    # yy < largest^2 bounds every |y_i|; s is bounded by the box in style transfer, but not in general
+    # (two passes over s, without np.abs(s)'s array of n values)
+    return yy < largest * largest and max(float(s.max()), -float(s.min())) <= largest
+
+
 def lbfgs(
     fun_and_grad,
     x0,
@@ -381,7 +470,7 @@ def lbfgs(
         ftol: stop when |f_old - f_new| <= ftol * max(|f_old|, |f_new|, 1).
         max_ls: evaluations allowed per line search.
         c1, c2: Wolfe constants (sufficient decrease, curvature).
-        curvature_eps: a pair is kept only if s.y > curvature_eps * y.y.
+        curvature_eps: a pair is kept only if s.y > curvature_eps * y.y (and s, y fit memory_dtype).
         memory_dtype: the dtype the curvature pairs are kept and the two-loop recursion runs in;
             None for x0's. Style transfer keeps float64 points (the line search compares costs
             that differ in late digits) but float32 pairs: its gradients come from a float32
@@ -411,6 +500,9 @@ def lbfgs(
       4. New pair s = x_new - x, y = g_new - g from the points actually evaluated (so clipping
          is accounted for, not hidden); kept only if s.y > curvature_eps * y.y, else skipped, so
          H stays positive definite. The oldest pair is dropped beyond history_size.
+    Huge gradients (see the module docstring): when the pairs' products overflow memory_dtype, step 2
+    runs the two-loop recursion in x0's dtype instead; a pair whose s or y memory_dtype cannot hold
+    is skipped; a slope g.d that overflows even in x0's dtype stops the run (message "stopped: ...").
     """
     start = _start(fun_and_grad, x0, bounds, "lbfgs", resume, {"history_size": history_size})
     box, evaluate, done, history = start.box, start.evaluate, start.iteration, start.history
@@ -450,19 +542,24 @@ def lbfgs(
         if np.max(np.abs(pg), initial=0.0) <= gtol:
             message = "converged: projected gradient below gtol"
             break
-        d = np.negative(pairs.direction(pg))  # lbfgs_direction(pg, pairs.pairs), by matrix products
-        d[held] = 0
-        d[_outward(d, x, box, at)] = 0
-        dphi0 = float(np.dot(g, d))
+        # Huge gradients (a cost weight of 1e20) overflow the products below, memory_dtype's first:
+        # inf or NaN there is an outcome handled here, not a warning for the user.
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = pairs.direction(pg)  # lbfgs_direction(pg, pairs.pairs), by matrix products
+            if r is None:  # their products overflowed memory_dtype: the same recursion in x's dtype
+                r = lbfgs_direction(pg, pairs.pairs, x.dtype)
+            d, dphi0 = _masked_direction(r, g, x, box, at, held)
+            if not -math.inf < dphi0 < 0:
+                # Round-off (or overflow) made H useless along this gradient: forget the pairs, go
+                # steepest descent.
+                pairs.clear()
+                d, dphi0 = _masked_direction(pg, g, x, box, at)
+        if not math.isfinite(dphi0):
+            message = "stopped: the gradient is too large (its slope g.d overflows) or not finite"
+            break
         if not dphi0 < 0:
-            # Round-off made H useless along this gradient: forget the pairs, go steepest descent.
-            pairs.clear()
-            d = np.negative(pg)
-            d[_outward(d, x, box, at)] = 0
-            dphi0 = float(np.dot(g, d))
-            if not dphi0 < 0:
-                message = "converged: no descent direction inside the box"
-                break
+            message = "converged: no descent direction inside the box"
+            break
 
         def phi(alpha):  # f along the projected path from this iteration's x, in direction d
             x_trial = x + alpha * d
@@ -471,15 +568,16 @@ def lbfgs(
             if out.size:
                 x_trial[out] = np.clip(x_trial[out], box[0][out], box[1][out])
             f_trial, g_trial, aux_trial = evaluate(x_trial)
-            if out.size:
-                moving = np.ones(x.shape, dtype=bool)
-                moving[out] = False
-                slope = float(np.dot(g_trial[moving], d[moving]))
-            else:
-                slope = float(np.dot(g_trial, d))
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflowed slope: the search shrinks the step
+                if out.size:
+                    moving = np.ones(x.shape, dtype=bool)
+                    moving[out] = False
+                    slope = float(np.dot(g_trial[moving], d[moving]))
+                else:
+                    slope = float(np.dot(g_trial, d))
             return f_trial, slope, (x_trial, g_trial, aux_trial)
 
-        alpha1 = 1.0 if pairs else 1.0 / float(np.linalg.norm(d))
+        alpha1 = 1.0 if pairs else _inverse_norm(d)
         _, f_new, _, payload, _ = strong_wolfe_line_search(phi, f, dphi0, alpha1, c1, c2, max_ls)
         if payload is None:
             message = "stopped: the line search found no lower cost"
@@ -487,8 +585,10 @@ def lbfgs(
         x_new, g_new, aux_new = payload
         s = x_new - x
         y = g_new - g
-        sy = float(np.dot(s, y))
-        if sy > curvature_eps * float(np.dot(y, y)):
+        with np.errstate(over="ignore", invalid="ignore"):  # overflowed: not a pair to keep
+            sy = float(np.dot(s, y))
+            yy = float(np.dot(y, y))
+        if math.isfinite(sy) and sy > curvature_eps * yy and _fits(s, y, yy, memory_dtype):
             pairs.add(s, y, 1.0 / sy)  # kept in memory_dtype
         else:
             skipped += 1

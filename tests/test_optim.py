@@ -1,11 +1,14 @@
 """Tests of scratchnst.optim: Adam and L-BFGS against PyTorch's and SciPy's, with and without bounds."""
 
+import math
+
 import numpy as np
 import pytest
+from PIL import Image
 from scipy.optimize import minimize as scipy_minimize
 from scipy.optimize import rosen, rosen_der
 
-from scratchnst import optim
+from scratchnst import cli, optim
 
 
 # ------------------------------------------------------------------------------- problems
@@ -427,3 +430,175 @@ def test_minimize_rejects_bad_arguments():
         optim.minimize(rosenbrock, x0, "adam", 5, bounds=(1.0, 0.0))
     with pytest.raises(ValueError, match="gradient"):
         optim.minimize(lambda x: (0.0, np.zeros(3)), x0, "lbfgs", 5)
+
+
+# ------------------------------------------------------- huge costs: overflow is handled, never warned
+# A cost weight of 1e20 (stylize --tv-weight 1e20) gives costs and gradients that are finite but
+# whose products overflow: the float32 norm of the first direction crashed the line search with
+# ZeroDivisionError, and NumPy's warnings reached the user's terminal. Every test here turns
+# RuntimeWarning into an error.
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize(
+    "a, fa, ga, b, fb, gb",
+    [
+        (1.0, 2.0, -1.0, 1.0, 2.0, -1.0),  # equal points: no interval (Python floats: 0/0 raised)
+        (0.0, 0.0, -1.0, 0.0, -1.0, -2.0),  # equal points, values that disagree
+        (0.0, 1.0, -2.0, 1.0, -1.0, -2.0),  # a straight line: zero curvature, the formula is 0/0
+        (0.0, math.inf, -1.0, 1.0, 0.0, 1.0),  # an overflowed cost
+        (0.0, 0.0, -1.0, 1.0, math.nan, math.nan),  # a NaN cost and slope
+        (0.0, 0.0, -math.inf, 1.0, 0.0, 1.0),  # an overflowed slope
+        (0.0, 0.0, -1.0, math.inf, 0.0, 1.0),  # a point at infinity
+        (0.0, 1e300, -1e308, 1e-300, -1e300, 1e308),  # finite data whose formula overflows
+    ],
+)
+def test_cubic_minimizer_returns_none_or_a_finite_step_for_degenerate_data(a, fa, ga, b, fb, gb):
+    alpha = optim._cubic_minimizer(a, fa, ga, b, fb, gb)
+    assert alpha is None or (isinstance(alpha, float) and math.isfinite(alpha))
+    if a == b or not all(map(math.isfinite, (a, fa, ga, b, fb, gb))):
+        assert alpha is None
+
+
+def test_cubic_minimizer_is_exact_on_a_cubic_and_a_quadratic():
+    # f = (x - 3)^2 through 0 and 5, f = x^3 - 3x (minimum at 1) through 0 and 2, either way round.
+    assert optim._cubic_minimizer(0.0, 9.0, -6.0, 5.0, 4.0, 4.0) == pytest.approx(3.0, rel=1e-15)
+    assert optim._cubic_minimizer(0.0, 0.0, -3.0, 2.0, 2.0, 9.0) == pytest.approx(1.0, rel=1e-15)
+    assert optim._cubic_minimizer(2.0, 2.0, 9.0, 0.0, 0.0, -3.0) == pytest.approx(1.0, rel=1e-15)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
+def test_line_search_refuses_a_first_step_that_is_not_finite_and_positive(bad):
+    # alpha1 = 0 is what 1 / ||d|| became when ||d||^2 overflowed: the search then stood still at 0
+    # and divided by the zero width of its interval.
+    with pytest.raises(ValueError, match="first trial step"):
+        optim.strong_wolfe_line_search(lambda a: ((a - 1) ** 2, 2 * (a - 1), None), 1.0, -2.0, bad)
+    with pytest.raises(ValueError, match="descent"):
+        optim.strong_wolfe_line_search(lambda a: (0.0, 0.0, None), 1.0, -math.inf, 1.0)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("scale", [1.0, 1e40, 1e150])
+def test_line_search_on_huge_costs_and_slopes(scale):
+    """phi = scale (a - 3)^2: the same steps at every scale (the conditions are homogeneous in phi)."""
+    def phi(a):
+        return scale * (a - 3.0) ** 2, scale * 2 * (a - 3.0), a
+
+    alpha, f, df, payload, ok = optim.strong_wolfe_line_search(phi, scale * 9.0, scale * -6.0, 1e-3, c2=0.1)
+    assert ok and payload == alpha and math.isfinite(alpha) and abs(df) <= 0.1 * 6.0 * scale
+    assert alpha == pytest.approx(3.0, rel=0.05)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+@pytest.mark.parametrize("what", ["cost", "slope", "both"])
+def test_line_search_shrinks_the_step_where_phi_is_not_finite(what, bad):
+    # (a - 3)^2 overflows (or is NaN) beyond a = 4: the first trial 10 must be pulled back, never
+    # accepted or used in the interpolation.
+    seen = []
+
+    def phi(a):
+        seen.append(a)
+        f, df = (a - 3.0) ** 2, 2 * (a - 3.0)
+        if a > 4:
+            f = bad if what in ("cost", "both") else f
+            df = bad if what in ("slope", "both") else df
+        return f, df, a
+
+    alpha, f, df, payload, ok = optim.strong_wolfe_line_search(phi, 9.0, -6.0, 10.0, max_evals=40)
+    assert ok and 0 < alpha <= 4 and payload == alpha and math.isfinite(f) and math.isfinite(df)
+    assert all(math.isfinite(a) for a in seen)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_line_search_stops_before_its_steps_overflow():
+    # phi = -a falls for ever: the extrapolation grows the step fourfold per trial until the next
+    # step would be inf; the search ends there with the best finite step, not with x + inf d.
+    seen = []
+
+    def phi(a):
+        seen.append(a)
+        return -a, -1.0, a
+
+    alpha, f, _, payload, ok = optim.strong_wolfe_line_search(phi, 0.0, -1.0, 1e300, max_evals=25)
+    assert not ok and payload == alpha == max(seen) and math.isfinite(alpha) and f == -alpha
+    assert len(seen) < 25 and all(math.isfinite(a) for a in seen)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("value", [1e30, 1e-30])
+def test_inverse_norm_of_float32_vectors_whose_squares_overflow_or_underflow(value):
+    d = np.full(1000, value, dtype=np.float32)
+    d[::3] *= -2
+    expected = 1.0 / np.linalg.norm(d.astype(np.float64))
+    assert optim._inverse_norm(d) == pytest.approx(expected, rel=1e-12)
+    ordinary = np.linspace(-1, 1, 7, dtype=np.float32)
+    assert optim._inverse_norm(ordinary) == 1.0 / float(np.linalg.norm(ordinary))  # bit for bit the plain formula
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_lbfgs_with_float32_memory_solves_a_hugely_scaled_quadratic(monkeypatch):
+    """f = c (1/2 x^T A x - b^T x), c = 2^80: gradients of 1e24, float32 pair products of 1e48 (past
+    3.4e38). The first step's norm and every direction overflow float32; the two-loop recursion then
+    runs in float64, and the minimiser is the unscaled one's."""
+    A, b, fun_and_grad = random_quadratic(40, 1e3, 3)
+    c = 2.0**80
+    wide = []
+    real_direction = optim.lbfgs_direction
+    monkeypatch.setattr(optim, "lbfgs_direction", lambda *args: wide.append(args[2]) or real_direction(*args))
+    # curvature_eps = 0: its default test s.y > 1e-10 y.y is not scale-free (s.y / y.y is 1 / c here)
+    result = optim.lbfgs(lambda x: tuple(c * v for v in fun_and_grad(x)), np.zeros(40), 300, gtol=0.0,
+                         ftol=1e-15, memory_dtype=np.float32, curvature_eps=0.0)
+    np.testing.assert_allclose(result.x, np.linalg.solve(A, b), atol=1e-5)
+    assert wide and set(wide) == {np.dtype(np.float64)}, "the float64 recursion was not needed: scale the test up"
+    assert result.skipped_pairs == 0 and np.isfinite(result.fun)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_lbfgs_stops_with_a_message_when_even_float64_slopes_overflow():
+    # A gradient of 1e200: g.d = -|g|^2 is past float64's 1.8e308. Nothing to step with, no warning.
+    result = optim.lbfgs(lambda x: (float(np.sum(x)), np.full_like(x, 1e200)), np.zeros(4), 5)
+    assert result.message.startswith("stopped: the gradient is too large") and result.iterations == 0
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_lbfgs_skips_a_pair_its_float32_memory_cannot_hold():
+    # y = g_new - g of about 1e39 per coordinate does not fit float32 (3.4e38): skipped, not stored as inf.
+    def fun(x):
+        return float(1e39 * np.sum(x**2)), 2e39 * x
+
+    result = optim.lbfgs(fun, np.full(3, 1.0), 3, memory_dtype=np.float32, curvature_eps=0.0)
+    assert result.skipped_pairs >= 1 and np.isfinite(result.x).all()
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_adam_update_with_a_gradient_whose_square_overflows_stays_quiet():
+    # float32 gradients above 1.8e19 (train --alpha 1e30): v = mean of dx**2 overflows to inf and that
+    # coordinate's step is 0; the caller watches the cost and the gradients, NumPy must not print.
+    x, m, v = np.ones(3, np.float32), np.zeros(3, np.float32), np.zeros(3, np.float32)
+    dx = np.array([1e30, -1.0, 3e38], np.float32)
+    x_new, m_new, v_new = optim.adam_update(x, dx, m, v, 1)
+    assert np.isfinite(x_new).all() and np.isfinite(m_new).all() and x_new[1] == pytest.approx(1.01, rel=1e-6)
+    assert np.isinf(v_new[[0, 2]]).all()
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("flag, value", [("--tv-weight", "1e20"), ("--alpha", "1e20"), ("--beta", "1e30")])
+def test_stylize_with_a_huge_weight_ends_in_a_finite_image_or_one_clean_line(
+        flag, value, shared_image, squeezenet_weights_path, tmp_path, capsys):
+    """The audit's command: L-BFGS (the default) with a weight of 1e20 crashed with "internal error
+    (ZeroDivisionError)" after two NumPy warnings. Now: an image (the costs are finite, only their
+    products overflowed) or the one line that names the flag, as --beta 1e39 gets; nothing else."""
+    out = tmp_path / "out.png"
+    argv = ["stylize", str(shared_image("tubingen.jpg")), str(shared_image("starry_night.jpg")), "-o", str(out),
+            "--weights", str(squeezenet_weights_path), "--size", "64", "--iters", "2", flag, value]
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err and "Warning" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert all(line.startswith("[") for line in lines[:-1]), err  # progress lines, then at most one message
+    if status == 0:
+        with Image.open(out) as img:
+            assert img.size == (64, 48) and np.isfinite(np.asarray(img, dtype=np.float64)).all()
+    else:
+        assert status == 1 and not out.exists()
+        assert lines[-1].startswith("scratchnst: error: ") and "became" in lines[-1] and f"lower {flag}" in lines[-1]
