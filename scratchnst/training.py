@@ -186,6 +186,11 @@ CACHE_BYTES = 512 * 2**20   # decoded photos kept in memory (uint8), so that eac
 # is one colour all over is skipped as unreadable ones are. The threshold is in grey levels of
 # 0..255: JPEG noise on a flat area is about 0.5.
 FLAT_STD = 1.0
+# Adam averages each gradient's square: in float32 that overflows above sqrt(3.4e38) = 1.8e19, and
+# the parameter's step becomes 0 (a run with --alpha 1e30 hardly trained, and ended as if all went
+# well). Such gradients come only from weights far beyond any useful cost (the defaults' are below
+# 1e4): the run stops, saying which weights to lower.
+GRADIENT_LIMIT = 1e18
 # Bounds of the network's size, far beyond what a CPU trains (the defaults: 16/32/64, 5 blocks), so
 # that a slip of the keyboard is told at once rather than after minutes of allocation.
 MAX_WIDTH = 1024
@@ -934,6 +939,10 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                                 "lower --lr, or --beta / --alpha")
             if not all(np.isfinite(g).all() for g in grads.values()):
                 raise UserError(f"the gradients overflowed at step {iteration + 1} (the loss was {J:.4g}); lower --lr")
+            largest = max(float(np.max(np.abs(g), initial=0.0)) for g in grads.values())
+            if largest > GRADIENT_LIMIT:
+                raise UserError(f"the gradients reached {largest:.3g} at step {iteration + 1}, too large for Adam in "
+                                f"float32 (the loss was {J:.4g}); lower --alpha / --beta / --tv-weight")
             lr = learning_rate(s["lr"], iteration + 1, s["iters"], s["lr_schedule"], s["final_steps"], growth)
             params, m, v = adam_step(params, grads, m, v, iteration + 1, lr)
             iteration += 1

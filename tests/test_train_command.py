@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -464,3 +465,14 @@ def test_holding_stops_delivers_a_stop_another_thread_received_after_the_block()
                 done.append("the file is whole")
         assert done == ["the file is whole"]   # the stop came after the block
         assert {n: signal.getsignal(n) for n in before} == before   # every handler put back
+
+
+@pytest.mark.parametrize("flag", ["--alpha", "--beta"])
+def test_weights_that_make_gradients_too_large_for_adam_stop_the_run(setup, capsys, flag):
+    """Adam's squared gradients overflow float32 above 1.8e19: such a run would hardly train and end as if
+    all went well. It stops at its first step, naming the weights to lower, with no NumPy warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert train(setup, "--iters", "3", flag, "1e30") == 1
+    line = error_line(capsys)
+    assert "too large for Adam in float32" in line and "lower --alpha / --beta / --tv-weight" in line
