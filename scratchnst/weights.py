@@ -25,8 +25,10 @@ known file name in $SCRATCHNST_WEIGHTS_DIR, then in weights/ of the repository, 
 cache ($XDG_CACHE_HOME/scratchnst or ~/.cache/scratchnst). `download` saves into
 $SCRATCHNST_WEIGHTS_DIR if it is set, else into the cache.
 
-A file is checked against the architecture tables of `scratchnst.architectures`
-(`parameters_from_file`): the right layers, shapes and dtypes, or one line that says what is wrong.
+Every dataset is checked as it is read (`read_weights`): reached through hard links only, numbers,
+no NaN or inf. A file is then checked against the architecture tables of `scratchnst.architectures`
+(`parameters_from_file`): the right layers, shapes and dtypes, no weight beyond WEIGHT_LIMIT, or one
+line that says what is wrong.
 """
 
 import errno
@@ -321,8 +323,9 @@ def _read_file(f, path, label, model):
     """The WeightsFile of an open h5py file (see `read_weights`)."""
     root = f
     # A whole model saved by model.save() keeps its weights in a group; Keras looks there too.
-    if not _has_names(f, "layer_names") and "model_weights" in f:
-        root = f["model_weights"]
+    if not _has_names(f, "layer_names"):
+        root = _hard_linked(f, "model_weights", label, _download_advice(path, model), "group 'model_weights'") or f
+    _refuse_style_network(root, path, label)
     layer_names = _attribute_names(root, "layer_names")
     if layer_names is None:
         raise UserError(f"{label}: an HDF5 file without a 'layer_names' attribute, so not a Keras or scratchnst "
@@ -346,31 +349,153 @@ def _read_file(f, path, label, model):
 
 
 def _read_layer(root, layer, label, advice):
-    """(weight names, arrays) of one layer group, both tuples in `weight_names` order."""
-    try:
-        group = root[layer]
-    except KeyError:
+    """(weight names, arrays) of one layer group, both tuples in `weight_names` order.
+
+    Every dataset is checked before anything uses it (`_dataset_array`): the arrays are NumPy
+    arrays of numbers, and those of floats hold no NaN or inf.
+    """
+    group = _hard_linked(root, layer, label, advice, f"layer {layer!r}")
+    if group is None:
         raise UserError(f"{label}: layer {layer!r} is listed in layer_names but has no group; "
-                        f"the file is damaged or truncated: {advice}") from None
+                        f"the file is damaged or truncated: {advice}")
+    if not isinstance(group, h5py.Group):
+        raise UserError(f"{label}: layer {layer!r} is not a group; the file is damaged: {advice}")
     names = tuple(_attribute_names(group, "weight_names") or ())
     arrays = []
     for name in names:
-        try:
-            dataset = group[name]
-        except KeyError:
+        dataset = _hard_linked(group, name, label, advice, f"layer {layer!r}: {name!r}")
+        if dataset is None:
             raise UserError(f"{label}: layer {layer!r}: dataset {name!r} listed in weight_names is missing; "
-                            f"the file is damaged or truncated: {advice}") from None
+                            f"the file is damaged or truncated: {advice}")
         if not isinstance(dataset, h5py.Dataset):
             raise UserError(f"{label}: layer {layer!r}: {name!r} is not a dataset; the file is damaged: {advice}")
-        try:
-            arrays.append(dataset[()])
-        except OSError as error:
-            raise UserError(f"{label}: layer {layer!r}: cannot read {name!r} ({_first_line(error)}); "
-                            f"the file is damaged or truncated: {advice}") from None
+        arrays.append(_dataset_array(dataset, label, advice))
     return names, tuple(arrays)
 
 
+# The kinds of HDF5 link other than hard ones, as messages name them (Keras and `write_weights` write hard
+# links only).
+_LINK_KINDS = {h5py.h5l.TYPE_SOFT: "a soft link", h5py.h5l.TYPE_EXTERNAL: "an external link"}
+
+
+def _hard_linked(group, path, label, advice, what):
+    """The object at `path` ("a/b/c") under `group`, reached through hard links only; None if missing.
+
+    Keras and `write_weights` never write links. A soft link can point anywhere in the file (into a
+    loop, at a group), and an external link makes HDF5 open another file that this one names,
+    which may be anything (a pipe that would block forever, a file of someone else's): refused,
+    not followed. Each part of the path is looked at, since a link may hide in the middle.
+
+    Raises:
+        UserError: a part of the path is a soft or external link (or a link of a kind HDF5 adds later).
+    """
+    parts = [part for part in path.split("/") if part not in ("", ".")]  # HDF5 reads "a//b", "./a" as "a/b", "a"
+    links = group.id.links
+    # Each prefix's last link is looked at in turn, as a record (what it points to is not opened):
+    # HDF5 walks a prefix through links already found to be hard, and only the end is opened.
+    for depth in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:depth]).encode("utf8")
+        try:
+            link_type = links.get_info(prefix).type
+        except (KeyError, RuntimeError, ValueError):  # no such link, or a dataset on the way
+            return None
+        if link_type != h5py.h5l.TYPE_HARD:
+            kind = _LINK_KINDS.get(link_type, "a link of another kind")
+            raise UserError(f"{label}: {what} is reached through {kind}, which weights files never hold; the file "
+                            f"is damaged: {advice}")
+    return group["/".join(parts)] if parts else None
+
+
+def _non_numbers(dtype):
+    """What a dataset of a non-numeric HDF5 type holds, in words: "strings", "records (a compound type)"..."""
+    if h5py.check_string_dtype(dtype) is not None or dtype.kind in "SU":
+        return "strings"
+    if h5py.check_ref_dtype(dtype) is not None:
+        return "object references"
+    if h5py.check_vlen_dtype(dtype) is not None:
+        return "variable-length sequences"
+    if dtype.names:
+        return "records (a compound type)"
+    if dtype.subdtype is not None:
+        return "an array in each element (an array type)"
+    if dtype.kind == "V":
+        return "raw bytes (an opaque type)"
+    return f"values of type {dtype}"
+
+
+def _dataset_array(dataset, label, advice):
+    """A weights dataset read as a NumPy array of numbers, checked before anything uses it.
+
+    Integer, boolean and scalar datasets are read (`parameters_from_file` says why such a layer
+    cannot be a convolution's, with the layer's name); what is refused here is what no layer of
+    any network holds, and what would fail far from its cause: strings, records, object
+    references, data stored outside the file, and NaN or inf, which are never trained weights.
+
+    Args:
+        dataset: an h5py.Dataset.
+        label: how messages name the file.
+        advice: what to do about a damaged file ("download it again with ...").
+
+    Raises:
+        UserError: one line saying what the dataset holds instead, and that the file is damaged.
+    """
+    where = f"{label}: dataset {dataset.name.lstrip('/')}"  # its path in the file: hard links only lead to it
+    damaged = f"the file is damaged: {advice}"
+    if dataset.shape is None:  # an HDF5 "null" dataspace: no array at all
+        raise UserError(f"{where} holds no array (an empty HDF5 dataspace); {damaged}")
+    kind = dataset.dtype.kind
+    if kind not in "biufc":
+        raise UserError(f"{where} holds {_non_numbers(dataset.dtype)}, not numbers; {damaged}")
+    # The raw data of an HDF5 dataset can live in other files (external storage, virtual
+    # datasets), which HDF5 would open on reading: never the case in a weights file, and as
+    # unsafe as an external link.
+    if dataset.external or dataset.is_virtual:
+        raise UserError(f"{where} keeps its numbers in other files, which weights files never do; {damaged}")
+    try:
+        array = np.asarray(dataset[()])  # a scalar dataset reads as a NumPy scalar: made a 0-d array
+    except OSError as error:
+        raise UserError(f"{where} cannot be read ({_first_line(error)}); the file is damaged or truncated: "
+                        f"{advice}") from None
+    if kind in "fc" and not np.isfinite(array).all():
+        raise UserError(f"{label}: holds non-finite weights (NaN or inf, in {dataset.name.lstrip('/')}); {damaged}")
+    return array
+
+
+def _refuse_style_network(root, path, label):
+    """UserError if the file is a style network written by `scratchnst train`, not a pretrained network.
+
+    `transformer_net.save` writes `layer_names` too, so without this such a file would read as a
+    weights file of an unknown architecture. The marks are spelt here, not imported, because
+    transformer_net imports this module; tests check that they are transformer_net's.
+    """
+    marked = _STYLE_NETWORK_FORMAT in root.attrs
+    if not marked and "architecture" in root.attrs and np.ndim(root.attrs["architecture"]) == 0:
+        marked = _decode(np.asarray(root.attrs["architecture"]).item()) == _STYLE_NETWORK_ARCHITECTURE
+    if marked:
+        network = _quoted(path) if label == str(path) else "NET.h5"
+        raise UserError(f"{label}: a style network trained by `scratchnst train`, not pretrained network weights; "
+                        f"stylize photos with it by `scratchnst apply {network} PHOTO -o OUT.png`, and give "
+                        "--weights a pretrained VGG-19 or SqueezeNet file (`scratchnst weights list` shows those "
+                        "found)")
+
+
+# transformer_net's FORMAT attribute and ARCHITECTURE (see `_refuse_style_network`).
+_STYLE_NETWORK_FORMAT = "scratchnst_transformer_format"
+_STYLE_NETWORK_ARCHITECTURE = "johnson2016-transformer"
+
+
 # ----------------------------------------------------------------------------------- writing
+# The largest magnitude a weight of a known network may have. Trained ImageNet convolutions hold
+# small numbers (weight decay keeps them so): the largest in keras-squeezenet's file is 7.1, a bias
+# of fire8/squeeze1x1. A value three orders of magnitude beyond that is no trained weight but
+# damage: a flipped exponent bit multiplies a weight by up to 2**128, the bytes of something else
+# read as floats give numbers like 1e30. Let through, such a value overflows float32 activations a
+# few layers on, and the error comes far from its cause ("the cost became NaN; lower --alpha").
+# Checked on the known networks' convolutions only: other layers (a batch normalisation's
+# variances) may legitimately hold larger numbers, and such files are refused for their layers.
+WEIGHT_LIMIT = 1e4
+
+
 def parameters_from_file(weights_file, architecture=None):
     """The conv parameters of a network from a read weights file, checked.
 
@@ -384,8 +509,8 @@ def parameters_from_file(weights_file, architecture=None):
 
     Raises:
         UserError: one line naming the file (and the layer) and saying what to do: a layer
-            missing, a wrong shape, another architecture, none of the layers of a known one, an
-            unknown declared architecture or preprocessing.
+            missing, a wrong shape or dtype, a weight beyond WEIGHT_LIMIT, another architecture,
+            none of the layers of a known one, an unknown declared architecture or preprocessing.
     """
     label = weights_file.label
     declared = weights_file.architecture
@@ -412,7 +537,15 @@ def parameters_from_file(weights_file, architecture=None):
     if problem:
         raise UserError(f"{label}: {problem}; the file is damaged or not the published {name} weights: "
                         f"download them again with {download_command(name)}")
-    return name, {layer: tuple(weights_file.layers[layer]) for layer in ARCHITECTURES[name].weight_shapes}
+    params = {layer: tuple(weights_file.layers[layer]) for layer in ARCHITECTURES[name].weight_shapes}
+    for layer, arrays in params.items():
+        for what, array in zip(("kernel", "bias"), arrays):
+            largest = float(np.max(np.abs(array)))
+            if largest > WEIGHT_LIMIT:
+                raise UserError(f"{label}: the {what} of layer {layer} holds {largest:.3g}, where trained "
+                                f"{name} weights stay far below {WEIGHT_LIMIT:g}; the file is damaged: "
+                                f"{_download_advice(weights_file.path, name)}")
+    return name, params
 
 
 def write_weights(path, params, architecture, preprocessing, converted_from=""):
@@ -494,7 +627,8 @@ def find_weights(model, explicit=None, weights_flag="--weights FILE"):
 
     Raises:
         UserError: the explicit file does not exist, or no place has the file; the message names
-            every place looked in and the `scratchnst weights download NAME` command.
+            every place looked in and the `scratchnst weights download NAME` command, or says that
+            $SCRATCHNST_WEIGHTS_DIR names a file where a folder is wanted.
     """
     if explicit is not None:
         flag = weights_flag.split()[0] if weights_flag else "the weights file"
@@ -512,9 +646,35 @@ def find_weights(model, explicit=None, weights_flag="--weights FILE"):
         if candidate.is_file():
             return candidate
         looked.append(str(folder))
+    _check_weights_dir_variable(model, f"no {model} weights")
     give = f"give the file with {weights_flag}" if weights_flag else "put the file in one of these folders"
     raise UserError(f"no {model} weights: {known.filename} is not in {', '.join(looked)}; "
                     f"run {download_command(model)}, or {give}")
+
+
+def _check_weights_dir_variable(model, head, alternative=""):
+    """UserError if $SCRATCHNST_WEIGHTS_DIR names a file, where a folder is wanted.
+
+    Setting it to the weights file itself is an easy mistake, and "FILE is not in FILE" would not
+    say what is wrong. `find_weights` asks only once the file was found nowhere (a copy elsewhere
+    still serves); `download` before saving there.
+
+    Args:
+        model: the network wanted.
+        head: what failed, e.g. "no squeezenet weights".
+        alternative: another way out, appended to the advice, e.g. ", or give --dest DIR".
+    """
+    env = os.environ.get("SCRATCHNST_WEIGHTS_DIR")
+    folder = Path(env).expanduser() if env else None
+    if folder is None or not folder.is_file():
+        return
+    known = known_weights(model)
+    if folder.name == known.filename:
+        fix = f"set it to the folder that holds the file: SCRATCHNST_WEIGHTS_DIR={_quoted(str(folder.parent))}"
+    else:
+        fix = (f"set it to the folder that holds {known.filename}, or to a folder where "
+               f"`scratchnst weights download {model}` can save it")
+    raise UserError(f"{head}: $SCRATCHNST_WEIGHTS_DIR is {folder}, a file, not a folder; {fix}{alternative}")
 
 
 # ------------------------------------------------------------------------------- downloading
@@ -684,6 +844,8 @@ def _download_plan(model, dest_dir, url):
     url = known.url if url is None else _check_url(url)
     _reject_empty(dest_dir, "--dest", "give a folder, or leave --dest out to save where `scratchnst weights list` "
                  "looks first")
+    if dest_dir is None:
+        _check_weights_dir_variable(model, f"cannot save {known.filename}", ", or give --dest DIR")
     dest_dir = default_download_dir() if dest_dir is None else Path(dest_dir).expanduser()
     _check_destination(dest_dir, dest_dir / known.filename)
     return known, url, dest_dir

@@ -5,6 +5,8 @@ import os
 import shutil
 import signal
 import sys
+import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,6 +19,7 @@ from scratchnst.cli import main
 from scratchnst.errors import UsageError, UserError
 
 SQUEEZENET_FILE = "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +191,166 @@ def test_bad_weights_file_is_one_user_error_naming_file_and_layer(squeezenet_cop
         assert layer in text
 
 
+# What a damaged dataset may hold instead of conv1's bias: {how: (make(file, name), what the message says)}.
+# Each is written with h5py where the bias was, in a copy of a SqueezeNet file.
+BIAS = "conv1/conv1_3/bias:0"
+DAMAGED_DATASETS = {
+    "NaN": (lambda f, name: f.create_dataset(name, data=np.full(64, np.nan, np.float32)),
+            rf"holds non-finite weights \(NaN or inf, in {BIAS}\)"),
+    "inf": (lambda f, name: f.create_dataset(name, data=np.r_[np.zeros(63), -np.inf].astype(np.float32)),
+            rf"holds non-finite weights \(NaN or inf, in {BIAS}\)"),
+    "1e38": (lambda f, name: f.create_dataset(name, data=np.full(64, 1e38, np.float32)),
+             r"the bias of layer conv1 holds 1e\+38, where trained squeezenet weights stay far below 10000"),
+    "1e300 (float64)": (lambda f, name: f.create_dataset(name, data=np.full(64, 1e300)),
+                        r"the bias of layer conv1 holds 1e\+300"),
+    "a string": (lambda f, name: f.create_dataset(name, data="hello"), f"dataset {BIAS} holds strings, not numbers"),
+    "bytes": (lambda f, name: f.create_dataset(name, data=np.array([b"ab"] * 64)), "holds strings, not numbers"),
+    "references": (lambda f, name: f.create_dataset(name, data=np.array([f["conv1"].ref] * 64, dtype=h5py.ref_dtype)),
+                   "holds object references, not numbers"),
+    "sequences": (lambda f, name: f.create_dataset(name, (64,), dtype=h5py.vlen_dtype(np.float32)),
+                  "holds variable-length sequences, not numbers"),
+    "records": (lambda f, name: f.create_dataset(name, data=np.zeros(64, [("a", "f4"), ("b", "f4")])),
+                r"holds records \(a compound type\), not numbers"),
+    "opaque": (lambda f, name: f.create_dataset(name, data=np.zeros(64, "V4")), r"holds raw bytes \(an opaque type\)"),
+    "an array type": (lambda f, name: f.create_dataset(name, (64,), dtype=np.dtype(("f4", (2,)))),
+                      r"holds an array in each element"),
+    "no dataspace": (lambda f, name: f.create_dataset(name, data=h5py.Empty("f4")),
+                     r"holds no array \(an empty HDF5 dataspace\)"),
+    "a float scalar": (lambda f, name: f.create_dataset(name, data=np.float32(0.5)),
+                       r"layer conv1 of squeezenet: bias shape \(\), expected \(64,\)"),
+    "integers": (lambda f, name: f.create_dataset(name, data=np.zeros(64, np.int64)),
+                 "layer conv1 of squeezenet: bias has dtype int64, expected floats"),
+    "booleans": (lambda f, name: f.create_dataset(name, data=np.zeros(64, bool)), "bias has dtype bool"),
+    "complex numbers": (lambda f, name: f.create_dataset(name, data=np.zeros(64, complex)), "bias has dtype complex"),
+    "a group": (lambda f, name: f.create_group(name), "'conv1_3/bias:0' is not a dataset"),
+    "a soft link": (lambda f, name: f.__setitem__(name, h5py.SoftLink("/conv1/conv1_3/kernel:0")),
+                    "'conv1_3/bias:0' is reached through a soft link"),
+    "a dangling soft link": (lambda f, name: f.__setitem__(name, h5py.SoftLink("/nowhere")),
+                             "'conv1_3/bias:0' is reached through a soft link"),
+    "a soft link loop": (lambda f, name: f.__setitem__(name, h5py.SoftLink(f"/{name}")), "through a soft link"),
+    "a soft link on the way": (lambda f, name: f.__setitem__("conv1/conv1_3", h5py.SoftLink("/fire2")),
+                               "layer 'conv1': 'conv1_3/kernel:0' is reached through a soft link"),
+    # Both to a good bias in another file, which HDF5 would read: only the link's kind is wrong. (Links
+    # to a pipe are what makes following them dangerous, but a test of that would hang, not fail.)
+    "an external link": (lambda f, name: f.__setitem__(name, h5py.ExternalLink(f.filename + ".other.h5", "/bias")),
+                         "'conv1_3/bias:0' is reached through an external link"),
+    "data in another file": (lambda f, name: f.create_dataset(name, (64,), "f4",
+                                                              external=[(f.filename + ".raw", 0, 256)]),
+                             "keeps its numbers in other files"),
+}
+
+
+def _replace_bias(path, how):
+    """Put DAMAGED_DATASETS[how] in place of conv1's bias in the file at path (good biases beside it for links)."""
+    with h5py.File(path, "a") as f:
+        bias = f[BIAS][()]
+        del f[BIAS]
+    with h5py.File(f"{path}.other.h5", "w") as other:
+        other["bias"] = bias
+    Path(f"{path}.raw").write_bytes(bias.astype("<f4").tobytes())
+    with h5py.File(path, "a") as f:
+        if how == "a soft link on the way":
+            del f["conv1/conv1_3"]
+        DAMAGED_DATASETS[how][0](f, BIAS)
+
+
+@pytest.mark.parametrize("how", list(DAMAGED_DATASETS))
+def test_a_damaged_dataset_is_one_line_saying_the_file_is_damaged(squeezenet_copy, how):
+    """Every kind of dataset but an array of finite floats of the right shape: one line, download again."""
+    _replace_bias(squeezenet_copy, how)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning would leak a line besides the error's
+        with pytest.raises(UserError, match=DAMAGED_DATASETS[how][1]) as caught:
+            networks.load("squeezenet", weights=squeezenet_copy)
+    text = str(caught.value)
+    assert text.startswith(f"{squeezenet_copy}: ") and "\n" not in text
+    assert "damaged" in text and "again with `scratchnst weights download squeezenet`" in text
+    assert not isinstance(caught.value, UsageError)
+
+
+def test_model_weights_behind_an_external_link_is_refused(tmp_path, squeezenet_h5):
+    path = tmp_path / "model.h5"
+    with h5py.File(path, "w") as f:
+        f["model_weights"] = h5py.ExternalLink(str(squeezenet_h5), "/")  # good weights, in another file
+    with pytest.raises(UserError, match="group 'model_weights' is reached through an external link.*the file is "
+                                        "damaged"):
+        weights.read_weights(path)
+
+
+def test_the_real_file_is_far_inside_the_weight_limit(squeezenet_weights_path):
+    """WEIGHT_LIMIT leaves the published weights a wide margin: keras-squeezenet's largest is about 7."""
+    name, params = weights.parameters_from_file(weights.read_weights(squeezenet_weights_path))
+    assert name == "squeezenet"
+    largest = max(float(np.abs(array).max()) for pair in params.values() for array in pair)
+    assert 1 < largest < weights.WEIGHT_LIMIT / 1000
+
+
+@pytest.mark.parametrize("how", ["NaN", "1e38", "a string"])
+@pytest.mark.parametrize("command", ["stylize", "train", "weights info", "bench"])
+def test_commands_given_a_damaged_copy_of_the_real_file_end_in_one_line(
+        squeezenet_weights_path, tmp_path, capsys, monkeypatch, command, how):
+    """The audit's cases end to end: at load time, the file's fault, no warning, no 'internal error'."""
+    copy = shutil.copy(squeezenet_weights_path, tmp_path / SQUEEZENET_FILE)
+    _replace_bias(tmp_path / SQUEEZENET_FILE, how)
+    images = REPO / "lessons" / "images"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(images / "cat.jpg", photos / "cat.jpg")
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(tmp_path))  # bench has no --weights: it searches
+    args = {"stylize": ["stylize", "--weights", str(copy), str(images / "cat.jpg"), str(images / "swirls.jpg"),
+                        "-o", str(tmp_path / "out.png"), "--size", "64", "--iters", "1"],
+            "train": ["train", "--weights", str(copy), str(images / "swirls.jpg"), str(photos), "-o",
+                      str(tmp_path / "net.h5"), "--size", "64", "--iters", "1"],
+            "weights info": ["weights", "info", str(copy)],
+            "bench": ["bench", "--pretrained", "--models", "squeezenet", "--sizes", "64", "--repeats", "1"]}[command]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"scratchnst: error: {copy}: ")
+    assert "damaged" in err and "download it again" in err
+    assert "internal error" not in err and "alpha" not in err and "--lr" not in err
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "net.h5").exists()
+
+
+# ------------------------------------------------------------------ a style network as --weights
+@pytest.fixture(scope="module")
+def style_network(tmp_path_factory):
+    """A network as `scratchnst train` writes it (transformer_net.save), small."""
+    from scratchnst import transformer_net
+
+    params = transformer_net.init_params(np.random.default_rng(34), widths=(4, 8, 8), residual_blocks=1)
+    return transformer_net.save(tmp_path_factory.mktemp("style") / "NET.h5", params)
+
+
+def test_a_style_network_given_as_weights_says_to_apply_it(style_network, capsys):
+    from scratchnst import transformer_net
+
+    # weights.py spells the marks itself (transformer_net imports it): they must stay transformer_net's
+    assert weights._STYLE_NETWORK_ARCHITECTURE == transformer_net.ARCHITECTURE
+    with h5py.File(style_network, "r") as f:
+        assert f.attrs[weights._STYLE_NETWORK_FORMAT] == transformer_net.FORMAT_VERSION
+    expected = (f"{style_network}: a style network trained by `scratchnst train`, not pretrained network weights; "
+                f"stylize photos with it by `scratchnst apply {style_network} PHOTO -o OUT.png`, and give --weights "
+                "a pretrained VGG-19 or SqueezeNet file")
+    for load in (lambda: networks.load("squeezenet", weights=style_network), lambda: networks.load(style_network)):
+        with pytest.raises(UserError) as caught:
+            load()
+        assert str(caught.value).startswith(expected) and "does not know" not in str(caught.value)
+    assert main(["weights", "info", str(style_network)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "scratchnst apply" in err
+
+
+def test_a_style_network_marked_by_its_architecture_alone(style_network, tmp_path):
+    """A file of another format version still names its architecture: recognised by that too."""
+    path = shutil.copy(style_network, tmp_path / "NET.h5")
+    with h5py.File(path, "a") as f:
+        del f.attrs[weights._STYLE_NETWORK_FORMAT]
+    with pytest.raises(UserError, match="a style network trained by `scratchnst train`"):
+        networks.load("vgg19", weights=path)
+
+
 def test_file_of_no_known_architecture(tmp_path):
     path = tmp_path / "dense.h5"
     with h5py.File(path, "w") as f:
@@ -254,6 +417,31 @@ def test_find_weights_errors(places, tmp_path):
         weights.find_weights("squeezenet", explicit=tmp_path / "absent.h5")
     with pytest.raises(UsageError, match="unknown network 'alexnet'"):
         weights.find_weights("alexnet")
+
+
+def test_weights_dir_variable_naming_a_file_says_to_name_its_folder(places, squeezenet_h5, monkeypatch, capsys):
+    """$SCRATCHNST_WEIGHTS_DIR set to the weights file itself, an easy slip: not "FILE is not in FILE"."""
+    env, _, cache = places
+    target = shutil.copy(squeezenet_h5, env / SQUEEZENET_FILE)
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(target))
+    with pytest.raises(UserError) as caught:
+        weights.find_weights("squeezenet")
+    assert str(caught.value) == (f"no squeezenet weights: $SCRATCHNST_WEIGHTS_DIR is {target}, a file, not a "
+                                 f"folder; set it to the folder that holds the file: SCRATCHNST_WEIGHTS_DIR={env}")
+    with pytest.raises(UserError, match=r"is .*, a file, not a folder; set it to the folder that holds "
+                                        r"vgg19_weights_tf_dim_ordering_tf_kernels_notop\.h5, or to a folder where "
+                                        r"`scratchnst weights download vgg19` can save it$"):
+        weights.find_weights("vgg19")
+    with pytest.raises(UserError, match=r"^cannot save squeezenet_.*: \$SCRATCHNST_WEIGHTS_DIR is .*, a file, not a "
+                                        r"folder; .*, or give --dest DIR$"):
+        weights.download("squeezenet", url=f"file://{squeezenet_h5}")  # before anything is fetched
+    images = REPO / "lessons" / "images"
+    assert main(["stylize", str(images / "cat.jpg"), str(images / "swirls.jpg"), "-o", str(env / "out.png")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a file, not a folder; set it to the folder that holds the file" in err
+    # a copy in another place still serves: the mistake costs nothing then
+    shutil.copy(squeezenet_h5, cache / SQUEEZENET_FILE)
+    assert weights.find_weights("squeezenet") == cache / SQUEEZENET_FILE
 
 
 def test_user_cache_defaults_to_dot_cache(monkeypatch, tmp_path):
