@@ -627,6 +627,15 @@ def test_cli_list(places, squeezenet_h5, capsys):
     out = capsys.readouterr().out
     assert f"found: {env / SQUEEZENET_FILE}" in out
     assert "scratchnst weights download vgg19" in out
+    assert "note:" not in out
+
+
+def test_cli_list_says_when_the_weights_dir_is_a_file(squeezenet_h5, monkeypatch, capsys):
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(squeezenet_h5))
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert (f"note: $SCRATCHNST_WEIGHTS_DIR is {squeezenet_h5}, a file, not a folder; set it to the folder that "
+            f"holds the file: SCRATCHNST_WEIGHTS_DIR={squeezenet_h5.parent}") in out
 
 
 def test_cli_convert(vgg_pth, tmp_path, capsys):

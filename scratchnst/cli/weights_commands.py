@@ -35,6 +35,10 @@ def print_list(stream=None):
         print(f"{'':<11} {known.about}", file=stream)
     places = ", ".join(str(folder) if folder else f"{description} (not set)" for description, folder in search_dirs())
     print(f"searched in this order: {places}", file=stream)
+    for description, folder in search_dirs():
+        if folder is not None and folder.is_file():   # a file is no folder to search: what find_weights says
+            print(f"note: {description} is {folder}, a file, not a folder; set it to the folder that holds the file: "
+                  f"{description.lstrip('$')}={folder.parent}", file=stream)
     return 0
 
 
