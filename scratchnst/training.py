@@ -937,9 +937,10 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             if not np.isfinite(J):
                 raise UserError(f"the loss became {'NaN' if np.isnan(J) else 'infinite'} at step {iteration + 1}; "
                                 "lower --lr, or --beta / --alpha")
-            if not all(np.isfinite(g).all() for g in grads.values()):
+            # NaN if any gradient is (np.max propagates it, where Python's max could drop it)
+            largest = float(np.max([np.max(np.abs(g), initial=0.0) for g in grads.values()]))
+            if not np.isfinite(largest):
                 raise UserError(f"the gradients overflowed at step {iteration + 1} (the loss was {J:.4g}); lower --lr")
-            largest = max(float(np.max(np.abs(g), initial=0.0)) for g in grads.values())
             if largest > GRADIENT_LIMIT:
                 raise UserError(f"the gradients reached {largest:.3g} at step {iteration + 1}, too large for Adam in "
                                 f"float32 (the loss was {J:.4g}); lower --alpha / --beta / --tv-weight")

@@ -476,3 +476,17 @@ def test_weights_that_make_gradients_too_large_for_adam_stop_the_run(setup, caps
         assert train(setup, "--iters", "3", flag, "1e30") == 1
     line = error_line(capsys)
     assert "too large for Adam in float32" in line and "lower --alpha / --beta / --tv-weight" in line
+
+
+def test_a_gradient_that_is_not_finite_stops_the_run(setup, capsys, monkeypatch):
+    """One NaN among the gradients (the loss itself finite) ends the run in one line; Adam never takes it."""
+    real = training.batch_loss_and_grads
+
+    def one_nan(*args, **kwargs):
+        J, grads, parts = real(*args, **kwargs)
+        grads[list(grads)[-1]][0] = np.nan   # the last parameter: a NaN a max over all of them must not lose
+        return J, grads, parts
+
+    monkeypatch.setattr(training, "batch_loss_and_grads", one_nan)
+    assert train(setup, "--iters", "3") == 1
+    assert "the gradients overflowed at step 1" in error_line(capsys)
