@@ -45,7 +45,7 @@ from scratchnst import fast_conv, layers, networks, parallel
 from scratchnst import weights as weights_io
 from scratchnst.torch_network import TorchNetwork, _torch, to_nchw, torch_available
 from scratchnst.errors import UsageError, UserError
-from scratchnst.settings import MAX_SEED
+from scratchnst.settings import check_seed
 
 MODELS = ("vgg19", "squeezenet")
 
@@ -536,8 +536,7 @@ def check_settings(models, sizes, repeats=5, warmup=1, threads=None, seed=0):
             if size > MAX_SIZE:
                 raise UsageError(f"--sizes {size} is larger than the bench measures ({MAX_SIZE} px; a VGG-19 step "
                                  f"there already needs tens of GB): use sizes of at most {MAX_SIZE}")
-    if seed > MAX_SEED:
-        raise UsageError(f"--seed must be an integer from 0 to 2**63 - 1, got {seed}")
+    check_seed(seed)
     return threads
 
 
