@@ -147,8 +147,11 @@ def output_problem(path):
         why is the one-line reason, e.g. "folder nodir does not exist".
     """
     path = Path(path)
-    if path.is_dir():
-        return "folder", "it is a folder"
+    try:
+        if path.is_dir():
+            return "folder", "it is a folder"
+    except OSError as error:  # Path.is_dir raises where a folder above cannot be entered (EACCES)
+        return "not writable", f"a folder above it cannot be entered ({reason(error)})"
     target = Path(os.path.realpath(path))
     try:
         mode = target.stat().st_mode
@@ -178,13 +181,16 @@ def output_problem(path):
 def folder_problem(folder):
     """Why `folder` is not a folder: "folder X does not exist" or "X is a file, not a folder"; None if it is one."""
     folder = Path(folder)
-    if folder.is_dir():
-        return None
-    existing = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), None)
-    if existing is not None and existing.is_file():
-        return f"{existing} is a file, not a folder"
-    if existing is not None and not existing.is_dir():
-        return f"{existing} is not a folder"  # a device, a broken link
+    try:
+        if folder.is_dir():
+            return None
+        existing = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), None)
+        if existing is not None and existing.is_file():
+            return f"{existing} is a file, not a folder"
+        if existing is not None and not existing.is_dir():
+            return f"{existing} is not a folder"  # a device, a broken link
+    except OSError as error:  # a folder above it that the user may not enter (Path.is_dir raises then)
+        return f"it or a folder above it cannot be entered ({reason(error)})"
     return f"folder {folder} does not exist"
 
 

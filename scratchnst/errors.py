@@ -9,6 +9,7 @@ else is a bug (shown as one line too, with --debug giving the traceback).
                  parse, options that contradict each other. Exit status 2, as argparse uses.
 """
 
+import errno
 import os
 
 
@@ -40,3 +41,21 @@ class Interrupted(KeyboardInterrupt):
 def debug_requested():
     """True when $SCRATCHNST_DEBUG asks for tracebacks: any value but empty, 0, no, false or off."""
     return os.environ.get("SCRATCHNST_DEBUG", "").strip().lower() not in ("", "0", "no", "false", "off")
+
+
+# What to do about an OSError that names a file and reached the top without a message of its own:
+# the places a command checks before working have their own lines; these are for the rest.
+_OS_ERROR_ADVICE = {
+    errno.EACCES: "check the permissions of that path and of the folders above it",
+    errno.EPERM: "check the permissions of that path and of the folders above it",
+    errno.ENOSPC: "free some space, or choose another place",
+    errno.EDQUOT: "free some space, or choose another place",
+    errno.EROFS: "that file system is read-only: choose another place",
+}
+
+
+def os_error_line(error):
+    """The one line for an OSError that names a file: "PATH: Permission denied; check ..."."""
+    line = f"{error.filename}: {error.strerror or error}"
+    advice = _OS_ERROR_ADVICE.get(error.errno)
+    return f"{line}; {advice}" if advice else line

@@ -642,14 +642,25 @@ def find_weights(model, explicit=None, weights_flag="--weights FILE"):
         if folder is None:
             looked.append(f"{description} (not set)")
             continue
-        candidate = folder / known.filename
-        if candidate.is_file():
-            return candidate
-        looked.append(str(folder))
+        found, why = is_file_in(folder, known.filename)
+        if found:
+            return found
+        looked.append(f"{folder} (cannot be searched: {why})" if why else str(folder))
     _check_weights_dir_variable(model, f"no {model} weights")
     give = f"give the file with {weights_flag}" if weights_flag else "put the file in one of these folders"
     raise UserError(f"no {model} weights: {known.filename} is not in {', '.join(looked)}; "
                     f"run {download_command(model)}, or {give}")
+
+
+def is_file_in(folder, filename):
+    """(path, None) when folder/filename is a regular file; (None, None) when it is not; (None, why)
+    when the folder cannot be searched (a HOME the user cannot read: Path.is_file raises
+    PermissionError there rather than answer False, and the search must go on to the next place)."""
+    candidate = Path(folder) / filename
+    try:
+        return (candidate if candidate.is_file() else None), None
+    except OSError as error:
+        return None, reason(error)
 
 
 def _check_weights_dir_variable(model, head, alternative=""):
@@ -666,7 +677,7 @@ def _check_weights_dir_variable(model, head, alternative=""):
     """
     env = os.environ.get("SCRATCHNST_WEIGHTS_DIR")
     folder = Path(env).expanduser() if env else None
-    if folder is None or not folder.is_file():
+    if folder is None or not is_file_in(folder.parent, folder.name)[0]:
         return
     known = known_weights(model)
     if folder.name == known.filename:

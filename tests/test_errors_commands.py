@@ -857,3 +857,88 @@ def test_gradcheck_of_a_copy_that_does_not_import_names_its_line(tmp_path, where
     status, _, err = command("gradcheck", "--no-torch", "--only", "content_cost", "--package", tmp_path / "copy")
     assert status == 1 and "internal error" not in err
     one_line(err, "the student copy does not import:", f"{where}:", "SyntaxError")
+
+
+# ------------------------------------------------------------------ a folder the user cannot enter
+def _as_locked_out_user(tmp_path):
+    """(locked folder, argv prefix) for running a command as a user who cannot enter `locked`.
+
+    A normal user: a folder of mode 0; its own commands run as they are. Root enters any folder, so
+    for root the command runs in a bubblewrap user namespace as an ordinary uid, with every
+    capability dropped, where the folder of mode 0 refuses it as the kernel refuses a user (the
+    "HOME I cannot read" case: Path.is_dir raises PermissionError there instead of saying False).
+    """
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    prefix = []
+    if os.geteuid() == 0:
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            locked.chmod(0o700)
+            pytest.skip("running as root without bubblewrap: no way to be refused a folder")
+        prefix = [bwrap, "--unshare-user", "--uid", "1000", "--dev-bind", "/", "/"]
+        probe = subprocess.run(prefix + ["ls", str(locked)], capture_output=True)
+        if probe.returncode == 0 or b"ermission" not in probe.stderr:
+            locked.chmod(0o700)
+            pytest.skip(f"bubblewrap cannot make a user that a folder refuses here: {probe.stderr[:200]!r}")
+    return locked, prefix
+
+
+@pytest.fixture
+def locked_out(tmp_path):
+    locked, prefix = _as_locked_out_user(tmp_path)
+    try:
+        yield locked, prefix
+    finally:
+        locked.chmod(0o700)
+
+
+def _run_locked(prefix, args, **env):
+    done = subprocess.run(prefix + [sys.executable, "-m", "scratchnst", *map(str, args)], capture_output=True,
+                          text=True, timeout=120, cwd=REPO, env={**os.environ, **env})
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_a_weights_cache_the_user_cannot_enter_is_named_and_searching_goes_on(locked_out, real_weights, tmp_path):
+    locked, prefix = locked_out
+    env = {"HOME": str(locked), "XDG_CACHE_HOME": "", "SCRATCHNST_WEIGHTS_DIR": ""}
+    status, out, err = _run_locked(prefix, ["weights", "list"], **env)
+    assert status == 0 and err == ""
+    assert f"{locked}/.cache/scratchnst (cannot be searched: Permission denied)" in out
+    # searching goes on past it: a copy in $SCRATCHNST_WEIGHTS_DIR is found
+    shutil.copy(real_weights, tmp_path / real_weights.name)
+    status, out, err = _run_locked(prefix, ["weights", "list"], **{**env, "SCRATCHNST_WEIGHTS_DIR": str(tmp_path)})
+    assert status == 0 and f"found: {tmp_path / real_weights.name}" in out
+    # found nowhere: the one line says which place could not be searched, and why
+    status, _, err = _run_locked(prefix, ["stylize", REPO / "lessons/images/cat.jpg", REPO / "lessons/images/swirls.jpg",
+                                          "-o", tmp_path / "out.png"], **env)
+    assert status == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "(cannot be searched: Permission denied)" in err and "scratchnst weights download squeezenet" in err
+    # and a download into it says so before anything is fetched, with the way out
+    status, _, err = _run_locked(prefix, ["weights", "download", "squeezenet", "--url", real_weights.as_uri()], **env)
+    assert status == 1 and len(err.splitlines()) == 1
+    assert "cannot be entered (Permission denied)" in err and "--dest DIR" in err
+
+
+@pytest.mark.parametrize("command", ["stylize", "apply", "train"])
+def test_paths_inside_a_folder_the_user_cannot_enter_are_one_line_with_advice(command, locked_out, real_weights,
+                                                                               tmp_path):
+    locked, prefix = locked_out
+    cat, swirls = REPO / "lessons/images/cat.jpg", REPO / "lessons/images/swirls.jpg"
+    if command == "stylize":
+        args = ["stylize", cat, swirls, "-o", locked / "out.png", "--weights", real_weights, "--iters", 1]
+    elif command == "apply":
+        from scratchnst import transformer_net
+
+        network = tmp_path / "net.h5"
+        transformer_net.save(network, transformer_net.init_params(np.random.default_rng(0), widths=(4, 4, 4),
+                                                                   residual_blocks=1, outer_kernel=3))
+        args = ["apply", network, cat, "-o", locked / "out.png"]
+    else:
+        args = ["train", swirls, locked / "photos", "-o", tmp_path / "net.h5", "--weights", real_weights]
+    status, _, err = _run_locked(prefix, args)
+    assert status == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(locked) in err and "Permission denied" in err
+    assert ("folder above it" in err) or ("folders above it" in err), err
+    assert not any(tmp_path.glob("net.h5*")) or command == "apply"

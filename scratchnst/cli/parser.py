@@ -17,7 +17,7 @@ import sys
 
 from scratchnst import __version__
 from scratchnst.cli import interrupts, streams
-from scratchnst.errors import UserError, debug_requested
+from scratchnst.errors import UserError, debug_requested, os_error_line
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -788,7 +788,7 @@ def _describe(error):
     if isinstance(error, MemoryError):
         return "out of memory; use a smaller --size (or smaller images), or close other programs"
     if isinstance(error, OSError) and error.filename is not None:
-        return f"{error.filename}: {error.strerror or error}"
+        return os_error_line(error)
     if isinstance(error, NotImplementedError):
         return _unfinished_exercise(error)
     text = str(error).splitlines()[0] if str(error) else ""

@@ -17,7 +17,7 @@ from scratchnst import checkpoint, image, training, transformer_net
 from scratchnst.atomic import check_output, folder_problem, same_file
 from scratchnst.cli import interrupts
 from scratchnst.cli.stylize_command import _format_seconds, check_output_paths
-from scratchnst.errors import UsageError, UserError
+from scratchnst.errors import UsageError, UserError, os_error_line
 
 SETTINGS_ORDER = ("model", "weights", "pool", "size", "crop", "batch", "iters", "final_steps", "lr", "lr_schedule",
                   "content_layer", "alpha", "style_layers", "beta", "tv_weight", "style_size", "widths",
@@ -178,7 +178,7 @@ def _what_failed(error):
     # parser.describe_error's wording for these two kinds; parser imports this module, so calling
     # it from here would make an import cycle (tests/test_package_layout.py forbids them)
     if isinstance(error, OSError) and error.filename is not None:
-        return f"{error.filename}: {error.strerror or error}"
+        return os_error_line(error)
     return str(error)
 
 

@@ -8,8 +8,8 @@ import sys
 
 from scratchnst.errors import UserError
 from scratchnst.weights import (FORMAT_VERSION, KNOWN_WEIGHTS, PREPROCESSING, _download_plan, _reject_empty,
-                                download, download_command, find_weights, parameters_from_file, read_weights,
-                                search_dirs)
+                                download, download_command, find_weights, is_file_in, parameters_from_file,
+                                read_weights, search_dirs)
 
 
 def run_download(model, dest_dir=None, url=None, stream=None):
@@ -33,13 +33,21 @@ def print_list(stream=None):
             status = f"missing: get it with {download_command(model)}"
         print(f"{model:<11} {known.filename:<{width}}  {status}", file=stream)
         print(f"{'':<11} {known.about}", file=stream)
-    places = ", ".join(str(folder) if folder else f"{description} (not set)" for description, folder in search_dirs())
+    places = ", ".join(_place(description, folder) for description, folder in search_dirs())
     print(f"searched in this order: {places}", file=stream)
     for description, folder in search_dirs():
-        if folder is not None and folder.is_file():   # a file is no folder to search: what find_weights says
+        if folder is not None and is_file_in(folder.parent, folder.name)[0]:   # a file is no folder to search
             print(f"note: {description} is {folder}, a file, not a folder; set it to the folder that holds the file: "
                   f"{description.lstrip('$')}={folder.parent}", file=stream)
     return 0
+
+
+def _place(description, folder):
+    """How `weights list` names a place searched: its folder, "... (not set)" or "... (cannot be searched: why)"."""
+    if folder is None:
+        return f"{description} (not set)"
+    why = is_file_in(folder, "")[1]   # raises nothing: a folder the user may not enter gives its reason
+    return f"{folder} (cannot be searched: {why})" if why else str(folder)
 
 
 def print_info(path, stream=None):
