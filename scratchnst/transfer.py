@@ -234,8 +234,15 @@ class CostNotFinite(UserError):
         self.setting = bad[0] if bad else max(terms, key=lambda key: abs(terms[key]))
         what = "the gradient of the cost" if gradient_only else "the cost"
         flag = "--" + self.setting.replace("_", "-")
+        cause, advice = f"{flag} {settings[self.setting]:g}", f"lower {flag}"
+        # beta multiplies every style layer's own weight: where those are far above the course's
+        # 0.2 (fire2:1e308), they are the likelier cause, and lowering --beta alone is bad advice
+        heavy = [f"{layer}:{weight:g}" for layer, weight in settings.get("style_layers", ()) if abs(weight) > 1]
+        if self.setting == "beta" and heavy:
+            cause += f" times the --style-layers weights {', '.join(heavy)}"
+            advice = "lower those weights or --beta"
         super().__init__(f"{what} became {'NaN' if np.isnan(parts['J']) else 'infinite'} "
-                         f"({flag} {settings[self.setting]:g} makes it overflow); lower {flag}")
+                         f"({cause} makes it overflow); {advice}")
 
 
 def stylize(content, style, *, callback=None, resume=None, **options):

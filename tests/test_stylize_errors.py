@@ -212,6 +212,15 @@ def test_a_beta_that_overflows_at_the_start_names_the_flag(inputs, tmp_path, cap
     assert files(tmp_path) == ["in"]
 
 
+@pytest.mark.filterwarnings("error")
+def test_a_style_layer_weight_that_overflows_is_named_rather_than_beta_alone(inputs, tmp_path, capsys):
+    assert run(inputs, tmp_path / "out.png", "--style-layers", "fire2:1e308,fire3:0.5") == 1
+    line = one_error_line(capsys)[0]
+    assert "times the --style-layers weights fire2/concat:1e+308 makes it overflow" in line, line
+    assert "fire3" not in line and "lower those weights or --beta" in line
+    assert files(tmp_path) == ["in"]
+
+
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_a_cost_that_becomes_nan_mid_run_keeps_the_last_good_image(inputs, tmp_path, capsys, monkeypatch, optimizer):
     real = transfer.make_cost_function
