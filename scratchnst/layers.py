@@ -103,7 +103,9 @@ def conv2d_forward_naive(x, w, b, stride=1, padding="same"):
         cache: (x, w, b, stride, padding) for conv2d_backward_naive.
     """
     N, H, W, C_in = x.shape
-    KH, KW, _, C_out = w.shape
+    KH, KW, w_C_in, C_out = w.shape
+    if w_C_in != C_in:
+        raise ValueError(f"kernel expects {w_C_in} input channels, input has {C_in}")
     H_out, top, bottom = conv_output_size(H, KH, stride, padding)
     W_out, left, right = conv_output_size(W, KW, stride, padding)
     xpad = _pad_hw(x, (top, bottom), (left, right))
@@ -351,9 +353,10 @@ def max_pool_forward(x, size=2, stride=2, padding="valid"):
 
     Returns:
         out: (N, H_out, W_out, C), the maximum of each window.
-        cache: (x.shape, arg, size, stride, padding) where arg (N, H_out, W_out, C), uint8, is the
-            index kh*size + kw of the first maximum of each window: all the backward pass needs,
-            a quarter of a float32 output's memory.
+        cache: (x.shape, arg, size, stride, padding) where arg (N, H_out, W_out, C) is the index
+            kh*size + kw of the first maximum of each window: all the backward pass needs. It is
+            uint8 (a quarter of a float32 output's memory) for windows of up to 16x16, whose 256
+            taps it can number; a wider unsigned type for larger ones.
     """
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
     xpad = _pad_hw(x, pad_h, pad_w, value=-np.inf)
@@ -365,7 +368,7 @@ def max_pool_forward(x, size=2, stride=2, padding="valid"):
     for kh, kw, tap in _window_taps(xpad, size, size, stride, H_out, W_out):
         if out is None:
             out = tap.copy()
-            arg = np.zeros(out.shape, dtype=np.uint8)
+            arg = np.zeros(out.shape, dtype=np.min_scalar_type(size * size - 1))  # uint8 up to 16x16
             continue
         # strictly greater: a tie keeps the earlier tap, as PyTorch does; NaN wins, as in PyTorch
         better = tap > out
@@ -374,7 +377,7 @@ def max_pool_forward(x, size=2, stride=2, padding="valid"):
         np.maximum(out, tap, out=out)  # NaN propagates, as `better` says
         # Taps come in increasing index order, so where this tap is better its index exceeds the
         # stored one: a maximum with better * index updates arg (far faster than arg[better] = index).
-        np.maximum(arg, better * np.uint8(kh * size + kw), out=arg)
+        np.maximum(arg, better * arg.dtype.type(kh * size + kw), out=arg)
     # END SOLUTION
     return out, (x.shape, arg, size, stride, padding)
 

@@ -419,7 +419,8 @@ def conv2d_weight_gradient(x, dout, KH, KW):
     if C_in <= C_out:
         g = _window_products(x, dout, KH, KW, H_out, W_out, True, dtype)       # (KH*KW*C_in, C_out)
         return g.reshape(KH, KW, C_in, C_out)                     # rows were in (kh, kw, ci) order
-    dpad = np.pad(dout, ((0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1), (0, 0)))  # (N, Hp + KH - 1, Wp + KW - 1, C_out)
+    # (N, Hp + KH - 1, Wp + KW - 1, C_out); np.pad keeps a Fortran-ordered dout's order, hence C order first
+    dpad = np.pad(np.ascontiguousarray(dout), ((0, 0), (KH - 1, KH - 1), (KW - 1, KW - 1), (0, 0)))
     g = _window_products(dpad, x, KH, KW, Hp, Wp, False, dtype)                # (C_in, KH*KW*C_out)
     # g[ci, u, v, co] = sum x[a, b, ci] dout[a - (KH-1-u), b - (KW-1-v), co]: tap (kh, kw) = (KH-1-u, KW-1-v)
     return np.ascontiguousarray(g.reshape(C_in, KH, KW, C_out)[:, ::-1, ::-1, :].transpose(1, 2, 0, 3))
@@ -483,7 +484,8 @@ def upsample_nearest_forward(x, factor=2):
     _check_factor(factor)
     N, H, W, C = x.shape
     blocks = np.broadcast_to(x[:, :, None, :, None, :], (N, H, factor, W, factor, C))
-    out = blocks.reshape(N, H * factor, W * factor, C)  # a copy: the broadcast view is not contiguous
+    # a copy: the broadcast view is not contiguous (but for f = 1, where it is x itself, so copied here)
+    out = blocks.reshape(N, H * factor, W * factor, C) if factor > 1 else x.copy()
     return out, (x.shape, factor)
 
 

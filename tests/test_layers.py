@@ -225,6 +225,29 @@ def test_max_pool_nan_wins_as_in_torch(size, stride, torch):
     np.testing.assert_allclose(layers.max_pool_backward(dout, cache), ref_dx, rtol=1e-12)
 
 
+@pytest.mark.parametrize("size", [16, 17, 20, 257])
+def test_max_pool_windows_of_more_than_256_taps_number_every_tap(size, torch):
+    # the tap index was kept in uint8: a 17x17 window (289 taps) overflowed it
+    x = np.random.default_rng(size).standard_normal((1, size + 2, size + 1, 2))
+    out, cache = layers.max_pool_forward(x, size, 1)
+    assert np.iinfo(cache[1].dtype).max >= size * size - 1
+    dout = np.random.default_rng(1).standard_normal(out.shape)
+    ref_out, (ref_dx,) = torch_grads(lambda x: torch_ref.max_pool(x, size, 1), {"x": x}, dout)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_allclose(layers.max_pool_backward(dout, cache), ref_dx, rtol=1e-12)
+    if size < 20:  # the readable version too (slow for larger windows)
+        naive_out, naive_cache = layers.max_pool_forward_naive(x, size, 1)
+        np.testing.assert_array_equal(naive_out, out)
+        np.testing.assert_allclose(layers.max_pool_backward_naive(dout, naive_cache), ref_dx, rtol=1e-12)
+
+
+@pytest.mark.parametrize("conv", [layers.conv2d_forward_naive, layers.conv2d_forward, fast_conv.conv2d_forward])
+def test_every_convolution_refuses_kernels_of_other_input_channels(conv):
+    # broadcasting would otherwise turn a (1, 4, 4, 1) input and (3, 3, 3, 2) kernels into a result
+    with pytest.raises(ValueError, match="kernel expects 3 input channels, input has 1"):
+        conv(np.ones((1, 4, 4, 1)), np.ones((3, 3, 3, 2)), np.zeros(2), 1, "same")
+
+
 def test_relu_matches_torch_including_zero(torch):
     x = np.random.default_rng(3).standard_normal((3, 7, 9, 4))
     x[0, 0, :3, 0] = 0.0  # exact zeros: the derivative there is 0 in PyTorch and in TensorFlow

@@ -281,6 +281,33 @@ def test_conv_weight_gradient_blocks_rows_of_large_images(monkeypatch):
         assert rel_error(tl.conv2d_weight_gradient(x, dout, 3, 3), layers.conv2d_backward(dout, cache)[1]) < 1e-10
 
 
+@pytest.mark.parametrize("c_in,c_out", [(4, 2), (2, 4)])
+@pytest.mark.parametrize("layout", ["fortran", "sliced", "transposed"])
+def test_conv_weight_gradient_takes_any_memory_layout(c_in, c_out, layout):
+    # a Fortran-ordered dout stayed Fortran through np.pad and was refused when C_in > C_out
+    rng = np.random.default_rng(c_in)
+    x, dout = rng.standard_normal((2, 7, 6, c_in)), rng.standard_normal((2, 5, 4, c_out))
+    expected = tl.conv2d_weight_gradient(x, dout, 3, 3)
+    if layout == "fortran":
+        x_l, dout_l = np.asfortranarray(x), np.asfortranarray(dout)
+    elif layout == "sliced":
+        x_l = np.repeat(x, 2, axis=3)[..., ::2]
+        dout_l = np.repeat(dout, 2, axis=2)[:, :, ::2]
+    else:
+        x_l = np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+        dout_l = np.ascontiguousarray(dout.transpose(3, 1, 2, 0)).transpose(3, 1, 2, 0)
+    np.testing.assert_allclose(tl.conv2d_weight_gradient(x_l, dout_l, 3, 3), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_upsampling_by_one_is_a_fresh_writable_copy():
+    x = np.arange(12.0).reshape(1, 2, 3, 2)
+    out, _ = tl.upsample_nearest_forward(x, 1)
+    assert out.flags.writeable and not np.shares_memory(out, x)
+    np.testing.assert_array_equal(out, x)
+    out += 1
+    np.testing.assert_array_equal(x, np.arange(12.0).reshape(1, 2, 3, 2))
+
+
 def test_conv_weight_gradient_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="valid convolution"):
         tl.conv2d_weight_gradient(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 4)), 3, 3)
