@@ -107,8 +107,9 @@ print(f"\n'same' and padding=1 both give {same.shape[1]}x{same.shape[2]}, but th
 # %% [markdown]
 # ## Check the loops against the package
 #
-# `layers.conv2d_forward_naive` is the package's own loop version, kept for reading; the fast
-# `layers.conv2d_forward` is what the networks run. All three must agree to round-off, for odd
+# `layers.conv2d_forward_naive` is the package's own loop version, kept for reading, and
+# `layers.conv2d_forward`, vectorised, is the course's exercise; the networks run neither, but
+# `fast_conv`'s, with the ReLU fused in (see below). All three must agree to round-off, for odd
 # sizes, several images, strides and paddings. We compare with `rel_error`, the largest of
 # |a - b| / (|a| + |b|) over all elements: 1e-12 or less in float64 means "the same sums, added
 # in another order" (the largest ratio comes from the elements closest to zero).

@@ -203,8 +203,10 @@ if torch is not None:
 # Then the backward pass of ONE overlapping max pool (3x3, stride 2, as SqueezeNet) with
 # dout = 1 everywhere: the picture (white = most, black = none; the centre of the image,
 # enlarged) counts how much gradient each pixel receives. Most get none;
-# a few get the gradient of several windows. Average pooling gives every pixel a share (the grid:
-# where 3x3 windows with stride 2 overlap, a pixel sits in 2 or 4 windows and gets 2 or 4 shares).
+# a few get the gradient of several windows. Average pooling gives every pixel in a window a share
+# (the grid: where 3x3 windows with stride 2 overlap, a pixel sits in 2 or 4 windows and gets 2 or 4
+# shares). Without padding, the last row and column of an even-sized image are in no window and
+# get nothing from either pool (for average pooling, the line printed below counts them).
 # That is the "gradient flow" Gatys et al. improve by switching to average pooling: with max
 # pooling, each step of the optimisation changes only the pixels that won their windows.
 

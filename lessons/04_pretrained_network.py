@@ -78,7 +78,8 @@ with h5py.File(path, "r") as f:
 #
 # `weights.read_weights` does the same walk (and says which layer is missing or damaged, if one
 # is); `networks.load` then checks every kernel's shape against the architecture table and
-# builds the network. The architecture itself is data: a tuple of rows in `networks.py`.
+# builds the network. The architecture itself is data: a tuple of rows in `architectures.py`
+# (`networks` imports the tables, as `networks.VGG19` and `networks.SQUEEZENET` below).
 
 # %%
 _lesson.section("The architecture table and the loaded network")

@@ -33,8 +33,8 @@ args = _lesson.parse_args(__doc__, size=320, iters=200)
 # optimiser; its defaults (`transfer.MODEL_DEFAULTS`) take the TF1 version's content layer conv4_2
 # (= block4_conv2), average pooling and lr 2.0 in grey levels, because these weights expect Caffe
 # preprocessing (0..255, minus the means) as in TF1, whose numbers were tuned with it; the TF2
-# version feeds [0, 1] pixels to weights that expect 0..255 (see the comment at
-# `transfer.MODEL_DEFAULTS`).
+# version feeds [0, 1] pixels to weights that expect 0..255 (see the comment at `MODEL_DEFAULTS`
+# in `scratchnst/settings.py`).
 #
 # By default this lesson scales down the image (--size 320, the size of the shipped photo) and
 # the iterations (--iters 200, the TF1 count), and uses SqueezeNet 1.1 when VGG-19's weights are

@@ -1,7 +1,7 @@
 """Build executed notebooks, and an HTML page of each, from the lessons' `# %%` scripts.
 
     pip install -e ".[lessons]"                         # jupytext, nbclient, ipykernel, nbconvert, matplotlib
-    python lessons/build_notebooks.py                   # all ten at their default sizes: ~10 minutes
+    python lessons/build_notebooks.py                   # all twelve: ~5 min for 01-10, ~3 more for 11, 12
     python lessons/build_notebooks.py 04 07             # only lessons 04 and 07
     python lessons/build_notebooks.py --lesson-args "--size 64 --iters 3"   # quick and small
 
@@ -104,7 +104,7 @@ def write_html(nb, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("lessons", nargs="*", help="lesson numbers or name prefixes (default: all ten)")
+    parser.add_argument("lessons", nargs="*", help="lesson numbers or name prefixes (default: all twelve)")
     parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="folder for the .ipynb and .html files")
     parser.add_argument("--lesson-args", default="", help='options for every lesson, e.g. "--size 64 --iters 3"')
     parser.add_argument("--no-html", action="store_true", help="write the notebooks only")

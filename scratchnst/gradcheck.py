@@ -170,7 +170,7 @@ class Check:
     """
 
     name: str
-    group: str  # "layers", "costs" or "chain"
+    group: str  # "layers", "costs", "transformer" or "chain"
     build: Callable  # () -> Case
     tags: tuple = ()  # other names that select it with --only, e.g. the network's name
 

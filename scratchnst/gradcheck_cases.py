@@ -1,7 +1,7 @@
 """The rows of `scratchnst gradcheck` and the run of the table: every layer, every cost, and the chain
 from a cost to the pixels.
 
-Three groups, in the order a student meets them:
+Four groups, in the order a student meets them:
 
     layers  convolution (the readable one and the fast one the networks run), ReLU, max and
             average pooling, concatenation: every configuration the networks use, and odd ones;

@@ -19,10 +19,10 @@ and `Helpers` hands each other piece to a process of its own:
 
 In `train` (2026-12-05, batches of two, three runs each way interleaved, medians) a step took
 82 ms instead of 92 on 128 px crops and 320 ms instead of 345 on whole 256 px photos: 0.89 and
-0.93 of the threads' time, so `scratchnst train --threads 2` 8 min 31 s instead of 9 min 9 s. The
-parameters and photos go to a helper, and its gradients come back, through memory both processes
-map (`SharedBuffer`): through the pipe, sending the parameters took 2.1 ms and receiving the
-gradients 2.7, against 0.6 and 1.9 through memory.
+0.93 of the threads' time; a whole `scratchnst train --threads 2` took 8 min 40 s instead of 9 min
+9 s (README.md's table). The parameters and photos go to a helper, and its gradients come back,
+through memory both processes map (`SharedBuffer`): through the pipe, sending the parameters took
+2.1 ms and receiving the gradients 2.7, against 0.6 and 1.9 through memory.
 
 Each piece is computed exactly as a thread computed it (one BLAS thread, the same kernel, the layers
 unsplit) and the pieces are summed in the same order, so the step is the same, bit for bit, as with

@@ -20,7 +20,7 @@ check the vectorised one against (tests prove the two equal, equal to finite dif
 PyTorch). Every function keeps the dtype it is given and never writes into its inputs, `dout` or
 the cache.
 
-`transformer_net.gradcheck_cases` lists these layers' configurations for `scratchnst.gradcheck`
+`gradcheck_cases.transformer_cases` lists these layers' configurations for `scratchnst.gradcheck`
 (there, not here: this module imports nothing but NumPy and `parallel`, not even inside a
 function, as tests/test_package_layout.py checks for every math module).
 """

@@ -8,7 +8,7 @@ the course's costs of every image, the loss network backward to the outputs, the
 backward to every parameter.
 PyTorch runs the same step with the same weights, NCHW, autograd for every gradient
 (torch_network.TorchTransformer and TorchNetwork.training_loss). The Adam update is left out of both:
-a few element-wise passes over 0.1 M parameters, nothing beside the two networks.
+a few element-wise passes over 0.42 M parameters, nothing beside the two networks.
 
 The inputs are made up (smooth random pictures), and the loss network's weights random unless
 `pretrained`: the time of a step does not depend on what the pixels show.

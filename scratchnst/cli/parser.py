@@ -58,9 +58,9 @@ def _add_gradcheck(sub):
         help="check every hand-derived gradient: layers, costs, and the network down to the pixels",
         description="Check every backward pass against centred finite differences (float64) and "
         "PyTorch autograd (when torch is installed): the layers, the course's costs (content, Gram, "
-        "style, total, total variation), and dJ/dx from each cost through the pretrained networks "
-        "whose weights are installed. Exit status 1 if any row fails, raises, or is an exercise "
-        "not written yet.",
+        "style, total, total variation), the real-time style network's layers and, on a small one, "
+        "every parameter's gradient, and dJ/dx from each cost through the pretrained networks whose weights "
+        "are installed. Exit status 1 if any row fails, raises, or is an exercise not written yet.",
         epilog="examples: scratchnst gradcheck --only costs;  scratchnst gradcheck --only content_cost "
         "--only squeezenet;  scratchnst gradcheck --package mycopy (a student copy's own functions)",
         formatter_class=_Formatter,
@@ -68,8 +68,8 @@ def _add_gradcheck(sub):
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the random inputs")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns even if torch is installed")
     p.add_argument("--only", action="append", metavar="NAME",
-                   help="run only this check, group (layers, costs, chain) or network (squeezenet, vgg19); "
-                   "repeat for several; without it, every check")
+                   help="run only this check, group (layers, costs, transformer, chain) or network "
+                   "(squeezenet, vgg19); repeat for several; without it, every check")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--package", type=path_arg, metavar="DIR",
                    help="check the functions of the student copy in DIR (the folder `scratchnst exercises "
@@ -280,7 +280,7 @@ def _add_stylize(sub):
         description="Neural style transfer: change the pixels of an image, starting from CONTENT, to lower "
         "J = alpha J_content + beta J_style + tv_weight J_tv through a pretrained network. Prints the "
         "resolved settings, a progress line on stderr, and the time per iteration at the end. It runs on "
-        "one core unless --threads (or OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS) says otherwise.",
+        "one core unless --threads (or OPENBLAS_NUM_THREADS, which NumPy's OpenBLAS reads) says otherwise.",
         formatter_class=_Formatter,
     )
     p.add_argument("content", metavar="CONTENT", type=path_arg, help="the content image (a photograph)")
