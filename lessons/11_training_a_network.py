@@ -140,7 +140,11 @@ _lesson.save(args, "11_layers.png", _lesson.montage(
 # Downsampling convolutions, residual blocks at a quarter of the resolution, upsampling back;
 # widths chosen for a CPU (`transformer_net`'s docstring says why). Its input and output are in the
 # loss network's preprocessed space, so that G = f_W(p) goes straight into it; the scaled tanh at
-# the end keeps every output pixel inside 0..255.
+# the end keeps every output pixel inside 0..255. Besides the photo's three channels, conv1 reads
+# one plane of Gaussian noise (hence its 4 input channels below): convolutions can only paint a
+# flat sky flat, and the style's Gram matrices want texture there too (Ulyanov et al.'s texture
+# networks feed noise for the same reason). `transformer_net.network_input` appends it: from a
+# fixed seed when a photo is stylised, so that the same photo gives the same picture.
 
 # %%
 _lesson.section("The transformer network")

@@ -147,9 +147,10 @@ _lesson.save(args, "12_training_photos.png", _lesson.montage(training_tiles, tra
 # %% [markdown]
 # ## What the first layer learnt
 #
-# The first convolution has 5x5 kernels on the three colour channels (the paper's are 9x9; trained
-# side by side, 5x5 learnt faster and cost less a step: `transformer_net` gives the numbers). Each
-# one is a small colour pattern the layer looks for. They start as noise, and a short training
+# The first convolution has 5x5 kernels on the three colour channels and the noise plane (the
+# paper's are 9x9; trained side by side, 5x5 learnt faster and cost less a step: `transformer_net`
+# gives the numbers). Below are their colour channels only: each kernel is a small colour pattern
+# the layer looks for. They start as noise, and a short training
 # moves them little (Adam's steps are about lr = 2e-3 each, the kernels' entries about 0.1): the
 # third row shows the CHANGE, each kernel's own scale stretched. What training added is smooth:
 # colour blobs and soft gradients across the window, the low frequencies of the style's colours,
@@ -157,10 +158,11 @@ _lesson.save(args, "12_training_photos.png", _lesson.montage(training_tiles, tra
 
 # %%
 def kernels_picture(kernel):
-    """(K, K, 3, C) kernel -> a row of C enlarged RGB patches (BGR channels flipped), each stretched."""
+    """(K, K, 3 + z, C) kernel -> a row of C enlarged RGB patches of its colour channels (BGR flipped), each
+    stretched (the z noise planes' weights are left out)."""
     patches, zoom = [], max(6, 54 // kernel.shape[0])  # about 54 px a patch, whatever K
     for c in range(kernel.shape[3]):
-        k = kernel[:, :, ::-1, c]
+        k = kernel[:, :, 2::-1, c]
         k = (k - k.min()) / max(1e-12, float(k.max() - k.min())) * 255
         patches.append(np.kron(k, np.ones((zoom, zoom, 1))))
     return np.concatenate([np.pad(p, ((2, 2), (2, 2), (0, 0)), constant_values=255) for p in patches], axis=1)
@@ -189,7 +191,7 @@ if history:
 # ## Exercises
 #
 # 1. Train with `scratchnst train lessons/images/swirls.jpg lessons/images/photos -o swirls.h5`
-#    (about 16 minutes) and run this lesson with `--trained swirls.h5`. How far is the cost now
+#    (about 17 minutes) and run this lesson with `--trained swirls.h5`. How far is the cost now
 #    from the optimised image's?
 # 2. Stylise a 512 px photo with `scratchnst apply swirls.h5 photo.jpg -o out.png`: the network
 #    trained on photos at 256 px paints strokes of the same size in pixels, so relatively finer ones.

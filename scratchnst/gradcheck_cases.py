@@ -317,8 +317,9 @@ def transformer_cases(seed=0):
 
 def _transformer_net_case(rng):
     """Every parameter's gradient of a small whole network, and the input's, for sum(out * dout)."""
-    widths, blocks = (3, 4, 5), 1
-    params = transformer_net.init_params(rng, widths=widths, residual_blocks=blocks, dtype=np.float64)
+    widths, blocks, noise_channels = (3, 4, 5), 1, 1
+    params = transformer_net.init_params(rng, widths=widths, residual_blocks=blocks, noise_channels=noise_channels,
+                                         dtype=np.float64)
     # biases and shifts away from 0, so that no gradient is checked only where it is trivially small
     params = {name: p + 0.1 * rng.standard_normal(p.shape) if not name.endswith("/kernel") else p
               for name, p in params.items()}
@@ -333,10 +334,13 @@ def _transformer_net_case(rng):
         return (dx, *(grads[name] for name in names))
 
     def torch_forward(x, **ps):
-        return torch_ref.transformer_net(ps, x, torch_ref.to_torch(scale), torch_ref.to_torch(offset))
+        # the same noise planes forward draws from its fixed seed, beside the photo (they are input, not learnt)
+        planes = transformer_net.noise_planes(tuple(x.shape[:3]) + (noise_channels,), "caffe", np.float64)
+        return torch_ref.transformer_net(ps, x, torch_ref.to_torch(scale), torch_ref.to_torch(offset), noise=planes)
 
     return Case(
-        "transformer_net", f"widths {widths}, {blocks} residual block, 1x8x12x3: x and all {len(names)} parameters",
+        "transformer_net", f"widths {widths}, {blocks} residual block, {noise_channels} noise plane, 1x8x12x3: x and "
+        f"all {len(names)} parameters",
         {"x": 60 * rng.standard_normal((1, 8, 12, 3)), **params}, forward, backward, torch_forward,
         # a whole network's sums: the quotients' round-off reaches 1e-8 of the largest element (a
         # missing factor or sign gives 1e-1 or more); the chain rows' tolerance

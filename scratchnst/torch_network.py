@@ -208,7 +208,7 @@ class TorchTransformer:
         return self.F.relu(h) if relu else h
 
     def forward(self, x):
-        """(N, 3, H, W) -> (N, 3, H, W), in the loss network's preprocessed space."""
+        """(N, 3 + z, H, W), photos and their noise planes -> (N, 3, H, W), in the loss network's preprocessed space."""
         h = self._conv_in(x, "conv1")
         h = self._conv_in(h, "conv2", stride=2)
         h = self._conv_in(h, "conv3", stride=2)
@@ -219,9 +219,10 @@ class TorchTransformer:
         return self.torch.tanh(self._conv(h, "conv_out", bias=True)) * self.scale + self.offset
 
     def training_step(self, x, loss):
-        """The gradients of every parameter for loss(forward(x), x), x (N, 3, H, W): {name: tensor}."""
+        """The gradients of every parameter for loss(forward(x), photos), x (N, 3 + z, H, W) the photos
+        and the network's z noise planes (transformer_net.network_input): {name: tensor}."""
         for p in self.params.values():
             p.grad = None
-        J = loss(self.forward(x), x)
+        J = loss(self.forward(x), x[:, :3])
         J.backward()
         return float(J.detach()), {name: p.grad for name, p in self.params.items()}

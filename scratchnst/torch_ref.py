@@ -182,15 +182,17 @@ def scaled_tanh(x, scale, offset):
     return torch.tanh(x) * scale + offset
 
 
-def transformer_net(params, x, scale, offset, eps=1e-5):
+def transformer_net(params, x, scale, offset, eps=1e-5, noise=None):
     """The transformer network of scratchnst.transformer_net in PyTorch, from our params dict.
 
     Args:
         params: {name: torch tensor} with the names and shapes of transformer_net.init_params
             (kernels (KH, KW, C_in, C_out), gamma/beta/bias (C,)); tensors created with
             requires_grad give every parameter's gradient through autograd.
-        x: (N, H, W, 3) tensor, H and W multiples of 4.
+        x: (N, H, W, 3) tensor, H and W multiples of 4; or (N, H, W, 3 + z) with the network's noise planes.
         scale, offset: the output nonlinearity's constants (transformer_net.output_range).
+        noise: None, or the (N, H, W, z) planes (a NumPy array) to append to x, as
+            transformer_net.network_input does (transformer_net.noise_planes draws forward's own).
 
     Returns:
         (N, H, W, 3) tensor. The structure is read from the names, as transformer_net.layer_specs
@@ -209,6 +211,8 @@ def transformer_net(params, x, scale, offset, eps=1e-5):
         h = instance_norm(conv(h, layer, stride), gamma, _torch().zeros_like(gamma) if beta is None else beta, eps)
         return F.relu(h) if relu else h
 
+    if noise is not None:
+        x = _torch().cat([x, to_torch(noise).to(x.dtype)], dim=3)
     h = conv_in(x, "conv1")
     h = conv_in(h, "conv2", stride=2)
     h = conv_in(h, "conv3", stride=2)

@@ -108,7 +108,8 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, style_layer_list
 #   against 2.0e3 over the five layers), and it is the network's, not the photos': trained on
 #   Tubingen alone it reached 1.79 on Tubingen (and 2.66 / 3.40 on the others), and with Tubingen
 #   added to the 15 photos, 1.95. Within 20 minutes on 2 cores this network does not get far below 2
-#   on that photo even when it is all it sees;
+#   on that photo even when it is all it sees. What moved it (stop 31): a plane of noise beside the
+#   photo (transformer_net's notes: 1.62-1.68 / 1.99-2.06 / 1.60 at seed 0), now the default;
 # - scale jitter did not help (2026-12-05, batch 2, 4000 steps, seed 0): each crop taken from a
 #   square 0.8 to 1.8 times its side, resized to it, gave 1.96 (1.71 / 2.34 / 1.82) against 1.97;
 # - lr 2e-3, twice Johnson et al.'s, since the whole-photo last phase (2026-12-04, 4000 steps with
@@ -157,6 +158,7 @@ DEFAULT_SEED = 0
 TRAIN_WIDTHS = transformer_net.DEFAULT_WIDTHS
 TRAIN_RESIDUAL_BLOCKS = transformer_net.DEFAULT_RESIDUAL_BLOCKS
 TRAIN_OUTER_KERNEL = transformer_net.DEFAULT_OUTER_KERNEL
+TRAIN_NOISE_CHANNELS = transformer_net.DEFAULT_NOISE_CHANNELS
 # The costs are the course's, with each network's layers and beta (settings.MODEL_DEFAULTS), and its
 # alpha times TRAIN_ALPHA_FACTOR. `scratchnst stylize` starts from the photo, and its content
 # weight only has to keep the subject it starts with; a network starts from nothing. With stylize's
@@ -464,14 +466,15 @@ def loss_and_grads(params, x, loss, preprocessing="caffe"):
 
     Args:
         params: the transformer's parameters.
-        x: (N, H, W, 3) preprocessed photos.
+        x: (N, H, W, 3) preprocessed photos, or (N, H, W, 3 + z) with the network's noise planes
+            (transformer_net.network_input; without them forward draws them from its fixed seed).
         loss: from make_loss_function.
 
     Returns:
         (J, grads, parts): grads {name: array} like params.
     """
     out, cache = transformer_net.forward(params, x, preprocessing)
-    J, dout, parts = loss(out, x)
+    J, dout, parts = loss(out, np.ascontiguousarray(x[..., :transformer_net.IMAGE_CHANNELS]))  # the photos' content
     _, grads = transformer_net.backward(dout, cache, input_grad=False)
     return J, grads, parts
 
@@ -497,6 +500,7 @@ def batch_loss_and_grads(params, x, losses, preprocessing="caffe", helpers=None)
     last bits, and is the same on every run with the same number of workers, threads or helpers.
     """
     N = x.shape[0]
+    x = transformer_net.network_input(params, x, preprocessing)   # the batch's noise planes, before it is cut
     if helpers is not None and helpers.count and N > 1:
         ranges = parallel.pieces(N, helpers.count + 1)   # fewer when the batch is smaller
         helpers.send(params, [x[start:stop] for start, stop in ranges[1:]])
@@ -619,7 +623,8 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
                            lr_schedule=DEFAULT_LR_SCHEDULE, content_layer=None, style_layers=None, alpha=None,
                            beta=None, tv_weight=None,
                            style_size=None, widths=TRAIN_WIDTHS, residual_blocks=TRAIN_RESIDUAL_BLOCKS,
-                           outer_kernel=TRAIN_OUTER_KERNEL, seed=DEFAULT_SEED, pool=None):
+                           outer_kernel=TRAIN_OUTER_KERNEL, noise_channels=TRAIN_NOISE_CHANNELS, seed=DEFAULT_SEED,
+                           pool=None):
     """Check every setting of a training run and fill in the defaults (JSON values only).
 
     Raises:
@@ -684,13 +689,17 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     if int(outer_kernel) < 1 or int(outer_kernel) % 2 == 0:
         raise UsageError(f"--outer-kernel must be an odd integer >= 1 (the image is padded by half of it on each "
                          f"side), got {outer_kernel}")
+    if not 0 <= int(noise_channels) <= transformer_net.MAX_NOISE_CHANNELS:
+        raise UsageError(f"--noise-channels must be an integer from 0 to {transformer_net.MAX_NOISE_CHANNELS}, "
+                         f"got {noise_channels}")
     if crop < transformer_net.min_input_size(outer_kernel):
         raise UsageError(f"--outer-kernel {outer_kernel} reflects {int(outer_kernel) // 2} px at each border, more than "
                          f"a {crop} px crop holds; use --outer-kernel {2 * crop - 1} or less")
     return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, crop=crop,
                 batch=batch, iters=iters, final_steps=final_steps, lr=lr, lr_schedule=lr_schedule,
                 content_layer=content_layer, style_layers=style_layers, **numbers, style_size=style_size, widths=widths,
-                residual_blocks=int(residual_blocks), outer_kernel=int(outer_kernel), seed=seed)
+                residual_blocks=int(residual_blocks), outer_kernel=int(outer_kernel),
+                noise_channels=int(noise_channels), seed=seed)
 
 
 # Peak memory of a training step, measured with /usr/bin/time (SqueezeNet, default widths, float32):
@@ -844,7 +853,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             [min(size, 128)], batch [default_batch()], iters [DEFAULT_PHOTOS // batch], final_steps [iters //
             FINAL_STEPS_DIVISOR], lr [2e-3], lr_schedule ["cosine"], content_layer, style_layers,
             alpha [model's x TRAIN_ALPHA_FACTOR], beta [model's], tv_weight [0], style_size [size],
-            widths [(16, 32, 64)], residual_blocks [5], outer_kernel [5], seed [0], pool.
+            widths [(16, 32, 64)], residual_blocks [5], outer_kernel [5], noise_channels [1], seed [0], pool.
 
     Returns:
         TrainResult.
@@ -871,7 +880,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                                  s["alpha"], s["beta"], s["tv_weight"], count=1 if helper_count > 0 else None)
 
     rng = np.random.default_rng(s["seed"])
-    architecture = (tuple(s["widths"]), s["residual_blocks"], s["outer_kernel"])
+    architecture = (tuple(s["widths"]), s["residual_blocks"], s["outer_kernel"], s["noise_channels"])
     params = transformer_net.init_params(rng, *architecture, dtype=np.float32)
     shapes = transformer_net.parameter_shapes(*architecture)
     m = {name: np.zeros_like(p) for name, p in params.items()}
@@ -931,7 +940,8 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             if crop != phase_crop:
                 phase_crop, phase_start, phase_steps = crop, time.perf_counter(), 0
             photos_batch = batches.next_batch(crop)
-            x = preprocess_batch(photos_batch, mode)
+            # the photos and, drawn from the run's generator (so that a resumed run draws the same), the noise planes
+            x = transformer_net.network_input(params, preprocess_batch(photos_batch, mode), mode, rng)
             with np.errstate(over="ignore", invalid="ignore"):
                 J, grads, parts = batch_loss_and_grads(params, x, losses, mode, helpers)
             if not np.isfinite(J):
@@ -996,6 +1006,7 @@ def check_resume(state, settings, inputs):
             raise checkpoint.damaged(f"{key} is missing or of the wrong kind")
     made, now = (json.loads(json.dumps(d)) for d in (state["settings"], settings))
     made.setdefault("outer_kernel", transformer_net.PAPER_OUTER_KERNEL)  # runs before it was a setting were 9x9
+    made.setdefault("noise_channels", 0)  # and had no noise planes
     # the plan of steps may change (the default --final-steps follows --iters), the schedule then
     # follows the new plan; the weights file may move (its contents are compared below)
     may_change = ("iters", "final_steps", "weights")

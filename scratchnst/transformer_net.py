@@ -4,7 +4,8 @@ The "transformer" network turns a photo into its stylised version in one forward
 trained once per style, with the loss network's content and style costs (`scratchnst.costs`,
 `scratchnst.networks`) as its loss. Its layers, in order (H and W multiples of 4):
 
-    conv1       reflection pad k//2, kxk conv 3 -> w1, instance norm, ReLU       (N, H, W, w1)
+    input       the photo (N, H, W, 3) and z planes of Gaussian noise: (N, H, W, 3 + z)
+    conv1       reflection pad k//2, kxk conv 3 + z -> w1, instance norm, ReLU   (N, H, W, w1)
     conv2       reflection pad 1, 3x3 conv stride 2 w1 -> w2, IN, ReLU            (N, H/2, W/2, w2)
     conv3       reflection pad 1, 3x3 conv stride 2 w2 -> w3, IN, ReLU            (N, H/4, W/4, w3)
     res1..resR  x + IN(conv(ReLU(IN(conv(x))))), each conv 3x3 w3 -> w3, reflection pad 1
@@ -48,8 +49,9 @@ divided by that of 100 L-BFGS iterations on the same photo:
     3x3            2.08  3.30  2.84           2.74   155-163 ms
 
 With 8 of the photos (the natural ones) 9x9 and 5x5 gave 2.36 and 2.30: one run's noise is about
-0.1 on the mean. The default network has 418,403 parameters (423,779 with 9x9). Widths, blocks and
-the outer kernel are arguments of init_params, and forward reads them from the parameters.
+0.1 on the mean. The default network has 418,803 parameters (423,779 with 9x9 and no noise plane).
+Widths, blocks, the outer kernel and the noise planes are arguments of init_params, and forward
+reads them from the parameters.
 
 Pixel space. The network reads and writes images in the loss network's preprocessed space
 (`scratchnst.image.preprocess`, "caffe": BGR, 0..255 minus the BGR means; or "torchvision"), so that
@@ -62,6 +64,30 @@ Parameters are a flat, ordered dict name -> array, "layer/kernel" (KH, KW, C_in,
 "layer/gamma" and "layer/beta" (C_out,) (no beta in "res{k}/conv2": see _shift_is_removed), and
 "conv_out/bias" (3,), in network order, e.g.
 "conv1/kernel", "conv1/gamma", ..., "res1/conv1/kernel", ... (an optimiser walks it as it is).
+
+Noise. Besides the photo the network reads z planes of Gaussian noise (DEFAULT_NOISE_CHANNELS = 1,
+NOISE_STD = 100 grey levels), as Ulyanov et al.'s texture networks (2016) do: a convolutional network
+given a flat patch (a sky, a wall) can only paint it flat, while the style's Gram matrices ask for
+texture everywhere; noise gives it something to paint texture from. `network_input` appends the
+planes: from a fixed seed when a photo is stylised (the same photo gives the same picture), from
+the run's generator when training (each step new noise). Measured (2026-12-05, 2-core AMD EPYC,
+`scratchnst train`'s defaults otherwise, one core each, two runs side by side; cat, Tubingen and
+cameraman, the course cost over that of 100 L-BFGS iterations, as `training`'s notes judge):
+
+    input                        seed 0                        seed 1
+    photo alone (z = 0)          1.66 / 2.12 / 1.73  (1.84)    1.76 / 2.14 / 1.69  (1.87)
+    photo + 1 plane, std 50      1.62 / 2.06 / 1.60  (1.76)    1.71 / 2.02 / 1.63  (1.78)
+    photo + 1 plane, std 100     1.68 / 1.99 / 1.60  (1.76)
+    photo + 3 planes, std 50     1.76 / 2.16 / 1.63  (1.85)
+
+(the mean of the three in brackets; one run differs from the next by about 0.07 a photo). The
+noise came from a generator of its own there; `scratchnst train` draws it from the run's, and
+its own runs are in README.md. With a plane the training cost was lower too (3.68e4
+against 3.79e4 over steps 6501-7000 at seed 1); three planes gained nothing; std 100 is the
+default for Tubingen's 1.99, though within a run's noise of std 50's 2.06. A step takes no
+longer (one more input channel of conv1). As a control, a learnt gate adding the photo itself
+to the output before the tanh (zero at first) stayed near zero and changed nothing (1.73 / 2.14
+/ 1.73). Files of format 1 and 2 have no noise planes (z = 0) and run as they were trained.
 
 Files: `save` and `load`, HDF5, one group per layer (see `save` for the layout).
 """
@@ -81,7 +107,11 @@ from scratchnst.weights import check_input_file
 DEFAULT_WIDTHS = (16, 32, 64)
 DEFAULT_RESIDUAL_BLOCKS = 5
 DEFAULT_OUTER_KERNEL = 5    # conv1's and conv_out's kernel size (the paper's 9: see the module docstring)
-FORMAT_VERSION = 2          # root attribute `scratchnst_transformer_format` of files written by `save`
+DEFAULT_NOISE_CHANNELS = 1  # planes of Gaussian noise the network reads beside the photo (see the docstring)
+NOISE_STD = 100.0           # their standard deviation, in grey levels (0..255), whatever the pixel space
+NOISE_SEED = 0              # the generator of the noise when a photo is stylised: the same picture each time
+MAX_NOISE_CHANNELS = 64
+FORMAT_VERSION = 3          # root attribute `scratchnst_transformer_format` of files written by `save`
 PAPER_OUTER_KERNEL = 9      # format 1 stored no outer kernel: every such file has the paper's 9x9
 ARCHITECTURE = "johnson2016-transformer"
 IMAGE_CHANNELS = 3
@@ -90,13 +120,15 @@ MIN_SIZE = 8                # the smallest multiple of 4 whose H/4 (2) still all
 
 
 # ------------------------------------------------------------------------------- architecture
-def layer_specs(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, outer_kernel=DEFAULT_OUTER_KERNEL):
+def layer_specs(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, outer_kernel=DEFAULT_OUTER_KERNEL,
+                noise_channels=DEFAULT_NOISE_CHANNELS):
     """The network's convolutions as a table, in order.
 
     Args:
         widths: (w1, w2, w3), the channels at full, half and quarter resolution.
         residual_blocks: R >= 0.
         outer_kernel: odd k >= 1, the kernel size of conv1 and conv_out (k x k).
+        noise_channels: z >= 0, the planes of noise read beside the photo (conv1 takes 3 + z channels).
 
     Returns:
         list of (name, kernel, C_in, C_out, stride, upsample) for every convolution, with
@@ -107,17 +139,21 @@ def layer_specs(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, 
     outer = int(outer_kernel)
     if outer < 1 or outer % 2 == 0:
         raise ValueError(f"outer_kernel must be odd and at least 1 (the reflection pads k // 2 on each side), got {outer}")
-    specs = [("conv1", outer, IMAGE_CHANNELS, w1, 1, 1), ("conv2", 3, w1, w2, 2, 1), ("conv3", 3, w2, w3, 2, 1)]
+    z = int(noise_channels)
+    if not 0 <= z <= MAX_NOISE_CHANNELS:
+        raise ValueError(f"noise_channels must be 0 to {MAX_NOISE_CHANNELS}, got {z}")
+    specs = [("conv1", outer, IMAGE_CHANNELS + z, w1, 1, 1), ("conv2", 3, w1, w2, 2, 1), ("conv3", 3, w2, w3, 2, 1)]
     for k in range(1, int(residual_blocks) + 1):
         specs += [(f"res{k}/conv1", 3, w3, w3, 1, 1), (f"res{k}/conv2", 3, w3, w3, 1, 1)]
     specs += [("up1", 3, w3, w2, 1, 2), ("up2", 3, w2, w1, 1, 2), ("conv_out", outer, w1, IMAGE_CHANNELS, 1, 1)]
     return specs
 
 
-def parameter_shapes(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, outer_kernel=DEFAULT_OUTER_KERNEL):
+def parameter_shapes(widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, outer_kernel=DEFAULT_OUTER_KERNEL,
+                     noise_channels=DEFAULT_NOISE_CHANNELS):
     """{name: shape} of every parameter, in network order (the order of init_params's dict)."""
     shapes = {}
-    for name, k, c_in, c_out, _, _ in layer_specs(widths, residual_blocks, outer_kernel):
+    for name, k, c_in, c_out, _, _ in layer_specs(widths, residual_blocks, outer_kernel, noise_channels):
         shapes[f"{name}/kernel"] = (k, k, c_in, c_out)
         if name == "conv_out":
             shapes[f"{name}/bias"] = (c_out,)
@@ -140,10 +176,12 @@ def _shift_is_removed(name):
 
 
 def architecture_of(params):
-    """(widths, residual_blocks, outer_kernel) of a params dict, read from its kernels' shapes and names."""
+    """(widths, residual_blocks, outer_kernel, noise_channels) of a params dict, read from its kernels'
+    shapes and names: the arguments of layer_specs, parameter_shapes and init_params, in their order."""
     widths = tuple(int(params[f"conv{i}/kernel"].shape[3]) for i in (1, 2, 3))
     residual_blocks = sum(1 for name in params if name.startswith("res") and name.endswith("/conv1/kernel"))
-    return widths, residual_blocks, int(params["conv1/kernel"].shape[0])
+    conv1 = params["conv1/kernel"].shape
+    return widths, residual_blocks, int(conv1[0]), int(conv1[2]) - IMAGE_CHANNELS
 
 
 def count_parameters(params):
@@ -152,12 +190,12 @@ def count_parameters(params):
 
 
 def init_params(rng, widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLOCKS, outer_kernel=DEFAULT_OUTER_KERNEL,
-                dtype=np.float32):
+                noise_channels=DEFAULT_NOISE_CHANNELS, dtype=np.float32):
     """Fresh parameters for training.
 
     Args:
         rng: np.random.Generator.
-        widths, residual_blocks, outer_kernel: see layer_specs.
+        widths, residual_blocks, outer_kernel, noise_channels: see layer_specs.
         dtype: float32 to train, float64 to check gradients.
 
     Returns:
@@ -169,7 +207,7 @@ def init_params(rng, widths=DEFAULT_WIDTHS, residual_blocks=DEFAULT_RESIDUAL_BLO
             conv_out/bias 0 (the output starts around mid-grey)
     """
     params = {}
-    for name, shape in parameter_shapes(widths, residual_blocks, outer_kernel).items():
+    for name, shape in parameter_shapes(widths, residual_blocks, outer_kernel, noise_channels).items():
         if name.endswith("/kernel"):
             fan_in = shape[0] * shape[1] * shape[2]
             gain = 1.0 if name.startswith("conv_out") else 2.0
@@ -205,19 +243,47 @@ def min_input_size(outer_kernel=DEFAULT_OUTER_KERNEL):
     return least + (-least) % SIZE_MULTIPLE
 
 
-def check_input(x, least=MIN_SIZE):
-    """ValueError unless x is (N, H, W, 3) with H and W multiples of 4, at least `least` (min_input_size).
+def check_input(x, least=MIN_SIZE, noise_channels=0):
+    """ValueError unless x is (N, H, W, 3), or (N, H, W, 3 + noise_channels) with its noise planes
+    (network_input), with H and W multiples of 4, at least `least` (min_input_size).
 
     Two stride-2 convolutions and two x2 upsamplings give back H only when 4 divides it (a 255-row
     input would come out with 256 rows); rather than crop or pad silently, the caller decides.
     """
-    if x.ndim != 4 or x.shape[3] != IMAGE_CHANNELS:
-        raise ValueError(f"input must be (N, H, W, 3), got {x.shape}")
+    if x.ndim != 4 or x.shape[3] not in (IMAGE_CHANNELS, IMAGE_CHANNELS + noise_channels):
+        planes = f" or (N, H, W, {IMAGE_CHANNELS + noise_channels}) with its noise planes" if noise_channels else ""
+        raise ValueError(f"input must be (N, H, W, 3){planes}, got {x.shape}")
     _, H, W, _ = x.shape
     if H % SIZE_MULTIPLE or W % SIZE_MULTIPLE or H < least or W < least:
         fit_h, fit_w = (max(least, n - n % SIZE_MULTIPLE) for n in (H, W))
         raise ValueError(f"the transformer network needs H and W multiples of {SIZE_MULTIPLE}, at least "
                          f"{least}; got {H}x{W}: crop or resize to {fit_h}x{fit_w}")
+
+
+def noise_planes(shape, preprocessing="caffe", dtype=np.float32, rng=None):
+    """Gaussian noise of NOISE_STD grey levels in the pixel space `preprocessing`: (N, H, W, z) of dtype.
+
+    Args:
+        shape: (N, H, W, z).
+        rng: np.random.Generator; None: a new one seeded with NOISE_SEED (the same noise each time).
+    """
+    rng = np.random.default_rng(NOISE_SEED) if rng is None else rng
+    grey_level = float(np.mean(output_range(preprocessing, np.float64)[0])) / 127.5   # caffe 1, torchvision ~1/58
+    return (rng.standard_normal(shape) * (NOISE_STD * grey_level)).astype(dtype)
+
+
+def network_input(params, x, preprocessing="caffe", rng=None):
+    """x with the network's noise planes appended: (N, H, W, 3) -> (N, H, W, 3 + z), x's dtype.
+
+    x as it is when the network reads no noise (z = 0) or x already holds its planes. The noise
+    comes from rng (training: the run's generator), or with rng None from NOISE_SEED, so that
+    stylising a photo twice gives the same picture.
+    """
+    z = architecture_of(params)[3]
+    if z == 0 or x.shape[-1] == IMAGE_CHANNELS + z:
+        return x
+    check_input(x, 1, z)
+    return np.concatenate([x, noise_planes(x.shape[:3] + (z,), preprocessing, x.dtype, rng)], axis=3)
 
 
 # ------------------------------------------------------------------------------------ forward
@@ -256,7 +322,9 @@ def forward(params, x, preprocessing="caffe", keep_cache=True):
     Args:
         params: dict from init_params or load (any widths and number of residual blocks).
         x: (N, H, W, 3) in the preprocessed space, H and W multiples of 4 (check_input), the
-            dtype of params (float32 to train and stylise, float64 to check).
+            dtype of params (float32 to train and stylise, float64 to check); or (N, H, W, 3 + z)
+            with the network's z noise planes already appended (network_input: training draws
+            them), else they are drawn from NOISE_SEED.
         preprocessing: the space of x and of the output, "caffe" or "torchvision" (output_range).
         keep_cache: False to stylise only: each layer's cache is dropped as soon as the next layer
             has run, so that a large photo needs the memory of two layers' activations, not all.
@@ -266,9 +334,10 @@ def forward(params, x, preprocessing="caffe", keep_cache=True):
         cache: what backward needs, one entry per layer, in order (None if not keep_cache).
     """
     architecture = architecture_of(params)
-    check_input(x, min_input_size(architecture[2]))
+    check_input(x, min_input_size(architecture[2]), architecture[3])
+    given = x.shape[3]   # backward's dx is of what the caller gave: the photo, or the photo and its planes
     cache = []
-    h = x
+    h = network_input(params, x, preprocessing)
     for name, _, _, _, stride, upsample in layer_specs(*architecture):
         if name.startswith("res") and name.endswith("/conv1"):
             skip = h
@@ -281,6 +350,8 @@ def forward(params, x, preprocessing="caffe", keep_cache=True):
             h, c["tanh"] = tl.scaled_tanh_forward(h, *output_range(preprocessing, h.dtype))
         else:
             h, c = _conv_in_forward(h, params, name, stride, upsample)
+            if name == "conv1":
+                c["given_channels"] = given
         if keep_cache:
             cache.append((name, c))
     return h, (cache if keep_cache else None)
@@ -330,7 +401,8 @@ def backward(dout, cache, input_grad=True):
             with it the first convolution's input gradient (~7% of a step at 256x256).
 
     Returns:
-        dx: (N, H, W, 3), dJ/dx (None if not input_grad); it checks the chain end to end.
+        dx: dJ/dx, of x's shape as forward was given it, (N, H, W, 3) or with its noise planes
+            (None if not input_grad); it checks the chain end to end.
         grads: dict name -> array, the same names, shapes and order as params.
 
     The layers run backwards; a residual block's input receives the gradient twice, through the
@@ -349,6 +421,9 @@ def backward(dout, cache, input_grad=True):
             dh += dskip  # the skip's share (dh is a fresh array of ours)
         else:
             dh = _conv_in_backward(dh, c, name, grads, input_grad or name != "conv1")
+    given = cache[0][1]["given_channels"]
+    if dh is not None and dh.shape[3] != given:   # the noise planes forward drew itself: not the caller's input
+        dh = np.ascontiguousarray(dh[..., :given])
     # in network order, as params (parameter_shapes's order): an optimiser can zip the two
     order = [f"{name}/{p}" for name, _ in cache
              for p in (("kernel", "bias") if name == "conv_out" else ("kernel", "gamma", "beta"))]
@@ -375,14 +450,17 @@ def save(path, params, meta=None):
     Returns:
         Path of the written file.
 
-    Layout (format 2):
+    Layout (format 3):
         /                     attributes
-            scratchnst_transformer_format   2
+            scratchnst_transformer_format   3
             architecture                    "johnson2016-transformer"
             widths                          int array (w1, w2, w3)
             residual_blocks                 int
             outer_kernel                    int, conv1's and conv_out's kernel size (format 1 had
                                             none: its networks are all 9x9, and load reads them)
+            noise_channels                  int z, the noise planes conv1 reads beside the photo
+            noise_std                       float, their standard deviation in grey levels
+                                            (formats 1 and 2 had neither: z = 0)
             layer_names                     the layer groups in network order (bytes)
             preprocessing                   "caffe" or "torchvision"
         /conv1, /conv2, /conv3, /res1/conv1, /res1/conv2, ..., /up1, /up2, /conv_out
@@ -403,11 +481,12 @@ def save(path, params, meta=None):
     for key, value in meta.items():
         if not isinstance(key, str) or not isinstance(value, (str, int, float, bool, np.integer, np.floating)):
             raise ValueError(f"meta must map str to str, int, float or bool; got {key!r}: {value!r}")
-    widths, residual_blocks, outer_kernel = architecture_of(params)
-    problem = _shape_problem(params, widths, residual_blocks, outer_kernel)
+    architecture = architecture_of(params)
+    widths, residual_blocks, outer_kernel, noise_channels = architecture
+    problem = _shape_problem(params, *architecture)
     if problem:
         raise ValueError(f"params is not a transformer network's: {problem}")
-    layer_names = [spec[0] for spec in layer_specs(widths, residual_blocks, outer_kernel)]
+    layer_names = [spec[0] for spec in layer_specs(*architecture)]
     with atomic_path(path, "transformer network") as tmp:
         with h5py.File(tmp, "w-") as f:
             f.attrs["scratchnst_transformer_format"] = FORMAT_VERSION
@@ -415,6 +494,8 @@ def save(path, params, meta=None):
             f.attrs["widths"] = np.asarray(widths, dtype=np.int64)
             f.attrs["residual_blocks"] = int(residual_blocks)
             f.attrs["outer_kernel"] = int(outer_kernel)
+            f.attrs["noise_channels"] = int(noise_channels)
+            f.attrs["noise_std"] = float(NOISE_STD)
             f.attrs["layer_names"] = np.array([name.encode("utf8") for name in layer_names])
             f.attrs["preprocessing"] = preprocessing
             for name, value in params.items():
@@ -425,11 +506,11 @@ def save(path, params, meta=None):
     return Path(path)
 
 
-def _shape_problem(params, widths, residual_blocks, outer_kernel):
+def _shape_problem(params, widths, residual_blocks, outer_kernel, noise_channels):
     """What is wrong with params for this architecture (missing, extra, misshapen), or None."""
     try:
-        expected = parameter_shapes(widths, residual_blocks, outer_kernel)
-    except ValueError as error:  # an even outer kernel
+        expected = parameter_shapes(widths, residual_blocks, outer_kernel, noise_channels)
+    except ValueError as error:  # an even outer kernel, too many noise planes
         return str(error)
     missing = [name for name in expected if name not in params]
     extra = [name for name in params if name not in expected]
@@ -520,7 +601,7 @@ def _read(f, label, give):
         raise UserError(f"{label}: transformer network format {version}, this version reads formats 1 to "
                         f"{FORMAT_VERSION}; upgrade scratchnst to read it")
     if version is None or version < 1:
-        # format 1 was the first save wrote, format 2 added outer_kernel: nothing older exists
+        # format 1 was the first save wrote, 2 added outer_kernel, 3 the noise planes: nothing older exists
         raise bad_header("scratchnst_transformer_format",
                          f"no version of scratchnst wrote it: its formats are the integers 1 to {FORMAT_VERSION}")
     widths = _integers(f, "widths", 3)
@@ -532,6 +613,17 @@ def _read(f, label, give):
     outer_kernel = _integers(f, "outer_kernel") if version >= 2 else PAPER_OUTER_KERNEL
     if outer_kernel is None or outer_kernel < 1 or outer_kernel % 2 == 0:
         raise bad_header("outer_kernel", "scratchnst writes an odd integer >= 1")
+    noise_channels = _integers(f, "noise_channels") if version >= 3 else 0
+    if noise_channels is None or not 0 <= noise_channels <= MAX_NOISE_CHANNELS:
+        raise bad_header("noise_channels", f"scratchnst writes an integer from 0 to {MAX_NOISE_CHANNELS}")
+    if version >= 3:
+        noise_std = np.asarray(f.attrs.get("noise_std"))
+        if noise_std.dtype.kind != "f" or noise_std.shape != () or not np.isfinite(noise_std) or noise_std < 0:
+            raise bad_header("noise_std", "scratchnst writes a float >= 0")
+        if noise_channels and float(noise_std) != NOISE_STD:
+            raise UserError(f"{label}: the network was trained with input noise of {float(noise_std):g} grey levels, "
+                            f"and this version of scratchnst draws {NOISE_STD:g}; use the version that trained it, "
+                            "or train it again with this one")
     preprocessing = _plain(f.attrs.get("preprocessing"))
     if not isinstance(preprocessing, str):  # every format wrote it, as a string
         raise bad_header("preprocessing", f"scratchnst writes one of {', '.join(sorted(PREPROCESSING))}")
@@ -547,14 +639,14 @@ def _read(f, label, give):
         raise UserError(f"{label}: the header declares {blocks} residual blocks and the file holds {stored} "
                         f"(groups res1, res2, ...); {damaged}")
     params = {}
-    for name, shape in parameter_shapes(widths, blocks, outer_kernel).items():
+    for name, shape in parameter_shapes(widths, blocks, outer_kernel, noise_channels).items():
         dataset = f.get(name)
         if not isinstance(dataset, h5py.Dataset):
             raise UserError(f"{label}: dataset {name!r} is missing; {damaged}")
         if dataset.shape != shape:
             raise UserError(f"{label}: dataset {name!r} has shape {dataset.shape}, the stored architecture "
                             f"(widths {widths}, {blocks} residual blocks, {outer_kernel}x{outer_kernel} "
-                            f"outer kernels) needs {shape}; {damaged}")
+                            f"outer kernels, {noise_channels} noise planes) needs {shape}; {damaged}")
         if dataset.dtype.kind != "f":
             raise UserError(f"{label}: dataset {name!r} holds {dataset.dtype} values, not floating-point weights; "
                             f"{damaged}")

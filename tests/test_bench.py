@@ -158,7 +158,8 @@ def test_the_training_step_is_the_same_step_in_both_libraries(torch, threads, mo
         result = bench_training.measure_training(size=32, repeats=1, warmup=0, threads=threads)
     finally:
         parallel.set_workers(previous)
-    assert result["pytorch"] == "used" and result["parameters"] == 418403 and result["outer_kernel"] == 5
+    assert result["pytorch"] == "used" and result["parameters"] == 418803 and result["outer_kernel"] == 5
+    assert result["noise_channels"] == 1
     assert result["batch"] == threads and started == ([1] if threads == 2 else [])
     assert result["loss_difference"] < 1e-4 and result["grad_difference"] < 3e-2  # float32 through two networks
     assert len(result["scratchnst_seconds"]) == len(result["pytorch_seconds"]) == 1

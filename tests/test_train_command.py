@@ -105,7 +105,13 @@ def test_train_then_apply_to_one_and_to_two_photos(setup, capsys):
 def test_widths_residual_blocks_and_outer_kernel_reach_the_network(setup, capsys):
     assert train(setup, "--iters", "1", "--widths", "4,6,8", "--residual-blocks", "2", "--outer-kernel", "3") == 0
     params, _ = transformer_net.load(setup["out"])
-    assert transformer_net.architecture_of(params) == ((4, 6, 8), 2, 3)
+    assert transformer_net.architecture_of(params) == ((4, 6, 8), 2, 3, transformer_net.DEFAULT_NOISE_CHANNELS)
+    for z in (0, 2):
+        assert train(setup, "--iters", "1", "--widths", "4,6,8", "--noise-channels", str(z)) == 0
+        assert transformer_net.architecture_of(transformer_net.load(setup["out"])[0])[3] == z
+    for z in ("-1", "65"):
+        assert train(setup, "--iters", "1", "--noise-channels", z) == 2
+        assert "--noise-channels must be an integer from 0 to 64" in error_line(capsys)
     assert train(setup, "--iters", "1", "--outer-kernel", "4") == 2
     assert "--outer-kernel must be an odd integer >= 1" in error_line(capsys)
     with pytest.raises(SystemExit) as info:

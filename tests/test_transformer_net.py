@@ -24,9 +24,10 @@ def scale_error(x, y):
     return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300))
 
 
-def small_net(seed=0, dtype=np.float64, shape=(2, 12, 16, 3), outer_kernel=tn.DEFAULT_OUTER_KERNEL):
+def small_net(seed=0, dtype=np.float64, shape=(2, 12, 16, 3), outer_kernel=tn.DEFAULT_OUTER_KERNEL,
+              noise_channels=tn.DEFAULT_NOISE_CHANNELS):
     rng = np.random.default_rng(seed)
-    params = tn.init_params(rng, **SMALL, outer_kernel=outer_kernel, dtype=dtype)
+    params = tn.init_params(rng, **SMALL, outer_kernel=outer_kernel, noise_channels=noise_channels, dtype=dtype)
     # gamma and beta away from their initial 1 and 0, so that a gradient bug cannot hide behind them
     for name in params:
         if not name.endswith("/kernel"):
@@ -38,16 +39,22 @@ def small_net(seed=0, dtype=np.float64, shape=(2, 12, 16, 3), outer_kernel=tn.DE
 def test_parameters_are_ordered_and_shaped_as_the_table_says():
     params = tn.init_params(np.random.default_rng(0))
     assert list(params) == list(tn.parameter_shapes())
-    assert params["conv1/kernel"].shape == (5, 5, 3, 16)
+    assert params["conv1/kernel"].shape == (5, 5, 3 + 1, 16)   # the photo and one noise plane
     assert params["conv3/kernel"].shape == (3, 3, 32, 64)
     assert params["conv_out/kernel"].shape == (5, 5, 16, 3) and params["conv_out/bias"].shape == (3,)
     assert "res1/conv2/beta" not in params and "res1/conv1/beta" in params
     assert all(p.dtype == np.float32 for p in params.values())
-    assert tn.architecture_of(params) == (tn.DEFAULT_WIDTHS, tn.DEFAULT_RESIDUAL_BLOCKS, tn.DEFAULT_OUTER_KERNEL)
-    assert tn.count_parameters(params) == 423_779 - 2 * (9 * 9 - 5 * 5) * 3 * 16  # the paper's 9x9 outer kernels: 423,779
-    paper = tn.init_params(np.random.default_rng(0), outer_kernel=9)
+    assert tn.architecture_of(params) == (tn.DEFAULT_WIDTHS, tn.DEFAULT_RESIDUAL_BLOCKS, tn.DEFAULT_OUTER_KERNEL,
+                                          tn.DEFAULT_NOISE_CHANNELS)
+    # the paper's 9x9 outer kernels and no noise: 423,779; 5x5 kernels; a noise plane
+    assert tn.count_parameters(params) == 423_779 - 2 * (9 * 9 - 5 * 5) * 3 * 16 + 5 * 5 * 16 == 418_803
+    paper = tn.init_params(np.random.default_rng(0), outer_kernel=9, noise_channels=0)
     assert paper["conv1/kernel"].shape == (9, 9, 3, 16) and paper["conv_out/kernel"].shape == (9, 9, 16, 3)
-    assert tn.architecture_of(paper) == (tn.DEFAULT_WIDTHS, tn.DEFAULT_RESIDUAL_BLOCKS, 9)
+    assert tn.architecture_of(paper) == (tn.DEFAULT_WIDTHS, tn.DEFAULT_RESIDUAL_BLOCKS, 9, 0)
+    assert tn.count_parameters(paper) == 423_779
+    for wrong in (-1, tn.MAX_NOISE_CHANNELS + 1):
+        with pytest.raises(ValueError, match="noise_channels"):
+            tn.init_params(np.random.default_rng(0), noise_channels=wrong)
     for even in (0, 4):
         with pytest.raises(ValueError, match="odd"):
             tn.init_params(np.random.default_rng(0), outer_kernel=even)
@@ -106,17 +113,19 @@ def test_float32_in_float32_out_and_gradients():
     assert dx.dtype == np.float32 and all(g.dtype == np.float32 for g in grads.values())
 
 
-@pytest.mark.parametrize("outer_kernel", [tn.DEFAULT_OUTER_KERNEL, 9, 1])
-def test_every_gradient_matches_torch_float64(torch, outer_kernel):
-    params, x, rng = small_net(seed=1, outer_kernel=outer_kernel)
+@pytest.mark.parametrize("outer_kernel,noise_channels", [(tn.DEFAULT_OUTER_KERNEL, 1), (9, 0), (1, 3)])
+def test_every_gradient_matches_torch_float64(torch, outer_kernel, noise_channels):
+    params, x, rng = small_net(seed=1, outer_kernel=outer_kernel, noise_channels=noise_channels)
     out, cache = tn.forward(params, x)
     dout = rng.standard_normal(out.shape)
     dx, grads = tn.backward(dout, cache)
     assert list(grads) == list(params)
     assert all(grads[k].shape == params[k].shape for k in params)
+    assert dx.shape == x.shape   # of the photo forward was given, not of the noise it drew
     tensors = {k: torch_ref.to_torch(v, requires_grad=True) for k, v in params.items()}
     x_t = torch_ref.to_torch(x, requires_grad=True)
-    out_t = torch_ref.transformer_net(tensors, x_t, *tn.output_range("caffe", np.float64))
+    planes = tn.noise_planes(x.shape[:3] + (noise_channels,), "caffe", np.float64) if noise_channels else None
+    out_t = torch_ref.transformer_net(tensors, x_t, *tn.output_range("caffe", np.float64), noise=planes)
     (out_t * torch_ref.to_torch(dout)).sum().backward()  # the "fake loss": its gradient is dout
     assert rel_error(out, torch_ref.to_numpy(out_t)) < TORCH_TOL
     assert rel_error(dx, torch_ref.to_numpy(x_t.grad)) < TORCH_TOL
@@ -132,8 +141,11 @@ def test_every_gradient_matches_torch_float64(torch, outer_kernel):
 def test_torch_twin_matches_in_torchvision_space_too(torch):
     params, x, _ = small_net(seed=2, shape=(1, 8, 12, 3))
     out, _ = tn.forward(params, x / 50, "torchvision")
+    planes = tn.noise_planes((1, 8, 12, 1), "torchvision", np.float64)   # NOISE_STD grey levels in that space
+    assert np.std(planes) == pytest.approx(tn.NOISE_STD / 255 / np.mean(image.TORCHVISION_STD), rel=0.3)
     out_t = torch_ref.transformer_net({k: torch_ref.to_torch(v) for k, v in params.items()},
-                                      torch_ref.to_torch(x / 50), *tn.output_range("torchvision", np.float64))
+                                      torch_ref.to_torch(x / 50), *tn.output_range("torchvision", np.float64),
+                                      noise=planes)
     assert rel_error(out, torch_ref.to_numpy(out_t)) < TORCH_TOL
 
 
@@ -348,22 +360,73 @@ def test_load_casts_other_float_weights_to_the_float32_the_network_runs_in(tmp_p
         assert loaded[k].tobytes() == params[k].astype(np.float32).tobytes()
 
 
-def _as_format_1(path):
-    """Rewrite a file `save` wrote as format 1 wrote it: no outer_kernel attribute."""
+def _as_format(path, version):
+    """Rewrite a file `save` wrote as format 1 or 2 wrote it: no noise attributes (and in 1 no outer_kernel)."""
     with h5py.File(path, "a") as f:
-        f.attrs["scratchnst_transformer_format"] = 1
-        del f.attrs["outer_kernel"]
+        f.attrs["scratchnst_transformer_format"] = version
+        del f.attrs["noise_channels"], f.attrs["noise_std"]
+        if version == 1:
+            del f.attrs["outer_kernel"]
     return path
 
 
+def _as_format_1(path):
+    return _as_format(path, 1)
+
+
 def test_format_1_files_load_as_the_paper_s_9x9_network(tmp_path):
-    params, x, _ = small_net(outer_kernel=9, dtype=np.float32)  # load gives float32
+    params, x, _ = small_net(outer_kernel=9, dtype=np.float32, noise_channels=0)  # load gives float32
     loaded, _ = tn.load(_as_format_1(tn.save(tmp_path / "old.h5", params)))
-    assert tn.architecture_of(loaded) == (SMALL["widths"], SMALL["residual_blocks"], 9)
+    assert tn.architecture_of(loaded) == (SMALL["widths"], SMALL["residual_blocks"], 9, 0)
     np.testing.assert_array_equal(tn.forward(loaded, x)[0], tn.forward(params, x)[0])
     # format 1 had only 9x9 networks: another kernel there is a damaged file, and the line says why
-    damaged = _as_format_1(tn.save(tmp_path / "five.h5", small_net(outer_kernel=5)[0]))
+    damaged = _as_format_1(tn.save(tmp_path / "five.h5", small_net(outer_kernel=5, noise_channels=0)[0]))
     assert "'conv1/kernel' has shape (5, 5, 3, 4)" in _load_error(damaged) and "9x9" in _load_error(damaged)
+
+
+def test_format_2_files_load_as_networks_without_noise(tmp_path):
+    params, x, _ = small_net(dtype=np.float32, noise_channels=0)
+    loaded, _ = tn.load(_as_format(tn.save(tmp_path / "two.h5", params), 2))
+    assert tn.architecture_of(loaded) == (SMALL["widths"], SMALL["residual_blocks"], tn.DEFAULT_OUTER_KERNEL, 0)
+    np.testing.assert_array_equal(tn.forward(loaded, x)[0], tn.forward(params, x)[0])
+    # a format-2 file whose conv1 reads more than the photo is damaged: that format had no noise planes
+    damaged = _as_format(tn.save(tmp_path / "noisy.h5", small_net(noise_channels=1)[0]), 2)
+    assert "'conv1/kernel' has shape (5, 5, 4, 4)" in _load_error(damaged) and "0 noise planes" in _load_error(damaged)
+
+
+@pytest.mark.parametrize("z", [0, 1, 3])
+def test_noise_planes_are_stored_read_back_and_drawn_the_same_each_time(z, tmp_path):
+    params, x, _ = small_net(dtype=np.float32, noise_channels=z)
+    loaded, meta = tn.load(tn.save(tmp_path / "net.h5", params))
+    assert tn.architecture_of(loaded)[3] == z
+    first = tn.stylize(loaded, x, meta["preprocessing"])
+    np.testing.assert_array_equal(first, tn.stylize(loaded, x, meta["preprocessing"]))   # the same picture twice
+    np.testing.assert_array_equal(first, tn.forward(params, x)[0])
+    # planes given by the caller (training draws its own) are used as they are
+    given = tn.network_input(params, x, rng=np.random.default_rng(7))
+    assert given.shape == x.shape[:3] + (3 + z,) and given.dtype == x.dtype
+    np.testing.assert_array_equal(given[..., :3], x)
+    out, cache = tn.forward(params, given)
+    assert tn.backward(np.ones_like(out), cache)[0].shape == given.shape
+    if z:
+        assert not np.array_equal(out, first)   # other noise, another picture: the network reads it
+        np.testing.assert_array_equal(tn.network_input(params, x)[..., 3:],
+                                      tn.noise_planes(x.shape[:3] + (z,), dtype=x.dtype))
+        assert np.std(tn.network_input(params, x)[..., 3:]) == pytest.approx(tn.NOISE_STD, rel=0.1)
+        with pytest.raises(ValueError, match=f"or \\(N, H, W, {3 + z}\\) with its noise planes"):
+            tn.forward(params, np.zeros(x.shape[:3] + (3 + z + 1,), x.dtype))
+
+
+def test_a_file_whose_noise_is_not_this_versions_is_refused(tmp_path):
+    path = tn.save(tmp_path / "net.h5", small_net(dtype=np.float32)[0])
+    with h5py.File(path, "a") as f:
+        f.attrs["noise_std"] = 25.0
+    assert "trained with input noise of 25 grey levels" in _load_error(path)
+    for key, value in (("noise_channels", -1), ("noise_channels", 1.0), ("noise_std", "50")):
+        path = tn.save(tmp_path / f"{key}.h5", small_net(dtype=np.float32)[0])
+        with h5py.File(path, "a") as f:
+            f.attrs[key] = value
+        assert f"header attribute {key}" in _load_error(path), (key, value)
 
 
 def test_the_outer_kernel_is_stored_and_read_back(tmp_path):

@@ -724,6 +724,7 @@ def format_report(report):
                     f"{train['size']}x{train['size']}, batch {train['batch']}, transformer widths "
                     f"{'/'.join(map(str, train['widths']))} x {train['residual_blocks']} residual blocks, "
                     f"{train['outer_kernel']}x{train['outer_kernel']} outer kernels, "
+                    f"{train.get('noise_channels', 0)} noise plane{'' if train.get('noise_channels') == 1 else 's'}, "
                     f"{train['parameters']:,} parameters): both networks forward and backward, every "
                     "parameter's gradient"]
         out += _table(["scratchnst s", "PyTorch s", "time ratio", "over floor", "loss differs by",

@@ -54,9 +54,11 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=None,
     network = make_network(model, seed, pretrained)
     network = type(network)(network.name, network.params, pooling=d.pool, preprocessing=network.preprocessing)
     params = transformer_net.init_params(rng, widths=training.TRAIN_WIDTHS, residual_blocks=training.TRAIN_RESIDUAL_BLOCKS,
-                                         outer_kernel=training.TRAIN_OUTER_KERNEL)
+                                         outer_kernel=training.TRAIN_OUTER_KERNEL,
+                                         noise_channels=training.TRAIN_NOISE_CHANNELS)
     mode = network.preprocessing
-    x = training.preprocess_batch(_pictures(rng, batch, size), mode)
+    # the photos and their noise planes, as training gives them to both
+    x = transformer_net.network_input(params, training.preprocess_batch(_pictures(rng, batch, size), mode), mode, rng)
     style_x = image.preprocess(_pictures(rng, 1, training.DEFAULT_SIZE)[0], mode)   # the style at its training size
     layers = (d.content_layer, list(d.style_layers), d.alpha * training.TRAIN_ALPHA_FACTOR, d.beta, 0.0)
     count = min(parallel.workers(), batch) - 1   # as training runs it: the other pieces in helper processes
@@ -71,6 +73,7 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=None,
         functions = {"scratchnst": ours}
         result = {"model": model, "size": size, "batch": batch, "widths": list(training.TRAIN_WIDTHS),
                   "residual_blocks": training.TRAIN_RESIDUAL_BLOCKS, "outer_kernel": training.TRAIN_OUTER_KERNEL,
+                  "noise_channels": training.TRAIN_NOISE_CHANNELS,
                   "parameters": transformer_net.count_parameters(params), "torch_version": None, "torch_threads": None,
                   "loss_difference": None, "grad_difference": None}
         pytorch = ("used" if torch_available() else "not installed") if use_torch else "not asked"

@@ -448,6 +448,9 @@ def _add_train(sub):
                    help="residual blocks of the transformer network (at quarter resolution)")
     p.add_argument("--outer-kernel", metavar="K", type=int, default=_Default("5"),
                    help="kernel size of the transformer network's first and last convolutions (odd; the paper's is 9)")
+    p.add_argument("--noise-channels", metavar="Z", type=int, default=_Default("1"),
+                   help="planes of Gaussian noise the transformer network reads beside the photo, to paint texture "
+                   "on flat areas (0: the photo alone, as Johnson et al.)")
     p.add_argument("--snapshot", metavar="PHOTO", default=_Default("no snapshots"), type=path_arg,
                    help="stylise this photo every --snapshot-every steps, to watch the training")
     p.add_argument("--snapshot-every", metavar="N", type=int, default=_Default("100"),
@@ -485,6 +488,7 @@ def _add_train(sub):
             **({"widths": args.widths} if _given(args.widths) is not None else {}),
             **({"residual_blocks": args.residual_blocks} if _given(args.residual_blocks) is not None else {}),
             **({"outer_kernel": args.outer_kernel} if _given(args.outer_kernel) is not None else {}),
+            **({"noise_channels": args.noise_channels} if _given(args.noise_channels) is not None else {}),
         )
 
     p.set_defaults(func=run)

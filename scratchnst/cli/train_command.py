@@ -21,7 +21,7 @@ from scratchnst.errors import UsageError, UserError, os_error_line
 
 SETTINGS_ORDER = ("model", "weights", "pool", "size", "crop", "batch", "iters", "final_steps", "lr", "lr_schedule",
                   "content_layer", "alpha", "style_layers", "beta", "tv_weight", "style_size", "widths",
-                  "residual_blocks", "outer_kernel", "seed")
+                  "residual_blocks", "outer_kernel", "noise_channels", "seed")
 
 
 def format_settings(style, photos_dir, output, n_photos, settings):
