@@ -186,7 +186,9 @@ for name in ("conv1/kernel", "res1/conv1/gamma", "up2/beta", "conv_out/bias"):
 # layer, the content cost's gradient there, the loss network's backward pass to the picture
 # (lesson 7's chain, unchanged), then the transformer's backward pass to its weights, and an Adam
 # step on every weight (lesson 8's `adam_update`, on each array). The photos are random crops of
-# the lesson's photo and its mirror image.
+# the lesson's photo and its mirror image, each with a new noise plane (drawn from the lesson's
+# generator, as `scratchnst train` draws from its run's: a network trained on one fixed plane could
+# learn to rely on that pattern).
 
 # %%
 _lesson.section(f"Training on the content cost alone: {args.iters} Adam steps")
@@ -205,7 +207,8 @@ for step in range(1, args.iters + 1):
         piece = piece[:, ::-1]
     p = image.preprocess(piece.astype(np.float32), net.preprocessing)
     a_C = net.forward(p, [layer])[layer].copy()
-    G, cache = tn.forward(params, p, net.preprocessing)
+    p_noise = tn.network_input(params, p, net.preprocessing, rng)   # the crop and a new noise plane each step
+    G, cache = tn.forward(params, p_noise, net.preprocessing)
     a_G = net.forward(G, [layer])[layer]
     history.append(costs.compute_content_cost(a_C, a_G))
     dG = net.backward({layer: costs.content_cost_backward(a_C, a_G)})

@@ -108,8 +108,10 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, style_layer_list
 #   against 2.0e3 over the five layers), and it is the network's, not the photos': trained on
 #   Tubingen alone it reached 1.79 on Tubingen (and 2.66 / 3.40 on the others), and with Tubingen
 #   added to the 15 photos, 1.95. Within 20 minutes on 2 cores this network does not get far below 2
-#   on that photo even when it is all it sees. What moved it (stop 31): a plane of noise beside the
-#   photo (transformer_net's notes: 1.62-1.68 / 1.99-2.06 / 1.60 at seed 0), now the default;
+#   on that photo even when it is all it sees. What moved it a little (stop 31): a plane of noise
+#   beside the photo, now the default (transformer_net's notes: 1.99-2.06 on Tubingen in three runs
+#   with a noise generator of their own; `scratchnst train`'s own runs 2.14 at seed 0, no better
+#   than 2.12 without, and 1.98 at seed 1, against 2.14);
 # - scale jitter did not help (2026-12-05, batch 2, 4000 steps, seed 0): each crop taken from a
 #   square 0.8 to 1.8 times its side, resized to it, gave 1.96 (1.71 / 2.34 / 1.82) against 1.97;
 # - lr 2e-3, twice Johnson et al.'s, since the whole-photo last phase (2026-12-04, 4000 steps with

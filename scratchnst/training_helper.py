@@ -45,7 +45,7 @@ def serve(stdin, stdout):
         try:
             if kind != "step":
                 raise ValueError(f"a helper expected a step, got {kind!r}")
-            # the transformer's parameters and x: (n, H, W, 3) photos, preprocessed
+            # the transformer's parameters and x: (n, H, W, 3 + z) photos, preprocessed, and their noise planes
             params = {name[len("param/"):]: a for name, a in arrays.items() if name.startswith("param/")}
             with np.errstate(over="ignore", invalid="ignore"):   # as the parent: it checks J and the grads
                 J, grads, parts = training.loss_and_grads(params, arrays["x"], loss, mode)

@@ -274,7 +274,8 @@ class Helpers:
         return False
 
     def send(self, params, pieces):
-        """Start helper k on pieces[k], (n, H, W, 3) preprocessed photos, with these parameters (<= count pieces)."""
+        """Start helper k on pieces[k], (n, H, W, 3 + z) preprocessed photos and their noise planes, with these
+        parameters (<= count pieces)."""
         if self._broken is not None:
             raise self._broken
         if self._waiting or len(pieces) > self.count:

@@ -402,6 +402,12 @@ def test_noise_planes_are_stored_read_back_and_drawn_the_same_each_time(z, tmp_p
     first = tn.stylize(loaded, x, meta["preprocessing"])
     np.testing.assert_array_equal(first, tn.stylize(loaded, x, meta["preprocessing"]))   # the same picture twice
     np.testing.assert_array_equal(first, tn.forward(params, x)[0])
+    # a photo is painted the same alone and in a batch, wherever it stands in it
+    for i in range(x.shape[0]):
+        np.testing.assert_allclose(first[i:i + 1], tn.stylize(loaded, x[i:i + 1], meta["preprocessing"]),
+                                   rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(first[i], tn.stylize(loaded, x[::-1], meta["preprocessing"])[-1 - i],
+                                   rtol=1e-5, atol=1e-3)
     # planes given by the caller (training draws its own) are used as they are
     given = tn.network_input(params, x, rng=np.random.default_rng(7))
     assert given.shape == x.shape[:3] + (3 + z,) and given.dtype == x.dtype
