@@ -425,7 +425,7 @@ def backward(dout, cache, input_grad=True):
             dh += dskip  # the skip's share (dh is a fresh array of ours)
         else:
             dh = _conv_in_backward(dh, c, name, grads, input_grad or name != "conv1")
-    given = cache[0][1]["given_channels"]
+    given = cache[0][1]["given_channels"]   # cache[0] is conv1's: forward noted there what x it was given
     if dh is not None and dh.shape[3] != given:   # the noise planes forward drew itself: not the caller's input
         dh = np.ascontiguousarray(dh[..., :given])
     # in network order, as params (parameter_shapes's order): an optimiser can zip the two

@@ -402,7 +402,8 @@ def test_noise_planes_are_stored_read_back_and_drawn_the_same_each_time(z, tmp_p
     first = tn.stylize(loaded, x, meta["preprocessing"])
     np.testing.assert_array_equal(first, tn.stylize(loaded, x, meta["preprocessing"]))   # the same picture twice
     np.testing.assert_array_equal(first, tn.forward(params, x)[0])
-    # a photo is painted the same alone and in a batch, wherever it stands in it
+    # a photo is painted the same alone and in a batch, wherever it stands in it (the same noise; the
+    # products of a batch are blocked differently from one photo's, hence float32 rounding, not bits)
     for i in range(x.shape[0]):
         np.testing.assert_allclose(first[i:i + 1], tn.stylize(loaded, x[i:i + 1], meta["preprocessing"]),
                                    rtol=1e-5, atol=1e-3)
