@@ -686,6 +686,25 @@ def test_correct_answers_written_differently_pass(robustness_report, function):
     assert result.status == "pass", [c.details for c in result.checks if c.status != "ok"]
 
 
+def test_a_table_of_the_course_checks_answers_earns_nothing_for_total_cost(tmp_path):
+    """The course's checks of total_cost are fixed numbers: a table of their answers passes them, and
+    fails the checks drawn afresh, whatever the salt; a right answer passes whatever the salt."""
+    table, right = tmp_path / "table", tmp_path / "right"
+    for root in (table, right):
+        exercises.make_student_copy(root, solutions=True)
+    plant(table, "costs", "total_cost", """
+        table = {(0.2, 0.8, 10, 40): 34.0, (0.3, 0.5, 3, 8): 4.9}
+        return table.get((J_content, J_style, alpha, beta), 35.34667875478276)
+    """)
+    plant(right, "costs", "total_cost", "return float(np.dot([alpha, beta], [J_content, J_style]))")
+    for salt in (None, 1, 2, 12345):
+        cheat = by_name(exercises.grade(table, only=["total_cost"], use_torch=False, salt=salt))["total_cost"]
+        assert cheat.status == "fail" and cheat.points == 0 and cheat.main_failed, salt
+        assert [c.status for c in cheat.checks if c.label.startswith("course check")] == ["ok"] * 3
+        honest = by_name(exercises.grade(right, only=["total_cost"], use_torch=False, salt=salt))["total_cost"]
+        assert honest.status == "pass", (salt, [c.details for c in honest.checks if c.status != "ok"])
+
+
 def test_the_report_says_what_broke_for_each_kind_of_failure(robustness_report):
     text = rendered(robustness_report)
     assert "TIMEOUT" in text and "ERROR" in text and "ended the worker process" in text

@@ -11,6 +11,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -220,6 +221,106 @@ def test_a_student_copy_that_does_not_import_still_checks_itself(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "SyntaxError" in done.stdout and "importing scratchnst.costs took longer than 3 s" in done.stdout
     assert "optim.adam_update                                         2/2 points   pass" in done.stdout
+
+
+# ============================================================ a timeout beside others is graded again alone
+REGRADED = "graded again, alone: a check ran out of time while"
+
+
+def _graded(status):
+    """A report as grading makes one, without grading: one exercise whose one check has `status`."""
+    result = ExerciseResult(exercises.CATALOGUE[0], [CheckResult("the question", status)], hint="")
+    return Report(root=Path("."), results=[result], ungraded=[], torch="not used", seconds=0.5)
+
+
+def _fake_grading(monkeypatch, timed_out):
+    """grade_class with `grade` replaced: timed_out(folder, n) says whether the folder's n-th grading
+    (1, 2, ...) times out. Returns the calls made, as (folder, n, cases given, gradings running then)."""
+    cases = object()  # what reference_cases drew: each grading must be given this same object
+    monkeypatch.setattr(batch, "reference_cases", lambda only, use_torch, salt: cases)
+    calls, running, lock = [], [0], threading.Lock()
+
+    def fake_grade(folder, **kwargs):
+        with lock:
+            running[0] += 1
+            n = sum(f == folder for f, *_ in calls) + 1
+            calls.append((folder, n, kwargs["cases"] is cases, running[0]))
+        time.sleep(0.05)  # long enough for the pool's gradings to overlap
+        with lock:
+            running[0] -= 1
+        return _graded("timeout" if timed_out(folder, n) else "ok")
+
+    monkeypatch.setattr(batch, "grade", fake_grade)
+    return calls
+
+
+def test_a_submission_that_timed_out_beside_others_is_graded_again_alone_and_that_grading_kept(monkeypatch):
+    """Budgets are wall-clock: beside a neighbour that burns every core, an honest but slow submission can
+    run out of time. After the parallel phase it is graded again, alone, on the same inputs; the second
+    grading is the one kept, says so, and is the one progress hears of (once per submission)."""
+    calls = _fake_grading(monkeypatch, lambda folder, n: folder == "hog" or (folder == "slow" and n == 1))
+    heard = []
+    subs = [("hog", "hog"), ("slow", "slow"), ("fast", "fast")]
+    outcomes = batch.grade_class(subs, jobs=3, progress=heard.append)
+    assert [name for name, _, _ in outcomes] == ["hog", "slow", "fast"]
+    reports = {name: report for name, report, _ in outcomes}
+    assert reports["slow"].points == reports["slow"].total and reports["fast"].points == reports["fast"].total
+    assert reports["hog"].points == 0  # graded again too, and out of time again: its own doing
+    for name in ("hog", "slow"):
+        (note,) = reports[name].notes
+        assert note.startswith(REGRADED) and "3 submissions were graded at a time (0.0/1 points then)" in note
+    assert reports["fast"].notes == []
+    # the first three in parallel, then the two regradings one at a time, in the given order
+    assert {c[:2] for c in calls[:3]} == {("hog", 1), ("slow", 1), ("fast", 1)}
+    assert [c[:2] for c in calls[3:]] == [("hog", 2), ("slow", 2)]
+    assert all(same_cases for _, _, same_cases, _ in calls)
+    assert [running for *_, running in calls[3:]] == [1, 1]
+    assert sorted(name for name, _, _ in heard) == ["fast", "hog", "slow"]
+    assert all(any(o is h for o in outcomes) for h in heard)  # only the outcomes kept are heard of
+
+
+def test_one_job_at_a_time_grades_each_submission_once(monkeypatch):
+    """With --jobs 1 a timeout is the submission's own: nothing is graded again."""
+    calls = _fake_grading(monkeypatch, lambda folder, n: True)
+    outcomes = batch.grade_class([("a", "a"), ("b", "b")], jobs=1)
+    assert [c[:2] for c in calls] == [("a", 1), ("b", 1)]
+    assert all(report.notes == [] and report.points == 0 for _, report, _ in outcomes)
+
+
+def test_an_honest_submission_slowed_by_its_neighbour_is_graded_again_alone_end_to_end(tmp_path):
+    """Graded for real, two at a time: the honest relu waits while its neighbour's marker file exists (a
+    stand-in for a neighbour hogging the CPU that needs no timing luck), and the neighbour, an endless
+    loop, removes the marker when it is graded the second time. So beside it the honest one runs out of
+    time whatever the machine's load, and alone (graded again after the neighbour) it passes.
+    Uncontained: the two submissions share the marker through the file system."""
+    marker, seen = tmp_path / "hog-running", tmp_path / "hog-seen"
+    marker.touch()
+    hog, honest = tmp_path / "hog", tmp_path / "honest"
+    for root in (hog, honest):
+        exercises.make_student_copy(root, solutions=True)
+    plant(hog, "layers", "relu_forward", f"""
+        import os, time
+        if os.path.exists({str(seen)!r}):
+            os.remove({str(marker)!r})
+        else:
+            open({str(seen)!r}, "w").close()
+        while True:
+            time.sleep(0.1)
+    """)
+    plant(honest, "layers", "relu_forward", f"""
+        import os, time
+        while os.path.exists({str(marker)!r}):
+            time.sleep(0.05)
+        out = np.maximum(x, 0)
+    """)
+    heard = []
+    outcomes = batch.grade_class([("hog", hog), ("honest", honest)], only=["relu_forward"], timeout=5.0, jobs=2,
+                                 contained=False, use_torch=False, seed=1, progress=heard.append)
+    (_, hogs, _), (_, honests, _) = outcomes
+    assert honests.perfect, [c.details for r in honests.results for c in r.checks if c.status != "ok"]
+    assert any(n.startswith(REGRADED) and "(0.0/1 points then)" in n for n in honests.notes), honests.notes
+    assert hogs.points == 0 and any(n.startswith(REGRADED) for n in hogs.notes)
+    assert sorted(name for name, _, _ in heard) == ["hog", "honest"]
 
 
 # ============================================================ the exports: names students chose

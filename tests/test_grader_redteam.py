@@ -9,11 +9,14 @@ forged answers, stray processes) run there too.
 
 import contextlib
 import hashlib
+import json
 import os
 import py_compile
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +26,7 @@ import pytest
 from exercise_helpers import plant, rendered
 import scratchnst
 from scratchnst import exercises
-from scratchnst.exercises import sandbox
+from scratchnst.exercises import batch, sandbox
 from scratchnst.exercises.grading import check_containment
 
 PACKAGE = Path(scratchnst.__file__).resolve().parent
@@ -640,6 +643,22 @@ def test_the_scratch_copy_takes_python_sources_only_and_within_bounds(tmp_path):
     assert f"scratchnst/{'d/' * 16}d: a folder more than 16 deep, ignored" in notes
 
 
+def test_a_submission_of_many_folders_is_cut_at_the_folder_limit(tmp_path):
+    """Folders are not files, but each is made in the grader's /tmp and deleted again, outside every
+    budget (90,000 empty ones took 19 s to copy and 280 s to delete): they are counted too."""
+    package = tmp_path / "scratchnst"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for i in range(3 * sandbox.MAX_FOLDERS):
+        os.makedirs(package / f"z{i:04d}" / "inner")
+    copied = sandbox.copy_submission(package, tmp_path / "scratch")
+    folders = [p for p in copied.root.rglob("*") if p.is_dir()]
+    assert len(folders) <= sandbox.MAX_FOLDERS
+    assert (copied.root / "scratchnst" / "__init__.py").is_file()
+    notes = [n for n in copied.notes if "over the limit of" in n]
+    assert len(notes) == 1 and f"{sandbox.MAX_FOLDERS} folders" in notes[0], copied.notes
+
+
 def test_a_module_that_ends_the_worker_at_import_costs_its_own_exercises(pristine, tmp_path, teacher):
     def exits(submission):
         path = submission / "scratchnst" / "costs.py"
@@ -727,7 +746,7 @@ def test_imports_of_restarted_workers_count_against_the_total_budget(pristine, t
 
 
 @needs_bwrap
-@pytest.mark.skipif(sandbox.keyring_filter() is None, reason="the keyring's system call numbers are not known here")
+@pytest.mark.skipif(sandbox.sandbox_filter() is None, reason="the keyring's system call numbers are not known here")
 def test_the_kernel_keyring_is_closed_to_the_sandbox(pristine, tmp_path, teacher):
     """Every worker is the same `nobody`, and the kernel keeps keys per user: a key one submission's
     worker adds, another's could read (and it would outlive grading). The sandbox refuses the calls."""
@@ -742,3 +761,184 @@ def test_the_kernel_keyring_is_closed_to_the_sandbox(pristine, tmp_path, teacher
     """
     report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): code}, only=["relu_forward"])
     assert "add_key gave -1, errno Operation not permitted" in " ".join(rendered(report).split())
+
+
+def run_filter(program, nr, arch=None, flags=0):
+    """What the seccomp program returns for one call: a classic-BPF interpreter of the five opcodes
+    sandbox_filter uses, on a seccomp_data of (nr, arch, args[0] = flags)."""
+    import struct
+    data = {0: nr, 4: arch, 16: flags & 0xFFFFFFFF}
+    code = [struct.unpack("=HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
+    pc, accumulator = 0, 0
+    while True:
+        op, true, false, k = code[pc]
+        if op == 0x20:
+            accumulator = data[k]
+        elif op == 0x54:
+            accumulator &= k
+        elif op in (0x15, 0x35):
+            taken = accumulator == k if op == 0x15 else accumulator >= k
+            pc += true if taken else false
+        elif op == 0x06:
+            return k
+        else:
+            raise AssertionError(f"opcode {op:#x}")
+        pc += 1
+
+
+@pytest.mark.skipif(sandbox.sandbox_filter() is None, reason="the system call numbers are not known here")
+def test_the_filter_refuses_exactly_what_it_says():
+    """The program itself, call by call: refused with EPERM, clone3 with ENOSYS (the C library then
+    uses clone), clone only when it asks for a namespace, and every call of another ABI."""
+    import errno
+    import platform
+    arch, refused, clones = sandbox._REFUSED_CALLS[platform.machine()]
+    program = sandbox.sandbox_filter()
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+    for name, number in refused.items():
+        assert run_filter(program, number, arch) == eperm, name
+    for number in (0, 1, 9, 57, 59, 60, 231):   # read, write, mmap, fork, execve, exit, exit_group on x86-64
+        if number not in refused.values() and number not in clones.values():
+            assert run_filter(program, number, arch) == allow, number
+    assert run_filter(program, clones["clone3"], arch) == enosys
+    threads = 0x003D0F00    # what pthread_create asks of clone
+    assert run_filter(program, clones["clone"], arch, threads) == allow
+    assert run_filter(program, clones["clone"], arch, 0x01200011) == allow   # fork
+    for flag in (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000):
+        assert run_filter(program, clones["clone"], arch, threads | flag) == eperm, hex(flag)
+    assert run_filter(program, 3, 0x40000003) == eperm                 # i386's close: another ABI
+    if arch == 0xC000003E:
+        assert run_filter(program, 0x40000000 + 1, arch) == eperm      # x32's write
+
+
+@needs_bwrap
+@pytest.mark.skipif(sandbox.sandbox_filter() is None, reason="the system call numbers are not known here")
+def test_kernel_memory_and_namespaces_are_closed_to_the_sandbox(pristine, tmp_path, teacher):
+    """System V shared memory is kernel memory no process limit counts, and it outlives its maker
+    (three 1 GB segments held 3 GB for a worker limited to 2 GB); a user namespace makes the worker
+    root again inside it (a tmpfs of any size). Both are refused; threads and fork still work."""
+    code = """
+        import ctypes, os, threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        shm = libc.shmget(0, ctypes.c_size_t(1 << 20), 0o1600)
+        e1 = ctypes.get_errno()
+        queue = libc.msgget(0, 0o1600)
+        e2 = ctypes.get_errno()
+        un = libc.unshare(0x10000000)   # CLONE_NEWUSER
+        e3 = ctypes.get_errno()
+        t = threading.Thread(target=lambda: None); t.start(); t.join()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        status = os.waitpid(pid, 0)[1]
+        raise RuntimeError(f"shmget {shm} {os.strerror(e1)}; msgget {queue} {os.strerror(e2)}; "
+                           f"unshare {un} {os.strerror(e3)}; thread and fork {os.waitstatus_to_exitcode(status)}")
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): code}, only=["relu_forward"])
+    text = " ".join(rendered(report).split())
+    assert ("shmget -1 Operation not permitted; msgget -1 Operation not permitted; unshare -1 Operation not "
+            "permitted; thread and fork 7") in text, text
+
+
+NOBODY_PROBE = '''
+import os, sys
+sys.path.insert(0, TESTS)
+from exercise_helpers import plant, rendered
+from scratchnst import exercises
+from scratchnst.exercises import batch, sandbox
+secret = os.path.join(SCRATCH, "key")
+os.makedirs(secret, mode=0o700)
+with open(os.path.join(secret, "answers.txt"), "w") as f:
+    f.write("the answers")
+exercises.make_student_copy(os.path.join(SCRATCH, "sub"), solutions=True)
+code = """import os
+try:
+    seen = open(SECRET + "/answers.txt").read()
+except OSError as error:
+    seen = error.strerror
+raise RuntimeError(f"uid {os.getuid()} read: {seen}")"""
+plant(os.path.join(SCRATCH, "sub"), "layers", "relu_forward", code.replace("SECRET", repr(secret)))
+print("nobody can run:", sandbox.nobody_can_run())
+report = exercises.grade(os.path.join(SCRATCH, "sub"), only=["relu_forward"], use_torch=False, contained=False)
+print(" ".join(rendered(report).split()))
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's uncontained grading drops to nobody")
+def test_uncontained_grading_as_root_runs_the_student_as_nobody(request):
+    """Gradescope's container refuses bubblewrap, and its grader runs as root beside the answer key: the
+    student's code runs as nobody, who cannot read a folder closed to others (run_autograder closes the
+    key's). Where this Python sits in root's 0700 home, as here, the probe runs in a view whose /root
+    is open, as a system Python's folder is."""
+    scratch = Path(tempfile.mkdtemp(prefix="scratchnst-nobody-"))   # not pytest's: its folders are 0700
+    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
+    os.chmod(scratch, 0o711)
+    script = (NOBODY_PROBE.replace("TESTS", repr(str(Path(__file__).parent)))
+              .replace("SCRATCH", repr(str(scratch))))
+    command = [sys.executable, "-c", script]
+    if not sandbox.nobody_can_run():
+        if not shutil.which("bwrap") or not str(Path(sys.executable).resolve()).startswith("/root/"):
+            pytest.skip("nobody cannot run this Python here, and no view can be made in which it can")
+        command = ["bwrap", "--dev-bind", "/", "/", "--perms", "0755", "--tmpfs", "/root",
+                   "--bind", "/root/.pyenv", "/root/.pyenv", "--proc", "/proc"] + command
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nobody can run: True" in done.stdout, done.stdout
+    assert "uid 65534 read: Permission denied" in done.stdout, done.stdout
+
+
+CHEAT_ON_GRADESCOPE = """import os
+try:
+    key = open("/autograder/source/source/scratchnst/layers.py").read()
+    environ = open(f"/proc/{os.getppid()}/environ", "rb").read()
+    out = np.maximum(x, 0)
+except OSError as error:
+    raise RuntimeError(f"uid {os.getuid()}: {error.strerror}")"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("bwrap"),
+                    reason="needs root and bubblewrap to lay out /autograder as Gradescope does")
+@pytest.mark.parametrize("cheat", [True, False], ids=["reads-the-key", "honest"])
+def test_the_gradescope_autograder_without_bubblewrap_hides_the_key(pristine, cheat):
+    """Gradescope's container refuses bubblewrap and runs run_autograder as root, with the answer key in
+    /autograder/source. The student's code then runs as nobody, and the script closes the key to others
+    first: reading it (or the grader's environment) fails, and an honest submission still gets its marks.
+    Laid out with bubblewrap here: /autograder bound to a scratch folder, a `bwrap` on PATH that fails
+    as Gradescope's does, and /root opened where this Python lives in root's 0700 home."""
+    autograder = Path(tempfile.mkdtemp(prefix="scratchnst-gradescope-"))
+    mount_point = not os.path.exists("/autograder")   # bwrap makes it, empty, for its bind: removed after
+    try:
+        os.chmod(autograder, 0o755)
+        folder, _ = batch.write_gradescope_bundle(autograder / "bundle", options="--only relu_forward --no-torch")
+        shutil.copytree(folder, autograder / "source")
+        shutil.copy(folder / "run_autograder", autograder / "run_autograder")
+        shutil.copytree(pristine / "stub", autograder / "submission")
+        plant(autograder / "submission", "layers", "relu_forward",
+              CHEAT_ON_GRADESCOPE if cheat else "out = np.maximum(x, 0)")
+        (autograder / "results").mkdir()
+        tools = autograder / "bin"
+        tools.mkdir()
+        (tools / "bwrap").write_text("#!/bin/sh\nexit 1\n")
+        os.chmod(tools / "bwrap", 0o755)
+        (tools / "python3").symlink_to(sys.executable)
+        command = [shutil.which("bwrap"), "--dev-bind", "/", "/", "--bind", str(autograder), "/autograder",
+                   "--proc", "/proc"]
+        if str(Path(sys.executable).resolve()).startswith("/root/"):
+            command += ["--perms", "0755", "--tmpfs", "/root", "--bind", "/root/.pyenv", "/root/.pyenv"]
+        env = {"PATH": f"{tools}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        done = subprocess.run(command + ["/bin/bash", "/autograder/run_autograder"], capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert (autograder / "results" / "results.json").exists(), done.stdout[-2000:] + done.stderr[-2000:]
+        results = (autograder / "results" / "results.json").read_text()
+        assert "UNCONTAINED" in done.stdout + done.stderr and "as the user nobody" in done.stderr, done.stderr
+        if cheat:
+            assert json.loads(results)["score"] == 0, results
+            assert "uid 65534: Permission denied" in results, results
+        else:
+            assert json.loads(results)["score"] == 1, results
+    finally:
+        shutil.rmtree(autograder, ignore_errors=True)
+        if mount_point:
+            with contextlib.suppress(OSError):
+                os.rmdir("/autograder")

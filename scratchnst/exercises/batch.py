@@ -26,7 +26,7 @@ from scratchnst.errors import UsageError, UserError
 from scratchnst.exercises.grading import (DEFAULT_IMPORT_TIMEOUT, DEFAULT_TIMEOUT, check_containment, grade,
                                           print_report, reference_cases)
 from scratchnst.exercises.markers import installed_package_dir, make_student_copy
-from scratchnst.exercises.sandbox import Limits, _printable
+from scratchnst.exercises.sandbox import Limits, _printable, nobody_can_run
 
 # Seconds all the calls of one submission may take together (each exercise also has its own).
 DEFAULT_BUDGET = 240.0
@@ -61,6 +61,12 @@ def grade_class(submissions, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=
     """Grade every (name, folder); return [(name, Report or None, error message or None)] in the given order.
 
     seed: draws the inputs (None: a fresh one for this run). The same seed gives the same inputs.
+    jobs: submissions graded at a time. Time budgets are wall-clock, so a submission that burns every
+        core can make a slow but honest neighbour run out of time: when jobs > 1, each submission with a
+        check that timed out is graded again afterwards, alone and on the same inputs, and that second
+        grading is kept (its report says so in a note).
+    progress: called once per submission, with the outcome that is kept (a regraded one's after its
+        second grading).
     """
     salt = secrets.randbits(32) if seed is None else seed
     cases = reference_cases(only, use_torch, salt)
@@ -71,17 +77,38 @@ def grade_class(submissions, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=
         try:
             report = grade(folder, only=only, timeout=timeout, cases=cases, contained=contained, limits=limits,
                            import_timeout=import_timeout, budget=budget)
-            outcome = (name, report, None)
+            return name, report, None
         except (UserError, UsageError) as error:
-            outcome = (name, None, str(error))
+            return name, None, str(error)
         except Exception as error:  # noqa: BLE001 - one submission must never stop the class
-            outcome = (name, None, f"not graded: the grader failed on it ({type(error).__name__}: {error})"[:300])
-        if progress:
+            return name, None, f"not graded: the grader failed on it ({type(error).__name__}: {error})"[:300]
+
+    def needs_regrading(outcome):
+        # a timeout of any kind (a call, the exercise's time, the total budget, the import) may be the neighbours'
+        report = outcome[1]
+        return jobs > 1 and report is not None and any(c.status == "timeout" for r in report.results for c in r.checks)
+
+    def first(item):
+        outcome = one(item)
+        if progress and not needs_regrading(outcome):
             progress(outcome)
         return outcome
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, submissions))
+        outcomes = list(pool.map(first, submissions))
+    # one at a time, in the given order, with nothing else running: a submission's time is its own
+    for i, item in enumerate(submissions):
+        if not needs_regrading(outcomes[i]):
+            continue
+        before = outcomes[i][1]
+        _, report, _ = outcomes[i] = one(item)
+        if report is not None:
+            report.notes.append(f"graded again, alone: a check ran out of time while {jobs} submissions were "
+                                f"graded at a time ({before.points:.1f}/{before.total} points then); this grading "
+                                "is the one kept")
+        if progress:
+            progress(outcomes[i])
+    return outcomes
 
 
 # ================================================================================= exports
@@ -335,8 +362,12 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     submissions = find_submissions(paths)
     contained = check_containment(True, uncontained)
     if not contained:
-        print("warning: running the submissions UNCONTAINED (--uncontained): their code can read and change "
-              "whatever you can", file=sys.stderr)
+        if nobody_can_run():
+            print("warning: running the submissions UNCONTAINED (--uncontained), as the user nobody: their code "
+                  "can read whatever every user may read, and reach the network", file=sys.stderr)
+        else:
+            print("warning: running the submissions UNCONTAINED (--uncontained): their code can read and change "
+                  "whatever you can", file=sys.stderr)
     if gradescope and len(submissions) > 1 and Path(gradescope).suffix == ".json":
         raise UsageError("--gradescope FILE.json takes one submission; for several give a folder")
     started = time.monotonic()
@@ -355,7 +386,8 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
             print_report(rep, out) if rep else print(_printable(_shown_text(error), 2000), file=out)
     print_table(outcomes, out)
     print(f"{len(outcomes)} submissions graded in {time.monotonic() - started:.1f} s "
-          f"({'in bubblewrap' if contained else 'UNCONTAINED'})", file=out)
+          f"({'in bubblewrap' if contained else 'UNCONTAINED, as nobody' if nobody_can_run() else 'UNCONTAINED'})",
+          file=out)
     failures = write_exports(outcomes, csv_path=csv_path, json_path=json_path, gradescope=gradescope)
     for failure in failures[:-1]:
         print(f"scratchnst: error: {failure}", file=sys.stderr)
@@ -384,9 +416,12 @@ if [ ! -d "$SUB/scratchnst" ]; then
   [ -n "$found" ] && SUB=$(dirname "$found")
 fi
 # bubblewrap may be refused inside Gradescope's container (no namespaces there); the container is then
-# the only wall around the submission, which runs as a plain child process.
+# the only wall around the submission, which runs as a plain child process of user nobody: the answer
+# key (source/) and the results' folder are closed to every user but root first.
 FLAG=""
 if ! bwrap --ro-bind / / true 2>/dev/null; then FLAG="--uncontained"; fi
+chmod -R go-rwx /autograder/source
+mkdir -p /autograder/results && chmod go-w /autograder/results
 PYTHONPATH=/autograder/source/source python3 -m scratchnst exercises grade "$SUB" $FLAG \\
   --gradescope /autograder/results/results.json {options}
 """

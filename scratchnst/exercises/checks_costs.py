@@ -369,22 +369,38 @@ def layer_style_cost_from_target_cases(ref, rng, use_torch):
     return cases
 
 
+def _total_cost_mistakes(J_content, J_style, alpha=10, beta=40):
+    """The classic mistakes of total_cost, for these inputs (ignoring the weights is one only where they
+    are not the defaults, 10 and 40)."""
+    mistakes = [Mistake("alpha and beta swapped", "alpha weighs the content cost and beta the style cost: "
+                        "J = alpha J_content + beta J_style", alpha * J_style + beta * J_content)]
+    if (alpha, beta) != (10, 40):
+        mistakes.append(Mistake("alpha and beta ignored", "use the arguments alpha and beta, not the defaults "
+                                "10 and 40", 10 * J_content + 40 * J_style))
+    return mistakes
+
+
 def total_cost_cases(ref, rng, use_torch):
     C = ref.costs
-    swapped = "alpha weighs the content cost and beta the style cost: J = alpha J_content + beta J_style"
+    # Costs (>= 0) and weights drawn from rng first: the course's three fixed calls alone would pass a table
+    # of their answers, while a grading run's salt draws inputs no one has seen.
+    J_content, J_style = (float(v) for v in rng.uniform(0, 10, 2))
+    alpha, beta = (float(v) for v in rng.uniform(0.5, 50, 2))
+    drawn = f"{J_content:.4g}, {J_style:.4g}"
     draws = tuple(np.random.RandomState(3).randn(2))  # the course's np.random.seed(3); randn(); randn()
     return [
+        Case(f"total_cost({drawn}) (alpha = 10, beta = 40)", (J_content, J_style), C.total_cost(J_content, J_style),
+             mistakes=_total_cost_mistakes(J_content, J_style)),
+        Case(f"total_cost({drawn}, alpha={alpha:.4g}, beta={beta:.4g})", (J_content, J_style),
+             C.total_cost(J_content, J_style, alpha, beta), kwargs={"alpha": alpha, "beta": beta},
+             mistakes=_total_cost_mistakes(J_content, J_style, alpha, beta)),
         Case("course check: total_cost(0.2, 0.8) = 34 (alpha = 10, beta = 40)", (0.2, 0.8), C.total_cost(0.2, 0.8),
-             mistakes=[Mistake("alpha and beta swapped", swapped, 10 * 0.8 + 40 * 0.2)]),
+             mistakes=_total_cost_mistakes(0.2, 0.8)),
         Case("course check: total_cost(0.3, 0.5, alpha=3, beta=8) = 4.9", (0.3, 0.5), C.total_cost(0.3, 0.5, 3, 8),
-             kwargs={"alpha": 3, "beta": 8}, mistakes=[
-                 Mistake("alpha and beta ignored", "use the arguments alpha and beta, not the defaults 10 and 40",
-                         10 * 0.3 + 40 * 0.5),
-                 Mistake("alpha and beta swapped", swapped, 3 * 0.5 + 8 * 0.3)]),
+             kwargs={"alpha": 3, "beta": 8}, mistakes=_total_cost_mistakes(0.3, 0.5, 3, 8)),
         Case("course check: two randn() draws after np.random.seed(3) give 35.34667875478276", draws,
              C.total_cost(*draws)),
     ]
-
 
 
 def _tv_parts(x):
