@@ -54,8 +54,8 @@ args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
 # 128 px crop of one of them (5000 steps of two with --threads 2), the last twelfth on whole
 # 256 px squares, so that the network ends on photos as it will paint them) takes about a quarter
 # of an hour on one core of a 2-core laptop; here the lesson trains the same network for about a
-# minute (half a minute here), at --size, for --iters steps of two crops: a sketch of what the
-# full run does. Give `--trained net.h5` to see a fully trained network instead.
+# minute, at --size, for --iters steps of two crops: a sketch of what the full run does. Give
+# `--trained net.h5` to see a fully trained network instead.
 
 # %%
 net = _lesson.load_network(args, pooling="default")

@@ -118,10 +118,14 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
         network, weights.
     """
     global _DEBUG
+    in_notebook = argv is None and _in_notebook()
     parser = ArgumentParser(  # one-line errors and --debug, as the `scratchnst` command
         description=doc.strip().splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    if in_notebook:  # the options come from the environment, not from the kernel's command line
+        parser.error = lambda message: parser.exit(
+            2, f"${NOTEBOOK_ARGS}: error: {message}; the lesson's script with --help lists the options\n")
     parser.add_argument("--content", type=_path, default=DEFAULT_CONTENT, help="content image")
     parser.add_argument("--style", type=_path, default=DEFAULT_STYLE, help="style image")
     parser.add_argument("--size", type=int, default=size, help="long side of the images, pixels (smaller = faster)")
@@ -137,7 +141,7 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
     if extra is not None:
         extra(parser)
     if argv is None:
-        argv = shlex.split(os.environ.get(NOTEBOOK_ARGS, "")) if _in_notebook() else sys.argv[1:]
+        argv = shlex.split(os.environ.get(NOTEBOOK_ARGS, "")) if in_notebook else sys.argv[1:]
     args = parser.parse_args(argv)
     _DEBUG = _DEBUG or getattr(args, "debug", False)
     if args.size < 16:

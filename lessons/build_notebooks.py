@@ -55,16 +55,28 @@ def kernel_env(lesson_args=""):
     return env
 
 
+# The notebook's first code cell. Jupyter starts a notebook's kernel in the notebook's own folder
+# (lessons/notebooks/ for a built one, anywhere after a copy), a script runs beside _lesson.py.
+FIND_HELPER = """# where `import _lesson` finds the lessons' helper: here, the folder above, or where this was built
+import sys
+from pathlib import Path
+for folder in (Path.cwd(), Path.cwd().parent, Path({lessons!r})):
+    if (folder / "_lesson.py").is_file():
+        sys.path.insert(0, str(folder))
+        break"""
+
+
 def to_notebook(script):
     """The `# %%` script as an (unexecuted) notebook, read by jupytext; the kernel is this Python's.
 
     The script's docstring (its title, how to run it, what it makes) becomes the notebook's first,
-    markdown, cell: as code it would only echo itself as a string.
+    markdown, cell: as code it would only echo itself as a string. The next, FIND_HELPER, lets the
+    notebook run again from the folder it was saved in.
     """
     import ast
 
     import jupytext
-    from nbformat.v4 import new_markdown_cell
+    from nbformat.v4 import new_code_cell, new_markdown_cell
 
     nb = jupytext.read(script, fmt="py:percent")
     first = nb.cells[0] if nb.cells else None
@@ -75,6 +87,7 @@ def to_notebook(script):
             title, _, rest = body[0].value.value.strip().partition("\n")
             rest = "\n".join("    " + line if line.strip() else "" for line in rest.strip("\n").splitlines())
             nb.cells[0] = new_markdown_cell(f"# {title}\n\n{rest}".rstrip() + "\n")
+    nb.cells.insert(1, new_code_cell(FIND_HELPER.format(lessons=str(LESSONS))))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata.pop("jupytext", None)  # a generated notebook, not one paired with the script
     return nb
@@ -86,11 +99,27 @@ def execute(script, lesson_args="", timeout=900):
     Raises nbclient's CellExecutionError (with the cell and its traceback) if a cell fails.
     """
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     nb = to_notebook(script)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}})
-    client.execute(env=kernel_env(lesson_args), cwd=str(LESSONS))
+    try:
+        client.execute(env=kernel_env(lesson_args), cwd=str(LESSONS))
+    except CellExecutionError as error:
+        # what the lesson wrote to stderr: a wrong option's one line is there, not in the exception
+        error.stderr = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                               for out in cell.get("outputs", []) if out.get("name") == "stderr")
+        raise
     return nb
+
+
+def failure_line(error):
+    """One line for a lesson that failed as a notebook: its own message (a wrong option, a missing
+    file), not the kernel's traceback around it."""
+    said = [line.strip() for line in getattr(error, "stderr", "").splitlines() if ": error: " in line]
+    if error.ename == "SystemExit" and said:
+        return said[-1]
+    return f"{error.ename}: {error.evalue}".strip()
 
 
 def write_html(nb, path):
@@ -127,7 +156,8 @@ def main(argv=None):
         try:
             nb = execute(script, args.lesson_args, args.timeout)
         except CellExecutionError as error:
-            sys.exit(f"build_notebooks: {script.name} failed:\n{error}")
+            sys.exit(f"build_notebooks: {script.name} failed: {failure_line(error)}"
+                     + (f"\n{error}" if os.environ.get("SCRATCHNST_DEBUG") else ""))
         target = args.dest / f"{script.stem}.ipynb"
         nbformat.write(nb, target)
         written = [target]

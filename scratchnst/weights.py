@@ -904,9 +904,13 @@ def download(model, dest_dir=None, url=None, progress=None, timeout=60.0):
                 raise UserError(f"cannot save {final}: {error}; {'free some space or ' if error.full else ''}"
                                 "choose another folder with --dest DIR") from None
             if known.md5 is not None and md5.hexdigest() != known.md5:
-                raise UserError(f"the file downloaded from {url} has MD5 {md5.hexdigest()}, expected {known.md5}; "
-                                f"it was not saved ({final} is unchanged): run the command again, or try another "
-                                "--url")
+                # a local file will not change by itself: another one is the only way on
+                local = url.lower().startswith("file:")
+                raise UserError(f"the file {'at' if local else 'downloaded from'} {url} has MD5 {md5.hexdigest()}, "
+                                f"expected {known.md5} ({known.filename}); "
+                                f"{f'{final} is unchanged' if final.exists() else 'nothing was saved'}: "
+                                + (f"give --url a copy of {known.filename}" if local
+                                   else "run the command again, or try another --url"))
             label = f"the file downloaded from {url}"
             parameters_from_file(read_weights(tmp, label=label, model=model), model)
         saved = True

@@ -128,12 +128,25 @@ def test_wrong_checksum_keeps_the_old_file_and_leaves_no_partial_file(server, tm
     if old_file:
         (tmp_path / VGG19_FILE).write_bytes(b"the previous download")
     url = serve(server, "/bad/vgg19.h5", b"not the VGG-19 weights" * 1000)
-    with pytest.raises(UserError, match=r"MD5 .*expected 253f8cb515780f3b799900260a226db6"):
+    with pytest.raises(UserError, match=r"MD5 .*expected 253f8cb515780f3b799900260a226db6") as error:
         weights.download("vgg19", dest_dir=tmp_path, url=url, progress=False)
     if old_file:
         assert only_file(tmp_path).read_bytes() == b"the previous download"
+        assert f"{tmp_path / VGG19_FILE} is unchanged: run the command again" in str(error.value)
     else:
         assert list(tmp_path.iterdir()) == []
+        assert "nothing was saved: run the command again" in str(error.value)
+
+
+def test_a_local_file_with_the_wrong_checksum_asks_for_another_file(squeezenet_bytes, tmp_path):
+    """Another network's file given as a local copy: running again cannot help, another file can."""
+    local = tmp_path / "squeezenet.h5"
+    local.write_bytes(squeezenet_bytes)
+    with pytest.raises(UserError) as error:
+        weights.download("vgg19", dest_dir=tmp_path / "dest", url=local.as_uri(), progress=False)
+    message = str(error.value)
+    assert f"the file at {local.as_uri()} has MD5" in message
+    assert message.endswith(f"nothing was saved: give --url a copy of {VGG19_FILE}"), message
 
 
 @pytest.mark.parametrize("old_file", [True, False])

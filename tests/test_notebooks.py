@@ -122,3 +122,31 @@ def test_the_build_command_writes_a_notebook_and_an_html_page_with_its_pictures(
     html = (tmp_path / "nb" / "01_convolution.html").read_text(encoding="utf-8")
     assert html.count('src="data:image/png;base64,') == 1
     assert "Lesson 1: convolution by hand" in html and "lesson finished in" in html
+
+
+def test_a_built_notebook_runs_again_from_the_folder_it_was_saved_in(builder, tmp_path, monkeypatch):
+    """Jupyter starts a saved notebook's kernel in the notebook's folder (lessons/notebooks/), not in
+    lessons/ where `_lesson.py` is: the notebook's first code cell finds the helper from there."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    builder.main(["01", "--dest", str(tmp_path / "nb"), "--no-html",
+                  "--lesson-args", f"--size 48 --out {tmp_path / 'out'}"])
+    nb = nbformat.read(tmp_path / "nb" / "01_convolution.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3").execute(
+        env=builder.kernel_env(f"--size 48 --out {tmp_path / 'again'}"), cwd=str(tmp_path / "nb"))
+    assert picture_problems(nb) == []
+    assert (tmp_path / "again" / "01_filters.png").is_file()
+
+
+@pytest.mark.parametrize("options, said", [
+    ("--sise 64", "$SCRATCHNST_LESSON_ARGS: error: unrecognized arguments: --sise 64"),
+    ("--content nope.jpg", "UserError: nope.jpg: no such image file")])
+def test_a_lesson_that_fails_as_a_notebook_is_one_line(builder, tmp_path, options, said):
+    """A wrong option or a missing file in --lesson-args: the lesson's own line, not the kernel's traceback."""
+    with pytest.raises(SystemExit) as stop:
+        builder.main(["01", "--dest", str(tmp_path / "nb"), "--lesson-args", f"{options} --out {tmp_path / 'out'}"])
+    message = str(stop.value.code)
+    assert message.startswith(f"build_notebooks: 01_convolution.py failed: {said}"), message
+    assert "\n" not in message, message
