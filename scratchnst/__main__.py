@@ -15,9 +15,24 @@ def run():
         from scratchnst.cli import main
 
         return main()
-    except KeyboardInterrupt:   # only before main took over: main reports its own
+    except KeyboardInterrupt as stop:
+        if hasattr(stop, "exit_status"):
+            return _debugged(stop)
+        # only before main took over: main reports its own
         print("scratchnst: interrupted (Ctrl-C) while starting; nothing was written", file=sys.stderr)
         return INTERRUPTED
+
+
+def _debugged(stop):
+    """A stop main's handling raised and let through for --debug: its traceback, and its own exit status.
+
+    cli.interrupts marks the stops it raises with `exit_status` (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP);
+    they are no Ctrl-C while starting, and a SIGTERM must not end in a Ctrl-C's status.
+    """
+    import traceback
+
+    traceback.print_exception(stop)
+    return stop.exit_status
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@
 Inside `stops_interrupt()` SIGTERM and SIGHUP raise errors.Interrupted, a KeyboardInterrupt, so
 everything that saves its work on Ctrl-C does so for them too. `ignoring_stops()` guards the
 short moments that write the results: a second Ctrl-C there must not cut them in half.
-`catch_lost_interrupts()` makes sure no stop is swallowed by a finalizer.
+`catch_lost_interrupts()` makes sure no stop is swallowed by a finalizer; `stops_interrupt()` sends
+again a stop that a bare `except:` swallowed (NumPy's compiled modules run one while they load).
 """
 
 import _thread
 import signal
+import sys
 import threading
 
 from scratchnst.errors import Interrupted
@@ -29,12 +31,15 @@ def _signals(names):
 
 
 class stops_interrupt:
-    """Inside the block, the first stop raises; later ones are ignored until it has been dealt with.
+    """Inside the block, a stop raises; later ones are ignored while it is being dealt with.
 
     Ctrl-C raises KeyboardInterrupt, SIGTERM and SIGHUP raise errors.Interrupted (exit status
     128 + the number). A second stop that arrived with the first (both held back while a file
     was written) or just after it would otherwise raise again inside the code that saves the
-    first one's results, and lose them.
+    first one's results, and lose them. "Being dealt with" is judged, not assumed: a stop raised
+    where a bare `except:` swallows it (NumPy's compiled modules register a class under one while
+    they are imported) is not on its way, so the next stop raises again, and a watcher thread sends
+    the swallowed one again a moment later (RESEND_AFTER), so that a single Ctrl-C still ends the run.
     """
 
     def __enter__(self):
@@ -48,22 +53,95 @@ class stops_interrupt:
 
     def __exit__(self, *exc):
         global _stopping
-        for number, handler in self.old.items():
+        # Under the lock, so that the watcher cannot send a stop that finds the old handlers back.
+        with _lock:
+            try:
+                _put_back(self.old)
+            finally:
+                if _stopping is not None:
+                    _stopping.settled.set()
+                _stopping = None
+
+
+def _put_back(handlers):
+    """Restore the signal handlers `handlers` ({number: handler}), all of them even if a stop raises meanwhile."""
+    pending = list(handlers.items())
+    try:
+        while pending:
+            signal.signal(*pending[0])
+            pending.pop(0)
+    finally:
+        # signal.signal() first runs the handler of a stop that is pending, which may raise: the
+        # other handlers must still be put back, or they would record stops no one delivers
+        for number, handler in pending:
             signal.signal(number, handler)
-        _stopping = None
 
 
-_stopping = None  # the signal being dealt with, inside stops_interrupt
+RESEND_AFTER = 0.5  # seconds a raised stop may take to reach the code that deals with it before it is sent again
+
+
+class _Stop:
+    """A stop raised inside stops_interrupt: its signal, its exception, and whether it was dealt with."""
+
+    def __init__(self, number):
+        self.number = number
+        if number == signal.SIGINT:
+            self.error = KeyboardInterrupt()
+            # what Interrupted carries: cli.main and __main__ read them, and they mark a stop raised here
+            self.error.how, self.error.exit_status = "Ctrl-C", INTERRUPTED
+        else:
+            self.error = Interrupted(signal.Signals(number).name, 128 + number)
+        # set once the stop needs sending no more: the code that saves the results was reached
+        # (ignoring_stops), a later stop took its place, or the block ended
+        self.settled = threading.Event()
+
+
+_stopping = None  # the _Stop raised last, inside stops_interrupt
+_lock = threading.Lock()  # between the watcher's resending and stops_interrupt putting the old handlers back
 
 
 def _raise_once(number, frame):
     global _stopping
-    if _stopping is not None:
+    if _stopping is not None and (_stopping.settled.is_set() or _being_handled(_stopping.error)):
         return  # a stop is already on its way: this one adds nothing
-    _stopping = number
-    if number == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise Interrupted(signal.Signals(number).name, 128 + number)
+    if _stopping is not None:
+        _stopping.settled.set()  # swallowed: this one takes its place, and its watcher ends
+    _stopping = _Stop(number)
+    _watch(_stopping)
+    raise _stopping.error
+
+
+def _being_handled(error):
+    """True while an except, finally or __exit__ of the main thread runs for `error` or for an error raised there.
+
+    An error raised while `error` was handled has it in its __context__ chain. Run in a signal
+    handler, sys.exc_info() is the exception of the code the signal interrupted; an exception that
+    a bare `except:` swallowed is in no chain, once that `except:` has ended.
+    """
+    current, seen = sys.exc_info()[1], set()
+    while current is not None and id(current) not in seen:
+        if current is error:
+            return True
+        seen.add(id(current))
+        current = current.__context__
+    return False
+
+
+def _watch(stop):
+    watcher = threading.Thread(target=_resend_until_settled, args=(stop,), name="scratchnst-stop-watcher",
+                               daemon=True)
+    watcher.start()
+
+
+def _resend_until_settled(stop):
+    # Sent while it is still being handled (a long `finally`), the stop is ignored by _raise_once
+    # and sent again later; swallowed, it raises once more. interrupt_main() only marks the signal
+    # as arrived, with no real signal: under the lock, its handler is surely still _raise_once.
+    while not stop.settled.wait(RESEND_AFTER):
+        with _lock:
+            if _stopping is not stop or stop.settled.is_set():
+                return
+            _thread.interrupt_main(stop.number)
 
 
 class ignoring_stops:
@@ -76,6 +154,8 @@ class ignoring_stops:
     def __enter__(self):
         self.old = {}
         if _in_main_thread():
+            if _stopping is not None:
+                _stopping.settled.set()  # the stop has reached the code that saves the results: no resending
             for number in _signals(STOP_SIGNALS):
                 self.old[number] = signal.signal(number, signal.SIG_IGN)
         return self
@@ -101,17 +181,13 @@ def catch_lost_interrupts():
     thread again a moment later, from another thread: a real signal, so that a sleep or a wait
     there is cut short too, and not raised at once, which would land in the same finalizer.
     """
-    import sys
-
     sys.unraisablehook = _unraisablehook
 
 
 def _unraisablehook(unraisable):
-    import sys
-
     if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-        global _stopping
-        _stopping = None  # that stop was swallowed: the one sent again must raise
+        # No need to forget the stop: one that was swallowed is being handled nowhere, so _raise_once
+        # raises the one sent again (and ignores it if it lands while an earlier stop is handled).
         number = getattr(unraisable.exc_value, "exit_status", INTERRUPTED) - 128  # SIGTERM stays SIGTERM
         again = threading.Timer(0.01, _signal_main, args=(number,))
         again.daemon = True
@@ -150,16 +226,7 @@ class holding_stops:
         self.held.append(number)
 
     def __exit__(self, *exc):
-        pending = list(self.old.items())
-        try:
-            while pending:
-                signal.signal(*pending[0])
-                pending.pop(0)
-        finally:
-            # a stop that arrives once its own handler is back may raise in the loop above: the
-            # other handlers must still be put back, or they would record stops no one delivers
-            for number, handler in pending:
-                signal.signal(number, handler)
+        _put_back(self.old)   # a stop that arrives once its own handler is back may raise in there
         if self.held:
             # raise() is directed at the calling thread: the handler put back runs here, now
             signal.raise_signal(self.held[0])
