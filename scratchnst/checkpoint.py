@@ -68,6 +68,8 @@ def load(path):
         with np.load(path, allow_pickle=False) as archive:
             stored = {name: archive[name] for name in archive.files}
         header = json.loads(str(stored.pop("meta")))
+    except PermissionError:
+        raise UserError(f"{path}: cannot be read (Permission denied); check its permissions") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         # NumPy's own texts are no help here (one even suggests allow_pickle=True, which would
         # run code from the file): the user needs to know the file is unusable, not why.

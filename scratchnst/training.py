@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,12 @@ TRAIN_NOISE_CHANNELS = transformer_net.DEFAULT_NOISE_CHANNELS
 TRAIN_ALPHA_FACTOR = 4.0
 TRAIN_TV_WEIGHT = 0.0
 LARGE_PHOTO_MARGIN = 1.15   # large photos are decoded with their short side at SIZE * 1.15, then cropped
+# A photo is decoded with its short side at about SIZE, so its decoded size grows with its aspect:
+# a strip of 4 x 100000 px became 256 x 6,400,000 (4 GB, and 20 s a step even at --size 64) for
+# crops that each see a sliver of it. Photos longer than 8 times their width are skipped as
+# unreadable ones are: a decoded photo is then at most 8 times a square one's pixels (2 MB at the
+# default size) and check_train_memory can count it, while panoramas (2:1 to 6:1) are still used.
+MAX_PHOTO_ASPECT = 8
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 CACHE_BYTES = 512 * 2**20   # decoded photos kept in memory (uint8), so that each is decoded once per run
 # A crop of one plain colour (a white wall, an overexposed sky, a letterbox bar) has no variance for
@@ -195,11 +202,16 @@ FLAT_STD = 1.0
 # well). Such gradients come only from weights far beyond any useful cost (the defaults' are below
 # 1e4): the run stops, saying which weights to lower.
 GRADIENT_LIMIT = 1e18
-# Bounds of the network's size, far beyond what a CPU trains (the defaults: 16/32/64, 5 blocks), so
-# that a slip of the keyboard is told at once rather than after minutes of allocation.
-MAX_WIDTH = 1024
-MAX_RESIDUAL_BLOCKS = 64
+# Bounds of the network's size (transformer_net's, which load holds files to), so that a slip of the
+# keyboard is told at once rather than after minutes of allocation.
+MAX_WIDTH = transformer_net.MAX_WIDTH
+MAX_RESIDUAL_BLOCKS = transformer_net.MAX_RESIDUAL_BLOCKS
 FLAT_RETRIES = 8   # crops drawn from a photo before it is passed over for this batch
+# Steps of a run: far beyond what a CPU trains (a step takes milliseconds at least: 10**9 of them
+# are years), and far inside the int64 the checkpoint stores the plan in. Without a bound, --iters
+# above 2**64 trained, and the first checkpoint or stop failed to save it (no HDF5 integer holds
+# it), losing the network. cli/parser.py has the same bound, written out (NumPy must not load there).
+MAX_ITERS = 10**9
 
 
 # ------------------------------------------------------------------------------------- photos
@@ -226,6 +238,9 @@ def list_photos(folder):
     photos = sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
                      and not any(part.startswith(".") for part in p.relative_to(folder).parts) and p.is_file()),
                     key=lambda p: p.relative_to(folder).as_posix())
+    if not photos and not os.access(folder, os.R_OK | os.X_OK):
+        # rglob passes over a folder it may not list, and would call it empty
+        raise UserError(f"{folder}: cannot be read (Permission denied); check its permissions")
     if not photos:
         raise UserError(f"{folder}: no photos in it (no file ending in {', '.join(IMAGE_EXTENSIONS[:3])}, ... in "
                         "the folder or its sub-folders); put the training photos there")
@@ -288,7 +303,12 @@ class PhotoBatches:
                 "skipped": int(self.skipped)}
 
     def set_state(self, state):
-        self.order = np.array(state["order"], dtype=np.int64)
+        """Go on from state(); ValueError if its order is not a list of photo indices."""
+        order = np.asarray(state["order"])
+        # read one index at a time: a 2-D order passed the range checks, then failed in the step that read it
+        if order.ndim != 1 or (order.size and order.dtype.kind not in "iu"):
+            raise ValueError(f"the order is a {order.ndim}-D array of {order.dtype}, not a list of indices")
+        self.order = order.astype(np.int64)
         self.position, self.epoch, self.skipped = int(state["position"]), int(state["epoch"]), int(state["skipped"])
 
     def _next_index(self):
@@ -307,6 +327,9 @@ class PhotoBatches:
         path = self.photos[index]
         try:
             H, W = image.image_size(path)
+            if max(H, W) > MAX_PHOTO_ASPECT * min(H, W):
+                return self._skip(index, f"{path} is {W}x{H} px, more than {MAX_PHOTO_ASPECT} times as long as it "
+                                         "is wide: too elongated to train on")
             H2, W2 = crop_source_size(H, W, self.size)
             if (H2, W2) == (H, W):
                 picture = image.load_image(path)
@@ -316,20 +339,21 @@ class PhotoBatches:
                     picture = image.resize_to(picture, max(self.size, picture.shape[0]),
                                               max(self.size, picture.shape[1]))
         except UserError as error:
-            self.bad.add(index)
-            self.skipped += 1
-            self.first_error = self.first_error or str(error)
-            return None
+            return self._skip(index, str(error))
         picture = image.to_uint8(picture)
         if is_flat(picture):
-            self.bad.add(index)
-            self.skipped += 1
-            self.first_error = self.first_error or f"{path} is one plain colour, with nothing to learn from"
-            return None
+            return self._skip(index, f"{path} is one plain colour, with nothing to learn from")
         if self._cached_bytes + picture.nbytes <= CACHE_BYTES:
             self._cache[index] = picture
             self._cached_bytes += picture.nbytes
         return picture
+
+    def _skip(self, index, reason):
+        """None, after marking photo `index` as one never to read again (counted, the first reason kept)."""
+        self.bad.add(index)
+        self.skipped += 1
+        self.first_error = self.first_error or reason
+        return None
 
     def next_batch(self, crop=None):
         """(batch, crop, crop, 3) float32 RGB 0..255: the next photos, randomly cropped and flipped.
@@ -679,6 +703,8 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     for key, value, least in (("batch", batch, 1), ("iters", iters, 1)):
         if value < least:
             raise UsageError(f"--{key} must be an integer >= {least}, got {value}")
+    if iters > MAX_ITERS:
+        raise UsageError(f"--iters must be an integer from 1 to {MAX_ITERS:,} (10**9), got {iters}")
     check_seed(seed)
     final_steps = iters // FINAL_STEPS_DIVISOR if final_steps is None else int(final_steps)
     if not 0 <= final_steps <= iters:
@@ -695,8 +721,8 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
         raise UsageError(f"--noise-channels must be an integer from 0 to {transformer_net.MAX_NOISE_CHANNELS}, "
                          f"got {noise_channels}")
     if crop < transformer_net.min_input_size(outer_kernel):
-        raise UsageError(f"--outer-kernel {outer_kernel} reflects {int(outer_kernel) // 2} px at each border, more than "
-                         f"a {crop} px crop holds; use --outer-kernel {2 * crop - 1} or less")
+        raise UsageError(f"--outer-kernel {outer_kernel} reflects {int(outer_kernel) // 2} px at each border, more "
+                         f"than a {crop} px crop holds; use --outer-kernel {2 * crop - 1} or less")
     return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, crop=crop,
                 batch=batch, iters=iters, final_steps=final_steps, lr=lr, lr_schedule=lr_schedule,
                 content_layer=content_layer, style_layers=style_layers, **numbers, style_size=style_size, widths=widths,
@@ -709,6 +735,10 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
 # batch 1: about 1.65 KB a pixel of the batch's largest step (the whole-photo phase), above about
 # 140 MB. With margin, and VGG-19's larger activations by the ratio `stylize` measured:
 TRAIN_BYTES_PER_PIXEL = {"squeezenet": 2000, "vgg19": 3500}
+# Decoding a photo for the crops (PhotoBatches._photo): load_image's float32 (12 bytes a pixel) and
+# to_uint8's rounded and clipped copies of it, 39 bytes a pixel of the decoded photo measured (RSS, a
+# 2000 x 16000 decode); with margin:
+PHOTO_BYTES_PER_PIXEL = 48
 
 
 def check_train_memory(s, style):
@@ -750,6 +780,7 @@ def check_train_memory(s, style):
         raise UsageError(f"{flag} {side} with --batch {s['batch']} needs about {step_bytes(side) / 1e9:,.1f} GB of "
                          f"memory for a training step, and this machine has {available / 1e9:,.1f} GB available; "
                          f"{advice}")
+    _check_photo_memory(s, available, step_bytes, side)
     H, W = image.image_size(style)
     scale = s["style_size"] / max(H, W)
     needed = memory_needed(model, max(1, round(H * scale)), max(1, round(W * scale)))
@@ -757,6 +788,45 @@ def check_train_memory(s, style):
         raise UsageError(f"the style image at {s['style_size']} px (--style-size, which is --size unless given) needs "
                          f"about {needed / 1e9:,.1f} GB of memory for {model}, and this machine has "
                          f"{available / 1e9:,.1f} GB available; use a smaller --style-size or --size")
+
+
+def decoded_photo_bytes(size):
+    """Memory to decode a training photo at scale `size`, at most (PhotoBatches._photo).
+
+    Its short side is at most size * LARGE_PHOTO_MARGIN and its long side MAX_PHOTO_ASPECT times
+    that (longer photos are skipped), each pixel PHOTO_BYTES_PER_PIXEL.
+    """
+    short = round(size * LARGE_PHOTO_MARGIN)
+    return PHOTO_BYTES_PER_PIXEL * short * MAX_PHOTO_ASPECT * short
+
+
+def _check_photo_memory(s, available, step_bytes, side):
+    """UsageError if a photo decoded at --size would not fit in memory beside the largest training step.
+
+    step_bytes(side): a step's bytes on side x side crops; side: the largest step's (--size, or --crop
+    without whole-photo steps). The step's own check counts only those crops: --size 20000 --crop 64
+    --final-steps 0 passed it, and then each photo was decoded with a short side of 23000 px.
+    """
+    def needed(size):   # a smaller --size brings the crops down with it when they would be larger
+        return decoded_photo_bytes(size) + step_bytes(min(side, size))
+
+    size = s["size"]
+    if needed(size) <= available:
+        return
+    least = min_size(s["model"], s["content_layer"], s["style_layers"])
+    fits = size
+    while fits > least and needed(fits) > available:
+        fits = int(fits * 0.95)
+    fits -= fits % transformer_net.SIZE_MULTIPLE
+    if fits >= least and needed(fits) <= available:
+        advice = f"use --size {fits} or less" + (f" (and --crop {fits} or less)" if fits < s["crop"] else "")
+    else:
+        advice = "close other programs, or use a machine with more memory"
+    short = round(size * LARGE_PHOTO_MARGIN)
+    raise UsageError(f"--size {size} decodes each training photo at a short side of {short} px (up to "
+                     f"{MAX_PHOTO_ASPECT * short} px long), which with a training step needs about "
+                     f"{needed(size) / 1e9:,.1f} GB of memory, and this machine has {available / 1e9:,.1f} GB "
+                     f"available; {advice}")
 
 
 def min_size(model, content_layer, style_layers):
@@ -819,12 +889,16 @@ def _key(name):
     return name.replace("/", ":")   # checkpoint keys cannot hold "/" (it nests them)
 
 
-def _unkey(stored, shapes):
-    """A stored {key: array} back to {name: array} in network order, checked against the shapes."""
+def _unkey(stored, shapes, dtype=np.float32):
+    """A stored {key: array} back to {name: array} in network order, checked against the shapes and dtype."""
     out = {}
     for name, shape in shapes.items():
         value = stored.get(_key(name))
-        if not isinstance(value, np.ndarray) or value.shape != shape or not np.isfinite(value).all():
+        # the dtype before isfinite (which refuses strings), and exactly the run's: Adam would carry an
+        # integer, bool or complex array into a step that fails after the work, and float64 would make
+        # a network of another dtype than a run never stopped
+        if not isinstance(value, np.ndarray) or value.dtype != dtype or value.shape != shape \
+                or not np.isfinite(value).all():
             raise checkpoint.damaged(f"parameter {name}")
         out[name] = np.array(value)   # writable copies
     return out
@@ -832,8 +906,18 @@ def _unkey(stored, shapes):
 
 def photo_list_digest(photos, folder):
     """SHA-256 of the photos' paths inside their folder: a resumed run must read the same photos."""
-    names = "\n".join(Path(p).relative_to(folder).as_posix() for p in photos)
-    return hashlib.sha256(names.encode("utf8")).hexdigest()
+    # The names' bytes as the file system holds them: a name that is not valid UTF-8 (b"caf\xe9.jpg")
+    # comes back from os.fsencode as it was (str.encode refused it), so two such names stay distinct,
+    # and a valid name gives the UTF-8 it always gave: older checkpoints' digests still match.
+    names = b"\n".join(os.fsencode(Path(p).relative_to(folder).as_posix()) for p in photos)
+    return hashlib.sha256(names).hexdigest()
+
+
+def printable_path(path):
+    """str(path) with any byte that is not valid UTF-8 written as \\xNN, so that an HDF5 string can hold it."""
+    # Python keeps such a byte of a file name as a lone surrogate ("\udce9"), which no UTF-8 text can
+    # hold: the network file's attribute would fail to be written, and with it the whole training.
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None, checkpoint_every=100,
@@ -913,7 +997,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         snapshots_dir = Path(snapshots_dir or ".")
         snapshots_dir.mkdir(parents=True, exist_ok=True)
 
-    meta_base = {"style": str(style) if not isinstance(style, np.ndarray) else "array", "model": s["model"],
+    meta_base = {"style": printable_path(style) if not isinstance(style, np.ndarray) else "array", "model": s["model"],
                  "content_layer": s["content_layer"], "style_layers": json.dumps(s["style_layers"]),
                  "alpha": s["alpha"], "beta": s["beta"], "tv_weight": s["tv_weight"], "size": s["size"],
                  "crop": s["crop"], "final_steps": s["final_steps"], "batch": s["batch"], "lr": s["lr"],
@@ -1055,8 +1139,14 @@ def stylize_array(params, x, preprocessing="caffe"):
     """The trained network on one preprocessed photo (1, H, W, 3) of any size: (H, W, 3) RGB 0..255 float32."""
     least = transformer_net.min_input_size(transformer_net.architecture_of(params)[2])
     padded, (H, W) = pad_to_multiple(x.astype(next(iter(params.values())).dtype, copy=False), least=least)
-    with parallel.hold(), memory_pages.small_pages():  # its arrays are touched once (see memory_pages)
+    # Weights too large for float32 (a damaged or diverged file) overflow to inf and NaN, which the
+    # clip below would turn into a black picture, written as if all went well: told instead.
+    # small pages: its arrays are touched once (see memory_pages)
+    with parallel.hold(), memory_pages.small_pages(), np.errstate(all="ignore"):
         out = transformer_net.stylize(params, padded, preprocessing)[:, :H, :W]
+    if not np.isfinite(out).all():
+        raise UserError("the network's output is not finite: the file's weights are too large for float32 (a run "
+                        "that diverged, or a damaged file); retrain it, or use another network")
     return np.clip(image.deprocess(out, preprocessing), 0, 255)
 
 

@@ -393,6 +393,23 @@ def _train_alpha_factor():
     return TRAIN_ALPHA_FACTOR
 
 
+# train's --iters at most training.MAX_ITERS, written out (NumPy must not load before --threads is read;
+# tests/test_training_robustness.py checks they agree): above 2**64 no checkpoint or network file could
+# hold the plan, and a stop lost the run. Below 1 is told by training's settings check, as --batch is.
+MAX_ITERS = 10**9
+
+
+def _iters_arg(text):
+    """An argparse type: an integer of at most MAX_ITERS, else one line."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None   # as type=int says it
+    if value > MAX_ITERS:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an integer from 1 to 10**9, e.g. --iters 10000")
+    return value
+
+
 def _add_train(sub):
     p = sub.add_parser(
         "train",
@@ -418,7 +435,7 @@ def _add_train(sub):
     p.add_argument("--crop", type=int, default=_Default("the smaller of SIZE and 128"),
                    help="side of the square random crops of those photos a step trains on (a multiple of 4, at "
                    "most SIZE): smaller crops make more, cheaper steps at the same scale")
-    p.add_argument("--iters", type=int, default=_Default("10000 / BATCH"),
+    p.add_argument("--iters", type=_iters_arg, default=_Default("10000 / BATCH"),
                    help="training steps (batches): 10000 photos in all by default")
     p.add_argument("--final-steps", metavar="N", type=int, default=_Default("a twelfth of --iters"),
                    help="the last N of the steps train on whole SIZE x SIZE crops instead of --crop, so that the "
