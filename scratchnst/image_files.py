@@ -384,6 +384,19 @@ def to_uint8(image):
 # ----------------------------------------------------------------------------------- save
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}}
 
+# The longest side each format holds, where Pillow's encoder fails beyond it (measured with Pillow
+# 13: libjpeg's "Maximum supported image dimension", "Image size exceeds WebP limit", 16-bit header
+# fields that overflow) or, for AVIF, writes a file that libavif then refuses to read (its 32768
+# default). Checked before encoding, and by `apply` before computing: libjpeg writes its complaint
+# straight to stderr, a second line no exception can take back. PDF pages in colour are JPEGs; a
+# PCX row of 65535 pixels is padded to an even 65536 bytes, one more than its 16-bit field holds.
+MAX_SIDE = {"JPEG": 65500, "MPO": 65500, "PDF": 65500, "WEBP": 16383, "AVIF": 32768, "GIF": 65535, "TGA": 65535,
+            "SGI": 65535, "PCX": 65534}
+# An icon under 16 pixels a side is stored as it is, and ICO holds at most 256x256; a bigger one
+# Pillow shrinks into square icons of 16 to 256 pixels (what an .ico is for, so it is allowed).
+ICO_MAX_SIDE, ICO_SMALLEST_ICON = 256, 16
+_FORMAT_NAMES = {"WEBP": "WebP"}
+
 
 def writable_format(path, flag=None):
     """The Pillow format `save_image` writes for path's extension; UsageError unless it can hold RGB.
@@ -421,6 +434,29 @@ def _writes_rgb(image_format):
     return True
 
 
+def size_problem(path, height, width):
+    """None, or the one line saying that a height x width picture does not fit path's format.
+
+    Args:
+        path: the image file to write (only its extension is looked at; see writable_format).
+        height, width: the picture's size in pixels.
+
+    Returns:
+        None, or "PATH: WxH is too large for WebP (at most 16383 pixels a side); save as .png".
+    """
+    image_format = writable_format(path)
+    name = _FORMAT_NAMES.get(image_format, image_format)
+    if image_format == "ICO":
+        if min(height, width) < ICO_SMALLEST_ICON and max(height, width) > ICO_MAX_SIDE:
+            return (f"{path}: {width}x{height} is too large for ICO (a picture under {ICO_SMALLEST_ICON} pixels a side "
+                    f"is stored whole, and at most {ICO_MAX_SIDE}x{ICO_MAX_SIDE}); save as .png")
+        return None
+    limit = MAX_SIDE.get(image_format)
+    if limit is not None and max(height, width) > limit:
+        return f"{path}: {width}x{height} is too large for {name} (at most {limit} pixels a side); save as .png"
+    return None
+
+
 def save_image(path, image):
     """Write an image file atomically (scratchnst.atomic.atomic_path: a temporary file, then a rename).
 
@@ -436,16 +472,37 @@ def save_image(path, image):
 
     Raises:
         UsageError: an extension Pillow does not write (exit status 2: the command line is wrong).
-        UserError: `path` is a folder, or its folder is missing, not writable or full.
+        UserError: the picture is too large for the format (size_problem) or its encoder refuses
+            it; `path` is a folder, or its folder is missing, not writable or full.
     """
     path = Path(path)
     image = np.asarray(image)
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError(f"image must be (H, W, 3) or (H, W), got {image.shape}")
     image_format = writable_format(path)
+    problem = size_problem(path, *image.shape[:2])
+    if problem:
+        raise UserError(problem)
     if image.dtype != np.uint8:
         image = to_uint8(image)
-    options = _SAVE_OPTIONS.get(image_format, {})
     with atomic_path(path, "image") as tmp:
-        Image.fromarray(image).save(tmp, format=image_format, **options)
+        try:
+            Image.fromarray(image).save(tmp, format=image_format, **_SAVE_OPTIONS.get(image_format, {}))
+        except OSError as error:
+            if error.errno is not None:   # the file system's (full disk, permissions): atomic_path tells it
+                raise
+            raise _encoder_refused(path, image_format, image.shape, error) from None   # Pillow's, no errno
+        except (ValueError, OverflowError, RuntimeError, struct.error) as error:
+            raise _encoder_refused(path, image_format, image.shape, error) from None
     return path
+
+
+def _encoder_refused(path, image_format, shape, error):
+    """The UserError for a picture Pillow's encoder refused (a limit size_problem does not know yet).
+
+    Told apart from the disk's failures, which atomic_path words ("check that the folder exists..."):
+    an encoder's OSError has no errno, its other refusals are not OSErrors at all.
+    """
+    reason = " ".join(str(error).split())[:120] or type(error).__name__
+    H, W = shape[:2]
+    return UserError(f"{path}: the {image_format} encoder cannot write this {W}x{H} picture ({reason}); save as .png")

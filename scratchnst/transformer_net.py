@@ -99,7 +99,7 @@ import numpy as np
 
 from scratchnst import fast_conv, layers, upsample_conv
 from scratchnst import transformer_layers as tl
-from scratchnst.atomic import atomic_path
+from scratchnst.atomic import atomic_path, reason
 from scratchnst.errors import UserError
 from scratchnst.image import CAFFE_BGR_MEANS, PREPROCESSING, TORCHVISION_MEAN, TORCHVISION_STD
 from scratchnst.weights import check_input_file
@@ -111,6 +111,11 @@ DEFAULT_NOISE_CHANNELS = 1  # planes of Gaussian noise the network reads beside 
 NOISE_STD = 100.0           # their standard deviation, in grey levels (0..255), whatever the pixel space
 NOISE_SEED = 0              # the generator of the noise when a photo is stylised: the same picture each time
 MAX_NOISE_CHANNELS = 64
+# Bounds of the network's size, far beyond what a CPU trains (the defaults: 16/32/64, 5 blocks):
+# training refuses settings beyond them, and load refuses a file that declares more (a hand-edited
+# header would otherwise have each kernel allocated at its declared size, gigabytes, before any check).
+MAX_WIDTH = 1024
+MAX_RESIDUAL_BLOCKS = 64
 FORMAT_VERSION = 3          # root attribute `scratchnst_transformer_format` of files written by `save`
 PAPER_OUTER_KERNEL = 9      # format 1 stored no outer kernel: every such file has the paper's 9x9
 ARCHITECTURE = "johnson2016-transformer"
@@ -549,7 +554,11 @@ def load(path):
     give = "give a transformer network saved by scratchnst (transformer_net.save)"
     check_input_file(path, label, "transformer network file", "a transformer network saved by scratchnst",
                      f"check the path, or {give}")
-    if not h5py.is_hdf5(path):
+    try:
+        is_hdf5 = h5py.is_hdf5(path)   # it opens the file: one the user may not read fails here
+    except OSError as error:
+        raise UserError(f"{label}: cannot be read ({reason(error)}); check its permissions") from None
+    if not is_hdf5:
         raise UserError(f"{label}: not an HDF5 file; {give}")
     try:
         with h5py.File(path, "r") as f:
@@ -611,9 +620,13 @@ def _read(f, label, give):
     widths = _integers(f, "widths", 3)
     if widths is None or min(widths) < 1:
         raise bad_header("widths", "scratchnst writes three integers >= 1")
+    if max(widths) > MAX_WIDTH:   # before any dataset is read at the declared shapes
+        raise bad_header("widths", f"scratchnst writes at most {MAX_WIDTH}, the bound of training")
     blocks = _integers(f, "residual_blocks")
     if blocks is None or blocks < 0:
         raise bad_header("residual_blocks", "scratchnst writes an integer >= 0")
+    if blocks > MAX_RESIDUAL_BLOCKS:
+        raise bad_header("residual_blocks", f"scratchnst writes at most {MAX_RESIDUAL_BLOCKS}, the bound of training")
     outer_kernel = _integers(f, "outer_kernel") if version >= 2 else PAPER_OUTER_KERNEL
     if outer_kernel is None or outer_kernel < 1 or outer_kernel % 2 == 0:
         raise bad_header("outer_kernel", "scratchnst writes an odd integer >= 1")
@@ -654,6 +667,10 @@ def _read(f, label, give):
         if dataset.dtype.kind != "f":
             raise UserError(f"{label}: dataset {name!r} holds {dataset.dtype} values, not floating-point weights; "
                             f"{damaged}")
+        if dataset.id.get_storage_size() == 0:
+            # declared but never written (save writes every value): reading it would allocate its
+            # declared size only to give a network of zeros
+            raise UserError(f"{label}: dataset {name!r} holds no stored values (declared, never written); {damaged}")
         # float32, as training writes and apply runs (its memory guard counts 4-byte activations):
         # float16 would overflow in the instance normalisation's squares, float64 would double the
         # memory. float64 beyond float32's range becomes inf here, and is refused just below.

@@ -942,3 +942,26 @@ def test_paths_inside_a_folder_the_user_cannot_enter_are_one_line_with_advice(co
     assert str(locked) in err and "Permission denied" in err
     assert ("folder above it" in err) or ("folders above it" in err), err
     assert not any(tmp_path.glob("net.h5*")) or command == "apply"
+
+
+def test_a_photo_folder_or_checkpoint_the_user_cannot_read_says_so(locked_out, real_weights, tmp_path):
+    """A folder of photos of mode 0 was "no photos in it; put the training photos there", and a
+    checkpoint of mode 0 "damaged, cut short": both are a permission to check."""
+    locked, prefix = locked_out
+    env = {"SCRATCHNST_WEIGHTS_DIR": str(real_weights.parent)}
+    status, _, err = _run_locked(prefix, ["train", SWIRLS, locked, "-o", tmp_path / "net.h5"], **env)
+    assert status == 1 and err == f"scratchnst: error: {locked}: cannot be read (Permission denied); check its " \
+                                  "permissions\n", err
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(CAT, photos / "cat.jpg")
+    stored = tmp_path / "run.npz"
+    stored.write_bytes(b"PK\x03\x04 not really")
+    stored.chmod(0)
+    try:
+        status, _, err = _run_locked(prefix, ["train", SWIRLS, photos, "-o", tmp_path / "net.h5", "--resume", stored],
+                                     **env)
+    finally:
+        stored.chmod(0o600)
+    assert status == 1 and err == f"scratchnst: error: {stored}: cannot be read (Permission denied); check its " \
+                                  "permissions\n", err

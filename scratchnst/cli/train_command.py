@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from scratchnst import checkpoint, image, training, transformer_net
+from scratchnst import checkpoint, image, image_files, training, transformer_net
 from scratchnst.atomic import check_output, folder_problem, same_file
 from scratchnst.cli import interrupts
 from scratchnst.cli.stylize_command import _format_seconds, check_output_paths
@@ -37,15 +37,15 @@ def format_settings(style, photos_dir, output, n_photos, settings):
     rows = [("style", str(style)), ("photos", f"{photos_dir} ({n_photos} image files)"), ("output", str(output))]
     rows += [(key, show(key, settings[key])) for key in SETTINGS_ORDER]
     width = max(len(key) for key, _ in rows)
-    return "\n".join(f"  {key.ljust(width)}  {value}" for key, value in rows)
+    return "\n".join(f"  {key.ljust(width)}  {_one_line(value)}" for key, value in rows)
 
 
 def progress_line(p):
     """step 12/700  J 4.31e+06  J_content 553  J_style 1.08e+06  0.83 s/step  ETA 9:35 [  skipped 1 photo]"""
     digits = len(str(p.iters))
     c = p.costs
-    skipped = (f"  skipped {p.skipped} photo{'s' if p.skipped != 1 else ''} (unreadable or one plain colour)"
-               if p.skipped else "")
+    skipped = (f"  skipped {p.skipped} photo{'s' if p.skipped != 1 else ''} (unreadable, one plain colour or too "
+               "elongated)" if p.skipped else "")
     return (f"step {p.iteration:>{digits}}/{p.iters}  J {c['J']:.3g}  J_content {c['J_content']:.3g}  "
             f"J_style {c['J_style']:.3g}  {p.seconds_per_step:.2f} s/step  ETA {_format_seconds(p.eta)}{skipped}")
 
@@ -99,6 +99,11 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
             raise UsageError(f"the snapshots would be written in {snapshots_dir}, inside the folder of training "
                              f"photos {photos_dir}, and become training photos themselves; give --snapshots-dir "
                              "a folder outside it")
+    if checkpoint_file is not None and _would_be_photo(checkpoint_file, photos_dir):
+        # it would be listed at the next start, and a resumed run refuses a folder whose photos changed
+        raise UsageError(f"{checkpoint_flag} {checkpoint_file} is inside the folder of training photos {photos_dir} "
+                         "with an image's extension, and would become a training photo itself (the run could never "
+                         "be resumed); write it outside that folder, e.g. as run.ckpt.npz")
     inputs = [("style image", style), ("weights file", settings["weights"]), ("snapshot photo", snapshot)]
     check_output("-o", output, example="net.h5")   # a folder given: suggest a .h5 name in it, not out.png
     check_output_paths([("-o", output), (checkpoint_flag, checkpoint_file)], inputs)
@@ -144,7 +149,7 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
                 if checkpoint_file is not None:
                     checkpoint.save(checkpoint_file, p.checkpoint())
                     line += f"; continue with the same command and --resume {checkpoint_file}"
-            print(line.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr, flush=True)
+            print(_one_line(line), file=sys.stderr, flush=True)
         return getattr(stop, "exit_status", interrupts.INTERRUPTED)
     except (UserError, OSError) as error:
         # A run that fails after some steps (a snapshot's disk full, the gradients overflowing)
@@ -172,6 +177,24 @@ def _inside(folder, parent):
     """True if `folder` (which may not exist yet) is `parent` or inside it."""
     folder, parent = Path(folder).resolve(), Path(parent).resolve()
     return folder == parent or parent in folder.parents
+
+
+def _would_be_photo(path, photos_dir):
+    """True if training.list_photos(photos_dir) would list the file `path` (which may not exist yet)."""
+    path, folder = Path(path).resolve(), Path(photos_dir).resolve()
+    if folder not in path.parents or path.suffix.lower() not in training.IMAGE_EXTENSIONS:
+        return False
+    return not any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
+def _one_line(text):
+    """text with its line breaks shown as \\n and \\r (a file name may hold them), as the error lines do, and
+    each byte of a file name that is not UTF-8 as \\xNN: a terminal in UTF-8 refuses it, and the line with it."""
+    try:
+        text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:   # a lone surrogate no file name gives
+        text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _what_failed(error):
@@ -242,17 +265,32 @@ def output_paths(photos, output, into_folder=False):
 # 1.40 GB, 400-500 bytes a pixel); a file may hold either, so the bound is the 9x9's, with margin:
 APPLY_BYTES_PER_PIXEL = 700
 APPLY_BYTES_FIXED = 150e6
+# Those bytes are mostly activations: w1 channels at full resolution, w2 at a quarter of the pixels,
+# w3 at a sixteenth. A wider network needs them in proportion (measured, 2026-12-05: widths 256/256/256
+# took 4.9 kB a pixel above the fixed part between 400x300 and 800x600, the default 440 bytes, a ratio
+# of 11 where this gives 12); a narrower one still needs the picture's own buffers, so never less.
+DEFAULT_ACTIVATIONS = (transformer_net.DEFAULT_WIDTHS[0] + transformer_net.DEFAULT_WIDTHS[1] / 4
+                       + transformer_net.DEFAULT_WIDTHS[2] / 16)   # 16 + 32/4 + 64/16 = 28 channels a pixel
 
 
-def check_apply_memory(photo, size):
-    """UserError, before anything is decoded, if the photo at this size would not fit in memory."""
+def apply_bytes_per_pixel(params):
+    """The peak bytes a pixel of the photo costs `apply` with this network (APPLY_BYTES_PER_PIXEL scaled by widths)."""
+    w1, w2, w3 = transformer_net.architecture_of(params)[0]
+    return APPLY_BYTES_PER_PIXEL * max(1.0, (w1 + w2 / 4 + w3 / 16) / DEFAULT_ACTIVATIONS)
+
+
+def check_apply_memory(photo, size, bytes_per_pixel=APPLY_BYTES_PER_PIXEL):
+    """UserError, before anything is decoded, if the photo at this size would not fit in memory.
+
+    bytes_per_pixel: apply_bytes_per_pixel of the network (the default widths' by default).
+    """
     from scratchnst.settings import available_memory
 
     H0, W0 = image.image_size(photo)
 
     def needed(long_side):
         H, W = (max(1, round(n * long_side / max(H0, W0))) for n in (H0, W0))
-        return APPLY_BYTES_FIXED + APPLY_BYTES_PER_PIXEL * (H + 3) * (W + 3)   # + up to 3 rows of padding
+        return APPLY_BYTES_FIXED + bytes_per_pixel * (H + 3) * (W + 3)   # + up to 3 rows of padding
 
     long_side = max(H0, W0) if size is None else size
     available = available_memory()
@@ -264,6 +302,15 @@ def check_apply_memory(photo, size):
     H, W = (max(1, round(n * long_side / max(H0, W0))) for n in (H0, W0))
     raise UserError(f"{photo} is {W}x{H} pixels: stylising it needs about {needed(long_side) / 1e9:.1f} GB of memory "
                     f"and this machine has {available / 1e9:.1f} GB available; use --size {fits} or less")
+
+
+def _result_size(photo, size):
+    """(H, W) of `apply`'s result for this photo: its own size, or with the long side `size` (as load_image)."""
+    H, W = image.image_size(photo)
+    if size is None:
+        return H, W
+    scale = size / max(H, W)   # image_files._long_side_size's arithmetic, to the same rounding
+    return max(1, round(H * scale)), max(1, round(W * scale))
 
 
 def run_apply(network_file, photos, output, size=None, stream=None):
@@ -290,7 +337,8 @@ def run_apply(network_file, photos, output, size=None, stream=None):
         raise UsageError(f"--size must be at least 1, got {size}")
     params, meta = transformer_net.load(network_file)
     for photo in photos:
-        check_apply_memory(photo, size)   # missing or broken photos are told before any work, and huge ones
+        # missing or broken photos are told before any work, and huge ones (for this network's widths)
+        check_apply_memory(photo, size, apply_bytes_per_pixel(params))
     # `-o results/` (a name ending in a slash) is a folder to write into even for one photo
     into_folder = len(photos) > 1 or str(output).endswith(("/", os.sep))
     output = Path(output)
@@ -312,6 +360,10 @@ def run_apply(network_file, photos, output, size=None, stream=None):
             if same_file(target, source):
                 raise UsageError(f"-o {target} is the input {source}: writing it would destroy it; choose another "
                                  "-o (a different folder or file name)")
+    for photo, target in zip(photos, targets):
+        problem = image_files.size_problem(target, *_result_size(photo, size))
+        if problem:   # now, not when the result is saved after all the computing
+            raise UserError(f"-o {problem}")
     if into_folder:
         _make_folder(output, "-o")
     for target in targets:
@@ -326,15 +378,19 @@ def run_apply(network_file, photos, output, size=None, stream=None):
             # found here. With several photos the others are still worth painting; say which failed.
             if len(photos) == 1:
                 raise
-            failed.append(error)
-            print(f"skipped {photo}: {error}", file=sys.stderr, flush=True)
+            failed.append(photo)
+            # the error names the photo already (image_files's lines start with it): once is enough
+            said = str(error) if str(error).startswith((str(photo), str(Path(photo)))) else f"{photo}: {error}"
+            print(_one_line(f"skipped {said}"), file=sys.stderr, flush=True)
             continue
         # Held back, not ignored: a Ctrl-C during the save stops the run once the file is whole.
         with interrupts.holding_stops():
             image.save_image(target, result)
             H, W = result.shape[:2]
-            print(f"wrote {target} ({W}x{H}, {time.perf_counter() - start:.1f} s)", file=stream, flush=True)
+            print(_one_line(f"wrote {target} ({W}x{H}, {time.perf_counter() - start:.1f} s)"), file=stream,
+                  flush=True)
     if failed:
-        raise UserError(f"{len(failed)} of the {len(photos)} photos could not be stylised (the first: {failed[0]}); "
-                        f"the other {len(photos) - len(failed)} were written to {output}")
+        # each failure has had its "skipped" line: this one sums up, without repeating the reasons
+        raise UserError(f"{len(failed)} of the {len(photos)} photos could not be stylised (the first: {failed[0]}, "
+                        f"see the skipped lines above); the other {len(photos) - len(failed)} were written to {output}")
     return 0

@@ -23,7 +23,8 @@ Containment comes in layers, each of which stands without the others:
       the one store the kernel keeps per user rather than per namespace, where one sandbox's
       `nobody` could leave what another's reads; System V shared memory and message queues, kernel
       memory that no process limit counts; and new namespaces, in which a worker would be root
-      again. Without bwrap, grading says so and needs --uncontained to go on.
+      again. Without bwrap, grading says so and needs --uncontained to go on; as root, the child then
+      runs as `nobody` wherever that user can run this Python (`nobody_can_run`).
 """
 
 import ctypes
