@@ -87,7 +87,12 @@ against 3.79e4 over steps 6501-7000 at seed 1); three planes gained nothing; std
 default for Tubingen's 1.99, though within a run's noise of std 50's 2.06. A step takes no
 longer (one more input channel of conv1). As a control, a learnt gate adding the photo itself
 to the output before the tanh (zero at first) stayed near zero and changed nothing (1.73 / 2.14
-/ 1.73). Files of format 1 and 2 have no noise planes (z = 0) and run as they were trained.
+/ 1.73). Nor did noise at coarser scales (2026-12-05, `scratchnst train`'s defaults otherwise, one core
+each): a second plane of one value per 4x4 block (the bottleneck's own resolution, from which the
+residual blocks could place strokes in a flat sky) gave 1.67 / 2.04 / 1.60, 1.70 / 2.08 / 1.69 and
+1.63 / 1.99 / 1.62 at seeds 0, 1 and 2 (mean 1.78, against 1.80 for the default at the same seeds,
+README.md), and with a third of one value per 8x8 block, seed 0, 1.68 / 2.12 / 1.63: within a run's
+noise. Files of format 1 and 2 have no noise planes (z = 0) and run as they were trained.
 
 Files: `save` and `load`, HDF5, one group per layer (see `save` for the layout).
 """
