@@ -411,18 +411,18 @@ def test_gradescope_files_never_collide_and_each_names_its_student(tmp_path):
 def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text():
     """OWASP's CSV injection: a leading ' where a cell of the students' text would start a formula; the
     numbers stay numbers, and every cell is quoted (a spreadsheet that splits on ; keeps `x;=1+1` whole)."""
-    formulas = ['=HYPERLINK("http://x","y")', "+1", "-1", "@SUM(A1)"]
+    formulas = ['=HYPERLINK("http://x","y")', "+1", "-1", "@SUM(A1)", " =1+1", "\uff1d1+1"]
     outcomes = [(n, _report(), None) for n in formulas] + [
         ("\t=1+1", _report(), None), ("x;=1+1", _report(), None),
         ("bob", None, "=cmd|' /C calc'!A0"), ("carol", None, "\r-not graded"), ("dave", None, "\t@x")]
     text = batch.as_csv(outcomes)
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
-    assert [r["student"] for r in rows[:4]] == ["'" + n for n in formulas]
-    assert rows[4]["student"] == "\\t=1+1"  # a tab in a name is shown as \t: no formula either
-    assert rows[5]["student"] == "x;=1+1" and '"x;=1+1"' in text
-    assert [r["error"] for r in rows[6:]] == ["'=cmd|' /C calc'!A0", "'\r-not graded", "'\t@x"]
+    assert [r["student"] for r in rows[:6]] == ["'" + n for n in formulas]
+    assert rows[6]["student"] == "\\t=1+1"  # a tab in a name is shown as \t: no formula either
+    assert rows[7]["student"] == "x;=1+1" and '"x;=1+1"' in text
+    assert [r["error"] for r in rows[8:]] == ["'=cmd|' /C calc'!A0", "'\r-not graded", "'\t@x"]
     points = f"{exercises.CATALOGUE[0].points:.2f}"
-    assert [r["points"] for r in rows] == [points] * 6 + ["0"] * 3  # numbers are never prefixed
-    assert [r["percent"] for r in rows] == ["100"] * 6 + ["0"] * 3
+    assert [r["points"] for r in rows] == [points] * 8 + ["0"] * 3  # numbers are never prefixed
+    assert [r["percent"] for r in rows] == ["100"] * 8 + ["0"] * 3
     # the JSON holds the names as they are: no spreadsheet reads it
-    assert [r["student"] for r in batch.as_json(outcomes)[:4]] == formulas
+    assert [r["student"] for r in batch.as_json(outcomes)[:6]] == formulas

@@ -151,15 +151,18 @@ def _shown_text(text):
 
 
 # A cell starting with one of these is a formula to a spreadsheet (=HYPERLINK(...) sends what it is given
-# anywhere, =cmd|... ran programs in old Excel). OWASP's list: CSV Injection.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# anywhere, =cmd|... ran programs in old Excel). OWASP's list: CSV Injection; and their full-width forms,
+# which some spreadsheets in East Asian locales take for the ASCII ones.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 def _cell(text):
     """A CSV cell of free text that a spreadsheet shows as text: OWASP's leading ' when it would start a
-    formula (spreadsheets show the text without it). Never given numbers: -1 must stay a number."""
+    formula (spreadsheets show the text without it), also after leading spaces, which a spreadsheet may
+    trim before it looks. Never given numbers: -1 must stay a number."""
     text = "" if text is None else str(text)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    return "'" + text if text.lstrip(" \u3000").startswith(_FORMULA_STARTS) or text.startswith(("\t", "\r")) \
+        else text
 
 
 def _checks(result):
