@@ -31,7 +31,7 @@ def _debugged(stop):
     """
     import traceback
 
-    traceback.print_exception(stop)
+    traceback.print_exception(type(stop), stop, stop.__traceback__)   # Python 3.9 takes no single argument
     return stop.exit_status
 
 

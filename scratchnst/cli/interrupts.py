@@ -130,18 +130,28 @@ def _being_handled(error):
 def _watch(stop):
     watcher = threading.Thread(target=_resend_until_settled, args=(stop,), name="scratchnst-stop-watcher",
                                daemon=True)
-    watcher.start()
+    try:
+        watcher.start()
+    except RuntimeError:   # no thread to be had (a process limit): the stop still raises, unwatched
+        pass
 
 
 def _resend_until_settled(stop):
     # Sent while it is still being handled (a long `finally`), the stop is ignored by _raise_once
     # and sent again later; swallowed, it raises once more. interrupt_main() only marks the signal
-    # as arrived, with no real signal: under the lock, its handler is surely still _raise_once.
+    # as arrived, with no real signal, so the handler that runs is the one in place when the main
+    # thread next checks: under the lock, stops_interrupt cannot have put the old ones back
+    # (holding_stops' and ignoring_stops' own handlers hold it, or drop it, as they do any stop).
+    # Being no real signal, it does not cut short a wait the main thread is blocked in (a sleep, a
+    # select): the stop then takes effect when that wait ends, or at a second Ctrl-C.
     while not stop.settled.wait(RESEND_AFTER):
         with _lock:
             if _stopping is not stop or stop.settled.is_set():
                 return
-            _thread.interrupt_main(stop.number)
+            try:
+                _thread.interrupt_main(stop.number)
+            except TypeError:   # Python 3.9's takes no signal: a Ctrl-C, which stops the run as well
+                _thread.interrupt_main()
 
 
 class ignoring_stops:

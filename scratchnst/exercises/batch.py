@@ -367,7 +367,8 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     if not contained:
         if nobody_can_run():
             print("warning: running the submissions UNCONTAINED (--uncontained), as the user nobody: their code "
-                  "can read whatever every user may read, and reach the network", file=sys.stderr)
+                  "can read whatever every user may read, reach the network, and with --jobs above 1 disturb "
+                  "the others' (all are the same nobody)", file=sys.stderr)
         else:
             print("warning: running the submissions UNCONTAINED (--uncontained): their code can read and change "
                   "whatever you can", file=sys.stderr)
