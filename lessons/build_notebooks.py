@@ -21,6 +21,7 @@ paths in them are taken from lessons/, the kernel's working folder.
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,18 +99,29 @@ def execute(script, lesson_args="", timeout=900):
 
     Raises nbclient's CellExecutionError (with the cell and its traceback) if a cell fails.
     """
+    from jupyter_client import KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = to_notebook(script)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}})
-    try:
-        client.execute(env=kernel_env(lesson_args), cwd=str(LESSONS))
-    except CellExecutionError as error:
-        # what the lesson wrote to stderr: a wrong option's one line is there, not in the exception
-        error.stderr = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
-                               for out in cell.get("outputs", []) if out.get("name") == "stderr")
-        raise
+    # The kernel talks over Unix sockets in a private folder, not TCP on localhost: no port for
+    # another user to reach, and no warning from the kernel about unencrypted TCP at every lesson
+    # (Windows has no such sockets: TCP there).
+    with tempfile.TemporaryDirectory(prefix="scratchnst-kernel-") as sockets:
+        km = (KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+              if os.name == "posix" else KernelManager(kernel_name="python3"))
+        client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(LESSONS)}})
+        try:
+            client.execute(env=kernel_env(lesson_args), cwd=str(LESSONS))
+        except CellExecutionError as error:
+            # what the lesson wrote to stderr: a wrong option's one line is there, not in the exception
+            error.stderr = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                                   for out in cell.get("outputs", []) if out.get("name") == "stderr")
+            raise
+        finally:
+            if km.has_kernel:   # a kernel manager given to the client is ours to shut down
+                km.shutdown_kernel(now=True)
     return nb
 
 
