@@ -113,6 +113,13 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, style_layer_list
 #   beside the photo, now the default (transformer_net's notes: 1.99-2.06 on Tubingen in three runs
 #   with a noise generator of their own; `scratchnst train`'s own runs 2.14 at seed 0, no better
 #   than 2.12 without, and 1.98 at seed 1, against 2.14);
+# - the last twelfth on whole photos at stylize's scale (long side SIZE, any shape, as the photos are
+#   painted and judged: Tubingen 256 x 192) instead of SIZE x SIZE squares of photos with a short
+#   side of SIZE * 1.15, did not help either (2026-12-05, the defaults otherwise, one core each, two
+#   runs side by side; cat / Tubingen / cameraman at seeds 0 to 3):
+#       1.59 / 2.01 / 1.70, 1.68 / 2.01 / 1.63, 1.62 / 2.07 / 1.66, 1.57 / 2.03 / 1.73  (mean 1.78)
+#   against the defaults' 1.67 / 2.14 / 1.68, 1.70 / 1.98 / 1.60, 1.73 / 2.07 / 1.61, 1.60 / 2.02 /
+#   1.65 (mean 1.79): the cat gained, the cameraman lost, Tubingen stayed at 2.03 on average;
 # - scale jitter did not help (2026-12-05, batch 2, 4000 steps, seed 0): each crop taken from a
 #   square 0.8 to 1.8 times its side, resized to it, gave 1.96 (1.71 / 2.34 / 1.82) against 1.97;
 # - lr 2e-3, twice Johnson et al.'s, since the whole-photo last phase (2026-12-04, 4000 steps with
