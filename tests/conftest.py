@@ -87,7 +87,8 @@ def squeezenet_weights_path():
     path = find_squeezenet_weights()
     if path is None:
         missing("no SqueezeNet weights: to run this test, run `scratchnst weights download squeezenet` "
-                "(or set $SCRATCHNST_WEIGHTS_DIR to the folder holding the file)")
+                "(offline, with --url file:///path/to/the/file.h5), or set $SCRATCHNST_WEIGHTS_DIR to the "
+                "folder holding the file")
     return path
 
 
