@@ -921,10 +921,14 @@ def photo_list_digest(photos, folder):
 
 
 def printable_path(path):
-    """str(path) with any byte that is not valid UTF-8 written as \\xNN, so that an HDF5 string can hold it."""
+    """str(path) with any byte that is not valid UTF-8 written as \\xNN, so that an HDF5 string (or a
+    terminal in UTF-8) can hold it; any other lone surrogate as \\udNNN."""
     # Python keeps such a byte of a file name as a lone surrogate ("\udce9"), which no UTF-8 text can
     # hold: the network file's attribute would fail to be written, and with it the whole training.
-    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    try:
+        return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:   # a surrogate no file name gives
+        return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None, checkpoint_every=100,

@@ -160,11 +160,6 @@ def test_datasets_declared_but_never_written_are_refused(tmp_path):
         transformer_net.load(path)
 
 
-def test_the_bounds_are_trainings(tmp_path):
-    assert transformer_net.MAX_WIDTH == training.MAX_WIDTH
-    assert transformer_net.MAX_RESIDUAL_BLOCKS == training.MAX_RESIDUAL_BLOCKS
-
-
 # ----------------------------------------------------------------- 4. the memory guard and the widths
 def _shaped_params(widths):
     """Parameters of this architecture that take no memory (architecture_of reads only their shapes)."""

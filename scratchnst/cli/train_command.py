@@ -190,11 +190,7 @@ def _would_be_photo(path, photos_dir):
 def _one_line(text):
     """text with its line breaks shown as \\n and \\r (a file name may hold them), as the error lines do, and
     each byte of a file name that is not UTF-8 as \\xNN: a terminal in UTF-8 refuses it, and the line with it."""
-    try:
-        text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:   # a lone surrogate no file name gives
-        text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    return training.printable_path(text).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _what_failed(error):
