@@ -21,6 +21,7 @@
     architectures   VGG-19 and SqueezeNet 1.1 as data tables: layers, names, weight shapes, minimum sizes
     networks        a pretrained network: activations at named layers, gradients back to the pixels
     weights         HDF5 weight files in and out, finding, downloading, converting
+    keras3_layout   Keras 3's weights layout (.weights.h5, .keras): its layers in the model's order, unnamed
     image           load, resize, the preprocessing the weights expect (BGR, means) and its inverse, save
     image_files     image files through Pillow: every mode to RGB, EXIF, JPEG drafts, limits, one-line errors
     settings        each network's defaults, every stylize option checked, the memory a run needs

@@ -292,6 +292,60 @@ def parameter_problem(architecture, arrays):
     return None
 
 
+# A file that does not name its layers (Keras 3's layout: `keras3_layout`) is matched in order, but the
+# two branches of a fire module (expand1x1, expand3x3) may be saved in either order: each layer is
+# looked for among the next MATCH_WINDOW convolutions of the file, by its shapes.
+MATCH_WINDOW = 3
+
+
+def match_in_order(architecture, convolutions):
+    """Which of a file's unnamed convolutions is which layer of an architecture, by order and shapes.
+
+    Args:
+        architecture: "vgg19" or "squeezenet".
+        convolutions: [(label, shapes)] in the file's order, `shapes` a tuple of the layer's
+            arrays' shapes ((KH, KW, C_in, C_out), (C_out,) for a convolution with a bias).
+
+    Returns:
+        ({layer name: index into convolutions}, None) when each layer of the architecture, in
+        order, is found among the next MATCH_WINDOW convolutions not yet taken, with exactly its
+        kernel and bias shapes, and any convolution left over comes after all of them (a
+        classifier on top, as SqueezeNet's conv10); else (the layers matched so far, one line
+        naming the first convolution of the file that could not be placed, with its shapes and
+        those of the layer at its position).
+    """
+    arch = ARCHITECTURES[architecture]
+    layers_in_order = list(arch.weight_shapes)
+    free = list(range(len(convolutions)))
+    matched = {}
+    for layer, expected in arch.weight_shapes.items():
+        window = free[:MATCH_WINDOW]
+        found = next((k for k in window if tuple(map(tuple, convolutions[k][1])) == expected), None)
+        if found is None:
+            if not window:
+                return matched, (f"the file has {len(convolutions)} convolutions, {arch.name} needs "
+                                 f"{len(arch.weight_shapes)}")
+            # The first one left is what blocks: compared with the layer at its own position, which
+            # names the layer it was meant to be (the one sought may be further on).
+            stuck = window[0]
+            label, shapes = convolutions[stuck]
+            there = layers_in_order[stuck] if stuck < len(layers_in_order) else layer
+            return matched, (f"{label} has shapes {_shapes(shapes)} where layer {there} of {arch.name} has "
+                             f"{_shapes(arch.weight_shapes[there])}")
+        free.remove(found)
+        matched[layer] = found
+    skipped = [k for k in free if k < max(matched.values(), default=-1)]
+    if skipped:
+        label, shapes = convolutions[skipped[0]]
+        return matched, f"{label} (shapes {_shapes(shapes)}) is not a layer of {arch.name}"
+    return matched, None
+
+
+def _shapes(shapes):
+    """Shapes as a message writes them: "(3, 3, 64, 128), (128,)"."""
+    return ", ".join(str(tuple(shape)) for shape in shapes)
+
+
 def detect_architecture(layer_names):
     """The architecture most of whose conv layers appear in `layer_names`, or None if none does."""
     present = {name: sum(layer in layer_names for layer in arch.weight_shapes)

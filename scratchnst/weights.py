@@ -1,4 +1,4 @@
-"""Pretrained weights on disk: read Keras-2 HDF5 files, write scratchnst's own, find, download, convert.
+"""Pretrained weights on disk: read Keras-2 and Keras 3 HDF5 files, write scratchnst's own, find, download, convert.
 
 Keras-2 weight files (what `model.save_weights` writes and Keras Applications publish):
 
@@ -20,6 +20,10 @@ reads it, with datasets named `kernel` (KH, KW, C_in, C_out) and `bias` (C_out,)
 attributes `scratchnst_format`, `architecture`, `preprocessing`, `preprocessing_description` and
 `converted_from`. `convert` writes it from torchvision's and MatConvNet's VGG-19.
 
+Keras 3's files (`.weights.h5`, and the same inside a `.keras` archive) name layers after their
+class only: `keras3_layout` lists their layers in the model's order, and `_read_keras3` matches
+the convolutions to a network by order and shapes (`architectures.match_in_order`).
+
 Where weights are found (`find_weights`): the file given explicitly (--weights FILE), else the
 known file name in $SCRATCHNST_WEIGHTS_DIR, then in weights/ of the repository, then in the per-user
 cache ($XDG_CACHE_HOME/scratchnst or ~/.cache/scratchnst). `download` saves into
@@ -34,6 +38,7 @@ line that says what is wrong.
 import errno
 import hashlib
 import http.client
+import io
 import os
 import re
 import shlex
@@ -50,9 +55,10 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from scratchnst import __version__
+from scratchnst import __version__, keras3_layout
 from scratchnst.atomic import atomic_path, check_output, folder_problem, output_problem, reason, same_file
-from scratchnst.architectures import ARCHITECTURES, VGG19, Conv, detect_architecture, parameter_problem
+from scratchnst.architectures import (ARCHITECTURES, VGG19, Conv, detect_architecture, match_in_order,
+                                      parameter_problem)
 from scratchnst.errors import UsageError, UserError
 from scratchnst.image import PREPROCESSING
 
@@ -132,11 +138,16 @@ class WeightsFile:
     Attributes:
         path: the file.
         label: how error messages name the file (its path, or e.g. the URL it came from).
-        layout: "keras" (a Keras-2 file) or "scratchnst" (written by `write_weights`).
+        layout: "keras" (a Keras-2 file), "keras3" (Keras 3's layout: a .weights.h5 file, or a
+            .keras archive's), or "scratchnst" (written by `write_weights`).
         layers: {layer name: tuple of arrays in `weight_names` order}, every layer in `layer_names`
-            order; weightless layers (ReLU, pooling, input) map to ().
-        weight_names: {layer name: tuple of its dataset names}, same order.
+            order; weightless layers (ReLU, pooling, input) map to (). In Keras 3's layout, which
+            names no layer, the convolutions matched to a network (`architectures.match_in_order`)
+            under that network's names, then the other layers with weights under their paths.
+        weight_names: {layer name: tuple of its dataset names ("vars/0", "vars/1" in Keras 3's layout)}, same order.
         attrs: root attributes other than `layer_names` (backend, keras_version, architecture...), as str.
+        origins: {layer name: where the file keeps it, e.g. 'layers/conv2d_3 "block2_conv2"'}, for the
+            layers a Keras 3 file holds under another name; empty otherwise.
     """
 
     path: Path
@@ -145,6 +156,7 @@ class WeightsFile:
     layers: dict = field(default_factory=dict)
     weight_names: dict = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
+    origins: dict = field(default_factory=dict)
 
     @property
     def architecture(self):
@@ -196,13 +208,14 @@ _ROOT_ATTRIBUTES = ("backend", "keras_version", "scratchnst_format", "architectu
 
 
 def read_weights(path, label=None, model=None):
-    """Read every layer's arrays from a Keras-2 or scratchnst HDF5 weights file.
+    """Read every layer's arrays from a Keras-2, Keras 3 or scratchnst HDF5 weights file, or a .keras archive.
 
     Args:
-        path: the .h5 file.
+        path: the .h5 file (or the .keras archive).
         label: how error messages name the file (default: its path).
-        model: the network the caller expects ("vgg19", "squeezenet" or None), only to name the
-            right download command in error messages.
+        model: the network the caller expects ("vgg19", "squeezenet" or None), to name the right
+            download command in error messages, and tried first when a Keras 3 file's layers are
+            matched by order.
 
     Returns:
         WeightsFile; arrays keep the file's dtype (float32 for every published file).
@@ -216,11 +229,22 @@ def read_weights(path, label=None, model=None):
     label = label or str(path)
     check_input_file(path, label, "weights file", "the .h5 weights file", _CHECK_THE_PATH)
     try:
-        f = h5py.File(path, "r")
+        archive = keras3_layout.archive_weights(path)
+    except keras3_layout.ArchiveProblem as problem:
+        raise UserError(f"{label}: {problem}; save the model again, or give its weights (model.save_weights)") from None
     except OSError as error:
+        raise UserError(f"{label}: cannot be read ({reason(error)}); check its permissions") from None
+    try:
+        f = h5py.File(io.BytesIO(archive[0]) if archive else path, "r")
+    except OSError as error:
+        if archive:
+            raise UserError(f"{label}: the {keras3_layout.ARCHIVE_WEIGHTS} in this .keras archive is damaged "
+                            f"({_first_line(error)}); save the model again") from None
         raise UserError(_unreadable(path, label, error, model)) from None
     try:
         with f:
+            if keras3_layout.is_layout(f):
+                return _read_keras3(f, path, label, model, archive[1] if archive else None)
             return _read_file(f, path, label, model)
     except UserError:
         raise
@@ -345,6 +369,62 @@ def _read_file(f, path, label, model):
         names, arrays = _read_layer(root, layer, label, _download_advice(path, model))
         weights_file.weight_names[layer] = names
         weights_file.layers[layer] = arrays
+    return weights_file
+
+
+def _read_keras3(f, path, label, model, keras_version):
+    """The WeightsFile of an open h5py file in Keras 3's layout (see `read_weights`, `keras3_layout`).
+
+    Its convolutions are matched to the network the caller wants, else to any known one, by their
+    order and shapes; they then go by that network's layer names, so that `parameters_from_file`
+    reads them as it reads a Keras-2 file.
+    """
+    advice = _download_advice(path, model)
+
+    def child(group, name):
+        where = f"{group.name.strip('/')}/{name}".lstrip("/")
+        return _hard_linked(group, name, label, advice, repr(where))
+
+    weights_file = WeightsFile(path=path, label=label, layout="keras3")
+    if keras_version:
+        weights_file.attrs["keras_version"] = keras_version
+    found = []   # (path, its own name, dataset paths, arrays)
+    for where, name, datasets in keras3_layout.variable_layers(f, child):
+        arrays = []
+        for dataset in datasets:
+            item = child(f, dataset)
+            if not isinstance(item, h5py.Dataset):
+                raise UserError(f"{label}: {dataset} is not a dataset; the file is damaged: {advice}")
+            arrays.append(_dataset_array(item, label, advice))
+        found.append((where, name, tuple(dataset[len(where) + 1:] for dataset in datasets), tuple(arrays)))
+    convolutions = [(f'{where} "{name}"' if name else where, [array.shape for array in arrays])
+                    for where, name, _, arrays in found if arrays[0].ndim == 4]
+    known = " or ".join(ARCHITECTURES)
+    if not convolutions:
+        raise UserError(f"{label}: a Keras 3 weights file with no convolution layers; give {known} weights "
+                        "(`scratchnst weights list` shows those found)")
+    order = [model] if model in ARCHITECTURES else []
+    order += [name for name in ARCHITECTURES if name not in order]
+    results = {name: match_in_order(name, convolutions) for name in order}
+    matching = [name for name in order if results[name][1] is None]
+    if not matching:
+        closest = max(order, key=lambda name: len(results[name][0]))   # the first of a tie: the one wanted
+        raise UserError(f"{label}: a Keras 3 weights file whose convolutions are not {closest}'s, matched in "
+                        f"order: {results[closest][1]}; give {model or known} weights "
+                        f"({download_command(model) if model else '`scratchnst weights list` shows those found'})")
+    matched = results[matching[0]][0]
+    conv_layers = [item for item in found if item[3][0].ndim == 4]
+    taken = set()
+    for layer, k in matched.items():
+        where, name, datasets, arrays = conv_layers[k]
+        weights_file.layers[layer], weights_file.weight_names[layer] = arrays, datasets
+        weights_file.origins[layer] = f'{where} "{name}"' if name else where
+        taken.add(where)
+    for where, name, datasets, arrays in found:
+        if where not in taken:
+            weights_file.layers[where], weights_file.weight_names[where] = arrays, datasets
+            if name:
+                weights_file.origins[where] = f'"{name}"'
     return weights_file
 
 

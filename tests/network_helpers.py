@@ -98,6 +98,68 @@ def write_keras_weights(path, model, params, style="keras2", as_bytes=True):
     return path
 
 
+def keras3_layers(model, expand3x3_first=False, top=False):
+    """(class name, layer's own name, params key or None) of every layer of a Keras 3 model, in its order.
+
+    Written out from what Keras 3.15 saves for keras.applications' VGG19 and a keras-squeezenet
+    built in it ("/" is refused in Keras 3 layer names, so fire2/squeeze1x1 is fire2_squeeze1x1).
+    """
+    rows = [("input_layer", "input_1", None)]
+    if model == "vgg19":
+        for block, n in enumerate(VGG19_BLOCK_SIZES, start=1):
+            rows += [("conv2d", f"block{block}_conv{i}", f"block{block}_conv{i}") for i in range(1, n + 1)]
+            rows.append(("max_pooling2d", f"block{block}_pool", None))
+    else:
+        rows += [("conv2d", "conv1", "conv1"), ("activation", "relu_conv1", None), ("max_pooling2d", "pool1", None)]
+        for fire, _, _ in FIRES:
+            branches = [("conv2d", f"{fire}_expand1x1", f"{fire}/expand1x1"),
+                        ("conv2d", f"{fire}_expand3x3", f"{fire}/expand3x3")]
+            rows += [("conv2d", f"{fire}_squeeze1x1", f"{fire}/squeeze1x1"), ("activation", f"{fire}_relu", None)]
+            rows += branches[::-1] if expand3x3_first else branches
+            rows += [("activation", f"{fire}_relu_e1", None), ("activation", f"{fire}_relu_e3", None),
+                     ("concatenate", f"{fire}_concat", None)]
+            if fire in ("fire3", "fire5"):
+                rows.append(("max_pooling2d", "pool3" if fire == "fire3" else "pool5", None))
+        if top:
+            rows.append(("conv2d", "conv10", "conv10"))
+    return rows
+
+
+def write_keras3_weights(target, model, params, nested=False, names=True, **layers):
+    """Write params in Keras 3's layout (what model.save_weights("x.weights.h5") writes) to a path or file object.
+
+    Each layer is a group named after its class, numbered in the model's order (conv2d, conv2d_1,
+    ...), its variables in `vars/0`, `vars/1` (kernel, bias); a weightless layer has an empty
+    `vars`; `vars` carries the layer's own name when `names`. The datasets are created in an
+    order unlike the model's (reversed), so that only the numbering gives the order. nested: the
+    network inside a Sequential with a Dense on top, as layers/functional/layers/... . Other
+    keyword arguments go to keras3_layers; params may hold "conv10" (and a layer of a tuple of
+    one array has no bias).
+    """
+    rows = keras3_layers(model, **layers)
+    counts, paths = {}, []
+    for cls, own, key in rows:
+        number = counts.get(cls, -1) + 1
+        counts[cls] = number
+        paths.append((f"{cls}_{number}" if number else cls, own, key))
+    with h5py.File(target, "w") as f:
+        base = f.create_group("layers")
+        if nested:
+            outer = base
+            base = outer.create_group("functional").create_group("layers")
+            dense = outer.create_group("dense").create_group("vars")
+            dense.create_dataset("0", data=np.zeros((7, 10), np.float32))
+            dense.create_dataset("1", data=np.zeros(10, np.float32))
+        for group_name, own, key in reversed(paths):
+            variables = base.create_group(group_name).create_group("vars")
+            if names:
+                variables.attrs["name"] = own
+            for k, array in reversed(list(enumerate(params[key] if key else ()))):
+                variables.create_dataset(str(k), data=array)
+        f.create_group("vars")
+    return target
+
+
 def read_all_datasets(path):
     """{layer: {"kernel": array, "bias": array}} by walking every dataset in the file.
 

@@ -67,6 +67,10 @@ def print_info(path, stream=None):
         versions = ", ".join(f"{key} {weights_file.attrs[key]}" for key in ("keras_version", "backend")
                              if key in weights_file.attrs)
         layout = f"Keras-2 weights (layer_names / weight_names){f'; {versions}' if versions else ''}"
+    elif weights_file.layout == "keras3":
+        version = weights_file.attrs.get("keras_version")
+        layout = ("Keras 3 weights (layers/<class>/vars, no layer names: convolutions matched to the network by "
+                  f"order and shapes){f'; keras_version {version}' if version else ''}")
     else:
         layout = f"scratchnst format {FORMAT_VERSION}, converted from {weights_file.attrs.get('converted_from') or '?'}"
     print(f"file:          {weights_file.path}", file=stream)
@@ -79,7 +83,8 @@ def print_info(path, stream=None):
         shapes = "  ".join(f"{name} {tuple(array.shape)} {array.dtype}"
                            for name, array in zip(weights_file.weight_names[layer], weights_file.layers[layer]))
         total += sum(array.size for array in weights_file.layers[layer])
-        print(f"  {layer:<{width}}  {shapes}", file=stream)
+        origin = weights_file.origins.get(layer)
+        print(f"  {layer:<{width}}  {f'{origin}: ' if origin else ''}{shapes}", file=stream)
     print(f"parameters:    {total:,}", file=stream)
     try:
         name, params = parameters_from_file(weights_file)
