@@ -177,6 +177,41 @@ def test_instance_norm_normalises_each_image_and_channel():
     np.testing.assert_array_equal(constant, 0.5)  # a constant channel: xhat = 0, not 0/0
 
 
+@pytest.mark.parametrize("mean", [0.0, 10.0, 1000.0])
+def test_instance_norm_float32_far_from_zero(mean):
+    """In float32 the planes' mean is rounded by a part of itself; the error on xhat must stay a part of the
+    spread (at 256x256, mean 1000, std 1, it was 2.3e-3 before the second pass; PyTorch's is 3.6e-5)."""
+    rng = np.random.default_rng(11)
+    x = (mean + rng.standard_normal((1, 256, 256, 3))).astype(np.float32)
+    out, _ = tl.instance_norm_forward(x, np.ones(3, np.float32), np.zeros(3, np.float32))
+    x64 = x.astype(np.float64)
+    exact = (x64 - x64.mean(axis=(1, 2), keepdims=True)) / np.sqrt(x64.var(axis=(1, 2), keepdims=True) + tl.IN_EPS)
+    assert out.dtype == np.float32 and np.abs(out - exact).max() < 2e-5
+
+
+def test_instance_norm_float16_large_planes():
+    """float16 keeps its dtype, and its statistics do not overflow (a 256x256 plane counts 65536 > 65504)."""
+    rng = np.random.default_rng(12)
+    x = (5 + rng.standard_normal((1, 256, 256, 2))).astype(np.float16)
+    gamma, beta = np.ones(2, np.float16), np.zeros(2, np.float16)
+    out, cache = tl.instance_norm_forward(x, gamma, beta)
+    reference, reference_cache = tl.instance_norm_forward(x.astype(np.float32), gamma.astype(np.float32),
+                                                          beta.astype(np.float32))
+    assert out.dtype == np.float16 and np.abs(out - reference).max() < 1e-2
+    dout = rng.standard_normal(x.shape).astype(np.float16) / 100
+    dx, dgamma, dbeta = tl.instance_norm_backward(dout, cache)
+    expected = tl.instance_norm_backward(dout.astype(np.float32), reference_cache)
+    assert dx.dtype == np.float16 and dgamma.dtype == dbeta.dtype == np.float16
+    assert np.isfinite(dx).all() and np.abs(dx - expected[0]).max() < 1e-3 * np.abs(expected[0]).max()
+    np.testing.assert_allclose(dbeta, expected[2], rtol=1e-2, atol=1e-2)
+
+
+def test_instance_norm_backward_checks_the_gradient_shape():
+    out, cache = tl.instance_norm_forward(np.ones((1, 4, 4, 2)), np.ones(2), np.zeros(2))
+    with pytest.raises(ValueError, match=r"dout has shape \(1, 1, 1, 1\), the layer's output \(1, 4, 4, 2\)"):
+        tl.instance_norm_backward(np.ones((1, 1, 1, 1)), cache)
+
+
 def test_residual_refuses_different_shapes():
     with pytest.raises(ValueError, match="equal shapes"):
         tl.residual_forward(np.zeros((1, 2, 2, 3)), np.zeros((1, 2, 2, 4)))
