@@ -112,9 +112,10 @@ def _add_weights(sub):
 
     p_info = actions.add_parser(
         "info", help="layout, layers, shapes, parameter count and architecture of a weights file",
-        description="Describe an HDF5 weights file. Exit status 1 if it matches no known architecture.",
+        description="Describe an HDF5 weights file (Keras 2 or 3, scratchnst's, or a Keras 3 .keras archive). Exit "
+                    "status 1 if it matches no known architecture.",
         formatter_class=_Formatter)
-    p_info.add_argument("file", help="the .h5 weights file")
+    p_info.add_argument("file", help="the .h5 weights file (or .keras archive)")
 
     def run_info(args):
         from scratchnst.cli.weights_commands import print_info
@@ -289,7 +290,7 @@ def _add_stylize(sub):
                    help="the image to write (.png or .jpg)")
     p.add_argument("--model", choices=["squeezenet", "vgg19"], default="squeezenet", help="the network")
     p.add_argument("--weights", metavar="FILE", default=_Default("searched as `scratchnst weights list` shows"),
-                   help="the network's HDF5 weights file")
+                   help="the network's HDF5 weights file (Keras 2 or 3, or a Keras 3 .keras archive)")
     p.add_argument("--size", type=int, default=320, help="long side of the result in pixels")
     p.add_argument("--iters", type=int, default=100, help="iterations (per scale)")
     p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs", help="the optimiser")
@@ -448,7 +449,7 @@ def _add_train(sub):
                    "step; constant: --lr throughout")
     p.add_argument("--model", choices=["squeezenet", "vgg19"], default="squeezenet", help="the loss network")
     p.add_argument("--weights", metavar="FILE", default=_Default("searched as `scratchnst weights list` shows"),
-                   help="the loss network's HDF5 weights file")
+                   help="the loss network's HDF5 weights file (Keras 2 or 3, or a .keras archive)")
     p.add_argument("--alpha", type=float, default=_ModelDefault("alpha", factor=_train_alpha_factor),
                    help="weight of the content cost (higher than stylize's: a network starts from nothing, and "
                    "with stylize's weight it learns to drop the photo's subject)")
