@@ -164,17 +164,17 @@ _lesson.section("im2col against the loops, and how much faster it is")
 x = rng.standard_normal((1, 48, 48, 16))
 w = rng.standard_normal((3, 3, 16, 16))
 b = rng.standard_normal(16)
-with _lesson.timed() as t_loops:
+with _lesson.timed() as t_loops:   # once: the loops take long enough to time one call
     slow = conv_loops(x, w, b, 1, 1)
-with _lesson.timed() as t_cols:
-    quick = conv_im2col(x, w, b, 1, 1)
-with _lesson.timed() as t_pkg:
-    pkg, _ = layers.conv2d_forward(x, w, b, stride=1, padding=1)
-with _lesson.timed() as t_fast:
-    fast, _ = fast_conv.conv2d_forward(x, w, b, stride=1, padding=1)
+# The fast versions take a millisecond or so: a single call would time the first call's set-up (fresh
+# memory, buffers kept for the next call) and whatever else the machine was doing. The median of 5
+# calls after a first one is what each costs.
+quick, t_cols = _lesson.median_time(lambda: conv_im2col(x, w, b, 1, 1))
+(pkg, _), t_pkg = _lesson.median_time(lambda: layers.conv2d_forward(x, w, b, stride=1, padding=1))
+(fast, _), t_fast = _lesson.median_time(lambda: fast_conv.conv2d_forward(x, w, b, stride=1, padding=1))
 print(f"x (1, 48, 48, 16), 16 kernels 3x3: loops {t_loops.seconds * 1000:.0f} ms, "
-      f"im2col {t_cols.seconds * 1000:.1f} ms, layers (one product per tap) {t_pkg.seconds * 1000:.1f} ms, "
-      f"fast_conv {t_fast.seconds * 1000:.1f} ms")
+      f"im2col {t_cols * 1000:.2f} ms, layers (one product per tap) {t_pkg * 1000:.2f} ms, "
+      f"fast_conv {t_fast * 1000:.2f} ms (medians of 5)")
 print(f"rel_error vs loops: im2col {rel_error(quick, slow):.1e}, layers {rel_error(pkg, slow):.1e}, "
       f"fast_conv {rel_error(fast, slow):.1e}")
 print(f"the im2col matrix holds {3 * 3}x the input's values: {x.size} -> {3 * 3 * x.size} "
@@ -238,8 +238,10 @@ _lesson.save(args, "01_filters.png", _lesson.montage(tiles, labels, cols=3))
 #   padded input with each kernel, plus the bias.
 # - Output size per axis: floor((n + pad_total - k) / s) + 1; 'same' means ceil(n / s), with any
 #   odd extra zero at the bottom/right (TensorFlow's rule, which the Keras weights assume).
-# - Loops show the formula; im2col turns it into one matrix product, tens of times faster
-#   (and the package's tuned version faster still).
+# - Loops show the formula; im2col turns it into one matrix product, tens of times faster.
+#   The package's two versions are faster still, without im2col's 9x copy of the input: `layers`
+#   (one product per kernel tap), and `fast_conv` (im2col one block of output rows at a time),
+#   which wins on the networks' large float32 layers rather than on this small float64 one.
 #   Both agree with scratchnst and PyTorch to round-off (rel_error 1e-12 or less in float64).
 #
 # ## Exercises

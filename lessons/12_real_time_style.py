@@ -196,7 +196,9 @@ if history:
 # 2. Stylise a 512 px photo with `scratchnst apply swirls.h5 photo.jpg -o out.png`: the network
 #    trained on photos at 256 px paints strokes of the same size in pixels, so relatively finer ones.
 # 3. Train on a single photo. Does the network still paint the cat well?
-# 4. Double the style weight beta (`--beta`): where does the network's output move?
+# 4. Double the style weight beta: train with `scratchnst train ... --beta 8` (SqueezeNet's beta is 4)
+#    and run this lesson with `--trained` on the result. Where does the network's output move? (The
+#    lesson judges each network by the cost its file records it was trained with.)
 
 # %%
 _lesson.done()

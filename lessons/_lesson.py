@@ -151,10 +151,27 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
     if args.seed < 0:
         parser.error(f"--seed must be at least 0, got {args.seed}")  # what np.random.default_rng takes
     for path in (args.content, args.style):
-        image.load_image(path, long_side=16)  # UserError naming the file: missing, not an image...
+        _check_image(path)
     _make_output_folder(args.out)
     _inputs_not_among_pictures(args)
     return args
+
+
+def _check_image(path):
+    """UserError naming the file if it is no image; for a missing relative path, also where it was looked for.
+
+    A notebook's options are read from the notebook's folder, not the one the user typed them in:
+    `--content lessons/images/cat.jpg`, right from the repository, is wrong there.
+    """
+    try:
+        image.load_image(path, long_side=16)  # missing, not an image, ...
+    except UserError as error:
+        if path.is_absolute() or path.exists():
+            raise
+        here = Path.cwd()
+        elsewhere = [folder for folder in (LESSONS.parent, LESSONS) if folder != here and (folder / path).exists()]
+        hint = f": give {os.path.relpath(elsewhere[0] / path)} or an absolute path" if elsewhere else ""
+        raise UserError(f"{error} (relative paths are read from {here}{hint})") from None
 
 
 def _inputs_not_among_pictures(args):
@@ -200,6 +217,22 @@ class timed:
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
+
+
+def median_time(fn, repeats=5):
+    """(fn()'s result, the median of `repeats` timed calls in seconds) after one untimed call.
+
+    A first call pays for what later ones reuse (memory from the operating system, buffers a function
+    keeps, BLAS starting its threads), and one call is at the mercy of whatever else the machine does:
+    the median of warm calls is what the function costs.
+    """
+    result = fn()
+    seconds = []
+    for _ in range(repeats):
+        with timed() as t:
+            result = fn()
+        seconds.append(t.seconds)
+    return result, float(np.median(seconds))
 
 
 def shown(path):

@@ -147,6 +147,18 @@ def test_lesson_with_a_missing_image_stops_with_one_line(tmp_path):
     assert line.startswith(f"lesson stopped: {tmp_path / 'nope.jpg'}: no such image file")
 
 
+def test_a_relative_path_from_elsewhere_says_where_it_is_read_from(tmp_path):
+    """A path typed from the repository (lessons/images/...) given where options are read from lessons/,
+    as in a notebook: the line says where relative paths are read from, and the path that works there."""
+    result = subprocess.run([sys.executable, str(LESSONS_DIR / "01_convolution.py"), "--out", str(tmp_path),
+                             "--content", "lessons/images/cat.jpg", *QUICK], capture_output=True, text=True,
+                            timeout=600, cwd=LESSONS_DIR)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (f"lesson stopped: lessons/images/cat.jpg: no such image file; check the path (relative paths "
+                    f"are read from {LESSONS_DIR}: give images/cat.jpg or an absolute path)")
+
+
 def test_labels_use_a_scalable_font(monkeypatch):
     """Pictures are labelled in a scalable font large enough to read, not Pillow's 8-pixel bitmap font."""
     from PIL import ImageFont
