@@ -545,12 +545,24 @@ def test_lbfgs_with_float32_memory_solves_a_hugely_scaled_quadratic(monkeypatch)
     wide = []
     real_direction = optim.lbfgs_direction
     monkeypatch.setattr(optim, "lbfgs_direction", lambda *args: wide.append(args[2]) or real_direction(*args))
-    # curvature_eps = 0: its default test s.y > 1e-10 y.y is not scale-free (s.y / y.y is 1 / c here)
     result = optim.lbfgs(lambda x: tuple(c * v for v in fun_and_grad(x)), np.zeros(40), 300, gtol=0.0,
-                         ftol=1e-15, memory_dtype=np.float32, curvature_eps=0.0)
+                         ftol=1e-15, memory_dtype=np.float32)
     np.testing.assert_allclose(result.x, np.linalg.solve(A, b), atol=1e-5)
     assert wide and set(wide) == {np.dtype(np.float64)}, "the float64 recursion was not needed: scale the test up"
     assert result.skipped_pairs == 0 and np.isfinite(result.fun)
+
+
+@pytest.mark.parametrize("c", [1e-12, 1.0, 1e12])
+def test_lbfgs_keeps_its_pairs_whatever_the_scale_of_the_cost(c):
+    """The pair test is scale-free: a cost multiplied by c (style transfer's --beta 1e10) keeps every pair and
+    takes as many iterations as the cost itself (the test s.y > 1e-10 y.y skipped them all at c = 1e12)."""
+    A, b, fun_and_grad = random_quadratic(30, 1e2, 4)
+    scaled = optim.lbfgs(lambda x: tuple(c * v for v in fun_and_grad(x)), np.zeros(30), 150, gtol=0.0)
+    plain = optim.lbfgs(fun_and_grad, np.zeros(30), 150, gtol=0.0)
+    assert scaled.skipped_pairs == 0 and plain.skipped_pairs == 0
+    exact = np.linalg.solve(A, b)
+    assert np.abs(scaled.x - exact).max() < 1e-6 * np.abs(exact).max()
+    assert np.abs(scaled.x - plain.x).max() < 1e-6 * np.abs(exact).max()   # the same path, whatever c
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
