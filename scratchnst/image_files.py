@@ -382,7 +382,11 @@ def to_uint8(image):
 
 
 # ----------------------------------------------------------------------------------- save
-_SAVE_OPTIONS = {"JPEG": {"quality": 95}}
+# JPEG at quality 95 and without chroma subsampling (4:4:4): a stylised image's colour changes from
+# one pixel to the next, and libjpeg's default 4:2:0 averages the colours of each 2x2 block. Saved
+# so, a 200 px stylised Tubingen (The Scream, 100 iterations) cost 9.8 times what the optimiser
+# reached, 5.38e5 against 5.51e4; in 4:4:4, 8.7e4 (a PNG: 5.51e4, the rounding to 0..255 only).
+_SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}}
 
 # The longest side each format holds, where Pillow's encoder fails beyond it (measured with Pillow
 # 13: libjpeg's "Maximum supported image dimension", "Image size exceeds WebP limit", 16-bit header
@@ -464,7 +468,7 @@ def save_image(path, image):
     previous file at `path` as it was and no temporary file behind.
 
     Args:
-        path: destination; the format follows the extension (.png, .jpg, ...; JPEG at quality 95).
+        path: destination; the format follows the extension (.png, .jpg, ...; JPEG at quality 95, 4:4:4).
         image: (H, W, 3) RGB or (H, W) grey; float 0..255 (clipped and rounded) or uint8.
 
     Returns:

@@ -210,6 +210,8 @@ class StylizeResult:
         evaluations: cost and gradient evaluations, all passes (L-BFGS's line search may take
             more than one per iteration).
         seconds_per_iteration: of the last (full-size) pass.
+        stopped: one line per pass whose optimiser stopped before its iterations, saying why (a
+            cost settled, a gradient too small to go on, a line search that found nothing lower).
     """
 
     image: np.ndarray
@@ -219,6 +221,7 @@ class StylizeResult:
     iterations: int
     evaluations: int
     seconds_per_iteration: float
+    stopped: tuple = ()
 
 
 class CostNotFinite(UserError):
@@ -322,7 +325,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
         checkpoint.check_fits(resume, [content_img.shape[:2] for content_img, _ in passes])
     rng = np.random.default_rng(s["seed"])
     start = time.perf_counter() - elapsed
-    generated = None
+    generated, stopped = None, []
     for k in range(first, len(passes)):
         content_img, style_imgs = passes[k]
         H, W = content_img.shape[:2]
@@ -360,6 +363,9 @@ def stylize(content, style, *, callback=None, resume=None, **options):
             raise UserError(f"the checkpoint does not fit this run ({error}); start again without --resume") from None
         seconds_last_pass = time.perf_counter() - pass_start
         evaluations += result.n_evals
+        if result.iterations < s["iters"]:
+            where = f"pass {k + 1} of {len(passes)}, " if len(passes) > 1 else ""
+            stopped.append(f"{where}iteration {result.iterations} of {s['iters']}: {result.message}")
 
     if s["preserve_colors"]:  # after the last pass only: every pass optimises the plain image
         generated = preserve_content_colors(generated, passes[-1][0])
@@ -371,6 +377,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
         iterations=steps,
         evaluations=evaluations,
         seconds_per_iteration=seconds_last_pass / max(1, result.iterations),
+        stopped=tuple(stopped),
     )
 
 

@@ -93,7 +93,20 @@ def test_stylize_flags_reach_the_settings(paths, tmp_path, capsys):
     assert settings["style_layers"] == [["conv1", 0.25], ["fire3/concat", 0.5]]
     assert settings["init"] == "noise" and settings["pool"] == "avg" and settings["preserve_colors"] is True
     assert settings["style_blend"] == [0.75, 0.25] and settings["style_scale"] == 1.2 and settings["scales"] == 2
-    assert "scale 2/2" in capsys.readouterr().err
+    out_text = capsys.readouterr()
+    assert "scale 2/2" in out_text.err
+    assert "(of the image before --preserve-colors)" in out_text.out   # the cost printed is not the file's
+    with Image.open(out) as written:   # a stylised image's colours change from pixel to pixel: no 4:2:0
+        from PIL import JpegImagePlugin
+        assert JpegImagePlugin.get_sampling(written) == 0
+
+
+def test_an_optimiser_that_stops_early_says_why(paths, tmp_path, capsys):
+    """Weights so small that the gradient is below L-BFGS's gtol at the start: 0 iterations, and the reason."""
+    assert stylize(paths, tmp_path / "out.png", "--alpha", "1e-12", "--beta", "4e-13") == 0
+    out = capsys.readouterr().out
+    assert "  the optimiser stopped early (iteration 0 of 100: converged: projected gradient below gtol)" in out
+    assert "wrote" in out and "(of the image before" not in out
 
 
 @pytest.mark.parametrize(

@@ -261,9 +261,12 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
     if resume is not None and result.iterations == resume["steps"]:
         print(f"  nothing was left to do: the checkpoint is at iteration {resume['steps']} and --iters is "
               f"{settings['iters']}; raise --iters to go on", file=stream)
+    for line in result.stopped:   # fewer iterations than asked: say why, not only how many
+        print(f"  the optimiser stopped early ({line})", file=stream)
     print(f"wrote {output}: {result.iterations} iterations ({result.evaluations} evaluations) in "
           f"{result.seconds:.1f} s ({result.seconds_per_iteration:.3f} s per iteration at {W}x{H}); "
-          f"J {last['J']:.4g}, J_content {last['J_content']:.4g}, J_style {last['J_style']:.4g}", file=stream)
+          f"J {last['J']:.4g}, J_content {last['J_content']:.4g}, J_style {last['J_style']:.4g}"
+          f"{' (of the image before --preserve-colors)' if settings.get('preserve_colors') else ''}", file=stream)
     return 0
 
 
