@@ -1,5 +1,6 @@
 """scratchnst: Neural Style Transfer written from scratch in NumPy.
 
+    arguments       the checks of every layer's and cost's arguments: float arrays, dout's shape, positive ints
     layers          convolution, ReLU, pooling, concatenation: forward and backward, loops and vectorised
     fast_conv       the convolution the networks run: im2col a block of rows at a time, same results
     winograd        3x3 stride-1 convolution by F(2x2, 3x3), for fast_conv's wide layers
@@ -37,7 +38,7 @@
     cli/            the `scratchnst` command: parsing, stylize, weights, bench, interrupts
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
 
-The math modules (layers, fast_conv, conv_rows, winograd, tap_planes, fire_rows,
+The math modules (arguments, layers, fast_conv, conv_rows, winograd, tap_planes, fire_rows,
 transformer_layers, upsample_conv, costs, optim, lbfgs_memory, optim_state) import nothing but
 the standard library, NumPy, errors, parallel and memory_pages (themselves NumPy and the standard
 library);

@@ -24,6 +24,8 @@ Course check numbers (the published test values of the course's assignments, TF2
 
 import numpy as np
 
+from scratchnst import arguments
+
 # The course's style layers (TF2 assignment, Keras VGG-19 names), 0.2 each: low layers give the
 # colours and fine texture, high layers the larger strokes and motifs.
 COURSE_STYLE_LAYERS = (
@@ -64,6 +66,7 @@ def compute_content_cost(a_C, a_G):
     the intended term is a[l](C) - a[l](G), the difference between the content image's and the
     generated image's activations.
     """
+    arguments.check_floats("compute_content_cost", a_C=a_C, a_G=a_G)
     _check_activation(a_G, "a_G")
     _check_same_shape(a_C, a_G, ("a_C", "a_G"))
     # BEGIN SOLUTION
@@ -90,6 +93,7 @@ def content_cost_backward(a_C, a_G):
     Formula (differentiate the square, the 2 cancels half of the 4):
         dJ_content / da_G = (a_G - a_C) / (2 * nH * nW * nC)
     """
+    arguments.check_floats("content_cost_backward", a_C=a_C, a_G=a_G)
     _check_activation(a_G, "a_G")
     _check_same_shape(a_C, a_G, ("a_C", "a_G"))
     # BEGIN SOLUTION
@@ -132,6 +136,7 @@ def gram_matrix(A):
     Formula:
         G_A = A @ A.T
     """
+    arguments.check_floats("gram_matrix", A=A)
     # BEGIN SOLUTION
     # HINT: G[i, j] is the dot product of rows i and j of A: a single matrix product gives all of them
     G = A @ A.T
@@ -154,6 +159,7 @@ def gram_matrix_backward(A, dG):
         dJ/dA = (dG + dG^T) @ A
     (2 dG @ A when dG is symmetric, as every cost of G that treats G[i, j] and G[j, i] alike has.)
     """
+    arguments.check_floats("gram_matrix_backward", A=A, dG=dG)
     # BEGIN SOLUTION
     # HINT: each entry of A appears in one row and one column of G: differentiate both appearances
     # HINT: (do not assume dG is symmetric)
@@ -181,6 +187,7 @@ def compute_layer_style_cost(a_S, a_G):
         J = 1 / (4 * nC**2) * sum((G_S / M_S - G_G / M_G) ** 2)
     which is exactly the course's formula when M_S == M_G.
     """
+    arguments.check_floats("compute_layer_style_cost", a_S=a_S, a_G=a_G)
     _check_activation(a_S, "a_S")
     _check_activation(a_G, "a_G")
     if a_S.shape[3] != a_G.shape[3]:
@@ -217,6 +224,7 @@ def layer_style_cost_backward(a_S, a_G):
     The factor on the right is A_G, the generated image's features: the style image's A_S only
     enters through its fixed Gram G_S.
     """
+    arguments.check_floats("layer_style_cost_backward", a_S=a_S, a_G=a_G)
     _check_activation(a_S, "a_S")
     _check_activation(a_G, "a_G")
     if a_S.shape[3] != a_G.shape[3]:
@@ -247,6 +255,7 @@ def style_target(a_S):
 
     Targets of several style images can be blended by a weighted average (see `transfer`).
     """
+    arguments.check_floats("style_target", a_S=a_S)
     # BEGIN SOLUTION
     # HINT: the style image's half of compute_layer_style_cost (reuse what you wrote there); the
     # HINT: target stays float64 even when the activations are float32
@@ -278,6 +287,7 @@ def layer_style_cost_from_target(target, a_G):
     network that made a_G did (a float64 copy of a_G would carry no more of its digits, and cost
     twice the time); D, whose entries cancel as G approaches the target, and J are float64.
     """
+    arguments.check_floats("layer_style_cost_from_target", target=target, a_G=a_G)
     _check_activation(a_G, "a_G")
     _, n_H, n_W, n_C = a_G.shape
     if target.shape != (n_C, n_C):
@@ -373,6 +383,7 @@ def compute_total_variation_cost(x):
     tv weight works at every image size):
         J_tv = (sum((x[:, i+1, j] - x[:, i, j]) ** 2) + sum((x[:, i, j+1] - x[:, i, j]) ** 2)) / x.size
     """
+    arguments.check_floats("compute_total_variation_cost", x=x)
     # BEGIN SOLUTION
     # HINT: the differences between each pixel and the one below it, and the one to its right (slices
     # HINT: of x, in float64); sum both sets of squares and divide by the number of values
@@ -395,6 +406,7 @@ def total_variation_cost_backward(x):
     Formula: every difference d = x[p+1] - x[p] adds 2 d / x.size to pixel p+1 and subtracts it
     from pixel p.
     """
+    arguments.check_floats("total_variation_cost_backward", x=x)
     # BEGIN SOLUTION
     # HINT: every pixel is in up to four differences (above, below, left, right): add what each
     # HINT: difference contributes to both its pixels, with the sign it has there; return x's dtype

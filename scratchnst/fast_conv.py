@@ -27,7 +27,7 @@ Every function keeps the dtype it is given and never writes into its inputs, `do
 
 import numpy as np
 
-from scratchnst import conv_rows, layers, parallel, tap_planes, winograd
+from scratchnst import arguments, conv_rows, layers, parallel, tap_planes, winograd
 
 
 # About this many bytes of the im2col matrix exist at any time (see `_conv_padded`). Smaller blocks
@@ -272,6 +272,8 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="same", out=None):
 
 def _forward(x, w, b, stride, padding, relu, out):
     """(out, conv cache) of conv2d_forward, with the ReLU applied block by block if relu."""
+    arguments.check_floats("conv2d_relu_forward" if relu else "conv2d_forward", x=x, w=w, b=b)
+    stride = arguments.positive_int("stride", stride)
     N, H, W, C_in = x.shape
     KH, KW, w_C_in, C_out = w.shape
     if w_C_in != C_in:
@@ -292,6 +294,7 @@ def conv2d_backward(dout, cache, weight_grads=True):
     with the kernel flipped in space and with its channel axes swapped,
     w[::-1, ::-1].transpose(0, 1, 3, 2); the same fast routine as the forward pass computes it.
     """
+    _check_dout("conv2d_backward", dout, cache)
     dx = _input_gradient(dout, cache)
     if not weight_grads:
         return dx, None, None
@@ -311,7 +314,18 @@ def conv2d_relu_backward(dout, cache):
         is made either way), with relu_backward's arithmetic: dout times the 0/1 mask.
     """
     conv_cache, out = cache
+    _check_dout("conv2d_relu_backward", dout, conv_cache)
     return _input_gradient(dout, conv_cache, relu_out=out)
+
+
+def _check_dout(function, dout, cache):
+    """arguments.check_dout with the output shape of the convolution whose cache this is."""
+    x, w, _, stride, padding = cache
+    N, H, W, _ = x.shape
+    KH, KW, _, C_out = w.shape
+    H_out = layers.conv_output_size(H, KH, stride, padding)[0]
+    W_out = layers.conv_output_size(W, KW, stride, padding)[0]
+    arguments.check_dout(function, dout, (N, H_out, W_out, C_out))
 
 
 def _weight_gradients(dout, cache):

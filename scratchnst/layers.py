@@ -24,6 +24,8 @@ the layers here composed), with finite differences and with PyTorch.
 
 import numpy as np
 
+from scratchnst.arguments import check_dout, check_floats, positive_int
+
 
 # ---------------------------------------------------------------------------- output sizes
 def conv_output_size(n, k, stride, padding):
@@ -47,8 +49,7 @@ def conv_output_size(n, k, stride, padding):
     pad symmetrically, which shifts every window by one pixel when the total is odd (it is odd,
     for example, for a 3x3 kernel with stride 2 on an even-sized input).
     """
-    if stride < 1 or k < 1:
-        raise ValueError(f"stride and window size must be >= 1, got stride={stride}, k={k}")
+    stride, k = positive_int("stride", stride), positive_int("window size", k)
     if padding == "valid":
         before = after = 0
         n_out = (n - k) // stride + 1
@@ -104,6 +105,8 @@ def conv2d_forward_naive(x, w, b, stride=1, padding="same"):
              out[n, i, j, c] = b[c] + sum_{kh, kw, ci} xpad[n, i*stride + kh, j*stride + kw, ci] * w[kh, kw, ci, c]
         cache: (x, w, b, stride, padding) for conv2d_backward_naive.
     """
+    check_floats("conv2d_forward_naive", x=x, w=w, b=b)
+    stride = positive_int("stride", stride)
     N, H, W, C_in = x.shape
     KH, KW, w_C_in, C_out = w.shape
     if w_C_in != C_in:
@@ -137,9 +140,9 @@ def conv2d_backward_naive(dout, cache):
     x, w, b, stride, padding = cache
     N, H, W, C_in = x.shape
     KH, KW, _, C_out = w.shape
-    _, H_out, W_out, _ = dout.shape
-    _, top, bottom = conv_output_size(H, KH, stride, padding)
-    _, left, right = conv_output_size(W, KW, stride, padding)
+    H_out, top, bottom = conv_output_size(H, KH, stride, padding)
+    W_out, left, right = conv_output_size(W, KW, stride, padding)
+    check_dout("conv2d_backward_naive", dout, (N, H_out, W_out, C_out))
     xpad = _pad_hw(x, (top, bottom), (left, right))
     dxpad = np.zeros(xpad.shape, dtype=np.result_type(dout, w))
     dw = np.zeros(w.shape, dtype=np.result_type(dout, x))
@@ -176,6 +179,8 @@ def conv2d_forward(x, w, b, stride=1, padding="same"):
     (`_window_taps`). The networks run `fast_conv.conv2d_forward` instead, which computes the same
     thing with one larger product per block of rows (tests prove the two equal).
     """
+    check_floats("conv2d_forward", x=x, w=w, b=b)
+    stride = positive_int("stride", stride)
     N, H, W, C_in = x.shape
     KH, KW, w_C_in, C_out = w.shape
     if w_C_in != C_in:
@@ -218,9 +223,9 @@ def conv2d_backward(dout, cache, weight_grads=True):
     x, w, b, stride, padding = cache
     N, H, W, C_in = x.shape
     KH, KW, _, C_out = w.shape
-    _, H_out, W_out, _ = dout.shape
-    _, top, bottom = conv_output_size(H, KH, stride, padding)
-    _, left, right = conv_output_size(W, KW, stride, padding)
+    H_out, top, bottom = conv_output_size(H, KH, stride, padding)
+    W_out, left, right = conv_output_size(W, KW, stride, padding)
+    check_dout("conv2d_backward", dout, (N, H_out, W_out, C_out))
     # BEGIN SOLUTION
     # HINT: every output position sent dout[n, i, j, :] @ w[kh, kw].T back to input position
     # HINT: (i*stride + kh, j*stride + kw) of the padded input; crop the padding off at the end.
@@ -253,6 +258,7 @@ def relu_forward(x):
         cache: out itself. out > 0 exactly where x > 0, so the output is enough to rebuild the
             mask, and the network keeps it anyway (it is the next layer's input).
     """
+    check_floats("relu_forward", x=x)
     # BEGIN SOLUTION
     # HINT: elementwise max with 0; keep the dtype (np.maximum(x, 0) does).
     out = np.maximum(x, 0)
@@ -274,6 +280,7 @@ def relu_backward(dout, cache):
         dx: same shape and dtype as dout.
     """
     out = cache
+    check_dout("relu_backward", dout, out.shape)
     # BEGIN SOLUTION
     # HINT: the gradient passes only where the forward input was strictly positive (out > 0).
     dx = dout * (out > 0)  # times the 0/1 mask: in NumPy several times faster than np.where
@@ -308,6 +315,8 @@ def max_pool_forward_naive(x, size=2, stride=2, padding="valid"):
         out: (N, H_out, W_out, C), out[n, i, j, c] = max of the window at (i*stride, j*stride)
         cache: (x, size, stride, padding).
     """
+    check_floats("max_pool_forward_naive", x=x)
+    size, stride = positive_int("pool size", size), positive_int("stride", stride)
     N, H, W, C = x.shape
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
     xpad = _pad_hw(x, pad_h, pad_w, value=-np.inf)
@@ -323,15 +332,17 @@ def max_pool_forward_naive(x, size=2, stride=2, padding="valid"):
 def max_pool_backward_naive(dout, cache):
     """Backward pass of max pooling with plain loops: each window's gradient goes to one maximum.
 
-    Ties go to the first maximum in row-major order within the window, as PyTorch does.
+    Ties go to the first maximum in row-major order within the window, as PyTorch does. A window
+    holding NaN has NaN for its maximum, and its gradient goes to the last NaN in row-major order,
+    as in PyTorch and max_pool_backward.
 
     Returns:
         dx: (N, H, W, C).
     """
     x, size, stride, padding = cache
     N, H, W, C = x.shape
-    _, H_out, W_out, _ = dout.shape
-    _, _, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
+    H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
+    check_dout("max_pool_backward_naive", dout, (N, H_out, W_out, C))
     xpad = _pad_hw(x, pad_h, pad_w, value=-np.inf)
     dxpad = np.zeros(xpad.shape, dtype=dout.dtype)
     for n in range(N):
@@ -339,7 +350,9 @@ def max_pool_backward_naive(dout, cache):
             for j in range(W_out):
                 for c in range(C):
                     window = xpad[n, i * stride:i * stride + size, j * stride:j * stride + size, c]
-                    kh, kw = np.unravel_index(np.argmax(window), window.shape)
+                    nans = np.flatnonzero(np.isnan(window))
+                    k = nans[-1] if nans.size else np.argmax(window)  # argmax alone stops at the first NaN
+                    kh, kw = np.unravel_index(k, window.shape)
                     dxpad[n, i * stride + kh, j * stride + kw, c] += dout[n, i, j, c]
     return dxpad[:, pad_h[0]:pad_h[0] + H, pad_w[0]:pad_w[0] + W, :]
 
@@ -360,6 +373,8 @@ def max_pool_forward(x, size=2, stride=2, padding="valid"):
             uint8 (a quarter of a float32 output's memory) for windows of up to 16x16, whose 256
             taps it can number; a wider unsigned type for larger ones.
     """
+    check_floats("max_pool_forward", x=x)
+    size, stride = positive_int("pool size", size), positive_int("stride", stride)
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
     xpad = _pad_hw(x, pad_h, pad_w, value=-np.inf)
     # BEGIN SOLUTION
@@ -398,6 +413,7 @@ def max_pool_backward(dout, cache):
     x_shape, arg, size, stride, padding = cache
     N, H, W, C = x_shape
     H_out, W_out, (top, bottom), (left, right) = _pool_geometry(x_shape, size, stride, padding)
+    check_dout("max_pool_backward", dout, (N, H_out, W_out, C))
     dxpad = np.zeros((N, H + top + bottom, W + left + right, C), dtype=dout.dtype)
     # BEGIN SOLUTION
     # HINT: for each tap (kh, kw) of the window, add dout where that tap was the maximum to the
@@ -411,21 +427,29 @@ def max_pool_backward(dout, cache):
 def avg_pool_forward_naive(x, size=2, stride=2, padding="valid"):
     """Average pooling with plain loops.
 
-    With "same" padding the padded cells are left out of the average, as Keras does.
+    With "same" padding the padded cells are left out of the average, as Keras does: each window's
+    sum is divided by the number of real cells it holds.
 
     Returns:
         out: (N, H_out, W_out, C); cache: (x, size, stride, padding).
     """
+    check_floats("avg_pool_forward_naive", x=x)
+    size, stride = positive_int("pool size", size), positive_int("stride", stride)
     N, H, W, C = x.shape
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
-    xpad = _pad_hw(x, pad_h, pad_w, value=np.nan)  # NaN marks padding; nanmean skips it
+    xpad = _pad_hw(x, pad_h, pad_w)  # zeros add nothing to a sum
+    # A mask of the real cells rather than a marker value in xpad: any value, NaN too, may be in x.
+    inside = np.zeros((H + sum(pad_h), W + sum(pad_w)), dtype=bool)
+    inside[pad_h[0]:pad_h[0] + H, pad_w[0]:pad_w[0] + W] = True
     out = np.empty((N, H_out, W_out, C), dtype=x.dtype)
     for n in range(N):
         for i in range(H_out):
             for j in range(W_out):
+                rows = slice(i * stride, i * stride + size)
+                cols = slice(j * stride, j * stride + size)
+                count = inside[rows, cols].sum()
                 for c in range(C):
-                    window = xpad[n, i * stride:i * stride + size, j * stride:j * stride + size, c]
-                    out[n, i, j, c] = window[~np.isnan(window)].mean() if padding == "same" else window.mean()
+                    out[n, i, j, c] = xpad[n, rows, cols, c].sum() / count
     return out, (x, size, stride, padding)
 
 
@@ -437,8 +461,8 @@ def avg_pool_backward_naive(dout, cache):
     """
     x, size, stride, padding = cache
     N, H, W, C = x.shape
-    _, H_out, W_out, _ = dout.shape
-    _, _, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
+    H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
+    check_dout("avg_pool_backward_naive", dout, (N, H_out, W_out, C))
     Hp, Wp = H + sum(pad_h), W + sum(pad_w)
     inside = np.zeros((Hp, Wp), dtype=bool)
     inside[pad_h[0]:pad_h[0] + H, pad_w[0]:pad_w[0] + W] = True
@@ -480,6 +504,8 @@ def avg_pool_forward(x, size=2, stride=2, padding="valid"):
         out: (N, H_out, W_out, C), the mean of each window.
         cache: (x.shape, size, stride, padding): the backward pass needs no values of x.
     """
+    check_floats("avg_pool_forward", x=x)
+    size, stride = positive_int("pool size", size), positive_int("stride", stride)
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
     xpad = _pad_hw(x, pad_h, pad_w)
     counts = _avg_pool_counts(x.shape, size, stride, padding, x.dtype)  # (1, H_out, W_out, 1)
@@ -507,6 +533,7 @@ def avg_pool_backward(dout, cache):
     x_shape, size, stride, padding = cache
     N, H, W, C = x_shape
     H_out, W_out, (top, bottom), (left, right) = _pool_geometry(x_shape, size, stride, padding)
+    check_dout("avg_pool_backward", dout, (N, H_out, W_out, C))
     counts = _avg_pool_counts(x_shape, size, stride, padding, dout.dtype)  # (1, H_out, W_out, 1)
     # BEGIN SOLUTION
     # HINT: every cell of a window contributed 1/count of the window's mean: send dout/counts back
@@ -529,10 +556,11 @@ def concat_forward(xs, axis=-1):
 
     Returns:
         out: (N, H, W, sum_k C_k).
-        cache: (sizes, axis), the sizes C_k along `axis`, to split the gradient again.
+        cache: (out.shape, sizes, axis), sizes the C_k along `axis`, to split the gradient again.
     """
+    check_floats("concat_forward", **{f"xs[{k}]": x for k, x in enumerate(xs)})
     out = np.concatenate(xs, axis=axis)
-    return out, (tuple(x.shape[axis] for x in xs), axis)
+    return out, (out.shape, tuple(x.shape[axis] for x in xs), axis)
 
 
 def concat_backward(dout, cache):
@@ -546,6 +574,7 @@ def concat_backward(dout, cache):
         list of dx_k (N, H, W, C_k), fresh contiguous arrays (not views of dout), so that a caller
         that accumulates into one cannot change dout.
     """
-    sizes, axis = cache
+    out_shape, sizes, axis = cache
+    check_dout("concat_backward", dout, out_shape)
     bounds = np.cumsum(sizes)[:-1]
     return [np.ascontiguousarray(piece) for piece in np.split(dout, bounds, axis=axis)]

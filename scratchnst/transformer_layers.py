@@ -21,15 +21,15 @@ PyTorch). Every function keeps the dtype it is given and never writes into its i
 the cache.
 
 `gradcheck_cases.transformer_cases` lists these layers' configurations for `scratchnst.gradcheck`
-(there, not here: this module imports nothing but NumPy and `parallel`, not even inside a
-function, as tests/test_package_layout.py checks for every math module).
+(there, not here: this module imports nothing but NumPy, `parallel` and `layers` (for its argument
+checks), not even inside a function, as tests/test_package_layout.py checks for every math module).
 """
 
 import math
 
 import numpy as np
 
-from scratchnst import parallel
+from scratchnst import arguments, parallel
 
 # PyTorch's InstanceNorm2d default: small enough not to change the result for any real activation,
 # large enough that a constant channel (variance 0) gives xhat = 0 rather than 0/0.
@@ -38,7 +38,7 @@ IN_EPS = 1e-5
 
 # ------------------------------------------------------------------------ reflection padding
 def _check_reflect(shape, pad):
-    """ValueError unless `pad` is an int >= 0 smaller than H and W of shape (N, H, W, C).
+    """pad as a Python int, or ValueError unless it is an int >= 0 smaller than H and W of shape (N, H, W, C).
 
     A reflection never repeats the border pixel, so it can mirror at most H - 1 rows; np.pad would
     reflect again off the far side for more, PyTorch refuses. We refuse too.
@@ -49,6 +49,7 @@ def _check_reflect(shape, pad):
     if pad >= H or pad >= W:
         raise ValueError(f"reflection padding {pad} needs an input larger than {pad} pixels on each side, "
                          f"got {H}x{W}")
+    return int(pad)  # index arithmetic in a small NumPy type would wrap around
 
 
 def _reflect_index(i, n):
@@ -72,7 +73,8 @@ def reflection_pad_forward_naive(x, pad):
              r(k, n) = -k for k < 0, 2(n - 1) - k for k >= n, else k (the border is not repeated).
         cache: (x.shape, pad).
     """
-    _check_reflect(x.shape, pad)
+    arguments.check_floats("reflection_pad_forward_naive", x=x)
+    pad = _check_reflect(x.shape, pad)
     N, H, W, C = x.shape
     out = np.empty((N, H + 2 * pad, W + 2 * pad, C), dtype=x.dtype)
     for i in range(H + 2 * pad):
@@ -93,6 +95,7 @@ def reflection_pad_backward_naive(dout, cache):
         dx: (N, H, W, C); a border-near input cell copied k times receives k + 1 terms.
     """
     (N, H, W, C), pad = cache
+    arguments.check_dout("reflection_pad_backward_naive", dout, (N, H + 2 * pad, W + 2 * pad, C))
     dx = np.zeros((N, H, W, C), dtype=dout.dtype)
     for i in range(H + 2 * pad):
         for j in range(W + 2 * pad):
@@ -113,7 +116,8 @@ def reflection_pad_forward(x, pad):
              on the sides.
         cache: (x.shape, pad): the backward pass needs no values of x.
     """
-    _check_reflect(x.shape, pad)
+    arguments.check_floats("reflection_pad_forward", x=x)
+    pad = _check_reflect(x.shape, pad)
     out = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
     return out, (x.shape, pad)
 
@@ -151,13 +155,13 @@ def reflection_pad_backward(dout, cache):
             along both axes; where H is small the top and bottom folds may land on the same row,
             and both add.
     """
-    _, pad = cache
+    (N, H, W, C), pad = cache
+    arguments.check_dout("reflection_pad_backward", dout, (N, H + 2 * pad, W + 2 * pad, C))
     if pad == 0:
         return dout.copy()
     # The same sums as folding H into a copy of dout and then W into a copy of that, with one copy:
     # the middle, its rows folded; then the two border strips of columns, their rows folded (small
     # arrays), folded onto it. A full copy is a pass over dout, and fresh memory to fault in.
-    H, W = dout.shape[1] - 2 * pad, dout.shape[2] - 2 * pad
     dx = _fold_reflected(dout[:, :, pad:pad + W], pad, axis=1)  # (N, H, W, C)
     left = _fold_reflected(dout[:, :, :pad], pad, axis=1)  # (N, H, p, C)
     right = _fold_reflected(dout[:, :, pad + W:], pad, axis=1)
@@ -181,6 +185,7 @@ def instance_norm_forward_naive(x, gamma, beta, eps=IN_EPS):
              out[n, :, :, c] = gamma[c] * (x[n, :, :, c] - mu) / sqrt(var + eps) + beta[c]
         cache: (x, gamma, beta, eps).
     """
+    arguments.check_floats("instance_norm_forward_naive", x=x, gamma=gamma, beta=beta)
     N, H, W, C = x.shape
     out = np.empty(x.shape, dtype=np.result_type(x, gamma, beta))
     for n in range(N):
@@ -200,6 +205,7 @@ def instance_norm_backward_naive(dout, cache):
         dx (N, H, W, C), dgamma (C,), dbeta (C,).
     """
     x, gamma, beta, eps = cache
+    arguments.check_dout("instance_norm_backward_naive", dout, x.shape)
     N, H, W, C = x.shape
     M = H * W
     dx = np.empty(x.shape, dtype=np.result_type(dout, x, gamma))
@@ -255,7 +261,7 @@ def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
     statistics: training and stylising compute the same thing (Ulyanov et al. 2016, who found it
     the change that made feed-forward stylisation as good as the optimisation).
     """
-    x = np.asarray(x)
+    arguments.check_floats("instance_norm_forward", x=x, gamma=gamma, beta=beta)
     if x.dtype == np.float16:
         # float16's statistics overflow: a 256x256 plane counts 65536 pixels, beyond its largest
         # number (65504), and so do the sums. Computed in float32, given back in float16.
@@ -321,9 +327,7 @@ def instance_norm_backward(dout, cache):
     The per-plane means also give dgamma and dbeta: sums over the images of M times them.
     """
     xhat, inv_sigma, gamma = cache
-    dout = np.asarray(dout)
-    if dout.shape != xhat.shape:
-        raise ValueError(f"instance_norm_backward: dout has shape {dout.shape}, the layer's output {xhat.shape}")
+    arguments.check_dout("instance_norm_backward", dout, xhat.shape)
     if np.float16 in (dout.dtype, xhat.dtype):   # float32 inside, as the forward pass (the pixel count overflows)
         dx, dgamma, dbeta = instance_norm_backward(dout.astype(np.float32), (xhat.astype(np.float32), inv_sigma,
                                                                               gamma))
@@ -435,6 +439,7 @@ def conv2d_weight_gradient(x, dout, KH, KW):
     For a 9x9 output convolution (16 -> 3 channels) that copies 5x fewer values; measured at
     256x256, batch 4, float32, 1 thread: 57 ms instead of 273 (and 47 instead of 136 for the first).
     """
+    arguments.check_floats("conv2d_weight_gradient", x=x, dout=dout)
     N, Hp, Wp, C_in = x.shape
     _, H_out, W_out, C_out = dout.shape
     if (H_out, W_out) != (Hp - KH + 1, Wp - KW + 1):
@@ -463,7 +468,8 @@ def upsample_nearest_forward_naive(x, factor=2):
         out: (N, f*H, f*W, C), out[n, i, j, c] = x[n, i // f, j // f, c].
         cache: (x.shape, factor).
     """
-    _check_factor(factor)
+    arguments.check_floats("upsample_nearest_forward_naive", x=x)
+    factor = arguments.positive_int("upsampling factor", factor)
     N, H, W, C = x.shape
     out = np.empty((N, H * factor, W * factor, C), dtype=x.dtype)
     for i in range(H * factor):
@@ -479,16 +485,12 @@ def upsample_nearest_backward_naive(dout, cache):
         dx: (N, H, W, C).
     """
     (N, H, W, C), factor = cache
+    arguments.check_dout("upsample_nearest_backward_naive", dout, (N, H * factor, W * factor, C))
     dx = np.zeros((N, H, W, C), dtype=dout.dtype)
     for i in range(H * factor):
         for j in range(W * factor):
             dx[:, i // factor, j // factor, :] += dout[:, i, j, :]
     return dx
-
-
-def _check_factor(factor):
-    if not isinstance(factor, (int, np.integer)) or isinstance(factor, bool) or factor < 1:
-        raise ValueError(f"upsampling factor must be an int >= 1, got {factor!r}")
 
 
 def upsample_nearest_forward(x, factor=2):
@@ -506,7 +508,8 @@ def upsample_nearest_forward(x, factor=2):
     The blocks are made by broadcasting x to (N, H, f, W, f, C), which in C order is exactly the
     upsampled image; one reshape copies it out.
     """
-    _check_factor(factor)
+    arguments.check_floats("upsample_nearest_forward", x=x)
+    factor = arguments.positive_int("upsampling factor", factor)
     N, H, W, C = x.shape
     blocks = np.broadcast_to(x[:, :, None, :, None, :], (N, H, factor, W, factor, C))
     # a copy: the broadcast view is not contiguous (but for f = 1, where it is x itself, so copied here)
@@ -525,6 +528,7 @@ def upsample_nearest_backward(dout, cache):
         dx: (N, H, W, C), dx[n, i, j, c] = sum over the block (a, b) of dout[n, f*i + a, f*j + b, c].
     """
     (N, H, W, C), factor = cache
+    arguments.check_dout("upsample_nearest_backward", dout, (N, H * factor, W * factor, C))
     return dout.reshape(N, H, factor, W, factor, C).sum(axis=(2, 4))  # (N, H, W, C)
 
 
@@ -533,13 +537,14 @@ def residual_forward_naive(x, fx):
     """The residual sum with a plain loop over elements: out = x + F(x).
 
     Returns:
-        out: like x; cache: None.
+        out: like x; cache: out.shape.
     """
+    arguments.check_floats("residual_forward_naive", x=x, fx=fx)
     out = np.empty(np.broadcast_shapes(x.shape, fx.shape), dtype=np.result_type(x, fx))
     flat_x, flat_fx, flat_out = x.reshape(-1), fx.reshape(-1), out.reshape(-1)
     for i in range(flat_out.size):
         flat_out[i] = flat_x[i] + flat_fx[i]
-    return out, None
+    return out, out.shape
 
 
 def residual_backward_naive(dout, cache):
@@ -548,6 +553,7 @@ def residual_backward_naive(dout, cache):
     Returns:
         (dx, dfx), each like dout.
     """
+    arguments.check_dout("residual_backward_naive", dout, cache)
     dx, dfx = np.empty_like(dout), np.empty_like(dout)
     for i in range(dout.size):
         dx.flat[i] = dout.flat[i]
@@ -564,11 +570,12 @@ def residual_forward(x, fx):
 
     Returns:
         out: (N, H, W, C), x + fx.
-        cache: None (addition needs nothing to be remembered).
+        cache: x.shape (addition needs no values; the shape lets the backward pass check dout).
     """
+    arguments.check_floats("residual_forward", x=x, fx=fx)
     if x.shape != fx.shape:
         raise ValueError(f"a residual sum needs equal shapes, got {x.shape} and {fx.shape}")
-    return x + fx, None
+    return x + fx, x.shape
 
 
 def residual_backward(dout, cache):
@@ -576,12 +583,13 @@ def residual_backward(dout, cache):
 
     Args:
         dout: upstream gradient (N, H, W, C).
-        cache: from residual_forward (None).
+        cache: from residual_forward (the output's shape).
 
     Returns:
         (dx, dfx): two fresh copies of dout, one per branch, so that a caller that accumulates
         into either can never change dout or the other (the copies cost little next to a convolution).
     """
+    arguments.check_dout("residual_backward", dout, cache)
     return dout.copy(), dout.copy()
 
 
@@ -592,6 +600,7 @@ def scaled_tanh_forward_naive(x, scale, offset):
     Returns:
         out: like x, out = scale[c] * tanh(x) + offset[c]; cache: (x, scale, offset).
     """
+    arguments.check_floats("scaled_tanh_forward_naive", x=x)
     scale = np.broadcast_to(np.asarray(scale, dtype=x.dtype), x.shape[-1:])
     offset = np.broadcast_to(np.asarray(offset, dtype=x.dtype), x.shape[-1:])
     out = np.empty_like(x)
@@ -608,6 +617,7 @@ def scaled_tanh_backward_naive(dout, cache):
         dx: like dout.
     """
     x, scale, _ = cache
+    arguments.check_dout("scaled_tanh_backward_naive", dout, x.shape)
     dx = np.empty(dout.shape, dtype=np.result_type(dout, x))
     for index in np.ndindex(x.shape):
         dx[index] = dout[index] * scale[index[-1]] * (1 - math.tanh(x[index]) ** 2)
@@ -628,6 +638,7 @@ def scaled_tanh_forward(x, scale, offset):
         out: (N, H, W, C), x's dtype.
         cache: (t, scale) with t = tanh(x): the derivative 1 - t^2 needs only t.
     """
+    arguments.check_floats("scaled_tanh_forward", x=x)
     scale = np.asarray(scale, dtype=x.dtype)
     offset = np.asarray(offset, dtype=x.dtype)
     t = np.tanh(x)
@@ -645,6 +656,7 @@ def scaled_tanh_backward(dout, cache):
         dx: (N, H, W, C).
     """
     t, scale = cache
+    arguments.check_dout("scaled_tanh_backward", dout, t.shape)
     dx = np.square(t)                # a fresh array: t itself stays as the cache holds it
     np.subtract(1, dx, out=dx)
     dx *= scale

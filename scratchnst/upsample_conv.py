@@ -29,7 +29,7 @@ PyTorch).
 
 import numpy as np
 
-from scratchnst import fast_conv, transformer_layers
+from scratchnst import arguments, fast_conv, transformer_layers
 
 
 def fits(K, factor):
@@ -72,12 +72,16 @@ def phase_kernel(w, groups_h, groups_w):
 
 
 def _check(x, w, factor):
+    """factor as a Python int, or ValueError/TypeError for arguments upsample_conv_forward cannot take."""
+    arguments.check_floats("upsample_conv_forward", x=x, w=w)
+    factor = arguments.positive_int("upsampling factor", factor)
     K, KW, C_in, _ = w.shape
     if K != KW or not fits(K, factor):
         raise ValueError(f"upsample_conv takes an odd square kernel narrower than 2 * factor + 1: got "
                          f"{K}x{KW} with factor {factor}")
     if x.shape[3] != C_in:
         raise ValueError(f"kernel expects {C_in} input channels, input has {x.shape[3]}")
+    return factor
 
 
 def upsample_conv_forward(x, w, factor=2):
@@ -93,7 +97,7 @@ def upsample_conv_forward(x, w, factor=2):
         out: (N, f*H, f*W, C_out), in x's dtype.
         cache: (x_edge, w, factor): x padded by one edge pixel on each side, for the backward pass.
     """
-    _check(x, w, factor)
+    factor = _check(x, w, factor)
     N, H, W, _ = x.shape
     C_out = w.shape[3]
     x_edge = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
@@ -123,6 +127,7 @@ def upsample_conv_backward(dout, cache, input_grad=True):
     N, He, We, C_in = x_edge.shape
     H, W = He - 2, We - 2
     K = w.shape[0]
+    arguments.check_dout("upsample_conv_backward", dout, (N, factor * H, factor * W, w.shape[3]))
     dw = np.zeros(w.shape, dtype=dout.dtype)
     dx_edge = np.zeros(x_edge.shape, dtype=dout.dtype) if input_grad else None
     taps = phase_taps(K, factor)

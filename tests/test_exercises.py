@@ -673,6 +673,15 @@ def test_a_syntax_error_is_reported_with_its_line_and_costs_that_module_only(tmp
     assert adam.checks[0].details[0].startswith("SyntaxError") and "scratchnst/optim.py:" in adam.checks[0].where
 
 
+def test_a_syntax_error_in_layers_leaves_the_costs_graded(tmp_path):
+    """costs.py must not import layers.py: a broken layers.py would cost every exercise of the costs too."""
+    exercises.make_student_copy(tmp_path, solutions=True)
+    plant(tmp_path, "layers", "relu_forward", "out = (x -")
+    report = exercises.grade(tmp_path, only=["relu_forward", "gram_matrix", "compute_content_cost"], use_torch=False)
+    assert by_name(report)["relu_forward"].status == "fail"
+    assert by_name(report)["gram_matrix"].status == "pass" and by_name(report)["compute_content_cost"].status == "pass"
+
+
 def test_torch_cannot_be_imported_by_the_students_code(robustness_report):
     check = by_name(robustness_report)["gram_matrix"].checks[0]
     assert check.status == "error" and "torch cannot be imported" in check.details[0]
