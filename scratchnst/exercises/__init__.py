@@ -16,7 +16,8 @@ What each module holds (none imports this package's __init__; the arrows of impo
     checks_optim   ... of optim.py's exercise (adam_update)
     cases          one check (Case, Mistake, Pick) and judging an answer to it (CheckResult)
     casefile       the checks as plain data (JSON + .npz), shipped with a student copy
-    worker         the child process that runs the student's code, and the plain-data wire format
+    worker         the child process that runs the student's code (what it may import and print), and the
+                   plain-data wire format
     sandbox        the scratch copy of a submission, the contained child, its limits and its end
     grading        grading one copy: grade, Report, print_report, run_check, run_make
     batch          grading a class: run_grade, the exports, the Gradescope bundle

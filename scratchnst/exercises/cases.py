@@ -176,13 +176,56 @@ def _compare_value(got, expected, case):
     e = np.asarray(expected, dtype=np.float64)
     error = _error(g, e, case.normwise)
     if e.ndim == 0:
-        return error <= case.tol, error, f"expected {float(e):.10g}, got {float(g):.10g}"
+        shown_e, shown_g = _shown(float(e), float(g), 10)
+        return error <= case.tol, error, f"expected {shown_e}, got {shown_g}"
     with np.errstate(all="ignore"):
         # the element the error measure blames: largest relative difference, or largest absolute one
         blame = np.abs(g - e) if case.normwise else np.abs(g - e) / np.maximum(1e-8, np.abs(g) + np.abs(e))
         worst = np.unravel_index(np.argmax(np.where(np.isnan(blame), np.inf, blame)), e.shape)
     index = tuple(int(i) for i in worst)
-    return error <= case.tol, error, f"at {index}: expected {e[worst]:.6g}, got {g[worst]:.6g}"
+    shown_e, shown_g = _shown(float(e[worst]), float(g[worst]), 6)
+    return error <= case.tol, error, f"at {index}: expected {shown_e}, got {shown_g}"
+
+
+def _shown(expected, got, digits):
+    """expected and got as text with `digits` significant digits, or as many more as it takes for two
+    different values not to look the same ("expected 0.639595, got 0.639595" helps nobody)."""
+    while True:
+        a, b = f"{expected:.{digits}g}", f"{got:.{digits}g}"
+        if a != b or expected == got or digits >= 17 or expected != expected or got != got:
+            return a, b
+        digits += 1
+
+
+# How close an answer computed in float32 comes to the float64 one: float32's rounding (6e-8 a step)
+# grown over a long sum; far closer than any wrong formula, far looser than float64's round-off.
+FLOAT32_SLIP_TOL = 1e-5
+
+
+def _float32_reason(got, expected, case):
+    """The likely reason when got is the answer to float32's precision only, with float32 inputs or
+    float32 values in it (a cost summed in float32 and returned as a float); else ""."""
+    if getattr(got, "dtype", None) == np.float32:  # a float32 result: the dtype checks say what is wrong
+        return ""
+    try:
+        g, e = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    except (TypeError, ValueError):
+        return ""
+    if g.shape != e.shape or not np.all(np.isfinite(g)) or _error(g, e, True) > FLOAT32_SLIP_TOL:
+        return ""
+    inputs = list(case.args) + list(case.kwargs.values())
+    float32_in = False
+    while inputs and not float32_in:
+        item = inputs.pop()
+        if isinstance(item, (tuple, list)):
+            inputs += list(item)
+        float32_in = getattr(item, "dtype", None) == np.float32
+    with np.errstate(all="ignore"):
+        float32_values = bool(np.all(g.astype(np.float32).astype(np.float64) == g))
+    if not (float32_in or float32_values):
+        return ""
+    return ("right to float32's precision only: summed in float32? (convert to float64 before summing: "
+            "x.astype(np.float64))")
 
 
 def _matches(got, expected, mistake, case):
@@ -285,6 +328,8 @@ class CheckResult:
     hint: str = ""
     where: str = ""  # for "not done" and "error": file:line in the student's code
     function: str = ""  # for "not done" and "error": the function that raised
+    printed: list = field(default_factory=list)  # the first lines the call printed (the self-check shows them)
+    printed_lines: int = 0  # how many lines it printed in all
 
 
 def _input_name(path, params):
@@ -306,6 +351,13 @@ def judge(answer, case, params):
         case: the Case that was called.
         params: the names of the function's parameters, to name an input it wrote into.
     """
+    result = _verdict(answer, case, params)
+    result.printed = list(answer.get("printed") or [])
+    result.printed_lines = max(answer.get("printed_count") or 0, len(result.printed))
+    return result
+
+
+def _verdict(answer, case, params):
     status = answer["status"]
     if status == "import timeout":
         return CheckResult(case.label, "timeout", details=[answer["message"]])
@@ -375,7 +427,7 @@ def _compare_parts(result, pairs, case):
         result.details += named
         result.mistakes += [m.name for m in named]
         if not named:
-            reason = _generic_reason(g, e)
+            reason = _generic_reason(g, e) or _float32_reason(g, e, case)
             if reason:
                 result.details.append(reason)
             if case.hint:

@@ -85,6 +85,7 @@ from scratchnst.exercises.catalogue import CATALOGUE, Exercise
 from scratchnst.exercises.markers import installed_package_dir, make_student_copy as _write_copy, package_regions
 from scratchnst.exercises.sandbox import Limits, StudentProcess, bwrap_status, copy_submission, hide_given_code
 from scratchnst.exercises.sandbox import _printable as printable
+from scratchnst.exercises.worker import SHOWN_LINES
 
 # Seconds the calls of one exercise may take together. The reference answers take milliseconds on
 # these inputs and a plain-loop answer well under a second; what runs longer is stuck.
@@ -368,7 +369,7 @@ def _params(exercise):
 def _grade_exercise(student, exercise, hint, cases, timeout, left):
     """Run every check of one exercise in the student's process: (ExerciseResult, seconds used)."""
     params = _params(exercise)
-    budget, checks, spent = timeout, [], 0.0
+    budget, checks, spent, printed = timeout, [], 0.0, 0
     for case in cases:
         if left - spent <= 0:
             checks.append(judge({"status": "budget"}, case, params))
@@ -378,7 +379,8 @@ def _grade_exercise(student, exercise, hint, cases, timeout, left):
             continue
         imported = student.import_seconds
         answer, seconds = student.call(exercise.module, exercise.function, case.args, case.kwargs,
-                                       min(budget, left - spent), total=left - spent)
+                                       min(budget, left - spent), total=left - spent, printed=printed)
+        printed += answer.get("printed_bytes", 0)   # the exercise's calls share one limit on output
         if answer["status"] == "timeout" and left - spent - seconds <= 0 and budget - seconds > 0:
             answer = {"status": "budget"}
         budget -= seconds
@@ -398,8 +400,31 @@ def _points(x):
     return f"{round(x, 1):g}"
 
 
-def print_report(report, stream=None):
-    """Print the report: every exercise with its checks, a summary, the score."""
+def _printed(result):
+    """The lines that show what an exercise's calls printed: at most SHOWN_LINES lines of it, enough to
+    debug with, and a bounded report however much the code prints (the worker keeps each call's start)."""
+    lines, left = [], SHOWN_LINES
+    for check in result.checks:
+        if not check.printed_lines:
+            continue
+        if left <= 0:
+            lines.append("(later checks printed too: not shown)")
+            break
+        shown = check.printed[:left]
+        first = f"; the first {len(shown)}" if check.printed_lines > len(shown) else ""
+        plural = "s" if check.printed_lines != 1 else ""
+        lines.append(f"printed during {check.label} ({check.printed_lines} line{plural}{first}):")
+        lines += [f"| {line}" for line in shown]
+        left -= len(shown)
+    return lines
+
+
+def print_report(report, stream=None, show_printed=False):
+    """Print the report: every exercise with its checks, a summary, the score.
+
+    show_printed: under each exercise, the first lines its calls printed (the self-check: the
+        student debugs with print(); a teacher's report of a class leaves them out).
+    """
     out = stream or sys.stdout
 
     def say(text="", indent="", wrap=True):
@@ -443,6 +468,8 @@ def print_report(report, stream=None):
                         line = f"mistake: {line.name}" + (" (explained above)" if seen else f": {line.why}")
                     say(line, " " * 14)
                 shown = check.details
+        for line in _printed(result) if show_printed else []:
+            say(line, "      ", wrap=False)
         if result.status != "pass":
             case_hints = list(dict.fromkeys(c.hint for c in result.checks if c.hint and c.status != "ok"))
             for text in case_hints or ([result.hint] if result.hint else []):
@@ -475,7 +502,7 @@ def run_check(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True,
               import_timeout=DEFAULT_IMPORT_TIMEOUT):
     """`scratchnst exercises check`: self-check one copy, print the report; exit status 0 only at 100%."""
     report = grade(directory, only=only, timeout=timeout, use_torch=use_torch, import_timeout=import_timeout)
-    print_report(report, stream)
+    print_report(report, stream, show_printed=True)
     return 0 if report.perfect else 1
 
 

@@ -23,6 +23,7 @@ from scratchnst import __version__
 from scratchnst.atomic import reason
 from scratchnst.errors import UsageError, UserError
 from scratchnst.exercises.catalogue import CATALOGUE
+from scratchnst.exercises.worker import IMPORTABLE, OUTPUT_MB, SHOWN_LINE_CHARS, SHOWN_LINES
 
 # (what the copy's README says about checking it: self-check with the values shipped in the copy)
 
@@ -400,6 +401,10 @@ def _readme(regions, hidden, solutions):
     if hidden:
         hidden_note = ("- The loop versions (`*_naive`) and the private helpers of the reference answers are\n"
                        "  hidden as well: they raise `NotImplementedError` too. You need not write them.\n")
+    # what may be imported and printed: the worker's own definitions, which the checker and grading enforce
+    libraries = [f"`{name}`" for name in IMPORTABLE if name != "scratchnst"]
+    importable = "Python's standard library, " + ", ".join(libraries) + " and this package"
+    shown, cut, output_mb = SHOWN_LINES, SHOWN_LINE_CHARS, OUTPUT_MB
     return f"""# scratchnst exercises
 
 {intro}
@@ -426,9 +431,17 @@ says which checks pass, shows where a failing one differs (expected against give
 relative error), names the mistake when it recognises a classic one, and gives a hint. The exit
 status is 0 at 100%.
 
+`print()` works for debugging: under each exercise the checker shows the first lines your code
+printed ({shown} lines per exercise at most, {cut} characters per line), and how many it printed in all.
+The checks of one exercise may print {output_mb} MB together: the call that goes over stops there and
+fails its check, and so do the exercise's later checks ("printed more than {output_mb} MB: remove the
+print() calls"), here and when your teacher grades; other exercises are not affected.
+
 ## Rules
 
-- NumPy only: torch and scipy cannot be imported while your code is graded.
+- Imports: {importable} only. Anything else (torch, scipy,
+  matplotlib, PIL, h5py, ...) cannot be imported while your code is graded, and the checker
+  refuses it too, with the same message: what passes here passes there.
 - Never write into an input (x, dout, a cache, m, v): compute into new arrays.
 - Keep the dtype you are given (float32 in, float32 out); sum costs in float64.
 {hidden_note}- An exercise whose main check fails earns none of its points, whatever its other checks say.

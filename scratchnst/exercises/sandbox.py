@@ -75,7 +75,7 @@ class Limits:
     cpu_seconds: int = 600  # CPU time per process, a backstop behind the wall-clock budgets
     processes: int = 4  # threads included; enforced for a non-root user (as root, in bwrap, as nobody, whom
     # every sandbox of a class shares: with more --jobs than this, a student's code cannot start any)
-    file_mb: int = 8  # the largest file it may write, stderr included
+    file_mb: int = wire.OUTPUT_MB  # the largest file it may write, stderr included (and what a call may print)
     open_files: int = 64
     tmp_mb: int = 16  # the sandbox's private /tmp
 
@@ -712,8 +712,11 @@ class StudentProcess:
             return ""
         return _printable(lines[-1], 200) if lines else ""
 
-    def call(self, module, function, args, kwargs, budget, total=math.inf):
+    def call(self, module, function, args, kwargs, budget, total=math.inf, printed=0):
         """Run scratchnst.<module>.<function>(*args, **kwargs) in the child.
+
+        printed is what the exercise's earlier calls printed (bytes): the calls of one exercise share
+        the child's limit on output (worker.OUTPUT_MB), whatever else the child ran before.
 
         budget is the call's own seconds; total what is left of the submission's (--budget), which
         also pays for the imports of a child started for this call (the first, or one after a crash
@@ -743,9 +746,17 @@ class StudentProcess:
         if module in self.import_errors:
             return dict(self.import_errors[module]), 0.0
         self._calls += 1
+        # stderr holds what this call writes to the file descriptors (print() goes to the frames): emptied
+        # first, so that a call that filled it to the file-size limit leaves no "File too large" to the next
+        try:
+            self._stderr.seek(0)
+            self._stderr.truncate()
+        except (OSError, ValueError):
+            pass
         start = time.monotonic()
         try:
-            sent = self._send({"kind": "call", "id": self._calls, "module": module, "function": function},
+            sent = self._send({"kind": "call", "id": self._calls, "module": module, "function": function,
+                               "printed": int(printed)},
                               (tuple(args), dict(kwargs)), budget)
         except OSError:  # the pipe broke: the child is gone
             answer = {"status": "crashed", "code": None, "message": self._stderr_tail()}
@@ -787,6 +798,13 @@ def _clean_answer(head):
     out = {"status": head["status"], "id": head.get("id") if type(head.get("id")) is int else None}
     for key in ("type", "message", "where", "function"):
         out[key] = _printable(head.get(key, "") if isinstance(head.get(key, ""), str) else "", 240)
+    printed = head.get("printed") if isinstance(head.get("printed"), dict) else {}
+    lines = printed.get("lines") if isinstance(printed.get("lines"), list) else []
+    out["printed"] = [_printable(line, wire.SHOWN_LINE_CHARS) for line in lines[:wire.SHOWN_LINES]
+                      if isinstance(line, str)]
+    for key in ("count", "bytes"):  # how many lines and bytes the call printed in all (the start is shown)
+        value = printed.get(key)
+        out[f"printed_{key}"] = value if type(value) is int and 0 <= value < 1 << 62 else 0
     mutated = head.get("mutated", [])
     out["mutated"] = [tuple(p) for p in mutated[:64] if _is_input_path(p)] if isinstance(mutated, list) else []
     if "errors" in head:

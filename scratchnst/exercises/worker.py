@@ -21,7 +21,10 @@ under `Limits`: the dtypes of ALLOWED_DTYPES only, sizes bounded, a deadline on 
 frame that breaks a rule is a `ProtocolError`: the grader then trusts nothing more from that child.
 """
 
+import errno
 import importlib
+import importlib.machinery
+import io
 import json
 import os
 import select
@@ -38,7 +41,20 @@ import numpy as np  # noqa: E402
 MAGIC = b"SNX1"
 ALLOWED_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8",
                   "uint64", "uint32", "uint16", "uint8", "bool")
-_BLOCKED_IMPORTS = ("torch", "scipy", "tensorflow", "jax")
+# What a student's code may import, the one list the self-check and grading share: the standard
+# library, NumPy and the package itself. The sandbox's view holds nothing more (sandbox._bwrap_command);
+# the uncontained child (a self-check, --uncontained) sees the whole site-packages, so the import hook
+# below refuses the rest there too, with the same message: 100% at home is 100% when graded.
+IMPORTABLE = ("numpy", "scratchnst")
+# What the calls of one exercise may print together (MB; the grader says at each call how much the
+# exercise printed before). The same bound as the child's files (sandbox.Limits.file_mb): beyond it a
+# call fails with one clear message, in the self-check as when graded, and the other exercises start afresh.
+OUTPUT_MB = 8
+# What is kept of a call's print() output to show the student (the self-check shows it): the start
+# only; the self-check shows SHOWN_LINES lines per exercise, each cut to SHOWN_LINE_CHARS
+SHOWN_CHARS = 2000
+SHOWN_LINES = 20
+SHOWN_LINE_CHARS = 200
 
 
 # ============================================================================== the format
@@ -192,18 +208,99 @@ def read_frame(fd, deadline, limits=Limits()):
 
 
 # ============================================================================ the worker
+def importable(name, stdlib_path):
+    """True if a student's code may import module `name` (dotted): see IMPORTABLE.
+
+    The standard library is what Python's own folders hold (stdlib_path: sys.path as `python -I -S`
+    starts), private modules included (sysconfig's `_sysconfigdata_*`, which NumPy's testing reads),
+    and never site-packages, which only the uncontained child has on its path.
+    """
+    top = name.partition(".")[0]
+    if top in IMPORTABLE or top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return True
+    return importlib.machinery.PathFinder.find_spec(top, list(stdlib_path)) is not None
+
+
+def refusal(name):
+    """What importing a module that is not `importable` says, in the self-check and when graded."""
+    return (f"{name.partition('.')[0]} cannot be imported while the exercises are graded: use NumPy "
+            "(NumPy and the standard library only)")
+
+
 class _NoForeignImports:
-    """Meta path finder that refuses the libraries the exercises must not lean on.
+    """Meta path finder that refuses every module that is not `importable`, before any other finder.
 
     Only a speed bump where the grader runs without a sandbox (a student can remove it); in the
-    sandbox these libraries are not there at all.
+    sandbox these libraries are not there at all. ModuleNotFoundError, as the sandbox would raise:
+    code that catches it to go without an optional library behaves the same in both.
     """
 
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name.partition(".")[0] in _BLOCKED_IMPORTS:
-            raise ImportError(f"{name} cannot be imported while the exercises are graded: use NumPy")
+    stdlib_path = ()  # set by worker_main before the student's code runs
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if not importable(name, cls.stdlib_path):
+            raise ModuleNotFoundError(refusal(name), name=name)
         return None
+
+
+class TooMuchOutput(BaseException):
+    """Raised by print() once an exercise's calls printed more than OUTPUT_MB. A BaseException, so that
+    the usual `except Exception` of a student's code does not swallow it and print on for minutes."""
+
+
+def output_verdict():
+    """The message of a call that printed too much (the same wherever it is graded)."""
+    return f"printed more than {OUTPUT_MB} MB: remove the print() calls"
+
+
+class _Printed(io.TextIOBase):
+    """sys.stdout and sys.stderr of the child: counts what a call prints and keeps only its start.
+
+    print() used to go to the child's stderr file, which the student never saw and whose size limit,
+    once reached, failed every later print with "File too large", in whatever exercise it came.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.reset()
+
+    def reset(self, before=0):
+        """Count a new call's output; `before`: bytes the exercise's earlier calls printed."""
+        self.size, self.line_ends, self.open_line, self.head, self.over = 0, 0, 0, "", None
+        self.allowed = (OUTPUT_MB << 20) - before
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        if type(text) is not str:
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if self.over is not None:  # the student's code caught it and prints on: refused again
+            raise TooMuchOutput(output_verdict())
+        self.size += len(text.encode("utf-8", "replace"))
+        if self.size > self.allowed:  # (the write that goes over is refused: not shown, not counted as lines)
+            self.over = TooMuchOutput(output_verdict())
+            raise self.over
+        self.line_ends += text.count("\n")
+        if text:
+            self.open_line = 0 if text.endswith("\n") else 1  # a last line without its newline counts too
+        if len(self.head) <= SHOWN_CHARS:
+            self.head += text[:SHOWN_CHARS + 1 - len(self.head)]
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def shown(self):
+        """{"lines": the first lines printed (at most SHOWN_LINES), "bytes": all printed, "count": lines}."""
+        lines = self.head[:SHOWN_CHARS].split("\n")
+        if self.head.endswith("\n") or not self.head:
+            lines = lines[:-1]
+        return {"lines": lines[:SHOWN_LINES], "bytes": self.size, "count": self.line_ends + self.open_line}
+
+
+_PRINTED = _Printed()
 
 
 def _arrays_in(args, kwargs):
@@ -254,6 +351,8 @@ def _raised(error, root, importing=False):
     except BaseException:  # noqa: BLE001
         where, function = "", ""
     message = f"called sys.exit({_text(error.code, 60)})" if isinstance(error, SystemExit) else _text(error)
+    if isinstance(error, OSError) and error.errno == errno.EFBIG:  # the file-size limit, not a bug to hunt
+        message = f"wrote more than {OUTPUT_MB} MB to a file or to the terminal (File too large): write less"
     return {"status": "not done" if isinstance(error, NotImplementedError) and not importing else "error",
             "type": _text(type(error).__name__, 60), "message": message, "where": where, "function": function}
 
@@ -266,30 +365,39 @@ def _import_all(root, modules):
         expected = os.path.realpath(os.path.join(root, "scratchnst"))
         if os.path.dirname(os.path.realpath(package.__file__)) != expected:
             raise ImportError(f"scratchnst was imported from {package.__file__}, not from the submission")
-    except (Exception, SystemExit) as error:
+    except (Exception, SystemExit, TooMuchOutput) as error:  # (a module that prints too much at import)
         return {m: _raised(error, root, importing=True) for m in modules}
     for module in modules:
         try:
             importlib.import_module(f"scratchnst.{module}")
-        except (Exception, SystemExit) as error:
+        except (Exception, SystemExit, TooMuchOutput) as error:
             errors[module] = _raised(error, root, importing=True)
     return errors
 
 
-def _serve(root, module, function, args, kwargs):
-    """Run one call of the student's code: (head, body) of the answer frame."""
+def _serve(root, module, function, args, kwargs, printed=0):
+    """Run one call of the student's code: (head, body) of the answer frame.
+
+    printed: bytes the exercise's earlier calls printed (what this call may print is what is left).
+    """
+    _PRINTED.reset(printed)  # what this call prints, from its import on, is counted and shown on its own
     try:
         func = getattr(importlib.import_module(f"scratchnst.{module}"), function)
-    except (Exception, SystemExit) as error:
-        return _raised(error, root, importing=True), None
+    except (Exception, SystemExit, TooMuchOutput) as error:
+        return dict(_raised(error, root, importing=True), printed=_PRINTED.shown()), None
     before = [(path, array, array.copy()) for path, array in _arrays_in(args, kwargs)]
     try:
         value = func(*args, **kwargs)
-    except (Exception, SystemExit) as error:  # KeyboardInterrupt ends the worker, as it should
-        return _raised(error, root), None
-    mutated = [path for path, array, copy in before
-               if array.shape != copy.shape or array.tobytes() != copy.tobytes()]
-    return {"status": "ok", "mutated": mutated}, value
+    except (Exception, SystemExit, TooMuchOutput) as error:  # KeyboardInterrupt ends the worker, as it should
+        answer, value = _raised(error, root), None
+    else:
+        mutated = [path for path, array, copy in before
+                   if array.shape != copy.shape or array.tobytes() != copy.tobytes()]
+        answer = {"status": "ok", "mutated": mutated}
+    if _PRINTED.over is not None:  # it printed too much, whether or not its own code caught the exception
+        answer, value = _raised(_PRINTED.over, root), None
+    answer["printed"] = _PRINTED.shown()
+    return answer, value
 
 
 def _drop_privileges():
@@ -302,15 +410,20 @@ def _drop_privileges():
 
 def worker_main(root, lib):
     """Serve requests from stdin (frames), one answer frame each on stdout."""
+    # `python -I -S` starts with the standard library's folders only: what is on the path besides NumPy's
+    _NoForeignImports.stdlib_path = tuple(p for p in sys.path if p != lib)
     sys.path[:0] = [root] if lib in sys.path else [root, lib]
     sys.meta_path.insert(0, _NoForeignImports)
-    # The protocol gets private copies of stdin and stdout; the student's print() goes to stderr
-    # and input() reads nothing, so neither can corrupt the requests or the answers by accident.
+    # The protocol gets private copies of stdin and stdout; what the student writes to file descriptor 1
+    # goes to stderr (a file of bounded size) and input() reads nothing, so neither can corrupt the
+    # requests or the answers by accident.
     requests = os.dup(0)
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     with open(os.devnull, "rb") as nothing:
         os.dup2(nothing.fileno(), 0)
+    # print() is counted and its start kept, per call (_Printed): shown by the self-check, bounded everywhere
+    sys.stdout = sys.stderr = _PRINTED
     _drop_privileges()
 
     def send(head, body=None):
@@ -334,7 +447,8 @@ def worker_main(root, lib):
             send({"status": "imported", "errors": errors})
         else:
             args, kwargs = body
-            answer, value = _serve(root, head["module"], head["function"], args, kwargs)
+            printed = head.get("printed") if type(head.get("printed")) is int else 0
+            answer, value = _serve(root, head["module"], head["function"], args, kwargs, printed)
             answer["id"] = head.get("id")
             send(answer, value)
 
