@@ -12,7 +12,6 @@ that makes it, and the options come from $SCRATCHNST_LESSON_ARGS (e.g. "--size 6
 since a notebook has no command line.
 """
 
-import argparse
 import math
 import os
 import re
@@ -119,9 +118,8 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
     """
     global _DEBUG
     in_notebook = argv is None and _in_notebook()
-    parser = ArgumentParser(  # one-line errors and --debug, as the `scratchnst` command
+    parser = ArgumentParser(  # one-line errors, --debug and the defaults in --help, as the `scratchnst` command
         description=doc.strip().splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     if in_notebook:  # the options come from the environment, not from the kernel's command line
         parser.error = lambda message: parser.exit(

@@ -11,6 +11,7 @@ A backward pass is right when it agrees with two independent witnesses:
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -124,6 +125,76 @@ class Skip(Exception):
     """A check that cannot run here (no weights for its network): the message says how to enable it."""
 
 
+class WrongReturn(Exception):
+    """A checked function returned the wrong kind of value; the message names it, what it returned and what
+    was expected (a student's slip, said in the student's terms rather than as NumPy's error further on)."""
+
+
+# The package checked (in a student copy's child Python, the copy's) and the checker's own files in it:
+# a student's mistake is shown at the innermost line of the package that is not the checker's.
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKER_FILES = {_PACKAGE / name for name in ("gradcheck.py", "gradcheck_cases.py", "torch_ref.py",
+                                                "cli/gradcheck_command.py")}
+
+
+def place(filename, lineno, package=_PACKAGE):
+    """'scratchnst/costs.py:57' for a file of `package` (the one checked), else the file's name and line."""
+    path = Path(filename).resolve()
+    shown = path.relative_to(package.parent) if path.is_relative_to(package) else path.name
+    return f"{shown}:{lineno}"
+
+
+def in_checked_code(filename, package=_PACKAGE):
+    """True for a file of `package` (the one checked) that is not the checker itself: a layer, a cost, ..."""
+    path = Path(filename).resolve()
+    checker = {package / p.relative_to(_PACKAGE) for p in _CHECKER_FILES}
+    return path.is_relative_to(package) and path not in checker
+
+
+def _what(value):
+    """What a function returned, in words: 'an array of shape (12, 12)', 'a list of 1 items', 'None'."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}" if value.ndim else "a 0-d array"
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def call(function, *args, expect, hints=None, **kwargs):
+    """function(*args, **kwargs), its result checked by `returned` before anything else uses it."""
+    return returned(function, function(*args, **kwargs), expect, hints)
+
+
+def returned(function, value, expect, hints=None):
+    """`value`, which `function` returned, if it is what was expected.
+
+    Args:
+        function: the function under check (in a student copy, the student's).
+        value: what it returned.
+        expect: "number" for a cost (a float, a NumPy scalar or a 0-d array), or (shape, formula):
+            an array of that shape, the formula saying it in the course's names, e.g. ((5, 5), "(nC, nC)").
+        hints: {wrong shape: the slip that gives it}, e.g. {(11, 11): "A.T @ A instead of A @ A.T?"}.
+
+    Raises:
+        WrongReturn: naming the function and where it is defined, what it returned and what was expected.
+    """
+    if expect == "number":
+        scalar = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if scalar or (isinstance(value, np.ndarray) and value.ndim == 0):
+            return value
+        wanted = "a number"
+    else:
+        shape, formula = expect
+        if isinstance(value, np.ndarray) and value.shape == tuple(shape):
+            return value
+        wanted = f"{formula} = {tuple(shape)}" if formula else f"shape {tuple(shape)}"
+    code = getattr(function, "__code__", None)
+    where = f" ({place(code.co_filename, code.co_firstlineno)})" if code else ""
+    name = f"{getattr(function, '__module__', None) or '?'}.{getattr(function, '__qualname__', function)}"
+    slip = (hints or {}).get(getattr(value, "shape", None))
+    raise WrongReturn(f"{name}{where} returned {_what(value)}, expected {wanted}{': ' + slip if slip else ''}")
+
+
 @dataclass
 class Case:
     """One configuration to check: a function, its hand-derived backward pass, and PyTorch's twin.
@@ -186,15 +257,22 @@ def check_case(case, use_torch=True, seed=0):
     out = np.asarray(out, dtype=np.float64)
     dout = np.random.default_rng(seed).standard_normal(out.shape)
     grads = case.backward(dout, cache)
+    if not isinstance(grads, (tuple, list)) or len(grads) != len(case.inputs):
+        raise WrongReturn(f"{case.name}'s backward pass gave {_what(grads)}, expected a gradient for each of "
+                          f"{', '.join(case.inputs)}")
     pick = np.random.default_rng(seed + 1)
     numeric_error = 0.0
-    for (name, value), grad in zip(case.inputs.items(), grads):
+    for (name, value), given in zip(case.inputs.items(), grads):
         def f(v, name=name):
             return case.forward(**{**case.inputs, name: v})[0]
 
-        grad = np.asarray(grad, dtype=np.float64)
-        if grad.shape != value.shape:
-            raise ValueError(f"the gradient of {name} has shape {grad.shape}, its input {value.shape}")
+        try:
+            grad = np.asarray(given, dtype=np.float64)
+        except (TypeError, ValueError):  # a tuple holding None, a ragged list: not an array of numbers
+            grad = None
+        if grad is None or grad.shape != value.shape:
+            raise WrongReturn(f"{case.name}'s backward pass gave as the gradient of {name} {_what(given)}, "
+                              f"expected {name}'s shape {value.shape}")
         if case.samples is None:
             numeric = eval_numerical_gradient_array(f, value, dout, h=case.h)
             numeric_error = max(numeric_error, error(grad, numeric))
@@ -210,7 +288,10 @@ def check_case(case, use_torch=True, seed=0):
     out_t = case.torch_forward(**tensors)
     # the "fake loss" sum(out * dout): its gradient is exactly dout pushed backward through the layer
     (out_t * torch_ref.to_torch(dout)).sum().backward()
-    torch_error = rel_error(out, torch_ref.to_numpy(out_t))
+    theirs = torch_ref.to_numpy(out_t)
+    if out.shape != theirs.shape:
+        raise WrongReturn(f"{case.name}'s forward pass returned {_what(out)}, expected PyTorch's shape {theirs.shape}")
+    torch_error = rel_error(out, theirs)
     for t, grad in zip(tensors.values(), grads):
         torch_error = max(torch_error, error(grad, torch_ref.to_numpy(t.grad)))
     return numeric_error, torch_error
@@ -245,8 +326,10 @@ class Row:
     numeric_error: float = None
     torch_error: float = None
     seconds: float = 0.0
-    result: str = "PASS"  # PASS, FAIL, NOT DONE (an unwritten exercise), ERROR (it raised)
-    detail: str = ""  # for NOT DONE the function to write, for ERROR the exception's line
+    # PASS, FAIL, NOT DONE (an unwritten exercise), ERROR (it raised), TIMEOUT (a student copy's row that
+    # was still running at --timeout, stopped)
+    result: str = "PASS"
+    detail: str = ""  # for NOT DONE the function to write, for ERROR and TIMEOUT what happened where
     tolerances: tuple = (NUMERIC_TOL, TORCH_TOL)
     normwise: bool = False
 
@@ -256,6 +339,13 @@ class Row:
                 "result": self.result, "detail": self.detail,
                 "numeric_tol": self.tolerances[0], "pytorch_tol": self.tolerances[1],
                 "error": "relative to the largest element" if self.normwise else "elementwise"}
+
+    @classmethod
+    def from_dict(cls, data):
+        """The Row that as_dict gave `data` (a student copy's row, sent by its child Python)."""
+        return cls(data["name"], data["group"], data["configuration"], data["vs_numeric"], data["vs_pytorch"],
+                   data["seconds"], data["result"], data["detail"], (data["numeric_tol"], data["pytorch_tol"]),
+                   data["error"] != "elementwise")
 
 
 def unwritten_function(error):
@@ -269,11 +359,18 @@ def unwritten_function(error):
 
 
 def _one_line(error):
-    """The exception as one line: its type and the first line of its message, and where it was raised."""
-    text = str(error).splitlines()[0] if str(error) else ""
-    where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
-    place = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
-    return f"{type(error).__name__}{': ' + text if text else ''}{place}"
+    """The exception as one line: its type, the first line of its message, and where it was raised.
+
+    Where: the innermost line of the package's own code (a student's function), not NumPy's line
+    inside np.sum nor the checker's, which say nothing about the mistake; the innermost line when
+    the error did not pass through the package.
+    """
+    text = str(error).splitlines()[0].strip() if str(error).strip() else ""
+    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
+    ours = [f for f in frames if in_checked_code(f.filename)]
+    where = (ours or frames or [None])[-1]
+    at = f" in {where.name} at {place(where.filename, where.lineno)}" if where else ""
+    return f"{type(error).__name__}{': ' + text if text else ''}{at}"
 
 
 def run_check(check, use_torch, seed):
@@ -288,7 +385,10 @@ def run_check(check, use_torch, seed):
         raise
     except NotImplementedError as error:
         row.result, row.detail = "NOT DONE", unwritten_function(error)
-    except Exception as error:  # noqa: BLE001 - a student's code may raise anything: the row says what
+    except WrongReturn as error:
+        row.result, row.detail = "ERROR", str(error)
+    # A student's code may raise anything, sys.exit() too: the row says what, and the table goes on.
+    except (Exception, SystemExit) as error:  # noqa: BLE001
         row.result, row.detail = "ERROR", _one_line(error)
     else:
         ok = row.numeric_error < case.numeric_tol and (row.torch_error is None or row.torch_error < case.torch_tol)
@@ -297,14 +397,21 @@ def run_check(check, use_torch, seed):
     return row
 
 
-def run_checks(checks, use_torch=True, seed=0, on_row=None):
+def run_checks(checks, use_torch=True, seed=0, on_row=None, on_start=None):
     """Run the checks in order.
+
+    Args:
+        on_row: called with each Row once it is complete.
+        on_start: called with (i, check) before the i-th check, and with (len(checks), None) after the
+            last: the progress line, and which row a Ctrl-C stopped.
 
     Returns:
         (rows, skipped): the Rows, and [(name, reason)] of the checks that raised Skip.
     """
     rows, skipped = [], []
-    for check in checks:
+    for i, check in enumerate(checks):
+        if on_start is not None:
+            on_start(i, check)
         try:
             row = run_check(check, use_torch, seed)
         except Skip as why:
@@ -313,11 +420,16 @@ def run_checks(checks, use_torch=True, seed=0, on_row=None):
         rows.append(row)
         if on_row is not None:
             on_row(row)
+    if on_start is not None:
+        on_start(len(checks), None)
     return rows, skipped
 
 
 def _result_text(row):
     return f"{row.result} ({row.detail})" if row.result == "NOT DONE" else row.result
+
+
+_EXPLAINED = ("ERROR", "TIMEOUT")  # results whose detail is a line of its own under the table
 
 
 def format_table(rows, skipped, torch_note, seconds):
@@ -326,14 +438,14 @@ def format_table(rows, skipped, torch_note, seconds):
     cells = []
     for row in rows:
         numeric = "-" if row.numeric_error is None else f"{row.numeric_error:.1e}"
-        theirs = "-" if row.result in ("NOT DONE", "ERROR") else (
+        theirs = "-" if row.result in ("NOT DONE", *_EXPLAINED) else (
             (torch_note or "-") if row.torch_error is None else f"{row.torch_error:.1e}")
         cells.append((row.name, row.config or "-", numeric, theirs, f"{row.seconds:.2f}", _result_text(row)))
     widths = [max(len(r[i]) for r in cells + [header]) for i in range(len(header) - 1)]
     line = "  ".join("{:<%d}" % w_ for w_ in widths) + "  {}"
     lines = [line.format(*header), "  ".join("-" * w_ for w_ in widths) + "  ------"]
     lines += [line.format(*c).rstrip() for c in cells]
-    lines += [f"  {row.name}: {row.detail}" for row in rows if row.result == "ERROR"]
+    lines += [f"  {row.name}: {row.detail}" for row in rows if row.result in _EXPLAINED]
     by_reason = {}
     for name, why in skipped:
         by_reason.setdefault(why, []).append(name)
@@ -358,10 +470,13 @@ def format_table(rows, skipped, torch_note, seconds):
 
 
 def summary_line(rows, skipped, seconds):
-    counts = {result: sum(r.result == result for r in rows) for result in ("PASS", "FAIL", "NOT DONE", "ERROR")}
+    counts = {result: sum(r.result == result for r in rows)
+              for result in ("PASS", "FAIL", "NOT DONE", "ERROR", "TIMEOUT")}
     parts = [f"{counts['PASS']} passed", f"{counts['FAIL']} failed"]
     if counts["ERROR"]:
         parts.append(f"{counts['ERROR']} raised an error")
+    if counts["TIMEOUT"]:
+        parts.append(f"{counts['TIMEOUT']} ran out of time")
     if counts["NOT DONE"]:
         parts.append(f"{counts['NOT DONE']} not done (exercises to write)")
     if skipped:
@@ -370,7 +485,7 @@ def summary_line(rows, skipped, seconds):
 
 
 def exit_status(rows):
-    """0 when every row that ran passed; 1 when one failed, raised or is not written yet."""
+    """0 when every row that ran passed; 1 when one failed, raised, ran out of time or is not written yet."""
     return 0 if all(row.result == "PASS" for row in rows) else 1
 
 
@@ -386,6 +501,7 @@ def report(rows, skipped, torch_note, seconds):
         "failed": sum(r.result == "FAIL" for r in rows),
         "errors": sum(r.result == "ERROR" for r in rows),
         "not_done": sum(r.result == "NOT DONE" for r in rows),
+        "timeouts": sum(r.result == "TIMEOUT" for r in rows),
         "pytorch": "installed" if torch_note is None else torch_note,
         "seconds": round(seconds, 3),
         "exit_status": exit_status(rows),

@@ -17,7 +17,10 @@ Four groups, in the order a student meets them:
 
 Each row is a `gradcheck.Check` whose Case is built only when the row runs, and whose functions
 are looked up in their modules at call time: a student copy's unwritten exercise then shows as
-NOT DONE in its own row, and a test can plant a mistake with monkeypatch.
+NOT DONE in its own row, and a test can plant a mistake with monkeypatch. The costs are called
+through gradcheck.call, which checks what each returns (a number, an array of the shape the course
+gives): a student's list or transposed Gram matrix is then named in the course's terms, not met
+as NumPy's error a few calls later.
 
 Every cost is made a function of its differentiable inputs with everything else held fixed (the
 content image's activations, the style image's, the weights): its "output" is the number J and
@@ -33,7 +36,7 @@ import numpy as np
 from scratchnst import costs, fast_conv, gradcheck, layers, torch_ref, transformer_net, upsample_conv
 from scratchnst import transformer_layers as tl
 from scratchnst.errors import UsageError
-from scratchnst.gradcheck import Case, Check, Skip
+from scratchnst.gradcheck import Case, Check, Skip, call, returned
 
 GROUPS = ("layers", "costs", "transformer", "chain")
 CHAIN_MODELS = ("squeezenet", "vgg19")
@@ -136,12 +139,17 @@ def _shape(a):
     return "x".join(str(n) for n in a.shape[1:])
 
 
+def _like(a, name):
+    """`call`'s expectation of a gradient: an array of the shape of the input `name`, a."""
+    return a.shape, f"{name}'s shape"
+
+
 def _content_case(rng):
     a_C, a_G = rng.standard_normal((1, 5, 7, 3)), rng.standard_normal((1, 5, 7, 3))
     return _cost_case(
         "content_cost", f"a_C, a_G 1x{_shape(a_G)}", {"a_G": a_G},
-        lambda a_G: (_scalar(costs.compute_content_cost(a_C, a_G)), a_G),
-        lambda dJ, a_G: (dJ * costs.content_cost_backward(a_C, a_G),),
+        lambda a_G: (_scalar(call(costs.compute_content_cost, a_C, a_G, expect="number")), a_G),
+        lambda dJ, a_G: (dJ * call(costs.content_cost_backward, a_C, a_G, expect=_like(a_G, "a_G")),),
         lambda a_G: torch_ref.content_cost(torch_ref.to_torch(a_C), a_G),
         h=1e-3,  # a quadratic: centred differences are exact, a larger step has less round-off
     )
@@ -149,10 +157,11 @@ def _content_case(rng):
 
 def _gram_case(rng):
     A = rng.standard_normal((5, 11))
+    slips = {(11, 11): "A.T @ A instead of A @ A.T?"}
     return _cost_case(
         "gram_matrix", "A 5x11 = (nC, nH*nW), dG not symmetric", {"A": A},
-        lambda A: (costs.gram_matrix(A), A),
-        lambda dG, A: (costs.gram_matrix_backward(A, dG),),
+        lambda A: (call(costs.gram_matrix, A, expect=((5, 5), "(nC, nC)"), hints=slips), A),
+        lambda dG, A: (call(costs.gram_matrix_backward, A, dG, expect=_like(A, "A")),),
         torch_ref.gram_matrix,
         h=1e-3,
     )
@@ -162,8 +171,8 @@ def _layer_style_case(rng):
     a_S, a_G = rng.standard_normal((1, 6, 4, 3)), rng.standard_normal((1, 5, 7, 3))
     return _cost_case(
         "layer_style_cost", f"a_S 1x{_shape(a_S)}, a_G 1x{_shape(a_G)} (other sizes)", {"a_G": a_G},
-        lambda a_G: (_scalar(costs.compute_layer_style_cost(a_S, a_G)), a_G),
-        lambda dJ, a_G: (dJ * costs.layer_style_cost_backward(a_S, a_G),),
+        lambda a_G: (_scalar(call(costs.compute_layer_style_cost, a_S, a_G, expect="number")), a_G),
+        lambda dJ, a_G: (dJ * call(costs.layer_style_cost_backward, a_S, a_G, expect=_like(a_G, "a_G")),),
         lambda a_G: torch_ref.layer_style_cost(torch_ref.to_torch(a_S), a_G),
     )
 
@@ -172,8 +181,10 @@ def _layer_style_fast_case(rng):
     a_S, a_G = rng.standard_normal((1, 4, 9, 5)), rng.standard_normal((1, 7, 3, 5))
 
     def forward(a_G):
-        J, da = costs.layer_style_cost_from_target(costs.style_target(a_S), a_G)
-        return _scalar(J), da
+        n_C = a_S.shape[-1]
+        target = call(costs.style_target, a_S, expect=((n_C, n_C), "(nC, nC)"))
+        J, da = costs.layer_style_cost_from_target(target, a_G)
+        return _scalar(returned(costs.layer_style_cost_from_target, J, "number")), da
 
     return _cost_case(
         "layer_style_cost_fast", f"style_target of 1x{_shape(a_S)}, a_G 1x{_shape(a_G)}", {"a_G": a_G},
@@ -200,7 +211,7 @@ def _style_case(rng):
     a_S, a_G = _style_inputs(rng)
     return _cost_case(
         "style_cost", "2 layers, lambda 0.3 and 0.7, style and generated of other sizes", dict(a_G),
-        lambda **a_G: (_scalar(costs.compute_style_cost(a_S, a_G, _STYLE_LAYERS)), a_G),
+        lambda **a_G: (_scalar(call(costs.compute_style_cost, a_S, a_G, _STYLE_LAYERS, expect="number")), a_G),
         lambda dJ, a_G: tuple(dJ * g for g in costs.style_cost_backward(a_S, a_G, _STYLE_LAYERS).values()),
         lambda **a_G: _torch_style_cost(a_S, a_G),
     )
@@ -213,13 +224,14 @@ def _total_case(rng):
     a_C = rng.standard_normal(a_G[content_layer].shape)
 
     def forward(**a_G):
-        J_content = costs.compute_content_cost(a_C, a_G[content_layer])
-        J_style = costs.compute_style_cost(a_S, a_G, _STYLE_LAYERS)
-        return _scalar(costs.total_cost(J_content, J_style, alpha=alpha, beta=beta)), a_G
+        J_content = call(costs.compute_content_cost, a_C, a_G[content_layer], expect="number")
+        J_style = call(costs.compute_style_cost, a_S, a_G, _STYLE_LAYERS, expect="number")
+        return _scalar(call(costs.total_cost, J_content, J_style, alpha=alpha, beta=beta, expect="number")), a_G
 
     def backward(dJ, a_G):
         grads = {name: beta * g for name, g in costs.style_cost_backward(a_S, a_G, _STYLE_LAYERS).items()}
-        grads[content_layer] = grads[content_layer] + alpha * costs.content_cost_backward(a_C, a_G[content_layer])
+        grads[content_layer] = grads[content_layer] + alpha * call(
+            costs.content_cost_backward, a_C, a_G[content_layer], expect=_like(a_G[content_layer], "a_G"))
         return tuple(dJ * grads[name] for name in a_G)
 
     def torch_forward(**a_G):
@@ -234,8 +246,8 @@ def _total_variation_case(rng):
     x = rng.standard_normal((2, 5, 6, 3))
     return _cost_case(
         "total_variation", f"x {x.shape[1]}x{x.shape[2]}x{x.shape[3]} N=2", {"x": x},
-        lambda x: (_scalar(costs.compute_total_variation_cost(x)), x),
-        lambda dJ, x: (dJ * costs.total_variation_cost_backward(x),),
+        lambda x: (_scalar(call(costs.compute_total_variation_cost, x, expect="number")), x),
+        lambda dJ, x: (dJ * call(costs.total_variation_cost_backward, x, expect=_like(x, "x")),),
         torch_ref.total_variation_cost,
         h=1e-3,  # a quadratic
     )
@@ -420,10 +432,11 @@ def _chain_case(nets, model, kind, seed):
 
         def forward(x):
             a_G = network.forward(x, [content_layer])[content_layer]
-            return _scalar(costs.compute_content_cost(a_C, a_G)), a_G
+            return _scalar(call(costs.compute_content_cost, a_C, a_G, expect="number")), a_G
 
         def backward(dJ, a_G):
-            return (dJ * network.backward({content_layer: costs.content_cost_backward(a_C, a_G)}),)
+            da = call(costs.content_cost_backward, a_C, a_G, expect=_like(a_G, "a_G"))
+            return (dJ * network.backward({content_layer: da}),)
 
         config = f"{content_layer} -> pixels, 1x{H}x{W}x3"
     elif kind == "style":
@@ -433,7 +446,7 @@ def _chain_case(nets, model, kind, seed):
 
         def forward(x):
             a_G = network.forward(x, names)
-            return _scalar(costs.compute_style_cost(a_S, a_G, style_layers)), a_G
+            return _scalar(call(costs.compute_style_cost, a_S, a_G, style_layers, expect="number")), a_G
 
         def backward(dJ, a_G):
             return (dJ * network.backward(costs.style_cost_backward(a_S, a_G, style_layers)),)
@@ -515,7 +528,15 @@ def select(checks, wanted):
     return [c for c in checks if c.name in wanted or c.group in wanted or wanted & set(c.tags)]
 
 
-def run_gradcheck(seed=0, use_torch=True, cases=None, stream=None, only=None, as_json=False):
+def checks_to_run(seed=0, cases=None, only=None):
+    """The Checks a run makes: default_checks(seed), or the given Case or Check list, narrowed by `only`."""
+    checks = default_checks(seed) if cases is None else [
+        c if isinstance(c, Check) else Check(c.name, "layers", lambda c=c: c) for c in cases]
+    return select(checks, only) if only else checks
+
+
+def run_gradcheck(seed=0, use_torch=True, cases=None, stream=None, only=None, as_json=False, on_start=None,
+                  about=None):
     """Check every case (or the given ones), print the table (or JSON), return the exit status.
 
     Args:
@@ -525,19 +546,24 @@ def run_gradcheck(seed=0, use_torch=True, cases=None, stream=None, only=None, as
         stream: where the table goes (stdout).
         only: names or groups to select (see select).
         as_json: print `report(...)` as JSON instead of the table.
+        on_start: progress callback, see gradcheck.run_checks.
+        about: dict of what else --json reports (the package checked).
     """
     stream = stream or sys.stdout
     have_torch = use_torch and torch_ref.available()
-    checks = default_checks(seed) if cases is None else [
-        c if isinstance(c, Check) else Check(c.name, "layers", lambda c=c: c) for c in cases]
-    if only:
-        checks = select(checks, only)
+    checks = checks_to_run(seed, cases, only)
     start = time.perf_counter()
-    rows, skipped = gradcheck.run_checks(checks, use_torch=have_torch, seed=seed)
+    rows, skipped = gradcheck.run_checks(checks, use_torch=have_torch, seed=seed, on_start=on_start)
     seconds = time.perf_counter() - start
     note = None if have_torch else ("not installed" if use_torch else "skipped")
-    if as_json:
-        print(json.dumps(gradcheck.report(rows, skipped, note, seconds), indent=1), file=stream)
-    else:
-        print(gradcheck.format_table(rows, skipped, note, seconds), file=stream)
+    print_results(rows, skipped, note, seconds, as_json, stream, about)
     return gradcheck.exit_status(rows)
+
+
+def print_results(rows, skipped, torch_note, seconds, as_json=False, stream=None, about=None):
+    """The table (or with as_json the report, `about` first) on stream (stdout)."""
+    if as_json:
+        print(json.dumps({**(about or {}), **gradcheck.report(rows, skipped, torch_note, seconds)}, indent=1),
+              file=stream or sys.stdout)
+    else:
+        print(gradcheck.format_table(rows, skipped, torch_note, seconds), file=stream or sys.stdout)

@@ -4,6 +4,7 @@ backward passes; the command's selection, JSON, and its run on a student copy.""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +128,8 @@ def test_command_prints_a_full_table(weights_dir, torch):
     result = subprocess.run([sys.executable, "-m", "scratchnst", "gradcheck"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
+    assert lines[0] == f"checking the functions of the package in {Path(gradcheck.__file__).parent}"
+    lines = lines[1:]
     assert lines[0].split() == ["check", "configuration", "vs", "numeric", "vs", "PyTorch", "seconds", "result"]
     rows = [line for line in lines if line.endswith("PASS") or line.endswith("FAIL")]
     assert len(rows) >= 27 + 3
@@ -375,7 +378,8 @@ def test_an_untouched_copy_as_a_table(untouched_copy):
     result = _gradcheck_copy(untouched_copy, "--only", "costs")
     assert result.returncode == 1 and "Traceback" not in result.stderr and not result.stderr, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"checking the functions of the student copy in {untouched_copy.resolve() / 'scratchnst'}"
+    assert lines[0] == (f"checking the functions of the student copy in {untouched_copy.resolve() / 'scratchnst'}; "
+                        "a row still running after 60 s is stopped")
     assert "content_cost" in lines[3] and lines[3].endswith("NOT DONE (scratchnst.costs.compute_content_cost)")
     assert lines[-1].endswith(f"0 passed, 0 failed, 7 not done (exercises to write) in {lines[-1].split()[-2]} s")
 
@@ -416,3 +420,146 @@ def test_package_that_is_not_a_copy(tmp_path):
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "no such folder" in result.stderr
     result = _gradcheck_copy(tmp_path)
     assert result.returncode == 1 and "holds no scratchnst package" in result.stderr
+
+
+# --------------------------------------------- --package: endless loops, Ctrl-C, wrong returns, the package named
+@pytest.fixture(scope="module")
+def answer_key(tmp_path_factory):
+    from scratchnst.exercises import make_student_copy
+
+    folder = tmp_path_factory.mktemp("key")
+    make_student_copy(folder, solutions=True)
+    return folder
+
+
+def _planted_copy(answer_key, folder, plants):
+    """A copy of the answer key with {(module, function): body} written in."""
+    import shutil
+
+    import exercise_helpers
+
+    shutil.copytree(answer_key, folder)
+    for (module, function), code in plants.items():
+        exercise_helpers.plant(folder, module, function, code)
+    return folder
+
+
+# An endless loop that no exception ends (a student's bare except), telling the test once it is in there.
+_ENDLESS = """
+import os
+with open({flag!r}, "w") as f:
+    f.write(str(os.getpid()))
+while True:
+    try:
+        pass
+    except BaseException:
+        pass
+"""
+
+
+def test_an_endless_loop_is_stopped_and_the_rows_after_it_run(answer_key, tmp_path):
+    # 20 s: far above the 0.01 s of these rows on any machine, so that only the loop reaches it
+    flag = tmp_path / "in_the_loop"
+    loop = {("costs", "gram_matrix"): _ENDLESS.format(flag=str(flag))}
+    folder = _planted_copy(answer_key, tmp_path / "student", loop)
+    result = _gradcheck_copy(folder, "--only", "content_cost", "--only", "gram_matrix", "--only", "total_variation",
+                             "--timeout", "20", "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    data = json.loads(result.stdout)
+    assert [(r["name"], r["result"]) for r in data["rows"]] == [
+        ("content_cost", "PASS"), ("gram_matrix", "TIMEOUT"), ("total_variation", "PASS")]
+    detail = data["rows"][1]["detail"]
+    assert detail.startswith("scratchnst.costs.gram_matrix (scratchnst/costs.py:"), detail
+    assert "still running after 20 s: an endless loop?" in detail and data["timeouts"] == 1
+    assert flag.exists()
+
+
+def test_ctrl_c_names_the_row_and_ends_the_check(answer_key, tmp_path):
+    import os
+    import signal
+    import time
+
+    flag = tmp_path / "in_the_loop"
+    loop = {("costs", "gram_matrix"): _ENDLESS.format(flag=str(flag))}
+    folder = _planted_copy(answer_key, tmp_path / "student", loop)
+    command = subprocess.Popen([sys.executable, "-m", "scratchnst", "gradcheck", "--package", str(folder), "--only",
+                                "content_cost", "--only", "gram_matrix", "--timeout", "600"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120  # the child's imports and the first row, on a slow machine
+        while not (flag.exists() and flag.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert flag.exists(), "the planted loop was never reached"
+        os.killpg(command.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole foreground group
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 130, err
+    assert err == "scratchnst: interrupted (Ctrl-C) while checking gram_matrix (row 2 of 2); no table was printed\n"
+    child = int(flag.read_text())
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:  # killed; the kernel may lag a little
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{child}"), "the child running the loop was left behind"
+
+
+def test_wrong_returns_are_named_in_the_students_terms(answer_key, tmp_path):
+    folder = _planted_copy(answer_key, tmp_path / "student", {
+        ("costs", "gram_matrix"): "return A.T @ A",
+        ("costs", "compute_content_cost"): """
+            _, n_H, n_W, n_C = a_G.shape
+            return [np.sum((a_C - a_G) ** 2) / (4 * n_H * n_W * n_C)]
+        """,
+        # an error raised inside NumPy: the row shows the student's line, not numeric.py's
+        ("costs", "total_variation_cost_backward"): "return np.tensordot(x, x, axes=([1], [2]))",
+    })
+    result = _gradcheck_copy(folder, "--only", "content_cost", "--only", "gram_matrix", "--only", "total_variation")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    details = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
+               for line in result.stdout.splitlines() if line.startswith("  ") and ": " in line}
+    assert details["gram_matrix"].startswith("scratchnst.costs.gram_matrix (scratchnst/costs.py:")
+    assert details["gram_matrix"].endswith("returned an array of shape (11, 11), expected (nC, nC) = (5, 5): "
+                                           "A.T @ A instead of A @ A.T?")
+    assert details["content_cost"].endswith("returned a list of 1 items, expected a number")
+    assert details["total_variation"].startswith("ValueError: shape-mismatch for sum in "
+                                                 "total_variation_cost_backward at scratchnst/costs.py:")
+
+
+def test_wrong_gradients_name_the_row_and_the_input(monkeypatch):
+    monkeypatch.setattr(costs, "content_cost_backward", lambda a_C, a_G: (a_G - a_C, None))
+    (row,), _ = _run_rows(gradcheck_cases.select(gradcheck_cases.default_checks(), ["content_cost"]), use_torch=False)
+    assert row.result == "ERROR" and row.detail.endswith("returned a tuple of 2 items, expected a_G's shape = "
+                                                         "(1, 5, 7, 3)"), row
+
+
+def test_the_table_names_the_package_and_another_one_here(tmp_path, monkeypatch, capsys):
+    from scratchnst.cli import main
+
+    checked = Path(gradcheck.__file__).parent
+    (tmp_path / "scratchnst").mkdir()
+    (tmp_path / "scratchnst" / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert main(["gradcheck", "--only", "relu", "--no-torch"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"checking the functions of the package in {checked}"
+    assert lines[1] == (f"note: the current folder holds another scratchnst package, {tmp_path / 'scratchnst'} "
+                        "(a student copy?); to check that one: scratchnst gradcheck --package .")
+    assert main(["gradcheck", "--only", "relu", "--no-torch", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["package"] == str(checked) and "--package ." in data["note"]
+    monkeypatch.chdir(checked.parent)  # the package checked is the one here: nothing to note
+    assert main(["gradcheck", "--only", "relu", "--no-torch"]) == 0
+    assert not capsys.readouterr().out.splitlines()[1].startswith("note:")
+
+
+def test_ctrl_c_in_the_packages_own_table_names_the_row(monkeypatch, capsys):
+    from scratchnst.cli import main
+
+    def interrupted(a_C, a_G):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(costs, "compute_content_cost", interrupted)
+    assert main(["gradcheck", "--only", "relu", "--only", "content_cost", "--no-torch"]) == 130
+    err = capsys.readouterr().err
+    assert err == "scratchnst: interrupted (Ctrl-C) while checking content_cost (row 2 of 2); no table was printed\n"

@@ -29,6 +29,9 @@ class ArgumentParser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args, **kwargs):
+        # The command's help style by default, for the lessons' parsers too: a default that means "not
+        # given" (None) is said in the flag's help text, and argparse's own formatter would add "(default: None)".
+        kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
         # SUPPRESS: a subcommand that was not given --debug must not reset the top level's.
         self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -52,6 +55,20 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 # --------------------------------------------------------------------------- gradcheck
+_GRADCHECK_TIMEOUT = 60.0  # seconds per row of a student copy
+
+
+def _seconds_arg(text):
+    """A time limit: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0, e.g. 60")
+    return value
+
+
 def _add_gradcheck(sub):
     p = sub.add_parser(
         "gradcheck",
@@ -74,6 +91,10 @@ def _add_gradcheck(sub):
     p.add_argument("--package", type=path_arg, metavar="DIR",
                    help="check the functions of the student copy in DIR (the folder `scratchnst exercises "
                    "make` wrote) instead of this package's")
+    # The slowest honest row, a chain through VGG-19, takes about 10 s on a laptop: room for a slow machine.
+    p.add_argument("--timeout", metavar="SECONDS", type=_seconds_arg, default=_GRADCHECK_TIMEOUT,
+                   help="with --package: stop a row still running after this long (an endless loop in the "
+                   "copy) and go on with the next")
 
     def run(args):
         from scratchnst.cli.gradcheck_command import run
