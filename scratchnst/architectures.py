@@ -292,6 +292,34 @@ def parameter_problem(architecture, arrays):
     return None
 
 
+def match_by_name(architecture, names):
+    """{layer name: index into names} when each layer of the architecture is named exactly once in `names`.
+
+    For a Keras 3 file, whose layers carry their own names beside the class-based ones: names tell
+    layers apart where the order cannot (a convolution on top of a model nested in another one is
+    listed before it). "/" and "_" count alike: Keras 3 refuses "/" in a name, so fire2/squeeze1x1
+    is saved as fire2_squeeze1x1 (or fire2__squeeze1x1).
+
+    Returns:
+        the mapping, or None if a layer is missing or named twice. Shapes are checked afterwards,
+        layer by layer, as for a Keras-2 file (`parameter_problem`).
+    """
+    def key(name):
+        return re.sub(r"[/_]+", "_", name)
+
+    found = {}
+    for k, name in enumerate(names):
+        if name:
+            found.setdefault(key(name), []).append(k)
+    matched = {}
+    for layer in ARCHITECTURES[architecture].weight_shapes:
+        places = found.get(key(layer), [])
+        if len(places) != 1:
+            return None
+        matched[layer] = places[0]
+    return matched
+
+
 # A file that does not name its layers (Keras 3's layout: `keras3_layout`) is matched in order, but the
 # two branches of a fire module (expand1x1, expand3x3) may be saved in either order: each layer is
 # looked for among the next MATCH_WINDOW convolutions of the file, by its shapes.

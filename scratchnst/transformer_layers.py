@@ -21,8 +21,8 @@ PyTorch). Every function keeps the dtype it is given and never writes into its i
 the cache.
 
 `gradcheck_cases.transformer_cases` lists these layers' configurations for `scratchnst.gradcheck`
-(there, not here: this module imports nothing but NumPy, `parallel` and `layers` (for its argument
-checks), not even inside a function, as tests/test_package_layout.py checks for every math module).
+(there, not here: this module imports nothing but NumPy, `parallel` and `arguments` (the checks of
+its arguments), not even inside a function, as tests/test_package_layout.py checks for every math module).
 """
 
 import math
@@ -316,6 +316,8 @@ def instance_norm_backward(dout, cache):
             dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))
         dgamma: (C,), sum over n, h, w of dy * xhat
         dbeta: (C,), sum over n, h, w of dy
+        (float16: computed in float32, as the forward pass, and given back in float16, where sums
+        over planes of 256x256 can exceed its largest number, 65504, and become inf.)
 
     Derivation, within one (n, c), writing g = gamma * dy = dJ/dxhat:
         xhat_i = (x_i - mu) / sigma, mu = (1/M) sum_k x_k, sigma^2 = (1/M) sum_k (x_k - mu)^2 + eps

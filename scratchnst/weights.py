@@ -57,8 +57,8 @@ import numpy as np
 
 from scratchnst import __version__, keras3_layout
 from scratchnst.atomic import atomic_path, check_output, folder_problem, output_problem, reason, same_file
-from scratchnst.architectures import (ARCHITECTURES, VGG19, Conv, detect_architecture, match_in_order,
-                                      parameter_problem)
+from scratchnst.architectures import (ARCHITECTURES, VGG19, Conv, detect_architecture, match_by_name,
+                                      match_in_order, parameter_problem)
 from scratchnst.errors import UsageError, UserError
 from scratchnst.image import PREPROCESSING
 
@@ -230,7 +230,7 @@ def read_weights(path, label=None, model=None):
     check_input_file(path, label, "weights file", "the .h5 weights file", _CHECK_THE_PATH)
     try:
         archive = keras3_layout.archive_weights(path)
-    except keras3_layout.ArchiveProblem as problem:
+    except keras3_layout.LayoutProblem as problem:
         raise UserError(f"{label}: {problem}; save the model again, or give its weights (model.save_weights)") from None
     except OSError as error:
         raise UserError(f"{label}: cannot be read ({reason(error)}); check its permissions") from None
@@ -375,8 +375,9 @@ def _read_file(f, path, label, model):
 def _read_keras3(f, path, label, model, keras_version):
     """The WeightsFile of an open h5py file in Keras 3's layout (see `read_weights`, `keras3_layout`).
 
-    Its convolutions are matched to the network the caller wants, else to any known one, by their
-    order and shapes; they then go by that network's layer names, so that `parameters_from_file`
+    Its convolutions are matched to the network the caller wants, else to any known one: by their
+    own names where the file gives every layer's (keras.applications' VGG19 does), else by their
+    order and shapes. They then go by that network's layer names, so that `parameters_from_file`
     reads them as it reads a Keras-2 file.
     """
     advice = _download_advice(path, model)
@@ -389,7 +390,11 @@ def _read_keras3(f, path, label, model, keras_version):
     if keras_version:
         weights_file.attrs["keras_version"] = keras_version
     found = []   # (path, its own name, dataset paths, arrays)
-    for where, name, datasets in keras3_layout.variable_layers(f, child):
+    try:
+        holders = keras3_layout.variable_layers(f, child)
+    except keras3_layout.LayoutProblem as problem:
+        raise UserError(f"{label}: {problem}: {advice}") from None
+    for where, name, datasets in holders:
         arrays = []
         for dataset in datasets:
             item = child(f, dataset)
@@ -397,34 +402,37 @@ def _read_keras3(f, path, label, model, keras_version):
                 raise UserError(f"{label}: {dataset} is not a dataset; the file is damaged: {advice}")
             arrays.append(_dataset_array(item, label, advice))
         found.append((where, name, tuple(dataset[len(where) + 1:] for dataset in datasets), tuple(arrays)))
-    convolutions = [(f'{where} "{name}"' if name else where, [array.shape for array in arrays])
-                    for where, name, _, arrays in found if arrays[0].ndim == 4]
+    conv_layers = [item for item in found if item[3][0].ndim == 4]
+    convolutions = [(keras3_layout.label(where, name), [array.shape for array in arrays])
+                    for where, name, _, arrays in conv_layers]
     known = " or ".join(ARCHITECTURES)
     if not convolutions:
         raise UserError(f"{label}: a Keras 3 weights file with no convolution layers; give {known} weights "
                         "(`scratchnst weights list` shows those found)")
     order = [model] if model in ARCHITECTURES else []
     order += [name for name in ARCHITECTURES if name not in order]
-    results = {name: match_in_order(name, convolutions) for name in order}
-    matching = [name for name in order if results[name][1] is None]
-    if not matching:
-        closest = max(order, key=lambda name: len(results[name][0]))   # the first of a tie: the one wanted
-        raise UserError(f"{label}: a Keras 3 weights file whose convolutions are not {closest}'s, matched in "
-                        f"order: {results[closest][1]}; give {model or known} weights "
-                        f"({download_command(model) if model else '`scratchnst weights list` shows those found'})")
-    matched = results[matching[0]][0]
-    conv_layers = [item for item in found if item[3][0].ndim == 4]
+    named = {name: match_by_name(name, [item[1] for item in conv_layers]) for name in order}
+    matched = next((named[name] for name in order if named[name] is not None), None)
+    if matched is None:
+        results = {name: match_in_order(name, convolutions) for name in order}
+        matching = [name for name in order if results[name][1] is None]
+        if not matching:
+            closest = max(order, key=lambda name: len(results[name][0]))   # the first of a tie: the one wanted
+            raise UserError(f"{label}: a Keras 3 weights file whose convolutions are not {closest}'s, matched in "
+                            f"order: {results[closest][1]}; give {model or known} weights "
+                            f"({download_command(model) if model else '`scratchnst weights list` shows those found'})")
+        matched = results[matching[0]][0]
     taken = set()
     for layer, k in matched.items():
         where, name, datasets, arrays = conv_layers[k]
         weights_file.layers[layer], weights_file.weight_names[layer] = arrays, datasets
-        weights_file.origins[layer] = f'{where} "{name}"' if name else where
+        weights_file.origins[layer] = keras3_layout.label(where, name)
         taken.add(where)
     for where, name, datasets, arrays in found:
         if where not in taken:
             weights_file.layers[where], weights_file.weight_names[where] = arrays, datasets
             if name:
-                weights_file.origins[where] = f'"{name}"'
+                weights_file.origins[where] = keras3_layout.label("", name)
     return weights_file
 
 

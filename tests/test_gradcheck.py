@@ -496,7 +496,10 @@ def test_ctrl_c_names_the_row_and_ends_the_check(answer_key, tmp_path):
         if command.poll() is None:
             command.kill()
     assert command.returncode == 130, err
-    assert err == "scratchnst: interrupted (Ctrl-C) while checking gram_matrix (row 2 of 2); no table was printed\n"
+    # the last line (a library's warning at import would come before it)
+    assert err.splitlines()[-1] == ("scratchnst: interrupted (Ctrl-C) while checking gram_matrix (row 2 of 2); "
+                                    "no table was printed")
+    assert "Traceback" not in err
     child = int(flag.read_text())
     deadline = time.monotonic() + 30
     while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:  # killed; the kernel may lag a little
@@ -562,4 +565,5 @@ def test_ctrl_c_in_the_packages_own_table_names_the_row(monkeypatch, capsys):
     monkeypatch.setattr(costs, "compute_content_cost", interrupted)
     assert main(["gradcheck", "--only", "relu", "--only", "content_cost", "--no-torch"]) == 130
     err = capsys.readouterr().err
-    assert err == "scratchnst: interrupted (Ctrl-C) while checking content_cost (row 2 of 2); no table was printed\n"
+    assert err.splitlines()[-1] == ("scratchnst: interrupted (Ctrl-C) while checking content_cost (row 2 of 2); "
+                                    "no table was printed")

@@ -177,16 +177,18 @@ def test_instance_norm_normalises_each_image_and_channel():
     np.testing.assert_array_equal(constant, 0.5)  # a constant channel: xhat = 0, not 0/0
 
 
-@pytest.mark.parametrize("mean", [0.0, 10.0, 1000.0])
+@pytest.mark.parametrize("mean", [0.0, 100.0, 1000.0])
 def test_instance_norm_float32_far_from_zero(mean):
     """In float32 the planes' mean is rounded by a part of itself; the error on xhat must stay a part of the
-    spread (at 256x256, mean 1000, std 1, it was 2.3e-3 before the second pass; PyTorch's is 3.6e-5)."""
+    spread (at 256x256, std 1, it was 1.4e-4 at mean 100 and 2.3e-3 at mean 1000 before the second pass;
+    PyTorch's is 3.6e-5). What is left is the variance's float32 sum: 5e-6 with AVX2's kernels, 3e-5 with
+    OpenBLAS's Prescott one (SSE3), whatever the mean."""
     rng = np.random.default_rng(11)
     x = (mean + rng.standard_normal((1, 256, 256, 3))).astype(np.float32)
     out, _ = tl.instance_norm_forward(x, np.ones(3, np.float32), np.zeros(3, np.float32))
     x64 = x.astype(np.float64)
     exact = (x64 - x64.mean(axis=(1, 2), keepdims=True)) / np.sqrt(x64.var(axis=(1, 2), keepdims=True) + tl.IN_EPS)
-    assert out.dtype == np.float32 and np.abs(out - exact).max() < 2e-5
+    assert out.dtype == np.float32 and np.abs(out - exact).max() < 1e-4
 
 
 def test_instance_norm_float16_large_planes():

@@ -131,11 +131,14 @@ def test_wrong_network_is_named(tmp_path, params):
 def test_a_wrong_shape_names_the_layer_and_the_file_path(tmp_path, params):
     changed = dict(params["vgg19"])
     changed["block3_conv2"] = (np.zeros((3, 3, 256, 128), np.float32), np.zeros(128, np.float32))
-    path = write_keras3_weights(tmp_path / "v.weights.h5", "vgg19", changed)
+    named = write_keras3_weights(tmp_path / "named.weights.h5", "vgg19", changed)
+    with pytest.raises(UserError, match=r"layer block3_conv2 of vgg19: kernel shape \(3, 3, 256, 128\), expected"):
+        networks.load(named)
+    unnamed = write_keras3_weights(tmp_path / "v.weights.h5", "vgg19", changed, names=False)
     with pytest.raises(UserError) as error:
-        networks.load(path)
+        networks.load(unnamed)
     message = str(error.value)
-    assert 'layers/conv2d_5 "block3_conv2" has shapes (3, 3, 256, 128), (128,) where layer block3_conv2 of vgg19 ' \
+    assert "layers/conv2d_5 has shapes (3, 3, 256, 128), (128,) where layer block3_conv2 of vgg19 " \
            "has (3, 3, 256, 256), (256,)" in message
     assert "\n" not in message
 
@@ -144,7 +147,10 @@ def test_a_convolution_without_bias_is_refused(tmp_path, params):
     changed = dict(params["squeezenet"])
     changed["fire4/expand1x1"] = changed["fire4/expand1x1"][:1]   # use_bias=False
     path = write_keras3_weights(tmp_path / "s.weights.h5", "squeezenet", changed)
-    with pytest.raises(UserError, match=r"fire4_expand1x1\" has shapes \(1, 1, 32, 128\) where layer fire4/expand1x1"):
+    with pytest.raises(UserError, match=r"layer fire4/expand1x1 of squeezenet has 1 weight arrays, expected 2"):
+        networks.load("squeezenet", weights=str(path))
+    path = write_keras3_weights(tmp_path / "unnamed.weights.h5", "squeezenet", changed, names=False)
+    with pytest.raises(UserError, match=r"layers/conv2d_8 has shapes \(1, 1, 32, 128\) where layer fire4/expand1x1"):
         networks.load("squeezenet", weights=str(path))
 
 
@@ -153,7 +159,7 @@ def test_an_extra_layer_in_the_middle_is_refused(tmp_path, params):
     with_extra = dict(params["squeezenet"])
     extra = (np.zeros((1, 1, 16, 16), np.float32), np.zeros(16, np.float32))
     path = tmp_path / "s.weights.h5"
-    write_keras3_weights(path, "squeezenet", with_extra)
+    write_keras3_weights(path, "squeezenet", with_extra, names=False)   # (named layers are placed by their names)
     with h5py.File(path, "a") as f:   # conv2d_1 (fire2's squeeze) gets a twin right after it: renumber
         layers = f["layers"]
         for k in range(25, 2, -1):
@@ -215,3 +221,81 @@ def test_real_squeezenet_through_keras3(tmp_path, squeezenet_weights_path):
     published = networks.load("squeezenet", weights=str(squeezenet_weights_path))
     path = write_keras3_weights(tmp_path / "real.weights.h5", "squeezenet", published.params)
     assert_same_network(networks.load(path).params, published.params)
+
+
+def test_names_place_layers_the_order_cannot(tmp_path, params):
+    """A convolution on top of a nested model is listed first (layers/conv2d sorts before layers/functional):
+    where every layer has its own name, the names place them."""
+    path = write_keras3_weights(tmp_path / "v.weights.h5", "vgg19", params["vgg19"], nested=True)
+    with h5py.File(path, "a") as f:
+        variables = f.create_group("layers/conv2d/vars")
+        variables.attrs["name"] = "head"
+        variables.create_dataset("0", data=np.zeros((1, 1, 512, 10), np.float32))
+        variables.create_dataset("1", data=np.zeros(10, np.float32))
+    assert_same_network(networks.load(path).params, params["vgg19"])
+    found = weights.read_weights(path)
+    assert found.origins["layers/conv2d"] == '"head"' and found.layers["layers/conv2d"][0].shape == (1, 1, 512, 10)
+
+
+def test_names_beat_a_scrambled_order(tmp_path, params):
+    """Groups renumbered out of the model's order (two SqueezeNet squeezes swapped): the names still place them,
+    "/" saved as "_" or "__"; without names the same file is refused, naming the convolution out of place."""
+    for names in (True, False):
+        path = write_keras3_weights(tmp_path / f"s{names}.weights.h5", "squeezenet", params["squeezenet"], names=names)
+        with h5py.File(path, "a") as f:
+            layers = f["layers"]
+            layers.move("conv2d_1", "swap")
+            layers.move("conv2d_4", "conv2d_1")
+            layers.move("swap", "conv2d_4")
+            if names:
+                layers["conv2d_7/vars"].attrs["name"] = "fire4__squeeze1x1"
+        if names:
+            assert_same_network(networks.load(path).params, params["squeezenet"])
+        else:
+            with pytest.raises(UserError, match=r"matched in order: layers/conv2d_1 has shapes \(1, 1, 128, 16\)"):
+                networks.load(path)
+
+
+def test_a_hard_link_loop_is_refused(tmp_path, params):
+    """Groups hard-linked into a loop would be walked MAX_DEPTH deep, K ** 17 visits: refused at the first revisit."""
+    path = write_keras3_weights(tmp_path / "s.weights.h5", "squeezenet", params["squeezenet"])
+    with h5py.File(path, "a") as f:
+        for k in range(3):
+            f[f"layers/loop_{k}/layers"] = f["layers"]   # a hard link back to the top
+    with pytest.raises(UserError, match=r"is a group met before \(hard-linked into a loop\?\)"):
+        weights.read_weights(path)
+
+
+def test_layer_names_are_shown_escaped_and_cut(tmp_path, params, capsys):
+    path = write_keras3_weights(tmp_path / "v.weights.h5", "vgg19", params["vgg19"])
+    with h5py.File(path, "a") as f:
+        f["layers/conv2d/vars"].attrs["name"] = "\x1b]0;owned\x07\x1b[2J" + "y" * 10_000
+    assert main(["weights", "info", os.fspath(path)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "block1_conv1" in line)
+    assert "\x1b" not in line and "\\x1b]0;owned\\x07" in line and len(line) < 250 and '..."' in line
+
+
+@pytest.mark.parametrize("keys", [("0", "7"), ("0", "00"), ("0", "\u0661")])
+def test_variables_must_be_numbered_as_keras_numbers_them(tmp_path, params, keys):
+    path = write_keras3_weights(tmp_path / "s.weights.h5", "squeezenet", params["squeezenet"])
+    with h5py.File(path, "a") as f:
+        variables = f["layers/conv2d/vars"]
+        variables.move("1", keys[1])
+    with pytest.raises(UserError, match=r"layers/conv2d/vars holds .*where Keras numbers a layer's variables 0, 1"):
+        weights.read_weights(path)
+
+
+def test_archive_members_compressed_otherwise_or_beyond_weights_are_refused(tmp_path, params):
+    """LZMA inflates in one call whatever is asked (a 200 KB member took 3 GB); deflate beyond 20:1 is no weights."""
+    buffer = io.BytesIO()
+    write_keras3_weights(buffer, "squeezenet", params["squeezenet"])
+    lzma = tmp_path / "lzma.keras"
+    with zipfile.ZipFile(lzma, "w", compression=zipfile.ZIP_LZMA) as archive:
+        archive.writestr("model.weights.h5", buffer.getvalue())
+    with pytest.raises(UserError, match=r"compressed by method 14, not stored or deflated"):
+        weights.read_weights(lzma)
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model.weights.h5", bytes(30_000_000))
+    with pytest.raises(UserError, match=r"declares [\d,]+ bytes compressed into [\d,]+, more than weights ever"):
+        weights.read_weights(bomb)

@@ -69,8 +69,8 @@ def print_info(path, stream=None):
         layout = f"Keras-2 weights (layer_names / weight_names){f'; {versions}' if versions else ''}"
     elif weights_file.layout == "keras3":
         version = weights_file.attrs.get("keras_version")
-        layout = ("Keras 3 weights (layers/<class>/vars, no layer names: convolutions matched to the network by "
-                  f"order and shapes){f'; keras_version {version}' if version else ''}")
+        layout = ("Keras 3 weights (layers/<class>/vars: convolutions matched to the network by their own names, "
+                  f"else by order and shapes){f'; keras_version {version}' if version else ''}")
     else:
         layout = f"scratchnst format {FORMAT_VERSION}, converted from {weights_file.attrs.get('converted_from') or '?'}"
     print(f"file:          {weights_file.path}", file=stream)
