@@ -183,14 +183,9 @@ def _member(archive, info):
     if deflated and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
         raise LayoutProblem(f"its {info.filename} declares {info.file_size:,} bytes compressed into "
                             f"{info.compress_size:,}, more than weights ever compress; the file is damaged")
-    chunks, size = [], 0
+    # zipfile stops at the declared size (checked above) and fails on a CRC that does not match it
+    chunks = []
     with archive.open(info) as member:
-        while True:
-            chunk = member.read(_CHUNK)   # a deflated member inflates at most this much per call
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > info.file_size:   # (zipfile stops at the declared size itself; this is its backstop)
-                raise LayoutProblem(f"its {info.filename} is larger than it declares; the file is damaged")
+        while chunk := member.read(_CHUNK):   # a deflated member inflates at most this much per call
             chunks.append(chunk)
     return b"".join(chunks)
