@@ -3,11 +3,13 @@
     arguments       the checks of every layer's and cost's arguments: float arrays, dout's shape, positive ints
     layers          convolution, ReLU, pooling, concatenation: forward and backward, loops and vectorised
     fast_conv       the convolution the networks run: im2col a block of rows at a time, same results
+    fast_pool       the pooling the networks run: layers' results to the last bit, a band of rows at a time
     winograd        3x3 stride-1 convolution by F(2x2, 3x3), for fast_conv's wide layers
     tap_planes      a convolution with few output channels: one product for all taps, shifted sums
     conv_rows       padded input rows and per-thread scratch buffers of both fast convolutions
     fire_rows       a SqueezeNet fire module's three convolutions by bands of rows, one split for all three
     parallel        a layer's work cut into pieces run at once on the cores BLAS was given
+    awake_cores     idle-priority spinners that keep a run's cores from halting while its threads wait
     memory_pages    small memory pages for the runs that touch their arrays once (stylize, apply)
     transformer_layers  reflection padding, instance norm, nearest upsampling, residual sum, scaled tanh
     upsample_conv       the network's upsampling layers (upsample, pad, convolve) at the low resolution
@@ -38,10 +40,10 @@
     cli/            the `scratchnst` command: parsing, stylize, weights, bench, interrupts
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader
 
-The math modules (arguments, layers, fast_conv, conv_rows, winograd, tap_planes, fire_rows,
-transformer_layers, upsample_conv, costs, optim, lbfgs_memory, optim_state) import nothing but
-the standard library, NumPy, errors, parallel and memory_pages (themselves NumPy and the standard
-library);
+The math modules (arguments, layers, fast_conv, fast_pool, conv_rows, winograd, tap_planes,
+fire_rows, transformer_layers, upsample_conv, costs, optim, lbfgs_memory, optim_state) import
+nothing but the standard library, NumPy, errors, parallel, awake_cores and memory_pages
+(themselves NumPy and the standard library);
 cli/ and exercises/ sit at the edge: nothing of the course imports them.
 """
 

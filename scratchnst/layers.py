@@ -15,11 +15,12 @@ Every function keeps the dtype it is given and never writes into its inputs, `do
 
 Each layer has two versions. The `*_naive` functions are plain loops, written to be read next to
 the formula; the others are vectorised over positions, and are the course's exercises. The
-networks run only the pooling ones: `scratchnst.fast_conv` computes the convolution with larger
-matrix products (im2col a block of rows at a time) and the ReLU fused into it
-(`conv2d_relu_forward`, `conv2d_relu_backward`), and a fire module's branches are written straight
-into their concatenation. Tests prove that all of these agree with each other (the fused ones with
-the layers here composed), with finite differences and with PyTorch.
+networks run neither: `scratchnst.fast_conv` computes the convolution with larger matrix products
+(im2col a block of rows at a time) and the ReLU fused into it (`conv2d_relu_forward`,
+`conv2d_relu_backward`), a fire module's branches are written straight into their concatenation,
+and `scratchnst.fast_pool` runs the pooling here a band of rows at a time, with the same results.
+Tests prove that all of these agree with each other (the fused ones with the layers here
+composed), with finite differences and with PyTorch.
 """
 
 import numpy as np

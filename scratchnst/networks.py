@@ -1,8 +1,8 @@
 """A pretrained CNN with fixed weights: activations at named layers, gradients back to the pixels.
 
 `load` finds and reads a weights file (`scratchnst.weights`) and returns a `Network`, which runs
-the steps of its architecture's table (`scratchnst.architectures`) with the layers of
-`scratchnst.layers` and the fast convolution of `scratchnst.fast_conv`:
+the steps of its architecture's table (`scratchnst.architectures`) with the fast convolution of
+`scratchnst.fast_conv` and the pooling of `scratchnst.fast_pool` (the results of `scratchnst.layers`):
 
     net = load("vgg19")                                  # or "squeezenet", or a path to an .h5 file
     x = image.preprocess(content, net.preprocessing)     # (1, H, W, 3)
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnst import fast_conv, fire_rows, layers, parallel
+from scratchnst import fast_conv, fast_pool, fire_rows, layers
 from scratchnst import weights as weights_io
 from scratchnst.architectures import ARCHITECTURES, POOLINGS, SQUEEZENET, VGG19, parameter_problem  # noqa: F401
 from scratchnst.errors import UsageError, UserError
@@ -255,8 +255,8 @@ class Network:
                 into = joined[concat][..., start:stop]
             return fast_conv.conv2d_relu_forward(inputs[0], kernel, bias, step.spec.stride, step.spec.padding, into)
         if step.op == "pool":
-            pool = layers.max_pool_forward if self.pooling == "max" else layers.avg_pool_forward
-            return _pool_forward(pool, inputs[0], step.spec)
+            pool = fast_pool.max_pool_forward if self.pooling == "max" else fast_pool.avg_pool_forward
+            return pool(inputs[0], step.spec.size, step.spec.stride, step.spec.padding)
         # the branches have written themselves into it (the same as layers.concat_forward(inputs))
         return joined.pop(step.name), (tuple(a.shape[-1] for a in inputs), -1)
 
@@ -349,8 +349,8 @@ class Network:
         if step.op == "conv":
             return [fast_conv.conv2d_relu_backward(dout, cache)]
         if step.op == "pool":
-            pool_backward = layers.max_pool_backward if self.pooling == "max" else layers.avg_pool_backward
-            return [_pool_backward(pool_backward, dout, cache)]
+            pool_backward = fast_pool.max_pool_backward if self.pooling == "max" else fast_pool.avg_pool_backward
+            return [pool_backward(dout, cache)]
         # views of dout, not layers.concat_backward's copies: each branch's ReLU backward makes a
         # fresh array of it at once, and nothing here writes into a gradient it was given
         sizes, _ = cache
@@ -378,59 +378,6 @@ class Network:
 
         visit(list(self._caches.values()))
         return sum(seen.values())
-
-
-# Elements of a pooling's input below which cutting it into pieces is not worth a thread.
-_SPLIT_LEAST_ELEMENTS = 2**18
-
-
-def _pool_forward(pool, x, spec):
-    """pool(x, size, stride, padding) with the output's rows cut into pieces run at once (`parallel.split`).
-
-    A piece of output rows start..stop-1 reads the input rows start*stride .. (stop-1)*stride+size-1
-    ("valid" windows; "same" pooling is not cut), so each piece is exact; neighbouring pieces read
-    size - stride rows in common. Rows, not channels: a piece of channels is a strided view, whose
-    passes ran hardly faster on two cores than on one (2.3 ms against 2.7 for SqueezeNet's first
-    pool at 320x240; 1.6 ms for rows).
-    Returns (out, cache): cache is (x's shape, [(start, stop, first input row, last + 1, the
-    piece's cache)]), what _pool_backward takes.
-    """
-    N, H, W, C = x.shape
-    H_out = layers.conv_output_size(H, spec.size, spec.stride, spec.padding)[0]
-    size, stride = spec.size, spec.stride
-    least = -(-_SPLIT_LEAST_ELEMENTS // max(1, N * stride * W * C)) if spec.padding == "valid" else H_out
-
-    def piece(start, stop):
-        first, last = start * stride, (stop - 1) * stride + size
-        if (start, stop) == (0, H_out):
-            first, last = 0, H  # whole: the input as it is
-        out, cache = pool(x[:, first:last], size, stride, spec.padding)
-        return (start, stop, first, last, cache), out
-
-    parts = parallel.split(piece, H_out, least=least)
-    out = parts[0][1] if len(parts) == 1 else np.concatenate([out for _, out in parts], axis=1)
-    return out, (x.shape, [part for part, _ in parts])
-
-
-def _pool_backward(pool_backward, dout, cache):
-    """The input gradient of _pool_forward, piece by piece as the forward pass cut it, overlaps added."""
-    x_shape, pieces = cache
-    if len(pieces) == 1:
-        return pool_backward(dout, pieces[0][4])
-
-    def backward(k, k_stop):
-        return [pool_backward(dout[:, start:stop], piece_cache) for start, stop, _, _, piece_cache in pieces[k:k_stop]]
-
-    parts = [dx for part in parallel.split(backward, len(pieces)) for dx in part]
-    dx = np.empty(x_shape, dtype=parts[0].dtype)
-    filled = 0
-    for (_, _, first, last, _), dx_piece in zip(pieces, parts):
-        overlap = max(0, filled - first)
-        dx[:, first:first + overlap] += dx_piece[:, :overlap]
-        dx[:, first + overlap:last] = dx_piece[:, overlap:]
-        filled = last
-    dx[:, filled:] = 0  # rows below the last window: no window read them
-    return dx
 
 
 def _base(array):

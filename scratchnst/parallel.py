@@ -9,14 +9,15 @@ BLAS calls, and OpenBLAS runs one thread per call (`one_blas_thread`), so that t
 each spawn a second thread onto a busy core. Who cuts what: fast_conv (rows of the output of each
 convolution, bands of rows of a col2im, rows of a kernel gradient), fire_rows (bands of rows of a
 whole fire module, its three convolutions at once), transformer_layers (rows of the kernel
-gradient), networks (rows of a pooling's output), transfer (the content cost and the style layers'
+gradient), fast_pool (rows of a pooling's output), transfer (the content cost and the style layers'
 costs, each whole). Each cut is exact: pieces write disjoint memory, or their own arrays added
 afterwards.
 
 Handing a piece to another thread costs what waking it costs: on a 2-core VM whose idle cores
 halt, 80-150 us per split, about what a core does in a small layer. Hence fewer, larger splits
-(fire_rows), a least amount of work per piece, and each thread kept on a core of its own during a
-run (`hold`).
+(fire_rows), a least amount of work per piece, each thread kept on a core of its own during a run
+(`hold`), and those cores kept from halting (`awake_cores`). Two pieces at once also share the
+GIL: a piece should make a few large NumPy calls, not many small ones (`in_piece`).
 
 How many workers: $SCRATCHNST_WORKERS when set (the command line sets it for --threads N, and
 starts NumPy's BLAS on one thread: `environment`); else the BLAS's own thread count where it can be
@@ -34,6 +35,8 @@ import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+
+from scratchnst import awake_cores
 
 _state = threading.local()  # .inside: this thread runs a piece of a split (nested splits run whole)
 _region = threading.Lock()  # one split at a time changes the BLAS's thread count
@@ -176,8 +179,25 @@ if hasattr(os, "register_at_fork"):
 
 
 def _piece(fn, start, stop):
-    with unsplit():
-        return fn(start, stop)
+    _state.piece = True
+    try:
+        with unsplit():
+            return fn(start, stop)
+    finally:
+        _state.piece = False
+
+
+def in_piece():
+    """Whether this thread runs a piece of a split, other threads of the process running the others.
+
+    Such a piece should make a few large NumPy calls rather than many small ones. Each call gives
+    up the GIL and takes it back; when another piece's thread holds it at that moment, the wait
+    is a sleep and a wake-up, 20-200 us on a VM whose idle cores halt. Measured on a 2-core Xeon:
+    SqueezeNet's first max pool at 512x512, its two halves in two threads at once, 5.1 ms as 36
+    calls each, 8.8 ms as 576 calls (bands of rows), 18.6 ms as 2300; one half alone 4.6, 3.5 and
+    5.3 ms.
+    """
+    return getattr(_state, "piece", False)
 
 
 @contextlib.contextmanager
@@ -211,12 +231,18 @@ def hold():
     between a benchmark's steps or while the user looks at a snapshot) Linux woke the worker on
     the core of the thread that woke it, the two shared one core for the rest of the step, and a
     SqueezeNet step at 256x256 on a 2-core Xeon VM took 53 ms instead of 28 (32 ms pinned).
+    And while it lasts each of those cores has an idle-priority spinner (`awake_cores`), so that a
+    thread that waits (for a piece, for the GIL) leaves its core busy rather than halted: waking a
+    halted core of a VM costs 50-250 us, tens of times a step.
     With one worker it changes nothing.
     """
     if workers() < 2:
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
     stack.enter_context(one_blas_thread())
+    cores = _cores()
+    if len(cores) >= workers():  # the cores the run's threads are pinned to: keep them from halting
+        stack.enter_context(awake_cores.keep_awake(cores[:workers()]))
     stack.enter_context(_on_core(0))
     return stack
 

@@ -507,6 +507,30 @@ def test_student_copy_imports_and_its_hidden_functions_raise(student_copy):
     assert done.returncode == 0 and done.stdout.strip() == "checked", done.stderr
 
 
+def test_the_networks_pooling_in_a_student_copy_is_the_students_own(student_copy, solutions_copy):
+    """fast_pool computes the pooling exercises' answers: in the copy it calls the student's layers instead."""
+    text = (student_copy / "scratchnst" / "fast_pool.py").read_text()
+    assert "_max_band" not in text and "np.maximum" not in text and "return layers.max_pool_forward(" in text
+    assert (solutions_copy / "scratchnst" / "fast_pool.py").read_bytes() == (PACKAGE / "fast_pool.py").read_bytes()
+    script = textwrap.dedent("""
+        import numpy as np
+        from scratchnst import fast_pool, layers, networks
+        from scratchnst.cli import bench
+        for name in ("max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"):
+            assert "layers." + name in getattr(fast_pool, name).__doc__  # its docstring kept
+        net = networks.Network("squeezenet", bench.random_params("squeezenet"))
+        try:
+            net.forward(np.zeros((1, 40, 40, 3), np.float32), ["fire3"])
+        except NotImplementedError as error:
+            print("NotImplementedError:", error)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=student_copy, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    hint = next(r.hint for r in exercises.package_regions(PACKAGE) if r.function == "max_pool_forward")
+    assert done.stdout.strip() == f"NotImplementedError: {hint}"
+
+
 def test_unmarked_files_are_copied_unchanged(student_copy):
     # the grader's own modules too, except its checks (see test_the_graders_checks_are_stubbed_in_the_copy)
     for name in ("errors.py", "gradcheck.py", "torch_ref.py", "exercises/__init__.py", "exercises/markers.py",

@@ -335,6 +335,31 @@ def test_calling_the_given_tap_planes_convolution_is_no_answer(pristine, tmp_pat
 
 
 @needs_bwrap
+@pytest.mark.parametrize("base", ["key", "stub"])
+def test_calling_the_given_pooling_is_no_answer(pristine, tmp_path, teacher, base):
+    """fast_pool is given too (the networks pool with it), bringing the package's back into a student
+    copy included: from the pooling exercises it earns nothing."""
+    forward = """
+        from scratchnst import fast_pool
+        out, (_, arg, _, _, _) = fast_pool.max_pool_forward(x, size, stride, padding)
+    """
+    backward = """
+        from scratchnst import fast_pool
+        return fast_pool.max_pool_backward(dout, cache)
+    """
+
+    def bring_back(submission):  # a student copy's fast_pool calls layers: put the package's in its place
+        shutil.copy(PACKAGE / "fast_pool.py", submission / "scratchnst" / "fast_pool.py")
+
+    report = run_attack(pristine, tmp_path, teacher, base, {("layers", "max_pool_forward"): forward,
+                                                            ("layers", "max_pool_backward"): backward},
+                        setup=bring_back if base == "stub" else None, only=["max_pool_forward", "max_pool_backward"])
+    assert points(report) == {"max_pool_forward": 0, "max_pool_backward": 0}
+    assert "fast_pool.max_pool_forward is given code, not your answer" in rendered(report)
+    assert "fast_pool.max_pool_backward is given code, not your answer" in rendered(report)
+
+
+@needs_bwrap
 def test_replaying_the_values_shipped_with_the_copy_fails(pristine, tmp_path, teacher):
     """The student copy ships the self-check's expected values; a teacher's grade uses other inputs."""
     code = """

@@ -17,14 +17,17 @@ PACKAGE = Path(scratchnst.__file__).resolve().parent
 # The course's mathematics: layers, the fast convolution beside them, the costs, the optimisers and
 # their saved states. They compute with NumPy alone, so a student can read (and a teacher can cut
 # exercises from) them without meeting files, Pillow, HDF5, the command line or the grader.
-MATH_MODULES = ("scratchnst.arguments", "scratchnst.layers", "scratchnst.fast_conv", "scratchnst.conv_rows",
+MATH_MODULES = ("scratchnst.arguments", "scratchnst.layers", "scratchnst.fast_conv", "scratchnst.fast_pool",
+                "scratchnst.conv_rows",
                 "scratchnst.winograd", "scratchnst.tap_planes",
                 "scratchnst.fire_rows", "scratchnst.lbfgs_memory",
                 "scratchnst.costs", "scratchnst.optim",
                 "scratchnst.optim_state", "scratchnst.transformer_layers", "scratchnst.upsample_conv")
-# parallel: the splitting of a layer's work across cores; memory_pages: which pages NumPy asks for;
-# both themselves only the standard library and NumPy
-ALLOWED_IN_MATH = {"numpy", "scratchnst.errors", "scratchnst.parallel", "scratchnst.memory_pages", *MATH_MODULES}
+# parallel: the splitting of a layer's work across cores; awake_cores: the cores of a run kept from
+# halting between its pieces; memory_pages: which pages NumPy asks for; all themselves only the
+# standard library and NumPy
+ALLOWED_IN_MATH = {"numpy", "scratchnst.errors", "scratchnst.parallel", "scratchnst.awake_cores",
+                   "scratchnst.memory_pages", *MATH_MODULES}
 
 
 def module_files():
@@ -112,7 +115,8 @@ def test_a_planted_cycle_would_be_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("module", MATH_MODULES + ("scratchnst.parallel", "scratchnst.memory_pages"))
+@pytest.mark.parametrize("module", MATH_MODULES + ("scratchnst.parallel", "scratchnst.awake_cores",
+                                                  "scratchnst.memory_pages"))
 def test_math_modules_import_only_the_standard_library_numpy_and_errors(module):
     modules = module_files()
     outside = {name for name in imports_of(module, modules[module], modules)

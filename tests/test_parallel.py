@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from scratchnst import fast_conv, layers, parallel
+from scratchnst import fast_conv, fast_pool, layers, parallel
 from scratchnst import transformer_layers as tl
 
 
@@ -22,6 +22,7 @@ def cut_everything(monkeypatch):
     previous = parallel.set_workers(2)
     monkeypatch.setattr(fast_conv, "_SPLIT_LEAST_WORK", 1)
     monkeypatch.setattr(tl, "_SPLIT_LEAST_WORK", 1)
+    monkeypatch.setattr(fast_pool, "SPLIT_LEAST_ELEMENTS", 1)
     yield
     parallel.set_workers(previous)
 
@@ -207,41 +208,52 @@ def test_split_layers_keep_the_dtype(dtype, cut_everything):
     assert tl.conv2d_weight_gradient(x, np.ones((1, 7, 7, 6), dtype), 3, 3).dtype == dtype
 
 
-POOLS = [  # (pool, pool backward, x shape, size, stride, padding)
+POOLS = [  # (kind, x shape, size, stride, padding)
     ("max", (1, 13, 9, 6), 3, 2, "valid"),   # SqueezeNet's: neighbouring pieces share a row
     ("max", (2, 12, 10, 5), 2, 2, "valid"),  # VGG-19's
     ("avg", (1, 14, 11, 4), 3, 2, "valid"),  # a row below the last window, read by none
-    ("max", (1, 9, 8, 3), 3, 2, "same"),     # not cut
+    ("max", (1, 9, 8, 3), 3, 2, "same"),
+    ("avg", (2, 11, 7, 3), 5, 2, "same"),    # windows reaching two output rows back
+    ("max", (1, 13, 8, 2), 2, 3, "valid"),   # gaps between windows
 ]
 
 
 @pytest.mark.parametrize("kind, x_shape, size, stride, padding", POOLS)
-def test_split_pooling_equals_the_whole(kind, x_shape, size, stride, padding, cut_everything, monkeypatch):
-    from types import SimpleNamespace
-
-    from scratchnst import networks
-
-    monkeypatch.setattr(networks, "_SPLIT_LEAST_ELEMENTS", 1)
-    forward = layers.max_pool_forward if kind == "max" else layers.avg_pool_forward
-    backward = layers.max_pool_backward if kind == "max" else layers.avg_pool_backward
+@pytest.mark.parametrize("band_bytes", [1, 2**30])
+def test_split_pooling_is_the_whole_to_the_last_bit(kind, x_shape, size, stride, padding, band_bytes,
+                                                     cut_everything, monkeypatch):
+    monkeypatch.setattr(fast_pool, "BAND_BYTES", band_bytes)  # one row a band, or one band a piece
+    forward, backward = getattr(fast_pool, f"{kind}_pool_forward"), getattr(fast_pool, f"{kind}_pool_backward")
     rng = np.random.default_rng(6)
     x = np.maximum(rng.standard_normal(x_shape), 0)  # a ReLU's output: ties at 0, as in the networks
-    spec = SimpleNamespace(size=size, stride=stride, padding=padding)
-    out, cache = networks._pool_forward(forward, x, spec)
-    assert len(cache[1]) == (1 if padding == "same" else 2)
-    dout = rng.standard_normal(out.shape)
-    dx = networks._pool_backward(backward, dout, cache)
-    whole_out, whole_cache = forward(x, size, stride, padding)
+    with parallel.hold():
+        out, cache = forward(x, size, stride, padding)
+        dout = rng.standard_normal(out.shape)
+        dx = backward(dout, cache)
+    whole_out, whole_cache = getattr(layers, f"{kind}_pool_forward")(x, size, stride, padding)
     np.testing.assert_array_equal(out, whole_out)
-    np.testing.assert_allclose(dx, backward(dout, whole_cache), rtol=1e-13, atol=1e-13)
+    if kind == "max":
+        np.testing.assert_array_equal(cache[1], whole_cache[1])
+    np.testing.assert_array_equal(dx, getattr(layers, f"{kind}_pool_backward")(dout, whole_cache))
     assert dx.shape == x.shape and dx.dtype == x.dtype
+
+
+def test_pooling_is_cut_into_pieces_that_run_at_once(cut_everything, monkeypatch):
+    """Not one piece by accident: the forward and backward passes each run as two pieces."""
+    calls = []
+    split = parallel.split
+    monkeypatch.setattr(parallel, "split", lambda fn, n, least=1: calls.append(len(split(fn, n, least))))
+    x = np.ones((1, 9, 9, 2))
+    with parallel.hold():
+        out, cache = fast_pool.max_pool_forward(x, 3, 2)
+        fast_pool.max_pool_backward(out, cache)
+    assert calls == [2, 2]
 
 
 def test_a_network_step_is_the_same_split_or_whole(cut_everything, monkeypatch):
     from scratchnst import networks
     from scratchnst.cli import bench
 
-    monkeypatch.setattr(networks, "_SPLIT_LEAST_ELEMENTS", 1)
     net = networks.Network("squeezenet", bench.random_params("squeezenet", dtype=np.float64), dtype=np.float64)
     rng = np.random.default_rng(7)
     x = rng.uniform(-100, 100, (1, 67, 59, 3))

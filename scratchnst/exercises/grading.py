@@ -21,7 +21,11 @@ What else the student copy hides, and why
     - the grader's own checks (exercises/checks_*.py), which are copied with the package: to name
       a classic mistake they compute it, by code that computes the answer once the mistake is
       switched off (checks_optim._adam with its defaults is adam_update). Every function of
-      theirs is hidden; a copy checks itself with the shipped values instead.
+      theirs is hidden; a copy checks itself with the shipped values instead;
+    - the pooling the networks run (fast_pool, markers.FAST_TWINS), the same results as the
+      pooling exercises a band of rows at a time: in the copy each of its functions calls the
+      student's function of the same name in layers, so the student's networks pool with the
+      student's code, as they did before fast_pool existed.
     The student copy keeps their signatures and docstrings (they say what to compute: a hint,
     not an answer) and replaces their bodies with a NotImplementedError stub, so that every name
     still imports. "Used only by the answers" is decided from the code, not from a list: a

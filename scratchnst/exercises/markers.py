@@ -219,6 +219,37 @@ def hidden_functions(sources):
     return hidden
 
 
+# Modules whose functions compute exercises' answers by a faster road to the same results, run by
+# the networks: `fast_pool`'s max_pool_forward is the pooling exercise's answer, banded. In the
+# student copy such a module keeps its public functions (names, signatures, docstrings) but each
+# calls the function of the same name in `layers`, the student's: the copy holds no second answer
+# to read, and the student's networks run the student's own pooling.
+FAST_TWINS = ("fast_pool",)
+
+
+def _twin_text(source):
+    """The student's version of a FAST_TWINS module: each public function delegates to `layers`."""
+    tree = source.tree
+    doc = ast.get_docstring(tree) or ""
+    title = doc.splitlines()[0] if doc else f"scratchnst.{source.module}"
+    parts = [f'"""{title}\n\nIn this student copy every function here runs the one of the same name in `layers`: yours.\n'
+             f'(The package\'s own {source.module} computes the same results a faster way; it would be an answer.)\n"""\n',
+             "\nfrom scratchnst import layers\n"]
+    for name, node in _top_functions(tree).items():
+        if name.startswith("_"):
+            continue
+        if node.args.vararg or node.args.kwarg or node.args.kwonlyargs or node.args.posonlyargs:
+            raise ValueError(f"{source.module}.{name}: a twin takes plain positional arguments only")
+        arguments = ", ".join(a.arg for a in node.args.args)
+        function_doc = ast.get_docstring(node, clean=False)
+        docstring = f'    """{function_doc}"""\n' if function_doc else ""
+        parts.append(f"\n\ndef {name}({ast.unparse(node.args)}):\n{docstring}"
+                     f"    return layers.{name}({arguments})\n")
+    text = "".join(parts)
+    compile(text, str(source.path), "exec")
+    return text
+
+
 def _literal(text):
     """A double-quoted Python string literal of text."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -323,6 +354,8 @@ def make_student_copy(dest, force=False, solutions=False, extra=None):
     hidden_in = {module for module, _ in hidden}
     texts = {} if solutions else {s.path: _student_text(s, hidden) for s in sources
                                   if s.regions or s.module in hidden_in}
+    if not solutions:
+        texts.update({s.path: _twin_text(s) for s in sources if s.module in FAST_TWINS})
     created = [folder for folder in (dest, *dest.parents) if not folder.exists()]  # innermost first
     try:
         try:
