@@ -65,6 +65,7 @@ while True:
 _lock = threading.Lock()
 _spinners = {}  # core -> Popen
 _depth = 0  # nested keep_awake contexts
+_generation = 0  # a child made by fork counts again from 0: a context entered before the fork is not its
 _broken = False  # a spinner could not be started or could not drop to SCHED_IDLE: none from now on
 _quota = None  # whether the cgroup caps the CPU time (None: not read yet)
 
@@ -89,21 +90,22 @@ def keep_awake(cores):
         cores: the core numbers the run's threads are pinned to.
     """
     global _depth
-    started = False
+    started = None
     with _lock:
         if enabled(cores) and _start(cores):
             _depth += 1
-            started = True
+            started = _generation
             if _depth == 1:
                 _tell(b"1")
     try:
         yield
     finally:
-        if started:
+        if started is not None:
             with _lock:
-                _depth -= 1
-                if _depth == 0:
-                    _tell(b"0")
+                if started == _generation and _depth > 0:
+                    _depth -= 1
+                    if _depth == 0:
+                        _tell(b"0")
 
 
 def _start(cores):
@@ -112,22 +114,45 @@ def _start(cores):
     for core in cores:
         if core in _spinners and _spinners[core].poll() is None:
             continue
+        spinner = None
         try:
-            spinner = subprocess.Popen([sys.executable, "-S", "-c", _SPINNER, str(core)], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
-        except (OSError, ValueError):  # no such executable (an embedded Python), no processes left
-            _broken = True
-            return False
-        ready, _, _ = select.select([spinner.stdout], [], [], _START_SECONDS)
-        answer = os.read(spinner.stdout.fileno(), 1) if ready else b""
+            # -I: no current folder, no user site, no PYTHON* variables: a select.py where the user
+            # runs scratchnst is not imported; -S: no site either (a faster start)
+            spinner = subprocess.Popen([sys.executable, "-I", "-S", "-c", _SPINNER, str(core)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                       close_fds=True)
+            answer = _first_byte(spinner.stdout, _START_SECONDS)
+        except (OSError, ValueError, TypeError):  # no executable (an embedded Python's is None or ""), no processes
+            answer = b""
         if answer != b"y":
-            spinner.kill()
-            spinner.stdin.close()
-            spinner.wait()
+            if spinner is not None:
+                _end(spinner, kill=True)
             _broken = True
+            _stop_all()  # the ones just made for the other cores too: none will ever spin now
             return False
         _spinners[core] = spinner
     return True
+
+
+def _first_byte(pipe, seconds):
+    """The first byte the pipe gives within `seconds`, or b"" (poll: no limit on the descriptor's number)."""
+    poller = select.poll()
+    poller.register(pipe.fileno(), select.POLLIN)
+    if not poller.poll(seconds * 1000):
+        return b""
+    return os.read(pipe.fileno(), 1)
+
+
+def _end(spinner, kill=False):
+    """Close the spinner's pipe (it exits at its end), kill it if asked, and reap it."""
+    if kill:
+        with contextlib.suppress(OSError):
+            spinner.kill()
+    for pipe in (spinner.stdin, spinner.stdout):
+        with contextlib.suppress(OSError, ValueError):
+            pipe.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        spinner.wait(timeout=1)
 
 
 def _tell(order):
@@ -141,40 +166,68 @@ def _tell(order):
 
 
 def _cpu_quota():
-    """Whether this process's cgroup caps its CPU time (cgroup v2 cpu.max, or v1 cfs_quota_us)."""
+    """Whether this process's cgroup, or one above it, caps its CPU time (v2 cpu.max, v1 cfs_quota_us).
+
+    The cgroup is the one /proc/self/cgroup names, looked for under /sys/fs/cgroup (v2) or its cpu
+    controller's folder (v1); in a container with its own cgroup namespace that is "/", the mount's root.
+    """
     try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            return f.read().split()[0] != "max"
-    except (OSError, IndexError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
-            return int(f.read()) > 0
-    except (OSError, ValueError):
-        return False
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hierarchy == "0" and controllers == "":  # v2: one tree
+            if _any_above("/sys/fs/cgroup", path, "cpu.max", lambda text: text.split()[0] != "max"):
+                return True
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's tree
+            for mount in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpuacct,cpu"):
+                if _any_above(mount, path, "cpu.cfs_quota_us", lambda text: int(text) > 0):
+                    return True
+    return False
+
+
+def _any_above(mount, path, name, capped):
+    """Whether `name` in the cgroup `path` under `mount`, or in a cgroup above it, says capped(its text)."""
+    parts = [p for p in path.strip("/").split("/") if p and p not in (".", "..")]
+    for depth in range(len(parts), -1, -1):
+        try:
+            with open(os.path.join(mount, *parts[:depth], name)) as f:
+                if capped(f.read()):
+                    return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
 
 
 def stop():
     """End every spinner now (they would end with the process anyway)."""
     with _lock:
-        for spinner in _spinners.values():
-            with contextlib.suppress(OSError, ValueError):
-                spinner.stdin.close()
-        for spinner in _spinners.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                spinner.wait(timeout=1)
-        _spinners.clear()
+        _stop_all()
 
 
-def _forget_in_child():
-    """In a child made by fork: the parent's spinners are the parent's; close this copy of their pipes."""
-    global _lock, _depth
+def _stop_all():
     for spinner in _spinners.values():
         with contextlib.suppress(OSError, ValueError):
             spinner.stdin.close()
-            spinner.stdout.close()
+    for spinner in _spinners.values():
+        _end(spinner)
     _spinners.clear()
-    _lock, _depth = threading.Lock(), 0
+
+
+def _forget_in_child():
+    """In a child made by fork: the parent's spinners are the parent's; close this copy of their pipes.
+
+    Closed without a flush (a byte the parent was writing at the fork must not be sent twice).
+    """
+    global _lock, _depth, _generation
+    for spinner in _spinners.values():
+        for pipe in (spinner.stdin, spinner.stdout):
+            with contextlib.suppress(OSError, ValueError):
+                pipe.detach().close()
+    _spinners.clear()
+    _lock, _depth, _generation = threading.Lock(), 0, _generation + 1
 
 
 atexit.register(stop)

@@ -138,7 +138,7 @@ def avg_pool_forward(x, size=2, stride=2, padding="valid"):
             rows = xpad[:, a * stride:(b - 1) * stride + size]
             for kh, kw, tap in layers._window_taps(rows, size, size, stride, b - a, W_out):
                 if kh == kw == 0:
-                    np.copyto(o, tap)  # 0 + tap: what layers' sum into zeros starts with
+                    np.add(tap, 0, out=o)  # 0 + tap, as layers' sum into zeros starts: -0.0 becomes 0.0
                 else:
                     o += tap
             o /= counts[:, a:b]

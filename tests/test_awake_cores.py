@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -78,38 +79,71 @@ def test_none_with_one_worker_or_when_the_environment_says_no(fresh, monkeypatch
     assert not awake_cores.enabled([0])
 
 
-def test_a_cgroup_cpu_quota_turns_them_off(monkeypatch, tmp_path):
-    """A core kept busy would use the quota up and get the run throttled."""
+CGROUPS = [  # (/proc/self/cgroup, {file: text}, capped)
+    ("0::/\n", {"/sys/fs/cgroup/cpu.max": "200000 100000\n"}, True),  # a container's own namespace
+    ("0::/\n", {"/sys/fs/cgroup/cpu.max": "max 100000\n"}, False),
+    ("0::/user.slice/run-1.scope\n", {"/sys/fs/cgroup/user.slice/run-1.scope/cpu.max": "50000 100000\n"}, True),
+    ("0::/user.slice/run-1.scope\n", {"/sys/fs/cgroup/user.slice/cpu.max": "50000 100000\n",  # a parent's cap
+                                        "/sys/fs/cgroup/user.slice/run-1.scope/cpu.max": "max 100000\n"}, True),
+    ("0::/user.slice/run-1.scope\n", {"/sys/fs/cgroup/cpu.max": "50000 100000\n"}, True),
+    ("0::/system.slice\n", {"/sys/fs/cgroup/system.slice/cpu.max": "max 100000\n"}, False),
+    ("4:cpu,cpuacct:/docker/abc\n2:memory:/docker/abc\n",
+     {"/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n"}, True),
+    ("4:cpu,cpuacct:/docker/abc\n", {"/sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us": "-1\n"}, False),
+    ("2:memory:/x\n", {"/sys/fs/cgroup/cpu.max": "50000 100000\n"}, False),  # no cpu controller named
+    ("", {}, False),
+]
+
+
+@pytest.mark.parametrize("proc, files, capped", CGROUPS)
+def test_a_cgroup_cpu_quota_turns_them_off(proc, files, capped, monkeypatch, tmp_path):
+    """A core kept busy would use the quota up and get the run throttled: the process's own cgroup and those above."""
     import builtins
 
-    files = {"/sys/fs/cgroup/cpu.max": "200000 100000\n"}
     real_open = builtins.open
+    fake = {"/proc/self/cgroup": proc, **files}
 
     def fake_open(path, *args, **kwargs):
-        if str(path).startswith("/sys/fs/cgroup"):
-            if str(path) in files:
-                target = tmp_path / "cgroup"
-                target.write_text(files[str(path)])
-                return real_open(target, *args, **kwargs)
-            raise FileNotFoundError(path)
+        path = str(path)
+        if path.startswith(("/sys/fs/cgroup", "/proc/self/cgroup")):
+            if path not in fake:
+                raise FileNotFoundError(path)
+            target = tmp_path / "file"
+            target.write_text(fake[path])
+            return real_open(target, *args, **kwargs)
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", fake_open)
-    assert awake_cores._cpu_quota()
-    files["/sys/fs/cgroup/cpu.max"] = "max 100000\n"
-    assert not awake_cores._cpu_quota()
-    files.clear()
-    files["/sys/fs/cgroup/cpu/cpu.cfs_quota_us"] = "-1\n"
-    assert not awake_cores._cpu_quota()
-    files["/sys/fs/cgroup/cpu/cpu.cfs_quota_us"] = "50000\n"
-    assert awake_cores._cpu_quota()
+    assert awake_cores._cpu_quota() == capped
     monkeypatch.delenv(awake_cores.ENVIRONMENT_VARIABLE, raising=False)
     monkeypatch.setattr(awake_cores, "_broken", False)
     monkeypatch.setattr(awake_cores, "_quota", None)  # read again
-    assert not awake_cores.enabled([0, 1])
-    files.clear()
-    monkeypatch.setattr(awake_cores, "_quota", None)
-    assert awake_cores.enabled([0, 1]) == (hasattr(os, "SCHED_IDLE") and hasattr(os, "sched_setaffinity"))
+    can = hasattr(os, "SCHED_IDLE") and hasattr(os, "sched_setaffinity")
+    assert awake_cores.enabled([0, 1]) == (can and not capped)
+
+
+@linux_only
+def test_a_module_in_the_current_folder_does_not_replace_the_spinners_own(tmp_path):
+    """The spinners run isolated (-I): a select.py or signal.py where the user works is not theirs."""
+    marker = tmp_path / "ran"
+    for name in ("select.py", "signal.py", "os.py"):
+        (tmp_path / name).write_text(f"open({str(marker)!r}, 'a').write('{name}')\n")
+    script = textwrap.dedent("""
+        import time
+        from scratchnst import awake_cores, parallel
+        parallel.set_workers(2)
+        with parallel.hold():
+            time.sleep(0.3)
+            print(len(awake_cores._spinners), awake_cores._broken,
+                  all(s.poll() is None for s in awake_cores._spinners.values()))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(awake_cores.__file__).parents[1])}
+    # the run itself with -P (its own path safe), in that folder: the spinners start there
+    done = subprocess.run([sys.executable, "-P", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "False", "True"]
+    assert not marker.exists()
 
 
 @linux_only

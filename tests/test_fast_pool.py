@@ -65,6 +65,18 @@ def test_the_same_out_cache_and_gradient_as_layers(kind, band_bytes, values, mon
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_negative_zeros_come_out_as_layers_gives_them(kind, size):
+    """The forward pass to the last bit, the sign of zero too (layers' average adds to +0.0 first)."""
+    x = np.full((1, 6, 5, 2), -0.0, np.float32)
+    x[0, 0, 0, 0] = -1.0
+    L_forward, _, F_forward, _ = _pair(kind)
+    out, fast_out = L_forward(x, size, 1)[0], F_forward(x, size, 1)[0]
+    np.testing.assert_array_equal(np.signbit(fast_out), np.signbit(out))
+    np.testing.assert_array_equal(fast_out, out)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_keeps_the_dtype_and_writes_into_nothing_it_is_given(kind, dtype):
     L_forward, L_backward, F_forward, F_backward = _pair(kind)
