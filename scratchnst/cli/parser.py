@@ -287,7 +287,10 @@ def _floats_arg(text):
 
 _THREADS_HELP = ("cores to run on: scratchnst's layers are cut into that many pieces run at once, each "
                  "product on one BLAS thread (see scratchnst/parallel.py); on an idle 2-core machine 2 "
-                 "were 1.3-1.8 times faster than 1, and far slower when another job used the other core")
+                 "were 1.3-1.8 times faster than 1, and far slower when another job used the other core. "
+                 "With 2 or more, a small process at idle priority keeps each of those cores from sleeping "
+                 "during the run, and gives way to any other program (SCRATCHNST_SPIN=0: none; see "
+                 "scratchnst/awake_cores.py)")
 
 
 def _add_threads(p):
