@@ -65,7 +65,7 @@ while True:
 _lock = threading.Lock()
 _spinners = {}  # core -> Popen
 _depth = 0  # nested keep_awake contexts
-_generation = 0  # a child made by fork counts again from 0: a context entered before the fork is not its
+_generation = 0  # bumped in a child made by fork: a context its parent entered is not the child's to end
 _broken = False  # a spinner could not be started or could not drop to SCHED_IDLE: none from now on
 _quota = None  # whether the cgroup caps the CPU time (None: not read yet)
 

@@ -58,18 +58,25 @@ def max_pool_forward(x, size=2, stride=2, padding="valid"):
         better = np.empty((N, band, W_out, C), dtype=bool)
         index = np.empty(better.shape, dtype=arg.dtype)
         for a, b in _bands(start, stop, band):
-            o, k_of = out[:, a:b], arg[:, a:b]
+            o, where = out[:, a:b], arg[:, a:b]
             rows = xpad[:, a * stride:(b - 1) * stride + size]
-            _max_band(rows, size, stride, o, k_of, better[:, :b - a], index[:, :b - a], nan_aware=False)
+            _max_band(rows, size, stride, o, where, better[:, :b - a], index[:, :b - a], nan_aware=False)
             if o.size and np.isnan(o.max()):  # only then the slower rule: a NaN wins, the last one in the window
-                _max_band(rows, size, stride, o, k_of, better[:, :b - a], index[:, :b - a], nan_aware=True)
+                _max_band(rows, size, stride, o, where, better[:, :b - a], index[:, :b - a], nan_aware=True)
 
     parallel.split(piece, H_out, least=_least_rows(xpad, stride))
     return out, (x.shape, arg, size, stride, padding)
 
 
 def _max_band(rows, size, stride, o, a, better, k_of, nan_aware):
-    """Fill o and a (one band's max and argmax) from the input rows it reads; as layers' loop."""
+    """Fill o and a, one band's max and argmax, from the input rows it reads; as layers' loop does.
+
+    Args:
+        rows: the padded input rows the band reads (N, (n - 1) * stride + size, W_p, C).
+        o, a: the band's output and argmax (N, n, W_out, C), written.
+        better, k_of: scratch of the same shape (bool, and a's dtype).
+        nan_aware: a NaN wins its window (the slower rule, for bands that hold one).
+    """
     for kh, kw, tap in layers._window_taps(rows, size, size, stride, o.shape[1], o.shape[2]):
         k = kh * size + kw
         if k == 0:
