@@ -38,7 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from scratchnst import awake_cores
 
-_state = threading.local()  # .inside: this thread runs a piece of a split (nested splits run whole)
+# .inside: this thread runs a piece of a split, or under unsplit() (nested splits run whole);
+# .piece: it runs a piece of a split, other threads of the process the others (in_piece)
+_state = threading.local()
 _region = threading.Lock()  # one split at a time changes the BLAS's thread count
 _pool = None
 _workers = None

@@ -232,9 +232,9 @@ def _twin_text(source):
     tree = source.tree
     doc = ast.get_docstring(tree) or ""
     title = doc.splitlines()[0] if doc else f"scratchnst.{source.module}"
-    parts = [f'"""{title}\n\nIn this student copy every function here runs the one of the same name in `layers`: yours.\n'
-             f'(The package\'s own {source.module} computes the same results a faster way; it would be an answer.)\n"""\n',
-             "\nfrom scratchnst import layers\n"]
+    note = (f"In this student copy every function here runs the one of the same name in `layers`: yours.\n"
+            f"(The package's own {source.module} computes the same results a faster way; it would be an answer.)")
+    parts = [f'"""{title}\n\n{note}\n"""\n', "\nfrom scratchnst import layers\n"]
     for name, node in _top_functions(tree).items():
         if name.startswith("_"):
             continue
