@@ -27,7 +27,7 @@ rng = np.random.default_rng(args.seed)
 #
 #     x    (N, H, W, C_in)          N images, H rows, W columns, C_in channels
 #     w    (KH, KW, C_in, C_out)    C_out kernels of KH x KW x C_in weights
-#     b    (C_out,)                 one bias per kernel
+#     b    (C_out,)                 one bias per kernel (the course's (1, 1, 1, C_out) is taken too)
 #     out  (N, H_out, W_out, C_out)
 #
 # The whole layer is one formula. Slide the kernel over the (zero-padded) input with steps of

@@ -1,6 +1,6 @@
 """scratchnst: Neural Style Transfer written from scratch in NumPy.
 
-    arguments       the checks of every layer's and cost's arguments: float arrays, dout's shape, positive ints
+    arguments       the checks of every layer's and cost's arguments: float arrays, their shapes, positive ints
     layers          convolution, ReLU, pooling, concatenation: forward and backward, loops and vectorised
     fast_conv       the convolution the networks run: im2col a block of rows at a time, same results
     fast_pool       the pooling the networks run: layers' results to the last bit, a band of rows at a time

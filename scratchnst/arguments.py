@@ -1,4 +1,4 @@
-"""The checks every layer and cost makes of its arguments: floating-point arrays, dout's shape, positive integers.
+"""The checks every layer and cost makes of its arguments: floating-point arrays, their shapes, positive integers.
 
 Every public forward and backward of the math modules (layers, fast_conv, transformer_layers,
 upsample_conv, costs) starts with them. They read dtypes and shapes, never the data: the layers run
@@ -39,6 +39,42 @@ def check_dout(function, dout, out_shape):
     check_floats(function, dout=dout)
     if dout.shape != tuple(out_shape):
         raise ValueError(f"{function}: dout has shape {dout.shape}, the layer's output {tuple(out_shape)}")
+
+
+def check_images(function, **arrays):
+    """ValueError unless every array given is a batch of images (N, H, W, C): four axes.
+
+    One image without its batch axis, (H, W, C), would otherwise fail deep inside ("not enough values
+    to unpack"), or be read with its rows taken for images where a layer's loops do not unpack.
+    """
+    for name, a in arrays.items():
+        if a.ndim != 4:
+            hint = f" (one image: {name}[None])" if a.ndim == 3 else ""
+            raise ValueError(f"{function}: {name} has shape {a.shape}; give a batch of images (N, H, W, C){hint}")
+
+
+def check_kernel(function, w, C_in):
+    """ValueError unless w is a kernel (KH, KW, C_in, C_out) for an input of C_in channels."""
+    if w.ndim != 4:
+        raise ValueError(f"{function}: w has shape {w.shape}; give kernels (KH, KW, C_in, C_out)")
+    if w.shape[2] != C_in:
+        raise ValueError(f"kernel expects {w.shape[2]} input channels, input has {C_in}")
+
+
+def per_channel(function, name, v, C):
+    """v as a (C,) array (a view, never a copy) when its shape is (C,) or the course's (1, 1, 1, C); else ValueError.
+
+    The two shapes mean the same thing: one value per channel. Any other shape would broadcast into
+    something else without a word: a (C, 1) bias makes a (C, C) plane, a (N, 1, 1, C) one adds
+    another bias to each image, a scalar gamma scales every channel alike; or it fails deep inside.
+    The gradient with respect to it comes back as (C,), which `v - lr * dv` broadcasts to v's shape.
+    """
+    if v.shape == (C,):
+        return v
+    if v.shape == (1, 1, 1, C):
+        return v.reshape(C)
+    raise ValueError(f"{function}: {name} has shape {v.shape}; give one value per channel: ({C},), "
+                     f"or (1, 1, 1, {C}) as the course writes it")
 
 
 def positive_int(name, value):

@@ -43,6 +43,12 @@ def _check_activation(a, name):
         raise ValueError(f"{name} must have shape (1, nH, nW, nC), got {a.shape}")
 
 
+def _check_unrolled(A, function):
+    """Raise ValueError unless A is a matrix (nC, nH*nW) of unrolled activations."""
+    if A.ndim != 2:
+        raise ValueError(f"{function}: A has shape {A.shape}; give unrolled activations (nC, nH*nW): unroll(a)")
+
+
 def _check_same_shape(a, b, names):
     if a.shape != b.shape:
         raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {a.shape} and {b.shape}")
@@ -137,6 +143,7 @@ def gram_matrix(A):
         G_A = A @ A.T
     """
     arguments.check_floats("gram_matrix", A=A)
+    _check_unrolled(A, "gram_matrix")
     # BEGIN SOLUTION
     # HINT: G[i, j] is the dot product of rows i and j of A: a single matrix product gives all of them
     G = A @ A.T
@@ -160,6 +167,9 @@ def gram_matrix_backward(A, dG):
     (2 dG @ A when dG is symmetric, as every cost of G that treats G[i, j] and G[j, i] alike has.)
     """
     arguments.check_floats("gram_matrix_backward", A=A, dG=dG)
+    _check_unrolled(A, "gram_matrix_backward")
+    if dG.shape != (A.shape[0], A.shape[0]):
+        raise ValueError(f"gram_matrix_backward: dG has shape {dG.shape}, the Gram matrix of A {(A.shape[0],) * 2}")
     # BEGIN SOLUTION
     # HINT: each entry of A appears in one row and one column of G: differentiate both appearances
     # HINT: (do not assume dG is symmetric)

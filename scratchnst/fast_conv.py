@@ -272,12 +272,14 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="same", out=None):
 
 def _forward(x, w, b, stride, padding, relu, out):
     """(out, conv cache) of conv2d_forward, with the ReLU applied block by block if relu."""
-    arguments.check_floats("conv2d_relu_forward" if relu else "conv2d_forward", x=x, w=w, b=b)
+    function = "conv2d_relu_forward" if relu else "conv2d_forward"
+    arguments.check_floats(function, x=x, w=w, b=b)
+    arguments.check_images(function, x=x)
     stride = arguments.positive_int("stride", stride)
     N, H, W, C_in = x.shape
-    KH, KW, w_C_in, C_out = w.shape
-    if w_C_in != C_in:
-        raise ValueError(f"kernel expects {w_C_in} input channels, input has {C_in}")
+    arguments.check_kernel(function, w, C_in)
+    KH, KW, _, C_out = w.shape
+    b = arguments.per_channel(function, "b", b, C_out)
     _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
     _, left, right = layers.conv_output_size(W, KW, stride, padding)
     # The padding is added a block of rows at a time (`_padded_rows`), never to the whole input: a

@@ -25,7 +25,7 @@ come in the order `layers` adds them.
 import numpy as np
 
 from scratchnst import layers, parallel
-from scratchnst.arguments import check_dout, check_floats, positive_int
+from scratchnst.arguments import check_dout, check_floats, check_images, positive_int
 
 # Bytes of input rows a band reads: with its output, mask and buffers it stays in a 1-2 MiB L2.
 BAND_BYTES = 512 * 1024
@@ -47,6 +47,7 @@ def max_pool_forward(x, size=2, stride=2, padding="valid"):
             kh*size + kw of each window's first maximum (its last NaN, if it holds one).
     """
     check_floats("max_pool_forward", x=x)
+    check_images("max_pool_forward", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
     H_out, W_out, pad_h, pad_w = layers._pool_geometry(x.shape, size, stride, padding)
     xpad = layers._pad_hw(x, pad_h, pad_w, value=-np.inf)
@@ -134,6 +135,7 @@ def avg_pool_forward(x, size=2, stride=2, padding="valid"):
         out: (N, H_out, W_out, C); cache: (x.shape, size, stride, padding).
     """
     check_floats("avg_pool_forward", x=x)
+    check_images("avg_pool_forward", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
     H_out, W_out, pad_h, pad_w = layers._pool_geometry(x.shape, size, stride, padding)
     xpad = layers._pad_hw(x, pad_h, pad_w)

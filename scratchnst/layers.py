@@ -25,7 +25,7 @@ composed), with finite differences and with PyTorch.
 
 import numpy as np
 
-from scratchnst.arguments import check_dout, check_floats, positive_int
+from scratchnst.arguments import check_dout, check_floats, check_images, check_kernel, per_channel, positive_int
 
 
 # ---------------------------------------------------------------------------- output sizes
@@ -97,7 +97,7 @@ def conv2d_forward_naive(x, w, b, stride=1, padding="same"):
     Args:
         x: input (N, H, W, C_in).
         w: kernels (KH, KW, C_in, C_out).
-        b: biases (C_out,).
+        b: biases (C_out,), or the course's (1, 1, 1, C_out).
         stride: int, the same along H and W.
         padding: "same", "valid" or an int (see conv_output_size).
 
@@ -107,11 +107,12 @@ def conv2d_forward_naive(x, w, b, stride=1, padding="same"):
         cache: (x, w, b, stride, padding) for conv2d_backward_naive.
     """
     check_floats("conv2d_forward_naive", x=x, w=w, b=b)
+    check_images("conv2d_forward_naive", x=x)
     stride = positive_int("stride", stride)
     N, H, W, C_in = x.shape
-    KH, KW, w_C_in, C_out = w.shape
-    if w_C_in != C_in:
-        raise ValueError(f"kernel expects {w_C_in} input channels, input has {C_in}")
+    check_kernel("conv2d_forward_naive", w, C_in)
+    KH, KW, _, C_out = w.shape
+    b = per_channel("conv2d_forward_naive", "b", b, C_out)
     H_out, top, bottom = conv_output_size(H, KH, stride, padding)
     W_out, left, right = conv_output_size(W, KW, stride, padding)
     xpad = _pad_hw(x, (top, bottom), (left, right))
@@ -166,7 +167,7 @@ def conv2d_forward(x, w, b, stride=1, padding="same"):
     Args:
         x: input (N, H, W, C_in).
         w: kernels (KH, KW, C_in, C_out), any size (1x1, 3x3, 5x5, 7x7, non-square).
-        b: biases (C_out,).
+        b: biases (C_out,), or the course's (1, 1, 1, C_out).
         stride: int, the same along H and W.
         padding: "same", "valid" or an int (see conv_output_size for the output sizes).
 
@@ -181,11 +182,12 @@ def conv2d_forward(x, w, b, stride=1, padding="same"):
     thing with one larger product per block of rows (tests prove the two equal).
     """
     check_floats("conv2d_forward", x=x, w=w, b=b)
+    check_images("conv2d_forward", x=x)
     stride = positive_int("stride", stride)
     N, H, W, C_in = x.shape
-    KH, KW, w_C_in, C_out = w.shape
-    if w_C_in != C_in:
-        raise ValueError(f"kernel expects {w_C_in} input channels, input has {C_in}")
+    check_kernel("conv2d_forward", w, C_in)
+    KH, KW, _, C_out = w.shape
+    b = per_channel("conv2d_forward", "b", b, C_out)
     H_out, top, bottom = conv_output_size(H, KH, stride, padding)
     W_out, left, right = conv_output_size(W, KW, stride, padding)
     xpad = _pad_hw(x, (top, bottom), (left, right))  # (N, top + H + bottom, left + W + right, C_in)
@@ -317,6 +319,7 @@ def max_pool_forward_naive(x, size=2, stride=2, padding="valid"):
         cache: (x, size, stride, padding).
     """
     check_floats("max_pool_forward_naive", x=x)
+    check_images("max_pool_forward_naive", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
     N, H, W, C = x.shape
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
@@ -375,6 +378,7 @@ def max_pool_forward(x, size=2, stride=2, padding="valid"):
             taps it can number; a wider unsigned type for larger ones.
     """
     check_floats("max_pool_forward", x=x)
+    check_images("max_pool_forward", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
     xpad = _pad_hw(x, pad_h, pad_w, value=-np.inf)
@@ -435,6 +439,7 @@ def avg_pool_forward_naive(x, size=2, stride=2, padding="valid"):
         out: (N, H_out, W_out, C); cache: (x, size, stride, padding).
     """
     check_floats("avg_pool_forward_naive", x=x)
+    check_images("avg_pool_forward_naive", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
     N, H, W, C = x.shape
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
@@ -506,6 +511,7 @@ def avg_pool_forward(x, size=2, stride=2, padding="valid"):
         cache: (x.shape, size, stride, padding): the backward pass needs no values of x.
     """
     check_floats("avg_pool_forward", x=x)
+    check_images("avg_pool_forward", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
     xpad = _pad_hw(x, pad_h, pad_w)

@@ -74,6 +74,7 @@ def reflection_pad_forward_naive(x, pad):
         cache: (x.shape, pad).
     """
     arguments.check_floats("reflection_pad_forward_naive", x=x)
+    arguments.check_images("reflection_pad_forward_naive", x=x)
     pad = _check_reflect(x.shape, pad)
     N, H, W, C = x.shape
     out = np.empty((N, H + 2 * pad, W + 2 * pad, C), dtype=x.dtype)
@@ -117,6 +118,7 @@ def reflection_pad_forward(x, pad):
         cache: (x.shape, pad): the backward pass needs no values of x.
     """
     arguments.check_floats("reflection_pad_forward", x=x)
+    arguments.check_images("reflection_pad_forward", x=x)
     pad = _check_reflect(x.shape, pad)
     out = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
     return out, (x.shape, pad)
@@ -176,7 +178,7 @@ def instance_norm_forward_naive(x, gamma, beta, eps=IN_EPS):
 
     Args:
         x: input (N, H, W, C).
-        gamma, beta: scale and shift (C,).
+        gamma, beta: scale and shift (C,), or (1, 1, 1, C).
         eps: added to the variance, as PyTorch's InstanceNorm2d (1e-5).
 
     Returns:
@@ -186,6 +188,9 @@ def instance_norm_forward_naive(x, gamma, beta, eps=IN_EPS):
         cache: (x, gamma, beta, eps).
     """
     arguments.check_floats("instance_norm_forward_naive", x=x, gamma=gamma, beta=beta)
+    arguments.check_images("instance_norm_forward_naive", x=x)
+    gamma = arguments.per_channel("instance_norm_forward_naive", "gamma", gamma, x.shape[3])
+    beta = arguments.per_channel("instance_norm_forward_naive", "beta", beta, x.shape[3])
     N, H, W, C = x.shape
     out = np.empty(x.shape, dtype=np.result_type(x, gamma, beta))
     for n in range(N):
@@ -247,7 +252,7 @@ def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
 
     Args:
         x: input (N, H, W, C).
-        gamma, beta: scale and shift (C,).
+        gamma, beta: scale and shift (C,), or (1, 1, 1, C).
         eps: added to the variance (PyTorch's default 1e-5).
 
     Returns:
@@ -262,6 +267,9 @@ def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
     the change that made feed-forward stylisation as good as the optimisation).
     """
     arguments.check_floats("instance_norm_forward", x=x, gamma=gamma, beta=beta)
+    arguments.check_images("instance_norm_forward", x=x)
+    gamma = arguments.per_channel("instance_norm_forward", "gamma", gamma, x.shape[3])
+    beta = arguments.per_channel("instance_norm_forward", "beta", beta, x.shape[3])
     if x.dtype == np.float16:
         # float16's statistics overflow: a 256x256 plane counts 65536 pixels, beyond its largest
         # number (65504), and so do the sums. Computed in float32, given back in float16.
@@ -442,9 +450,11 @@ def conv2d_weight_gradient(x, dout, KH, KW):
     256x256, batch 4, float32, 1 thread: 57 ms instead of 273 (and 47 instead of 136 for the first).
     """
     arguments.check_floats("conv2d_weight_gradient", x=x, dout=dout)
+    arguments.check_images("conv2d_weight_gradient", x=x, dout=dout)
+    KH, KW = arguments.positive_int("KH", KH), arguments.positive_int("KW", KW)
     N, Hp, Wp, C_in = x.shape
     _, H_out, W_out, C_out = dout.shape
-    if (H_out, W_out) != (Hp - KH + 1, Wp - KW + 1):
+    if (H_out, W_out) != (Hp - KH + 1, Wp - KW + 1) or dout.shape[0] != N:
         raise ValueError(f"dout {dout.shape} is not the output of a {KH}x{KW} valid convolution of {x.shape}")
     dtype = np.result_type(x, dout)
     x = np.ascontiguousarray(x)  # the windows are read as runs of contiguous rows
@@ -471,6 +481,7 @@ def upsample_nearest_forward_naive(x, factor=2):
         cache: (x.shape, factor).
     """
     arguments.check_floats("upsample_nearest_forward_naive", x=x)
+    arguments.check_images("upsample_nearest_forward_naive", x=x)
     factor = arguments.positive_int("upsampling factor", factor)
     N, H, W, C = x.shape
     out = np.empty((N, H * factor, W * factor, C), dtype=x.dtype)
@@ -511,6 +522,7 @@ def upsample_nearest_forward(x, factor=2):
     upsampled image; one reshape copies it out.
     """
     arguments.check_floats("upsample_nearest_forward", x=x)
+    arguments.check_images("upsample_nearest_forward", x=x)
     factor = arguments.positive_int("upsampling factor", factor)
     N, H, W, C = x.shape
     blocks = np.broadcast_to(x[:, :, None, :, None, :], (N, H, factor, W, factor, C))
@@ -535,6 +547,12 @@ def upsample_nearest_backward(dout, cache):
 
 
 # --------------------------------------------------------------------------------- residual sum
+def _check_residual(x, fx):
+    """ValueError unless x and F(x) have one shape: a broadcast sum would be another layer's output."""
+    if x.shape != fx.shape:
+        raise ValueError(f"a residual sum needs equal shapes, got {x.shape} and {fx.shape}")
+
+
 def residual_forward_naive(x, fx):
     """The residual sum with a plain loop over elements: out = x + F(x).
 
@@ -542,7 +560,8 @@ def residual_forward_naive(x, fx):
         out: like x; cache: out.shape.
     """
     arguments.check_floats("residual_forward_naive", x=x, fx=fx)
-    out = np.empty(np.broadcast_shapes(x.shape, fx.shape), dtype=np.result_type(x, fx))
+    _check_residual(x, fx)
+    out = np.empty(x.shape, dtype=np.result_type(x, fx))
     flat_x, flat_fx, flat_out = x.reshape(-1), fx.reshape(-1), out.reshape(-1)
     for i in range(flat_out.size):
         flat_out[i] = flat_x[i] + flat_fx[i]
@@ -575,8 +594,7 @@ def residual_forward(x, fx):
         cache: x.shape (addition needs no values; the shape lets the backward pass check dout).
     """
     arguments.check_floats("residual_forward", x=x, fx=fx)
-    if x.shape != fx.shape:
-        raise ValueError(f"a residual sum needs equal shapes, got {x.shape} and {fx.shape}")
+    _check_residual(x, fx)
     return x + fx, x.shape
 
 

@@ -74,13 +74,13 @@ def phase_kernel(w, groups_h, groups_w):
 def _check(x, w, factor):
     """factor as a Python int, or ValueError/TypeError for arguments upsample_conv_forward cannot take."""
     arguments.check_floats("upsample_conv_forward", x=x, w=w)
+    arguments.check_images("upsample_conv_forward", x=x)
     factor = arguments.positive_int("upsampling factor", factor)
-    K, KW, C_in, _ = w.shape
+    arguments.check_kernel("upsample_conv_forward", w, x.shape[3])
+    K, KW = w.shape[:2]
     if K != KW or not fits(K, factor):
         raise ValueError(f"upsample_conv takes an odd square kernel narrower than 2 * factor + 1: got "
                          f"{K}x{KW} with factor {factor}")
-    if x.shape[3] != C_in:
-        raise ValueError(f"kernel expects {C_in} input channels, input has {x.shape[3]}")
     return factor
 
 

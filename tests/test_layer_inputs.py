@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from scratchnst import costs, fast_conv, layers, upsample_conv
+from scratchnst import costs, fast_conv, fast_pool, layers, upsample_conv
 from scratchnst import transformer_layers as tl
 
 SHAPE = (2, 5, 6, 3)   # (N, H, W, C) of every layer's input here: odd sizes, H != W, batch 2
@@ -260,6 +260,127 @@ def test_arrays_given_as_lists_are_refused_by_name():
     out, cache = layers.relu_forward(x)
     with pytest.raises(TypeError, match="^relu_backward: dout is a list"):
         layers.relu_backward(out.tolist(), cache)
+
+
+# ------------------------------------------------------------------------ array shapes
+# Every forward pass that reads (N, H, W, C): an image without its batch axis used to fail with
+# "not enough values to unpack", a 5-axis array likewise, deep inside.
+IMAGE_FORWARDS = [
+    ("conv2d_forward", lambda x, w, b: layers.conv2d_forward(x, w, b)),
+    ("conv2d_forward_naive", lambda x, w, b: layers.conv2d_forward_naive(x, w, b)),
+    ("conv2d_forward", lambda x, w, b: fast_conv.conv2d_forward(x, w, b)),
+    ("conv2d_relu_forward", lambda x, w, b: fast_conv.conv2d_relu_forward(x, w, b)),
+    ("max_pool_forward", lambda x, w, b: layers.max_pool_forward(x)),
+    ("max_pool_forward_naive", lambda x, w, b: layers.max_pool_forward_naive(x)),
+    ("avg_pool_forward", lambda x, w, b: layers.avg_pool_forward(x)),
+    ("avg_pool_forward_naive", lambda x, w, b: layers.avg_pool_forward_naive(x)),
+    ("max_pool_forward", lambda x, w, b: fast_pool.max_pool_forward(x)),
+    ("avg_pool_forward", lambda x, w, b: fast_pool.avg_pool_forward(x)),
+    ("reflection_pad_forward", lambda x, w, b: tl.reflection_pad_forward(x, 1)),
+    ("reflection_pad_forward_naive", lambda x, w, b: tl.reflection_pad_forward_naive(x, 1)),
+    ("instance_norm_forward", lambda x, w, b: tl.instance_norm_forward(x, b[:3], b[1:])),
+    ("instance_norm_forward_naive", lambda x, w, b: tl.instance_norm_forward_naive(x, b[:3], b[1:])),
+    ("upsample_nearest_forward", lambda x, w, b: tl.upsample_nearest_forward(x, 2)),
+    ("upsample_nearest_forward_naive", lambda x, w, b: tl.upsample_nearest_forward_naive(x, 2)),
+    ("upsample_conv_forward", lambda x, w, b: upsample_conv.upsample_conv_forward(x, w, 2)),
+    ("conv2d_weight_gradient", lambda x, w, b: tl.conv2d_weight_gradient(x, x, 1, 1)),
+]
+IMAGE_FORWARD_IDS = [f"{k}-{name}" for k, (name, _) in enumerate(IMAGE_FORWARDS)]
+
+
+@pytest.mark.parametrize("name,forward", IMAGE_FORWARDS, ids=IMAGE_FORWARD_IDS)
+def test_an_image_without_its_batch_axis_is_refused_by_name(name, forward):
+    x, w, b = _inputs(np.random.default_rng(11))
+    forward(x, w, b)  # the batch itself is taken
+    with pytest.raises(ValueError, match=rf"^{name}: x has shape \(5, 6, 3\); give a batch of images "
+                                         rf"\(N, H, W, C\) \(one image: x\[None\]\)$"):
+        forward(x[0], w, b)
+    for shape in [(180,), (10, 18), x.shape + (1,)]:
+        with pytest.raises(ValueError, match=rf"^{name}: x has shape {re.escape(str(shape))}; give a batch"):
+            forward(x.reshape(shape), w, b)
+
+
+@pytest.mark.parametrize("conv", [layers.conv2d_forward, layers.conv2d_forward_naive, fast_conv.conv2d_forward,
+                                  fast_conv.conv2d_relu_forward, upsample_conv.upsample_conv_forward])
+def test_a_kernel_without_four_axes_is_refused_by_name(conv):
+    x, w, b = _inputs(np.random.default_rng(12))
+    call = (lambda w: conv(x, w, 2)) if conv is upsample_conv.upsample_conv_forward else (lambda w: conv(x, w, b))
+    for wrong in (w[0], w[..., None], w.reshape(-1)):
+        with pytest.raises(ValueError, match=rf"^{conv.__name__}: w has shape {re.escape(str(wrong.shape))}; "
+                                             r"give kernels \(KH, KW, C_in, C_out\)$"):
+            call(wrong)
+
+
+CONVS = [layers.conv2d_forward, layers.conv2d_forward_naive, fast_conv.conv2d_forward, fast_conv.conv2d_relu_forward]
+BACKWARD = {layers.conv2d_forward: layers.conv2d_backward, layers.conv2d_forward_naive: layers.conv2d_backward_naive,
+            fast_conv.conv2d_forward: fast_conv.conv2d_backward,
+            fast_conv.conv2d_relu_forward: fast_conv.conv2d_relu_backward}
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_the_courses_bias_shape_means_the_same_as_one_value_per_channel(conv):
+    """The course writes b as (1, 1, 1, nC); the loop version refused it, the fast one failed deep inside."""
+    x, w, b = _inputs(np.random.default_rng(13))
+    out, cache = conv(x, w, b, 2, "same")
+    out_course, cache_course = conv(x, w, b.reshape(1, 1, 1, 4), 2, "same")
+    np.testing.assert_array_equal(out_course, out)
+    dout = np.random.default_rng(14).standard_normal(out.shape)
+    grads, grads_course = BACKWARD[conv](dout, cache), BACKWARD[conv](dout, cache_course)
+    if conv is fast_conv.conv2d_relu_forward:  # a network's step: dx only
+        grads, grads_course = [grads], [grads_course]
+    else:
+        assert grads_course[2].shape == (4,)  # b - lr * db keeps b's shape by broadcasting
+    for grad, grad_course in zip(grads, grads_course, strict=True):
+        np.testing.assert_array_equal(grad_course, grad)
+
+
+@pytest.mark.parametrize("conv", CONVS)
+@pytest.mark.parametrize("shape", [(3,), (5,), (4, 1), (1, 4), (2, 1, 1, 4), (1, 1, 4), (1, 1, 1, 1, 4), ()])
+def test_a_bias_of_another_shape_is_refused_not_broadcast(conv, shape):
+    """(2, 1, 1, 4) gave each image of a batch of 2 its own bias without a word; (4, 1) failed inside NumPy."""
+    x, w, b = _inputs(np.random.default_rng(15))
+    with pytest.raises(ValueError, match=rf"^{conv.__name__}: b has shape {re.escape(str(shape))}; give one value "
+                                         r"per channel: \(4,\), or \(1, 1, 1, 4\) as the course writes it$"):
+        conv(x, w, np.zeros(shape))
+
+
+@pytest.mark.parametrize("forward,backward", [(tl.instance_norm_forward, tl.instance_norm_backward),
+                                              (tl.instance_norm_forward_naive, tl.instance_norm_backward_naive)])
+def test_instance_norm_takes_one_scale_and_shift_per_channel(forward, backward):
+    """A scalar gamma was broadcast over the channels by one version and refused by the other."""
+    x, _, b = _inputs(np.random.default_rng(16))
+    gamma, beta = b[:3], b[1:]
+    out, cache = forward(x, gamma, beta)
+    out_course, cache_course = forward(x, gamma.reshape(1, 1, 1, 3), beta.reshape(1, 1, 1, 3))
+    np.testing.assert_array_equal(out_course, out)
+    dout = np.random.default_rng(17).standard_normal(out.shape)
+    for grad, grad_course in zip(backward(dout, cache), backward(dout, cache_course)):
+        np.testing.assert_array_equal(grad_course, grad)
+    for shape in [(), (1,), (4,), (3, 1), (2, 1, 1, 3)]:
+        with pytest.raises(ValueError, match=rf"^{forward.__name__}: gamma has shape {re.escape(str(shape))}; "):
+            forward(x, np.ones(shape), beta)
+        with pytest.raises(ValueError, match=rf"^{forward.__name__}: beta has shape {re.escape(str(shape))}; "):
+            forward(x, gamma, np.zeros(shape))
+
+
+def test_the_other_shapes_the_layers_and_costs_refuse():
+    x, _, _ = _inputs(np.random.default_rng(18))
+    for residual in (tl.residual_forward, tl.residual_forward_naive):  # the loop version broadcast (1, ...) over x
+        for fx in (x[:1], x[..., :1], x[0]):
+            with pytest.raises(ValueError, match=r"^a residual sum needs equal shapes"):
+                residual(x, fx)
+    with pytest.raises(ValueError, match="is not the output of a 3x3 valid convolution"):  # another batch size
+        tl.conv2d_weight_gradient(x, x[:1, 2:, 2:], 3, 3)
+    with pytest.raises(ValueError, match="KH must be a positive integer"):
+        tl.conv2d_weight_gradient(x, x, 1.0, 1)
+    A = costs.unroll(x[:1])
+    with pytest.raises(ValueError, match=r"^gram_matrix: A has shape \(1, 5, 6, 3\); give unrolled activations"):
+        costs.gram_matrix(x[:1])
+    with pytest.raises(ValueError, match=r"^gram_matrix_backward: A has shape \(5, 6, 3\); give unrolled"):
+        costs.gram_matrix_backward(x[0], np.ones((3, 3)))
+    with pytest.raises(ValueError, match=r"^gram_matrix_backward: dG has shape \(3,\), the Gram matrix of A \(3, 3\)"):
+        costs.gram_matrix_backward(A, np.ones(3))
+    np.testing.assert_allclose(costs.gram_matrix_backward(A, np.eye(3)), 2 * A)
 
 
 def re_escape(value):
