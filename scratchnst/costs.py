@@ -394,6 +394,7 @@ def compute_total_variation_cost(x):
         J_tv = (sum((x[:, i+1, j] - x[:, i, j]) ** 2) + sum((x[:, i, j+1] - x[:, i, j]) ** 2)) / x.size
     """
     arguments.check_floats("compute_total_variation_cost", x=x)
+    arguments.check_images("compute_total_variation_cost", x=x)
     # BEGIN SOLUTION
     # HINT: the differences between each pixel and the one below it, and the one to its right (slices
     # HINT: of x, in float64); sum both sets of squares and divide by the number of values
@@ -417,6 +418,7 @@ def total_variation_cost_backward(x):
     from pixel p.
     """
     arguments.check_floats("total_variation_cost_backward", x=x)
+    arguments.check_images("total_variation_cost_backward", x=x)
     # BEGIN SOLUTION
     # HINT: every pixel is in up to four differences (above, below, left, right): add what each
     # HINT: difference contributes to both its pixels, with the sign it has there; return x's dtype

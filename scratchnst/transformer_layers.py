@@ -614,6 +614,20 @@ def residual_backward(dout, cache):
 
 
 # --------------------------------------------------------------------------- output nonlinearity
+def _check_constants(function, x, scale, offset):
+    """ValueError unless x is (N, H, W, C) and scale and offset are each a number, (C,) or (1, 1, 1, C).
+
+    Any other shape broadcast into something else without a word: a (N, 1, 1, 1) scale stretched each
+    image of a batch its own way, a (1, 1, 1, 1, C) one made the output five-dimensional.
+    """
+    arguments.check_images(function, x=x)
+    C = x.shape[3]
+    for name, value in (("scale", scale), ("offset", offset)):
+        if np.shape(value) not in ((), (C,), (1, 1, 1, C)):
+            raise ValueError(f"{function}: {name} has shape {np.shape(value)}; give a number, or one per channel: "
+                             f"({C},) or (1, 1, 1, {C})")
+
+
 def scaled_tanh_forward_naive(x, scale, offset):
     """The scaled tanh with a plain loop over elements and math.tanh.
 
@@ -621,8 +635,9 @@ def scaled_tanh_forward_naive(x, scale, offset):
         out: like x, out = scale[c] * tanh(x) + offset[c]; cache: (x, scale, offset).
     """
     arguments.check_floats("scaled_tanh_forward_naive", x=x)
-    scale = np.broadcast_to(np.asarray(scale, dtype=x.dtype), x.shape[-1:])
-    offset = np.broadcast_to(np.asarray(offset, dtype=x.dtype), x.shape[-1:])
+    _check_constants("scaled_tanh_forward_naive", x, scale, offset)
+    scale = np.broadcast_to(np.asarray(scale, dtype=x.dtype).reshape(-1), x.shape[-1:])
+    offset = np.broadcast_to(np.asarray(offset, dtype=x.dtype).reshape(-1), x.shape[-1:])
     out = np.empty_like(x)
     for index in np.ndindex(x.shape):
         c = index[-1]
@@ -649,7 +664,7 @@ def scaled_tanh_forward(x, scale, offset):
 
     Args:
         x: input (N, H, W, C), the last convolution's output.
-        scale, offset: scalars or (C,) constants (not learned): the output then lies in
+        scale, offset: numbers or (C,) constants (not learned): the output then lies in
             (offset - scale, offset + scale) on each channel. `transformer_net.output_range`
             picks them so that this interval is the pixel range 0..255 in the loss network's
             preprocessed space.
@@ -659,6 +674,7 @@ def scaled_tanh_forward(x, scale, offset):
         cache: (t, scale) with t = tanh(x): the derivative 1 - t^2 needs only t.
     """
     arguments.check_floats("scaled_tanh_forward", x=x)
+    _check_constants("scaled_tanh_forward", x, scale, offset)
     scale = np.asarray(scale, dtype=x.dtype)
     offset = np.asarray(offset, dtype=x.dtype)
     t = np.tanh(x)

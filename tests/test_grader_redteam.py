@@ -8,6 +8,7 @@ forged answers, stray processes) run there too.
 """
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -357,6 +358,79 @@ def test_calling_the_given_pooling_is_no_answer(pristine, tmp_path, teacher, bas
     assert points(report) == {"max_pool_forward": 0, "max_pool_backward": 0}
     assert "fast_pool.max_pool_forward is given code, not your answer" in rendered(report)
     assert "fast_pool.max_pool_backward is given code, not your answer" in rendered(report)
+
+
+@pytest.mark.parametrize("how", ["under another name", "as a package folder", "in a helper module"])
+def test_given_code_smuggled_back_under_other_names_is_no_answer(pristine, tmp_path, teacher, how):
+    """The stubs replaced given modules by their names only: the given convolution copied into
+    scratchnst/vendor/ (its imports pointed there), moved to scratchnst/fast_conv/__init__.py (a package
+    folder, which Python imports before the stub beside it) earned 6 of 6 points, as would an answer
+    kept in a helper module the package has (visualize.py). Only the exercise modules are the student's now."""
+    given = ("fast_conv", "conv_rows", "winograd", "tap_planes")
+    home = {"under another name": "vendor", "as a package folder": None, "in a helper module": None}[how]
+
+    def smuggle(submission):
+        package = submission / "scratchnst"
+        for module in given:
+            text = (PACKAGE / f"{module}.py").read_text()
+            if home:
+                (package / home).mkdir(exist_ok=True)
+                (package / home / "__init__.py").write_text("")
+                for other in given:
+                    text = text.replace(f"from scratchnst import {other}", f"from scratchnst.{home} import {other}")
+                    text = text.replace(f"scratchnst.{other} ", f"scratchnst.{home}.{other} ")
+                (package / home / f"{module}.py").write_text(text)
+            elif how == "as a package folder":
+                (package / f"{module}.py").unlink()
+                (package / module).mkdir()
+                (package / module / "__init__.py").write_text(text)
+        if how == "in a helper module":  # the answer key's convolution, under a helper's name
+            (package / "visualize.py").write_text((PACKAGE / "layers.py").read_text())
+
+    source = {"under another name": "scratchnst.vendor.fast_conv", "as a package folder": "scratchnst.fast_conv",
+              "in a helper module": "scratchnst.visualize"}[how]
+    forward = f"""
+        import importlib
+        out = importlib.import_module("{source}").conv2d_forward(x, w, b, stride, padding)[0]
+    """
+    backward = f"""
+        import importlib
+        return importlib.import_module("{source}").conv2d_backward(dout, cache, weight_grads)
+    """
+    report = run_attack(pristine, tmp_path, teacher, "stub", {("layers", "conv2d_forward"): forward,
+                                                             ("layers", "conv2d_backward"): backward},
+                        setup=smuggle, contained=BWRAP, only=["conv2d"])
+    assert points(report) == {"conv2d_forward": 0, "conv2d_backward": 0}
+    text = " ".join(rendered(report).split())
+    if how != "as a package folder":
+        assert "not an exercise module, the package's own used instead" in text, text
+
+
+def test_a_report_names_at_most_a_few_of_the_files_left_out(tmp_path):
+    """100,000 symlinks in a submission made a 20 MB report, JSON and Gradescope export of one note each."""
+    package = tmp_path / "scratchnst"
+    (package / "junk").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for i in range(500):
+        (package / "junk" / f"link{i:04d}").symlink_to("/etc/passwd")
+    copied = sandbox.copy_submission(package, tmp_path / "scratch")
+    assert len(copied.notes) == sandbox.MAX_NOTES + 1, copied.notes
+    assert copied.notes[-1] == f"and {500 - sandbox.MAX_NOTES} more files or folders ignored"
+
+
+def test_no_pythons_installed_packages_are_in_the_sandboxs_view(monkeypatch):
+    """In a venv, site.getsitepackages() names the venv's folder only: the base installation's, where
+    torch or a non-editable scratchnst (the answers) may be, stayed visible in the sandbox."""
+    import site
+
+    base = site.getsitepackages([sys.base_prefix])
+    monkeypatch.setattr(site, "getsitepackages", lambda prefixes=None: ["/nonexistent/venv/site-packages"]
+                        if prefixes is None else base)
+    command = sandbox._bwrap_command("bwrap", Path("/runner"), Path("/sub"), sandbox.Limits())
+    hidden = {command[i + 1] for i, word in enumerate(command) if word == "--tmpfs"}
+    for path in base + glob.glob("/usr/lib/python3*/*-packages"):
+        if os.path.isdir(path):
+            assert os.path.realpath(path) in hidden, (path, hidden)
 
 
 @needs_bwrap

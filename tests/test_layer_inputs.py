@@ -284,6 +284,10 @@ IMAGE_FORWARDS = [
     ("upsample_nearest_forward_naive", lambda x, w, b: tl.upsample_nearest_forward_naive(x, 2)),
     ("upsample_conv_forward", lambda x, w, b: upsample_conv.upsample_conv_forward(x, w, 2)),
     ("conv2d_weight_gradient", lambda x, w, b: tl.conv2d_weight_gradient(x, x, 1, 1)),
+    ("scaled_tanh_forward", lambda x, w, b: tl.scaled_tanh_forward(x, 127.5, 0.5)),
+    ("scaled_tanh_forward_naive", lambda x, w, b: tl.scaled_tanh_forward_naive(x, 127.5, 0.5)),
+    ("compute_total_variation_cost", lambda x, w, b: costs.compute_total_variation_cost(x)),
+    ("total_variation_cost_backward", lambda x, w, b: costs.total_variation_cost_backward(x)),
 ]
 IMAGE_FORWARD_IDS = [f"{k}-{name}" for k, (name, _) in enumerate(IMAGE_FORWARDS)]
 
@@ -361,6 +365,21 @@ def test_instance_norm_takes_one_scale_and_shift_per_channel(forward, backward):
             forward(x, np.ones(shape), beta)
         with pytest.raises(ValueError, match=rf"^{forward.__name__}: beta has shape {re.escape(str(shape))}; "):
             forward(x, gamma, np.zeros(shape))
+
+
+@pytest.mark.parametrize("forward", [tl.scaled_tanh_forward, tl.scaled_tanh_forward_naive])
+def test_the_scaled_tanh_takes_numbers_or_one_per_channel(forward):
+    """A (2, 1, 1, 1) scale stretched each image of a batch its own way; a (1, 1, 1, 1, 3) one made a 5-D output."""
+    x, _, b = _inputs(np.random.default_rng(19))
+    out = forward(x, 127.5, b[:3])[0]
+    np.testing.assert_allclose(forward(x, np.full((1, 1, 1, 3), 127.5), b[:3].reshape(1, 1, 1, 3))[0], out, rtol=1e-15)
+    np.testing.assert_allclose(forward(x, np.full(3, 127.5), b[:3])[0], out, rtol=1e-15)
+    for shape in [(2, 1, 1, 1), (1, 1, 1, 1, 3), (4,), (6, 3), (1,)]:
+        with pytest.raises(ValueError, match=rf"^{forward.__name__}: scale has shape {re.escape(str(shape))}; give a "
+                                             r"number, or one per channel: \(3,\) or \(1, 1, 1, 3\)$"):
+            forward(x, np.ones(shape), 0.0)
+        with pytest.raises(ValueError, match=rf"^{forward.__name__}: offset has shape {re.escape(str(shape))}; "):
+            forward(x, 1.0, np.zeros(shape))
 
 
 def test_the_other_shapes_the_layers_and_costs_refuse():

@@ -335,7 +335,7 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
     try:
         try:
             submission = copy_submission(root / "scratchnst", scratch / "submission")
-            hide_given_code(submission)
+            hide_given_code(submission, installed_package_dir(), sorted({e.module for e in CATALOGUE}))
         except OSError as error:
             raise UserError(f"cannot copy {root / 'scratchnst'} to a scratch folder ({reason(error)}); "
                             "free some space in the temporary folder") from None

@@ -5,7 +5,8 @@ Containment comes in layers, each of which stands without the others:
       (no symlinks, no `__pycache__`, no `.pyc`, no compiled modules), bounded in number and size
       (`copy_submission`); Python runs with -B, so no bytecode is read or written; the modules
       the package gives that compute an exercise's answer (GIVEN_CODE) are replaced there by
-      stubs whose every function refuses (`hide_given_code`);
+      stubs whose every function refuses, and of the student's files only the exercise modules
+      are kept: the rest of the package is the grader's own (`hide_given_code`);
     - nothing from the child is unpickled or executed: its answers are frames of JSON and raw
       arrays (worker.py) parsed by the grader under limits, and a broken frame ends the child;
     - the child runs in its own session, with a clean environment and limits on memory (address
@@ -59,6 +60,7 @@ MAX_DEPTH = 16  # folders inside scratchnst/
 # grader 19 s to copy and 280 s to delete, charged to no budget
 MAX_FOLDERS = 100
 STDERR_TAIL = 4096  # bytes of the child's stderr that are ever read
+MAX_NOTES = 20  # files and folders left out of a submission that its report names
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,18 @@ def copy_submission(package_dir, dest):
 
     Symlinks (to a file or a folder, inside or outside), `__pycache__`, `.pyc` and any other file are
     left out and named in the notes; a submission with more than MAX_FILES files or MAX_BYTES bytes
-    of Python, or MAX_FOLDERS folders, is cut there. Nothing is followed out of package_dir.
+    of Python, or MAX_FOLDERS folders, is cut there. Nothing is followed out of package_dir. The
+    notes name at most MAX_NOTES of them, and count the rest.
     """
-    notes, count, total, folders = [], 0, 0, 1
+    notes, count, total, folders, unnoted = [], 0, 0, 1, 0
+
+    def note(text):  # a note per file, up to MAX_NOTES: 100,000 symlinks once made a 20 MB report
+        nonlocal unnoted
+        if len(notes) < MAX_NOTES:
+            notes.append(text)
+        else:
+            unnoted += 1
+
     target = Path(dest) / "scratchnst"
     target.mkdir(parents=True)
     stack = [(Path(package_dir), target, "scratchnst")]
@@ -106,39 +117,41 @@ def copy_submission(package_dir, dest):
         try:
             entries = sorted(os.scandir(src), key=lambda e: e.name)
         except OSError as error:
-            notes.append(f"{shown}: cannot be read ({error.strerror})")
+            note(f"{shown}: cannot be read ({error.strerror})")
             continue
         for entry in entries:
             name = f"{shown}/{_printable(entry.name)}"
             if entry.is_symlink():
-                notes.append(f"{name}: a symlink, ignored")
+                note(f"{name}: a symlink, ignored")
             elif entry.is_dir(follow_symlinks=False):
                 if entry.name == "__pycache__":
                     continue  # compiled files are never used: the sources are compiled afresh
                 if len(Path(name).parts) - 1 > MAX_DEPTH:   # a path too long to copy; no package is that deep
-                    notes.append(f"{name}: a folder more than {MAX_DEPTH} deep, ignored")
+                    note(f"{name}: a folder more than {MAX_DEPTH} deep, ignored")
                     continue
                 if folders >= MAX_FOLDERS:
                     if folders == MAX_FOLDERS:
-                        notes.append(f"{name}: over the limit of {MAX_FOLDERS} folders, it and the rest ignored")
+                        note(f"{name}: over the limit of {MAX_FOLDERS} folders, it and the rest ignored")
                         folders += 1
                     continue
                 folders += 1
                 (dst / entry.name).mkdir()
                 stack.append((Path(entry.path), dst / entry.name, name))
             elif not entry.is_file(follow_symlinks=False):
-                notes.append(f"{name}: not a regular file, ignored")
+                note(f"{name}: not a regular file, ignored")
             elif entry.name.endswith(".py"):
                 size = entry.stat(follow_symlinks=False).st_size
                 if count >= MAX_FILES or total + size > MAX_BYTES:
-                    notes.append(f"{name}: over the limit of {MAX_FILES} files / {MAX_BYTES >> 20} MB, ignored")
+                    note(f"{name}: over the limit of {MAX_FILES} files / {MAX_BYTES >> 20} MB, ignored")
                     continue
                 with open(entry.path, "rb", opener=_no_follow) as f:
                     data = f.read(MAX_BYTES + 1)
                 (dst / entry.name).write_bytes(data[:MAX_BYTES])
                 count, total = count + 1, total + size
             elif entry.name.endswith((".pyc", ".pyo", ".so", ".pyd", ".pth")):
-                notes.append(f"{name}: compiled or path file, ignored (only .py sources are graded)")
+                note(f"{name}: compiled or path file, ignored (only .py sources are graded)")
+    if unnoted:
+        notes.append(f"and {unnoted} more files or folders ignored")
     for folder, dirs, files in os.walk(dest):  # readable by the sandbox's `nobody`
         os.chmod(folder, 0o755)
         for f in files:
@@ -168,12 +181,48 @@ def __getattr__(name):
 '''
 
 
-def hide_given_code(submission):
-    """Replace the GIVEN_CODE modules of a scratch copy (a Submission) by stubs whose functions refuse."""
+def hide_given_code(submission, package_dir, exercise_modules):
+    """Rebuild a scratch copy (a Submission) around its exercise modules: the student's own files of those
+    modules, the top-level modules of package_dir (the grader's package) for everything else, and stubs
+    whose functions refuse for the GIVEN_CODE modules. Files of the student's that are left out are noted.
+
+    Only the exercise modules are the student's answer. Anything else a submission brings is a way
+    around the stubs: given code copied under another name (scratchnst/vendor/fast_conv.py) or as a
+    package folder (scratchnst/fast_conv/__init__.py, which Python imports before the stub beside
+    it), or a changed helper module the graded code imports. None of package_dir's other top-level
+    modules holds an answer: a student copy ships the same files. Its subpackages (the command line,
+    the grader itself) are not needed by the graded code, and are left out.
+    """
     package = submission.root / "scratchnst"
+    package_dir = Path(package_dir)
+    kept = {f"{module}.py" for module in exercise_modules}
+    answers = {name: (package / name).read_bytes() for name in kept if (package / name).is_file()}
+    left_out = []
+    for path in sorted(package.rglob("*")):
+        name = path.relative_to(package).as_posix()
+        if name in kept or path.is_dir() or Path(name).stem in GIVEN_CODE and "/" not in name:
+            continue
+        if name.startswith(("cli/", "exercises/")):
+            continue  # the package's own subpackages, never the student's to change (nor used in grading)
+        given = package_dir / name
+        if "/" in name or not given.is_file() or given.read_bytes() != path.read_bytes():
+            left_out.append(f"scratchnst/{name}")
+    shutil.rmtree(package)
+    package.mkdir()
+    for source in sorted(package_dir.glob("*.py")):
+        if source.name not in kept and source.stem not in GIVEN_CODE:
+            shutil.copyfile(source, package / source.name)
+    for name, data in answers.items():
+        (package / name).write_bytes(data)
     for module in GIVEN_CODE:
         (package / f"{module}.py").write_text(_GIVEN_STUB.format(module=module), encoding="utf-8")
-        os.chmod(package / f"{module}.py", 0o644)
+    for path in package.iterdir():
+        os.chmod(path, 0o644)
+    os.chmod(package, 0o755)
+    if left_out:
+        shown = ", ".join(left_out[:3]) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
+        submission.notes.append(f"{shown}: not an exercise module, the package's own used instead (only "
+                                f"{', '.join(sorted(kept))} are graded)")
 
 
 def _no_follow(path, flags):
@@ -339,11 +388,8 @@ def _bwrap_command(bwrap, runner, submission, limits, seccomp_fd=None):
         for folder in _ancestors(prefix):  # made 0755: bwrap would copy /root's 0700 and lock out nobody
             command += ["--perms", "0755", "--dir", folder]
         command += ["--ro-bind", prefix, prefix]
-    import site
-
-    for packages in site.getsitepackages() + [site.getusersitepackages()]:
-        real = os.path.realpath(packages)
-        if os.path.isdir(real) and (real.startswith(prefix + "/") or real.startswith("/usr/")):
+    for real in _site_packages():
+        if real.startswith(prefix + "/") or real.startswith("/usr/"):
             command += ["--tmpfs", real]  # hidden: torch, the installed scratchnst, the teacher's packages
     if not python.startswith(("/usr/", prefix + "/")):
         command += ["--ro-bind", python, python]
@@ -362,6 +408,23 @@ def _bwrap_command(bwrap, runner, submission, limits, seccomp_fd=None):
     if seccomp_fd is not None:
         command += ["--seccomp", str(seccomp_fd)]
     return command + ["--setenv", "SCRATCHNST_SANDBOX", "1", python, "-I", "-S", "-B"]
+
+
+def _site_packages():
+    """The folders of installed packages the sandbox's view would show, real paths, sorted.
+
+    This Python's, and its base installation's when it runs in a venv (the venv's site.getsitepackages()
+    names only the venv's own: the base's, which may hold torch or a non-editable scratchnst, the
+    answers, stayed visible), the user's, and every other Python's under /usr (Debian's dist-packages).
+    """
+    import glob
+    import site
+
+    found = site.getsitepackages() + site.getsitepackages([sys.base_prefix, sys.base_exec_prefix])
+    found += [site.getusersitepackages()]
+    for pattern in ("/usr/lib/python3*/*-packages", "/usr/local/lib/python3*/*-packages"):
+        found += glob.glob(pattern)  # /usr/lib/python3/dist-packages too
+    return sorted({os.path.realpath(path) for path in found if os.path.isdir(path)})
 
 
 def _clean_environment(home):
