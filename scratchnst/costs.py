@@ -106,7 +106,8 @@ def content_cost_backward(a_C, a_G):
     # HINT: differentiate the cost's formula with respect to a_G (mind the sign, and what the square
     # HINT: brings down); return an array of a_G's dtype
     _, n_H, n_W, n_C = a_G.shape
-    da_G = (a_G - a_C) / (2 * n_H * n_W * n_C)
+    # float16 in float32: its difference overflows (40000 - (-40000)) where the gradient itself does not
+    da_G = np.subtract(a_G, a_C, dtype=np.promote_types(a_G.dtype, np.float32)) / (2 * n_H * n_W * n_C)
     return da_G.astype(a_G.dtype, copy=False)
     # END SOLUTION
 
@@ -307,11 +308,12 @@ def layer_style_cost_from_target(target, a_G):
     # HINT: image's Gram per position: the two large products in a_G's dtype, the small (nC, nC) difference
     # HINT: and the sum in float64; give the gradient a_G's shape and dtype
     M = n_H * n_W
-    F = a_G.reshape(M, n_C)  # (M, nC): row p is position p's channels
+    # (M, nC): row p is position p's channels; float16 in float32, whose Gram would overflow 65504
+    F = a_G.reshape(M, n_C).astype(np.promote_types(a_G.dtype, np.float32), copy=False)
     D = (F.T @ F).astype(np.float64) / M - target  # (nC, nC)
     J = float(np.sum(D * D)) / (4 * n_C**2)
-    dF = F @ (D / (n_C**2 * M)).astype(a_G.dtype)  # (M, nC)
-    return J, dF.reshape(a_G.shape)
+    dF = F @ (D / (n_C**2 * M)).astype(F.dtype)  # (M, nC)
+    return J, dF.reshape(a_G.shape).astype(a_G.dtype, copy=False)
     # END SOLUTION
 
 

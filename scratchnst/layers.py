@@ -441,6 +441,9 @@ def avg_pool_forward_naive(x, size=2, stride=2, padding="valid"):
     check_floats("avg_pool_forward_naive", x=x)
     check_images("avg_pool_forward_naive", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
+    if x.dtype == np.float16:  # its sums overflow (four cells of 40000 pass 65504): summed in float32, as PyTorch
+        out, cache = avg_pool_forward_naive(x.astype(np.float32), size, stride, padding)
+        return out.astype(np.float16), cache
     N, H, W, C = x.shape
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
     xpad = _pad_hw(x, pad_h, pad_w)  # zeros add nothing to a sum
@@ -513,6 +516,9 @@ def avg_pool_forward(x, size=2, stride=2, padding="valid"):
     check_floats("avg_pool_forward", x=x)
     check_images("avg_pool_forward", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
+    if x.dtype == np.float16:  # its sums overflow (four cells of 40000 pass 65504): summed in float32, as PyTorch
+        out, cache = avg_pool_forward(x.astype(np.float32), size, stride, padding)
+        return out.astype(np.float16), cache
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
     xpad = _pad_hw(x, pad_h, pad_w)
     counts = _avg_pool_counts(x.shape, size, stride, padding, x.dtype)  # (1, H_out, W_out, 1)

@@ -406,6 +406,60 @@ def test_given_code_smuggled_back_under_other_names_is_no_answer(pristine, tmp_p
         assert "not an exercise module, the package's own used instead" in text, text
 
 
+def _children():
+    """(pid, state, name) of this process's children, zombies included."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                comm, fields = f.read().split(b" (", 1)[1].rsplit(b") ", 1)
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(fields.split()[1]) == os.getpid():
+            found.append((int(name), fields.split()[0].decode(), comm.decode()))
+    return found
+
+
+@needs_bwrap
+def test_workers_that_crash_leave_no_zombies_behind(pristine, tmp_path):
+    """Each start of a worker left its sandbox's inner bwrap as a zombie of the grader (the subreaper),
+    one per crash until the grader ended: a submission that crashes at every check made one each."""
+    submission = tmp_path / "crash"
+    shutil.copytree(pristine / "key", submission)
+    for function in ("relu_forward", "relu_backward"):
+        plant(submission, "layers", function, "import os\nos._exit(3)")
+    before = {pid for pid, _, _ in _children()}
+    report = exercises.grade(submission, only=["relu"], use_torch=False, contained=True, budget=60)
+    assert report.points == 0
+    left = [child for child in _children() if child[0] not in before and child[2] != "ps"]
+    assert not left, left
+
+
+def test_a_layout_the_file_system_refuses_is_noted_not_blamed_on_the_teachers_disk(tmp_path):
+    """Folders nested past the longest path, and a folder named like a given module: both ended in "not
+    graded: cannot copy ...; free some space in the temporary folder", a correct submission's 0."""
+    package = tmp_path / "scratchnst"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text("ANSWER = 1\n")
+    (package / "fast_pool.py").mkdir()
+    fd = os.open(package, os.O_RDONLY)
+    for _ in range(sandbox.MAX_DEPTH):  # each name as long as a name may be: the path passes PATH_MAX
+        os.mkdir("d" * 255, dir_fd=fd)
+        inner = os.open("d" * 255, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    copied = sandbox.copy_submission(package, tmp_path / "scratch")
+    assert any("cannot be" in note for note in copied.notes), copied.notes
+    sandbox.hide_given_code(copied, PACKAGE, ["layers", "costs", "optim"])
+    built = copied.root / "scratchnst"
+    assert (built / "layers.py").read_text() == "ANSWER = 1\n"
+    assert "is given code" in (built / "fast_pool.py").read_text()
+    assert (built / "arguments.py").read_bytes() == (PACKAGE / "arguments.py").read_bytes()
+    assert not (built / "costs.py").exists() and not (built / "exercises").exists()
+
+
 def test_a_report_names_at_most_a_few_of_the_files_left_out(tmp_path):
     """100,000 symlinks in a submission made a 20 MB report, JSON and Gradescope export of one note each."""
     package = tmp_path / "scratchnst"
@@ -802,9 +856,11 @@ def test_forged_fields_of_an_answer_fail_checks_not_the_grader(pristine, tmp_pat
 
 
 def test_import_errors_forged_as_answers_fail_their_exercises(pristine, tmp_path, teacher):
-    """An "import error" that says ok is no answer (it carried no value: the grader once failed on it)."""
+    """An "import error" that says ok is no answer (it carried no value: the grader once failed on it).
+    Forged by layers.py as it is imported (the package's own __init__.py is the grader's): costs's import,
+    which comes next, answers with the forgery."""
     def forge(submission):
-        init = submission / "scratchnst" / "__init__.py"
+        init = submission / "scratchnst" / "layers.py"
         init.write_text(init.read_text() + """
 import sys as _sys
 _worker = _sys.modules["__main__"]
@@ -815,7 +871,7 @@ _worker._import_all = lambda root, modules: (_real(root, modules), {m: {"status"
 
     report = run_attack(pristine, tmp_path, teacher, "key", {}, setup=forge, contained=BWRAP,
                         only=["relu_forward", "gram_matrix"])
-    assert points(report) == {"relu_forward": 0, "gram_matrix": 0}
+    assert points(report) == {"relu_forward": 1, "gram_matrix": 0}
     assert "an import error that was not an exception" in " ".join(rendered(report).split())
 
 

@@ -402,6 +402,29 @@ def test_the_other_shapes_the_layers_and_costs_refuse():
     np.testing.assert_allclose(costs.gram_matrix_backward(A, np.eye(3)), 2 * A)
 
 
+def test_float16_sums_do_not_overflow_where_the_result_fits():
+    """float16 ends at 65504: four cells of 40000 averaged to inf, a difference of activations of 80000
+    made an infinite content gradient of 10000, and the fast style cost's Gram overflowed (J = inf
+    where the course's function, in float64, gives 0.037). Summed in float32, as PyTorch does."""
+    x = np.full((1, 2, 2, 1), 40000, np.float16)
+    for forward, backward in ((layers.avg_pool_forward, layers.avg_pool_backward),
+                              (layers.avg_pool_forward_naive, layers.avg_pool_backward_naive),
+                              (fast_pool.avg_pool_forward, fast_pool.avg_pool_backward)):
+        out, cache = forward(x, 2, 2)
+        assert out.dtype == np.float16 and out.ravel().tolist() == [40000]
+        dx = backward(np.ones_like(out), cache)
+        assert dx.dtype == np.float16 and dx.ravel().tolist() == [0.25] * 4
+    big = np.full((1, 2, 2, 1), 40000, np.float16)
+    da = costs.content_cost_backward(-big, big)
+    assert da.dtype == np.float16 and da.ravel().tolist() == [10000] * 4
+    rng = np.random.default_rng(20)
+    a_S, a_G = ((np.abs(rng.standard_normal((1, 64, 64, 32))) * 5).astype(np.float16) for _ in range(2))
+    J, da = costs.layer_style_cost_from_target(costs.style_target(a_S), a_G)
+    assert da.dtype == np.float16 and np.isfinite(da).all()
+    np.testing.assert_allclose(J, costs.compute_layer_style_cost(a_S, a_G), rtol=1e-5)
+    np.testing.assert_allclose(da, costs.layer_style_cost_backward(a_S, a_G), rtol=0, atol=1e-7)
+
+
 def re_escape(value):
     """The pattern that matches repr(value) literally, as the messages show it."""
     return re.escape(repr(value))

@@ -135,7 +135,12 @@ def copy_submission(package_dir, dest):
                         folders += 1
                     continue
                 folders += 1
-                (dst / entry.name).mkdir()
+                try:
+                    (dst / entry.name).mkdir()
+                except OSError as error:
+                    _unless_full(error)
+                    note(f"{name}: cannot be copied ({error.strerror}), ignored")
+                    continue
                 stack.append((Path(entry.path), dst / entry.name, name))
             elif not entry.is_file(follow_symlinks=False):
                 note(f"{name}: not a regular file, ignored")
@@ -144,9 +149,14 @@ def copy_submission(package_dir, dest):
                 if count >= MAX_FILES or total + size > MAX_BYTES:
                     note(f"{name}: over the limit of {MAX_FILES} files / {MAX_BYTES >> 20} MB, ignored")
                     continue
-                with open(entry.path, "rb", opener=_no_follow) as f:
-                    data = f.read(MAX_BYTES + 1)
-                (dst / entry.name).write_bytes(data[:MAX_BYTES])
+                try:
+                    with open(entry.path, "rb", opener=_no_follow) as f:
+                        data = f.read(MAX_BYTES + 1)
+                    (dst / entry.name).write_bytes(data[:MAX_BYTES])
+                except OSError as error:
+                    _unless_full(error)
+                    note(f"{name}: cannot be copied ({error.strerror}), ignored")
+                    continue
                 count, total = count + 1, total + size
             elif entry.name.endswith((".pyc", ".pyo", ".so", ".pyd", ".pth")):
                 note(f"{name}: compiled or path file, ignored (only .py sources are graded)")
@@ -223,6 +233,13 @@ def hide_given_code(submission, package_dir, exercise_modules):
         shown = ", ".join(left_out[:3]) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
         submission.notes.append(f"{shown}: not an exercise module, the package's own used instead (only "
                                 f"{', '.join(sorted(kept))} are graded)")
+
+
+def _unless_full(error):
+    """Raise error again if the grader's disk is full: that is the teacher's to fix, not the submission's
+    (a path too long for the file system, an unreadable file, are the submission's, and only noted)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise error
 
 
 def _no_follow(path, flags):
@@ -566,6 +583,36 @@ def kill_strays(session, orphans_since=None):
         time.sleep(0.02)
 
 
+def _reap_dead_sandboxes():
+    """Kill and reap the bwrap processes that came back to this process (the subreaper) as orphans.
+
+    Killing a worker's outer bwrap hands the inner one, the sandbox's init, to us (by the time the
+    outer one has been waited for); it dies with its parent, and without a wait stayed a zombie until
+    the grader ended: one per start of a worker, which a submission that crashes on purpose restarts
+    at every check. A bwrap that is a child of ours but no worker's own is such an orphan: another
+    worker's inner bwrap is that worker's child, and a Popen still waiting for its own is in _WORKERS.
+    """
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                comm, fields = f.read().split(b" (", 1)[1].rsplit(b") ", 1)
+        except (OSError, ValueError, IndexError):
+            continue
+        state, ppid = fields.split()[:2]
+        with _LOCK:
+            ours = int(name) in _WORKERS
+        if int(ppid) == me and comm == b"bwrap" and not ours:
+            try:
+                if state != b"Z":
+                    os.kill(int(name), signal.SIGKILL)
+                os.waitpid(int(name), 0)
+            except (ChildProcessError, ProcessLookupError):
+                pass
+
+
 # ========================================================================== the child
 class StudentProcess:
     """The student's package, imported in a contained child process; `call` runs one of its functions.
@@ -760,6 +807,8 @@ class StudentProcess:
         with _LOCK:
             _WORKERS.discard(proc.pid)
         kill_strays(proc.pid, None if self.contained else self._started)
+        if self.contained:
+            _reap_dead_sandboxes()
         for fd in (self._requests, self._answers):
             try:
                 os.close(fd)
