@@ -128,6 +128,7 @@ def max_pool_backward(dout, cache):
     return _crop(dxpad, pad_h, pad_w, H, W)
 
 
+@layers.float16_summed_in_float32
 def avg_pool_forward(x, size=2, stride=2, padding="valid"):
     """Average pooling, as `layers.avg_pool_forward` (the same out and cache, bit for bit).
 
@@ -137,9 +138,6 @@ def avg_pool_forward(x, size=2, stride=2, padding="valid"):
     check_floats("avg_pool_forward", x=x)
     check_images("avg_pool_forward", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
-    if x.dtype == np.float16:  # its sums overflow (four cells of 40000 pass 65504): summed in float32, as PyTorch
-        out, cache = avg_pool_forward(x.astype(np.float32), size, stride, padding)
-        return out.astype(np.float16), cache
     H_out, W_out, pad_h, pad_w = layers._pool_geometry(x.shape, size, stride, padding)
     xpad = layers._pad_hw(x, pad_h, pad_w)
     counts = layers._avg_pool_counts(x.shape, size, stride, padding, x.dtype)

@@ -23,6 +23,8 @@ Tests prove that all of these agree with each other (the fused ones with the lay
 composed), with finite differences and with PyTorch.
 """
 
+import functools
+
 import numpy as np
 
 from scratchnst.arguments import check_dout, check_floats, check_images, check_kernel, per_channel, positive_int
@@ -305,6 +307,23 @@ def _pool_geometry(x_shape, size, stride, padding):
     return H_out, W_out, (top, bottom), (left, right)
 
 
+def float16_summed_in_float32(forward):
+    """An average pooling's forward pass that, given float16, runs in float32 and gives float16 back.
+
+    float16 ends at 65504: the sum of four cells of 40000 overflows where their mean does not.
+    PyTorch sums float16 in float32 too. The cache holds no values of x, so the backward pass is
+    unchanged.
+    """
+    @functools.wraps(forward)
+    def pool(x, size=2, stride=2, padding="valid"):
+        if isinstance(x, np.ndarray) and x.dtype == np.float16:
+            out, cache = forward(x.astype(np.float32), size, stride, padding)
+            return out.astype(np.float16), cache
+        return forward(x, size, stride, padding)
+
+    return pool
+
+
 def max_pool_forward_naive(x, size=2, stride=2, padding="valid"):
     """Max pooling with plain loops.
 
@@ -429,6 +448,7 @@ def max_pool_backward(dout, cache):
     return np.ascontiguousarray(dxpad[:, top:top + H, left:left + W, :])  # copies only if padded
 
 
+@float16_summed_in_float32
 def avg_pool_forward_naive(x, size=2, stride=2, padding="valid"):
     """Average pooling with plain loops.
 
@@ -441,9 +461,6 @@ def avg_pool_forward_naive(x, size=2, stride=2, padding="valid"):
     check_floats("avg_pool_forward_naive", x=x)
     check_images("avg_pool_forward_naive", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
-    if x.dtype == np.float16:  # its sums overflow (four cells of 40000 pass 65504): summed in float32, as PyTorch
-        out, cache = avg_pool_forward_naive(x.astype(np.float32), size, stride, padding)
-        return out.astype(np.float16), cache
     N, H, W, C = x.shape
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
     xpad = _pad_hw(x, pad_h, pad_w)  # zeros add nothing to a sum
@@ -501,6 +518,7 @@ def _avg_pool_counts(x_shape, size, stride, padding, dtype):
     return counts
 
 
+@float16_summed_in_float32
 def avg_pool_forward(x, size=2, stride=2, padding="valid"):
     """Average pooling over size x size windows, vectorised over the window's taps.
 
@@ -516,9 +534,6 @@ def avg_pool_forward(x, size=2, stride=2, padding="valid"):
     check_floats("avg_pool_forward", x=x)
     check_images("avg_pool_forward", x=x)
     size, stride = positive_int("pool size", size), positive_int("stride", stride)
-    if x.dtype == np.float16:  # its sums overflow (four cells of 40000 pass 65504): summed in float32, as PyTorch
-        out, cache = avg_pool_forward(x.astype(np.float32), size, stride, padding)
-        return out.astype(np.float16), cache
     H_out, W_out, pad_h, pad_w = _pool_geometry(x.shape, size, stride, padding)
     xpad = _pad_hw(x, pad_h, pad_w)
     counts = _avg_pool_counts(x.shape, size, stride, padding, x.dtype)  # (1, H_out, W_out, 1)
