@@ -282,6 +282,12 @@ def _forward(x, w, b, stride, padding, relu, out):
     b = arguments.per_channel(function, "b", b, C_out)
     _, top, bottom = layers.conv_output_size(H, KH, stride, padding)
     _, left, right = layers.conv_output_size(W, KW, stride, padding)
+    if x.size == 0 or w.size == 0:  # no image or no channel: there are no blocks to cut (their sizes divide by 0)
+        result = layers.conv2d_forward(x, w, b, stride, padding)[0]
+        result = np.maximum(result, 0, out=result) if relu else result
+        if out is not None:
+            out[...] = result
+        return result if out is None else out, (x, w, b, stride, padding)
     # The padding is added a block of rows at a time (`_padded_rows`), never to the whole input: a
     # padded copy of VGG-19's block1 input at 512x512 is 65 MB of fresh pages on every call.
     out = _conv_padded(x, w, stride, (top, bottom), (left, right), b, relu=relu, out=out)
@@ -297,6 +303,8 @@ def conv2d_backward(dout, cache, weight_grads=True):
     w[::-1, ::-1].transpose(0, 1, 3, 2); the same fast routine as the forward pass computes it.
     """
     _check_dout("conv2d_backward", dout, cache)
+    if cache[0].size == 0 or cache[1].size == 0:  # as in the forward pass: nothing to cut into blocks
+        return layers.conv2d_backward(dout, cache, weight_grads)
     dx = _input_gradient(dout, cache)
     if not weight_grads:
         return dx, None, None
@@ -317,6 +325,8 @@ def conv2d_relu_backward(dout, cache):
     """
     conv_cache, out = cache
     _check_dout("conv2d_relu_backward", dout, conv_cache)
+    if conv_cache[0].size == 0 or conv_cache[1].size == 0:
+        return layers.conv2d_backward(dout * (out > 0), conv_cache, weight_grads=False)[0]
     return _input_gradient(dout, conv_cache, relu_out=out)
 
 

@@ -457,6 +457,8 @@ def conv2d_weight_gradient(x, dout, KH, KW):
     if (H_out, W_out) != (Hp - KH + 1, Wp - KW + 1) or dout.shape[0] != N:
         raise ValueError(f"dout {dout.shape} is not the output of a {KH}x{KW} valid convolution of {x.shape}")
     dtype = np.result_type(x, dout)
+    if x.size == 0 or dout.size == 0:  # no image or no channel: a sum of nothing (the blocks would divide by 0)
+        return np.zeros((KH, KW, C_in, C_out), dtype=dtype)
     x = np.ascontiguousarray(x)  # the windows are read as runs of contiguous rows
     if C_in <= C_out:
         g = _window_products(x, dout, KH, KW, H_out, W_out, True, dtype)       # (KH*KW*C_in, C_out)

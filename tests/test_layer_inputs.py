@@ -402,6 +402,32 @@ def test_the_other_shapes_the_layers_and_costs_refuse():
     np.testing.assert_allclose(costs.gram_matrix_backward(A, np.eye(3)), 2 * A)
 
 
+@pytest.mark.parametrize("x_shape,w_shape", [((0, 5, 5, 3), (3, 3, 3, 2)), ((2, 5, 5, 0), (3, 3, 0, 2)),
+                                             ((2, 5, 5, 3), (3, 3, 3, 0)), ((0, 5, 5, 3), (1, 1, 3, 2)),
+                                             ((2, 5, 5, 3), (1, 1, 3, 0)), ((2, 5, 5, 0), (1, 1, 0, 4))])
+def test_the_fast_convolutions_take_an_empty_batch_or_no_channels(x_shape, w_shape):
+    """fast_conv ended in ZeroDivisionError (its blocks of rows are sized by dividing by the row's
+    bytes) or an error about an `out` nobody gave, where layers returns the empty (or bias-only) result."""
+    rng = np.random.default_rng(21)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[3])
+    for stride, padding in ((1, "same"), (2, "valid")):
+        out, cache = layers.conv2d_forward(x, w, b, stride, padding)
+        fast_out, fast_cache = fast_conv.conv2d_forward(x, w, b, stride, padding)
+        np.testing.assert_array_equal(fast_out, out)
+        dout = rng.standard_normal(out.shape)
+        for fast, slow in zip(fast_conv.conv2d_backward(dout, fast_cache), layers.conv2d_backward(dout, cache)):
+            assert fast.shape == slow.shape
+            np.testing.assert_array_equal(fast, slow)
+        relu_out, relu_cache = fast_conv.conv2d_relu_forward(x, w, b, stride, padding)
+        np.testing.assert_array_equal(relu_out, np.maximum(out, 0))
+        np.testing.assert_array_equal(fast_conv.conv2d_relu_backward(dout, relu_cache),
+                                      layers.conv2d_backward(dout * (out > 0), cache)[0])
+    KH, KW = w_shape[:2]
+    dout = rng.standard_normal((x_shape[0], 6 - KH, 6 - KW, w_shape[3]))
+    dw = tl.conv2d_weight_gradient(x, dout, KH, KW)  # a 'valid' convolution's, stride 1
+    np.testing.assert_array_equal(dw, layers.conv2d_backward(dout, (x, w, b, 1, "valid"))[1])
+
+
 def test_float16_sums_do_not_overflow_where_the_result_fits():
     """float16 ends at 65504: four cells of 40000 averaged to inf, a difference of activations of 80000
     made an infinite content gradient of 10000, and the fast style cost's Gram overflowed (J = inf
