@@ -58,7 +58,7 @@ def check_kernel(function, w, C_in):
     if w.ndim != 4:
         raise ValueError(f"{function}: w has shape {w.shape}; give kernels (KH, KW, C_in, C_out)")
     if w.shape[2] != C_in:
-        raise ValueError(f"kernel expects {w.shape[2]} input channels, input has {C_in}")
+        raise ValueError(f"{function}: kernel expects {w.shape[2]} input channels, input has {C_in}")
 
 
 def per_channel(function, name, v, C):

@@ -284,10 +284,12 @@ def _forward(x, w, b, stride, padding, relu, out):
     _, left, right = layers.conv_output_size(W, KW, stride, padding)
     if x.size == 0 or w.size == 0:  # no image or no channel: there are no blocks to cut (their sizes divide by 0)
         result = layers.conv2d_forward(x, w, b, stride, padding)[0]
-        result = np.maximum(result, 0, out=result) if relu else result
+        if relu:
+            np.maximum(result, 0, out=result)
         if out is not None:
             out[...] = result
-        return result if out is None else out, (x, w, b, stride, padding)
+            result = out
+        return result, (x, w, b, stride, padding)
     # The padding is added a block of rows at a time (`_padded_rows`), never to the whole input: a
     # padded copy of VGG-19's block1 input at 512x512 is 65 MB of fresh pages on every call.
     out = _conv_padded(x, w, stride, (top, bottom), (left, right), b, relu=relu, out=out)

@@ -308,7 +308,7 @@ def _pool_geometry(x_shape, size, stride, padding):
 
 
 def float16_summed_in_float32(forward):
-    """An average pooling's forward pass that, given float16, runs in float32 and gives float16 back.
+    """Decorator of an average pooling's forward pass: given float16, it runs in float32 and gives float16 back.
 
     float16 ends at 65504: the sum of four cells of 40000 overflows where their mean does not.
     PyTorch sums float16 in float32 too. The cache holds no values of x, so the backward pass is

@@ -452,7 +452,7 @@ def test_a_layout_the_file_system_refuses_is_noted_not_blamed_on_the_teachers_di
     os.close(fd)
     copied = sandbox.copy_submission(package, tmp_path / "scratch")
     assert any("cannot be" in note for note in copied.notes), copied.notes
-    sandbox.hide_given_code(copied, PACKAGE, ["layers", "costs", "optim"])
+    sandbox.rebuild_around_exercises(copied, PACKAGE, ["layers", "costs", "optim"])
     built = copied.root / "scratchnst"
     assert (built / "layers.py").read_text() == "ANSWER = 1\n"
     assert "is given code" in (built / "fast_pool.py").read_text()

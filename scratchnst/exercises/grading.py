@@ -87,7 +87,7 @@ import scratchnst.exercises.casefile as casefile
 from scratchnst.exercises.cases import CheckResult, Mistake, judge
 from scratchnst.exercises.catalogue import CATALOGUE, Exercise
 from scratchnst.exercises.markers import installed_package_dir, make_student_copy as _write_copy, package_regions
-from scratchnst.exercises.sandbox import Limits, StudentProcess, bwrap_status, copy_submission, hide_given_code
+from scratchnst.exercises.sandbox import Limits, StudentProcess, bwrap_status, copy_submission, rebuild_around_exercises
 from scratchnst.exercises.sandbox import _printable as printable
 from scratchnst.exercises.worker import SHOWN_LINES
 
@@ -335,7 +335,7 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
     try:
         try:
             submission = copy_submission(root / "scratchnst", scratch / "submission")
-            hide_given_code(submission, installed_package_dir(), sorted({e.module for e in CATALOGUE}))
+            rebuild_around_exercises(submission, installed_package_dir(), sorted({e.module for e in CATALOGUE}))
         except OSError as error:
             raise UserError(f"cannot copy {root / 'scratchnst'} to a scratch folder ({reason(error)}); "
                             "free some space in the temporary folder") from None

@@ -6,7 +6,7 @@ Containment comes in layers, each of which stands without the others:
       (`copy_submission`); Python runs with -B, so no bytecode is read or written; the modules
       the package gives that compute an exercise's answer (GIVEN_CODE) are replaced there by
       stubs whose every function refuses, and of the student's files only the exercise modules
-      are kept: the rest of the package is the grader's own (`hide_given_code`);
+      are kept: the rest of the package is the grader's own (`rebuild_around_exercises`);
     - nothing from the child is unpickled or executed: its answers are frames of JSON and raw
       arrays (worker.py) parsed by the grader under limits, and a broken frame ends the child;
     - the child runs in its own session, with a clean environment and limits on memory (address
@@ -30,6 +30,7 @@ Containment comes in layers, each of which stands without the others:
 
 import ctypes
 import errno
+import glob
 import math
 import os
 import platform
@@ -191,7 +192,7 @@ def __getattr__(name):
 '''
 
 
-def hide_given_code(submission, package_dir, exercise_modules):
+def rebuild_around_exercises(submission, package_dir, exercise_modules):
     """Rebuild a scratch copy (a Submission) around its exercise modules: the student's own files of those
     modules, the top-level modules of package_dir (the grader's package) for everything else, and stubs
     whose functions refuse for the GIVEN_CODE modules. Files of the student's that are left out are noted.
@@ -434,7 +435,6 @@ def _site_packages():
     names only the venv's own: the base's, which may hold torch or a non-editable scratchnst, the
     answers, stayed visible), the user's, and every other Python's under /usr (Debian's dist-packages).
     """
-    import glob
     import site
 
     found = site.getsitepackages() + site.getsitepackages([sys.base_prefix, sys.base_exec_prefix])
