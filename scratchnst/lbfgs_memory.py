@@ -19,11 +19,12 @@ partial sums are added in block order, so the result does not depend on the numb
 It equals the two-loop recursion up to rounding (tests: 1e-12 relative in float64).
 
 The pairs live in rows of the buffer (slots), written once and never moved: the (s, y, rho)
-entries of `pairs`, oldest first, are views of their rows, and a pair's entry is given copies
-of its rows when a new pair takes its slot, so that a state taken earlier (`Iterate.state`)
-stays what it was.
+entries of `pairs`, oldest first, are views of their rows, and a pair's entry that someone still
+holds is given copies of its rows when a new pair takes its slot, so that a state taken earlier
+(`Iterate.state`) stays what it was.
 """
 
+import sys
 from collections import deque
 
 import numpy as np
@@ -85,7 +86,11 @@ class PairMemory:
             self._dot_products(None)  # two pairs added without a direction between them (a resume)
         if len(self.pairs) == self.m:
             entry = self.pairs.popleft()
-            entry[0], entry[1] = entry[0].copy(), entry[1].copy()  # the row is reused: the entry keeps its values
+            # The row is reused: an entry someone still holds (a state not yet taken, `Iterate.state`)
+            # keeps its values in copies. Held by no one (2: this name and getrefcount's argument),
+            # it is dropped as it is: two copies of n values saved per iteration.
+            if sys.getrefcount(entry) > 2:
+                entry[0], entry[1] = entry[0].copy(), entry[1].copy()
             free = self.slots.popleft()
         else:
             used = set(self.slots)
@@ -101,11 +106,15 @@ class PairMemory:
         self.slots.append(slot)
         self._new = slot
 
-    def direction(self, g):
+    def direction(self, g, held=None, negate=False):
         """H g, the L-BFGS inverse-Hessian estimate times g: the two-loop recursion's result.
 
         Args:
-            g: (n,) vector (the projected gradient).
+            g: (n,) vector (the gradient).
+            held: None, or indices of g to take as 0 (the projected gradient's coordinates held at
+                a bound), without the caller's copy of g: g is read once, into the pairs' dtype.
+            negate: return -H g, the descent direction, exactly (every product's terms negated:
+                rounding to nearest is symmetric), without a pass to negate r.
 
         Returns:
             r: (n,) fresh array of the pairs' dtype; g itself (as that dtype, copied) with no pairs.
@@ -117,8 +126,11 @@ class PairMemory:
         """
         g = np.asarray(g)
         if not self.pairs:
-            return np.array(g, dtype=self.dtype, copy=True)
-        Sg, Yg = self._dot_products(g)
+            r = np.array(g, dtype=self.dtype, copy=True)
+            if held is not None:
+                r[held] = 0
+            return np.negative(r, out=r) if negate else r
+        Sg, Yg = self._dot_products(g, held)
         g_mem = self._V[0]  # g in the pairs' dtype
         k = len(self.pairs)
         idx = np.array(self.slots)
@@ -141,6 +153,8 @@ class PairMemory:
         coefficients = np.zeros(2 * self.m)
         coefficients[idx] = c
         coefficients[self.m + idx] = -gamma * a
+        if negate:
+            coefficients, gamma = -coefficients, -gamma
         coefficients = coefficients.astype(self.dtype)
         r = np.empty(self.n, dtype=self.dtype)
         scale = self.dtype.type(gamma)
@@ -154,9 +168,10 @@ class PairMemory:
         parallel.split(combine, -(-self.n // _BLOCK_2))
         return r
 
-    def _dot_products(self, g):
-        """Pass 1: (S g, Y g) in the pairs' logical order ((None, None) if g is None); and the
-        pending pair's dot products with every pair, recorded. Leaves g, in the pairs' dtype, in _V[0]."""
+    def _dot_products(self, g, held=None):
+        """Pass 1: (S g, Y g) in the pairs' logical order ((None, None) if g is None), g's entries
+        at `held` taken as 0; and the pending pair's dot products with every pair, recorded.
+        Leaves g (so masked), in the pairs' dtype, in _V[0]."""
         # Always both vectors, g and the new y (zeros for a missing one): a product's rounding may
         # depend on its shape, and a resumed run must add up every sum as the run it continues did.
         V = self._V
@@ -164,6 +179,8 @@ class PairMemory:
             V[0] = 0
         else:
             np.copyto(V[0], g, casting="same_kind")
+            if held is not None:
+                V[0][held] = 0
         V[1] = 0 if self._new is None else self._buffer[self.m + self._new]
 
         def partials(start, stop):  # the blocks' products, each kept apart: summed in block order below

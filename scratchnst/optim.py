@@ -372,10 +372,22 @@ def _at_bounds(x, box):
     The box's rules below only concern these: in style transfer a few saturated pixels, so each
     rule touches k values instead of making masks of all n (a pass over n each).
     """
+    return _edges(x, box)[0]
+
+
+def _edges(x, box):
+    """(on, past): the indices of x (n,) on or past a bound of the box, and of those past it, (k,) ints each.
+
+    For a trial point of the line search: `past` is what the projection clips back, and once it
+    has, `on` is `_at_bounds` of the projected point (what was on a bound stays there, what was
+    past it lands on it), so an accepted trial's `on` serves the next iteration without a pass.
+    """
     if box is None:
-        return np.empty(0, dtype=np.intp)
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp)
     lo, hi = box
-    return np.flatnonzero((x <= lo) | (x >= hi))
+    on = np.flatnonzero((x <= lo) | (x >= hi))
+    x_on = x[on]
+    return on, on[(x_on < lo[on]) | (x_on > hi[on])]
 
 
 def _outward(v, x, box, at, sign=1):
@@ -398,18 +410,44 @@ def _cost_settled(f_old, f, ftol):
     return abs(f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0)
 
 
-def _masked_direction(r, g, x, box, at, held=None):
-    """The search direction d = -r (n,) with the coordinates the box would stop left out, and its slope g.d.
+def _masked_direction(d, g, x, box, at, held):
+    """The search direction d (n,) with the coordinates the box would stop set to 0, and its slope g.d.
 
-    held: the indices held at a bound by the gradient (None when r is the projected gradient, 0 there
-    already). Returns (d, dphi0): a fresh array, and a float (inf or NaN if r is not finite, or the
-    product overflows).
+    d: a descent direction the caller owns (written in place); held: the indices held at a bound
+    by the gradient. Returns (d, d_wide, dphi0): d, d in g's dtype (the same array if it is
+    g's already; the slopes of the line search are dot products of it in that dtype), and a
+    float (inf or NaN if d is not finite, or the product overflows).
     """
-    d = np.negative(r)
-    if held is not None:
-        d[held] = 0
+    d[held] = 0
     d[_outward(d, x, box, at)] = 0
-    return d, float(np.dot(g, d))
+    d_wide = d.astype(g.dtype, copy=False)
+    return d, d_wide, float(np.dot(g, d_wide))
+
+
+def _free_size(g, held):
+    """max |g_i| over the coordinates i not in `held`: the projected gradient's largest entry (0 for none).
+
+    Without the projected gradient's copy of g and the array of |g|: two passes over g, and one
+    over the k held entries, unless a held entry is as large as any (or g has a NaN): then the plain
+    formula, exactly (NaN if a free entry is NaN: the gtol test fails).
+    """
+    if g.size == 0:
+        return 0.0
+    high, low = float(g.max()), float(g.min())  # both NaN if g has a NaN
+    if not math.isnan(high):
+        top = max(high, -low)
+        if held.size == 0 or float(np.max(np.abs(g[held]))) < top:
+            return top
+    return float(np.max(np.abs(_zeroed(g, held)), initial=0.0))
+
+
+def _zeroed(g, held):
+    """g (n,) with the entries at `held` set to 0: the projected gradient (a copy only if some are held)."""
+    if held.size == 0:
+        return g
+    pg = g.copy()
+    pg[held] = 0
+    return pg
 
 
 def _inverse_norm(d):
@@ -428,14 +466,13 @@ def _inverse_norm(d):
     return min(max(step, np.finfo(np.float64).tiny), np.finfo(np.float64).max)
 
 
-def _fits(s, y, yy, dtype):
-    """Whether memory_dtype `dtype` holds every value of the pair s, y (n,) (x's dtype, maybe wider); yy = y.y."""
+def _fits(s, ss, yy, dtype):
+    """Whether memory_dtype `dtype` holds every value of the pair s, y (n,) (x's dtype, maybe wider); ss = s.s, yy = y.y."""
     if np.finfo(dtype).max >= np.finfo(s.dtype).max:
         return True
     largest = float(np.finfo(dtype).max)
-    # yy < largest^2 bounds every |y_i|; s is bounded by the box in style transfer, but not in general
-    # (two passes over s, without np.abs(s)'s array of n values)
-    return yy < largest * largest and max(float(s.max()), -float(s.min())) <= largest
+    # ss < largest^2 bounds every |s_i|, yy < largest^2 every |y_i| (no pass over the vectors)
+    return ss < largest * largest and yy < largest * largest
 
 
 def lbfgs(
@@ -532,28 +569,25 @@ def lbfgs(
         # The saved run made its ftol test after the callback that saved the state: it stopped here.
         return OptimizeResult(x, f, aux, done, evaluate.n_evals, history, "converged: cost change below ftol", skipped)
     message = f"done {max(iters, done)} iterations"  # a resumed run may start at or past iters
+    at = _at_bounds(x, box)  # then each iteration's from its accepted trial point (see phi)
     for iteration in range(done + 1, iters + 1):
-        at = _at_bounds(x, box)
         held = _outward(g, x, box, at, sign=-1)  # held at a bound by the gradient: outside the free set
-        pg = g
-        if held.size:
-            pg = g.copy()
-            pg[held] = 0
-        if np.max(np.abs(pg), initial=0.0) <= gtol:
+        # pg, the projected gradient, is g with the held entries 0: read from g where it is needed
+        if _free_size(g, held) <= gtol:
             message = "converged: projected gradient below gtol"
             break
         # Huge gradients (a cost weight of 1e20) overflow the products below, memory_dtype's first:
         # inf or NaN there is an outcome handled here, not a warning for the user.
         with np.errstate(over="ignore", invalid="ignore"):
-            r = pairs.direction(pg)  # lbfgs_direction(pg, pairs.pairs), by matrix products
-            if r is None:  # their products overflowed memory_dtype: the same recursion in x's dtype
-                r = lbfgs_direction(pg, pairs.pairs, x.dtype)
-            d, dphi0 = _masked_direction(r, g, x, box, at, held)
+            d = pairs.direction(g, held, negate=True)  # -lbfgs_direction(pg, pairs.pairs), by matrix products
+            if d is None:  # their products overflowed memory_dtype: the same recursion in x's dtype
+                d = np.negative(lbfgs_direction(_zeroed(g, held), pairs.pairs, x.dtype))
+            d, d_wide, dphi0 = _masked_direction(d, g, x, box, at, held)
             if not -math.inf < dphi0 < 0:
                 # Round-off (or overflow) made H useless along this gradient: forget the pairs, go
                 # steepest descent.
                 pairs.clear()
-                d, dphi0 = _masked_direction(pg, g, x, box, at)
+                d, d_wide, dphi0 = _masked_direction(np.negative(g), g, x, box, at, held)
         if not math.isfinite(dphi0):
             message = "stopped: the gradient is too large (its slope g.d overflows) or not finite"
             break
@@ -563,26 +597,26 @@ def lbfgs(
 
         def phi(alpha):  # f along the projected path from this iteration's x, in direction d
             x_trial = x + alpha * d
-            # the coordinates the step takes out of the box: clipped back, and left out of the slope
-            out = np.empty(0, dtype=np.intp) if box is None else np.flatnonzero((x_trial < box[0]) | (x_trial > box[1]))
+            # the coordinates the step takes out of the box (out): clipped back, and left out of the slope
+            edge, out = _edges(x_trial, box)
             if out.size:
                 x_trial[out] = np.clip(x_trial[out], box[0][out], box[1][out])
             f_trial, g_trial, aux_trial = evaluate(x_trial)
             with np.errstate(over="ignore", invalid="ignore"):  # an overflowed slope: the search shrinks the step
                 if out.size:
-                    moving = np.ones(x.shape, dtype=bool)
-                    moving[out] = False
-                    slope = float(np.dot(g_trial[moving], d[moving]))
+                    moving = d_wide.copy()  # d where the path moves, 0 where it is clipped
+                    moving[out] = 0
+                    slope = float(np.dot(g_trial, moving))
                 else:
-                    slope = float(np.dot(g_trial, d))
-            return f_trial, slope, (x_trial, g_trial, aux_trial)
+                    slope = float(np.dot(g_trial, d_wide))
+            return f_trial, slope, (x_trial, g_trial, aux_trial, edge)
 
         alpha1 = 1.0 if pairs else _inverse_norm(d)
         _, f_new, _, payload, _ = strong_wolfe_line_search(phi, f, dphi0, alpha1, c1, c2, max_ls)
         if payload is None:
             message = "stopped: the line search found no lower cost"
             break
-        x_new, g_new, aux_new = payload
+        x_new, g_new, aux_new, at_new = payload
         s = x_new - x
         y = g_new - g
         with np.errstate(over="ignore", invalid="ignore"):  # overflowed: not a pair to keep
@@ -593,12 +627,12 @@ def lbfgs(
         # test free of the cost's scale and of the variables'. The test before, s.y > eps y.y, is
         # s.y / y.y > eps, and s.y / y.y is 1/c for a cost multiplied by c: with --beta 1e10 it
         # skipped every pair, and L-BFGS, gradient descent then, ended 12 times above PyTorch's.
-        if math.isfinite(sy) and sy > curvature_eps * math.sqrt(ss) * math.sqrt(yy) and _fits(s, y, yy, memory_dtype):
+        if math.isfinite(sy) and sy > curvature_eps * math.sqrt(ss) * math.sqrt(yy) and _fits(s, ss, yy, memory_dtype):
             pairs.add(s, y, 1.0 / sy)  # kept in memory_dtype
         else:
             skipped += 1
         f_previous = f
-        x, f, g, aux = x_new, f_new, g_new, aux_new
+        x, f, g, aux, at = x_new, f_new, g_new, aux_new, at_new
         history.append(f)
         done = iteration
         report(iteration)

@@ -20,6 +20,7 @@ each evaluation. Box bounds keep its pixels inside 0..255: lo = preprocess(black
 hi = preprocess(white image) (preprocessing is a per-channel increasing affine map).
 """
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ def make_cost_function(network, content_x, style_xs, content_layer, style_layers
         for name in targets:
             targets[name] = targets[name] + w * style_target(a_S[name])
     dtype = network.dtype
+    common = _common_factor(alpha, [beta * lam for _, lam in style_layers])
 
     def cost(x):
         a_G = network.forward(x, wanted)
@@ -91,12 +93,13 @@ def make_cost_function(network, content_x, style_xs, content_layer, style_layers
             for k in range(start, stop):
                 if k == 0:
                     J["content"] = compute_content_cost(a_C, a_G[content_layer])
-                    grads[None] = alpha * content_cost_backward(a_C, a_G[content_layer])
+                    grads[None] = (alpha / common) * content_cost_backward(a_C, a_G[content_layer])
                     continue
                 name, lam = style_layers[k - 1]
                 J_layer, da = layer_style_cost_from_target(targets[name], a_G[name])
                 J[k] = lam * J_layer
-                da = (beta * lam) * da
+                if beta * lam != common:
+                    da = (beta * lam / common) * da
                 grads[name] = grads[name] + da if name in grads else da  # at once: a gradient held is memory
 
         # The terms are independent: split across the cores (see parallel), unless a style layer is
@@ -115,12 +118,32 @@ def make_cost_function(network, content_x, style_xs, content_layer, style_layers
         J = total_cost(J_content, J_style, alpha, beta) + tv_weight * J_tv
 
         dx = network.backward({name: g.astype(dtype, copy=False) for name, g in grads.items()})
+        if common != 1.0:
+            dx = common * dx
         if tv_weight:
             dx = dx + tv_weight * total_variation_cost_backward(x)
         parts = {"J": float(J), "J_content": J_content, "J_style": J_style, "J_tv": J_tv}
         return float(J), dx.astype(dtype, copy=False), parts
 
     return cost
+
+
+def _common_factor(alpha, style_weights):
+    """The factor the cost function takes out of every gradient it gives the network: 1.0, or the style layers'
+    weight beta * lambda[l] when they all have the same (the course's: 0.2 each).
+
+    The backward pass is linear, so that factor is applied once to the pixels' gradient (230,400
+    values at 320 px) instead of to each style layer's (3 million on SqueezeNet): 1.9 ms less per
+    evaluation (SqueezeNet, 320 px, one core, about 3%). Only while the content's weight relative
+    to it, alpha / factor, stays within 1e6 either way: the content's gradient scaled by a huge
+    ratio could overflow float32 where the plain sum does not.
+    """
+    if not style_weights or any(w != style_weights[0] for w in style_weights):
+        return 1.0
+    factor = style_weights[0]
+    if not 0 < factor < math.inf or not (alpha == 0 or 1e-6 <= abs(alpha) / factor <= 1e6):
+        return 1.0
+    return factor
 
 
 # ------------------------------------------------------------------------------- colours

@@ -115,3 +115,39 @@ def test_a_row_that_is_not_free_is_refused(slot):
     with pytest.raises(ValueError, match="not a free row"):
         memory.add(np.ones(10), np.ones(10), 0.1, slot=slot)
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pairs_added", [0, 1, 5])
+def test_held_entries_and_the_negated_direction_are_exact(dtype, pairs_added):
+    """direction(g, held, negate=True) is, bit for bit, -direction(g with the held entries 0): what
+    optim.lbfgs asks for without copying g or negating r."""
+    rng = np.random.default_rng(4)
+    n = 3 * 2048 + 11
+    pairs = [random_pair(rng, n) for _ in range(pairs_added)]
+    g = rng.standard_normal(n)
+    held = np.sort(rng.choice(n, 40, replace=False))
+    pg = g.copy()
+    pg[held] = 0
+    plain, fused = PairMemory(3, n, dtype), PairMemory(3, n, dtype)
+    for pair in pairs:
+        plain.add(*pair)
+        fused.add(*pair)
+    expected = plain.direction(pg)
+    given = g.copy()
+    got = fused.direction(g, held, negate=True)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, -expected)
+    np.testing.assert_array_equal(g, given)  # g itself untouched
+
+
+def test_an_entry_held_alone_keeps_its_values_too():
+    """Not only a tuple of them (what Iterate.state keeps): any reference to an entry is a holder."""
+    rng = np.random.default_rng(5)
+    memory = PairMemory(1, 50, np.float64)
+    first = random_pair(rng, 50)
+    memory.add(*first)
+    entry = memory.pairs[0]
+    memory.add(*random_pair(rng, 50))  # takes the only row
+    np.testing.assert_array_equal(entry[0], first[0])
+    np.testing.assert_array_equal(entry[1], first[1])

@@ -614,3 +614,62 @@ def test_stylize_with_a_huge_weight_ends_in_a_finite_image_or_one_clean_line(
     else:
         assert status == 1 and not out.exists()
         assert lines[-1].startswith("scratchnst: error: ") and "became" in lines[-1] and f"lower {flag}" in lines[-1]
+
+
+# ---------------------------------------------------- L-BFGS's box helpers against their plain formulas
+def test_edges_are_the_plain_masks_and_on_is_at_bounds_after_the_projection():
+    rng = np.random.default_rng(6)
+    n = 5000
+    lo, hi = np.full(n, -1.0), np.full(n, 2.0)
+    lo[::7] = hi[::7] = 0.5  # fixed coordinates: lo == hi
+    x = rng.uniform(-3, 4, n)
+    x[::5] = lo[::5]  # exactly on a bound
+    x[1::9] = hi[1::9]
+    x[3] = np.nan
+    on, past = optim._edges(x, (lo, hi))
+    np.testing.assert_array_equal(on, np.flatnonzero((x <= lo) | (x >= hi)))
+    np.testing.assert_array_equal(past, np.flatnonzero((x < lo) | (x > hi)))
+    projected = x.copy()
+    projected[past] = np.clip(x[past], lo[past], hi[past])
+    np.testing.assert_array_equal(optim._at_bounds(projected, (lo, hi)), on)
+    empty = optim._edges(x, None)
+    assert empty[0].size == 0 and empty[1].size == 0
+
+
+@pytest.mark.parametrize("case", ["free largest", "held largest", "tie", "inf held", "nan held", "nan free",
+                                  "all held", "none held", "empty"])
+def test_free_size_is_the_largest_entry_of_the_projected_gradient(case):
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal(300)
+    held = np.array([3, 50, 299])
+    if case == "held largest":
+        g[50] = -40.0
+    elif case == "tie":
+        g[50], g[10] = 40.0, -40.0
+    elif case == "inf held":
+        g[3] = np.inf
+    elif case == "nan held":
+        g[299] = np.nan
+    elif case == "nan free":
+        g[7] = np.nan
+    elif case == "all held":
+        held = np.arange(300)
+    elif case == "none held":
+        held = np.empty(0, dtype=np.intp)
+    elif case == "empty":
+        g, held = np.empty(0), np.empty(0, dtype=np.intp)
+    pg = g.copy()
+    pg[held] = 0
+    expected = float(np.max(np.abs(pg), initial=0.0))
+    got = optim._free_size(g, held)
+    assert got == expected or (math.isnan(got) and math.isnan(expected))
+
+
+def test_fits_refuses_a_pair_whose_step_float32_cannot_hold():
+    s, y = np.full(4, 1e30), np.ones(4)
+    assert optim._fits(s, float(np.dot(s, s)), float(np.dot(y, y)), np.float64)  # the same dtype: always
+    assert optim._fits(s, float(np.dot(s, s)), float(np.dot(y, y)), np.float32)
+    big = np.full(4, 1e39)
+    assert not optim._fits(big, float(np.dot(big, big)), 4.0, np.float32)
+    assert not optim._fits(s, float(np.dot(s, s)), float(np.dot(big, big)), np.float32)
+    assert not optim._fits(s, math.inf, 4.0, np.float32)  # s.s overflowed float64
