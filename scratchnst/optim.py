@@ -467,7 +467,10 @@ def _inverse_norm(d):
 
 
 def _fits(s, ss, yy, dtype):
-    """Whether memory_dtype `dtype` holds every value of the pair s, y (n,) (x's dtype, maybe wider); ss = s.s, yy = y.y."""
+    """Whether memory_dtype `dtype` holds every value of the pair s, y (n,) (x's dtype, maybe wider).
+
+    ss = s.s and yy = y.y: the test reads no vector.
+    """
     if np.finfo(dtype).max >= np.finfo(s.dtype).max:
         return True
     largest = float(np.finfo(dtype).max)

@@ -188,14 +188,49 @@ def test_time_to_quality_judges_both_images_by_one_cost(squeezenet_weights_path,
 def test_report_prints_the_floor_and_the_time_to_quality(monkeypatch, torch, squeezenet_weights_path, shared_image):
     monkeypatch.setattr(bench, "run_worker", in_process_worker)
     quality = {"content": str(shared_image("tubingen.jpg")), "style": str(shared_image("starry_night.jpg")),
-               "weights": str(squeezenet_weights_path), "iters": 3}
+               "weights": str(squeezenet_weights_path), "iters": 3, "repeats": 2}
     report = bench.run_benchmarks(models=["squeezenet"], sizes=[32], repeats=1, warmup=0, threads=1, convs=False,
                                   memory=False, quality=quality)
     assert report["floor"]["ratio"] > 0 and report["quality"]["settings"]["iters"] == 3
     text = bench.format_report(report)
     assert "floor: a 64x64 float32 matrix product" in text and "over floor" in text
     assert "Time to quality: stylize against torch.optim.LBFGS" in text and "time to quality:" in text
+    assert report["quality"]["runs"] == 2 and len(report["quality"]["time_to_quality_runs"]) == 2
+    if report["quality"]["time_to_quality"] is not None:
+        assert "median of 2 runs" in text
     assert json.loads(json.dumps(report)) == report
+
+
+def quality_run(ours, theirs, reached, cost=2.4e4):
+    return {"settings": {"model": "squeezenet", "pool": "max", "size": 320, "iters": 200},
+            "scratchnst_seconds": ours, "pytorch_seconds": theirs,
+            "scratchnst_cost": cost, "pytorch_cost": 2.5e4, "scratchnst_evaluations": 215,
+            "pytorch_evaluations": 213, "seconds_to_pytorch_cost": reached,
+            "time_to_quality": None if reached is None else reached / theirs}
+
+
+def test_the_time_to_quality_row_is_the_median_of_its_runs():
+    rounds = [quality_run(13.0, 14.0, 11.2), quality_run(12.0, 16.0, 11.0), quality_run(14.0, 13.0, 11.7)]
+    row = bench.median_quality(rounds)
+    assert row["runs"] == 3 and row["time_to_quality_runs"] == pytest.approx([0.8, 11.0 / 16.0, 0.9])
+    assert row["time_to_quality"] == pytest.approx(0.8)  # the runs' own ratios, not median over median
+    assert (row["scratchnst_seconds"], row["pytorch_seconds"], row["seconds_to_pytorch_cost"]) == (13.0, 14.0, 11.2)
+    assert row["scratchnst_cost"] == 2.4e4 and row["settings"]["iters"] == 200
+    never = bench.median_quality([quality_run(13.0, 14.0, None)] * 2)
+    assert never["time_to_quality"] is None and never["seconds_to_pytorch_cost"] is None
+    mostly_never = bench.median_quality([quality_run(13.0, 14.0, None)] * 2 + [quality_run(13.0, 14.0, 7.0)])
+    assert mostly_never["time_to_quality"] is None  # the median run never got there
+    machine = {"cpu": "a CPU", "cpus": 2, "system": "Linux x86_64", "python": "3.11", "numpy": "2.4"}
+    settings = {"threads": 1, "weights": "random", "repeats": 5, "warmup": 1}
+    text = bench.format_report({"machine": machine, "settings": settings, "results": [], "floor": None,
+                                "training": None, "quality": row})
+    assert "0.80 of PyTorch's time (median of 3 runs, the libraries in turn: 0.80, 0.69, 0.90" in text
+
+
+def test_cli_quality_repeats(monkeypatch):
+    args = cli.build_parser().parse_args(["bench"])
+    assert args.quality_repeats == 5
+    assert cli.main(["bench", "--quality-repeats", "0"]) == UsageError.exit_status
 
 
 def test_report_without_torch_says_so(monkeypatch, hide_torch):

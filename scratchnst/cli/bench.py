@@ -32,6 +32,7 @@ import argparse
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
 import subprocess
@@ -553,8 +554,9 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
         convs: time each convolution too; memory: measure peak memory too.
         progress: a stream for one line per measurement as it starts, or None.
         floor: measure the machine's floor, NumPy's sgemm against PyTorch's (`measure_floor`).
-        quality: None, or {"content", "style", "weights", "iters"}: add the time-to-quality row,
-            scratchnst's stylize against torch.optim.LBFGS (scratchnst.cli.bench_quality).
+        quality: None, or {"content", "style", "weights", "iters", "repeats"}: add the time-to-quality
+            row, scratchnst's stylize against torch.optim.LBFGS (scratchnst.cli.bench_quality), run
+            `repeats` times (default 1), each run one library then the other: `median_quality`.
         training: add the training-step row, one step of training a real-time style network
             (SqueezeNet as the loss network, the training's default crop and batch; cli.bench_training).
 
@@ -635,9 +637,14 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
     if quality is not None and not any(r["pytorch"] == "used" for r in results):
         say("bench: no time-to-quality row: the measuring processes could not import PyTorch")
     elif quality is not None:
-        say(f"bench: time to quality, {quality['iters']} L-BFGS iterations of stylize against "
-            "torch.optim.LBFGS (about a minute)...")
-        quality_result = run_worker({"task": "quality", "threads": threads, **quality}, threads)
+        problem = {key: value for key, value in quality.items() if key != "repeats"}
+        runs = quality.get("repeats", 1)
+        rounds = []
+        for k in range(runs):
+            say(f"bench: time to quality, run {k + 1} of {runs}: {quality['iters']} L-BFGS iterations of stylize, "
+                "then of torch.optim.LBFGS (about 30 s)...")
+            rounds.append(run_worker({"task": "quality", "threads": threads, **problem}, threads))
+        quality_result = median_quality(rounds)
         say(f"bench: time to quality done ({time.perf_counter() - started:.0f} s so far)")
     machine = {"cpu": _cpu_name(), "cpus": os.cpu_count(), "system": f"{platform.system()} {platform.machine()}",
                "python": platform.python_version(), "numpy": np.__version__, **info,
@@ -648,6 +655,32 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
                                  "before it, each library in a fresh process after a warm-up step on a small image"}
     return {"machine": machine, "settings": settings, "results": results, "floor": floor_result,
             "quality": quality_result, "training": training_result}
+
+
+def median_quality(rounds):
+    """The time-to-quality row from runs of `bench_quality.measure_quality` (each one run of both
+    libraries, one after the other, so that the runs interleave them): the first run's settings,
+    costs and evaluations (both optimisations are deterministic: every run ends on the same
+    images), the median of each time over the runs, the median of the runs' own ratios as
+    "time_to_quality" (None if scratchnst reached PyTorch's cost in none of them), and every run's
+    ratio as "time_to_quality_runs".
+    """
+    ratios = [r["time_to_quality"] for r in rounds]
+    reached = [r["seconds_to_pytorch_cost"] for r in rounds if r["seconds_to_pytorch_cost"] is not None]
+    known = [ratio for ratio in ratios if ratio is not None]
+    return {**rounds[0],
+            "runs": len(rounds),
+            "scratchnst_seconds": float(np.median([r["scratchnst_seconds"] for r in rounds])),
+            "pytorch_seconds": float(np.median([r["pytorch_seconds"] for r in rounds])),
+            "seconds_to_pytorch_cost": float(np.median(reached)) if reached else None,
+            # a run that never got there counts as the slowest
+            "time_to_quality": _finite_or_none(float(np.median([math.inf if r is None else r for r in ratios])))
+            if known else None,
+            "time_to_quality_runs": ratios}
+
+
+def _finite_or_none(value):
+    return value if math.isfinite(value) else None
 
 
 # ------------------------------------------------------------------------------ the table
@@ -748,9 +781,14 @@ def format_report(report):
             ["PyTorch", f"{quality['pytorch_seconds']:.1f}", str(quality["pytorch_evaluations"]),
              f"{quality['pytorch_cost']:.4g}"],
         ], right=range(1, 4))
-        out.append(f"time to quality: scratchnst reached PyTorch's final cost after {reached:.1f} s, "
-                   f"{quality['time_to_quality']:.2f} of PyTorch's time" if reached is not None else
-                   "time to quality: scratchnst never reached PyTorch's final cost in its iterations")
+        runs = quality.get("time_to_quality_runs", [quality["time_to_quality"]])
+        spread = ", ".join("never" if r is None else f"{r:.2f}" for r in runs)
+        median = quality["time_to_quality"]
+        out.append("time to quality: scratchnst never reached PyTorch's final cost in its iterations"
+                   if median is None else
+                   f"time to quality: scratchnst reached PyTorch's final cost in {median:.2f} of PyTorch's time "
+                   + (f"(after {reached:.1f} s; one run)" if len(runs) == 1 else
+                      f"(median of {len(runs)} runs, the libraries in turn: {spread}; after {reached:.1f} s)"))
     for r in report["results"]:
         if not r["convs"]:
             continue

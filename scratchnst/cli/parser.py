@@ -718,12 +718,15 @@ def _add_bench(sub):
                    help="the content and style images of the time-to-quality row")
     p.add_argument("--quality-iters", type=int, default=200, metavar="N",
                    help="L-BFGS iterations of each library in the time-to-quality row")
+    p.add_argument("--quality-repeats", type=int, default=5, metavar="N",
+                   help="runs of the time-to-quality row, the libraries in turn (its median is reported; "
+                   "each run takes about 30 s)")
     p.add_argument("--no-training", action="store_true",
                    help="skip the training-step row (one step of training a real-time style network)")
     p.add_argument("--quick", action="store_true",
                    help="a first look in well under a minute: 256 px only, 3 repeats, no per-convolution "
                    "breakdown, no memory measurement, no time-to-quality or training row (the full run takes "
-                   "about 5 minutes on 2 cores)")
+                   "about 7 minutes on 2 cores)")
 
     def run(args):
         from scratchnst.cli.bench import check_settings, run_bench
@@ -750,6 +753,8 @@ def _quality_problem(args):
 
     if args.quality_iters < 1:
         raise UsageError(f"--quality-iters must be at least 1, got {args.quality_iters}")
+    if args.quality_repeats < 1:
+        raise UsageError(f"--quality-repeats must be at least 1, got {args.quality_repeats}")
     images = _given(args.quality_images)
     if images is None:
         shipped = Path(__file__).resolve().parents[2] / "lessons" / "images"
@@ -764,7 +769,8 @@ def _quality_problem(args):
         print("bench: no time-to-quality row: it needs the real SqueezeNet weights; run "
               "`scratchnst weights download squeezenet`", file=sys.stderr)
         return None
-    return {"content": str(images[0]), "style": str(images[1]), "weights": str(weights), "iters": args.quality_iters}
+    return {"content": str(images[0]), "style": str(images[1]), "weights": str(weights), "iters": args.quality_iters,
+            "repeats": args.quality_repeats}
 
 
 _SUBCOMMANDS = [_add_gradcheck, _add_weights, _add_stylize, _add_train, _add_apply, _add_exercises, _add_bench]
