@@ -20,11 +20,11 @@ It equals the two-loop recursion up to rounding (tests: 1e-12 relative in float6
 
 The pairs live in rows of the buffer (slots), written once and never moved: the (s, y, rho)
 entries of `pairs`, oldest first, are views of their rows, and a pair's entry that someone still
-holds is given copies of its rows when a new pair takes its slot, so that a state taken earlier
-(`Iterate.state`) stays what it was.
+holds is given copies of its rows when a new pair takes its slot, so that the state of an earlier
+iteration (`Iterate.state`, which copies the pairs when it is called) stays what it was.
 """
 
-import sys
+import weakref
 from collections import deque
 
 import numpy as np
@@ -36,6 +36,12 @@ from scratchnst import memory_pages, parallel
 # Pass 2 reads each value once whatever the blocks: larger ones, fewer Python steps.
 _BLOCK = 2048
 _BLOCK_2 = 16 * _BLOCK
+
+
+class _Entry(list):
+    """[s, y, rho]: a list that can be weakly referenced (see PairMemory.add)."""
+
+    __slots__ = ("__weakref__",)
 
 
 class PairMemory:
@@ -85,12 +91,15 @@ class PairMemory:
         if self._new is not None:
             self._dot_products(None)  # two pairs added without a direction between them (a resume)
         if len(self.pairs) == self.m:
-            entry = self.pairs.popleft()
-            # The row is reused: an entry someone still holds (a state not yet taken, `Iterate.state`)
-            # keeps its values in copies. Held by no one (2: this name and getrefcount's argument),
-            # it is dropped as it is: two copies of n values saved per iteration.
-            if sys.getrefcount(entry) > 2:
+            # The row is reused: an entry someone still holds (an Iterate whose state() is not yet
+            # taken) keeps its values in copies. One held by no one is gone once this reference
+            # is: two copies of n values saved per iteration. (A weak reference, not a count of
+            # references, which interpreters count differently.)
+            held = weakref.ref(self.pairs.popleft())
+            entry = held()
+            if entry is not None:
                 entry[0], entry[1] = entry[0].copy(), entry[1].copy()
+            del entry
             free = self.slots.popleft()
         else:
             used = set(self.slots)
@@ -102,7 +111,7 @@ class PairMemory:
         self._buffer[self.m + slot] = y
         s_row, y_row = self._buffer[slot].view(), self._buffer[self.m + slot].view()
         s_row.flags.writeable = y_row.flags.writeable = False
-        self.pairs.append([s_row, y_row, float(rho)])
+        self.pairs.append(_Entry([s_row, y_row, float(rho)]))
         self.slots.append(slot)
         self._new = slot
 
@@ -117,7 +126,8 @@ class PairMemory:
                 rounding to nearest is symmetric), without a pass to negate r.
 
         Returns:
-            r: (n,) fresh array of the pairs' dtype; g itself (as that dtype, copied) with no pairs.
+            r: (n,) fresh array of the pairs' dtype, H g (-H g with negate); with no pairs, g itself
+            (as that dtype, copied, the held entries 0, negated with negate).
             None when a dot product overflowed the pairs' dtype (float32 ends at 3.4e38, which the
             products of gradients of 1.8e19 pass): the recursion would make inf, NaN, or a finite
             but wrong r of them; the caller runs `optim.lbfgs_direction` in a wider dtype instead.

@@ -414,13 +414,14 @@ def _masked_direction(d, g, x, box, at, held):
     """The search direction d (n,) with the coordinates the box would stop set to 0, and its slope g.d.
 
     d: a descent direction the caller owns (written in place); held: the indices held at a bound
-    by the gradient. Returns (d, d_wide, dphi0): d, d in g's dtype (the same array if it is
-    g's already; the slopes of the line search are dot products of it in that dtype), and a
-    float (inf or NaN if d is not finite, or the product overflows).
+    by the gradient. Returns (d, d_wide, dphi0): d, d in the wider of g's and d's dtypes (the
+    same array if d's is; the line search's slopes are dot products with it, made once here
+    instead of a cast at each of them), and a float (inf or NaN if d is not finite, or the
+    product overflows).
     """
     d[held] = 0
     d[_outward(d, x, box, at)] = 0
-    d_wide = d.astype(g.dtype, copy=False)
+    d_wide = d.astype(np.result_type(g, d), copy=False)
     return d, d_wide, float(np.dot(g, d_wide))
 
 
@@ -467,15 +468,18 @@ def _inverse_norm(d):
 
 
 def _fits(s, ss, yy, dtype):
-    """Whether memory_dtype `dtype` holds every value of the pair s, y (n,) (x's dtype, maybe wider).
+    """Whether memory_dtype `dtype` holds every value of s (n,) and y's (x's dtype, maybe wider); ss = s.s, yy = y.y.
 
-    ss = s.s and yy = y.y: the test reads no vector.
+    y is judged by its norm, yy < largest^2, which bounds every |y_i| (a y refused so is a
+    gradient change of 1.8e19 for float32, too large for its products anyway); s the same way,
+    and only if that fails by its largest entry (two passes over s).
     """
     if np.finfo(dtype).max >= np.finfo(s.dtype).max:
         return True
     largest = float(np.finfo(dtype).max)
-    # ss < largest^2 bounds every |s_i|, yy < largest^2 every |y_i| (no pass over the vectors)
-    return ss < largest * largest and yy < largest * largest
+    if not yy < largest * largest:
+        return False
+    return ss < largest * largest or max(float(s.max()), -float(s.min())) <= largest
 
 
 def lbfgs(
@@ -541,8 +545,8 @@ def lbfgs(
          is accounted for, not hidden); kept only if s.y > curvature_eps * |s| |y|, else skipped, so
          H stays positive definite. The oldest pair is dropped beyond history_size.
     Huge gradients (see the module docstring): when the pairs' products overflow memory_dtype, step 2
-    runs the two-loop recursion in x0's dtype instead; a pair whose s or y memory_dtype cannot hold
-    is skipped; a slope g.d that overflows even in x0's dtype stops the run (message "stopped: ...").
+    runs the two-loop recursion in x0's dtype instead; a pair memory_dtype cannot hold (s, or y by its
+    norm: `_fits`) is skipped; a slope g.d that overflows even in x0's dtype stops the run (message "stopped: ...").
     """
     start = _start(fun_and_grad, x0, bounds, "lbfgs", resume, {"history_size": history_size})
     box, evaluate, done, history = start.box, start.evaluate, start.iteration, start.history
@@ -559,7 +563,8 @@ def lbfgs(
     def report(iteration):
         # Called after x, f, g, aux have been replaced (never modified in place, nor are the pair
         # arrays, so the state may hold them as they are); tuple(pairs.pairs) because the deque
-        # changes (its entries are lists that get copies of their rows when a row is reused).
+        # changes. This tuple is what holds the entries for a state() called later: an entry
+        # still held gets copies of its rows when its row is reused (PairMemory.add).
         if callback is not None:
             now = dict(iteration=iteration, x=x, f=f, g=g, aux=aux, n_evals=evaluate.n_evals, history=history,
                        pairs=tuple(pairs.pairs), slots=tuple(pairs.slots), history_size=history_size,
@@ -607,9 +612,13 @@ def lbfgs(
             f_trial, g_trial, aux_trial = evaluate(x_trial)
             with np.errstate(over="ignore", invalid="ignore"):  # an overflowed slope: the search shrinks the step
                 if out.size:
-                    moving = d_wide.copy()  # d where the path moves, 0 where it is clipped
-                    moving[out] = 0
-                    slope = float(np.dot(g_trial, moving))
+                    d_moving = d_wide.copy()  # d where the path moves, 0 where it is clipped
+                    d_moving[out] = 0
+                    slope = float(np.dot(g_trial, d_moving))
+                    if not math.isfinite(slope):  # maybe inf * 0 at a clipped coordinate: leave those out
+                        moving = np.ones(x.shape, dtype=bool)
+                        moving[out] = False
+                        slope = float(np.dot(g_trial[moving], d_wide[moving]))
                 else:
                     slope = float(np.dot(g_trial, d_wide))
             return f_trial, slope, (x_trial, g_trial, aux_trial, edge)

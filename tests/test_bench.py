@@ -219,15 +219,19 @@ def test_the_time_to_quality_row_is_the_median_of_its_runs():
     never = bench.median_quality([quality_run(13.0, 14.0, None)] * 2)
     assert never["time_to_quality"] is None and never["seconds_to_pytorch_cost"] is None
     mostly_never = bench.median_quality([quality_run(13.0, 14.0, None)] * 2 + [quality_run(13.0, 14.0, 7.0)])
-    assert mostly_never["time_to_quality"] is None  # the median run never got there
+    assert mostly_never["time_to_quality"] is None and mostly_never["seconds_to_pytorch_cost"] is None
     machine = {"cpu": "a CPU", "cpus": 2, "system": "Linux x86_64", "python": "3.11", "numpy": "2.4"}
     settings = {"threads": 1, "weights": "random", "repeats": 5, "warmup": 1}
     text = bench.format_report({"machine": machine, "settings": settings, "results": [], "floor": None,
                                 "training": None, "quality": row})
-    assert "0.80 of PyTorch's time (median of 3 runs, the libraries in turn: 0.80, 0.69, 0.90" in text
+    assert "0.80 of PyTorch's time (median of 3 runs, the libraries in turn: 0.80, 0.69, 0.90; after 11.2 s)" in text
+    text = bench.format_report({"machine": machine, "settings": settings, "results": [], "floor": None,
+                                "training": None, "quality": mostly_never})
+    assert ("did not reach PyTorch's final cost in the median run (runs, the libraries in turn: never, never, 0.50)"
+            in text)
 
 
-def test_cli_quality_repeats(monkeypatch):
+def test_cli_quality_repeats():
     args = cli.build_parser().parse_args(["bench"])
     assert args.quality_repeats == 5
     assert cli.main(["bench", "--quality-repeats", "0"]) == UsageError.exit_status

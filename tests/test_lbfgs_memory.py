@@ -116,7 +116,6 @@ def test_a_row_that_is_not_free_is_refused(slot):
         memory.add(np.ones(10), np.ones(10), 0.1, slot=slot)
 
 
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("pairs_added", [0, 1, 5])
 def test_held_entries_and_the_negated_direction_are_exact(dtype, pairs_added):

@@ -672,4 +672,27 @@ def test_fits_refuses_a_pair_whose_step_float32_cannot_hold():
     big = np.full(4, 1e39)
     assert not optim._fits(big, float(np.dot(big, big)), 4.0, np.float32)
     assert not optim._fits(s, float(np.dot(s, s)), float(np.dot(big, big)), np.float32)
-    assert not optim._fits(s, math.inf, 4.0, np.float32)  # s.s overflowed float64
+    assert optim._fits(s, math.inf, 4.0, np.float32)  # s.s overflowed float64, but every entry fits
+    many = np.full(230400, 200.0)  # s.s is 9.2e9, above float16's 65504 squared: each entry fits
+    assert optim._fits(many, float(np.dot(many, many)), 4.0, np.float16)
+
+
+def test_an_infinite_gradient_at_a_clipped_coordinate_leaves_the_slope_finite():
+    """sqrt(x) at x = 0: the gradient there is inf, and the coordinate is clipped; its term is left out of
+    the trial's slope (inf * 0 would make it NaN and send the line search on 50 useless evaluations)."""
+    c = np.array([-3.0, -2.0, 0.5, 0.7, -1.0, 0.2])
+
+    def fun(x):
+        with np.errstate(divide="ignore"):
+            return float(np.sum(np.sqrt(x)) + 0.5 * np.sum((x - c) ** 2)), 0.5 / np.sqrt(x) + (x - c)
+
+    result = optim.lbfgs(fun, np.full(6, 0.5), 20, bounds=(0.0, 1.0))
+    assert result.n_evals == 2 and result.fun < fun(np.full(6, 0.5))[0]
+    assert result.message.startswith("stopped: the gradient is too large")
+
+
+def test_float32_points_with_float64_pairs_take_their_slopes_in_float64():
+    """The slopes' dtype is the wider of g's and d's: float32 would overflow on g.d here (1e19 squared)."""
+    result = optim.lbfgs(lambda x: (1e19 * float(np.dot(x, x)), 2e19 * x), np.ones(50, np.float32), 20,
+                         memory_dtype=np.float64, gtol=1e-3)
+    assert result.message.startswith("converged") and result.fun < 1e19

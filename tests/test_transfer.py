@@ -114,38 +114,43 @@ def test_blending_one_style_twice_is_that_style(squeezenet_weights_path, images)
     np.testing.assert_allclose(dx2, dx1, rtol=1e-10, atol=1e-12 * np.abs(dx1).max())
 
 
-@pytest.mark.parametrize("alpha, style_weights, expected", [
-    (10.0, [0.8] * 5, 0.8),            # the course's: beta 4, lambda 0.2 each
-    (0.0, [0.8, 0.8], 0.8),            # no content cost
-    (10.0, [0.7 * 4, 0.3 * 4], 1.0),   # unequal weights: each layer's own
-    (10.0, [], 1.0),                   # no style layer
-    (10.0, [0.0, 0.0], 1.0),           # beta 0
-    (1e30, [0.8] * 5, 1.0),            # the content's gradient times 1e30 / 0.8 could overflow
-    (1e-30, [0.8] * 5, 1.0),
-    (10.0, [float("inf")] * 2, 1.0),
+@pytest.mark.parametrize("alpha, style_weights, dtype, expected", [
+    (10.0, [0.8] * 5, np.float32, 0.8),          # the course's: beta 4, lambda 0.2 each
+    (10.0, [0.8] * 5, np.float64, 0.8),
+    (10.0, [0.8] * 5, np.float16, 1.0),          # float16's range is too short for any ratio
+    (0.0, [0.8, 0.8], np.float32, 0.8),          # no content cost
+    (10.0, [0.7 * 4, 0.3 * 4], np.float32, 1.0),  # unequal weights: each layer's own
+    (10.0, [], np.float32, 1.0),                 # no style layer
+    (10.0, [0.0, 0.0], np.float32, 1.0),         # beta 0
+    (1e30, [0.8] * 5, np.float32, 1.0),          # the content's gradient times 1e30 / 0.8 could overflow
+    (1e-30, [0.8] * 5, np.float32, 1.0),
+    (10.0, [float("inf")] * 2, np.float32, 1.0),
 ])
-def test_the_common_factor_of_the_style_gradients(alpha, style_weights, expected):
-    assert transfer._common_factor(alpha, style_weights) == expected
+def test_the_common_factor_of_the_style_gradients(alpha, style_weights, dtype, expected):
+    assert transfer._common_factor(alpha, style_weights, dtype) == expected
 
 
-@pytest.mark.parametrize("layers, alpha, beta", [
-    ([("conv1", 0.2), ("fire2/concat", 0.2), ("fire3/concat", 0.2)], 10.0, 4.0),  # factored out
-    ([("conv1", 0.7), ("fire3/concat", 0.3)], 10.0, 4.0),                          # not
-    ([("conv1", 0.5), ("fire3/concat", 0.5)], 1e30, 1e-5),                         # not: too far apart
+@pytest.mark.parametrize("content_layer, layers, alpha, beta", [
+    ("fire2/concat", [("conv1", 0.2), ("fire2/concat", 0.2), ("fire3/concat", 0.2)], 10.0, 4.0),  # the content
+    ("fire3/concat", [("conv1", 0.5), ("fire2/concat", 0.5)], 4e4, 0.1),   # alpha / factor 8e5, just inside 1e6
+    ("fire3/concat", [("conv1", 0.5), ("fire2/concat", 0.5)], 6e-8, 0.1),  # 1.2e-6, just inside 1e-6
+    ("fire3/concat", [("conv1", 0.5), ("fire2/concat", 0.5)], 0.0, 4.0),   # no content cost
 ])
-def test_the_gradient_is_the_plain_sum_whether_a_factor_is_taken_out_or_not(
-        squeezenet_weights_path, images, monkeypatch, layers, alpha, beta):
+def test_the_gradient_is_the_plain_sum_when_a_factor_is_taken_out(
+        squeezenet_weights_path, images, monkeypatch, content_layer, layers, alpha, beta):
     """backward(c g) = c backward(g) up to rounding: the float32 gradient agrees with the plain one (to
     float32's rounding of the largest entry: an entry near 0 is a difference of large sums)."""
     net = networks.load("squeezenet", weights=squeezenet_weights_path, dtype=np.float32)
     c, s = image.preprocess(images["content"]), image.preprocess(images["starry"])
     x = c + np.random.default_rng(8).uniform(-40, 40, c.shape).astype(np.float32)
-    factored = transfer.make_cost_function(net, c, [s], "fire2/concat", layers, [1.0], alpha, beta, 0.5)
-    J, dx, _ = factored(x)
+    assert transfer._common_factor(alpha, [beta * lam for _, lam in layers], np.float32) == beta * layers[0][1]
+    factored = transfer.make_cost_function(net, c, [s], content_layer, layers, [1.0], alpha, beta, 0.5)
+    J, dx, parts = factored(x)
     monkeypatch.setattr(transfer, "_common_factor", lambda *args: 1.0)
-    plain = transfer.make_cost_function(net, c, [s], "fire2/concat", layers, [1.0], alpha, beta, 0.5)
-    J_plain, dx_plain, _ = plain(x)
-    assert J == J_plain and dx.dtype == np.float32 and np.isfinite(dx).all()
+    plain = transfer.make_cost_function(net, c, [s], content_layer, layers, [1.0], alpha, beta, 0.5)
+    J_plain, dx_plain, parts_plain = plain(x)
+    assert J == J_plain and parts == parts_plain  # the costs are not scaled: only the gradients' order of work
+    assert dx.dtype == np.float32 and np.isfinite(dx).all()
     assert rel_error_normwise(dx, dx_plain) < 1e-6
 
 

@@ -658,29 +658,30 @@ def run_benchmarks(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads
 
 
 def median_quality(rounds):
-    """The time-to-quality row from runs of `bench_quality.measure_quality` (each one run of both
-    libraries, one after the other, so that the runs interleave them): the first run's settings,
-    costs and evaluations (both optimisations are deterministic: every run ends on the same
-    images), the median of each time over the runs, the median of the runs' own ratios as
-    "time_to_quality" (None if scratchnst reached PyTorch's cost in none of them), and every run's
-    ratio as "time_to_quality_runs".
+    """The time-to-quality row from several runs of `bench_quality.measure_quality`.
+
+    Args:
+        rounds: the runs' results, each a run of both libraries, one after the other (so that the
+            runs interleave the libraries).
+
+    Returns:
+        the first run's dict (settings, final costs, evaluations: both optimisations are
+        deterministic, every run ends on the same images) with each time the median over the runs:
+        "time_to_quality" the median of the runs' own ratios, "seconds_to_pytorch_cost" of their
+        times to PyTorch's cost (a run that never got there counts as the slowest; None when the
+        median run is one of those); "time_to_quality_runs" every run's ratio, "runs" their number.
     """
-    ratios = [r["time_to_quality"] for r in rounds]
-    reached = [r["seconds_to_pytorch_cost"] for r in rounds if r["seconds_to_pytorch_cost"] is not None]
-    known = [ratio for ratio in ratios if ratio is not None]
+    def median(values):  # None: never reached
+        middle = float(np.median([math.inf if v is None else v for v in values]))
+        return middle if math.isfinite(middle) else None
+
     return {**rounds[0],
             "runs": len(rounds),
             "scratchnst_seconds": float(np.median([r["scratchnst_seconds"] for r in rounds])),
             "pytorch_seconds": float(np.median([r["pytorch_seconds"] for r in rounds])),
-            "seconds_to_pytorch_cost": float(np.median(reached)) if reached else None,
-            # a run that never got there counts as the slowest
-            "time_to_quality": _finite_or_none(float(np.median([math.inf if r is None else r for r in ratios])))
-            if known else None,
-            "time_to_quality_runs": ratios}
-
-
-def _finite_or_none(value):
-    return value if math.isfinite(value) else None
+            "seconds_to_pytorch_cost": median([r["seconds_to_pytorch_cost"] for r in rounds]),
+            "time_to_quality": median([r["time_to_quality"] for r in rounds]),
+            "time_to_quality_runs": [r["time_to_quality"] for r in rounds]}
 
 
 # ------------------------------------------------------------------------------ the table
@@ -784,11 +785,15 @@ def format_report(report):
         runs = quality.get("time_to_quality_runs", [quality["time_to_quality"]])
         spread = ", ".join("never" if r is None else f"{r:.2f}" for r in runs)
         median = quality["time_to_quality"]
-        out.append("time to quality: scratchnst never reached PyTorch's final cost in its iterations"
-                   if median is None else
-                   f"time to quality: scratchnst reached PyTorch's final cost in {median:.2f} of PyTorch's time "
-                   + (f"(after {reached:.1f} s; one run)" if len(runs) == 1 else
-                      f"(median of {len(runs)} runs, the libraries in turn: {spread}; after {reached:.1f} s)"))
+        if median is not None:
+            out.append(f"time to quality: scratchnst reached PyTorch's final cost in {median:.2f} of PyTorch's time "
+                       + (f"(after {reached:.1f} s)" if len(runs) == 1 else
+                          f"(median of {len(runs)} runs, the libraries in turn: {spread}; after {reached:.1f} s)"))
+        elif len(runs) == 1 or all(r is None for r in runs):
+            out.append("time to quality: scratchnst never reached PyTorch's final cost in its iterations")
+        else:
+            out.append(f"time to quality: scratchnst did not reach PyTorch's final cost in the median run "
+                       f"(runs, the libraries in turn: {spread})")
     for r in report["results"]:
         if not r["convs"]:
             continue
