@@ -10,7 +10,9 @@ history 10, strong Wolfe line search, the pixels clamped into the box at every e
 Both final images are judged by one cost function (scratchnst's, float32 network, float64 sums),
 PyTorch's clamped into the box first. The row reports each final cost, each wall time, and
 scratchnst's time to quality: the seconds until its cost first reached PyTorch's final cost,
-divided by PyTorch's whole time (at most 1 means a picture as good, sooner).
+divided by PyTorch's whole time (at most 1 means a picture as good, sooner). This module runs
+one such run; the bench runs it --quality-repeats times and reports the median
+(`bench.median_quality`).
 """
 
 import time
