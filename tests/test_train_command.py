@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -370,6 +371,49 @@ def test_a_checkpoint_that_cannot_be_written_is_told_apart_from_the_network(setu
     assert f"wrote the network of step 1 to {setup['out']}" in line
     assert f"its checkpoint could not be written to {ck} either" in line and "could not be saved" not in line
     assert transformer_net.load(setup["out"])[1]["iterations"] == 1
+
+
+@pytest.mark.parametrize("with_checkpoint", [True, False])
+def test_a_full_disk_at_the_end_keeps_the_finished_run(setup, capsys, monkeypatch, tmp_path, with_checkpoint):
+    """-o cannot be written once the last step is done: the checkpoint holds the run, or the network is
+    written to the temporary folder instead; either way the line says where."""
+    real_save = transformer_net.save
+
+    def full_there(path, *args, **kwargs):
+        if Path(path) == setup["out"]:
+            raise OSError(28, "No space left on device", str(path))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(transformer_net, "save", full_there)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "rescue"))
+    (tmp_path / "rescue").mkdir()
+    ck = setup["tmp"] / "ck.npz"
+    status = train(setup, "--iters", "3", *(["--checkpoint", ck] if with_checkpoint else []))
+    assert status == 1 and not setup["out"].exists()
+    line = error_line(capsys)
+    assert "No space left on device" in line
+    if with_checkpoint:
+        assert f"the finished run is in its checkpoint {ck}" in line and f"--resume {ck} to write" in line
+        assert not list((tmp_path / "rescue").iterdir())
+        monkeypatch.setattr(transformer_net, "save", real_save)
+        assert train(setup, "--iters", "3", "--resume", ck) == 0   # the suggested command writes -o
+        assert transformer_net.load(setup["out"])[1]["iterations"] == 3
+    else:
+        (rescued,) = (tmp_path / "rescue").iterdir()
+        assert f"wrote the trained network to {rescued} instead" in line
+        assert transformer_net.load(rescued)[1]["iterations"] == 3
+
+
+def test_a_full_disk_everywhere_at_the_end_says_the_network_is_lost(setup, capsys, monkeypatch, tmp_path):
+    def full(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(transformer_net, "save", full)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "rescue"))
+    (tmp_path / "rescue").mkdir()
+    assert train(setup, "--iters", "2") == 1
+    assert "could not be written to the temporary folder either: it is lost" in error_line(capsys)
+    assert not list((tmp_path / "rescue").iterdir())  # no empty file left behind
 
 
 def test_resume_without_batch_goes_on_with_the_checkpoints_batch(setup, capsys):

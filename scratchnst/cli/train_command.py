@@ -5,11 +5,14 @@
       -o is no input, the photo folder holds photos, the style image reads);
     - a progress line every --print-every steps: step, loss, seconds per step, ETA;
     - Ctrl-C saves the network trained so far to -o (and the checkpoint, if asked for), says
-      where, and exits 130; every file is written atomically (scratchnst.atomic).
+      where, and exits 130; every file is written atomically (scratchnst.atomic);
+    - a failure mid-run keeps the network of the last step done; an -o that cannot be written at
+      the end (a full disk) keeps the finished run in its checkpoint or the temporary folder.
 """
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -158,7 +161,10 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
             raise
         raise UserError(_what_failed(error) + _keep_after_failure(run["last"], output, checkpoint_file)) from None
     with interrupts.ignoring_stops():
-        transformer_net.save(output, result.params, result.meta)
+        try:
+            transformer_net.save(output, result.params, result.meta)
+        except (UserError, OSError) as error:  # a full disk at the very end: keep the finished run
+            raise UserError(_what_failed(error) + _keep_finished_run(result, output, checkpoint_file)) from None
     steps_done = len(result.history) - (resume["iteration"] if resume is not None else 0)
     if resume is not None and steps_done == 0:
         print(f"  nothing was left to do: the checkpoint is at step {resume['iteration']} and --iters is "
@@ -217,6 +223,25 @@ def _keep_after_failure(progress, output, checkpoint_file):
             except (UserError, OSError):
                 said += f"; its checkpoint could not be written to {checkpoint_file} either"
     return said
+
+
+def _keep_finished_run(result, output, checkpoint_file):
+    """Where a finished run is kept when -o cannot be written (a full disk); what to add to its message.
+
+    With a checkpoint, the run's last step wrote it: `--resume` finishes at once and writes -o.
+    Without one, the network goes to a new file in the temporary folder (often another disk).
+    """
+    if checkpoint_file is not None:
+        return (f"; the finished run is in its checkpoint {checkpoint_file}: make room, then run the same command "
+                f"with --resume {checkpoint_file} to write {output}")
+    handle, rescue = tempfile.mkstemp(prefix="scratchnst-", suffix="-" + Path(output).name)
+    os.close(handle)
+    try:
+        transformer_net.save(rescue, result.params, result.meta)
+    except (UserError, OSError):
+        Path(rescue).unlink(missing_ok=True)
+        return "; the trained network could not be written to the temporary folder either: it is lost"
+    return f"; wrote the trained network to {rescue} instead"
 
 
 def _make_folder(folder, flag):
