@@ -422,7 +422,18 @@ def _masked_direction(d, g, x, box, at, held):
     d[held] = 0
     d[_outward(d, x, box, at)] = 0
     d_wide = d.astype(np.result_type(g, d), copy=False)
-    return d, d_wide, float(np.dot(g, d_wide))
+    return d, d_wide, _slope(g, d_wide)
+
+
+def _slope(g, d):
+    """g.d for (n,) vectors, the terms where d is 0 left out when they make it NaN (an infinite gradient
+    where the path does not move: a coordinate held at a bound, or clipped): what the slope of the
+    projected path means. NaN still where g.d has an inf - inf, or a NaN where d moves."""
+    slope = float(np.dot(g, d))
+    if math.isnan(slope):
+        moving = np.flatnonzero(d)
+        slope = float(np.dot(g[moving], d[moving]))
+    return slope
 
 
 def _free_size(g, held):
@@ -604,23 +615,18 @@ def lbfgs(
             break
 
         def phi(alpha):  # f along the projected path from this iteration's x, in direction d
-            x_trial = x + alpha * d
+            x_trial = (x + alpha * d).astype(x.dtype, copy=False)  # x's dtype, even with pairs wider than it
             # the coordinates the step takes out of the box (out): clipped back, and left out of the slope
             edge, out = _edges(x_trial, box)
             if out.size:
                 x_trial[out] = np.clip(x_trial[out], box[0][out], box[1][out])
             f_trial, g_trial, aux_trial = evaluate(x_trial)
             with np.errstate(over="ignore", invalid="ignore"):  # an overflowed slope: the search shrinks the step
+                d_moving = d_wide
                 if out.size:
                     d_moving = d_wide.copy()  # d where the path moves, 0 where it is clipped
                     d_moving[out] = 0
-                    slope = float(np.dot(g_trial, d_moving))
-                    if not math.isfinite(slope):  # maybe inf * 0 at a clipped coordinate: leave those out
-                        moving = np.ones(x.shape, dtype=bool)
-                        moving[out] = False
-                        slope = float(np.dot(g_trial[moving], d_wide[moving]))
-                else:
-                    slope = float(np.dot(g_trial, d_wide))
+                slope = _slope(g_trial, d_moving)
             return f_trial, slope, (x_trial, g_trial, aux_trial, edge)
 
         alpha1 = 1.0 if pairs else _inverse_norm(d)
@@ -629,9 +635,9 @@ def lbfgs(
             message = "stopped: the line search found no lower cost"
             break
         x_new, g_new, aux_new, at_new = payload
-        s = x_new - x
-        y = g_new - g
-        with np.errstate(over="ignore", invalid="ignore"):  # overflowed: not a pair to keep
+        with np.errstate(over="ignore", invalid="ignore"):  # overflowed, or inf - inf: not a pair to keep
+            s = x_new - x
+            y = g_new - g
             sy = float(np.dot(s, y))
             yy = float(np.dot(y, y))
             ss = float(np.dot(s, s))

@@ -393,7 +393,7 @@ def test_a_full_disk_at_the_end_keeps_the_finished_run(setup, capsys, monkeypatc
     line = error_line(capsys)
     assert "No space left on device" in line
     if with_checkpoint:
-        assert f"the finished run is in its checkpoint {ck}" in line and f"--resume {ck} to write" in line
+        assert f"the finished run is in its checkpoint {ck}" in line and f"--resume {ck} to write it" in line
         assert not list((tmp_path / "rescue").iterdir())
         monkeypatch.setattr(transformer_net, "save", real_save)
         assert train(setup, "--iters", "3", "--resume", ck) == 0   # the suggested command writes -o
@@ -404,15 +404,46 @@ def test_a_full_disk_at_the_end_keeps_the_finished_run(setup, capsys, monkeypatc
         assert transformer_net.load(rescued)[1]["iterations"] == 3
 
 
-def test_a_full_disk_everywhere_at_the_end_says_the_network_is_lost(setup, capsys, monkeypatch, tmp_path):
+def test_a_long_output_name_full_disk_at_the_end_still_rescues_the_network(setup, capsys, monkeypatch, tmp_path):
+    """A legal 243-character -o: the rescue file's name is built from a part of it, not all of it."""
+    out = setup["tmp"] / ("n" * 240 + ".h5")
+    real_save = transformer_net.save
+
+    def full_there(path, *args, **kwargs):
+        if Path(path) == out:
+            raise OSError(28, "No space left on device", str(path))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(transformer_net, "save", full_there)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "rescue"))
+    (tmp_path / "rescue").mkdir()
+    assert train(setup, "--iters", "2", out=out) == 1
+    line = error_line(capsys)
+    (rescued,) = (tmp_path / "rescue").iterdir()
+    assert "No space left on device" in line and f"wrote the trained network to {rescued} instead" in line
+    assert rescued.name.startswith("scratchnst-" + "n" * 40 + "-") and rescued.suffix == ".h5"
+
+
+@pytest.mark.parametrize("temporary", ["full", "missing"])
+def test_a_full_disk_everywhere_at_the_end_says_the_network_is_lost(setup, capsys, monkeypatch, tmp_path, temporary):
     def full(path, *args, **kwargs):
         raise OSError(28, "No space left on device", str(path))
 
     monkeypatch.setattr(transformer_net, "save", full)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "rescue"))
     (tmp_path / "rescue").mkdir()
+    if temporary == "missing":  # what mkstemp raises when no temporary folder can be used
+        real_mkstemp = tempfile.mkstemp
+
+        def no_folder(*args, prefix=None, **kwargs):
+            if prefix is not None and prefix.startswith("scratchnst-"):
+                raise FileNotFoundError(2, "No usable temporary directory found")
+            return real_mkstemp(*args, prefix=prefix, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", no_folder)
     assert train(setup, "--iters", "2") == 1
-    assert "could not be written to the temporary folder either: it is lost" in error_line(capsys)
+    line = error_line(capsys)
+    assert "No space left on device" in line and "could not be written to the temporary folder either: it is lost" in line
     assert not list((tmp_path / "rescue").iterdir())  # no empty file left behind
 
 

@@ -229,17 +229,21 @@ def _keep_finished_run(result, output, checkpoint_file):
     """Where a finished run is kept when -o cannot be written (a full disk); what to add to its message.
 
     With a checkpoint, the run's last step wrote it: `--resume` finishes at once and writes -o.
-    Without one, the network goes to a new file in the temporary folder (often another disk).
+    Without one, the network goes to a new file in the temporary folder (often another disk),
+    named from -o's first 40 characters (a long -o would make too long a name).
     """
     if checkpoint_file is not None:
-        return (f"; the finished run is in its checkpoint {checkpoint_file}: make room, then run the same command "
-                f"with --resume {checkpoint_file} to write {output}")
-    handle, rescue = tempfile.mkstemp(prefix="scratchnst-", suffix="-" + Path(output).name)
-    os.close(handle)
+        return (f"; the finished run is in its checkpoint {checkpoint_file}: once {output} can be written, run "
+                f"the same command with --resume {checkpoint_file} to write it")
+    name = Path(output)
+    rescue = None
     try:
+        handle, rescue = tempfile.mkstemp(prefix=f"scratchnst-{name.stem[:40]}-", suffix=name.suffix[:10])
+        os.close(handle)
         transformer_net.save(rescue, result.params, result.meta)
     except (UserError, OSError):
-        Path(rescue).unlink(missing_ok=True)
+        if rescue is not None:
+            Path(rescue).unlink(missing_ok=True)
         return "; the trained network could not be written to the temporary folder either: it is lost"
     return f"; wrote the trained network to {rescue} instead"
 
