@@ -67,7 +67,8 @@ def make_cost_function(network, content_x, style_xs, content_layer, style_layers
         dJ/dx = network.backward({content_layer: alpha dJ_content/da_G,
                                   style layer l: beta lambda[l] dJ_style_layer/da_G[l]})
                 + tv_weight dJ_tv/dx
-    with the course's costs (costs.py). The targets are computed once, here: a_C, and per style
+    with the course's costs (costs.py); backward being linear, a weight all the style layers share
+    is taken out of its argument and multiplies its result instead (`_common_factor`). The targets are computed once, here: a_C, and per style
     layer the style image's Gram per position, G_S / M_S (costs.style_target); per call only G
     goes through the network. Several style images are blended by averaging their targets with
     the blend weights (as jcjohnson/neural-style does): J_style then measures the distance to
