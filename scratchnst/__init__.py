@@ -5,7 +5,8 @@
     fast_conv       the convolution the networks run: im2col a block of rows at a time, same results
     fast_pool       the pooling the networks run: layers' results to the last bit, a band of rows at a time
     winograd        3x3 stride-1 convolution by F(2x2, 3x3), for fast_conv's wide layers
-    tap_planes      a convolution with few output channels: one product for all taps, shifted sums
+    tap_planes      a convolution with few output channels, and the input gradient of one with few
+                    input channels (an RGB image): one product for all taps, shifted sums
     conv_rows       padded input rows and per-thread scratch buffers of both fast convolutions
     fire_rows       a SqueezeNet fire module's three convolutions by bands of rows, one split for all three
     parallel        a layer's work cut into pieces run at once on the cores BLAS was given

@@ -113,7 +113,10 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None, mask=
             m_rows = mask.reshape(N * H * W, C_in)
 
         def product(start, stop):
-            a = x_rows[start:stop] if m_rows is None else x_rows[start:stop] * (m_rows[start:stop] > 0)
+            a = x_rows[start:stop]
+            if m_rows is not None:
+                a = conv_rows.masked(a, m_rows[start:stop],
+                                     conv_rows.scratch_buffer("masked rows", a.shape, a.dtype))
             np.matmul(a, w_cols, out=out_rows[start:stop])
             _bias_relu(out_rows[start:stop], b, relu)
 
@@ -179,9 +182,9 @@ def _bias_relu(rows, b, relu):
         np.maximum(rows, 0, out=rows)
 
 
-# Below this many input channels (an RGB image) the input gradient is computed by col2im rather
-# than as a convolution with the flipped kernel: a product with so few output columns runs slowly
-# in BLAS.
+# Below this many input channels (an RGB image) the input gradient is computed by tap planes
+# (`tap_planes.input_gradient`) rather than as a convolution with the flipped kernel: a product
+# with so few output columns runs slowly in BLAS.
 _FEW_CHANNELS = 8
 
 
@@ -223,18 +226,12 @@ def _conv_padded_backward_x(dout, w, stride, xpad_shape, mask=None):
                 r = min(rows, stop - i)
                 d = dout[n, i:i + r]
                 if mask is not None:
-                    d = np.multiply(d, mask[n, i:i + r] > 0,
-                                    out=conv_rows.scratch_buffer("masked rows", d.shape, dtype))
+                    d = conv_rows.masked(d, mask[n, i:i + r], conv_rows.scratch_buffer("masked rows", d.shape, dtype))
                 dcols = np.matmul(d.reshape(r * W_out, C_out), w_cols.T, out=block[:r * W_out])
                 dcols = dcols.reshape(r, W_out, KH, KW, C_in)  # the gradient of the block's im2col rows
                 for kh, kw, view in layers._window_taps(target[n:n + 1, (i - start) * stride:], KH, KW, stride, r,
                                                         W_out):
-                    if C_in < _FEW_CHANNELS:
-                        # one channel at a time: NumPy's inner loop then runs along W, not over 3 values
-                        for c in range(C_in):
-                            view[0, :, :, c] += dcols[:, :, kh, kw, c]
-                    else:
-                        view[0] += dcols[:, :, kh, kw, :]
+                    view[0] += dcols[:, :, kh, kw, :]
         return start * stride, target
 
     bands = parallel.split(band, H_out, least=_least_rows(KH * KW * C_in, C_out * N) // max(1, W_out))
@@ -387,8 +384,9 @@ def _input_gradient(dout, cache, relu_out=None):
         d, pad_h, pad_w = _crop_negative_padding(dout, *pads)
         mask = None if relu_out is None else _crop_negative_padding(relu_out, *pads)[0]
         return _conv_padded(d, w_flip, 1, pad_h, pad_w, mask=mask)
-    # Strides > 1 (and few input channels): each window's share dout @ w.T, put back in place.
-    dxpad = _conv_padded_backward_x(dout, w, stride, (N, Hp, Wp, C_in), mask=relu_out)
+    # Few input channels (an RGB image): tap planes. Other strides > 1: each window's share dout @ w.T, put back.
+    gradient = tap_planes.input_gradient if C_in < _FEW_CHANNELS else _conv_padded_backward_x
+    dxpad = gradient(dout, w, stride, (N, Hp, Wp, C_in), mask=relu_out)
     return np.ascontiguousarray(dxpad[:, top:top + H, left:left + W, :])
 
 

@@ -68,9 +68,9 @@ def make_cost_function(network, content_x, style_xs, content_layer, style_layers
                                   style layer l: beta lambda[l] dJ_style_layer/da_G[l]})
                 + tv_weight dJ_tv/dx
     with the course's costs (costs.py); backward being linear, a weight all the style layers share
-    is taken out of its argument and multiplies its result instead (`_common_factor`). The targets are computed once, here: a_C, and per style
-    layer the style image's Gram per position, G_S / M_S (costs.style_target); per call only G
-    goes through the network. Several style images are blended by averaging their targets with
+    is taken out of its argument and multiplies its result instead (`_common_factor`). The
+    targets are computed once, here: a_C, and per style layer the style image's Gram per
+    position, G_S / M_S (costs.style_target); per call only G goes through the network. Several style images are blended by averaging their targets with
     the blend weights (as jcjohnson/neural-style does): J_style then measures the distance to
     the blended Gram. Its gradient is that of sum_i w_i J_style(S_i, G), which differs from it
     by a constant only (for weights summing to 1, sum_i w_i |G_i - G|^2 = |G_avg - G|^2 + const).

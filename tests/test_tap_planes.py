@@ -158,3 +158,84 @@ def test_squeezenet_expand_input_gradients_take_it_and_a_fire_module_agrees_with
           + layers.conv2d_backward(layers.relu_backward(dout[..., 16:], r3), c3)[0])
     dx_ref = layers.conv2d_backward(layers.relu_backward(ds, rs), cs)[0]
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ the input gradient by tap planes
+GRADIENT_CASES = [  # (x shape, kernel shape, stride, padding): RGB first layers, and odd others
+    ((2, 17, 15, 3), (3, 3, 3, 8), 1, "same"),     # VGG-19's block1_conv1
+    ((1, 23, 31, 3), (3, 3, 3, 16), 2, "valid"),   # SqueezeNet's conv1
+    ((1, 20, 21, 5), (5, 3, 5, 7), 3, "same"),
+    ((2, 9, 9, 1), (3, 3, 1, 4), 2, 2),
+    ((1, 12, 10, 3), (9, 9, 3, 4), 1, "same"),     # the real-time network's first layer
+    ((1, 7, 8, 2), (2, 2, 2, 3), 2, "same"),       # windows that do not overlap
+    ((1, 6, 5, 3), (1, 1, 3, 6), 2, "valid"),      # windows with gaps between them
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", GRADIENT_CASES)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("block", [8192, 3])  # one block per image, or blocks of a row or less
+def test_input_gradient_equals_the_readable_backward_pass(x_shape, w_shape, stride, padding, masked, block,
+                                                          monkeypatch):
+    monkeypatch.setattr(tap_planes, "_GRADIENT_BLOCK", block)
+    rng = np.random.default_rng(7)
+    x, w, b = _problem(rng, x_shape, w_shape, np.float64)
+    out, cache = layers.conv2d_forward(x, w, b, stride, padding)
+    dout = rng.standard_normal(out.shape)[..., ::-1]  # any strides
+    relu_out = np.maximum(out, 0) if masked else None
+    expected = layers.conv2d_backward(dout if relu_out is None else dout * (relu_out > 0), cache)[0]
+    _, top, bottom = layers.conv_output_size(x_shape[1], w_shape[0], stride, padding)
+    _, left, right = layers.conv_output_size(x_shape[2], w_shape[1], stride, padding)
+    xpad_shape = (x_shape[0], x_shape[1] + top + bottom, x_shape[2] + left + right, x_shape[3])
+    dxpad = tap_planes.input_gradient(dout, w, stride, xpad_shape, mask=relu_out)
+    assert dxpad.shape == xpad_shape and dxpad.dtype == np.float64 and dxpad.flags.c_contiguous
+    np.testing.assert_allclose(dxpad[:, top:top + x_shape[1], left:left + x_shape[2]], expected,
+                               rtol=1e-12, atol=1e-12)
+    im2col = fast_conv._conv_padded_backward_x(dout, w, stride, xpad_shape, mask=relu_out)
+    np.testing.assert_allclose(dxpad, im2col, rtol=1e-12, atol=1e-12)  # the padding's cells too
+
+
+def test_fast_conv_takes_the_planes_for_an_rgb_input_and_keeps_float32(monkeypatch):
+    seen = []
+    real = tap_planes.input_gradient
+    monkeypatch.setattr(tap_planes, "input_gradient", lambda *a, **k: seen.append(a[1].shape) or real(*a, **k))
+    rng = np.random.default_rng(8)
+    for stride, padding in ((1, "same"), (2, "valid")):
+        x, w, b = _problem(rng, (1, 33, 29, 3), (3, 3, 3, 64), np.float32)
+        out, cache = fast_conv.conv2d_relu_forward(x, w, b, stride, padding)
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        dx = fast_conv.conv2d_relu_backward(dout, cache)
+        assert dx.dtype == np.float32 and dx.shape == x.shape
+        x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+        out64, cache64 = layers.conv2d_forward(x64, w64, b64, stride, padding)
+        expected = layers.conv2d_backward(dout * (out64 > 0), cache64)[0]
+        np.testing.assert_allclose(dx, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert seen == [(3, 3, 3, 64)] * 2
+    seen.clear()
+    x, w, b = _problem(rng, (1, 12, 12, 8), (3, 3, 8, 16), np.float32)  # 8 channels: the flipped convolution
+    fast_conv.conv2d_relu_backward(np.ones((1, 12, 12, 16), np.float32), fast_conv.conv2d_relu_forward(x, w, b)[1])
+    assert seen == []
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_input_gradient_two_workers_agree_with_one(stride, monkeypatch):
+    # the rows where two pieces meet get their taps as two sums added, not one after the other: the
+    # same terms, rounded in another order (as col2im's pieces)
+    monkeypatch.setattr(tap_planes, "_GRADIENT_BLOCK", 40)
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((3, 3, 3, 64)).astype(np.float32)
+    dout = rng.standard_normal((2, 60, 20, 64)).astype(np.float32)
+    mask = np.maximum(rng.standard_normal(dout.shape), 0).astype(np.float32)
+    shape = (2, (60 - 1) * stride + 3, (20 - 1) * stride + 3, 3)
+    previous = parallel.set_workers(1)
+    try:
+        with parallel.one_blas_thread():
+            one = tap_planes.input_gradient(dout, w, stride, shape, mask=mask)
+        parallel.set_workers(2)
+        two = tap_planes.input_gradient(dout, w, stride, shape, mask=mask)
+    finally:
+        parallel.set_workers(previous)
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5 * np.abs(one).max())
+    exact = fast_conv._conv_padded_backward_x(dout.astype(np.float64), w.astype(np.float64), stride, shape,
+                                             mask=mask)
+    np.testing.assert_allclose(two, exact, rtol=1e-4, atol=1e-5 * np.abs(exact).max())
