@@ -21,6 +21,7 @@ makes these fast:
   contribution, shifted sums add them up, and nothing is copied KH*KW times.
 - with stride 1 the input gradient is itself a convolution (the kernel flipped in space, its
   channel axes swapped), run by the same routine; otherwise it is col2im, a block at a time.
+  With fewer than 8 input channels (an RGB image) it is `tap_planes.input_gradient`, any stride.
 
 Every function keeps the dtype it is given and never writes into its inputs, `dout` or the cache.
 """
@@ -183,8 +184,9 @@ def _bias_relu(rows, b, relu):
 
 
 # Below this many input channels (an RGB image) the input gradient is computed by tap planes
-# (`tap_planes.input_gradient`) rather than as a convolution with the flipped kernel: a product
-# with so few output columns runs slowly in BLAS.
+# (`tap_planes.input_gradient`), whatever the stride: as a convolution with the flipped kernel
+# (stride 1) it would be a product with so few output columns that BLAS runs it slowly, and
+# col2im's (strides > 1) adds back runs of only C_in values.
 _FEW_CHANNELS = 8
 
 
@@ -319,8 +321,9 @@ def conv2d_relu_backward(dout, cache):
 
     Returns:
         dx: (N, H, W, C_in). The ReLU's mask is applied as the rows of dout are read, by the
-        input gradient's convolution (stride 1) or a block at a time by col2im (no array of dJ/dz
-        is made either way), with relu_backward's arithmetic: dout times the 0/1 mask.
+        input gradient's convolution (stride 1), or a block at a time by tap planes (few input
+        channels) or col2im (no array of dJ/dz is made any way), with relu_backward's
+        arithmetic: dout times the 0/1 mask.
     """
     conv_cache, out = cache
     _check_dout("conv2d_relu_backward", dout, conv_cache)
@@ -384,9 +387,11 @@ def _input_gradient(dout, cache, relu_out=None):
         d, pad_h, pad_w = _crop_negative_padding(dout, *pads)
         mask = None if relu_out is None else _crop_negative_padding(relu_out, *pads)[0]
         return _conv_padded(d, w_flip, 1, pad_h, pad_w, mask=mask)
-    # Few input channels (an RGB image): tap planes. Other strides > 1: each window's share dout @ w.T, put back.
-    gradient = tap_planes.input_gradient if C_in < _FEW_CHANNELS else _conv_padded_backward_x
-    dxpad = gradient(dout, w, stride, (N, Hp, Wp, C_in), mask=relu_out)
+    if C_in < _FEW_CHANNELS:  # an RGB image, any stride: one product for all taps, then shifted sums
+        least = _least_rows(KH * KW * C_in, C_out * N) // max(1, W_out)
+        dxpad = tap_planes.input_gradient(dout, w, stride, (N, Hp, Wp, C_in), mask=relu_out, least=least)
+    else:  # strides > 1: each window's share dout @ w.T, put back in place
+        dxpad = _conv_padded_backward_x(dout, w, stride, (N, Hp, Wp, C_in), mask=relu_out)
     return np.ascontiguousarray(dxpad[:, top:top + H, left:left + W, :])
 
 

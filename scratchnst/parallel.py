@@ -7,7 +7,8 @@ work of a layer is cut into contiguous pieces run at the same time by `workers()
 each doing its copies AND its products on one core: NumPy releases the GIL inside its loops and
 BLAS calls, and OpenBLAS runs one thread per call (`one_blas_thread`), so that two products do not
 each spawn a second thread onto a busy core. Who cuts what: fast_conv (rows of the output of each
-convolution, bands of rows of a col2im, rows of a kernel gradient), fire_rows (bands of rows of a
+convolution, bands of rows of a col2im, rows of a kernel gradient), tap_planes (blocks of positions
+of a convolution, bands of rows of an input gradient), fire_rows (bands of rows of a
 whole fire module, its three convolutions at once), transformer_layers (rows of the kernel
 gradient), fast_pool (rows of a pooling's output), transfer (the content cost and the style layers'
 costs, each whole). Each cut is exact: pieces write disjoint memory, or their own arrays added

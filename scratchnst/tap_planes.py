@@ -115,7 +115,7 @@ def conv(x, w, pad_h=(0, 0), pad_w=(0, 0), b=None, relu=False, out=None, mask=No
 _GRADIENT_BLOCK = 8192
 
 
-def input_gradient(dout, w, stride, xpad_shape, mask=None):
+def input_gradient(dout, w, stride, xpad_shape, mask=None, least=1):
     """The gradient of a convolution (any stride) with respect to its padded input, by tap planes.
 
     Args:
@@ -125,6 +125,7 @@ def input_gradient(dout, w, stride, xpad_shape, mask=None):
         xpad_shape: (N, Hp, Wp, C_in), the shape of the padded input.
         mask: None, or an array like dout: dout is taken only where mask > 0 (the gradient through
             the ReLU whose output is mask), applied a block at a time as the rows are read.
+        least: the fewest output rows worth a piece of a split (`parallel.split`).
 
     Returns:
         dxpad: (N, Hp, Wp, C_in), the sum over windows and taps of
@@ -132,9 +133,10 @@ def input_gradient(dout, w, stride, xpad_shape, mask=None):
         the same as `fast_conv._conv_padded_backward_x`.
 
     For the first convolution of a network, whose input is an RGB image: its gradient is what
-    the pixels get. im2col's col2im makes one (positions, KH*KW*C_in) block, 27 values wide for
-    3x3 on RGB, and adds it back a channel at a time through views 27 and 3 values apart. Here
-    the same numbers are made transposed, as tap planes,
+    the pixels get. col2im makes one (positions, KH*KW*C_in) block, 27 values wide for 3x3 on
+    RGB, and adds each tap's share back through views whose runs are 3 values long, the
+    channels: NumPy's loops then do a few values per step. Here the same numbers are made
+    transposed, as tap planes,
 
         Z = W_cols @ dout^T:  (KH*KW*C_in, C_out) by (C_out, positions), a plane per (tap, input channel),
 
@@ -149,8 +151,9 @@ def input_gradient(dout, w, stride, xpad_shape, mask=None):
     order, as col2im adds them.
 
     Output rows are cut into pieces for the cores (`parallel`); each piece fills the input rows
-    its windows reach, its own array, and neighbouring pieces' overlapping rows (KH - stride of
-    them) are added afterwards.
+    its windows reach, its own array, and the rows where neighbouring pieces overlap (KH - stride
+    of them, if KH > stride) are added afterwards: the same terms as one piece adds, in another
+    order.
     """
     N, H_out, W_out, C_out = dout.shape
     KH, KW, C_in, _ = w.shape
@@ -178,7 +181,6 @@ def input_gradient(dout, w, stride, xpad_shape, mask=None):
                                kw:kw + stride * (W_out - 1) + 1:stride] += planes[kh, kw]
         return start * stride, target
 
-    least = -(-2**20 // (KH * KW * C_in * C_out * N * max(1, W_out)))  # fast_conv's least work per piece
     bands = parallel.split(band, H_out, least=least)
     dxpad = np.empty(xpad_shape, dtype=dtype)
     if len(bands) == 1 and bands[0][1].shape[2] == Hp:

@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 import pytest
 
-from scratchnst import fast_conv, layers, torch_ref
+from scratchnst import fast_conv, layers, tap_planes, torch_ref
 from scratchnst.gradcheck import eval_numerical_gradient_array, rel_error
 
 TORCH_TOL = 1e-10
@@ -341,7 +341,9 @@ def test_conv_in_many_blocks_agrees_with_the_loops(k, stride, padding, block_byt
     dout = rng.standard_normal(out.shape)
     for g, g_n in zip(fast_conv.conv2d_backward(dout, cache), layers.conv2d_backward_naive(dout, cache_n)):
         assert rel_error(g, g_n) < 1e-10
-    # few input channels: the input gradient by col2im instead of the flipped-kernel convolution
+    # few input channels: the input gradient by tap planes instead of the flipped-kernel convolution,
+    # in blocks of one row, or of 15 positions: 1 to 3 rows, the last block shorter where they do not divide
+    monkeypatch.setattr(tap_planes, "_GRADIENT_BLOCK", max(1, block_bytes // 256))
     x3, w3 = x[..., :3], w[:, :, :3, :]
     out, cache = fast_conv.conv2d_forward(x3, w3, b, stride, padding)
     out_n, cache_n = layers.conv2d_forward_naive(x3, w3, b, stride, padding)
@@ -465,8 +467,8 @@ def test_gradients_do_not_alias_dout():
 def test_fused_conv_relu_is_conv_then_relu(k, stride, padding, C_in):
     """fast_conv.conv2d_relu_forward / conv2d_relu_backward, which the networks run, against the
     readable layers composed: the ReLU fused into the blocks, its mask into the input gradient's
-    copy (stride 1, enough channels; an integer padding wider than k - 1 crops dout and the mask)
-    or into col2im's blocks (strides > 1, few channels)."""
+    copy (stride 1, enough channels; an integer padding wider than k - 1 crops dout and the mask),
+    into tap planes' blocks (few channels) or col2im's (strides > 1)."""
     rng = np.random.default_rng(seed_of((k, stride, str(padding), C_in)))
     x, w, b = rng.standard_normal((2, 9, 8, C_in)), rng.standard_normal((k, k, C_in, 6)), rng.standard_normal(6)
     z, conv_cache = layers.conv2d_forward(x, w, b, stride, padding)

@@ -156,7 +156,7 @@ def test_environment_gives_blas_one_thread_and_the_count_to_scratchnst_without_l
 CONVS = [  # (x shape, kernel shape, stride, padding)
     ((1, 11, 9, 5), (3, 3, 5, 8), 1, "same"),
     ((2, 10, 7, 4), (3, 3, 4, 6), 1, "valid"),
-    ((1, 13, 12, 3), (3, 3, 3, 8), 2, "valid"),   # SqueezeNet's conv1: col2im, few channels
+    ((1, 13, 12, 3), (3, 3, 3, 8), 2, "valid"),   # SqueezeNet's conv1: tap planes, few channels
     ((2, 12, 11, 9), (3, 3, 9, 7), 2, "same"),    # col2im, many channels, two images
     ((1, 8, 9, 6), (1, 1, 6, 5), 1, "same"),      # 1x1: one product
     ((2, 9, 8, 10), (5, 5, 10, 4), 1, 3),          # an integer padding

@@ -174,7 +174,7 @@ GRADIENT_CASES = [  # (x shape, kernel shape, stride, padding): RGB first layers
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding", GRADIENT_CASES)
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("block", [8192, 3])  # one block per image, or blocks of a row or less
+@pytest.mark.parametrize("block", [8192, 3, 40])  # one block per image, one row per block, or 2-13 rows
 def test_input_gradient_equals_the_readable_backward_pass(x_shape, w_shape, stride, padding, masked, block,
                                                           monkeypatch):
     monkeypatch.setattr(tap_planes, "_GRADIENT_BLOCK", block)
@@ -195,13 +195,22 @@ def test_input_gradient_equals_the_readable_backward_pass(x_shape, w_shape, stri
     np.testing.assert_allclose(dxpad, im2col, rtol=1e-12, atol=1e-12)  # the padding's cells too
 
 
+def test_blocks_of_40_positions_leave_a_shorter_last_block_in_three_cases():
+    short = []
+    for x_shape, w_shape, stride, padding in GRADIENT_CASES:
+        H_out = layers.conv_output_size(x_shape[1], w_shape[0], stride, padding)[0]
+        W_out = layers.conv_output_size(x_shape[2], w_shape[1], stride, padding)[0]
+        short.append(H_out % max(1, min(H_out, 40 // W_out)) != 0)
+    assert short == [True, True, True, False, False, False, False]
+
+
 def test_fast_conv_takes_the_planes_for_an_rgb_input_and_keeps_float32(monkeypatch):
     seen = []
     real = tap_planes.input_gradient
     monkeypatch.setattr(tap_planes, "input_gradient", lambda *a, **k: seen.append(a[1].shape) or real(*a, **k))
     rng = np.random.default_rng(8)
-    for stride, padding in ((1, "same"), (2, "valid")):
-        x, w, b = _problem(rng, (1, 33, 29, 3), (3, 3, 3, 64), np.float32)
+    for stride, padding, C_in in ((1, "same", 3), (2, "valid", 3), (1, "same", 7)):
+        x, w, b = _problem(rng, (1, 33, 29, C_in), (3, 3, C_in, 64), np.float32)
         out, cache = fast_conv.conv2d_relu_forward(x, w, b, stride, padding)
         dout = rng.standard_normal(out.shape).astype(np.float32)
         dx = fast_conv.conv2d_relu_backward(dout, cache)
@@ -210,7 +219,7 @@ def test_fast_conv_takes_the_planes_for_an_rgb_input_and_keeps_float32(monkeypat
         out64, cache64 = layers.conv2d_forward(x64, w64, b64, stride, padding)
         expected = layers.conv2d_backward(dout * (out64 > 0), cache64)[0]
         np.testing.assert_allclose(dx, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
-    assert seen == [(3, 3, 3, 64)] * 2
+    assert seen == [(3, 3, 3, 64)] * 2 + [(3, 3, 7, 64)]
     seen.clear()
     x, w, b = _problem(rng, (1, 12, 12, 8), (3, 3, 8, 16), np.float32)  # 8 channels: the flipped convolution
     fast_conv.conv2d_relu_backward(np.ones((1, 12, 12, 16), np.float32), fast_conv.conv2d_relu_forward(x, w, b)[1])
@@ -227,14 +236,18 @@ def test_input_gradient_two_workers_agree_with_one(stride, monkeypatch):
     dout = rng.standard_normal((2, 60, 20, 64)).astype(np.float32)
     mask = np.maximum(rng.standard_normal(dout.shape), 0).astype(np.float32)
     shape = (2, (60 - 1) * stride + 3, (20 - 1) * stride + 3, 3)
+    pieces = []
+    real_split = parallel.split
+    monkeypatch.setattr(parallel, "split", lambda *a, **k: pieces.append(real_split(*a, **k)) or pieces[-1])
     previous = parallel.set_workers(1)
     try:
         with parallel.one_blas_thread():
-            one = tap_planes.input_gradient(dout, w, stride, shape, mask=mask)
+            one = tap_planes.input_gradient(dout, w, stride, shape, mask=mask, least=16)
         parallel.set_workers(2)
-        two = tap_planes.input_gradient(dout, w, stride, shape, mask=mask)
+        two = tap_planes.input_gradient(dout, w, stride, shape, mask=mask, least=16)
     finally:
         parallel.set_workers(previous)
+    assert [len(p) for p in pieces] == [1, 2]  # the second call was cut in two
     np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5 * np.abs(one).max())
     exact = fast_conv._conv_padded_backward_x(dout.astype(np.float64), w.astype(np.float64), stride, shape,
                                              mask=mask)
