@@ -75,6 +75,22 @@ def test_resuming_from_any_point_gives_the_uninterrupted_image_bit_for_bit(image
         assert (resumed.iterations, resumed.evaluations) == (full.iterations, full.evaluations), key
 
 
+def test_the_optimiser_works_in_float32_and_a_float64_checkpoint_goes_on_in_float64(images, tmp_path, monkeypatch):
+    _, saved = run_capturing(images, {2}, tmp_path, size=64, iters=4)
+    state = checkpoint.load(saved[2])["optimizer"]
+    assert state["x"].dtype == state["g"].dtype == np.float32
+    # as scratchnst saved them before 2026-12-06: the run, and its checkpoints, in float64
+    with monkeypatch.context() as patch:
+        patch.setattr(transfer, "_optimizer_dtype", lambda network, resume: np.dtype(np.float64))
+        full, saved = run_capturing(images, {2}, tmp_path, size=64, iters=4)
+    old = checkpoint.load(saved[2])
+    assert old["optimizer"]["x"].dtype == np.float64
+    resumed = transfer.stylize(images["content"], images["style"], weights=images["weights"], resume=old, size=64,
+                               iters=4)
+    assert np.array_equal(resumed.image, full.image)
+    assert costs(resumed.history) == costs(full.history)
+
+
 def test_resuming_with_more_iterations_continues_the_same_run(images, tmp_path):
     short, saved = run_capturing(images, {5}, tmp_path, size=64, iters=5)
     longer = transfer.stylize(images["content"], images["style"], weights=images["weights"], size=64, iters=9)
@@ -218,7 +234,8 @@ def tampered(state, change):
     (lambda st: st["optimizer"].update(x=st["optimizer"]["x"][:100]), "its image is not the 64x48 of pass 1"),
     (lambda st: st["optimizer"].update(x=np.full_like(st["optimizer"]["x"], np.nan)), "not finite numbers"),
     (lambda st: st["optimizer"].pop("g"), "lacks g"),
-    (lambda st: st["optimizer"].update(g=st["optimizer"]["g"].astype(np.float32)), "this run needs float64"),
+    (lambda st: st["optimizer"].update(g=st["optimizer"]["g"].astype(np.float64)), "this run needs float32"),
+    (lambda st: st["optimizer"].update(x=st["optimizer"]["x"].astype(np.float16)), "its image is float16"),
     (lambda st: st.update(scale=9), "pass 10 of 1"),
     (lambda st: st.update(steps="x"), "steps is missing or of the wrong kind"),
     (lambda st: st.update(history=5), "history is missing or of the wrong kind"),
