@@ -1,7 +1,7 @@
 """Checkpoint files: the whole state of a style-transfer run, so that `--resume` can continue it.
 
 A checkpoint is an .npz archive (NumPy's zip of .npy files, read with allow_pickle=False, so
-loading one never runs code): every array of the state is stored as it is, float64 bit for bit,
+loading one never runs code): every array of the state is stored as it is, in its dtype, bit for bit,
 and everything else (numbers, names, the settings, the cost history) as one JSON text under the
 key "meta". Floats survive JSON exactly: Python writes the shortest text that reads back to the
 same double. What goes into the state is decided by `transfer.stylize`; this module stores and reads

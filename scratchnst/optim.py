@@ -24,13 +24,14 @@ Overflow: a huge cost weight (style transfer's --beta 1e20) makes huge but finit
 whose products may overflow where the values themselves do not: L-BFGS's float32 dot products
 (3.4e38 is reached by gradients of 1.8e19), a norm, Adam's squared gradient. There inf or NaN is an
 outcome the optimisers handle, never a NumPy warning for the user: the L-BFGS direction is then
-recomputed in x0's dtype, a line search that meets a non-finite value shrinks its step, and Adam's
-coordinate stalls. A non-finite cost or gradient itself is for fun_and_grad to refuse (style
+recomputed in float64, as are its slopes and curvatures (`_dot`), a line search that meets a
+non-finite value shrinks its step, and Adam's coordinate stalls (style transfer runs Adam in
+float64). A non-finite cost or gradient itself is for fun_and_grad to refuse (style
 transfer raises its one-line CostNotFinite); an optimiser given one treats the point as a step too far.
 
 Conventions: every function returns fresh arrays and never writes into x0 or a gradient it was
-handed; arithmetic is done in x0's dtype (style transfer passes float64 so that the dot products
-of L-BFGS are accurate, and casts to float32 only inside its cost function).
+handed; arithmetic is done in x0's dtype, but for the overflows above (style transfer passes
+float32 to L-BFGS, as its network's, and float64 to Adam: see `transfer._optimizer_dtype`).
 """
 
 import functools
@@ -429,11 +430,25 @@ def _slope(g, d):
     """g.d for (n,) vectors, the terms where d is 0 left out when they make it NaN (an infinite gradient
     where the path does not move: a coordinate held at a bound, or clipped): what the slope of the
     projected path means. NaN still where g.d has an inf - inf, or a NaN where d moves."""
-    slope = float(np.dot(g, d))
+    slope = _dot(g, d)
     if math.isnan(slope):
         moving = np.flatnonzero(d)
-        slope = float(np.dot(g[moving], d[moving]))
+        slope = _dot(g[moving], d[moving])
     return slope
+
+
+def _dot(a, b):
+    """a.b for (n,) vectors as a float: in their dtype, or again in float64 where that was not finite.
+
+    float32 products overflow from entries of 1.8e19 on (a cost weight of 1e20), where float64's
+    sum is still a number: with float32 x, such a slope or curvature would otherwise stop the run
+    or skip every pair. Finite in their dtype, the common case, it costs one pass.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # an outcome, not a warning (see the module docstring)
+        value = float(np.dot(a, b))
+        if not math.isfinite(value) and np.result_type(a, b) != np.float64:
+            value = float(np.dot(a.astype(np.float64), b.astype(np.float64)))
+    return value
 
 
 def _free_size(g, held):
@@ -527,10 +542,9 @@ def lbfgs(
         c1, c2: Wolfe constants (sufficient decrease, curvature).
         curvature_eps: a pair is kept only if s.y > curvature_eps * |s| |y| (and s, y fit memory_dtype).
         memory_dtype: the dtype the curvature pairs are kept and the two-loop recursion runs in;
-            None for x0's. Style transfer keeps float64 points (the line search compares costs
-            that differ in late digits) but float32 pairs: its gradients come from a float32
-            network, and the recursion, which reads every pair twice per iteration, takes half
-            the time. s.y, y.y and the step are still computed in x0's dtype.
+            None for x0's. Style transfer passes float32 (its points are float32 too): the
+            recursion reads every pair twice per iteration. s.y, y.y and the step are computed
+            in x0's dtype, the dot products again in float64 if they overflow it (`_dot`).
         resume: None, or the state of an earlier run's Iterate (after a save and load if need be;
             same history_size, n and dtype, else ValueError): continue that run from the
             iteration after it, without evaluating x0 (still needed for its size and dtype) or
@@ -556,8 +570,8 @@ def lbfgs(
          is accounted for, not hidden); kept only if s.y > curvature_eps * |s| |y|, else skipped, so
          H stays positive definite. The oldest pair is dropped beyond history_size.
     Huge gradients (see the module docstring): when the pairs' products overflow memory_dtype, step 2
-    runs the two-loop recursion in x0's dtype instead; a pair memory_dtype cannot hold (s, or y by its
-    norm: `_fits`) is skipped; a slope g.d that overflows even in x0's dtype stops the run (message "stopped: ...").
+    runs the two-loop recursion in float64 instead; a pair memory_dtype cannot hold (s, or y by its
+    norm: `_fits`) is skipped; a slope g.d that overflows even in float64 stops the run (message "stopped: ...").
     """
     start = _start(fun_and_grad, x0, bounds, "lbfgs", resume, {"history_size": history_size})
     box, evaluate, done, history = start.box, start.evaluate, start.iteration, start.history
@@ -599,8 +613,8 @@ def lbfgs(
         # inf or NaN there is an outcome handled here, not a warning for the user.
         with np.errstate(over="ignore", invalid="ignore"):
             d = pairs.direction(g, held, negate=True)  # -lbfgs_direction(pg, pairs.pairs), by matrix products
-            if d is None:  # their products overflowed memory_dtype: the same recursion in x's dtype
-                d = np.negative(lbfgs_direction(_zeroed(g, held), pairs.pairs, x.dtype))
+            if d is None:  # their products overflowed memory_dtype: the same recursion in float64
+                d = np.negative(lbfgs_direction(_zeroed(g, held), pairs.pairs, np.dtype(np.float64)))
             d, d_wide, dphi0 = _masked_direction(d, g, x, box, at, held)
             if not -math.inf < dphi0 < 0:
                 # Round-off (or overflow) made H useless along this gradient: forget the pairs, go
@@ -638,9 +652,7 @@ def lbfgs(
         with np.errstate(over="ignore", invalid="ignore"):  # overflowed, or inf - inf: not a pair to keep
             s = x_new - x
             y = g_new - g
-            sy = float(np.dot(s, y))
-            yy = float(np.dot(y, y))
-            ss = float(np.dot(s, s))
+            sy, yy, ss = _dot(s, y), _dot(y, y), _dot(s, s)
         # Clearly positive curvature: the cosine of the angle between s and y above curvature_eps, a
         # test free of the cost's scale and of the variables'. The test before, s.y > eps y.y, is
         # s.y / y.y > eps, and s.y / y.y is 1/c for a cost multiplied by c: with --beta 1e10 it

@@ -70,10 +70,11 @@ def make_cost_function(network, content_x, style_xs, content_layer, style_layers
     with the course's costs (costs.py); backward being linear, a weight all the style layers share
     is taken out of its argument and multiplies its result instead (`_common_factor`). The
     targets are computed once, here: a_C, and per style layer the style image's Gram per
-    position, G_S / M_S (costs.style_target); per call only G goes through the network. Several style images are blended by averaging their targets with
-    the blend weights (as jcjohnson/neural-style does): J_style then measures the distance to
-    the blended Gram. Its gradient is that of sum_i w_i J_style(S_i, G), which differs from it
-    by a constant only (for weights summing to 1, sum_i w_i |G_i - G|^2 = |G_avg - G|^2 + const).
+    position, G_S / M_S (costs.style_target); per call only G goes through the network. Several
+    style images are blended by averaging their targets with the blend weights (as
+    jcjohnson/neural-style does): J_style then measures the distance to the blended Gram. Its
+    gradient is that of sum_i w_i J_style(S_i, G), which differs from it by a constant only (for
+    weights summing to 1, sum_i w_i |G_i - G|^2 = |G_avg - G|^2 + const).
     """
     style_names = [name for name, _ in style_layers]
     wanted = list(dict.fromkeys([content_layer] + style_names))  # each layer once, in order
@@ -357,6 +358,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
     if resume is not None:
         checkpoint.check_fits(resume, [content_img.shape[:2] for content_img, _ in passes])
     rng = np.random.default_rng(s["seed"])
+    dtype = _optimizer_dtype(network, s["optimizer"], None if resume is None else resume["optimizer"])
     start = time.perf_counter() - elapsed
     generated, stopped = None, []
     for k in range(first, len(passes)):
@@ -391,7 +393,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
         try:
             with memory_pages.small_pages():  # a pass touches most of its memory once (see memory_pages)
                 generated, result = _optimize_pass(network, content_img, style_imgs, generated, s, on_iteration,
-                                                   resume=pass_resume)
+                                                   dtype, resume=pass_resume)
         except optim.ResumeError as error:  # raised before anything is evaluated
             raise UserError(f"the checkpoint does not fit this run ({error}); start again without --resume") from None
         seconds_last_pass = time.perf_counter() - pass_start
@@ -414,7 +416,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
     )
 
 
-def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration, resume=None):
+def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration, dtype, resume=None):
     """One pass of `stylize`: optimise the pixels of start_img at its size.
 
     Args:
@@ -425,6 +427,7 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
         s: the resolved settings.
         on_iteration: function(optim.Iterate, render) called after every iteration; render(x)
             turns an iterate into the image the user sees.
+        dtype: the optimiser's dtype (`_optimizer_dtype`).
         resume: None, or the optimiser's state (optim.Iterate.state()) to continue from.
 
     Returns:
@@ -436,7 +439,6 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
     """
     mode = network.preprocessing  # image.py knows what it means; we only pass it on
     H, W = content_img.shape[:2]
-    dtype = _optimizer_dtype(network, resume)
     # (1, H, W, 3) float32; when resuming only its shape matters: the optimiser goes on from the saved x.
     x0 = image.preprocess(content_img if start_img is None else start_img, mode)
     # The box that keeps every deprocessed pixel in 0..255 (preprocessing is a per-channel
@@ -486,19 +488,28 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
 LBFGS_OPTIONS = {"history_size": 20, "memory_dtype": np.float32}
 
 
-def _optimizer_dtype(network, resume):
-    """The dtype the optimiser works in: the network's, float32 on the run path, as PyTorch's L-BFGS does;
-    when resuming, the saved state's (float64 for states saved before 2026-12-06: such a run goes on
-    as it began).
+def _optimizer_dtype(network, optimizer, resume):
+    """The dtype the optimiser works in, for every pass of a run.
 
-    In float64, as until then, its vector operations and the gradient's cast took 4.5 against 2.4 ms
-    of each 60 ms iteration (cat and swirls, 320 px, 1 thread), and 200 iterations 0.3-2.3 s more
-    (four pairs, three seeds each); the final costs in float32 were -2.0% to +1.1% of float64's,
-    mean -0.04%: rounding, not precision, decides where a run ends.
+    Args:
+        network: the loaded Network; optimizer: "lbfgs" or "adam"; resume: None, or the saved
+            optimiser state the run goes on from.
+
+    Returns:
+        L-BFGS: the network's dtype, float32 on the run path, as PyTorch's L-BFGS. In float64, as
+        until 2026-12-06, its vector operations and the gradient's cast took 4.5 against 2.4 ms of
+        each 60 ms iteration (cat and swirls, 320 px, 1 thread), and 200 iterations 0.3-2.3 s more
+        (four pairs, three seeds each); the final costs in float32 were -2.0% to +1.1% of
+        float64's, mean -0.04%: rounding, not precision, decides where a run ends. Its dot
+        products that overflow float32 (a weight of 1e20) are taken again in float64 (optim).
+        Adam: float64, as before. Its second moment squares the gradient, which overflows float32
+        from 1.8e19 on and would stall those pixels, and its steps cost little besides the cost.
+        Resuming: the saved state's, for all the passes left (float64 for an L-BFGS state saved
+        before 2026-12-06: such a run goes on as it began).
     """
     if resume is None:
-        return network.dtype
-    dtype = np.asarray(resume["x"]).dtype
+        return np.dtype(np.float64) if optimizer == "adam" else network.dtype
+    dtype = np.asarray(resume.get("x")).dtype
     if dtype not in (np.float32, np.float64):
         raise checkpoint.damaged(f"its image is {dtype}, not float32 or float64")
     return dtype

@@ -594,23 +594,29 @@ def test_adam_update_with_a_gradient_whose_square_overflows_stays_quiet():
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
-@pytest.mark.parametrize("flag, value", [("--tv-weight", "1e20"), ("--alpha", "1e20"), ("--beta", "1e30")])
+@pytest.mark.parametrize("flag, value, optimizer", [("--tv-weight", "1e20", "lbfgs"), ("--alpha", "1e20", "lbfgs"),
+                                                    ("--beta", "1e30", "lbfgs"), ("--beta", "1e30", "adam")])
 def test_stylize_with_a_huge_weight_ends_in_a_finite_image_or_one_clean_line(
-        flag, value, shared_image, squeezenet_weights_path, tmp_path, capsys):
+        flag, value, optimizer, shared_image, squeezenet_weights_path, tmp_path, capsys):
     """The audit's command: L-BFGS (the default) with a weight of 1e20 crashed with "internal error
     (ZeroDivisionError)" after two NumPy warnings. Now: an image (the costs are finite, only their
-    products overflowed) or the one line that names the flag, as --beta 1e39 gets; nothing else."""
+    products overflowed) or the one line that names the flag, as --beta 1e39 gets; nothing else.
+    And the image is the optimiser's work: it took its steps (float32 slopes that overflowed once
+    stopped L-BFGS before its first, and exited 0 with the start image)."""
     out = tmp_path / "out.png"
     argv = ["stylize", str(shared_image("tubingen.jpg")), str(shared_image("starry_night.jpg")), "-o", str(out),
-            "--weights", str(squeezenet_weights_path), "--size", "64", "--iters", "2", flag, value]
+            "--weights", str(squeezenet_weights_path), "--size", "64", "--iters", "2", "--optimizer", optimizer,
+            flag, value]
     status = cli.main(argv)
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "Traceback" not in err and "internal error" not in err and "Warning" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert all(line.startswith("[") for line in lines[:-1]), err  # progress lines, then at most one message
     if status == 0:
         with Image.open(out) as img:
             assert img.size == (64, 48) and np.isfinite(np.asarray(img, dtype=np.float64)).all()
+        assert ": 2 iterations" in captured.out and "stopped early" not in err, (captured.out, err)
     else:
         assert status == 1 and not out.exists()
         assert lines[-1].startswith("scratchnst: error: ") and "became" in lines[-1] and f"lower {flag}" in lines[-1]
@@ -692,6 +698,27 @@ def test_an_infinite_gradient_at_a_clipped_coordinate_leaves_the_slope_finite():
     assert result.message.startswith("converged") and result.n_evals <= 6
     np.testing.assert_array_equal(result.x, 0.0)
     assert result.fun == pytest.approx(0.5 * float(np.dot(c, c)))
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_float32_points_and_pairs_take_their_overflowing_dot_products_again_in_float64():
+    """As style transfer runs L-BFGS with a weight of 1e20: float32 x, g and pairs, gradients of 2e19.
+    g.d, s.y and y.y overflow float32 (3.4e38); in float64 they are numbers, and the run converges
+    instead of stopping before its first step ("the gradient is too large")."""
+    result = optim.lbfgs(lambda x: (1e19 * float(np.dot(x, x.astype(np.float64))), 2e19 * x),
+                         np.ones(50, np.float32), 20, memory_dtype=np.float32, gtol=1e-3)
+    assert result.x.dtype == np.float32
+    assert result.message.startswith("converged") and result.fun < 1e19 and result.skipped_pairs == 0
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_dot_retries_in_float64_only_what_overflowed():
+    big = np.full(4, 2e19, np.float32)
+    assert optim._dot(big, big) == pytest.approx(4 * 4e38, rel=1e-6)  # float32 says inf
+    assert optim._dot(np.ones(3, np.float32), np.full(3, 2.0, np.float32)) == 6.0
+    assert math.isinf(optim._dot(np.array([np.inf], np.float32), np.ones(1, np.float32)))
+    assert math.isnan(optim._dot(np.array([np.nan, 1.0]), np.ones(2)))
+    assert math.isinf(optim._dot(np.full(2, 1e200), np.full(2, 1e200)))  # float64 overflows: no wider retry
 
 
 def test_float32_points_with_float64_pairs_take_their_slopes_in_float64():

@@ -75,20 +75,27 @@ def test_resuming_from_any_point_gives_the_uninterrupted_image_bit_for_bit(image
         assert (resumed.iterations, resumed.evaluations) == (full.iterations, full.evaluations), key
 
 
-def test_the_optimiser_works_in_float32_and_a_float64_checkpoint_goes_on_in_float64(images, tmp_path, monkeypatch):
-    _, saved = run_capturing(images, {2}, tmp_path, size=64, iters=4)
+@pytest.mark.parametrize("optimizer, dtype", [("lbfgs", np.float32), ("adam", np.float64)])
+def test_the_optimiser_works_in_its_dtype(images, tmp_path, optimizer, dtype):
+    _, saved = run_capturing(images, {2}, tmp_path, size=64, iters=3, optimizer=optimizer,
+                             **({"lr": 5.0} if optimizer == "adam" else {}))
     state = checkpoint.load(saved[2])["optimizer"]
-    assert state["x"].dtype == state["g"].dtype == np.float32
-    # as scratchnst saved them before 2026-12-06: the run, and its checkpoints, in float64
+    assert state["x"].dtype == state["g"].dtype == dtype
+
+
+def test_a_float64_checkpoint_goes_on_in_float64_to_the_end_of_its_last_pass(images, tmp_path, monkeypatch):
+    # as scratchnst saved L-BFGS's before 2026-12-06: the run, and its checkpoints, in float64
+    options = dict(size=96, iters=3, scales=2)
     with monkeypatch.context() as patch:
-        patch.setattr(transfer, "_optimizer_dtype", lambda network, resume: np.dtype(np.float64))
-        full, saved = run_capturing(images, {2}, tmp_path, size=64, iters=4)
-    old = checkpoint.load(saved[2])
-    assert old["optimizer"]["x"].dtype == np.float64
-    resumed = transfer.stylize(images["content"], images["style"], weights=images["weights"], resume=old, size=64,
-                               iters=4)
-    assert np.array_equal(resumed.image, full.image)
-    assert costs(resumed.history) == costs(full.history)
+        patch.setattr(transfer, "_optimizer_dtype", lambda network, optimizer, resume: np.dtype(np.float64))
+        full, saved = run_capturing(images, {2, 4}, tmp_path, **options)  # in pass 1, and in pass 2
+    for step in (2, 4):
+        old = checkpoint.load(saved[step])
+        assert old["optimizer"]["x"].dtype == np.float64
+        resumed = transfer.stylize(images["content"], images["style"], weights=images["weights"], resume=old,
+                                   **options)
+        assert np.array_equal(resumed.image, full.image), step
+        assert costs(resumed.history) == costs(full.history), step
 
 
 def test_resuming_with_more_iterations_continues_the_same_run(images, tmp_path):
