@@ -47,6 +47,26 @@ def masked(x, mask, out):
     return np.multiply(x, positive, out=out)
 
 
+def masked_blocks(dout, mask, start, stop, rows, dtype):
+    """Yield (n, i, d): rows start..stop-1 of every image of dout, `rows` at a time, masked where asked.
+
+    Args:
+        dout: (N, H_out, W_out, C) a gradient; mask: None, or an array like it (a ReLU's output).
+        start, stop: the rows to go through; rows: how many per block.
+        dtype: the dtype of a masked block.
+
+    Yields:
+        n, the image; i, the block's first row; d, (r, W_out, C) its rows, r <= rows: a view of
+        dout, or dout where mask > 0 in this thread's "masked rows" buffer (valid until the next).
+    """
+    for n in range(dout.shape[0]):
+        for i in range(start, stop, rows):
+            d = dout[n, i:min(i + rows, stop)]
+            if mask is not None:
+                d = masked(d, mask[n, i:i + len(d)], scratch_buffer("masked rows", d.shape, dtype))
+            yield n, i, d
+
+
 def padded_rows(x, start, stop, pad_h, pad_w, out, mask=None):
     """Rows start..stop-1 of an image zero-padded by pad_h and pad_w, written into `out`.
 

@@ -223,17 +223,12 @@ def _conv_padded_backward_x(dout, w, stride, xpad_shape, mask=None):
         block = conv_rows.scratch_buffer("im2col", (rows * W_out, KH * KW * C_in), dtype)
         last = xpad_shape[1] if (start, stop) == (0, H_out) else (stop - 1) * stride + KH  # one piece: all of dxpad
         target = np.zeros((N, last - start * stride, Wp, C_in), dtype=dtype)
-        for n in range(N):
-            for i in range(start, stop, rows):
-                r = min(rows, stop - i)
-                d = dout[n, i:i + r]
-                if mask is not None:
-                    d = conv_rows.masked(d, mask[n, i:i + r], conv_rows.scratch_buffer("masked rows", d.shape, dtype))
-                dcols = np.matmul(d.reshape(r * W_out, C_out), w_cols.T, out=block[:r * W_out])
-                dcols = dcols.reshape(r, W_out, KH, KW, C_in)  # the gradient of the block's im2col rows
-                for kh, kw, view in layers._window_taps(target[n:n + 1, (i - start) * stride:], KH, KW, stride, r,
-                                                        W_out):
-                    view[0] += dcols[:, :, kh, kw, :]
+        for n, i, d in conv_rows.masked_blocks(dout, mask, start, stop, rows, dtype):
+            r = len(d)
+            dcols = np.matmul(d.reshape(r * W_out, C_out), w_cols.T, out=block[:r * W_out])
+            dcols = dcols.reshape(r, W_out, KH, KW, C_in)  # the gradient of the block's im2col rows
+            for kh, kw, view in layers._window_taps(target[n:n + 1, (i - start) * stride:], KH, KW, stride, r, W_out):
+                view[0] += dcols[:, :, kh, kw, :]
         return start * stride, target
 
     bands = parallel.split(band, H_out, least=_least_rows(KH * KW * C_in, C_out * N) // max(1, W_out))

@@ -118,19 +118,9 @@ _GRADIENT_BLOCK = 8192
 def input_gradient(dout, w, stride, xpad_shape, mask=None, least=1):
     """The gradient of a convolution (any stride) with respect to its padded input, by tap planes.
 
-    Args:
-        dout: (N, H_out, W_out, C_out).
-        w: (KH, KW, C_in, C_out).
-        stride: int.
-        xpad_shape: (N, Hp, Wp, C_in), the shape of the padded input.
-        mask: None, or an array like dout: dout is taken only where mask > 0 (the gradient through
-            the ReLU whose output is mask), applied a block at a time as the rows are read.
-        least: the fewest output rows worth a piece of a split (`parallel.split`).
-
-    Returns:
-        dxpad: (N, Hp, Wp, C_in), the sum over windows and taps of
-               dxpad[n, i*stride + kh, j*stride + kw, :] += dout[n, i, j, :] @ w[kh, kw].T
-        the same as `fast_conv._conv_padded_backward_x`.
+    The arguments (dout, w, stride, xpad_shape, mask) and the result (dxpad (N, Hp, Wp, C_in)) are
+    those of `fast_conv._conv_padded_backward_x`, the same gradient by col2im; least: the fewest
+    output rows worth a piece of a split (`parallel.split`).
 
     For the first convolution of a network, whose input is an RGB image: its gradient is what
     the pixels get. col2im makes one (positions, KH*KW*C_in) block, 27 values wide for 3x3 on
@@ -166,19 +156,15 @@ def input_gradient(dout, w, stride, xpad_shape, mask=None, least=1):
         last = Hp if (start, stop) == (0, H_out) else (stop - 1) * stride + KH  # one piece: all of dxpad
         target = np.zeros((N, C_in, last - start * stride, Wp), dtype=dtype)
         Z = conv_rows.scratch_buffer("tap planes", (KH * KW * C_in, rows * W_out), dtype)
-        for n in range(N):
-            for i in range(start, stop, rows):
-                r = min(rows, stop - i)
-                d = dout[n, i:i + r]
-                if mask is not None:
-                    d = conv_rows.masked(d, mask[n, i:i + r], conv_rows.scratch_buffer("masked rows", d.shape, dtype))
-                planes = np.matmul(w_cols, d.reshape(r * W_out, C_out).T, out=Z[:, :r * W_out])
-                planes = planes.reshape(KH, KW, C_in, r, W_out)
-                top = (i - start) * stride
-                for kh in range(KH):
-                    for kw in range(KW):
-                        target[n, :, top + kh:top + kh + stride * (r - 1) + 1:stride,
-                               kw:kw + stride * (W_out - 1) + 1:stride] += planes[kh, kw]
+        for n, i, d in conv_rows.masked_blocks(dout, mask, start, stop, rows, dtype):
+            r = len(d)
+            planes = np.matmul(w_cols, d.reshape(r * W_out, C_out).T, out=Z[:, :r * W_out])
+            planes = planes.reshape(KH, KW, C_in, r, W_out)
+            top = (i - start) * stride
+            for kh in range(KH):
+                for kw in range(KW):
+                    target[n, :, top + kh:top + kh + stride * (r - 1) + 1:stride,
+                           kw:kw + stride * (W_out - 1) + 1:stride] += planes[kh, kw]
         return start * stride, target
 
     bands = parallel.split(band, H_out, least=least)
