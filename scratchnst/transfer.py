@@ -15,8 +15,8 @@ costs.py gives dJ/da at each layer, Network.backward carries those to dJ/dx, and
     image.save_image("out.png", result.image)
 
 The optimisation variable is the preprocessed image x (1, H, W, 3) (for the Caffe weights: BGR
-minus the means), flattened, in the network's dtype (float32 on the run path; see
-`_optimize_pass`). Box bounds keep its pixels inside 0..255: lo = preprocess(black image),
+minus the means), flattened, in the optimiser's dtype (`_optimizer_dtype`: L-BFGS in the network's
+float32, Adam in float64). Box bounds keep its pixels inside 0..255: lo = preprocess(black image),
 hi = preprocess(white image) (preprocessing is a per-channel increasing affine map).
 """
 
