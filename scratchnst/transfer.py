@@ -498,7 +498,7 @@ def _optimizer_dtype(network, optimizer, resume):
     Returns:
         L-BFGS: the network's dtype, float32 on the run path, as PyTorch's L-BFGS. In float64, as
         until 2026-12-06, its vector operations and the gradient's cast took 4.5 against 2.4 ms of
-        each 60 ms iteration (cat and swirls, 320 px, 1 thread), and 200 iterations 0.3-2.3 s more
+        each 60 ms iteration (cat and swirls, 320 px, 1 thread), and 200 iterations 0.3-2.1 s more
         (four pairs, three seeds each); the final costs in float32 were -2.0% to +1.1% of
         float64's, mean -0.04%: rounding, not precision, decides where a run ends. Its dot
         products that overflow float32 (a weight of 1e20) are taken again in float64 (optim).
