@@ -201,6 +201,9 @@ class Network:
         if x.ndim != 4 or x.shape[3] != 3:
             raise ValueError(f"x must be (N, H, W, 3), got {x.shape}")
         if x.dtype != self.dtype:
+            if x.dtype.kind != "f":  # pixels as read (uint8 0..255): no network runs in integers
+                raise TypeError(f"x is {x.dtype} but the network is {self.dtype}; preprocess each image "
+                                f"first: scratchnst.image.preprocess(img, network.preprocessing) gives floats")
             raise TypeError(f"x is {x.dtype} but the network is {self.dtype}; cast x, or load the network "
                             f"with dtype=np.{x.dtype}")
         targets = {layer: self.arch.resolve(layer) for layer in layers_wanted}

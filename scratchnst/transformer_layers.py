@@ -186,19 +186,22 @@ def instance_norm_forward_naive(x, gamma, beta, eps=IN_EPS):
              mu = mean(x[n, :, :, c]),  var = mean((x[n, :, :, c] - mu)^2)  (biased: divided by H*W)
              out[n, :, :, c] = gamma[c] * (x[n, :, :, c] - mu) / sqrt(var + eps) + beta[c]
         cache: (x, gamma, beta, eps).
+        The dtypes are instance_norm_forward's, and float16 is computed in float32 as there.
     """
     arguments.check_floats("instance_norm_forward_naive", x=x, gamma=gamma, beta=beta)
     arguments.check_images("instance_norm_forward_naive", x=x)
     gamma = arguments.per_channel("instance_norm_forward_naive", "gamma", gamma, x.shape[3])
     beta = arguments.per_channel("instance_norm_forward_naive", "beta", beta, x.shape[3])
+    eps = _check_eps("instance_norm_forward_naive", eps)
     N, H, W, C = x.shape
     out = np.empty(x.shape, dtype=np.result_type(x, gamma, beta))
+    inside = _working_dtype(x, gamma, beta)
     for n in range(N):
         for c in range(C):
-            plane = x[n, :, :, c]
+            plane = x[n, :, :, c].astype(inside)
             mu = plane.mean()
             var = ((plane - mu) ** 2).mean()
-            out[n, :, :, c] = gamma[c] * (plane - mu) / np.sqrt(var + eps) + beta[c]
+            out[n, :, :, c] = gamma[c].astype(inside) * (plane - mu) / np.sqrt(var + eps) + beta[c].astype(inside)
     return out, (x, gamma, beta, eps)
 
 
@@ -207,18 +210,20 @@ def instance_norm_backward_naive(dout, cache):
     through every intermediate (the computational graph mu -> var -> xhat -> out, unsimplified).
 
     Returns:
-        dx (N, H, W, C), dgamma (C,), dbeta (C,).
+        dx (N, H, W, C), dgamma (C,), dbeta (C,), in instance_norm_backward's dtypes.
     """
     x, gamma, beta, eps = cache
     arguments.check_dout("instance_norm_backward_naive", dout, x.shape)
     N, H, W, C = x.shape
     M = H * W
-    dx = np.empty(x.shape, dtype=np.result_type(dout, x, gamma))
-    dgamma = np.zeros(gamma.shape, dtype=np.result_type(dout, x, gamma))
-    dbeta = np.zeros(beta.shape, dtype=np.result_type(dout, beta))
+    inside = _working_dtype(dout, x, gamma, beta)
+    dx = np.empty(x.shape, dtype=np.result_type(dout, x))
+    dgamma = np.zeros(gamma.shape, dtype=inside)
+    dbeta = np.zeros(beta.shape, dtype=inside)
+    gamma_inside = gamma.astype(inside)
     for n in range(N):
         for c in range(C):
-            plane, dy = x[n, :, :, c], dout[n, :, :, c]
+            plane, dy = x[n, :, :, c].astype(inside), dout[n, :, :, c].astype(inside)
             mu = plane.mean()
             xc = plane - mu
             var = (xc ** 2).mean()
@@ -226,12 +231,30 @@ def instance_norm_backward_naive(dout, cache):
             xhat = xc / std
             dbeta[c] += dy.sum()
             dgamma[c] += (dy * xhat).sum()
-            dxhat = dy * gamma[c]
+            dxhat = dy * gamma_inside[c]
             dvar = np.sum(dxhat * xc) * -0.5 * std ** -3          # xhat = xc * (var + eps)^(-1/2)
             dxc = dxhat / std + dvar * 2 * xc / M                 # var = sum(xc^2) / M
             dmu = -np.sum(dxc)                                    # xc = x - mu
             dx[n, :, :, c] = dxc + dmu / M                        # mu = sum(x) / M
-    return dx, dgamma, dbeta
+    return dx, dgamma.astype(gamma.dtype), dbeta.astype(beta.dtype)
+
+
+def _check_eps(name, eps):
+    """eps as a float, or ValueError: it must be a finite number >= 0 (a negative one makes var + eps
+    negative for a constant channel, and its square root NaN)."""
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: eps must be a number >= 0, got {eps!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: eps must be a finite number >= 0 (PyTorch's default is {IN_EPS}), got {eps!r}")
+    return value
+
+
+def _working_dtype(*arrays):
+    """The dtype instance norm computes in: the widest of the arrays', float32 at least (float16's
+    statistics overflow: a 256x256 plane counts 65536 pixels, beyond its largest number, 65504)."""
+    return np.result_type(np.float32, *arrays)
 
 
 def _plane_means(a):
@@ -259,8 +282,12 @@ def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
         out: (N, H, W, C), out = gamma * xhat + beta with
              xhat[n, :, :, c] = (x[n, :, :, c] - mu[n, c]) / sigma[n, c],
              mu[n, c] = mean over the H*W pixels, sigma[n, c] = sqrt(biased variance + eps).
-        cache: (xhat (N, H, W, C), inv_sigma (N, 1, 1, C), gamma). The backward pass needs x only
-            through xhat; keeping xhat instead of x saves recomputing the statistics.
+        cache: (xhat (N, H, W, C), inv_sigma (N, 1, 1, C), gamma, beta's dtype). The backward pass
+            needs x only through xhat; keeping xhat instead of x saves recomputing the statistics.
+
+    Dtypes (the naive versions' too): out is that of x, gamma and beta together; backward, dx is that
+    of dout and x, dgamma gamma's and dbeta beta's, as PyTorch gives each parameter's gradient in its
+    own dtype. float16 is computed in float32 and given back in float16.
 
     Unlike batch normalisation nothing is shared between images and there are no running
     statistics: training and stylising compute the same thing (Ulyanov et al. 2016, who found it
@@ -270,11 +297,13 @@ def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
     arguments.check_images("instance_norm_forward", x=x)
     gamma = arguments.per_channel("instance_norm_forward", "gamma", gamma, x.shape[3])
     beta = arguments.per_channel("instance_norm_forward", "beta", beta, x.shape[3])
+    eps = _check_eps("instance_norm_forward", eps)
     if x.dtype == np.float16:
         # float16's statistics overflow: a 256x256 plane counts 65536 pixels, beyond its largest
         # number (65504), and so do the sums. Computed in float32, given back in float16.
-        out, (xhat, inv_sigma, _) = instance_norm_forward(x.astype(np.float32), gamma, beta, eps)
-        return out.astype(np.result_type(x, gamma, beta), copy=False), (xhat.astype(np.float16), inv_sigma, gamma)
+        out, (xhat, inv_sigma, _, _) = instance_norm_forward(x.astype(np.float32), gamma, beta, eps)
+        return (out.astype(np.result_type(x, gamma, beta), copy=False),
+                (xhat.astype(np.float16), inv_sigma, gamma, beta.dtype))
     N, H, W, C = x.shape
     dtype = np.result_type(x, gamma, beta)
     out = np.empty(x.shape, dtype=dtype)
@@ -305,7 +334,7 @@ def instance_norm_forward(x, gamma, beta, eps=IN_EPS):
         out[start:stop] += beta
 
     parallel.split(images, N)
-    return out, (xhat, inv_sigma, gamma)
+    return out, (xhat, inv_sigma, gamma, beta.dtype)
 
 
 _NEGLIGIBLE_SHIFT = 2.0**-23   # on xhat, whose values are of order 1: a unit of float32's last place at 1 (the
@@ -336,11 +365,11 @@ def instance_norm_backward(dout, cache):
     for the two means, one to combine them: no intermediate dvar, dmu arrays as in the naive version.
     The per-plane means also give dgamma and dbeta: sums over the images of M times them.
     """
-    xhat, inv_sigma, gamma = cache
+    xhat, inv_sigma, gamma, beta_dtype = cache
     arguments.check_dout("instance_norm_backward", dout, xhat.shape)
     if np.float16 in (dout.dtype, xhat.dtype):   # float32 inside, as the forward pass (the pixel count overflows)
         dx, dgamma, dbeta = instance_norm_backward(dout.astype(np.float32), (xhat.astype(np.float32), inv_sigma,
-                                                                              gamma))
+                                                                              gamma, beta_dtype))
         return dx.astype(np.result_type(dout, xhat), copy=False), dgamma, dbeta
     N, H, W, C = xhat.shape
     M = dout.dtype.type(H * W)
@@ -361,7 +390,7 @@ def instance_norm_backward(dout, cache):
     parallel.split(images, N)
     dbeta = mean_dy.sum(axis=(0, 1, 2)) * M                           # (C,)
     dgamma = mean_dy_xhat.sum(axis=(0, 1, 2)) * M                     # (C,)
-    return dx, dgamma.astype(gamma.dtype, copy=False), dbeta.astype(gamma.dtype, copy=False)
+    return dx, dgamma.astype(gamma.dtype, copy=False), dbeta.astype(beta_dtype, copy=False)
 
 
 # ------------------------------------------------------------ the kernel gradient, stride 1

@@ -225,6 +225,11 @@ def test_dtype_is_kept_and_checked(vgg_params):
         net32.forward(x.astype(np.float64), ["block2_conv1"])
     with pytest.raises(TypeError, match="float64"):
         net32.backward({"block2_conv1": np.ones(a.shape)})
+    # pixels as read are not a dtype to load the network in: the message says to preprocess them
+    for raw in (np.uint8, np.int64):
+        with pytest.raises(TypeError, match="preprocess") as caught:
+            net32.forward(np.zeros((1, 16, 16, 3), raw), ["block2_conv1"])
+        assert f"dtype=np.{np.dtype(raw)}" not in str(caught.value)
 
 
 def test_inputs_and_gradients_are_not_written(squeezenet_random):

@@ -208,6 +208,41 @@ def test_instance_norm_float16_large_planes():
     np.testing.assert_allclose(dbeta, expected[2], rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("x_dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("gamma_dtype,beta_dtype,dout_dtype", [
+    (np.float16, np.float16, np.float32), (np.float32, np.float16, np.float64), (np.float64, np.float32, np.float16),
+    (np.float16, np.float64, np.float16), (np.float32, np.float32, np.float32)])
+def test_instance_norm_versions_agree_on_mixed_dtypes(x_dtype, gamma_dtype, beta_dtype, dout_dtype):
+    """Both versions give out in (x, gamma, beta)'s dtype, dx in (dout, x)'s, dgamma in gamma's and dbeta in
+    beta's, and both are as accurate as their dtypes allow. Before, the naive version gave other dtypes and
+    took float16 statistics in float16 (-0.975 against -0.916 on a value the float32 version had right)."""
+    rng = np.random.default_rng(seed_of(x_dtype, gamma_dtype, beta_dtype, dout_dtype))
+    x = (3 * rng.standard_normal((2, 9, 11, 3)) + 4).astype(x_dtype)
+    gamma, beta = rng.standard_normal(3).astype(gamma_dtype), rng.standard_normal(3).astype(beta_dtype)
+    dout = rng.standard_normal(x.shape).astype(dout_dtype)
+    exact_out, exact_cache = tl.instance_norm_forward_naive(*(a.astype(np.float64) for a in (x, gamma, beta)))
+    exact = tl.instance_norm_backward_naive(dout.astype(np.float64), exact_cache)
+    tolerance = 2e-3 if np.float16 in (x.dtype, gamma.dtype, beta.dtype, dout.dtype) else 1e-5
+    for forward, backward in [(tl.instance_norm_forward, tl.instance_norm_backward),
+                              (tl.instance_norm_forward_naive, tl.instance_norm_backward_naive)]:
+        out, cache = forward(x, gamma, beta)
+        grads = backward(dout, cache)
+        assert out.dtype == np.result_type(x, gamma, beta)
+        assert [g.dtype for g in grads] == [np.result_type(dout, x), gamma.dtype, beta.dtype]
+        for got, want in zip((out, *grads), (exact_out, *exact)):
+            assert np.abs(got.astype(np.float64) - want).max() <= tolerance * np.abs(want).max()
+
+
+@pytest.mark.parametrize("forward", [tl.instance_norm_forward, tl.instance_norm_forward_naive])
+@pytest.mark.parametrize("eps", [-1e-5, float("nan"), float("inf"), "1e-5x"])
+def test_instance_norm_refuses_an_eps_that_is_not_a_finite_number_at_least_0(forward, eps):
+    """A negative eps made a constant channel's sqrt(var + eps) NaN without a word."""
+    with pytest.raises(ValueError, match=rf"^{forward.__name__}: eps must be a (finite )?number >= 0"):
+        forward(np.ones((1, 2, 2, 1)), np.ones(1), np.zeros(1), eps=eps)
+    out, _ = forward(np.arange(4.0).reshape(1, 2, 2, 1), np.ones(1), np.zeros(1), eps=0.0)  # allowed, as PyTorch
+    np.testing.assert_allclose(out.ravel(), np.array([-3, -1, 1, 3]) / np.sqrt(5))
+
+
 def test_instance_norm_backward_checks_the_gradient_shape():
     out, cache = tl.instance_norm_forward(np.ones((1, 4, 4, 2)), np.ones(2), np.zeros(2))
     with pytest.raises(ValueError, match=r"dout has shape \(1, 1, 1, 1\), the layer's output \(1, 4, 4, 2\)"):
