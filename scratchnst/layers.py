@@ -307,6 +307,30 @@ def _pool_geometry(x_shape, size, stride, padding):
     return H_out, W_out, (top, bottom), (left, right)
 
 
+def padding_never_wins(out, arg, size, stride, pad_h, pad_w):
+    """Point arg, in place, at each window's first real cell where the window's maximum is -inf.
+
+    A max pool's 'same' padding is -inf, which loses to every real value but ties with a real -inf:
+    a window of -inf cells with padding above or to the left of them then found its first maximum in
+    the padding, and its gradient was lost. TensorFlow never chooses padding and PyTorch's own
+    padding neither; here such a window's maximum is its first real cell in row-major order,
+    (max(0, top - i*stride), max(0, left - j*stride)) for window (i, j), as in PyTorch.
+    Padding below and to the right comes after that cell, and a real value above -inf beats padding,
+    so nothing else changes. Does nothing when out or arg is not an array (an exercise not done yet).
+    """
+    (top, _), (left, _) = pad_h, pad_w
+    if not (top or left) or not (isinstance(out, np.ndarray) and isinstance(arg, np.ndarray)):
+        return
+    lost = out == -np.inf
+    if not lost.any():
+        return
+    _, H_out, W_out, _ = out.shape
+    first_h = np.maximum(0, top - stride * np.arange(H_out))
+    first_w = np.maximum(0, left - stride * np.arange(W_out))
+    first = (first_h[:, None] * size + first_w[None, :]).astype(arg.dtype)  # (H_out, W_out)
+    np.copyto(arg, np.broadcast_to(first[None, :, :, None], arg.shape), where=lost)
+
+
 def float16_summed_in_float32(forward):
     """Decorator of an average pooling's forward pass: given float16, it runs in float32 and gives float16 back.
 
@@ -368,16 +392,20 @@ def max_pool_backward_naive(dout, cache):
     check_dout("max_pool_backward_naive", dout, (N, H_out, W_out, C))
     xpad = _pad_hw(x, pad_h, pad_w, value=-np.inf)
     dxpad = np.zeros(xpad.shape, dtype=dout.dtype)
+    (top, _), (left, _) = pad_h, pad_w
     for n in range(N):
         for i in range(H_out):
             for j in range(W_out):
+                # the window's real cells only: padding is never chosen, even against a real -inf
+                r0, r1 = max(i * stride, top), min(i * stride + size, top + H)
+                c0, c1 = max(j * stride, left), min(j * stride + size, left + W)
                 for c in range(C):
-                    window = xpad[n, i * stride:i * stride + size, j * stride:j * stride + size, c]
+                    window = xpad[n, r0:r1, c0:c1, c]
                     nans = np.flatnonzero(np.isnan(window))
                     k = nans[-1] if nans.size else np.argmax(window)  # argmax alone stops at the first NaN
                     kh, kw = np.unravel_index(k, window.shape)
-                    dxpad[n, i * stride + kh, j * stride + kw, c] += dout[n, i, j, c]
-    return dxpad[:, pad_h[0]:pad_h[0] + H, pad_w[0]:pad_w[0] + W, :]
+                    dxpad[n, r0 + kh, c0 + kw, c] += dout[n, i, j, c]
+    return dxpad[:, top:top + H, left:left + W, :]
 
 
 def max_pool_forward(x, size=2, stride=2, padding="valid"):
@@ -420,6 +448,7 @@ def max_pool_forward(x, size=2, stride=2, padding="valid"):
         # stored one: a maximum with better * index updates arg (far faster than arg[better] = index).
         np.maximum(arg, better * arg.dtype.type(kh * size + kw), out=arg)
     # END SOLUTION
+    padding_never_wins(out, arg, size, stride, pad_h, pad_w)
     return out, (x.shape, arg, size, stride, padding)
 
 

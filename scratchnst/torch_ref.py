@@ -115,10 +115,17 @@ def relu(x):
 
 
 def max_pool(x, size=2, stride=2, padding="valid"):
-    """Max pooling (N, H, W, C) -> (N, H_out, W_out, C); 'same' pads with -inf, never chosen."""
+    """Max pooling (N, H, W, C) -> (N, H_out, W_out, C); 'same' pads with -inf, never chosen.
+
+    Keras puts the odd cell of 'same' padding below and to the right. max_pool2d's own padding (the
+    same on both sides) skips its cells, so that a window of real -inf takes its first real cell,
+    not a padding cell; the odd one, after every real cell of its windows, is an F.pad of -inf.
+    """
     F = _torch().nn.functional
-    xp = F.pad(x.permute(0, 3, 1, 2), _pads(x, size, size, stride, padding), value=-float("inf"))
-    return F.max_pool2d(xp, size, stride).permute(0, 2, 3, 1)
+    left, right, top, bottom = _pads(x, size, size, stride, padding)
+    ph, pw = min(top, bottom), min(left, right)
+    xp = F.pad(x.permute(0, 3, 1, 2), (left - pw, right - pw, top - ph, bottom - ph), value=-float("inf"))
+    return F.max_pool2d(xp, size, stride, padding=(ph, pw)).permute(0, 2, 3, 1)
 
 
 def avg_pool(x, size=2, stride=2, padding="valid"):

@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 import pytest
 
-from scratchnst import fast_conv, layers, tap_planes, torch_ref
+from scratchnst import fast_conv, fast_pool, layers, tap_planes, torch_ref
 from scratchnst.gradcheck import eval_numerical_gradient_array, rel_error
 
 TORCH_TOL = 1e-10
@@ -210,6 +210,33 @@ def test_max_pool_ties_go_to_the_first_maximum_as_in_torch(torch):
         _, (ref_dx,) = torch_grads(lambda x: torch_ref.max_pool(x, size, stride), {"x": x}, dout)
         np.testing.assert_array_equal(dx, ref_dx)
         assert np.isclose(dx.sum(), dout.sum())  # each window's gradient went to exactly one cell
+
+
+@pytest.mark.parametrize("size,stride", [(3, 1), (2, 1), (4, 1), (5, 2), (3, 2), (5, 3)])
+@pytest.mark.parametrize("shape", [(2, 5, 6, 3), (1, 7, 3, 2), (1, 4, 4, 1)], ids=lambda s: "x".join(map(str, s)))
+def test_max_pool_same_padding_is_never_chosen_even_against_minus_inf(size, stride, shape, torch):
+    """A window of real -inf cells with 'same' padding above or left of them sent its gradient to the
+    padding, where it was lost (3 of 4 windows of a 2x2 map of -inf at 3x3 stride 1). TensorFlow never
+    chooses padding; PyTorch's own padding neither: the first real cell takes it."""
+    x = np.full(shape, -np.inf)
+    x[0, -1, -1, 0] = 1.0   # one real maximum, and windows of -inf around it
+    x[-1, 0, min(1, shape[2] - 1), -1] = np.nan
+    versions = [(layers.max_pool_forward, layers.max_pool_backward),
+                (fast_pool.max_pool_forward, fast_pool.max_pool_backward),
+                (layers.max_pool_forward_naive, layers.max_pool_backward_naive)]
+    out, cache = layers.max_pool_forward(x, size, stride, "same")
+    dout = np.random.default_rng(seed_of((size, stride, shape))).standard_normal(out.shape)
+    ref_out, (ref_dx,) = torch_grads(lambda x: torch_ref.max_pool(x, size, stride, "same"), {"x": x}, dout)
+    for forward, backward in versions:
+        out, cache = forward(x, size, stride, "same")
+        dx = backward(dout, cache)
+        np.testing.assert_array_equal(out, ref_out)
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=0)
+        assert np.isclose(dx.sum(), dout.sum())  # every window's gradient reached the input
+    # one window by hand: a 3x3 window at the top-left corner, padding above and left, holds -inf only
+    corner = np.full((1, 2, 2, 1), -np.inf)
+    dx = layers.max_pool_backward(np.ones((1, 2, 2, 1)), layers.max_pool_forward(corner, 3, 1, "same")[1])
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[4.0, 0.0], [0.0, 0.0]])  # all four to cell (0, 0), as PyTorch
 
 
 @pytest.mark.parametrize("size,stride", [(2, 2), (3, 2), (3, 1)])
