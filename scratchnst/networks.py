@@ -286,6 +286,10 @@ class Network:
         Args:
             grads: {layer name: dJ/da}, each the shape of that layer's activation in the last
                 forward (which must have computed it) and of dtype self.dtype. Not written to.
+                A value may also be a function of no arguments that returns the gradient: it is
+                called when the pass first needs that layer's gradient (a gradient still being
+                computed on another core, `transfer.make_cost_function`), and the result is the same
+                as if it had been given.
 
         Returns:
             dJ/dx, (N, H, W, 3), dtype self.dtype; J is the sum of the costs at all the layers.
@@ -297,33 +301,43 @@ class Network:
         """
         if self._caches is None:
             raise RuntimeError("call forward before backward")
-        pending = {}  # step name -> dJ/d(its output) gathered so far
+        given = {}  # step name -> [(layer as named, gradient or function)], in the order given
         for layer, grad in grads.items():
             name = self.arch.resolve(layer)
             if name not in self._caches:
                 raise ValueError(f"layer {layer!r} was not computed by the last forward; ask forward for it")
-            grad = np.asarray(grad)
-            if grad.shape != self._shapes[name]:
-                raise ValueError(f"gradient for {layer!r} has shape {grad.shape}, its activation {self._shapes[name]}")
-            if grad.dtype != self.dtype:
-                raise TypeError(f"gradient for {layer!r} is {grad.dtype} but the network is {self.dtype}")
-            pending[name] = pending[name] + grad if name in pending else grad
-        if not pending:
+            given.setdefault(name, []).append((layer, grad if callable(grad) else self._checked(layer, name, grad)))
+        if not given:
             return np.zeros(self._shapes["input"], dtype=self.dtype)
 
-        deepest = max(pending, key=self.arch.index.get)
+        pending = {}  # step name -> dJ/d(its output) gathered so far
+
+        def touch(name):  # the gradient given at `name` joins pending the first time the pass reaches it
+            parts = given.pop(name, None)
+            if parts:
+                total = None
+                for layer, grad in parts:
+                    grad = self._checked(layer, name, grad()) if callable(grad) else grad
+                    total = grad if total is None else total + grad
+                pending[name] = total
+
+        deepest = max(given, key=self.arch.index.get)
         owned = set()  # names whose pending gradient is an array made here, free to add into
         for step in reversed(self.arch.steps[:self.arch.index[deepest] + 1]):
+            touch(step.name)
             dout = pending.pop(step.name, None)
             if dout is None:
                 continue  # nothing flows back through this step (e.g. above every gradient given)
             fire = self._fires.get(self._fire_of_concat.get(step.name))
-            if fire is not None and fire[1].name in self._caches and not {fire[1].name, fire[2].name} & set(pending):
+            if (fire is not None and fire[1].name in self._caches
+                    and not {fire[1].name, fire[2].name} & (set(pending) | set(given))):
                 # a whole fire module at once (`fire_rows`), unless gradients were given at its expands
+                touch(fire[0].name)
                 step, inputs = fire[0], [self._fire_backward(fire, dout, pending.pop(fire[0].name, None))]
             else:
                 inputs = self._step_backward(step, dout, self._caches[step.name])
             for source, dx in zip(step.inputs, inputs):
+                touch(source)
                 if source not in pending:
                     pending[source] = dx  # a convolution's or pool's dx is fresh; a concat's is a view
                     if step.op != "concat":
@@ -338,6 +352,15 @@ class Network:
                     pending[source] = pending[source] + dx
                     owned.add(source)
         return pending["input"]
+
+    def _checked(self, layer, name, grad):
+        """grad as an array, or ValueError / TypeError if it does not fit the activation of step `name`."""
+        grad = np.asarray(grad)
+        if grad.shape != self._shapes[name]:
+            raise ValueError(f"gradient for {layer!r} has shape {grad.shape}, its activation {self._shapes[name]}")
+        if grad.dtype != self.dtype:
+            raise TypeError(f"gradient for {layer!r} is {grad.dtype} but the network is {self.dtype}")
+        return grad
 
     def _fire_backward(self, fire, dout, ds_given):
         """dJ/d(a fire module's input) from dJ/d(its output) (and one given at its squeeze output, or None)."""

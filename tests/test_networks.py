@@ -232,6 +232,32 @@ def test_dtype_is_kept_and_checked(vgg_params):
         assert f"dtype=np.{np.dtype(raw)}" not in str(caught.value)
 
 
+def test_a_gradient_given_as_a_function_is_asked_for_when_the_pass_reaches_its_layer(squeezenet_random):
+    """backward takes a function in place of a gradient (a cost term still being computed on another
+    core): called once, when the pass first needs that layer, deepest first; the same dx, bit for bit."""
+    rng = np.random.default_rng(21)
+    x = preprocessed_like(rng, (1, 47, 53, 3))
+    layers_wanted = ["conv1", "fire3", "fire3/concat", "fire2/squeeze1x1", "fire5"]  # fire3 twice, a squeeze
+    acts = squeezenet_random.forward(x, layers_wanted)
+    grads = {name: rng.standard_normal(a.shape) for name, a in acts.items()}
+    dx = squeezenet_random.backward(grads)
+    asked = []
+
+    def later(name):
+        def gradient():
+            asked.append(name)
+            return grads[name]
+        return gradient
+
+    deferred = {name: later(name) if name != "fire2/squeeze1x1" else grads[name] for name in layers_wanted}
+    np.testing.assert_array_equal(squeezenet_random.backward(deferred), dx)
+    assert asked == ["fire5", "fire3", "fire3/concat", "conv1"]  # deepest first, each once, in the order given
+    with pytest.raises(ValueError, match=r"gradient for 'fire5' has shape \(1, 2, 2, 1\)"):
+        squeezenet_random.backward({"conv1": grads["conv1"], "fire5": lambda: np.ones((1, 2, 2, 1))})
+    with pytest.raises(TypeError, match="gradient for 'conv1' is float32"):
+        squeezenet_random.backward({"conv1": lambda: grads["conv1"].astype(np.float32)})
+
+
 def test_inputs_and_gradients_are_not_written(squeezenet_random):
     rng = np.random.default_rng(12)
     x = preprocessed_like(rng, (1, 50, 47, 3))

@@ -313,6 +313,62 @@ def test_pieces_run_under_the_callers_errstate(cut_everything):
         parallel.split(piece, 2)
 
 
+def test_ahead_runs_the_rest_on_another_thread_while_the_caller_takes_the_first(cut_everything):
+    callers, order, second_started = {}, [], threading.Event()
+
+    def work(k):
+        def run():
+            callers[k] = threading.get_ident()
+            order.append(k)
+            if k == 0:
+                assert second_started.wait(10)  # the first runs while a thread has begun the second
+            if k == 1:
+                second_started.set()
+            return k * 10
+        return run
+
+    queue = parallel.ahead([work(k) for k in range(4)])
+    assert [queue.result(k) for k in range(4)] == [0, 10, 20, 30]
+    queue.join()
+    assert callers[0] == threading.get_ident() and callers[1] != threading.get_ident()
+    assert order.index(1) < order.index(2)  # a thread takes them in order
+    assert parallel.split(lambda a, b: threading.get_ident(), 2)[1] != threading.get_ident()  # splits again
+
+
+def test_while_ahead_runs_the_callers_splits_run_here_and_one_worker_runs_everything_at_once(cut_everything):
+    """While the other core is busy, a split runs its pieces one after another in the calling thread:
+    the same cut (where pieces are added up, the rounding depends on it), not the whole at once."""
+    release = threading.Event()
+    queue = parallel.ahead([lambda: 0, lambda: release.wait(10)])
+    here = threading.get_ident()
+    assert parallel.split(lambda a, b: (a, b, threading.get_ident() == here, parallel.in_piece()), 4) == [
+        (0, 2, True, True), (2, 4, True, True)]
+    release.set()
+    assert queue.result(1) is True
+    queue.join()
+    parallel.set_workers(1)
+    made = []
+    queue = parallel.ahead([lambda k=k: made.append(k) for k in range(3)])
+    assert made == [2, 1, 0]  # all of them, now, here, the first asked for made last (still in the cache)
+    queue.join()
+
+
+def test_a_function_of_ahead_raises_where_its_result_is_asked_for(cut_everything):
+    def fails():
+        raise ValueError("the third failed")
+
+    queue = parallel.ahead([lambda: 1, lambda: 2, fails, lambda: 4])
+    assert queue.result(0) == 1 and queue.result(3) == 4
+    with pytest.raises(ValueError, match="third"):
+        queue.result(2)
+    queue.join()
+    with np.errstate(over="ignore"):  # the caller's errstate reaches the thread
+        queue = parallel.ahead([lambda: 0, lambda: np.geterr()["over"]])
+        assert queue.result(1) == "ignore"
+        queue.join()
+    assert parallel.split(lambda a, b: a, 4) == [0, 2]  # the pool still works
+
+
 def test_a_tests_threads_do_not_reach_the_next_test(pytester):
     """conftest's thread_variables_restored: `--threads 2` run in the pytest process by one test
     (as test_train_command's in-process runs do) leaves the next test's environment as it was."""

@@ -1,6 +1,9 @@
 """Tests of scratchnst.transfer: the total cost's gradient through the real SqueezeNet vs PyTorch,
 the optimisation it drives, reproducibility, and every option of `stylize`."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -152,6 +155,61 @@ def test_the_gradient_is_the_plain_sum_when_a_factor_is_taken_out(
     assert J == J_plain and parts == parts_plain  # the costs are not scaled: only the gradients' order of work
     assert dx.dtype == np.float32 and np.isfinite(dx).all()
     assert rel_error_normwise(dx, dx_plain) < 1e-6
+
+
+@pytest.mark.parametrize("content_layer, layers", [
+    ("fire3/concat", [("conv1", 0.2), ("fire2/concat", 0.2), ("fire3/concat", 0.2), ("fire4/concat", 0.2),
+                      ("fire5/concat", 0.2)]),                                       # stylize's defaults
+    ("fire3", [("fire3/concat", 0.5), ("conv1", 1.0), ("fire3/concat", 0.25)]),      # a layer twice, an alias
+])
+def test_the_cost_is_the_same_whoever_computes_its_terms_and_however_late(
+        squeezenet_weights_path, images, monkeypatch, content_layer, layers):
+    """With two workers the style and content terms run on the other core while the backward pass goes
+    down (parallel.ahead). J and dx must be those of the terms computed first and given to backward as
+    arrays, bit for bit, even when that core is slow: the layers the pass cuts into bands meanwhile
+    are cut as they would be otherwise, one band after another."""
+    from scratchnst import costs, fast_conv, parallel, tap_planes
+
+    net = networks.load("squeezenet", weights=squeezenet_weights_path, dtype=np.float32)
+    c, s = image.preprocess(images["content"]), image.preprocess(images["starry"])
+    x = c + np.random.default_rng(9).uniform(-40, 40, c.shape).astype(np.float32)
+    previous = parallel.set_workers(2)
+    monkeypatch.setattr(fast_conv, "_SPLIT_LEAST_WORK", 1)  # every layer cut, the first one's gradient too
+    try:
+        with parallel.hold():
+            cost = transfer.make_cost_function(net, c, [s], content_layer, layers, [1.0], 10.0, 4.0, 0.0)
+            J, dx, parts = cost(x)
+            slow_style = transfer.layer_style_cost_from_target
+
+            def slowly(*args):  # the other core takes 30 ms a term: the pass reaches conv1 before it is free
+                if threading.current_thread() is not threading.main_thread():
+                    time.sleep(0.03)
+                return slow_style(*args)
+
+            monkeypatch.setattr(transfer, "layer_style_cost_from_target", slowly)
+            J_slow, dx_slow, parts_slow = cost(x)
+            monkeypatch.setattr(transfer, "layer_style_cost_from_target", slow_style)
+            # the terms made first, in the calling thread, then the pass
+            a_C = net.forward(c, [content_layer])[content_layer].copy()
+            a_S = {name: a.copy() for name, a in net.forward(s, [name for name, _ in layers]).items()}
+            a_G = net.forward(x, [content_layer] + [name for name, _ in layers])  # last: backward's caches
+            common = transfer._common_factor(10.0, [4.0 * lam for _, lam in layers], np.float32)
+            grads, J_style = {}, 0.0
+            for name, lam in layers:
+                J_layer, da = costs.layer_style_cost_from_target(costs.style_target(a_S[name]), a_G[name])
+                J_style += lam * J_layer
+                da = da if 4.0 * lam == common else (4.0 * lam / common) * da
+                grads[name] = grads[name] + da if name in grads else da
+            g = (10.0 / common) * costs.content_cost_backward(a_C, a_G[content_layer])
+            grads[content_layer] = grads[content_layer] + g if content_layer in grads else g
+            dx_first = net.backward({name: grad.astype(np.float32) for name, grad in grads.items()})
+            dx_first = dx_first if common == 1.0 else common * dx_first
+    finally:
+        parallel.set_workers(previous)
+    assert J_slow == J and parts_slow == parts
+    np.testing.assert_array_equal(dx_slow, dx)
+    assert parts["J_style"] == pytest.approx(J_style, rel=1e-12)
+    np.testing.assert_array_equal(dx, dx_first)
 
 
 # ---------------------------------------------------------------------- the optimisation
