@@ -146,15 +146,16 @@ def split(fn, n, least=1):
     piece of another split (or of `ahead`). While another thread's split or `ahead` holds the other
     cores, the same pieces run one after another in the calling thread: where pieces are added up
     afterwards (bands of an input gradient) the rounding depends on the cut, and a result must not
-    depend on what another thread was doing at that moment. A piece's exception is raised here
-    after every piece has ended.
+    depend on what another thread was doing at that moment. A piece's exception is raised here,
+    after every piece running at the same time has ended (one after another: at once).
     """
     count = min(workers(), n // max(1, least))
     if count < 2 or getattr(_state, "inside", False):
         return [fn(0, n)]
     ranges = pieces(n, count)
     if not _region.acquire(blocking=False):
-        return [_piece(fn, start, stop) for start, stop in ranges]
+        with one_blas_thread():  # as the pieces run in the pool's threads
+            return [_piece(fn, start, stop) for start, stop in ranges]
     try:
         global _pool
         if _pool is None:
@@ -184,34 +185,54 @@ def ahead(functions):
     after another). The pool's threads take them in order from the second on: the caller is to ask
     for the first at once, and computes it itself rather than wait for a thread to wake up and do
     it. `Queue.result(k)` gives the k-th one's result, running it in the calling thread if no thread
-    has taken it yet, else waiting for it. So the caller never waits for work nobody has started,
-    and two pieces of work never contend: while the queue runs, the caller's own splits run as one
-    piece (the other cores are busy).
+    has taken it yet, else waiting for it. So the caller never waits for work nobody has started.
+    While the queue runs, the caller's own splits run their pieces one after another in the calling
+    thread (the other cores are busy), and every BLAS call runs on one thread, as in a split's
+    pieces, until `Queue.join()`, which the caller must call when done: it waits for the threads
+    and gives BLAS its thread count back.
 
     Unlike split, whose pieces make many calls and wait for each other's GIL at each (`in_piece`),
     each function here gives the GIL back only a few times, and the caller's calls go on between.
     The functions' own splits run whole, whichever thread runs them. With one worker, inside a
     piece of another split, or while another split runs, every function runs here and now in the
-    calling thread, the last first, so that the first to be asked for is
-    the one last made, still in the cache (on SqueezeNet at 320 px, first first, an evaluation of
-    `transfer.make_cost_function` took 47.5 ms against 46.3). Results do not depend on which thread
-    computed them, nor in which order. Call `Queue.join()` when done (it waits for the threads to
-    finish).
+    calling thread, the last first, so that the first to be asked for is the one last made, still
+    in the cache (on SqueezeNet at 320 px, first first, an evaluation of
+    `transfer.make_cost_function` took 47.5 ms against 46.3); their exceptions are raised by
+    `Queue.result` all the same. Results do not depend on which thread computed them, nor in which
+    order, nor when.
     """
     queue = Queue(functions)
     threads = min(workers() - 1, len(functions) - 1)
     if threads < 1 or getattr(_state, "inside", False) or not _region.acquire(blocking=False):
-        with unsplit():  # as in a thread of the pool: their own splits run whole
+        # with more than one worker, one BLAS thread, as when the pool's threads run them
+        with unsplit(), (one_blas_thread() if workers() > 1 else contextlib.nullcontext()):
             for k in reversed(range(len(functions))):
-                queue.result(k)
+                if queue._take(k):
+                    queue._run(k)
         return queue
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="scratchnst",
-                                   initializer=_pin_pool_thread, initargs=(itertools.count(1), _pool_cores()))
-    queue._running = [threads]
-    with one_blas_thread():
-        queue._futures = [_pool.submit(contextvars.copy_context().run, queue._drain) for _ in range(threads)]
+    # The region is held by this call until its submits are done, then by each drain submitted;
+    # the last to let go releases it, whatever fails in between.
+    queue._holders = 1
+    queue._blas = one_blas_thread()
+    queue._blas.__enter__()
+    try:
+        global _pool
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="scratchnst",
+                                       initializer=_pin_pool_thread, initargs=(itertools.count(1), _pool_cores()))
+        for _ in range(threads):
+            with queue._lock:
+                queue._holders += 1
+            try:
+                queue._futures.append(_pool.submit(contextvars.copy_context().run, queue._drain))
+            except BaseException:
+                queue._let_go()  # that drain will not run
+                raise
+    except BaseException:
+        queue._let_go()
+        queue.join()
+        raise
+    queue._let_go()
     return queue
 
 
@@ -226,7 +247,8 @@ class Queue:
         self._results = [None] * len(self._functions)
         self._errors = [None] * len(self._functions)
         self._futures = []
-        self._running = None  # [threads still draining], whose last one releases the split region
+        self._holders = 0  # who still holds the split region for this queue (see ahead)
+        self._blas = None  # the one_blas_thread context the queue runs under, until join
 
     def _take(self, k):
         with self._lock:
@@ -243,6 +265,13 @@ class Queue:
         finally:
             self._done[k].set()
 
+    def _let_go(self):
+        with self._lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last:
+            _region.release()
+
     def _drain(self):  # a pool thread: every function not yet taken, in order from the second
         _state.piece = _state.inside = True
         try:
@@ -251,11 +280,7 @@ class Queue:
                     self._run(k)
         finally:
             _state.piece = _state.inside = False
-            with self._lock:
-                self._running[0] -= 1
-                last = self._running[0] == 0
-            if last:
-                _region.release()
+            self._let_go()
 
     def result(self, k):
         """The k-th function's result (its exception raised here), computed here if no thread has begun it."""
@@ -269,9 +294,13 @@ class Queue:
         return self._results[k]
 
     def join(self):
-        """Wait until the pool's threads have finished (every function taken has ended)."""
+        """Wait until the pool's threads have finished (every function taken has ended); give BLAS its
+        thread count back. Calling it again does nothing more."""
         for future in self._futures:
             future.exception()  # waits; _drain catches what the functions raise
+        blas, self._blas = self._blas, None
+        if blas is not None:
+            blas.__exit__(None, None, None)
 
 
 def _forget_the_pool():

@@ -129,8 +129,10 @@ def make_cost_function(network, content_x, style_xs, content_layer, style_layers
                     g = queue.result(position[k])
                     if total is None:
                         total = g
-                    else:
+                    elif total.dtype == g.dtype:
                         total += g  # each term's gradient is a fresh array: added into, no new memory
+                    else:  # a weight given as np.float64 makes a float64 term: the sum stays wide until the end
+                        total = total + g
                 return total.astype(dtype, copy=False)
             return gather
 

@@ -8,6 +8,7 @@ the readable layers.
 import os
 from pathlib import Path
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -367,6 +368,67 @@ def test_a_function_of_ahead_raises_where_its_result_is_asked_for(cut_everything
         assert queue.result(1) == "ignore"
         queue.join()
     assert parallel.split(lambda a, b: a, 4) == [0, 2]  # the pool still works
+
+
+def test_ahead_runs_its_functions_and_the_callers_splits_on_one_blas_thread_until_join(cut_everything):
+    """The terms' float64 dot products round by the BLAS's thread count: it must not depend on when a
+    term starts (outside hold(), a term that started after the submits saw 2 threads)."""
+    controls = parallel._blas_controls()
+    if not controls:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose threads can be set")
+    set_threads, get_threads = controls
+    before = get_threads()
+    set_threads(2)
+    try:
+        started = threading.Event()
+
+        def late():
+            assert started.wait(10)
+            time.sleep(0.02)  # begins well after ahead has returned
+            return get_threads()
+
+        queue = parallel.ahead([lambda: get_threads(), late, lambda: get_threads()])
+        started.set()
+        seen_in_split = parallel.split(lambda a, b: get_threads(), 4)
+        assert [queue.result(k) for k in range(3)] == [1, 1, 1] and seen_in_split == [1, 1]
+        queue.join()
+        queue.join()  # again: nothing more
+        assert get_threads() == 2
+        parallel.set_workers(1)
+        queue = parallel.ahead([lambda: get_threads(), lambda: get_threads()])
+        assert [queue.result(0), queue.result(1)] == [2, 2]  # one worker: nothing changes
+        queue.join()
+    finally:
+        set_threads(before)
+
+
+def test_ahead_lets_the_cores_go_when_it_cannot_start_its_threads(cut_everything, monkeypatch):
+    """A submit that failed (an interpreter shutting down, a thread that cannot start) left the split
+    region held for good: every split after it ran on one core, without a word."""
+    parallel.split(lambda a, b: None, 2)  # the pool exists
+
+    class Refusing:
+        def submit(self, *args, **kwargs):
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    real = parallel._pool
+    monkeypatch.setattr(parallel, "_pool", Refusing())
+    with pytest.raises(RuntimeError, match="cannot schedule"):
+        parallel.ahead([lambda: 1, lambda: 2])
+    monkeypatch.setattr(parallel, "_pool", real)
+    assert not parallel._region.locked()
+    assert len(set(parallel.split(lambda a, b: threading.get_ident(), 2))) == 2  # both cores again
+
+
+def test_with_one_worker_ahead_raises_a_functions_error_where_its_result_is_asked_for(whole):
+    def fails():
+        raise ValueError("the third failed")
+
+    queue = parallel.ahead([lambda: 1, lambda: 2, fails, lambda: 4])  # no error here
+    assert [queue.result(0), queue.result(1), queue.result(3)] == [1, 2, 4]
+    with pytest.raises(ValueError, match="third"):
+        queue.result(2)
+    queue.join()
 
 
 def test_a_tests_threads_do_not_reach_the_next_test(pytester):

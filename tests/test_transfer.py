@@ -161,6 +161,9 @@ def test_the_gradient_is_the_plain_sum_when_a_factor_is_taken_out(
     ("fire3/concat", [("conv1", 0.2), ("fire2/concat", 0.2), ("fire3/concat", 0.2), ("fire4/concat", 0.2),
                       ("fire5/concat", 0.2)]),                                       # stylize's defaults
     ("fire3", [("fire3/concat", 0.5), ("conv1", 1.0), ("fire3/concat", 0.25)]),      # a layer twice, an alias
+    # three terms at one layer, a weight given as np.float64: its term is float64, and the sum must stay
+    # float64 until the end (added into the float32 first term, it was rounded at each step)
+    ("fire3/concat", [("fire3/concat", 0.2), ("fire3/concat", np.float64(0.3)), ("conv1", 0.2)]),
 ])
 def test_the_cost_is_the_same_whoever_computes_its_terms_and_however_late(
         squeezenet_weights_path, images, monkeypatch, content_layer, layers):
@@ -168,7 +171,7 @@ def test_the_cost_is_the_same_whoever_computes_its_terms_and_however_late(
     down (parallel.ahead). J and dx must be those of the terms computed first and given to backward as
     arrays, bit for bit, even when that core is slow: the layers the pass cuts into bands meanwhile
     are cut as they would be otherwise, one band after another."""
-    from scratchnst import costs, fast_conv, parallel, tap_planes
+    from scratchnst import costs, fast_conv, parallel
 
     net = networks.load("squeezenet", weights=squeezenet_weights_path, dtype=np.float32)
     c, s = image.preprocess(images["content"]), image.preprocess(images["starry"])
@@ -176,8 +179,23 @@ def test_the_cost_is_the_same_whoever_computes_its_terms_and_however_late(
     previous = parallel.set_workers(2)
     monkeypatch.setattr(fast_conv, "_SPLIT_LEAST_WORK", 1)  # every layer cut, the first one's gradient too
     try:
+        cost = transfer.make_cost_function(net, c, [s], content_layer, layers, [1.0], 10.0, 4.0, 0.0)
+        # outside hold() (BLAS as it was set), the calling thread held up after the start: the other
+        # core then takes every term (the content's float64 dot products round by BLAS's thread count)
+        J_free, dx_free, parts_free = cost(x)
+        real_ahead = parallel.ahead
+
+        def late_caller(functions):
+            queue = real_ahead(functions)
+            time.sleep(0.03)
+            return queue
+
+        monkeypatch.setattr(parallel, "ahead", late_caller)
+        J_late, dx_late, parts_late = cost(x)
+        monkeypatch.setattr(parallel, "ahead", real_ahead)
+        assert (J_late, parts_late) == (J_free, parts_free)
+        np.testing.assert_array_equal(dx_late, dx_free)
         with parallel.hold():
-            cost = transfer.make_cost_function(net, c, [s], content_layer, layers, [1.0], 10.0, 4.0, 0.0)
             J, dx, parts = cost(x)
             slow_style = transfer.layer_style_cost_from_target
 

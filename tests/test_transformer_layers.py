@@ -222,7 +222,10 @@ def test_instance_norm_versions_agree_on_mixed_dtypes(x_dtype, gamma_dtype, beta
     dout = rng.standard_normal(x.shape).astype(dout_dtype)
     exact_out, exact_cache = tl.instance_norm_forward_naive(*(a.astype(np.float64) for a in (x, gamma, beta)))
     exact = tl.instance_norm_backward_naive(dout.astype(np.float64), exact_cache)
-    tolerance = 2e-3 if np.float16 in (x.dtype, gamma.dtype, beta.dtype, dout.dtype) else 1e-5
+    # as accurate as the narrowest dtype involved allows (the vectorised version takes the statistics in
+    # x's dtype; float16 is computed in float32 but its inputs and outputs hold 11 bits)
+    narrowest = min((x.dtype, gamma.dtype, beta.dtype, dout.dtype), key=lambda d: d.itemsize)
+    tolerance = 2e-3 if narrowest == np.float16 else 64 * np.finfo(narrowest).eps
     for forward, backward in [(tl.instance_norm_forward, tl.instance_norm_backward),
                               (tl.instance_norm_forward_naive, tl.instance_norm_backward_naive)]:
         out, cache = forward(x, gamma, beta)
