@@ -86,13 +86,21 @@ def test_a_pieces_exception_is_raised_after_every_piece_ended(cut_everything):
     assert parallel.split(lambda a, b: a, 4) == [0, 2]  # the pool still works
 
 
-def test_blas_runs_on_one_thread_inside_hold_and_as_before_after():
+@pytest.fixture
+def blas_on_two_threads():
+    """get_threads() of NumPy's OpenBLAS, set to 2 threads for the test and put back after."""
     controls = parallel._blas_controls()
     if not controls:
         pytest.skip("NumPy's BLAS here is not an OpenBLAS whose threads can be set")
     set_threads, get_threads = controls
     before = get_threads()
     set_threads(2)
+    yield get_threads
+    set_threads(before)
+
+
+def test_blas_runs_on_one_thread_inside_hold_and_as_before_after(blas_on_two_threads):
+    get_threads = blas_on_two_threads
     previous = parallel.set_workers(2)
     try:
         with parallel.hold():
@@ -103,7 +111,6 @@ def test_blas_runs_on_one_thread_inside_hold_and_as_before_after():
         assert get_threads() == 2
     finally:
         parallel.set_workers(previous)
-        set_threads(before)
 
 
 _PINNING = """
@@ -370,36 +377,29 @@ def test_a_function_of_ahead_raises_where_its_result_is_asked_for(cut_everything
     assert parallel.split(lambda a, b: a, 4) == [0, 2]  # the pool still works
 
 
-def test_ahead_runs_its_functions_and_the_callers_splits_on_one_blas_thread_until_join(cut_everything):
+def test_ahead_runs_its_functions_and_the_callers_splits_on_one_blas_thread_until_join(
+        cut_everything, blas_on_two_threads):
     """The terms' float64 dot products round by the BLAS's thread count: it must not depend on when a
     term starts (outside hold(), a term that started after the submits saw 2 threads)."""
-    controls = parallel._blas_controls()
-    if not controls:
-        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose threads can be set")
-    set_threads, get_threads = controls
-    before = get_threads()
-    set_threads(2)
-    try:
-        started = threading.Event()
+    get_threads = blas_on_two_threads
+    started = threading.Event()
 
-        def late():
-            assert started.wait(10)
-            time.sleep(0.02)  # begins well after ahead has returned
-            return get_threads()
+    def late():
+        assert started.wait(10)
+        time.sleep(0.02)  # begins well after ahead has returned
+        return get_threads()
 
-        queue = parallel.ahead([lambda: get_threads(), late, lambda: get_threads()])
-        started.set()
-        seen_in_split = parallel.split(lambda a, b: get_threads(), 4)
-        assert [queue.result(k) for k in range(3)] == [1, 1, 1] and seen_in_split == [1, 1]
-        queue.join()
-        queue.join()  # again: nothing more
-        assert get_threads() == 2
-        parallel.set_workers(1)
-        queue = parallel.ahead([lambda: get_threads(), lambda: get_threads()])
-        assert [queue.result(0), queue.result(1)] == [2, 2]  # one worker: nothing changes
-        queue.join()
-    finally:
-        set_threads(before)
+    queue = parallel.ahead([lambda: get_threads(), late, lambda: get_threads()])
+    started.set()
+    seen_in_split = parallel.split(lambda a, b: get_threads(), 4)
+    assert [queue.result(k) for k in range(3)] == [1, 1, 1] and seen_in_split == [1, 1]
+    queue.join()
+    queue.join()  # again: nothing more
+    assert get_threads() == 2
+    parallel.set_workers(1)
+    queue = parallel.ahead([lambda: get_threads(), lambda: get_threads()])
+    assert [queue.result(0), queue.result(1)] == [2, 2]  # one worker: nothing changes
+    queue.join()
 
 
 def test_ahead_lets_the_cores_go_when_it_cannot_start_its_threads(cut_everything, monkeypatch):
