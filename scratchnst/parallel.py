@@ -146,8 +146,8 @@ def split(fn, n, least=1):
     piece of another split (or of `ahead`). While another thread's split or `ahead` holds the other
     cores, the same pieces run one after another in the calling thread: where pieces are added up
     afterwards (bands of an input gradient) the rounding depends on the cut, and a result must not
-    depend on what another thread was doing at that moment. A piece's exception is raised here,
-    after every piece running at the same time has ended (one after another: at once).
+    depend on what another thread was doing at that moment. A piece's exception is raised here:
+    after every piece has ended when they run at once, at once when they run one after another.
     """
     count = min(workers(), n // max(1, least))
     if count < 2 or getattr(_state, "inside", False):
@@ -157,13 +157,10 @@ def split(fn, n, least=1):
         with one_blas_thread():  # as the pieces run in the pool's threads
             return [_piece(fn, start, stop) for start, stop in ranges]
     try:
-        global _pool
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="scratchnst",
-                                       initializer=_pin_pool_thread, initargs=(itertools.count(1), _pool_cores()))
+        pool = _the_pool()
         with one_blas_thread():
             # each piece in a copy of the caller's context: NumPy's errstate (np.errstate) lives there
-            futures = [_pool.submit(contextvars.copy_context().run, _piece, fn, start, stop)
+            futures = [pool.submit(contextvars.copy_context().run, _piece, fn, start, stop)
                        for start, stop in ranges[1:]]
             try:
                 first = _piece(fn, *ranges[0])  # the calling thread does a piece too
@@ -216,15 +213,12 @@ def ahead(functions):
     queue._blas = one_blas_thread()
     queue._blas.__enter__()
     try:
-        global _pool
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="scratchnst",
-                                       initializer=_pin_pool_thread, initargs=(itertools.count(1), _pool_cores()))
+        pool = _the_pool()
         for _ in range(threads):
             with queue._lock:
                 queue._holders += 1
             try:
-                queue._futures.append(_pool.submit(contextvars.copy_context().run, queue._drain))
+                queue._futures.append(pool.submit(contextvars.copy_context().run, queue._drain))
             except BaseException:
                 queue._let_go()  # that drain will not run
                 raise
@@ -301,6 +295,15 @@ class Queue:
         blas, self._blas = self._blas, None
         if blas is not None:
             blas.__exit__(None, None, None)
+
+
+def _the_pool():
+    """The worker threads (workers() - 1 of them, each pinned to a core of its own), made at the first use."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=workers() - 1, thread_name_prefix="scratchnst",
+                                   initializer=_pin_pool_thread, initargs=(itertools.count(1), _pool_cores()))
+    return _pool
 
 
 def _forget_the_pool():
