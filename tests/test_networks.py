@@ -9,7 +9,7 @@ import pytest
 
 from network_helpers import (CONVS, FIRES, TORCH_MODELS, max_rel_error, random_params, read_all_datasets,
                              torch_params, write_keras_weights)
-from scratchnst import fast_conv, networks, parallel, torch_ref
+from scratchnst import fast_conv, fire_rows, networks, parallel, torch_ref
 from scratchnst.errors import UsageError, UserError
 
 FIRE_NAMES = [fire for fire, _, _ in FIRES]
@@ -232,7 +232,8 @@ def test_dtype_is_kept_and_checked(vgg_params):
         assert f"dtype=np.{np.dtype(raw)}" not in str(caught.value)
 
 
-def test_a_gradient_given_as_a_function_is_asked_for_when_the_pass_reaches_its_layer(squeezenet_random):
+def test_a_gradient_given_as_a_function_is_asked_for_when_the_pass_reaches_its_layer(squeezenet_random,
+                                                                                      monkeypatch):
     """backward takes a function in place of a gradient (a cost term still being computed on another
     core): called once, when the pass first needs that layer, deepest first; the same dx, bit for bit."""
     rng = np.random.default_rng(21)
@@ -241,17 +242,27 @@ def test_a_gradient_given_as_a_function_is_asked_for_when_the_pass_reaches_its_l
     acts = squeezenet_random.forward(x, layers_wanted)
     grads = {name: rng.standard_normal(a.shape) for name, a in acts.items()}
     dx = squeezenet_random.backward(grads)
-    asked = []
+    asked, fires_done = [], []
+    real_fire_backward = fire_rows.fire_backward
+
+    def counted(*args, **kwargs):
+        result = real_fire_backward(*args, **kwargs)
+        fires_done.append(1)
+        return result
+
+    monkeypatch.setattr(fire_rows, "fire_backward", counted)
 
     def later(name):
         def gradient():
-            asked.append(name)
+            asked.append((name, len(fires_done)))  # and how far down the pass had gone
             return grads[name]
         return gradient
 
     deferred = {name: later(name) if name != "fire2/squeeze1x1" else grads[name] for name in layers_wanted}
     np.testing.assert_array_equal(squeezenet_random.backward(deferred), dx)
-    assert asked == ["fire5", "fire3", "fire3/concat", "conv1"]  # deepest first, each once, in the order given
+    # deepest first, each once, the aliases in the order given, each when the pass got there: fire5
+    # before any fire module, fire3 once fire5 and fire4 were through, conv1 after all four
+    assert asked == [("fire5", 0), ("fire3", 2), ("fire3/concat", 2), ("conv1", 4)]
     with pytest.raises(ValueError, match=r"gradient for 'fire5' has shape \(1, 2, 2, 1\)"):
         squeezenet_random.backward({"conv1": grads["conv1"], "fire5": lambda: np.ones((1, 2, 2, 1))})
     with pytest.raises(TypeError, match="gradient for 'conv1' is float32"):
