@@ -426,3 +426,71 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text():
     assert [r["percent"] for r in rows] == ["100"] * 8 + ["0"] * 3
     # the JSON holds the names as they are: no spreadsheet reads it
     assert [r["student"] for r in batch.as_json(outcomes)[:6]] == formulas
+
+
+def _layout(base, spec):
+    """Make the folders and files of spec under base: 'a/b/' a folder, 'a/f.zip' a file, 'a -> b' a link."""
+    for item in spec:
+        if " -> " in item:
+            link, target = item.split(" -> ")
+            (base / link).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(base / target, base / link)
+        elif item.endswith("/"):
+            (base / item).mkdir(parents=True, exist_ok=True)
+        else:
+            (base / item).parent.mkdir(parents=True, exist_ok=True)
+            (base / item).write_bytes(b"PK\x03\x04")
+
+
+def _found(found, base):
+    return [(name, str(f.relative_to(base)) if isinstance(f, Path) else type(f).__name__) for name, f in found]
+
+
+def test_a_stray_package_in_the_class_folder_does_not_take_the_class_over(tmp_path):
+    _layout(tmp_path, ["cls/alice/scratchnst/", "cls/bob/scratchnst/", "cls/scratchnst/"])
+    found = batch.find_submissions([tmp_path / "cls"])
+    assert _found(found, tmp_path) == [("alice", "cls/alice"), ("bob", "cls/bob"), ("scratchnst", "NotASubmission")]
+    assert "whose is it" in str(found[2][1])
+    # alone, with other files beside it, a scratchnst/ is one student's submission
+    _layout(tmp_path, ["one/scratchnst/", "one/notes/", "one/README.txt"])
+    assert _found(batch.find_submissions([tmp_path / "one"]), tmp_path) == [("one", "one")]
+
+
+def test_every_upload_of_a_class_gets_a_row_saying_why_it_is_not_graded(tmp_path):
+    _layout(tmp_path, ["cls/alice/scratchnst/", "cls/dave/project/scratchnst/", "cls/erin/",
+                       "cls/erin/scratchnst -> cls/alice/scratchnst", "cls/frank.zip", "cls/gina.py",
+                       "cls/hank -> cls/alice", "cls/.DS_Store", "cls/__MACOSX/"])
+    found = dict(batch.find_submissions([tmp_path / "cls"]))
+    assert sorted(found) == ["alice", "dave", "erin", "frank.zip", "gina.py", "hank"]
+    assert found["alice"] == tmp_path / "cls/alice"
+    why = {name: str(f) for name, f in found.items() if name != "alice"}
+    assert "cls/dave/project/scratchnst is one: move it up" in why["dave"]
+    assert "symbolic link" in why["erin"] and "symbolic link" in why["hank"]
+    assert "archive" in why["frank.zip"] and "a file" in why["gina.py"]
+
+
+def test_a_folder_given_for_one_student_cannot_make_rows_for_others(tmp_path):
+    # `grade cls/*`: dave's folder holds two packages, one in a folder named after carol, who sent none
+    _layout(tmp_path, ["cls/alice/scratchnst/", "cls/dave/dave/scratchnst/", "cls/dave/carol/scratchnst/",
+                       "cls/erin/", "cls/erin/scratchnst -> cls/alice/scratchnst", "cls/frank.zip"])
+    found = batch.find_submissions(sorted((tmp_path / "cls").iterdir()))
+    names = [name for name, _ in found]
+    assert names == ["alice", "dave/carol", "dave/dave", "erin", "frank.zip"]
+    assert all(isinstance(f, batch.NotASubmission) for name, f in found if name in ("erin", "frank.zip"))
+
+
+def test_uploads_that_are_no_submission_are_rows_of_the_table_and_the_csv(tmp_path, klass):
+    room, _ = klass
+    cls = tmp_path / "cls"
+    shutil.copytree(room / "student00", cls / "alice")
+    shutil.copytree(room / "student04", cls / "bob")
+    shutil.copytree(room / "student00" / "scratchnst", cls / "scratchnst")
+    _layout(tmp_path, ["cls/frank.zip"])
+    for given in ([cls], sorted(cls.iterdir())):
+        status = main(["exercises", "grade", *map(str, given), "--only", "relu_forward", "--no-torch", "--csv",
+                       str(tmp_path / "grades.csv")] + CONTAINMENT)
+        assert status == 1  # some uploads could not be graded
+        rows = {row["student"]: row for row in csv.DictReader((tmp_path / "grades.csv").open())}
+        assert sorted(rows) == ["alice", "bob", "frank.zip", "scratchnst"], rows
+        assert rows["alice"]["percent"] == "100" and rows["bob"]["percent"] == "0"
+        assert "archive" in rows["frank.zip"]["error"] and rows["scratchnst"]["error"]

@@ -641,8 +641,9 @@ def _add_exercises(sub):
     p_grade = actions.add_parser(
         "grade", help="grade a class: many submissions, contained, in parallel, with exports",
         description="Grade untrusted submissions: each DIR is a folder holding a scratchnst/, or a folder "
-        "of such folders. Each runs in bubblewrap with no network and no view of the answers or your "
-        "files, under limits; inputs are drawn afresh for the run (--seed repeats them). Without "
+        "of such folders; every other entry of such a folder (an archive, a link, a package a folder too "
+        "deep) gets a row saying why it was not graded. Each runs in bubblewrap with no network and no view "
+        "of the answers or your files, under limits; inputs are drawn afresh for the run (--seed repeats them). Without "
         "bubblewrap, grading stops unless --uncontained. Prints a table; exit status 0 when every "
         "submission was graded (whatever the scores), 1 when one could not be.",
         formatter_class=_Formatter)

@@ -32,26 +32,105 @@ from scratchnst.exercises.sandbox import Limits, _printable, nobody_can_run
 DEFAULT_BUDGET = 240.0
 
 
-def find_submissions(paths):
-    """[(name, folder)] of the submissions in paths: a folder holding scratchnst/, or a folder of such folders."""
+class NotASubmission(UserError):
+    """Why what stands where a submission should is not graded (its row says so); .path: where it stands."""
+
+    def __init__(self, path, why):
+        super().__init__(f"{path}: {why}")
+        self.path = path
+
+
+# Entries of a class folder that are nobody's upload: hidden files (.DS_Store), macOS's archive metadata.
+_NOBODYS = ("__MACOSX",)
+_ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+
+
+def _holds_package(folder):
+    """Whether folder is a real folder (not a symbolic link) with a real scratchnst/ folder in it."""
+    package = folder / "scratchnst"
+    return folder.is_dir() and not folder.is_symlink() and package.is_dir() and not package.is_symlink()
+
+
+def _why_not(entry):
+    """Why entry (an upload in a class folder, or a path given among several) is not a submission, in a few words."""
+    if entry.is_symlink():
+        return "a symbolic link, not followed (it could point at another's work); copy the folder itself in"
+    if not entry.is_dir():
+        if entry.name.lower().endswith(_ARCHIVES):
+            return "an archive, not a folder; unpack it into a folder of its own, then grade again"
+        return "a file, not a folder holding scratchnst/"
+    if (entry / "scratchnst").is_symlink():
+        return "its scratchnst is a symbolic link, not followed; copy the package itself in"
+    deeper = _packages_below(entry, 3)
+    if deeper:
+        return f"no scratchnst/ of its own, but {deeper[0]} is one: move it up into {entry}, then grade again"
+    return "holds no scratchnst/ folder"
+
+
+def _packages_below(folder, depth):
+    """The scratchnst/ folders up to `depth` levels below folder, in sorted order, no symbolic link followed."""
     found = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            if entry.name == "scratchnst":
+                found.append(entry)
+            elif depth > 1:
+                found += _packages_below(entry, depth - 1)
+    return found
+
+
+def find_submissions(paths):
+    """[(name, folder)] of the submissions in paths: each a folder holding scratchnst/, or a folder of such folders.
+
+    folder is a Path, or a NotASubmission saying why what stands there is not graded: every upload in
+    a class folder gets a row, one that cannot be graded (an archive, a symbolic link, a package a
+    folder too deep, a stray file) with the reason, rather than vanishing from the table. A class
+    folder with a scratchnst/ of its own beside submission folders stays a class folder: that stray
+    package gets a row saying so, and the class is never graded as that one submission. Names are
+    the folders' own; with several paths given, a submission found inside one of them is named
+    given/inner, so that a folder given for one student cannot make a row that reads as another's.
+    Raises UserError for a path that does not exist, and for a single path that holds no submission.
+    """
+    found = []
+    several = len(paths) > 1
     for given in paths:
         path = Path(given)
-        if not path.is_dir():
+        if not path.exists() and not path.is_symlink():
             raise UserError(f"{path}: no such folder; give submission folders (each holding scratchnst/) "
                             "or a folder of them")
-        if (path / "scratchnst").is_dir() and not (path / "scratchnst").is_symlink():
-            found.append((path.resolve().name, path))
-            continue
-        inner = sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink()
-                       and (p / "scratchnst").is_dir() and not (p / "scratchnst").is_symlink())
+        own = path.name if path.is_symlink() else path.resolve().name
+        entries = []
+        if path.is_dir() and not path.is_symlink():
+            entries = sorted(e for e in path.iterdir() if not e.name.startswith(".") and e.name not in _NOBODYS)
+        inner = [e for e in entries if e.name != "scratchnst" and _holds_package(e)]
         if not inner:
-            raise UserError(f"{path} holds no submission: neither {path / 'scratchnst'} nor any "
-                            f"{path / '*' / 'scratchnst'}")
-        found += [(p.name, p) for p in inner]
+            if _holds_package(path):
+                found.append((own, path))
+            elif several:
+                found.append((own, NotASubmission(path, _why_not(path))))
+            elif _why_not(path) == "holds no scratchnst/ folder":
+                raise UserError(f"{path} holds no submission: neither {path / 'scratchnst'} nor any "
+                                f"{path / '*' / 'scratchnst'}")
+            else:
+                raise UserError(f"{path}: {_why_not(path)}")
+            continue
+        prefix = f"{own}/" if several else ""
+        for entry in entries:
+            if entry in inner:
+                found.append((prefix + entry.name, entry))
+            elif entry.name == "scratchnst" and _holds_package(path):
+                found.append((prefix + entry.name, NotASubmission(
+                    entry, f"a scratchnst/ directly in the class folder, beside {len(inner)} submission "
+                    "folder(s): whose is it? Not graded; move it into a folder named after its student")))
+            else:
+                found.append((prefix + entry.name, NotASubmission(entry, _why_not(entry))))
     names = [name for name, _ in found]
     if len(set(names)) != len(names):  # two folders of one name: tell them apart by their path
-        found = [(str(folder), folder) for _, folder in found]
+        found = [(str(getattr(folder, "path", folder)), folder) for _, folder in found]
     return found
 
 
@@ -59,6 +138,8 @@ def grade_class(submissions, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=
                 budget=DEFAULT_BUDGET, jobs=None, contained=True, limits=Limits(), use_torch=True, seed=None,
                 progress=None):
     """Grade every (name, folder); return [(name, Report or None, error message or None)] in the given order.
+
+    A folder that is a NotASubmission (find_submissions) is not graded: its outcome is its message.
 
     seed: draws the inputs (None: a fresh one for this run). The same seed gives the same inputs.
     jobs: submissions graded at a time. Time budgets are wall-clock, so a submission that burns every
@@ -74,6 +155,8 @@ def grade_class(submissions, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=
 
     def one(item):
         name, folder = item
+        if isinstance(folder, NotASubmission):
+            return name, None, str(folder)
         try:
             report = grade(folder, only=only, timeout=timeout, cases=cases, contained=contained, limits=limits,
                            import_timeout=import_timeout, budget=budget)
@@ -453,5 +536,6 @@ def write_gradescope_bundle(dest, options=""):
     return folder, archive
 
 
-__all__ = ["DEFAULT_BUDGET", "as_csv", "as_gradescope", "as_json", "find_submissions", "grade_class",
-           "gradescope_file_names", "installed_package_dir", "run_grade", "write_exports", "write_gradescope_bundle"]
+__all__ = ["DEFAULT_BUDGET", "NotASubmission", "as_csv", "as_gradescope", "as_json", "find_submissions",
+           "grade_class", "gradescope_file_names", "installed_package_dir", "run_grade", "write_exports",
+           "write_gradescope_bundle"]
