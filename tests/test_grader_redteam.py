@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -1097,3 +1098,69 @@ def test_the_gradescope_autograder_without_bubblewrap_hides_the_key(pristine, ch
         if mount_point:
             with contextlib.suppress(OSError):
                 os.rmdir("/autograder")
+
+
+# Centred differences of a function's own forward pass, pushed back against the upstream gradient: a
+# gradient with no formula in it. Exact for the linear layers and the quadratic costs (step 1), and with
+# Richardson's extrapolation for the quartic style cost; fast on the small inputs of most checks.
+_DIFFERENCES = """
+    import numpy as _np
+
+    def _pushed_back(f, a, d, h=1.0, richardson=False):
+        def centred(step):
+            g = _np.zeros(a.shape)
+            flat, out = _np.array(a, dtype=_np.float64).reshape(-1), g.reshape(-1)
+            for i in range(flat.size):
+                keep = flat[i]
+                flat[i] = keep + step
+                up = f(flat.reshape(a.shape))
+                flat[i] = keep - step
+                down = f(flat.reshape(a.shape))
+                flat[i] = keep
+                out[i] = _np.sum(d * (up - down)) / (2 * step)
+            return g
+        return (4 * centred(h / 2) - centred(h)) / 3 if richardson else centred(h)
+"""
+_FROM_THE_FORWARD_PASS = {
+    ("layers", "conv2d_backward"): """
+        x, w, b, stride, padding = cache
+        forward = lambda xx, ww, bb: conv2d_forward(xx, ww, bb, stride, padding)[0]
+        dx = _pushed_back(lambda v: forward(v, w, b), x, dout).astype(dout.dtype)
+        if not weight_grads:
+            return dx, None, None
+        return (dx, _pushed_back(lambda v: forward(x, v, b), w, dout).astype(dout.dtype),
+                _pushed_back(lambda v: forward(x, w, v), b, dout).astype(dout.dtype))
+    """,
+    ("layers", "avg_pool_backward"): """
+        x_shape, size, stride, padding = cache
+        return _pushed_back(lambda v: avg_pool_forward(v, size, stride, padding)[0], _np.zeros(x_shape),
+                            dout).astype(dout.dtype)
+    """,
+    ("costs", "content_cost_backward"): """
+        return _pushed_back(lambda v: compute_content_cost(a_C, v), a_G, 1.0).astype(a_G.dtype)
+    """,
+    ("costs", "gram_matrix_backward"): """
+        return _pushed_back(gram_matrix, A, dG).astype(A.dtype)
+    """,
+    ("costs", "layer_style_cost_backward"): """
+        return _pushed_back(lambda v: compute_layer_style_cost(a_S, v), a_G, 1.0, richardson=True).astype(a_G.dtype)
+    """,
+    ("costs", "total_variation_cost_backward"): """
+        return _pushed_back(compute_total_variation_cost, x, 1.0).astype(x.dtype)
+    """,
+}
+
+
+@needs_bwrap
+def test_differentiating_ones_own_forward_pass_numerically_is_no_answer(pristine, tmp_path, teacher):
+    """Such backward passes pass every check on small inputs; the main check at scale runs out of time."""
+    plants = {key: textwrap.dedent(_DIFFERENCES) + textwrap.dedent(code) for key, code in _FROM_THE_FORWARD_PASS.items()}
+    touched = [function for _, function in plants]
+    report = run_attack(pristine, tmp_path, teacher, "key", plants, only=touched + ["relu_forward"], timeout=3.0)
+    only_touched_lose(report, touched)
+    for result in report.results:
+        if result.exercise.function in touched:
+            statuses = {check.label.split(" (")[0]: check.status for check in result.checks}
+            at_scale = [label for label in statuses if label.startswith("at scale")]
+            assert len(at_scale) == 1 and statuses[at_scale[0]] == "timeout", statuses
+            assert all(status == "ok" for label, status in statuses.items() if label not in at_scale), statuses

@@ -106,6 +106,23 @@ class Case:
     # A main case is the exercise's own question: failing one earns the exercise no points at all.
     # None: the first case of the exercise is its main case.
     main: bool = None
+    graded_only: bool = False  # not shipped in a student copy's self-check values (see at_scale)
+
+
+def at_scale(what, args, expected, **options):
+    """A backward pass's main case on inputs too large to differentiate numerically in the exercise's time.
+
+    The other checks compare values on small inputs, and there a submission could return, with no
+    formula in it, centred differences of its own forward pass: exact for the linear layers and, with
+    Richardson's extrapolation, for the polynomial costs, and fast on 200 values. On these inputs
+    (100,000 values or more) a formula takes well under a second, even as the course's loops, while
+    the 2 forward passes per value of differences take about a minute (measured on a 2-core Xeon:
+    45 to 120 s with the reference's vectorised forward passes, against the default --timeout of
+    10 s): they run out of time, and the exercise earns no points. Graded only: a student copy's
+    self-check does not ship them (they would make its values file 10 MB larger).
+    """
+    return Case(f"at scale: {what} (a formula's work; numerical differences would not finish in time)", args,
+                expected, main=True, normwise=True, graded_only=True, **options)
 
 
 class Malformed(Exception):

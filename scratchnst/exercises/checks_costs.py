@@ -9,7 +9,7 @@ mistakes modelled by code of their own here, or from the right value (a missing 
 
 import numpy as np
 
-from scratchnst.exercises.cases import (COST_SUM_TOL, FLOAT32_TOL, Case, Mistake, Pick, as_float32,
+from scratchnst.exercises.cases import (COST_SUM_TOL, FLOAT32_TOL, Case, Mistake, Pick, as_float32, at_scale,
                                        numeric_gradient, randn)
 
 _QUARTER = "the 1/4 missing"
@@ -73,6 +73,8 @@ def content_cost_backward_cases(ref, rng, use_torch):
     da = C.content_cost_backward(a_C, a_G)
     cases.append(Case("float32 in, float32 out", (a_C, a_G), da, tol=FLOAT32_TOL, normwise=True, dtype=np.float32,
                       mistakes=_content_cost_backward_mistakes(da)))
+    a_C, a_G = randn(rng, 1, 64, 64, 32), randn(rng, 1, 64, 64, 32)
+    cases.append(at_scale("a_C, a_G of shape (1, 64, 64, 32)", (a_C, a_G), C.content_cost_backward(a_C, a_G)))
     return cases
 
 
@@ -118,6 +120,8 @@ def gram_matrix_backward_cases(ref, rng, use_torch):
     A, dG = as_float32(randn(rng, 5, 30), randn(rng, 5, 5))
     cases.append(Case("float32 in, float32 out", (A, dG), C.gram_matrix_backward(A, dG), tol=FLOAT32_TOL,
                       normwise=True, dtype=np.float32))
+    A, dG = randn(rng, 64, 2048), randn(rng, 64, 64)
+    cases.append(at_scale("A of shape (64, 2048), dG (64, 64)", (A, dG), C.gram_matrix_backward(A, dG)))
     return cases
 
 
@@ -239,6 +243,8 @@ def layer_style_cost_backward_cases(ref, rng, use_torch):
     da = C.layer_style_cost_backward(a_S, a_G)
     cases.append(Case("float32 in, float32 out", (a_S, a_G), da, tol=FLOAT32_TOL, normwise=True, dtype=np.float32,
                       mistakes=_layer_style_cost_backward_mistakes(C, a_S, a_G, da)))
+    a_S, a_G = randn(rng, 1, 48, 48, 32), randn(rng, 1, 48, 48, 32)
+    cases.append(at_scale("a_S, a_G of shape (1, 48, 48, 32)", (a_S, a_G), C.layer_style_cost_backward(a_S, a_G)))
     return cases
 
 
@@ -462,4 +468,6 @@ def total_variation_cost_backward_cases(ref, rng, use_torch):
     (x,) = as_float32(randn(rng, 1, 5, 4, 3))
     cases.append(Case("float32 in, float32 out", (x,), C.total_variation_cost_backward(x), tol=FLOAT32_TOL,
                       normwise=True, dtype=np.float32))
+    x = randn(rng, 1, 128, 128, 8)
+    cases.append(at_scale("x of shape (1, 128, 128, 8)", (x,), C.total_variation_cost_backward(x)))
     return cases

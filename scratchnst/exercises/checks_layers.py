@@ -9,7 +9,8 @@ here, or by the reference run on altered inputs (a flipped kernel, a zero bias, 
 
 import numpy as np
 
-from scratchnst.exercises.cases import FLOAT32_TOL, Case, Mistake, Pick, as_float32, numeric_gradient, randn
+from scratchnst.exercises.cases import (FLOAT32_TOL, Case, Mistake, Pick, as_float32, at_scale, numeric_gradient,
+                                        randn)
 
 
 # ---- shared by the layers' checks
@@ -170,6 +171,11 @@ def conv2d_backward_cases(ref, rng, use_torch):
                           expected=torch_grads))
     cases.append(case("float32 in, float32 out", (1, 5, 6, 3), 3, 4, 1, "same", input_dtype=np.float32,
                       dtype=np.float32, tol=FLOAT32_TOL, normwise=True))
+    x, w, b = _conv_inputs(rng, (1, 64, 64, 16), 3, 8)
+    out, cache = L.conv2d_forward(x, w, b, 1, "same")
+    dout = randn(rng, *out.shape)
+    cases.append(at_scale("x 1x64x64x16, 3x3 'same', 8 channels out", (dout, cache), L.conv2d_backward(dout, cache),
+                          parts=parts))
     return cases
 
 
@@ -429,5 +435,10 @@ def avg_pool_backward_cases(ref, rng, use_torch):
     dout = randn(rng, *out.shape).astype(np.float32)
     cases.append(Case("float32 in, float32 out", (dout, cache), L.avg_pool_backward(dout, cache),
                       tol=FLOAT32_TOL, normwise=True, dtype=np.float32))
+    x = randn(rng, 2, 80, 80, 16)
+    out, cache = L.avg_pool_forward(x, 3, 2, "valid")
+    dout = randn(rng, *out.shape)
+    cases.append(at_scale("x 2x80x80x16, 3x3 stride 2", (dout, cache), L.avg_pool_backward(dout, cache),
+                          hint=_OVERLAP_HINT))
     return cases
 

@@ -52,7 +52,9 @@ How grading works
     Each check is one call compared with one witness: the reference solution (float64); centred
     finite differences of the reference forward pass (for the backward passes and cost
     gradients); PyTorch through torch_ref where it is installed (the layers); and a float32 call
-    that must keep float32 (the run path), or, for a cost, must still be summed in float64.
+    that must keep float32 (the run path), or, for a cost, must still be summed in float64. The
+    backward passes and cost gradients also have a main case at scale (cases.at_scale), graded only,
+    which numerical differences of the submission's own forward pass cannot answer in time.
     Backward passes receive caches made by the reference forward pass, so a broken forward pass
     costs the points of its own exercise only. A failing check shows the worst element and names
     the mistake when the answer is what a classic mistake computes (cases.judge): each exercise
@@ -496,7 +498,9 @@ def make_student_copy(dest, force=False, solutions=False, selfcheck=True):
         key is installed (not needed in an answer key, which has the answers).
     """
     def ship_values(package):
-        casefile.write(package, reference_cases(use_torch=False).entries)
+        entries = [(exercise, hint, [case for case in cases if not case.graded_only])
+                   for exercise, hint, cases in reference_cases(use_torch=False).entries]
+        casefile.write(package, entries)
 
     return _write_copy(dest, force=force, solutions=solutions,
                        extra=ship_values if selfcheck and not solutions else None)
