@@ -971,8 +971,9 @@ def test_the_filter_refuses_exactly_what_it_says():
 @pytest.mark.skipif(sandbox.sandbox_filter() is None, reason="the system call numbers are not known here")
 def test_kernel_memory_and_namespaces_are_closed_to_the_sandbox(pristine, tmp_path, teacher):
     """System V shared memory is kernel memory no process limit counts, and it outlives its maker
-    (three 1 GB segments held 3 GB for a worker limited to 2 GB); a user namespace makes the worker
-    root again inside it (a tmpfs of any size). Both are refused; threads and fork still work."""
+    (three 1 GB segments held 3 GB for a worker limited to 2 GB), and files in memory (memfd) escape the
+    address-space limit; a user namespace makes the worker root again inside it (a tmpfs of any size).
+    All are refused; threads and fork still work."""
     code = """
         import ctypes, os, threading
         libc = ctypes.CDLL(None, use_errno=True)
@@ -982,18 +983,24 @@ def test_kernel_memory_and_namespaces_are_closed_to_the_sandbox(pristine, tmp_pa
         e2 = ctypes.get_errno()
         un = libc.unshare(0x10000000)   # CLONE_NEWUSER
         e3 = ctypes.get_errno()
+        try:
+            os.memfd_create("parked")
+            e4 = "made"
+        except OSError as error:
+            e4 = error.strerror
         t = threading.Thread(target=lambda: None); t.start(); t.join()
         pid = os.fork()
         if pid == 0:
             os._exit(7)
         status = os.waitpid(pid, 0)[1]
         raise RuntimeError(f"shmget {shm} {os.strerror(e1)}; msgget {queue} {os.strerror(e2)}; "
-                           f"unshare {un} {os.strerror(e3)}; thread and fork {os.waitstatus_to_exitcode(status)}")
+                           f"unshare {un} {os.strerror(e3)}; memfd {e4}; thread and fork "
+                           f"{os.waitstatus_to_exitcode(status)}")
     """
     report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): code}, only=["relu_forward"])
     text = " ".join(rendered(report).split())
     assert ("shmget -1 Operation not permitted; msgget -1 Operation not permitted; unshare -1 Operation not "
-            "permitted; thread and fork 7") in text, text
+            "permitted; memfd Operation not permitted; thread and fork 7") in text, text
 
 
 NOBODY_PROBE = '''

@@ -22,8 +22,8 @@ Containment comes in layers, each of which stands without the others:
       becomes `nobody` before it imports the student's code, so the process limit holds and no
       capability is left. A seccomp filter (`sandbox_filter`) refuses the kernel keyring's calls,
       the one store the kernel keeps per user rather than per namespace, where one sandbox's
-      `nobody` could leave what another's reads; System V shared memory and message queues, kernel
-      memory that no process limit counts; and new namespaces, in which a worker would be root
+      `nobody` could leave what another's reads; System V shared memory and message queues, and files in
+      memory (memfd_create), memory that no process limit counts; and new namespaces, in which a worker would be root
       again. Without bwrap, grading says so and needs --uncontained to go on; as root, the child then
       runs as `nobody` wherever that user can run this Python (`nobody_can_run`).
 """
@@ -325,15 +325,19 @@ def _ancestors(path):
 #   the teacher's RAM for a worker limited to 2 GB);
 # - new namespaces (unshare, setns, clone with a CLONE_NEW* flag): in a user namespace of its own a
 #   worker is root again there, and mounts a tmpfs as large as it likes;
-# - io_uring_setup: a queue of work the kernel does later, outside the filter's sight.
+# - io_uring_setup: a queue of work the kernel does later, outside the filter's sight;
+# - memfd_create: a file in memory that the address-space limit does not count, each up to the file
+#   size limit, and as many as the worker may keep open (or park in flight on a socket): 0.5 GB more
+#   in one worker limited to 2 GB.
 # clone3 passes its flags in memory that a filter cannot read: it fails with ENOSYS, on which the C
 # library falls back to clone, whose flags it can.
 _REFUSED_CALLS = {
     "x86_64": (0xC000003E, {"add_key": 248, "request_key": 249, "keyctl": 250, "shmget": 29, "semget": 64,
-                            "msgget": 68, "unshare": 272, "setns": 308, "io_uring_setup": 425},
+                            "msgget": 68, "unshare": 272, "setns": 308, "io_uring_setup": 425, "memfd_create": 319},
                {"clone": 56, "clone3": 435}),
     "aarch64": (0xC00000B7, {"add_key": 217, "request_key": 218, "keyctl": 219, "shmget": 194, "semget": 190,
-                             "msgget": 186, "unshare": 97, "setns": 268, "io_uring_setup": 425},
+                             "msgget": 186, "unshare": 97, "setns": 268, "io_uring_setup": 425,
+                             "memfd_create": 279},
                 {"clone": 220, "clone3": 435}),
 }
 _NEW_NAMESPACES = 0x7E020000   # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
