@@ -184,6 +184,10 @@ def test_the_command_lines_defaults_are_the_modules_and_the_help_names_both_role
     assert (args.timeout, args.import_timeout, args.budget, args.memory) == (
         exercises.DEFAULT_TIMEOUT, exercises.DEFAULT_IMPORT_TIMEOUT, batch.DEFAULT_BUDGET, sandbox.Limits.memory_mb)
     assert build_parser().parse_args(["exercises", "check"]).import_timeout == exercises.DEFAULT_IMPORT_TIMEOUT
+    from scratchnst.cli import parser
+    from scratchnst.exercises import grading
+
+    assert (parser.MAX_SECONDS, parser._LEAST_CHILD_MEMORY_MB) == (grading.MAX_SECONDS, sandbox.LEAST_MEMORY_MB)
     with pytest.raises(SystemExit):
         main(["exercises", "--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -58,14 +58,20 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 _GRADCHECK_TIMEOUT = 60.0  # seconds per row of a student copy
 
 
+# The longest time limit taken: 10**6 s, 11 days, no limit in practice. Beyond about 9e9 s a child's
+# watchdog (faulthandler's timer) cannot be set at all, and inf is no number of seconds.
+MAX_SECONDS = 10**6
+
+
 def _seconds_arg(text):
-    """A time limit: a number of seconds above 0."""
+    """A time limit: a number of seconds above 0, at most MAX_SECONDS."""
     try:
         value = float(text)
     except ValueError:
         value = None
-    if value is None or not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0, e.g. 60")
+    if value is None or not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0 and at most {MAX_SECONDS:,} "
+                                         "(11 days), e.g. 60")
     return value
 
 
@@ -568,6 +574,7 @@ _EXERCISE_TIMEOUT = 10.0  # seconds; the same as scratchnst.exercises.DEFAULT_TI
 _IMPORT_TIMEOUT = 60.0  # seconds; scratchnst.exercises.DEFAULT_IMPORT_TIMEOUT
 _STUDENT_BUDGET = 240.0  # seconds; scratchnst.exercises.batch.DEFAULT_BUDGET
 _CHILD_MEMORY_MB = 2048  # scratchnst.exercises.sandbox.Limits.memory_mb
+_LEAST_CHILD_MEMORY_MB = 512  # below about 160 MB the worker dies in its imports or the checks at scale
 
 
 def _add_exercises(sub):
@@ -624,9 +631,9 @@ def _add_exercises(sub):
                          help="the folder holding the student's scratchnst/")
     p_check.add_argument("--only", metavar="NAME", action="append",
                          help="grade only the exercise NAME, or those whose name contains NAME (repeatable)")
-    p_check.add_argument("--timeout", metavar="SECONDS", type=float, default=_EXERCISE_TIMEOUT,
+    p_check.add_argument("--timeout", metavar="SECONDS", type=_seconds_arg, default=_EXERCISE_TIMEOUT,
                          help="time one exercise's calls may take before they are stopped")
-    p_check.add_argument("--import-timeout", metavar="SECONDS", type=float, default=_IMPORT_TIMEOUT,
+    p_check.add_argument("--import-timeout", metavar="SECONDS", type=_seconds_arg, default=_IMPORT_TIMEOUT,
                          help="time importing the package may take")
     p_check.add_argument("--no-torch", action="store_true", help="skip the PyTorch checks even if torch is installed")
 
@@ -650,17 +657,18 @@ def _add_exercises(sub):
     p_grade.add_argument("dirs", metavar="DIR", nargs="+", help="submission folders, or folders of them")
     p_grade.add_argument("--only", metavar="NAME", action="append",
                          help="grade only the exercise NAME, or those whose name contains NAME (repeatable)")
-    p_grade.add_argument("--timeout", metavar="SECONDS", type=float, default=_EXERCISE_TIMEOUT,
+    p_grade.add_argument("--timeout", metavar="SECONDS", type=_seconds_arg, default=_EXERCISE_TIMEOUT,
                          help="time one exercise's calls may take")
-    p_grade.add_argument("--import-timeout", metavar="SECONDS", type=float, default=_IMPORT_TIMEOUT,
+    p_grade.add_argument("--import-timeout", metavar="SECONDS", type=_seconds_arg, default=_IMPORT_TIMEOUT,
                          help="time importing a submission's package may take")
-    p_grade.add_argument("--budget", metavar="SECONDS", type=float, default=_STUDENT_BUDGET,
+    p_grade.add_argument("--budget", metavar="SECONDS", type=_seconds_arg, default=_STUDENT_BUDGET,
                          help="time all of one submission's calls may take together")
-    p_grade.add_argument("--jobs", metavar="N", type=int, default=None,
+    p_grade.add_argument("--jobs", metavar="N", type=_int_at_least(1, "--jobs"), default=None,
                          help="submissions graded at once; None: the number of CPUs")
-    p_grade.add_argument("--memory", metavar="MB", type=int, default=_CHILD_MEMORY_MB,
-                         help="address space one submission's process may use")
-    p_grade.add_argument("--seed", type=int, default=None, help="draw the inputs from this seed; None: fresh ones")
+    p_grade.add_argument("--memory", metavar="MB", type=_int_at_least(_LEAST_CHILD_MEMORY_MB, "--memory"),
+                         default=_CHILD_MEMORY_MB, help="address space one submission's process may use (Python, "
+                         f"NumPy and the checks' arrays need about 160 MB: at least {_LEAST_CHILD_MEMORY_MB})")
+    p_grade.add_argument("--seed", type=seed_arg, default=None, help="draw the inputs from this seed; None: fresh ones")
     p_grade.add_argument("--uncontained", action="store_true",
                          help="grade even where bubblewrap cannot run: the submissions' code can then read and "
                          "change whatever you can")

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from scratchnst.atomic import reason, write_bytes
 from scratchnst.errors import UsageError, UserError
-from scratchnst.exercises.grading import (DEFAULT_IMPORT_TIMEOUT, DEFAULT_TIMEOUT, check_containment, grade,
-                                          print_report, reference_cases)
+from scratchnst.exercises.grading import (DEFAULT_IMPORT_TIMEOUT, DEFAULT_TIMEOUT, MAX_SECONDS, check_containment,
+                                          grade, print_report, reference_cases)
 from scratchnst.exercises.markers import installed_package_dir, make_student_copy
-from scratchnst.exercises.sandbox import Limits, _printable, nobody_can_run
+from scratchnst.exercises.sandbox import LEAST_MEMORY_MB, Limits, _printable, nobody_can_run
 
 # Seconds all the calls of one submission may take together (each exercise also has its own).
 DEFAULT_BUDGET = 240.0
@@ -443,8 +443,11 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     """
     out = stream or sys.stdout
     for flag, value in (("--timeout", timeout), ("--import-timeout", import_timeout), ("--budget", budget)):
-        if not value > 0:
-            raise UsageError(f"{flag} must be a positive number of seconds, got {value:g}")
+        if not 0 < value <= MAX_SECONDS:
+            raise UsageError(f"{flag} must be a number of seconds above 0 and at most {MAX_SECONDS:,}, got {value:g}")
+    if not memory_mb >= LEAST_MEMORY_MB:
+        raise UsageError(f"--memory must be at least {LEAST_MEMORY_MB} MB (Python and NumPy alone need about 160), "
+                         f"got {memory_mb}")
     submissions = find_submissions(paths)
     contained = check_containment(True, uncontained)
     if not contained:

@@ -98,6 +98,9 @@ from scratchnst.exercises.worker import SHOWN_LINES
 DEFAULT_TIMEOUT = 10.0
 # Seconds importing the student's package may take: its own budget, with its own message.
 DEFAULT_IMPORT_TIMEOUT = 60.0
+# The longest time limit taken (11 days: no limit in practice); cli.parser.MAX_SECONDS, the same (tests check it).
+# Beyond about 9e9 s a watchdog timer cannot be set at all.
+MAX_SECONDS = 10**6
 
 
 # ====================================================================== grading a copy
@@ -317,11 +320,13 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
         salt: see `reference_cases`.
 
     Raises:
-        UsageError: timeout not > 0, `only` matches no exercise, or nothing to grade against.
+        UsageError: a time limit not in (0, MAX_SECONDS], `only` matches no exercise, or nothing to grade against.
         UserError: DIRECTORY is missing, not a folder, or holds no scratchnst package.
     """
-    if not timeout > 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout:g}; e.g. --timeout 10")
+    for flag, value in (("--timeout", timeout), ("--import-timeout", import_timeout), ("--budget", budget)):
+        if value is not None and not 0 < value <= MAX_SECONDS:
+            raise UsageError(f"{flag} must be a number of seconds above 0 and at most {MAX_SECONDS:,}, got {value:g}; "
+                             f"e.g. {flag} 10")
     root = student_root(directory)
     if cases is None:
         package_dir = installed_package_dir()

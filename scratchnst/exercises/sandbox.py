@@ -64,6 +64,11 @@ STDERR_TAIL = 4096  # bytes of the child's stderr that are ever read
 MAX_NOTES = 20  # files and folders left out of a submission that its report names
 
 
+# The least memory_mb taken from a teacher: Python, NumPy and the arrays of the checks at scale need
+# about 160 MB (at 128 the worker died in 7 of 20 exercises, at 64 in all, each blamed on the student).
+LEAST_MEMORY_MB = 512
+
+
 @dataclass(frozen=True)
 class Limits:
     """The resource limits of one child.
