@@ -40,6 +40,7 @@ import hashlib
 import http.client
 import io
 import os
+import warnings
 import re
 import shlex
 import socket
@@ -1033,6 +1034,8 @@ def _torch_load_problem(error):
     other objects than tensors ("Unsupported global") not even that.
     """
     text = str(error)
+    if isinstance(error, KeyError):  # the unpickler met a byte that starts no opcode: not a pickle at all
+        return "not a PyTorch file"
     if "weights only load failed" not in text.lower():
         return f"not a readable PyTorch file ({_first_line(error)})"
     found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
@@ -1049,19 +1052,32 @@ def _read_torchvision_vgg19(src):
         raise UserError(f"{src}: converting a .pth file needs PyTorch (pip install torch); "
                         "nothing else in scratchnst does") from None
     try:
-        state = torch.load(src, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about what it then refuses: the one line below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types (pickle, zip, EOF, runtime errors)
         raise UserError(f"{src}: {_torch_load_problem(error)}; give torchvision's vgg19-dcbb9e9d.pth") from None
     if not hasattr(state, "keys"):
         raise UserError(f"{src}: holds a {type(state).__name__}, not a state dict; give torchvision's "
                         "vgg19-dcbb9e9d.pth")
+
+    def array(key, layer):
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            what = (f"a tensor of {str(value.dtype).removeprefix('torch.')}" if isinstance(value, torch.Tensor)
+                    else f"of type {type(value).__name__}")
+            raise UserError(f"{src}: {key} (layer {layer}) is {what}, not a tensor of floats; give torchvision's "
+                            "vgg19-dcbb9e9d.pth")
+        # NumPy has no bfloat16: such a checkpoint (a half-precision copy) is read as float32, exactly
+        return value.detach().cpu().to(torch.float32 if value.dtype == torch.bfloat16 else value.dtype).numpy()
+
     params = {}
     for prefix, name in _torchvision_vgg19_names().items():
         if f"{prefix}.weight" not in state or f"{prefix}.bias" not in state:
             raise UserError(f"{src}: no {prefix}.weight/.bias (layer {name}), so not torchvision's VGG-19 state "
                             "dict; give vgg19-dcbb9e9d.pth")
-        weight = state[f"{prefix}.weight"].detach().cpu().numpy()
-        bias = state[f"{prefix}.bias"].detach().cpu().numpy()
+        weight = array(f"{prefix}.weight", name)
+        bias = array(f"{prefix}.bias", name)
         if weight.ndim != 4:
             raise UserError(f"{src}: {prefix}.weight (layer {name}) has shape {tuple(weight.shape)}, expected 4 "
                             "axes; give torchvision's vgg19-dcbb9e9d.pth")

@@ -4,6 +4,7 @@ bad files, conversion from torchvision and MatConvNet, and the `scratchnst weigh
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -588,6 +589,35 @@ def test_convert_errors(tmp_path, vgg_pth, monkeypatch, torch):
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     with pytest.raises(UserError, match="needs PyTorch"):
         weights.convert(vgg_pth, tmp_path / "out.h5")
+
+
+def test_convert_reads_bfloat16_and_refuses_what_is_no_tensor_of_floats(tmp_path, vgg_pth, vgg_params, torch):
+    state = torch.load(vgg_pth, weights_only=True)
+    half = {key: value.to(torch.bfloat16) for key, value in state.items()}
+    torch.save(half, tmp_path / "bf16.pth")
+    found = weights.read_weights(weights.convert(tmp_path / "bf16.pth", tmp_path / "bf16.h5")).layers
+    kernel, bias = vgg_params["block1_conv1"]
+    expected = torch.from_numpy(kernel).to(torch.bfloat16).to(torch.float32).numpy()
+    np.testing.assert_array_equal(found["block1_conv1"][0], expected)  # bfloat16 widens exactly
+    for value, words in ((5, "is of type int, not a tensor of floats"),
+                         (torch.zeros(64, 3, 3, 3, dtype=torch.int64), "is a tensor of int64, not a tensor of floats")):
+        torch.save({**state, "features.0.weight": value}, tmp_path / "odd.pth")
+        with pytest.raises(UserError, match=r"features\.0\.weight \(layer block1_conv1\) " + words):
+            weights.convert(tmp_path / "odd.pth", tmp_path / "odd.h5")
+        assert not (tmp_path / "odd.h5").exists()
+
+
+@pytest.mark.parametrize("contents, reason", [(b"hello world\n", "not a PyTorch file"),
+                                              (None, "not a readable PyTorch file (Unsupported operand")])
+def test_convert_of_no_pytorch_file_is_one_line_without_torchs_warnings(tmp_path, contents, reason, torch):
+    import pickle
+
+    src = tmp_path / "x.pth"
+    src.write_bytes(pickle.dumps({"a": 1}, protocol=4) if contents is None else contents)
+    # in a process of its own: pytest would catch the warnings that the command must not print
+    done = subprocess.run([sys.executable, "-m", "scratchnst", "weights", "convert", str(src), "-o",
+                           str(tmp_path / "v.h5")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and reason in done.stderr, done.stderr
 
 
 def test_convert_v5_mat_without_scipy_says_so(tmp_path, monkeypatch):
