@@ -931,6 +931,22 @@ def printable_path(path):
         return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+
+def _overflow_advice(parts, s, done):
+    """What to lower when a step's loss or gradients overflowed, after `done` Adam steps: a few words.
+
+    The weighted cost term that is largest (or not finite) is the likeliest cause. Before the first
+    step the learning rate has not been used yet, so it cannot be the cause; after steps, a rate
+    too large makes the network diverge, so it is named first.
+    """
+    terms = {"--alpha": s["alpha"] * parts["J_content"], "--beta": s["beta"] * parts["J_style"],
+             "--tv-weight": s["tv_weight"] * parts["J_tv"]}
+    with np.errstate(invalid="ignore"):
+        bad = [flag for flag, value in terms.items() if not np.isfinite(value)]
+        flag = bad[0] if bad else max(terms, key=lambda key: abs(terms[key]))
+    weight = f"lower {flag} ({s[flag[2:].replace('-', '_')]:g})"
+    return weight if done == 0 else f"lower --lr ({s['lr']:g}), or {weight[6:]}"
+
 def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None, checkpoint_every=100,
           snapshot=None, snapshot_every=0, snapshots_dir=None, writing=contextlib.nullcontext, **options):
     """Train a transformer network to paint photos in the style of one image.
@@ -1043,11 +1059,12 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                 J, grads, parts = batch_loss_and_grads(params, x, losses, mode, helpers)
             if not np.isfinite(J):
                 raise UserError(f"the loss became {'NaN' if np.isnan(J) else 'infinite'} at step {iteration + 1}; "
-                                "lower --lr, or --beta / --alpha")
+                                + _overflow_advice(parts, s, iteration))
             # NaN if any gradient is (np.max propagates it, where Python's max could drop it)
             largest = float(np.max([np.max(np.abs(g), initial=0.0) for g in grads.values()]))
             if not np.isfinite(largest):
-                raise UserError(f"the gradients overflowed at step {iteration + 1} (the loss was {J:.4g}); lower --lr")
+                raise UserError(f"the gradients overflowed at step {iteration + 1} (the loss was {J:.4g}); "
+                                + _overflow_advice(parts, s, iteration))
             if largest > GRADIENT_LIMIT:
                 raise UserError(f"the gradients reached {largest:.3g} at step {iteration + 1}, too large for Adam in "
                                 f"float32 (the loss was {J:.4g}); lower --alpha / --beta / --tv-weight")

@@ -559,6 +559,14 @@ def test_weights_that_make_gradients_too_large_for_adam_stop_the_run(setup, caps
     assert "too large for Adam in float32" in line and "lower --alpha / --beta / --tv-weight" in line
 
 
+@pytest.mark.parametrize("flag", ["--alpha", "--beta"])
+def test_an_overflow_at_the_first_step_names_the_weight_not_the_learning_rate(setup, capsys, flag):
+    """Before the first step the learning rate has done nothing: the weight whose term is largest is at fault."""
+    assert train(setup, "--iters", "3", flag, "1e300") == 1
+    line = error_line(capsys)
+    assert "at step 1" in line and f"lower {flag} (1e+300)" in line and "--lr" not in line, line
+
+
 def test_a_gradient_that_is_not_finite_stops_the_run(setup, capsys, monkeypatch):
     """One NaN among the gradients (the loss itself finite) ends the run in one line; Adam never takes it."""
     real = training.batch_loss_and_grads
