@@ -305,6 +305,13 @@ def check_memory(s, content):
     needed = memory_needed(s["model"], H, W, s["style_scale"])
     if needed <= available:
         return
+    if s["style_scale"] > 1 and memory_needed(s["model"], H, W) <= available:
+        # the style image, style_scale times the result's size, is what does not fit
+        scale = ((available - MEMORY_FIXED[s["model"]]) / (MEMORY_PER_PIXEL[s["model"]] * H * W)) ** 0.5
+        raise UsageError(f"--style-scale {s['style_scale']:g} (the style image at {s['style_scale']:g} times "
+                         f"--size {s['size']}) needs about {needed / 1e9:,.1f} GB of memory for {s['model']}, and this "
+                         f"machine has {available / 1e9:,.1f} GB available; use --style-scale {int(scale * 100) / 100:g} "
+                         "or less")
     per_long_side_pixel = needed / s["size"] ** 2  # the need grows with the square of --size
     fits = int(((available - MEMORY_FIXED[s["model"]]) / max(per_long_side_pixel, 1e-9)) ** 0.5) if \
         available > MEMORY_FIXED[s["model"]] else 0

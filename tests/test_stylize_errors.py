@@ -275,6 +275,18 @@ def test_the_memory_check_suggests_a_size_that_fits(inputs, monkeypatch):
     settings.check_memory({**resolved, "size": fits}, np.zeros((300, 400, 3)))  # fits: no error
 
 
+def test_the_memory_check_blames_a_style_scale_that_does_not_fit_and_suggests_one_that_does(inputs, monkeypatch):
+    monkeypatch.setattr(settings, "available_memory", lambda: 2e9)
+    resolved = transfer.resolve_settings(model="squeezenet", weights=inputs["weights"], size=64, style_scale=1000)
+    with pytest.raises(UsageError, match=r"--style-scale 1000 \(the style image at 1000 times --size 64\) needs "
+                                         r"about .* use --style-scale ([\d.]+) or less") as error:
+        settings.check_memory(resolved, np.zeros((300, 400, 3)))
+    fits = float(re.search(r"use --style-scale ([\d.]+)", str(error.value)).group(1))
+    assert settings.memory_needed("squeezenet", 48, 64, fits) <= 2e9 < settings.memory_needed("squeezenet", 48, 64,
+                                                                                              fits * 1.05)
+    settings.check_memory({**resolved, "style_scale": fits}, np.zeros((300, 400, 3)))  # fits: no error
+
+
 # ------------------------------------------------------------------ outputs that are not plain files
 @pytest.mark.parametrize("flag", ["-o", "--log", "--checkpoint"])
 def test_a_device_or_pipe_as_an_output_is_refused_and_left_alone(inputs, tmp_path, capsys, flag):
