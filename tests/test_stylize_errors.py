@@ -11,6 +11,8 @@ import re
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -285,6 +287,17 @@ def test_the_memory_check_blames_a_style_scale_that_does_not_fit_and_suggests_on
     assert settings.memory_needed("squeezenet", 48, 64, fits) <= 2e9 < settings.memory_needed("squeezenet", 48, 64,
                                                                                               fits * 1.05)
     settings.check_memory({**resolved, "style_scale": fits}, np.zeros((300, 400, 3)))  # fits: no error
+
+
+def test_a_file_name_the_terminal_cannot_show_is_escaped_and_the_run_goes_on(inputs, tmp_path):
+    content = inputs["content"].with_name("T\u00fcbingen, caf\u00e9.jpg")
+    shutil.copy(inputs["content"], content)
+    out = tmp_path / "r\u00e9sultat.png"
+    done = subprocess.run([sys.executable, "-m", "scratchnst", "stylize", str(content), str(inputs["style"]), "-o",
+                           str(out), "--weights", str(inputs["weights"]), "--size", "64", "--iters", "2"],
+                          env=dict(os.environ, PYTHONIOENCODING="ascii"), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode("ascii", "replace")
+    assert out.is_file() and b"T\\xfcbingen, caf\\xe9.jpg" in done.stdout + done.stderr
 
 
 # ------------------------------------------------------------------ outputs that are not plain files

@@ -5,7 +5,8 @@ settings of a run): when it cannot be written, the command ends with one line sa
 internal error. Its standard error carries progress and messages: a progress line that cannot be
 written must not stop a run of minutes, so writes that fail there are dropped. A stream that is
 closed when the command starts (`2>&-`) is opened on /dev/null first, so that no file the command
-opens later takes its number and receives what was meant for it.
+opens later takes its number and receives what was meant for it. What a stream's encoding cannot
+show (a file name in ASCII) is written escaped.
 """
 
 import os
@@ -25,6 +26,12 @@ class _Stream:
             return self._stream.write(text)
         except BrokenPipeError:
             raise   # the reader went away (`| head`): the command's own handling
+        except UnicodeEncodeError:
+            # A file name the stream's encoding cannot show (PYTHONIOENCODING=ascii, a Windows code page):
+            # escaped, \xfc, as Python's own stderr shows it, rather than the run stopped for it.
+            encoding = getattr(self._stream, "encoding", None) or "ascii"
+            self.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
+            return len(text)
         except (OSError, ValueError) as error:   # ValueError: the stream was closed
             return self._on_error(error, len(text))
 
