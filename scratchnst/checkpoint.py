@@ -14,6 +14,7 @@ by the run at hand (the same settings and inputs, and contents that make sense).
 
 import hashlib
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -222,13 +223,18 @@ def check_fits(state, pass_shapes):
             if not np.issubdtype(value.dtype, np.floating) or not np.isfinite(value).all():
                 raise damaged(f"{name} holds values that are not finite numbers")
     x = state["optimizer"].get("x")
-    if not isinstance(x, np.ndarray) or x.size != H * W * 3:
+    if not isinstance(x, np.ndarray) or x.shape != (H * W * 3,):
         raise damaged(f"its image is not the {W}x{H} of pass {state['scale'] + 1}")
+    for name, value in state["optimizer"].items():  # the optimiser's other vectors are x's kind
+        if name in ("g", "m", "v") and (not isinstance(value, np.ndarray) or value.shape != x.shape):
+            raise damaged(f"{name} is not a vector of the image's {x.size} values")
     opt = state["optimizer"]
 
     def number(value, integer=False):
-        kinds = (int,) if integer else (int, float)
-        return isinstance(value, kinds) and not isinstance(value, bool) and np.isfinite(value) and value >= 0
+        # a count beyond int64 (a hand-edited 10**30) is no count: NumPy cannot even test it
+        if isinstance(value, bool) or not isinstance(value, (int,) if integer else (int, float)):
+            return False
+        return 0 <= value < 2**63 if isinstance(value, int) else math.isfinite(value) and value >= 0
 
     scalars_ok = (number(opt.get("iteration"), True) and number(opt.get("n_evals"), True)
                   and isinstance(opt.get("f"), (int, float)) and np.isfinite(opt["f"])
@@ -240,3 +246,9 @@ def check_fits(state, pass_shapes):
                   and ("pair_rho" not in opt or bool(np.all(np.asarray(opt["pair_rho"]) > 0))))
     if not scalars_ok:
         raise damaged("the optimiser's state")
+    # the iterations of every pass so far: the earlier passes' (at most --iters each), then this one's
+    iters = state["settings"].get("iters")
+    earlier = state["steps"] - opt["iteration"]
+    if earlier < 0 or (state["scale"] == 0 and earlier != 0) or (
+            isinstance(iters, int) and earlier > state["scale"] * iters):
+        raise damaged(f"{state['steps']} iterations done in all, {opt['iteration']} in pass {state['scale'] + 1}")

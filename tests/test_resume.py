@@ -257,6 +257,11 @@ def tampered(state, change):
     (lambda st: st["optimizer"].update(pair_rho=-st["optimizer"]["pair_rho"]), "the optimiser's state"),
     (lambda st: st["optimizer"].update(aux=None), "the optimiser's state"),
     (lambda st: st["optimizer"].update(x=st["optimizer"]["x"] + 1e6), "pixels outside 0..255"),
+    (lambda st: st["optimizer"].update(iteration=10**30), "the optimiser's state"),
+    (lambda st: st["optimizer"].update(x=st["optimizer"]["x"].reshape(48, -1)), "its image is not the 64x48"),
+    (lambda st: st["optimizer"].update(g=st["optimizer"]["g"][:100]), "g is not a vector of the image's"),
+    (lambda st: st.update(steps=10**30), "iterations done in all, 2 in pass 1"),
+    (lambda st: st.update(steps=1), "1 iterations done in all, 2 in pass 1"),
 ])
 def test_a_damaged_checkpoint_is_one_line_not_a_bug(images, tmp_path, capsys, damage, message):
     _, saved = run_capturing(images, {2}, tmp_path, size=64, iters=3)
