@@ -374,13 +374,36 @@ def test_a_folder_name_that_is_not_utf8_is_one_escaped_form_in_every_export(tmp_
     assert {json.loads(f.read_text(encoding="utf-8"))["extra_data"]["student"] for f in files} == shown
 
 
+def test_an_export_that_cannot_be_written_is_refused_before_the_class_is_graded(tmp_path, monkeypatch, capsys):
+    room = _fake_class(tmp_path, monkeypatch, [("alice", _report(), None)])
+    monkeypatch.setattr(batch, "grade_class", lambda *a, **k: pytest.fail("graded before the exports were checked"))
+    (tmp_path / "a-file").write_text("not a folder")
+    for flags, words in ((["--csv", tmp_path / "missing" / "c.csv"], "missing does not exist; create it first"),
+                         (["--json", tmp_path], "is a folder; give a file name in it, e.g. --json"),
+                         (["--gradescope", tmp_path / "missing" / "r.json"], "missing does not exist"),
+                         (["--gradescope", tmp_path / "a-file"], "is a file, not a folder")):
+        status = main(["exercises", "grade", str(room), *map(str, flags)] + CONTAINMENT)
+        err = capsys.readouterr().err
+        assert status in (1, 2) and err.count("\n") == 1 and words in err, err
+
+
 def test_an_export_that_cannot_be_written_costs_no_other(tmp_path, monkeypatch, capsys):
-    """Every export is tried: those that cannot be written say why in one line each, exit status 1."""
+    """Every export is tried: those that cannot be written at the end (their folder gone while the class
+    was graded) say why in one line each, exit status 1."""
     outcomes = [("alice", _report(), None), ("bob", _report(ok=False), None)]
     room = _fake_class(tmp_path, monkeypatch, outcomes)
-    (tmp_path / "a-file").write_text("not a folder")
+    graded = batch.grade_class
+    (tmp_path / "missing").mkdir()
+
+    def grade_class(*args, **kwargs):  # meanwhile the CSV's folder goes, a file takes the Gradescope folder's name
+        (tmp_path / "missing").rmdir()
+        (tmp_path / "a-file").write_text("not a folder")
+        return graded(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "grade_class", grade_class)
     status = main(["exercises", "grade", str(room), "--csv", str(tmp_path / "missing" / "c.csv"), "--json",
                    str(tmp_path / "c.json"), "--gradescope", str(tmp_path / "a-file")] + CONTAINMENT)
+    monkeypatch.setattr(batch, "grade_class", graded)
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(("graded ", "warning"))]
     assert status == 1
     assert len(err) == 2 and all(line.startswith("scratchnst: error: ") for line in err), err

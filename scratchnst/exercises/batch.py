@@ -21,7 +21,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from scratchnst.atomic import reason, write_bytes
+from scratchnst.atomic import check_output, reason, write_bytes
 from scratchnst.errors import UsageError, UserError
 from scratchnst.exercises.grading import (DEFAULT_IMPORT_TIMEOUT, DEFAULT_TIMEOUT, MAX_SECONDS, check_containment,
                                           grade, print_report, reference_cases)
@@ -416,6 +416,25 @@ def write_exports(outcomes, csv_path=None, json_path=None, gradescope=None):
     return [_shown_text(f).replace("\r", "\\r").replace("\n", "\\n") for f in failures]
 
 
+def _check_exports(csv_path, json_path, gradescope):
+    """Refuse, before a class is graded, an export that could not be written at the end (a missing or
+    read-only folder, a folder where a file is asked for): the grading may take minutes."""
+    for flag, path, example in (("--csv", csv_path, "grades.csv"), ("--json", json_path, "grades.json"),
+                                ("--gradescope", gradescope if gradescope and Path(gradescope).suffix == ".json"
+                                 else None, "results.json")):
+        if path:
+            check_output(flag, path, example=example)
+    if gradescope and Path(gradescope).suffix != ".json":
+        folder = Path(gradescope)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--gradescope {folder}: is a file, not a folder; give a folder (or a FILE.json for one "
+                             "submission)")
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write --gradescope {folder}: folder {existing} is not writable; choose another "
+                            "folder")
+
+
 def print_table(outcomes, stream):
     """The class as a table; names as the exports show them (`_shown_name`), so that a row is found in them."""
     shown = [_printable(_shown_name(n)) for n, _, _ in outcomes]
@@ -448,6 +467,7 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     if not memory_mb >= LEAST_MEMORY_MB:
         raise UsageError(f"--memory must be at least {LEAST_MEMORY_MB} MB (Python and NumPy alone need about 160), "
                          f"got {memory_mb}")
+    _check_exports(csv_path, json_path, gradescope)
     submissions = find_submissions(paths)
     contained = check_containment(True, uncontained)
     if not contained:
