@@ -419,6 +419,8 @@ def writable_format(path, flag=None):
     suffix = Path(path).suffix
     label = f"{flag} {path}" if flag else str(path)
     image_format = Image.registered_extensions().get(suffix.lower())
+    if image_format is None and Path(path).is_dir():  # the folder to put it in, given for the file
+        raise UsageError(f"{label}: is a folder; give a file name in it, e.g. {flag or '-o'} {Path(path) / 'out.png'}")
     if image_format is None:
         raise UsageError(f"{label}: unknown image extension {suffix!r}; use .png or .jpg")
     if image_format not in Image.SAVE:

@@ -112,9 +112,10 @@ def test_ctrl_c_while_the_result_is_saved_does_not_lose_it(inputs, tmp_path, cap
     assert (tmp_path / "out.png").is_file() and json.loads((tmp_path / "log.json").read_text())["iterations"] == 3
 
 
-def test_output_that_is_a_folder_is_refused(inputs, tmp_path, capsys):
-    (tmp_path / "pictures.png").mkdir()
-    assert run(inputs, tmp_path / "pictures.png") == 2
+@pytest.mark.parametrize("name", ["pictures.png", "pictures"])  # a folder's name without an extension too
+def test_output_that_is_a_folder_is_refused(inputs, tmp_path, capsys, name):
+    (tmp_path / name).mkdir()
+    assert run(inputs, tmp_path / name) == 2
     assert "is a folder; give a file name in it" in one_error_line(capsys)[0]
 
 
