@@ -826,8 +826,8 @@ def _fetch(url, out, md5, bar, timeout):
                 if bar is not None:
                     bar.update(done)
     except urllib.error.HTTPError as error:
-        raise UserError(f"cannot download {url}: HTTP {error.code} {error.reason}; check the address (--url), "
-                        "or try again later") from None
+        raise UserError(f"cannot download {url}: HTTP {error.code} {_first_line(error.reason)}; check the address "
+                        "(--url), or try again later") from None
     except urllib.error.URLError as error:
         # Most often: no internet. Name the host that could not be reached (the resolver's own
         # text for that is "Unknown error -2"), and say how to install a copy the user already has.

@@ -25,13 +25,18 @@ VGG19_FILE = weights.KNOWN_WEIGHTS["vgg19"].filename
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves server.routes: {path: (body, how)}, how one of "ok", "close early", "no length"."""
+    """Serves server.routes: {path: (body, how)}, how one of "ok", "close early", "no length", "redirect to itself"."""
 
     def do_GET(self):
         if self.path not in self.server.routes:
             self.send_error(404)
             return
         body, how = self.server.routes[self.path]
+        if how == "redirect to itself":
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.end_headers()
+            return
         self.send_response(200)
         if how != "no length":
             self.send_header("Content-Length", str(len(body)))
@@ -187,6 +192,10 @@ def test_file_of_the_wrong_structure_is_not_saved(server, tmp_path):
 def test_http_error_and_unreachable_server(server, tmp_path):
     with pytest.raises(UserError, match="HTTP 404"):
         weights.download("squeezenet", dest_dir=tmp_path, url=serve(server, "/x", b"") + "/missing", progress=False)
+    with pytest.raises(UserError) as error:  # urllib's reason has three lines: the first only
+        weights.download("squeezenet", dest_dir=tmp_path, url=serve(server, "/loop", b"", "redirect to itself"),
+                         progress=False)
+    assert "HTTP 302" in str(error.value) and "infinite loop" in str(error.value) and "\n" not in str(error.value)
     with socket.socket() as s:  # a port nobody listens on once the socket is closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
