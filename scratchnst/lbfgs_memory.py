@@ -14,8 +14,8 @@ over the pairs, each a matrix product that BLAS runs at the speed of memory:
     pass 2:  r = gamma g - gamma Y^T a + S^T c.
 
 The passes go through the buffer a block of columns at a time (pass 1's in the cache for its
-two vectors), the blocks split across the cores (`parallel.split`); pass 1's
-partial sums are added in block order, so the result does not depend on the number of workers.
+two vectors), pass 2's blocks split across the cores (`parallel.split`); pass 1's partial sums are
+added in block order in the calling thread, so the result does not depend on the number of workers.
 It equals the two-loop recursion up to rounding (tests: 1e-12 relative in float64).
 
 The pairs live in rows of the buffer (slots), written once and never moved: the (s, y, rho)
@@ -31,11 +31,15 @@ import numpy as np
 
 from scratchnst import memory_pages, parallel
 
-# Columns per block of pass 1: 40 rows x 2048 float32 = 320 KiB, in the cache for both vectors
-# (measured, 20 pairs of 230400 values on one core: 1.6 ms by blocks, 2.9 ms in one product).
-# Pass 2 reads each value once whatever the blocks: larger ones, fewer Python steps.
-_BLOCK = 2048
-_BLOCK_2 = 16 * _BLOCK
+# Columns per block of pass 1: 40 rows x 8192 float32 = 1.25 MiB, in a core's L2 cache for both
+# vectors. Pass 1 runs in the calling thread, unsplit: its blocks are many small products, and two
+# threads making them wait for each other's GIL at each (measured on a 2-core Xeon, 20 pairs of
+# 230400 values, the buffer out of the cache as after an evaluation: 3.0 ms unsplit by blocks of
+# 8192, 3.2 by blocks of 2048, 3.8 split across the cores, 4.6 in one product; in the cache 1.4,
+# 1.6, 1.8 and 2.7). Pass 2 reads each value once whatever the blocks, a few large products split
+# across the cores (2.1 ms against 3.1 unsplit): larger blocks, fewer Python steps.
+_BLOCK = 8192
+_BLOCK_2 = 4 * _BLOCK
 
 
 class _Entry(list):
@@ -193,14 +197,9 @@ class PairMemory:
                 V[0][held] = 0
         V[1] = 0 if self._new is None else self._buffer[self.m + self._new]
 
-        def partials(start, stop):  # the blocks' products, each kept apart: summed in block order below
-            return [self._buffer[:, a0:a0 + _BLOCK] @ V[:, a0:a0 + _BLOCK].T
-                    for a0 in range(start * _BLOCK, min(stop * _BLOCK, self.n), _BLOCK)]
-
         P = np.zeros((2 * self.m, 2))
-        for piece in parallel.split(partials, -(-self.n // _BLOCK)):
-            for part in piece:
-                P += part
+        for a0 in range(0, self.n, _BLOCK):  # the blocks' products, summed in block order (see _BLOCK)
+            P += self._buffer[:, a0:a0 + _BLOCK] @ V[:, a0:a0 + _BLOCK].T
         if self._new is not None:
             t, col = self._new, 1
             for slot in self.slots:

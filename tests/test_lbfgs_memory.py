@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from scratchnst import parallel
-from scratchnst.lbfgs_memory import PairMemory
+from scratchnst.lbfgs_memory import _BLOCK, _BLOCK_2, PairMemory
 from scratchnst.optim import lbfgs_direction
 
 
@@ -26,7 +26,8 @@ def workers(request):
     parallel.set_workers(previous)
 
 
-@pytest.mark.parametrize("n", [7, 2048, 2049, 9001])  # less than a block, one block, one more, several
+@pytest.mark.parametrize("n", [7, _BLOCK, _BLOCK + 1, _BLOCK_2 + 3 * _BLOCK + 9])  # less than a block of pass 1,
+# one block, one more, several of pass 1 and more than one of pass 2
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 3e-6)])
 def test_direction_is_the_two_loop_recursion(n, dtype, tol, workers):
     rng = np.random.default_rng(n)
@@ -48,7 +49,7 @@ def test_direction_is_the_two_loop_recursion(n, dtype, tol, workers):
 
 def test_the_result_does_not_depend_on_the_workers():
     rng = np.random.default_rng(1)
-    n = 3 * 2048 + 5
+    n = 2 * _BLOCK_2 + 5  # several blocks of each pass: pass 2's split across the workers
     pairs = [random_pair(rng, n) for _ in range(7)]
     g = rng.standard_normal(n)
     results = []
