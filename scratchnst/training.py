@@ -931,7 +931,6 @@ def printable_path(path):
         return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-
 def _overflow_advice(parts, s, done):
     """What to lower when a step's loss or gradients overflowed, after `done` Adam steps: a few words.
 
@@ -946,6 +945,7 @@ def _overflow_advice(parts, s, done):
         flag = bad[0] if bad else max(terms, key=lambda key: abs(terms[key]))
     weight = f"lower {flag} ({s[flag[2:].replace('-', '_')]:g})"
     return weight if done == 0 else f"lower --lr ({s['lr']:g}), or {weight[6:]}"
+
 
 def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None, checkpoint_every=100,
           snapshot=None, snapshot_every=0, snapshots_dir=None, writing=contextlib.nullcontext, **options):

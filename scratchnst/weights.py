@@ -826,7 +826,9 @@ def _fetch(url, out, md5, bar, timeout):
                 if bar is not None:
                     bar.update(done)
     except urllib.error.HTTPError as error:
-        raise UserError(f"cannot download {url}: HTTP {error.code} {_first_line(error.reason)}; check the address "
+        # the server's reason phrase may be empty (HTTP/1.1 allows it): the standard one then
+        phrase = _first_line(error.reason) if str(error.reason).strip() else http.client.responses.get(error.code, "")
+        raise UserError(f"cannot download {url}: HTTP {error.code} {phrase}".rstrip() + "; check the address "
                         "(--url), or try again later") from None
     except urllib.error.URLError as error:
         # Most often: no internet. Name the host that could not be reached (the resolver's own

@@ -25,13 +25,18 @@ VGG19_FILE = weights.KNOWN_WEIGHTS["vgg19"].filename
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves server.routes: {path: (body, how)}, how one of "ok", "close early", "no length", "redirect to itself"."""
+    """Serves server.routes: {path: (body, how)}, how one of "ok", "close early", "no length", "redirect to itself",
+    "503 without a reason"."""
 
     def do_GET(self):
         if self.path not in self.server.routes:
             self.send_error(404)
             return
         body, how = self.server.routes[self.path]
+        if how == "503 without a reason":
+            self.send_response(503, "")
+            self.end_headers()
+            return
         if how == "redirect to itself":
             self.send_response(302)
             self.send_header("Location", self.path)
@@ -196,6 +201,9 @@ def test_http_error_and_unreachable_server(server, tmp_path):
         weights.download("squeezenet", dest_dir=tmp_path, url=serve(server, "/loop", b"", "redirect to itself"),
                          progress=False)
     assert "HTTP 302" in str(error.value) and "infinite loop" in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(UserError, match=r"HTTP 503 Service Unavailable; check the address"):  # the standard phrase
+        weights.download("squeezenet", dest_dir=tmp_path, url=serve(server, "/busy", b"", "503 without a reason"),
+                         progress=False)
     with socket.socket() as s:  # a port nobody listens on once the socket is closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -778,8 +778,9 @@ def test_cli_exit_statuses(tmp_path, student_copy, solutions_copy, capsys):
     assert "(0%)" in capsys.readouterr().out
     assert main(["exercises", "check", str(tmp_path)]) == 1  # no scratchnst/ there: a folder problem
     assert "holds no scratchnst package" in capsys.readouterr().err
-    assert main(["exercises", "check", str(student_copy), "--timeout", "0"]) == 2  # wrong usage
-    assert "--timeout must be a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # wrong usage, refused as the options are read
+        main(["exercises", "check", str(student_copy), "--timeout", "0"])
+    assert stop.value.code == 2 and "--timeout: '0': give a number of seconds above 0" in capsys.readouterr().err
     assert main(["exercises", "make", str(student_copy)]) == 2  # not empty, and no --force: wrong usage
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--force" in err  # one line, says what to do

@@ -381,7 +381,8 @@ def test_an_export_that_cannot_be_written_is_refused_before_the_class_is_graded(
     for flags, words in ((["--csv", tmp_path / "missing" / "c.csv"], "missing does not exist; create it first"),
                          (["--json", tmp_path], "is a folder; give a file name in it, e.g. --json"),
                          (["--gradescope", tmp_path / "missing" / "r.json"], "missing does not exist"),
-                         (["--gradescope", tmp_path / "a-file"], "is a file, not a folder")):
+                         (["--gradescope", tmp_path / "a-file"], "is a file, not a folder"),
+                         (["--gradescope", tmp_path / "a-file" / "out"], "a-file is a file, not a folder")):
         status = main(["exercises", "grade", str(room), *map(str, flags)] + CONTAINMENT)
         err = capsys.readouterr().err
         assert status in (1, 2) and err.count("\n") == 1 and words in err, err
@@ -494,6 +495,42 @@ def test_every_upload_of_a_class_gets_a_row_saying_why_it_is_not_graded(tmp_path
     assert "cls/dave/project/scratchnst is one: move it up" in why["dave"]
     assert "symbolic link" in why["erin"] and "symbolic link" in why["hank"]
     assert "archive" in why["frank.zip"] and "a file" in why["gina.py"]
+
+
+def test_a_submission_with_copies_of_its_work_beside_it_is_one_submission(tmp_path):
+    _layout(tmp_path, ["single/scratchnst/", "single/backup/scratchnst/", "single/notes.txt", "single/data/"])
+    assert _found(batch.find_submissions([tmp_path / "single"]), tmp_path) == [("single", "single")]
+    # unpacked into a class folder, one upload's package does not make the class one submission
+    _layout(tmp_path, ["cls/scratchnst/", "cls/alice.zip", "cls/bob.tar.gz", "cls/carol/hw/scratchnst/"])
+    found = _found(batch.find_submissions([tmp_path / "cls"]), tmp_path)
+    assert [name for name, _ in found] == ["alice.zip", "bob.tar.gz", "carol", "scratchnst"]
+    assert all(kind == "NotASubmission" for _, kind in found)
+    # Gradescope's run gives one student's upload: it is one submission whatever it holds
+    assert _found(batch.find_submissions([tmp_path / "cls"], one=True), tmp_path) == [("cls", "cls")]
+
+
+def test_a_class_folder_given_through_a_link_is_followed_and_strangers_files_are_left_out(tmp_path):
+    _layout(tmp_path, ["real/submission_1/scratchnst/", "real/submission_2/scratchnst/", "real/metadata.yml",
+                       "real/grades.csv", "real/gs/results.json", "current -> real"])
+    for given in (tmp_path / "current", str(tmp_path / "current") + "/"):
+        assert [name for name, _ in batch.find_submissions([given])] == ["submission_1", "submission_2"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root, to drop its power to read all")
+def test_an_unreadable_upload_is_a_row_not_the_end_of_the_class(tmp_path):
+    _layout(tmp_path, ["cls/alice/scratchnst/", "cls/locked/scratchnst/"])
+    os.chmod(tmp_path / "cls" / "locked", 0)
+    try:
+        script = ("from scratchnst.exercises import batch; import sys; "
+                  "print(batch.find_submissions(sys.argv[1:2])); print(batch.find_submissions(sys.argv[1:]))")
+        done = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                               "--inh-caps=-dac_override,-dac_read_search", sys.executable, "-c", script,
+                               str(tmp_path / "cls"), str(tmp_path / "cls" / "alice")],
+                              capture_output=True, text=True, timeout=120, cwd=Path(scratchnst.__file__).parent.parent)
+    finally:
+        os.chmod(tmp_path / "cls" / "locked", 0o755)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("locked: cannot be read (Permission denied)") == 2, done.stdout
 
 
 def test_a_folder_given_for_one_student_cannot_make_rows_for_others(tmp_path):

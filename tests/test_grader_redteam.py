@@ -1171,3 +1171,26 @@ def test_differentiating_ones_own_forward_pass_numerically_is_no_answer(pristine
             at_scale = [label for label in statuses if label.startswith("at scale")]
             assert len(at_scale) == 1 and statuses[at_scale[0]] == "timeout", statuses
             assert all(status == "ok" for label, status in statuses.items() if label not in at_scale), statuses
+
+
+@needs_bwrap
+def test_no_folder_outside_tmp_takes_the_workers_files(pristine, tmp_path, teacher):
+    """/dev (its shm) and the empty folders hiding the installed packages are read-only in the sandbox, whoever
+    grades: a teacher who is not root leaves the worker its own uid, and it would own those tmpfs, of no size
+    limit that any process limit counts. Only /tmp, small, takes files."""
+    site = sandbox._site_packages()[0]
+    code = f"""
+        import os
+        results = []
+        for folder in ("/dev/shm", "/dev", {site!r}, "/tmp"):
+            try:
+                with open(os.path.join(folder, "parked"), "wb") as f:
+                    f.write(b"x" * 4096)
+                results.append(folder + " written")
+            except OSError as error:
+                results.append(folder + " refused")
+        raise RuntimeError("; ".join(results))
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): code}, only=["relu_forward"])
+    text = " ".join(rendered(report).split())
+    assert f"/dev/shm refused; /dev refused; {site} refused; /tmp written" in text, text

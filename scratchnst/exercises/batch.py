@@ -43,12 +43,17 @@ class NotASubmission(UserError):
 # Entries of a class folder that are nobody's upload: hidden files (.DS_Store), macOS's archive metadata.
 _NOBODYS = ("__MACOSX",)
 _ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+# Files a student may have uploaded instead of a folder: they get a row. Other files (a teacher's earlier
+# grades.csv, an LMS's metadata.yml) are nobody's submission and are left out.
+_UPLOADED_FILES = _ARCHIVES + (".py", ".ipynb")
+_EXPORTS = (".json", ".csv")  # a folder holding only these is an earlier run's exports (--gradescope DIR)
 
 
-def _holds_package(folder):
-    """Whether folder is a real folder (not a symbolic link) with a real scratchnst/ folder in it."""
+def _holds_package(folder, follow=False):
+    """Whether folder is a folder (not a symbolic link, unless follow) with a real scratchnst/ folder in it."""
     package = folder / "scratchnst"
-    return folder.is_dir() and not folder.is_symlink() and package.is_dir() and not package.is_symlink()
+    return (folder.is_dir() and (follow or not folder.is_symlink()) and package.is_dir()
+            and not package.is_symlink())
 
 
 def _why_not(entry):
@@ -83,16 +88,62 @@ def _packages_below(folder, depth):
     return found
 
 
-def find_submissions(paths):
+def _uploaded(entry):
+    """Whether an entry of a class folder is someone's upload, to be graded or given a row saying why not."""
+    if entry.is_symlink():
+        return True
+    if not entry.is_dir():
+        return entry.name.lower().endswith(_UPLOADED_FILES)
+    try:
+        files = [f for depth in ("*", "*/*") for f in entry.glob(depth) if not f.is_dir()]
+    except OSError:  # unreadable: its row says so
+        return True
+    return not (files and all(f.name.lower().endswith(_EXPORTS) for f in files))
+
+
+def _class_of(path, one):
+    """How find_submissions reads the folder `path`: (uploads, inner), or None for a submission of its own.
+
+    uploads: its entries that are someone's upload (sorted; the stray scratchnst/ of a class folder among
+    them); inner: those of them that are submission folders. A folder with a scratchnst/ of its own is
+    one submission, with whatever else it holds (notes, a backup copy of the package), unless at least
+    two other entries may hold a package (folders with one at most 3 levels down, archives, links):
+    then it is read as a class folder into which one upload was unpacked. Misread the other way, a
+    class would be graded as that one upload and its students would vanish; this way a student's
+    folder shows as rows that say what they hold. With `one`, a folder with a scratchnst/ is one
+    submission whatever else it holds (Gradescope's run gives one student's upload).
+    """
+    def holds_package(entry):  # one unreadable upload is its own row's problem (`_why_not` says it), no other's
+        try:
+            return _holds_package(entry)
+        except OSError:
+            return False
+
+    entries = sorted(e for e in path.iterdir() if not e.name.startswith(".") and e.name not in _NOBODYS)
+    uploads = [e for e in entries if _uploaded(e)]
+    inner = [e for e in uploads if e.name != "scratchnst" and holds_package(e)]
+    if _holds_package(path, follow=True):
+        likely = [e for e in uploads if e.name != "scratchnst" and (
+            e in inner or e.is_symlink() or not e.is_dir() or _packages_below(e, 3))]
+        if one or len(likely) < 2:
+            return None
+    return uploads, inner
+
+
+def find_submissions(paths, one=False):
     """[(name, folder)] of the submissions in paths: each a folder holding scratchnst/, or a folder of such folders.
 
     folder is a Path, or a NotASubmission saying why what stands there is not graded: every upload in
     a class folder gets a row, one that cannot be graded (an archive, a symbolic link, a package a
-    folder too deep, a stray file) with the reason, rather than vanishing from the table. A class
-    folder with a scratchnst/ of its own beside submission folders stays a class folder: that stray
-    package gets a row saying so, and the class is never graded as that one submission. Names are
-    the folders' own; with several paths given, a submission found inside one of them is named
-    given/inner, so that a folder given for one student cannot make a row that reads as another's.
+    folder too deep, an unreadable folder) with the reason, rather than vanishing from the table; files
+    that are nobody's upload (a grades.csv, an LMS's metadata) are left out. A folder with a scratchnst/
+    of its own is one submission, unless it also holds two or more uploads with packages (see
+    `_class_of`): then that stray package gets a row, and the class is not graded as one submission.
+    Names are the folders' own; with several paths given, a submission found inside one of them is named
+    given/inner, so that a folder given for one student cannot make a row that reads as another's, and
+    a given path that is a symbolic link gets a row (`grade class/*` gives the students' uploads); a
+    single path given is the teacher's own, and followed. one: the paths are one student's upload each
+    (Gradescope's run).
     Raises UserError for a path that does not exist, and for a single path that holds no submission.
     """
     found = []
@@ -102,32 +153,50 @@ def find_submissions(paths):
         if not path.exists() and not path.is_symlink():
             raise UserError(f"{path}: no such folder; give submission folders (each holding scratchnst/) "
                             "or a folder of them")
-        own = path.name if path.is_symlink() else path.resolve().name
-        entries = []
-        if path.is_dir() and not path.is_symlink():
-            entries = sorted(e for e in path.iterdir() if not e.name.startswith(".") and e.name not in _NOBODYS)
-        inner = [e for e in entries if e.name != "scratchnst" and _holds_package(e)]
-        if not inner:
-            if _holds_package(path):
-                found.append((own, path))
-            elif several:
+        own = path.resolve().name or str(path)
+        try:
+            if several and path.is_symlink():
+                found.append((path.name, NotASubmission(path, _why_not(path))))
+                continue
+            if not path.is_dir():
+                if not several:
+                    raise UserError(f"{path}: {_why_not(path)}")
                 found.append((own, NotASubmission(path, _why_not(path))))
-            elif _why_not(path) == "holds no scratchnst/ folder":
+                continue
+            read = _class_of(path, one)
+        except OSError as error:
+            if not several:
+                raise UserError(f"{path}: cannot be read ({reason(error)})") from None
+            found.append((own, NotASubmission(path, f"cannot be read ({reason(error)})")))
+            continue
+        if read is None:
+            found.append((own, path))
+            continue
+        uploads, inner = read
+        if not inner and (several or all(e.name == "scratchnst" for e in uploads)):
+            # no class folder: one student's upload (or a teacher's mistake), one row or one line
+            why = _why_not(path)
+            if several:
+                found.append((own, NotASubmission(path, why)))
+                continue
+            if why == "holds no scratchnst/ folder":
                 raise UserError(f"{path} holds no submission: neither {path / 'scratchnst'} nor any "
                                 f"{path / '*' / 'scratchnst'}")
-            else:
-                raise UserError(f"{path}: {_why_not(path)}")
-            continue
+            raise UserError(f"{path}: {why}")
         prefix = f"{own}/" if several else ""
-        for entry in entries:
+        for entry in uploads:
             if entry in inner:
                 found.append((prefix + entry.name, entry))
-            elif entry.name == "scratchnst" and _holds_package(path):
+            elif entry.name == "scratchnst" and _holds_package(path, follow=True):
                 found.append((prefix + entry.name, NotASubmission(
-                    entry, f"a scratchnst/ directly in the class folder, beside {len(inner)} submission "
-                    "folder(s): whose is it? Not graded; move it into a folder named after its student")))
+                    entry, f"a scratchnst/ directly in the class folder, beside {len(uploads) - 1} upload(s): whose "
+                    "is it? Not graded; move it into a folder named after its student")))
             else:
-                found.append((prefix + entry.name, NotASubmission(entry, _why_not(entry))))
+                try:
+                    why = _why_not(entry)
+                except OSError as error:
+                    why = f"cannot be read ({reason(error)})"
+                found.append((prefix + entry.name, NotASubmission(entry, why)))
     names = [name for name, _ in found]
     if len(set(names)) != len(names):  # two folders of one name: tell them apart by their path
         found = [(str(getattr(folder, "path", folder)), folder) for _, folder in found]
@@ -430,7 +499,10 @@ def _check_exports(csv_path, json_path, gradescope):
             raise UsageError(f"--gradescope {folder}: is a file, not a folder; give a folder (or a FILE.json for one "
                              "submission)")
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        if existing is not None and not existing.is_dir():
+            raise UserError(f"cannot write --gradescope {folder}: {existing} is a file, not a folder; choose another "
+                            "folder")
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
             raise UserError(f"cannot write --gradescope {folder}: folder {existing} is not writable; choose another "
                             "folder")
 
@@ -464,11 +536,16 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     for flag, value in (("--timeout", timeout), ("--import-timeout", import_timeout), ("--budget", budget)):
         if not 0 < value <= MAX_SECONDS:
             raise UsageError(f"{flag} must be a number of seconds above 0 and at most {MAX_SECONDS:,}, got {value:g}")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise UsageError(f"--seed must be an integer from 0 to 2**63 - 1, got {seed}")
+    if jobs is not None and not jobs >= 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
     if not memory_mb >= LEAST_MEMORY_MB:
         raise UsageError(f"--memory must be at least {LEAST_MEMORY_MB} MB (Python and NumPy alone need about 160), "
                          f"got {memory_mb}")
     _check_exports(csv_path, json_path, gradescope)
-    submissions = find_submissions(paths)
+    # Gradescope's FILE.json: one student's upload, whatever else it holds beside its scratchnst/
+    submissions = find_submissions(paths, one=bool(gradescope) and Path(gradescope).suffix == ".json")
     contained = check_containment(True, uncontained)
     if not contained:
         if nobody_can_run():

@@ -417,7 +417,10 @@ def _bwrap_command(bwrap, runner, submission, limits, seccomp_fd=None):
         command += ["--ro-bind", prefix, prefix]
     for real in _site_packages():
         if real.startswith(prefix + "/") or real.startswith("/usr/"):
-            command += ["--tmpfs", real]  # hidden: torch, the installed scratchnst, the teacher's packages
+            # hidden: torch, the installed scratchnst, the teacher's packages. Read-only: run by a teacher
+            # who is not root, the worker keeps the teacher's uid and would own an empty tmpfs there, of
+            # no size limit (half the RAM, which no process limit counts)
+            command += ["--tmpfs", real, "--remount-ro", real]
     if not python.startswith(("/usr/", prefix + "/")):
         command += ["--ro-bind", python, python]
     command += ["--ro-bind", str(runner), "/grader", "--ro-bind", numpy_dir, "/grader/lib/numpy"]
@@ -425,7 +428,7 @@ def _bwrap_command(bwrap, runner, submission, limits, seccomp_fd=None):
         command += ["--ro-bind", numpy_dir + ".libs", "/grader/lib/numpy.libs"]
     command += [
         "--ro-bind", str(submission), "/sub",
-        "--proc", "/proc", "--dev", "/dev",
+        "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",  # /dev/shm too: memory no limit counts
         "--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
         "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
         "--hostname", "grader", "--die-with-parent", "--new-session", "--clearenv",
