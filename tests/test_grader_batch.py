@@ -518,7 +518,7 @@ def test_a_class_folder_given_through_a_link_is_followed_and_strangers_files_are
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root, to drop its power to read all")
 def test_an_unreadable_upload_is_a_row_not_the_end_of_the_class(tmp_path):
-    _layout(tmp_path, ["cls/alice/scratchnst/", "cls/locked/scratchnst/"])
+    _layout(tmp_path, ["cls/alice/scratchnst/", "cls/locked/scratchnst/", "cls/scratchnst/"])  # and a stray package
     os.chmod(tmp_path / "cls" / "locked", 0)
     try:
         script = ("from scratchnst.exercises import batch; import sys; "
@@ -531,6 +531,40 @@ def test_an_unreadable_upload_is_a_row_not_the_end_of_the_class(tmp_path):
         os.chmod(tmp_path / "cls" / "locked", 0o755)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("locked: cannot be read (Permission denied)") == 2, done.stdout
+
+
+def test_uploads_of_loose_files_beside_a_stray_package_still_make_a_class(tmp_path):
+    _layout(tmp_path, ["cls/scratchnst/", "cls/dave/scratchnst/", "cls/alice/nst.py", "cls/bob/nst.py"])
+    found = _found(batch.find_submissions([tmp_path / "cls"]), tmp_path)
+    assert found == [("alice", "NotASubmission"), ("bob", "NotASubmission"), ("dave", "cls/dave"),
+                     ("scratchnst", "NotASubmission")]
+
+
+def test_earlier_exports_beside_a_package_do_not_hide_an_upload(tmp_path):
+    _layout(tmp_path, ["cls/alice/scratchnst/", "cls/alice/result.json", "cls/bob/proj/scratchnst/",
+                       "cls/bob/out.json", "cls/gs/results.json", "cls/eve/scratchnst/"])
+    found = dict(batch.find_submissions([tmp_path / "cls"]))
+    assert sorted(found) == ["alice", "bob", "eve"] and isinstance(found["alice"], Path)
+    assert "cls/bob/proj/scratchnst is one: move it up" in str(found["bob"])
+
+
+def test_paths_that_cannot_be_followed_or_are_given_twice(tmp_path):
+    _layout(tmp_path, ["cls/alice/scratchnst/", "cls/loop -> cls/loop", "sec/a/b/scratchnst/",
+                       "course/s1/alice/scratchnst/", "course/s1/bob/scratchnst/", "course/s2/carol/scratchnst/"])
+    found = dict(batch.find_submissions(sorted((tmp_path / "cls").iterdir())))  # `grade cls/*`
+    assert isinstance(found["alice"], Path) and "symbolic link" in str(found["loop"])
+    twice = batch.find_submissions([tmp_path / "cls" / "alice", tmp_path / "cls" / "alice" / "."])
+    assert [name for name, _ in twice] == ["alice"]
+    nested = dict(batch.find_submissions([tmp_path / "course"]))
+    assert "2 folders below it hold one" in str(nested["s1"]) and "grade it by itself" in str(nested["s1"])
+
+
+def test_gradescopes_one_upload_is_always_one_row(tmp_path):
+    _layout(tmp_path, ["loose/batch.py", "loose/layers.py", "kept/scratchnst/", "kept/a/scratchnst/",
+                       "kept/b/scratchnst/", "kept/c.zip"])
+    (row,) = batch.find_submissions([tmp_path / "loose"], one=True)
+    assert row[0] == "loose" and isinstance(row[1], batch.NotASubmission)
+    assert batch.find_submissions([tmp_path / "kept"], one=True) == [("kept", tmp_path / "kept")]
 
 
 def test_a_folder_given_for_one_student_cannot_make_rows_for_others(tmp_path):

@@ -67,19 +67,20 @@ def _why_not(entry):
     if (entry / "scratchnst").is_symlink():
         return "its scratchnst is a symbolic link, not followed; copy the package itself in"
     deeper = _packages_below(entry, 3)
+    if len(deeper) > 1:
+        return (f"no scratchnst/ of its own, but {len(deeper)} folders below it hold one ({deeper[0].parent}, ...): "
+                "if it is a class folder, grade it by itself")
     if deeper:
         return f"no scratchnst/ of its own, but {deeper[0]} is one: move it up into {entry}, then grade again"
     return "holds no scratchnst/ folder"
 
 
 def _packages_below(folder, depth):
-    """The scratchnst/ folders up to `depth` levels below folder, in sorted order, no symbolic link followed."""
+    """The scratchnst/ folders up to `depth` levels below folder, in sorted order, no symbolic link followed.
+
+    OSError where a folder on the way cannot be read (the caller's row says so)."""
     found = []
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        return found
-    for entry in entries:
+    for entry in sorted(folder.iterdir()):
         if entry.is_dir() and not entry.is_symlink():
             if entry.name == "scratchnst":
                 found.append(entry)
@@ -88,17 +89,45 @@ def _packages_below(folder, depth):
     return found
 
 
+def _scan(folder, depth=2):
+    """The files up to `depth` levels in folder, lazily, no symbolic link followed (OSError if unreadable)."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if depth > 1:
+                    yield from _scan(entry.path, depth - 1)
+            else:
+                yield entry
+
+
 def _uploaded(entry):
-    """Whether an entry of a class folder is someone's upload, to be graded or given a row saying why not."""
+    """Whether an entry of a class folder is someone's upload, to be graded or given a row saying why not:
+    a link, an archive or a notebook or Python file, a folder unless it holds nothing but an earlier run's
+    exports (.json, .csv) and no package at any depth. True where it cannot be read: its row says so."""
     if entry.is_symlink():
         return True
     if not entry.is_dir():
         return entry.name.lower().endswith(_UPLOADED_FILES)
     try:
-        files = [f for depth in ("*", "*/*") for f in entry.glob(depth) if not f.is_dir()]
-    except OSError:  # unreadable: its row says so
+        if _packages_below(entry, 3):
+            return True
+        files = _scan(entry)
+        first = next(files, None)
+        return first is None or any(not f.name.lower().endswith(_EXPORTS) for f in (first, *files))
+    except OSError:
         return True
-    return not (files and all(f.name.lower().endswith(_EXPORTS) for f in files))
+
+
+def _holds_code(entry):
+    """Whether an upload of a class folder may hold a student's work: a package at most 3 levels down, Python or
+    notebook files at most 2 down, an archive or a link (which may), or a folder that cannot be read."""
+    if entry.is_symlink() or not entry.is_dir():
+        return True
+    try:
+        return bool(_packages_below(entry, 3)) or any(
+            f.name.lower().endswith((".py", ".ipynb")) for f in _scan(entry))
+    except OSError:
+        return True
 
 
 def _class_of(path, one):
@@ -106,13 +135,16 @@ def _class_of(path, one):
 
     uploads: its entries that are someone's upload (sorted; the stray scratchnst/ of a class folder among
     them); inner: those of them that are submission folders. A folder with a scratchnst/ of its own is
-    one submission, with whatever else it holds (notes, a backup copy of the package), unless at least
-    two other entries may hold a package (folders with one at most 3 levels down, archives, links):
-    then it is read as a class folder into which one upload was unpacked. Misread the other way, a
-    class would be graded as that one upload and its students would vanish; this way a student's
-    folder shows as rows that say what they hold. With `one`, a folder with a scratchnst/ is one
-    submission whatever else it holds (Gradescope's run gives one student's upload).
+    one submission, with whatever else it holds (notes, data, a backup copy of the package), unless at
+    least two other entries may hold a student's work (`_holds_code`): then it is read as a class folder
+    into which one upload was unpacked. Misread the other way, a class would be graded as that one
+    upload and its students would vanish; this way a student's folder shows as rows that say what
+    they hold. With `one`, a folder with a scratchnst/ is one submission whatever else it holds
+    (Gradescope's run gives one student's upload).
     """
+    if one and _holds_package(path, follow=True):
+        return None
+
     def holds_package(entry):  # one unreadable upload is its own row's problem (`_why_not` says it), no other's
         try:
             return _holds_package(entry)
@@ -122,11 +154,8 @@ def _class_of(path, one):
     entries = sorted(e for e in path.iterdir() if not e.name.startswith(".") and e.name not in _NOBODYS)
     uploads = [e for e in entries if _uploaded(e)]
     inner = [e for e in uploads if e.name != "scratchnst" and holds_package(e)]
-    if _holds_package(path, follow=True):
-        likely = [e for e in uploads if e.name != "scratchnst" and (
-            e in inner or e.is_symlink() or not e.is_dir() or _packages_below(e, 3))]
-        if one or len(likely) < 2:
-            return None
+    if _holds_package(path, follow=True) and sum(e.name != "scratchnst" and _holds_code(e) for e in uploads) < 2:
+        return None
     return uploads, inner
 
 
@@ -137,13 +166,13 @@ def find_submissions(paths, one=False):
     a class folder gets a row, one that cannot be graded (an archive, a symbolic link, a package a
     folder too deep, an unreadable folder) with the reason, rather than vanishing from the table; files
     that are nobody's upload (a grades.csv, an LMS's metadata) are left out. A folder with a scratchnst/
-    of its own is one submission, unless it also holds two or more uploads with packages (see
+    of its own is one submission, unless it also holds two or more uploads that may hold work (see
     `_class_of`): then that stray package gets a row, and the class is not graded as one submission.
     Names are the folders' own; with several paths given, a submission found inside one of them is named
     given/inner, so that a folder given for one student cannot make a row that reads as another's, and
     a given path that is a symbolic link gets a row (`grade class/*` gives the students' uploads); a
-    single path given is the teacher's own, and followed. one: the paths are one student's upload each
-    (Gradescope's run).
+    single path given is the teacher's own, and followed. A folder reached twice is graded once.
+    one: each path is one student's upload (Gradescope's run): one row each, whatever it holds.
     Raises UserError for a path that does not exist, and for a single path that holds no submission.
     """
     found = []
@@ -153,10 +182,10 @@ def find_submissions(paths, one=False):
         if not path.exists() and not path.is_symlink():
             raise UserError(f"{path}: no such folder; give submission folders (each holding scratchnst/) "
                             "or a folder of them")
-        own = path.resolve().name or str(path)
+        own = Path(os.path.abspath(path)).name or str(path)  # the name given ("." is the folder's), links unresolved
         try:
-            if several and path.is_symlink():
-                found.append((path.name, NotASubmission(path, _why_not(path))))
+            if (several and path.is_symlink()) or (one and not _holds_package(path, follow=True)):
+                found.append((own, NotASubmission(path, _why_not(path))))
                 continue
             if not path.is_dir():
                 if not several:
@@ -164,10 +193,11 @@ def find_submissions(paths, one=False):
                 found.append((own, NotASubmission(path, _why_not(path))))
                 continue
             read = _class_of(path, one)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # RuntimeError: Python 3.11's words for a link loop
+            why = f"cannot be read ({reason(error) if isinstance(error, OSError) else error})"
             if not several:
-                raise UserError(f"{path}: cannot be read ({reason(error)})") from None
-            found.append((own, NotASubmission(path, f"cannot be read ({reason(error)})")))
+                raise UserError(f"{path}: {why}") from None
+            found.append((own, NotASubmission(path, why)))
             continue
         if read is None:
             found.append((own, path))
@@ -175,7 +205,10 @@ def find_submissions(paths, one=False):
         uploads, inner = read
         if not inner and (several or all(e.name == "scratchnst" for e in uploads)):
             # no class folder: one student's upload (or a teacher's mistake), one row or one line
-            why = _why_not(path)
+            try:
+                why = _why_not(path)
+            except OSError as error:
+                why = f"cannot be read ({reason(error)})"
             if several:
                 found.append((own, NotASubmission(path, why)))
                 continue
@@ -197,10 +230,26 @@ def find_submissions(paths, one=False):
                 except OSError as error:
                     why = f"cannot be read ({reason(error)})"
                 found.append((prefix + entry.name, NotASubmission(entry, why)))
+    found = _once_each(found)
     names = [name for name, _ in found]
     if len(set(names)) != len(names):  # two folders of one name: tell them apart by their path
         found = [(str(getattr(folder, "path", folder)), folder) for _, folder in found]
     return found
+
+
+def _once_each(found):
+    """found without the submissions reached a second time (`grade c c`, `grade . ..`): the first of each."""
+    seen, kept = set(), []
+    for name, folder in found:
+        where = getattr(folder, "path", folder)
+        try:
+            key = os.path.realpath(where) if isinstance(folder, Path) else os.path.abspath(where)
+        except (OSError, ValueError):
+            key = str(where)
+        if key not in seen:
+            seen.add(key)
+            kept.append((name, folder))
+    return kept
 
 
 def grade_class(submissions, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_IMPORT_TIMEOUT,
