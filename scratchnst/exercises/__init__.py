@@ -20,6 +20,7 @@ What each module holds (none imports this package's __init__; the arrows of impo
                    plain-data wire format
     sandbox        the scratch copy of a submission, the contained child, its limits and its end
     grading        grading one copy: grade, Report, print_report, run_check, run_make
+    uploads        where a class's submissions are: every upload of a class folder, graded or a row saying why not
     batch          grading a class: run_grade, the exports, the Gradescope bundle
 See grading.py's docstring for what the student copy hides and how a check judges an answer.
 """
