@@ -21,7 +21,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from scratchnst.atomic import check_output, reason, write_bytes
+from scratchnst.atomic import check_output, folder_problem, reason, write_bytes
 from scratchnst.errors import UsageError, UserError
 from scratchnst.exercises.grading import (DEFAULT_IMPORT_TIMEOUT, DEFAULT_TIMEOUT, MAX_SECONDS, check_containment,
                                           grade, print_report, reference_cases)
@@ -328,10 +328,10 @@ def _check_exports(csv_path, json_path, gradescope):
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"--gradescope {folder}: is a file, not a folder; give a folder (or a FILE.json for one "
                              "submission)")
+        problem = folder_problem(folder)  # a folder that does not exist yet is made at the end
+        if problem and problem != f"folder {folder} does not exist":
+            raise UserError(f"cannot write --gradescope {folder}: {problem}; choose another folder")
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            raise UserError(f"cannot write --gradescope {folder}: {existing} is a file, not a folder; choose another "
-                            "folder")
         if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
             raise UserError(f"cannot write --gradescope {folder}: folder {existing} is not writable; choose another "
                             "folder")

@@ -82,34 +82,33 @@ def _scan(folder, depth=2):
                 yield entry
 
 
-def _uploaded(entry):
-    """Whether an entry of a class folder is someone's upload, to be graded or given a row saying why not:
-    a link, an archive or a notebook or Python file, a folder unless it holds nothing but an earlier run's
-    exports (.json, .csv) and no package at any depth. True where it cannot be read: its row says so."""
+def _look(entry):
+    """(uploaded, may_hold_work) of an entry of a class folder, from one look at it (one pass over its files).
+
+    uploaded: someone's upload, to be graded or given a row saying why not: a link, an archive, a
+    notebook or Python file, a folder unless it holds nothing but an earlier run's exports (.json,
+    .csv) and no package at any depth. may_hold_work: a package at most 3 levels down, Python or
+    notebook files at most 2 down, or an uploaded file or link (which may). Both true where it cannot
+    be read: its row says so.
+    """
     if entry.is_symlink():
-        return True
+        return True, True
     if not entry.is_dir():
-        return entry.name.lower().endswith(_UPLOADED_FILES)
+        uploaded = entry.name.lower().endswith(_UPLOADED_FILES)
+        return uploaded, uploaded
     try:
         if _packages_below(entry, 3):
-            return True
-        files = _scan(entry)
-        first = next(files, None)
-        return first is None or any(not f.name.lower().endswith(_EXPORTS) for f in (first, *files))
+            return True, True
+        seen = other_than_exports = False
+        for file in _scan(entry):  # lazily: the first Python file ends the look at an upload of many files
+            name = file.name.lower()
+            if name.endswith((".py", ".ipynb")):
+                return True, True
+            seen = True
+            other_than_exports = other_than_exports or not name.endswith(_EXPORTS)
     except OSError:
-        return True
-
-
-def _holds_code(entry):
-    """Whether an upload of a class folder may hold a student's work: a package at most 3 levels down, Python or
-    notebook files at most 2 down, an archive or a link (which may), or a folder that cannot be read."""
-    if entry.is_symlink() or not entry.is_dir():
-        return True
-    try:
-        return bool(_packages_below(entry, 3)) or any(
-            f.name.lower().endswith((".py", ".ipynb")) for f in _scan(entry))
-    except OSError:
-        return True
+        return True, True
+    return not seen or other_than_exports, False
 
 
 def _class_of(path, one):
@@ -118,7 +117,7 @@ def _class_of(path, one):
     uploads: its entries that are someone's upload (sorted; the stray scratchnst/ of a class folder among
     them); inner: those of them that are submission folders. A folder with a scratchnst/ of its own is
     one submission, with whatever else it holds (notes, data, a backup copy of the package), unless at
-    least two other entries may hold a student's work (`_holds_code`): then it is read as a class folder
+    least two other entries may hold a student's work (`_look`): then it is read as a class folder
     into which one upload was unpacked. Misread the other way, a class would be graded as that one
     upload and its students would vanish; this way a student's folder shows as rows that say what
     they hold. With `one`, a folder with a scratchnst/ is one submission whatever else it holds
@@ -134,9 +133,10 @@ def _class_of(path, one):
             return False
 
     entries = sorted(e for e in path.iterdir() if not e.name.startswith(".") and e.name not in _NOBODYS)
-    uploads = [e for e in entries if _uploaded(e)]
+    looks = {entry: _look(entry) for entry in entries}
+    uploads = [e for e in entries if looks[e][0]]
     inner = [e for e in uploads if e.name != "scratchnst" and holds_package(e)]
-    if _holds_package(path, follow=True) and sum(e.name != "scratchnst" and _holds_code(e) for e in uploads) < 2:
+    if _holds_package(path, follow=True) and sum(e.name != "scratchnst" and looks[e][1] for e in uploads) < 2:
         return None
     return uploads, inner
 
