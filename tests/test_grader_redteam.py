@@ -1177,7 +1177,9 @@ def test_differentiating_ones_own_forward_pass_numerically_is_no_answer(pristine
 def test_no_folder_outside_tmp_takes_the_workers_files(pristine, tmp_path, teacher):
     """/dev (its shm) and the empty folders hiding the installed packages are read-only in the sandbox, whoever
     grades: a teacher who is not root leaves the worker its own uid, and it would own those tmpfs, of no size
-    limit that any process limit counts. Only /tmp, small, takes files."""
+    limit that any process limit counts. Only /tmp, small, takes files. (Run as root, as here, the worker is
+    nobody and those folders are root's: this holds without the remounts too; a teacher who is not root is
+    what they are for, and bwrap as nobody was checked by hand.)"""
     site = sandbox._site_packages()[0]
     code = f"""
         import os
