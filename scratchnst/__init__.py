@@ -10,6 +10,8 @@
     conv_rows       padded input rows and per-thread scratch buffers of both fast convolutions
     fire_rows       a SqueezeNet fire module's three convolutions by bands of rows, one split for all three
     parallel        a layer's work cut into pieces run at once on the cores BLAS was given
+    piece_processes  a split's other pieces in helper processes, no GIL between them (x86-64 Linux)
+    shared_arena    the shared memory those helpers map: a split's arrays, a network's weights
     awake_cores     idle-priority spinners that keep a run's cores from halting while its threads wait
     memory_pages    small memory pages for the runs that touch their arrays once (stylize, apply)
     transformer_layers  reflection padding, instance norm, nearest upsampling, residual sum, scaled tanh
@@ -43,8 +45,8 @@
 
 The math modules (arguments, layers, fast_conv, fast_pool, conv_rows, winograd, tap_planes,
 fire_rows, transformer_layers, upsample_conv, costs, optim, lbfgs_memory, optim_state) import
-nothing but the standard library, NumPy, errors, parallel, awake_cores and memory_pages
-(themselves NumPy and the standard library);
+nothing but the standard library, NumPy, errors, parallel, piece_processes, shared_arena,
+awake_cores and memory_pages (themselves NumPy and the standard library);
 cli/ and exercises/ sit at the edge: nothing of the course imports them.
 """
 

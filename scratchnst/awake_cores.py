@@ -82,6 +82,18 @@ def enabled(cores):
     return not _quota
 
 
+def busy_waiting_allowed():
+    """Whether a run may keep a core busy while it waits: not under a cgroup's CPU quota (the wait would
+    use the quota up and the run be throttled), nor with SCRATCHNST_SPIN=0. The helper processes of
+    `piece_processes` spin between their jobs only then."""
+    global _quota
+    if os.environ.get(ENVIRONMENT_VARIABLE, "1") == "0":
+        return False
+    if _quota is None:
+        _quota = _cpu_quota()
+    return not _quota
+
+
 @contextlib.contextmanager
 def keep_awake(cores):
     """Context: a spinner on each of `cores` while it lasts (nothing where `enabled` says no).

@@ -104,7 +104,7 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None, mask=
     w_cols = w.reshape(K, C_out)  # rows in (kh, kw, ci) order, as the im2col columns
     dtype = np.result_type(x, w) if b is None else np.result_type(x, w, b)
     if out is None:
-        out = np.empty((N, H_out, W_out, C_out), dtype=dtype)
+        out = parallel.empty((N, H_out, W_out, C_out), dtype)
     elif out.shape != (N, H_out, W_out, C_out) or out.dtype != dtype:
         raise ValueError(f"out must be {dtype} {(N, H_out, W_out, C_out)}, got {out.dtype} {out.shape}")
     if KH == KW == stride == 1 and pad_h == pad_w == (0, 0):
@@ -113,15 +113,8 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None, mask=
         if mask is not None:
             m_rows = mask.reshape(N * H * W, C_in)
 
-        def product(start, stop):
-            a = x_rows[start:stop]
-            if m_rows is not None:
-                a = conv_rows.masked(a, m_rows[start:stop],
-                                     conv_rows.scratch_buffer("masked rows", a.shape, a.dtype))
-            np.matmul(a, w_cols, out=out_rows[start:stop])
-            _bias_relu(out_rows[start:stop], b, relu)
-
-        parallel.split(product, N * H * W, least=_least_rows(C_in, C_out))
+        parallel.split(_product_rows, N * H * W, least=_least_rows(C_in, C_out),
+                       args=(x_rows, m_rows, w_cols, b, relu, out_rows), writes=(5,))
         return out
     if KH == KW == 3 and stride == 1 and winograd.worth_it(C_in, C_out, N * -(-H_out // 2) * -(-W_out // 2)):
         return winograd.conv3x3(x, w, pad_h, pad_w, b, relu=relu, out=out, mask=mask)
@@ -133,28 +126,43 @@ def _conv_padded(x, w, stride, pad_h, pad_w, b=None, relu=False, out=None, mask=
     # rows of x can be read as they are (no padding to add, no mask to apply)
     in_place = pad_h == pad_w == (0, 0) and x.flags.c_contiguous and mask is None
 
-    def blocks(start, stop):  # output rows start..stop-1 of all N images counted as one column
-        if not in_place:
-            slab = conv_rows.scratch_buffer("padded rows", ((rows - 1) * stride + KH, Wp, C_in), x.dtype)
-        block = conv_rows.scratch_buffer("im2col", (rows, W_out, KH, KW * C_in), x.dtype)
-        while start < stop:
-            n, i = divmod(start, H_out)
-            r = min(rows, H_out - i, stop - start)
-            first, last = i * stride, (i + r - 1) * stride + KH  # the padded rows these outputs read
-            if in_place:
-                padded = x[n, first:last]
-            else:
-                padded = conv_rows.padded_rows(x[n], first, last, pad_h, pad_w, slab[:last - first],
-                                      None if mask is None else mask[n])
-            cols = block[:r]
-            cols[...] = _im2col_view(padded[None], KH, KW, stride, r, W_out)[0]  # the copy
-            out_rows = _rows(out[n, i:i + r])  # a view: the product lands in out
-            np.matmul(cols.reshape(r * W_out, K), w_cols, out=out_rows)
-            _bias_relu(out_rows, b, relu)  # now, while these rows are in the cache
-            start += r
-
-    parallel.split(blocks, N * H_out, least=_least_rows(K, C_out) // max(1, W_out))
+    parallel.split(_forward_blocks, N * H_out, least=_least_rows(K, C_out) // max(1, W_out),
+                   args=(x, mask, w_cols, b, relu, KH, KW, stride, pad_h, pad_w, rows, in_place, out), writes=(12,))
     return out
+
+
+def _product_rows(start, stop, x_rows, m_rows, w_cols, b, relu, out_rows):
+    """A 1x1 convolution's rows start..stop-1 (a piece of _conv_padded's split)."""
+    a = x_rows[start:stop]
+    if m_rows is not None:
+        a = conv_rows.masked(a, m_rows[start:stop], conv_rows.scratch_buffer("masked rows", a.shape, a.dtype))
+    np.matmul(a, w_cols, out=out_rows[start:stop])
+    _bias_relu(out_rows[start:stop], b, relu)
+
+
+def _forward_blocks(start, stop, x, mask, w_cols, b, relu, KH, KW, stride, pad_h, pad_w, rows, in_place, out):
+    """_conv_padded's output rows start..stop-1 of all N images counted as one column, a block of
+    `rows` at a time (a piece of its split)."""
+    C_in, (H_out, W_out) = x.shape[3], out.shape[1:3]
+    Wp, K = pad_w[0] + x.shape[2] + pad_w[1], KH * KW * C_in
+    if not in_place:
+        slab = conv_rows.scratch_buffer("padded rows", ((rows - 1) * stride + KH, Wp, C_in), x.dtype)
+    block = conv_rows.scratch_buffer("im2col", (rows, W_out, KH, KW * C_in), x.dtype)
+    while start < stop:
+        n, i = divmod(start, H_out)
+        r = min(rows, H_out - i, stop - start)
+        first, last = i * stride, (i + r - 1) * stride + KH  # the padded rows these outputs read
+        if in_place:
+            padded = x[n, first:last]
+        else:
+            padded = conv_rows.padded_rows(x[n], first, last, pad_h, pad_w, slab[:last - first],
+                                           None if mask is None else mask[n])
+        cols = block[:r]
+        cols[...] = _im2col_view(padded[None], KH, KW, stride, r, W_out)[0]  # the copy
+        out_rows = _rows(out[n, i:i + r])  # a view: the product lands in out
+        np.matmul(cols.reshape(r * W_out, K), w_cols, out=out_rows)
+        _bias_relu(out_rows, b, relu)  # now, while these rows are in the cache
+        start += r
 
 
 def _least_rows(K, C_out):
@@ -403,7 +411,10 @@ def flipped_kernel(w):
     transposing copy is ~8x slower), and w_flip.reshape(KH*KW*C_out, C_in) stays a view that BLAS
     reads transposed.
     """
-    return np.ascontiguousarray(w[::-1, ::-1].transpose(2, 0, 1, 3)).transpose(1, 2, 3, 0)
+    flipped = w[::-1, ::-1].transpose(2, 0, 1, 3)
+    stored = parallel.empty(flipped.shape, w.dtype)   # a split may hand it to a helper process
+    stored[...] = flipped
+    return stored.transpose(1, 2, 3, 0)
 
 
 def _crop_negative_padding(x, pad_h, pad_w):

@@ -52,23 +52,26 @@ def max_pool_forward(x, size=2, stride=2, padding="valid"):
     H_out, W_out, pad_h, pad_w = layers._pool_geometry(x.shape, size, stride, padding)
     xpad = layers._pad_hw(x, pad_h, pad_w, value=-np.inf)
     N, C = x.shape[0], x.shape[3]
-    out = np.empty((N, H_out, W_out, C), dtype=x.dtype)
-    arg = np.empty(out.shape, dtype=np.min_scalar_type(size * size - 1))
-
-    def piece(start, stop):
-        band = _band_rows(xpad, stride, stop - start)
-        better = np.empty((N, band, W_out, C), dtype=bool)
-        index = np.empty(better.shape, dtype=arg.dtype)
-        for a, b in _bands(start, stop, band):
-            o, where = out[:, a:b], arg[:, a:b]
-            rows = xpad[:, a * stride:(b - 1) * stride + size]
-            _max_band(rows, size, stride, o, where, better[:, :b - a], index[:, :b - a], nan_aware=False)
-            if o.size and np.isnan(o.max()):  # only then the slower rule: a NaN wins, the last one in the window
-                _max_band(rows, size, stride, o, where, better[:, :b - a], index[:, :b - a], nan_aware=True)
-
-    parallel.split(piece, H_out, least=_least_rows(xpad, stride))
+    out = parallel.empty((N, H_out, W_out, C), x.dtype)
+    arg = parallel.empty(out.shape, np.min_scalar_type(size * size - 1))
+    parallel.split(_max_forward_piece, H_out, least=_least_rows(xpad, stride), args=(xpad, size, stride, out, arg),
+                   writes=(3, 4))
     layers.padding_never_wins(out, arg, size, stride, pad_h, pad_w)
     return out, (x.shape, arg, size, stride, padding)
+
+
+def _max_forward_piece(start, stop, xpad, size, stride, out, arg):
+    """max_pool_forward's output rows start..stop-1 (a piece of its split)."""
+    N, _, W_out, C = out.shape
+    band = _band_rows(xpad, stride, stop - start)
+    better = np.empty((N, band, W_out, C), dtype=bool)
+    index = np.empty(better.shape, dtype=arg.dtype)
+    for a, b in _bands(start, stop, band):
+        o, where = out[:, a:b], arg[:, a:b]
+        rows = xpad[:, a * stride:(b - 1) * stride + size]
+        _max_band(rows, size, stride, o, where, better[:, :b - a], index[:, :b - a], nan_aware=False)
+        if o.size and np.isnan(o.max()):  # only then the slower rule: a NaN wins, the last one in the window
+            _max_band(rows, size, stride, o, where, better[:, :b - a], index[:, :b - a], nan_aware=True)
 
 
 def _max_band(rows, size, stride, o, a, better, k_of, nan_aware):
@@ -109,24 +112,28 @@ def max_pool_backward(dout, cache):
     N, H, W, C = x_shape
     H_out, W_out, pad_h, pad_w = layers._pool_geometry(x_shape, size, stride, padding)
     check_dout("max_pool_backward", dout, (N, H_out, W_out, C))
-    dxpad, tiled = _gradient_buffer(x_shape, dout.dtype, size, stride, H_out, W_out, pad_h, pad_w)
-
-    def piece(start, stop):
-        band = _band_rows(dxpad, stride, stop - start)
-        mask = np.empty((N, band + (size - 1) // stride, W_out, C), dtype=bool)
-        share = np.empty(mask.shape, dtype=dout.dtype)
-        for kh, kw, first, last, view in _gradient_taps(dxpad, size, stride, H_out, W_out, start, stop, band):
-            m = mask[:, :last - first]
-            np.equal(arg[:, first:last], kh * size + kw, out=m)
-            if tiled(kh, kw):
-                np.multiply(dout[:, first:last], m, out=view)
-            else:
-                s = share[:, :last - first]
-                np.multiply(dout[:, first:last], m, out=s)
-                view += s
-
-    parallel.split(piece, H_out, least=_least_rows(dxpad, stride))
+    dxpad = _gradient_buffer(x_shape, dout.dtype, size, stride, H_out, W_out, pad_h, pad_w)
+    parallel.split(_max_backward_piece, H_out, least=_least_rows(dxpad, stride), args=(dout, arg, size, stride, dxpad),
+                   writes=(4,))
     return _crop(dxpad, pad_h, pad_w, H, W)
+
+
+def _max_backward_piece(start, stop, dout, arg, size, stride, dxpad):
+    """max_pool_backward's bands of dxpad for output rows start..stop-1 (a piece of its split)."""
+    N, H_out, W_out, C = dout.shape
+    _zeros_untiled(dxpad, size, stride, H_out, W_out, start, stop)
+    band = _band_rows(dxpad, stride, stop - start)
+    mask = np.empty((N, band + (size - 1) // stride, W_out, C), dtype=bool)
+    share = np.empty(mask.shape, dtype=dout.dtype)
+    for kh, kw, first, last, view in _gradient_taps(dxpad, size, stride, H_out, W_out, start, stop, band):
+        m = mask[:, :last - first]
+        np.equal(arg[:, first:last], kh * size + kw, out=m)
+        if _tiled(size, stride, kh, kw):
+            np.multiply(dout[:, first:last], m, out=view)
+        else:
+            s = share[:, :last - first]
+            np.multiply(dout[:, first:last], m, out=s)
+            view += s
 
 
 @layers.float16_summed_in_float32
@@ -142,21 +149,24 @@ def avg_pool_forward(x, size=2, stride=2, padding="valid"):
     H_out, W_out, pad_h, pad_w = layers._pool_geometry(x.shape, size, stride, padding)
     xpad = layers._pad_hw(x, pad_h, pad_w)
     counts = layers._avg_pool_counts(x.shape, size, stride, padding, x.dtype)
-    out = np.empty((x.shape[0], H_out, W_out, x.shape[3]), dtype=x.dtype)
-
-    def piece(start, stop):
-        for a, b in _bands(start, stop, _band_rows(xpad, stride, stop - start)):
-            o = out[:, a:b]
-            rows = xpad[:, a * stride:(b - 1) * stride + size]
-            for kh, kw, tap in layers._window_taps(rows, size, size, stride, b - a, W_out):
-                if kh == kw == 0:
-                    np.add(tap, 0, out=o)  # 0 + tap, as layers' sum into zeros starts: -0.0 becomes 0.0
-                else:
-                    o += tap
-            o /= counts[:, a:b]
-
-    parallel.split(piece, H_out, least=_least_rows(xpad, stride))
+    out = parallel.empty((x.shape[0], H_out, W_out, x.shape[3]), x.dtype)
+    parallel.split(_avg_forward_piece, H_out, least=_least_rows(xpad, stride), args=(xpad, counts, size, stride, out),
+                   writes=(4,))
     return out, (x.shape, size, stride, padding)
+
+
+def _avg_forward_piece(start, stop, xpad, counts, size, stride, out):
+    """avg_pool_forward's output rows start..stop-1 (a piece of its split)."""
+    W_out = out.shape[2]
+    for a, b in _bands(start, stop, _band_rows(xpad, stride, stop - start)):
+        o = out[:, a:b]
+        rows = xpad[:, a * stride:(b - 1) * stride + size]
+        for kh, kw, tap in layers._window_taps(rows, size, size, stride, b - a, W_out):
+            if kh == kw == 0:
+                np.add(tap, 0, out=o)  # 0 + tap, as layers' sum into zeros starts: -0.0 becomes 0.0
+            else:
+                o += tap
+        o /= counts[:, a:b]
 
 
 def avg_pool_backward(dout, cache):
@@ -170,19 +180,24 @@ def avg_pool_backward(dout, cache):
     H_out, W_out, pad_h, pad_w = layers._pool_geometry(x_shape, size, stride, padding)
     check_dout("avg_pool_backward", dout, (N, H_out, W_out, C))
     counts = layers._avg_pool_counts(x_shape, size, stride, padding, dout.dtype)
-    dxpad, tiled = _gradient_buffer(x_shape, dout.dtype, size, stride, H_out, W_out, pad_h, pad_w)
-    share = dout / counts  # one pass; each output row is read by up to size/stride bands
-
-    def piece(start, stop):
-        for kh, kw, first, last, view in _gradient_taps(dxpad, size, stride, H_out, W_out, start, stop,
-                                                        _band_rows(dxpad, stride, stop - start)):
-            if tiled(kh, kw):
-                np.copyto(view, share[:, first:last])
-            else:
-                view += share[:, first:last]
-
-    parallel.split(piece, H_out, least=_least_rows(dxpad, stride))
+    dxpad = _gradient_buffer(x_shape, dout.dtype, size, stride, H_out, W_out, pad_h, pad_w)
+    share = parallel.empty(dout.shape, np.result_type(dout, counts))   # read by the pieces: see `parallel.split`
+    np.divide(dout, counts, out=share)  # one pass; each output row is read by up to size/stride bands
+    parallel.split(_avg_backward_piece, H_out, least=_least_rows(dxpad, stride), args=(share, size, stride, dxpad),
+                   writes=(3,))
     return _crop(dxpad, pad_h, pad_w, H, W)
+
+
+def _avg_backward_piece(start, stop, share, size, stride, dxpad):
+    """avg_pool_backward's bands of dxpad for output rows start..stop-1 (a piece of its split)."""
+    _, H_out, W_out, _ = share.shape
+    _zeros_untiled(dxpad, size, stride, H_out, W_out, start, stop)
+    for kh, kw, first, last, view in _gradient_taps(dxpad, size, stride, H_out, W_out, start, stop,
+                                                    _band_rows(dxpad, stride, stop - start)):
+        if _tiled(size, stride, kh, kw):
+            np.copyto(view, share[:, first:last])
+        else:
+            view += share[:, first:last]
 
 
 def _gradient_taps(dxpad, size, stride, H_out, W_out, start, stop, band):
@@ -207,21 +222,34 @@ def _gradient_taps(dxpad, size, stride, H_out, W_out, start, stop, band):
 
 
 def _gradient_buffer(x_shape, dtype, size, stride, H_out, W_out, pad_h, pad_w):
-    """The padded input gradient to fill, and tiled(kh, kw): whether a tap is written, not added.
+    """The padded input gradient to fill (N, Hp, Wp, C), uninitialised: each piece zeroes its own
+    cells that no tap writes (`_zeros_untiled`)."""
+    N, H, W, C = x_shape
+    return parallel.empty((N, H + sum(pad_h), W + sum(pad_w), C), dtype)
+
+
+def _zeros_untiled(dxpad, size, stride, H_out, W_out, start, stop):
+    """Zeros in the cells of dxpad that a backward piece for output rows start..stop-1 owns (see
+    `_gradient_taps`) and that no tap writes, before its taps: only those are added to.
 
     The taps with kh and kw below the stride tile the rows and columns up to stride * H_out and
     stride * W_out exactly, each cell once: they are written (the first, lowest-numbered, tap a
     cell receives) and the others added, so only the cells beyond need zeros. Windows with gaps
-    between them (size < stride) tile nothing: all zeros, all taps added.
+    between them (size < stride) tile nothing: all zeros, all taps added. Made by the piece itself,
+    so that a piece run a second time (a helper process's, failed half-way: `parallel.split`) gives
+    the same cells, not twice their gradient.
     """
-    N, H, W, C = x_shape
-    Hp, Wp = H + sum(pad_h), W + sum(pad_w)
+    top, bottom = stride * start, (dxpad.shape[1] if stop == H_out else stride * stop)
     if size < stride:
-        return np.zeros((N, Hp, Wp, C), dtype=dtype), lambda kh, kw: False
-    dxpad = np.empty((N, Hp, Wp, C), dtype=dtype)
-    dxpad[:, stride * H_out:] = 0
-    dxpad[:, :, stride * W_out:] = 0
-    return dxpad, lambda kh, kw: kh < stride and kw < stride
+        dxpad[:, top:bottom] = 0
+        return
+    dxpad[:, max(top, stride * H_out):bottom] = 0
+    dxpad[:, top:bottom, stride * W_out:] = 0
+
+
+def _tiled(size, stride, kh, kw):
+    """Whether tap (kh, kw) of a pooling's backward pass is written into dxpad, not added (`_gradient_buffer`)."""
+    return size >= stride and kh < stride and kw < stride
 
 
 def _crop(dxpad, pad_h, pad_w, H, W):

@@ -59,23 +59,26 @@ def fire_forward(x, squeeze, expand1, expand3, out):
     """
     N, H, W, _ = x.shape
     (ws, bs), (w1, b1), (w3, b3) = squeeze, expand1, expand3
-    S, E1, half = ws.shape[3], w1.shape[3], w3.shape[0] // 2
-    s = np.empty((N, H, W, S), dtype=out.dtype)
-
-    def band(start, stop):  # output rows start..stop-1 of all N images counted as one column
-        for n, a, b in _segments(start, stop, H):
-            lo, hi = max(a - half, 0), min(b + half, H)  # the squeeze rows the band reads
-            rows = conv_rows.scratch_buffer("fire squeeze", (1, hi - lo, W, S), out.dtype)
-            fast_conv._conv_padded(x[n:n + 1, lo:hi], ws, 1, (0, 0), (0, 0), bs, relu=True, out=rows)
-            s[n, a:b] = rows[0, a - lo:b - lo]
-            fast_conv._conv_padded(rows[:, a - lo:b - lo], w1, 1, (0, 0), (0, 0), b1, relu=True,
-                                   out=out[n:n + 1, a:b, :, :E1])
-            # zeros above the first row and below the last only where the image ends
-            pad_h = (half - (a - lo), half - (hi - b))
-            fast_conv._conv_padded(rows, w3, 1, pad_h, (half, half), b3, relu=True, out=out[n:n + 1, a:b, :, E1:])
-
-    parallel.split(band, N * H, least=_least_rows(W, x.shape[3], S, E1, w3.shape))
+    S, E1 = ws.shape[3], w1.shape[3]
+    s = parallel.empty((N, H, W, S), out.dtype)
+    parallel.split(_forward_band, N * H, least=_least_rows(W, x.shape[3], S, E1, w3.shape),
+                   args=(x, ws, bs, w1, b1, w3, b3, s, out), writes=(7, 8))
     return s
+
+
+def _forward_band(start, stop, x, ws, bs, w1, b1, w3, b3, s, out):
+    """fire_forward's output rows start..stop-1 of all N images counted as one column (a piece of its split)."""
+    H, W, S, E1, half = x.shape[1], x.shape[2], ws.shape[3], w1.shape[3], w3.shape[0] // 2
+    for n, a, b in _segments(start, stop, H):
+        lo, hi = max(a - half, 0), min(b + half, H)  # the squeeze rows the band reads
+        rows = conv_rows.scratch_buffer("fire squeeze", (1, hi - lo, W, S), out.dtype)
+        fast_conv._conv_padded(x[n:n + 1, lo:hi], ws, 1, (0, 0), (0, 0), bs, relu=True, out=rows)
+        s[n, a:b] = rows[0, a - lo:b - lo]
+        fast_conv._conv_padded(rows[:, a - lo:b - lo], w1, 1, (0, 0), (0, 0), b1, relu=True,
+                               out=out[n:n + 1, a:b, :, :E1])
+        # zeros above the first row and below the last only where the image ends
+        pad_h = (half - (a - lo), half - (hi - b))
+        fast_conv._conv_padded(rows, w3, 1, pad_h, (half, half), b3, relu=True, out=out[n:n + 1, a:b, :, E1:])
 
 
 def fire_backward(dout, x_shape, squeeze, expand1, expand3, s, out1, out3, ds_given=None):
@@ -98,24 +101,27 @@ def fire_backward(dout, x_shape, squeeze, expand1, expand3, s, out1, out3, ds_gi
     """
     N, H, W, _ = x_shape
     (ws, _), (w1, _), (w3, _) = squeeze, expand1, expand3
-    S, E1, half = ws.shape[3], w1.shape[3], w3.shape[0] // 2
+    S, E1 = ws.shape[3], w1.shape[3]
     ws_flip, w1_flip, w3_flip = (fast_conv.flipped_kernel(w) for w in (ws, w1, w3))
-    dx = np.empty(x_shape, dtype=np.result_type(dout, ws))
-
-    def band(start, stop):  # rows start..stop-1 of the module's input (its output's size too)
-        for n, a, b in _segments(start, stop, H):
-            lo, hi = max(a - half, 0), min(b + half, H)  # the rows of the 3x3's gradient the band reads
-            pad_h = (half - (a - lo), half - (hi - b))
-            ds = fast_conv._conv_padded(dout[n:n + 1, lo:hi, :, E1:], w3_flip, 1, pad_h, (half, half),
-                                        mask=out3[n:n + 1, lo:hi])
-            if ds_given is not None:  # added before the 1x1's share, in the order the layer-by-layer pass adds
-                ds += ds_given[n:n + 1, a:b]
-            ds += fast_conv._conv_padded(dout[n:n + 1, a:b, :, :E1], w1_flip, 1, (0, 0), (0, 0),
-                                         mask=out1[n:n + 1, a:b])
-            fast_conv._conv_padded(ds, ws_flip, 1, (0, 0), (0, 0), mask=s[n:n + 1, a:b], out=dx[n:n + 1, a:b])
-
-    parallel.split(band, N * H, least=_least_rows(W, x_shape[3], S, E1, w3.shape))
+    dx = parallel.empty(x_shape, np.result_type(dout, ws))
+    parallel.split(_backward_band, N * H, least=_least_rows(W, x_shape[3], S, E1, w3.shape),
+                   args=(dout, ws_flip, w1_flip, w3_flip, s, out1, out3, ds_given, dx), writes=(8,))
     return dx
+
+
+def _backward_band(start, stop, dout, ws_flip, w1_flip, w3_flip, s, out1, out3, ds_given, dx):
+    """fire_backward's rows start..stop-1 of the module's input (its output's size too): a piece of its split."""
+    H, E1, half = dx.shape[1], w1_flip.shape[2], w3_flip.shape[0] // 2
+    for n, a, b in _segments(start, stop, H):
+        lo, hi = max(a - half, 0), min(b + half, H)  # the rows of the 3x3's gradient the band reads
+        pad_h = (half - (a - lo), half - (hi - b))
+        ds = fast_conv._conv_padded(dout[n:n + 1, lo:hi, :, E1:], w3_flip, 1, pad_h, (half, half),
+                                    mask=out3[n:n + 1, lo:hi])
+        if ds_given is not None:  # added before the 1x1's share, in the order the layer-by-layer pass adds
+            ds += ds_given[n:n + 1, a:b]
+        ds += fast_conv._conv_padded(dout[n:n + 1, a:b, :, :E1], w1_flip, 1, (0, 0), (0, 0),
+                                     mask=out1[n:n + 1, a:b])
+        fast_conv._conv_padded(ds, ws_flip, 1, (0, 0), (0, 0), mask=s[n:n + 1, a:b], out=dx[n:n + 1, a:b])
 
 
 def _segments(start, stop, H):

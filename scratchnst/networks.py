@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnst import fast_conv, fast_pool, fire_rows, layers
+from scratchnst import fast_conv, fast_pool, fire_rows, layers, parallel
 from scratchnst import weights as weights_io
 from scratchnst.architectures import ARCHITECTURES, POOLINGS, SQUEEZENET, VGG19, parameter_problem  # noqa: F401
 from scratchnst.errors import UsageError, UserError
@@ -132,7 +132,9 @@ class Network:
         self.preprocessing = preprocessing
         self.layer_names = self.arch.layer_names
         self.min_input_size = max(self.arch.min_input_sizes.values())
-        self.params = {layer: tuple(_read_only(np.array(a, dtype=self.dtype)) for a in params[layer])
+        # in memory the helper processes of a split map, where they may be used (`parallel.shared_copy`)
+        self.params = {layer: tuple(_read_only(parallel.shared_copy(np.array(a, dtype=self.dtype)))
+                                    for a in params[layer])
                        for layer in self.arch.weight_shapes}
         # A fire module's branches, written straight into their concatenation:
         # {branch step: (concat step, first channel, last channel + 1)} and {concat step: channels}.
@@ -254,7 +256,8 @@ class Network:
                                                     step.spec.padding)[0]
                     W_out = layers.conv_output_size(inputs[0].shape[2], kernel.shape[1], step.spec.stride,
                                                     step.spec.padding)[0]
-                    joined[concat] = np.empty((inputs[0].shape[0], H_out, W_out, self._widths[concat]), self.dtype)
+                    joined[concat] = parallel.empty((inputs[0].shape[0], H_out, W_out, self._widths[concat]),
+                                                    self.dtype)
                 into = joined[concat][..., start:stop]
             return fast_conv.conv2d_relu_forward(inputs[0], kernel, bias, step.spec.stride, step.spec.padding, into)
         if step.op == "pool":
@@ -268,7 +271,7 @@ class Network:
         squeeze, expand1, expand3, concat = fire
         x = activations[squeeze.inputs[0]]
         N, H, W, _ = x.shape
-        joined[concat] = np.empty((N, H, W, self._widths[concat]), self.dtype)
+        joined[concat] = parallel.empty((N, H, W, self._widths[concat]), self.dtype)
         s = fire_rows.fire_forward(x, self.params[squeeze.name], self.params[expand1.name],
                                    self.params[expand3.name], joined[concat])
         E1 = expand1.kernel_shape[3]

@@ -20,6 +20,13 @@ halt, 80-150 us per split, about what a core does in a small layer. Hence fewer,
 (`hold`), and those cores kept from halting (`awake_cores`). Two pieces at once also share the
 GIL: a piece should make a few large NumPy calls, not many small ones (`in_piece`).
 
+So inside a run (`hold()`), on x86-64 Linux, the splits of a network's step (fire modules, pools,
+the forward convolutions: the sites that pass `args=` to `split`) hand their other pieces to
+helper processes instead (`piece_processes`), one per extra core, over memory both map
+(`shared_arena`; `empty` and `shared_copy` put arrays there): no GIL between the pieces, and a
+handoff of about a microsecond. The results are the same bits as with threads. The input
+gradients by bands and `ahead` still use threads; SCRATCHNST_PROCESSES=0 keeps every piece in threads.
+
 How many workers: $SCRATCHNST_WORKERS when set (the command line sets it for --threads N, and
 starts NumPy's BLAS on one thread: `environment`); else the BLAS's own thread count where it can be
 read and set (the OpenBLAS of NumPy's wheels), its products then held to one thread for a run by
@@ -37,6 +44,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import marshal
+
 from scratchnst import awake_cores
 
 # .inside: this thread runs a piece of a split, or under unsplit() (nested splits run whole);
@@ -46,6 +55,18 @@ _region = threading.Lock()  # one split at a time changes the BLAS's thread coun
 _pool = None
 _workers = None
 _blas = None  # (set_num_threads, get_num_threads), or () when NumPy's BLAS cannot be told
+_arena = None         # shared_arena.Arena of the splits' helper processes, made when first wanted
+_helpers = []         # piece_processes.Helper, one per worker beyond the first, started by hold()
+_no_helpers = False   # True once helpers could not start or one was lost: the pieces stay threads
+_held_depth = 0       # how many hold() contexts are open
+_pool_busy = 0        # how many splits or queues have given the pool's threads work (_pool_at_work)
+_busy_lock = threading.RLock()   # held by _pool_at_work while it calls _let_helpers_spin, which takes it too
+# (module, name) of piece functions whose pieces failed in a helper and not in the caller, as one that
+# the helper cannot import would at every split, or one that warns (a warning is an error there, so
+# that the caller runs the piece and the warning is seen): after a few, their pieces stay in threads
+_helper_failures = {}
+_not_for_helpers = set()
+_MOST_HELPER_FAILURES = 3
 
 
 def _blas_controls():
@@ -129,7 +150,7 @@ def pieces(n, count):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def split(fn, n, least=1):
+def split(fn, n, least=1, args=None, writes=()):
     """Run fn(start, stop) over contiguous pieces of range(n), at once on `workers()` threads.
 
     Args:
@@ -137,6 +158,14 @@ def split(fn, n, least=1):
             them so: rows of an output, channels of a gradient).
         n: the length of what is cut.
         least: do not make a piece shorter than this (below it a piece's work is not worth a thread).
+        args: None, or a tuple: each piece is then fn(start, stop, *args), fn a module-level
+            function whose pieces return None, and inside `hold()` the other pieces may run in
+            helper processes (`piece_processes`): args must then be arrays, numbers, strings,
+            None, dtypes, tuples and lists of them, and every array a piece writes (its index in
+            `writes`) must have been made by `empty()`; anything else runs the pieces as threads.
+            A piece may be run a second time (its helper failed it half-way): it must write the
+            cells it owns before it adds to them.
+        writes: the indices in args of the arrays the pieces write.
 
     Returns:
         the list of fn's results, in the order of the pieces.
@@ -150,6 +179,8 @@ def split(fn, n, least=1):
     after every piece has ended when they run at once, at once when they run one after another.
     """
     count = min(workers(), n // max(1, least))
+    if args is not None:
+        fn_of_args, fn = fn, (lambda start, stop: fn_of_args(start, stop, *args))
     if count < 2 or getattr(_state, "inside", False):
         return [fn(0, n)]
     ranges = pieces(n, count)
@@ -157,8 +188,17 @@ def split(fn, n, least=1):
         with one_blas_thread():  # as the pieces run in the pool's threads
             return [_piece(fn, start, stop) for start, stop in ranges]
     try:
+        if args is not None:
+            helpers = _ready_helpers(count - 1)
+            if helpers:
+                from scratchnst.piece_processes import NotShareable
+
+                try:
+                    return _split_in_processes(fn, fn_of_args, ranges, args, writes, helpers)
+                except NotShareable:
+                    pass
         pool = _the_pool()
-        with one_blas_thread():
+        with one_blas_thread(), _pool_at_work():
             # each piece in a copy of the caller's context: NumPy's errstate (np.errstate) lives there
             futures = [pool.submit(contextvars.copy_context().run, _piece, fn, start, stop)
                        for start, stop in ranges[1:]]
@@ -172,6 +212,153 @@ def split(fn, n, least=1):
             return [first] + rest
     finally:
         _region.release()
+
+
+def empty(shape, dtype):
+    """An uninitialised array, in memory helper processes can share when a split may hand them pieces.
+
+    For what the pieces of a split with `args` write (`split`): inside `hold()`, with more than one
+    worker where `piece_processes` can run, an array of `shared_arena`; else np.empty's.
+    """
+    import numpy as np   # here, not at the top: `environment` must be usable before NumPy loads
+
+    arena = _the_arena()
+    if arena is not None and _held_depth > 0:
+        try:
+            return arena.empty(shape, dtype)
+        except OSError:   # no memory or file left for a segment: NumPy's (a split with it stays in threads)
+            pass
+    return np.empty(shape, dtype)
+
+
+def shared_copy(a):
+    """Array `a`, or a copy of it in the memory of the helper processes if splits may hand them pieces.
+
+    For what a run passes to every split and never changes, a network's weights: a piece's argument
+    outside that memory is copied into it for each split (`piece_processes.encode_args`), which for
+    SqueezeNet's fire modules cost 3.6 ms of a 97 ms step at 512x512 on a 2-core Xeon.
+    """
+    arena = _the_arena()
+    if arena is None or a.size == 0:
+        return a
+    try:
+        copy = arena.empty(a.shape, a.dtype)
+    except OSError:   # no memory or file left for a segment: the array stays where it is
+        return a
+    copy[...] = a
+    return copy
+
+
+def _the_arena():
+    """The process's shared arena when pieces may go to helper processes, else None."""
+    global _arena
+    if workers() < 2 or _no_helpers:
+        return None
+    if _arena is None:
+        from scratchnst import piece_processes, shared_arena   # they import NumPy: see `empty`
+
+        if not piece_processes.supported():
+            return None
+        _arena = shared_arena.Arena()
+    return _arena
+
+
+def _ready_helpers(count):
+    """`count` helper processes ready for pieces, or [] (then the pieces run as threads).
+
+    Inside `hold()` only: there each helper spins between jobs. They are started at the first hold()
+    and are ready a moment later; until then, and for good once one is gone, the splits use threads.
+    """
+    if _held_depth == 0 or _no_helpers or _the_arena() is None:
+        return []
+    ready = [helper for helper in _helpers[:count] if helper.ready()]
+    if any(helper.broken for helper in _helpers):
+        _give_up_helpers()
+        return []
+    return ready if len(ready) == count else []
+
+
+def _start_helpers():
+    """Start the helper processes of this process's splits (one per worker beyond the first), once."""
+    if _helpers or _no_helpers or _the_arena() is None:
+        return
+    from scratchnst import piece_processes
+
+    try:
+        for k in range(1, workers()):
+            _helpers.append(piece_processes.Helper(helper_core(k)))
+    except (OSError, TypeError, ValueError):   # no process, memory or Python (sys.executable) for one
+        _give_up_helpers()
+
+
+def _give_up_helpers(kill=False):
+    """No more helper processes in this process: the splits' pieces are threads from now on.
+
+    With `kill` (one may be writing into memory about to be reused) every helper is killed first,
+    before any wait: a second Ctrl-C during the waits leaves none of them running.
+    """
+    global _no_helpers
+    _no_helpers = True
+    helpers = list(_helpers)
+    _helpers.clear()
+    if kill:
+        for helper in helpers:
+            helper.kill()
+    for helper in helpers:
+        helper.close()
+
+
+def stop_helpers():
+    """End the helper processes, if any; the next hold() may start new ones. Returns how many ended."""
+    global _no_helpers
+    count = len(_helpers)
+    _give_up_helpers()
+    _no_helpers = False
+    return count
+
+
+def _split_in_processes(fn, fn_of_args, ranges, args, writes, helpers):
+    """split's pieces, the first in this thread and the others in `helpers`; see piece_processes."""
+    import numpy as np
+
+    from scratchnst import piece_processes
+
+    arena = _the_arena()
+    name = piece_processes.function_name(fn_of_args)
+    if name in _not_for_helpers:
+        raise piece_processes.NotShareable("its pieces failed in a helper and not here")
+    keep = []
+    encoded = piece_processes.encode_args(args, set(writes), arena, keep)
+    errstate = np.geterr()
+    try:
+        jobs = [marshal.dumps(name + (start, stop, encoded, errstate)) for start, stop in ranges[1:]]
+    except ValueError:   # something marshal cannot carry after all
+        raise piece_processes.NotShareable("an argument marshal cannot write") from None
+    started, answers = [], []
+    try:
+        for helper, job in zip(helpers, jobs):
+            started.append(helper)   # first: a job posted is waited for, whatever interrupts here
+            helper.start(arena, job)
+        with one_blas_thread(), unsplit():   # no GIL shared with the helpers: not a thread's piece (`in_piece`)
+            first = fn(*ranges[0])
+    finally:
+        try:
+            for helper in started:   # never leave a helper writing into what is freed next
+                answers.append(helper.wait())
+        except BaseException:   # a Ctrl-C while waiting: the helper may still write, so it goes
+            _give_up_helpers(kill=True)
+            raise
+    with one_blas_thread(), unsplit():
+        for (ok, _), (start, stop) in zip(answers, ranges[1:1 + len(answers)]):
+            if not ok:   # run it here: its own exception, if it has one, is raised as a thread's would be
+                fn(start, stop)
+                if not any(helper.broken for helper in started):   # it failed there only
+                    _helper_failures[name] = _helper_failures.get(name, 0) + 1
+                    if _helper_failures[name] >= _MOST_HELPER_FAILURES:   # not there again
+                        _not_for_helpers.add(name)
+    if any(helper.broken for helper in _helpers):
+        _give_up_helpers()
+    return [first] + [None] * (len(ranges) - 1)
 
 
 def ahead(functions):
@@ -212,6 +399,8 @@ def ahead(functions):
     queue._holders = 1
     queue._blas = one_blas_thread()
     queue._blas.__enter__()
+    queue._at_work = _pool_at_work()
+    queue._at_work.__enter__()
     try:
         pool = _the_pool()
         for _ in range(threads):
@@ -238,6 +427,7 @@ class Queue:
         self._lock = threading.Lock()
         self._taken = [False] * len(self._functions)
         self._done = [threading.Event() for _ in self._functions]
+        self._at_work = None
         self._results = [None] * len(self._functions)
         self._errors = [None] * len(self._functions)
         self._futures = []
@@ -295,6 +485,9 @@ class Queue:
         blas, self._blas = self._blas, None
         if blas is not None:
             blas.__exit__(None, None, None)
+        at_work, self._at_work = self._at_work, None
+        if at_work is not None:
+            at_work.__exit__(None, None, None)
 
 
 def _the_pool():
@@ -307,9 +500,16 @@ def _the_pool():
 
 
 def _forget_the_pool():
-    """In a child made by fork: the parent's worker threads do not exist here; make new ones when needed."""
-    global _pool, _region
+    """In a child made by fork: the parent's worker threads and helper processes are not its own; make
+    new ones when needed, and a new shared arena (the parent's blocks are still the parent's)."""
+    global _pool, _region, _arena, _helpers, _no_helpers, _held_depth, _pool_busy, _busy_lock
     _pool, _region = None, threading.Lock()
+    if _arena is not None:   # its memory would stay the parent's: made the child's own
+        from scratchnst import shared_arena
+
+        shared_arena.privatize(_arena)
+    _arena, _helpers, _no_helpers, _held_depth, _pool_busy = None, [], False, 0, 0
+    _busy_lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -353,9 +553,9 @@ def unsplit():
         _state.inside = outer
 
 
-def hold():
+def hold(pieces=True):
     """Context for a whole run (an optimisation, a training, a benchmark's steps): BLAS on one thread,
-    the calling thread on a core of its own.
+    the calling thread on a core of its own, and (`pieces`) the splits' pieces in helper processes.
 
     OpenBLAS's idle threads keep spinning for about 0.1 s after a threaded call, on the cores the
     pieces of the next split need (measured on a 2-core Xeon: a split convolution took 4.0 ms
@@ -372,17 +572,81 @@ def hold():
     And while it lasts each of those cores has an idle-priority spinner (`awake_cores`), so that a
     thread that waits (for a piece, for the GIL) leaves its core busy rather than halted: waking a
     halted core of a VM costs 50-250 us, tens of times a step.
+
+    With `pieces` (the runs whose layers are split: stylize's, the benchmark's steps), the helper
+    processes of `piece_processes` are started at the first hold() and take the other pieces of
+    each split with `args` (see `split`), spinning between them while the run lasts; then the
+    spinners of `awake_cores` are left out: on a helper's core one delayed the helper's wake-ups
+    by a scheduler tick (4 ms). A training passes pieces=False: its pieces are whole photos, each
+    already in a process of its own (`training_processes`).
     With one worker it changes nothing.
     """
     if workers() < 2:
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
     stack.enter_context(one_blas_thread())
+    if pieces:
+        _start_helpers()
     cores = _cores()
-    if len(cores) >= workers():  # the cores the run's threads are pinned to: keep them from halting
+    # the cores the run's threads are pinned to: keep them from halting
+    if len(cores) >= workers() and not (pieces and _helpers):
         stack.enter_context(awake_cores.keep_awake(cores[:workers()]))
     stack.enter_context(_on_core(0))
+    if pieces and _helpers:
+        stack.enter_context(_helpers_held())
     return stack
+
+
+@contextlib.contextmanager
+def _helpers_held():
+    """Context: the helper processes started (once) and spinning between jobs; after the outermost, asleep."""
+    global _held_depth
+    if _held_depth == 0 and _arena is not None:
+        _arena.begin()
+    _held_depth += 1
+    _let_helpers_spin()
+    try:
+        yield
+    finally:
+        _held_depth -= 1
+        _let_helpers_spin()
+        if _held_depth == 0 and _arena is not None:
+            generation = _arena.generation
+            _arena.trim()
+            if _arena.generation != generation:   # segments dropped: the helpers let go of them too
+                for helper in list(_helpers):
+                    try:
+                        helper.sync(_arena)
+                    except Exception:   # NotShareable: it does not listen; the next job finds out
+                        pass
+
+
+@contextlib.contextmanager
+def _pool_at_work():
+    """Context: the pool's threads have work; the helper processes, pinned to the same cores, sleep meanwhile.
+
+    A spinning helper would take half of its core from the thread that has work there.
+    """
+    global _pool_busy
+    with _busy_lock:
+        _pool_busy += 1
+        _let_helpers_spin()
+    try:
+        yield
+    finally:
+        with _busy_lock:
+            _pool_busy -= 1
+            _let_helpers_spin()
+
+
+def _let_helpers_spin():
+    """Tell the helper processes whether to spin between jobs: inside hold(), while the pool's threads are idle."""
+    with _busy_lock:   # the pool's threads and the caller both call this: the last word is the state now
+        spin = _held_depth > 0 and _pool_busy == 0 and awake_cores.busy_waiting_allowed()
+        for helper in list(_helpers):
+            helper.hold(spin)
+            if spin:
+                helper.wake()   # now, so that it spins by the time the first piece comes
 
 
 def _cores():

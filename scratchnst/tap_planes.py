@@ -71,36 +71,14 @@ def conv(x, w, pad_h=(0, 0), pad_w=(0, 0), b=None, relu=False, out=None, mask=No
     H_out, W_out = Hp - KH + 1, Wp - KW + 1
     dtype = np.result_type(x, w) if b is None else np.result_type(x, w, b)
     if out is None:
-        out = np.empty((N, H_out, W_out, C_out), dtype=dtype)
+        out = parallel.empty((N, H_out, W_out, C_out), dtype)
     in_place = pad_h == pad_w == (0, 0) and mask is None and x.dtype == dtype and x.flags.c_contiguous
     # row (kh, kw, co) of w_t is w[kh, kw, :, co]: the planes come out in that order
     w_t = np.ascontiguousarray(w.astype(dtype, copy=False).transpose(0, 1, 3, 2).reshape(KH * KW * C_out, C_in))
-    shifts = [kh * Wp + kw for kh in range(KH) for kw in range(KW)]
-    halo = shifts[-1]
     P = H_out * Wp - (KW - 1)  # positions with a full window, and the row tails between them
-    sums = np.empty((N, C_out, H_out * Wp), dtype=dtype)  # by channel, as the planes
-    per_image = -(-P // _BLOCK)
-
-    def blocks(start, stop):  # blocks start..stop-1, counted image after image
-        for k in range(start, stop):
-            n, p0 = divmod(k, per_image)
-            p0 *= _BLOCK
-            p1 = min(p0 + _BLOCK, P)
-            if in_place:
-                positions = x[n].reshape(Hp * Wp, C_in)[p0:p1 + halo]
-            else:  # the padded rows that the block's positions and their shifts reach
-                r0, r1 = p0 // Wp, (p1 + halo - 1) // Wp + 1
-                rows = conv_rows.scratch_buffer("tap planes rows", (r1 - r0, Wp, C_in), dtype)
-                conv_rows.padded_rows(x[n], r0, r1, pad_h, pad_w, rows, None if mask is None else mask[n])
-                positions = rows.reshape((r1 - r0) * Wp, C_in)[p0 - r0 * Wp:p1 + halo - r0 * Wp]
-            Z = conv_rows.scratch_buffer("tap planes", (KH * KW * C_out, len(positions)), dtype)
-            np.matmul(w_t, positions.T, out=Z)
-            block = sums[n, :, p0:p1]
-            np.copyto(block, Z[:C_out, :p1 - p0])
-            for t in range(1, KH * KW):
-                block += Z[t * C_out:(t + 1) * C_out, shifts[t]:shifts[t] + p1 - p0]
-
-    parallel.split(blocks, N * per_image)
+    sums = parallel.empty((N, C_out, H_out * Wp), dtype)  # by channel, as the planes
+    parallel.split(_forward_blocks, N * -(-P // _BLOCK),
+                   args=(x, w_t, pad_h, pad_w, mask, in_place, KH, KW, H_out, _BLOCK, sums), writes=(10,))
     for n in range(N):  # back to channels last, the row tails dropped
         out[n] = sums[n].reshape(C_out, H_out, Wp)[:, :, :W_out].transpose(1, 2, 0)
     if b is not None:
@@ -108,6 +86,34 @@ def conv(x, w, pad_h=(0, 0), pad_w=(0, 0), b=None, relu=False, out=None, mask=No
     if relu:
         np.maximum(out, 0, out=out)
     return out
+
+
+def _forward_blocks(start, stop, x, w_t, pad_h, pad_w, mask, in_place, KH, KW, H_out, block_size, sums):
+    """conv's blocks of `block_size` positions start..stop-1, counted image after image (a piece of its split)."""
+    C_in, dtype = x.shape[3], sums.dtype
+    C_out = sums.shape[1]
+    Hp, Wp = sum(pad_h) + x.shape[1], sum(pad_w) + x.shape[2]
+    shifts = [kh * Wp + kw for kh in range(KH) for kw in range(KW)]
+    halo = shifts[-1]
+    P = H_out * Wp - (KW - 1)  # positions with a full window, and the row tails between them
+    per_image = -(-P // block_size)
+    for k in range(start, stop):
+        n, p0 = divmod(k, per_image)
+        p0 *= block_size
+        p1 = min(p0 + block_size, P)
+        if in_place:
+            positions = x[n].reshape(Hp * Wp, C_in)[p0:p1 + halo]
+        else:  # the padded rows that the block's positions and their shifts reach
+            r0, r1 = p0 // Wp, (p1 + halo - 1) // Wp + 1
+            rows = conv_rows.scratch_buffer("tap planes rows", (r1 - r0, Wp, C_in), dtype)
+            conv_rows.padded_rows(x[n], r0, r1, pad_h, pad_w, rows, None if mask is None else mask[n])
+            positions = rows.reshape((r1 - r0) * Wp, C_in)[p0 - r0 * Wp:p1 + halo - r0 * Wp]
+        Z = conv_rows.scratch_buffer("tap planes", (KH * KW * C_out, len(positions)), dtype)
+        np.matmul(w_t, positions.T, out=Z)
+        block = sums[n, :, p0:p1]
+        np.copyto(block, Z[:C_out, :p1 - p0])
+        for t in range(1, KH * KW):
+            block += Z[t * C_out:(t + 1) * C_out, shifts[t]:shifts[t] + p1 - p0]
 
 
 # Output positions per block of the input gradient (a block's planes are made, then added at once):

@@ -1042,7 +1042,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     start = time.perf_counter()
     phase_crop, phase_start, phase_steps = None, start, 0
     with contextlib.ExitStack() as stack:
-        stack.enter_context(parallel.hold())  # BLAS on one thread per call, each thread on a core of its own
+        stack.enter_context(parallel.hold(pieces=False))  # BLAS on one thread per call, each thread on a core of its own
         helpers = None   # None: no helper processes, the batch's pieces on threads (or one piece)
         if helper_count > 0 and iteration < s["iters"]:
             helpers = stack.enter_context(training_processes.Helpers(
@@ -1170,7 +1170,7 @@ def stylize_array(params, x, preprocessing="caffe"):
     # Weights too large for float32 (a damaged or diverged file) overflow to inf and NaN, which the
     # clip below would turn into a black picture, written as if all went well: told instead.
     # small pages: its arrays are touched once (see memory_pages)
-    with parallel.hold(), memory_pages.small_pages(), np.errstate(all="ignore"):
+    with parallel.hold(pieces=False), memory_pages.small_pages(), np.errstate(all="ignore"):
         out = transformer_net.stylize(params, padded, preprocessing)[:, :H, :W]
     if not np.isfinite(out).all():
         raise UserError("the network's output is not finite: the file's weights are too large for float32 (a run "

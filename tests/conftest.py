@@ -82,6 +82,23 @@ def thread_variables_restored():
             os.environ[name] = value
 
 
+@pytest.fixture(autouse=True)
+def pieces_in_threads(request, monkeypatch):
+    """In this process, the splits' pieces run as threads, not in helper processes (piece_processes).
+
+    A helper imports its own copy of each module: a test's monkeypatch of something a piece uses
+    (a block size, a choice of algorithm) would reach the caller's pieces and not the helper's, and
+    which pieces a helper took would depend on whether it had started yet. The tests of helpers
+    themselves (marked `helper_processes`) and the command line's runs in subprocesses use them.
+    """
+    if request.node.get_closest_marker("helper_processes") is None:
+        monkeypatch.setattr(parallel, "_no_helpers", True)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "helper_processes: the test may hand pieces of splits to helper processes")
+
+
 @pytest.fixture(scope="session")
 def squeezenet_weights_path():
     path = find_squeezenet_weights()

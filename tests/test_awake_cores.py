@@ -47,7 +47,7 @@ def fresh():
 @linux_only
 def test_a_run_on_two_cores_has_an_idle_priority_spinner_on_each_spinning_only_inside_hold(fresh):
     cores = sorted(os.sched_getaffinity(0))[:2]
-    with parallel.hold():
+    with parallel.hold(pieces=False):
         spinners = dict(awake_cores._spinners)
         if not spinners and awake_cores._broken:
             pytest.skip("a process here cannot pin itself or take SCHED_IDLE (a container's seccomp?)")
@@ -58,9 +58,9 @@ def test_a_run_on_two_cores_has_an_idle_priority_spinner_on_each_spinning_only_i
             assert _wait_for(lambda: _state(spinner.pid) == "R")  # spinning
     for spinner in spinners.values():  # blocked on its pipe: no CPU time at all
         assert _wait_for(lambda: _state(spinner.pid) == "S")
-    with parallel.hold():
+    with parallel.hold(pieces=False):
         assert awake_cores._spinners == spinners  # the same ones again, not new processes
-        with parallel.hold():  # nested: still spinning when the inner one ends
+        with parallel.hold(pieces=False):  # nested: still spinning when the inner one ends
             pass
         assert all(_wait_for(lambda s=s: _state(s.pid) == "R") for s in spinners.values())
     awake_cores.stop()
@@ -70,11 +70,11 @@ def test_a_run_on_two_cores_has_an_idle_priority_spinner_on_each_spinning_only_i
 @linux_only
 def test_none_with_one_worker_or_when_the_environment_says_no(fresh, monkeypatch):
     parallel.set_workers(1)
-    with parallel.hold():
+    with parallel.hold(pieces=False):
         assert awake_cores._spinners == {}
     parallel.set_workers(2)
     monkeypatch.setenv(awake_cores.ENVIRONMENT_VARIABLE, "0")
-    with parallel.hold():
+    with parallel.hold(pieces=False):
         assert awake_cores._spinners == {}
     assert not awake_cores.enabled([0])
 
@@ -132,7 +132,7 @@ def test_a_module_in_the_current_folder_does_not_replace_the_spinners_own(tmp_pa
         import time
         from scratchnst import awake_cores, parallel
         parallel.set_workers(2)
-        with parallel.hold():
+        with parallel.hold(pieces=False):
             time.sleep(0.3)
             print(len(awake_cores._spinners), awake_cores._broken,
                   all(s.poll() is None for s in awake_cores._spinners.values()))
@@ -154,7 +154,7 @@ def test_the_spinners_end_with_a_killed_run_and_ignore_ctrl_c(tmp_path):
         import sys, time
         from scratchnst import awake_cores, parallel
         parallel.set_workers(2)
-        with parallel.hold():
+        with parallel.hold(pieces=False):
             print(" ".join(str(s.pid) for s in awake_cores._spinners.values()), flush=True)
             time.sleep(60)
     """))

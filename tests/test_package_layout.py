@@ -23,11 +23,13 @@ MATH_MODULES = ("scratchnst.arguments", "scratchnst.layers", "scratchnst.fast_co
                 "scratchnst.fire_rows", "scratchnst.lbfgs_memory",
                 "scratchnst.costs", "scratchnst.optim",
                 "scratchnst.optim_state", "scratchnst.transformer_layers", "scratchnst.upsample_conv")
-# parallel: the splitting of a layer's work across cores; awake_cores: the cores of a run kept from
-# halting between its pieces; memory_pages: which pages NumPy asks for; all themselves only the
-# standard library and NumPy
-ALLOWED_IN_MATH = {"numpy", "scratchnst.errors", "scratchnst.parallel", "scratchnst.awake_cores",
-                   "scratchnst.memory_pages", *MATH_MODULES}
+# parallel: the splitting of a layer's work across cores; piece_processes and shared_arena: its pieces
+# in helper processes, and the memory they share; awake_cores: the cores of a run kept from halting
+# between its pieces; memory_pages: which pages NumPy asks for; all themselves only the standard
+# library and NumPy
+PARALLEL_MODULES = ("scratchnst.parallel", "scratchnst.piece_processes", "scratchnst.shared_arena",
+                    "scratchnst.awake_cores", "scratchnst.memory_pages")
+ALLOWED_IN_MATH = {"numpy", "scratchnst.errors", *PARALLEL_MODULES, *MATH_MODULES}
 
 
 def module_files():
@@ -115,8 +117,7 @@ def test_a_planted_cycle_would_be_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("module", MATH_MODULES + ("scratchnst.parallel", "scratchnst.awake_cores",
-                                                  "scratchnst.memory_pages"))
+@pytest.mark.parametrize("module", MATH_MODULES + PARALLEL_MODULES)
 def test_math_modules_import_only_the_standard_library_numpy_and_errors(module):
     modules = module_files()
     outside = {name for name in imports_of(module, modules[module], modules)

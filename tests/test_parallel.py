@@ -250,7 +250,7 @@ def test_pooling_is_cut_into_pieces_that_run_at_once(cut_everything, monkeypatch
     """Not one piece by accident: the forward and backward passes each run as two pieces."""
     calls = []
     split = parallel.split
-    monkeypatch.setattr(parallel, "split", lambda fn, n, least=1: calls.append(len(split(fn, n, least))))
+    monkeypatch.setattr(parallel, "split", lambda fn, n, least=1, **given: calls.append(len(split(fn, n, least, **given))))
     x = np.ones((1, 9, 9, 2))
     with parallel.hold():
         out, cache = fast_pool.max_pool_forward(x, 3, 2)

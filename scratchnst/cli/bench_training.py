@@ -66,7 +66,7 @@ def measure_training(model="squeezenet", size=training.DEFAULT_CROP, batch=None,
     with training_processes.Helpers(count, network, losses[0].targets, *layers) if count > 0 \
             else contextlib.nullcontext() as helpers:
         def step():
-            with parallel.hold():  # as training runs it
+            with parallel.hold(pieces=False):  # as training runs it
                 return training.batch_loss_and_grads(params, x, losses, mode, helpers)
 
         ours = _timed(step)
