@@ -65,12 +65,12 @@ class PairMemory:
         # fresh huge page costly on a VM (memory_pages); the passes read it in order, the TLB's
         # reach does not matter to them. 200-450 ms of stylize's first iterations at 320 px.
         with memory_pages.small_pages():
-            self._buffer = np.zeros((2 * m, n), dtype=self.dtype)
+            self._buffer = _zeros((2 * m, n), self.dtype)
         self.pairs, self.slots = deque(), deque()
         self._sy = np.zeros((m, m))  # by slot: s_a . y_b for a's pair no newer than b's
         self._yy = np.zeros((m, m))  # by slot: y_a . y_b
         self._new = None  # the slot of the pair added last, its dot products not yet known
-        self._V = np.zeros((2, n), dtype=self.dtype)  # pass 1's two vectors: g, and the new pair's y
+        self._V = _zeros((2, n), self.dtype)  # pass 1's two vectors: g, and the new pair's y
 
     def __len__(self):
         return len(self.pairs)
@@ -170,16 +170,9 @@ class PairMemory:
         if negate:
             coefficients, gamma = -coefficients, -gamma
         coefficients = coefficients.astype(self.dtype)
-        r = np.empty(self.n, dtype=self.dtype)
-        scale = self.dtype.type(gamma)
-
-        def combine(start, stop):  # blocks start..stop-1: r = buffer^T coefficients + gamma g there
-            for a0 in range(start * _BLOCK_2, min(stop * _BLOCK_2, self.n), _BLOCK_2):
-                a1 = min(a0 + _BLOCK_2, self.n)
-                np.matmul(coefficients, self._buffer[:, a0:a1], out=r[a0:a1])
-                r[a0:a1] += scale * g_mem[a0:a1]
-
-        parallel.split(combine, -(-self.n // _BLOCK_2))
+        r = parallel.empty(self.n, self.dtype)
+        parallel.split(_combine_blocks, -(-self.n // _BLOCK_2),
+                       args=(coefficients, self._buffer, self.dtype.type(gamma), g_mem, _BLOCK_2, r), writes=(5,))
         return r
 
     def _dot_products(self, g, held=None):
@@ -198,8 +191,15 @@ class PairMemory:
         V[1] = 0 if self._new is None else self._buffer[self.m + self._new]
 
         P = np.zeros((2 * self.m, 2))
-        for a0 in range(0, self.n, _BLOCK):  # the blocks' products, summed in block order (see _BLOCK)
-            P += self._buffer[:, a0:a0 + _BLOCK] @ V[:, a0:a0 + _BLOCK].T
+        blocks = -(-self.n // _BLOCK)
+        if parallel.splits_in_processes():   # no GIL between the pieces: the blocks' products split
+            products = parallel.empty((blocks, 2 * self.m, 2), self.dtype)
+            parallel.split(_block_products, blocks, args=(self._buffer, V, _BLOCK, products), writes=(3,))
+            for product in products:   # summed in block order, as below
+                P += product
+        else:
+            for a0 in range(0, self.n, _BLOCK):  # the blocks' products, summed in block order (see _BLOCK)
+                P += self._buffer[:, a0:a0 + _BLOCK] @ V[:, a0:a0 + _BLOCK].T
         if self._new is not None:
             t, col = self._new, 1
             for slot in self.slots:
@@ -210,3 +210,25 @@ class PairMemory:
             return None, None
         idx = np.array(self.slots)
         return P[idx, 0], P[self.m + idx, 0]
+
+
+def _zeros(shape, dtype):
+    """Zeros where a split's pieces may read them in a helper process (`parallel.empty`)."""
+    a = parallel.empty(shape, dtype)
+    a[...] = 0
+    return a
+
+
+def _block_products(start, stop, buffer, V, block, products):
+    """Pass 1's blocks start..stop-1: products[b] = buffer's columns of block b times V's, transposed (a piece)."""
+    for b in range(start, stop):
+        np.matmul(buffer[:, b * block:(b + 1) * block], V[:, b * block:(b + 1) * block].T, out=products[b])
+
+
+def _combine_blocks(start, stop, coefficients, buffer, scale, g, block, r):
+    """Pass 2's blocks start..stop-1: r = buffer^T coefficients + scale g there (a piece of its split)."""
+    n = r.shape[0]
+    for a0 in range(start * block, min(stop * block, n), block):
+        a1 = min(a0 + block, n)
+        np.matmul(coefficients, buffer[:, a0:a1], out=r[a0:a1])
+        r[a0:a1] += scale * g[a0:a1]

@@ -263,6 +263,12 @@ def _the_arena():
     return _arena
 
 
+def splits_in_processes():
+    """Whether a split with `args` made now would hand its pieces to helper processes (see `split`):
+    for work worth cutting only where no GIL stands between the pieces."""
+    return workers() > 1 and not getattr(_state, "inside", False) and bool(_ready_helpers(workers() - 1))
+
+
 def _ready_helpers(count):
     """`count` helper processes ready for pieces, or [] (then the pieces run as threads).
 
@@ -453,8 +459,11 @@ class Queue:
         with self._lock:
             self._holders -= 1
             last = self._holders == 0
+            at_work, self._at_work = (self._at_work, None) if last else (None, self._at_work)
         if last:
             _region.release()
+            if at_work is not None:   # the pool's threads are done: the helpers may spin again
+                at_work.__exit__(None, None, None)
 
     def _drain(self):  # a pool thread: every function not yet taken, in order from the second
         _state.piece = _state.inside = True
@@ -485,7 +494,8 @@ class Queue:
         blas, self._blas = self._blas, None
         if blas is not None:
             blas.__exit__(None, None, None)
-        at_work, self._at_work = self._at_work, None
+        with self._lock:
+            at_work, self._at_work = self._at_work, None
         if at_work is not None:
             at_work.__exit__(None, None, None)
 

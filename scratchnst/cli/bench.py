@@ -751,8 +751,8 @@ def format_report(report):
             "small image.",
             "dx differs by: ||dx_scratchnst - dx_PyTorch|| / ||dx_PyTorch|| (float32; a max pool may send a",
             "gradient to another cell where two inputs tie to round-off). load: the machine's load average",
-            "(with 2 threads or more, scratchnst's spinners, which keep its cores awake during its steps, count",
-            "in it: see scratchnst/awake_cores.py)."]
+            "(with 2 threads or more, scratchnst's helper processes, which spin on their cores during its steps,",
+            "count in it: see scratchnst/piece_processes.py and awake_cores.py)."]
     train = report.get("training")
     if train:
         torch_missing = train["pytorch"] if train["pytorch"] != "used" else "-"
