@@ -32,11 +32,13 @@ import numpy as np
 from scratchnst import memory_pages, parallel
 
 # Columns per block of pass 1: 40 rows x 8192 float32 = 1.25 MiB, in a core's L2 cache for both
-# vectors. Pass 1 runs in the calling thread, unsplit: its blocks are many small products, and two
-# threads making them wait for each other's GIL at each (measured on a 2-core Xeon, 20 pairs of
-# 230400 values, the buffer out of the cache as after an evaluation: 3.0 ms unsplit by blocks of
-# 8192, 3.2 by blocks of 2048, 3.8 split across the cores, 4.6 in one product; in the cache 1.4,
-# 1.6, 1.8 and 2.7). Pass 2 reads each value once whatever the blocks, a few large products split
+# vectors. Pass 1 runs in the calling thread, unsplit, unless the pieces go to helper processes
+# (`parallel.splits_in_processes`): its blocks are many small products, and two threads making them
+# wait for each other's GIL at each (measured on a 2-core Xeon, 20 pairs of 230400 values, the
+# buffer out of the cache as after an evaluation: 3.0 ms unsplit by blocks of 8192, 3.2 by blocks of
+# 2048, 3.8 split across threads, 4.6 in one product; in the cache 1.4, 1.6, 1.8 and 2.7). With a
+# helper process the whole direction took 3.1 ms instead of 4.2 inside a stylize run (cat and
+# swirls, 320 px). Pass 2 reads each value once whatever the blocks, a few large products split
 # across the cores (2.1 ms against 3.1 unsplit): larger blocks, fewer Python steps.
 _BLOCK = 8192
 _BLOCK_2 = 4 * _BLOCK
@@ -63,7 +65,8 @@ class PairMemory:
         # take part in the passes with coefficient 0 and must not be NaN
         # Small pages: the buffer is written a row at a time over the first m iterations, each
         # fresh huge page costly on a VM (memory_pages); the passes read it in order, the TLB's
-        # reach does not matter to them. 200-450 ms of stylize's first iterations at 320 px.
+        # reach does not matter to them. 200-450 ms of stylize's first iterations at 320 px. In a
+        # run with helper processes it is in their shared memory (small pages too), zeroed at once.
         with memory_pages.small_pages():
             self._buffer = _zeros((2 * m, n), self.dtype)
         self.pairs, self.slots = deque(), deque()
@@ -192,7 +195,7 @@ class PairMemory:
 
         P = np.zeros((2 * self.m, 2))
         blocks = -(-self.n // _BLOCK)
-        if parallel.splits_in_processes():   # no GIL between the pieces: the blocks' products split
+        if parallel.splits_in_processes_for(_block_products):   # no GIL between the pieces: split
             products = parallel.empty((blocks, 2 * self.m, 2), self.dtype)
             parallel.split(_block_products, blocks, args=(self._buffer, V, _BLOCK, products), writes=(3,))
             for product in products:   # summed in block order, as below

@@ -59,6 +59,7 @@ _arena = None         # shared_arena.Arena of the splits' helper processes, made
 _helpers = []         # piece_processes.Helper, one per worker beyond the first, started by hold()
 _no_helpers = False   # True once helpers could not start or one was lost: the pieces stay threads
 _held_depth = 0       # how many hold() contexts are open
+_forks = 0            # how many forks this process descends from since it imported this module
 _pool_busy = 0        # how many splits or queues have given the pool's threads work (_pool_at_work)
 _busy_lock = threading.RLock()   # held by _pool_at_work while it calls _let_helpers_spin, which takes it too
 # (module, name) of piece functions whose pieces failed in a helper and not in the caller, as one that
@@ -267,6 +268,12 @@ def splits_in_processes():
     """Whether a split with `args` made now would hand its pieces to helper processes (see `split`):
     for work worth cutting only where no GIL stands between the pieces."""
     return workers() > 1 and not getattr(_state, "inside", False) and bool(_ready_helpers(workers() - 1))
+
+
+def splits_in_processes_for(fn):
+    """`splits_in_processes()`, for pieces of module-level function fn (one that failed in helpers stays in threads)."""
+    return splits_in_processes() and (getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)) \
+        not in _not_for_helpers
 
 
 def _ready_helpers(count):
@@ -512,14 +519,17 @@ def _the_pool():
 def _forget_the_pool():
     """In a child made by fork: the parent's worker threads and helper processes are not its own; make
     new ones when needed, and a new shared arena (the parent's blocks are still the parent's)."""
-    global _pool, _region, _arena, _helpers, _no_helpers, _held_depth, _pool_busy, _busy_lock
+    global _pool, _region, _arena, _helpers, _no_helpers, _held_depth, _pool_busy, _busy_lock, _forks
     _pool, _region = None, threading.Lock()
-    if _arena is not None:   # its memory would stay the parent's: made the child's own
-        from scratchnst import shared_arena
-
-        shared_arena.privatize(_arena)
+    arena = _arena
+    # first: whatever happens below, the child never posts a job to its parent's helpers
     _arena, _helpers, _no_helpers, _held_depth, _pool_busy = None, [], False, 0, 0
     _busy_lock = threading.RLock()
+    _forks += 1   # a hold() entered before the fork ends without a trace here (_helpers_held)
+    if arena is not None:   # its memory would stay the parent's: made the child's own
+        from scratchnst import shared_arena
+
+        shared_arena.privatize(arena)
 
 
 if hasattr(os, "register_at_fork"):
@@ -614,10 +624,13 @@ def _helpers_held():
     if _held_depth == 0 and _arena is not None:
         _arena.begin()
     _held_depth += 1
+    forks = _forks
     _let_helpers_spin()
     try:
         yield
     finally:
+        if forks != _forks:   # a child made by fork inside the run: its state was reset, none of this is its
+            return
         _held_depth -= 1
         _let_helpers_spin()
         if _held_depth == 0 and _arena is not None:

@@ -113,6 +113,8 @@ def encode_args(args, writes, arena, keep):
 
 def _encode(value, written, arena, keep):
     if isinstance(value, np.ndarray):
+        if type(value) is not np.ndarray:   # a matrix, a masked array: rebuilt plain, it would compute otherwise
+            raise NotShareable(f"an array of class {type(value).__name__}")
         if value.dtype.hasobject or value.dtype.fields is not None:
             raise NotShareable("an array of objects or records")
         place = arena.where(value)
@@ -267,9 +269,12 @@ class Helper:
         spins = 0
         while self._words[_DONE] != self._words[_JOB]:
             spins += 1
-            if spins % 4096 == 0 and self._proc.poll() is not None:
-                self.broken = True
-                return False, "the helper process ended"
+            if spins % 4096 == 0:
+                if self._proc.poll() is not None:
+                    self.broken = True
+                    return False, "the helper process ended"
+                if spins % (1 << 20) == 0:   # its wake-up may have been lost (a Ctrl-C between job and wake)
+                    self.wake()
         if self._words[_STATUS] == 0:
             return True, ""
         n = int(self._words[_ANSWER_LENGTH])

@@ -77,6 +77,7 @@ class Arena:
         self._returned = collections.deque()
         self._segments = {}      # index -> _Segment
         self._free = {}          # block size -> [(segment index, offset)]
+        _libc_calls()   # now, in the parent: a child made by fork may not load it safely (`privatize`)
         self._next_index = 0
         self._epoch = 0          # counts the runs (`begin`): a segment remembers the last one it served
         self.generation = 0      # counts segments made and dropped: a helper's list is stale when it differs
@@ -194,27 +195,54 @@ def view(mapped, description):
     return np.ndarray(shape, np.dtype(dtype), buffer=mapped[index], offset=offset, strides=strides)
 
 
+_libc = None   # (mmap, mremap, memmove) of the C library, resolved in the parent: see `privatize`
+
+
+def _libc_calls():
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = libc.mremap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long]
+        libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+        _libc = (libc.mmap, libc.mremap, ctypes.memmove, ctypes.get_errno)
+    return _libc
+
+
 def privatize(arena):
     """In a child made by fork: make the arena's memory the child's own, as the rest of its memory is.
 
     A fork copies a process's private memory (copy-on-write) but shares its MAP_SHARED mappings: the
     child's arrays in the arena (a network's weights, the activations of its last run) would be the
     parent's, each side seeing the other's writes and the blocks the other reuses. So each segment's
-    used bytes are copied out, an anonymous private mapping replaces the shared one at the same
-    address (the arrays keep pointing at it), and the bytes go back; the segments' files are closed.
-    The arena is of no more use for sharing (its segments are no longer files a helper could map):
-    the child makes a new one. Linux only, as memfd is.
+    used bytes are copied into a new private anonymous mapping, which then replaces the shared one
+    at the same address (mremap: the arrays keep pointing at it); the child's descriptors of the
+    segments' files, the arena's and those the mmap objects keep, are pointed at /dev/null, so that
+    the child does not keep the parent's memory alive. The arena is of no more use for sharing:
+    the child makes a new one. One copy of the used bytes per fork (a `subprocess` with preexec_fn
+    pays it too). Linux only, as memfd is.
     """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x10   # 0x10: MAP_FIXED, at the same address
+    mmap_, mremap, memmove, get_errno = _libc_calls()
     segments, arena._segments, arena._free = list(arena._segments.values()), {}, {}
+    private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
     for segment in segments:
-        saved = bytes(segment.memory[:segment.end])
-        if libc.mmap(segment.base, segment.size, mmap.PROT_READ | mmap.PROT_WRITE, flags, -1, 0) != segment.base:
-            raise OSError(ctypes.get_errno(), "could not make the shared arena private after fork")
-        segment.memory[:segment.end] = saved
-        os.close(segment.fd)
+        fresh = mmap_(None, segment.size, mmap.PROT_READ | mmap.PROT_WRITE, private, -1, 0)
+        if fresh in (None, 2**64 - 1):
+            raise OSError(get_errno(), "no memory to make the shared arena private after fork")
+        memmove(fresh, segment.base, segment.end)
+        # MREMAP_MAYMOVE | MREMAP_FIXED: the private copy takes the shared mapping's place, at once
+        if mremap(fresh, segment.size, segment.size, 1 | 2, segment.base) != segment.base:
+            raise OSError(get_errno(), "could not make the shared arena private after fork")
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:scratchnst-arena-"):
+                    os.dup2(null, int(name))
+            except OSError:   # gone meanwhile (the listing's own descriptor)
+                pass
+    finally:
+        os.close(null)

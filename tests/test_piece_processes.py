@@ -242,6 +242,9 @@ def test_a_forked_child_has_its_own_memory_and_no_helpers(two_workers):
                 ok = parallel._helpers == [] and parallel._arena is None and parallel._held_depth == 0
                 ok = ok and (a == 1.0).all()
                 a[...] = 2.0
+                links = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                         if os.path.islink(f"/proc/self/fd/{fd}")]
+                ok = ok and not any("scratchnst-arena" in link for link in links)   # the parent's memory not held
                 os.write(write, b"1" if ok else b"0")
             finally:
                 os._exit(0)
@@ -340,3 +343,30 @@ def test_stylize_with_helper_pieces_paints_the_same_picture(two_workers, jobs, m
         assert jobs == []
     np.testing.assert_array_equal(image_helpers, image_threads)
     assert costs_helpers == costs_threads
+
+
+@needs_helpers
+def test_a_child_forked_inside_a_run_starts_its_own_runs_afresh(two_workers):
+    read, write = os.pipe()
+    with parallel.hold():
+        _helpers_ready()
+        pid = os.fork()
+    if pid == 0:   # the child left its parent's hold(): nothing of it counts here
+        try:
+            ok = parallel._held_depth == 0
+            with parallel.hold():
+                ok = ok and parallel._held_depth == 1 and parallel.empty(3, np.float32) is not None
+                deadline = time.monotonic() + 30
+                while not parallel._ready_helpers(1) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                out, _ = fast_pool.max_pool_forward(np.ones((1, 9, 9, 2)), 3, 2)
+                ok = ok and parallel._ready_helpers(1) != [] and (out == 1).all()
+            ok = ok and parallel._held_depth == 0
+            parallel.stop_helpers()
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    os.close(read)
