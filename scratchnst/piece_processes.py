@@ -70,18 +70,30 @@ SPIN_SECONDS = 0.1          # a helper spins this long after its last job, while
 _START_SECONDS = 30.0       # a helper has this long to say it is ready
 _SEGMENTS = struct.Struct("<q")
 
-# What a helper runs: the scratchnst it belongs to first on the path (as training's helpers do).
-HELPER_COMMAND = (
-    "import os, sys, importlib.util\n"
-    "if sys.path and sys.path[0] == '':\n"
-    "    del sys.path[0]\n"
-    "want = os.environ['SCRATCHNST_HELPER_PATH']\n"
-    "found = importlib.util.find_spec('scratchnst')\n"
-    "if found is None or os.path.realpath(os.path.dirname(os.path.dirname(found.origin))) != os.path.realpath(want):\n"
-    "    sys.path.insert(0, want)\n"
-    "from scratchnst.piece_processes import main\n"
-    "main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])\n")
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The folder holding this scratchnst: a helper process puts it first on its path (`helper_command`).
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def helper_command(entry):
+    """The code a helper process runs (`python -c`), `entry` last: a Python source line or two.
+
+    The current directory leaves sys.path, and this scratchnst's folder (PACKAGE_PARENT, given as
+    $SCRATCHNST_HELPER_PATH) goes first if the scratchnst found otherwise (installed, say) is another
+    one: the helper runs the caller's code. A string, not an import of the entry's module, so that
+    its module and the caller's make no import cycle. Training's helpers start so too.
+    """
+    return ("import os, sys, importlib.util\n"
+            "if sys.path and sys.path[0] == '':\n"
+            "    del sys.path[0]\n"
+            "want = os.environ['SCRATCHNST_HELPER_PATH']\n"
+            "found = importlib.util.find_spec('scratchnst')\n"
+            "if found is None or os.path.realpath(os.path.dirname(os.path.dirname(found.origin))) != "
+            "os.path.realpath(want):\n"
+            "    sys.path.insert(0, want)\n" + entry)
+
+
+HELPER_COMMAND = helper_command("from scratchnst.piece_processes import main\n"
+                                "main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])\n")
 
 
 def supported():
@@ -206,7 +218,7 @@ class Helper:
             try:
                 env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                        "VECLIB_MAXIMUM_THREADS": "1", "SCRATCHNST_WORKERS": "1",
-                       "SCRATCHNST_HELPER_PATH": _PACKAGE_PARENT}
+                       "SCRATCHNST_HELPER_PATH": PACKAGE_PARENT}
                 self._proc = subprocess.Popen(
                     [sys.executable, "-c", HELPER_COMMAND, str(fd), str(theirs.fileno()),
                      "" if core is None else str(core)],

@@ -46,7 +46,7 @@ import tempfile
 
 import numpy as np
 
-from scratchnst import parallel
+from scratchnst import parallel, piece_processes
 from scratchnst.errors import UserError
 
 _MAGIC = b"SNST"                 # every message starts so: anything else on the pipe is not one
@@ -54,21 +54,12 @@ _HEADER = struct.Struct("<4sQ")  # the magic, then the length of the JSON header
 _MAX_HEADER = 2**20
 _DTYPES = ("float32", "float64", "uint8")
 # What a helper runs (its argument: the descriptor of its replies' pipe; its stdout, like its stderr,
-# goes to a file, so that nothing printed reaches a reply): the current directory leaves sys.path,
-# and this scratchnst's folder goes first if the scratchnst found otherwise (installed, say) is
-# another one. A string, not an import, so that training (which imports this module) and
-# training_helper (which imports training) make no cycle.
-HELPER_COMMAND = (
-    "import os, sys, importlib.util\n"
-    "if sys.path and sys.path[0] == '':\n"
-    "    del sys.path[0]\n"
-    "want = os.environ['SCRATCHNST_HELPER_PATH']\n"
-    "found = importlib.util.find_spec('scratchnst')\n"
-    "if found is None or os.path.realpath(os.path.dirname(os.path.dirname(found.origin))) != os.path.realpath(want):\n"
-    "    sys.path.insert(0, want)\n"
-    "from scratchnst.training_helper import main\n"
-    "main(int(sys.argv[1]))\n")
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# goes to a file, so that nothing printed reaches a reply), this scratchnst first on its path
+# (piece_processes.helper_command). A string, not an import, so that training (which imports this
+# module) and training_helper (which imports training) make no cycle.
+HELPER_COMMAND = piece_processes.helper_command("from scratchnst.training_helper import main\n"
+                                                "main(int(sys.argv[1]))\n")
+_PACKAGE_PARENT = piece_processes.PACKAGE_PARENT
 # each helper's shared memory, in two halves: a step's parameters and photos go into the first,
 # its gradients come back in the second (1.7 + 0.2 MB, and 1.7 MB, for the default network and
 # 128 px crops). Pages are only allocated where written; a message that does not fit its half goes

@@ -235,24 +235,43 @@ def test_a_forked_child_has_its_own_memory_and_no_helpers(two_workers):
         a = parallel.empty((1000,), np.float64)
         assert parallel._arena.where(a) is not None
         a[...] = 1.0
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:   # the child: nothing of the parent's helpers, and its arrays its own (copy-on-write)
-            try:
-                ok = parallel._helpers == [] and parallel._arena is None and parallel._held_depth == 0
-                ok = ok and (a == 1.0).all()
-                a[...] = 2.0
-                links = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
-                         if os.path.islink(f"/proc/self/fd/{fd}")]
-                ok = ok and not any("scratchnst-arena" in link for link in links)   # the parent's memory not held
-                os.write(write, b"1" if ok else b"0")
-            finally:
-                os._exit(0)
-        os.close(write)
-        assert os.read(read, 1) == b"1"
+
+        def child():   # nothing of the parent's helpers, and its arrays its own (copy-on-write)
+            ok = parallel._helpers == [] and parallel._arena is None and parallel._held_depth == 0
+            ok = ok and (a == 1.0).all()
+            a[...] = 2.0
+            links = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                     if os.path.islink(f"/proc/self/fd/{fd}")]
+            return ok and not any("scratchnst-arena" in link for link in links)   # the parent's memory not held
+
+        assert _in_a_child(child)
+        assert (a == 1.0).all()   # the child's write stayed in the child
+
+
+def _in_a_child(check):
+    """Fork; check() in the child, with whatever the caller holds at the fork; what it returned, here."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _report(write, check)
+    return _verdict(pid, read, write)
+
+
+def _report(write, check):
+    """In a forked child: check()'s verdict to the parent, then out."""
+    try:
+        os.write(write, b"1" if check() else b"0")
+    finally:
+        os._exit(0)
+
+
+def _verdict(pid, read, write):
+    os.close(write)
+    try:
+        return os.read(read, 1) == b"1"
+    finally:
         os.waitpid(pid, 0)
         os.close(read)
-        assert (a == 1.0).all()   # the child's write stayed in the child
 
 
 def test_an_array_freed_while_the_arena_allocates_does_not_wait_for_the_arena(arena):
@@ -347,26 +366,23 @@ def test_stylize_with_helper_pieces_paints_the_same_picture(two_workers, jobs, m
 
 @needs_helpers
 def test_a_child_forked_inside_a_run_starts_its_own_runs_afresh(two_workers):
+    def child():   # it leaves its parent's hold() first: nothing of that counts here
+        ok = parallel._held_depth == 0
+        with parallel.hold():
+            ok = ok and parallel._held_depth == 1 and parallel.empty(3, np.float32) is not None
+            deadline = time.monotonic() + 30
+            while not parallel._ready_helpers(1) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            out, _ = fast_pool.max_pool_forward(np.ones((1, 9, 9, 2)), 3, 2)
+            ok = ok and parallel._ready_helpers(1) != [] and (out == 1).all()
+        ok = ok and parallel._held_depth == 0
+        parallel.stop_helpers()
+        return ok
+
     read, write = os.pipe()
     with parallel.hold():
         _helpers_ready()
         pid = os.fork()
-    if pid == 0:   # the child left its parent's hold(): nothing of it counts here
-        try:
-            ok = parallel._held_depth == 0
-            with parallel.hold():
-                ok = ok and parallel._held_depth == 1 and parallel.empty(3, np.float32) is not None
-                deadline = time.monotonic() + 30
-                while not parallel._ready_helpers(1) and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                out, _ = fast_pool.max_pool_forward(np.ones((1, 9, 9, 2)), 3, 2)
-                ok = ok and parallel._ready_helpers(1) != [] and (out == 1).all()
-            ok = ok and parallel._held_depth == 0
-            parallel.stop_helpers()
-            os.write(write, b"1" if ok else b"0")
-        finally:
-            os._exit(0)
-    os.close(write)
-    assert os.read(read, 1) == b"1"
-    os.waitpid(pid, 0)
-    os.close(read)
+    if pid == 0:
+        _report(write, child)
+    assert _verdict(pid, read, write)
