@@ -9,8 +9,12 @@ a piece's arguments can be described to a helper as (segment, offset, shape, str
 rebuilt there as views of the same bytes (`view`).
 
 Blocks are handed out by size and come back when the last view of an array dies (a finalizer on
-its base array), onto a list of free blocks of that exact size: a run allocates the same shapes at
-every step, so after its first step it reuses its own blocks and touches no new page. A segment
+its base array), onto a list of free blocks of their size; a request takes a free block of its
+size, else the smallest free one up to twice as large, else new memory. A run allocates the same
+shapes at every step, so after its first step it reuses its own blocks and touches no new page.
+The price: a freed block keeps its pages, where NumPy's large arrays go back to the system when
+freed, so a step's peak memory counts every block it used (a VGG-19 step at 512 px: 543 MB
+against 481 in NumPy's memory, 2-core Xeon; `scratchnst bench`'s memory columns). A segment
 with no live block left is given back to the system by `trim()` at the end of a run if that run
 did not use it, so a process that ran at 512 px and then at 256 keeps no dead blocks of the first
 for long.
@@ -92,7 +96,7 @@ class Arena:
         size = max(ALIGN, -(-count * dtype.itemsize // ALIGN) * ALIGN)
         with self._lock:
             self._take_returned()
-            segment, offset = self._block(size)
+            segment, offset, size = self._block(size)
             segment.live += 1
             segment.used = self._epoch
         flat = np.frombuffer(segment.memory, dtype, count, offset)
@@ -100,21 +104,25 @@ class Arena:
         return flat.reshape(shape)
 
     def _block(self, size):
-        free = self._free.get(size)
-        while free:
-            index, offset = free.pop()
-            if index in self._segments:
-                return self._segments[index], offset
+        """(segment, offset, the block's size): a free block of `size` bytes, else the smallest free one
+        up to twice as large (malloc would reuse freed memory of any size: without it a VGG-19 step at
+        256 px held 166 MB at its peak against 125 in NumPy's memory), else new memory."""
+        for fits in [size] + sorted(k for k, blocks in self._free.items() if size < k <= 2 * size and blocks):
+            free = self._free.get(fits)
+            while free:
+                index, offset = free.pop()
+                if index in self._segments:
+                    return self._segments[index], offset, fits
         for segment in self._segments.values():
             if segment.size - segment.end >= size:
                 offset, segment.end = segment.end, segment.end + size
-                return segment, offset
+                return segment, offset, size
         segment = _Segment(self._next_index, max(SEGMENT_BYTES, size))
         self._segments[segment.index] = segment
         self._next_index += 1
         self.generation += 1
         segment.end = size
-        return segment, 0
+        return segment, 0, size
 
     def _take_returned(self):
         """Move the blocks the finalizers gave back onto the free lists (under the lock)."""

@@ -57,6 +57,17 @@ def test_a_description_rebuilds_the_same_view_of_the_same_memory(arena, view):
     assert (v == -1).all()
 
 
+def test_a_freed_block_serves_a_smaller_request_up_to_half_its_size(arena):
+    a = arena.empty(1000, np.float32)   # 4000 bytes
+    place = arena.where(a)
+    del a
+    assert arena.where(arena.empty(3000, np.uint8)) == place   # 3008 of its 4032: taken
+    c = arena.empty(1000, np.float32)
+    place_c = arena.where(c)
+    del c
+    assert arena.where(arena.empty(1000, np.uint8)) != place_c   # a quarter of it: new memory instead
+
+
 def test_freed_blocks_are_reused_and_unused_segments_given_back(arena):
     arena.begin()
     a = arena.empty(1000, np.float32)
