@@ -195,7 +195,7 @@ class PairMemory:
 
         P = np.zeros((2 * self.m, 2))
         blocks = -(-self.n // _BLOCK)
-        if parallel.splits_in_processes_for(_block_products):   # no GIL between the pieces: split
+        if parallel.splits_in_processes(_block_products):   # no GIL between the pieces: split
             products = parallel.empty((blocks, 2 * self.m, 2), self.dtype)
             parallel.split(_block_products, blocks, args=(self._buffer, V, _BLOCK, products), writes=(3,))
             for product in products:   # summed in block order, as below

@@ -264,16 +264,13 @@ def _the_arena():
     return _arena
 
 
-def splits_in_processes():
-    """Whether a split with `args` made now would hand its pieces to helper processes (see `split`):
-    for work worth cutting only where no GIL stands between the pieces."""
-    return workers() > 1 and not getattr(_state, "inside", False) and bool(_ready_helpers(workers() - 1))
-
-
-def splits_in_processes_for(fn):
-    """`splits_in_processes()`, for pieces of module-level function fn (one that failed in helpers stays in threads)."""
-    return splits_in_processes() and (getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)) \
-        not in _not_for_helpers
+def splits_in_processes(fn):
+    """Whether a split of module-level function fn's pieces (`split` with `args`) made now would hand them
+    to helper processes: for work worth cutting only where no GIL stands between the pieces. Not for a
+    function whose pieces kept failing in helpers (`_not_for_helpers`)."""
+    return (workers() > 1 and not getattr(_state, "inside", False)
+            and (getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)) not in _not_for_helpers
+            and bool(_ready_helpers(workers() - 1)))
 
 
 def _ready_helpers(count):

@@ -46,7 +46,6 @@ import mmap
 import os
 import platform
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -68,7 +67,6 @@ _ANSWER_BYTES = 1 << 16
 CONTROL_BYTES = _ANSWER_START + _ANSWER_BYTES
 SPIN_SECONDS = 0.1          # a helper spins this long after its last job, while the run lasts
 _START_SECONDS = 30.0       # a helper has this long to say it is ready
-_SEGMENTS = struct.Struct("<q")
 
 # The folder holding this scratchnst: a helper process puts it first on its path (`helper_command`).
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -295,7 +293,7 @@ class Helper:
     def sync(self, arena):
         """Send the helper the arena's segments (it maps the new ones and lets go of the dropped ones)."""
         generation, listed = arena.segments()
-        message = _SEGMENTS.pack(generation) + marshal.dumps([(i, size) for i, _, size in listed])
+        message = marshal.dumps([(i, size) for i, _, size in listed])   # more than the one byte of a wake-up
         self._socket.setblocking(True)
         self._socket.settimeout(10)
         try:
@@ -406,7 +404,7 @@ def _listen(channel, mapped, block):
 
 
 def _map_segments(data, fds, mapped):
-    listed = marshal.loads(data[_SEGMENTS.size:])
+    listed = marshal.loads(data)
     live = set()
     for (index, size), fd in zip(listed, fds):
         live.add(index)
