@@ -21,11 +21,12 @@ halt, 80-150 us per split, about what a core does in a small layer. Hence fewer,
 GIL: a piece should make a few large NumPy calls, not many small ones (`in_piece`).
 
 So inside a run (`hold()`), on x86-64 Linux, the splits of a network's step (fire modules, pools,
-the forward convolutions: the sites that pass `args=` to `split`) hand their other pieces to
-helper processes instead (`piece_processes`), one per extra core, over memory both map
-(`shared_arena`; `empty` and `shared_copy` put arrays there): no GIL between the pieces, and a
-handoff of about a microsecond. The results are the same bits as with threads. The input
-gradients by bands and `ahead` still use threads; SCRATCHNST_PROCESSES=0 keeps every piece in threads.
+the forward convolutions, an RGB input's gradient: the sites that pass `args=` to `split`) hand
+their other pieces to helper processes instead (`piece_processes`), one per extra core, over
+memory both map (`shared_arena`; `empty` and `shared_copy` put arrays there): no GIL between the
+pieces, and a handoff of about a microsecond. The results are the same bits as with threads.
+col2im's input gradients by bands (strided convolutions of 8 channels or more), Winograd's and
+`ahead` still use threads; SCRATCHNST_PROCESSES=0 keeps every piece in threads.
 
 How many workers: $SCRATCHNST_WORKERS when set (the command line sets it for --threads N, and
 starts NumPy's BLAS on one thread: `environment`); else the BLAS's own thread count where it can be
@@ -151,6 +152,15 @@ def pieces(n, count):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def split_ranges(n, least=1):
+    """The pieces, (start, stop) ranges, that split(fn, n, least) called now in this thread cuts range(n)
+    into: [(0, n)] when it runs as one piece. For pieces that each fill an array of their own, made first."""
+    count = min(workers(), n // max(1, least))
+    if count < 2 or getattr(_state, "inside", False):
+        return [(0, n)]
+    return pieces(n, count)
+
+
 def split(fn, n, least=1, args=None, writes=()):
     """Run fn(start, stop) over contiguous pieces of range(n), at once on `workers()` threads.
 
@@ -179,12 +189,12 @@ def split(fn, n, least=1, args=None, writes=()):
     depend on what another thread was doing at that moment. A piece's exception is raised here:
     after every piece has ended when they run at once, at once when they run one after another.
     """
-    count = min(workers(), n // max(1, least))
+    ranges = split_ranges(n, least)
     if args is not None:
         fn_of_args, fn = fn, (lambda start, stop: fn_of_args(start, stop, *args))
-    if count < 2 or getattr(_state, "inside", False):
+    if len(ranges) < 2:
         return [fn(0, n)]
-    ranges = pieces(n, count)
+    count = len(ranges)
     if not _region.acquire(blocking=False):
         with one_blas_thread():  # as the pieces run in the pool's threads
             return [_piece(fn, start, stop) for start, stop in ranges]
@@ -288,8 +298,13 @@ def _ready_helpers(count):
     return ready if len(ready) == count else []
 
 
-def _start_helpers():
-    """Start the helper processes of this process's splits (one per worker beyond the first), once."""
+def start_helpers():
+    """Start the helper processes of this process's splits (one per worker beyond the first), once.
+
+    hold() does it; a run may do it sooner, before it reads its files: a helper is ready a Python
+    start later (about 0.3 s), and until then the splits use threads. Nothing where hold() would start
+    none (one worker, no shared memory, SCRATCHNST_PROCESSES=0).
+    """
     if _helpers or _no_helpers or _the_arena() is None:
         return
     from scratchnst import piece_processes
@@ -603,7 +618,7 @@ def hold(pieces=True):
     stack = contextlib.ExitStack()
     stack.enter_context(one_blas_thread())
     if pieces:
-        _start_helpers()
+        start_helpers()
     cores = _cores()
     # the cores the run's threads are pinned to: keep them from halting
     if len(cores) >= workers() and not (pieces and _helpers):

@@ -116,6 +116,30 @@ def _forward_blocks(start, stop, x, w_t, pad_h, pad_w, mask, in_place, KH, KW, H
             block += Z[t * C_out:(t + 1) * C_out, shifts[t]:shifts[t] + p1 - p0]
 
 
+def _band_end(start, stop, H_out, stride, KH, Hp):
+    """The padded row after the last one output rows start..stop-1 reach (all of them for the whole)."""
+    return Hp if (start, stop) == (0, H_out) else (stop - 1) * stride + KH
+
+
+def _gradient_band(start, stop, dout, w_cols, mask, stride, KH, KW, rows, starts, targets):
+    """input_gradient's output rows start..stop-1 of every image, added into the piece's own array of
+    `targets` (the one at start's place in `starts`), from padded row start * stride (a piece of its split)."""
+    W_out, C_out = dout.shape[2:]
+    C_in, dtype = w_cols.shape[0] // (KH * KW), targets[0].dtype
+    target = targets[starts.index(start)]
+    target[...] = 0   # first: a piece run again (its helper failed) adds into zeros all the same
+    Z = conv_rows.scratch_buffer("tap planes", (KH * KW * C_in, rows * W_out), dtype)
+    for n, i, d in conv_rows.masked_blocks(dout, mask, start, stop, rows, dtype):
+        r = len(d)
+        planes = np.matmul(w_cols, d.reshape(r * W_out, C_out).T, out=Z[:, :r * W_out])
+        planes = planes.reshape(KH, KW, C_in, r, W_out)
+        top = (i - start) * stride
+        for kh in range(KH):
+            for kw in range(KW):
+                target[n, :, top + kh:top + kh + stride * (r - 1) + 1:stride,
+                       kw:kw + stride * (W_out - 1) + 1:stride] += planes[kh, kw]
+
+
 # Output positions per block of the input gradient (a block's planes are made, then added at once):
 # the fastest of 1024 to 8192 for SqueezeNet's conv1 at 320x240 and VGG-19's block1_conv1 at 256x256.
 _GRADIENT_BLOCK = 8192
@@ -149,7 +173,10 @@ def input_gradient(dout, w, stride, xpad_shape, mask=None, least=1):
     Output rows are cut into pieces for the cores (`parallel`); each piece fills the input rows
     its windows reach, its own array, and the rows where neighbouring pieces overlap (KH - stride
     of them, if KH > stride) are added afterwards: the same terms as one piece adds, in another
-    order.
+    order. Those arrays are made before the split (`parallel.split_ranges` says which pieces it
+    will make), so that a helper process can fill one: at the end of a stylize evaluation
+    (SqueezeNet, 320 px, 2-core Xeon) the pixels' gradient took 2.1 ms in a helper against 3.0 ms
+    in threads, and 200 iterations 7.3 s against 7.8-8.0.
     """
     N, H_out, W_out, C_out = dout.shape
     KH, KW, C_in, _ = w.shape
@@ -157,23 +184,14 @@ def input_gradient(dout, w, stride, xpad_shape, mask=None, least=1):
     dtype = np.result_type(dout, w)
     w_cols = w.astype(dtype, copy=False).reshape(KH * KW * C_in, C_out)  # row (kh, kw, ci)
     rows = max(1, min(H_out, _GRADIENT_BLOCK // max(1, W_out)))
-
-    def band(start, stop):  # output rows start..stop-1 of every image -> (first padded row, their gradient)
-        last = Hp if (start, stop) == (0, H_out) else (stop - 1) * stride + KH  # one piece: all of dxpad
-        target = np.zeros((N, C_in, last - start * stride, Wp), dtype=dtype)
-        Z = conv_rows.scratch_buffer("tap planes", (KH * KW * C_in, rows * W_out), dtype)
-        for n, i, d in conv_rows.masked_blocks(dout, mask, start, stop, rows, dtype):
-            r = len(d)
-            planes = np.matmul(w_cols, d.reshape(r * W_out, C_out).T, out=Z[:, :r * W_out])
-            planes = planes.reshape(KH, KW, C_in, r, W_out)
-            top = (i - start) * stride
-            for kh in range(KH):
-                for kw in range(KW):
-                    target[n, :, top + kh:top + kh + stride * (r - 1) + 1:stride,
-                           kw:kw + stride * (W_out - 1) + 1:stride] += planes[kh, kw]
-        return start * stride, target
-
-    bands = parallel.split(band, H_out, least=least)
+    # Each piece fills an array of its own, made here so that a helper process can write it (`parallel.split`)
+    ranges = parallel.split_ranges(H_out, least)
+    targets = tuple(parallel.empty((N, C_in, _band_end(start, stop, H_out, stride, KH, Hp) - start * stride, Wp), dtype)
+                    for start, stop in ranges)
+    parallel.split(_gradient_band, H_out, least,
+                   args=(dout, w_cols, mask, stride, KH, KW, rows, tuple(start for start, _ in ranges), targets),
+                   writes=(8,))
+    bands = [(start * stride, target) for (start, _), target in zip(ranges, targets)]
     dxpad = np.empty(xpad_shape, dtype=dtype)
     if len(bands) == 1 and bands[0][1].shape[2] == Hp:
         planar = bands[0][1]

@@ -71,6 +71,19 @@ def test_split_runs_whole_with_one_worker_below_the_least_size_and_when_nested(c
     assert parallel.split(lambda a, b: (a, b), 10) == [(0, 10)]
 
 
+@pytest.mark.parametrize("n, least", [(10, 1), (10, 6), (3, 1), (1, 1), (0, 1)])
+def test_split_ranges_are_the_pieces_split_makes_alone_nested_and_while_the_cores_are_busy(cut_everything, n, least):
+    def made(start, stop):
+        return start, stop
+
+    assert parallel.split_ranges(n, least) == parallel.split(made, n, least)
+    assert parallel.split(lambda a, b: parallel.split_ranges(n, least), 2) == [[(0, n)], [(0, n)]]   # nested: whole
+    with parallel._region:   # another thread's split holds the cores: the same cut, one piece after another
+        assert parallel.split(made, n, least) == parallel.split_ranges(n, least)
+    parallel.set_workers(1)
+    assert parallel.split_ranges(n, least) == [(0, n)] == parallel.split(made, n, least)
+
+
 def test_a_pieces_exception_is_raised_after_every_piece_ended(cut_everything):
     ended = []
 

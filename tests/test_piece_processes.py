@@ -185,6 +185,46 @@ def test_a_step_with_helper_pieces_is_the_same_bits_as_with_thread_pieces(two_wo
 
 
 @needs_helpers
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("KH, stride", [(3, 1), (3, 2), (5, 3), (1, 2)])   # pieces overlapping or not
+def test_the_input_gradient_of_an_rgb_convolution_in_helpers_is_the_same_bits_as_in_threads(two_workers, jobs,
+                                                                                         monkeypatch, dtype, KH, stride):
+    from scratchnst import tap_planes
+
+    monkeypatch.setattr(tap_planes, "_GRADIENT_BLOCK", 40)   # blocks of 2 rows: each piece has several
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((KH, KH, 3, 16)).astype(dtype)
+    shape = (2, (23 - 1) * stride + KH + 1, (20 - 1) * stride + KH, 3)
+    with parallel.hold():
+        _helpers_ready()
+        dout, mask = parallel.empty((2, 23, 20, 16), dtype), parallel.empty((2, 23, 20, 16), dtype)
+        dout[...] = rng.standard_normal(dout.shape)
+        mask[...] = rng.standard_normal(mask.shape)
+        in_helpers = tap_planes.input_gradient(dout, w, stride, shape, mask=mask, least=4)
+        assert len(jobs) == 1
+        monkeypatch.setattr(parallel, "_ready_helpers", lambda count: [])
+        in_threads = tap_planes.input_gradient(dout, w, stride, shape, mask=mask, least=4)
+    np.testing.assert_array_equal(in_helpers, in_threads)
+    exact = tap_planes.input_gradient(dout.astype(np.float64), w.astype(np.float64), stride, shape, mask=mask,
+                                      least=10**6)   # one piece
+    np.testing.assert_allclose(in_helpers, exact, rtol=1e-4, atol=1e-5 * np.abs(exact).max())
+
+
+def test_an_input_gradient_piece_run_twice_gives_what_it_gives_once():
+    from scratchnst import tap_planes
+
+    rng = np.random.default_rng(6)
+    dout = rng.standard_normal((1, 9, 7, 8))
+    w_cols = rng.standard_normal((3 * 3 * 3, 8))
+    targets = (np.empty((1, 3, 4 * 2 + 3, 17)),)   # output rows 3..7 (stride 2) reach padded rows 6..16
+    tap_planes._gradient_band(3, 8, dout, w_cols, None, 2, 3, 3, 2, (3,), targets)
+    once = targets[0].copy()
+    tap_planes._gradient_band(3, 8, dout, w_cols, None, 2, 3, 3, 2, (3,), targets)
+    np.testing.assert_array_equal(targets[0], once)
+    assert np.abs(once).max() > 0
+
+
+@needs_helpers
 def test_a_piece_that_fails_in_the_helper_raises_its_own_error_here(two_workers, jobs):
     with parallel.hold():
         _helpers_ready()
