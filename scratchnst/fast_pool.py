@@ -30,8 +30,11 @@ from scratchnst.arguments import check_dout, check_floats, check_images, positiv
 # Bytes of input rows a band reads: with its output, mask and buffers it stays in a 1-2 MiB L2.
 BAND_BYTES = 512 * 1024
 
-# Input elements below which cutting a pass into pieces for the cores is not worth a thread.
-SPLIT_LEAST_ELEMENTS = 2**18
+# Input elements below which cutting a pass into pieces for the cores is not worth it. 2**18 when the
+# pieces were threads; since they go to helper processes (`parallel.split`), 2**17: SqueezeNet's max
+# pool after fire3 at 320 px (52x79x128, 0.5 M elements, 1 ms on one core) is then cut in two, and a
+# stylize evaluation took 28.4-28.9 ms instead of 29.3-29.5 (2-core Xeon).
+SPLIT_LEAST_ELEMENTS = 2**17
 
 
 def max_pool_forward(x, size=2, stride=2, padding="valid"):

@@ -479,7 +479,7 @@ def _optimize_pass(network, content_img, style_imgs, start_img, s, on_iteration,
     def fun_and_grad(v):
         # An overflow is caught just below and told as one line; NumPy's warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore"):
-            J, dx, parts = cost(v.reshape(x0.shape).astype(network.dtype))
+            J, dx, parts = cost(v.reshape(x0.shape).astype(network.dtype, copy=False))  # read, never written
         # Stop at once: an L-BFGS line search would take an infinite cost for "step too long"
         # and shrink the step for ever, but pixels stay in 0..255, so only a weight that is
         # too large can overflow, and no step fixes that.

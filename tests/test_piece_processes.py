@@ -118,6 +118,22 @@ def test_what_cannot_go_to_a_helper_is_refused(arena):
                                                                           "_max_forward_piece")
 
 
+def test_every_module_with_pieces_for_helpers_is_one_they_import_before_they_start():
+    import ast
+    from pathlib import Path
+
+    package = Path(piece_processes.__file__).parent
+    found = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "split"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "parallel"
+                    and any(keyword.arg == "args" for keyword in node.keywords)):
+                found.add("scratchnst." + ".".join(path.relative_to(package).with_suffix("").parts))
+    assert found and found <= set(piece_processes.PIECE_MODULES)
+    assert set(piece_processes.PIECE_MODULES) <= found   # none listed for nothing
+
+
 # ------------------------------------------------------------------------------------------ helpers
 @pytest.fixture
 def two_workers():
@@ -263,8 +279,32 @@ def test_an_output_outside_shared_memory_keeps_the_pieces_in_threads(two_workers
         assert jobs == []
 
 
-def _fill(start, stop, out):   # not importable by a helper anyway: a test module
+@needs_helpers
+def test_while_a_helper_starts_the_pieces_run_one_after_another_in_the_calling_thread(two_workers, jobs,
+                                                                                       monkeypatch):
+    import threading
+
+    monkeypatch.setattr(piece_processes.Helper, "ready", lambda self: False)   # starting, for ever
+    seen = []
+    with parallel.hold():
+        out = parallel.empty(4, np.float64)
+        parallel.split(_fill, 4, args=(out, seen), writes=(0,))
+        assert len(parallel._helpers) == 1 and jobs == []
+    assert seen == [(threading.get_ident(), 0, 2), (threading.get_ident(), 2, 4)]
+    np.testing.assert_array_equal(out, [0, 1, 2, 3])
+    monkeypatch.setattr(parallel, "_no_helpers", True)   # none coming: threads, as before
+    seen.clear()
+    with parallel.hold():
+        parallel.split(_fill, 4, args=(np.zeros(4), seen), writes=(0,))
+    assert {ident for ident, _, _ in seen} != {threading.get_ident()}
+
+
+def _fill(start, stop, out, seen=None):   # not importable by a helper anyway: a test module
     out[start:stop] = np.arange(start, stop)
+    if seen is not None:
+        import threading
+
+        seen.append((threading.get_ident(), start, stop))
 
 
 @needs_helpers
