@@ -293,7 +293,8 @@ def _ready_helpers(count):
     """`count` helper processes ready for pieces, or [] (then the pieces run as threads).
 
     Inside `hold()` only: there each helper spins between jobs. They are started at the first hold()
-    and are ready a moment later; until then, and for good once one is gone, the splits use threads.
+    and are ready a moment later: until then a split's pieces run one after another in the calling
+    thread (`split`), and for good once one is gone, as threads.
     """
     if _held_depth == 0 or _no_helpers or _the_arena() is None:
         return []
@@ -308,8 +309,9 @@ def start_helpers():
     """Start the helper processes of this process's splits (one per worker beyond the first), once.
 
     hold() does it; a run may do it sooner, before it reads its files: a helper is ready a Python
-    start later (about 0.3 s), and until then the splits use threads. Nothing where hold() would start
-    none (one worker, no shared memory, SCRATCHNST_PROCESSES=0).
+    start and its imports later (0.14 s on a 2-core Xeon), and until then a split's pieces run one
+    after another in the calling thread. Nothing where hold() would start none (one worker, no shared
+    memory, SCRATCHNST_PROCESSES=0).
     """
     if _helpers or _no_helpers or _the_arena() is None:
         return

@@ -236,7 +236,8 @@ class Helper:
         self._started, self._ready = time.monotonic(), False
 
     def ready(self):
-        """Whether the helper has started and said so; never waits (it takes a Python start, about 0.3 s).
+        """Whether the helper has started and said so; never waits (a Python start and the imports of
+        PIECE_MODULES take it 0.14 s on a 2-core Xeon).
 
         A helper silent for _START_SECONDS, or gone, is broken.
         """

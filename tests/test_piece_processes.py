@@ -203,8 +203,8 @@ def test_a_step_with_helper_pieces_is_the_same_bits_as_with_thread_pieces(two_wo
 @needs_helpers
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("KH, stride", [(3, 1), (3, 2), (5, 3), (1, 2)])   # pieces overlapping or not
-def test_the_input_gradient_of_an_rgb_convolution_in_helpers_is_the_same_bits_as_in_threads(two_workers, jobs,
-                                                                                         monkeypatch, dtype, KH, stride):
+def test_the_input_gradient_of_an_rgb_convolution_in_helpers_is_the_same_bits_as_in_threads(
+        two_workers, jobs, monkeypatch, dtype, KH, stride):
     from scratchnst import tap_planes
 
     monkeypatch.setattr(tap_planes, "_GRADIENT_BLOCK", 40)   # blocks of 2 rows: each piece has several
