@@ -30,11 +30,11 @@ from scratchnst.arguments import check_dout, check_floats, check_images, positiv
 # Bytes of input rows a band reads: with its output, mask and buffers it stays in a 1-2 MiB L2.
 BAND_BYTES = 512 * 1024
 
-# Input elements below which cutting a pass into pieces for the cores is not worth it. 2**18 when the
-# pieces were threads; since they go to helper processes (`parallel.split`), 2**17: SqueezeNet's max
-# pool after fire3 at 320 px (52x79x128, 0.5 M elements, 1 ms on one core) is then cut in two, and a
-# stylize evaluation took 28.4-28.9 ms instead of 29.3-29.5 (2-core Xeon).
-SPLIT_LEAST_ELEMENTS = 2**17
+# Input elements below which cutting a pass into pieces for the cores is not worth a thread; half as
+# many where the pieces go to helper processes (`parallel.splits_in_processes`), whose handoff costs
+# far less: SqueezeNet's max pool after fire3 at 320 px (52x79x128, 0.5 M elements, 1 ms on one core)
+# is then cut in two, and a stylize evaluation took 28.4-28.9 ms instead of 29.3-29.5 (2-core Xeon).
+SPLIT_LEAST_ELEMENTS = 2**18
 
 
 def max_pool_forward(x, size=2, stride=2, padding="valid"):
@@ -57,8 +57,8 @@ def max_pool_forward(x, size=2, stride=2, padding="valid"):
     N, C = x.shape[0], x.shape[3]
     out = parallel.empty((N, H_out, W_out, C), x.dtype)
     arg = parallel.empty(out.shape, np.min_scalar_type(size * size - 1))
-    parallel.split(_max_forward_piece, H_out, least=_least_rows(xpad, stride), args=(xpad, size, stride, out, arg),
-                   writes=(3, 4))
+    parallel.split(_max_forward_piece, H_out, least=_least_rows(xpad, stride, _max_forward_piece),
+                   args=(xpad, size, stride, out, arg), writes=(3, 4))
     layers.padding_never_wins(out, arg, size, stride, pad_h, pad_w)
     return out, (x.shape, arg, size, stride, padding)
 
@@ -116,8 +116,8 @@ def max_pool_backward(dout, cache):
     H_out, W_out, pad_h, pad_w = layers._pool_geometry(x_shape, size, stride, padding)
     check_dout("max_pool_backward", dout, (N, H_out, W_out, C))
     dxpad = _gradient_buffer(x_shape, dout.dtype, size, stride, H_out, W_out, pad_h, pad_w)
-    parallel.split(_max_backward_piece, H_out, least=_least_rows(dxpad, stride), args=(dout, arg, size, stride, dxpad),
-                   writes=(4,))
+    parallel.split(_max_backward_piece, H_out, least=_least_rows(dxpad, stride, _max_backward_piece),
+                   args=(dout, arg, size, stride, dxpad), writes=(4,))
     return _crop(dxpad, pad_h, pad_w, H, W)
 
 
@@ -153,8 +153,8 @@ def avg_pool_forward(x, size=2, stride=2, padding="valid"):
     xpad = layers._pad_hw(x, pad_h, pad_w)
     counts = layers._avg_pool_counts(x.shape, size, stride, padding, x.dtype)
     out = parallel.empty((x.shape[0], H_out, W_out, x.shape[3]), x.dtype)
-    parallel.split(_avg_forward_piece, H_out, least=_least_rows(xpad, stride), args=(xpad, counts, size, stride, out),
-                   writes=(4,))
+    parallel.split(_avg_forward_piece, H_out, least=_least_rows(xpad, stride, _avg_forward_piece),
+                   args=(xpad, counts, size, stride, out), writes=(4,))
     return out, (x.shape, size, stride, padding)
 
 
@@ -186,8 +186,8 @@ def avg_pool_backward(dout, cache):
     dxpad = _gradient_buffer(x_shape, dout.dtype, size, stride, H_out, W_out, pad_h, pad_w)
     share = parallel.empty(dout.shape, np.result_type(dout, counts))   # read by the pieces: see `parallel.split`
     np.divide(dout, counts, out=share)  # one pass; each output row is read by up to size/stride bands
-    parallel.split(_avg_backward_piece, H_out, least=_least_rows(dxpad, stride), args=(share, size, stride, dxpad),
-                   writes=(3,))
+    parallel.split(_avg_backward_piece, H_out, least=_least_rows(dxpad, stride, _avg_backward_piece),
+                   args=(share, size, stride, dxpad), writes=(3,))
     return _crop(dxpad, pad_h, pad_w, H, W)
 
 
@@ -272,10 +272,12 @@ def _band_rows(padded, stride, rows):
     return max(1, min(rows, BAND_BYTES // max(1, N * stride * W * C * padded.itemsize)))
 
 
-def _least_rows(padded, stride):
-    """Fewest output rows worth a piece of a split: those reading SPLIT_LEAST_ELEMENTS input elements."""
+def _least_rows(padded, stride, piece):
+    """Fewest output rows worth a piece of a split of `piece`: those reading SPLIT_LEAST_ELEMENTS input
+    elements, half as many if the pieces would go to helper processes."""
     N, _, W, C = padded.shape
-    return -(-SPLIT_LEAST_ELEMENTS // max(1, N * stride * W * C))
+    least = SPLIT_LEAST_ELEMENTS // (2 if parallel.splits_in_processes(piece) else 1)
+    return max(1, -(-least // max(1, N * stride * W * C)))
 
 
 def _bands(start, stop, band):

@@ -181,7 +181,9 @@ def split(fn, n, least=1, args=None, writes=()):
     Returns:
         the list of fn's results, in the order of the pieces.
 
-    Every piece runs in a copy of the caller's context (so under the caller's np.errstate).
+    Every piece runs in a copy of the caller's context (so under the caller's np.errstate). Pieces that
+    could go to helper processes while one is still starting run one after another in the calling
+    thread: threads were slower than that at the start of a run.
     Runs as one piece, in the calling thread, when there is one worker, n < 2 * least, or inside a
     piece of another split (or of `ahead`). While another thread's split or `ahead` holds the other
     cores, the same pieces run one after another in the calling thread: where pieces are added up
@@ -208,7 +210,7 @@ def split(fn, n, least=1, args=None, writes=()):
                     return _split_in_processes(fn, fn_of_args, ranges, args, writes, helpers)
                 except NotShareable:
                     pass
-            elif _helpers and _held_depth > 0 and not _no_helpers:
+            elif _helpers_starting(count - 1):
                 # A helper still starting (a Python start): the pieces one after another here, as
                 # threads took longer (the first two SqueezeNet forward passes of a stylize run at
                 # 320 px on a 2-core Xeon: 27-30 and 41-45 ms in threads, 14.7 and 27 here)
@@ -290,11 +292,12 @@ def splits_in_processes(fn):
 
 
 def _ready_helpers(count):
-    """`count` helper processes ready for pieces, or [] (then the pieces run as threads).
+    """`count` helper processes ready for pieces, or [].
 
     Inside `hold()` only: there each helper spins between jobs. They are started at the first hold()
-    and are ready a moment later: until then a split's pieces run one after another in the calling
-    thread (`split`), and for good once one is gone, as threads.
+    (or sooner, `start_helpers`) and are ready a moment later: until then (for _STARTING_SECONDS at
+    most) a split's pieces run one after another in the calling thread, and as threads for good once
+    one is gone (`split`).
     """
     if _held_depth == 0 or _no_helpers or _the_arena() is None:
         return []
@@ -303,6 +306,18 @@ def _ready_helpers(count):
         _give_up_helpers()
         return []
     return ready if len(ready) == count else []
+
+
+# Seconds a helper may take to start before the splits stop waiting for it: their pieces run one after
+# another in the calling thread until it is ready (`split`), in threads once it is this late.
+_STARTING_SECONDS = 2.0
+
+
+def _helpers_starting(count):
+    """Whether the `count` helpers a split would use exist, inside hold(), and one of them is still starting."""
+    if _held_depth == 0 or _no_helpers or len(_helpers) < count:
+        return False
+    return any(helper.starting(_STARTING_SECONDS) for helper in _helpers[:count])
 
 
 def start_helpers():

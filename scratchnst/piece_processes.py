@@ -255,6 +255,10 @@ class Helper:
         self.broken = not self._ready
         return self._ready
 
+    def starting(self, seconds):
+        """Whether the helper is not ready yet (`ready`), nor broken, and was started less than `seconds` ago."""
+        return not self.ready() and not self.broken and time.monotonic() - self._started < seconds
+
     def hold(self, on):
         """Let the helper spin between jobs (a run is on) or not."""
         self._words[_HELD] = 1 if on else 0

@@ -28,6 +28,7 @@ import math
 import mmap
 import operator
 import os
+import sys
 import threading
 import weakref
 
@@ -94,6 +95,8 @@ class Arena:
         if any(d < 0 for d in shape):
             raise ValueError("negative dimensions are not allowed")
         count = math.prod(shape)
+        if count * dtype.itemsize > sys.maxsize:   # as np.empty says it, not an overflow further down
+            raise ValueError("array is too big; `arr.size * arr.dtype.itemsize` is larger than the maximum possible size.")
         size = max(ALIGN, -(-count * dtype.itemsize // ALIGN) * ALIGN)
         with self._lock:
             self._take_returned()

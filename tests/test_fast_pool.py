@@ -142,3 +142,13 @@ def test_the_networks_pool_with_it(monkeypatch):
         acts = net.forward(x, ["fire3"])
         net.backward({"fire3": np.ones_like(acts["fire3"])})
     assert used == ["max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"]
+
+
+def test_pools_are_cut_from_half_as_many_elements_where_the_pieces_go_to_helper_processes(monkeypatch):
+    x = np.zeros((1, 100, 64, 64), np.float32)   # 2 * 64 * 64 = 8192 input elements per output row (stride 2)
+    for in_processes, rows in [(False, fast_pool.SPLIT_LEAST_ELEMENTS // 8192),
+                               (True, fast_pool.SPLIT_LEAST_ELEMENTS // 2 // 8192)]:
+        monkeypatch.setattr(parallel, "splits_in_processes", lambda fn, answer=in_processes: answer)
+        assert fast_pool._least_rows(x, 2, fast_pool._max_forward_piece) == rows
+    monkeypatch.setattr(fast_pool, "SPLIT_LEAST_ELEMENTS", 1)   # tests' "cut everything": one row, not none
+    assert fast_pool._least_rows(x, 2, fast_pool._max_forward_piece) == 1

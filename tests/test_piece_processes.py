@@ -57,6 +57,14 @@ def test_a_description_rebuilds_the_same_view_of_the_same_memory(arena, view):
     assert (v == -1).all()
 
 
+def test_an_array_too_big_for_any_memory_is_refused_as_numpy_refuses_it(arena):
+    for shape in [(2**40, 2**40), (2**31, 2**31, 4)]:
+        with pytest.raises(ValueError, match="array is too big"):
+            arena.empty(shape, np.float32)
+        with pytest.raises(ValueError, match="array is too big"):
+            np.empty(shape, np.float32)
+
+
 def test_a_freed_block_serves_a_smaller_request_up_to_half_its_size(arena):
     a = arena.empty(1000, np.float32)   # 4000 bytes
     place = arena.where(a)
@@ -219,7 +227,17 @@ def test_the_input_gradient_of_an_rgb_convolution_in_helpers_is_the_same_bits_as
         in_helpers = tap_planes.input_gradient(dout, w, stride, shape, mask=mask, least=4)
         assert len(jobs) == 1
         monkeypatch.setattr(parallel, "_ready_helpers", lambda count: [])
+        threads, real = set(), tap_planes._gradient_band
+
+        def noted(*args):
+            import threading
+
+            threads.add(threading.get_ident())
+            return real(*args)
+
+        monkeypatch.setattr(tap_planes, "_gradient_band", noted)
         in_threads = tap_planes.input_gradient(dout, w, stride, shape, mask=mask, least=4)
+        assert len(threads) == 2 and len(jobs) == 1   # the same pieces, in two threads
     np.testing.assert_array_equal(in_helpers, in_threads)
     exact = tap_planes.input_gradient(dout.astype(np.float64), w.astype(np.float64), stride, shape, mask=mask,
                                       least=10**6)   # one piece
@@ -297,6 +315,27 @@ def test_while_a_helper_starts_the_pieces_run_one_after_another_in_the_calling_t
     with parallel.hold():
         parallel.split(_fill, 4, args=(np.zeros(4), seen), writes=(0,))
     assert {ident for ident, _, _ in seen} != {threading.get_ident()}
+
+
+@needs_helpers
+def test_a_helper_late_to_start_or_too_few_helpers_leave_the_pieces_in_threads(two_workers, jobs, monkeypatch):
+    import threading
+
+    seen = []
+    monkeypatch.setattr(piece_processes.Helper, "ready", lambda self: False)
+    monkeypatch.setattr(parallel, "_STARTING_SECONDS", 0.0)   # it should have been ready by now
+    with parallel.hold():
+        parallel.split(_fill, 4, args=(np.zeros(4), seen), writes=(0,))
+    assert len({ident for ident, _, _ in seen}) == 2 and jobs == []
+    monkeypatch.undo()
+    parallel.set_workers(2)
+    seen.clear()
+    with parallel.hold():
+        _helpers_ready()
+        parallel.set_workers(3)   # three pieces and one helper: threads, as before there were helpers
+        parallel.split(_fill, 6, args=(np.zeros(6), seen), writes=(0,))
+    assert len({ident for ident, _, _ in seen}) >= 2 and jobs == []   # not all here (the pool was made for 2)
+    assert [(start, stop) for _, start, stop in sorted(seen, key=lambda s: s[1])] == [(0, 2), (2, 4), (4, 6)]
 
 
 def _fill(start, stop, out, seen=None):   # not importable by a helper anyway: a test module
