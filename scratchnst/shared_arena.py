@@ -96,7 +96,8 @@ class Arena:
             raise ValueError("negative dimensions are not allowed")
         count = math.prod(shape)
         if count * dtype.itemsize > sys.maxsize:   # as np.empty says it, not an overflow further down
-            raise ValueError("array is too big; `arr.size * arr.dtype.itemsize` is larger than the maximum possible size.")
+            raise ValueError("array is too big; `arr.size * arr.dtype.itemsize` is larger than the maximum "
+                             "possible size.")
         size = max(ALIGN, -(-count * dtype.itemsize // ALIGN) * ALIGN)
         with self._lock:
             self._take_returned()

@@ -123,7 +123,11 @@ def _band_end(start, stop, H_out, stride, KH, Hp):
 
 def _gradient_band(start, stop, dout, w_cols, mask, stride, KH, KW, rows, starts, targets):
     """input_gradient's output rows start..stop-1 of every image, added into the piece's own array of
-    `targets` (the one at start's place in `starts`), from padded row start * stride (a piece of its split)."""
+    `targets` (the one at start's place in `starts`), from padded row start * stride (a piece of its split).
+
+    dout (N, H_out, W_out, C_out); w_cols (KH*KW*C_in, C_out), row (kh, kw, ci); mask None or like dout;
+    rows: output rows per block; targets: per piece (N, C_in, the padded rows it reaches, Wp), overwritten.
+    """
     W_out, C_out = dout.shape[2:]
     C_in, dtype = w_cols.shape[0] // (KH * KW), targets[0].dtype
     target = targets[starts.index(start)]
