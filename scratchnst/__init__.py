@@ -39,6 +39,7 @@
     torch_network   the networks and the course's total cost in PyTorch, for gradcheck's chain rows and the bench
     visualize       feature maps as a grid of pictures
     atomic          every file written through a temporary file and a rename
+    json_text       the JSON written for other programs: NaN and infinities as null, valid JSON
     errors          UserError and UsageError: one line that says what to do
     cli/            the `scratchnst` command: parsing, stylize, weights, bench, interrupts
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader

@@ -8,6 +8,7 @@ A backward pass is right when it agrees with two independent witnesses:
 2. PyTorch autograd on the same inputs and the same `dout`.
 """
 
+import math
 import time
 import traceback
 from dataclasses import dataclass
@@ -275,13 +276,13 @@ def check_case(case, use_torch=True, seed=0):
                               f"expected {name}'s shape {value.shape}")
         if case.samples is None:
             numeric = eval_numerical_gradient_array(f, value, dout, h=case.h)
-            numeric_error = max(numeric_error, error(grad, numeric))
+            numeric_error = _worst(numeric_error, error(grad, numeric))
         else:
             indices = pick.choice(value.size, size=min(case.samples, value.size), replace=False)
             analytic = grad.reshape(-1)[indices]
             numeric = _sampled_differences(lambda v: np.sum(np.asarray(f(v)) * dout), value, indices, analytic,
                                            case.h, case.numeric_tol)
-            numeric_error = max(numeric_error, error(analytic, numeric))
+            numeric_error = _worst(numeric_error, error(analytic, numeric))
     if not use_torch:
         return numeric_error, None
     tensors = {name: torch_ref.to_torch(v, requires_grad=True) for name, v in case.inputs.items()}
@@ -291,10 +292,16 @@ def check_case(case, use_torch=True, seed=0):
     theirs = torch_ref.to_numpy(out_t)
     if out.shape != theirs.shape:
         raise WrongReturn(f"{case.name}'s forward pass returned {_what(out)}, expected PyTorch's shape {theirs.shape}")
-    torch_error = rel_error(out, theirs)
+    torch_error = _worst(0.0, rel_error(out, theirs))
     for t, grad in zip(tensors.values(), grads):
-        torch_error = max(torch_error, error(grad, torch_ref.to_numpy(t.grad)))
+        torch_error = _worst(torch_error, error(grad, torch_ref.to_numpy(t.grad)))
     return numeric_error, torch_error
+
+
+def _worst(error, other):
+    """The larger of two errors, NaN (a NaN in a gradient or an output) taken as inf: max() keeps its first
+    argument when the comparison with NaN is False, and a gradient of NaNs then passed with error 0."""
+    return max(error, math.inf if math.isnan(other) else other)
 
 
 def _sampled_differences(f, x, indices, analytic, h, tol):

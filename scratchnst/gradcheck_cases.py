@@ -27,13 +27,12 @@ content image's activations, the style image's, the weights): its "output" is th
 the upstream gradient dJ/dJ a random scalar, so the same engine checks layers and costs.
 """
 
-import json
 import sys
 import time
 
 import numpy as np
 
-from scratchnst import costs, fast_conv, gradcheck, layers, torch_ref, transformer_net, upsample_conv
+from scratchnst import costs, fast_conv, gradcheck, json_text, layers, torch_ref, transformer_net, upsample_conv
 from scratchnst import transformer_layers as tl
 from scratchnst.errors import UsageError
 from scratchnst.gradcheck import Case, Check, Skip, call, returned
@@ -563,7 +562,7 @@ def run_gradcheck(seed=0, use_torch=True, cases=None, stream=None, only=None, as
 def print_results(rows, skipped, torch_note, seconds, as_json=False, stream=None, about=None):
     """The table (or with as_json the report, `about` first) on stream (stdout)."""
     if as_json:
-        print(json.dumps({**(about or {}), **gradcheck.report(rows, skipped, torch_note, seconds)}, indent=1),
+        print(json_text.dumps({**(about or {}), **gradcheck.report(rows, skipped, torch_note, seconds)}, indent=1),
               file=stream or sys.stdout)
     else:
         print(gradcheck.format_table(rows, skipped, torch_note, seconds), file=stream or sys.stdout)

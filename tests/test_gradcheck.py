@@ -406,6 +406,24 @@ def test_a_copy_with_one_exercise_written_wrong_fails_that_row(untouched_copy, t
     assert row["vs_numeric"] > 0.3 and row["vs_pytorch"] > 0.3
 
 
+def test_a_gradient_of_nan_gives_json_that_strict_parsers_read(untouched_copy, tmp_path):
+    import shutil
+
+    import exercise_helpers
+
+    folder = tmp_path / "student"
+    shutil.copytree(untouched_copy, folder)
+    exercise_helpers.plant(folder, "layers", "relu_forward", "return np.maximum(x, 0), x")
+    exercise_helpers.plant(folder, "layers", "relu_backward", "return np.full_like(dout, np.nan)")
+    result = _gradcheck_copy(folder, "--only", "relu", "--no-torch", "--json")
+
+    def refuse(word):
+        raise ValueError(f"{word} is not JSON")
+
+    (row,) = json.loads(result.stdout, parse_constant=refuse)["rows"]
+    assert result.returncode == 1 and row["result"] == "FAIL" and row["vs_numeric"] is None, row
+
+
 def test_an_answer_key_passes_every_row(tmp_path, weights_dir, torch):
     from scratchnst.exercises import make_student_copy
 

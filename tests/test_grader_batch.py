@@ -420,6 +420,23 @@ def test_an_export_that_cannot_be_written_costs_no_other(tmp_path, monkeypatch, 
     assert not (tmp_path / "c.csv").exists()
 
 
+def test_an_answer_of_nan_leaves_every_export_valid_json(tmp_path):
+    """An honest slip (NaN everywhere) gives infinite errors: strict parsers must still read the exports."""
+    exercises.make_student_copy(tmp_path / "nan", solutions=True)
+    plant(tmp_path / "nan", "layers", "relu_forward", "out = np.full_like(x, np.nan)")
+    status = main(["exercises", "grade", str(tmp_path / "nan"), "--no-torch", "--only", "relu_forward", "--json",
+                   str(tmp_path / "c.json"), "--gradescope", str(tmp_path / "gs.json")] + CONTAINMENT)
+    assert status == 0
+
+    def refuse(word):
+        raise ValueError(f"{word} is not JSON")
+
+    (row,) = json.loads((tmp_path / "c.json").read_text(), parse_constant=refuse)
+    errors = [check["error"] for exercise in row["exercises"] for check in exercise["checks"]]
+    assert None in errors and row["points"] == 0, row
+    assert json.loads((tmp_path / "gs.json").read_text(), parse_constant=refuse)["score"] == 0
+
+
 def test_gradescope_files_never_collide_and_each_names_its_student(tmp_path):
     crafted = "a_b-" + hashlib.sha256(b"a b").hexdigest()[:8]  # the file `a b` would get, taken first
     names = ["a b", "a_b", "A_B", "a?b", crafted, "x" * 300, "ü" * 200, os.fsdecode(b"Jos\xe9"), "Jos_", "plain"]

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnst import fast_conv, layers, networks, parallel
+from scratchnst import fast_conv, json_text, layers, networks, parallel
 from scratchnst import weights as weights_io
 from scratchnst.torch_network import TorchNetwork, _torch, to_nchw, torch_available
 from scratchnst.errors import UsageError, UserError
@@ -823,7 +823,7 @@ def run_bench(models=MODELS, sizes=(256, 512), repeats=5, warmup=1, threads=None
     report = run_benchmarks(models, sizes, repeats, warmup, threads, use_torch, pretrained, seed, convs, memory,
                             progress=progress if progress is not None else sys.stderr, floor=floor, quality=quality,
                             training=training)
-    print(json.dumps(report, indent=2) if as_json else format_report(report), file=stream)
+    print(json_text.dumps(report, indent=2) if as_json else format_report(report), file=stream)
     return 0
 
 

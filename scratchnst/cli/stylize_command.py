@@ -11,7 +11,6 @@
 """
 
 import glob
-import json
 import os
 import re
 import sys
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 
-from scratchnst import atomic, checkpoint
+from scratchnst import atomic, checkpoint, json_text
 from scratchnst import image
 from scratchnst.atomic import same_file
 from scratchnst.cli import interrupts
@@ -307,4 +306,4 @@ def _save_partial(run, output, log, checkpoint_file, log_record, stopped):
 
 
 def _json(data):
-    return json.dumps(data, indent=1) + "\n"
+    return json_text.dumps(data, indent=1) + "\n"

@@ -11,7 +11,6 @@ import csv
 import hashlib
 import io
 import itertools
-import json
 import os
 import secrets
 import shutil
@@ -21,6 +20,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from scratchnst import json_text
 from scratchnst.atomic import check_output, folder_problem, reason, write_bytes
 from scratchnst.errors import UsageError, UserError
 from scratchnst.exercises.grading import (DEFAULT_IMPORT_TIMEOUT, DEFAULT_TIMEOUT, MAX_SECONDS, check_containment,
@@ -278,7 +278,7 @@ def _write_gradescope_folder(folder, outcomes):
     failed = []
     for (name, rep, error), file in zip(outcomes, gradescope_file_names([n for n, _, _ in outcomes])):
         try:
-            _write(folder / file, json.dumps(as_gradescope(rep, error, student=name), indent=1), "Gradescope file")
+            _write(folder / file, json_text.dumps(as_gradescope(rep, error, student=name), indent=1), "Gradescope file")
         except UserError as problem:
             failed.append(str(problem))
     if failed:
@@ -296,10 +296,10 @@ def write_exports(outcomes, csv_path=None, json_path=None, gradescope=None):
     if csv_path:
         exports.append(("CSV file", lambda: _write(csv_path, as_csv(outcomes), "CSV file")))
     if json_path:
-        exports.append(("JSON file", lambda: _write(json_path, json.dumps(as_json(outcomes), indent=1), "JSON file")))
+        exports.append(("JSON file", lambda: _write(json_path, json_text.dumps(as_json(outcomes), indent=1), "JSON file")))
     if gradescope and len(outcomes) == 1 and Path(gradescope).suffix == ".json":
         exports.append(("Gradescope file", lambda: _write(
-            gradescope, json.dumps(as_gradescope(outcomes[0][1], outcomes[0][2]), indent=1), "Gradescope file")))
+            gradescope, json_text.dumps(as_gradescope(outcomes[0][1], outcomes[0][2]), indent=1), "Gradescope file")))
     elif gradescope:
         exports.append(("Gradescope folder", lambda: _write_gradescope_folder(gradescope, outcomes)))
     failures = []
