@@ -670,6 +670,22 @@ HANGS = {
         while True:
             pass
     """),
+    "a forged answer frame of a shape NumPy cannot make": ("layers", "relu_forward", """
+        # no bytes (a side of 0), but sides whose product passes NumPy's index range: its reshape refuses
+        import json, os, struct, sys
+        frame = sys._getframe()
+        while frame is not None and "head" not in frame.f_locals:
+            frame = frame.f_back
+        worker, call = sys.modules["__main__"], frame.f_locals["head"]["id"]
+        header = json.dumps({"head": {"status": "ok", "id": call, "mutated": []}, "body": 0,
+                             "arrays": [{"dtype": "float64", "shape": [0, 2 ** 26, 2 ** 26, 2 ** 26]}]}).encode()
+        for fd in range(3, 64):
+            try:
+                os.write(fd, worker.MAGIC + struct.pack(">I", len(header)) + header)
+            except OSError:
+                pass
+        out = np.maximum(x, 0)
+    """),
     "an integer too large for a float": ("costs", "total_cost", """
         return 10 ** 4000
     """),
@@ -705,6 +721,16 @@ def test_hangs_and_floods_cost_the_exercise_they_touch_only(pristine, tmp_path, 
     if attack.startswith("20 forked") and contained:  # the sandbox's process limit stopped the forks
         assert "forked 20 children" not in rendered(report) and "forked" in rendered(report)
     only_touched_lose(report, {function})
+
+
+def test_an_answer_that_cannot_be_sent_says_so_and_keeps_its_worker(pristine, tmp_path, teacher):
+    """An int beyond Python's 4300 digits of str(): the worker's own message, as the answer to its call."""
+    report = run_attack(pristine, tmp_path, teacher, "key",
+                        {("costs", "total_cost"): "import math\nreturn math.factorial(2000)"},
+                        contained=BWRAP, only=["total_cost", "relu_forward"])
+    assert points(report) == {"total_cost": 0, "relu_forward": 1}
+    text = " ".join(rendered(report).split())
+    assert "the result cannot be sent to the grader" in text and "an answer to another call" not in text, text
 
 
 # --------------------------------------------------------------------------------- imports

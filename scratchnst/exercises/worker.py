@@ -189,9 +189,14 @@ def read_frame(fd, deadline, limits=Limits()):
                 or not all(type(d) is int and 0 <= d <= limits.array_bytes for d in spec["shape"]):
             raise ProtocolError("an array of a dtype or shape not allowed")
         dtype = np.dtype(spec["dtype"]).newbyteorder("<")
-        count = 1
+        count, span = 1, 1
         for d in spec["shape"]:
             count *= d
+            span *= max(d, 1)
+        # NumPy refuses a shape whose nonzero sides multiply past its index range, even with a side
+        # of 0 (no bytes): (0, 2**26, 2**26, 2**26) would pass the byte count and fail the reshape
+        if span > limits.array_bytes:
+            raise ProtocolError("an array of a dtype or shape not allowed")
         total += count * dtype.itemsize
         if total > limits.array_bytes:
             raise ProtocolError(f"arrays of more than {limits.array_bytes >> 20} MB")
@@ -431,7 +436,8 @@ def worker_main(root, lib):
             data = encode_frame(head, body)
         except (Exception, RecursionError) as error:  # e.g. a huge int, a value json refuses
             data = encode_frame({"status": "error", "type": type(error).__name__, "where": "", "function": "",
-                                 "message": f"the result cannot be sent to the grader: {_text(error, 200)}"})
+                                 "message": f"the result cannot be sent to the grader: {_text(error, 200)}",
+                                 "id": head.get("id")})  # the call's: without it the grader discards the answer
         answers.write(data)
         answers.flush()
 
