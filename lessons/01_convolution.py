@@ -140,8 +140,8 @@ for shape, k, c_out, stride, pad in [((2, 7, 9, 3), 3, 4, 1, 1), ((1, 9, 7, 2), 
 #     w     reshaped to (KH*KW*C_in, C_out)
 #     out = cols @ w + b                  then reshaped to (N, H_out, W_out, C_out)
 #
-# We build `cols` with one slice per kernel tap (kh, kw), not one per output position: KH*KW
-# slices instead of H_out*W_out, each a strided view of the padded input.
+# We build `cols` with one slice per kernel tap (kh, kw), not one per output position: `KH*KW`
+# slices instead of `H_out*W_out`, each a strided view of the padded input.
 
 # %%
 def conv_im2col(x, w, b, stride=1, pad=0):

@@ -216,7 +216,7 @@ _lesson.save(args, "04_features.png", _lesson.montage(tiles, labels, cols=2))
 #    measure how much the middle layer changes. Is it more or less than with [0, 1] pixels?
 # 4. For one deep channel, find the position of its largest activation and mark the
 #    corresponding region of the photo (each position of a layer behind k stride-2 steps covers
-#    about 2**k x 2**k pixels, and sees more than that).
+#    about `2**k x 2**k` pixels, and sees more than that).
 # 5. Load the network with average pooling (`net = _lesson.load_network(args, pooling="avg")`) and
 #    compare the deep feature maps with max pooling's.
 

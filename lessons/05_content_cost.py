@@ -30,8 +30,8 @@ rng = np.random.default_rng(args.seed)
 #
 #     J_content(C, G) = 1 / (4 * nH * nW * nC) * sum((a_C - a_G) ** 2)
 #
-# (Some printings of the course's notes write the difference as a[l](C) - a[l](C), which is always
-# 0: a typo for a[l](C) - a[l](G).)
+# (Some printings of the course's notes write the difference as `a[l](C) - a[l](C)`, which is
+# always 0: a typo for `a[l](C) - a[l](G)`.)
 #
 # Why 1 / (4 * nH * nW * nC)? nH * nW * nC is the number of values compared, so the sum becomes
 # a MEAN squared difference: the cost does not grow with the image's size or the layer's width,

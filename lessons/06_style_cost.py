@@ -28,7 +28,7 @@ rng = np.random.default_rng(args.seed)
 #
 # ## The Gram matrix
 #
-# Unroll one image's activations a (1, nH, nW, nC) into A (nC, nH*nW): one row per channel,
+# Unroll one image's activations a (1, nH, nW, nC) into A `(nC, nH*nW)`: one row per channel,
 # one column per position. Then
 #
 #     G = A @ A.T          (nC, nC),   G[i, j] = sum over positions of A[i, p] * A[j, p]
@@ -37,7 +37,8 @@ rng = np.random.default_rng(args.seed)
 # together". The sum over positions forgets WHERE: shuffle the positions and G does not change.
 #
 # Careful with the unrolling: the channels are the fastest axis in memory, so reshape to
-# (nH*nW, nC) first and then transpose. A direct a.reshape(nC, nH*nW) mixes channels and positions.
+# `(nH*nW, nC)` first and then transpose. A direct `a.reshape(nC, nH*nW)` mixes channels and
+# positions.
 
 # %%
 _lesson.section("Gram matrix: by hand, the package, and what it forgets")
@@ -59,8 +60,8 @@ print(f"positions shuffled: Gram rel_error {rel_error(shuffled @ shuffled.T, G):
 #
 #     J_style_layer(S, G) = 1 / (4 * nC**2 * M**2) * sum((G_S - G_G) ** 2)
 #
-# The factor is again a normalisation: G grows with M (a sum over positions) and there are nC**2
-# entries, so 1/(nC**2 M**2) turns the sum into a size-free mean; the 4 sets the gradient's
+# The factor is again a normalisation: G grows with M (a sum over positions) and there are `nC**2`
+# entries, so `1/(nC**2 M**2)` turns the sum into a size-free mean; the 4 sets the gradient's
 # constant. (scratchnst also lets the style image have another size than G: then each Gram is
 # divided by its own M first. With equal sizes it is exactly the course's formula.)
 #
@@ -306,8 +307,8 @@ _lesson.plot_relative_costs(args, "06_style_costs.png", histories, "J_style / J_
 #    that make dJ/dG_G symmetric, and where does the derivation use it?
 # 2. Synthesize with the deep style layers only. What is missing?
 # 3. Grow a texture twice as wide and twice as high as the style image: give `synthesize` a
-#    larger start, `synthesize(style_layers, start=np.full((2 * H, 2 * W, 3), 128, np.float32)
-#    + rng.uniform(-32, 32, (2 * H, 2 * W, 3)).astype(np.float32))` with `H, W = style.shape[:2]`
+#    larger start, `synthesize(style_layers, start=np.full((2 * H, 2 * W, 3), 128, np.float32) +
+#    rng.uniform(-32, 32, (2 * H, 2 * W, 3)).astype(np.float32))` with `H, W = style.shape[:2]`
 #    (the style's Grams are divided by its own number of positions, so the sizes may differ).
 #    Does the texture repeat, or does it grow new structure?
 # 4. Try the mosaic: `--style lessons/images/mosaic.jpg`. Which features of stained glass does

@@ -142,6 +142,18 @@ def write_html(nb, path):
     path.write_text(body, encoding="utf-8")
 
 
+def _joined_lesson_args(argv):
+    """argv with `--lesson-args VALUE` as `--lesson-args=VALUE`: argparse takes a lone value that starts
+    with a dash ("--size=64") for an option of its own, and stops with "expected one argument"."""
+    joined, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--lesson-args" and rest and rest[0].startswith("-"):
+            arg = f"--lesson-args={rest.pop(0)}"
+        joined.append(arg)
+    return joined
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -150,7 +162,7 @@ def main(argv=None):
     parser.add_argument("--lesson-args", default="", help='options for every lesson, e.g. "--size 64 --iters 3"')
     parser.add_argument("--no-html", action="store_true", help="write the notebooks only")
     parser.add_argument("--timeout", type=int, default=900, help="seconds a cell may run")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_joined_lesson_args(sys.argv[1:] if argv is None else argv))
     missing = missing_tools()
     if missing:
         sys.exit(f"build_notebooks: needs {', '.join(missing)}: pip install -e \".[lessons]\" "

@@ -88,6 +88,47 @@ def test_the_checker_finds_a_missing_picture_and_an_empty_figure():
     assert "makes 1 picture(s) but shows 0" in problems[0] and "empty figure" in problems[1]
 
 
+# Characters that Markdown may take as syntax and drop from the page: * and ** (emphasis), [..](..) (a
+# link), + at a line's start (a bullet), \\ (an escape), < > (a tag), | (a table). A lesson's text shows
+# them as written: formulas such as KH*KW or a[l](C) go in backticks. Headings' # are syntax, not counted.
+MARKUP = "*[]()+_\\<>|"
+
+
+def markup_lost(markdown_text):
+    """{character: (in the source, on the page)} for the MARKUP characters the rendered page lost or gained.
+
+    Rendered as nbconvert renders it (mistune, nbconvert's Markdown renderer), tags stripped.
+    """
+    import html
+
+    import mistune
+
+    page = html.unescape(re.sub(r"<[^>]+>", "", mistune.create_markdown()(markdown_text)))
+    counts = {c: (markdown_text.count(c), page.count(c)) for c in MARKUP}
+    return {c: n for c, n in counts.items() if n[0] != n[1]}
+
+
+def test_lesson_args_may_be_one_option_that_starts_with_a_dash(builder):
+    joined = builder._joined_lesson_args(["01", "--lesson-args", "--size=64", "--no-html", "--lesson-args", "-h"])
+    assert joined == ["01", "--lesson-args=--size=64", "--no-html", "--lesson-args=-h"]
+    assert builder._joined_lesson_args(["--lesson-args", "--size 64 --iters 3"]) == ["--lesson-args=--size 64 --iters 3"]
+    assert builder._joined_lesson_args(["02", "--lesson-args"]) == ["02", "--lesson-args"]  # argparse says what is missing
+
+
+def test_the_markup_check_sees_what_markdown_eats():
+    assert markup_lost("KH*KW slices instead of H_out*W_out") == {"*": (2, 0)}
+    assert markup_lost("a typo for a[l](C) - a[l](G)")["["] == (2, 0)
+    assert markup_lost("a long line\n+ rng.uniform(0, 1)") == {"+": (1, 0)}
+    assert markup_lost("`KH*KW` slices, `a[l](C)`, 2 * 3, a_C and a_G,\n\n    G = A @ A.T * 2**k") == {}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_a_lessons_text_shows_every_character_it_is_written_with(name, builder):
+    nb = builder.to_notebook(LESSONS_DIR / name)
+    lost = {number: markup_lost(cell.source) for number, cell in enumerate(nb.cells) if cell.cell_type == "markdown"}
+    assert not any(lost.values()), {number: found for number, found in lost.items() if found}
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_lesson_as_a_notebook_shows_its_pictures(name, builder, tmp_path, monkeypatch, request):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
