@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from scratchnst import checkpoint, image, memory_pages, networks, optim, parallel
+from scratchnst import checkpoint, image, memory_pages, networks, optim, optim_state, parallel
 from scratchnst.costs import (
     compute_content_cost,
     compute_total_variation_cost,
@@ -267,7 +267,8 @@ class StylizeResult:
         iterations: iterations done, all passes.
         evaluations: cost and gradient evaluations, all passes (L-BFGS's line search may take
             more than one per iteration).
-        seconds_per_iteration: of the last (full-size) pass.
+        seconds_per_iteration: of the last (full-size) pass, its iterations run by this call (not those
+            a resumed pass had done before).
         stopped: one line per pass whose optimiser stopped before its iterations, saying why (a
             cost settled, a gradient too small to go on, a line search that found nothing lower).
     """
@@ -417,6 +418,8 @@ def stylize(content, style, *, callback=None, resume=None, **options):
             ))
 
         pass_start = time.perf_counter()
+        # the iterations a resumed pass had done before: not this run's, nor in its seconds per iteration
+        done_before = 0 if pass_resume is None else int(optim_state.scalar(pass_resume["iteration"]))
         try:
             with memory_pages.small_pages():  # a pass touches most of its memory once (see memory_pages)
                 generated, result = _optimize_pass(network, content_img, style_imgs, generated, s, on_iteration,
@@ -438,7 +441,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
         seconds=time.perf_counter() - start,
         iterations=steps,
         evaluations=evaluations,
-        seconds_per_iteration=seconds_last_pass / max(1, result.iterations),
+        seconds_per_iteration=seconds_last_pass / max(1, result.iterations - done_before),
         stopped=tuple(stopped),
     )
 

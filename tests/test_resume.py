@@ -106,6 +106,18 @@ def test_resuming_with_more_iterations_continues_the_same_run(images, tmp_path):
     assert np.array_equal(resumed.image, longer.image) and costs(resumed.history) == costs(longer.history)
 
 
+def test_seconds_per_iteration_of_a_resumed_run_are_its_own(images, tmp_path, monkeypatch):
+    """Measured on a clock that ticks one second each time stylize reads it: a pass reads it once at its
+    start, once per iteration run and once at its end. Resumed at iteration 8 of 12, a run runs 4
+    iterations in 5 ticks, 1.25 s each; divided by all 12 they looked three times as fast."""
+    _, saved = run_capturing(images, {8}, tmp_path, size=64, iters=12)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(transfer, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: float(next(ticks)))}))
+    resumed = transfer.stylize(images["content"], images["style"], weights=images["weights"], size=64, iters=12,
+                               resume=checkpoint.load(saved[8]))
+    assert resumed.iterations == 12 and resumed.seconds_per_iteration == 5 / 4
+
+
 def test_a_checkpoint_refuses_other_settings_or_images(images, tmp_path, shared_image):
     _, saved = run_capturing(images, {2}, tmp_path, size=64, iters=3)
     state = checkpoint.load(saved[2])
