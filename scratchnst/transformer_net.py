@@ -104,7 +104,7 @@ import numpy as np
 
 from scratchnst import fast_conv, layers, upsample_conv
 from scratchnst import transformer_layers as tl
-from scratchnst.atomic import atomic_path, reason
+from scratchnst.atomic import reason, write_hdf5
 from scratchnst.errors import UserError
 from scratchnst.image import CAFFE_BGR_MEANS, PREPROCESSING, TORCHVISION_MEAN, TORCHVISION_STD
 from scratchnst.weights import check_input_file
@@ -485,7 +485,7 @@ def save(path, params, meta=None):
         /meta                 a group whose attributes are `meta`, minus preprocessing
 
     Raises:
-        UserError: the file cannot be written (atomic.atomic_path); nothing is left behind.
+        UserError: the file cannot be written (atomic.write_hdf5); nothing is left behind.
         ValueError: params is not a transformer network's, or a meta value is not str/int/float/bool.
     """
     meta = dict(meta or {})
@@ -501,23 +501,23 @@ def save(path, params, meta=None):
     if problem:
         raise ValueError(f"params is not a transformer network's: {problem}")
     layer_names = [spec[0] for spec in layer_specs(*architecture)]
-    with atomic_path(path, "transformer network") as tmp:
-        with h5py.File(tmp, "w-") as f:
-            f.attrs["scratchnst_transformer_format"] = FORMAT_VERSION
-            f.attrs["architecture"] = ARCHITECTURE
-            f.attrs["widths"] = np.asarray(widths, dtype=np.int64)
-            f.attrs["residual_blocks"] = int(residual_blocks)
-            f.attrs["outer_kernel"] = int(outer_kernel)
-            f.attrs["noise_channels"] = int(noise_channels)
-            f.attrs["noise_std"] = float(NOISE_STD)
-            f.attrs["layer_names"] = np.array([name.encode("utf8") for name in layer_names])
-            f.attrs["preprocessing"] = preprocessing
-            for name, value in params.items():
-                f.create_dataset(name, data=value)  # "conv1/kernel": group conv1, dataset kernel
-            group = f.create_group("meta")
-            for key, value in meta.items():
-                group.attrs[key] = value
-    return Path(path)
+    def fill(f):
+        f.attrs["scratchnst_transformer_format"] = FORMAT_VERSION
+        f.attrs["architecture"] = ARCHITECTURE
+        f.attrs["widths"] = np.asarray(widths, dtype=np.int64)
+        f.attrs["residual_blocks"] = int(residual_blocks)
+        f.attrs["outer_kernel"] = int(outer_kernel)
+        f.attrs["noise_channels"] = int(noise_channels)
+        f.attrs["noise_std"] = float(NOISE_STD)
+        f.attrs["layer_names"] = np.array([name.encode("utf8") for name in layer_names])
+        f.attrs["preprocessing"] = preprocessing
+        for name, value in params.items():
+            f.create_dataset(name, data=value)  # "conv1/kernel": group conv1, dataset kernel
+        group = f.create_group("meta")
+        for key, value in meta.items():
+            group.attrs[key] = value
+
+    return write_hdf5(path, fill, "transformer network")
 
 
 def _shape_problem(params, widths, residual_blocks, outer_kernel, noise_channels):

@@ -57,7 +57,7 @@ import h5py
 import numpy as np
 
 from scratchnst import __version__, keras3_layout
-from scratchnst.atomic import atomic_path, check_output, folder_problem, output_problem, reason, same_file
+from scratchnst.atomic import atomic_path, check_output, folder_problem, output_problem, reason, same_file, write_hdf5
 from scratchnst.architectures import (ARCHITECTURES, VGG19, Conv, detect_architecture, match_by_name,
                                       match_in_order, parameter_problem)
 from scratchnst.errors import UsageError, UserError
@@ -657,21 +657,21 @@ def write_weights(path, params, architecture, preprocessing, converted_from=""):
     if preprocessing not in PREPROCESSING:
         raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSING)}, got {preprocessing!r}")
     path = Path(path)
-    with atomic_path(path, "weights file") as tmp:
-        with h5py.File(tmp, "w-") as f:
-            f.attrs["scratchnst_format"] = FORMAT_VERSION
-            f.attrs["architecture"] = architecture
-            f.attrs["preprocessing"] = preprocessing
-            f.attrs["preprocessing_description"] = PREPROCESSING[preprocessing]
-            f.attrs["converted_from"] = converted_from
-            # Fixed-length bytes, as Keras writes its name lists.
-            f.attrs["layer_names"] = np.array([name.encode("utf8") for name in params])
-            for name, (kernel, bias) in params.items():
-                group = f.create_group(name)  # "fire2/squeeze1x1" nests a group in "fire2", as in Keras files
-                group.attrs["weight_names"] = np.array([b"kernel", b"bias"])
-                group.create_dataset("kernel", data=np.asarray(kernel, dtype=np.float32))
-                group.create_dataset("bias", data=np.asarray(bias, dtype=np.float32))
-    return path
+    def fill(f):
+        f.attrs["scratchnst_format"] = FORMAT_VERSION
+        f.attrs["architecture"] = architecture
+        f.attrs["preprocessing"] = preprocessing
+        f.attrs["preprocessing_description"] = PREPROCESSING[preprocessing]
+        f.attrs["converted_from"] = converted_from
+        # Fixed-length bytes, as Keras writes its name lists.
+        f.attrs["layer_names"] = np.array([name.encode("utf8") for name in params])
+        for name, (kernel, bias) in params.items():
+            group = f.create_group(name)  # "fire2/squeeze1x1" nests a group in "fire2", as in Keras files
+            group.attrs["weight_names"] = np.array([b"kernel", b"bias"])
+            group.create_dataset("kernel", data=np.asarray(kernel, dtype=np.float32))
+            group.create_dataset("bias", data=np.asarray(bias, dtype=np.float32))
+
+    return write_hdf5(path, fill, "weights file")
 
 
 # ----------------------------------------------------------------------------------- finding

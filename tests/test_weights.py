@@ -111,6 +111,39 @@ def test_write_into_a_missing_folder_is_a_user_error(tmp_path, squeezenet_params
         weights.write_weights(tmp_path / "no" / "such" / "w.h5", squeezenet_params, "squeezenet", "caffe")
 
 
+# A process whose files may not grow past 16 KB (RLIMIT_FSIZE, its SIGXFSZ ignored): a write then
+# fails as on a full disk (EFBIG instead of ENOSPC). HDF5 writing to such a file printed dozens of
+# RuntimeErrors from its finalisers and could crash the process, the temporary file left behind.
+FULL_DISK_WRITE = """
+import resource, signal, sys
+import numpy as np
+from scratchnst import transformer_net, weights
+from scratchnst.errors import UserError
+sys.path.insert(0, {tests!r})
+from network_helpers import random_params
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+try:
+    if sys.argv[1] == "transformer network":
+        transformer_net.save(sys.argv[2], transformer_net.init_params(np.random.default_rng(0)))
+    else:
+        weights.write_weights(sys.argv[2], random_params("squeezenet", np.random.default_rng(0)), "squeezenet", "caffe")
+except UserError as error:
+    sys.exit(f"scratchnst: error: {{error}}")
+"""
+
+
+@pytest.mark.parametrize("what", ["transformer network", "weights file"])
+def test_an_hdf5_file_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, what):
+    (tmp_path / "out").mkdir()
+    done = subprocess.run([sys.executable, "-c", FULL_DISK_WRITE.format(tests=str(Path(__file__).parent)), what,
+                           str(tmp_path / "out" / "file.h5")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.startswith(f"scratchnst: error: cannot write the {what}") and done.stderr.count("\n") == 1, \
+        done.stderr[-2000:]
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 # ------------------------------------------------------------------------------ bad files
 def _set_names(obj, attribute, names):
     obj.attrs[attribute] = np.array([n.encode() for n in names])
