@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from scratchnst import torch_ref
+from scratchnst.errors import UserError
 
 # A row passes when the analytic gradient agrees with the numeric one to NUMERIC_TOL and with
 # PyTorch (forward output and every gradient) to TORCH_TOL, all in float64. Centred differences
@@ -392,7 +393,7 @@ def run_check(check, use_torch, seed):
         raise
     except NotImplementedError as error:
         row.result, row.detail = "NOT DONE", unwritten_function(error)
-    except WrongReturn as error:
+    except (WrongReturn, UserError) as error:  # a UserError: a broken weights file, its own line says what to do
         row.result, row.detail = "ERROR", str(error)
     # A student's code may raise anything, sys.exit() too: the row says what, and the table goes on.
     except (Exception, SystemExit) as error:  # noqa: BLE001

@@ -112,6 +112,24 @@ def test_without_weights_the_chain_rows_say_how_to_get_them(monkeypatch, tmp_pat
     assert "1 passed, 0 failed, 3 skipped" in out
 
 
+def test_a_broken_weights_file_is_an_error_not_a_skip(squeezenet_weights_path, monkeypatch, tmp_path, capsys):
+    data = squeezenet_weights_path.read_bytes()
+    (tmp_path / squeezenet_weights_path.name).write_bytes(data[:len(data) // 2])
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(tmp_path))
+    assert run_gradcheck(only=["squeezenet"], use_torch=False) == 1
+    out = capsys.readouterr().out
+    assert "skipped" not in out and "3 raised an error" in out and out.count("truncated") >= 1, out
+
+
+def test_a_missing_weights_file_names_no_option_gradcheck_lacks(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert run_gradcheck(only=["vgg19"], use_torch=False) == 0
+    out = capsys.readouterr().out
+    assert "no vgg19 weights" in out and "--weights" not in out and "put the file in one of these folders" in out
+
+
 def test_a_kink_inside_the_step_is_stepped_over():
     """|x| at 5e-4 with h = 1e-3 straddles the kink; the smaller steps find the true slope."""
     case = Case("abs", "kink", {"x": np.array([5e-4, 0.3, -0.2])},
