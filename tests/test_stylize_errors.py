@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from scratchnst import cli, image, settings, transfer
-from scratchnst.errors import UsageError
+from scratchnst.errors import UsageError, UserError
 
 
 @pytest.fixture
@@ -252,6 +252,52 @@ def test_a_cost_that_becomes_nan_mid_run_keeps_the_last_good_image(inputs, tmp_p
     assert f"wrote the best image so far (iteration {best}," in line and f"out_{best:04d}.png" in line
     assert all(np.isfinite(h["J"]) for h in log["history"]) and log["stopped"].startswith("the cost became NaN")
     assert files(tmp_path) == ["in", "log.json", f"out_{best:04d}.png"]  # no out.png: the run did not finish
+
+
+def full_disk_on(monkeypatch, module, name, failing):
+    """module.name raises a full disk's UserError on the calls for which failing(path, call number) is true."""
+    real, calls = getattr(module, name), []
+
+    def write(path, *args, **kwargs):
+        calls.append(path)
+        if failing(Path(path), len(calls)):
+            raise UserError(f"cannot write the file {path}: No space left on device; check that the folder exists, "
+                            "is writable and has space")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, write)
+
+
+@pytest.mark.parametrize("broken", ["checkpoint", "snapshot"])
+def test_a_write_that_fails_mid_run_stops_it_and_keeps_the_best_image(inputs, tmp_path, capsys, monkeypatch, broken):
+    from scratchnst import checkpoint
+
+    out, ck = tmp_path / "out.png", tmp_path / "ck.npz"
+    if broken == "checkpoint":  # the second checkpoint, at iteration 4
+        full_disk_on(monkeypatch, checkpoint, "save", lambda path, call: call == 2)
+        flags = ["--checkpoint", ck, "--checkpoint-every", "2"]
+    else:  # the second snapshot, at iteration 4; the rescue's own write then succeeds
+        full_disk_on(monkeypatch, image, "save_image", lambda path, call: call == 2)
+        flags = ["--save-every", "2"]
+    assert run(inputs, out, "--iters", "10", *flags) == 1
+    line = one_error_line(capsys)[0]
+    assert line.startswith("scratchnst: error: cannot write the file") and "No space left on device" in line
+    assert "the run stopped at iteration 4; wrote the best image so far (iteration 4," in line, line
+    assert "out_0004.png" in line and "--resume" not in line
+    kept = ["ck.npz"] if broken == "checkpoint" else ["out_0002.png"]  # the writes before the failure
+    assert files(tmp_path) == sorted(["in", "out_0004.json", "out_0004.png", *kept])  # no out.png
+
+
+def test_an_output_that_cannot_be_written_at_the_end_is_kept_in_the_checkpoint(inputs, tmp_path, capsys, monkeypatch):
+    out, ck = tmp_path / "out.png", tmp_path / "ck.npz"
+    with monkeypatch.context() as patch:
+        full_disk_on(patch, image, "save_image", lambda path, call: path == out)
+        assert run(inputs, out, "--iters", "4", "--checkpoint", ck) == 1
+    line = one_error_line(capsys)[0]
+    assert f"the finished run is in the checkpoint {ck}" in line and f"--resume {ck} writes it" in line, line
+    assert files(tmp_path) == ["ck.npz", "in"]
+    assert run(inputs, out, "--iters", "4", "--resume", ck) == 0  # free space again: the image, without the work
+    assert "nothing was left to do" in capsys.readouterr().out and out.is_file()
 
 
 # ---------------------------------------------------------------------------------- --debug

@@ -222,9 +222,15 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
         progress.update(p)
         with interrupts.holding_stops():  # a Ctrl-C waits until the file is whole, then stops the run
             if save_every and p.iteration and p.step % save_every == 0:
-                image.save_image(snapshot_path(output, p.step), p.image())
+                try:
+                    image.save_image(snapshot_path(output, p.step), p.image())
+                except UserError as error:
+                    raise _WriteFailed(error, "snapshot") from None
             if checkpoint_file is not None and p.iteration and p.step % checkpoint_every == 0:
-                checkpoint.save(checkpoint_file, p.checkpoint())
+                try:
+                    checkpoint.save(checkpoint_file, p.checkpoint())
+                except UserError as error:
+                    raise _WriteFailed(error, "checkpoint") from None
                 run.checkpointed = p
 
     def log_record(history, **extra):
@@ -245,12 +251,24 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
         progress.close()
         where = _save_partial(run, output, log, None, log_record, stopped=str(error))
         raise UserError(f"{error}{where}") from None
+    except _WriteFailed as failed:  # a full disk, a folder gone: the run stops, and keeps what can be kept
+        progress.close()
+        where = _rescue(run, output, log, None if failed.what == "checkpoint" else checkpoint_file, log_record,
+                        stopped=str(failed.error))
+        raise UserError(f"{failed.error}; the run stopped at iteration {run.last.step}{where}") from None
     finally:
         progress.close()
     with interrupts.ignoring_stops():  # the run is done: a Ctrl-C now must not lose its result
-        image.save_image(output, result.image)
+        # The checkpoint first: if the image then cannot be written, --resume writes it without the work
         if checkpoint_file is not None and run.last is not None and run.checkpointed is not run.last:
             checkpoint.save(checkpoint_file, run.last.checkpoint())  # --iters can go on from the end
+        try:
+            image.save_image(output, result.image)
+        except UserError as error:
+            if checkpoint_file is None or run.last is None:
+                raise
+            raise UserError(f"{error}; the finished run is in the checkpoint {checkpoint_file}: once {output} can be "
+                            f"written, the same command with --resume {checkpoint_file} writes it at once") from None
         if log is not None:
             atomic.write_text(Path(log), _json(log_record(
                 result.history, iterations=result.iterations, evaluations=result.evaluations, seconds=result.seconds,
@@ -303,6 +321,25 @@ def _save_partial(run, output, log, checkpoint_file, log_record, stopped):
         checkpoint.save(checkpoint_file, run.last.checkpoint())
         said += f"; continue with the same command and --resume {checkpoint_file}"
     return said
+
+
+class _WriteFailed(Exception):
+    """A snapshot or a checkpoint that could not be written during the run (`what`); `error` says why.
+
+    Not a UserError: raised inside the optimiser's callback, it must end the run, not be taken for
+    one of stylize's own errors on the way out."""
+
+    def __init__(self, error, what):
+        super().__init__(str(error))
+        self.error, self.what = error, what
+
+
+def _rescue(run, output, log, checkpoint_file, log_record, stopped):
+    """`_save_partial` after a write failed: the same disk may refuse these too, which the line then says."""
+    try:
+        return _save_partial(run, output, log, checkpoint_file, log_record, stopped)
+    except UserError as error:
+        return f"; the best image so far could not be kept either ({error})"
 
 
 def _json(data):
