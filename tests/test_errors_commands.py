@@ -7,6 +7,7 @@ The commands run in this process through scratchnst.cli.main (capsys reads stder
 run as subprocesses, as a reader runs them.
 """
 
+import errno
 import os
 import shutil
 import signal
@@ -245,7 +246,7 @@ USAGE = {
     "bench, size too small": (["bench", "--models", "squeezenet", "--sizes", 16],
                               ["--sizes 16 is too small for squeezenet", "at least 31"]),
     "bench, --repeats 0": (["bench", "--repeats", 0], ["--repeats must be at least 1, got 0"]),
-    "bench, --threads 0": (["bench", "--threads", 0], ["--threads must be at least 1, got 0"]),
+    "bench, --threads 0": (["bench", "--threads", 0], ["argument --threads: '0': give an integer >= 1"]),
     "bench, --seed -1": (["bench", "--seed", -1], ["argument --seed: '-1': give an integer >= 0"]),
     "stylize, --seed -1": (["stylize", "a.jpg", "b.jpg", "-o", "c.png", "--seed", -1],
                            ["argument --seed: '-1': give an integer >= 0"]),
@@ -263,7 +264,17 @@ USAGE = {
     "stylize, --seed 2**64": (["stylize", CAT, SWIRLS, "-o", "c.png", "--seed", 2**64],
                               ["give an integer from 0 to 2**63 - 1"]),
     "gradcheck, --seed x": (["gradcheck", "--seed", "x"], ["argument --seed: 'x': give an integer >= 0"]),
-    "gradcheck, unknown flag": (["gradcheck", "--fast"], ["unrecognized arguments: --fast"]),
+    "gradcheck, unknown flag": (["gradcheck", "--fast"], ["scratchnst gradcheck: error: unrecognized arguments: "
+                                                          "--fast; see scratchnst gradcheck --help"]),
+    "weights info, unknown flag": (["weights", "info", "squeezenet", "--fast"],
+                                   ["scratchnst weights info: error: unrecognized arguments: --fast; see "
+                                    "scratchnst weights info --help"]),
+    "stylize, --threads 10**6": (["stylize", CAT, SWIRLS, "-o", "c.png", "--threads", 10**6],
+                                 ["argument --threads: '1000000': more than the", "this process may run on; give "
+                                  "at most"]),
+    "train, --threads 10**6": (["train", SWIRLS, ".", "-o", "c.h5", "--threads", 10**6],
+                               ["argument --threads: '1000000': more than the"]),
+    "bench, --threads 10**6": (["bench", "--threads", 10**6], ["argument --threads: '1000000': more than the"]),
 }
 
 
@@ -422,20 +433,17 @@ def test_convert_checks_its_output_before_reading_anything(pth, kind, tmp_path, 
 
 
 def test_convert_onto_a_full_disk_is_one_line_without_the_temporary_name(tmp_path, monkeypatch, capsys):
-    """h5py's own text names the temporary file and the errno; the user sees the errno's text only."""
+    """The file is built in memory (atomic.write_hdf5); its bytes meet the full disk, whose error names the
+    temporary file: the user sees the errno's text only."""
     vgg = random_params("vgg19", np.random.default_rng(71))
     monkeypatch.setattr(weights, "_read_torchvision_vgg19", lambda src: vgg)
-    real_file = h5py.File
 
-    def full_disk(name, mode="r", *args, **kwargs):
-        if mode == "r":
-            return real_file(name, mode, *args, **kwargs)
-        raise OSError(f"Unable to synchronously create file (unable to open file: name = '{name}', errno = 28, "
-                      "error message = 'No space left on device', flags = 15, o_flags = c2)")
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(h5py, "File", full_disk)
     src = tmp_path / "vgg19.pth"
     src.write_bytes(PTH)
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
     status, stdout, err = run(capsys, ["weights", "convert", src, "-o", tmp_path / "c.h5"])
     assert status == 1 and stdout == ""
     line = one_line(err, str(tmp_path / "c.h5"), "No space left on device")

@@ -45,6 +45,7 @@ import numpy as np
 from scratchnst import fast_conv, json_text, layers, networks, parallel
 from scratchnst import weights as weights_io
 from scratchnst.torch_network import TorchNetwork, _torch, to_nchw, torch_available
+from scratchnst.cli.parser import available_cpus
 from scratchnst.errors import UsageError, UserError
 from scratchnst.settings import check_seed
 
@@ -489,14 +490,6 @@ def run_worker(task, threads, module="scratchnst.cli.bench"):
 
 
 # ------------------------------------------------------------------------------ the command
-def default_threads():
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _cpu_name():
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -520,7 +513,7 @@ MAX_SIZE = 8192   # the largest --sizes
 
 def check_settings(models, sizes, repeats=5, warmup=1, threads=None, seed=0):
     """UsageError for a setting the bench cannot run with; returns the thread count to use."""
-    threads = default_threads() if threads is None else threads
+    threads = available_cpus() if threads is None else threads
     for name, value, least in (("repeats", repeats, 1), ("warmup", warmup, 0), ("threads", threads, 1),
                                ("seed", seed, 0)):
         if value < least:

@@ -274,12 +274,32 @@ def _int_at_least(least, flag, most=None, most_text=None):
 
 
 # NumPy's generators take no negative seeds, and a seed is stored as an int64; a thread count is
-# at least 1; coarse-to-fine passes are bounded. The bounds are settings.MAX_SEED and MAX_SCALES,
+# from 1 to the CPUs available (_threads_arg); coarse-to-fine passes are bounded. The bounds are settings.MAX_SEED and MAX_SCALES,
 # written out (tests/test_errors_commands.py checks they agree): settings imports NumPy, which must
 # not load before --threads is read (_set_threads).
 MAX_SEED, MAX_SCALES = 2**63 - 1, 16
 seed_arg = _int_at_least(0, "--seed", MAX_SEED, "2**63 - 1")
-_threads_arg = _int_at_least(1, "--threads")
+
+
+def available_cpus():
+    """The CPUs this process may run on (its affinity mask on Linux, else every CPU)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _threads_arg(text):
+    """--threads: from 1 to the CPUs available. More would start a helper process (and in `train` a photo
+    of the batch) per thread, hundreds of them for a typo, all fighting for the same cores."""
+    value = _int_at_least(1, "--threads")(text)
+    cpus = available_cpus()
+    if value > cpus:
+        raise argparse.ArgumentTypeError(f"{text!r}: more than the {cpus} CPU{'s' if cpus > 1 else ''} this "
+                                         f"process may run on; give at most {cpus}, e.g. --threads {cpus}")
+    return value
+
+
 _scales_arg = _int_at_least(1, "--scales", MAX_SCALES)
 
 
@@ -291,7 +311,7 @@ def _floats_arg(text):
         raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 0.7,0.3") from None
 
 
-_THREADS_HELP = ("cores to run on: scratchnst's layers are cut into that many pieces run at once, each "
+_THREADS_HELP = ("cores to run on, at most the CPUs this process may use: scratchnst's layers are cut into that many pieces run at once, each "
                  "product on one BLAS thread (see scratchnst/parallel.py); on an idle 2-core machine 2 "
                  "were 1.3-1.8 times faster than 1, and far slower when another job used the other core. "
                  "With 2 or more, a small process at idle priority keeps each of those cores from sleeping "
@@ -709,7 +729,7 @@ def _add_bench(sub):
                    help="image sizes in pixels (square images)")
     p.add_argument("--repeats", type=int, default=5, help="timed steps of each library (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps of each library first")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_threads_arg, default=None,
                    help="threads of NumPy's BLAS and of PyTorch; without it, every CPU available")
     p.add_argument("--pretrained", action="store_true",
                    help="use the pretrained weights files (see `scratchnst weights list`) instead of random ones")
@@ -799,13 +819,25 @@ def build_parser():
     return parser
 
 
+def _innermost(parser, args):
+    """The (sub)parser of the command args were parsed for: `scratchnst weights info`'s, say."""
+    while True:
+        subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subcommands[0].dest, None) if subcommands else None
+        if name not in (subcommands[0].choices if subcommands else ()):
+            return parser
+        parser = subcommands[0].choices[name]
+
+
 def main(argv=None):
     """Entry point of the `scratchnst` console script; returns the exit status (see the module docstring)."""
     if argv is None:
         streams.guard()
     interrupts.catch_lost_interrupts()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, whose --help lists what it takes
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     debug = getattr(args, "debug", False) or debug_requested()
     # As the real command (argv None), once the work has ended, a further Ctrl-C must not kill the
     # process on its way out, with a traceback and death by SIGINT instead of the exit status.
