@@ -172,6 +172,9 @@ def output_problem(path):
             return "folder", "it is a folder"
     except OSError as error:  # Path.is_dir raises where a folder above cannot be entered (EACCES)
         return "not writable", f"a folder above it cannot be entered ({reason(error)})"
+    own = _own_stream(path)
+    if own:
+        return "not regular", f"it is this command's own {own}"
     target = Path(os.path.realpath(path))
     try:
         mode = target.stat().st_mode
@@ -195,6 +198,25 @@ def output_problem(path):
         if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return "not writable", f"folder {folder} is not writable ({reason(error)})"
         return "not writable", f"{reason(error)} in folder {folder}"
+    return None
+
+
+def _own_stream(path):
+    """"standard output" or "standard error" when path is where this process writes them, else None.
+
+    /dev/stdout redirected to a file is that file: replaced by a rename, it would take the place of the
+    command's own lines, which went on into the unlinked old one. Piped, it names no file to rename onto.
+    """
+    try:
+        here = os.stat(path)
+    except OSError:
+        return None
+    for fd, name in ((1, "standard output"), (2, "standard error")):
+        try:
+            if os.path.samestat(here, os.fstat(fd)):
+                return name
+        except OSError:  # closed
+            continue
     return None
 
 

@@ -359,6 +359,23 @@ def test_a_device_or_pipe_as_an_output_is_refused_and_left_alone(inputs, tmp_pat
     assert stat.S_ISFIFO(fifo.stat().st_mode)  # still a pipe, not replaced by a file
 
 
+@pytest.mark.parametrize("stdout", ["a file", "a pipe"])
+def test_the_commands_own_standard_output_as_the_log_is_refused(inputs, tmp_path, stdout):
+    """--log /dev/stdout: redirected to a file, the log's rename would have replaced the command's own lines."""
+    argv = [sys.executable, "-m", "scratchnst", "stylize", str(inputs["content"]), str(inputs["style"]), "-o",
+            str(tmp_path / "out.png"), "--weights", str(inputs["weights"]), "--size", "64", "--iters", "2", "--log",
+            "/dev/stdout"]
+    if stdout == "a file":
+        with open(tmp_path / "said.txt", "wb") as said:
+            done = subprocess.run(argv, stdout=said, stderr=subprocess.PIPE, text=True, timeout=120)
+        assert (tmp_path / "said.txt").read_text() == ""  # still the file the shell made, nothing replaced it
+    else:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot write --log /dev/stdout: it is this command's own standard output" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["in", "said.txt"] if stdout == "a file" else ["in"])
+
+
 def test_an_output_through_a_link_writes_the_file_it_points_to(inputs, tmp_path, capsys):
     (tmp_path / "results").mkdir()
     link = tmp_path / "latest.png"
