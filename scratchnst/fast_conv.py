@@ -368,7 +368,7 @@ def _weight_gradients(dout, cache):
     dw = parts[0]
     for more in parts[1:]:
         dw += more
-    return dw, dout.sum(axis=(0, 1, 2)).astype(b.dtype, copy=False)
+    return dw, dout.sum(axis=(0, 1, 2), dtype=np.float64).astype(b.dtype, copy=False)  # as layers.conv2d_backward
 
 
 def _input_gradient(dout, cache, relu_out=None):

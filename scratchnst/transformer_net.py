@@ -386,7 +386,7 @@ def _conv_backward(dout, caches, name, grads, input_grad=True):
     else:
         dh, grads[f"{name}/kernel"], _ = fast_conv.conv2d_backward(dout, caches["conv"])
     if name == "conv_out":
-        grads[f"{name}/bias"] = dout.sum(axis=(0, 1, 2))
+        grads[f"{name}/bias"] = dout.sum(axis=(0, 1, 2), dtype=np.float64).astype(dout.dtype)  # as layers' db
     if dh is None:
         return None
     dh = tl.reflection_pad_backward(dh, caches["pad"])
