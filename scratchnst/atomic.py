@@ -163,7 +163,7 @@ def output_problem(path):
 
     Returns:
         None, or (kind, why): kind "folder" (path is a folder), "not regular" (a device, a pipe,
-        a link loop), "no folder" (its folder does not exist or is a file) or "not writable";
+        a link loop, or this command's own standard output or error), "no folder" (its folder does not exist or is a file) or "not writable";
         why is the one-line reason, e.g. "folder nodir does not exist".
     """
     path = Path(path)
@@ -211,6 +211,8 @@ def _own_stream(path):
         here = os.stat(path)
     except OSError:
         return None
+    if not (stat.S_ISREG(here.st_mode) or stat.S_ISFIFO(here.st_mode) or stat.S_ISSOCK(here.st_mode)):
+        return None  # a terminal, /dev/null: "not a regular file" says it, whoever else writes there
     for fd, name in ((1, "standard output"), (2, "standard error")):
         try:
             if os.path.samestat(here, os.fstat(fd)):
@@ -263,7 +265,8 @@ def check_output(flag, path, example=None, kind="file"):
         kind: what to ask for instead of a device or a pipe ("file", ".h5 file").
 
     Raises:
-        UsageError: path is a folder, a device, a pipe or a link loop (the command line is wrong).
+        UsageError: path is a folder, a device, a pipe, a link loop or the command's own standard output
+            or error (the command line is wrong).
         UserError: its folder does not exist, is a file, or is not writable.
     """
     problem = output_problem(path)

@@ -18,7 +18,6 @@ from typing import Callable
 import numpy as np
 
 from scratchnst import torch_ref
-from scratchnst.errors import UserError
 
 # A row passes when the analytic gradient agrees with the numeric one to NUMERIC_TOL and with
 # PyTorch (forward output and every gradient) to TORCH_TOL, all in float64. Centred differences
@@ -125,6 +124,11 @@ def eval_numerical_gradient_at(f, x, indices, h=1e-5):
 # ------------------------------------------------------------------------------ the engine
 class Skip(Exception):
     """A check that cannot run here (no weights for its network): the message says how to enable it."""
+
+
+class Unusable(Exception):
+    """A check that cannot run because a file it needs is broken (a truncated weights file): an ERROR row
+    whose message, the file's own one line, says what to do. A missing file is a Skip instead."""
 
 
 class WrongReturn(Exception):
@@ -393,7 +397,7 @@ def run_check(check, use_torch, seed):
         raise
     except NotImplementedError as error:
         row.result, row.detail = "NOT DONE", unwritten_function(error)
-    except (WrongReturn, UserError) as error:  # a UserError: a broken weights file, its own line says what to do
+    except (WrongReturn, Unusable) as error:
         row.result, row.detail = "ERROR", str(error)
     # A student's code may raise anything, sys.exit() too: the row says what, and the table goes on.
     except (Exception, SystemExit) as error:  # noqa: BLE001

@@ -35,7 +35,7 @@ import numpy as np
 from scratchnst import costs, fast_conv, gradcheck, json_text, layers, torch_ref, transformer_net, upsample_conv
 from scratchnst import transformer_layers as tl
 from scratchnst.errors import UsageError
-from scratchnst.gradcheck import Case, Check, Skip, call, returned
+from scratchnst.gradcheck import Case, Check, Skip, Unusable, call, returned
 
 GROUPS = ("layers", "costs", "transformer", "chain")
 CHAIN_MODELS = ("squeezenet", "vgg19")
@@ -411,8 +411,8 @@ class _Networks:
                 try:
                     self.loaded[key] = networks.load(model, weights=path, pooling=pooling, dtype=np.float64)
                 except UserError as error:  # installed but broken: each row is an ERROR, not a skip
-                    self.loaded[key] = error
-        if isinstance(self.loaded[key], (Skip, UserError)):
+                    self.loaded[key] = Unusable(str(error))
+        if isinstance(self.loaded[key], (Skip, Unusable)):
             raise self.loaded[key]
         return self.loaded[key]
 

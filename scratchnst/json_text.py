@@ -16,13 +16,13 @@ def dumps(data, indent=None):
     """json.dumps(data) with every float that is not finite (NaN, inf, -inf) written as null.
 
     Args:
-        data: dicts, lists, tuples, str, int, float, bool and None, nested (NumPy scalars are not
-            accepted: convert them first, as json.dumps requires).
+        data: dicts, lists, tuples, str, int, float, bool and None, nested, as json.dumps takes them
+            (np.float64 is a float; other NumPy scalars are refused as json.dumps refuses them). A dict
+            key that is a non-finite float becomes "nan", "inf" or "-inf".
         indent: as json.dumps.
 
     Returns:
-        The JSON text. Raises ValueError, never writes NaN, if a non-finite float escaped the
-        conversion (a float subclass json.dumps sees differently, say).
+        The JSON text: never NaN or Infinity (allow_nan=False would raise ValueError instead).
     """
     return json.dumps(_finite(data), indent=indent, allow_nan=False)
 
@@ -31,7 +31,8 @@ def _finite(value):
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {(str(key) if isinstance(key, float) and not math.isfinite(key) else key): _finite(item)
+                for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value

@@ -268,7 +268,7 @@ class StylizeResult:
         evaluations: cost and gradient evaluations, all passes (L-BFGS's line search may take
             more than one per iteration).
         seconds_per_iteration: of the last (full-size) pass, its iterations run by this call (not those
-            a resumed pass had done before).
+            a resumed pass had done before); None if it ran none (a finished run resumed).
         stopped: one line per pass whose optimiser stopped before its iterations, saying why (a
             cost settled, a gradient too small to go on, a line search that found nothing lower).
     """
@@ -279,7 +279,7 @@ class StylizeResult:
     seconds: float
     iterations: int
     evaluations: int
-    seconds_per_iteration: float
+    seconds_per_iteration: float  # None if no iteration ran (see above)
     stopped: tuple = ()
 
 
@@ -441,7 +441,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
         seconds=time.perf_counter() - start,
         iterations=steps,
         evaluations=evaluations,
-        seconds_per_iteration=seconds_last_pass / max(1, result.iterations - done_before),
+        seconds_per_iteration=seconds_last_pass / ran if (ran := result.iterations - done_before) > 0 else None,
         stopped=tuple(stopped),
     )
 

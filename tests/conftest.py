@@ -45,6 +45,16 @@ def missing(reason):
     pytest.skip(reason)
 
 
+def strict_json(text):
+    """json.loads refusing NaN and Infinity, which are not JSON, as JavaScript's JSON.parse refuses them."""
+    import json
+
+    def refuse(word):
+        raise ValueError(f"{word} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def shared_path():
     """../shared beside the repository, or $SCRATCHNST_SHARED."""
     return Path(os.environ.get("SCRATCHNST_SHARED", REPO.parent / "shared"))

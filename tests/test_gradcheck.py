@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import strict_json
 from scratchnst import costs, fast_conv, gradcheck, gradcheck_cases, layers, torch_ref
 from scratchnst.gradcheck import Case, check_case, eval_numerical_gradient_array, rel_error
 from scratchnst.gradcheck_cases import run_gradcheck
@@ -434,11 +435,7 @@ def test_a_gradient_of_nan_gives_json_that_strict_parsers_read(untouched_copy, t
     exercise_helpers.plant(folder, "layers", "relu_forward", "return np.maximum(x, 0), x")
     exercise_helpers.plant(folder, "layers", "relu_backward", "return np.full_like(dout, np.nan)")
     result = _gradcheck_copy(folder, "--only", "relu", "--no-torch", "--json")
-
-    def refuse(word):
-        raise ValueError(f"{word} is not JSON")
-
-    (row,) = json.loads(result.stdout, parse_constant=refuse)["rows"]
+    (row,) = strict_json(result.stdout)["rows"]
     assert result.returncode == 1 and row["result"] == "FAIL" and row["vs_numeric"] is None, row
 
 

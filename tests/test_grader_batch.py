@@ -27,6 +27,7 @@ from scratchnst.exercises.grading import ExerciseResult, Report
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_grader_diagnoses import SLIPS, plant  # noqa: E402  (the planted slips, shared)
+from conftest import strict_json  # noqa: E402
 
 PACKAGE = Path(scratchnst.__file__).resolve().parent
 BWRAP, WHY = sandbox.bwrap_status()
@@ -427,14 +428,10 @@ def test_an_answer_of_nan_leaves_every_export_valid_json(tmp_path):
     status = main(["exercises", "grade", str(tmp_path / "nan"), "--no-torch", "--only", "relu_forward", "--json",
                    str(tmp_path / "c.json"), "--gradescope", str(tmp_path / "gs.json")] + CONTAINMENT)
     assert status == 0
-
-    def refuse(word):
-        raise ValueError(f"{word} is not JSON")
-
-    (row,) = json.loads((tmp_path / "c.json").read_text(), parse_constant=refuse)
+    (row,) = strict_json((tmp_path / "c.json").read_text())
     errors = [check["error"] for exercise in row["exercises"] for check in exercise["checks"]]
     assert None in errors and row["points"] == 0, row
-    assert json.loads((tmp_path / "gs.json").read_text(), parse_constant=refuse)["score"] == 0
+    assert strict_json((tmp_path / "gs.json").read_text())["score"] == 0
 
 
 def test_gradescope_files_never_collide_and_each_names_its_student(tmp_path):

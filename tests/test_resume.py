@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -107,15 +108,29 @@ def test_resuming_with_more_iterations_continues_the_same_run(images, tmp_path):
 
 
 def test_seconds_per_iteration_of_a_resumed_run_are_its_own(images, tmp_path, monkeypatch):
-    """Measured on a clock that ticks one second each time stylize reads it: a pass reads it once at its
-    start, once per iteration run and once at its end. Resumed at iteration 8 of 12, a run runs 4
-    iterations in 5 ticks, 1.25 s each; divided by all 12 they looked three times as fast."""
-    _, saved = run_capturing(images, {8}, tmp_path, size=64, iters=12)
-    ticks = iter(range(10**6))
-    monkeypatch.setattr(transfer, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: float(next(ticks)))}))
+    """On a clock that moves only while the cost is evaluated, a second an evaluation: a run resumed at iteration
+    8 of 12 reports its own evaluations over its own 4 iterations (over all 12 it looked three times as fast)."""
+    _, saved = run_capturing(images, {8, 12}, tmp_path, size=64, iters=12)
+    now, real = [0.0], transfer.make_cost_function
+
+    def timed_cost_function(*args, **kwargs):
+        cost = real(*args, **kwargs)
+
+        def timed(x):
+            now[0] += 1.0
+            return cost(x)
+        return timed
+
+    monkeypatch.setattr(transfer, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    monkeypatch.setattr(transfer, "make_cost_function", timed_cost_function)
+    state = checkpoint.load(saved[8])
     resumed = transfer.stylize(images["content"], images["style"], weights=images["weights"], size=64, iters=12,
-                               resume=checkpoint.load(saved[8]))
-    assert resumed.iterations == 12 and resumed.seconds_per_iteration == 5 / 4
+                               resume=state)
+    evaluated = resumed.evaluations - int(state["optimizer"]["n_evals"])  # by this run
+    assert resumed.iterations == 12 and evaluated >= 4 and resumed.seconds_per_iteration == evaluated / 4
+    finished = transfer.stylize(images["content"], images["style"], weights=images["weights"], size=64, iters=12,
+                                resume=checkpoint.load(saved[12]))
+    assert finished.iterations == 12 and finished.seconds_per_iteration is None  # no iteration ran: no figure
 
 
 def test_a_checkpoint_refuses_other_settings_or_images(images, tmp_path, shared_image):

@@ -283,7 +283,12 @@ def test_a_write_that_fails_mid_run_stops_it_and_keeps_the_best_image(inputs, tm
     line = one_error_line(capsys)[0]
     assert line.startswith("scratchnst: error: cannot write the file") and "No space left on device" in line
     assert "the run stopped at iteration 4; wrote the best image so far (iteration 4," in line, line
-    assert "out_0004.png" in line and "--resume" not in line
+    assert "out_0004.png" in line
+    if broken == "checkpoint":  # the one written before the failure is whole
+        assert line.endswith(f"{ck} still holds iteration 2: continue from there with the same command and "
+                             f"--resume {ck}"), line
+    else:
+        assert "--resume" not in line
     kept = ["ck.npz"] if broken == "checkpoint" else ["out_0002.png"]  # the writes before the failure
     assert files(tmp_path) == sorted(["in", "out_0004.json", "out_0004.png", *kept])  # no out.png
 
@@ -298,6 +303,32 @@ def test_an_output_that_cannot_be_written_at_the_end_is_kept_in_the_checkpoint(i
     assert files(tmp_path) == ["ck.npz", "in"]
     assert run(inputs, out, "--iters", "4", "--resume", ck) == 0  # free space again: the image, without the work
     assert "nothing was left to do" in capsys.readouterr().out and out.is_file()
+
+
+def test_what_the_rescue_keeps_on_a_full_disk_is_what_it_says(inputs, tmp_path, capsys, monkeypatch):
+    """The snapshot at iteration 4 fails, and so does every checkpoint from then on: the best image is kept."""
+    from scratchnst import checkpoint
+
+    out, ck = tmp_path / "out.png", tmp_path / "ck.npz"
+    full_disk_on(monkeypatch, image, "save_image", lambda path, call: call == 2)
+    full_disk_on(monkeypatch, checkpoint, "save", lambda path, call: call >= 2)
+    assert run(inputs, out, "--iters", "10", "--save-every", "2", "--checkpoint", ck, "--checkpoint-every", "3") == 1
+    line = one_error_line(capsys)[0]
+    assert "wrote the best image so far (iteration 4," in line and "and the cost log to" in line, line
+    assert line.endswith("is writable and has space)") and "; not the checkpoint (cannot write the file" in line
+    assert "could not be kept" not in line
+    assert files(tmp_path) == ["ck.npz", "in", "out_0002.png", "out_0004.json", "out_0004.png"]
+
+
+def test_a_final_checkpoint_that_cannot_be_written_keeps_the_image(inputs, tmp_path, capsys, monkeypatch):
+    from scratchnst import checkpoint
+
+    out, ck = tmp_path / "out.png", tmp_path / "ck.npz"
+    full_disk_on(monkeypatch, checkpoint, "save", lambda path, call: call == 3)  # iterations 2, 4, then the end
+    assert run(inputs, out, "--iters", "5", "--checkpoint", ck, "--checkpoint-every", "2") == 1
+    line = one_error_line(capsys)[0]
+    assert line.startswith(f"scratchnst: error: wrote {out}, but cannot write the file {ck}"), line
+    assert files(tmp_path) == ["ck.npz", "in", "out.png"]
 
 
 # ---------------------------------------------------------------------------------- --debug

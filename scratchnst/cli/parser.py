@@ -285,7 +285,7 @@ def available_cpus():
     """The CPUs this process may run on (its affinity mask on Linux, else every CPU)."""
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
+    except (AttributeError, OSError):  # not Linux, or the mask cannot be read
         return os.cpu_count() or 1
 
 
@@ -836,8 +836,10 @@ def main(argv=None):
     interrupts.catch_lost_interrupts()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown:  # said by the subcommand's parser, whose --help lists what it takes
-        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # said by the parser of the (sub)command they were given to, whose --help lists what it takes
+        given = list(sys.argv[1:] if argv is None else map(str, argv))
+        before = unknown[0] in given and args.command in given and given.index(unknown[0]) < given.index(args.command)
+        (parser if before else _innermost(parser, args)).error(f"unrecognized arguments: {' '.join(unknown)}")
     debug = getattr(args, "debug", False) or debug_requested()
     # As the real command (argv None), once the work has ended, a further Ctrl-C must not kill the
     # process on its way out, with a traceback and death by SIGINT instead of the exit status.

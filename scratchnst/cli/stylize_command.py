@@ -252,23 +252,38 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
         where = _save_partial(run, output, log, None, log_record, stopped=str(error))
         raise UserError(f"{error}{where}") from None
     except _WriteFailed as failed:  # a full disk, a folder gone: the run stops, and keeps what can be kept
-        progress.close()
-        where = _rescue(run, output, log, None if failed.what == "checkpoint" else checkpoint_file, log_record,
-                        stopped=str(failed.error))
+        with interrupts.ignoring_stops():
+            progress.close()
+            if failed.what == "checkpoint":  # not tried again; the last one written is whole
+                where = _save_partial(run, output, log, None, log_record, stopped=str(failed.error))
+                if run.checkpointed is not None:
+                    where += (f"; {checkpoint_file} still holds iteration {run.checkpointed.step}: continue from "
+                              f"there with the same command and --resume {checkpoint_file}")
+            else:
+                where = _save_partial(run, output, log, checkpoint_file, log_record, stopped=str(failed.error))
         raise UserError(f"{failed.error}; the run stopped at iteration {run.last.step}{where}") from None
     finally:
         progress.close()
     with interrupts.ignoring_stops():  # the run is done: a Ctrl-C now must not lose its result
-        # The checkpoint first: if the image then cannot be written, --resume writes it without the work
-        if checkpoint_file is not None and run.last is not None and run.checkpointed is not run.last:
-            checkpoint.save(checkpoint_file, run.last.checkpoint())  # --iters can go on from the end
+        to_checkpoint = checkpoint_file is not None and run.last is not None and run.checkpointed is not run.last
         try:
             image.save_image(output, result.image)
         except UserError as error:
-            if checkpoint_file is None or run.last is None:
+            if not (checkpoint_file is not None and run.last is not None):
                 raise
+            # the finished run in the checkpoint: --resume then writes the image without the work
+            if to_checkpoint:
+                try:
+                    checkpoint.save(checkpoint_file, run.last.checkpoint())
+                except UserError as also:
+                    raise UserError(f"{error}; the checkpoint could not be written either ({also})") from None
             raise UserError(f"{error}; the finished run is in the checkpoint {checkpoint_file}: once {output} can be "
                             f"written, the same command with --resume {checkpoint_file} writes it at once") from None
+        if to_checkpoint:  # --iters can go on from the end
+            try:
+                checkpoint.save(checkpoint_file, run.last.checkpoint())
+            except UserError as error:
+                raise UserError(f"wrote {output}, but {error}") from None
         if log is not None:
             atomic.write_text(Path(log), _json(log_record(
                 result.history, iterations=result.iterations, evaluations=result.evaluations, seconds=result.seconds,
@@ -280,8 +295,9 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
               f"{settings['iters']}; raise --iters to go on", file=stream)
     for line in result.stopped:   # fewer iterations than asked: say why, not only how many
         print(f"  the optimiser stopped early ({line})", file=stream)
+    each = "" if result.seconds_per_iteration is None else f"{result.seconds_per_iteration:.3f} s per iteration "
     print(f"wrote {output}: {result.iterations} iterations ({result.evaluations} evaluations) in "
-          f"{result.seconds:.1f} s ({result.seconds_per_iteration:.3f} s per iteration at {W}x{H}); "
+          f"{result.seconds:.1f} s ({each}at {W}x{H}); "
           f"J {last['J']:.4g}, J_content {last['J_content']:.4g}, J_style {last['J_style']:.4g}"
           f"{' (of the image before --preserve-colors)' if settings.get('preserve_colors') else ''}", file=stream)
     return 0
@@ -309,17 +325,28 @@ def _save_partial(run, output, log, checkpoint_file, log_record, stopped):
     if run.best is None:
         return "; it stopped before the first iteration, so there was nothing to save"
     best = run.best
-    image_path = image.save_image(snapshot_path(output, best.step), best.image())
+    # Each file on its own: on a full disk the small image may fit where the log or the checkpoint does not,
+    # and the line must say what was kept
+    try:
+        image_path = image.save_image(snapshot_path(output, best.step), best.image())
+    except UserError as error:
+        return f"; the best image so far could not be kept either ({error})"
+    said = f"; wrote the best image so far (iteration {best.step}, J {best.costs['J']:.4g}) to {image_path}"
     log_path = Path(log) if log is not None else snapshot_path(output, best.step, ".json")
-    atomic.write_text(log_path, _json(log_record(
-        run.last.history, stopped=stopped,
-        best={"scale": best.scale, "iteration": best.iteration, "step": best.step, **best.costs},
-        iterations=run.last.step)), "log")
-    said = (f"; wrote the best image so far (iteration {best.step}, J {best.costs['J']:.4g}) to {image_path} "
-            f"and the cost log to {log_path}")
+    try:
+        atomic.write_text(log_path, _json(log_record(
+            run.last.history, stopped=stopped,
+            best={"scale": best.scale, "iteration": best.iteration, "step": best.step, **best.costs},
+            iterations=run.last.step)), "log")
+        said += f" and the cost log to {log_path}"
+    except UserError as error:
+        said += f"; not the cost log ({error})"
     if checkpoint_file is not None:
-        checkpoint.save(checkpoint_file, run.last.checkpoint())
-        said += f"; continue with the same command and --resume {checkpoint_file}"
+        try:
+            checkpoint.save(checkpoint_file, run.last.checkpoint())
+            said += f"; continue with the same command and --resume {checkpoint_file}"
+        except UserError as error:
+            said += f"; not the checkpoint ({error})"
     return said
 
 
@@ -332,14 +359,6 @@ class _WriteFailed(Exception):
     def __init__(self, error, what):
         super().__init__(str(error))
         self.error, self.what = error, what
-
-
-def _rescue(run, output, log, checkpoint_file, log_record, stopped):
-    """`_save_partial` after a write failed: the same disk may refuse these too, which the line then says."""
-    try:
-        return _save_partial(run, output, log, checkpoint_file, log_record, stopped)
-    except UserError as error:
-        return f"; the best image so far could not be kept either ({error})"
 
 
 def _json(data):
