@@ -40,6 +40,7 @@
     visualize       feature maps as a grid of pictures
     atomic          every file written through a temporary file and a rename
     json_text       the JSON written for other programs: NaN and infinities as null, valid JSON
+    cpus            how many CPUs the process may run on (--threads' bound), without NumPy
     errors          UserError and UsageError: one line that says what to do
     cli/            the `scratchnst` command: parsing, stylize, weights, bench, interrupts
     exercises/      `scratchnst exercises`: student copies, self-check and the contained grader

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from scratchnst import checkpoint, cli, training, transformer_net
-from scratchnst.cli.parser import available_cpus
+from scratchnst.cpus import available_cpus
 
 from test_training import SWIRLS, write_photo
 

@@ -45,7 +45,7 @@ import numpy as np
 from scratchnst import fast_conv, json_text, layers, networks, parallel
 from scratchnst import weights as weights_io
 from scratchnst.torch_network import TorchNetwork, _torch, to_nchw, torch_available
-from scratchnst.cli.parser import available_cpus
+from scratchnst.cpus import available_cpus
 from scratchnst.errors import UsageError, UserError
 from scratchnst.settings import check_seed
 

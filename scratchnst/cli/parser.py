@@ -17,6 +17,7 @@ import sys
 
 from scratchnst import __version__
 from scratchnst.cli import interrupts, streams
+from scratchnst.cpus import available_cpus
 from scratchnst.errors import UserError, debug_requested, os_error_line
 
 
@@ -279,14 +280,6 @@ def _int_at_least(least, flag, most=None, most_text=None):
 # not load before --threads is read (_set_threads).
 MAX_SEED, MAX_SCALES = 2**63 - 1, 16
 seed_arg = _int_at_least(0, "--seed", MAX_SEED, "2**63 - 1")
-
-
-def available_cpus():
-    """The CPUs this process may run on (its affinity mask on Linux, else every CPU)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux, or the mask cannot be read
-        return os.cpu_count() or 1
 
 
 def _threads_arg(text):
