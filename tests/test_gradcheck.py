@@ -2,6 +2,7 @@
 backward passes; the command's selection, JSON, and its run on a student copy."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -437,6 +438,47 @@ def test_a_gradient_of_nan_gives_json_that_strict_parsers_read(untouched_copy, t
     result = _gradcheck_copy(folder, "--only", "relu", "--no-torch", "--json")
     (row,) = strict_json(result.stdout)["rows"]
     assert result.returncode == 1 and row["result"] == "FAIL" and row["vs_numeric"] is None, row
+
+
+def test_a_function_that_writes_into_its_input_is_told_so(untouched_copy, tmp_path):
+    import shutil
+
+    import exercise_helpers
+
+    folder = tmp_path / "student"
+    shutil.copytree(untouched_copy, folder)
+    exercise_helpers.plant(folder, "costs", "compute_content_cost",
+                           "return float(np.sum((a_C - a_G) ** 2) / (4 * a_G.size))")
+    exercise_helpers.plant(folder, "costs", "content_cost_backward", "d = a_G\nd -= a_C\nreturn d / (2 * d.size)")
+    result = _gradcheck_copy(folder, "--only", "content_cost", "--no-torch")
+    assert result.returncode == 1 and "wrote into its input a_G" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_module_missing_from_the_copy_is_not_taken_from_elsewhere(untouched_copy, tmp_path):
+    """An editable install's finder supplies a module the copy lacks: its answers must not pass as the student's."""
+    import shutil
+
+    folder = tmp_path / "student"
+    shutil.copytree(untouched_copy, folder)
+    (folder / "scratchnst" / "costs.py").unlink()
+    result = _gradcheck_copy(folder, "--only", "costs")
+    assert result.returncode == 1 and "passed" not in result.stdout, result.stdout
+    assert result.stderr.count("\n") == 1 and "costs" in result.stderr, result.stderr
+
+
+def test_a_syntax_error_in_the_copy_run_from_inside_it_is_one_line(untouched_copy, tmp_path):
+    import shutil
+
+    folder = tmp_path / "student"
+    shutil.copytree(untouched_copy, folder)
+    costs_py = folder / "scratchnst" / "costs.py"
+    costs_py.write_text(costs_py.read_text() + "\ndef broken(:\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", "scratchnst", "gradcheck"], cwd=folder, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("scratchnst: error: scratchnst does not import: ") and "costs.py:" in result.stderr
+    assert "SyntaxError" in result.stderr and "internal error" not in result.stderr
 
 
 def test_an_answer_key_passes_every_row(tmp_path, weights_dir, torch):

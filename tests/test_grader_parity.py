@@ -193,3 +193,39 @@ def test_a_cost_summed_in_float32_is_named_so():
     # a wrong formula is far from float32's precision: not blamed on it
     wrong = judge(ok(expected / 2), Case("float32 pixels", (x,), expected, tol=1e-9), [])
     assert "float32" not in " ".join(map(str, wrong.details)), wrong.details
+
+
+# conv2d_forward with PyTorch's symmetric padding instead of Keras's 'same' (the odd extra zero at the top
+# and left): a partial answer, which fails some checks and passes others
+SYMMETRIC_CONV = """
+N, H, W, _ = x.shape
+KH, KW, _, C_out = w.shape
+if padding == "same":
+    H_out, W_out = -(-H // stride), -(-W // stride)
+    ph, pw = max((H_out - 1) * stride + KH - H, 0), max((W_out - 1) * stride + KW - W, 0)
+    top, bottom, left, right = ph - ph // 2, ph // 2, pw - pw // 2, pw // 2
+else:
+    p = 0 if padding == "valid" else padding
+    top = bottom = left = right = p
+    H_out, W_out = (H + 2 * p - KH) // stride + 1, (W + 2 * p - KW) // stride + 1
+xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+out = np.zeros((N, H_out, W_out, C_out), dtype=np.result_type(x, w))
+for kh in range(KH):
+    for kw in range(KW):
+        out += xp[:, kh:kh + stride * (H_out - 1) + 1:stride, kw:kw + stride * (W_out - 1) + 1:stride, :] @ w[kh, kw]
+out += np.reshape(b, -1)
+return out, (x, w, b, stride, padding)
+"""
+
+
+def test_a_partial_answer_earns_the_same_points_with_or_without_pytorch(stub, tmp_path, torch):
+    """PyTorch's checks run where it is installed only: they pass or fail, but the points leave them out."""
+    root = student(stub, tmp_path, {("layers", "conv2d_forward"): SYMMETRIC_CONV})
+    with_torch = exercises.grade(root, only=["conv2d_forward"], use_torch=True, contained=False)
+    without = exercises.grade(root, only=["conv2d_forward"], use_torch=False, contained=False)
+    (result,) = with_torch.results
+    assert any(c.status != "ok" for c in result.checks) and 0 < with_torch.points < 3, rendered(with_torch)
+    assert len(result.checks) > len(without.results[0].checks)  # PyTorch's check ran
+    assert with_torch.points == without.points
+    status, text = self_check(root, "conv2d_forward")
+    assert status == 1 and f"conv2d_forward {without.points:g}/3 points" in " ".join(text.split()), text

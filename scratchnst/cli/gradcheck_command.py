@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from scratchnst.errors import UsageError, UserError, debug_requested
@@ -62,6 +63,13 @@ for name in ("scratchnst", "scratchnst.layers", "scratchnst.costs", "scratchnst.
     if name == "scratchnst" and Path(module.__file__).resolve().parent != Path(root, "scratchnst").resolve():
         print(f"scratchnst: error: {root}/scratchnst could not be imported ahead of {module.__file__}",
               file=sys.stderr)
+        sys.exit(1)
+    # A module missing from the copy is found elsewhere (an editable install's finder supplies the whole
+    # package's): its answers would be checked as the student's
+    if name != "scratchnst" and Path(module.__file__).resolve().parent != Path(root, "scratchnst").resolve():
+        print(f"scratchnst: error: the student copy has no {name.replace('.', '/')}.py (Python found "
+              f"{module.__file__} instead); put the file back, or make a new copy with `scratchnst exercises "
+              "make` and move your answers into it", file=sys.stderr)
         sys.exit(1)
 faulthandler.cancel_dump_traceback_later()
 try:
@@ -295,6 +303,20 @@ class _Progress:
             sys.stderr.flush()
 
 
+def _where_it_failed(error):
+    """'file:line: Type: message' of an import that failed: a SyntaxError's own line, else the innermost line of
+    the package's files (of a student copy, run from inside it)."""
+    package = Path(__file__).resolve().parents[1]
+    if isinstance(error, SyntaxError) and error.filename:
+        where = f"{error.filename}:{error.lineno}"
+    else:
+        frames = [f for f in traceback.extract_tb(error.__traceback__)
+                  if Path(f.filename).resolve().is_relative_to(package)]
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "scratchnst"
+    text = " ".join(str(error).split())[:200]
+    return f"{where}: {type(error).__name__}{': ' + text if text else ''}"
+
+
 def _interrupted(args, stop, running, count):
     """One line for a Ctrl-C (or SIGTERM): which row it stopped; returns the exit status, 130 for Ctrl-C."""
     from scratchnst.cli import interrupts
@@ -310,7 +332,10 @@ def _interrupted(args, stop, running, count):
 
 def run(args):
     """The `scratchnst gradcheck` command."""
-    from scratchnst import gradcheck_cases
+    try:
+        from scratchnst import gradcheck_cases
+    except (Exception, SystemExit) as error:  # run inside a student copy: the student's slip in its modules
+        raise UserError(f"scratchnst does not import: {_where_it_failed(error)}; fix it, then check again") from None
 
     checks = gradcheck_cases.checks_to_run(args.seed, only=args.only)  # a wrong --only: one line, before anything
     if args.package is not None:

@@ -107,6 +107,11 @@ class Case:
     # None: the first case of the exercise is its main case.
     main: bool = None
     graded_only: bool = False  # not shipped in a student copy's self-check values (see at_scale)
+    # Counted in the fraction of checks an exercise's points follow. Not the checks that only some places
+    # run (against PyTorch, where it is installed; at scale, when graded): the same code must earn the
+    # same points in the self-check, a teacher's grading and Gradescope's. They still pass or fail, and
+    # a main one still costs all the points.
+    counted: bool = True
 
 
 def at_scale(what, args, expected, **options):
@@ -122,7 +127,7 @@ def at_scale(what, args, expected, **options):
     self-check does not ship them (they would make its values file 10 MB larger).
     """
     return Case(f"at scale: {what} (a formula's work; numerical differences would not finish in time)", args,
-                expected, main=True, normwise=True, graded_only=True, **options)
+                expected, main=True, normwise=True, graded_only=True, counted=False, **options)
 
 
 class Malformed(Exception):

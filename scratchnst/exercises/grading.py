@@ -63,7 +63,9 @@ How grading works
 
     Score: each exercise is worth `points` and earns the fraction of its checks that pass, or
     nothing when one of its main checks fails (its first, and those marked main: the overlapping
-    windows of the pooling backward passes). The exit status of `check` is 0 only at 100%.
+    windows of the pooling backward passes, the checks at scale). The fraction leaves out the checks
+    that only some places run (against PyTorch, at scale: cases.Case.counted), so that the same code
+    earns the same points wherever it is checked. The exit status of `check` is 0 only at 100%.
 """
 
 import ast
@@ -113,6 +115,7 @@ class ExerciseResult:
     checks: list
     hint: str  # from the HINT lines of the reference source
     main: list = None  # indices of the main cases; None: the first one
+    counted: list = None  # indices of the checks the points follow (cases.Case.counted); None: all
 
     @property
     def passed(self):
@@ -127,7 +130,8 @@ class ExerciseResult:
     def points(self):
         if not self.checks or self.main_failed:
             return 0.0
-        return self.exercise.points * self.passed / len(self.checks)
+        counted = [self.checks[i] for i in self.counted if i < len(self.checks)] if self.counted else self.checks
+        return self.exercise.points * sum(c.status == "ok" for c in counted) / len(counted)
 
     @property
     def status(self):
@@ -400,7 +404,8 @@ def _grade_exercise(student, exercise, hint, cases, timeout, left):
         spent += seconds + (student.import_seconds - imported)
         checks.append(judge(answer, case, params))
     main = [i for i, c in enumerate(cases) if c.main or (i == 0 and c.main is None)]
-    return ExerciseResult(exercise, checks, hint, main), spent
+    counted = [i for i, c in enumerate(cases) if c.counted]
+    return ExerciseResult(exercise, checks, hint, main, counted), spent
 
 
 # ======================================================================== the report
