@@ -598,6 +598,8 @@ def test_uploads_that_are_no_submission_are_rows_of_the_table_and_the_csv(tmp_pa
     shutil.copytree(room / "student04", cls / "bob")
     shutil.copytree(room / "student00" / "scratchnst", cls / "scratchnst")
     _layout(tmp_path, ["cls/frank.zip"])
+    (cls / "grades.csv").write_text("student,points\n")   # an earlier run's export, and an LMS's metadata:
+    (cls / "metadata.yml").write_text("course: x\n")      # nobody's upload, whether cls or cls/* is given
     for given in ([cls], sorted(cls.iterdir())):
         status = main(["exercises", "grade", *map(str, given), "--only", "relu_forward", "--no-torch", "--csv",
                        str(tmp_path / "grades.csv")] + CONTAINMENT)
@@ -606,3 +608,5 @@ def test_uploads_that_are_no_submission_are_rows_of_the_table_and_the_csv(tmp_pa
         assert sorted(rows) == ["alice", "bob", "frank.zip", "scratchnst"], rows
         assert rows["alice"]["percent"] == "100" and rows["bob"]["percent"] == "0"
         assert "archive" in rows["frank.zip"]["error"] and rows["scratchnst"]["error"]
+        # not graded is no grade: no points an import could take for a 0
+        assert rows["frank.zip"]["points"] == rows["frank.zip"]["percent"] == "", rows["frank.zip"]

@@ -229,3 +229,14 @@ def test_a_partial_answer_earns_the_same_points_with_or_without_pytorch(stub, tm
     assert with_torch.points == without.points
     status, text = self_check(root, "conv2d_forward")
     assert status == 1 and f"conv2d_forward {without.points:g}/3 points" in " ".join(text.split()), text
+
+
+def test_a_recursion_that_runs_away_is_placed_in_the_students_file(stub, tmp_path):
+    """It ends in arguments.check_floats, the package's own code the student's function calls first."""
+    root = student(stub, tmp_path, {("costs", "gram_matrix"): "return gram_matrix(A.T)"})
+    graded = exercises.grade(root, only=["gram_matrix"], use_torch=False, contained=False)
+    (first, *_) = by_name(graded)["gram_matrix"].checks
+    assert first.status == "error" and first.details[0].startswith("RecursionError"), first.details
+    assert "scratchnst/costs.py:" in first.details[0] and "arguments.py" not in first.details[0], first.details
+    text = " ".join(self_check(root, "gram_matrix")[1].split())
+    assert "(scratchnst/costs.py:" in text and "arguments.py" not in text, text

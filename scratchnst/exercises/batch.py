@@ -186,8 +186,8 @@ def as_csv(outcomes):
     writer.writerow(["student", "points", "total", "percent", "seconds", "error"] + [_cell(n) for n in names])
     for name, report, error in outcomes:
         student = _cell(_shown_name(name))
-        if report is None:
-            writer.writerow([student, 0, "", 0, "", _cell(_shown_text(error))] + [""] * len(names))
+        if report is None:  # not graded: no points at all (a 0 would read as a grade), as in the JSON export
+            writer.writerow([student, "", "", "", "", _cell(_shown_text(error))] + [""] * len(names))
             continue
         points = {r.exercise.name: f"{r.points:.2f}" for r in report.results}
         writer.writerow([student, f"{report.points:.2f}", report.total, report.percent, f"{report.seconds:.1f}", ""]
@@ -402,7 +402,10 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
             print(f"=== {_printable(_shown_name(name))}", file=out)
             print_report(rep, out) if rep else print(_printable(_shown_text(error), 2000), file=out)
     print_table(outcomes, out)
-    print(f"{len(outcomes)} submissions graded in {time.monotonic() - started:.1f} s "
+    graded = sum(rep is not None for _, rep, _ in outcomes)
+    counts = f"{graded} submissions" if graded == len(outcomes) else \
+        f"{graded} of {len(outcomes)} uploads ({len(outcomes) - graded} could not be: their rows say why)"
+    print(f"{counts} graded in {time.monotonic() - started:.1f} s "
           f"({'in bubblewrap' if contained else 'UNCONTAINED, as nobody' if nobody_can_run() else 'UNCONTAINED'})",
           file=out)
     failures = write_exports(outcomes, csv_path=csv_path, json_path=json_path, gradescope=gradescope)

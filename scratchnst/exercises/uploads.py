@@ -172,6 +172,8 @@ def find_submissions(paths, one=False):
             if not path.is_dir():
                 if not several:
                     raise UserError(f"{path}: {_why_not(path)}")
+                if not _look(path)[0] or path.name.startswith("."):
+                    continue  # `grade class/*` gives the teacher's grades.csv, an LMS's metadata: left out, as there
                 found.append((own, NotASubmission(path, _why_not(path))))
                 continue
             read = _class_of(path, one)

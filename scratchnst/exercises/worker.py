@@ -326,6 +326,12 @@ def _arrays_in(args, kwargs):
     return found
 
 
+# The files the student writes in: the modules of the exercises asked for (their import requests). A line
+# there is the one to name, rather than the package's own code it called (a runaway recursion into
+# arguments.check_floats named that, not the student's recursive call).
+_STUDENT_FILES = set()
+
+
 def _where(error, root):
     """("scratchnst/layers.py:248 in conv2d_forward", "conv2d_forward"): the innermost student frame."""
     if isinstance(error, SyntaxError) and error.filename:
@@ -333,9 +339,10 @@ def _where(error, root):
     package = os.path.join(os.path.realpath(root), "scratchnst") + os.sep
     frames = traceback.extract_tb(error.__traceback__)
     mine = [f for f in frames if os.path.realpath(f.filename).startswith(package)]
-    if not (mine or frames):
+    written = [f for f in mine if os.path.basename(f.filename) in _STUDENT_FILES]
+    if not mine:  # a module missing from the copy: importlib's frames would say nothing to a student
         return "", ""
-    frame = (mine or frames)[-1]
+    frame = (written or mine)[-1]
     return f"{os.path.relpath(frame.filename, root)}:{frame.lineno} in {frame.name}", frame.name
 
 
@@ -449,6 +456,7 @@ def worker_main(root, lib):
         except EOFError:
             return
         if head.get("kind") == "import":
+            _STUDENT_FILES.update(f"{m}.py" for m in head["modules"] if isinstance(m, str))
             errors = _import_all(root, head["modules"])
             send({"status": "imported", "errors": errors})
         else:
