@@ -454,6 +454,8 @@ def test_a_function_that_writes_into_its_input_is_told_so(untouched_copy, tmp_pa
     assert result.returncode == 1 and "wrote into its input a_G" in result.stdout, result.stdout + result.stderr
 
 
+@pytest.mark.skipif(not any(getattr(f, "__module__", "").startswith("__editable__") for f in sys.meta_path),
+                    reason="needs an editable install (pip install -e .), whose finder supplies a missing module")
 def test_a_module_missing_from_the_copy_is_not_taken_from_elsewhere(untouched_copy, tmp_path):
     """An editable install's finder supplies a module the copy lacks: its answers must not pass as the student's."""
     import shutil

@@ -464,8 +464,8 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text():
     assert rows[7]["student"] == "x;=1+1" and '"x;=1+1"' in text
     assert [r["error"] for r in rows[8:]] == ["'=cmd|' /C calc'!A0", "'\r-not graded", "'\t@x"]
     points = f"{exercises.CATALOGUE[0].points:.2f}"
-    assert [r["points"] for r in rows] == [points] * 8 + ["0"] * 3  # numbers are never prefixed
-    assert [r["percent"] for r in rows] == ["100"] * 8 + ["0"] * 3
+    assert [r["points"] for r in rows] == [points] * 8 + [""] * 3  # numbers are never prefixed; none if not graded
+    assert [r["percent"] for r in rows] == ["100"] * 8 + [""] * 3
     # the JSON holds the names as they are: no spreadsheet reads it
     assert [r["student"] for r in batch.as_json(outcomes)[:6]] == formulas
 
@@ -598,8 +598,11 @@ def test_uploads_that_are_no_submission_are_rows_of_the_table_and_the_csv(tmp_pa
     shutil.copytree(room / "student04", cls / "bob")
     shutil.copytree(room / "student00" / "scratchnst", cls / "scratchnst")
     _layout(tmp_path, ["cls/frank.zip"])
-    (cls / "grades.csv").write_text("student,points\n")   # an earlier run's export, and an LMS's metadata:
-    (cls / "metadata.yml").write_text("course: x\n")      # nobody's upload, whether cls or cls/* is given
+    (cls / "grades.csv").write_text("student,points\n")   # an earlier run's exports, an LMS's metadata, macOS's
+    (cls / "metadata.yml").write_text("course: x\n")      # archive folder: nobody's upload, whether cls or cls/*
+    (cls / "gs").mkdir()                                   # is given
+    (cls / "gs" / "alice.json").write_text("{}")
+    shutil.copytree(room / "student00" / "scratchnst", cls / "__MACOSX" / "alice" / "scratchnst")
     for given in ([cls], sorted(cls.iterdir())):
         status = main(["exercises", "grade", *map(str, given), "--only", "relu_forward", "--no-torch", "--csv",
                        str(tmp_path / "grades.csv")] + CONTAINMENT)
@@ -610,3 +613,5 @@ def test_uploads_that_are_no_submission_are_rows_of_the_table_and_the_csv(tmp_pa
         assert "archive" in rows["frank.zip"]["error"] and rows["scratchnst"]["error"]
         # not graded is no grade: no points an import could take for a 0
         assert rows["frank.zip"]["points"] == rows["frank.zip"]["percent"] == "", rows["frank.zip"]
+    with pytest.raises(batch.UserError, match="none of the 2 paths given is an upload"):
+        batch.find_submissions([cls / "grades.csv", cls / "gs"])

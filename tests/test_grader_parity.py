@@ -227,6 +227,8 @@ def test_a_partial_answer_earns_the_same_points_with_or_without_pytorch(stub, tm
     assert any(c.status != "ok" for c in result.checks) and 0 < with_torch.points < 3, rendered(with_torch)
     assert len(result.checks) > len(without.results[0].checks)  # PyTorch's check ran
     assert with_torch.points == without.points
+    passed = sum(c.status == "ok" for c in result.checks)
+    assert f"{passed}/{len(result.checks)} checks ({passed}/{len(result.checks) - 1} counted)" in rendered(with_torch)
     status, text = self_check(root, "conv2d_forward")
     assert status == 1 and f"conv2d_forward {without.points:g}/3 points" in " ".join(text.split()), text
 
@@ -240,3 +242,12 @@ def test_a_recursion_that_runs_away_is_placed_in_the_students_file(stub, tmp_pat
     assert "scratchnst/costs.py:" in first.details[0] and "arguments.py" not in first.details[0], first.details
     text = " ".join(self_check(root, "gram_matrix")[1].split())
     assert "(scratchnst/costs.py:" in text and "arguments.py" not in text, text
+
+
+def test_an_unwritten_exercise_of_another_module_is_named_with_only(stub, tmp_path):
+    """--only compute_content_cost imports costs only; the relu_forward it calls is layers' and unwritten."""
+    root = student(stub, tmp_path, {("costs", "compute_content_cost"):
+                                    "from scratchnst import layers\nlayers.relu_forward(a_G)\nreturn 0.0"})
+    graded = exercises.grade(root, only=["compute_content_cost"], use_torch=False, contained=False)
+    (first, *_) = by_name(graded)["compute_content_cost"].checks
+    assert first.status == "not done" and "scratchnst/layers.py:" in first.details[0], first.details

@@ -66,7 +66,7 @@ for name in ("scratchnst", "scratchnst.layers", "scratchnst.costs", "scratchnst.
         sys.exit(1)
     # A module missing from the copy is found elsewhere (an editable install's finder supplies the whole
     # package's): its answers would be checked as the student's
-    if name != "scratchnst" and Path(module.__file__).resolve().parent != Path(root, "scratchnst").resolve():
+    if name != "scratchnst" and Path(module.__file__).parent.resolve() != Path(root, "scratchnst").resolve():
         print(f"scratchnst: error: the student copy has no {name.replace('.', '/')}.py (Python found "
               f"{module.__file__} instead); put the file back, or make a new copy with `scratchnst exercises "
               "make` and move your answers into it", file=sys.stderr)
@@ -335,7 +335,7 @@ def run(args):
     try:
         from scratchnst import gradcheck_cases
     except (Exception, SystemExit) as error:  # run inside a student copy: the student's slip in its modules
-        raise UserError(f"scratchnst does not import: {_where_it_failed(error)}; fix it, then check again") from None
+        raise UserError(f"scratchnst does not import: {_where_it_failed(error)}; fix it, then check again") from error
 
     checks = gradcheck_cases.checks_to_run(args.seed, only=args.only)  # a wrong --only: one line, before anything
     if args.package is not None:

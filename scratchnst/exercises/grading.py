@@ -122,6 +122,15 @@ class ExerciseResult:
         return sum(c.status == "ok" for c in self.checks)
 
     @property
+    def uncounted(self):
+        """Whether some checks are left out of the points (cases.Case.counted)."""
+        return self.counted is not None and len(self.counted) < len(self.checks)
+
+    @property
+    def passed_counted(self):
+        return sum(self.checks[i].status == "ok" for i in (self.counted or ()) if i < len(self.checks))
+
+    @property
     def main_failed(self):
         main = [0] if self.main is None else self.main
         return any(self.checks[i].status != "ok" for i in main if i < len(self.checks))
@@ -130,7 +139,10 @@ class ExerciseResult:
     def points(self):
         if not self.checks or self.main_failed:
             return 0.0
-        counted = [self.checks[i] for i in self.counted if i < len(self.checks)] if self.counted else self.checks
+        counted = (self.checks if self.counted is None
+                   else [self.checks[i] for i in self.counted if i < len(self.checks)])
+        if not counted:  # only gates, all passed
+            return float(self.exercise.points)
         return self.exercise.points * sum(c.status == "ok" for c in counted) / len(counted)
 
     @property
@@ -460,7 +472,8 @@ def print_report(report, stream=None, show_printed=False):
     for number, result in enumerate(report.results, 1):
         e = result.exercise
         head = f"{number:2d}. {e.name}"
-        verdict = {"pass": "pass", "not done": "not done", "fail": f"{result.passed}/{len(result.checks)} checks"}
+        verdict = {"pass": "pass", "not done": "not done", "fail": f"{result.passed}/{len(result.checks)} checks"
+                   + (f" ({result.passed_counted}/{len(result.counted)} counted)" if result.uncounted else "")}
         say()
         say(f"{head:<58} {_points(result.points):>4}/{e.points} points   {verdict[result.status]}", wrap=False)
         if result.status == "fail" and result.main_failed and result.passed:

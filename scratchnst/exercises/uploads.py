@@ -169,11 +169,11 @@ def find_submissions(paths, one=False):
             if (several and path.is_symlink()) or (one and not _holds_package(path, follow=True)):
                 found.append((own, NotASubmission(path, _why_not(path))))
                 continue
+            if several and (path.name.startswith(".") or path.name in _NOBODYS or not _look(path)[0]):
+                continue  # `grade class/*` gives what a class folder leaves out (an earlier export, LMS metadata)
             if not path.is_dir():
                 if not several:
                     raise UserError(f"{path}: {_why_not(path)}")
-                if not _look(path)[0] or path.name.startswith("."):
-                    continue  # `grade class/*` gives the teacher's grades.csv, an LMS's metadata: left out, as there
                 found.append((own, NotASubmission(path, _why_not(path))))
                 continue
             read = _class_of(path, one)
@@ -214,6 +214,9 @@ def find_submissions(paths, one=False):
                 except OSError as error:
                     why = f"cannot be read ({reason(error)})"
                 found.append((prefix + entry.name, NotASubmission(entry, why)))
+    if not found:  # several paths, each left out as nobody's upload
+        raise UserError(f"none of the {len(paths)} paths given is an upload: give submission folders (each holding "
+                        "scratchnst/) or a folder of them")
     found = _once_each(found)
     names = [name for name, _ in found]
     if len(set(names)) != len(names):  # two folders of one name: tell them apart by their path
