@@ -64,8 +64,9 @@ How grading works
     Score: each exercise is worth `points` and earns the fraction of its checks that pass, or
     nothing when one of its main checks fails (its first, and those marked main: the overlapping
     windows of the pooling backward passes, the checks at scale). The fraction leaves out the checks
-    that only some places run (against PyTorch, at scale: cases.Case.counted), so that the same code
-    earns the same points wherever it is checked. The exit status of `check` is 0 only at 100%.
+    that only some places run (against PyTorch, at scale: cases.Case.counted), so that the points do
+    not depend on whether PyTorch is installed; a check at scale still gates them where it runs
+    (grading). The exit status of `check` is 0 only at 100%.
 """
 
 import ast
