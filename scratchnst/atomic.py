@@ -163,8 +163,9 @@ def output_problem(path):
 
     Returns:
         None, or (kind, why): kind "folder" (path is a folder), "not regular" (a device, a pipe,
-        a link loop, or this command's own standard output or error), "no folder" (its folder does not exist or is a file) or "not writable";
-        why is the one-line reason, e.g. "folder nodir does not exist".
+        a link loop, or this command's own standard output or error), "no folder" (its folder does
+        not exist or is a file) or "not writable"; why is the one-line reason, e.g. "folder nodir
+        does not exist".
     """
     path = Path(path)
     try:

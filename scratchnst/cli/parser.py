@@ -275,9 +275,9 @@ def _int_at_least(least, flag, most=None, most_text=None):
 
 
 # NumPy's generators take no negative seeds, and a seed is stored as an int64; a thread count is
-# from 1 to the CPUs available (_threads_arg); coarse-to-fine passes are bounded. The bounds are settings.MAX_SEED and MAX_SCALES,
-# written out (tests/test_errors_commands.py checks they agree): settings imports NumPy, which must
-# not load before --threads is read (_set_threads).
+# from 1 to the CPUs available (_threads_arg); coarse-to-fine passes are bounded. The bounds are
+# settings.MAX_SEED and MAX_SCALES, written out (tests/test_errors_commands.py checks they agree):
+# settings imports NumPy, which must not load before --threads is read (_set_threads).
 MAX_SEED, MAX_SCALES = 2**63 - 1, 16
 seed_arg = _int_at_least(0, "--seed", MAX_SEED, "2**63 - 1")
 
@@ -304,8 +304,8 @@ def _floats_arg(text):
         raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 0.7,0.3") from None
 
 
-_THREADS_HELP = ("cores to run on, at most the CPUs this process may use: scratchnst's layers are cut into that many pieces run at once, each "
-                 "product on one BLAS thread (see scratchnst/parallel.py); on an idle 2-core machine 2 "
+_THREADS_HELP = ("cores to run on, at most the CPUs this process may use: scratchnst's layers are cut into "
+                 "that many pieces run at once, each product on one BLAS thread (see scratchnst/parallel.py); on an idle 2-core machine 2 "
                  "were 1.3-1.8 times faster than 1, and far slower when another job used the other core. "
                  "With 2 or more, a small process at idle priority keeps each of those cores from sleeping "
                  "during the run, and gives way to any other program (SCRATCHNST_SPIN=0: none; see "
