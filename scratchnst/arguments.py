@@ -23,7 +23,10 @@ def check_floats(function, **arrays):
     """
     for name, a in arrays.items():
         if not isinstance(a, np.ndarray):
-            raise TypeError(f"{function}: {name} is a {type(a).__name__}, not a NumPy array; "
+            # TensorFlow's and PyTorch's tensors have .numpy() (PyTorch's own error says to detach one first
+            # where it must)
+            hint = f" ({name}.numpy() gives one)" if callable(getattr(a, "numpy", None)) else ""
+            raise TypeError(f"{function}: {name} is a {type(a).__name__}, not a NumPy array{hint}; "
                             "give floating-point arrays (float32 or float64)")
         if a.dtype.kind != "f":
             raise TypeError(f"{function}: {name} has dtype {a.dtype}; give floating-point arrays "

@@ -22,6 +22,8 @@ Course check numbers (the published test values of the course's assignments, TF2
     np.random.seed(3); total_cost(np.random.randn(), np.random.randn()) == 35.34667875478276
 """
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from scratchnst import arguments
@@ -52,6 +54,27 @@ def _check_unrolled(A, function):
 def _check_same_shape(a, b, names):
     if a.shape != b.shape:
         raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {a.shape} and {b.shape}")
+
+
+def _check_style_layers(function, a_S, a_G, style_layers):
+    """TypeError or ValueError, in one line, unless a_S and a_G map every layer of style_layers.
+
+    The course's TF2 code passes lists of a model's outputs instead, and a plain list of names is
+    an easy slip for style_layers: either would otherwise fail deep inside, naming no argument.
+    """
+    for name, given in (("a_S", a_S), ("a_G", a_G)):
+        if not isinstance(given, Mapping):
+            raise TypeError(f"{function}: {name} is a {type(given).__name__}; give a dict "
+                            "{layer name: (1, nH, nW, nC) activations}")
+    for item in style_layers:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
+            raise TypeError(f"{function}: style_layers holds {item!r}; give (layer name, weight) pairs, "
+                            "e.g. (('block1_conv1', 0.2), ...)")
+    for name, given in (("a_S", a_S), ("a_G", a_G)):
+        missing = [layer for layer, _ in style_layers if layer not in given]
+        if missing:
+            raise ValueError(f"{function}: {name} has no activations of {', '.join(map(repr, missing))} "
+                           f"(it has {', '.join(map(repr, given)) or 'none'})")
 
 
 # ----------------------------------------------------------------------------- content cost
@@ -333,6 +356,7 @@ def compute_style_cost(a_S, a_G, style_layers=COURSE_STYLE_LAYERS):
     Formula:
         J_style(S, G) = sum over l of lambda[l] * J_style_layer[l](S, G)
     """
+    _check_style_layers("compute_style_cost", a_S, a_G, style_layers)
     J_style = 0.0  # Python floats are float64
     for name, weight in style_layers:
         J_style += weight * compute_layer_style_cost(a_S[name], a_G[name])
@@ -352,6 +376,7 @@ def style_cost_backward(a_S, a_G, style_layers=COURSE_STYLE_LAYERS):
         dJ_style / da_G[l] = lambda[l] * dJ_style_layer[l] / da_G[l]
     A layer listed twice gets the sum of both terms.
     """
+    _check_style_layers("style_cost_backward", a_S, a_G, style_layers)
     grads = {}
     for name, weight in style_layers:
         # Cast the weight: a NumPy float64 weight would silently promote float32 gradients.

@@ -301,6 +301,27 @@ def test_costs_reject_mismatched_shapes():
         costs.layer_style_cost_backward(np.zeros((3, 4, 2)), a)
 
 
+
+@pytest.mark.parametrize("function", [costs.compute_style_cost, costs.style_cost_backward])
+def test_style_cost_names_a_wrong_argument_in_one_line(function):
+    """The course's TF2 code passes lists of model outputs; a missing layer or a list of names was a bare
+    KeyError, TypeError or unpacking error from inside the loop."""
+    a = np.ones((1, 4, 4, 3))
+    layers_ = (("block1_conv1", 0.5), ("block2_conv1", 0.5))
+    with pytest.raises(TypeError, match=f"^{function.__name__}: a_S is a list; give a dict"):
+        function([a, a], {"block1_conv1": a, "block2_conv1": a}, layers_)
+    with pytest.raises(ValueError, match=f"^{function.__name__}: a_G has no activations of 'block2_conv1' "
+                                         r"\(it has 'block1_conv1'\)$"):
+        function({"block1_conv1": a, "block2_conv1": a}, {"block1_conv1": a}, layers_)
+    with pytest.raises(TypeError, match=f"^{function.__name__}: style_layers holds 'block1_conv1'; give "
+                                        r"\(layer name, weight\) pairs"):
+        function({"block1_conv1": a}, {"block1_conv1": a}, ["block1_conv1"])
+    # any mapping will do, and the right arguments still give the course's numbers
+    from types import MappingProxyType
+    given = MappingProxyType({"block1_conv1": a, "block2_conv1": 2 * a})
+    function(given, given, layers_)
+
+
 # ------------------------------------------------------------------ the exercise markers
 MARKED = {
     "costs.py": ["compute_content_cost", "content_cost_backward", "gram_matrix", "gram_matrix_backward",

@@ -262,6 +262,17 @@ def test_arrays_given_as_lists_are_refused_by_name():
         layers.relu_backward(out.tolist(), cache)
 
 
+def test_a_tensor_is_refused_with_the_way_to_an_array():
+    """TensorFlow's and PyTorch's tensors have .numpy(): the message says so."""
+    torch = pytest.importorskip("torch")
+    x = np.ones((1, 3, 3, 2))
+    with pytest.raises(TypeError, match=r"^compute_content_cost: a_G is a Tensor, not a NumPy array "
+                                        r"\(a_G.numpy\(\) gives one\)"):
+        costs.compute_content_cost(x, torch.from_numpy(x))
+    with pytest.raises(TypeError, match=r"^relu_forward: x is a Tensor, not a NumPy array \(x.numpy"):
+        layers.relu_forward(torch.from_numpy(x))
+
+
 # ------------------------------------------------------------------------ array shapes
 # Every forward pass that reads (N, H, W, C): an image without its batch axis used to fail with
 # "not enough values to unpack", a 5-axis array likewise, deep inside.
