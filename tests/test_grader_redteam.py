@@ -336,6 +336,26 @@ def test_calling_the_given_tap_planes_convolution_is_no_answer(pristine, tmp_pat
     assert "tap_planes.conv is given code, not your answer" in rendered(report)
 
 
+@pytest.mark.parametrize("contained", [pytest.param(True, marks=needs_bwrap, id="bwrap"),
+                                       pytest.param(False, id="uncontained")])
+def test_calling_the_given_pytorch_twins_is_no_answer(pristine, tmp_path, teacher, contained):
+    """torch_ref's costs are written with tensor methods (.numel(), .diff()), which a subclass of ndarray
+    lends them: without torch they computed the cost exercises' answers (a red-team review's find)."""
+    lend = """
+        from scratchnst import torch_ref
+        class T(np.ndarray):
+            def numel(self):
+                return self.size
+    """
+    content = lend + "    return float(torch_ref.content_cost(a_C.astype(np.float64).view(T), a_G.view(T)))\n"
+    style = lend + "    return float(torch_ref.layer_style_cost(a_S.astype(np.float64).view(T), a_G.astype(np.float64)))\n"
+    report = run_attack(pristine, tmp_path, teacher, "stub", {("costs", "compute_content_cost"): content,
+                                                             ("costs", "compute_layer_style_cost"): style},
+                        contained=contained, only=["compute_content_cost", "compute_layer_style_cost"])
+    assert points(report) == {"compute_content_cost": 0, "compute_layer_style_cost": 0}
+    assert "torch_ref.content_cost is given code, not your answer" in rendered(report)
+
+
 @needs_bwrap
 @pytest.mark.parametrize("base", ["key", "stub"])
 def test_calling_the_given_pooling_is_no_answer(pristine, tmp_path, teacher, base):

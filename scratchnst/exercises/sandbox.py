@@ -178,12 +178,13 @@ def copy_submission(package_dir, dest):
 # Code the package GIVES the student (as CS231n gives fast_layers.py) that computes an exercise's
 # answer: the fast convolutions, the layers of the transformer network (whose weight gradient is
 # a convolution's), and the networks' pooling (a student copy's own fast_pool calls the student's
-# layers, but a submission may bring back the package's). None of the graded modules (layers, costs,
-# optim) imports them. They are not in the scratch copy at all, so that no reload, fresh import or
+# layers, but a submission may bring back the package's), and the PyTorch twins of the layers and costs
+# (torch_ref: written with tensor methods, which a NumPy subclass can lend them, they compute the costs'
+# answers without torch). None of the graded modules (layers, costs, optim) imports them. They are not in the scratch copy at all, so that no reload, fresh import or
 # exec of their source inside the child can bring them back (refusing their functions in the child,
 # as the grader once did, was undone by importlib.reload); stubs stand in for them, for a clear message.
 GIVEN_CODE = ("fast_conv", "winograd", "tap_planes", "fire_rows", "conv_rows", "upsample_conv", "transformer_layers",
-              "fast_pool")
+              "fast_pool", "torch_ref")
 _GIVEN_STUB = '''"""scratchnst.{module} is given code: the grader leaves it out of a submission (exercises.sandbox)."""
 
 
