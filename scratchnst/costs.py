@@ -56,7 +56,7 @@ def _check_same_shape(a, b, names):
         raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {a.shape} and {b.shape}")
 
 
-def _check_style_layers(function, a_S, a_G, style_layers):
+def _check_layer_dicts(function, a_S, a_G, style_layers):
     """TypeError or ValueError, in one line, unless a_S and a_G map every layer of style_layers.
 
     The course's TF2 code passes lists of a model's outputs instead, and a plain list of names is
@@ -356,7 +356,7 @@ def compute_style_cost(a_S, a_G, style_layers=COURSE_STYLE_LAYERS):
     Formula:
         J_style(S, G) = sum over l of lambda[l] * J_style_layer[l](S, G)
     """
-    _check_style_layers("compute_style_cost", a_S, a_G, style_layers)
+    _check_layer_dicts("compute_style_cost", a_S, a_G, style_layers)
     J_style = 0.0  # Python floats are float64
     for name, weight in style_layers:
         J_style += weight * compute_layer_style_cost(a_S[name], a_G[name])
@@ -376,7 +376,7 @@ def style_cost_backward(a_S, a_G, style_layers=COURSE_STYLE_LAYERS):
         dJ_style / da_G[l] = lambda[l] * dJ_style_layer[l] / da_G[l]
     A layer listed twice gets the sum of both terms.
     """
-    _check_style_layers("style_cost_backward", a_S, a_G, style_layers)
+    _check_layer_dicts("style_cost_backward", a_S, a_G, style_layers)
     grads = {}
     for name, weight in style_layers:
         # Cast the weight: a NumPy float64 weight would silently promote float32 gradients.

@@ -328,6 +328,60 @@ def test_an_honest_submission_slowed_by_its_neighbour_is_graded_again_alone_end_
     assert sorted(name for name, _, _ in heard) == ["hog", "honest"]
 
 
+
+@pytest.mark.skipif(os.geteuid() != 0 or not BWRAP, reason="as root in bubblewrap, children become users of their own")
+def test_submissions_graded_at_a_time_do_not_share_their_process_limit(tmp_path):
+    """The kernel counts the process limit (4, threads included) per user: when every sandbox was the same
+    nobody, two honest submissions whose ReLU ran in two threads, graded at a time, left each other none
+    ("can't start new thread"), and one lost its points (a red-team review's find)."""
+    threaded = """
+        import threading, time
+        out = np.empty_like(x)
+        def half(rows):
+            time.sleep(0.4)   # both submissions' threads alive at once
+            out[rows] = np.maximum(x[rows], 0)
+        n = x.shape[0] // 2
+        workers = [threading.Thread(target=half, args=(slice(0, n),)), threading.Thread(target=half, args=(slice(n, None),))]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+    """
+    subs = []
+    for name in ("ann", "ben"):
+        exercises.make_student_copy(tmp_path / name, solutions=True)
+        plant(tmp_path / name, "layers", "relu_forward", threaded)
+        subs.append((name, tmp_path / name))
+    outcomes = batch.grade_class(subs, only=["relu_forward"], jobs=2, use_torch=False, seed=2, contained=True)
+    for name, report, error in outcomes:
+        assert error is None and report.perfect, (name, [c.details for r in report.results for c in r.checks])
+        assert not report.notes, report.notes   # graded once, side by side: no regrading alone
+    # and the users are handed out one per child at a time, and given back
+    first, second = sandbox.sandbox_user(), sandbox.sandbox_user()
+    assert first != second and {first, second} <= set(sandbox.SANDBOX_USERS)
+    sandbox.give_back_user(first)
+    sandbox.give_back_user(second)
+    assert sandbox.sandbox_user() == first
+    sandbox.give_back_user(first)
+
+
+
+@pytest.mark.parametrize("upload", ["--only=total_cost", "--timeout=1e-06", "-h"])
+def test_an_upload_named_like_an_option_is_refused_not_obeyed(tmp_path, monkeypatch, capsys, upload):
+    """`grade *` in a class folder hands the uploads' names to the parser: one named --only=total_cost graded
+    the whole class on that one exercise, --timeout=1e-06 failed everyone, -h graded nothing and said 0."""
+    (tmp_path / upload).mkdir()
+    (tmp_path / "alice").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["exercises", "grade", *sorted(os.listdir("."))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"scratchnst exercises grade: error: {upload!r} is an option, and also a file or folder "
+                          "here") and "(grade ./*) or after -- (grade -- *)" in err and err.count("\n") == 1, err
+    # after -- (or as ./NAME) it is a folder like any other: here, one that holds no scratchnst/
+    assert main(["exercises", "grade", *CONTAINMENT, "--", *sorted(os.listdir("."))]) == 1
+    assert f"{upload}: holds no scratchnst/ folder" in capsys.readouterr().out
+
+
 # ============================================================ the exports: names students chose
 def _report(ok=True, notes=()):
     """A graded submission as grading makes one, without grading: one exercise, one check."""

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import py_compile
+import re
 import secrets
 import shutil
 import socket
@@ -950,7 +951,7 @@ def test_imports_of_restarted_workers_count_against_the_total_budget(pristine, t
 @needs_bwrap
 @pytest.mark.skipif(sandbox.sandbox_filter() is None, reason="the keyring's system call numbers are not known here")
 def test_the_kernel_keyring_is_closed_to_the_sandbox(pristine, tmp_path, teacher):
-    """Every worker is the same `nobody`, and the kernel keeps keys per user: a key one submission's
+    """The sandboxes' users are reused, and the kernel keeps keys per user: a key one submission's
     worker adds, another's could read (and it would outlive grading). The sandbox refuses the calls."""
     code = """
         import ctypes, os, platform
@@ -965,11 +966,11 @@ def test_the_kernel_keyring_is_closed_to_the_sandbox(pristine, tmp_path, teacher
     assert "add_key gave -1, errno Operation not permitted" in " ".join(rendered(report).split())
 
 
-def run_filter(program, nr, arch=None, flags=0):
+def run_filter(program, nr, arch=None, flags=0, second=0):
     """What the seccomp program returns for one call: a classic-BPF interpreter of the five opcodes
-    sandbox_filter uses, on a seccomp_data of (nr, arch, args[0] = flags)."""
+    sandbox_filter uses, on a seccomp_data of (nr, arch, args[0] = flags, args[1] = second)."""
     import struct
-    data = {0: nr, 4: arch, 16: flags & 0xFFFFFFFF}
+    data = {0: nr, 4: arch, 16: flags & 0xFFFFFFFF, 24: second & 0xFFFFFFFF}
     code = [struct.unpack("=HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
     pc, accumulator = 0, 0
     while True:
@@ -995,6 +996,7 @@ def test_the_filter_refuses_exactly_what_it_says():
     import errno
     import platform
     arch, refused, clones = sandbox._REFUSED_CALLS[platform.machine()]
+    fcntl = clones["fcntl"]
     program = sandbox.sandbox_filter()
     allow, eperm, enosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
     for name, number in refused.items():
@@ -1008,6 +1010,10 @@ def test_the_filter_refuses_exactly_what_it_says():
     assert run_filter(program, clones["clone"], arch, 0x01200011) == allow   # fork
     for flag in (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000):
         assert run_filter(program, clones["clone"], arch, threads | flag) == eperm, hex(flag)
+    for command in sandbox._LOCK_COMMANDS:   # file locks, leases and directory watches
+        assert run_filter(program, fcntl, arch, 3, command) == eperm, command
+    for command in (0, 1, 2, 3, 4, 1030, 1033):   # F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC, ...
+        assert run_filter(program, fcntl, arch, 3, command) == allow, command
     assert run_filter(program, 3, 0x40000003) == eperm                 # i386's close: another ABI
     if arch == 0xC000003E:
         assert run_filter(program, 0x40000000 + 1, arch) == eperm      # x32's write
@@ -1049,6 +1055,43 @@ def test_kernel_memory_and_namespaces_are_closed_to_the_sandbox(pristine, tmp_pa
             "permitted; memfd Operation not permitted; thread and fork 7") in text, text
 
 
+@needs_bwrap
+@pytest.mark.skipif(sandbox.sandbox_filter() is None, reason="the system call numbers are not known here")
+def test_file_locks_and_watches_are_closed_to_the_sandbox(pristine, tmp_path, teacher):
+    """Every sandbox reads the same system files: a lock on one, or a watch on its reads, was a channel
+    between two submissions graded at a time (a red-team review copied answers through a lock's position).
+    Locks, leases and watches are refused; the rest of fcntl still works."""
+    code = """
+        import ctypes, fcntl, os, sys
+        said = []
+        with open(sys.executable, "rb") as f:
+            for name, lock in (("lockf", lambda: fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB)),
+                               ("flock", lambda: fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)),
+                               ("getlk", lambda: fcntl.fcntl(f, fcntl.F_GETLK, bytes(32))),
+                               ("ofd", lambda: fcntl.fcntl(f, 37, bytes(32)))):
+                try:
+                    lock()
+                    said.append(f"{name} taken")
+                except OSError as error:
+                    said.append(f"{name} {error.strerror}")
+            said.append(f"getfl {fcntl.fcntl(f, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY}")
+        folder = os.open(os.path.dirname(sys.executable), os.O_RDONLY)
+        try:
+            fcntl.fcntl(folder, 1026, 1)   # F_NOTIFY, DN_ACCESS
+            said.append("notify taken")
+        except OSError as error:
+            said.append(f"notify {error.strerror}")
+        libc = ctypes.CDLL(None, use_errno=True)
+        said.append(f"inotify {libc.inotify_init1(0)} {os.strerror(ctypes.get_errno())}")
+        raise RuntimeError("; ".join(said))
+    """
+    report = run_attack(pristine, tmp_path, teacher, "key", {("layers", "relu_forward"): code}, only=["relu_forward"])
+    text = " ".join(rendered(report).split())
+    assert ("lockf Operation not permitted; flock Operation not permitted; getlk Operation not permitted; "
+            "ofd Operation not permitted; getfl True; notify Operation not permitted; "
+            "inotify -1 Operation not permitted") in text, text
+
+
 NOBODY_PROBE = '''
 import os, sys
 sys.path.insert(0, TESTS)
@@ -1073,10 +1116,10 @@ print(" ".join(rendered(report).split()))
 '''
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root's uncontained grading drops to nobody")
-def test_uncontained_grading_as_root_runs_the_student_as_nobody(request):
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's uncontained grading drops to another user")
+def test_uncontained_grading_as_root_runs_the_student_as_an_unprivileged_user(request):
     """Gradescope's container refuses bubblewrap, and its grader runs as root beside the answer key: the
-    student's code runs as nobody, who cannot read a folder closed to others (run_autograder closes the
+    student's code runs as a user of its own, who cannot read a folder closed to others (run_autograder closes the
     key's). Where this Python sits in root's 0700 home, as here, the probe runs in a view whose /root
     is open, as a system Python's folder is."""
     scratch = Path(tempfile.mkdtemp(prefix="scratchnst-nobody-"))   # not pytest's: its folders are 0700
@@ -1094,7 +1137,8 @@ def test_uncontained_grading_as_root_runs_the_student_as_nobody(request):
                           env={**os.environ, "TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "nobody can run: True" in done.stdout, done.stdout
-    assert "uid 65534 read: Permission denied" in done.stdout, done.stdout
+    uid = re.search(r"uid (\d+) read: Permission denied", done.stdout)
+    assert uid and int(uid[1]) in sandbox.SANDBOX_USERS, done.stdout
 
 
 CHEAT_ON_GRADESCOPE = """import os
@@ -1140,10 +1184,11 @@ def test_the_gradescope_autograder_without_bubblewrap_hides_the_key(pristine, ch
                               text=True, timeout=300, env=env)
         assert (autograder / "results" / "results.json").exists(), done.stdout[-2000:] + done.stderr[-2000:]
         results = (autograder / "results" / "results.json").read_text()
-        assert "UNCONTAINED" in done.stdout + done.stderr and "as the user nobody" in done.stderr, done.stderr
+        assert "UNCONTAINED" in done.stdout + done.stderr and "as an unprivileged user" in done.stderr, done.stderr
         if cheat:
             assert json.loads(results)["score"] == 0, results
-            assert "uid 65534: Permission denied" in results, results
+            uid = re.search(r"uid (\d+): Permission denied", results)
+            assert uid and int(uid[1]) in sandbox.SANDBOX_USERS, results
         else:
             assert json.loads(results)["score"] == 1, results
     finally:

@@ -822,12 +822,35 @@ def _innermost(parser, args):
         parser = subcommands[0].choices[name]
 
 
+def _uploads_named_as_options(given):
+    """The words after `exercises grade` that the parser would take as options and that also name an entry of
+    the current folder.
+
+    Students name their uploads, and `grade *` in a class folder hands the names to the parser: an upload
+    named `--only=total_cost` graded the whole class on that one exercise, `--timeout=1e-06` failed
+    everyone, `-h` graded nothing (a red-team review's finds). Words after `--` are folders whatever they
+    are named.
+    """
+    for i in range(len(given) - 1):
+        if given[i:i + 2] == ["exercises", "grade"]:
+            words = given[i + 2:]
+            words = words[:words.index("--")] if "--" in words else words
+            return [w for w in words if w.startswith("-") and w != "-" and os.path.lexists(w)]
+    return []
+
+
 def main(argv=None):
     """Entry point of the `scratchnst` console script; returns the exit status (see the module docstring)."""
     if argv is None:
         streams.guard()
     interrupts.catch_lost_interrupts()
     parser = build_parser()
+    named = _uploads_named_as_options(list(sys.argv[1:] if argv is None else map(str, argv)))
+    if named:
+        print(f"scratchnst exercises grade: error: {named[0]!r} is an option, and also a file or folder here (an "
+              "upload named like an option, which `grade *` passes as one?): give the folders with a path "
+              "(grade ./*) or after -- (grade -- *)", file=sys.stderr)
+        return 2
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the parser of the (sub)command they were given to, whose --help lists what it takes
         given = list(sys.argv[1:] if argv is None else map(str, argv))

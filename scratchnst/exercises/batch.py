@@ -379,9 +379,9 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     contained = check_containment(True, uncontained)
     if not contained:
         if nobody_can_run():
-            print("warning: running the submissions UNCONTAINED (--uncontained), as the user nobody: their code "
-                  "can read whatever every user may read, reach the network, and with --jobs above 1 disturb "
-                  "the others' (all are the same nobody)", file=sys.stderr)
+            print("warning: running the submissions UNCONTAINED (--uncontained), each as an unprivileged user of "
+                  "its own: their code can read whatever every user may read, reach the network, and with --jobs "
+                  "above 1 slow the others down", file=sys.stderr)
         else:
             print("warning: running the submissions UNCONTAINED (--uncontained): their code can read and change "
                   "whatever you can", file=sys.stderr)
@@ -406,7 +406,7 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     counts = f"{graded} submissions" if graded == len(outcomes) else \
         f"{graded} of {len(outcomes)} uploads ({len(outcomes) - graded} could not be: their rows say why)"
     print(f"{counts} graded in {time.monotonic() - started:.1f} s "
-          f"({'in bubblewrap' if contained else 'UNCONTAINED, as nobody' if nobody_can_run() else 'UNCONTAINED'})",
+          f"({'in bubblewrap' if contained else 'UNCONTAINED, as unprivileged users' if nobody_can_run() else 'UNCONTAINED'})",
           file=out)
     failures = write_exports(outcomes, csv_path=csv_path, json_path=json_path, gradescope=gradescope)
     for failure in failures[:-1]:
@@ -436,7 +436,7 @@ if [ ! -d "$SUB/scratchnst" ]; then
   [ -n "$found" ] && SUB=$(dirname "$found")
 fi
 # bubblewrap may be refused inside Gradescope's container (no namespaces there); the container is then
-# the only wall around the submission, which runs as a plain child process of user nobody: the answer
+# the only wall around the submission, which runs as a plain child process of an unprivileged user: the answer
 # key (source/) and the results' folder are closed to every user but root first.
 FLAG=""
 if ! bwrap --ro-bind / / true 2>/dev/null; then FLAG="--uncontained"; fi

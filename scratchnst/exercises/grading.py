@@ -355,7 +355,7 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
                              "copy again, or install the scratchnst that has the answers")
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="scratchnst-grade-"))
-    os.chmod(scratch, 0o711)   # the worker may run as nobody (sandbox.nobody_can_run): it passes through
+    os.chmod(scratch, 0o711)   # the worker may run as another user (sandbox.sandbox_user): it passes through
     try:
         try:
             submission = copy_submission(root / "scratchnst", scratch / "submission")

@@ -14,18 +14,22 @@ Containment comes in layers, each of which stands without the others:
       size of which only the tail is read; on a timeout and at the end its session is killed, and
       so is any process it left behind (without bwrap the grader is a child subreaper, so orphans
       that left the session come back to it and are killed too). The kernel does not apply the
-      process limit to root: as root it holds only in the sandbox, where the worker is nobody;
+      process limit to root: as root it holds only once the child has become an unprivileged user,
+      one of its own (`sandbox_user`: the kernel counts the limit per user, and a shared user let
+      one submission's threads use up its neighbour's);
     - where bubblewrap works (`bwrap_status`), the child runs in it: no network, its own PID, IPC
       and UTS namespaces, a read-only view of the system's /usr, the Python installation without
       its site-packages, NumPy, the worker and the submission's copy, and a small private /tmp.
       Neither the reference answers nor the teacher's files are in that view. As root, the worker
-      becomes `nobody` before it imports the student's code, so the process limit holds and no
+      becomes its user before it imports the student's code, so the process limit holds and no
       capability is left. A seccomp filter (`sandbox_filter`) refuses the kernel keyring's calls,
-      the one store the kernel keeps per user rather than per namespace, where one sandbox's
-      `nobody` could leave what another's reads; System V shared memory and message queues, and files in
-      memory (memfd_create), memory that no process limit counts; and new namespaces, in which a worker would be root
-      again. Without bwrap, grading says so and needs --uncontained to go on; as root, the child then
-      runs as `nobody` wherever that user can run this Python (`nobody_can_run`).
+      the one store the kernel keeps per user rather than per namespace, where one sandbox's user
+      could leave what a later one's reads; System V shared memory and message queues, and files
+      in memory (memfd_create), memory that no process limit counts; new namespaces, in which a
+      worker would be root again; and file locks and watches, through which two sandboxes reading
+      the same system files could talk. Without bwrap, grading says so and needs --uncontained to
+      go on; as root, the child then runs as its user wherever `nobody` can run this Python
+      (`nobody_can_run`).
 """
 
 import ctypes
@@ -81,8 +85,8 @@ class Limits:
 
     memory_mb: int = 2048  # address space per process: NumPy's own start-up needs a few hundred MB
     cpu_seconds: int = 600  # CPU time per process, a backstop behind the wall-clock budgets
-    processes: int = 4  # threads included; enforced for a non-root user (as root, in bwrap, as nobody, whom
-    # every sandbox of a class shares: with more --jobs than this, a student's code cannot start any)
+    processes: int = 4  # threads included; enforced for a non-root user (as root, for the user of the child's
+    # own, `sandbox_user`: each child graded at a time has another, so that one cannot use up another's)
     file_mb: int = wire.OUTPUT_MB  # the largest file it may write, stderr included (and what a call may print)
     open_files: int = 64
     tmp_mb: int = 16  # the sandbox's private /tmp
@@ -168,7 +172,7 @@ def copy_submission(package_dir, dest):
                 note(f"{name}: compiled or path file, ignored (only .py sources are graded)")
     if unnoted:
         notes.append(f"and {unnoted} more files or folders ignored")
-    for folder, dirs, files in os.walk(dest):  # readable by the sandbox's `nobody`
+    for folder, dirs, files in os.walk(dest):  # readable by the sandbox's user
         os.chmod(folder, 0o755)
         for f in files:
             os.chmod(os.path.join(folder, f), 0o644)
@@ -323,9 +327,9 @@ def _ancestors(path):
 
 
 # The system calls the sandbox refuses, by CPU: (seccomp's AUDIT_ARCH, {name: number}).
-# - the kernel keyring's (add_key, request_key, keyctl): every sandbox runs as the same `nobody`, and
-#   keys live in the kernel per user, not per namespace: one student's worker could leave a key that
-#   another's reads (and it outlives grading);
+# - the kernel keyring's (add_key, request_key, keyctl): the sandboxes' users are reused from one
+#   submission to the next, and keys live in the kernel per user, not per namespace: one student's
+#   worker could leave a key that a later one's reads (and it outlives grading);
 # - System V IPC's (shmget, semget, msgget): a segment or a queue is kernel memory that no process
 #   limit counts and that outlives its maker (three 1 GB segments, filled and detached, held 3 GB of
 #   the teacher's RAM for a worker limited to 2 GB);
@@ -335,54 +339,71 @@ def _ancestors(path):
 # - memfd_create: a file in memory that the address-space limit does not count, each up to the file
 #   size limit, and as many as the worker may keep open (or park in flight on a socket): 0.5 GB more
 #   in one worker limited to 2 GB.
+# - file locks (flock, and fcntl's lock commands) and watches on files (inotify, fcntl's F_NOTIFY):
+#   the files every sandbox reads (/usr, Python's) are the same files, so a lock one submission's worker
+#   takes or a read it makes, another's sees: two submissions graded at a time could talk (a red-team
+#   review had one publish its answers, bit by bit, in the position of a lock, and another copy them).
 # clone3 passes its flags in memory that a filter cannot read: it fails with ENOSYS, on which the C
 # library falls back to clone, whose flags it can.
 _REFUSED_CALLS = {
     "x86_64": (0xC000003E, {"add_key": 248, "request_key": 249, "keyctl": 250, "shmget": 29, "semget": 64,
-                            "msgget": 68, "unshare": 272, "setns": 308, "io_uring_setup": 425, "memfd_create": 319},
-               {"clone": 56, "clone3": 435}),
+                            "msgget": 68, "unshare": 272, "setns": 308, "io_uring_setup": 425, "memfd_create": 319,
+                            "flock": 73, "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254},
+               {"clone": 56, "clone3": 435, "fcntl": 72}),
     "aarch64": (0xC00000B7, {"add_key": 217, "request_key": 218, "keyctl": 219, "shmget": 194, "semget": 190,
                              "msgget": 186, "unshare": 97, "setns": 268, "io_uring_setup": 425,
-                             "memfd_create": 279},
-                {"clone": 220, "clone3": 435}),
+                             "memfd_create": 279, "flock": 32, "inotify_init1": 26, "inotify_add_watch": 27},
+                {"clone": 220, "clone3": 435, "fcntl": 25}),
 }
 _NEW_NAMESPACES = 0x7E020000   # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+# fcntl's commands refused: F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW (the same
+# numbers for their 64-bit forms on 64-bit CPUs), F_SETLEASE, F_GETLEASE, F_NOTIFY
+_LOCK_COMMANDS = (5, 6, 7, 36, 37, 38, 1024, 1025, 1026)
 
 
 def sandbox_filter():
     """The seccomp program bwrap --seccomp reads (classic BPF): the calls of _REFUSED_CALLS fail with
-    EPERM, clone3 with ENOSYS, clone with EPERM when it asks for a new namespace; every call of another
-    ABI (x86-64's x32 and i386 numbers, reached by a student's own machine code) fails with EPERM;
-    everything else is allowed. None on a CPU whose numbers are not known here."""
+    EPERM, clone3 with ENOSYS, clone with EPERM when it asks for a new namespace, fcntl with EPERM for the
+    _LOCK_COMMANDS; every call of another ABI (x86-64's x32 and i386 numbers, reached by a student's own
+    machine code) fails with EPERM; everything else is allowed. None on a CPU whose numbers are not known
+    here."""
     known = _REFUSED_CALLS.get(platform.machine())
     if known is None:
         return None
-    arch, refused, clones = known
-    clone, clone3 = clones["clone"], clones["clone3"]
+    arch, refused, others = known
     x32 = 0x40000000 if arch == 0xC000003E else 0xFFFFFFFF
     load, alu_and, equal, at_least, ret = 0x20, 0x54, 0x15, 0x35, 0x06   # BPF_LD|W|ABS, ALU|AND|K, JEQ|K, JGE|K, RET|K
     allow, errno_ret = 0x7FFF0000, 0x00050000                            # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO
-    # (code, jump if true, jump if false, k), jumps as labels resolved below
+    # (code, jump if true, jump if false, k), jumps as labels resolved below; a string is a label
     program = [(load, None, None, 4),                      # seccomp_data.arch
                (equal, None, "refuse", arch),
                (load, None, None, 0),                      # seccomp_data.nr
                (at_least, "refuse", None, x32)]
     program += [(equal, "refuse", None, number) for number in refused.values()]
-    program += [(equal, "enosys", None, clone3),
-                (equal, None, "allow", clone),
+    program += [(equal, "enosys", None, others["clone3"]),
+                (equal, "fcntl", None, others["fcntl"]),
+                (equal, None, "allow", others["clone"]),
                 (load, None, None, 16),                    # clone's flags: the low half of args[0]
                 (alu_and, None, None, _NEW_NAMESPACES),
                 (equal, "allow", "refuse", 0),
-                ("allow", ret, allow), ("refuse", ret, errno_ret | errno.EPERM),
-                ("enosys", ret, errno_ret | errno.ENOSYS)]
-    labels = {entry[0]: i for i, entry in enumerate(program) if isinstance(entry[0], str)}
+                "fcntl", (load, None, None, 24)]           # fcntl's command: the low half of args[1]
+    program += [(equal, "refuse", None, command) for command in _LOCK_COMMANDS]
+    program += [(ret, None, None, allow), "allow", (ret, None, None, allow),
+                "refuse", (ret, None, None, errno_ret | errno.EPERM),
+                "enosys", (ret, None, None, errno_ret | errno.ENOSYS)]
+    labels, at = {}, 0
+    for entry in program:
+        if isinstance(entry, str):
+            labels[entry] = at
+        else:
+            at += 1
     code = []
-    for i, entry in enumerate(program):
-        if isinstance(entry[0], str):
-            code.append(struct.pack("=HBBI", entry[1], 0, 0, entry[2]))
+    for entry in program:
+        if isinstance(entry, str):
             continue
         op, true, false, k = entry
-        jump = [0 if target is None else labels[target] - i - 1 for target in (true, false)]
+        here = len(code)
+        jump = [0 if target is None else labels[target] - here - 1 for target in (true, false)]
         code.append(struct.pack("=HBBI", op, *jump, k))
     return b"".join(code)
 
@@ -393,15 +414,16 @@ def _filter_fd():
     if program is None:
         return None
     read_end, write_end = os.pipe()
-    os.write(write_end, program)   # 168 bytes: far below a pipe's buffer
+    os.write(write_end, program)   # 304 bytes: far below a pipe's buffer
     os.close(write_end)
     return read_end
 
 
-def _bwrap_command(bwrap, runner, submission, limits, seccomp_fd=None):
+def _bwrap_command(bwrap, runner, submission, limits, seccomp_fd=None, user=None):
     """bwrap's command line: the view described in the module docstring, then python -I -S -B.
 
     seccomp_fd: None, or a file descriptor the child inherits holding sandbox_filter().
+    user: the uid the worker becomes, as root (None: nobody's).
     """
     python = os.path.realpath(sys.executable)
     prefix = os.path.realpath(sys.base_prefix)
@@ -413,7 +435,7 @@ def _bwrap_command(bwrap, runner, submission, limits, seccomp_fd=None):
         elif os.path.isdir(top):
             command += ["--ro-bind", top, top]
     if not prefix.startswith("/usr/"):
-        for folder in _ancestors(prefix):  # made 0755: bwrap would copy /root's 0700 and lock out nobody
+        for folder in _ancestors(prefix):  # made 0755: bwrap would copy /root's 0700 and lock the worker out
             command += ["--perms", "0755", "--dir", folder]
         command += ["--ro-bind", prefix, prefix]
     for real in _site_packages():
@@ -438,6 +460,8 @@ def _bwrap_command(bwrap, runner, submission, limits, seccomp_fd=None):
         command += ["--setenv", key, value]
     if seccomp_fd is not None:
         command += ["--seccomp", str(seccomp_fd)]
+    if user is not None:
+        command += ["--setenv", "SCRATCHNST_USER", str(user)]
     return command + ["--setenv", "SCRATCHNST_SANDBOX", "1", python, "-I", "-S", "-B"]
 
 
@@ -463,15 +487,15 @@ def _clean_environment(home):
             "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _limits_for_child(limits, as_nobody=False):
+def _limits_for_child(limits, as_user=None):
     """The preexec function that sets the child's rlimits (in the child, before exec), and with
-    as_nobody (root, no sandbox: `nobody_can_run`) makes it `nobody`."""
+    as_user (root, no sandbox: `nobody_can_run`) makes it that user."""
     def apply():  # runs after start_new_session's setsid: the child leads its own session
         pairs = [(resource.RLIMIT_AS, limits.memory_mb << 20), (resource.RLIMIT_CPU, limits.cpu_seconds),
                  (resource.RLIMIT_FSIZE, limits.file_mb << 20), (resource.RLIMIT_NOFILE, limits.open_files),
                  (resource.RLIMIT_CORE, 0)]
-        if as_nobody or os.getuid() != 0:  # for root the kernel ignores it; bwrap's worker sets it as nobody
-            user = NOBODY if as_nobody else os.getuid()
+        if as_user is not None or os.getuid() != 0:  # root's is ignored; bwrap's worker becomes its user itself
+            user = as_user if as_user is not None else os.getuid()
             pairs.append((resource.RLIMIT_NPROC, _processes_of(user) + limits.processes))
         else:
             pairs.append((resource.RLIMIT_NPROC, limits.processes))
@@ -479,20 +503,42 @@ def _limits_for_child(limits, as_nobody=False):
             soft, hard = resource.getrlimit(which)
             value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(which, (value, value))
-        if as_nobody:
+        if as_user is not None:
             os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            os.setgid(as_user)
+            os.setuid(as_user)
     return apply
 
 
 # Without a sandbox, as root (Gradescope's container, where bubblewrap is refused), the student's code
 # would run as root: it could read anything, the answer key included, and the grader's own memory
-# and environment through /proc. As `nobody` it reads only what every user may: the run_autograder
-# of `make --gradescope` closes the key's folder to others before grading. Where nobody cannot run
-# this Python (installed under root's 0700 home, say), the child stays root, and the grader says so.
+# and environment through /proc. As an unprivileged user (`sandbox_user`) it reads only what every user
+# may: the run_autograder of `make --gradescope` closes the key's folder to others before grading. Where
+# `nobody` cannot run this Python (installed under root's 0700 home, say), nor can that user, the child
+# stays root, and the grader says so.
 NOBODY = 65534
 _NOBODY_RUNS = {}
+
+# As root, each child graded at a time runs as a user of its own, not as `nobody` for all: the kernel
+# counts the process limit per user, so that with one user shared, a submission whose code started two
+# threads left its neighbour none ("can't start new thread": an honest student lost a check to another's
+# run), and a process of one could signal another's. These users are numbers no system gives a name or a
+# file (the first is 2**31 - 2**16): they own nothing, and read only what every user may, as nobody does.
+SANDBOX_USERS = range(2**31 - 2**16, 2**31 - 2**16 + 4096)
+_USERS_TAKEN = set()
+
+
+def sandbox_user():
+    """A user of SANDBOX_USERS that no running child has: the caller gives it back (`give_back_user`)."""
+    with _LOCK:
+        user = next(u for u in SANDBOX_USERS if u not in _USERS_TAKEN)
+        _USERS_TAKEN.add(user)
+    return user
+
+
+def give_back_user(user):
+    with _LOCK:
+        _USERS_TAKEN.discard(user)
 
 
 def nobody_can_run():
@@ -512,7 +558,7 @@ def nobody_can_run():
                     f"open({str(runner / 'worker.py')!r}).close()")
             done = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True, timeout=120,
                                   cwd="/", env=_clean_environment("/tmp"),
-                                  preexec_fn=_limits_for_child(Limits(), as_nobody=True))
+                                  preexec_fn=_limits_for_child(Limits(), as_user=NOBODY))
             _NOBODY_RUNS[key] = done.returncode == 0
         except (OSError, subprocess.SubprocessError):
             _NOBODY_RUNS[key] = False
@@ -653,9 +699,10 @@ class StudentProcess:
         self._fatal = None  # an answer every later call gets: the package's import timed out
         self._scratch = Path(tempfile.mkdtemp(prefix="scratchnst-run-"))
         self._runner = _runner(self._scratch)
-        self.as_nobody = not contained and nobody_can_run()
-        if self.as_nobody:
-            os.chmod(self._scratch, 0o711)   # nobody may pass through to the worker, not list the folder
+        # the child's own user (as root; in bwrap the worker becomes it, else the preexec function)
+        self.user = sandbox_user() if os.getuid() == 0 and (contained or nobody_can_run()) else None
+        if self.user is not None:
+            os.chmod(self._scratch, 0o711)   # its user may pass through to the worker, not list the folder
         _become_subreaper()
 
     def __enter__(self):
@@ -667,11 +714,14 @@ class StudentProcess:
     def close(self):
         self.stop()
         shutil.rmtree(self._scratch, ignore_errors=True)
+        if self.user is not None:
+            give_back_user(self.user)
+            self.user = None
 
     def _command(self, seccomp_fd=None):
         if self.contained:
             return _bwrap_command(shutil.which("bwrap"), self._runner, self.submission.root, self.limits,
-                                  seccomp_fd) + ["/grader/worker.py", "--worker", "/sub", "/grader/lib"]
+                                  seccomp_fd, self.user) + ["/grader/worker.py", "--worker", "/sub", "/grader/lib"]
         numpy_parent = os.path.dirname(os.path.dirname(os.path.realpath(np.__file__)))
         return [sys.executable, "-I", "-S", "-B", str(self._runner / "worker.py"), "--worker",
                 str(self.submission.root), numpy_parent]
@@ -686,8 +736,8 @@ class StudentProcess:
         self._stderr = open(self._scratch / "stderr", "w+b")
         home = self._scratch / "home"
         home.mkdir(exist_ok=True)
-        if self.as_nobody:
-            os.chown(home, NOBODY, NOBODY)
+        if self.user is not None and not self.contained:
+            os.chown(home, self.user, self.user)
         read_requests, write_requests = os.pipe()
         read_answers, write_answers = os.pipe()
         seccomp = _filter_fd() if self.contained else None
@@ -696,7 +746,7 @@ class StudentProcess:
                 self._proc = subprocess.Popen(
                     self._command(seccomp), stdin=read_requests, stdout=write_answers, stderr=self._stderr,
                     cwd=str(home), env=_clean_environment(str(home)), start_new_session=True,
-                    preexec_fn=_limits_for_child(self.limits, self.as_nobody), close_fds=True,
+                    preexec_fn=_limits_for_child(self.limits, None if self.contained else self.user), close_fds=True,
                     pass_fds=(seccomp,) if seccomp is not None else ())
                 _WORKERS.add(self._proc.pid)
                 self._started = (_stat(self._proc.pid) or (0, 0, 0, 0))[3]

@@ -413,11 +413,13 @@ def _serve(root, module, function, args, kwargs, printed=0):
 
 
 def _drop_privileges():
-    """In the sandbox as root: become nobody, so that limits on processes hold and no capability is left."""
+    """In the sandbox as root: become the child's own user (nobody if none is given), so that limits on
+    processes hold and no capability is left."""
     if os.getuid() == 0 and os.environ.get("SCRATCHNST_SANDBOX") == "1":
+        user = int(os.environ.get("SCRATCHNST_USER", "65534"))
         os.setgroups([])
-        os.setgid(65534)
-        os.setuid(65534)
+        os.setgid(user)
+        os.setuid(user)
 
 
 def worker_main(root, lib):
