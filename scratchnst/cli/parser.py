@@ -845,7 +845,8 @@ def main(argv=None):
         streams.guard()
     interrupts.catch_lost_interrupts()
     parser = build_parser()
-    named = _uploads_named_as_options(list(sys.argv[1:] if argv is None else map(str, argv)))
+    given = list(sys.argv[1:] if argv is None else map(str, argv))
+    named = _uploads_named_as_options(given)
     if named:
         print(f"scratchnst exercises grade: error: {named[0]!r} is an option, and also a file or folder here (an "
               "upload named like an option, which `grade *` passes as one?): give the folders with a path "
@@ -853,7 +854,6 @@ def main(argv=None):
         return 2
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the parser of the (sub)command they were given to, whose --help lists what it takes
-        given = list(sys.argv[1:] if argv is None else map(str, argv))
         before = unknown[0] in given and args.command in given and given.index(unknown[0]) < given.index(args.command)
         (parser if before else _innermost(parser, args)).error(f"unrecognized arguments: {' '.join(unknown)}")
     debug = getattr(args, "debug", False) or debug_requested()

@@ -701,7 +701,7 @@ class StudentProcess:
         self._runner = _runner(self._scratch)
         # the child's own user (as root; in bwrap the worker becomes it, else the preexec function)
         self.user = sandbox_user() if os.getuid() == 0 and (contained or nobody_can_run()) else None
-        if self.user is not None:
+        if self.user is not None and not contained:  # (bwrap shows the worker its own view of the files)
             os.chmod(self._scratch, 0o711)   # its user may pass through to the worker, not list the folder
         _become_subreaper()
 
