@@ -8,7 +8,10 @@ A backward pass is right when it agrees with two independent witnesses:
 2. PyTorch autograd on the same inputs and the same `dout`.
 """
 
+import ast
+import inspect
 import math
+import textwrap
 import time
 import traceback
 from dataclasses import dataclass
@@ -198,10 +201,36 @@ def returned(function, value, expect, hints=None):
             return value
         wanted = f"{formula} = {tuple(shape)}" if formula else f"shape {tuple(shape)}"
     code = getattr(function, "__code__", None)
-    where = f" ({place(code.co_filename, code.co_firstlineno)})" if code else ""
+    returns = _return_lines(function)
+    where = ""
+    if code is not None:   # the line the value came from, where the function has one return statement
+        where = f" ({place(code.co_filename, returns[0] if returns and len(returns) == 1 else code.co_firstlineno)})"
     name = f"{getattr(function, '__module__', None) or '?'}.{getattr(function, '__qualname__', function)}"
     slip = (hints or {}).get(getattr(value, "shape", None))
+    if value is None and returns == [] and code is not None:
+        slip = slip or "it has no return statement"
     raise WrongReturn(f"{name}{where} returned {_what(value)}, expected {wanted}{': ' + slip if slip else ''}")
+
+
+def _return_lines(function):
+    """The lines of the return statements of `function`'s own body (not of functions inside it), in
+    order; None when its source cannot be read (a function made by exec, a C function)."""
+    try:
+        lines, first = inspect.getsourcelines(function)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError, ValueError):
+        return None
+    body = tree.body[0] if tree.body and isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+    if body is None:
+        return None
+    found, todo = [], list(body.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Return):
+            found.append(node.lineno + first - 1)
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return sorted(found)
 
 
 @dataclass
@@ -401,13 +430,19 @@ def _one_line(error):
     return f"{type(error).__name__}{': ' + text if text else ''}{at}"
 
 
-def run_check(check, use_torch, seed):
-    """Build and check one row; Skip propagates, everything else becomes the row's result."""
+def run_check(check, use_torch, seed, on_built=None):
+    """Build and check one row; Skip propagates, everything else becomes the row's result.
+
+    on_built: None or function(case), called once the case is built, before it is checked (a student
+    copy's child Python sends its configuration then, for the row of a check stopped in the middle).
+    """
     start = time.perf_counter()
     row = Row(check.name, check.group)
     try:
         case = check.build()
         row.config, row.tolerances, row.normwise = case.config, (case.numeric_tol, case.torch_tol), case.normwise
+        if on_built is not None:
+            on_built(case)
         row.numeric_error, row.torch_error = check_case(case, use_torch=use_torch, seed=seed)
     except Skip:
         raise

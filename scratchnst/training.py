@@ -614,6 +614,107 @@ def adam_step(params, grads, m, v, t, lr):
     return new_params, new_m, new_v
 
 
+# -------------------------------------------------------------------------------- time budget
+# `scratchnst train` without --iters plans its steps to end within DEFAULT_MINUTES. The defaults'
+# 10000 steps took 16.5-17.5 minutes on a 2-core AMD EPYC VM on 2026-12-05, and would have taken
+# 24-27 (0.12-0.13 s a crop step instead of 0.08) on the same kind of VM on 2026-12-06: the speed of
+# a shared machine moves by half from one day to the next, and a run planned by steps alone can
+# take any time. So the command times a few steps first (time_step) and trains as many of its steps as fit
+# (fit_steps): all of them on a fast machine, fewer on a slow one. The plan is fixed before the
+# first step and saved in every checkpoint, so that a resumed run ends as the uninterrupted one
+# would; an explicit --iters is trained whole, as asked, unless --minutes is given too.
+DEFAULT_MINUTES = 18.0
+# The share of the minutes left after timing that the steps are planned to fill: the rest absorbs
+# what the timing does not see (checkpoints, progress lines, a machine that slows down later).
+BUDGET_SHARE = 0.93
+TIMED_STEPS = {"crop": 5, "whole": 2}   # steps timed of each kind, each after one untimed
+
+
+def fit_steps(seconds, crop_seconds, whole_seconds, iters, final_steps, snapshot_seconds=0.0, snapshot_every=0):
+    """The plan of at most `iters` steps that fits in `seconds`: (steps, whole-photo steps).
+
+    Args:
+        seconds: time the steps may take.
+        crop_seconds, whole_seconds: one crop step's and one whole-photo step's time.
+        iters, final_steps: the plan asked for; the whole-photo steps keep their share of it,
+            final_steps * steps // iters, at the end.
+        snapshot_seconds, snapshot_every: one snapshot's time, and steps between them (0: none).
+
+    Returns:
+        (steps, final): the most steps, 1 <= steps <= iters, whose crop steps, whole-photo steps
+        and snapshots take at most `seconds` (1 step if even that one does not fit).
+    """
+    def cost(n):
+        final = final_steps * n // iters
+        snapshots = n // snapshot_every if snapshot_every else 0
+        return (n - final) * crop_seconds + final * whole_seconds + snapshots * snapshot_seconds
+
+    low, high = 1, iters   # cost grows with n: n - final and final both never fall as n grows
+    while low < high:
+        middle = (low + high + 1) // 2
+        if cost(middle) <= seconds:
+            low = middle
+        else:
+            high = middle - 1
+    return low, final_steps * low // iters
+
+
+def time_step(params, losses, mode, helpers, shape, rng, count, lr):
+    """Median seconds of a training step on a batch of `shape` (N, H, W, 3), over `count` steps after one untimed.
+
+    Each step is a real one on random pixels (the network's input, loss, gradients and an Adam
+    update of copies, all thrown away), with noise from `rng`, a generator of its own: the run's
+    parameters, moments and generator are left as they were, so the run that follows is the same,
+    bit for bit, as one that was not timed.
+    """
+    m = {name: np.zeros_like(p) for name, p in params.items()}
+    v = {name: np.zeros_like(p) for name, p in params.items()}
+    seconds = []
+    for k in range(count + 1):
+        photos = rng.uniform(-100.0, 100.0, shape).astype(np.float32)
+        start = time.perf_counter()
+        x = transformer_net.network_input(params, photos, mode, rng)
+        with np.errstate(over="ignore", invalid="ignore"):
+            _, grads, _ = batch_loss_and_grads(params, x, losses, mode, helpers)
+        adam_step(params, grads, m, v, 1, lr)
+        if k:
+            seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
+def check_minutes(minutes):
+    """minutes as a float, or UsageError: a finite number >= 0 (0: no time budget)."""
+    try:
+        value = float(minutes)
+    except (TypeError, ValueError):
+        raise UsageError(f"--minutes must be a number of minutes >= 0 (0: no limit), got {minutes!r}") from None
+    if not (np.isfinite(value) and value >= 0):
+        raise UsageError(f"--minutes must be a number of minutes >= 0 (0: no limit), got {minutes:g}")
+    return value
+
+
+@dataclass
+class TrainPlan:
+    """What `train` planned from its time budget (its `on_plan` sees it before the first step).
+
+    Attributes:
+        iters, final_steps: the steps planned, and the whole-photo steps among them.
+        asked_iters, asked_final_steps: the plan asked for (iters <= asked_iters).
+        minutes: the budget; crop_seconds, whole_seconds: one step of each kind, as timed here.
+        seconds: what the planned steps should take; asked_seconds: what the asked ones would.
+    """
+
+    iters: int
+    final_steps: int
+    asked_iters: int
+    asked_final_steps: int
+    minutes: float
+    crop_seconds: float
+    whole_seconds: float
+    seconds: float
+    asked_seconds: float
+
+
 # ----------------------------------------------------------------------------------- settings
 def default_batch():
     """Photos per step when --batch is not given: one for each worker of scratchnst.parallel.
@@ -948,7 +1049,8 @@ def _overflow_advice(parts, s, done):
 
 
 def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None, checkpoint_every=100,
-          snapshot=None, snapshot_every=0, snapshots_dir=None, writing=contextlib.nullcontext, **options):
+          snapshot=None, snapshot_every=0, snapshots_dir=None, writing=contextlib.nullcontext, minutes=None,
+          on_plan=None, **options):
     """Train a transformer network to paint photos in the style of one image.
 
     Args:
@@ -962,6 +1064,11 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             into snapshots_dir/snapshot_<step>.png (at its size, long side at most 2 * size).
         writing: a context manager factory every file write runs inside (the command passes
             cli.interrupts.holding_stops, so that Ctrl-C waits until the file is whole).
+        minutes: None or 0, or a time budget for a new run: a few steps are timed first
+            (time_step), and the run trains at most as many of `iters` steps as fit in that many
+            minutes from the call (fit_steps, BUDGET_SHARE of what is left), the whole-photo steps
+            keeping their share. The plan is then fixed (checkpoints carry it).
+        on_plan: None or function(TrainPlan), called once the budget's plan is made.
         **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], crop
             [min(size, 128)], batch [default_batch()], iters [DEFAULT_PHOTOS // batch], final_steps [iters //
             FINAL_STEPS_DIVISOR], lr [2e-3], lr_schedule ["cosine"], content_layer, style_layers,
@@ -975,6 +1082,11 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         UserError: unreadable style image or no readable photo, images too small, a checkpoint
             from another run; UsageError: bad settings.
     """
+    called = time.perf_counter()
+    minutes = check_minutes(minutes or 0)
+    if minutes and resume is not None:
+        raise UsageError("--minutes plans a new run; a resumed run keeps the plan of its checkpoint (change it with "
+                         "--iters)")
     s = resolve_train_settings(**resumed_options(options, resume))
     photos_dir = Path(photos_dir)
     photos = list_photos(photos_dir)
@@ -1037,10 +1149,6 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                 "history": list(history)}
 
     growth = (s["size"] / s["crop"]) ** 2   # a whole-photo step's pixels over a crop step's
-    first_whole = s["iters"] - s["final_steps"] + 1
-    work_before_run = step_work(iteration + 1, s["iters"], s["final_steps"], growth)[0]
-    start = time.perf_counter()
-    phase_crop, phase_start, phase_steps = None, start, 0
     with contextlib.ExitStack() as stack:
         stack.enter_context(parallel.hold(pieces=False))  # BLAS on one thread per call, each thread on a core of its own
         helpers = None   # None: no helper processes, the batch's pieces on threads (or one piece)
@@ -1048,6 +1156,16 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             helpers = stack.enter_context(training_processes.Helpers(
                 helper_count, network, losses[0].targets, s["content_layer"], s["style_layers"], s["alpha"], s["beta"],
                 s["tv_weight"]))
+        if minutes:
+            plan = _plan_for_budget(minutes, called, s, params, losses, mode, helpers, snapshot_x, snapshot_every)
+            s["iters"], s["final_steps"] = plan.iters, plan.final_steps
+            meta_base["final_steps"] = plan.final_steps
+            if on_plan is not None:
+                on_plan(plan)
+        first_whole = s["iters"] - s["final_steps"] + 1
+        work_before_run = step_work(iteration + 1, s["iters"], s["final_steps"], growth)[0]
+        start = time.perf_counter()
+        phase_crop, phase_start, phase_steps = None, start, 0
         while iteration < s["iters"]:
             crop = s["size"] if iteration + 1 >= first_whole else s["crop"]
             if crop != phase_crop:
@@ -1094,6 +1212,29 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                                        meta={**meta_base, "iterations": iteration}, state=state))
     meta = {**meta_base, "iterations": iteration}
     return TrainResult(params=params, history=history, settings=s, seconds=time.perf_counter() - start, meta=meta)
+
+
+def _plan_for_budget(minutes, called, s, params, losses, mode, helpers, snapshot_x, snapshot_every):
+    """train's TrainPlan: its steps timed on this machine, and as many of s's planned as fit in `minutes` from `called`."""
+    rng = np.random.default_rng([s["seed"], 1])   # not the run's: the run must not depend on the timing
+    crop_seconds, whole_seconds = (
+        time_step(params, losses, mode, helpers, (s["batch"], side, side, 3), rng, TIMED_STEPS[kind], s["lr"])
+        for kind, side in (("crop", s["crop"]), ("whole", s["size"])))
+    snapshot_seconds = 0.0
+    if snapshot_x is not None and snapshot_every:
+        start = time.perf_counter()
+        stylize_array(params, snapshot_x, mode)
+        snapshot_seconds = time.perf_counter() - start
+    left = minutes * 60.0 - (time.perf_counter() - called)
+    iters, final = fit_steps(BUDGET_SHARE * left, crop_seconds, whole_seconds, s["iters"], s["final_steps"],
+                             snapshot_seconds, snapshot_every)
+
+    def seconds(n, f):
+        return (n - f) * crop_seconds + f * whole_seconds + (n // snapshot_every if snapshot_every else 0) * snapshot_seconds
+
+    return TrainPlan(iters=iters, final_steps=final, asked_iters=s["iters"], asked_final_steps=s["final_steps"],
+                     minutes=minutes, crop_seconds=crop_seconds, whole_seconds=whole_seconds,
+                     seconds=seconds(iters, final), asked_seconds=seconds(s["iters"], s["final_steps"]))
 
 
 def _load_style(style, style_size):

@@ -549,6 +549,19 @@ def test_an_endless_loop_is_stopped_and_the_rows_after_it_run(answer_key, tmp_pa
     assert detail.startswith("scratchnst.costs.gram_matrix (scratchnst/costs.py:"), detail
     assert "still running after 20 s: an endless loop?" in detail and data["timeouts"] == 1
     assert flag.exists()
+    from scratchnst import gradcheck_cases   # the stopped row keeps its configuration, as a finished one does
+    built = gradcheck_cases.checks_to_run(0, only=["gram_matrix"])[0].build()
+    assert data["rows"][1]["configuration"] == built.config != ""
+
+
+def test_a_row_stopped_while_printing_says_so(answer_key, tmp_path):
+    """A print in a function a check calls hundreds of times can fill the time limit by itself."""
+    folder = _planted_copy(answer_key, tmp_path / "student", {("costs", "gram_matrix"): 'while True: print("G")'})
+    result = subprocess.run([sys.executable, "-m", "scratchnst", "gradcheck", "--package", str(folder), "--only",
+                             "gram_matrix", "--timeout", "10", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    row, = json.loads(result.stdout)["rows"]
+    assert row["result"] == "TIMEOUT" and "still running after 10 s: printing, which is slow" in row["detail"], row
 
 
 def test_ctrl_c_names_the_row_and_ends_the_check(answer_key, tmp_path):
@@ -598,12 +611,42 @@ def test_wrong_returns_are_named_in_the_students_terms(answer_key, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     details = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
                for line in result.stdout.splitlines() if line.startswith("  ") and ": " in line}
-    assert details["gram_matrix"].startswith("scratchnst.costs.gram_matrix (scratchnst/costs.py:")
+    planted = (folder / "scratchnst" / "costs.py").read_text().splitlines()
+    line_of = {text: 1 + next(i for i, line in enumerate(planted) if text in line)
+               for text in ("return A.T @ A", "return [np.sum((a_C - a_G) ** 2)")}
+    # each shown at the line that returned the value
+    assert details["gram_matrix"].startswith(
+        f"scratchnst.costs.gram_matrix (scratchnst/costs.py:{line_of['return A.T @ A']})"), details["gram_matrix"]
     assert details["gram_matrix"].endswith("returned an array of shape (11, 11), expected (nC, nC) = (5, 5): "
                                            "A.T @ A instead of A @ A.T?")
     assert details["content_cost"].endswith("returned a list of 1 items, expected a number")
+    assert f"(scratchnst/costs.py:{line_of['return [np.sum((a_C - a_G) ** 2)']})" in details["content_cost"]
     assert details["total_variation"].startswith("ValueError: shape-mismatch for sum in "
                                                  "total_variation_cost_backward at scratchnst/costs.py:")
+
+
+def test_a_wrong_return_is_shown_at_its_return_line_or_says_there_is_none():
+    def no_return(A):
+        A @ A.T
+
+    def two_returns(A):
+        if A.size:
+            return A
+        return None
+
+    def one_return(A):
+        def inner():
+            return 0   # a nested function's return is not the function's
+        return [A, inner]
+
+    first = {f: f.__code__.co_firstlineno for f in (no_return, two_returns, one_return)}
+    cases = {no_return: (first[no_return], "returned None, expected (nC, nC) = (2, 2): it has no return statement"),
+             two_returns: (first[two_returns], "returned an array of shape (3,), expected (nC, nC) = (2, 2)"),
+             one_return: (first[one_return] + 3, "returned a list of 2 items, expected (nC, nC) = (2, 2)")}
+    for function, (line, message) in cases.items():
+        with pytest.raises(gradcheck.WrongReturn) as info:
+            gradcheck.call(function, np.ones(3), expect=((2, 2), "(nC, nC)"))
+        assert f"test_gradcheck.py:{line})" in str(info.value) and str(info.value).endswith(message), info.value
 
 
 def test_wrong_gradients_name_the_row_and_the_input(monkeypatch):

@@ -19,7 +19,7 @@ import pytest
 from exercise_helpers import by_name, plant, rendered
 from scratchnst import exercises
 from scratchnst.exercises import sandbox, worker
-from scratchnst.exercises.cases import Case, judge
+from scratchnst.exercises.cases import Case, Mistake, judge
 
 BWRAP, WHY = sandbox.bwrap_status()
 GRADED_IN = [pytest.param(True, marks=pytest.mark.skipif(not BWRAP, reason=WHY), id="bwrap"),
@@ -176,6 +176,35 @@ def test_values_that_differ_never_look_the_same():
     assert result.details[0] == "at (1,): expected 0.63959463, got 0.63959459", result.details
     number = judge(ok(1.00000000001), Case("a number", (), 1.0, tol=1e-13), [])
     assert number.status == "fail" and number.details[0] == "expected 1, got 1.00000000001", number.details
+
+
+def test_an_answer_of_another_form_is_judged_without_converting_it():
+    """The red team's answers: every call returned a list of 4000 boolean arrays (64 MB, a frame's
+    limit), and the grader converted each to float64 once per diagnosis (0.9 GB, 50 s for one
+    submission, outside its budget). An answer of another form than the one due is only described."""
+    import tracemalloc
+
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    expected = x.astype(np.float64) * 2
+    mistakes = [Mistake("times 3", "why", expected * 1.5), Mistake("masked", "why", None, differs_only_at=x > 5)]
+    flood = [np.ones(20000, dtype=bool) for _ in range(200)]   # 4 MB; 32 MB once converted to float64
+    for case in (Case("array", (x,), expected, mistakes=mistakes), Case("number", (x,), 3.0, dtype=np.float64),
+                 Case("parts", (x,), (expected, 3.0), parts=("da", "J"))):
+        answer = ok((flood, flood) if case.parts else flood)
+        tracemalloc.start()
+        try:
+            result = judge(answer, case, ["x"])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert result.status == "fail" and not result.mistakes, result.details
+        assert peak < 1 << 20, peak
+        assert "got a list" in " ".join(map(str, result.details)), result.details
+    # an answer of the right form still gets its diagnosis
+    named = judge(ok(expected * 1.5), Case("array", (x,), expected, mistakes=mistakes), ["x"])
+    assert named.mistakes == ["times 3"]
+    factor = judge(ok(expected * 4), Case("array", (x,), expected), ["x"])
+    assert "times the right value" in " ".join(map(str, factor.details))
 
 
 def test_a_cost_summed_in_float32_is_named_so():

@@ -53,7 +53,7 @@ def test_help_lists_every_flag(capsys):
     for flag in ["--size", "--iters", "--batch", "--lr", "--model", "--weights", "--alpha", "--beta", "--tv-weight",
                  "--seed", "--snapshot", "--snapshot-every", "--snapshots-dir", "--checkpoint", "--checkpoint-every",
                  "--resume", "--threads", "--style-size", "--print-every", "--widths", "--residual-blocks", "--crop",
-                 "--lr-schedule", "--final-steps", "--outer-kernel"]:
+                 "--lr-schedule", "--final-steps", "--outer-kernel", "--minutes"]:
         assert flag in text
     assert f"(default: a twelfth of --iters)" in text and training.FINAL_STEPS_DIVISOR == 12
     assert f"(default: the smaller of SIZE and {training.DEFAULT_CROP})" in text
@@ -64,6 +64,7 @@ def test_help_lists_every_flag(capsys):
     assert f"(default: {training.DEFAULT_PHOTOS} / BATCH)" in text and f"(default: {training.DEFAULT_SIZE})" in text
     assert "(default: one per thread: 1, or N with --threads N)" in text and training.DEFAULT_BATCH is None
     assert f"(default: {training.DEFAULT_LR:g})" in text
+    assert f"(default: {training.DEFAULT_MINUTES:g} for a new run without --iters)" in text
     assert f"(default: {','.join(map(str, training.TRAIN_WIDTHS))})" in text
     assert f"--residual-blocks R residual blocks of the transformer network (at quarter resolution) " \
            f"(default: {training.TRAIN_RESIDUAL_BLOCKS})" in text
@@ -129,6 +130,32 @@ def test_widths_residual_blocks_and_outer_kernel_reach_the_network(setup, capsys
     assert info.value.code == 2 and "give an integer from 0 to 2**63 - 1" in error_line(capsys)
 
 
+def test_without_iters_the_run_plans_the_steps_that_fit_in_the_default_minutes(setup, capsys, monkeypatch):
+    monkeypatch.setattr(training, "DEFAULT_MINUTES", 0.05)   # 3 s: far fewer than 10000 steps
+    assert train(setup) == 0
+    out = capsys.readouterr().out
+    assert "\n  minutes          0.05 (the steps are timed first, then planned to fit)" in out
+    asked = training.DEFAULT_PHOTOS // training.default_batch()
+    assert f"  iters            {asked} at most: as many as fit in the time budget" in out
+    planned = next(line for line in out.splitlines() if line.startswith("  timed here: a "))
+    assert f"{asked} steps would take" in planned
+    assert f"are planned to fit in --minutes 0.05 (give --iters {asked} to train them all)" in planned
+    steps = int(out.strip().splitlines()[-1].split(": ")[1].split()[0])
+    assert 1 <= steps < asked and f"so {steps} (" in planned
+    assert transformer_net.load(setup["out"])[1]["iterations"] == steps
+
+
+def test_iters_are_trained_whole_unless_minutes_are_given(setup, capsys):
+    assert train(setup, "--iters", "3") == 0
+    out = capsys.readouterr().out
+    assert "timed here" not in out and "minutes" not in out and ": 3 steps" in out
+    assert train(setup, "--iters", "3", "--minutes", "1000") == 0
+    out = capsys.readouterr().out
+    assert "the 3 steps should take" in out and "within --minutes 1000" in out and ": 3 steps" in out
+    assert train(setup, "--minutes", "0", "--iters", "2") == 0
+    assert "timed here" not in capsys.readouterr().out
+
+
 def test_resume_from_the_command_line(setup, capsys):
     ck = setup["tmp"] / "ck.npz"
     assert train(setup, "--iters", "2", "--checkpoint", ck) == 0
@@ -143,7 +170,8 @@ def test_resume_from_the_command_line(setup, capsys):
                                   "style missing", "style too small", "out folder missing", "out is the style",
                                   "out is a folder", "bad size", "bad batch", "bad lr", "bad seed", "bad final steps",
                                   "snapshot-every without snapshot", "bad resume file", "out not .h5", "iters 0",
-                                  "snapshots among the photos", "too little memory", "no size fits in memory"])
+                                  "snapshots among the photos", "too little memory", "no size fits in memory",
+                                  "bad minutes", "minutes on resume"])
 def test_one_line_errors(setup, capsys, case, monkeypatch):
     tmp = setup["tmp"]
     style, photos, out, flags = SWIRLS, setup["photos"], setup["out"], ["--iters", "1"]
@@ -198,6 +226,10 @@ def test_one_line_errors(setup, capsys, case, monkeypatch):
         from scratchnst import settings
         monkeypatch.setattr(settings, "available_memory", lambda: 120e6)   # less than the fixed part
         flags, expected = ["--batch", "1", "--iters", "12"], "available; close other programs"
+    elif case == "bad minutes":
+        flags, expected = ["--minutes", "nan"], "--minutes must be a number of minutes >= 0 (0: no limit), got nan"
+    elif case == "minutes on resume":   # told before the checkpoint is even read
+        flags, expected = ["--minutes", "5", "--resume", tmp / "none.npz"], "a resumed run keeps the plan of its"
     else:
         bad = tmp / "bad.npz"
         bad.write_bytes(b"not a checkpoint")

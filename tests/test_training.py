@@ -614,6 +614,76 @@ def test_the_plan_of_steps_may_change_on_resume(photos, squeezenet_weights_path,
         assert np.array_equal(resumed.params[name], straight.params[name]), name
 
 
+def test_fit_steps_is_the_most_steps_that_fit():
+    assert training.fit_steps(100.0, 1.0, 4.0, 10, 2) == (10, 2)   # all fit: never more than asked
+    assert training.fit_steps(11.0, 1.0, 4.0, 12, 3) == (7, 1)    # 8 steps: 6 crops + 2 whole = 14 s
+    assert training.fit_steps(0.5, 1.0, 4.0, 12, 3) == (1, 0)     # not even one: one step, a crop
+    assert training.fit_steps(10.0, 1.0, 1.0, 100, 0, snapshot_seconds=5.0, snapshot_every=2) == (3, 0)
+    rng = np.random.default_rng(0)
+    for _ in range(300):   # against a plain search of every plan
+        iters = int(rng.integers(1, 60))
+        final = int(rng.integers(0, iters + 1))
+        crop, whole, snap = rng.uniform(0.1, 2.0), rng.uniform(0.1, 8.0), rng.uniform(0.0, 3.0)
+        every, seconds = int(rng.integers(0, 5)), rng.uniform(0.0, 80.0)
+
+        def cost(n):
+            f = final * n // iters
+            return (n - f) * crop + f * whole + (n // every if every else 0) * snap
+
+        fitting = [n for n in range(1, iters + 1) if cost(n) <= seconds]
+        expected = max(fitting, default=1)
+        assert training.fit_steps(seconds, crop, whole, iters, final, snap, every) == (expected, final * expected // iters)
+
+
+def test_a_time_budget_times_the_steps_then_plans_as_many_as_fit(photos, squeezenet_weights_path, monkeypatch):
+    """On a clock where a step takes its pixels' time (a 32 px crop 1 s, a 48 px photo 2.25 s), the
+    budget's timing (6 crop steps and 3 whole ones, 12.75 s) leaves 17.25 s of half a minute, of
+    which BUDGET_SHARE plans 9 of the 20 steps asked for, 4 of them on whole photos (their share)."""
+    clock = [100.0]
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(training, "BUDGET_SHARE", 0.93)
+    step, sides = training.batch_loss_and_grads, []
+
+    def timed(params, x, *a):
+        clock[0] += (x.shape[1] / 32) ** 2
+        sides.append(x.shape[1])
+        return step(params, x, *a)
+
+    monkeypatch.setattr(training, "batch_loss_and_grads", timed)
+    plans, seen = [], []
+    result = run(photos, squeezenet_weights_path, size=48, crop=32, iters=20, final_steps=10, minutes=0.5,
+                 on_plan=plans.append, callback=lambda p: seen.append((p.iteration, p.iters)))
+    plan, = plans
+    assert (plan.iters, plan.final_steps, plan.asked_iters, plan.asked_final_steps) == (9, 4, 20, 10)
+    assert (plan.crop_seconds, plan.whole_seconds, plan.minutes) == (1.0, 2.25, 0.5)
+    assert plan.seconds == 5 + 4 * 2.25 and plan.asked_seconds == 10 + 10 * 2.25
+    assert sides == [32] * 6 + [48] * 3 + [32] * 5 + [48] * 4
+    assert seen == [(k, 9) for k in range(1, 10)] and len(result.history) == 9
+    assert result.settings["iters"] == 9 and result.meta["final_steps"] == 4 == result.settings["final_steps"]
+
+
+def test_a_budget_that_fits_every_step_leaves_the_run_as_it_was(photos, squeezenet_weights_path, tmp_path):
+    """The timing draws from a generator of its own and changes no parameter: the run is the same, bit
+    for bit, as one not timed; its checkpoint carries the plan, and a resumed run may not re-plan."""
+    plan = dict(iters=3, seed=2, size=48, crop=32, final_steps=1)
+    straight = run(photos, squeezenet_weights_path, **plan)
+    plans = []
+    timed = run(photos, squeezenet_weights_path, **plan, minutes=1000, on_plan=plans.append,
+                checkpoint_path=tmp_path / "ck.npz")
+    assert plans[0].iters == 3 and plans[0].final_steps == 1 and min(plans[0].crop_seconds, plans[0].whole_seconds) > 0
+    for name in straight.params:
+        assert np.array_equal(timed.params[name], straight.params[name]), name
+    with pytest.raises(UsageError, match="a resumed run keeps the plan of its checkpoint"):
+        run(photos, squeezenet_weights_path, **plan, minutes=5, resume=checkpoint.load(tmp_path / "ck.npz"))
+
+
+@pytest.mark.parametrize("minutes", [-1, float("nan"), float("inf"), "soon"])
+def test_a_time_budget_must_be_a_number_of_minutes(minutes):
+    with pytest.raises(UsageError, match="--minutes must be a number of minutes >= 0"):
+        training.check_minutes(minutes)
+    assert training.check_minutes(0) == 0.0 and training.check_minutes("2.5") == 2.5
+
+
 def test_learning_rate_schedules():
     assert [training.learning_rate(0.01, t, 5, "constant") for t in range(1, 6)] == [0.01] * 5
     cosine = [training.learning_rate(0.01, t, 5, "cosine") for t in range(1, 6)]

@@ -86,7 +86,8 @@ def serve_rows(out, request, trace):
     """In a student copy's child Python: run its rows from request["first"] on, each under request["timeout"].
 
     Sends to `out`, one JSON object a line: {"count", "pytorch"} first, then for each row {"start"
-    (its index), "name", "group"} and {"row": Row.as_dict()} or {"skipped", "reason"}, and {"done"}
+    (its index), "name", "group"}, {"config"} once its case is built (the configuration a row stopped
+    in the middle is shown with), and {"row": Row.as_dict()} or {"skipped", "reason"}, and {"done"}
     at the end; {"usage_error"} instead for an --only that names nothing. `trace` is the open file
     where faulthandler writes the traceback of a row it stops (or of a crash).
     """
@@ -111,7 +112,8 @@ def serve_rows(out, request, trace):
         send(start=i, name=check.name, group=check.group)
         faulthandler.dump_traceback_later(request["timeout"], exit=True, file=trace)
         try:
-            row = gradcheck.run_check(check, have_torch, request["seed"])
+            row = gradcheck.run_check(check, have_torch, request["seed"],
+                                      on_built=lambda case: send(config=case.config))
         except gradcheck.Skip as why:
             send(skipped=check.name, reason=str(why))
             continue
@@ -138,6 +140,9 @@ class _Received:
         elif "start" in message:
             self.running = {**message, "since": time.perf_counter()}
             self.progress.show(message["start"], self.count, message["name"])
+        elif "config" in message:
+            if self.running is not None and isinstance(message["config"], str):
+                self.running["config"] = message["config"]
         elif "row" in message:
             self.rows.append(Row.from_dict(message["row"]))
             self.running = None
@@ -231,25 +236,36 @@ _FRAME = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+) in (?P<functio
 def _stopped_in(trace_text, package):
     """'scratchnst.costs.gram_matrix (scratchnst/costs.py:141)': the innermost frame of the copy's own code
     (not the checker's) in a faulthandler traceback; 'its code' when there is none."""
+    return _stopped_frame(trace_text, package)[0]
+
+
+def _stopped_frame(trace_text, package):
+    """(_stopped_in's text, the source line it names or "")."""
+    import linecache
+
     from scratchnst.gradcheck import in_checked_code, place
 
     for frame in _FRAME.finditer(trace_text):
         if in_checked_code(frame["file"], package):
             module = ".".join(Path(frame["file"]).resolve().relative_to(package.parent).with_suffix("").parts)
-            return f"{module}.{frame['function']} ({place(frame['file'], frame['line'], package)})"
-    return "its code"
+            line = linecache.getline(frame["file"], int(frame["line"])).strip()
+            return f"{module}.{frame['function']} ({place(frame['file'], frame['line'], package)})", line
+    return "its code", ""
 
 
 def _stopped_row(running, trace_text, package, timeout, returncode):
     """The Row of a row whose child Python ended inside it: stopped at the time limit, or crashed."""
     from scratchnst.gradcheck import Row
 
-    where = _stopped_in(trace_text, package)
-    row = Row(running["name"], running["group"], seconds=time.perf_counter() - running["since"])
+    where, line = _stopped_frame(trace_text, package)
+    row = Row(running["name"], running["group"], running.get("config", ""),
+              seconds=time.perf_counter() - running["since"])
     if trace_text.startswith("Timeout"):
         row.result = "TIMEOUT"
-        row.detail = (f"{where} was still running after {timeout:g} s: an endless loop? "
-                      "(stopped; --timeout sets the limit)")
+        # a check calls the function hundreds of times: a print in it can fill the time on its own
+        why = ("printing, which is slow at hundreds of calls: print less, or an endless loop?"
+               if re.search(r"\bprint\s*\(", line) else "an endless loop?")
+        row.detail = f"{where} was still running after {timeout:g} s: {why} (stopped; --timeout sets the limit)"
     else:
         fatal = next((line for line in trace_text.splitlines() if line.startswith("Fatal Python error")), "")
         how = fatal.split(":", 1)[-1].strip() if fatal else f"exit status {returncode}"

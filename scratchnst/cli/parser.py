@@ -481,6 +481,10 @@ def _add_train(sub):
                    "most SIZE): smaller crops make more, cheaper steps at the same scale")
     p.add_argument("--iters", type=_iters_arg, default=_Default("10000 / BATCH"),
                    help="training steps (batches): 10000 photos in all by default")
+    p.add_argument("--minutes", metavar="M", type=float, default=_Default("18 for a new run without --iters"),
+                   help="time budget: a few steps are timed first, and the run trains as many of --iters as fit in "
+                   "M minutes (fewer on a slow machine; never more); 0: no budget. With --iters and no --minutes, "
+                   "every step asked for is trained")
     p.add_argument("--final-steps", metavar="N", type=int, default=_Default("a twelfth of --iters"),
                    help="the last N of the steps train on whole SIZE x SIZE crops instead of --crop, so that the "
                    "network ends on photos as it will paint them (each such step takes (SIZE/CROP)^2 times as long)")
@@ -538,7 +542,7 @@ def _add_train(sub):
             args.style, args.photos_dir, args.output, snapshot=_given(args.snapshot),
             snapshot_every=_given(args.snapshot_every), snapshots_dir=_given(args.snapshots_dir),
             checkpoint_file=_given(args.checkpoint), checkpoint_every=_given(args.checkpoint_every),
-            resume_file=_given(args.resume), print_every=args.print_every,
+            resume_file=_given(args.resume), print_every=args.print_every, minutes=_given(args.minutes),
             model=args.model, weights=_given(args.weights), size=args.size, crop=_given(args.crop),
             lr_schedule=args.lr_schedule, **({"batch": args.batch} if _given(args.batch) is not None else {}),
             **({"iters": args.iters} if _given(args.iters) is not None else {}),

@@ -27,8 +27,8 @@ SETTINGS_ORDER = ("model", "weights", "pool", "size", "crop", "batch", "iters", 
                   "residual_blocks", "outer_kernel", "noise_channels", "seed")
 
 
-def format_settings(style, photos_dir, output, n_photos, settings):
-    """The resolved settings as the lines `scratchnst train` prints before it starts."""
+def format_settings(style, photos_dir, output, n_photos, settings, minutes=None):
+    """The resolved settings as the lines `scratchnst train` prints before it starts (minutes: the time budget)."""
 
     def show(key, value):
         if key == "style_layers":
@@ -39,8 +39,23 @@ def format_settings(style, photos_dir, output, n_photos, settings):
 
     rows = [("style", str(style)), ("photos", f"{photos_dir} ({n_photos} image files)"), ("output", str(output))]
     rows += [(key, show(key, settings[key])) for key in SETTINGS_ORDER]
+    if minutes:
+        at = [key for key, _ in rows].index("iters")
+        rows[at] = ("iters", f"{settings['iters']} at most: as many as fit in the time budget")
+        rows.insert(at + 1, ("minutes", f"{minutes:g} (the steps are timed first, then planned to fit)"))
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"  {key.ljust(width)}  {_one_line(value)}" for key, value in rows)
+
+
+def plan_line(plan):
+    """What the time budget planned (training.TrainPlan), in one line."""
+    timed = (f"  timed here: a {plan.crop_seconds:.3f} s crop step, a {plan.whole_seconds:.3f} s whole-photo step; ")
+    if plan.iters < plan.asked_iters:
+        return (timed + f"{plan.asked_iters} steps would take {plan.asked_seconds / 60:.1f} min, so {plan.iters} "
+                f"({plan.final_steps} on whole photos) are planned to fit in --minutes {plan.minutes:g} (give --iters "
+                f"{plan.asked_iters} to train them all)")
+    return (timed + f"the {plan.iters} steps should take {plan.seconds / 60:.1f} min, within --minutes "
+            f"{plan.minutes:g}")
 
 
 def progress_line(p):
@@ -55,7 +70,7 @@ def progress_line(p):
 
 def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, snapshots_dir=None,
               checkpoint_file=None, checkpoint_every=None, resume_file=None, print_every=10, stream=None,
-              **options):
+              minutes=None, **options):
     """The `scratchnst train` command.
 
     Args:
@@ -69,6 +84,8 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
         resume_file: continue from this checkpoint (checkpoints then go on into it, unless
             checkpoint_file says otherwise).
         print_every: steps between progress lines (the first step's line is always printed).
+        minutes: a time budget (training.train's); None: training.DEFAULT_MINUTES for a new run
+            whose steps are not given (no --iters), none otherwise; 0: none.
         stream: where the settings and the last line go (stdout); progress lines go to stderr.
         **options: training.train's settings.
 
@@ -90,6 +107,13 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
                         ("--print-every", print_every)):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
+    if minutes is not None:
+        minutes = training.check_minutes(minutes)
+        if minutes and resume_file is not None:
+            raise UsageError("--minutes plans a new run; a resumed run keeps the plan of its checkpoint (change it "
+                             "with --iters)")
+    elif resume_file is None and options.get("iters") is None:
+        minutes = training.DEFAULT_MINUTES
     resume = checkpoint.load(resume_file) if resume_file is not None else None
     settings = training.resolve_train_settings(**training.resumed_options(options, resume))
     photos = training.list_photos(photos_dir)
@@ -122,8 +146,11 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
         check_output("--snapshots-dir", snapshots_dir / "snapshot_00001.png")   # writable, tried for real
 
     print("scratchnst train", file=stream)
-    print(format_settings(style, photos_dir, output, len(photos), settings), file=stream, flush=True)
+    print(format_settings(style, photos_dir, output, len(photos), settings, minutes), file=stream, flush=True)
     run = {"last": None, "printed": False}
+
+    def on_plan(plan):
+        print(plan_line(plan), file=stream, flush=True)
 
     def callback(p):
         if run["last"] is None and resume is not None:
@@ -137,7 +164,8 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
         result = training.train(style, photos_dir, callback=callback, resume=resume, checkpoint_path=checkpoint_file,
                                 checkpoint_every=checkpoint_every, snapshot=snapshot,
                                 snapshot_every=snapshot_every if snapshot is not None else 0,
-                                snapshots_dir=snapshots_dir, writing=interrupts.holding_stops, **settings)
+                                snapshots_dir=snapshots_dir, writing=interrupts.holding_stops, minutes=minutes,
+                                on_plan=on_plan, **settings)
     except KeyboardInterrupt as stop:
         with interrupts.ignoring_stops():  # a second Ctrl-C must not cut the saving of the first one's results
             how = getattr(stop, "how", "Ctrl-C")

@@ -164,6 +164,24 @@ def _is_number(value):
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
+def _shape_of(value):
+    """value's shape if it is an array or a number, read without converting it; None for anything else.
+
+    A wrong answer is converted to float64 to find what went wrong (a modelled mistake, a constant
+    factor, float32 sums): only an answer of the form it is compared with is, since one of another
+    form (a list of 4000 boolean arrays where one array is due) matches no mistake, and converting it
+    cost the grader 0.9 GB and 50 s, outside the student's budget.
+    """
+    if isinstance(value, np.ndarray):
+        return value.shape
+    return () if _is_number(value) else None
+
+
+def _same_form(got, reference):
+    """True if got is an array or number of reference's (a trusted value's) shape."""
+    return _shape_of(got) == np.shape(reference)
+
+
 def _error(got, expected, normwise):
     """Largest error of got against expected (float64 arrays of one shape): elementwise relative, as
     gradcheck.rel_error, or relative to the largest expected value (normwise, for float32)."""
@@ -227,6 +245,8 @@ FLOAT32_SLIP_TOL = 1e-5
 def _float32_reason(got, expected, case):
     """The likely reason when got is the answer to float32's precision only, with float32 inputs or
     float32 values in it (a cost summed in float32 and returned as a float); else ""."""
+    if not _same_form(got, expected):
+        return ""
     if getattr(got, "dtype", None) == np.float32:  # a float32 result: the dtype checks say what is wrong
         return ""
     try:
@@ -260,6 +280,8 @@ def _matches(got, expected, mistake, case):
         return _differs_only_at(got, expected, np.asarray(mistake.differs_only_at, dtype=bool), case)
     if mistake.value is None or got is None:
         return False
+    if not _same_form(got, mistake.value):
+        return False
     try:
         g, m = np.asarray(got, dtype=np.float64), np.asarray(mistake.value, dtype=np.float64)
         e = np.asarray(expected, dtype=np.float64)
@@ -273,6 +295,8 @@ def _matches(got, expected, mistake, case):
 
 def _differs_only_at(got, expected, mask, case):
     """True if got equals expected outside mask and differs somewhere inside it."""
+    if not _same_form(got, expected):
+        return False
     try:
         g, e = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     except (TypeError, ValueError):
@@ -290,6 +314,8 @@ def dtype_slip(got, expected, case):
         want = np.dtype(np.float64)  # a cost: a Python float, that is, float64
     have = getattr(got, "dtype", None)
     if want is None or have is None or have == want or not np.issubdtype(want, np.floating):
+        return None
+    if not _same_form(got, expected):
         return None
     try:
         g, e = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
@@ -319,6 +345,8 @@ def size_slip(got, expected, case):
 
 def _generic_reason(got, expected):
     """A generic reason for a wrong value of the right shape: NaN, zeros, a constant factor, the sign."""
+    if not _same_form(got, expected):
+        return ""
     try:
         g, e = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     except (TypeError, ValueError):
