@@ -619,67 +619,79 @@ def adam_step(params, grads, m, v, t, lr):
 # 10000 steps took 16.5-17.5 minutes on a 2-core AMD EPYC VM on 2026-12-05, and would have taken
 # 24-27 (0.12-0.13 s a crop step instead of 0.08) on the same kind of VM on 2026-12-06: the speed of
 # a shared machine moves by half from one day to the next, and a run planned by steps alone can
-# take any time. So the command times a few steps first (time_step) and trains as many of its steps as fit
-# (fit_steps): all of them on a fast machine, fewer on a slow one. The plan is fixed before the
+# take any time. So the command times a few steps and photos first (_plan_for_budget) and trains as
+# many of its steps as fit (fit_steps): all of them on a fast machine, fewer on a slow one or with
+# photos slow to decode (60 camera JPEGs of 4000x3000: 0.13 s a photo, as long as a step). The plan is fixed before the
 # first step and saved in every checkpoint, so that a resumed run ends as the uninterrupted one
 # would; an explicit --iters is trained whole, as asked, unless --minutes is given too.
 DEFAULT_MINUTES = 18.0
 # The share of the minutes left after timing that the steps are planned to fill: the rest absorbs
 # what the timing does not see (checkpoints, progress lines, a machine that slows down later).
-BUDGET_SHARE = 0.93
+BUDGET_SHARE = 0.9
 TIMED_STEPS = {"crop": 5, "whole": 2}   # steps timed of each kind, each after one untimed
+TIMED_PHOTOS = 3   # photos decoded to time a photo's decoding
 
 
-def fit_steps(seconds, crop_seconds, whole_seconds, iters, final_steps, snapshot_seconds=0.0, snapshot_every=0):
+def fit_steps(seconds, crop_seconds, whole_seconds, iters, final_steps, snapshot_seconds=0.0, snapshot_every=0,
+              decode_seconds=0.0, photos=0, batch=1, cached=True):
     """The plan of at most `iters` steps that fits in `seconds`: (steps, whole-photo steps).
 
     Args:
         seconds: time the steps may take.
-        crop_seconds, whole_seconds: one crop step's and one whole-photo step's time.
+        crop_seconds, whole_seconds: one crop step's and one whole-photo step's time (photos decoded).
         iters, final_steps: the plan asked for; the whole-photo steps keep their share of it,
             final_steps * steps // iters, at the end.
         snapshot_seconds, snapshot_every: one snapshot's time, and steps between them (0: none).
+        decode_seconds, photos, batch, cached: decoding a photo takes decode_seconds; a step takes
+            `batch` photos from `photos` distinct ones, each decoded the first time it is drawn if
+            they all fit in the cache (`cached`), every time otherwise.
 
     Returns:
-        (steps, final): the most steps, 1 <= steps <= iters, whose crop steps, whole-photo steps
-        and snapshots take at most `seconds` (1 step if even that one does not fit).
+        (steps, final): the most steps, 1 <= steps <= iters, whose crop steps, whole-photo steps,
+        snapshots and decoding take at most `seconds` (1 step if even that one does not fit).
     """
-    def cost(n):
-        final = final_steps * n // iters
-        snapshots = n // snapshot_every if snapshot_every else 0
-        return (n - final) * crop_seconds + final * whole_seconds + snapshots * snapshot_seconds
-
-    low, high = 1, iters   # cost grows with n: n - final and final both never fall as n grows
+    low, high = 1, iters   # the time grows with n: n - final, final, snapshots and decodes never fall as n grows
     while low < high:
         middle = (low + high + 1) // 2
-        if cost(middle) <= seconds:
+        if plan_seconds(middle, crop_seconds, whole_seconds, iters, final_steps, snapshot_seconds, snapshot_every,
+                        decode_seconds, photos, batch, cached) <= seconds:
             low = middle
         else:
             high = middle - 1
     return low, final_steps * low // iters
 
 
-def time_step(params, losses, mode, helpers, shape, rng, count, lr):
-    """Median seconds of a training step on a batch of `shape` (N, H, W, 3), over `count` steps after one untimed.
+def plan_seconds(n, crop_seconds, whole_seconds, iters, final_steps, snapshot_seconds=0.0, snapshot_every=0,
+                 decode_seconds=0.0, photos=0, batch=1, cached=True):
+    """The time of the first n steps of fit_steps's plan (same arguments)."""
+    final = final_steps * n // iters
+    snapshots = n // snapshot_every if snapshot_every else 0
+    decodes = min(n * batch, photos) if cached else n * batch
+    return ((n - final) * crop_seconds + final * whole_seconds + snapshots * snapshot_seconds
+            + decodes * decode_seconds)
 
-    Each step is a real one on random pixels (the network's input, loss, gradients and an Adam
-    update of copies, all thrown away), with noise from `rng`, a generator of its own: the run's
-    parameters, moments and generator are left as they were, so the run that follows is the same,
-    bit for bit, as one that was not timed.
+
+def time_step(params, losses, mode, helpers, make_batch, count, lr, rng):
+    """Mean seconds of a training step, over `count` steps after one untimed (a mean, not a median: a
+    step slowed by the machine counts, as it will in the run).
+
+    Each step is a real one (a batch from make_batch(), the network's input, loss, gradients and an
+    Adam update of copies, all thrown away), with noise from `rng`, a generator of its own: the
+    run's parameters, moments and generator are left as they were, so the run that follows is the
+    same, bit for bit, as one that was not timed.
     """
     m = {name: np.zeros_like(p) for name, p in params.items()}
     v = {name: np.zeros_like(p) for name, p in params.items()}
     seconds = []
     for k in range(count + 1):
-        photos = rng.uniform(-100.0, 100.0, shape).astype(np.float32)
         start = time.perf_counter()
-        x = transformer_net.network_input(params, photos, mode, rng)
+        x = transformer_net.network_input(params, preprocess_batch(make_batch(), mode), mode, rng)
         with np.errstate(over="ignore", invalid="ignore"):
             _, grads, _ = batch_loss_and_grads(params, x, losses, mode, helpers)
         adam_step(params, grads, m, v, 1, lr)
         if k:
             seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds))
+    return float(np.mean(seconds))
 
 
 def check_minutes(minutes):
@@ -700,8 +712,11 @@ class TrainPlan:
     Attributes:
         iters, final_steps: the steps planned, and the whole-photo steps among them.
         asked_iters, asked_final_steps: the plan asked for (iters <= asked_iters).
-        minutes: the budget; crop_seconds, whole_seconds: one step of each kind, as timed here.
+        minutes: the budget; crop_seconds, whole_seconds (0 when none is planned), decode_seconds: one
+            step of each kind and one photo's decoding, as timed here.
         seconds: what the planned steps should take; asked_seconds: what the asked ones would.
+        fits: False when even one step does not fit in what the timing left of the budget (one is
+            trained all the same).
     """
 
     iters: int
@@ -711,8 +726,10 @@ class TrainPlan:
     minutes: float
     crop_seconds: float
     whole_seconds: float
+    decode_seconds: float
     seconds: float
     asked_seconds: float
+    fits: bool = True
 
 
 # ----------------------------------------------------------------------------------- settings
@@ -1050,7 +1067,7 @@ def _overflow_advice(parts, s, done):
 
 def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None, checkpoint_every=100,
           snapshot=None, snapshot_every=0, snapshots_dir=None, writing=contextlib.nullcontext, minutes=None,
-          on_plan=None, **options):
+          started=None, on_plan=None, **options):
     """Train a transformer network to paint photos in the style of one image.
 
     Args:
@@ -1064,10 +1081,12 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             into snapshots_dir/snapshot_<step>.png (at its size, long side at most 2 * size).
         writing: a context manager factory every file write runs inside (the command passes
             cli.interrupts.holding_stops, so that Ctrl-C waits until the file is whole).
-        minutes: None or 0, or a time budget for a new run: a few steps are timed first
-            (time_step), and the run trains at most as many of `iters` steps as fit in that many
-            minutes from the call (fit_steps, BUDGET_SHARE of what is left), the whole-photo steps
-            keeping their share. The plan is then fixed (checkpoints carry it).
+        minutes: None or 0, or a time budget for a new run: a few steps and photos are timed first
+            (_plan_for_budget), and the run trains at most as many of `iters` steps as fit in that many
+            minutes from `started` (fit_steps, BUDGET_SHARE of what is left), the whole-photo steps
+            keeping their share. The plan is then fixed (checkpoints carry it): a resumed run keeps
+            its checkpoint's, and its `minutes` are not used.
+        started: the time.perf_counter() the budget counts from (the command's start); None: the call.
         on_plan: None or function(TrainPlan), called once the budget's plan is made.
         **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], crop
             [min(size, 128)], batch [default_batch()], iters [DEFAULT_PHOTOS // batch], final_steps [iters //
@@ -1084,9 +1103,6 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     """
     called = time.perf_counter()
     minutes = check_minutes(minutes or 0)
-    if minutes and resume is not None:
-        raise UsageError("--minutes plans a new run; a resumed run keeps the plan of its checkpoint (change it with "
-                         "--iters)")
     s = resolve_train_settings(**resumed_options(options, resume))
     photos_dir = Path(photos_dir)
     photos = list_photos(photos_dir)
@@ -1156,8 +1172,9 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             helpers = stack.enter_context(training_processes.Helpers(
                 helper_count, network, losses[0].targets, s["content_layer"], s["style_layers"], s["alpha"], s["beta"],
                 s["tv_weight"]))
-        if minutes:
-            plan = _plan_for_budget(minutes, called, s, params, losses, mode, helpers, snapshot_x, snapshot_every)
+        if minutes and resume is None:
+            plan = _plan_for_budget(minutes, called if started is None else started, s, photos, params, losses, mode,
+                                    helpers, snapshot_x, snapshot_every)
             s["iters"], s["final_steps"] = plan.iters, plan.final_steps
             meta_base["final_steps"] = plan.final_steps
             if on_plan is not None:
@@ -1214,27 +1231,54 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     return TrainResult(params=params, history=history, settings=s, seconds=time.perf_counter() - start, meta=meta)
 
 
-def _plan_for_budget(minutes, called, s, params, losses, mode, helpers, snapshot_x, snapshot_every):
-    """train's TrainPlan: its steps timed on this machine, and as many of s's planned as fit in `minutes` from `called`."""
-    rng = np.random.default_rng([s["seed"], 1])   # not the run's: the run must not depend on the timing
-    crop_seconds, whole_seconds = (
-        time_step(params, losses, mode, helpers, (s["batch"], side, side, 3), rng, TIMED_STEPS[kind], s["lr"])
-        for kind, side in (("crop", s["crop"]), ("whole", s["size"])))
+def _plan_for_budget(minutes, started, s, photos, params, losses, mode, helpers, snapshot_x, snapshot_every):
+    """train's TrainPlan: its steps and photos timed on this machine, and as many of s's planned steps
+    as fit in `minutes` from `started` (time.perf_counter()).
+
+    Everything timed draws from a generator and a PhotoBatches of its own (not the run's: the run
+    must not depend on the timing), on the run's photos: decoding them is timed apart, as the run
+    decodes each photo once if they all fit in its cache, and every time it is drawn otherwise.
+    """
+    rng = np.random.default_rng([s["seed"], 1])
+    probe = PhotoBatches(photos, s["size"], 1, rng, crop=s["crop"])
+    decoded, decode_times, sizes = [], [], []
+    for index in rng.permutation(len(photos))[:TIMED_PHOTOS]:
+        start = time.perf_counter()
+        picture = probe._photo(int(index))
+        decode_times.append(time.perf_counter() - start)
+        if picture is not None:
+            decoded.append(picture)
+            sizes.append(picture.nbytes)
+    decode_seconds = float(np.mean(decode_times))
+    cached = len(photos) * float(np.median(sizes or [0])) <= CACHE_BYTES
+
+    def batch_of(side):
+        if not decoded:   # none of the photos timed could be read: the run will say so at its first step
+            return lambda: rng.uniform(0.0, 255.0, (s["batch"], side, side, 3)).astype(np.float32)
+        return lambda: np.stack([random_crop(decoded[int(rng.integers(len(decoded)))], side, rng)
+                                 for _ in range(s["batch"])])
+
+    def timed(side, kind):
+        return time_step(params, losses, mode, helpers, batch_of(side), TIMED_STEPS[kind], s["lr"], rng)
+
+    crop_seconds = timed(s["crop"], "crop")
+    whole_seconds = 0.0   # no whole-photo step is timed (nor its memory taken) where none will run
+    if s["final_steps"]:
+        whole_seconds = crop_seconds if s["size"] == s["crop"] else timed(s["size"], "whole")
     snapshot_seconds = 0.0
     if snapshot_x is not None and snapshot_every:
         start = time.perf_counter()
         stylize_array(params, snapshot_x, mode)
         snapshot_seconds = time.perf_counter() - start
-    left = minutes * 60.0 - (time.perf_counter() - called)
-    iters, final = fit_steps(BUDGET_SHARE * left, crop_seconds, whole_seconds, s["iters"], s["final_steps"],
-                             snapshot_seconds, snapshot_every)
-
-    def seconds(n, f):
-        return (n - f) * crop_seconds + f * whole_seconds + (n // snapshot_every if snapshot_every else 0) * snapshot_seconds
-
+    left = minutes * 60.0 - (time.perf_counter() - started)
+    costs = (crop_seconds, whole_seconds, s["iters"], s["final_steps"], snapshot_seconds, snapshot_every,
+             decode_seconds, len(photos), s["batch"], cached)
+    iters, final = fit_steps(BUDGET_SHARE * left, *costs)
     return TrainPlan(iters=iters, final_steps=final, asked_iters=s["iters"], asked_final_steps=s["final_steps"],
                      minutes=minutes, crop_seconds=crop_seconds, whole_seconds=whole_seconds,
-                     seconds=seconds(iters, final), asked_seconds=seconds(s["iters"], s["final_steps"]))
+                     decode_seconds=decode_seconds, seconds=plan_seconds(iters, *costs),
+                     asked_seconds=plan_seconds(s["iters"], *costs),
+                     fits=plan_seconds(1, *costs) <= BUDGET_SHARE * left)
 
 
 def _load_style(style, style_size):

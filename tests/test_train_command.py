@@ -139,10 +139,40 @@ def test_without_iters_the_run_plans_the_steps_that_fit_in_the_default_minutes(s
     assert f"  iters            {asked} at most: as many as fit in the time budget" in out
     planned = next(line for line in out.splitlines() if line.startswith("  timed here: a "))
     assert f"{asked} steps would take" in planned
-    assert f"are planned to fit in --minutes 0.05 (give --iters {asked} to train them all)" in planned
+    assert "are planned to fit in --minutes 0.05 (--minutes 0 trains them all)" in planned
     steps = int(out.strip().splitlines()[-1].split(": ")[1].split()[0])
     assert 1 <= steps < asked and f"so {steps} (" in planned
     assert transformer_net.load(setup["out"])[1]["iterations"] == steps
+
+
+def test_the_same_command_with_resume_goes_on_with_the_checkpoints_plan(setup, capsys):
+    ck = setup["tmp"] / "ck.npz"
+    assert train(setup, "--iters", "50", "--minutes", "0.001", "--checkpoint", ck) == 0   # the timing spends it
+    out = capsys.readouterr().out
+    assert "the timing used up --minutes 0.001: 1 step is trained, of the 50 asked for" in out, out
+    assert out.strip().splitlines()[-1].startswith(f"wrote {setup['out']}: 1 step (")
+    assert train(setup, "--iters", "2", "--minutes", "0.001", "--resume", ck) == 0
+    out = capsys.readouterr().out
+    assert "--minutes 0.001 is not used: a resumed run keeps the plan of its checkpoint (2 steps" in out, out
+    assert "timed here" not in out and checkpoint.load(ck)["iteration"] == 2
+
+
+def test_the_budget_counts_from_the_start_of_the_process():
+    from scratchnst.cli.train_command import _process_seconds
+
+    from scratchnst.cli.train_command import _budget_start
+
+    code = "import time; time.sleep(0.5); from scratchnst.cli.train_command import _process_seconds as p; print(p())"
+    seconds = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0.5 <= seconds < 60 and _process_seconds() > 0
+    # called in another program's process (here pytest's), the budget starts with the call
+    assert abs(_budget_start() - time.perf_counter()) < 1.0
+    # the command's own process: from its start
+    code = ("import sys, time; time.sleep(0.5); sys.modules['__main__'].run = __import__('scratchnst.__main__', "
+            "fromlist=['run']).run; from scratchnst.cli.train_command import _budget_start as b; "
+            "print(time.perf_counter() - b())")
+    seconds = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0.5 <= seconds < 60
 
 
 def test_iters_are_trained_whole_unless_minutes_are_given(setup, capsys):
@@ -171,7 +201,7 @@ def test_resume_from_the_command_line(setup, capsys):
                                   "out is a folder", "bad size", "bad batch", "bad lr", "bad seed", "bad final steps",
                                   "snapshot-every without snapshot", "bad resume file", "out not .h5", "iters 0",
                                   "snapshots among the photos", "too little memory", "no size fits in memory",
-                                  "bad minutes", "minutes on resume"])
+                                  "bad minutes"])
 def test_one_line_errors(setup, capsys, case, monkeypatch):
     tmp = setup["tmp"]
     style, photos, out, flags = SWIRLS, setup["photos"], setup["out"], ["--iters", "1"]
@@ -228,8 +258,6 @@ def test_one_line_errors(setup, capsys, case, monkeypatch):
         flags, expected = ["--batch", "1", "--iters", "12"], "available; close other programs"
     elif case == "bad minutes":
         flags, expected = ["--minutes", "nan"], "--minutes must be a number of minutes >= 0 (0: no limit), got nan"
-    elif case == "minutes on resume":   # told before the checkpoint is even read
-        flags, expected = ["--minutes", "5", "--resume", tmp / "none.npz"], "a resumed run keeps the plan of its"
     else:
         bad = tmp / "bad.npz"
         bad.write_bytes(b"not a checkpoint")

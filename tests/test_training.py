@@ -636,35 +636,60 @@ def test_fit_steps_is_the_most_steps_that_fit():
 
 
 def test_a_time_budget_times_the_steps_then_plans_as_many_as_fit(photos, squeezenet_weights_path, monkeypatch):
-    """On a clock where a step takes its pixels' time (a 32 px crop 1 s, a 48 px photo 2.25 s), the
-    budget's timing (6 crop steps and 3 whole ones, 12.75 s) leaves 17.25 s of half a minute, of
-    which BUDGET_SHARE plans 9 of the 20 steps asked for, 4 of them on whole photos (their share)."""
+    """On a clock where a step takes its pixels' time (a 32 px crop 1 s, a 48 px photo 2.25 s) and
+    decoding a photo 0.5 s, the budget's timing (3 photos, 6 crop steps and 3 whole ones, 14.25 s)
+    leaves 15.75 s of half a minute, of which BUDGET_SHARE plans 7 of the 20 steps asked for, 3 of
+    them on whole photos (their share), and the 4 photos' decoding."""
     clock = [100.0]
     monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     monkeypatch.setattr(training, "BUDGET_SHARE", 0.93)
-    step, sides = training.batch_loss_and_grads, []
+    step, sides, decode = training.batch_loss_and_grads, [], training.PhotoBatches._photo
 
     def timed(params, x, *a):
         clock[0] += (x.shape[1] / 32) ** 2
         sides.append(x.shape[1])
         return step(params, x, *a)
 
+    def decoding(self, index):
+        clock[0] += 0.0 if index in self._cache else 0.5
+        return decode(self, index)
+
     monkeypatch.setattr(training, "batch_loss_and_grads", timed)
+    monkeypatch.setattr(training.PhotoBatches, "_photo", decoding)
     plans, seen = [], []
     result = run(photos, squeezenet_weights_path, size=48, crop=32, iters=20, final_steps=10, minutes=0.5,
                  on_plan=plans.append, callback=lambda p: seen.append((p.iteration, p.iters)))
     plan, = plans
-    assert (plan.iters, plan.final_steps, plan.asked_iters, plan.asked_final_steps) == (9, 4, 20, 10)
-    assert (plan.crop_seconds, plan.whole_seconds, plan.minutes) == (1.0, 2.25, 0.5)
-    assert plan.seconds == 5 + 4 * 2.25 and plan.asked_seconds == 10 + 10 * 2.25
-    assert sides == [32] * 6 + [48] * 3 + [32] * 5 + [48] * 4
-    assert seen == [(k, 9) for k in range(1, 10)] and len(result.history) == 9
-    assert result.settings["iters"] == 9 and result.meta["final_steps"] == 4 == result.settings["final_steps"]
+    assert (plan.iters, plan.final_steps, plan.asked_iters, plan.asked_final_steps) == (7, 3, 20, 10)
+    assert (plan.crop_seconds, plan.whole_seconds, plan.decode_seconds, plan.minutes) == (1.0, 2.25, 0.5, 0.5)
+    assert plan.seconds == 4 + 3 * 2.25 + 4 * 0.5 and plan.asked_seconds == 10 + 10 * 2.25 + 4 * 0.5 and plan.fits
+    assert sides == [32] * 6 + [48] * 3 + [32] * 4 + [48] * 3
+    assert seen == [(k, 7) for k in range(1, 8)] and len(result.history) == 7
+    assert result.settings["iters"] == 7 and result.meta["final_steps"] == 3 == result.settings["final_steps"]
+    # no whole-photo step planned: none is timed (nor its memory taken); crops of the whole size: timed once
+    for options, timed_sides, whole in ((dict(final_steps=0), [32] * 6, 0.0), (dict(crop=48), [48] * 6, 2.25)):
+        sides.clear()
+        plans.clear()
+        run(photos, squeezenet_weights_path, **{**dict(size=48, crop=32, iters=20, final_steps=10), **options},
+            minutes=100, on_plan=plans.append)
+        assert sides[:len(timed_sides) + 1] == timed_sides + [options.get("crop", 32)], sides
+        assert plans[0].whole_seconds == whole and plans[0].iters == 20
+    # a budget the timing spends on its own: one step, and the plan says it did not fit
+    plans.clear()
+    assert len(run(photos, squeezenet_weights_path, size=48, crop=32, iters=20, minutes=0.1,
+                   on_plan=plans.append).history) == 1
+    assert plans[0].iters == 1 and not plans[0].fits
+
+
+def test_fit_steps_counts_each_photo_decoded_once_when_the_cache_holds_them_all():
+    assert training.fit_steps(10.0, 1.0, 1.0, 100, 0, decode_seconds=1.0, photos=3, batch=1) == (7, 0)
+    assert training.fit_steps(10.0, 1.0, 1.0, 100, 0, decode_seconds=1.0, photos=3, batch=1, cached=False) == (5, 0)
+    assert training.fit_steps(10.0, 1.0, 1.0, 100, 0, decode_seconds=1.0, photos=50, batch=2) == (3, 0)
 
 
 def test_a_budget_that_fits_every_step_leaves_the_run_as_it_was(photos, squeezenet_weights_path, tmp_path):
     """The timing draws from a generator of its own and changes no parameter: the run is the same, bit
-    for bit, as one not timed; its checkpoint carries the plan, and a resumed run may not re-plan."""
+    for bit, as one not timed; its checkpoint carries the plan, which a resumed run keeps."""
     plan = dict(iters=3, seed=2, size=48, crop=32, final_steps=1)
     straight = run(photos, squeezenet_weights_path, **plan)
     plans = []
@@ -673,8 +698,14 @@ def test_a_budget_that_fits_every_step_leaves_the_run_as_it_was(photos, squeezen
     assert plans[0].iters == 3 and plans[0].final_steps == 1 and min(plans[0].crop_seconds, plans[0].whole_seconds) > 0
     for name in straight.params:
         assert np.array_equal(timed.params[name], straight.params[name]), name
-    with pytest.raises(UsageError, match="a resumed run keeps the plan of its checkpoint"):
-        run(photos, squeezenet_weights_path, **plan, minutes=5, resume=checkpoint.load(tmp_path / "ck.npz"))
+    ckpt = tmp_path / "stopped.npz"
+    with pytest.raises(Stop):
+        run(photos, squeezenet_weights_path, **{**plan, "iters": 40, "final_steps": 4}, minutes=0.001,
+            on_plan=plans.append, checkpoint_path=ckpt, checkpoint_every=1, callback=stop_at(1))
+    assert plans[-1].iters == 1
+    resumed = run(photos, squeezenet_weights_path, seed=2, size=48, crop=32, minutes=5, on_plan=plans.append,
+                  resume=checkpoint.load(ckpt))
+    assert len(resumed.history) == 1 and len(plans) == 2   # no new plan: the checkpoint's one step, done
 
 
 @pytest.mark.parametrize("minutes", [-1, float("nan"), float("inf"), "soon"])

@@ -49,11 +49,16 @@ def format_settings(style, photos_dir, output, n_photos, settings, minutes=None)
 
 def plan_line(plan):
     """What the time budget planned (training.TrainPlan), in one line."""
-    timed = (f"  timed here: a {plan.crop_seconds:.3f} s crop step, a {plan.whole_seconds:.3f} s whole-photo step; ")
+    steps = [f"a {plan.crop_seconds:.3f} s crop step"] + (
+        [f"a {plan.whole_seconds:.3f} s whole-photo step"] if plan.asked_final_steps else [])
+    timed = f"  timed here: {', '.join(steps)}, {plan.decode_seconds:.3f} s to decode a photo; "
+    if not plan.fits:
+        return (timed + f"the timing used up --minutes {plan.minutes:g}: 1 step is trained, of the "
+                f"{plan.asked_iters} asked for (--minutes 0 trains them all)")
     if plan.iters < plan.asked_iters:
         return (timed + f"{plan.asked_iters} steps would take {plan.asked_seconds / 60:.1f} min, so {plan.iters} "
-                f"({plan.final_steps} on whole photos) are planned to fit in --minutes {plan.minutes:g} (give --iters "
-                f"{plan.asked_iters} to train them all)")
+                f"({plan.final_steps} on whole photos) are planned to fit in --minutes {plan.minutes:g} (--minutes 0 "
+                "trains them all)")
     return (timed + f"the {plan.iters} steps should take {plan.seconds / 60:.1f} min, within --minutes "
             f"{plan.minutes:g}")
 
@@ -107,13 +112,13 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
                         ("--print-every", print_every)):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
+    started = _budget_start()
     if minutes is not None:
         minutes = training.check_minutes(minutes)
-        if minutes and resume_file is not None:
-            raise UsageError("--minutes plans a new run; a resumed run keeps the plan of its checkpoint (change it "
-                             "with --iters)")
     elif resume_file is None and options.get("iters") is None:
         minutes = training.DEFAULT_MINUTES
+    # "the same command and --resume" goes on: a resumed run keeps the plan its checkpoint holds
+    ignored_minutes, minutes = (minutes, None) if resume_file is not None else (None, minutes)
     resume = checkpoint.load(resume_file) if resume_file is not None else None
     settings = training.resolve_train_settings(**training.resumed_options(options, resume))
     photos = training.list_photos(photos_dir)
@@ -155,6 +160,9 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
     def callback(p):
         if run["last"] is None and resume is not None:
             print(f"  resuming from {resume_file} at step {resume['iteration']}", file=stream, flush=True)
+            if ignored_minutes:
+                print(f"  --minutes {ignored_minutes:g} is not used: a resumed run keeps the plan of its checkpoint "
+                      f"({p.iters} steps; --iters changes it)", file=stream, flush=True)
         run["last"] = p
         if not run["printed"] or p.iteration % print_every == 0 or p.iteration == p.iters:
             run["printed"] = True  # the first step of this process always gets its line
@@ -165,7 +173,7 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
                                 checkpoint_every=checkpoint_every, snapshot=snapshot,
                                 snapshot_every=snapshot_every if snapshot is not None else 0,
                                 snapshots_dir=snapshots_dir, writing=interrupts.holding_stops, minutes=minutes,
-                                on_plan=on_plan, **settings)
+                                started=started, on_plan=on_plan, **settings)
     except KeyboardInterrupt as stop:
         with interrupts.ignoring_stops():  # a second Ctrl-C must not cut the saving of the first one's results
             how = getattr(stop, "how", "Ctrl-C")
@@ -199,12 +207,36 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
               f"{settings['iters']}; raise --iters to go on", file=stream)
     last = result.history[-1] if result.history else None
     said = f"; last J {last['J']:.4g}" if last else ""
-    print(f"wrote {output}: {result.meta['iterations']} steps ({steps_done} in this run, {result.seconds:.1f} s, "
+    plural = "s" if result.meta["iterations"] != 1 else ""
+    print(f"wrote {output}: {result.meta['iterations']} step{plural} ({steps_done} in this run, {result.seconds:.1f} s, "
           f"{result.seconds / max(1, steps_done):.2f} s per step){said}", file=stream)
     return 0
 
 
 NETWORK_SUFFIXES = (".h5", ".hdf5")
+
+
+def _budget_start():
+    """The time.perf_counter() the time budget counts from: the start of the process when it is the
+    `scratchnst` command (Python's start-up and imports count, as a user's clock does), the call
+    otherwise (run_train called from a lesson, a notebook or a test, in a process of their own)."""
+    now = time.perf_counter()
+    main = sys.modules.get("__main__")
+    command = (getattr(getattr(main, "__spec__", None), "name", None) == "scratchnst.__main__"   # python -m
+               or getattr(getattr(main, "run", None), "__module__", None) == "scratchnst.__main__")   # the script
+    return now - _process_seconds() if command else now
+
+
+def _process_seconds():
+    """Seconds since this process started (Linux's /proc), or 0 where that cannot be read."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()   # after the command's name, which may hold anything
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))   # field 22, starttime, in ticks
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 def _inside(folder, parent):
