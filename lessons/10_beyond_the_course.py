@@ -30,7 +30,9 @@ args = _lesson.parse_args(__doc__, size=256, iters=80)
 #    show what max pooling would give.
 # 2. Total variation (Mahendran & Vedaldi; CS231n; jcjohnson/neural-style's -tv_weight). A third
 #    cost, the mean squared difference between neighbouring pixels,
+#
 #        J_tv = (sum (x[i+1, j] - x[i, j])^2 + sum (x[i, j+1] - x[i, j])^2) / (number of values)
+#
 #    added as tv_weight * J_tv, penalises pixel-level noise. Its gradient needs no network:
 #    `costs.total_variation_cost_backward`.
 # 3. Multi-scale, coarse to fine. Run at half the size first, enlarge the result, and continue at

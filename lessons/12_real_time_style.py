@@ -11,6 +11,7 @@ Needs:    pretrained weights. --trained FILE uses a network `scratchnst train` m
 """
 
 # %%
+import argparse
 import time
 from pathlib import Path
 
@@ -24,10 +25,21 @@ from scratchnst.settings import MODEL_DEFAULTS
 PHOTOS = _lesson.IMAGES / "photos"  # three photos; the cat (--content) is not among them
 
 
+def _iterations(text):
+    """--optimise-iters: a whole number >= 1, told at once (not after the training)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _options(parser):
     parser.add_argument("--trained", type=Path, default=None,
                         help="a network trained by `scratchnst train` (default: train one here, briefly)")
-    parser.add_argument("--optimise-iters", type=int, default=50,
+    parser.add_argument("--optimise-iters", type=_iterations, default=50,
                         help="L-BFGS iterations of the optimised image it is compared with")
 
 
@@ -126,7 +138,9 @@ for path in held_out:
 print(f"{'photo':>12}  {'J photo':>10}  {'J network':>10}  {'seconds':>8}  {'J L-BFGS':>10}  {'seconds':>8}")
 for name, J_photo, J_net, t_net, J_opt, t_opt in rows:
     print(f"{name:>12}  {J_photo:10.4g}  {J_net:10.4g}  {t_net:8.2f}  {J_opt:10.4g}  {t_opt:8.1f}")
-    print(f"{'':>12}  the network removes {1 - J_net / J_photo:.0%} of the photo's cost in one pass; "
+    removes = (f"removes {1 - J_net / J_photo:.0%} of the photo's cost" if J_net <= J_photo else
+               f"costs {J_net / J_photo:.1f} times what the photo does (too briefly trained)")
+    print(f"{'':>12}  the network {removes} in one pass; "
           f"its cost is {J_net / J_opt:.1f} times the optimised image's")
 _lesson.save(args, "12_side_by_side.png", _lesson.montage(tiles, labels, cols=3))
 

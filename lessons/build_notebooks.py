@@ -67,6 +67,15 @@ for folder in (Path.cwd(), Path.cwd().parent, Path({lessons!r})):
         break"""
 
 
+# Under the title: the lessons' text says "run with --iters 300"; in a notebook there is no command line.
+OPTIONS_NOTE = """
+In a notebook, the options this text mentions (`--iters 300`, `--content PATH`, ...) come from the
+environment variable `SCRATCHNST_LESSON_ARGS`, set before Jupyter starts (`SCRATCHNST_LESSON_ARGS="--iters 300"
+jupyter lab`) or given to `python lessons/build_notebooks.py NN --lesson-args "--iters 300"`; relative paths in
+them are read from the notebook's own folder, so give absolute ones.
+"""
+
+
 def to_notebook(script):
     """The `# %%` script as an (unexecuted) notebook, read by jupytext; the kernel is this Python's.
 
@@ -87,7 +96,7 @@ def to_notebook(script):
                 and isinstance(body[0].value.value, str):
             title, _, rest = body[0].value.value.strip().partition("\n")
             rest = "\n".join("    " + line if line.strip() else "" for line in rest.strip("\n").splitlines())
-            nb.cells[0] = new_markdown_cell(f"# {title}\n\n{rest}".rstrip() + "\n")
+            nb.cells[0] = new_markdown_cell(f"# {title}\n\n{rest}".rstrip() + "\n" + OPTIONS_NOTE)
     nb.cells.insert(1, new_code_cell(FIND_HELPER.format(lessons=str(LESSONS))))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata.pop("jupytext", None)  # a generated notebook, not one paired with the script
@@ -97,11 +106,14 @@ def to_notebook(script):
 def execute(script, lesson_args="", timeout=900):
     """Run one lesson as a notebook; returns the executed notebook (nbformat.NotebookNode).
 
-    Raises nbclient's CellExecutionError (with the cell and its traceback) if a cell fails.
+    Raises nbclient's CellExecutionError (with the cell and its traceback) if a cell fails, and its
+    CellTimeoutError if one runs past `timeout` seconds.
     """
-    from jupyter_client import KernelManager
+    # the asynchronous manager: with the blocking one, nbclient never stops a cell at `timeout`
+    from jupyter_client import AsyncKernelManager as KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
+    from nbclient.util import run_sync
 
     nb = to_notebook(script)
     # The kernel talks over Unix sockets in a private folder, not TCP on localhost: no port for
@@ -121,7 +133,7 @@ def execute(script, lesson_args="", timeout=900):
             raise
         finally:
             if km.has_kernel:   # a kernel manager given to the client is ours to shut down
-                km.shutdown_kernel(now=True)
+                run_sync(km.shutdown_kernel)(now=True)
     return nb
 
 
@@ -171,23 +183,35 @@ def main(argv=None):
     if not scripts:
         sys.exit(f"build_notebooks: no lesson matches {' '.join(args.lessons)}")
     import nbformat
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
-    args.dest.mkdir(parents=True, exist_ok=True)
+    if args.timeout < 1:
+        sys.exit(f"build_notebooks: --timeout must be at least 1 second, got {args.timeout}")
+    try:
+        args.dest.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        sys.exit(f"build_notebooks: --dest {args.dest}: cannot make that folder ({error.strerror}); give a folder "
+                 "you can write to")
     for script in scripts:
         start = time.perf_counter()
         print(f"{script.name}: running ...", flush=True)
         try:
             nb = execute(script, args.lesson_args, args.timeout)
+        except CellTimeoutError:
+            sys.exit(f"build_notebooks: {script.name} failed: a cell ran past --timeout {args.timeout} s (stopped); "
+                     "give a larger --timeout, or quicker --lesson-args")
         except CellExecutionError as error:
             sys.exit(f"build_notebooks: {script.name} failed: {failure_line(error)}"
                      + (f"\n{error}" if os.environ.get("SCRATCHNST_DEBUG") else ""))
         target = args.dest / f"{script.stem}.ipynb"
-        nbformat.write(nb, target)
-        written = [target]
-        if not args.no_html:
-            write_html(nb, target.with_suffix(".html"))
-            written.append(target.with_suffix(".html"))
+        written = [target] + ([] if args.no_html else [target.with_suffix(".html")])
+        try:
+            nbformat.write(nb, target)
+            if not args.no_html:
+                write_html(nb, target.with_suffix(".html"))
+        except OSError as error:
+            sys.exit(f"build_notebooks: cannot write {error.filename or target} ({error.strerror}); give a --dest "
+                     "you can write to")
         pictures = sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
         print(f"{script.name}: {pictures} pictures, {time.perf_counter() - start:.0f} s -> "
               + ", ".join(str(p) for p in written), flush=True)

@@ -161,6 +161,7 @@ def test_the_build_command_writes_a_notebook_and_an_html_page_with_its_pictures(
     nb = nbformat.read(tmp_path / "nb" / "01_convolution.ipynb", as_version=4)
     assert picture_problems(nb) == []
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Lesson 1:")
+    assert "`SCRATCHNST_LESSON_ARGS`" in nb.cells[0].source   # how the text's --options reach a notebook
     html = (tmp_path / "nb" / "01_convolution.html").read_text(encoding="utf-8")
     assert html.count('src="data:image/png;base64,') == 1
     assert "Lesson 1: convolution by hand" in html and "lesson finished in" in html
@@ -180,6 +181,36 @@ def test_a_built_notebook_runs_again_from_the_folder_it_was_saved_in(builder, tm
         env=builder.kernel_env(f"--size 48 --out {tmp_path / 'again'}"), cwd=str(tmp_path / "nb"))
     assert picture_problems(nb) == []
     assert (tmp_path / "again" / "01_filters.png").is_file()
+
+
+def test_a_cell_past_the_timeout_is_stopped_and_told_in_one_line(builder, tmp_path, monkeypatch):
+    """With the blocking kernel manager nbclient never stopped a cell: a build with --timeout 2 ran
+    lesson 5's 35 s cell to its end and succeeded."""
+    import time
+
+    from nbclient.exceptions import CellTimeoutError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    script = tmp_path / "slow.py"
+    script.write_text('"""Lesson 0: waiting"""\n\n# %%\nimport time\ntime.sleep(60)\n')
+    start = time.monotonic()
+    with pytest.raises(CellTimeoutError):
+        builder.execute(script, timeout=2)
+    assert time.monotonic() - start < 40   # the kernel's start, 2 s, and its shutdown: not the minute
+    monkeypatch.setattr(builder, "execute", lambda *a: (_ for _ in ()).throw(CellTimeoutError("slow")))
+    with pytest.raises(SystemExit) as stop:
+        builder.main(["01", "--dest", str(tmp_path / "nb"), "--timeout", "2"])
+    assert str(stop.value.code) == ("build_notebooks: 01_convolution.py failed: a cell ran past --timeout 2 s "
+                                    "(stopped); give a larger --timeout, or quicker --lesson-args")
+
+
+def test_a_dest_that_cannot_be_made_is_one_line(builder, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(SystemExit) as stop:
+        builder.main(["01", "--dest", str(tmp_path / "file" / "nb")])
+    message = str(stop.value.code)
+    assert message.startswith(f"build_notebooks: --dest {tmp_path / 'file' / 'nb'}: cannot make that folder") \
+        and "\n" not in message, message
 
 
 @pytest.mark.parametrize("options, said", [

@@ -166,7 +166,10 @@ def run_train(style, photos_dir, output, *, snapshot=None, snapshot_every=None, 
         run["last"] = p
         if not run["printed"] or p.iteration % print_every == 0 or p.iteration == p.iters:
             run["printed"] = True  # the first step of this process always gets its line
-            print(progress_line(p), file=sys.stderr, flush=True)
+            # whole: a Ctrl-C between print's writes of the text and of its newline left the line open,
+            # and the "interrupted" line that ends the run was glued to its end
+            with interrupts.holding_stops():
+                print(progress_line(p), file=sys.stderr, flush=True)
 
     try:
         result = training.train(style, photos_dir, callback=callback, resume=resume, checkpoint_path=checkpoint_file,
