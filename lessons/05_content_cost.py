@@ -130,9 +130,9 @@ print(f"exit status {status}: the command fails, as it would in CI")
 
 # %%
 _lesson.section("Rebuilding the photo from noise at three layers")
-net = _lesson.load_network(args)  # stops here, with the download command, if there are no weights
-depths = {"vgg19": ("block1_conv2", "block4_conv2", "block5_conv4"),
-          "squeezenet": ("conv1", "fire3", "fire5")}[net.name]
+depths_of = {"vgg19": ("block1_conv2", "block4_conv2", "block5_conv4"), "squeezenet": ("conv1", "fire3", "fire5")}
+net = _lesson.load_network(args, layers=depths_of)  # stops here, with the download command, if there are no weights
+depths = depths_of[net.name]
 photo = _lesson.load(args.content, args.size)  # (H, W, 3) RGB 0..255
 x_C = image.preprocess(photo, net.preprocessing)  # (1, H, W, 3)
 lo = image.preprocess(np.zeros_like(photo), net.preprocessing).reshape(-1).astype(np.float64)

@@ -109,8 +109,9 @@ for shape in [(1, 4, 5, 3), (1, 6, 3, 7)]:
         line += f", vs PyTorch {rel_error(package, torch_ref.to_numpy(a_Gt.grad)):.1e}"
     print(line, "-> right" if rel_error(package, numeric) < NUMERIC_TOL else "-> WRONG")
     bug = layer_style_gradient(a_S, a_G, use_style_features=True)
+    missed = rel_error(bug, numeric) < NUMERIC_TOL   # the bug changes nothing where A_S = A_G
     print(f"    with A_S instead of A_G on the right: rel_error vs finite differences "
-          f"{rel_error(bug, numeric):.1e} -> caught")
+          f"{rel_error(bug, numeric):.1e} -> {'NOT caught' if missed else 'caught'}")
 
 # %% [markdown]
 # ## The style cost over several layers
@@ -151,7 +152,8 @@ print("SqueezeNet (scratchnst's choice):",
 
 # %%
 _lesson.section("Gram matrices of two styles and of the photo")
-net = _lesson.load_network(args, pooling="default")  # stops here, with the download command, without weights
+# stops here, with the download command, without weights
+net = _lesson.load_network(args, pooling="default", layers="stylize")
 style_layers = [tuple(pair) for pair in transfer.MODEL_DEFAULTS[net.name].style_layers]
 names = [name for name, _ in style_layers]
 first = names[0]
@@ -217,20 +219,20 @@ _lesson.section("The shuffle test on a real image")
 # Cut the style image into tiles and shuffle them. The style
 # cost hardly notices; the content cost does. (The style cost compares images of different sizes
 # too: each Gram is divided by its own number of positions.)
-t = 32
-H, W = (style.shape[0] // t) * t, (style.shape[1] // t) * t
-crop = style[:H, :W]
-tiles = crop.reshape(H // t, t, W // t, t, 3).transpose(0, 2, 1, 3, 4).reshape(-1, t, t, 3)  # (n_tiles, t, t, 3)
+t = min(32, min(style.shape[:2]) // 2)  # smaller tiles at a small --size: at least 2 x 2 of them
+H, W = (style.shape[0] // t) * t, (style.shape[1] // t) * t   # the rows and columns left over stay in place
+tiles = style[:H, :W].reshape(H // t, t, W // t, t, 3).transpose(0, 2, 1, 3, 4).reshape(-1, t, t, 3)  # (n, t, t, 3)
 tiles = tiles[rng.permutation(len(tiles))]
-mixed = tiles.reshape(H // t, W // t, t, t, 3).transpose(0, 2, 1, 3, 4).reshape(H, W, 3)
-a_crop = {k: v.copy() for k, v in net.forward(image.preprocess(crop, net.preprocessing), names).items()}
+mixed = style.copy()
+mixed[:H, :W] = tiles.reshape(H // t, W // t, t, t, 3).transpose(0, 2, 1, 3, 4).reshape(H, W, 3)
+a_style = {k: v.copy() for k, v in net.forward(image.preprocess(style, net.preprocessing), names).items()}
 a_mixed = {k: v.copy() for k, v in net.forward(image.preprocess(mixed, net.preprocessing), names).items()}
 a_photo = net.forward(image.preprocess(photo, net.preprocessing), names)
 deep = names[-1]
-print(f"J_style(style, its {t}x{t} tiles shuffled) = {costs.compute_style_cost(a_crop, a_mixed, style_layers):.4g}   "
-      f"J_style(style, content photo) = {costs.compute_style_cost(a_crop, a_photo, style_layers):.4g}")
+print(f"J_style(style, its {t}x{t} tiles shuffled) = {costs.compute_style_cost(a_style, a_mixed, style_layers):.4g}   "
+      f"J_style(style, content photo) = {costs.compute_style_cost(a_style, a_photo, style_layers):.4g}")
 print(f"J_content at {deep}(style, its tiles shuffled) = "
-      f"{costs.compute_content_cost(a_crop[deep], a_mixed[deep]):.4g}   "
+      f"{costs.compute_content_cost(a_style[deep], a_mixed[deep]):.4g}   "
       "(the content cost sees the shuffle)")
 
 # %% [markdown]

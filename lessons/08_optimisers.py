@@ -40,7 +40,8 @@ rng = np.random.default_rng(args.seed)
 
 # %%
 _lesson.section("The problem: the stylisation of lesson 9, small")
-net = _lesson.load_network(args, pooling="default")  # stops here, with the download command, without weights
+# stops here, with the download command, without weights
+net = _lesson.load_network(args, pooling="default", layers="stylize")
 d = transfer.MODEL_DEFAULTS[net.name]
 content_layer, style_layers = net.arch.resolve(d.content_layer), [(net.arch.resolve(n), w) for n, w in d.style_layers]
 photo = _lesson.load(args.content, args.size)

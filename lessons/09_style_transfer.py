@@ -52,6 +52,7 @@ if model == "squeezenet" and args.network == "auto" and args.weights is None:
 settings = transfer.resolve_settings(args.content, args.style, model=model, weights=args.weights,
                                      size=args.size, optimizer="adam", iters=args.iters,
                                      init="content+noise", seed=args.seed)
+_lesson.check_size(args, model, _lesson.stylize_layers(settings["content_layer"], settings["style_layers"]))
 course = {"model": "vgg19", "size": "400 (x 400)", "content_layer": "block5_conv4 (TF1: conv4_2)",
           "style_layers": "block1_conv1 ... block5_conv1, 0.2 each", "pool": "max (TF1: avg)",
           "alpha": 10, "beta": 40, "optimizer": "adam",

@@ -62,6 +62,8 @@ variations = {
     "multi-scale: 2 passes": {"scales": 2},
     "preserved colours": {"preserve_colors": True},
 }
+_lesson.check_size(args, model, _lesson.stylize_layers(settings["content_layer"], settings["style_layers"]),
+                   scales=max(extra.get("scales", 1) for extra in variations.values()))
 
 # %%
 _lesson.section("Five runs")

@@ -192,8 +192,9 @@ for name in ("conv1/kernel", "res1/conv1/gamma", "up2/beta", "conv_out/bias"):
 
 # %%
 _lesson.section(f"Training on the content cost alone: {args.iters} Adam steps")
-net = _lesson.load_network(args)
-layer = {"squeezenet": "fire3", "vgg19": "block3_conv1"}[net.name]
+layers_of = {"squeezenet": ["fire3"], "vgg19": ["block3_conv1"]}
+net = _lesson.load_network(args, layers=layers_of)
+layer = layers_of[net.name][0]
 crop = max(8, (min(photo.shape[:2]) // 4) * 4)
 params = tn.init_params(np.random.default_rng(args.seed))
 moments = {name: (np.zeros_like(p), np.zeros_like(p)) for name, p in params.items()}

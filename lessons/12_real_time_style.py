@@ -37,7 +37,7 @@ def _iterations(text):
 
 
 def _options(parser):
-    parser.add_argument("--trained", type=Path, default=None,
+    parser.add_argument("--trained", type=_lesson.path_option, default=None,
                         help="a network trained by `scratchnst train` (default: train one here, briefly)")
     parser.add_argument("--optimise-iters", type=_iterations, default=50,
                         help="L-BFGS iterations of the optimised image it is compared with")
@@ -66,12 +66,12 @@ args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
 # 128 px crop of one of them (5000 steps of two with --threads 2), the last twelfth on whole
 # 256 px squares, so that the network ends on photos as it will paint them) takes about a quarter
 # of an hour on one core of a 2-core laptop (at most 18 minutes: on a slower machine it times a few
-# steps first and trains as many as fit, `--minutes`); here the lesson trains the same network for about a
-# minute, at --size, for --iters steps of two crops: a sketch of what the full run does. Give
+# steps first and trains as many as fit, `--minutes`); here the lesson trains the same network for a
+# minute or two, at --size, for --iters steps of two crops: a sketch of what the full run does. Give
 # `--trained net.h5` to see a fully trained network instead.
 
 # %%
-net = _lesson.load_network(args, pooling="default")
+net = _lesson.load_network(args, pooling="default", layers="stylize")
 defaults = MODEL_DEFAULTS[net.name]
 style = _lesson.load(args.style, args.size)
 size = max(tn.MIN_SIZE, args.size - args.size % tn.SIZE_MULTIPLE)

@@ -124,17 +124,17 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
     if in_notebook:  # the options come from the environment, not from the kernel's command line
         parser.error = lambda message: parser.exit(
             2, f"${NOTEBOOK_ARGS}: error: {message}; the lesson's script with --help lists the options\n")
-    parser.add_argument("--content", type=_path, default=DEFAULT_CONTENT, help="content image")
-    parser.add_argument("--style", type=_path, default=DEFAULT_STYLE, help="style image")
+    parser.add_argument("--content", type=path_option, default=DEFAULT_CONTENT, help="content image")
+    parser.add_argument("--style", type=path_option, default=DEFAULT_STYLE, help="style image")
     parser.add_argument("--size", type=int, default=size, help="long side of the images, pixels (smaller = faster)")
     parser.add_argument("--iters", type=int, default=iters,
                         help="optimiser iterations, where the lesson has an optimiser")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random number")
-    parser.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder for the pictures")
+    parser.add_argument("--out", type=path_option, default=DEFAULT_OUT, help="folder for the pictures")
     parser.add_argument("--network", choices=("auto", "vgg19", "squeezenet"), default="auto",
                         help="pretrained network, where the lesson uses one; auto = VGG-19 if its weights "
                         "are found, else SqueezeNet")
-    parser.add_argument("--weights", type=_path, default=None,
+    parser.add_argument("--weights", type=path_option, default=None,
                         help="weights file (default: found as `scratchnst stylize` finds it)")
     if extra is not None:
         extra(parser)
@@ -150,6 +150,10 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
         parser.error(f"--seed must be at least 0, got {args.seed}")  # what np.random.default_rng takes
     for path in (args.content, args.style):
         _check_image(path)
+    if args.weights is not None:   # a missing file is said now, not when the lesson reaches the network
+        from scratchnst import weights as weights_io
+
+        weights_io.find_weights("squeezenet", explicit=args.weights)   # the model only matters for a search
     _make_output_folder(args.out)
     _inputs_not_among_pictures(args)
     return args
@@ -248,7 +252,7 @@ def load(path, size):
     return image.load_image(path, long_side=size)
 
 
-def _path(text):
+def path_option(text):
     """A Path from an option that is not empty (Path("") would quietly mean the current folder)."""
     return Path(path_arg(text))
 
@@ -529,7 +533,7 @@ def network_name(args):
                     "or give --weights FILE")
 
 
-def load_network(args, pooling="max", dtype=np.float32):
+def load_network(args, pooling="max", dtype=np.float32, layers=None):
     """Load the lesson's pretrained network (see `network_name`) and say which one and from where.
 
     Args:
@@ -537,16 +541,24 @@ def load_network(args, pooling="max", dtype=np.float32):
         pooling: "max" (as the network was trained), "avg", or "default": the pooling
             `scratchnst stylize` uses for this network (transfer.MODEL_DEFAULTS).
         dtype: of weights, activations and gradients.
+        layers: the layers the lesson runs the images through, for the size check: None for every
+            layer of the network, "stylize" for `scratchnst stylize`'s content and style layers of
+            this network (transfer.MODEL_DEFAULTS), or {network name: [layer, ...]}.
 
     Raises:
-        UsageError: --size is too small for the network (the message gives the smallest that works).
+        UsageError: --size is too small for those layers (the message gives the smallest that works).
     """
     from scratchnst import networks, transfer
     from scratchnst import weights as weights_io
 
     name = network_name(args)
     net = networks.load(name, weights=args.weights, dtype=dtype)
-    check_size(args, net)
+    if layers == "stylize":
+        defaults = transfer.MODEL_DEFAULTS[net.name]
+        layers = stylize_layers(defaults.content_layer, defaults.style_layers)
+    elif isinstance(layers, dict):
+        layers = layers[net.name]
+    check_size(args, net.name, layers)
     if pooling == "default":
         pooling = transfer.MODEL_DEFAULTS[net.name].pool
     if pooling != net.pooling:
@@ -559,21 +571,42 @@ def load_network(args, pooling="max", dtype=np.float32):
     return net
 
 
-def check_size(args, net):
-    """UsageError unless the content and style images at --size leave every layer of `net` an output.
+def stylize_layers(content_layer, style_layers):
+    """The layers a stylisation runs its images through: [content_layer, style layer, ...]."""
+    return [content_layer] + [name for name, _ in style_layers]
 
-    The images are resized so that their long side is --size; the short side must still be at
-    least net.min_input_size (SqueezeNet 31, VGG-19 32). The message gives the smallest --size
-    that works for the image that is too small.
+
+def check_size(args, model, layers=None, scales=1):
+    """UsageError unless the content and style images at --size give each of `layers` an output.
+
+    Args:
+        args: the lesson's options (--size, --content, --style).
+        model: the network's name ("vgg19", "squeezenet").
+        layers: the layers the lesson uses, None for all of them.
+        scales: the most coarse-to-fine passes the lesson runs (`stylize`'s --scales): the first
+            works at --size / 2**(scales - 1).
+
+    The images are resized so that their long side is --size; their short side must still be
+    at least the smallest input those layers take (all of SqueezeNet's: 31 px, VGG-19's: 32;
+    fewer layers, less). The message gives the smallest --size that works for the image that is
+    too small. Every lesson checks so before its work begins, and stops with exit status 2.
     """
     from PIL import Image
 
-    need = net.min_input_size
+    from scratchnst.architectures import ARCHITECTURES
+    from scratchnst.settings import scale_sizes
+
+    arch = ARCHITECTURES[model]
+    sizes = arch.min_input_sizes
+    need = max(sizes.values()) if layers is None else max(sizes[arch.resolve(layer)] for layer in layers)
+    whose = "the network needs" if layers is None else "the layers this lesson uses need"
+    smallest = scale_sizes(args.size, scales)[0]
     for what, path in (("content", args.content), ("style", args.style)):
-        H, W = load(path, args.size).shape[:2]
+        H, W = load(path, smallest).shape[:2]
         if min(H, W) < need:
             with Image.open(path) as img:
                 ratio = max(img.size) / min(img.size)
-            raise UsageError(f"--size {args.size} is too small for {net.name}: the {what} image {path.name} becomes "
-                             f"{W}x{H} pixels, and the network needs at least {need}x{need}; use --size "
-                             f"{max(math.ceil(need * ratio), need)} or more")
+            at = "" if smallest == args.size else f" in its first pass, at {smallest} px,"
+            least = max(math.ceil(need * ratio), need) * 2 ** (scales - 1)
+            raise UsageError(f"--size {args.size} is too small for {model}: the {what} image {path.name} becomes "
+                             f"{W}x{H} pixels{at} and {whose} at least {need}x{need}; use --size {least} or more")

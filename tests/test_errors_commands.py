@@ -687,6 +687,46 @@ def test_lesson_size_too_small_for_the_network_says_the_minimum(tmp_path, weight
              "at least 31x31", "use --size 47 or more")
 
 
+@pytest.mark.parametrize("script, size, words", [
+    # the layers of `scratchnst stylize` (SqueezeNet: conv1 .. fire5) need 15x15: cat.jpg 16x11 at 16 px
+    ("08_optimisers.py", 16, ["cat.jpg becomes 16x11 pixels", "the layers this lesson uses need at least 15x15",
+                              "use --size 23 or more"]),
+    ("09_style_transfer.py", 16, ["cat.jpg becomes 16x11 pixels", "the layers this lesson uses need at least 15x15",
+                                  "use --size 23 or more"]),
+    # lesson 10's coarse-to-fine run starts at half the size
+    ("10_beyond_the_course.py", 23, ["cat.jpg becomes 12x8 pixels in its first pass, at 12 px",
+                                     "need at least 15x15", "use --size 46 or more"]),
+])
+def test_every_lesson_checks_the_size_for_the_layers_it_uses(tmp_path, weights_env, script, size, words):
+    # one rule for every lesson: the smallest input of the layers it runs, checked before any work, exit 2
+    done = lesson(script, "--size", size, "--iters", 1, "--network", "squeezenet", env=weights_env,
+                  out=tmp_path / "out")
+    assert done.returncode == 2
+    one_line(done.stderr, f"lesson stopped: --size {size} is too small for squeezenet", *words)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_missing_weights_file_stops_a_lesson_before_its_work(tmp_path):
+    done = lesson("05_content_cost.py", "--weights", tmp_path / "nope.h5", out=tmp_path / "out")
+    assert done.returncode == 1
+    one_line(done.stderr, "lesson stopped: ", "nope.h5: no such weights file")
+    assert "##" not in done.stdout   # no section of the lesson ran first
+
+
+def test_lesson_12_refuses_an_empty_trained_name(tmp_path):
+    done = lesson("12_real_time_style.py", "--trained", "", out=tmp_path / "out")
+    assert done.returncode == 2
+    one_line(done.stderr, "--trained: an empty name; give a file name")
+
+
+def test_the_smallest_size_a_lesson_names_runs(tmp_path, weights_env):
+    # the size the message names works: lesson 6's shuffle test cuts smaller tiles at a small size
+    done = lesson("06_style_cost.py", "--size", 23, "--iters", 1, "--network", "squeezenet", env=weights_env,
+                  out=tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "tiles shuffled" in done.stdout
+
+
 @pytest.mark.parametrize("args, words", [
     (["--size", 8], ["--size must be at least 16 pixels, got 8"]),
     (["--size", "big"], ["argument --size: invalid int value: 'big'"]),
