@@ -162,6 +162,24 @@ DEFAULT_BATCH = None    # one photo per step for each core in use: parallel.work
 DEFAULT_PHOTOS = 10000  # the default --iters is this many photos: DEFAULT_PHOTOS // batch steps
 FINAL_STEPS_DIVISOR = 12   # the default --final-steps: iters // 12 whole-photo steps at the end
 DEFAULT_LR = 2e-3
+# Adam's beta2, the decay of its running mean of squared gradients: Kingma & Ba's (and PyTorch's)
+# 0.999. 0.99 (a mean over ~100 steps instead of ~1000, which follows the gradients' scale as the
+# cosine and the whole-photo phase move it) learnt faster in short runs but not in full ones
+# (2026-12-07, 2-core AMD EPYC, one core each, two runs side by side, the defaults otherwise;
+# cat / Tubingen / cameraman as above):
+#     steps          seed   beta2 0.999                 beta2 0.99
+#     2400           0      2.05 / 2.35 / 2.04 (2.15)   1.79 / 2.38 / 1.94 (2.04)
+#     2400           1      1.92 / 2.39 / 2.16 (2.16)   1.86 / 2.32 / 2.07 (2.08)
+#     7020 (budget)  0      1.69 / 2.04 / 1.68 (1.80)   1.69 / 2.11 / 1.70 (1.83)
+#     6712 (budget)  1      1.67 / 2.03 / 1.70 (1.80)   1.68 / 2.14 / 1.73 (1.85)
+# (the 0.999 runs of 7020 and 6712 steps are README.md's of 2026-12-06, the plans the 18-minute
+# budget made then; the 0.99 ones trained the same plans). --adam-beta2 0.99 is for short runs
+# (--iters or --minutes of a third of the defaults' or less). Tried beside it at 2400 steps (seed
+# 0, the mean above) and dropped: a warm-up (300 steps, lr rising to 3e-3), 2.24; gradients one
+# step late, as two cores taking alternate steps in a pipeline would compute them, 2.68 (2.53 at
+# lr 1e-3; 2.37 evaluated at the parameters extrapolated one step ahead), against 2.15 on time:
+# a second core cannot double the steps that way.
+DEFAULT_ADAM_BETA2 = 0.999
 LR_SCHEDULES = ("cosine", "constant")
 DEFAULT_LR_SCHEDULE = "cosine"
 DEFAULT_SEED = 0
@@ -606,11 +624,12 @@ def learning_rate(lr, step, iters, schedule, final_steps=0, growth=1.0):
     raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
 
-def adam_step(params, grads, m, v, t, lr):
-    """Adam on every parameter (optim.adam_update): new (params, m, v) dicts; the old ones are not changed."""
+def adam_step(params, grads, m, v, t, lr, beta2=DEFAULT_ADAM_BETA2):
+    """Adam on every parameter (optim.adam_update, beta1 0.9): new (params, m, v) dicts; the old ones stay."""
     new_params, new_m, new_v = {}, {}, {}
     for name, p in params.items():
-        new_params[name], new_m[name], new_v[name] = optim.adam_update(p, grads[name], m[name], v[name], t, lr=lr)
+        new_params[name], new_m[name], new_v[name] = optim.adam_update(p, grads[name], m[name], v[name], t, lr=lr,
+                                                                       beta2=beta2)
     return new_params, new_m, new_v
 
 
@@ -671,7 +690,7 @@ def plan_seconds(n, crop_seconds, whole_seconds, iters, final_steps, snapshot_se
             + decodes * decode_seconds)
 
 
-def time_step(params, losses, mode, helpers, make_batch, count, lr, rng):
+def time_step(params, losses, mode, helpers, make_batch, count, lr, rng, beta2=DEFAULT_ADAM_BETA2):
     """Mean seconds of a training step, over `count` steps after one untimed (a mean, not a median: a
     step slowed by the machine counts, as it will in the run).
 
@@ -688,7 +707,7 @@ def time_step(params, losses, mode, helpers, make_batch, count, lr, rng):
         x = transformer_net.network_input(params, preprocess_batch(make_batch(), mode), mode, rng)
         with np.errstate(over="ignore", invalid="ignore"):
             _, grads, _ = batch_loss_and_grads(params, x, losses, mode, helpers)
-        adam_step(params, grads, m, v, 1, lr)
+        adam_step(params, grads, m, v, 1, lr, beta2)
         if k:
             seconds.append(time.perf_counter() - start)
     return float(np.mean(seconds))
@@ -771,9 +790,9 @@ def resumed_options(options, resume):
 
 def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZE, crop=None,
                            batch=DEFAULT_BATCH, iters=None, final_steps=None, lr=DEFAULT_LR,
-                           lr_schedule=DEFAULT_LR_SCHEDULE, content_layer=None, style_layers=None, alpha=None,
-                           beta=None, tv_weight=None,
-                           style_size=None, widths=TRAIN_WIDTHS, residual_blocks=TRAIN_RESIDUAL_BLOCKS,
+                           lr_schedule=DEFAULT_LR_SCHEDULE, adam_beta2=None, content_layer=None,
+                           style_layers=None, alpha=None, beta=None, tv_weight=None, style_size=None,
+                           widths=TRAIN_WIDTHS, residual_blocks=TRAIN_RESIDUAL_BLOCKS,
                            outer_kernel=TRAIN_OUTER_KERNEL, noise_channels=TRAIN_NOISE_CHANNELS, seed=DEFAULT_SEED,
                            pool=None):
     """Check every setting of a training run and fill in the defaults (JSON values only).
@@ -801,6 +820,9 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
     lr = float(lr)
     if not (np.isfinite(lr) and lr > 0):
         raise UsageError(f"--lr must be a number > 0, got {lr:g}")
+    adam_beta2 = DEFAULT_ADAM_BETA2 if adam_beta2 is None else float(adam_beta2)
+    if not 0 <= adam_beta2 < 1:   # NaN fails too
+        raise UsageError(f"--adam-beta2 must be a number from 0 to below 1, got {adam_beta2:g}")
     if lr_schedule not in LR_SCHEDULES:
         raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     batch = default_batch() if batch is None else int(batch)
@@ -850,9 +872,9 @@ def resolve_train_settings(*, model="squeezenet", weights=None, size=DEFAULT_SIZ
                          f"than a {crop} px crop holds; use --outer-kernel {2 * crop - 1} or less")
     return dict(model=model, weights=str(weights_path), pool=pool or defaults.pool, size=size, crop=crop,
                 batch=batch, iters=iters, final_steps=final_steps, lr=lr, lr_schedule=lr_schedule,
-                content_layer=content_layer, style_layers=style_layers, **numbers, style_size=style_size, widths=widths,
-                residual_blocks=int(residual_blocks), outer_kernel=int(outer_kernel),
-                noise_channels=int(noise_channels), seed=seed)
+                adam_beta2=adam_beta2, content_layer=content_layer, style_layers=style_layers, **numbers,
+                style_size=style_size, widths=widths, residual_blocks=int(residual_blocks),
+                outer_kernel=int(outer_kernel), noise_channels=int(noise_channels), seed=seed)
 
 
 # Peak memory of a training step, measured with /usr/bin/time (SqueezeNet, default widths, float32):
@@ -1090,7 +1112,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         on_plan: None or function(TrainPlan), called once the budget's plan is made.
         **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], crop
             [min(size, 128)], batch [default_batch()], iters [DEFAULT_PHOTOS // batch], final_steps [iters //
-            FINAL_STEPS_DIVISOR], lr [2e-3], lr_schedule ["cosine"], content_layer, style_layers,
+            FINAL_STEPS_DIVISOR], lr [2e-3], lr_schedule ["cosine"], adam_beta2 [0.999], content_layer, style_layers,
             alpha [model's x TRAIN_ALPHA_FACTOR], beta [model's], tv_weight [0], style_size [size],
             widths [(16, 32, 64)], residual_blocks [5], outer_kernel [5], noise_channels [1], seed [0], pool.
 
@@ -1156,7 +1178,8 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                  "content_layer": s["content_layer"], "style_layers": json.dumps(s["style_layers"]),
                  "alpha": s["alpha"], "beta": s["beta"], "tv_weight": s["tv_weight"], "size": s["size"],
                  "crop": s["crop"], "final_steps": s["final_steps"], "batch": s["batch"], "lr": s["lr"],
-                 "lr_schedule": s["lr_schedule"], "seed": s["seed"], "pool": s["pool"], "preprocessing": mode}
+                 "lr_schedule": s["lr_schedule"], "adam_beta2": s["adam_beta2"], "seed": s["seed"], "pool": s["pool"],
+                 "preprocessing": mode}
 
     def state_of(params, m, v, iteration, history, elapsed, rng_state, batch_state):
         return {"format": "train", "settings": s, "inputs": inputs, "iteration": iteration, "elapsed": elapsed,
@@ -1204,7 +1227,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                 raise UserError(f"the gradients reached {largest:.3g} at step {iteration + 1}, too large for Adam in "
                                 f"float32 (the loss was {J:.4g}); lower --alpha / --beta / --tv-weight")
             lr = learning_rate(s["lr"], iteration + 1, s["iters"], s["lr_schedule"], s["final_steps"], growth)
-            params, m, v = adam_step(params, grads, m, v, iteration + 1, lr)
+            params, m, v = adam_step(params, grads, m, v, iteration + 1, lr, s["adam_beta2"])
             iteration += 1
             phase_steps += 1
             now = time.perf_counter()
@@ -1259,7 +1282,8 @@ def _plan_for_budget(minutes, started, s, photos, params, losses, mode, helpers,
                                  for _ in range(s["batch"])])
 
     def timed(side, kind):
-        return time_step(params, losses, mode, helpers, batch_of(side), TIMED_STEPS[kind], s["lr"], rng)
+        return time_step(params, losses, mode, helpers, batch_of(side), TIMED_STEPS[kind], s["lr"], rng,
+                         s["adam_beta2"])
 
     crop_seconds = timed(s["crop"], "crop")
     whole_seconds = 0.0   # no whole-photo step is timed (nor its memory taken) where none will run
@@ -1306,6 +1330,7 @@ def check_resume(state, settings, inputs):
     made, now = (json.loads(json.dumps(d)) for d in (state["settings"], settings))
     made.setdefault("outer_kernel", transformer_net.PAPER_OUTER_KERNEL)  # runs before it was a setting were 9x9
     made.setdefault("noise_channels", 0)  # and had no noise planes
+    made.setdefault("adam_beta2", 0.999)  # and Adam's usual beta2
     # the plan of steps may change (the default --final-steps follows --iters), the schedule then
     # follows the new plan; the weights file may move (its contents are compared below)
     may_change = ("iters", "final_steps", "weights")

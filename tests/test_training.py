@@ -485,6 +485,33 @@ def test_a_checkpoint_from_before_the_noise_setting_resumes_as_the_network_witho
         assert np.array_equal(resumed.params[name], straight.params[name]), name
 
 
+def test_a_checkpoint_from_before_adam_beta2_resumes_with_the_beta2_it_was_trained_with(
+        photos, squeezenet_weights_path, tmp_path):
+    """Such runs were trained with Adam's usual 0.999, the default: they go on, bit for bit; given another
+    --adam-beta2, they are refused as any other setting that differs."""
+    ckpt = tmp_path / "run.ckpt.npz"
+    straight = run(photos, squeezenet_weights_path, iters=3, seed=4, lr_schedule="constant")
+    run(photos, squeezenet_weights_path, iters=2, seed=4, checkpoint_path=ckpt, lr_schedule="constant")
+    state = checkpoint.load(ckpt)
+    del state["settings"]["adam_beta2"]
+    resumed = run(photos, squeezenet_weights_path, iters=3, seed=4, resume=state, lr_schedule="constant")
+    assert resumed.meta["adam_beta2"] == 0.999
+    for name in straight.params:
+        assert np.array_equal(resumed.params[name], straight.params[name]), name
+    with pytest.raises(UsageError, match="other settings .*adam_beta2: checkpoint 0.999, now 0.99"):
+        run(photos, squeezenet_weights_path, iters=3, seed=4, resume=state, adam_beta2=0.99, lr_schedule="constant")
+
+
+def test_adam_beta2_changes_the_run_and_is_recorded(photos, squeezenet_weights_path):
+    default = run(photos, squeezenet_weights_path, iters=3, seed=4)
+    short = run(photos, squeezenet_weights_path, iters=3, seed=4, adam_beta2=0.99)
+    assert default.meta["adam_beta2"] == training.DEFAULT_ADAM_BETA2 == 0.999 and short.meta["adam_beta2"] == 0.99
+    assert not np.array_equal(default.params["conv1/kernel"], short.params["conv1/kernel"])
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(UsageError, match="--adam-beta2 must be a number from 0 to below 1"):
+            training.resolve_train_settings(weights=str(squeezenet_weights_path), adam_beta2=bad)
+
+
 def test_each_step_draws_new_noise_from_the_runs_generator(photos, squeezenet_weights_path, monkeypatch):
     planes = []
     step = training.batch_loss_and_grads
@@ -506,7 +533,7 @@ def test_the_last_steps_train_on_whole_photos_at_their_share_of_the_schedule(pho
     step, adam_step = training.batch_loss_and_grads, training.adam_step
     monkeypatch.setattr(training, "batch_loss_and_grads", lambda params, x, *a: sides.append(x.shape[1:3]) or
                         step(params, x, *a))
-    monkeypatch.setattr(training, "adam_step", lambda *a: rates.append(a[-1]) or adam_step(*a))
+    monkeypatch.setattr(training, "adam_step", lambda *a: rates.append(a[5]) or adam_step(*a))
     result = run(photos, squeezenet_weights_path, size=48, crop=32, iters=5, final_steps=2, lr=0.02)
     assert sides == [(32, 32)] * 3 + [(48, 48)] * 2
     assert result.meta["final_steps"] == 2 and result.settings["final_steps"] == 2
@@ -730,7 +757,7 @@ def test_learning_rate_schedules():
 def test_each_step_takes_its_scheduled_rate(photos, squeezenet_weights_path, monkeypatch):
     rates = []
     adam_step = training.adam_step
-    monkeypatch.setattr(training, "adam_step", lambda *a: rates.append(a[-1]) or adam_step(*a))
+    monkeypatch.setattr(training, "adam_step", lambda *a: rates.append(a[5]) or adam_step(*a))
     run(photos, squeezenet_weights_path, iters=4, lr=0.02)
     assert rates == [training.learning_rate(0.02, t, 4, "cosine") for t in range(1, 5)]
     rates.clear()

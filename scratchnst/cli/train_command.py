@@ -23,7 +23,7 @@ from scratchnst.cli.stylize_command import _format_seconds, check_output_paths
 from scratchnst.errors import UsageError, UserError, os_error_line
 
 SETTINGS_ORDER = ("model", "weights", "pool", "size", "crop", "batch", "iters", "final_steps", "lr", "lr_schedule",
-                  "content_layer", "alpha", "style_layers", "beta", "tv_weight", "style_size", "widths",
+                  "adam_beta2", "content_layer", "alpha", "style_layers", "beta", "tv_weight", "style_size", "widths",
                   "residual_blocks", "outer_kernel", "noise_channels", "seed")
 
 
