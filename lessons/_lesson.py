@@ -589,7 +589,8 @@ def check_size(args, model, layers=None, scales=1):
     The images are resized so that their long side is --size; their short side must still be
     at least the smallest input those layers take (all of SqueezeNet's: 31 px, VGG-19's: 32;
     fewer layers, less). The message gives the smallest --size that works for the image that is
-    too small. Every lesson checks so before its work begins, and stops with exit status 2.
+    too small. Every lesson that uses a pretrained network checks so before it runs the images
+    through it, and stops with exit status 2.
     """
     from PIL import Image
 
@@ -606,7 +607,7 @@ def check_size(args, model, layers=None, scales=1):
         if min(H, W) < need:
             with Image.open(path) as img:
                 ratio = max(img.size) / min(img.size)
-            at = "" if smallest == args.size else f" in its first pass, at {smallest} px,"
+            at = "," if smallest == args.size else f" in its first pass, at {smallest} px,"
             least = max(math.ceil(need * ratio), need) * 2 ** (scales - 1)
             raise UsageError(f"--size {args.size} is too small for {model}: the {what} image {path.name} becomes "
                              f"{W}x{H} pixels{at} and {whose} at least {need}x{need}; use --size {least} or more")

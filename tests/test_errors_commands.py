@@ -689,7 +689,7 @@ def test_lesson_size_too_small_for_the_network_says_the_minimum(tmp_path, weight
 
 @pytest.mark.parametrize("script, size, words", [
     # the layers of `scratchnst stylize` (SqueezeNet: conv1 .. fire5) need 15x15: cat.jpg 16x11 at 16 px
-    ("08_optimisers.py", 16, ["cat.jpg becomes 16x11 pixels", "the layers this lesson uses need at least 15x15",
+    ("08_optimisers.py", 16, ["cat.jpg becomes 16x11 pixels, and the layers this lesson uses need at least 15x15",
                               "use --size 23 or more"]),
     ("09_style_transfer.py", 16, ["cat.jpg becomes 16x11 pixels", "the layers this lesson uses need at least 15x15",
                                   "use --size 23 or more"]),
@@ -1030,3 +1030,19 @@ def test_a_photo_folder_or_checkpoint_the_user_cannot_read_says_so(locked_out, r
         stored.chmod(0o600)
     assert status == 1 and err == f"scratchnst: error: {stored}: cannot be read (Permission denied); check its " \
                                   "permissions\n", err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", SWIRLS, REPO / "lessons" / "images" / "photos", "-o", "o.h5", "--lr", "-1e-3"],
+     ["--lr must be a number > 0, got -0.001"]),
+    (["train", SWIRLS, REPO / "lessons" / "images" / "photos", "-o", "o.h5", "--minutes", "-inf"],
+     ["--minutes must be a number of minutes >= 0", "got -inf"]),
+    (["stylize", CAT, SWIRLS, "-o", "o.png", "--tv-weight", "-1E3"], ["--tv-weight must be a finite number >= 0"]),
+    (["stylize", CAT, SWIRLS, "-o", "o.png", "--alpha", "-nan"], ["--alpha must be a finite number >= 0"]),
+])
+def test_a_negative_number_in_any_notation_is_a_value_whose_error_is_said(tmp_path, capsys, monkeypatch, argv, words):
+    # argparse alone takes -1e-3, -inf and -nan for unknown options: "--lr: expected one argument"
+    monkeypatch.chdir(tmp_path)
+    assert main([str(a) for a in argv]) == 2
+    one_line(capsys.readouterr().err, *words)
+    assert not list(tmp_path.iterdir())

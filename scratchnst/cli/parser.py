@@ -13,12 +13,16 @@ can go wrong into one line on stderr and an exit status:
 
 import argparse
 import os
+import re
 import sys
 
 from scratchnst import __version__
 from scratchnst.cli import interrupts, streams
 from scratchnst.cpus import available_cpus
 from scratchnst.errors import UserError, debug_requested, os_error_line
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)$", re.IGNORECASE)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -37,6 +41,10 @@ class ArgumentParser(argparse.ArgumentParser):
         # SUPPRESS: a subcommand that was not given --debug must not reset the top level's.
         self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                           help="show the full traceback of an error instead of one line")
+        # argparse takes "-1" and "-.5" for values but "-1e-3", "-inf" and "-nan" for unknown options,
+        # and then says "--lr: expected one argument" instead of what is wrong with the number. Every
+        # number float() reads is a value here (no option of ours looks like one).
+        self._negative_number_matcher = _NEGATIVE_NUMBER
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
