@@ -1040,9 +1040,11 @@ def test_a_photo_folder_or_checkpoint_the_user_cannot_read_says_so(locked_out, r
     (["stylize", CAT, SWIRLS, "-o", "o.png", "--tv-weight", "-1E3"], ["--tv-weight must be a finite number >= 0"]),
     (["stylize", CAT, SWIRLS, "-o", "o.png", "--alpha", "-nan"], ["--alpha must be a finite number >= 0"]),
 ])
-def test_a_negative_number_in_any_notation_is_a_value_whose_error_is_said(tmp_path, capsys, monkeypatch, argv, words):
+def test_a_negative_number_in_any_notation_is_a_value_whose_error_is_said(tmp_path, capsys, monkeypatch, real_weights,
+                                                                         argv, words):
     # argparse alone takes -1e-3, -inf and -nan for unknown options: "--lr: expected one argument"
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(real_weights.parent))   # found, so the number is what is wrong
     assert main([str(a) for a in argv]) == 2
     one_line(capsys.readouterr().err, *words)
     assert not list(tmp_path.iterdir())
