@@ -153,7 +153,7 @@ print("SqueezeNet (scratchnst's choice):",
 # %%
 _lesson.section("Gram matrices of two styles and of the photo")
 # stops here, with the download command, without weights
-net = _lesson.load_network(args, pooling="default", layers="stylize")
+net = _lesson.load_network(args, pooling="default", layers=_lesson.stylize_layers())
 style_layers = [tuple(pair) for pair in transfer.MODEL_DEFAULTS[net.name].style_layers]
 names = [name for name, _ in style_layers]
 first = names[0]

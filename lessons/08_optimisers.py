@@ -41,7 +41,7 @@ rng = np.random.default_rng(args.seed)
 # %%
 _lesson.section("The problem: the stylisation of lesson 9, small")
 # stops here, with the download command, without weights
-net = _lesson.load_network(args, pooling="default", layers="stylize")
+net = _lesson.load_network(args, pooling="default", layers=_lesson.stylize_layers())
 d = transfer.MODEL_DEFAULTS[net.name]
 content_layer, style_layers = net.arch.resolve(d.content_layer), [(net.arch.resolve(n), w) for n, w in d.style_layers]
 photo = _lesson.load(args.content, args.size)

@@ -11,6 +11,7 @@ Needs:    pretrained weights (VGG-19 for the course's network; SqueezeNet 1.1 ot
 import _lesson
 from scratchnst import costs, networks, transfer
 from scratchnst import weights as weights_io
+from scratchnst.settings import layers_used
 
 args = _lesson.parse_args(__doc__, size=320, iters=200)
 
@@ -52,7 +53,7 @@ if model == "squeezenet" and args.network == "auto" and args.weights is None:
 settings = transfer.resolve_settings(args.content, args.style, model=model, weights=args.weights,
                                      size=args.size, optimizer="adam", iters=args.iters,
                                      init="content+noise", seed=args.seed)
-_lesson.check_size(args, model, _lesson.stylize_layers(settings["content_layer"], settings["style_layers"]))
+_lesson.check_size(args, model, layers_used(settings["content_layer"], settings["style_layers"]))
 course = {"model": "vgg19", "size": "400 (x 400)", "content_layer": "block5_conv4 (TF1: conv4_2)",
           "style_layers": "block1_conv1 ... block5_conv1, 0.2 each", "pool": "max (TF1: avg)",
           "alpha": 10, "beta": 40, "optimizer": "adam",

@@ -12,6 +12,7 @@ import numpy as np
 
 import _lesson
 from scratchnst import networks, transfer
+from scratchnst.settings import layers_used
 
 args = _lesson.parse_args(__doc__, size=256, iters=80)
 
@@ -62,7 +63,7 @@ variations = {
     "multi-scale: 2 passes": {"scales": 2},
     "preserved colours": {"preserve_colors": True},
 }
-_lesson.check_size(args, model, _lesson.stylize_layers(settings["content_layer"], settings["style_layers"]),
+_lesson.check_size(args, model, layers_used(settings["content_layer"], settings["style_layers"]),
                    scales=max(extra.get("scales", 1) for extra in variations.values()))
 
 # %%

@@ -71,7 +71,7 @@ args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
 # `--trained net.h5` to see a fully trained network instead.
 
 # %%
-net = _lesson.load_network(args, pooling="default", layers="stylize")
+net = _lesson.load_network(args, pooling="default", layers=_lesson.stylize_layers())
 defaults = MODEL_DEFAULTS[net.name]
 style = _lesson.load(args.style, args.size)
 size = max(tn.MIN_SIZE, args.size - args.size % tn.SIZE_MULTIPLE)

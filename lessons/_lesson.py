@@ -541,9 +541,9 @@ def load_network(args, pooling="max", dtype=np.float32, layers=None):
         pooling: "max" (as the network was trained), "avg", or "default": the pooling
             `scratchnst stylize` uses for this network (transfer.MODEL_DEFAULTS).
         dtype: of weights, activations and gradients.
-        layers: the layers the lesson runs the images through, for the size check: None for every
-            layer of the network, "stylize" for `scratchnst stylize`'s content and style layers of
-            this network (transfer.MODEL_DEFAULTS), or {network name: [layer, ...]}.
+        layers: the layers the lesson runs the images through, for the size check:
+            {network name: [layer, ...]} (`stylize_layers()` for `scratchnst stylize`'s), or None
+            for every layer of the network.
 
     Raises:
         UsageError: --size is too small for those layers (the message gives the smallest that works).
@@ -553,12 +553,7 @@ def load_network(args, pooling="max", dtype=np.float32, layers=None):
 
     name = network_name(args)
     net = networks.load(name, weights=args.weights, dtype=dtype)
-    if layers == "stylize":
-        defaults = transfer.MODEL_DEFAULTS[net.name]
-        layers = stylize_layers(defaults.content_layer, defaults.style_layers)
-    elif isinstance(layers, dict):
-        layers = layers[net.name]
-    check_size(args, net.name, layers)
+    check_size(args, net.name, None if layers is None else layers[net.name])
     if pooling == "default":
         pooling = transfer.MODEL_DEFAULTS[net.name].pool
     if pooling != net.pooling:
@@ -571,9 +566,11 @@ def load_network(args, pooling="max", dtype=np.float32, layers=None):
     return net
 
 
-def stylize_layers(content_layer, style_layers):
-    """The layers a stylisation runs its images through: [content_layer, style layer, ...]."""
-    return [content_layer] + [name for name, _ in style_layers]
+def stylize_layers():
+    """{network name: the layers `scratchnst stylize`'s defaults run the images through}."""
+    from scratchnst.settings import MODEL_DEFAULTS, layers_used
+
+    return {name: layers_used(d.content_layer, d.style_layers) for name, d in MODEL_DEFAULTS.items()}
 
 
 def check_size(args, model, layers=None, scales=1):

@@ -112,6 +112,12 @@ def style_layer_list(style_layers):
     return out
 
 
+def layers_used(content_layer, style_layers):
+    """The layers a stylisation runs its images through, each once, content layer first:
+    [content_layer, style layer, ...] from style_layers' [(name, weight), ...]."""
+    return list(dict.fromkeys([content_layer] + [name for name, _ in style_layers]))
+
+
 def resolve_settings(
     content=None,
     style=None,

@@ -10,6 +10,7 @@ when first used.
 import numpy as np
 
 from scratchnst import layers, torch_ref
+from scratchnst.settings import layers_used
 
 
 def _torch():
@@ -114,7 +115,7 @@ class TorchNetwork:
                 acts = self.forward(to_nchw(style_x), style_names)
                 for name in style_names:
                     targets[name] = targets[name] + w * torch_ref.style_target(acts[name], channels_last=False)
-        wanted = list(dict.fromkeys([content_layer] + style_names))
+        wanted = layers_used(content_layer, style_layers)
 
         def cost(x):
             acts = self.forward(x, wanted)
@@ -146,7 +147,7 @@ class TorchNetwork:
         with torch.no_grad():
             acts = self.forward(to_nchw(style_x), style_names)
             targets = {name: torch_ref.style_target(acts[name], channels_last=False) for name in style_names}
-        wanted = list(dict.fromkeys([content_layer] + style_names))
+        wanted = layers_used(content_layer, style_layers)
 
         def loss(out, x):
             with torch.no_grad():

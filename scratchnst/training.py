@@ -45,7 +45,7 @@ from scratchnst import weights as weights_io
 from scratchnst.costs import (compute_content_cost, compute_total_variation_cost, content_cost_backward,
                               layer_style_cost_from_target, style_target, total_variation_cost_backward)
 from scratchnst.errors import UsageError, UserError
-from scratchnst.settings import MODEL_DEFAULTS, check_seed, style_layer_list
+from scratchnst.settings import MODEL_DEFAULTS, check_seed, layers_used, style_layer_list
 
 # ----------------------------------------------------------------------------------- defaults
 # Chosen from measurements on the shared 2-core Xeon this was written on (SqueezeNet loss network,
@@ -467,7 +467,7 @@ def make_loss_function(network, style_x, content_layer, style_layers, alpha, bet
     J_tv of the batch is already the mean of the images' J_tv (it divides by N*H*W*C).
     """
     style_names = [name for name, _ in style_layers]
-    wanted = list(dict.fromkeys([content_layer] + style_names))
+    wanted = layers_used(content_layer, style_layers)
     if targets is None:
         a_S = network.forward(style_x, style_names)
         targets = {name: style_target(a_S[name]) for name in style_names}
@@ -690,7 +690,7 @@ def plan_seconds(n, crop_seconds, whole_seconds, iters, final_steps, snapshot_se
             + decodes * decode_seconds)
 
 
-def time_step(params, losses, mode, helpers, make_batch, count, lr, rng, beta2=DEFAULT_ADAM_BETA2):
+def time_step(params, losses, mode, helpers, make_batch, count, lr, rng):
     """Mean seconds of a training step, over `count` steps after one untimed (a mean, not a median: a
     step slowed by the machine counts, as it will in the run).
 
@@ -707,7 +707,7 @@ def time_step(params, losses, mode, helpers, make_batch, count, lr, rng, beta2=D
         x = transformer_net.network_input(params, preprocess_batch(make_batch(), mode), mode, rng)
         with np.errstate(over="ignore", invalid="ignore"):
             _, grads, _ = batch_loss_and_grads(params, x, losses, mode, helpers)
-        adam_step(params, grads, m, v, 1, lr, beta2)
+        adam_step(params, grads, m, v, 1, lr)
         if k:
             seconds.append(time.perf_counter() - start)
     return float(np.mean(seconds))
@@ -1282,8 +1282,7 @@ def _plan_for_budget(minutes, started, s, photos, params, losses, mode, helpers,
                                  for _ in range(s["batch"])])
 
     def timed(side, kind):
-        return time_step(params, losses, mode, helpers, batch_of(side), TIMED_STEPS[kind], s["lr"], rng,
-                         s["adam_beta2"])
+        return time_step(params, losses, mode, helpers, batch_of(side), TIMED_STEPS[kind], s["lr"], rng)
 
     crop_seconds = timed(s["crop"], "crop")
     whole_seconds = 0.0   # no whole-photo step is timed (nor its memory taken) where none will run

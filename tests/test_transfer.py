@@ -385,6 +385,12 @@ def test_resolve_settings_for_vgg19_uses_the_course_layers(tmp_path):
     assert short["style_layers"] == [["block1_conv1", 0.5], ["block2_conv1", 0.5]]
 
 
+def test_the_layers_used_are_each_taken_once_content_layer_first():
+    style = [("conv1", 0.25), ("fire3", 0.25), ("fire2", 0.25), ("conv1", 0.25)]
+    assert settings.layers_used("fire3", style) == ["fire3", "conv1", "fire2"]
+    assert settings.layers_used("fire9", [["fire2", 1.0]]) == ["fire9", "fire2"]
+
+
 def test_stylize_with_vgg19_runs_on_random_weights(tmp_path):
     # VGG-19's real weights cannot be fetched here: random ones in the Keras layout exercise the
     # path (course layer names, five pools) at a small size.
