@@ -105,14 +105,19 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, layers_used, style_l
 #       widths 16/32/80                                                       1.67 / 2.31 / 1.78
 #       alpha 80 (judged at 80, L-BFGS too)                                   1.56 / 2.13 / 1.61
 #   (alpha 80 judged at 40: 1.73 / 2.57 / 1.82; each of the first three made a step 17-22% longer).
-#   Most of the gap is the style cost at fire4 (Tubingen: 5.5e3 against L-BFGS's 0.9e3, of 10.8e3
-#   against 2.0e3 over the five layers), and it is the network's, not the photos': trained on
-#   Tubingen alone it reached 1.79 on Tubingen (and 2.66 / 3.40 on the others), and with Tubingen
-#   added to the 15 photos, 1.95. Within 20 minutes on 2 cores this network does not get far below 2
-#   on that photo even when it is all it sees. What moved it a little (stop 31): a plane of noise
-#   beside the photo, now the default (transformer_net's notes: 1.99-2.06 on Tubingen in three runs
-#   with a noise generator of their own; `scratchnst train`'s own runs 2.14 at seed 0, no better
-#   than 2.12 without, and 1.98 at seed 1, against 2.14);
+#   Then most of the gap was the style cost at fire4 (Tubingen: 5.5e3 against L-BFGS's 0.9e3, of
+#   10.8e3 against 2.0e3 over the five layers). With the noise plane, in the terms of the cost
+#   (alpha J_content, beta lambda_l J_style_layer; 2026-12-07, README.md's 7020-step run of seed 0),
+#   the content is most of it: on Tubingen 17.3e3 against L-BFGS's 9.8e3, the style 6.8e3 against
+#   2.0e3 (fire4 3.1e3 against 0.85e3); the cat 20.0e3 and 7.8e3 against 14.0e3 and 2.4e3. The
+#   network's content cost is much the same on every photo (17-20e3), while L-BFGS, starting from
+#   the photo, keeps Tubingen's best: hence its ratio is the highest. The gap is the network's,
+#   not the photos': trained on Tubingen alone it reached 1.79 on Tubingen (and 2.66 / 3.40 on the
+#   others), and with Tubingen added to the 15 photos, 1.95. Within 20 minutes on 2 cores this
+#   network does not get far below 2 on that photo even when it is all it sees. What moved it a
+#   little (stop 31): a plane of noise beside the photo, now the default (transformer_net's notes:
+#   1.99-2.06 on Tubingen in three runs with a noise generator of their own; `scratchnst train`'s
+#   own runs 2.14 at seed 0, no better than 2.12 without, and 1.98 at seed 1, against 2.14);
 # - the last twelfth on whole photos at stylize's scale (long side SIZE, any shape, as the photos are
 #   painted and judged: Tubingen 256 x 192) instead of SIZE x SIZE squares of photos with a short
 #   side of SIZE * 1.15, did not help either (2026-12-05, the defaults otherwise, one core each, two
@@ -640,13 +645,24 @@ def adam_step(params, grads, m, v, t, lr, beta2=DEFAULT_ADAM_BETA2):
 # a shared machine moves by half from one day to the next, and a run planned by steps alone can
 # take any time. So the command times a few steps and photos first (_plan_for_budget) and trains as
 # many of its steps as fit (fit_steps): all of them on a fast machine, fewer on a slow one or with
-# photos slow to decode (60 camera JPEGs of 4000x3000: 0.13 s a photo, as long as a step). The plan is fixed before the
-# first step and saved in every checkpoint, so that a resumed run ends as the uninterrupted one
-# would; an explicit --iters is trained whole, as asked, unless --minutes is given too.
+# photos slow to decode (60 camera JPEGs of 4000x3000: 0.13 s a photo, as long as a step). A few
+# steps timed at the start can mislead, though: two runs started at the same instant (2026-12-07)
+# each timed 0.162 s a step while the other was starting up, then ran at 0.13-0.14 s and ended
+# after 14 min 20 s of their 18, about 1000 steps short; and the same day a run alone timed 0.163
+# s and 0.506 s (a crop, a whole photo), ran its last crop steps at 0.17-0.18 s and its whole-photo
+# steps at 0.59-0.65 s, as the machine slowed, and ended 5 s inside its 18 minutes, its reserve
+# spent. So the plan is made again after each quarter of its crop steps (replan): the pace of the
+# steps since the last plan, checkpoints and progress lines included, scales the timed costs, and
+# the steps left are fitted to what is left of the budget. The plan is saved in every checkpoint,
+# so that a resumed run ends as the uninterrupted one would (a resumed run plans nothing again);
+# an explicit --iters is trained whole, as asked, unless --minutes is given too.
 DEFAULT_MINUTES = 18.0
-# The share of the minutes left after timing that the steps are planned to fill: the rest absorbs
-# what the timing does not see (checkpoints, progress lines, a machine that slows down later).
+# The share of the minutes left that the steps are planned to fill, when planning and again when
+# re-planning: the rest absorbs what the timing does not see (checkpoints, progress lines, a
+# machine that slows down later).
 BUDGET_SHARE = 0.9
+REPLANS = 3               # the plan is made again after each quarter of its crop steps but the last ...
+REPLAN_LEAST_STEPS = 50   # ... when at least this many steps ran since the last (fewer time too little)
 TIMED_STEPS = {"crop": 5, "whole": 2}   # steps timed of each kind, each after one untimed
 TIMED_PHOTOS = 3   # photos decoded to time a photo's decoding
 
@@ -726,7 +742,8 @@ def check_minutes(minutes):
 
 @dataclass
 class TrainPlan:
-    """What `train` planned from its time budget (its `on_plan` sees it before the first step).
+    """What `train` planned from its time budget (its `on_plan` sees it before the first step, and again
+    when `replan` makes it anew).
 
     Attributes:
         iters, final_steps: the steps planned, and the whole-photo steps among them.
@@ -736,6 +753,10 @@ class TrainPlan:
         seconds: what the planned steps should take; asked_seconds: what the asked ones would.
         fits: False when even one step does not fit in what the timing left of the budget (one is
             trained all the same).
+        at_step: 0 for the plan made before the first step; the step after which replan made this one.
+        since: the step of the plan before this one (replan), whose steps since then gave the pace.
+        pace: the real time of the steps since then over what the timed costs predicted (1 at first).
+        costs: fit_steps's arguments after `seconds`: the timed costs, the same in every plan of a run.
     """
 
     iters: int
@@ -749,6 +770,59 @@ class TrainPlan:
     seconds: float
     asked_seconds: float
     fits: bool = True
+    at_step: int = 0
+    since: int = 0
+    pace: float = 1.0
+    costs: tuple = field(default=(), repr=False)
+
+
+def replan_step(plan, count=0):
+    """When to make `plan` again, after `count` re-plans: (step, count + k) for the k-th quarter
+    mark (REPLANS + 1 parts) of its crop steps still ahead with at least REPLAN_LEAST_STEPS steps
+    since the plan was made; None when no re-plan is left (none is made on whole-photo steps)."""
+    crop_steps = plan.iters - plan.final_steps
+    for k in range(count + 1, REPLANS + 1):
+        at = crop_steps * k // (REPLANS + 1)
+        if at - plan.at_step >= REPLAN_LEAST_STEPS and at < crop_steps:
+            return at, k
+    return None
+
+
+def timed_seconds(plan, steps):
+    """What the timed costs predict for the first `steps` steps of a plan, all crop steps (replan
+    comes before the whole-photo ones): with the snapshots and the decoding of photos among them."""
+    crop, whole, iters, _, snapshot_seconds, snapshot_every, decode_seconds, photos, batch, cached = plan.costs
+    return plan_seconds(steps, crop, whole, iters, 0, snapshot_seconds, snapshot_every, decode_seconds, photos, batch,
+                        cached)
+
+
+def replan(plan, iteration, spent, seconds_since, left):
+    """The plan made again after `iteration` crop steps that took `spent` seconds in all, the last
+    ones (since plan.at_step) `seconds_since`, with `left` seconds of the budget remaining.
+
+    The timed costs are scaled by the pace of the steps since the last plan (their real time over
+    what the costs predict for them: a few steps timed at the start can be slowed by a program
+    starting beside them, or the machine can slow down or speed up since), and the steps left are
+    fitted to BUDGET_SHARE of `left`: as many of plan.asked_iters as fit, the whole-photo steps
+    keeping their share. The crop steps already done stay crop steps: the plan never ends before them.
+
+    Returns:
+        TrainPlan with at_step = iteration, since = plan.at_step and that pace.
+    """
+    _, _, iters, final_steps = plan.costs[:4]
+    done = timed_seconds(plan, iteration)
+    predicted = done - timed_seconds(plan, plan.at_step)
+    pace = seconds_since / predicted if predicted > 0 and seconds_since > 0 else 1.0
+    n, final = fit_steps(done + BUDGET_SHARE * max(left, 0.0) / pace, *plan.costs)
+    while n - final < iteration:   # so slow that not even the crop steps done fit: end right after them
+        n += 1
+        final = final_steps * n // iters
+    crop, whole = plan.costs[:2]
+    return TrainPlan(iters=n, final_steps=final, asked_iters=plan.asked_iters, asked_final_steps=plan.asked_final_steps,
+                     minutes=plan.minutes, crop_seconds=crop * pace, whole_seconds=whole * pace,
+                     decode_seconds=plan.decode_seconds, seconds=spent + pace * (plan_seconds(n, *plan.costs) - done),
+                     asked_seconds=spent + pace * (plan_seconds(iters, *plan.costs) - done), fits=plan.fits,
+                     at_step=iteration, since=plan.at_step, pace=pace, costs=plan.costs)
 
 
 # ----------------------------------------------------------------------------------- settings
@@ -1106,10 +1180,12 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         minutes: None or 0, or a time budget for a new run: a few steps and photos are timed first
             (_plan_for_budget), and the run trains at most as many of `iters` steps as fit in that many
             minutes from `started` (fit_steps, BUDGET_SHARE of what is left), the whole-photo steps
-            keeping their share. The plan is then fixed (checkpoints carry it): a resumed run keeps
-            its checkpoint's, and its `minutes` are not used.
+            keeping their share; after each quarter of the crop steps the plan is made again at the
+            steps' real pace (replan). Checkpoints carry the plan: a resumed run keeps its
+            checkpoint's, and its `minutes` are not used.
         started: the time.perf_counter() the budget counts from (the command's start); None: the call.
-        on_plan: None or function(TrainPlan), called once the budget's plan is made.
+        on_plan: None or function(TrainPlan), called once the budget's plan is made, and again when it
+            is made anew (TrainPlan.at_step > 0).
         **options: resolve_train_settings's: model ["squeezenet"], weights, size [256], crop
             [min(size, 128)], batch [default_batch()], iters [DEFAULT_PHOTOS // batch], final_steps [iters //
             FINAL_STEPS_DIVISOR], lr [2e-3], lr_schedule ["cosine"], adam_beta2 [0.999], content_layer, style_layers,
@@ -1195,17 +1271,21 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             helpers = stack.enter_context(training_processes.Helpers(
                 helper_count, network, losses[0].targets, s["content_layer"], s["style_layers"], s["alpha"], s["beta"],
                 s["tv_weight"]))
+        next_plan = None   # (step, count) of the next re-plan
         if minutes and resume is None:
-            plan = _plan_for_budget(minutes, called if started is None else started, s, photos, params, losses, mode,
-                                    helpers, snapshot_x, snapshot_every)
+            budget_start = called if started is None else started
+            plan = _plan_for_budget(minutes, budget_start, s, photos, params, losses, mode, helpers, snapshot_x,
+                                    snapshot_every)
             s["iters"], s["final_steps"] = plan.iters, plan.final_steps
             meta_base["final_steps"] = plan.final_steps
+            next_plan = replan_step(plan)
             if on_plan is not None:
                 on_plan(plan)
         first_whole = s["iters"] - s["final_steps"] + 1
         work_before_run = step_work(iteration + 1, s["iters"], s["final_steps"], growth)[0]
         start = time.perf_counter()
         phase_crop, phase_start, phase_steps = None, start, 0
+        planned_at = start
         while iteration < s["iters"]:
             crop = s["size"] if iteration + 1 >= first_whole else s["crop"]
             if crop != phase_crop:
@@ -1231,6 +1311,14 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             iteration += 1
             phase_steps += 1
             now = time.perf_counter()
+            if next_plan is not None and iteration == next_plan[0]:   # before this step's checkpoint, which carries it
+                plan = replan(plan, iteration, now - start, now - planned_at, minutes * 60.0 - (now - budget_start))
+                planned_at, next_plan = now, replan_step(plan, next_plan[1])
+                s["iters"], s["final_steps"] = plan.iters, plan.final_steps
+                meta_base["final_steps"] = plan.final_steps
+                first_whole = s["iters"] - s["final_steps"] + 1
+                if on_plan is not None:
+                    on_plan(plan)
             history.append({"iteration": iteration, **parts, "seconds": elapsed + now - start})
             per_step = (now - phase_start) / phase_steps
             # the time left at this run's pace per unit of work: a whole-photo step counts `growth` units
@@ -1301,7 +1389,7 @@ def _plan_for_budget(minutes, started, s, photos, params, losses, mode, helpers,
                      minutes=minutes, crop_seconds=crop_seconds, whole_seconds=whole_seconds,
                      decode_seconds=decode_seconds, seconds=plan_seconds(iters, *costs),
                      asked_seconds=plan_seconds(s["iters"], *costs),
-                     fits=plan_seconds(1, *costs) <= BUDGET_SHARE * left)
+                     fits=plan_seconds(1, *costs) <= BUDGET_SHARE * left, costs=costs)
 
 
 def _load_style(style, style_size):

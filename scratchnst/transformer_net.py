@@ -50,6 +50,12 @@ divided by that of 100 L-BFGS iterations on the same photo:
 
 With 8 of the photos (the natural ones) 9x9 and 5x5 gave 2.36 and 2.30: one run's noise is about
 0.1 on the mean. The default network has 418,803 parameters (423,779 with 9x9 and no noise plane).
+A third downsampling, the residual blocks at H/8 with twice the width (16/32/64/128, 5 blocks:
+about the same FLOPs, twice the receptive field, 1.67 M parameters), did no better: prototyped in
+PyTorch (2026-12-07, 2-core AMD EPYC, one core each, side by side, `scratchnst train`'s photos,
+crops, schedule and costs, 12-minute plans), it gave 2.07 / 2.49 / 2.28 (mean 2.28) in 3883 steps
+and 769 s against this network's 2.15 / 2.50 / 2.23 (2.29) in 3484 steps and 626 s: level, with
+23% more time. Three downsamplings would also need sides that are multiples of 8.
 Widths, blocks, the outer kernel and the noise planes are arguments of init_params, and forward
 reads them from the parameters.
 

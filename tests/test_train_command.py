@@ -132,6 +132,7 @@ def test_widths_residual_blocks_and_outer_kernel_reach_the_network(setup, capsys
 
 def test_without_iters_the_run_plans_the_steps_that_fit_in_the_default_minutes(setup, capsys, monkeypatch):
     monkeypatch.setattr(training, "DEFAULT_MINUTES", 0.05)   # 3 s: far fewer than 10000 steps
+    monkeypatch.setattr(training, "REPLAN_LEAST_STEPS", 10**9)   # the first plan only (a fast machine re-plans)
     assert train(setup) == 0
     out = capsys.readouterr().out
     assert "\n  minutes          0.05 (the steps are timed first, then planned to fit)" in out
@@ -142,6 +143,24 @@ def test_without_iters_the_run_plans_the_steps_that_fit_in_the_default_minutes(s
     assert "are planned to fit in --minutes 0.05 (--minutes 0 trains them all)" in planned
     steps = int(out.strip().splitlines()[-1].split(": ")[1].split()[0])
     assert 1 <= steps < asked and f"so {steps} (" in planned
+    assert transformer_net.load(setup["out"])[1]["iterations"] == steps
+
+
+def test_the_run_plans_again_once_at_the_pace_its_steps_kept_and_says_so(setup, capsys, monkeypatch):
+    monkeypatch.setattr(training, "REPLAN_LEAST_STEPS", 2)
+    assert train(setup, "--minutes", "0.1", "--iters", "100000", "--final-steps", "0") == 0
+    out = capsys.readouterr().out
+    first = next(line for line in out.splitlines() if line.startswith("  timed here: a "))
+    planned = int(first.split(", so ")[1].split()[0])
+    again = [line for line in out.splitlines() if line.startswith("  re-planned after step ")]
+    assert 1 <= len(again) <= training.REPLANS, out
+    at = int(again[0].split()[3].rstrip(":"))
+    assert at == planned // (training.REPLANS + 1) and f": steps 1-{at} took " in again[0]
+    steps = int(again[-1].split(", so ")[1].split()[0])
+    assert f"so {steps} of the 100000 steps (0 on whole photos) are planned to end within --minutes 0.1" in again[-1]
+    assert all(" times as long as timed" in line for line in again)
+    assert len(again) == 1 or f": steps {at + 1}-" in again[1]
+    assert out.strip().splitlines()[-1].startswith(f"wrote {setup['out']}: {steps} steps (")
     assert transformer_net.load(setup["out"])[1]["iterations"] == steps
 
 

@@ -708,6 +708,113 @@ def test_a_time_budget_times_the_steps_then_plans_as_many_as_fit(photos, squeeze
     assert plans[0].iters == 1 and not plans[0].fits
 
 
+def _first_plan(seconds, costs):
+    iters, final = training.fit_steps(seconds, *costs)
+    return training.TrainPlan(iters=iters, final_steps=final, asked_iters=costs[2], asked_final_steps=costs[3],
+                              minutes=10.0, crop_seconds=costs[0], whole_seconds=costs[1], decode_seconds=costs[6],
+                              seconds=training.plan_seconds(iters, *costs),
+                              asked_seconds=training.plan_seconds(costs[2], *costs), costs=costs)
+
+
+def test_replan_fits_the_steps_left_to_the_budget_at_their_real_pace():
+    """A plan of 1 s crop steps and 4 s whole-photo ones (a tenth of them), 0.3 s to decode each of 20
+    photos, made for 600 s, is made again after a quarter of its crop steps: at the timed pace it
+    keeps about its steps; twice as slow, as many as fit in BUDGET_SHARE of what is left at that
+    pace, no more; four times as fast, all 1000 asked for; a hundred times slower, it ends right after
+    the crop steps done, with its share of whole-photo steps. The next plan goes by the pace of the
+    steps since this one, not by the mean since the start."""
+    costs = (1.0, 4.0, 1000, 100, 0.0, 0, 0.3, 20, 1, True)
+    plan = _first_plan(600.0, costs)
+    at, count = training.replan_step(plan)
+    assert 0 < plan.iters < 1000 and (at, count) == ((plan.iters - plan.final_steps) // 4, 1)
+    total = 600.0 / training.BUDGET_SHARE   # the budget the first plan was made for, from the first step
+    done = at + 20 * 0.3                    # the timed costs of the steps done: every photo decoded by then
+    assert training.timed_seconds(plan, at) == pytest.approx(done)
+
+    def time_of(n):   # what the first n steps of the asked plan cost at the timed pace
+        return training.plan_seconds(n, *costs)
+
+    same = training.replan(plan, at, done, done, total - done)
+    assert (same.at_step, same.since) == (at, 0) and same.pace == pytest.approx(1.0)
+    assert plan.iters <= same.iters <= plan.iters * 1.05   # the reserve is now kept on what is left only
+    slow = training.replan(plan, at, 2 * done, 2 * done, total - 2 * done)
+    assert slow.pace == pytest.approx(2.0) and slow.iters < 0.6 * plan.iters
+    assert slow.final_steps == 100 * slow.iters // 1000
+    assert 2 * (time_of(slow.iters) - done) <= training.BUDGET_SHARE * (total - 2 * done) \
+        < 2 * (time_of(slow.iters + 1) - done)
+    assert slow.seconds == pytest.approx(2 * done + 2 * (time_of(slow.iters) - done))
+    assert slow.crop_seconds == pytest.approx(2.0) and slow.whole_seconds == pytest.approx(8.0)
+    fast = training.replan(plan, at, done / 4, done / 4, total - done / 4)
+    assert (fast.iters, fast.final_steps) == (1000, 100)
+    stuck = training.replan(plan, at, 100 * done, 100 * done, 0.0)
+    assert stuck.iters - stuck.final_steps == at and stuck.final_steps == 100 * stuck.iters // 1000
+    # the next quarter, at twice the timed pace since the last plan (1.5 times since the start)
+    at2, count2 = training.replan_step(same, count)
+    assert (at2, count2) == ((same.iters - same.final_steps) * 2 // 4, 2)
+    later = training.replan(same, at2, done + 2 * (at2 - at), 2 * (at2 - at), total - done - 2 * (at2 - at))
+    assert (later.since, later.pace) == (at, pytest.approx(2.0)) and later.iters < same.iters
+    # none after the last quarter; none too short to time steps by, nor on whole-photo steps only
+    assert training.replan_step(same, 3) is None
+    assert training.replan_step(_first_plan(60.0, costs)) is None
+    assert training.replan_step(_first_plan(150.0, costs)) == (50, 2)   # the first quarter: too few steps
+    assert training.replan_step(_first_plan(600.0, (1.0, 1.0, 1000, 1000, 0.0, 0, 0.0, 0, 1, True))) is None
+
+
+@pytest.mark.parametrize("pace", [2.0, 0.5])
+def test_a_run_whose_steps_are_slower_or_faster_than_timed_is_planned_again_to_end_in_its_budget(
+        photos, squeezenet_weights_path, tmp_path, monkeypatch, pace):
+    """On a clock where the timed steps take 1 s (a 32 px crop) and 2.25 s (a 48 px photo), and the
+    run's own steps `pace` times as long: the first plan alone would end at pace x its time (past the
+    budget at pace 2, far inside it at pace 0.5); made again after each quarter of its crop steps,
+    the run ends inside the budget and near its end, and the checkpoint of each re-plan's step
+    carries the new plan."""
+    clock = [100.0]
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(training, "REPLAN_LEAST_STEPS", 4)
+    step, factor = training.batch_loss_and_grads, [1.0]
+
+    def timed(params, x, *a):
+        clock[0] += factor[0] * (x.shape[1] / 32) ** 2
+        return step(params, x, *a)
+
+    monkeypatch.setattr(training, "batch_loss_and_grads", timed)
+    plans, seen, ckpts, planned_at = [], [], [], []
+
+    def on_plan(plan):
+        plans.append(plan)
+        planned_at.append(clock[0] - 100.0)
+        factor[0] = pace   # the run's steps, after the timing
+
+    def callback(p):
+        seen.append(p.iters)
+        if p.iteration == plans[-1].at_step:
+            ckpts.append(p.checkpoint()["settings"]["iters"])
+
+    budget = 1.0   # minutes
+    result = run(photos, squeezenet_weights_path, size=48, crop=32, iters=200, final_steps=20, minutes=budget,
+                 on_plan=on_plan, callback=callback)
+    first, again = plans[0], plans[1:]
+    assert first.at_step == 0 and len(again) >= 2
+    upcoming = training.replan_step(first)
+    for before, plan in zip(plans, again):   # each made where the one before said, at the run's pace
+        assert upcoming is not None and (plan.at_step, plan.since) == (upcoming[0], before.at_step)
+        assert plan.pace == pytest.approx(pace)
+        upcoming = training.replan_step(plan, upcoming[1])
+    assert upcoming is None
+    last = plans[-1]
+    assert (last.iters < first.iters) if pace > 1 else (last.iters > first.iters)
+    # without the new plans, the first would have ended past the budget, or far inside it
+    alone = planned_at[0] + pace * first.seconds
+    assert alone > 60 * budget if pace > 1 else alone < 0.7 * 60 * budget
+    changes = [k + 1 for k in range(1, len(seen)) if seen[k] != seen[k - 1]]
+    assert set(changes) <= {plan.at_step for plan in again} and seen[-1] == last.iters and seen[0] == first.iters
+    assert len(result.history) == last.iters == result.settings["iters"] == result.meta["iterations"]
+    assert result.settings["final_steps"] == last.final_steps == result.meta["final_steps"]
+    assert ckpts == [plan.iters for plan in again]
+    # the steps end inside the budget, and near its end (the run's last step costs at most 2.25 s x pace)
+    assert 60 * budget * 0.85 < clock[0] - 100.0 <= 60 * budget, clock[0] - 100.0
+
+
 def test_fit_steps_counts_each_photo_decoded_once_when_the_cache_holds_them_all():
     assert training.fit_steps(10.0, 1.0, 1.0, 100, 0, decode_seconds=1.0, photos=3, batch=1) == (7, 0)
     assert training.fit_steps(10.0, 1.0, 1.0, 100, 0, decode_seconds=1.0, photos=3, batch=1, cached=False) == (5, 0)

@@ -49,6 +49,10 @@ def format_settings(style, photos_dir, output, n_photos, settings, minutes=None)
 
 def plan_line(plan):
     """What the time budget planned (training.TrainPlan), in one line."""
+    if plan.at_step:   # made again at the steps' real pace (training.replan)
+        return (f"  re-planned after step {plan.at_step}: steps {plan.since + 1}-{plan.at_step} took {plan.pace:.2f} "
+                f"times as long as timed, so {plan.iters} of the {plan.asked_iters} steps ({plan.final_steps} on whole "
+                f"photos) are planned to end within --minutes {plan.minutes:g}")
     steps = [f"a {plan.crop_seconds:.3f} s crop step"] + (
         [f"a {plan.whole_seconds:.3f} s whole-photo step"] if plan.asked_final_steps else [])
     timed = f"  timed here: {', '.join(steps)}, {plan.decode_seconds:.3f} s to decode a photo; "
