@@ -651,18 +651,23 @@ def adam_step(params, grads, m, v, t, lr, beta2=DEFAULT_ADAM_BETA2):
 # after 14 min 20 s of their 18, about 1000 steps short; and the same day a run alone timed 0.163
 # s and 0.506 s (a crop, a whole photo), ran its last crop steps at 0.17-0.18 s and its whole-photo
 # steps at 0.59-0.65 s, as the machine slowed, and ended 5 s inside its 18 minutes, its reserve
-# spent. So the plan is made again after each quarter of its crop steps (replan): the pace of the
-# steps since the last plan, checkpoints and progress lines included, scales the timed costs, and
-# the steps left are fitted to what is left of the budget. The plan is saved in every checkpoint,
-# so that a resumed run ends as the uninterrupted one would (a resumed run plans nothing again);
-# an explicit --iters is trained whole, as asked, unless --minutes is given too.
+# spent. So the plan is made again after each quarter of its crop steps and of its whole-photo
+# steps (replan): the pace of the steps since the last plan, checkpoints and progress lines
+# included, scales the timed costs, and the steps left are fitted to what is left of the budget
+# (in the whole-photo phase only ever fewer: a --minutes 4 run with a busy loop started on its core
+# after 90 s took 4 min 31 s when only its crop steps were planned again, its 65 whole-photo steps
+# running at 2.5 times their timed cost, and 3 min 50 s with those planned again too). The plan is
+# saved in every checkpoint, so that a resumed run ends as the uninterrupted one would (a resumed
+# run plans nothing again); an explicit --iters is trained whole, as asked, unless --minutes is
+# given too.
 DEFAULT_MINUTES = 18.0
 # The share of the minutes left that the steps are planned to fill, when planning and again when
 # re-planning: the rest absorbs what the timing does not see (checkpoints, progress lines, a
 # machine that slows down later).
 BUDGET_SHARE = 0.9
-REPLANS = 3               # the plan is made again after each quarter of its crop steps but the last ...
-REPLAN_LEAST_STEPS = 50   # ... when at least this many steps ran since the last (fewer time too little)
+REPLANS = 3   # the plan is made again after each quarter of its crop and whole-photo steps but the last ...
+REPLAN_LEAST_STEPS = 50         # ... of its crop steps when at least this many steps ran since the last plan
+REPLAN_LEAST_WHOLE_STEPS = 8    # ... of its whole-photo steps when at least this many of them did
 TIMED_STEPS = {"crop": 5, "whole": 2}   # steps timed of each kind, each after one untimed
 TIMED_PHOTOS = 3   # photos decoded to time a photo's decoding
 
@@ -777,52 +782,75 @@ class TrainPlan:
 
 
 def replan_step(plan, count=0):
-    """When to make `plan` again, after `count` re-plans: (step, count + k) for the k-th quarter
-    mark (REPLANS + 1 parts) of its crop steps still ahead with at least REPLAN_LEAST_STEPS steps
-    since the plan was made; None when no re-plan is left (none is made on whole-photo steps)."""
-    crop_steps = plan.iters - plan.final_steps
-    for k in range(count + 1, REPLANS + 1):
-        at = crop_steps * k // (REPLANS + 1)
-        if at - plan.at_step >= REPLAN_LEAST_STEPS and at < crop_steps:
-            return at, k
+    """When to make `plan` again, after `count` re-plans: (step, k) for the next of its marks still
+    ahead, the k-th. Marks 1 to REPLANS cut its crop steps in REPLANS + 1 equal parts, each at least
+    REPLAN_LEAST_STEPS steps after the plan was made; marks REPLANS + 1 to 2 * REPLANS cut its
+    whole-photo steps the same way, each at least REPLAN_LEAST_WHOLE_STEPS of them after the plan
+    (or the phase's start). None when no mark is left."""
+    crop_steps, final = plan.iters - plan.final_steps, plan.final_steps
+    for k in range(count + 1, 2 * REPLANS + 1):
+        if k <= REPLANS:
+            at = crop_steps * k // (REPLANS + 1)
+            if at - plan.at_step >= REPLAN_LEAST_STEPS and at < crop_steps:
+                return at, k
+        else:
+            at = crop_steps + final * (k - REPLANS) // (REPLANS + 1)
+            if at - max(plan.at_step, crop_steps) >= REPLAN_LEAST_WHOLE_STEPS and at < plan.iters:
+                return at, k
     return None
 
 
-def timed_seconds(plan, steps):
-    """What the timed costs predict for the first `steps` steps of a plan, all crop steps (replan
-    comes before the whole-photo ones): with the snapshots and the decoding of photos among them."""
-    crop, whole, iters, _, snapshot_seconds, snapshot_every, decode_seconds, photos, batch, cached = plan.costs
-    return plan_seconds(steps, crop, whole, iters, 0, snapshot_seconds, snapshot_every, decode_seconds, photos, batch,
-                        cached)
+def timed_seconds(costs, crop_steps, steps):
+    """What the timed costs (TrainPlan.costs) predict for the first `steps` steps of a plan whose
+    first `crop_steps` are crop steps and the rest whole-photo ones: with the snapshots and the
+    decoding of photos among them (plan_seconds's terms)."""
+    crop, whole, _, _, snapshot_seconds, snapshot_every, decode_seconds, photos, batch, cached = costs
+    snapshots = steps // snapshot_every if snapshot_every else 0
+    decodes = min(steps * batch, photos) if cached else steps * batch
+    return (min(steps, crop_steps) * crop + max(0, steps - crop_steps) * whole + snapshots * snapshot_seconds
+            + decodes * decode_seconds)
 
 
 def replan(plan, iteration, spent, seconds_since, left):
-    """The plan made again after `iteration` crop steps that took `spent` seconds in all, the last
-    ones (since plan.at_step) `seconds_since`, with `left` seconds of the budget remaining.
+    """The plan made again after `iteration` steps that took `spent` seconds in all, the last ones
+    (since plan.at_step) `seconds_since`, with `left` seconds of the budget remaining.
 
     The timed costs are scaled by the pace of the steps since the last plan (their real time over
     what the costs predict for them: a few steps timed at the start can be slowed by a program
     starting beside them, or the machine can slow down or speed up since), and the steps left are
-    fitted to BUDGET_SHARE of `left`: as many of plan.asked_iters as fit, the whole-photo steps
-    keeping their share. The crop steps already done stay crop steps: the plan never ends before them.
+    fitted to BUDGET_SHARE of `left`. During the crop steps: as many of plan.asked_iters as fit, the
+    whole-photo steps keeping their share; if not even the crop steps done fit with their share, the
+    crop steps end now and as many whole-photo steps as fit follow (perhaps none). During the
+    whole-photo steps: those left of the plan, or fewer if they no longer fit (never more).
 
     Returns:
         TrainPlan with at_step = iteration, since = plan.at_step and that pace.
     """
-    _, _, iters, final_steps = plan.costs[:4]
-    done = timed_seconds(plan, iteration)
-    predicted = done - timed_seconds(plan, plan.at_step)
+    costs = plan.costs
+    crop, whole, iters, final_steps, snapshot_seconds, snapshot_every = costs[:6]
+    crop_steps = plan.iters - plan.final_steps
+    done = timed_seconds(costs, crop_steps, iteration)
+    predicted = done - timed_seconds(costs, crop_steps, plan.at_step)
     pace = seconds_since / predicted if predicted > 0 and seconds_since > 0 else 1.0
-    n, final = fit_steps(done + BUDGET_SHARE * max(left, 0.0) / pace, *plan.costs)
-    while n - final < iteration:   # so slow that not even the crop steps done fit: end right after them
-        n += 1
-        final = final_steps * n // iters
-    crop, whole = plan.costs[:2]
+    room = BUDGET_SHARE * max(left, 0.0) / pace   # the time left, in the timed costs' seconds
+    per_whole = whole + (snapshot_seconds / snapshot_every if snapshot_every else 0.0)
+    if iteration < crop_steps:
+        n, final = fit_steps(done + room, *costs)
+        if n - final < iteration:   # too slow for the crop steps done and their share: end them now
+            least = iteration
+            while least - final_steps * least // iters < iteration:
+                least += 1
+            final = min(final_steps * least // iters, int(room // per_whole) if per_whole > 0 else 0)
+            n = iteration + final
+    else:   # the whole-photo steps left, or as many as fit
+        n = iteration + min(plan.iters - iteration, int(room // per_whole) if per_whole > 0 else plan.iters)
+        final = n - crop_steps
     return TrainPlan(iters=n, final_steps=final, asked_iters=plan.asked_iters, asked_final_steps=plan.asked_final_steps,
                      minutes=plan.minutes, crop_seconds=crop * pace, whole_seconds=whole * pace,
-                     decode_seconds=plan.decode_seconds, seconds=spent + pace * (plan_seconds(n, *plan.costs) - done),
-                     asked_seconds=spent + pace * (plan_seconds(iters, *plan.costs) - done), fits=plan.fits,
-                     at_step=iteration, since=plan.at_step, pace=pace, costs=plan.costs)
+                     decode_seconds=plan.decode_seconds,
+                     seconds=spent + pace * (timed_seconds(costs, n - final, n) - done),
+                     asked_seconds=spent + pace * (plan_seconds(iters, *costs) - done), fits=plan.fits,
+                     at_step=iteration, since=plan.at_step, pace=pace, costs=costs)
 
 
 # ----------------------------------------------------------------------------------- settings
@@ -1180,9 +1208,9 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         minutes: None or 0, or a time budget for a new run: a few steps and photos are timed first
             (_plan_for_budget), and the run trains at most as many of `iters` steps as fit in that many
             minutes from `started` (fit_steps, BUDGET_SHARE of what is left), the whole-photo steps
-            keeping their share; after each quarter of the crop steps the plan is made again at the
-            steps' real pace (replan). Checkpoints carry the plan: a resumed run keeps its
-            checkpoint's, and its `minutes` are not used.
+            keeping their share; after each quarter of the crop steps and of the whole-photo steps
+            the plan is made again at the steps' real pace (replan). Checkpoints carry the plan: a
+            resumed run keeps its checkpoint's, and its `minutes` are not used.
         started: the time.perf_counter() the budget counts from (the command's start); None: the call.
         on_plan: None or function(TrainPlan), called once the budget's plan is made, and again when it
             is made anew (TrainPlan.at_step > 0).

@@ -720,16 +720,17 @@ def test_replan_fits_the_steps_left_to_the_budget_at_their_real_pace():
     """A plan of 1 s crop steps and 4 s whole-photo ones (a tenth of them), 0.3 s to decode each of 20
     photos, made for 600 s, is made again after a quarter of its crop steps: at the timed pace it
     keeps about its steps; twice as slow, as many as fit in BUDGET_SHARE of what is left at that
-    pace, no more; four times as fast, all 1000 asked for; a hundred times slower, it ends right after
-    the crop steps done, with its share of whole-photo steps. The next plan goes by the pace of the
-    steps since this one, not by the mean since the start."""
+    pace, no more; four times as fast, all 1000 asked for; with too little time even for the crop
+    steps done and their share of whole photos, it ends them and trains the whole-photo steps that
+    fit. The next plan goes by the pace of the steps since this one, not by the mean since the
+    start; in the whole-photo steps a plan only ever keeps or cuts the steps left."""
     costs = (1.0, 4.0, 1000, 100, 0.0, 0, 0.3, 20, 1, True)
     plan = _first_plan(600.0, costs)
     at, count = training.replan_step(plan)
     assert 0 < plan.iters < 1000 and (at, count) == ((plan.iters - plan.final_steps) // 4, 1)
     total = 600.0 / training.BUDGET_SHARE   # the budget the first plan was made for, from the first step
     done = at + 20 * 0.3                    # the timed costs of the steps done: every photo decoded by then
-    assert training.timed_seconds(plan, at) == pytest.approx(done)
+    assert training.timed_seconds(costs, plan.iters - plan.final_steps, at) == pytest.approx(done)
 
     def time_of(n):   # what the first n steps of the asked plan cost at the timed pace
         return training.plan_seconds(n, *costs)
@@ -746,18 +747,34 @@ def test_replan_fits_the_steps_left_to_the_budget_at_their_real_pace():
     assert slow.crop_seconds == pytest.approx(2.0) and slow.whole_seconds == pytest.approx(8.0)
     fast = training.replan(plan, at, done / 4, done / 4, total - done / 4)
     assert (fast.iters, fast.final_steps) == (1000, 100)
+    # too slow for the crop steps done and their share of whole photos: the crop steps end now, and
+    # as many whole-photo steps follow as fit (10 of 4 s in 42 s), or none
+    tight = training.replan(plan, at, done, done, 10.5 * 4.0 / training.BUDGET_SHARE)
+    assert (tight.iters, tight.final_steps) == (at + 10, 10)
     stuck = training.replan(plan, at, 100 * done, 100 * done, 0.0)
-    assert stuck.iters - stuck.final_steps == at and stuck.final_steps == 100 * stuck.iters // 1000
+    assert (stuck.iters, stuck.final_steps) == (at, 0)
     # the next quarter, at twice the timed pace since the last plan (1.5 times since the start)
     at2, count2 = training.replan_step(same, count)
     assert (at2, count2) == ((same.iters - same.final_steps) * 2 // 4, 2)
     later = training.replan(same, at2, done + 2 * (at2 - at), 2 * (at2 - at), total - done - 2 * (at2 - at))
     assert (later.since, later.pace) == (at, pytest.approx(2.0)) and later.iters < same.iters
-    # none after the last quarter; none too short to time steps by, nor on whole-photo steps only
-    assert training.replan_step(same, 3) is None
+    # in the whole-photo steps: those left, or as many as fit now, never more
+    C, F = same.iters - same.final_steps, same.final_steps
+    at3, count3 = training.replan_step(same, 3)
+    assert (at3, count3) == (C + F // 4, 4) and F // 4 >= training.REPLAN_LEAST_WHOLE_STEPS
+    window = training.timed_seconds(costs, C, at3) - training.timed_seconds(costs, C, same.at_step)
+    r = same.iters - at3
+    on_time = training.replan(same, at3, 500.0, window, r * 4.0 / training.BUDGET_SHARE)
+    assert (on_time.iters, on_time.final_steps) == (same.iters, F)
+    behind = training.replan(same, at3, 500.0, 2 * window, r * 4.0 / training.BUDGET_SHARE)
+    assert behind.pace == pytest.approx(2.0) and (behind.iters, behind.final_steps) == (at3 + r // 2, F - r + r // 2)
+    ahead = training.replan(same, at3, 500.0, window / 2, r * 4.0 / training.BUDGET_SHARE)
+    assert (ahead.iters, ahead.final_steps) == (same.iters, F)
+    assert training.replan_step(ahead, 4)[1] == 5 and training.replan_step(ahead, 6) is None
+    # none too short to time steps by; whole-photo steps only: from the whole-photo marks
     assert training.replan_step(_first_plan(60.0, costs)) is None
     assert training.replan_step(_first_plan(150.0, costs)) == (50, 2)   # the first quarter: too few steps
-    assert training.replan_step(_first_plan(600.0, (1.0, 1.0, 1000, 1000, 0.0, 0, 0.0, 0, 1, True))) is None
+    assert training.replan_step(_first_plan(600.0, (1.0, 1.0, 1000, 1000, 0.0, 0, 0.0, 0, 1, True))) == (150, 4)
 
 
 @pytest.mark.parametrize("pace", [2.0, 0.5])
