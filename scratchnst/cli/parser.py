@@ -492,8 +492,8 @@ def _add_train(sub):
     p.add_argument("--minutes", metavar="M", type=float, default=_Default("18 for a new run without --iters"),
                    help="time budget: a few steps and photos are timed first, and the run trains as many of --iters "
                    "as fit in M minutes (fewer on a slow machine; never more), planned again at the steps' real pace "
-                   "after each quarter of the crop steps and of the whole-photo steps; 0: no budget. With --iters and no --minutes, every step asked for is "
-                   "trained; a resumed run keeps the plan of its checkpoint")
+                   "after each quarter of the crop steps and of the whole-photo steps; 0: no budget. With --iters and "
+                   "no --minutes, every step asked for is trained; a resumed run keeps the plan of its checkpoint")
     p.add_argument("--final-steps", metavar="N", type=int, default=_Default("a twelfth of --iters"),
                    help="the last N of the steps train on whole SIZE x SIZE crops instead of --crop, so that the "
                    "network ends on photos as it will paint them (each such step takes (SIZE/CROP)^2 times as long)")
