@@ -656,7 +656,7 @@ def adam_step(params, grads, m, v, t, lr, beta2=DEFAULT_ADAM_BETA2):
 # included, scales the timed costs, and the steps left are fitted to what is left of the budget
 # (in the whole-photo phase only ever fewer: a --minutes 4 run with a busy loop started on its core
 # after 90 s took 4 min 31 s when only its crop steps were planned again, its 65 whole-photo steps
-# running at 2.5 times their timed cost, and 3 min 50 s with those planned again too). The plan is
+# running at 2.5 times their timed cost, and 3 min 50-52 s with those planned again too). The plan is
 # saved in every checkpoint, so that a resumed run ends as the uninterrupted one would (a resumed
 # run plans nothing again); an explicit --iters is trained whole, as asked, unless --minutes is
 # given too.
@@ -759,7 +759,8 @@ class TrainPlan:
         fits: False when even one step does not fit in what the timing left of the budget (one is
             trained all the same).
         at_step: 0 for the plan made before the first step; the step after which replan made this one.
-        since: the step of the plan before this one (replan), whose steps since then gave the pace.
+        since: the step after which the steps that gave the pace began: the plan before this one's,
+            or the last crop step's (a pace of whole-photo steps alone).
         pace: the real time of the steps since then over what the timed costs predicted (1 at first).
         costs: fit_steps's arguments after `seconds`: the timed costs, the same in every plan of a run.
     """
@@ -811,26 +812,27 @@ def timed_seconds(costs, crop_steps, steps):
             + decodes * decode_seconds)
 
 
-def replan(plan, iteration, spent, seconds_since, left):
-    """The plan made again after `iteration` steps that took `spent` seconds in all, the last ones
-    (since plan.at_step) `seconds_since`, with `left` seconds of the budget remaining.
+def replan(plan, iteration, spent, since, seconds_since, left):
+    """The plan made again after `iteration` steps that took `spent` seconds in all, those after
+    step `since` (the last plan's, or the last crop step's: a pace of whole-photo steps alone)
+    `seconds_since`, with `left` seconds of the budget remaining.
 
-    The timed costs are scaled by the pace of the steps since the last plan (their real time over
-    what the costs predict for them: a few steps timed at the start can be slowed by a program
-    starting beside them, or the machine can slow down or speed up since), and the steps left are
+    The timed costs are scaled by the pace of the steps since then (their real time over what the
+    costs predict for them: a few steps timed at the start can be slowed by a program starting
+    beside them, or the machine can slow down or speed up since), and the steps left are
     fitted to BUDGET_SHARE of `left`. During the crop steps: as many of plan.asked_iters as fit, the
     whole-photo steps keeping their share; if not even the crop steps done fit with their share, the
     crop steps end now and as many whole-photo steps as fit follow (perhaps none). During the
     whole-photo steps: those left of the plan, or fewer if they no longer fit (never more).
 
     Returns:
-        TrainPlan with at_step = iteration, since = plan.at_step and that pace.
+        TrainPlan with at_step = iteration, since and that pace.
     """
     costs = plan.costs
     crop, whole, iters, final_steps, snapshot_seconds, snapshot_every = costs[:6]
     crop_steps = plan.iters - plan.final_steps
     done = timed_seconds(costs, crop_steps, iteration)
-    predicted = done - timed_seconds(costs, crop_steps, plan.at_step)
+    predicted = done - timed_seconds(costs, crop_steps, since)
     pace = seconds_since / predicted if predicted > 0 and seconds_since > 0 else 1.0
     room = BUDGET_SHARE * max(left, 0.0) / pace   # the time left, in the timed costs' seconds
     per_whole = whole + (snapshot_seconds / snapshot_every if snapshot_every else 0.0)
@@ -850,7 +852,7 @@ def replan(plan, iteration, spent, seconds_since, left):
                      decode_seconds=plan.decode_seconds,
                      seconds=spent + pace * (timed_seconds(costs, n - final, n) - done),
                      asked_seconds=spent + pace * (plan_seconds(iters, *costs) - done), fits=plan.fits,
-                     at_step=iteration, since=plan.at_step, pace=pace, costs=costs)
+                     at_step=iteration, since=since, pace=pace, costs=costs)
 
 
 # ----------------------------------------------------------------------------------- settings
@@ -1313,11 +1315,11 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         work_before_run = step_work(iteration + 1, s["iters"], s["final_steps"], growth)[0]
         start = time.perf_counter()
         phase_crop, phase_start, phase_steps = None, start, 0
-        planned_at = start
         while iteration < s["iters"]:
             crop = s["size"] if iteration + 1 >= first_whole else s["crop"]
             if crop != phase_crop:
                 phase_crop, phase_start, phase_steps = crop, time.perf_counter(), 0
+                window = (iteration, phase_start)   # the next plan's pace: the steps of this phase since then
             photos_batch = batches.next_batch(crop)
             # the photos and, drawn from the run's generator (so that a resumed run draws the same), the noise planes
             x = transformer_net.network_input(params, preprocess_batch(photos_batch, mode), mode, rng)
@@ -1340,8 +1342,9 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             phase_steps += 1
             now = time.perf_counter()
             if next_plan is not None and iteration == next_plan[0]:   # before this step's checkpoint, which carries it
-                plan = replan(plan, iteration, now - start, now - planned_at, minutes * 60.0 - (now - budget_start))
-                planned_at, next_plan = now, replan_step(plan, next_plan[1])
+                plan = replan(plan, iteration, now - start, window[0], now - window[1],
+                              minutes * 60.0 - (now - budget_start))
+                window, next_plan = (iteration, now), replan_step(plan, next_plan[1])
                 s["iters"], s["final_steps"] = plan.iters, plan.final_steps
                 meta_base["final_steps"] = plan.final_steps
                 first_whole = s["iters"] - s["final_steps"] + 1

@@ -146,7 +146,7 @@ def test_without_iters_the_run_plans_the_steps_that_fit_in_the_default_minutes(s
     assert transformer_net.load(setup["out"])[1]["iterations"] == steps
 
 
-def test_the_run_plans_again_once_at_the_pace_its_steps_kept_and_says_so(setup, capsys, monkeypatch):
+def test_the_run_plans_again_at_the_pace_its_steps_kept_and_says_so(setup, capsys, monkeypatch):
     monkeypatch.setattr(training, "REPLAN_LEAST_STEPS", 2)
     assert train(setup, "--minutes", "0.1", "--iters", "100000", "--final-steps", "0") == 0
     out = capsys.readouterr().out

@@ -735,40 +735,41 @@ def test_replan_fits_the_steps_left_to_the_budget_at_their_real_pace():
     def time_of(n):   # what the first n steps of the asked plan cost at the timed pace
         return training.plan_seconds(n, *costs)
 
-    same = training.replan(plan, at, done, done, total - done)
+    same = training.replan(plan, at, done, 0, done, total - done)
     assert (same.at_step, same.since) == (at, 0) and same.pace == pytest.approx(1.0)
     assert plan.iters <= same.iters <= plan.iters * 1.05   # the reserve is now kept on what is left only
-    slow = training.replan(plan, at, 2 * done, 2 * done, total - 2 * done)
+    slow = training.replan(plan, at, 2 * done, 0, 2 * done, total - 2 * done)
     assert slow.pace == pytest.approx(2.0) and slow.iters < 0.6 * plan.iters
     assert slow.final_steps == 100 * slow.iters // 1000
     assert 2 * (time_of(slow.iters) - done) <= training.BUDGET_SHARE * (total - 2 * done) \
         < 2 * (time_of(slow.iters + 1) - done)
     assert slow.seconds == pytest.approx(2 * done + 2 * (time_of(slow.iters) - done))
     assert slow.crop_seconds == pytest.approx(2.0) and slow.whole_seconds == pytest.approx(8.0)
-    fast = training.replan(plan, at, done / 4, done / 4, total - done / 4)
+    fast = training.replan(plan, at, done / 4, 0, done / 4, total - done / 4)
     assert (fast.iters, fast.final_steps) == (1000, 100)
     # too slow for the crop steps done and their share of whole photos: the crop steps end now, and
     # as many whole-photo steps follow as fit (10 of 4 s in 42 s), or none
-    tight = training.replan(plan, at, done, done, 10.5 * 4.0 / training.BUDGET_SHARE)
+    tight = training.replan(plan, at, done, 0, done, 10.5 * 4.0 / training.BUDGET_SHARE)
     assert (tight.iters, tight.final_steps) == (at + 10, 10)
-    stuck = training.replan(plan, at, 100 * done, 100 * done, 0.0)
+    stuck = training.replan(plan, at, 100 * done, 0, 100 * done, 0.0)
     assert (stuck.iters, stuck.final_steps) == (at, 0)
     # the next quarter, at twice the timed pace since the last plan (1.5 times since the start)
     at2, count2 = training.replan_step(same, count)
     assert (at2, count2) == ((same.iters - same.final_steps) * 2 // 4, 2)
-    later = training.replan(same, at2, done + 2 * (at2 - at), 2 * (at2 - at), total - done - 2 * (at2 - at))
+    later = training.replan(same, at2, done + 2 * (at2 - at), at, 2 * (at2 - at), total - done - 2 * (at2 - at))
     assert (later.since, later.pace) == (at, pytest.approx(2.0)) and later.iters < same.iters
     # in the whole-photo steps: those left, or as many as fit now, never more
     C, F = same.iters - same.final_steps, same.final_steps
     at3, count3 = training.replan_step(same, 3)
     assert (at3, count3) == (C + F // 4, 4) and F // 4 >= training.REPLAN_LEAST_WHOLE_STEPS
-    window = training.timed_seconds(costs, C, at3) - training.timed_seconds(costs, C, same.at_step)
+    window = training.timed_seconds(costs, C, at3) - training.timed_seconds(costs, C, C)   # its whole-photo steps
     r = same.iters - at3
-    on_time = training.replan(same, at3, 500.0, window, r * 4.0 / training.BUDGET_SHARE)
+    on_time = training.replan(same, at3, 500.0, C, window, r * 4.0 / training.BUDGET_SHARE)
     assert (on_time.iters, on_time.final_steps) == (same.iters, F)
-    behind = training.replan(same, at3, 500.0, 2 * window, r * 4.0 / training.BUDGET_SHARE)
+    behind = training.replan(same, at3, 500.0, C, 2 * window, r * 4.0 / training.BUDGET_SHARE)
     assert behind.pace == pytest.approx(2.0) and (behind.iters, behind.final_steps) == (at3 + r // 2, F - r + r // 2)
-    ahead = training.replan(same, at3, 500.0, window / 2, r * 4.0 / training.BUDGET_SHARE)
+    assert behind.since == C
+    ahead = training.replan(same, at3, 500.0, C, window / 2, r * 4.0 / training.BUDGET_SHARE)
     assert (ahead.iters, ahead.final_steps) == (same.iters, F)
     assert training.replan_step(ahead, 4)[1] == 5 and training.replan_step(ahead, 6) is None
     # none too short to time steps by; whole-photo steps only: from the whole-photo marks
@@ -782,9 +783,9 @@ def test_a_run_whose_steps_are_slower_or_faster_than_timed_is_planned_again_to_e
         photos, squeezenet_weights_path, tmp_path, monkeypatch, pace):
     """On a clock where the timed steps take 1 s (a 32 px crop) and 2.25 s (a 48 px photo), and the
     run's own steps `pace` times as long: the first plan alone would end at pace x its time (past the
-    budget at pace 2, far inside it at pace 0.5); made again after each quarter of its crop steps,
-    the run ends inside the budget and near its end, and the checkpoint of each re-plan's step
-    carries the new plan."""
+    budget at pace 2, far inside it at pace 0.5); made again after each quarter of its crop steps
+    and of its whole-photo steps, the run ends inside the budget and near its end, and the
+    checkpoint of each re-plan's step carries the new plan."""
     clock = [100.0]
     monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     monkeypatch.setattr(training, "REPLAN_LEAST_STEPS", 4)
@@ -814,7 +815,9 @@ def test_a_run_whose_steps_are_slower_or_faster_than_timed_is_planned_again_to_e
     assert first.at_step == 0 and len(again) >= 2
     upcoming = training.replan_step(first)
     for before, plan in zip(plans, again):   # each made where the one before said, at the run's pace
-        assert upcoming is not None and (plan.at_step, plan.since) == (upcoming[0], before.at_step)
+        crop_steps = before.iters - before.final_steps
+        since = before.at_step if plan.at_step <= crop_steps else max(before.at_step, crop_steps)
+        assert upcoming is not None and (plan.at_step, plan.since) == (upcoming[0], since)
         assert plan.pace == pytest.approx(pace)
         upcoming = training.replan_step(plan, upcoming[1])
     assert upcoming is None
@@ -830,6 +833,45 @@ def test_a_run_whose_steps_are_slower_or_faster_than_timed_is_planned_again_to_e
     assert ckpts == [plan.iters for plan in again]
     # the steps end inside the budget, and near its end (the run's last step costs at most 2.25 s x pace)
     assert 60 * budget * 0.85 < clock[0] - 100.0 <= 60 * budget, clock[0] - 100.0
+
+
+def test_whole_photo_steps_slowed_at_the_end_are_cut_to_end_in_the_budget(photos, squeezenet_weights_path,
+                                                                           monkeypatch):
+    """The same clock, the crop steps at their timed pace but the whole-photo steps 2.5 times theirs
+    (a program started beside the run near its end): the plans of the whole-photo phase cut its
+    steps, never add any, and the run ends inside its budget, where the crop steps' plans alone
+    would have run past it."""
+    clock = [100.0]
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(training, "REPLAN_LEAST_STEPS", 4)
+    monkeypatch.setattr(training, "REPLAN_LEAST_WHOLE_STEPS", 2)
+    step, plans = training.batch_loss_and_grads, []
+
+    def timed(params, x, *a):
+        clock[0] += (x.shape[1] / 32) ** 2 * (2.5 if plans and x.shape[1] == 48 else 1.0)
+        return step(params, x, *a)
+
+    monkeypatch.setattr(training, "batch_loss_and_grads", timed)
+    made_at = []   # the clock when each plan was made
+
+    def on_plan(plan):
+        plans.append(plan)
+        made_at.append(clock[0] - 100.0)
+
+    result = run(photos, squeezenet_weights_path, size=48, crop=32, iters=400, final_steps=100, minutes=1.0,
+                 on_plan=on_plan)
+    crop_plans = [p for p in plans if p.at_step < p.iters - p.final_steps]
+    whole_plans = [p for p in plans if p.at_step >= p.iters - p.final_steps > 0]
+    assert len(crop_plans) >= 2 and whole_plans and plans == crop_plans + whole_plans
+    crop_steps = crop_plans[-1].iters - crop_plans[-1].final_steps
+    assert all(p.iters - p.final_steps == crop_steps for p in whole_plans)   # the crop steps stay as they were
+    assert [p.iters for p in whole_plans] == sorted(p.iters for p in whole_plans)[::-1]   # only ever fewer
+    assert whole_plans[-1].iters < crop_plans[-1].iters and all(p.pace > 1 for p in whole_plans)
+    assert len(result.history) == whole_plans[-1].iters
+    # the last crop steps' plan, its whole-photo steps at 2.5 times their timed 2.25 s, would have
+    # ended past the minute; the run ends inside it
+    alone = made_at[0] + crop_plans[-1].seconds + 1.5 * 2.25 * crop_plans[-1].final_steps
+    assert clock[0] - 100.0 <= 60.0 < alone, (clock[0] - 100.0, alone)
 
 
 def test_fit_steps_counts_each_photo_decoded_once_when_the_cache_holds_them_all():
