@@ -703,12 +703,11 @@ def fit_steps(seconds, crop_seconds, whole_seconds, iters, final_steps, snapshot
 
 def plan_seconds(n, crop_seconds, whole_seconds, iters, final_steps, snapshot_seconds=0.0, snapshot_every=0,
                  decode_seconds=0.0, photos=0, batch=1, cached=True):
-    """The time of the first n steps of fit_steps's plan (same arguments)."""
-    final = final_steps * n // iters
-    snapshots = n // snapshot_every if snapshot_every else 0
-    decodes = min(n * batch, photos) if cached else n * batch
-    return ((n - final) * crop_seconds + final * whole_seconds + snapshots * snapshot_seconds
-            + decodes * decode_seconds)
+    """The time of the first n steps of fit_steps's plan (same arguments): its whole-photo steps
+    are their share of n, final_steps * n // iters, at the end."""
+    costs = (crop_seconds, whole_seconds, iters, final_steps, snapshot_seconds, snapshot_every, decode_seconds, photos,
+             batch, cached)
+    return timed_seconds(costs, n - final_steps * n // iters, n)
 
 
 def time_step(params, losses, mode, helpers, make_batch, count, lr, rng):
@@ -804,7 +803,7 @@ def replan_step(plan, count=0):
 def timed_seconds(costs, crop_steps, steps):
     """What the timed costs (TrainPlan.costs) predict for the first `steps` steps of a plan whose
     first `crop_steps` are crop steps and the rest whole-photo ones: with the snapshots and the
-    decoding of photos among them (plan_seconds's terms)."""
+    decoding of photos among them, each photo decoded once if they all fit in the cache."""
     crop, whole, _, _, snapshot_seconds, snapshot_every, decode_seconds, photos, batch, cached = costs
     snapshots = steps // snapshot_every if snapshot_every else 0
     decodes = min(steps * batch, photos) if cached else steps * batch
