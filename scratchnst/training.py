@@ -81,7 +81,10 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, layers_used, style_l
 # - no skip connections around the bottleneck (2026-12-04, 9x9 network, one core each, side by
 #   side with the default): adding the photo to the output before the tanh, or conv1's output to
 #   up2's, makes the output start near the photo, but the style then came far slower (batch cost
-#   2.4e5 against 5.4e4 at step 1500, and 1.45e5 against 6.7e4 at step 700): both stopped;
+#   2.4e5 against 5.4e4 at step 1500, and 1.45e5 against 6.7e4 at step 700): both stopped.
+#   Nor with a gate: conv1's output times a learnt gate per channel, zero at first, added to up2's
+#   (2026-12-07, 2-core AMD EPYC, one core each, side by side, 4500 steps, seed 0) gave 1.80 /
+#   2.25 / 1.96 against 1.82 / 2.15 / 1.89 without; its 16 gates ended between -0.09 and 0.01;
 # - batch 1 (2026-12-05; until then 2): at equal time, twice the steps on one crop each beat
 #   batch 2 (8000 steps against 4000, the last twelfth on whole photos, lr 2e-3, one core each,
 #   two runs side by side, about 14 minutes; the mean above, with cat / Tubingen / cameraman):
@@ -659,7 +662,16 @@ def adam_step(params, grads, m, v, t, lr, beta2=DEFAULT_ADAM_BETA2):
 # running at 2.5 times their timed cost, and 3 min 50-52 s with those planned again too). The plan is
 # saved in every checkpoint, so that a resumed run ends as the uninterrupted one would (a resumed
 # run plans nothing again); an explicit --iters is trained whole, as asked, unless --minutes is
-# given too.
+# given too. What the new plans do not mend is a timing that slowed one kind of step more than the
+# other: during the crop steps they scale both by the crop steps' pace. Two runs started together
+# (2026-12-07) timed their crop steps at 0.25 and 0.21 s while a third program started beside them,
+# and their whole-photo steps after it at 0.57 s; the runs' steps took 0.13 and 0.51 s, so their
+# whole-photo steps were planned again only once they began, and ended a quarter short of their
+# share (432 and 476 of 6903 and 6832 steps, not 575 and 569); the runs ended inside the budget.
+# Timing the two kinds interleaved, so that a passing slowdown slows both alike, was tried and
+# dropped: a step after one of the other size is slower, and both were timed about 1.5 times as
+# long as the run's steps took (0.178 and 0.661 s against 0.111 and 0.438 s timed one kind after
+# the other, minutes apart on the same idle VM; the runs' paces 0.68-0.80 against 1.01-1.13).
 DEFAULT_MINUTES = 18.0
 # The share of the minutes left that the steps are planned to fill, when planning and again when
 # re-planning: the rest absorbs what the timing does not see (checkpoints, progress lines, a

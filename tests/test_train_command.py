@@ -64,6 +64,7 @@ def test_help_lists_every_flag(capsys):
     assert f"(default: {training.DEFAULT_PHOTOS} / BATCH)" in text and f"(default: {training.DEFAULT_SIZE})" in text
     assert "(default: one per thread: 1, or N with --threads N)" in text and training.DEFAULT_BATCH is None
     assert f"(default: {training.DEFAULT_LR:g})" in text
+    assert f"(default: {training.DEFAULT_ADAM_BETA2:g})" in text   # the parser's text, kept to the constant
     assert f"(default: {training.DEFAULT_MINUTES:g} for a new run without --iters)" in text
     assert f"(default: {','.join(map(str, training.TRAIN_WIDTHS))})" in text
     assert f"--residual-blocks R residual blocks of the transformer network (at quarter resolution) " \
