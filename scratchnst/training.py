@@ -85,6 +85,10 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, layers_used, style_l
 #   Nor with a gate: conv1's output times a learnt gate per channel, zero at first, added to up2's
 #   (2026-12-07, 2-core AMD EPYC, one core each, side by side, 4500 steps, seed 0) gave 1.80 /
 #   2.25 / 1.96 against 1.82 / 2.15 / 1.89 without; its 16 gates ended between -0.09 and 0.01;
+# - residual blocks that start as the identity (their second normalisation's gamma 0 instead of 1,
+#   as Goyal et al. 2017 start ResNets; one core each, 4500 steps, the same day): 1.75 / 2.18 /
+#   1.88 at seed 0, against the 1.82 / 2.15 / 1.89 above, and 1.84 / 2.25 / 1.89 at seed 1: no
+#   faster to learn;
 # - batch 1 (2026-12-05; until then 2): at equal time, twice the steps on one crop each beat
 #   batch 2 (8000 steps against 4000, the last twelfth on whole photos, lr 2e-3, one core each,
 #   two runs side by side, about 14 minutes; the mean above, with cat / Tubingen / cameraman):
