@@ -63,7 +63,10 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, layers_used, style_l
 #   the steps fit in the same time, and a crop still holds most of what the style layers see;
 #   at 96 px the instance normalisation's statistics over a crop stray too far from a whole
 #   photo's. The cost on the training crops was level with the cost on the unseen photos (22k):
-#   the network is short of fitting, not of photos, and steps are what it needs;
+#   the network is short of fitting, not of photos, and steps are what it needs. 96 px crops stayed
+#   behind with the whole-photo last phase too, which evens the statistics out (2026-12-07, 2-core
+#   AMD EPYC, one core each, side by side, --minutes 12, seed 0): 5630 steps, 1.71 / 2.50 / 1.95,
+#   against 128 px's 4108 steps, 1.86 / 2.20 / 1.88;
 # - one step (crop 128, batch 2 as it then was, widths 16/32/64) took 0.16 s on one thread and 0.11 s on two
 #   (each photo of the batch on its own core: batch_loss_and_grads), idle, on the Xeon with 9x9
 #   outer kernels; with today's 5x5 (transformer_net's notes: 2.18 against 2.43 on the mean above
