@@ -672,13 +672,13 @@ def adam_step(params, grads, m, v, t, lr, beta2=DEFAULT_ADAM_BETA2):
 # given too. What the new plans do not mend is a timing that slowed one kind of step more than the
 # other: during the crop steps they scale both by the crop steps' pace. Two runs started together
 # (2026-12-07) timed their crop steps at 0.25 and 0.21 s while a third program started beside them,
-# and their whole-photo steps after it at 0.57 s; the runs' steps took 0.13 and 0.51 s, so their
+# and their whole-photo steps after it at 0.57 s; the runs' steps took 0.13 and 0.51-0.53 s, so their
 # whole-photo steps were planned again only once they began, and ended a quarter short of their
 # share (432 and 476 of 6903 and 6832 steps, not 575 and 569); the runs ended inside the budget.
 # Timing the two kinds interleaved, so that a passing slowdown slows both alike, was tried and
-# dropped: a step after one of the other size is slower, and both were timed about 1.5 times as
-# long as the run's steps took (0.178 and 0.661 s against 0.111 and 0.438 s timed one kind after
-# the other, minutes apart on the same idle VM; the runs' paces 0.68-0.80 against 1.01-1.13).
+# dropped: both were then timed about 1.5 times as long as the run's steps took (0.178 and 0.661 s
+# against 0.111 and 0.438 s timed one kind after the other, minutes apart on the same idle VM; the
+# runs' paces 0.68-0.80 against 1.01-1.13), presumably as a step after one of the other size is slower.
 DEFAULT_MINUTES = 18.0
 # The share of the minutes left that the steps are planned to fill, when planning and again when
 # re-planning: the rest absorbs what the timing does not see (checkpoints, progress lines, a
