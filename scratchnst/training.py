@@ -92,6 +92,14 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, layers_used, style_l
 #   as Goyal et al. 2017 start ResNets; one core each, 4500 steps, the same day): 1.75 / 2.18 /
 #   1.88 at seed 0, against the 1.82 / 2.15 / 1.89 above, and 1.84 / 2.25 / 1.89 at seed 1: no
 #   faster to learn;
+# - nor the residual blocks at half resolution (one downsampling, not two: conv3 of stride 1,
+#   up1 without upsampling, widths 16/32/32, so that the blocks' multiply-adds stay the same
+#   while each of Tubingen's small houses spans four times the positions in them; 2026-12-07,
+#   one core each, side by side, 4500 steps, seed 0): 2.00 / 2.38 / 2.00, each step 0.16 s
+#   against 0.15 s (twice the pixels to normalise, smaller products; 0.107 s against 0.090 s for
+#   the transformer alone, idle), the receptive field halved; nor leaky ReLUs (slope 0.2 below
+#   zero, in every layer but the blocks' second): 1.90 / 2.32 / 1.86. Both against the 1.82 /
+#   2.15 / 1.89 above;
 # - batch 1 (2026-12-05; until then 2): at equal time, twice the steps on one crop each beat
 #   batch 2 (8000 steps against 4000, the last twelfth on whole photos, lr 2e-3, one core each,
 #   two runs side by side, about 14 minutes; the mean above, with cat / Tubingen / cameraman):
