@@ -66,7 +66,9 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, layers_used, style_l
 #   the network is short of fitting, not of photos, and steps are what it needs. 96 px crops stayed
 #   behind with the whole-photo last phase too, which evens the statistics out (2026-12-07, 2-core
 #   AMD EPYC, one core each, side by side, --minutes 12, seed 0): 5630 steps, 1.71 / 2.50 / 1.95,
-#   against 128 px's 4108 steps, 1.86 / 2.20 / 1.88;
+#   against 128 px's 4108 steps, 1.86 / 2.20 / 1.88. Nor did 160 px crops do better at equal time
+#   (the same, that afternoon, the machine slower): 2679 steps, 1.96 / 2.32 / 1.97, against 128 px's
+#   3509 steps, 1.94 / 2.37 / 1.94;
 # - one step (crop 128, batch 2 as it then was, widths 16/32/64) took 0.16 s on one thread and 0.11 s on two
 #   (each photo of the batch on its own core: batch_loss_and_grads), idle, on the Xeon with 9x9
 #   outer kernels; with today's 5x5 (transformer_net's notes: 2.18 against 2.43 on the mean above
@@ -201,7 +203,13 @@ DEFAULT_LR = 2e-3
 # 0, the mean above) and dropped: a warm-up (300 steps, lr rising to 3e-3), 2.24; gradients one
 # step late, as two cores taking alternate steps in a pipeline would compute them, 2.68 (2.53 at
 # lr 1e-3; 2.37 evaluated at the parameters extrapolated one step ahead), against 2.15 on time:
-# a second core cannot double the steps that way.
+# a second core cannot double the steps that way. The same at 4500 steps (2026-12-07, one core
+# each, seed 0; cat / Tubingen / cameraman, against 1.82 / 2.15 / 1.89): one step late, 2.11 /
+# 2.49 / 2.20; the warm-up (300 steps, to lr), 1.92 / 2.40 / 1.93; and Adam's beta1 0.8 instead
+# of 0.9, 1.86 / 2.19 / 1.84, level. Nor would the pipeline's halves have run at once: the
+# transformer's backward of one step (about 75 ms of a 136 ms step at 128 px, idle) in one thread
+# and the next step's forward and loss in another took 157 and 189 ms, against 135 and 183 one
+# after the other (two rounds): their thousands of NumPy calls queue for the GIL.
 DEFAULT_ADAM_BETA2 = 0.999
 LR_SCHEDULES = ("cosine", "constant")
 DEFAULT_LR_SCHEDULE = "cosine"
@@ -1319,6 +1327,14 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
                 "adam_v": {_key(n): a for n, a in v.items()}, "rng": rng_state, "batches": batch_state,
                 "history": list(history)}
 
+    def adopt(plan):
+        """The run's settings (and the checkpoints' meta) take the plan's steps; on_plan sees it."""
+        s["iters"], s["final_steps"] = plan.iters, plan.final_steps
+        meta_base["final_steps"] = plan.final_steps
+        if on_plan is not None:
+            on_plan(plan)
+        return plan
+
     growth = (s["size"] / s["crop"]) ** 2   # a whole-photo step's pixels over a crop step's
     with contextlib.ExitStack() as stack:
         stack.enter_context(parallel.hold(pieces=False))  # BLAS on one thread per call, each thread on a core of its own
@@ -1330,13 +1346,9 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
         next_plan = None   # (step, count) of the next re-plan
         if minutes and resume is None:
             budget_start = called if started is None else started
-            plan = _plan_for_budget(minutes, budget_start, s, photos, params, losses, mode, helpers, snapshot_x,
-                                    snapshot_every)
-            s["iters"], s["final_steps"] = plan.iters, plan.final_steps
-            meta_base["final_steps"] = plan.final_steps
+            plan = adopt(_plan_for_budget(minutes, budget_start, s, photos, params, losses, mode, helpers, snapshot_x,
+                                          snapshot_every))
             next_plan = replan_step(plan)
-            if on_plan is not None:
-                on_plan(plan)
         first_whole = s["iters"] - s["final_steps"] + 1
         work_before_run = step_work(iteration + 1, s["iters"], s["final_steps"], growth)[0]
         start = time.perf_counter()
@@ -1368,14 +1380,10 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
             phase_steps += 1
             now = time.perf_counter()
             if next_plan is not None and iteration == next_plan[0]:   # before this step's checkpoint, which carries it
-                plan = replan(plan, iteration, now - start, window[0], now - window[1],
-                              minutes * 60.0 - (now - budget_start))
+                plan = adopt(replan(plan, iteration, now - start, window[0], now - window[1],
+                                    minutes * 60.0 - (now - budget_start)))
                 window, next_plan = (iteration, now), replan_step(plan, next_plan[1])
-                s["iters"], s["final_steps"] = plan.iters, plan.final_steps
-                meta_base["final_steps"] = plan.final_steps
                 first_whole = s["iters"] - s["final_steps"] + 1
-                if on_plan is not None:
-                    on_plan(plan)
             history.append({"iteration": iteration, **parts, "seconds": elapsed + now - start})
             per_step = (now - phase_start) / phase_steps
             # the time left at this run's pace per unit of work: a whole-photo step counts `growth` units
