@@ -301,6 +301,61 @@ def test_instance_norm_split_by_images_gives_the_same_bits_as_whole(dtype):
             assert a.dtype == b.dtype == dtype and np.array_equal(a, b)
 
 
+def _in_place_cases():
+    rng = np.random.default_rng(11)
+    for dtype in (np.float32, np.float64):
+        for shape, mean in (((1, 7, 9, 4), 0.0), ((3, 8, 6, 5), 3.0), ((2, 16, 16, 3), 1000.0)):
+            x = (rng.standard_normal(shape) * 2 + mean).astype(dtype)
+            x[0, :, :, 0] = 5.0   # a constant plane: variance 0, xhat 0
+            gamma, beta = rng.standard_normal(shape[3]).astype(dtype), rng.standard_normal(shape[3]).astype(dtype)
+            yield x, gamma, beta
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_instance_norm_in_place_gives_the_forward_s_bits_over_its_input(relu, workers):
+    """Stylising normalises where the convolution wrote: the numbers must be the ones training saw."""
+    from scratchnst import layers, parallel
+
+    previous = parallel.set_workers(workers)
+    try:
+        for x, gamma, beta in _in_place_cases():
+            want = tl.instance_norm_forward(x, gamma, beta)[0]
+            if relu:
+                want = layers.relu_forward(want)[0]
+            for squares in (None, np.full(x.shape, np.nan, x.dtype), np.empty((1, 1, 1, 1), x.dtype)):
+                mine = x.copy()
+                got = tl.instance_norm_forward_in_place(mine, gamma, beta, relu=relu, squares=squares)
+                assert got is mine and got.dtype == x.dtype
+                np.testing.assert_array_equal(got, want)
+    finally:
+        parallel.set_workers(previous)
+
+
+@pytest.mark.parametrize("x_dtype, gamma_dtype", [(np.float16, np.float32), (np.float16, np.float16),
+                                                  (np.float32, np.float64)])
+def test_instance_norm_in_place_leaves_its_input_where_the_result_is_of_another_dtype(x_dtype, gamma_dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 6, 5, 3)) * 3 + 1).astype(x_dtype)
+    gamma, beta = rng.standard_normal(3).astype(gamma_dtype), rng.standard_normal(3).astype(gamma_dtype)
+    before = x.copy()
+    for relu in (False, True):
+        got = tl.instance_norm_forward_in_place(x, gamma, beta, relu=relu)
+        want = tl.instance_norm_forward(x, gamma, beta)[0]
+        assert got is not x and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, np.maximum(want, 0) if relu else want)
+        np.testing.assert_array_equal(x, before)
+
+
+def test_instance_norm_in_place_checks_its_arguments_as_the_forward_does():
+    with pytest.raises(ValueError, match="^instance_norm_forward_in_place: eps must be"):
+        tl.instance_norm_forward_in_place(np.ones((1, 2, 2, 1)), np.ones(1), np.zeros(1), eps=-1.0)
+    with pytest.raises(TypeError, match="^instance_norm_forward_in_place: x has dtype int64"):
+        tl.instance_norm_forward_in_place(np.ones((1, 2, 2, 1), np.int64), np.ones(1), np.zeros(1))
+    with pytest.raises(ValueError, match="instance_norm_forward_in_place"):
+        tl.instance_norm_forward_in_place(np.ones((1, 2, 2, 3)), np.ones(2), np.zeros(3))
+
+
 def test_torch_instance_norm_batch_of_one_workaround(torch):
     """torch_ref.instance_norm must be right for one image, where PyTorch 2.13's CPU kernel, handed a
     gradient with channels-last strides, returns wrong gradients (see torch_ref.instance_norm)."""

@@ -473,10 +473,14 @@ def test_save_into_a_missing_folder_is_a_user_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_stylising_keeps_no_cache_and_gives_the_same_output():
-    params, x, _ = small_net()
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_stylising_keeps_no_cache_and_gives_the_same_output(dtype):
+    """Without a cache the instance norms and residual sums run in place: the same bits, the photos untouched."""
+    params, x, _ = small_net(dtype=dtype)
+    given = x.copy()
     out, cache = tn.forward(params, x)
     bare, none = tn.forward(params, x, keep_cache=False)
     assert none is None and len(cache) > 0
     np.testing.assert_array_equal(bare, out)
     np.testing.assert_array_equal(tn.stylize(params, x), out)
+    np.testing.assert_array_equal(x, given)
