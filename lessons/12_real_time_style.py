@@ -65,7 +65,7 @@ args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
 # A real run (`scratchnst train STYLE PHOTOS -o net.h5`: photos at 256 px, 10000 steps, each on a
 # 128 px crop of one of them (5000 steps of two with --threads 2), the last twelfth on whole
 # 256 px squares, so that the network ends on photos as it will paint them) takes about a quarter
-# of an hour on one core of a 2-core laptop (at most 18 minutes: on a slower machine it times a few
+# of an hour on one core of a 2-core laptop (at most 19 minutes: on a slower machine it times a few
 # steps first and trains as many as fit, `--minutes`); here the lesson trains the same network for a
 # minute or two, at --size, for --iters steps of two crops: a sketch of what the full run does. Give
 # `--trained net.h5` to see a fully trained network instead.
@@ -206,7 +206,7 @@ if history:
 # ## Exercises
 #
 # 1. Train with `scratchnst train lessons/images/swirls.jpg lessons/images/photos -o swirls.h5`
-#    (at most 18 minutes) and run this lesson with `--trained swirls.h5`. How far is the cost now
+#    (at most 19 minutes) and run this lesson with `--trained swirls.h5`. How far is the cost now
 #    from the optimised image's?
 # 2. Stylise a 512 px photo with `scratchnst apply swirls.h5 photo.jpg -o out.png`: the network
 #    trained on photos at 256 px paints strokes of the same size in pixels, so relatively finer ones.

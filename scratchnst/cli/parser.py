@@ -489,7 +489,7 @@ def _add_train(sub):
                    "most SIZE): smaller crops make more, cheaper steps at the same scale")
     p.add_argument("--iters", type=_iters_arg, default=_Default("10000 / BATCH"),
                    help="training steps (batches): 10000 photos in all by default")
-    p.add_argument("--minutes", metavar="M", type=float, default=_Default("18 for a new run without --iters"),
+    p.add_argument("--minutes", metavar="M", type=float, default=_Default("19 for a new run without --iters"),
                    help="time budget: a few steps and photos are timed first, and the run trains as many of --iters "
                    "as fit in M minutes (fewer on a slow machine; never more), planned again at the steps' real pace "
                    "after each quarter of the crop steps and of the whole-photo steps; 0: no budget. With --iters and "
