@@ -704,7 +704,9 @@ def adam_step(params, grads, m, v, t, lr, beta2=DEFAULT_ADAM_BETA2):
 # The budget was 18 minutes until 2026-12-07: planning again after each quarter, its runs ended
 # after 15 min 24 s to 17 min 47 s (README.md's table), none closer to it than 13 s, so a minute
 # more still ends inside issue 16's 20 minutes on this machine, and buys about 6% more steps (the
-# defaults' ratios fell by about 0.1 from 4500 steps to 6500: README.md and the notes above).
+# defaults' ratios fell by about 0.1 from 4500 steps to 6500: README.md and the notes above). The
+# first three 19-minute runs (the same day, slow: 0.18-0.22 s a crop step) ended after 18 min 14 s
+# to 18 min 27 s, one of them after its last whole-photo steps ran 1.12-1.25 times as long as timed.
 DEFAULT_MINUTES = 19.0
 # The share of the minutes left that the steps are planned to fill, when planning and again when
 # re-planning: the rest absorbs what the timing does not see (checkpoints, progress lines, a
