@@ -8,6 +8,10 @@ Makes:    12_side_by_side.png   photos the network never saw in training: the ph
           12_training.png       the training cost against the step (needs matplotlib)
 Needs:    pretrained weights. --trained FILE uses a network `scratchnst train` made instead of
           training one here (then the pictures show that network at its full quality).
+Judge:    README.md's measure of a trained network (the photos from
+          lessons/images/make_benchmark_photos.py, 256 px, 100 L-BFGS iterations):
+          python lessons/12_real_time_style.py --trained net.h5 --style STYLE --size 256 \
+              --optimise-iters 100 --held-out ../shared/images/tubingen.jpg DIR/held_out/camera.png
 """
 
 # %%
@@ -41,6 +45,9 @@ def _options(parser):
                         help="a network trained by `scratchnst train` (default: train one here, briefly)")
     parser.add_argument("--optimise-iters", type=_iterations, default=50,
                         help="L-BFGS iterations of the optimised image it is compared with")
+    parser.add_argument("--held-out", type=_lesson.path_option, nargs="+", default=None, metavar="PHOTO",
+                        help="more photos the network never trained on, judged beside --content "
+                        "(default: --content only)")
 
 
 args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
@@ -71,6 +78,9 @@ args = _lesson.parse_args(__doc__, size=128, iters=300, extra=_options)
 # `--trained net.h5` to see a fully trained network instead.
 
 # %%
+trained = tn.load(args.trained) if args.trained is not None else None
+if trained is not None and args.network == "auto" and args.weights is None:   # judged as it was trained
+    args.network = trained[1].get("model", "auto")
 net = _lesson.load_network(args, pooling="default", layers=_lesson.stylize_layers())
 defaults = MODEL_DEFAULTS[net.name]
 style = _lesson.load(args.style, args.size)
@@ -78,9 +88,15 @@ size = max(tn.MIN_SIZE, args.size - args.size % tn.SIZE_MULTIPLE)
 
 if args.trained is not None:
     _lesson.section(f"The trained network {args.trained}")
-    params, meta = tn.load(args.trained)
+    params, meta = trained
     history = None
     print(", ".join(f"{key} {meta[key]}" for key in sorted(meta)))
+    if "style" in meta and Path(meta["style"]).name != args.style.name:  # judged by another style's cost
+        print(f"note: it was trained on the style {meta['style']}, and is judged here against --style "
+              f"{args.style}: give --style {meta['style']} for the cost it was trained on")
+    if meta.get("model", net.name) != net.name:
+        print(f"note: its loss network was {meta['model']}, and it is judged here through {net.name}: "
+              f"give --network {meta['model']} for the cost it was trained on")
 else:
     batch = 2   # fixed, so that the sketch is the same on every machine (`train`'s default: one per core)
     _lesson.section(f"Training at {size} px, {args.iters} steps of {batch} crops, on "
@@ -115,7 +131,7 @@ untrained = tn.init_params(np.random.default_rng(int(meta.get("seed", args.seed)
 _lesson.section("Held-out photos: the network against L-BFGS, judged by the same cost")
 alpha, beta = float(meta.get("alpha", defaults.alpha)), float(meta.get("beta", defaults.beta))  # the training's
 print(f"cost: alpha {alpha:g} x J_content ({defaults.content_layer}) + beta {beta:g} x J_style")
-held_out = [args.content]
+held_out = [args.content, *(args.held_out or ())]
 rows, tiles, labels = [], [], []
 for path in held_out:
     photo = _lesson.load(path, args.size)
@@ -130,18 +146,22 @@ for path in held_out:
     optimised = transfer.stylize(photo, style, model=net.name, weights=net.path, size=max(photo.shape[:2]),
                                  iters=args.optimise_iters, seed=args.seed, alpha=alpha, beta=beta).image
     optimise_seconds = time.perf_counter() - start
-    J_photo, J_net, J_opt = (cost(image.preprocess(p, net.preprocessing))[0] for p in (photo, painted, optimised))
-    rows.append((Path(path).name, J_photo, J_net, forward_seconds, J_opt, optimise_seconds))
+    (J_photo, _), (J_net, net_parts), (J_opt, opt_parts) = (
+        cost(image.preprocess(p, net.preprocessing))[::2] for p in (photo, painted, optimised))
+    rows.append((Path(path).name, J_photo, J_net, forward_seconds, J_opt, optimise_seconds, net_parts, opt_parts))
     tiles += [photo, painted, optimised]
     labels += [f"{Path(path).name}: J {J_photo:.3g}", f"network: J {J_net:.3g}, {forward_seconds:.2f} s",
                f"L-BFGS x{args.optimise_iters}: J {J_opt:.3g}, {optimise_seconds:.0f} s"]
 print(f"{'photo':>12}  {'J photo':>10}  {'J network':>10}  {'seconds':>8}  {'J L-BFGS':>10}  {'seconds':>8}")
-for name, J_photo, J_net, t_net, J_opt, t_opt in rows:
+for name, J_photo, J_net, t_net, J_opt, t_opt, net_parts, opt_parts in rows:
     print(f"{name:>12}  {J_photo:10.4g}  {J_net:10.4g}  {t_net:8.2f}  {J_opt:10.4g}  {t_opt:8.1f}")
     removes = (f"removes {1 - J_net / J_photo:.0%} of the photo's cost" if J_net <= J_photo else
                f"costs {J_net / J_photo:.1f} times what the photo does (too briefly trained)")
     print(f"{'':>12}  the network {removes} in one pass; "
-          f"its cost is {J_net / J_opt:.1f} times the optimised image's")
+          f"its cost is {J_net / J_opt:.2f} times the optimised image's")
+    # where the gap is: the content part, the style part, or both (each weighted as in J)
+    print(f"{'':>12}  alpha J_content {alpha * net_parts['J_content']:.3g} against {alpha * opt_parts['J_content']:.3g}, "
+          f"beta J_style {beta * net_parts['J_style']:.3g} against {beta * opt_parts['J_style']:.3g}")
 _lesson.save(args, "12_side_by_side.png", _lesson.montage(tiles, labels, cols=3))
 
 # %% [markdown]

@@ -148,8 +148,9 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
         parser.error(f"--iters must be at least 1, got {args.iters}")
     if args.seed < 0:
         parser.error(f"--seed must be at least 0, got {args.seed}")  # what np.random.default_rng takes
-    for path in (args.content, args.style):
-        _check_image(path)
+    for flag, path in _input_files(args):
+        if flag != "weights":   # a weights file is checked below, as weights
+            _check_image(path)
     if args.weights is not None:   # a missing file is said now, not when the lesson reaches the network
         from scratchnst import weights as weights_io
 
@@ -176,16 +177,22 @@ def _check_image(path):
         raise UserError(f"{error} (relative paths are read from {here}{hint})") from None
 
 
+def _input_files(args):
+    """The files a lesson reads -> [(option, Path)]: --content, --style, --weights where given, and the
+    images of a lesson's own --held-out option where it has one."""
+    files = [(flag, Path(getattr(args, flag))) for flag in ("content", "style", "weights")
+             if getattr(args, flag, None) is not None]
+    return files + [("held-out", Path(path)) for path in getattr(args, "held_out", None) or ()]
+
+
 def _inputs_not_among_pictures(args):
     """UsageError, before any work, if an input sits in --out under the name of one of this lesson's
     pictures (they all start with its number, e.g. 09_result.png): it would be written over."""
     lesson = re.match(r"(\d\d)_", Path(sys.argv[0]).name)
     if lesson is None:  # not run as a lesson script (a notebook, a test): `save` still checks each file
         return
-    for flag in ("content", "style", "weights"):
-        source = getattr(args, flag, None)
-        if source is not None and same_file(Path(source).parent, args.out) and \
-                Path(source).name.startswith(f"{lesson.group(1)}_"):
+    for flag, source in _input_files(args):
+        if same_file(source.parent, args.out) and source.name.startswith(f"{lesson.group(1)}_"):
             raise UsageError(f"--{flag} {source} is in --out {args.out} under the name of a picture this lesson "
                              f"writes ({lesson.group(1)}_*); give another --out folder or rename the file")
 
@@ -259,9 +266,8 @@ def path_option(text):
 
 def _not_an_input(args, path):
     """UsageError if writing `path` would replace one of the lesson's inputs (also through a link)."""
-    for flag in ("content", "style", "weights"):
-        source = getattr(args, flag, None)
-        if source is not None and same_file(path, source):
+    for flag, source in _input_files(args):
+        if same_file(path, source):
             raise UsageError(f"--out {args.out}: the picture {path.name} would replace the --{flag} file {source}; "
                              "give another --out folder")
 
@@ -372,12 +378,14 @@ def montage(tiles, labels=None, cols=None, gap=6, scale=1):
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     lines = [_wrap(label, font, cell_w, measure) for label in labels] if labels else [[] for _ in images]
     label_h = 4 + line_h * max(len(ls) for ls in lines) if labels else 0
-    cell_h = max(im.height for im in images) + label_h
-    page = Image.new("RGB", (cols * cell_w + (cols + 1) * gap, rows * cell_h + (rows + 1) * gap), "white")
+    # each row as tall as its own tallest tile: a landscape photo's row leaves no band of white below
+    row_h = [max(im.height for im in images[r * cols:(r + 1) * cols]) + label_h for r in range(rows)]
+    row_y = np.cumsum([gap] + [h + gap for h in row_h])
+    page = Image.new("RGB", (cols * cell_w + (cols + 1) * gap, int(row_y[-1])), "white")
     draw = ImageDraw.Draw(page)
     for k, im in enumerate(images):
         r, c = divmod(k, cols)
-        x, y = gap + c * (cell_w + gap), gap + r * (cell_h + gap)
+        x, y = gap + c * (cell_w + gap), int(row_y[r])
         page.paste(im, (x, y))
         for n, line in enumerate(lines[k]):
             draw.text((x, y + im.height + 3 + line_h * n), line, fill=(0, 0, 0), font=font)

@@ -173,3 +173,59 @@ def test_labels_use_a_scalable_font(monkeypatch):
     assert bottom - top >= 10, "capital letters should be at least 10 pixels high"
     page = _lesson.montage([np.zeros((40, 200, 3))], ["a label"])
     assert page.shape[0] >= 40 + 15  # room under the tile for one line of text
+
+
+def test_a_trained_network_is_judged_on_every_held_out_photo(tmp_path, squeezenet_weights_path):
+    """Lesson 12 with --trained and --held-out: one row of costs and one row of pictures per photo, and a
+    note where the network was trained on another style than the one it is judged against."""
+    env = {**os.environ, "SCRATCHNST_WEIGHTS_DIR": str(Path(squeezenet_weights_path).parent)}
+    images = LESSONS_DIR / "images"
+    net = tmp_path / "mosaic.h5"
+    trained = subprocess.run([sys.executable, "-m", "scratchnst", "train", str(images / "mosaic.jpg"),
+                              str(images / "photos"), "-o", str(net), "--iters", "4", "--size", "64"],
+                             capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert trained.returncode == 0, trained.stderr
+    held_out = [images / "photos" / "rocket.jpg", images / "photos" / "coffee.jpg"]
+    out = tmp_path / "out"
+    result = run_lesson("12_real_time_style.py", out, {"SCRATCHNST_WEIGHTS_DIR": env["SCRATCHNST_WEIGHTS_DIR"]},
+                        ["--network", "squeezenet", "--trained", str(net), "--optimise-iters", "2",
+                         "--held-out", *map(str, held_out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["cat.jpg"], ["rocket.jpg"],
+                                                                                       ["coffee.jpg"])]
+    assert [row[0] for row in rows] == ["cat.jpg", "rocket.jpg", "coffee.jpg"], result.stdout
+    for row in rows:   # J photo, J network, seconds, J L-BFGS, seconds: all finite and positive
+        assert all(np.isfinite(float(value)) and float(value) > 0 for value in row[1:]), row
+    assert f"note: it was trained on the style {images / 'mosaic.jpg'}" in result.stdout
+    with Image.open(out / "12_side_by_side.png") as one_row_each:
+        alone = tmp_path / "alone"
+        assert run_lesson("12_real_time_style.py", alone, {"SCRATCHNST_WEIGHTS_DIR": env["SCRATCHNST_WEIGHTS_DIR"]},
+                          ["--network", "squeezenet", "--trained", str(net), "--optimise-iters", "2",
+                           "--style", str(images / "mosaic.jpg")]).returncode == 0
+        with Image.open(alone / "12_side_by_side.png") as cat_only:
+            assert one_row_each.width == cat_only.width and one_row_each.height > 2.5 * cat_only.height
+
+
+def test_a_held_out_photo_named_as_a_picture_of_the_lesson_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    photo = out / "12_side_by_side.png"
+    Image.new("RGB", (64, 64), "white").save(photo)
+    result = subprocess.run([sys.executable, str(LESSONS_DIR / "12_real_time_style.py"), "--out", str(out),
+                             *QUICK, "--held-out", str(photo)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.endswith("rename the file") and f"--held-out {photo} is in --out" in line, line
+
+
+def test_each_row_of_a_montage_is_as_tall_as_its_own_tallest_tile(monkeypatch):
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.syspath_prepend(str(LESSONS_DIR))
+    import _lesson
+
+    square, landscape = np.zeros((120, 120, 3)), np.full((50, 120, 3), 255.0)
+    one_row = _lesson.montage([landscape, landscape], ["a", "b"], cols=2, gap=6)
+    page = _lesson.montage([square, square, landscape, landscape], ["a", "b", "c", "d"], cols=2, gap=6)
+    label_h = one_row.shape[0] - 50 - 2 * 6
+    assert label_h > 0 and page.shape[0] == 6 + (120 + label_h + 6) + (50 + label_h + 6)
+    assert (page[6 + 120 + label_h + 6:][:50, 6:126] == 255).all()   # the landscapes start right below
