@@ -146,8 +146,8 @@ for path in held_out:
     optimised = transfer.stylize(photo, style, model=net.name, weights=net.path, size=max(photo.shape[:2]),
                                  iters=args.optimise_iters, seed=args.seed, alpha=alpha, beta=beta).image
     optimise_seconds = time.perf_counter() - start
-    (J_photo, _), (J_net, net_parts), (J_opt, opt_parts) = (
-        cost(image.preprocess(p, net.preprocessing))[::2] for p in (photo, painted, optimised))
+    judged = [cost(image.preprocess(p, net.preprocessing)) for p in (photo, painted, optimised)]
+    (J_photo, _, _), (J_net, _, net_parts), (J_opt, _, opt_parts) = judged   # (J, dJ/dx, parts): no gradient here
     rows.append((Path(path).name, J_photo, J_net, forward_seconds, J_opt, optimise_seconds, net_parts, opt_parts))
     tiles += [photo, painted, optimised]
     labels += [f"{Path(path).name}: J {J_photo:.3g}", f"network: J {J_net:.3g}, {forward_seconds:.2f} s",
