@@ -437,7 +437,11 @@ def test_an_export_that_cannot_be_written_is_refused_before_the_class_is_graded(
                          (["--json", tmp_path], "is a folder; give a file name in it, e.g. --json"),
                          (["--gradescope", tmp_path / "missing" / "r.json"], "missing does not exist"),
                          (["--gradescope", tmp_path / "a-file"], "is a file, not a folder"),
-                         (["--gradescope", tmp_path / "a-file" / "out"], "a-file is a file, not a folder")):
+                         (["--gradescope", tmp_path / "a-file" / "out"], "a-file is a file, not a folder"),
+                         (["--csv", tmp_path / "s.csv", "--json", tmp_path / "s.csv"],
+                          "--csv and --json name the same file"),
+                         (["--json", tmp_path / "s.json", "--gradescope", tmp_path / "sub" / ".." / "s.json"],
+                          "--json and --gradescope name the same file")):
         status = main(["exercises", "grade", str(room), *map(str, flags)] + CONTAINMENT)
         err = capsys.readouterr().err
         assert status in (1, 2) and err.count("\n") == 1 and words in err, err
@@ -473,6 +477,22 @@ def test_an_export_that_cannot_be_written_costs_no_other(tmp_path, monkeypatch, 
     assert status == 1 and len(err) == 1 and "CSV file was not written: internal error (ZeroDivisionError" in err[0]
     assert (tmp_path / "d.json").exists() and len(list((tmp_path / "gs").glob("*.json"))) == 2
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_a_reader_that_goes_away_costs_no_export(tmp_path, monkeypatch):
+    """`grade ... | head -1`: the table's reader gone, the exports of the class are written all the same."""
+    room = _fake_class(tmp_path, monkeypatch, [("alice", _report(), None), ("bob", _report(ok=False), None)])
+
+    class GoneReader(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        batch.run_grade([room], csv_path=tmp_path / "c.csv", json_path=tmp_path / "c.json",
+                        gradescope=tmp_path / "gs", report=True, stream=GoneReader(), uncontained=True)
+    assert [r["student"] for r in csv.DictReader((tmp_path / "c.csv").open(encoding="utf-8"))] == ["alice", "bob"]
+    assert len(json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))) == 2
+    assert len(list((tmp_path / "gs").glob("*.json"))) == 2
 
 
 def test_an_answer_of_nan_leaves_every_export_valid_json(tmp_path):

@@ -317,7 +317,16 @@ def write_exports(outcomes, csv_path=None, json_path=None, gradescope=None):
 
 def _check_exports(csv_path, json_path, gradescope):
     """Refuse, before a class is graded, an export that could not be written at the end (a missing or
-    read-only folder, a folder where a file is asked for): the grading may take minutes."""
+    read-only folder, a folder where a file is asked for, two exports into one file): the grading may
+    take minutes."""
+    files = [(flag, Path(path)) for flag, path in (("--csv", csv_path), ("--json", json_path),
+                                                   ("--gradescope", gradescope)) if path]
+    for k, (flag, path) in enumerate(files):
+        for other, other_path in files[k + 1:]:
+            if os.path.abspath(path) == os.path.abspath(other_path) or (
+                    path.exists() and other_path.exists() and path.samefile(other_path)):
+                raise UsageError(f"{flag} and {other} name the same file, {path}: one would replace the "
+                                 "other; give each its own")
     for flag, path, example in (("--csv", csv_path, "grades.csv"), ("--json", json_path, "grades.json"),
                                 ("--gradescope", gradescope if gradescope and Path(gradescope).suffix == ".json"
                                  else None, "results.json")):
@@ -397,6 +406,9 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     outcomes = grade_class(submissions, only=only, timeout=timeout, import_timeout=import_timeout, budget=budget,
                            jobs=jobs, contained=contained, limits=Limits(memory_mb=memory_mb),
                            use_torch=use_torch, seed=seed, progress=progress)
+    # the exports before the table: a reader that goes away (`| head`, `less` quit early) ends the
+    # printing, and must not cost the teacher the files of a class that took minutes to grade
+    failures = write_exports(outcomes, csv_path=csv_path, json_path=json_path, gradescope=gradescope)
     if report:
         for name, rep, error in outcomes:
             print(f"=== {_printable(_shown_name(name))}", file=out)
@@ -408,7 +420,6 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     print(f"{counts} graded in {time.monotonic() - started:.1f} s "
           f"({'in bubblewrap' if contained else 'UNCONTAINED, as unprivileged users' if nobody_can_run() else 'UNCONTAINED'})",
           file=out)
-    failures = write_exports(outcomes, csv_path=csv_path, json_path=json_path, gradescope=gradescope)
     for failure in failures[:-1]:
         print(f"scratchnst: error: {failure}", file=sys.stderr)
     if failures:
