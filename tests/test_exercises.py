@@ -9,6 +9,7 @@ the student's code in a child process, so the copies and their reports are made 
 import ast
 import hashlib
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -799,6 +800,27 @@ def test_running_the_copys_own_grader_self_checks_with_the_values_shipped_in_the
     assert done.returncode == 1, done.stderr
     assert "against the reference values shipped with the copy" in done.stdout and "(0%)" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("how", ["markers of their own", "the answer key's file copied in"])
+def test_a_student_copy_is_told_by_its_shipped_values_not_by_markers_in_the_students_files(tmp_path, how):
+    """A student who wrote an answer between solution markers (or copied an answer key's file in) is
+    self-checked against the values shipped with the copy, as any other student."""
+    exercises.make_student_copy(tmp_path / "carol")
+    layers = tmp_path / "carol" / "scratchnst" / "layers.py"
+    if how == "markers of their own":
+        stub = '    raise NotImplementedError("elementwise max with 0; keep the dtype (np.maximum(x, 0) does).")\n'
+        text = layers.read_text(encoding="utf-8")
+        assert text.count(stub) == 1
+        layers.write_text(text.replace(stub, "    # BEGIN SOLUTION\n    out = np.maximum(x, 0)\n    # END SOLUTION\n"),
+                          encoding="utf-8")
+    else:
+        exercises.make_student_copy(tmp_path / "key", solutions=True)
+        shutil.copy(tmp_path / "key" / "scratchnst" / "layers.py", layers)
+    done = subprocess.run([sys.executable, "-m", "scratchnst", "exercises", "check", "--only", "relu_forward"],
+                          cwd=tmp_path / "carol", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "against the reference values shipped with the copy" in done.stdout and "(100%)" in done.stdout
 
 
 def test_a_student_copy_without_its_shipped_values_says_what_to_do(tmp_path):

@@ -154,6 +154,19 @@ def test_make_writes_a_gradescope_bundle_whose_answer_key_grades(tmp_path, klass
     assert json.loads(results.read_text())["score"] == 2
 
 
+def test_make_refuses_a_bundle_that_would_land_in_the_student_copy_before_writing_anything(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    for copy, bundle, words in (("c1", "c1", "would put the answer key in the student copy"),
+                                ("c2", "c2/deeper", "would put the answer key in the student copy"),
+                                ("b/gradescope/c3", "b", "or the copy in the bundle's folder"),
+                                ("c4", "a-file", "is a file, not a folder")):
+        status = main(["exercises", "make", str(tmp_path / copy), "--gradescope", str(tmp_path / bundle)])
+        err = capsys.readouterr().err
+        assert status == 2 and err.count("\n") == 1 and words in err, err
+        assert not (tmp_path / copy).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
 @pytest.mark.skipif(not BWRAP, reason=f"no sandbox to hide the answer key in: {WHY}")
 def test_a_student_copy_self_checks_where_no_answer_key_exists(tmp_path):
     """In a sandbox that holds only the student copy, Python and NumPy: the copy's own `check` grades
@@ -363,6 +376,27 @@ def test_submissions_graded_at_a_time_do_not_share_their_process_limit(tmp_path)
     sandbox.give_back_user(second)
     assert sandbox.sandbox_user() == first
     sandbox.give_back_user(first)
+
+
+def test_two_graders_at_once_share_no_sandbox_user():
+    """Another grader's process holds its users (a lock file each) for as long as it runs: this one
+    takes others, and gets them back once that process is gone, however it ended."""
+    code = ("import sys; from scratchnst.exercises import sandbox; "
+            "print(sandbox.sandbox_user(), sandbox.sandbox_user(), flush=True); sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        theirs = set(map(int, other.stdout.readline().split()))
+        ours = {sandbox.sandbox_user() for _ in range(3)}
+        assert len(theirs) == 2 and len(ours) == 3 and not theirs & ours, (theirs, ours)
+        for user in ours:
+            sandbox.give_back_user(user)
+    finally:
+        other.kill()   # no goodbye: the kernel drops its locks
+        other.wait()
+    again = {sandbox.sandbox_user() for _ in range(5)}
+    assert theirs <= again, (theirs, again)
+    for user in again:
+        sandbox.give_back_user(user)
 
 
 
@@ -645,6 +679,41 @@ def test_paths_that_cannot_be_followed_or_are_given_twice(tmp_path):
     assert [name for name, _ in twice] == ["alice"]
     nested = dict(batch.find_submissions([tmp_path / "course"]))
     assert "2 folders below it hold one" in str(nested["s1"]) and "grade it by itself" in str(nested["s1"])
+
+
+def test_archives_of_every_kind_get_a_row_and_files_left_out_are_named(tmp_path, monkeypatch, capsys):
+    """Archives of the kinds students send get a row saying to unpack them; any other file is left out,
+    as an earlier export or an LMS's metadata is, but named once before the grading starts."""
+    archives = ["bob.tar.zst", "dan.tar.lz4", "gina.lzma", "hal.tbz2", "ivy.whl", "frank.zip.001", "kim.7z.002"]
+    others = ["carl", "erin.txt", "grades.csv"]
+    _layout(tmp_path, ["cls/alice/scratchnst/", "cls/.DS_Store", "cls/__MACOSX/"]
+            + [f"cls/{n}" for n in archives + others])
+    left_out = []
+    found = batch.find_submissions([tmp_path / "cls"], left_out=left_out)
+    assert [name for name, _ in found] == sorted(["alice"] + archives)
+    assert all("an archive, not a folder; unpack it" in str(f) for name, f in found if name != "alice")
+    assert sorted(p.name for p in left_out) == sorted(others)
+    left_out = []   # `grade cls/*` leaves the same out, and names them too
+    given = sorted(p for p in (tmp_path / "cls").iterdir() if not p.name.startswith((".", "__")))
+    assert len(batch.find_submissions(given, left_out=left_out)) == 1 + len(archives)
+    assert sorted(p.name for p in left_out) == sorted(others)
+    # the command names them before grading, in one line
+    monkeypatch.setattr(batch, "grade_class", lambda submissions, **_: [
+        (name, _report() if isinstance(f, Path) else None, None if isinstance(f, Path) else str(f))
+        for name, f in submissions])
+    assert main(["exercises", "grade", str(tmp_path / "cls")] + CONTAINMENT) == 1
+    table, err = capsys.readouterr()
+    note, = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert note.startswith("note: left out 3 entries that look like no upload (no row): carl, erin.txt, grades.csv;")
+    assert all(f"{n} " in table for n in archives)
+
+
+def test_the_package_folder_itself_given_says_to_give_its_parent(tmp_path, capsys):
+    _layout(tmp_path, ["s1/scratchnst/", "s1/scratchnst/__init__.py", "s1/scratchnst/layers.py"])
+    status = main(["exercises", "grade", str(tmp_path / "s1" / "scratchnst")] + CONTAINMENT)
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1, err
+    assert f"is the package itself: give the folder that holds it, {tmp_path / 's1'}" in err
 
 
 def test_gradescopes_one_upload_is_always_one_row(tmp_path):

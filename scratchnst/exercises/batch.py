@@ -384,7 +384,15 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
                          f"got {memory_mb}")
     _check_exports(csv_path, json_path, gradescope)
     # Gradescope's FILE.json: one student's upload, whatever else it holds beside its scratchnst/
-    submissions = find_submissions(paths, one=bool(gradescope) and Path(gradescope).suffix == ".json")
+    left_out = []
+    submissions = find_submissions(paths, one=bool(gradescope) and Path(gradescope).suffix == ".json",
+                                   left_out=left_out)
+    if left_out:   # before the grading, which may take minutes: the teacher can stop it and move a file
+        names = ", ".join(_printable(_shown_text(str(p.name)), 80) for p in left_out[:8])
+        more = f" and {len(left_out) - 8} more" if len(left_out) > 8 else ""
+        print(f"note: left out {len(left_out)} entr{'y' if len(left_out) == 1 else 'ies'} that look like no upload "
+              f"(no row): {names}{more}; a student's upload among them? put it in a folder of its own, unpacked, "
+              "then grade again", file=sys.stderr)
     contained = check_containment(True, uncontained)
     if not contained:
         if nobody_can_run():
@@ -456,6 +464,23 @@ mkdir -p /autograder/results && chmod go-w /autograder/results
 PYTHONPATH=/autograder/source/source python3 -m scratchnst exercises grade "$SUB" $FLAG \\
   --gradescope /autograder/results/results.json {options}
 """
+
+
+def check_gradescope_bundle(dest, student_dir):
+    """Refuse, before the student copy is written, a bundle folder `make --gradescope` could not use:
+    a file, a folder that cannot be written, or one that would put the answer key inside the student
+    copy (or the copy inside the bundle's folder, which is replaced)."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"--gradescope {dest}: is a file, not a folder; give the folder to write the bundle into")
+    existing = next((p for p in (dest, *dest.absolute().parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write --gradescope {dest}: folder {existing} is not writable; choose another folder")
+    copy, bundle = Path(os.path.realpath(student_dir)), Path(os.path.realpath(dest))
+    for written in (bundle / "gradescope", bundle / "gradescope-autograder.zip"):
+        if written == copy or copy in written.parents or written in copy.parents:
+            raise UsageError(f"--gradescope {dest} would put the answer key in the student copy {student_dir} (or "
+                             "the copy in the bundle's folder): give a folder apart from the copy, not inside it")
 
 
 def write_gradescope_bundle(dest, options=""):

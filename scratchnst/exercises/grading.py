@@ -347,8 +347,11 @@ def grade(directory=".", only=None, timeout=DEFAULT_TIMEOUT, use_torch=True, *, 
     root = student_root(directory)
     if cases is None:
         package_dir = installed_package_dir()
-        cases = (reference_cases(only, use_torch, salt) if package_regions(package_dir)
-                 else shipped_cases(package_dir, only))
+        # a student copy is told by the values shipped with it, not by markers: a student may have
+        # written their answer between markers of their own, or copied an answer key's file in
+        cases = shipped_cases(package_dir, only)
+        if cases is None and package_regions(package_dir):
+            cases = reference_cases(only, use_torch, salt)
         if cases is None:
             raise UsageError(f"the scratchnst running this command ({package_dir}) is a student copy without "
                              "the reference values that `scratchnst exercises make` ships with it: make the "

@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 import scratchnst.exercises.worker as wire
+from scratchnst.errors import UserError
 
 # Seconds a new child may take to start (Python and NumPy on a loaded machine) before it says it
 # is ready. Start-up is not the student's code: it is charged to no budget.
@@ -524,21 +525,74 @@ _NOBODY_RUNS = {}
 # threads left its neighbour none ("can't start new thread": an honest student lost a check to another's
 # run), and a process of one could signal another's. These users are numbers no system gives a name or a
 # file (the first is 2**31 - 2**16): they own nothing, and read only what every user may, as nobody does.
+# Each user is claimed across processes too, with a lock held on a file of its own for as long as
+# its child runs (released by the kernel if the grader dies): two teachers grading at once, or one
+# grading two classes in two terminals, share no user, so neither class's code can take the other's
+# processes or signal them (seen before the claim: a second run's first child got the first run's
+# first user, and a submission holding its processes made an honest one's thread fail to start).
 SANDBOX_USERS = range(2**31 - 2**16, 2**31 - 2**16 + 4096)
-_USERS_TAKEN = set()
+USER_LOCK_FOLDERS = ("/run/lock", "/var/lock")   # root's; the temporary folder where neither may be written
+_USERS_TAKEN = {}   # user -> the descriptor of its lock file (None where no folder could hold one)
+
+
+def _user_lock_folder():
+    """A folder of root's for the users' lock files, made if missing; None where none can be."""
+    for parent in (*USER_LOCK_FOLDERS, tempfile.gettempdir()):
+        folder = os.path.join(parent, "scratchnst-sandbox-users")
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            continue
+        try:
+            info = os.lstat(folder)
+        except OSError:
+            continue
+        # another user's folder (or a link planted in a shared /tmp) could hand out taken users
+        if os.path.isdir(folder) and not os.path.islink(folder) and info.st_uid == os.getuid() \
+                and not info.st_mode & 0o022:
+            return folder
+    return None
+
+
+def _claim(user, folder):
+    """The descriptor of user's lock file, locked; None if another process holds it."""
+    import fcntl   # POSIX only, as the users are
+    fd = os.open(os.path.join(folder, f"{user}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def sandbox_user():
-    """A user of SANDBOX_USERS that no running child has: the caller gives it back (`give_back_user`)."""
+    """A user of SANDBOX_USERS that no running child has, of this process or another's (claimed with a
+    lock file): the caller gives it back (`give_back_user`)."""
     with _LOCK:
-        user = next(u for u in SANDBOX_USERS if u not in _USERS_TAKEN)
-        _USERS_TAKEN.add(user)
-    return user
+        folder = _user_lock_folder()
+        for user in SANDBOX_USERS:
+            if user in _USERS_TAKEN:
+                continue
+            try:
+                fd = _claim(user, folder) if folder else None
+            except OSError:   # the folder gone or full: the user is claimed in this process alone
+                fd = None
+            if fd is None and folder and os.path.exists(os.path.join(folder, f"{user}.lock")):
+                continue   # held by another grader
+            _USERS_TAKEN[user] = fd
+            return user
+    raise UserError(f"all {len(SANDBOX_USERS)} sandbox users are taken by graders running now; wait for them to "
+                    "end, or grade with fewer --jobs")
 
 
 def give_back_user(user):
     with _LOCK:
-        _USERS_TAKEN.discard(user)
+        fd = _USERS_TAKEN.pop(user, None)
+    if fd is not None:
+        os.close(fd)   # the kernel drops the lock with it
 
 
 def nobody_can_run():

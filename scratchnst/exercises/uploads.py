@@ -24,11 +24,19 @@ class NotASubmission(UserError):
 
 # Entries of a class folder that are nobody's upload: hidden files (.DS_Store), macOS's archive metadata.
 _NOBODYS = ("__MACOSX",)
-_ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+_ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".tbz", ".tbz2", ".xz", ".txz", ".zst", ".tzst", ".lz4", ".lz",
+             ".lzma", ".z", ".7z", ".rar", ".whl")
 # Files a student may have uploaded instead of a folder: they get a row. Other files (a teacher's earlier
-# grades.csv, an LMS's metadata.yml) are nobody's submission and are left out.
+# grades.csv, an LMS's metadata.yml) are nobody's submission and are left out, and named once
+# (find_submissions's left_out), so that an upload of a kind not listed here does not vanish unseen.
 _UPLOADED_FILES = _ARCHIVES + (".py", ".ipynb")
 _EXPORTS = (".json", ".csv")  # a folder holding only these is an earlier run's exports (--gradescope DIR)
+
+
+def _is_archive(name):
+    """Whether a file name is an archive's, or one part of an archive split in numbered parts (.zip.001)."""
+    name = name.lower()
+    return name.endswith(_ARCHIVES) or (len(name) > 4 and name[-4] == "." and name[-3:].isdigit())
 
 
 def _holds_package(folder, follow=False):
@@ -43,7 +51,7 @@ def _why_not(entry):
     if entry.is_symlink():
         return "a symbolic link, not followed (it could point at another's work); copy the folder itself in"
     if not entry.is_dir():
-        if entry.name.lower().endswith(_ARCHIVES):
+        if _is_archive(entry.name):
             return "an archive, not a folder; unpack it into a folder of its own, then grade again"
         return "a file, not a folder holding scratchnst/"
     if (entry / "scratchnst").is_symlink():
@@ -94,7 +102,7 @@ def _look(entry):
     if entry.is_symlink():
         return True, True
     if not entry.is_dir():
-        uploaded = entry.name.lower().endswith(_UPLOADED_FILES)
+        uploaded = entry.name.lower().endswith(_UPLOADED_FILES) or _is_archive(entry.name)
         return uploaded, uploaded
     try:
         if _packages_below(entry, 3):
@@ -112,10 +120,11 @@ def _look(entry):
 
 
 def _class_of(path, one):
-    """How find_submissions reads the folder `path`: (uploads, inner), or None for a submission of its own.
+    """How find_submissions reads the folder `path`: (uploads, inner, others), or None for a submission of its own.
 
     uploads: its entries that are someone's upload (sorted; the stray scratchnst/ of a class folder among
-    them); inner: those of them that are submission folders. A folder with a scratchnst/ of its own is
+    them); inner: those of them that are submission folders; others: the entries left out as nobody's
+    upload (hidden ones and macOS's metadata not counted). A folder with a scratchnst/ of its own is
     one submission, with whatever else it holds (notes, data, a backup copy of the package), unless at
     least two other entries may hold a student's work (`_look`): then it is read as a class folder
     into which one upload was unpacked. Misread the other way, a class would be graded as that one
@@ -138,10 +147,10 @@ def _class_of(path, one):
     inner = [e for e in uploads if e.name != "scratchnst" and holds_package(e)]
     if _holds_package(path, follow=True) and sum(e.name != "scratchnst" and looks[e][1] for e in uploads) < 2:
         return None
-    return uploads, inner
+    return uploads, inner, [e for e in entries if not looks[e][0]]
 
 
-def find_submissions(paths, one=False):
+def find_submissions(paths, one=False, left_out=None):
     """[(name, folder)] of the submissions in paths: each a folder holding scratchnst/, or a folder of such folders.
 
     folder is a Path, or a NotASubmission saying why what stands there is not graded: every upload in
@@ -155,6 +164,7 @@ def find_submissions(paths, one=False):
     a given path that is a symbolic link gets a row (`grade class/*` gives the students' uploads); a
     single path given is the teacher's own, and followed. A folder reached twice is graded once.
     one: each path is one student's upload (Gradescope's run): one row each, whatever it holds.
+    left_out: a list, if given, that receives the paths left out as nobody's upload (to be named).
     Raises UserError for a path that does not exist, and for a single path that holds no submission.
     """
     found = []
@@ -170,7 +180,14 @@ def find_submissions(paths, one=False):
                 found.append((own, NotASubmission(path, _why_not(path))))
                 continue
             if several and (path.name.startswith(".") or path.name in _NOBODYS or not _look(path)[0]):
-                continue  # `grade class/*` gives what a class folder leaves out (an earlier export, LMS metadata)
+                # `grade class/*` gives what a class folder leaves out (an earlier export, LMS metadata)
+                if left_out is not None and not path.name.startswith(".") and path.name not in _NOBODYS:
+                    left_out.append(path)
+                continue
+            if not several and path.name == "scratchnst" and (path / "__init__.py").is_file() \
+                    and _holds_package(path.parent, follow=True):
+                # a student's scratchnst/ itself, not the folder holding it: its modules would be rows
+                raise UserError(f"{path} is the package itself: give the folder that holds it, {path.parent}")
             if not path.is_dir():
                 if not several:
                     raise UserError(f"{path}: {_why_not(path)}")
@@ -186,7 +203,9 @@ def find_submissions(paths, one=False):
         if read is None:
             found.append((own, path))
             continue
-        uploads, inner = read
+        uploads, inner, others = read
+        if left_out is not None:
+            left_out += others
         if not inner and (several or all(e.name == "scratchnst" for e in uploads)):
             # no class folder: one student's upload (or a teacher's mistake), one row or one line
             try:
