@@ -26,6 +26,7 @@ import numpy as np
 from scratchnst import image
 from scratchnst.atomic import atomic_path, same_file
 from scratchnst.cli import ArgumentParser, describe_error, path_arg
+from scratchnst.cli import streams
 from scratchnst.cli.interrupts import INTERRUPTED, catch_lost_interrupts
 from scratchnst.errors import UsageError, UserError, debug_requested
 
@@ -78,6 +79,10 @@ def _exit(status):
 
 sys.excepthook = _excepthook
 catch_lost_interrupts()
+if "ipykernel" not in sys.modules:   # a notebook's cells print to the notebook, not to a stream that can fill
+    # a lesson's output is its text: written nowhere (a full disk, a closed stream), it ends the
+    # lesson with one line that says so, as `scratchnst` does, not as a bug
+    streams.guard()
 
 
 # ----------------------------------------------------------------------------------- options

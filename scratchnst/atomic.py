@@ -163,11 +163,14 @@ def output_problem(path):
 
     Returns:
         None, or (kind, why): kind "folder" (path is a folder), "not regular" (a device, a pipe,
-        a link loop, or this command's own standard output or error), "no folder" (its folder does
-        not exist or is a file) or "not writable"; why is the one-line reason, e.g. "folder nodir
+        a link loop, or this command's own standard output or error), "name" (longer than NAME_MAX
+        bytes), "no folder" (its folder does not exist or is a file) or "not writable"; why is the one-line reason, e.g. "folder nodir
         does not exist".
     """
     path = Path(path)
+    size = len(os.fsencode(path.name))
+    if size > NAME_MAX:   # before any look at it, which would say "File name too long" of a folder above
+        return "name", f"its name is {size} bytes long, more than the {NAME_MAX} a file name may have"
     try:
         if path.is_dir():
             return "folder", "it is a folder"
@@ -266,8 +269,8 @@ def check_output(flag, path, example=None, kind="file"):
         kind: what to ask for instead of a device or a pipe ("file", ".h5 file").
 
     Raises:
-        UsageError: path is a folder, a device, a pipe, a link loop or the command's own standard output
-            or error (the command line is wrong).
+        UsageError: path is a folder, a device, a pipe, a link loop, the command's own standard output
+            or error, or a name too long (the command line is wrong).
         UserError: its folder does not exist, is a file, or is not writable.
     """
     problem = output_problem(path)
@@ -279,5 +282,7 @@ def check_output(flag, path, example=None, kind="file"):
         raise UsageError(f"{flag} {path}: is a folder; give a file name in it, e.g. {flag} {Path(path) / example}")
     if what == "not regular":
         raise UsageError(f"cannot write {flag} {path}: {why}; give the name of a new {kind}")
+    if what == "name":
+        raise UsageError(f"cannot write {flag} {path}: {why}; give a shorter name")
     advice = "create it first or choose another folder" if "does not exist" in why else "choose another folder"
     raise UserError(f"cannot write {flag} {path}: {why}; {advice}")

@@ -805,10 +805,23 @@ def test_lesson_ctrl_c_that_python_ignored_in_a_finalizer_still_stops_it(tmp_pat
     one_line(done.stderr, "lesson stopped: interrupted (Ctrl-C)")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here to fill standard output")
+def test_a_lesson_whose_output_cannot_be_written_says_so_in_one_line(tmp_path):
+    """Its text sent to a full disk: one line saying so, exit status 1, not "a bug in scratchnst"."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, str(REPO / "lessons" / "01_convolution.py"), "--out", str(tmp_path)],
+                              stdout=full, stderr=subprocess.PIPE, text=True, env=lesson_env(), timeout=300)
+    assert done.returncode == 1
+    one_line(done.stderr, "lesson stopped: cannot write to standard output (No space left on device)")
+    assert "bug" not in done.stderr
+
+
 def test_lesson_plots_are_written_atomically(tmp_path, monkeypatch):
     """save_plot goes through scratchnst.atomic: a savefig that fails leaves neither the file nor a temporary one."""
     sys.path.insert(0, str(REPO / "lessons"))
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # importing _lesson replaces it: put it back after
+    for name in ("stdout", "stderr"):   # and wraps these (streams.guard), for a lesson run as a script
+        monkeypatch.setattr(sys, name, getattr(sys, name))
     try:
         import _lesson
     finally:
@@ -1048,3 +1061,37 @@ def test_a_negative_number_in_any_notation_is_a_value_whose_error_is_said(tmp_pa
     assert main([str(a) for a in argv]) == 2
     one_line(capsys.readouterr().err, *words)
     assert not list(tmp_path.iterdir())
+
+
+# -------------------------------------------------------------- names and streams nobody listed
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here to fill standard output")
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["stylize", "--help"], ["exercises", "grade", "-h"]])
+def test_help_to_a_full_disk_is_one_line(argv):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "scratchnst", *argv], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert done.returncode == 1
+    one_line(done.stderr, "scratchnst: error: cannot write to standard output (No space left on device)")
+
+
+def test_a_name_longer_than_a_file_name_may_be_is_refused_before_any_work(tmp_path, capsys, real_weights):
+    long = tmp_path / ("d" * 252 + ".png")   # 256 bytes
+    status, _, err = run(capsys, ["stylize", CAT, SWIRLS, "-o", long, "--weights", real_weights, "--size", "32",
+                                  "--iters", "1"])
+    assert status == 2 and "its name is 256 bytes long, more than the 255 a file name may have; give a shorter name" \
+        in one_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stylize_refuses_an_output_name_its_numbered_images_would_overflow(tmp_path, capsys, real_weights):
+    """out.png fits, out_0010.png would not: refused before the run, whose snapshots and Ctrl-C image need it."""
+    fits = tmp_path / ("c" * 247 + ".png")   # 251 bytes; its snapshots' names 256 and more
+    status, _, err = run(capsys, ["stylize", CAT, SWIRLS, "-o", fits, "--weights", real_weights, "--size", "32",
+                                  "--iters", "1"])
+    assert status == 2 and "the numbered images the run writes beside it" in one_line(err) and "shorter" in err
+    assert list(tmp_path.iterdir()) == []
+    shorter = tmp_path / ("c" * 240 + ".png")   # its snapshots' names 251 bytes: the run goes on
+    status, _, err = run(capsys, ["stylize", CAT, SWIRLS, "-o", shorter, "--weights", real_weights, "--size", "32",
+                                  "--iters", "2", "--save-every", "1"])
+    assert status == 0, err
+    assert (tmp_path / ("c" * 240 + "_0001.png")).is_file() and shorter.is_file()

@@ -637,11 +637,12 @@ def _add_exercises(sub):
 
     def run_make(args):
         from scratchnst.exercises import run_make
+        from scratchnst.exercises.batch import check_gradescope_bundle, write_gradescope_bundle
 
+        if args.gradescope:   # before the copy is written: a bundle that cannot be written leaves nothing behind
+            check_gradescope_bundle(args.gradescope, args.dir)
         status = run_make(args.dir, force=args.force, solutions=args.solutions)
         if args.gradescope:
-            from scratchnst.exercises.batch import write_gradescope_bundle
-
             folder, archive = write_gradescope_bundle(args.gradescope)
             print(f"wrote the Gradescope autograder to {folder} and {archive} (it holds the answers: "
                   "keep it from the students)")
@@ -868,10 +869,17 @@ def main(argv=None):
               "upload named like an option, which `grade *` passes as one?): give the folders with a path "
               "(grade ./*) or after -- (grade -- *)", file=sys.stderr)
         return 2
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:  # said by the parser of the (sub)command they were given to, whose --help lists what it takes
-        before = unknown[0] in given and args.command in given and given.index(unknown[0]) < given.index(args.command)
-        (parser if before else _innermost(parser, args)).error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # said by the parser of the (sub)command they were given to, whose --help lists what it takes
+            before = unknown[0] in given and args.command in given and given.index(unknown[0]) < given.index(args.command)
+            (parser if before else _innermost(parser, args)).error(f"unrecognized arguments: {' '.join(unknown)}")
+    except UserError as error:   # --help or --version printed to a standard output that cannot take it (a full disk)
+        print(f"scratchnst: error: {describe_error(error)}", file=sys.stderr)
+        return error.exit_status
+    except BrokenPipeError:   # `scratchnst --help | head -1`: as a command's output cut short (below)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     debug = getattr(args, "debug", False) or debug_requested()
     # As the real command (argv None), once the work has ended, a further Ctrl-C must not kill the
     # process on its way out, with a traceback and death by SIGINT instead of the exit status.

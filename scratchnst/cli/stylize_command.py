@@ -141,6 +141,14 @@ def check_output_paths(outputs, inputs, snapshots_of=None):
                 raise UsageError(f"{flag} and {other_flag} are the same file {path}; give them different names")
     if snapshots_of is not None:
         snapshots_of = Path(snapshots_of)
+        # the images after --save-every's iterations and the one kept on Ctrl-C: out_<iteration>.png
+        # and .json, found too long only when the first is written, with the run's work lost
+        longest = max((snapshot_path(snapshots_of, 10**6 - 1, suffix) for suffix in (None, ".json")),
+                      key=lambda p: len(os.fsencode(p.name)))
+        if len(os.fsencode(longest.name)) > atomic.NAME_MAX:
+            raise UsageError(f"-o {snapshots_of}: the numbered images the run writes beside it ({longest.name}) "
+                             f"would have names longer than the {atomic.NAME_MAX} bytes a file name may have; "
+                             "give a shorter name")
         for existing in snapshots_of.parent.glob(f"{glob.escape(snapshots_of.stem)}_*"):
             if _snapshot_of(snapshots_of, existing) and (existing.is_symlink() or not existing.is_file()):
                 raise UsageError(f"{existing} is a link or not a plain file, and has the name of a snapshot of "
