@@ -1283,7 +1283,7 @@ def train(style, photos_dir, *, callback=None, resume=None, checkpoint_path=None
     style_img = _load_style(style, s["style_size"])
     need = min_size(s["model"], s["content_layer"], s["style_layers"])
     if min(style_img.shape[:2]) < need:
-        raise UserError(f"the style image is {style_img.shape[0]}x{style_img.shape[1]} px at --style-size "
+        raise UserError(f"the style image is {style_img.shape[1]}x{style_img.shape[0]} px at --style-size "
                         f"{s['style_size']}, but {s['model']}'s layers need at least {need} px on each side; use a "
                         "larger --style-size or a less elongated style image")
     inputs = {"style": _digest(style), "weights": checkpoint.file_digest(s["weights"]),

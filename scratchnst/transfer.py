@@ -371,7 +371,7 @@ def stylize(content, style, *, callback=None, resume=None, **options):
         style_imgs = [image.resize_long_side(img, max(1, round(s["style_scale"] * size))) for img in styles_full]
         for what, img in [("content", content_img)] + [("style", img) for img in style_imgs]:
             if min(img.shape[:2]) < need:
-                raise UserError(f"the {what} image is {img.shape[0]}x{img.shape[1]} px at size {size}, but "
+                raise UserError(f"the {what} image is {img.shape[1]}x{img.shape[0]} px at size {size}, but "
                                 f"{s['model']}'s layers need at least {need} px on each side; use a larger "
                                 f"--size{_other_remedies(s, what)}")
         passes.append((content_img, style_imgs))

@@ -203,7 +203,7 @@ def test_an_image_too_small_for_the_network_says_the_minimum(inputs, tmp_path, c
     Image.fromarray(np.full((4, 200, 3), 128, np.uint8)).save(strip)
     assert run(inputs, tmp_path / "out.png", content=strip) == 1
     line = one_error_line(capsys)[0]
-    assert "the content image is 1x64 px" in line and "need at least" in line
+    assert "the content image is 64x1 px" in line and "need at least" in line   # width x height
 
 
 # ------------------------------------------------------------------------------- costs that overflow

@@ -246,7 +246,7 @@ def test_one_line_errors(setup, capsys, case, monkeypatch):
     elif case == "style missing":
         style, expected = tmp / "missing.jpg", "missing.jpg"
     elif case == "style too small":
-        style, expected = write_photo(tmp / "thin.png", 4, 200), "the style image is 1x32 px"
+        style, expected = write_photo(tmp / "thin.png", 4, 200), "the style image is 32x1 px"
     elif case == "out folder missing":
         out, expected = tmp / "no" / "net.h5", "does not exist"
     elif case == "out is the style":

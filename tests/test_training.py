@@ -968,7 +968,7 @@ def test_bad_settings_are_usage_errors(photos, squeezenet_weights_path):
 
 def test_style_image_too_small(photos, squeezenet_weights_path, tmp_path):
     thin = write_photo(tmp_path / "thin.png", 8, 200)
-    with pytest.raises(UserError, match="style image is 1x32 px"):
+    with pytest.raises(UserError, match="style image is 32x1 px"):   # width x height, as everywhere
         training.train(thin, photos, weights=str(squeezenet_weights_path), iters=1, **TINY)
 
 
