@@ -164,8 +164,8 @@ def output_problem(path):
     Returns:
         None, or (kind, why): kind "folder" (path is a folder), "not regular" (a device, a pipe,
         a link loop, or this command's own standard output or error), "name" (longer than NAME_MAX
-        bytes), "no folder" (its folder does not exist or is a file) or "not writable"; why is the one-line reason, e.g. "folder nodir
-        does not exist".
+        bytes), "no folder" (its folder does not exist or is a file) or "not writable"; why is the
+        one-line reason, e.g. "folder nodir does not exist".
     """
     path = Path(path)
     size = len(os.fsencode(path.name))

@@ -722,6 +722,10 @@ def test_gradescopes_one_upload_is_always_one_row(tmp_path):
     (row,) = batch.find_submissions([tmp_path / "loose"], one=True)
     assert row[0] == "loose" and isinstance(row[1], batch.NotASubmission)
     assert batch.find_submissions([tmp_path / "kept"], one=True) == [("kept", tmp_path / "kept")]
+    # a class folder given as one upload (--gradescope FILE.json): the advice is not "grade it by itself"
+    _layout(tmp_path, ["cls/a/scratchnst/", "cls/b/scratchnst/"])
+    (row,) = batch.find_submissions([tmp_path / "cls"], one=True)
+    assert "for a class folder give --gradescope a folder" in str(row[1]) and "by itself" not in str(row[1])
 
 
 def test_a_folder_given_for_one_student_cannot_make_rows_for_others(tmp_path):

@@ -872,7 +872,8 @@ def main(argv=None):
     try:
         args, unknown = parser.parse_known_args(argv)
         if unknown:  # said by the parser of the (sub)command they were given to, whose --help lists what it takes
-            before = unknown[0] in given and args.command in given and given.index(unknown[0]) < given.index(args.command)
+            before = (unknown[0] in given and args.command in given
+                      and given.index(unknown[0]) < given.index(args.command))
             (parser if before else _innermost(parser, args)).error(f"unrecognized arguments: {' '.join(unknown)}")
     except UserError as error:   # --help or --version printed to a standard output that cannot take it (a full disk)
         print(f"scratchnst: error: {describe_error(error)}", file=sys.stderr)

@@ -46,8 +46,10 @@ def _holds_package(folder, follow=False):
             and not package.is_symlink())
 
 
-def _why_not(entry):
-    """Why entry (an upload in a class folder, or a path given among several) is not a submission, in a few words."""
+def _why_not(entry, one=False):
+    """Why entry (an upload in a class folder, or a path given among several) is not a submission, in a few words.
+
+    one: entry was given as one student's upload (--gradescope FILE.json), which a class folder cannot be."""
     if entry.is_symlink():
         return "a symbolic link, not followed (it could point at another's work); copy the folder itself in"
     if not entry.is_dir():
@@ -58,8 +60,10 @@ def _why_not(entry):
         return "its scratchnst is a symbolic link, not followed; copy the package itself in"
     deeper = _packages_below(entry, 3)
     if len(deeper) > 1:
-        return (f"no scratchnst/ of its own, but {len(deeper)} folders below it hold one ({deeper[0].parent}, ...): "
-                "if it is a class folder, grade it by itself")
+        advice = ("--gradescope FILE.json takes one student's upload: for a class folder give --gradescope a folder"
+                  if one else "if it is a class folder, grade it by itself")
+        return f"no scratchnst/ of its own, but {len(deeper)} folders below it hold one ({deeper[0].parent}, ...): " \
+            + advice
     if deeper:
         return f"no scratchnst/ of its own, but {deeper[0]} is one: move it up into {entry}, then grade again"
     return "holds no scratchnst/ folder"
@@ -177,7 +181,7 @@ def find_submissions(paths, one=False, left_out=None):
         own = Path(os.path.abspath(path)).name or str(path)  # the name given ("." is the folder's), links unresolved
         try:
             if (several and path.is_symlink()) or (one and not _holds_package(path, follow=True)):
-                found.append((own, NotASubmission(path, _why_not(path))))
+                found.append((own, NotASubmission(path, _why_not(path, one))))
                 continue
             if several and (path.name.startswith(".") or path.name in _NOBODYS or not _look(path)[0]):
                 # `grade class/*` gives what a class folder leaves out (an earlier export, LMS metadata)
