@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +304,35 @@ def test_an_output_that_cannot_be_written_at_the_end_is_kept_in_the_checkpoint(i
     assert files(tmp_path) == ["ck.npz", "in"]
     assert run(inputs, out, "--iters", "4", "--resume", ck) == 0  # free space again: the image, without the work
     assert "nothing was left to do" in capsys.readouterr().out and out.is_file()
+
+
+def test_an_output_that_cannot_be_written_without_a_checkpoint_goes_to_the_temporary_folder(
+        inputs, tmp_path, capsys, monkeypatch):
+    from scratchnst import atomic
+
+    out, spare = tmp_path / "out.png", tmp_path / "spare"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    with monkeypatch.context() as patch:
+        full_disk_on(patch, image, "save_image", lambda path, call: path == out)
+        assert run(inputs, out, "--iters", "2") == 1
+    line = one_error_line(capsys)[0]
+    kept, = spare.glob("scratchnst-out-*.png")
+    assert line.endswith(f"; wrote the image to {kept} instead"), line
+    assert files(tmp_path) == ["in", "spare"] and image.load_image(kept).shape[2] == 3
+    # the temporary folder full too: said, and nothing left behind
+    with monkeypatch.context() as patch:
+        full_disk_on(patch, image, "save_image", lambda path, call: True)
+        assert run(inputs, out, "--iters", "2") == 1
+    assert one_error_line(capsys)[0].endswith("the image could not be written to the temporary folder either: it is lost")
+    assert sorted(p.name for p in spare.iterdir()) == [kept.name]
+    # the image written, the log not: the line says the image was
+    log = tmp_path / "log.json"
+    with monkeypatch.context() as patch:
+        full_disk_on(patch, atomic, "write_text", lambda path, call: path == log)
+        assert run(inputs, out, "--iters", "2", "--log", log) == 1
+    assert one_error_line(capsys)[0].startswith(f"scratchnst: error: wrote {out}, but cannot write the file {log}")
+    assert out.is_file() and not log.exists()
 
 
 def test_what_the_rescue_keeps_on_a_full_disk_is_what_it_says(inputs, tmp_path, capsys, monkeypatch):

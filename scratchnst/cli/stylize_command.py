@@ -14,6 +14,7 @@ import glob
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -163,6 +164,23 @@ def check_output_paths(outputs, inputs, snapshots_of=None):
                                  "choose another -o name")
 
 
+def _keep_finished_image(picture, output):
+    """Where a finished run's image is kept when -o cannot be written (a full disk) and no checkpoint
+    holds the run; what to add to its message. A new file in the temporary folder (often another
+    disk), named from -o's first 40 characters (a long -o would make too long a name)."""
+    name = Path(output)
+    rescue = None
+    try:
+        handle, rescue = tempfile.mkstemp(prefix=f"scratchnst-{name.stem[:40]}-", suffix=name.suffix[:10] or ".png")
+        os.close(handle)
+        image.save_image(rescue, picture)
+    except (UserError, OSError):
+        if rescue is not None:
+            Path(rescue).unlink(missing_ok=True)
+        return "; the image could not be written to the temporary folder either: it is lost"
+    return f"; wrote the image to {rescue} instead"
+
+
 # ------------------------------------------------------------------------------ the command
 def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_file=None, checkpoint_every=None,
                 resume_file=None, stream=None, **options):
@@ -278,7 +296,7 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
             image.save_image(output, result.image)
         except UserError as error:
             if not (checkpoint_file is not None and run.last is not None):
-                raise
+                raise UserError(f"{error}{_keep_finished_image(result.image, output)}") from None
             # the finished run in the checkpoint: --resume then writes the image without the work
             if to_checkpoint:
                 try:
@@ -293,9 +311,12 @@ def run_stylize(content, styles, output, *, save_every=0, log=None, checkpoint_f
             except UserError as error:
                 raise UserError(f"wrote {output}, but {error}") from None
         if log is not None:
-            atomic.write_text(Path(log), _json(log_record(
-                result.history, iterations=result.iterations, evaluations=result.evaluations, seconds=result.seconds,
-                seconds_per_iteration=result.seconds_per_iteration)), "log")
+            try:
+                atomic.write_text(Path(log), _json(log_record(
+                    result.history, iterations=result.iterations, evaluations=result.evaluations,
+                    seconds=result.seconds, seconds_per_iteration=result.seconds_per_iteration)), "log")
+            except UserError as error:
+                raise UserError(f"wrote {output}, but {error}") from None
     last = result.history[-1]
     H, W = result.image.shape[:2]
     if resume is not None and result.iterations == resume["steps"]:
