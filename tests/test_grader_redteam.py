@@ -509,6 +509,22 @@ def test_no_pythons_installed_packages_are_in_the_sandboxs_view(monkeypatch):
             assert os.path.realpath(path) in hidden, (path, hidden)
 
 
+def test_a_python_a_program_brings_under_usr_has_its_packages_hidden_too(tmp_path):
+    """Google Cloud SDK's own Python (/usr/lib/google-cloud-sdk/.../site-packages) was in the sandbox's
+    view: every site-packages and dist-packages folder below /usr is hidden, however deep (to 8 levels)."""
+    for folder in ("lib/sdk/platform/bundled/lib/python3.12/site-packages/pkg", "share/app/dist-packages",
+                   "lib/python3/dist-packages/inner/site-packages", "lib/too/deep/a/b/c/d/e/f/site-packages"):
+        (tmp_path / folder).mkdir(parents=True)
+    os.symlink(tmp_path / "lib", tmp_path / "link")   # not followed: the same folders once
+    found = sandbox._packages_under(str(tmp_path))
+    assert sorted(Path(p).relative_to(tmp_path).as_posix() for p in found) == [
+        "lib/python3/dist-packages", "lib/sdk/platform/bundled/lib/python3.12/site-packages",
+        "share/app/dist-packages"]
+    command = sandbox._bwrap_command("bwrap", Path("/runner"), Path("/sub"), sandbox.Limits())
+    hidden = {command[i + 1] for i, word in enumerate(command) if word == "--tmpfs"}
+    assert {os.path.realpath(p) for p in sandbox._packages_under("/usr")} <= hidden
+
+
 @needs_bwrap
 def test_replaying_the_values_shipped_with_the_copy_fails(pristine, tmp_path, teacher):
     """The student copy ships the self-check's expected values; a teacher's grade uses other inputs."""

@@ -34,6 +34,7 @@ Containment comes in layers, each of which stands without the others:
 
 import ctypes
 import errno
+import functools
 import glob
 import math
 import os
@@ -471,7 +472,8 @@ def _site_packages():
 
     This Python's, and its base installation's when it runs in a venv (the venv's site.getsitepackages()
     names only the venv's own: the base's, which may hold torch or a non-editable scratchnst, the
-    answers, stayed visible), the user's, and every other Python's under /usr (Debian's dist-packages).
+    answers, stayed visible), the user's, and every other Python's under /usr (Debian's dist-packages,
+    and those of Pythons that programs bring with them: `_packages_under`).
     """
     import site
 
@@ -479,7 +481,36 @@ def _site_packages():
     found += [site.getusersitepackages()]
     for pattern in ("/usr/lib/python3*/*-packages", "/usr/local/lib/python3*/*-packages"):
         found += glob.glob(pattern)  # /usr/lib/python3/dist-packages too
+    found += _packages_under("/usr")
     return sorted({os.path.realpath(path) for path in found if os.path.isdir(path)})
+
+
+@functools.lru_cache(maxsize=None)
+def _packages_under(top, depth=8):
+    """Every site-packages or dist-packages folder up to `depth` levels below top, no link followed.
+
+    A program may bring a Python of its own under /usr (Google Cloud SDK's in
+    /usr/lib/google-cloud-sdk/platform/bundledpythonunix/lib/python3.12/site-packages was importable in
+    the sandbox, by a submission that put it on sys.path). Looked for once per grader: 0.3-0.5 s for
+    the whole of a Debian /usr.
+    """
+    found = []
+
+    def scan(folder, depth):
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if entry.name in ("site-packages", "dist-packages"):
+                        found.append(entry.path)   # hidden whole: no need to look inside
+                    elif depth > 1:
+                        scan(entry.path, depth - 1)
+        except OSError:   # a folder root may not read: nothing found there
+            pass
+
+    scan(top, depth)
+    return tuple(found)
 
 
 def _clean_environment(home):
