@@ -529,6 +529,21 @@ def test_a_reader_that_goes_away_costs_no_export(tmp_path, monkeypatch):
     assert len(list((tmp_path / "gs").glob("*.json"))) == 2
 
 
+def test_results_of_an_earlier_run_left_in_the_gradescope_folder_are_named(tmp_path, monkeypatch, capsys):
+    room = _fake_class(tmp_path, monkeypatch, [("alice", _report(), None), ("bob", _report(ok=False), None)])
+    gs = tmp_path / "gs"
+    gs.mkdir()
+    (gs / "zoe.json").write_text("{}")        # a student of last year's class
+    (gs / "notes.txt").write_text("mine")     # not a result: not named
+    assert main(["exercises", "grade", str(room), "--gradescope", str(gs)] + CONTAINMENT) == 0
+    note, = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert f"the Gradescope folder {gs} also holds 1 file(s) this run did not write (zoe.json)" in note
+    assert sorted(p.name for p in gs.iterdir()) == ["alice.json", "bob.json", "notes.txt", "zoe.json"]
+    (gs / "zoe.json").unlink()
+    assert main(["exercises", "grade", str(room), "--gradescope", str(gs)] + CONTAINMENT) == 0
+    assert "note: " not in capsys.readouterr().err
+
+
 def test_an_answer_of_nan_leaves_every_export_valid_json(tmp_path):
     """An honest slip (NaN everywhere) gives infinite errors: strict parsers must still read the exports."""
     exercises.make_student_copy(tmp_path / "nan", solutions=True)

@@ -286,6 +286,17 @@ def _write_gradescope_folder(folder, outcomes):
         raise UserError(failed[0] + more)
 
 
+def _other_results(gradescope, outcomes):
+    """The .json files of the --gradescope folder that this run's outcomes did not write (sorted names)."""
+    if not gradescope or Path(gradescope).suffix == ".json":
+        return []
+    written = set(gradescope_file_names([n for n, _, _ in outcomes]))
+    try:
+        return sorted(p.name for p in Path(gradescope).glob("*.json") if p.name not in written)
+    except OSError:
+        return []
+
+
 def write_exports(outcomes, csv_path=None, json_path=None, gradescope=None):
     """Write the exports asked for; return one line per export that could not be written (empty: all were).
 
@@ -417,6 +428,11 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
     # the exports before the table: a reader that goes away (`| head`, `less` quit early) ends the
     # printing, and must not cost the teacher the files of a class that took minutes to grade
     failures = write_exports(outcomes, csv_path=csv_path, json_path=json_path, gradescope=gradescope)
+    stale = _other_results(gradescope, outcomes)
+    if stale:   # an earlier run's, of students not in this one: uploaded with the folder, they would count
+        print(f"note: the Gradescope folder {gradescope} also holds {len(stale)} file(s) this run did not write "
+              f"({', '.join(_printable(_shown_text(n), 80) for n in stale[:5])}{', ...' if len(stale) > 5 else ''}): "
+              "an earlier run's? remove them before uploading the folder", file=sys.stderr)
     if report:
         for name, rep, error in outcomes:
             print(f"=== {_printable(_shown_name(name))}", file=out)
