@@ -544,6 +544,16 @@ def test_results_of_an_earlier_run_left_in_the_gradescope_folder_are_named(tmp_p
     assert "note: " not in capsys.readouterr().err
 
 
+def test_names_that_look_the_same_but_are_spelt_apart_are_pointed_out(tmp_path, monkeypatch, capsys):
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    room = _fake_class(tmp_path, monkeypatch, [(composed, _report(), None), (decomposed, _report(ok=False), None),
+                                               ("JOSE", _report(), None)])
+    assert main(["exercises", "grade", str(room)] + CONTAINMENT) == 0
+    note, = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert note.startswith("note: 1 pair(s) of names look the same but are spelt with other characters")
+    assert ascii(composed) in note and ascii(decomposed) in note and "JOSE" not in note   # Jos\xe9, Jose\u0301
+
+
 def test_an_answer_of_nan_leaves_every_export_valid_json(tmp_path):
     """An honest slip (NaN everywhere) gives infinite errors: strict parsers must still read the exports."""
     exercises.make_student_copy(tmp_path / "nan", solutions=True)

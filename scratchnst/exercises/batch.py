@@ -16,6 +16,7 @@ import secrets
 import shutil
 import sys
 import time
+import unicodedata
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -286,6 +287,18 @@ def _write_gradescope_folder(folder, outcomes):
         raise UserError(failed[0] + more)
 
 
+def _look_alike(names):
+    """Pairs of different names that are one name in Unicode's composed form (NFC): José and Jose + U+0301."""
+    first = {}
+    pairs = []
+    for name in names:
+        key = unicodedata.normalize("NFC", name)
+        if key in first and first[key] != name:
+            pairs.append((first[key], name))
+        first.setdefault(key, name)
+    return pairs
+
+
 def _other_results(gradescope, outcomes):
     """The .json files of the --gradescope folder that this run's outcomes did not write (sorted names)."""
     if not gradescope or Path(gradescope).suffix == ".json":
@@ -404,6 +417,11 @@ def run_grade(paths, only=None, timeout=DEFAULT_TIMEOUT, import_timeout=DEFAULT_
         print(f"note: left out {len(left_out)} entr{'y' if len(left_out) == 1 else 'ies'} that look like no upload "
               f"(no row): {names}{more}; a student's upload among them? put it in a folder of its own, unpacked, "
               "then grade again", file=sys.stderr)
+    alike = _look_alike([name for name, _ in submissions])
+    if alike:   # the table and the exports would show two rows of one name
+        print(f"note: {len(alike)} pair(s) of names look the same but are spelt with other characters (a letter "
+              f"with its accent composed or not): {'; '.join(' and '.join(map(ascii, pair)) for pair in alike[:3])}; "
+              "each is graded as its own folder: tell them apart by the folders' names", file=sys.stderr)
     contained = check_containment(True, uncontained)
     if not contained:
         if nobody_can_run():
