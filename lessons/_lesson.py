@@ -25,8 +25,7 @@ import numpy as np
 
 from scratchnst import image
 from scratchnst.atomic import atomic_path, same_file
-from scratchnst.cli import ArgumentParser, describe_error, path_arg
-from scratchnst.cli import streams
+from scratchnst.cli import ArgumentParser, describe_error, path_arg, streams
 from scratchnst.cli.interrupts import INTERRUPTED, catch_lost_interrupts
 from scratchnst.errors import UsageError, UserError, debug_requested
 

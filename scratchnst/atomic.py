@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 
 from scratchnst.errors import UsageError, UserError
@@ -135,6 +136,26 @@ def write_hdf5(path, fill, what="file"):
 def write_text(path, text, what="file"):
     """Write UTF-8 text to `path` atomically (see `atomic_path`); returns the Path."""
     return write_bytes(path, text.encode("utf-8"), what)
+
+
+def write_elsewhere(output, write):
+    """Where a finished result that `output` could not take (a full disk) was kept instead: a new file
+    of the temporary folder (often another disk), named from output's first 40 characters (a long
+    name would make too long a name); None if it could not be written there either (nothing is left).
+
+    write(path) writes the result to path.
+    """
+    name = Path(output)
+    kept = None
+    try:
+        handle, kept = tempfile.mkstemp(prefix=f"scratchnst-{name.stem[:40]}-", suffix=name.suffix[:10])
+        os.close(handle)
+        write(kept)
+    except (UserError, OSError):
+        if kept is not None:
+            Path(kept).unlink(missing_ok=True)
+        return None
+    return kept
 
 
 def _flush_to_disk(tmp):

@@ -14,7 +14,6 @@ import glob
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -165,20 +164,12 @@ def check_output_paths(outputs, inputs, snapshots_of=None):
 
 
 def _keep_finished_image(picture, output):
-    """Where a finished run's image is kept when -o cannot be written (a full disk) and no checkpoint
-    holds the run; what to add to its message. A new file in the temporary folder (often another
-    disk), named from -o's first 40 characters (a long -o would make too long a name)."""
-    name = Path(output)
-    rescue = None
-    try:
-        handle, rescue = tempfile.mkstemp(prefix=f"scratchnst-{name.stem[:40]}-", suffix=name.suffix[:10] or ".png")
-        os.close(handle)
-        image.save_image(rescue, picture)
-    except (UserError, OSError):
-        if rescue is not None:
-            Path(rescue).unlink(missing_ok=True)
+    """What to add to the message when -o cannot take a finished run's image (a full disk) and no
+    checkpoint holds the run: where it was kept instead (atomic.write_elsewhere)."""
+    kept = atomic.write_elsewhere(output, lambda path: image.save_image(path, picture))
+    if kept is None:
         return "; the image could not be written to the temporary folder either: it is lost"
-    return f"; wrote the image to {rescue} instead"
+    return f"; wrote the image to {kept} instead"
 
 
 # ------------------------------------------------------------------------------ the command

@@ -12,12 +12,11 @@
 
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from scratchnst import checkpoint, image, image_files, training, transformer_net
-from scratchnst.atomic import check_output, folder_problem, same_file
+from scratchnst.atomic import check_output, folder_problem, same_file, write_elsewhere
 from scratchnst.cli import interrupts
 from scratchnst.cli.stylize_command import _format_seconds, check_output_paths
 from scratchnst.errors import UsageError, UserError, os_error_line
@@ -296,23 +295,15 @@ def _keep_finished_run(result, output, checkpoint_file):
     """Where a finished run is kept when -o cannot be written (a full disk); what to add to its message.
 
     With a checkpoint, the run's last step wrote it: `--resume` finishes at once and writes -o.
-    Without one, the network goes to a new file in the temporary folder (often another disk),
-    named from -o's first 40 characters (a long -o would make too long a name).
+    Without one, the network goes to the temporary folder (scratchnst.atomic.write_elsewhere).
     """
     if checkpoint_file is not None:
         return (f"; the finished run is in its checkpoint {checkpoint_file}: once {output} can be written, run "
                 f"the same command with --resume {checkpoint_file} to write it")
-    name = Path(output)
-    rescue = None
-    try:
-        handle, rescue = tempfile.mkstemp(prefix=f"scratchnst-{name.stem[:40]}-", suffix=name.suffix[:10])
-        os.close(handle)
-        transformer_net.save(rescue, result.params, result.meta)
-    except (UserError, OSError):
-        if rescue is not None:
-            Path(rescue).unlink(missing_ok=True)
+    kept = write_elsewhere(output, lambda path: transformer_net.save(path, result.params, result.meta))
+    if kept is None:
         return "; the trained network could not be written to the temporary folder either: it is lost"
-    return f"; wrote the trained network to {rescue} instead"
+    return f"; wrote the trained network to {kept} instead"
 
 
 def _make_folder(folder, flag):
