@@ -654,6 +654,8 @@ def _read(f, label, give):
 
     if "scratchnst_transformer_format" not in f.attrs:
         what = _plain(f.attrs.get("architecture", ""))
+        if what == ARCHITECTURE:   # a file of ours that lost its format: damaged, not a loss network
+            raise bad_header("scratchnst_transformer_format", "the architecture says a transformer network")
         holds = f" (it holds {what} weights, a loss network)" if isinstance(what, str) and what else \
             " (it holds a loss network's weights)" if "layer_names" in f.attrs else ""
         raise UserError(f"{label}: an HDF5 file but not a transformer network{holds}; {give}")

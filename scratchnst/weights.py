@@ -320,6 +320,17 @@ _SIGNATURES = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (
                "instead of the file?)"))
 
 
+def open_problem(path, model=None):
+    """None if the weights file at path opens (HDF5 checks its header, and a file cut short fails it),
+    else the one line `load_weights` would give: a quick look for `weights list`, not a full read."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r"):
+            return None
+    except OSError as error:
+        return _unreadable(path, str(path), error, model)
+
+
 def _unreadable(path, label, error, model):
     """The message for a file h5py cannot open: empty, truncated, or not HDF5 at all (and what it is)."""
     advice = _download_advice(path, model)

@@ -276,6 +276,12 @@ def test_load_errors_for_newer_and_damaged_files(tmp_path):
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(tn.save(tmp_path / "net.h5", params).read_bytes()[:3000])
     assert "damaged or truncated" in _load_error(truncated)
+    path = tn.save(tmp_path / "net.h5", params)   # ours, its format lost: damaged, not "a loss network"
+    with h5py.File(path, "a") as f:
+        del f.attrs["scratchnst_transformer_format"]
+    message = _load_error(path)
+    assert "header attribute scratchnst_transformer_format is missing (the architecture says a transformer" \
+        in message and "the file is damaged" in message and "loss network" not in message
 
 
 def _valid_network(tmp_path):

@@ -693,6 +693,18 @@ def test_cli_list(places, squeezenet_h5, capsys):
     assert "note:" not in out
 
 
+def test_cli_list_says_when_a_found_file_cannot_be_used(places, squeezenet_h5, capsys):
+    """A download cut short is found by name: the list says so at once, not the run that loads it."""
+    env, _, _ = places
+    data = squeezenet_h5.read_bytes()
+    (env / SQUEEZENET_FILE).write_bytes(data[:len(data) // 2])
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("squeezenet"))
+    assert f"found, but unusable: {env / SQUEEZENET_FILE}: is truncated ({len(data) // 2:,} of {len(data):,} bytes" \
+        in line and "scratchnst weights download squeezenet" in line, line
+
+
 def test_cli_list_says_when_the_weights_dir_is_a_file(squeezenet_h5, monkeypatch, capsys):
     monkeypatch.setenv("SCRATCHNST_WEIGHTS_DIR", str(squeezenet_h5))
     assert main(["weights", "list"]) == 0

@@ -8,8 +8,8 @@ import sys
 
 from scratchnst.errors import UserError
 from scratchnst.weights import (FORMAT_VERSION, KNOWN_WEIGHTS, PREPROCESSING, _download_plan, _reject_empty,
-                                download, download_command, find_weights, is_file_in, parameters_from_file,
-                                read_weights, search_dirs)
+                                download, download_command, find_weights, is_file_in, open_problem,
+                                parameters_from_file, read_weights, search_dirs)
 
 
 def run_download(model, dest_dir=None, url=None, stream=None):
@@ -28,9 +28,12 @@ def print_list(stream=None):
     width = max(len(known.filename) for known in KNOWN_WEIGHTS.values())
     for model, known in KNOWN_WEIGHTS.items():
         try:
-            status = f"found: {find_weights(model)}"
+            found = find_weights(model)
         except UserError:
             status = f"missing: get it with {download_command(model)}"
+        else:   # found, and worth saying now if it cannot be used, not when a run loads it
+            problem = open_problem(found, model)
+            status = f"found: {found}" if problem is None else f"found, but unusable: {problem}"
         print(f"{model:<11} {known.filename:<{width}}  {status}", file=stream)
         print(f"{'':<11} {known.about}", file=stream)
     places = ", ".join(_place(description, folder) for description, folder in search_dirs())
