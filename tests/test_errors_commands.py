@@ -14,6 +14,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -1095,3 +1096,26 @@ def test_stylize_refuses_an_output_name_its_numbered_images_would_overflow(tmp_p
                                   "--iters", "2", "--save-every", "1"])
     assert status == 0, err
     assert (tmp_path / ("c" * 240 + "_0001.png")).is_file() and shorter.is_file()
+
+
+def test_a_ctrl_c_that_an_import_turned_into_an_error_is_reported_as_the_ctrl_c(monkeypatch, capsys):
+    """NumPy imported at the moment of a Ctrl-C raises ImportError ("PyCapsule_Import could not import
+    module datetime"): the command says it was interrupted, exit 130, not "internal error ... a bug"."""
+    from scratchnst.cli import weights_commands
+
+    def interrupted_import(stream=None):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)   # the handler raises at once
+        except KeyboardInterrupt:   # a compiled module's bare `except:` takes it ...
+            pass
+        raise ImportError("PyCapsule_Import could not import module \"datetime\"")   # ... and raises this
+
+    monkeypatch.setattr(weights_commands, "print_list", interrupted_import)
+    status, _, err = run(capsys, ["weights", "list"])
+    assert status == 130
+    one_line(err, "scratchnst: interrupted (Ctrl-C)")
+    # the same error with no Ctrl-C behind it is the error it is
+    monkeypatch.setattr(weights_commands, "print_list", lambda stream=None: (_ for _ in ()).throw(ImportError("x")))
+    status, _, err = run(capsys, ["weights", "list"])
+    assert status == 1 and "internal error (ImportError: x)" in one_line(err)

@@ -40,11 +40,14 @@ class stops_interrupt:
     where a bare `except:` swallows it (NumPy's compiled modules register a class under one while
     they are imported) is not on its way, so the next stop raises again, and a watcher thread sends
     the swallowed one again a moment later (RESEND_AFTER), so that a single Ctrl-C still ends the run.
+    After the block, `unsettled` is the exception of a stop no code dealt with (None if none): where
+    the block ended with another error, that error is the stop, changed on its way (cli.main).
     """
 
     def __enter__(self):
         global _stopping
         self.old = {}
+        self.unsettled = None
         _stopping = None
         if _in_main_thread():
             for number in _signals(STOP_SIGNALS):
@@ -59,6 +62,10 @@ class stops_interrupt:
                 _put_back(self.old)
             finally:
                 if _stopping is not None:
+                    # a stop no code dealt with, the block ending with another error: that error is
+                    # most likely the stop, turned into it on the way (NumPy imported when Ctrl-C
+                    # came raises ImportError), and the caller reports the stop (cli.main)
+                    self.unsettled = None if _stopping.settled.is_set() else _stopping.error
                     _stopping.settled.set()
                 _stopping = None
 

@@ -885,9 +885,15 @@ def main(argv=None):
     # As the real command (argv None), once the work has ended, a further Ctrl-C must not kill the
     # process on its way out, with a traceback and death by SIGINT instead of the exit status.
     ending = interrupts.ignore_ctrl_c if argv is None else (lambda: None)
+    stops = interrupts.stops_interrupt()
     try:
-        with interrupts.stops_interrupt():
-            status = args.func(args)
+        try:
+            with stops:
+                status = args.func(args)
+        except Exception as error:
+            if stops.unsettled is None:
+                raise
+            raise stops.unsettled from error   # the stop, turned into this error on its way (see stops_interrupt)
         ending()
     except KeyboardInterrupt as stop:
         ending()
