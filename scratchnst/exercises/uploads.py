@@ -29,7 +29,7 @@ _ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".tbz", ".tbz2", ".xz", ".tx
 # Files a student may have uploaded instead of a folder: they get a row. Other files (a teacher's earlier
 # grades.csv, an LMS's metadata.yml) are nobody's submission and are left out, and named once
 # (find_submissions's left_out), so that an upload of a kind not listed here does not vanish unseen.
-_UPLOADED_FILES = _ARCHIVES + (".py", ".ipynb")
+_UPLOADED_FILES = (".py", ".ipynb")   # besides the archives (_is_archive)
 _EXPORTS = (".json", ".csv")  # a folder holding only these is an earlier run's exports (--gradescope DIR)
 
 
