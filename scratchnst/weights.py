@@ -246,7 +246,7 @@ def read_weights(path, label=None, model=None):
         with f:
             if keras3_layout.is_layout(f):
                 return _read_keras3(f, path, label, model, archive[1] if archive else None)
-            return _read_file(f, path, label, model)
+            return _read_file(f, path, label, model, zipped=bool(archive))
     except UserError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as error:
@@ -355,13 +355,14 @@ def _unreadable(path, label, error, model):
     return f"{label}: the file is damaged or truncated ({_first_line(error)}); {advice}"
 
 
-def _read_file(f, path, label, model):
-    """The WeightsFile of an open h5py file (see `read_weights`)."""
+def _read_file(f, path, label, model, zipped=False):
+    """The WeightsFile of an open h5py file (see `read_weights`); zipped: f is the weights file of
+    a .keras archive at path."""
     root = f
     # A whole model saved by model.save() keeps its weights in a group; Keras looks there too.
     if not _has_names(f, "layer_names"):
         root = _hard_linked(f, "model_weights", label, _download_advice(path, model), "group 'model_weights'") or f
-    _refuse_style_network(root, path, label)
+    _refuse_style_network(root, path, label, zipped)
     layer_names = _attribute_names(root, "layer_names")
     if layer_names is None:
         raise UserError(f"{label}: an HDF5 file without a 'layer_names' attribute, so not a Keras or scratchnst "
@@ -561,8 +562,11 @@ def _dataset_array(dataset, label, advice):
     return array
 
 
-def _refuse_style_network(root, path, label):
+def _refuse_style_network(root, path, label, zipped=False):
     """UserError if the file is a style network written by `scratchnst train`, not a pretrained network.
+
+    zipped: the network is the weights file of a .keras archive, which `scratchnst apply` does not
+    open: the advice is then to take it out first.
 
     `transformer_net.save` writes `layer_names` too, so without this such a file would read as a
     weights file of an unknown architecture. The marks are spelt here, not imported, because
@@ -572,9 +576,11 @@ def _refuse_style_network(root, path, label):
     if not marked and "architecture" in root.attrs and np.ndim(root.attrs["architecture"]) == 0:
         marked = _decode(np.asarray(root.attrs["architecture"]).item()) == _STYLE_NETWORK_ARCHITECTURE
     if marked:
-        network = _quoted(path) if label == str(path) else "NET.h5"
+        network = _quoted(path) if label == str(path) and not zipped else "NET.h5"
+        unzip = (f"take its {keras3_layout.ARCHIVE_WEIGHTS} out of the .keras archive (it is a zip file) as NET.h5, "
+                 "then " if zipped else "")
         raise UserError(f"{label}: a style network trained by `scratchnst train`, not pretrained network weights; "
-                        f"stylize photos with it by `scratchnst apply {network} PHOTO -o OUT.png`, and give "
+                        f"{unzip}stylize photos with it by `scratchnst apply {network} PHOTO -o OUT.png`, and give "
                         "--weights a pretrained VGG-19 or SqueezeNet file (`scratchnst weights list` shows those "
                         "found)")
 

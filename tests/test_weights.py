@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
 from network_helpers import (CONVS, VGG19_BLOCK_SIZES, keras_layer_names, max_rel_error, random_params,
                              write_keras_weights)
@@ -374,6 +375,30 @@ def test_a_style_network_given_as_weights_says_to_apply_it(style_network, capsys
     assert main(["weights", "info", str(style_network)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "scratchnst apply" in err
+
+
+def test_a_style_network_zipped_as_a_keras_archive_says_to_take_it_out_first(style_network, tmp_path, capsys):
+    """`scratchnst apply` opens .h5 files only: the advice for a zipped one must not be to apply the zip."""
+    import zipfile
+
+    archive = tmp_path / "net.keras"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(style_network, "model.weights.h5")
+        z.writestr("config.json", "{}")
+    with pytest.raises(UserError) as caught:
+        networks.load("squeezenet", weights=archive)
+    message = str(caught.value)
+    assert message.startswith(f"{archive}: a style network trained by `scratchnst train`")
+    assert "take its model.weights.h5 out of the .keras archive" in message
+    assert "`scratchnst apply NET.h5 PHOTO -o OUT.png`" in message and f"apply {archive}" not in message
+    # and the advice holds: apply refuses the zip, and runs on what was taken out of it
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(photo)
+    assert main(["apply", str(archive), str(photo), "-o", str(tmp_path / "a.png")]) == 1
+    assert "not an HDF5 file" in capsys.readouterr().err
+    (tmp_path / "NET.h5").write_bytes(zipfile.ZipFile(archive).read("model.weights.h5"))
+    assert main(["apply", str(tmp_path / "NET.h5"), str(photo), "-o", str(tmp_path / "a.png")]) == 0
+    assert (tmp_path / "a.png").exists()
 
 
 def test_a_style_network_marked_by_its_architecture_alone(style_network, tmp_path):
