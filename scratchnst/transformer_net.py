@@ -62,6 +62,17 @@ PyTorch (2026-12-07, 2-core AMD EPYC, one core each, side by side, `scratchnst t
 crops, schedule and costs, 12-minute plans), it gave 2.07 / 2.49 / 2.28 (mean 2.28) in 3883 steps
 and 769 s against this network's 2.15 / 2.50 / 2.23 (2.29) in 3484 steps and 626 s: level, with
 23% more time. Three downsamplings would also need sides that are multiples of 8.
+Nor did bottleneck residual blocks (He et al. 2016: a 1x1 convolution down to b channels, a 3x3
+one at b, a 1x1 one back up, each followed by IN, a ReLU after the first two), tried as a patch of
+this module (2026-12-07, 2-core AMD EPYC, one core each, side by side, `scratchnst train`'s
+defaults and 19-minute budget otherwise, seed 0, judged by lesson 12; cat / Tubingen / cameraman):
+10 blocks 64 -> 32 -> 64 (184k parameters; this network's forward and backward at 128 px 45 ms
+instead of 58) trained 10198 steps and gave 1.76 / 2.10 / 1.68; 5 blocks at widths 16/32/128,
+128 -> 64 -> 128 (354k, 65 ms), 8765 steps, 1.75 / 2.09 / 1.71; this network at the same seed
+1.65 / 2.09 / 1.71 in 8339 steps (README.md). Three networks of 184k to 419k parameters, level:
+the blocks are not what holds it back, and cheaper ones buy few steps, since most of a step (86 ms
+for the first, 102 for the second, timed by the run) is the full-resolution layers and the loss
+network, whatever the blocks.
 Widths, blocks, the outer kernel and the noise planes are arguments of init_params, and forward
 reads them from the parameters.
 
