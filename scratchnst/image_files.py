@@ -4,10 +4,10 @@
 expect, save); this module is what it takes to make that true of any file a student hands over:
 alpha laid over white, 16-bit scaled, palettes and CMYK converted, the EXIF orientation honoured,
 big JPEGs decoded at a reduced scale, a size limit checked on the header before anything is
-decoded, and missing, empty, unreadable or broken files (or an HDF5 network given as a picture)
-refused with a one-line UserError that names the file and says what to do. `image_size` reads
-only the header, so callers can check sizes before computing; `save_image` writes through
-scratchnst.atomic.
+decoded, and missing, empty, unreadable or broken files (a JPEG whose data ends early too, which
+libjpeg would paint grey below the cut; or an HDF5 network given as a picture) refused with a
+one-line UserError that names the file and says what to do. `image_size` reads only the header,
+so callers can check sizes before computing; `save_image` writes through scratchnst.atomic.
 """
 
 import contextlib
@@ -112,6 +112,8 @@ def load_image(path, long_side=None):
         _check_pixel_count(path, header_size, img.size)
         try:
             img.load()  # decodes the whole file: a truncated or corrupt one fails here
+            if isinstance(img, JpegImagePlugin.JpegImageFile):
+                _check_jpeg_data_ends(path, img)
             picture = _rgb(path, img.transpose(turn) if turn is not None else img)
         except _DECODE_ERRORS as error:
             raise _unreadable(path, error) from None
@@ -225,6 +227,38 @@ def _identify(file):
         except (SyntaxError, IndexError, TypeError, struct.error):
             continue
     raise Image.UnidentifiedImageError("cannot identify image file")
+
+
+# What libjpeg paints where a JPEG's data ends early: it only warns ("premature end of data"),
+# Pillow does not pass the warning on, and every coefficient of the blocks that follow stays 0,
+# which decodes to the level shift: exactly 128 in every channel. A file cut short by a copy or a
+# download fails to load (no end marker); one whose end marker was added back, or whose header
+# claims more rows than its data holds, loads without error, grey below the cut. Photos and
+# paintings never end in rows of exactly 128 on every channel, so the bottom sixteenth of the
+# stored rows all at 128 is taken for such a file; a picture that is grey all over is let through
+# (there is no cut to see), and one that truly ends in flat grey can be given as a PNG.
+_LIBJPEG_FILL = 128
+_JPEG_FILL_SHARE = 16
+
+
+def _check_jpeg_data_ends(path, img):
+    """UserError if a decoded JPEG's last rows (as stored, before any EXIF turn) are libjpeg's fill."""
+    if img.mode not in ("L", "RGB"):   # CMYK and YCCK decode the fill to other values
+        return
+    W, H = img.size
+    band = max(1, H // _JPEG_FILL_SHARE)
+    filled = 0
+    while filled < H:   # band by band upwards: the whole picture is copied only if it is all fill
+        rows = np.asarray(img.crop((0, max(0, H - filled - band), W, H - filled)))
+        flat = (rows == _LIBJPEG_FILL).reshape(rows.shape[0], -1).all(axis=1)
+        if not flat.all():
+            filled += int(np.argmin(flat[::-1]))
+            break
+        filled += rows.shape[0]
+    if band <= filled < H:
+        raise UserError(f"{path}: not a readable image (the JPEG's data ends early: its last {filled} of {H} rows "
+                        "are the flat grey libjpeg fills in where data is missing); copy or download it again "
+                        "(a picture that truly ends in flat grey: give it as a PNG)")
 
 
 def _check_pixel_type(path, img):

@@ -135,6 +135,28 @@ def _truncated(suffix):
     return make
 
 
+def _cut_with_end_marker(mode):
+    """A JPEG cut in half, its end marker (FF D9) added back: libjpeg decodes it without an error, the
+    missing half flat grey (image_files._check_jpeg_data_ends)."""
+    def make(tmp_path, rng):
+        path = tmp_path / f"cut_{mode}.jpg"
+        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).convert(mode).save(path)
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2] + b"\xff\xd9")
+        return path
+    return make
+
+
+def _claims_more_rows(tmp_path, rng):
+    """A 64x48 JPEG whose header claims 640x480: decoded without an error, grey below its data."""
+    path = tmp_path / "claims.jpg"
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    frame = data.index(b"\xff\xc0")   # SOF0: length (2 bytes), precision (1), then height and width
+    data[frame + 5:frame + 9] = struct.pack(">HH", 480, 640)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _corrupt_png(tmp_path, rng):
     path = tmp_path / "corrupt.png"
     Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
@@ -170,6 +192,11 @@ REFUSED = {
                                 ["not a readable image (cannot identify image file)"]),
     "truncated JPEG": (_truncated(".jpg"), ["not a readable image (the file is cut short", "download it again"]),
     "truncated PNG": (_truncated(".png"), ["not a readable image (the file is cut short", "download it again"]),
+    "JPEG cut, end marker added back": (_cut_with_end_marker("RGB"), [
+        "not a readable image (the JPEG's data ends early: its last ", "rows are the flat grey libjpeg fills in",
+        "copy or download it again"]),
+    "grey JPEG cut, end marker added back": (_cut_with_end_marker("L"), ["not a readable image (the JPEG's data ends early"]),
+    "JPEG claiming more rows than it holds": (_claims_more_rows, ["the JPEG's data ends early", "download it again"]),
     "corrupt PNG": (_corrupt_png, ["not a readable image (", "give a JPEG or PNG file"]),
     "float TIFF": (_tiff("float.tif", np.array([[0.0, 0.5, 1.0]], dtype=np.float32)),
                    ["32-bit floating-point pixels have no agreed brightness range",
@@ -203,8 +230,11 @@ def test_a_broken_file_is_one_line_naming_it(tmp_path, rng, case):
 def test_image_size_refuses_the_same_files_from_the_header(tmp_path, rng, case):
     make, words = REFUSED[case]
     path = make(tmp_path, rng)
-    if case.startswith("truncated"):  # the header is whole: only decoding notices the missing half
+    if case.startswith("truncated") or "cut" in case:  # the header is whole: only decoding notices the missing half
         assert image.image_size(path) == (64, 96)
+        return
+    if case == "JPEG claiming more rows than it holds":
+        assert image.image_size(path) == (480, 640)
         return
     if case == "corrupt PNG" or case.startswith("signature"):
         # The header may still parse (then only decoding fails) or not: either way no other error.
@@ -260,6 +290,23 @@ def test_loading_changes_none_of_pillows_global_settings(tmp_path, rng):
     # Truncated files must stay refused: nothing may switch Pillow to filling missing data with grey.
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_whole_jpeg_with_grey_rows_still_loads(tmp_path, rng, mode):
+    """Only rows of libjpeg's fill at the bottom, under content, mark a cut JPEG: a picture grey all
+    over, or grey in fewer rows than the bottom sixteenth, or grey at the top, is a picture."""
+    photo = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    grey_top, grey_bottom_row = photo.copy(), photo.copy()
+    grey_top[:32] = 128
+    grey_bottom_row[-1:] = 128   # one row: the JPEG's 8x8 blocks blur it with the rows above anyway
+    for name, array in [("grey.jpg", np.full((64, 96, 3), 128, np.uint8)), ("grey_top.jpg", grey_top),
+                        ("last_row.jpg", grey_bottom_row), ("photo.jpg", photo)]:
+        Image.fromarray(array).convert(mode).save(tmp_path / name, quality=95)
+        loaded = image.load_image(tmp_path / name)
+        assert loaded.shape == (64, 96, 3)
+        assert image.load_image(tmp_path / name, long_side=32).shape == (21, 32, 3)
+    assert (image.load_image(tmp_path / "grey.jpg") == 128).all()
 
 
 # -------------------------------------------------------------- 2. modes converted to RGB 0..255
@@ -774,6 +821,13 @@ def test_apply_to_a_decompression_bomb_says_the_decode_limit_not_memory_advice(n
     assert status == 1 and "--size" not in line  # --size would still meet the decode limit
     assert line.endswith(": the header says 100000x100000 pixels (10000 megapixels), more than scratchnst decodes "
                          "(100 megapixels); shrink it first")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_apply_to_a_jpeg_cut_short_says_so_and_writes_nothing(network, capsys, tmp_path, rng):
+    cut = _cut_with_end_marker("RGB")(tmp_path, rng)
+    status, line = _apply(capsys, network, cut, tmp_path)
+    assert status == 1 and line.startswith(f"scratchnst: error: {cut}: not a readable image (the JPEG's data ends early")
     assert not (tmp_path / "out.png").exists()
 
 
