@@ -316,7 +316,9 @@ def layer_style_cost_from_target(target, a_G):
     twice, and the gradient is formed
     directly in (positions, channels) order, F @ D with F = A_G^T (M, nC), instead of D @ A_G
     followed by a transposing copy (D is symmetric, so (D @ A_G)^T = F @ D):
-        D = F^T F / M - target;   J = sum(D**2) / (4 nC^2);   dJ/dF = F @ D / (nC^2 M)
+        D = F^T F / M - target;   J = sum(D**2) / (4 nC^2);   dJ/dF = F @ S / (nC^2 M)
+    with S = (D + D^T) / 2, which is D for a target made by style_target or a blend of such
+    (symmetric), and keeps the gradient exact for any other (nC, nC) target a caller gives.
     The two products over all M positions run in a_G's dtype, float32 on the run path, as the
     network that made a_G did (a float64 copy of a_G would carry no more of its digits, and cost
     twice the time); D, whose entries cancel as G approaches the target, and J are float64.
@@ -329,13 +331,14 @@ def layer_style_cost_from_target(target, a_G):
     # BEGIN SOLUTION
     # HINT: compute_layer_style_cost and layer_style_cost_backward in one, with target in place of the style
     # HINT: image's Gram per position: the two large products in a_G's dtype, the small (nC, nC) difference
-    # HINT: and the sum in float64; give the gradient a_G's shape and dtype
+    # HINT: and the sum in float64; give the gradient a_G's shape and dtype (with a target that is
+    # HINT: not symmetric, the gradient needs (D + D^T) / 2 where D appears)
     M = n_H * n_W
     # (M, nC): row p is position p's channels; float16 in float32, whose Gram would overflow 65504
     F = a_G.reshape(M, n_C).astype(np.promote_types(a_G.dtype, np.float32), copy=False)
     D = (F.T @ F).astype(np.float64) / M - target  # (nC, nC)
     J = float(np.sum(D * D)) / (4 * n_C**2)
-    dF = F @ (D / (n_C**2 * M)).astype(F.dtype)  # (M, nC)
+    dF = F @ ((D + D.T) / (2 * n_C**2 * M)).astype(F.dtype)  # (M, nC)
     return J, dF.reshape(a_G.shape).astype(a_G.dtype, copy=False)
     # END SOLUTION
 

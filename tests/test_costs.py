@@ -178,6 +178,25 @@ def test_layer_style_cost_ignores_where_the_features_are():
     np.testing.assert_allclose(costs.layer_style_cost_backward(a_S, a_G), 0.0, atol=1e-15)
 
 
+def test_the_gradient_from_a_target_that_is_not_symmetric_is_still_the_costs():
+    """style_target's targets are symmetric; any (nC, nC) target a caller gives must still get the
+    gradient of the cost returned with it (finite differences, float64)."""
+    rng = np.random.default_rng(15)
+    a_G = rng.standard_normal((1, 3, 4, 2))
+    target = np.array([[1.0, 2.0], [0.0, 1.0]])
+    J, da_G = costs.layer_style_cost_from_target(target, a_G)
+    numeric = np.zeros_like(a_G)
+    for i in np.ndindex(a_G.shape):
+        step = np.zeros_like(a_G)
+        step[i] = 1e-5
+        numeric[i] = (costs.layer_style_cost_from_target(target, a_G + step)[0]
+                      - costs.layer_style_cost_from_target(target, a_G - step)[0]) / 2e-5
+    assert rel_error(da_G, numeric) < 1e-6   # the gradient without the symmetric part: 1.3
+    # and with the symmetric part of the target, the same gradient (the cost differs by a constant)
+    _, da_sym = costs.layer_style_cost_from_target((target + target.T) / 2, a_G)
+    np.testing.assert_allclose(da_sym, da_G, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape_S, shape_G", STYLE_SHAPES)
 def test_fast_layer_style_cost_from_a_target_equals_the_course_functions(shape_S, shape_G, dtype):
