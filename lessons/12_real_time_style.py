@@ -151,7 +151,7 @@ for path in held_out:
     rows.append((Path(path).name, J_photo, J_net, forward_seconds, J_opt, optimise_seconds, net_parts, opt_parts))
     tiles += [photo, painted, optimised]
     labels += [f"{Path(path).name}: J {J_photo:.3g}", f"network: J {J_net:.3g}, {forward_seconds:.2f} s",
-               f"L-BFGS x{args.optimise_iters}: J {J_opt:.3g}, {optimise_seconds:.0f} s"]
+               f"L-BFGS x{args.optimise_iters}: J {J_opt:.3g}, {optimise_seconds:.1f} s"]
 print(f"{'photo':>12}  {'J photo':>10}  {'J network':>10}  {'seconds':>8}  {'J L-BFGS':>10}  {'seconds':>8}")
 for name, J_photo, J_net, t_net, J_opt, t_opt, net_parts, opt_parts in rows:
     print(f"{name:>12}  {J_photo:10.4g}  {J_net:10.4g}  {t_net:8.2f}  {J_opt:10.4g}  {t_opt:8.1f}")

@@ -142,8 +142,16 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
                         help="weights file (default: found as `scratchnst stylize` finds it)")
     if extra is not None:
         extra(parser)
-    if argv is None:
-        argv = shlex.split(os.environ.get(NOTEBOOK_ARGS, "")) if in_notebook else sys.argv[1:]
+    if argv is None and in_notebook:
+        text = os.environ.get(NOTEBOOK_ARGS, "")
+        try:
+            argv = shlex.split(text)
+        except ValueError as error:   # an unpaired quote: shlex says "No closing quotation"
+            unsplit = str(error).lower()
+        if argv is None:   # said outside the except block: the kernel shows no chained exception
+            parser.error(f"cannot be split into options as a shell would ({unsplit}): {text!r}")
+    elif argv is None:
+        argv = sys.argv[1:]
     args = parser.parse_args(argv)
     _DEBUG = _DEBUG or getattr(args, "debug", False)
     if args.size < 16:
@@ -159,9 +167,35 @@ def parse_args(doc, size=256, iters=100, argv=None, extra=None):
         from scratchnst import weights as weights_io
 
         weights_io.find_weights("squeezenet", explicit=args.weights)   # the model only matters for a search
+    try:
+        _check_memory(args)
+    except UsageError as error:   # an option out of range, said as the other ones are
+        parser.error(str(error))
     _make_output_folder(args.out)
     _inputs_not_among_pictures(args)
     return args
+
+
+def _check_memory(args):
+    """UsageError, as `scratchnst stylize` gives, if --size would need more memory than there is.
+
+    Without it a mistyped --size 100000 has NumPy allocate tens of gigabytes until the kernel kills
+    the lesson, with no word said. The need is stylize's estimate for the lesson's network (a
+    lesson without one needs less): VGG-19's where --network says so, or "auto" finds its weights.
+    """
+    from scratchnst import settings
+    from scratchnst import weights as weights_io
+
+    model = args.network
+    if model == "auto":
+        try:
+            weights_io.find_weights("vgg19")
+            model = "vgg19"
+        except UserError:
+            model = "squeezenet"
+    for flag, path in _input_files(args):
+        if flag != "weights":
+            settings.check_memory({"size": args.size, "model": model, "style_scale": 1.0}, path)
 
 
 def _check_image(path):

@@ -731,6 +731,7 @@ def test_the_smallest_size_a_lesson_names_runs(tmp_path, weights_env):
 @pytest.mark.parametrize("args, words", [
     (["--size", 8], ["--size must be at least 16 pixels, got 8"]),
     (["--size", "big"], ["argument --size: invalid int value: 'big'"]),
+    (["--size", 10**6], ["--size 1000000 needs about ", "GB of memory for ", "available; use --size "]),
     (["--iters", 0], ["--iters must be at least 1, got 0"]),
     (["--seed", -1], ["--seed must be at least 0, got -1"]),
     (["--network", "alexnet"], ["argument --network: invalid choice: 'alexnet'"]),

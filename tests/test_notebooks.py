@@ -215,7 +215,9 @@ def test_a_dest_that_cannot_be_made_is_one_line(builder, tmp_path):
 
 @pytest.mark.parametrize("options, said", [
     ("--sise 64", "$SCRATCHNST_LESSON_ARGS: error: unrecognized arguments: --sise 64"),
-    ("--content nope.jpg", "UserError: nope.jpg: no such image file")])
+    ("--content nope.jpg", "UserError: nope.jpg: no such image file"),
+    ("--size '64", "$SCRATCHNST_LESSON_ARGS: error: cannot be split into options as a shell would (no closing "
+                   "quotation)")])
 def test_a_lesson_that_fails_as_a_notebook_is_one_line(builder, tmp_path, options, said):
     """A wrong option or a missing file in --lesson-args: the lesson's own line, not the kernel's traceback."""
     with pytest.raises(SystemExit) as stop:
