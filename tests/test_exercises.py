@@ -663,6 +663,20 @@ def test_a_mistake_shows_expected_against_given(mistakes_report):
     assert check.error is not None and check.error > 0.5
 
 
+def test_each_compared_check_names_its_measure_of_error(mistakes_report):
+    """rel_error (lesson 2's, elementwise, at most 1) and the float32 and finite-difference checks'
+    largest difference over the largest value (which can pass 1) are two measures: named apart."""
+    text = rendered(mistakes_report)
+    checks = [c for r in mistakes_report.results for c in r.checks if c.error is not None]
+    assert {c.normwise for c in checks} == {True, False}
+    for check in checks:
+        measure = "max error / largest value" if check.normwise else "max rel error"
+        assert f"{check.label}   ({measure} {check.error:.1e})" in text
+        if not check.normwise:
+            assert check.error <= 1
+    assert any(c.normwise and c.label.startswith("against finite differences") for c in checks)
+
+
 def test_an_endless_loop_times_out_without_hanging_the_grader(robustness_report):
     result = by_name(robustness_report)["relu_forward"]
     assert result.checks[0].status == "timeout"

@@ -373,6 +373,7 @@ class CheckResult:
     label: str
     status: str  # "ok", "fail", "not done", "error", "timeout"
     error: float = None  # the largest error, when values were compared
+    normwise: bool = False  # error is relative to the largest expected value, not elementwise (Case.normwise)
     details: list = field(default_factory=list)  # lines to show under the check, or recognised Mistakes
     mistakes: list = field(default_factory=list)  # names of the recognised mistakes
     hint: str = ""
@@ -430,7 +431,7 @@ def _verdict(answer, case, params):
                            function=answer["function"])
     if status != "ok":   # sandbox.StudentProcess.call lets no other status through; a grader bug if it did
         raise ValueError(f"judge: unknown answer status {status!r}")
-    result = CheckResult(case.label, "ok")
+    result = CheckResult(case.label, "ok", normwise=case.normwise)
     for path in answer.get("mutated", []):
         mistake = Mistake(f"wrote into its input {_input_name(path, params)}",
                           "never modify inputs, dout or caches: compute into new arrays", None)

@@ -490,7 +490,10 @@ def print_report(report, stream=None, show_printed=False):
             shown, explained = None, set()
             for check in result.checks:
                 compared = check.error is not None and check.status in ("ok", "fail")
-                error = f"   (max rel error {check.error:.1e})" if compared else ""
+                # two measures, named apart: rel_error (lesson 2's, at most 1) and, for float32 and
+                # finite differences, the largest difference over the largest expected value
+                measure = "max error / largest value" if check.normwise else "max rel error"
+                error = f"   ({measure} {check.error:.1e})" if compared else ""
                 say(f"{_WORD[check.status]:<7} {check.label}{error}", "      ", wrap=False)
                 if check.details == shown and check.status in ("error", "not done", "timeout"):
                     continue  # the same exception again: said once is enough
