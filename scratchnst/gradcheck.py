@@ -284,11 +284,14 @@ class Check:
     tags: tuple = ()  # other names that select it with --only, e.g. the network's name
 
 
-def check_case(case, use_torch=True, seed=0):
+def check_case(case, use_torch=True, seed=0, parts=None):
     """Check one case; returns (numeric_error, torch_error or None).
 
     numeric_error: max over inputs of rel_error(analytic, centred differences) (normwise: see Case).
     torch_error: max over the output and every gradient of rel_error(ours, PyTorch's).
+    parts: None, or a dict that receives torch_error's two halves, "forward" (the output against
+        PyTorch's) and "backward" (the gradients against PyTorch's): what tells, when the backward
+        and the finite differences of the forward disagree, which of the two is wrong.
     """
     error = rel_error_normwise if case.normwise else rel_error
     originals = {name: np.array(value, copy=True) for name, value in case.inputs.items()}
@@ -340,10 +343,12 @@ def check_case(case, use_torch=True, seed=0):
     theirs = torch_ref.to_numpy(out_t)
     if out.shape != theirs.shape:
         raise WrongReturn(f"{case.name}'s forward pass returned {_what(out)}, expected PyTorch's shape {theirs.shape}")
-    torch_error = _worst(0.0, rel_error(out, theirs))
+    forward_error, backward_error = _worst(0.0, rel_error(out, theirs)), 0.0
     for t, grad in zip(tensors.values(), grads):
-        torch_error = _worst(torch_error, error(grad, torch_ref.to_numpy(t.grad)))
-    return numeric_error, torch_error
+        backward_error = _worst(backward_error, error(grad, torch_ref.to_numpy(t.grad)))
+    if parts is not None:
+        parts.update(forward=forward_error, backward=backward_error)
+    return numeric_error, _worst(forward_error, backward_error)
 
 
 def _worst(error, other):
@@ -384,7 +389,7 @@ class Row:
     # PASS, FAIL, NOT DONE (an unwritten exercise), ERROR (it raised), TIMEOUT (a student copy's row that
     # was still running at --timeout, stopped)
     result: str = "PASS"
-    detail: str = ""  # for NOT DONE the function to write, for ERROR and TIMEOUT what happened where
+    detail: str = ""  # NOT DONE: the function to write; ERROR, TIMEOUT: what happened where; FAIL: which pass is wrong
     tolerances: tuple = (NUMERIC_TOL, TORCH_TOL)
     normwise: bool = False
 
@@ -443,7 +448,8 @@ def run_check(check, use_torch, seed, on_built=None):
         row.config, row.tolerances, row.normwise = case.config, (case.numeric_tol, case.torch_tol), case.normwise
         if on_built is not None:
             on_built(case)
-        row.numeric_error, row.torch_error = check_case(case, use_torch=use_torch, seed=seed)
+        parts = {}
+        row.numeric_error, row.torch_error = check_case(case, use_torch=use_torch, seed=seed, parts=parts)
     except Skip:
         raise
     except NotImplementedError as error:
@@ -456,8 +462,34 @@ def run_check(check, use_torch, seed, on_built=None):
     else:
         ok = row.numeric_error < case.numeric_tol and (row.torch_error is None or row.torch_error < case.torch_tol)
         row.result = "PASS" if ok else "FAIL"
+        if not ok:
+            row.detail = _which_pass_is_wrong(parts, case.torch_tol)
     row.seconds = time.perf_counter() - start
     return row
+
+
+def _which_pass_is_wrong(parts, torch_tol):
+    """A FAIL row's detail: which of the forward and the backward pass PyTorch disagrees with.
+
+    Finite differences check the backward against the forward as written, so a wrong forward with a
+    right backward fails as a wrong backward would; PyTorch, which computes both from the formula,
+    tells them apart.
+    """
+    if not parts:
+        return ("the backward pass disagrees with finite differences of the forward pass: one of the two is "
+                "wrong (with PyTorch installed, this check says which)")
+    forward_wrong, backward_wrong = parts["forward"] >= torch_tol, parts["backward"] >= torch_tol
+    if forward_wrong and backward_wrong:
+        return (f"both passes differ from PyTorch's: the forward by {parts['forward']:.1e}, the backward "
+                f"by {parts['backward']:.1e}")
+    if forward_wrong:
+        return (f"the forward pass differs from PyTorch's ({parts['forward']:.1e}); the backward agrees with "
+                "PyTorch: the forward pass is wrong")
+    if backward_wrong:
+        return (f"the backward pass differs from PyTorch's ({parts['backward']:.1e}); the forward agrees with "
+                "PyTorch: the backward pass is wrong")
+    return ("both passes agree with PyTorch, yet the backward disagrees with finite differences of the forward: "
+            "a forward pass that is not smooth at these inputs?")
 
 
 def run_checks(checks, use_torch=True, seed=0, on_row=None, on_start=None):
@@ -508,7 +540,7 @@ def format_table(rows, skipped, torch_note, seconds):
     line = "  ".join("{:<%d}" % w_ for w_ in widths) + "  {}"
     lines = [line.format(*header), "  ".join("-" * w_ for w_ in widths) + "  ------"]
     lines += [line.format(*c).rstrip() for c in cells]
-    lines += [f"  {row.name}: {row.detail}" for row in rows if row.result in _EXPLAINED]
+    lines += [f"  {row.name}: {row.detail}" for row in rows if row.result in _EXPLAINED + ("FAIL",) and row.detail]
     by_reason = {}
     for name, why in skipped:
         by_reason.setdefault(why, []).append(name)

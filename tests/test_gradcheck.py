@@ -338,6 +338,28 @@ def test_a_planted_mistake_in_a_cost_fails_its_row(row, function, mistake, monke
     assert failed[row].numeric_error > 1e-2 and failed[row].torch_error > 1e-2, failed[row]
 
 
+@pytest.mark.parametrize("wrong", ["forward", "backward"])
+def test_a_failing_row_says_which_pass_pytorch_disagrees_with(wrong, monkeypatch, torch, capsys):
+    """Finite differences check the backward against the forward as written: a wrong forward with a
+    right backward fails as a wrong backward does. PyTorch tells the two apart, and the row says it."""
+    if wrong == "forward":
+        right = costs.compute_content_cost
+        monkeypatch.setattr(costs, "compute_content_cost", lambda a_C, a_G: 2 * right(a_C, a_G))
+    else:
+        monkeypatch.setattr(costs, "content_cost_backward", _content_missing_2)
+    rows = _run_rows(gradcheck_cases.select(gradcheck_cases.default_checks(seed=2), ["content_cost"]), seed=2)[0]
+    assert [r.result for r in rows] == ["FAIL"]
+    other = "backward" if wrong == "forward" else "forward"
+    assert rows[0].detail.startswith(f"the {wrong} pass differs from PyTorch's (")
+    assert rows[0].detail.endswith(f"the {other} agrees with PyTorch: the {wrong} pass is wrong")
+    assert run_gradcheck(only=["content_cost"]) == 1   # and the table shows it under the row
+    assert f"  content_cost: the {wrong} pass differs from PyTorch's" in capsys.readouterr().out
+    # without PyTorch the row cannot tell, and says so
+    row = gradcheck.run_check(gradcheck_cases.select(gradcheck_cases.default_checks(seed=2), ["content_cost"])[0],
+                              use_torch=False, seed=2)
+    assert row.result == "FAIL" and "one of the two is wrong" in row.detail
+
+
 def test_the_missing_factor_2_fails_the_content_cost_row_and_its_chain(weights_dir, monkeypatch, capsys, torch):
     monkeypatch.setattr(costs, "content_cost_backward", _content_missing_2)
     assert run_gradcheck(only=["content_cost", "squeezenet_content", "squeezenet_style"]) == 1
