@@ -71,6 +71,14 @@ def load(name_or_path, weights=None, pooling="max", dtype=np.float32):
 
 
 # --------------------------------------------------------------------------------- network
+def _native(array, dtype):
+    """array in dtype's native byte order if it holds dtype's numbers in the other one (a big-endian
+    '>f4' read from a file: the same float32 values), else array itself."""
+    if array.dtype != dtype and array.dtype.newbyteorder("=") == dtype:
+        return array.astype(dtype)
+    return array
+
+
 def _read_only(array):
     """A view of array that cannot be written through (the array itself stays writable)."""
     view = array.view()
@@ -117,8 +125,9 @@ class Network:
             raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {architecture!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        if not np.issubdtype(dtype, np.floating):
-            raise ValueError(f"dtype must be a float type, got {dtype!r}")
+        # float16 would run (NumPy has it) but its gradients are off by percents; longdouble gains nothing
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be np.float32 (to run) or np.float64 (to check gradients), got {dtype!r}")
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSING)}, got {preprocessing!r}")
         problem = parameter_problem(architecture, params)
@@ -199,7 +208,7 @@ class Network:
         """
         if isinstance(layers_wanted, str):
             layers_wanted = [layers_wanted]
-        x = np.asarray(x)
+        x = _native(np.asarray(x), self.dtype)
         if x.ndim != 4 or x.shape[3] != 3:
             raise ValueError(f"x must be (N, H, W, 3), got {x.shape}")
         if x.dtype != self.dtype:
@@ -358,7 +367,7 @@ class Network:
 
     def _checked(self, layer, name, grad):
         """grad as an array, or ValueError / TypeError if it does not fit the activation of step `name`."""
-        grad = np.asarray(grad)
+        grad = _native(np.asarray(grad), self.dtype)
         if grad.shape != self._shapes[name]:
             raise ValueError(f"gradient for {layer!r} has shape {grad.shape}, its activation {self._shapes[name]}")
         if grad.dtype != self.dtype:

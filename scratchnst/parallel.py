@@ -31,9 +31,12 @@ col2im's input gradients by bands (strided convolutions of 8 channels or more), 
 How many workers: $SCRATCHNST_WORKERS when set (the command line sets it for --threads N, and
 starts NumPy's BLAS on one thread: `environment`); else the BLAS's own thread count where it can be
 read and set (the OpenBLAS of NumPy's wheels), its products then held to one thread for a run by
-`hold`; else 1. With one worker every split runs as one piece in the calling thread: the results
-are the same, only the speed differs. SCRATCHNST_WORKERS=1 turns the splitting off, and
-`set_workers(n)` overrides the count (tests run both ways).
+`hold`; else 1. With one worker every split runs as one piece in the calling thread: the same
+results up to rounding (pooling and bias gradients bit for bit; a float32 convolution's output and
+gradients within a few units of the last place, up to 5e-7 relative, as its products split
+differently), only the speed differs; a fixed count gives the same bits run after run.
+SCRATCHNST_WORKERS=1 turns the splitting off, and `set_workers(n)` overrides the count (tests run
+both ways).
 """
 
 import contextlib

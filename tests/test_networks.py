@@ -230,6 +230,14 @@ def test_dtype_is_kept_and_checked(vgg_params):
         with pytest.raises(TypeError, match="preprocess") as caught:
             net32.forward(np.zeros((1, 16, 16, 3), raw), ["block2_conv1"])
         assert f"dtype=np.{np.dtype(raw)}" not in str(caught.value)
+    # float32 numbers in the other byte order (as read from a big-endian file) are float32
+    same = net32.forward(x.astype(">f4"), ["block2_conv1"])["block2_conv1"]
+    assert same.dtype == np.float32 and np.array_equal(same, a)
+    assert net32.backward({"block2_conv1": np.ones_like(a).astype(">f4")}).dtype == np.float32
+    # only the two dtypes the package computes in: float16's gradients are off by percents
+    for other in {np.dtype(np.float16), np.dtype(np.longdouble)} - {np.dtype(np.float64)}:   # longdouble: float64 on Windows
+        with pytest.raises(ValueError, match="np.float32 .to run. or np.float64"):
+            networks.Network("vgg19", vgg_params, dtype=other)
 
 
 def test_a_gradient_given_as_a_function_is_asked_for_when_the_pass_reaches_its_layer(squeezenet_random,
