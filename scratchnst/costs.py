@@ -43,6 +43,8 @@ def _check_activation(a, name):
     """Raise ValueError unless `a` is one image's activations (1, nH, nW, nC)."""
     if a.ndim != 4 or a.shape[0] != 1:
         raise ValueError(f"{name} must have shape (1, nH, nW, nC), got {a.shape}")
+    if 0 in a.shape:   # the costs divide by nH * nW * nC (or nC**2 and nH * nW): 0 / 0
+        raise ValueError(f"{name} has no values (shape {a.shape}): nH, nW and nC must be at least 1")
 
 
 def _check_unrolled(A, function):

@@ -318,7 +318,14 @@ def test_costs_reject_mismatched_shapes():
         costs.compute_layer_style_cost(a, np.zeros((1, 3, 4, 5)))
     with pytest.raises(ValueError, match="1, nH, nW, nC"):
         costs.layer_style_cost_backward(np.zeros((3, 4, 2)), a)
-
+    # no values: every cost would be 0 / 0 (NaN and a RuntimeWarning)
+    for empty in ((1, 0, 4, 2), (1, 3, 4, 0)):
+        with pytest.raises(ValueError, match=r"a_G has no values \(shape"):
+            costs.compute_content_cost(np.zeros(empty), np.zeros(empty))
+        with pytest.raises(ValueError, match="has no values"):
+            costs.compute_layer_style_cost(np.zeros(empty), np.zeros(empty))
+        with pytest.raises(ValueError, match="has no values"):
+            costs.layer_style_cost_from_target(np.zeros((empty[3],) * 2), np.zeros(empty))
 
 
 @pytest.mark.parametrize("function", [costs.compute_style_cost, costs.style_cost_backward])
