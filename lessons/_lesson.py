@@ -180,19 +180,13 @@ def _check_memory(args):
     """UsageError, as `scratchnst stylize` gives, if --size would need more memory than there is.
 
     Without it a mistyped --size 100000 has NumPy allocate tens of gigabytes until the kernel kills
-    the lesson, with no word said. The need is stylize's estimate for the lesson's network (a
-    lesson without one needs less): VGG-19's where --network says so, or "auto" finds its weights.
+    the lesson, with no word said. The need is stylize's estimate: VGG-19's where --network says
+    so, else SqueezeNet's, the smaller, so that no lesson is refused a size it could run (those
+    without a network need less still).
     """
     from scratchnst import settings
-    from scratchnst import weights as weights_io
 
-    model = args.network
-    if model == "auto":
-        try:
-            weights_io.find_weights("vgg19")
-            model = "vgg19"
-        except UserError:
-            model = "squeezenet"
+    model = "vgg19" if args.network == "vgg19" else "squeezenet"
     for flag, path in _input_files(args):
         if flag != "weights":
             settings.check_memory({"size": args.size, "model": model, "style_scale": 1.0}, path)
