@@ -1262,6 +1262,15 @@ _FROM_THE_FORWARD_PASS = {
     ("costs", "total_variation_cost_backward"): """
         return _pushed_back(compute_total_variation_cost, x, 1.0).astype(x.dtype)
     """,
+    ("costs", "layer_style_cost_from_target"): """
+        n_C = a_G.shape[3]
+
+        def cost(v):
+            F = _np.asarray(v, dtype=_np.float64).reshape(-1, n_C)
+            D = F.T @ F / F.shape[0] - target
+            return _np.sum(D * D) / (4 * n_C**2)
+        return float(cost(a_G)), _pushed_back(cost, a_G, 1.0, richardson=True).astype(a_G.dtype)
+    """,
 }
 
 

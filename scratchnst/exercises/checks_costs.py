@@ -372,6 +372,11 @@ def layer_style_cost_from_target_cases(ref, rng, use_torch):
     cases.append(Case("float32 a_G 1x16x16x32: J a float64 number, to float32's accuracy", (target, a_G), J,
                       pick=_cost, tol=FLOAT32_TOL, dtype=np.float64,
                       mistakes=_from_target_mistakes(C, target, a_G, J, None, da_part=None)))
+    # last, so that the inputs above stay what they were (one generator per exercise)
+    a_S, a_G = randn(rng, 1, 48, 48, 32), randn(rng, 1, 48, 48, 32)
+    target = C.style_target(a_S)
+    cases.append(at_scale("dJ/da_G, a_S and a_G of shape (1, 48, 48, 32)", (target, a_G),
+                          C.layer_style_cost_from_target(target, a_G)[1], pick=_gradient))
     return cases
 
 
