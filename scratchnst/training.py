@@ -125,6 +125,9 @@ from scratchnst.settings import MODEL_DEFAULTS, check_seed, layers_used, style_l
 #       widths 16/32/80                                                       1.67 / 2.31 / 1.78
 #       alpha 80 (judged at 80, L-BFGS too)                                   1.56 / 2.13 / 1.61
 #   (alpha 80 judged at 40: 1.73 / 2.57 / 1.82; each of the first three made a step 17-22% longer).
+#   What does move it is time: the defaults with twice the budget (2026-12-08, seed 0, --iters 30000
+#   --minutes 38, one core: 20171 steps in 36 minutes) gave 1.61 / 1.94 / 1.58, against 1.65 / 2.09 /
+#   1.71 in 8339 steps (README.md) and 2.02-2.10 on Tubingen in every 19-minute run since 2026-12-06.
 #   Then most of the gap was the style cost at fire4 (Tubingen: 5.5e3 against L-BFGS's 0.9e3, of
 #   10.8e3 against 2.0e3 over the five layers). With the noise plane, in the terms of the cost
 #   (alpha J_content, beta lambda_l J_style_layer; 2026-12-07, README.md's 7020-step run of seed 0),
